@@ -1,0 +1,25 @@
+//! txflow — incremental, exactly-once detection of merchant/customer behaviour patterns
+//! over a stream of bank transactions, on timely/differential dataflow.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`model`] | the data types every stage shares (names, transactions, detections, thresholds) |
+//! | [`objectstore`] | the object-store seam: local directories and S3 behind one trait |
+//! | [`sources`] | bringing data in: CSV parsing, the importance file, landing-store chunk discovery |
+//! | [`dataflow`] | the differential computation: aggregates and one file per pattern |
+//! | [`sinks`] | taking results out: state stores (SQLite, PostgreSQL), detection and reject files |
+//! | [`mechanism_x`] | the producer that cuts `transactions.csv` into landing chunks |
+//! | [`mechanism_y`] | the detector: timely workers, epochs, the single committing writer |
+//! | [`txgen`] | the BankSim-shaped synthetic data generator |
+//! | [`time`] | IST (UTC+05:30) timestamps |
+
+pub mod dataflow;
+pub mod error;
+pub mod mechanism_x;
+pub mod mechanism_y;
+pub mod model;
+pub mod objectstore;
+pub mod sinks;
+pub mod sources;
+pub mod time;
+pub mod txgen;

@@ -1,0 +1,171 @@
+//! Data types shared by the sources, the dataflow and the sinks.
+
+use serde::{Deserialize, Serialize};
+
+/// An identifier (customer, merchant, category). Short strings are stored inline, so the
+/// dataflow does not allocate per row; ordering is byte order, as the SPEC's output order needs.
+pub type Name = compact_str::CompactString;
+
+/// Amount in millionths of a unit (the SPEC allows at most six fractional digits), so sums are exact.
+pub type Micros = i64;
+
+/// Micro-units per unit.
+pub const MICROS_PER_UNIT: i64 = 1_000_000;
+
+/// Customer gender as recorded in the BankSim data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Gender {
+    /// `'F'`
+    Female,
+    /// `'M'`
+    Male,
+    /// `'E'` (enterprise)
+    Enterprise,
+    /// `'U'` (unknown)
+    Unknown,
+}
+
+impl Gender {
+    /// Parses the (already unquoted) gender value; `None` when it is not one of F, M, E, U.
+    pub fn parse(value: &str) -> Option<Gender> {
+        match value {
+            "F" => Some(Gender::Female),
+            "M" => Some(Gender::Male),
+            "E" => Some(Gender::Enterprise),
+            "U" => Some(Gender::Unknown),
+            _ => None,
+        }
+    }
+}
+
+/// One accepted transaction: the five columns the patterns use.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Txn {
+    pub customer: Name,
+    pub merchant: Name,
+    pub category: Name,
+    pub gender: Gender,
+    pub amount: Micros,
+}
+
+/// A rejected input row (SPEC §2.3): where it was, why, and the raw text.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Reject {
+    /// The chunk (or file) name, e.g. `chunk-000003.csv`.
+    pub chunk: String,
+    /// 1-based line number within the object; the header is line 1.
+    pub line: u64,
+    pub reason: String,
+    /// The raw record text, without its line terminator.
+    pub raw: String,
+}
+
+/// The three patterns of SPEC §4. The derived order is the SPEC's output order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Pattern {
+    Upgrade,
+    Child,
+    DeiNeeded,
+}
+
+impl Pattern {
+    pub const ALL: [Pattern; 3] = [Pattern::Upgrade, Pattern::Child, Pattern::DeiNeeded];
+
+    /// `PatId1`, `PatId2`, `PatId3`.
+    pub fn id(self) -> &'static str {
+        match self {
+            Pattern::Upgrade => "PatId1",
+            Pattern::Child => "PatId2",
+            Pattern::DeiNeeded => "PatId3",
+        }
+    }
+
+    /// `UPGRADE`, `CHILD`, `DEI-NEEDED`.
+    pub fn action(self) -> &'static str {
+        match self {
+            Pattern::Upgrade => "UPGRADE",
+            Pattern::Child => "CHILD",
+            Pattern::DeiNeeded => "DEI-NEEDED",
+        }
+    }
+
+    pub fn from_id(id: &str) -> Option<Pattern> {
+        Pattern::ALL.into_iter().find(|p| p.id() == id)
+    }
+}
+
+/// The identity of a detection: `(patternId, MerchantId, customerName)`, in the SPEC's
+/// within-epoch output order (pattern, then merchant, then customer, bytewise).
+/// `customer` is empty for PatId3.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DetectionKey {
+    pub pattern: Pattern,
+    pub merchant: Name,
+    pub customer: Name,
+}
+
+/// A percentile parameter `p` in [0, 1], kept exactly as millionths so that the count
+/// percentile can be compared without rounding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fraction {
+    pub millionths: u32,
+}
+
+impl Fraction {
+    pub const fn from_millionths(millionths: u32) -> Fraction {
+        Fraction { millionths }
+    }
+
+    pub fn as_f64(self) -> f64 {
+        self.millionths as f64 / 1e6
+    }
+
+    /// Parses a decimal in [0, 1] with at most six fractional digits (`0.9`, `0.10`, `1`).
+    pub fn parse(text: &str) -> Option<Fraction> {
+        let micros = crate::sources::parse::parse_decimal_micros(text)?;
+        (0..=MICROS_PER_UNIT)
+            .contains(&micros)
+            .then_some(Fraction { millionths: micros as u32 })
+    }
+}
+
+/// Pattern thresholds (SPEC §4); the defaults are the SPEC's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Thresholds {
+    /// PatId1: a merchant qualifies when `N(m)` is strictly greater than this (50,000).
+    pub upgrade_min_merchant_txns: u64,
+    /// PatId1: the count percentile a customer must reach (0.90).
+    pub upgrade_count_percentile: Fraction,
+    /// PatId1: the weight percentile a customer must stay at or under (0.10).
+    pub upgrade_weight_percentile: Fraction,
+    /// PatId2: minimum `n(c,m)` (80).
+    pub child_min_txns: u64,
+    /// PatId2: `A(c,m)/n(c,m)` must be strictly below this, in micro-units (23.00).
+    pub child_max_avg_amount: Micros,
+    /// PatId3: `F(m)` must be strictly greater than this (100).
+    pub dei_min_female_customers: u64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            upgrade_min_merchant_txns: 50_000,
+            upgrade_count_percentile: Fraction::from_millionths(900_000),
+            upgrade_weight_percentile: Fraction::from_millionths(100_000),
+            child_min_txns: 80,
+            child_max_avg_amount: 23 * MICROS_PER_UNIT,
+            dei_min_female_customers: 100,
+        }
+    }
+}
+
+/// A customer-importance weight: the mean of the rows of one `(customer, merchant, typeTrans)` key.
+pub type Weight = ordered_float::OrderedFloat<f64>;
+
+/// Key of the importance table: `(customer, merchant, category)`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct WeightKey {
+    pub customer: Name,
+    pub merchant: Name,
+    pub category: Name,
+}

@@ -1,0 +1,219 @@
+//! The object-store seam: landing chunks, the importance file, detection and reject files all
+//! move through [`ObjectStore`], implemented by a local directory ([`local`]) and S3 ([`s3`]).
+//!
+//! Keys are relative to the store's root (a directory, or an `s3://bucket/prefix`), use `/`
+//! as separator, and never start with `/`. Calls are blocking: callers that must not block
+//! (timely workers) go through the prefetching reader in `sources::landing`.
+
+pub mod local;
+pub mod s3;
+
+use std::sync::Arc;
+
+use crate::error::StoreError;
+
+/// Metadata of a stored object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Key relative to the store root.
+    pub key: String,
+    pub size: u64,
+    /// Last-modified time, milliseconds since the Unix epoch (file mtime, or S3 `LastModified`).
+    pub last_modified_ms: i64,
+}
+
+/// An object's bytes and metadata.
+#[derive(Clone, Debug)]
+pub struct Object {
+    pub meta: ObjectMeta,
+    pub body: bytes::Bytes,
+}
+
+/// Result of a conditional create.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    Created,
+    AlreadyExists,
+}
+
+/// A flat key/value object store with atomic object visibility: a reader sees either no
+/// object or the whole of it.
+pub trait ObjectStore: Send + Sync {
+    /// Human-readable root, e.g. `/data/landing` or `s3://bucket/prefix`. Never contains secrets.
+    fn describe(&self) -> String;
+
+    /// The object at `key`, or `None` when it does not exist (yet).
+    fn get(&self, key: &str) -> Result<Option<Object>, StoreError>;
+
+    /// Metadata of `key`, or `None` when it does not exist (yet).
+    fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError>;
+
+    /// Writes `key` whole, replacing any previous object.
+    fn put(&self, key: &str, body: &[u8]) -> Result<(), StoreError>;
+
+    /// Writes `key` only when no object exists there.
+    fn put_if_absent(&self, key: &str, body: &[u8]) -> Result<PutOutcome, StoreError>;
+
+    /// Objects whose key starts with `prefix` and sorts strictly after `start_after`, in key
+    /// order, at most `limit` of them.
+    fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ObjectMeta>, StoreError>;
+}
+
+/// S3 client settings shared by every S3 location of a process.
+#[derive(Clone, Debug, Default)]
+pub struct S3Options {
+    /// Endpoint override (`--s3-endpoint`); `AWS_ENDPOINT_URL[_S3]` are honoured when unset.
+    /// An override switches to path-style addressing.
+    pub endpoint: Option<String>,
+    /// Region override; otherwise the AWS configuration chain decides (default `us-east-1`).
+    pub region: Option<String>,
+}
+
+/// A parsed location: a local directory or an S3 bucket and prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    Local(std::path::PathBuf),
+    S3 { bucket: String, prefix: String },
+}
+
+impl Location {
+    /// Parses `s3://bucket/prefix` or a local path.
+    pub fn parse(text: &str) -> Result<Location, StoreError> {
+        if let Some(rest) = text.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(StoreError::BadLocation {
+                    location: text.to_string(),
+                    reason: "missing bucket name (expected s3://bucket/prefix)".into(),
+                });
+            }
+            Ok(Location::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.trim_matches('/').to_string(),
+            })
+        } else if text.contains("://") {
+            Err(StoreError::BadLocation {
+                location: text.to_string(),
+                reason: "only local paths and s3:// URLs are supported".into(),
+            })
+        } else if text.is_empty() {
+            Err(StoreError::BadLocation {
+                location: text.to_string(),
+                reason: "empty location".into(),
+            })
+        } else {
+            Ok(Location::Local(text.into()))
+        }
+    }
+
+    /// Splits a location naming a single object (`s3://bucket/dir/key` or `dir/file`) into
+    /// the location of its parent and the object's key.
+    pub fn parse_object(text: &str) -> Result<(Location, String), StoreError> {
+        let bad = |reason: &str| StoreError::BadLocation {
+            location: text.to_string(),
+            reason: reason.to_string(),
+        };
+        match Location::parse(text)? {
+            Location::S3 { bucket, prefix } => {
+                let (dir, key) = match prefix.rsplit_once('/') {
+                    Some((dir, key)) => (dir.to_string(), key.to_string()),
+                    None => (String::new(), prefix.clone()),
+                };
+                if key.is_empty() {
+                    return Err(bad("expected s3://bucket/key naming an object"));
+                }
+                Ok((Location::S3 { bucket, prefix: dir }, key))
+            }
+            Location::Local(path) => {
+                let key = path
+                    .file_name()
+                    .ok_or_else(|| bad("expected a file path"))?
+                    .to_string_lossy()
+                    .into_owned();
+                let dir = match path.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                    _ => ".".into(),
+                };
+                Ok((Location::Local(dir), key))
+            }
+        }
+    }
+}
+
+/// Opens the store for `location` (a directory path or `s3://bucket/prefix`).
+pub fn open(location: &str, s3: &S3Options) -> Result<Arc<dyn ObjectStore>, StoreError> {
+    open_location(&Location::parse(location)?, s3)
+}
+
+/// Opens the store for an already parsed location.
+pub fn open_location(
+    location: &Location,
+    s3: &S3Options,
+) -> Result<Arc<dyn ObjectStore>, StoreError> {
+    match location {
+        Location::Local(dir) => Ok(Arc::new(local::LocalStore::new(dir.clone()))),
+        Location::S3 { bucket, prefix } => Ok(Arc::new(s3::S3Store::connect(
+            bucket.clone(),
+            prefix.clone(),
+            s3,
+        )?)),
+    }
+}
+
+/// Reads a single object named by a location (`s3://bucket/key` or a file path).
+pub fn read_object(location: &str, s3: &S3Options) -> Result<Object, StoreError> {
+    let (parent, key) = Location::parse_object(location)?;
+    let store = open_location(&parent, s3)?;
+    store.get(&key)?.ok_or_else(|| StoreError::BadLocation {
+        location: location.to_string(),
+        reason: "no such object".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_locations() {
+        assert_eq!(
+            Location::parse("s3://b/x/y/").unwrap(),
+            Location::S3 {
+                bucket: "b".into(),
+                prefix: "x/y".into()
+            }
+        );
+        assert_eq!(
+            Location::parse("s3://b").unwrap(),
+            Location::S3 {
+                bucket: "b".into(),
+                prefix: "".into()
+            }
+        );
+        assert!(Location::parse("s3:///x").is_err());
+        assert!(Location::parse("gs://b/x").is_err());
+        assert_eq!(
+            Location::parse("/tmp/x").unwrap(),
+            Location::Local("/tmp/x".into())
+        );
+        assert_eq!(
+            Location::parse_object("s3://b/d/e/f.csv").unwrap(),
+            (
+                Location::S3 {
+                    bucket: "b".into(),
+                    prefix: "d/e".into()
+                },
+                "f.csv".to_string()
+            )
+        );
+        assert_eq!(
+            Location::parse_object("f.csv").unwrap(),
+            (Location::Local(".".into()), "f.csv".to_string())
+        );
+    }
+}

@@ -1,0 +1,171 @@
+//! The state-store seam (SPEC §6). Both implementations run the same SQL schema from `sql/`
+//! and give the same answers; the runner only talks to [`StateStore`].
+//!
+//! Exactly-once contract: [`StateStore::commit_epoch`] applies one epoch's counter deltas,
+//! new ledger rows and progress row in one transaction, and is never asked to commit an epoch
+//! at or below the last committed one. An implementation whose COMMIT outcome can be unknown
+//! (a lost connection) must find out by re-reading the progress row before retrying.
+
+pub mod postgres;
+pub mod sqlite;
+
+use crate::error::StateError;
+
+/// Versioned migrations, applied in order, each at most once (`schema_migrations`).
+pub const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../../sql/001_init.sql"))];
+
+/// What run a store belongs to. A store that holds epochs of another run is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunIdentity {
+    /// `live` or `replay`.
+    pub mode: String,
+    /// The landing location (as given; never contains secrets).
+    pub landing: String,
+    /// Replay range, as given (`None` = open).
+    pub from: Option<u64>,
+    pub to: Option<u64>,
+}
+
+impl RunIdentity {
+    /// A stable one-line description, stored in `run_meta` and compared on start.
+    pub fn describe(&self) -> String {
+        let bound = |b: Option<u64>| b.map_or_else(|| "*".to_string(), |v| v.to_string());
+        match self.mode.as_str() {
+            "replay" => format!(
+                "replay of {} chunks [{}, {}]",
+                self.landing,
+                bound(self.from),
+                bound(self.to)
+            ),
+            _ => format!("{} of {}", self.mode, self.landing),
+        }
+    }
+}
+
+/// One row of the detection ledger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerRow {
+    pub seq: u64,
+    pub epoch: u64,
+    pub pattern_id: String,
+    pub action_type: String,
+    pub customer_name: String,
+    pub merchant_id: String,
+    pub y_start_time: String,
+    pub detection_time: String,
+    /// The output file holding this row; `None` until written.
+    pub file_seq: Option<u64>,
+}
+
+/// One row of the progress table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EpochRow {
+    pub epoch: u64,
+    pub chunk_key: String,
+    pub rows_accepted: u64,
+    pub rows_rejected: u64,
+    pub committed_at: String,
+}
+
+/// Everything one epoch commits, in one transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EpochCommit {
+    pub progress: EpochRow,
+    /// `(merchant_id, delta of N(m))`, each merchant at most once.
+    pub counter_deltas: Vec<(String, i64)>,
+    /// New ledger rows, `file_seq` = None, sequence numbers continuing the ledger.
+    pub detections: Vec<LedgerRow>,
+}
+
+/// What a starting run finds in the store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// The last committed epoch, if any.
+    pub last_epoch: Option<u64>,
+    /// Every committed epoch, ascending (a replay range may skip missing chunks).
+    pub epochs: Vec<u64>,
+    /// The ledger's detection identities `(pattern_id, customer_name, merchant_id)`.
+    pub emitted: Vec<(String, String, String)>,
+    /// The next sequence number to assign (ledger length).
+    pub next_seq: u64,
+    /// Whether the stream was ended (the last short file written).
+    pub finished: bool,
+}
+
+/// A SQL state store: embedded SQLite or PostgreSQL.
+pub trait StateStore: Send {
+    /// Applies pending migrations, takes the single-writer guard, checks (or records) the run
+    /// identity, and reports what earlier runs committed.
+    fn begin_run(&mut self, run: &RunIdentity) -> Result<Recovered, StateError>;
+
+    /// Commits one epoch atomically.
+    fn commit_epoch(&mut self, commit: &EpochCommit) -> Result<(), StateError>;
+
+    /// Ledger rows with `seq` in `[from_seq, to_seq)`, ascending.
+    fn ledger_range(&mut self, from_seq: u64, to_seq: u64) -> Result<Vec<LedgerRow>, StateError>;
+
+    /// The smallest `seq` whose `file_seq` is NULL, if any.
+    fn first_unwritten_seq(&mut self) -> Result<Option<u64>, StateError>;
+
+    /// Records that rows `[from_seq, to_seq)` are in output file `file_seq`.
+    fn mark_written(&mut self, file_seq: u64, from_seq: u64, to_seq: u64) -> Result<(), StateError>;
+
+    /// Records that the stream ended (every ledger row is in a file).
+    fn mark_finished(&mut self) -> Result<(), StateError>;
+
+    /// The whole ledger, ascending (inspection and tests).
+    fn ledger(&mut self) -> Result<Vec<LedgerRow>, StateError>;
+
+    /// `merchant_transaction_counts`, by merchant (inspection and tests).
+    fn merchant_counts(&mut self) -> Result<Vec<(String, i64)>, StateError>;
+
+    /// The progress table, ascending (inspection and tests).
+    fn epoch_rows(&mut self) -> Result<Vec<EpochRow>, StateError>;
+}
+
+/// Opens a state store from `sqlite://PATH` or a `postgres://` / `postgresql://` URL.
+pub fn open(url: &str, options: &postgres::PgOptions) -> Result<Box<dyn StateStore>, StateError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err(StateError::BadUrl {
+                url: url.to_string(),
+                reason: "expected sqlite://PATH".into(),
+            });
+        }
+        Ok(Box::new(sqlite::SqliteStore::open(path)?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Box::new(postgres::PgStore::connect(url, options)?))
+    } else {
+        Err(StateError::BadUrl {
+            url: redact_url(url),
+            reason: "expected sqlite://PATH or postgres://USER@HOST/DB".into(),
+        })
+    }
+}
+
+/// The URL with any password replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    // scheme://user:password@host/...
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((userinfo, host)) = rest.split_once('@') {
+            if let Some((user, _)) = userinfo.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}
