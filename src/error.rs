@@ -64,4 +64,12 @@ pub enum StateError {
     Inconsistent(String),
     #[error("invalid state store URL {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
+    /// A file next to the store (the SQLite lock file, a TLS CA bundle) could not be used.
+    #[error("state store: {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }

@@ -12,7 +12,9 @@
 //! | [`mechanism_y`] | the detector: timely workers, epochs, the single committing writer |
 //! | [`txgen`] | the BankSim-shaped synthetic data generator |
 //! | [`time`] | IST (UTC+05:30) timestamps |
+//! | [`cli`] | command-line options shared by the binaries |
 
+pub mod cli;
 pub mod dataflow;
 pub mod error;
 pub mod mechanism_x;

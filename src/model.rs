@@ -123,9 +123,9 @@ impl Fraction {
     /// Parses a decimal in [0, 1] with at most six fractional digits (`0.9`, `0.10`, `1`).
     pub fn parse(text: &str) -> Option<Fraction> {
         let micros = crate::sources::parse::parse_decimal_micros(text)?;
-        (0..=MICROS_PER_UNIT)
-            .contains(&micros)
-            .then_some(Fraction { millionths: micros as u32 })
+        (0..=MICROS_PER_UNIT).contains(&micros).then_some(Fraction {
+            millionths: micros as u32,
+        })
     }
 }
 

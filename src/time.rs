@@ -49,9 +49,15 @@ mod tests {
     fn formats_known_instants() {
         assert_eq!(format_ist(0), "1970-01-01T05:30:00.000+05:30");
         // 2026-11-25T15:40:03.123Z
-        assert_eq!(format_ist(1_764_085_203_123), "2025-11-25T21:10:03.123+05:30");
+        assert_eq!(
+            format_ist(1_764_085_203_123),
+            "2025-11-25T21:10:03.123+05:30"
+        );
         // Crossing midnight in IST: 2024-02-28T20:00:00Z is 2024-02-29T01:30 IST (leap day).
-        assert_eq!(format_ist(1_709_150_400_000), "2024-02-29T01:30:00.000+05:30");
+        assert_eq!(
+            format_ist(1_709_150_400_000),
+            "2024-02-29T01:30:00.000+05:30"
+        );
         assert_eq!(format_ist(-1), "1970-01-01T05:29:59.999+05:30");
     }
 }

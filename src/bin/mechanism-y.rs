@@ -1,1 +1,136 @@
-fn main() {}
+//! `mechanism-y`: the detector. See `txflow::mechanism_y`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use txflow::cli::{self, S3Args, ThresholdArgs};
+use txflow::mechanism_y::{self, ReplayRange, TimelyOptions, YOptions};
+use txflow::sinks::state::postgres::PgOptions;
+
+/// Detects PatId1–3 over landing chunks, incrementally, exactly once.
+///
+/// `-h` is timely's hostfile option, so help is `--help` only.
+#[derive(Parser, Debug)]
+#[command(version, disable_help_flag = true)]
+struct Args {
+    /// Landing location: a directory or s3://bucket/prefix.
+    #[arg(long)]
+    landing: String,
+    /// CustomerImportance.csv: a path or s3://bucket/key.
+    #[arg(long)]
+    importance: String,
+    /// Output location for detection and reject files: a directory or s3://bucket/prefix.
+    #[arg(long)]
+    output: String,
+    /// State store: sqlite://PATH (embedded) or a postgres:// URL.
+    #[arg(long)]
+    state: String,
+    /// Backtest the chunks present in [--from, --to] at full speed, with times taken from the
+    /// landing store (reproducible output), then end the stream.
+    #[arg(long)]
+    replay: bool,
+    /// First chunk of the replay range.
+    #[arg(long, requires = "replay")]
+    from: Option<u64>,
+    /// Last chunk of the replay range.
+    #[arg(long, requires = "replay")]
+    to: Option<u64>,
+    /// Live mode: never end the stream (ignore _COMPLETE), keep following the landing store.
+    #[arg(long, conflicts_with = "replay")]
+    follow: bool,
+    /// Worker threads per process.
+    #[arg(short = 'w', long = "workers", default_value_t = 1)]
+    workers: usize,
+    /// Number of processes in the cluster.
+    #[arg(short = 'n', long = "processes", default_value_t = 1)]
+    processes: usize,
+    /// This process's index in the cluster.
+    #[arg(short = 'p', long = "process", default_value_t = 0)]
+    process: usize,
+    /// Hostfile: one host:port per process (default localhost:2101+i).
+    #[arg(short = 'h', long = "hostfile")]
+    hostfile: Option<PathBuf>,
+    /// Live mode: polling interval while waiting for the next chunk, in milliseconds
+    /// (default 10 for a local landing directory, 200 for S3).
+    #[arg(long)]
+    poll_ms: Option<u64>,
+    /// PEM file of CA certificates for PostgreSQL TLS (e.g. the RDS bundle).
+    #[arg(long)]
+    pg_ca_file: Option<PathBuf>,
+    /// Give up when PostgreSQL stays unreachable this long (seconds).
+    #[arg(long, default_value_t = 60)]
+    pg_reconnect_timeout: u64,
+    #[command(flatten)]
+    s3: S3Args,
+    #[command(flatten)]
+    thresholds: ThresholdArgs,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+}
+
+fn main() -> ExitCode {
+    cli::init_logging();
+    cli::exit_with(run(Args::parse()))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let options = YOptions {
+        landing: args.landing,
+        importance: args.importance,
+        output: args.output,
+        state: args.state,
+        replay: args.replay.then_some(ReplayRange {
+            from: args.from,
+            to: args.to,
+        }),
+        follow_forever: args.follow,
+        thresholds: args.thresholds.thresholds(),
+        timely: TimelyOptions {
+            workers: args.workers,
+            processes: args.processes,
+            process: args.process,
+            hostfile: args.hostfile,
+        },
+        s3: args.s3.options(),
+        pg: PgOptions {
+            ca_file: args.pg_ca_file,
+            reconnect_timeout: Duration::from_secs(args.pg_reconnect_timeout),
+        },
+        poll_interval: Duration::ZERO,
+    };
+    let mut options = options;
+    options.poll_interval = args
+        .poll_ms
+        .map(Duration::from_millis)
+        .unwrap_or_else(|| mechanism_y::default_poll_interval(&options.landing));
+    // SIGINT/SIGTERM: finish or abandon the epoch in flight, then exit 0; a restart resumes.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+    let summary = mechanism_y::run_with_stop(&options, stop)?;
+    if options.timely.process == 0 {
+        println!(
+            "mechanism-y: {} epochs committed ({} recovered), {} rows accepted, {} rejected, \
+             {} detections in the ledger, {} files written, stream {}, {:.3} s",
+            summary.epochs_committed,
+            summary.epochs_recovered,
+            summary.rows_accepted,
+            summary.rows_rejected,
+            summary.detections_total,
+            summary.files_written,
+            if summary.finished {
+                "ended"
+            } else {
+                "not ended"
+            },
+            summary.wall.as_secs_f64()
+        );
+    }
+    Ok(())
+}

@@ -1,1 +1,90 @@
-fn main() {}
+//! `txgen --out DIR [--rows N] [--seed S]`: writes BankSim-shaped `DIR/transactions.csv` and
+//! `DIR/CustomerImportance.csv` (see `txflow::txgen`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Parser;
+use txflow::txgen::{self, GenOptions};
+
+/// Writes BankSim-shaped synthetic transactions and customer importance weights.
+#[derive(Parser, Debug)]
+#[command(name = "txgen", version)]
+struct Args {
+    /// Output directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Number of transaction rows.
+    #[arg(long, value_name = "N", default_value_t = txgen::DEFAULT_ROWS)]
+    rows: u64,
+    /// Seed; the same (rows, seed) always gives the same bytes.
+    #[arg(long, value_name = "S", default_value_t = txgen::DEFAULT_SEED)]
+    seed: u64,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("txgen: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let options = GenOptions::new(args.rows, args.seed);
+    let s = txgen::generate_with_summary(&args.out, &options)
+        .with_context(|| format!("cannot generate data in {}", args.out.display()))?;
+    let steps = match s.last_step {
+        Some(last) => format!("steps 0..={last}"),
+        None => "no steps".to_string(),
+    };
+    println!(
+        "wrote {} ({} rows, {} customers, {} merchants, {steps})",
+        s.transactions_path.display(),
+        s.rows,
+        s.active_customers,
+        s.merchants,
+    );
+    println!(
+        "wrote {} ({} rows: {} keys, {} missing, {} duplicated, {} orphan rows; {} customers without any weight)",
+        s.importance_path.display(),
+        s.importance_rows,
+        s.keys,
+        s.missing_keys,
+        s.duplicated_keys,
+        s.orphan_rows,
+        s.customers_without_importance,
+    );
+    let big: Vec<String> = s
+        .merchant_transactions
+        .iter()
+        .filter(|(_, n)| *n > s.pat1_min_transactions)
+        .map(|(m, n)| format!("{m}={n}"))
+        .collect();
+    println!(
+        "planted: PatId1 {} pairs ({} on the percentile boundaries) at merchants with N > {} [{}]; \
+         PatId2 {} pairs + {} that stop holding; PatId3 merchants {} + crossing {}; \
+         {} customer(s) with two genders at one merchant",
+        s.pat1_planted.len(),
+        s.pat1_boundary.len(),
+        s.pat1_min_transactions,
+        big.join(", "),
+        s.pat2_planted.len(),
+        s.pat2_fading.len(),
+        s.pat3_merchants.join(","),
+        s.pat3_crossing.join(","),
+        s.dual_gender.len(),
+    );
+    println!(
+        "seed {}, done in {:.2} s",
+        args.seed,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

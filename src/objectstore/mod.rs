@@ -62,6 +62,11 @@ pub trait ObjectStore: Send + Sync {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<ObjectMeta>, StoreError>;
+
+    /// A start-up health check (bucket exists, credentials work); a clear error otherwise.
+    fn check(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// S3 client settings shared by every S3 location of a process.
@@ -127,7 +132,13 @@ impl Location {
                 if key.is_empty() {
                     return Err(bad("expected s3://bucket/key naming an object"));
                 }
-                Ok((Location::S3 { bucket, prefix: dir }, key))
+                Ok((
+                    Location::S3 {
+                        bucket,
+                        prefix: dir,
+                    },
+                    key,
+                ))
             }
             Location::Local(path) => {
                 let key = path

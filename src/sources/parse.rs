@@ -1,14 +1,504 @@
 //! Parsing of BankSim transaction chunks (SPEC §2.1, §2.3).
+//!
+//! # Format
+//!
+//! A chunk is a header row followed by CSV records (LF or CRLF line endings). Blank lines
+//! (empty, or just `\r`) are skipped and are not records, but they still count as physical
+//! lines for the line numbers of rejects. Double quotes are ordinary CSV quoting (a quoted
+//! field may hold commas, quotes written as `""`, and line breaks). After CSV unquoting, one
+//! enclosing pair of single quotes is stripped from every value (`'4.55'` is `4.55`).
+//!
+//! Columns are found by header name; the ten columns of [`TXN_COLUMNS`] must all be present
+//! (extra columns are allowed and ignored). Header names are matched exactly (case-sensitive)
+//! after CSV unquoting, trimming ASCII whitespace and stripping one pair of single quotes; a
+//! UTF-8 byte-order mark before the header is ignored. A required column that appears twice
+//! makes the header ambiguous and is a header error, like a missing one.
+//!
+//! Only `customer`, `gender`, `merchant`, `category` and `amount` are validated (in that
+//! order; the first problem found is the reason). The other columns are carried without
+//! validation, not even for emptiness. Values are not trimmed.
+//!
+//! # Rejects
+//!
+//! [`Reject::line`] is the 1-based physical line (counted in `\n` bytes) where the record
+//! starts, the header normally being line 1; [`Reject::raw`] is the exact text of the record
+//! (all its physical lines for a quoted field spanning several) without its line terminator,
+//! invalid UTF-8 replaced by U+FFFD. Values quoted in reasons are shortened to 64 characters.
+//!
+//! Nothing here panics, whatever the input bytes.
 
-use crate::model::{Reject, Txn};
+use std::fmt;
+
+use csv::ByteRecord;
+
+use crate::model::{Gender, Micros, Name, Reject, Txn, MICROS_PER_UNIT};
+
+/// The ten columns a transactions chunk header must have (SPEC §2.1), in the SPEC's order.
+pub const TXN_COLUMNS: [&str; 10] = [
+    "step",
+    "customer",
+    "age",
+    "gender",
+    "zipcodeOri",
+    "merchant",
+    "zipMerchant",
+    "category",
+    "amount",
+    "fraud",
+];
+
+/// Amounts (and weight magnitudes) must be strictly below this many units: 10^12, so a single
+/// value fits `i64` micro-units with room to spare and sums of many stay exact.
+pub const MAX_UNITS_EXCLUSIVE: u64 = 1_000_000_000_000;
+
+/// Maximum number of fractional digits of an amount or weight.
+pub const MAX_FRACTION_DIGITS: u32 = 6;
+
+/// Why a value is not a valid amount (or weight).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AmountError {
+    #[error("empty value")]
+    Empty,
+    #[error("whitespace is not allowed")]
+    Whitespace,
+    #[error("a sign is not allowed")]
+    Sign,
+    #[error("only a single leading '-' is allowed")]
+    WeightSign,
+    #[error("an exponent is not allowed")]
+    Exponent,
+    #[error("NaN is not a number")]
+    NotANumber,
+    #[error("infinity is not allowed")]
+    Infinite,
+    #[error("more than one decimal point")]
+    MultiplePoints,
+    #[error("no digits")]
+    NoDigits,
+    #[error("more than six fractional digits")]
+    TooManyFractionDigits,
+    #[error("out of range (must be below 10^12)")]
+    OutOfRange,
+    #[error("unexpected character {0:?}")]
+    UnexpectedChar(char),
+    #[error("not valid UTF-8")]
+    InvalidUtf8,
+}
+
+/// Parses an unsigned decimal amount into micro-units.
+///
+/// Grammar (SPEC §2.1, "digits with an optional point and at most six fractional digits"):
+/// `digits [ "." [digits] ]` or `"." digits`, i.e. ASCII digits with at most one decimal
+/// point and at least one digit overall. So `4.55`, `12`, `0.5`, `007` are accepted, and, as
+/// unambiguous decimals, so are `12.` (= 12) and `.5` (= 0.5); `.` alone is not. At most six
+/// digits may follow the point, trailing zeros included (`1.0000000` is rejected). Leading
+/// zeros are allowed. The value must be below 10^12 ([`MAX_UNITS_EXCLUSIVE`]).
+///
+/// Rejected: an empty value, a sign (`+`/`-`), an exponent (`1e5`), `NaN`, `inf`/`infinity`
+/// (any case, any sign), whitespace anywhere, any other character, invalid UTF-8.
+pub fn parse_amount(text: &[u8]) -> Result<Micros, AmountError> {
+    if text.is_empty() {
+        return Err(AmountError::Empty);
+    }
+    if text.iter().any(u8::is_ascii_whitespace) {
+        return Err(AmountError::Whitespace);
+    }
+    let unsigned = match text[0] {
+        b'+' | b'-' => &text[1..],
+        _ => text,
+    };
+    if unsigned.eq_ignore_ascii_case(b"nan") {
+        return Err(AmountError::NotANumber);
+    }
+    if unsigned.eq_ignore_ascii_case(b"inf") || unsigned.eq_ignore_ascii_case(b"infinity") {
+        return Err(AmountError::Infinite);
+    }
+    if unsigned.len() != text.len() {
+        return Err(AmountError::Sign);
+    }
+
+    let mut int: u64 = 0;
+    let mut int_digits: u32 = 0;
+    let mut frac: u64 = 0;
+    let mut frac_digits: u32 = 0;
+    let mut seen_point = false;
+    for (i, &b) in text.iter().enumerate() {
+        match b {
+            b'0'..=b'9' => {
+                let d = u64::from(b - b'0');
+                if seen_point {
+                    frac_digits += 1;
+                    if frac_digits <= MAX_FRACTION_DIGITS {
+                        frac = frac * 10 + d;
+                    }
+                } else {
+                    int_digits = int_digits.saturating_add(1);
+                    int = int.saturating_mul(10).saturating_add(d);
+                }
+            }
+            b'.' if seen_point => return Err(AmountError::MultiplePoints),
+            b'.' => seen_point = true,
+            b'e' | b'E' if int_digits + frac_digits > 0 => return Err(AmountError::Exponent),
+            _ => return Err(unexpected_char(text, i)),
+        }
+    }
+    if int_digits == 0 && frac_digits == 0 {
+        return Err(AmountError::NoDigits);
+    }
+    if frac_digits > MAX_FRACTION_DIGITS {
+        return Err(AmountError::TooManyFractionDigits);
+    }
+    if int >= MAX_UNITS_EXCLUSIVE {
+        return Err(AmountError::OutOfRange);
+    }
+    let scale = 10u64.pow(MAX_FRACTION_DIGITS - frac_digits);
+    // int < 10^12 and frac * scale < 10^6, so this is below 10^18 < i64::MAX.
+    Ok((int * MICROS_PER_UNIT as u64 + frac * scale) as i64)
+}
+
+/// Parses an importance weight into micro-units: an optional single leading `-`, then the
+/// [`parse_amount`] grammar (so `-0.5`, `-.5` and `-0` are accepted; `+1`, `--1`, `-` are not).
+pub fn parse_weight(text: &[u8]) -> Result<Micros, AmountError> {
+    match text.split_first() {
+        Some((b'-', rest)) => match parse_amount(rest) {
+            Ok(v) => Ok(-v),
+            Err(AmountError::Empty) => Err(AmountError::NoDigits),
+            Err(AmountError::Sign) => Err(AmountError::WeightSign),
+            Err(e) => Err(e),
+        },
+        Some((b'+', _)) => match parse_amount(text) {
+            Err(AmountError::Sign) => Err(AmountError::WeightSign),
+            other => other,
+        },
+        _ => parse_amount(text),
+    }
+}
 
 /// Parses an unsigned decimal amount (`4.55`, `12`, `0.5`, at most six fractional digits)
 /// into micro-units. `None` for a sign, an exponent, `NaN`, `inf`, an empty value, or a value
-/// of 10^12 or more (kept below so that sums of many amounts stay exact in 128 bits... and
-/// single amounts fit `i64` micro-units).
+/// of 10^12 or more (kept below so that single amounts fit `i64` micro-units and sums of
+/// many amounts stay exact). See [`parse_amount`] for the exact grammar and the reasons.
 pub fn parse_decimal_micros(text: &str) -> Option<i64> {
-    let _ = text;
-    unimplemented!("parse_decimal_micros")
+    parse_amount(text.as_bytes()).ok()
+}
+
+fn unexpected_char(text: &[u8], at: usize) -> AmountError {
+    if text[at].is_ascii() {
+        return AmountError::UnexpectedChar(char::from(text[at]));
+    }
+    match std::str::from_utf8(&text[at..]) {
+        Ok(s) => s
+            .chars()
+            .next()
+            .map_or(AmountError::InvalidUtf8, AmountError::UnexpectedChar),
+        Err(e) if e.valid_up_to() > 0 => std::str::from_utf8(&text[at..at + e.valid_up_to()])
+            .ok()
+            .and_then(|s| s.chars().next())
+            .map_or(AmountError::InvalidUtf8, AmountError::UnexpectedChar),
+        Err(_) => AmountError::InvalidUtf8,
+    }
+}
+
+/// Strips one enclosing pair of single quotes (`'x'` → `x`); other values are returned as is.
+#[inline]
+pub fn strip_single_quotes(value: &[u8]) -> &[u8] {
+    match value {
+        [b'\'', inner @ .., b'\''] => inner,
+        _ => value,
+    }
+}
+
+/// A header name as it is matched: ASCII whitespace trimmed, one pair of single quotes stripped.
+pub(crate) fn header_name(field: &[u8]) -> &[u8] {
+    strip_single_quotes(field.trim_ascii())
+}
+
+/// A value for a reason message: lossily decoded, shortened to 64 characters.
+pub(crate) fn show(value: &[u8]) -> String {
+    const MAX_CHARS: usize = 64;
+    let text = String::from_utf8_lossy(value);
+    match text.char_indices().nth(MAX_CHARS) {
+        None => text.into_owned(),
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+    }
+}
+
+/// Resolves the `wanted` column names in a header row. `Err` is a complete message naming
+/// the missing columns (or, failing that, the duplicated ones); `what` starts the message,
+/// e.g. `"chunk header"`. `optional` marks columns that may be absent (index `usize::MAX`).
+pub(crate) fn resolve_columns<const N: usize>(
+    header: &ByteRecord,
+    wanted: &[&str; N],
+    optional: &[bool; N],
+    what: &str,
+) -> Result<[usize; N], String> {
+    let mut found = [usize::MAX; N];
+    let mut duplicated = [false; N];
+    for (i, field) in header.iter().enumerate() {
+        let name = header_name(field);
+        if let Some(k) = wanted.iter().position(|w| w.as_bytes() == name) {
+            if found[k] == usize::MAX {
+                found[k] = i;
+            } else {
+                duplicated[k] = true;
+            }
+        }
+    }
+    let missing: Vec<&str> = (0..N)
+        .filter(|&k| found[k] == usize::MAX && !optional[k])
+        .map(|k| wanted[k])
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "{what} lacks required column{} {}",
+            if missing.len() == 1 { "" } else { "s" },
+            quoted_list(&missing)
+        ));
+    }
+    let dups: Vec<&str> = (0..N)
+        .filter(|&k| duplicated[k])
+        .map(|k| wanted[k])
+        .collect();
+    if !dups.is_empty() {
+        return Err(format!(
+            "{what} has duplicate column{} {} (ambiguous)",
+            if dups.len() == 1 { "" } else { "s" },
+            quoted_list(&dups)
+        ));
+    }
+    Ok(found)
+}
+
+fn quoted_list(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Reads the CSV records of one object, one reused [`ByteRecord`] at a time, and knows where
+/// each record is in the original bytes (for `Reject::line` and `Reject::raw`).
+pub(crate) struct RecordReader<'a> {
+    bytes: &'a [u8],
+    /// Length of a skipped UTF-8 BOM; the csv reader reads `bytes[body..]`.
+    body: usize,
+    rdr: csv::Reader<&'a [u8]>,
+    record: ByteRecord,
+    /// Absolute offset where the current record's read began (may include blank lines).
+    cur_begin: usize,
+    /// Absolute offset where the current record's read ended (may include its terminator).
+    cur_end: usize,
+    error: Option<String>,
+    done: bool,
+    /// Line counting cache: `newlines` `\n` bytes lie in `bytes[..scanned]`.
+    scanned: usize,
+    newlines: u64,
+}
+
+impl<'a> RecordReader<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        let body = if bytes.starts_with(b"\xEF\xBB\xBF") {
+            3
+        } else {
+            0
+        };
+        let rdr = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(&bytes[body..]);
+        RecordReader {
+            bytes,
+            body,
+            rdr,
+            record: ByteRecord::new(),
+            cur_begin: body,
+            cur_end: body,
+            error: None,
+            done: false,
+            scanned: 0,
+            newlines: 0,
+        }
+    }
+
+    /// Moves to the next record; `false` at the end. If the CSV reader fails (it should not
+    /// on in-memory bytes), the rest of the object becomes one last record with
+    /// [`error`](Self::error) set.
+    pub(crate) fn advance(&mut self) -> bool {
+        if self.done {
+            return false;
+        }
+        self.cur_begin = self.cur_end;
+        match self.rdr.read_byte_record(&mut self.record) {
+            Ok(true) => {
+                let end = self
+                    .body
+                    .saturating_add(self.rdr.position().byte() as usize);
+                self.cur_end = end.clamp(self.cur_begin, self.bytes.len());
+                true
+            }
+            Ok(false) => {
+                self.done = true;
+                false
+            }
+            Err(e) => {
+                self.done = true;
+                self.record.clear();
+                self.error = Some(format!("unreadable CSV record: {e}"));
+                self.cur_end = self.bytes.len();
+                self.cur_begin < self.cur_end
+            }
+        }
+    }
+
+    pub(crate) fn record(&self) -> &ByteRecord {
+        &self.record
+    }
+
+    /// Set when the current record could not be read.
+    pub(crate) fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    /// The byte range of the current record without leading blank lines and its terminator.
+    fn span(&self) -> (usize, usize) {
+        let (mut start, mut end) = (self.cur_begin, self.cur_end);
+        while start < end && matches!(self.bytes[start], b'\r' | b'\n') {
+            start += 1;
+        }
+        while end > start && matches!(self.bytes[end - 1], b'\r' | b'\n') {
+            end -= 1;
+        }
+        (start, end)
+    }
+
+    /// The raw text of the current record, without its line terminator.
+    pub(crate) fn raw(&self) -> &'a [u8] {
+        let (start, end) = self.span();
+        &self.bytes[start..end]
+    }
+
+    /// The 1-based physical line where the current record starts. Cheap when called for
+    /// records in increasing order (it counts newlines incrementally).
+    pub(crate) fn line(&mut self) -> u64 {
+        let (start, _) = self.span();
+        if start < self.scanned {
+            self.scanned = 0;
+            self.newlines = 0;
+        }
+        self.newlines += count_newlines(&self.bytes[self.scanned..start]);
+        self.scanned = start;
+        self.newlines + 1
+    }
+
+    /// A reject for the current record.
+    pub(crate) fn reject(&mut self, chunk: &str, reason: String) -> Reject {
+        Reject {
+            chunk: chunk.to_owned(),
+            line: self.line(),
+            reason,
+            raw: String::from_utf8_lossy(self.raw()).into_owned(),
+        }
+    }
+}
+
+fn count_newlines(bytes: &[u8]) -> u64 {
+    bytes.iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+/// Positions of the validated columns of a transactions chunk, and the header's field count.
+#[derive(Clone, Copy, Debug)]
+struct TxnLayout {
+    fields: usize,
+    customer: usize,
+    gender: usize,
+    merchant: usize,
+    category: usize,
+    amount: usize,
+}
+
+impl TxnLayout {
+    fn from_header(header: &ByteRecord) -> Result<TxnLayout, String> {
+        let idx = resolve_columns(header, &TXN_COLUMNS, &[false; 10], "chunk header")?;
+        Ok(TxnLayout {
+            fields: header.len(),
+            customer: idx[1],
+            gender: idx[3],
+            merchant: idx[5],
+            category: idx[7],
+            amount: idx[8],
+        })
+    }
+
+    /// Validates one record; `Err` is the reject reason.
+    #[inline]
+    fn parse<'r>(&self, record: &'r ByteRecord) -> Result<Txn, RowError<'r>> {
+        if record.len() != self.fields {
+            return Err(RowError::FieldCount {
+                expected: self.fields,
+                found: record.len(),
+            });
+        }
+        let field = |i: usize| strip_single_quotes(record.get(i).unwrap_or_default());
+        let customer = name(field(self.customer), "customer")?;
+        let gender_raw = field(self.gender);
+        let gender = std::str::from_utf8(gender_raw)
+            .ok()
+            .and_then(Gender::parse)
+            .ok_or(RowError::Gender(gender_raw))?;
+        let merchant = name(field(self.merchant), "merchant")?;
+        let category = name(field(self.category), "category")?;
+        let amount_raw = field(self.amount);
+        let amount = parse_amount(amount_raw).map_err(|e| RowError::Amount(amount_raw, e))?;
+        Ok(Txn {
+            customer,
+            merchant,
+            category,
+            gender,
+            amount,
+        })
+    }
+}
+
+/// A non-empty, valid UTF-8 identifier value.
+#[inline]
+pub(crate) fn name<'r>(value: &'r [u8], column: &'static str) -> Result<Name, RowError<'r>> {
+    if value.is_empty() {
+        return Err(RowError::Missing(column));
+    }
+    Name::from_utf8(value).map_err(|_| RowError::NotUtf8(column, value))
+}
+
+/// Why a row is bad; formatted only when a reject is made.
+#[derive(Debug)]
+pub(crate) enum RowError<'r> {
+    FieldCount { expected: usize, found: usize },
+    Missing(&'static str),
+    NotUtf8(&'static str, &'r [u8]),
+    Gender(&'r [u8]),
+    Amount(&'r [u8], AmountError),
+    Weight(&'r [u8], AmountError),
+}
+
+impl fmt::Display for RowError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RowError::FieldCount { expected, found } => {
+                write!(f, "expected {expected} fields, found {found}")
+            }
+            RowError::Missing(column) => write!(f, "missing {column}"),
+            RowError::NotUtf8(column, v) => {
+                write!(f, "invalid {column} '{}': not valid UTF-8", show(v))
+            }
+            RowError::Gender(v) => {
+                write!(f, "invalid gender '{}' (expected F, M, E or U)", show(v))
+            }
+            RowError::Amount(_, AmountError::Empty) => write!(f, "missing amount"),
+            RowError::Amount(v, e) => write!(f, "invalid amount '{}': {e}", show(v)),
+            RowError::Weight(_, AmountError::Empty) => write!(f, "missing Weight"),
+            RowError::Weight(v, e) => write!(f, "invalid weight '{}': {e}", show(v)),
+        }
+    }
 }
 
 /// The result of parsing one chunk (or this worker's share of it).
@@ -26,7 +516,750 @@ pub struct ChunkParse {
 
 /// Parses chunk `chunk_name`. Record `i` (0-based, in file order) belongs to this share when
 /// `i % peers == index`; only those are validated and returned.
+///
+/// `peers == 0` is treated as 1; an `index >= peers` owns no record (but `records` is still
+/// the whole chunk's count). An object without a header row (empty, or only blank lines)
+/// gives `records == 0` and `header_error == Some("empty chunk: no header row")`. A header
+/// lacking (or duplicating) a required column sets `header_error` and rejects every record
+/// of the share with that message as the reason.
 pub fn parse_chunk(chunk_name: &str, bytes: &[u8], peers: usize, index: usize) -> ChunkParse {
-    let _ = (chunk_name, bytes, peers, index);
-    unimplemented!("parse_chunk")
+    let peers = peers.max(1) as u64;
+    let index = index as u64;
+    let mut out = ChunkParse::default();
+    let mut rdr = RecordReader::new(bytes);
+    if !rdr.advance() {
+        out.header_error = Some("empty chunk: no header row".to_owned());
+        return out;
+    }
+    let layout = match rdr.error() {
+        Some(e) => Err(format!("chunk header: {e}")),
+        None => TxnLayout::from_header(rdr.record()),
+    };
+    // Record `i` is ours when `i % peers == index`; `slot` tracks `i % peers` without dividing.
+    let mut records: u64 = 0;
+    let mut slot: u64 = 0;
+    let mut next_is_mine = || {
+        let mine = slot == index;
+        slot += 1;
+        if slot == peers {
+            slot = 0;
+        }
+        records += 1;
+        mine
+    };
+    match layout {
+        Err(message) => {
+            while rdr.advance() {
+                if next_is_mine() {
+                    let reject = rdr.reject(chunk_name, message.clone());
+                    out.rejects.push(reject);
+                }
+            }
+            out.header_error = Some(message);
+        }
+        Ok(layout) => {
+            out.txns
+                .reserve(bytes.len() / 96 / usize::try_from(peers).unwrap_or(1));
+            while rdr.advance() {
+                if !next_is_mine() {
+                    continue;
+                }
+                if let Some(e) = rdr.error() {
+                    let reason = e.to_owned();
+                    let reject = rdr.reject(chunk_name, reason);
+                    out.rejects.push(reject);
+                    continue;
+                }
+                match layout.parse(rdr.record()) {
+                    Ok(txn) => out.txns.push(txn),
+                    Err(e) => {
+                        let reason = e.to_string();
+                        let reject = rdr.reject(chunk_name, reason);
+                        out.rejects.push(reject);
+                    }
+                }
+            }
+        }
+    }
+    out.records = records;
+    out
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    const HEADER: &str =
+        "step,customer,age,gender,zipcodeOri,merchant,zipMerchant,category,amount,fraud";
+
+    fn row(customer: &str, gender: &str, merchant: &str, category: &str, amount: &str) -> String {
+        format!(
+            "0,'{customer}','4','{gender}','28007','{merchant}','28007','{category}',{amount},0"
+        )
+    }
+
+    fn txn(customer: &str, gender: Gender, merchant: &str, category: &str, amount: i64) -> Txn {
+        Txn {
+            customer: customer.into(),
+            merchant: merchant.into(),
+            category: category.into(),
+            gender,
+            amount,
+        }
+    }
+
+    fn parse1(text: &str) -> ChunkParse {
+        parse_chunk("chunk-000000.csv", text.as_bytes(), 1, 0)
+    }
+
+    /// Parses a chunk made of the standard header and one row; returns the only reject's reason.
+    fn reason_for(row: &str) -> String {
+        let p = parse1(&format!("{HEADER}\n{row}\n"));
+        assert_eq!(p.records, 1, "{row}");
+        assert!(p.txns.is_empty(), "{row} accepted: {:?}", p.txns);
+        assert_eq!(p.rejects.len(), 1, "{row}");
+        assert_eq!(p.rejects[0].line, 2);
+        assert_eq!(p.rejects[0].raw, row);
+        assert_eq!(p.rejects[0].chunk, "chunk-000000.csv");
+        p.rejects[0].reason.clone()
+    }
+
+    // ---- amount grammar ----
+
+    #[test]
+    fn amount_valid_forms() {
+        assert_eq!(parse_amount(b"4.55"), Ok(4_550_000));
+        assert_eq!(parse_amount(b"12"), Ok(12_000_000));
+        assert_eq!(parse_amount(b"0.5"), Ok(500_000));
+        assert_eq!(parse_amount(b"0"), Ok(0));
+        assert_eq!(parse_amount(b"007.010"), Ok(7_010_000));
+        assert_eq!(parse_amount(b"0.000001"), Ok(1));
+        assert_eq!(parse_amount(b"12."), Ok(12_000_000));
+        assert_eq!(parse_amount(b".5"), Ok(500_000));
+        assert_eq!(
+            parse_amount(b"999999999999.999999"),
+            Ok(999_999_999_999_999_999)
+        );
+        assert_eq!(parse_decimal_micros("4.55"), Some(4_550_000));
+        assert_eq!(parse_decimal_micros("-4.55"), None);
+    }
+
+    #[test]
+    fn amount_invalid_forms() {
+        use AmountError::*;
+        let cases: &[(&[u8], AmountError)] = &[
+            (b"", Empty),
+            (b"-4.55", Sign),
+            (b"+4.55", Sign),
+            (b"1e5", Exponent),
+            (b"1.5E-3", Exponent),
+            (b"NaN", NotANumber),
+            (b"nan", NotANumber),
+            (b"-NAN", NotANumber),
+            (b"inf", Infinite),
+            (b"-inf", Infinite),
+            (b"Infinity", Infinite),
+            (b"4.5500000", TooManyFractionDigits),
+            (b"0.0000001", TooManyFractionDigits),
+            (b"1000000000000", OutOfRange),
+            (b"1000000000000.0", OutOfRange),
+            (b"99999999999999999999999999999", OutOfRange),
+            (b" 4.55", Whitespace),
+            (b"4.55 ", Whitespace),
+            (b"4 55", Whitespace),
+            (b"4\t", Whitespace),
+            (b".", NoDigits),
+            (b"1.2.3", MultiplePoints),
+            (b"4,55", UnexpectedChar(',')),
+            (b"abc", UnexpectedChar('a')),
+            (b"e", UnexpectedChar('e')),
+            (b"1-2", UnexpectedChar('-')),
+            (b"\xff", InvalidUtf8),
+            ("4€".as_bytes(), UnexpectedChar('€')),
+            (b"0x10", UnexpectedChar('x')),
+        ];
+        for (text, want) in cases {
+            assert_eq!(
+                parse_amount(text),
+                Err(*want),
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
+        assert_eq!(parse_decimal_micros("1e5"), None);
+    }
+
+    #[test]
+    fn weight_grammar() {
+        assert_eq!(parse_weight(b"-4.55"), Ok(-4_550_000));
+        assert_eq!(parse_weight(b"-.5"), Ok(-500_000));
+        assert_eq!(parse_weight(b"-0"), Ok(0));
+        assert_eq!(parse_weight(b"3"), Ok(3_000_000));
+        assert_eq!(parse_weight(b"+1"), Err(AmountError::WeightSign));
+        assert_eq!(parse_weight(b"--1"), Err(AmountError::WeightSign));
+        assert_eq!(parse_weight(b"-"), Err(AmountError::NoDigits));
+        assert_eq!(parse_weight(b""), Err(AmountError::Empty));
+        assert_eq!(parse_weight(b"-inf"), Err(AmountError::Infinite));
+        assert_eq!(parse_weight(b"-1e3"), Err(AmountError::Exponent));
+        assert_eq!(
+            parse_weight(b"-1000000000000"),
+            Err(AmountError::OutOfRange)
+        );
+    }
+
+    #[test]
+    fn single_quote_stripping_helper() {
+        assert_eq!(strip_single_quotes(b"'abc'"), b"abc");
+        assert_eq!(strip_single_quotes(b"''"), b"");
+        assert_eq!(strip_single_quotes(b"'"), b"'");
+        assert_eq!(strip_single_quotes(b"''x''"), b"'x'");
+        assert_eq!(strip_single_quotes(b"'abc"), b"'abc");
+        assert_eq!(strip_single_quotes(b"abc"), b"abc");
+    }
+
+    // ---- SPEC §2.1 rules ----
+
+    #[test]
+    fn real_layout_example() {
+        let p = parse1(
+            "step,customer,age,gender,zipcodeOri,merchant,zipMerchant,category,amount,fraud\n\
+             0,'C1093826151','4','M','28007','M348934600','28007','es_transportation',4.55,0\n",
+        );
+        assert_eq!(p.header_error, None);
+        assert_eq!(p.records, 1);
+        assert!(p.rejects.is_empty());
+        assert_eq!(
+            p.txns,
+            vec![txn(
+                "C1093826151",
+                Gender::Male,
+                "M348934600",
+                "es_transportation",
+                4_550_000
+            )]
+        );
+    }
+
+    #[test]
+    fn columns_found_by_name_in_any_order() {
+        let p = parse1(
+            "amount,fraud,category,zipMerchant,merchant,zipcodeOri,gender,age,customer,step,extra\n\
+             7.25,0,'es_food','28007','M1','28007','F','3','C1',5,whatever\n",
+        );
+        assert_eq!(p.header_error, None);
+        assert_eq!(
+            p.txns,
+            vec![txn("C1", Gender::Female, "M1", "es_food", 7_250_000)]
+        );
+    }
+
+    #[test]
+    fn double_quoted_and_single_quoted_header_names() {
+        let p = parse1(
+            "\"step\",\"customer\",\"age\",\"gender\",\"zipcodeOri\",\"merchant\",\"zipMerchant\",\
+             \"category\",\"amount\",\"fraud\"\n0,'C1','4','E','1','M1','1','c',1,0\n",
+        );
+        assert_eq!(p.header_error, None);
+        assert_eq!(p.txns.len(), 1);
+        let p = parse1(
+            "'step','customer','age','gender','zipcodeOri','merchant','zipMerchant',\
+             'category','amount', fraud \n0,'C1','4','U','1','M1','1','c',1,0\n",
+        );
+        assert_eq!(p.header_error, None);
+        assert_eq!(p.txns[0].gender, Gender::Unknown);
+        // A UTF-8 byte-order mark before the header is ignored.
+        let p = parse1(&format!(
+            "\u{feff}{HEADER}\n{}\n",
+            row("C1", "M", "M1", "c", "1")
+        ));
+        assert_eq!(p.header_error, None);
+        assert_eq!(p.txns.len(), 1);
+    }
+
+    #[test]
+    fn single_quotes_stripped_from_every_value_including_numbers() {
+        let p = parse1(&format!(
+            "{HEADER}\n'0','C1','4','F','28007','M1','28007','es_food','4.55','0'\n\
+             0,C2,4,M,28007,M2,28007,es_bar,'.5',0\n"
+        ));
+        assert!(p.rejects.is_empty(), "{:?}", p.rejects);
+        assert_eq!(
+            p.txns,
+            vec![
+                txn("C1", Gender::Female, "M1", "es_food", 4_550_000),
+                txn("C2", Gender::Male, "M2", "es_bar", 500_000),
+            ]
+        );
+        // Only one pair is stripped.
+        let p = parse1(&format!("{HEADER}\n{}\n", row("'C1'", "F", "M1", "c", "1")));
+        assert_eq!(p.txns[0].customer, "'C1'");
+    }
+
+    #[test]
+    fn double_quotes_are_csv_quoting() {
+        let p = parse1(&format!(
+            "{HEADER}\n0,\"'C1'\",4,\"F\",1,\"M1\",1,\"a,b\",\"4.55\",0\n"
+        ));
+        assert_eq!(
+            p.txns,
+            vec![txn("C1", Gender::Female, "M1", "a,b", 4_550_000)]
+        );
+    }
+
+    #[test]
+    fn crlf_line_endings() {
+        let text = format!(
+            "{HEADER}\r\n{}\r\n{}\r\n",
+            row("C1", "F", "M1", "c", "1"),
+            row("C2", "X", "M1", "c", "1")
+        );
+        let p = parse1(&text);
+        assert_eq!(p.records, 2);
+        assert_eq!(
+            p.txns,
+            vec![txn("C1", Gender::Female, "M1", "c", 1_000_000)]
+        );
+        assert_eq!(p.rejects.len(), 1);
+        assert_eq!(p.rejects[0].line, 3);
+        assert_eq!(p.rejects[0].raw, row("C2", "X", "M1", "c", "1"));
+        // The last line may lack its terminator; the value before CRLF has no '\r'.
+        let p = parse1(&format!("{HEADER}\r\n{}", row("C3", "M", "M9", "c", "2.5")));
+        assert_eq!(p.txns, vec![txn("C3", Gender::Male, "M9", "c", 2_500_000)]);
+    }
+
+    #[test]
+    fn blank_lines_skipped_but_counted_in_line_numbers() {
+        let good = row("C1", "F", "M1", "c", "1");
+        let bad = row("C2", "F", "M1", "c", "-1");
+        let text = format!("{HEADER}\n\n{good}\n\r\n\n{bad}\n\n\r\n");
+        let p = parse1(&text);
+        assert_eq!(p.records, 2);
+        assert_eq!(p.txns.len(), 1);
+        assert_eq!(p.rejects.len(), 1);
+        assert_eq!(p.rejects[0].line, 6);
+        assert_eq!(p.rejects[0].raw, bad);
+        // Same with CRLF everywhere.
+        let text = format!("{HEADER}\r\n\r\n{good}\r\n\r\n\r\n{bad}\r\n\r\n");
+        let p = parse1(&text);
+        assert_eq!(p.records, 2);
+        assert_eq!(p.rejects[0].line, 6);
+        assert_eq!(p.rejects[0].raw, bad);
+        // Blank lines before the header count too.
+        let p = parse1(&format!("\n\n{HEADER}\n{bad}\n"));
+        assert_eq!(p.rejects[0].line, 4);
+    }
+
+    #[test]
+    fn quoted_field_with_comma_and_newline_spans_lines() {
+        let multi = "0,'C1','4','F','1','M1','1',\"es_\nfood, drinks\",4.55,0";
+        let bad = row("C2", "F", "M1", "c", "1e3");
+        let text = format!("{HEADER}\n{multi}\n{bad}\n\"x\ny\",1\n");
+        let p = parse1(&text);
+        assert_eq!(p.records, 3);
+        assert_eq!(
+            p.txns,
+            vec![txn(
+                "C1",
+                Gender::Female,
+                "M1",
+                "es_\nfood, drinks",
+                4_550_000
+            )]
+        );
+        assert_eq!(p.rejects.len(), 2);
+        assert_eq!(
+            p.rejects[0].line, 4,
+            "the multi-line record takes lines 2 and 3"
+        );
+        assert_eq!(p.rejects[0].raw, bad);
+        assert_eq!(p.rejects[1].line, 5);
+        assert_eq!(p.rejects[1].raw, "\"x\ny\",1");
+        assert_eq!(p.rejects[1].reason, "expected 10 fields, found 2");
+    }
+
+    #[test]
+    fn unvalidated_columns_are_carried_even_if_empty_or_odd() {
+        let p = parse1(&format!(
+            "{HEADER}\n,'C1',,'F',,'M1',,'c',1,\nzz,C2,'',M,??,M2,x,c,2,yes\n"
+        ));
+        assert!(p.rejects.is_empty(), "{:?}", p.rejects);
+        assert_eq!(p.txns.len(), 2);
+    }
+
+    // ---- SPEC §2.3 bad rows ----
+
+    #[test]
+    fn wrong_field_count() {
+        assert_eq!(
+            reason_for("0,'C1','4','F','1','M1','1','c',1"),
+            "expected 10 fields, found 9"
+        );
+        assert_eq!(
+            reason_for("0,'C1','4','F','1','M1','1','c',1,0,extra"),
+            "expected 10 fields, found 11"
+        );
+        assert_eq!(reason_for("garbage"), "expected 10 fields, found 1");
+    }
+
+    #[test]
+    fn missing_required_values() {
+        assert_eq!(
+            reason_for(&row("", "F", "M1", "c", "1")),
+            "missing customer"
+        );
+        assert_eq!(
+            reason_for("0,,'4','F','1','M1','1','c',1,0"),
+            "missing customer"
+        );
+        assert_eq!(
+            reason_for(&row("C1", "F", "", "c", "1")),
+            "missing merchant"
+        );
+        assert_eq!(
+            reason_for(&row("C1", "F", "M1", "", "1")),
+            "missing category"
+        );
+        assert_eq!(reason_for(&row("C1", "F", "M1", "c", "")), "missing amount");
+        assert_eq!(
+            reason_for(&row("C1", "F", "M1", "c", "''")),
+            "missing amount"
+        );
+        assert_eq!(
+            reason_for(&row("C1", "", "M1", "c", "1")),
+            "invalid gender '' (expected F, M, E or U)"
+        );
+    }
+
+    #[test]
+    fn bad_gender() {
+        assert_eq!(
+            reason_for(&row("C1", "X", "M1", "c", "1")),
+            "invalid gender 'X' (expected F, M, E or U)"
+        );
+        assert_eq!(
+            reason_for(&row("C1", "f", "M1", "c", "1")),
+            "invalid gender 'f' (expected F, M, E or U)"
+        );
+    }
+
+    #[test]
+    fn bad_amounts() {
+        let cases = [
+            ("-4.55", "invalid amount '-4.55': a sign is not allowed"),
+            ("+4.55", "invalid amount '+4.55': a sign is not allowed"),
+            ("1e3", "invalid amount '1e3': an exponent is not allowed"),
+            ("NaN", "invalid amount 'NaN': NaN is not a number"),
+            ("inf", "invalid amount 'inf': infinity is not allowed"),
+            ("", "missing amount"),
+            (
+                "4.5500001",
+                "invalid amount '4.5500001': more than six fractional digits",
+            ),
+            (
+                "1000000000000",
+                "invalid amount '1000000000000': out of range (must be below 10^12)",
+            ),
+            ("4. 5", "invalid amount '4. 5': whitespace is not allowed"),
+            ("abc", "invalid amount 'abc': unexpected character 'a'"),
+        ];
+        for (amount, want) in cases {
+            assert_eq!(reason_for(&row("C1", "F", "M1", "c", amount)), want);
+            // Same with the value in single quotes.
+            assert_eq!(
+                reason_for(&row("C1", "F", "M1", "c", &format!("'{amount}'"))),
+                want
+            );
+        }
+    }
+
+    #[test]
+    fn validation_order_first_problem_wins() {
+        assert_eq!(reason_for(&row("", "X", "", "", "-1")), "missing customer");
+        assert_eq!(
+            reason_for(&row("C1", "X", "", "", "-1")),
+            "invalid gender 'X' (expected F, M, E or U)"
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_in_validated_field_is_rejected_not_panicking() {
+        let mut bytes = format!("{HEADER}\n").into_bytes();
+        bytes.extend_from_slice(b"0,'C\xff1','4','F','1','M1','1','c',1,0\n");
+        bytes.extend_from_slice(b"0,'C1','4','\xc3','1','M1','1','c',1,0\n");
+        bytes.extend_from_slice(b"0,'C1','4','F','1','M1','1','c',1\xfe,0\n");
+        bytes.extend_from_slice(b"\xff\xfe,'C1','4','F','1','M1','1','c',1,0\n");
+        let p = parse_chunk("k", &bytes, 1, 0);
+        assert_eq!(p.records, 4);
+        assert_eq!(p.txns.len(), 1, "unvalidated step column may hold anything");
+        let reasons: Vec<&str> = p.rejects.iter().map(|r| r.reason.as_str()).collect();
+        assert_eq!(
+            reasons,
+            vec![
+                "invalid customer 'C\u{fffd}1': not valid UTF-8",
+                "invalid gender '\u{fffd}' (expected F, M, E or U)",
+                "invalid amount '1\u{fffd}': not valid UTF-8",
+            ]
+        );
+        assert_eq!(
+            p.rejects[0].raw,
+            "0,'C\u{fffd}1','4','F','1','M1','1','c',1,0"
+        );
+        assert_eq!(
+            p.rejects.iter().map(|r| r.line).collect::<Vec<_>>(),
+            vec![2, 3, 4]
+        );
+    }
+
+    #[test]
+    fn long_values_are_shortened_in_reasons() {
+        let long = "x".repeat(1000);
+        let reason = reason_for(&row("C1", &long, "M1", "c", "1"));
+        assert!(reason.len() < 150, "{reason}");
+        assert!(reason.contains('…'));
+    }
+
+    #[test]
+    fn header_missing_column_rejects_whole_chunk() {
+        let header = "step,customer,age,gender,zipcodeOri,merchant,zipMerchant,category,fraud";
+        let good = row("C1", "F", "M1", "c", "1");
+        let text = format!("{header}\n{good}\n\n{good}\n");
+        let p = parse1(&text);
+        let want = "chunk header lacks required column 'amount'";
+        assert_eq!(p.header_error.as_deref(), Some(want));
+        assert_eq!(p.records, 2);
+        assert!(p.txns.is_empty());
+        assert_eq!(p.rejects.len(), 2);
+        assert!(p.rejects.iter().all(|r| r.reason == want));
+        assert_eq!(p.rejects[0].line, 2);
+        assert_eq!(p.rejects[1].line, 4);
+        assert_eq!(p.rejects[1].raw, good);
+
+        let p = parse1("customer,merchant\nC1,M1\n");
+        assert_eq!(
+            p.header_error.as_deref(),
+            Some(
+                "chunk header lacks required columns 'step', 'age', 'gender', 'zipcodeOri', \
+                 'zipMerchant', 'category', 'amount', 'fraud'"
+            )
+        );
+        assert_eq!(p.records, 1);
+        assert_eq!(p.rejects.len(), 1);
+
+        // Header only: no records, but the error is still reported.
+        let p = parse1("customer,merchant\n");
+        assert_eq!(p.records, 0);
+        assert!(p.header_error.is_some());
+
+        // Column names are case-sensitive.
+        let p = parse1(&format!("{}\n", HEADER.replace("amount", "Amount")));
+        assert_eq!(
+            p.header_error.as_deref(),
+            Some("chunk header lacks required column 'amount'")
+        );
+    }
+
+    #[test]
+    fn header_missing_column_splits_rejects_by_share() {
+        let text = "a,b\n1,2\n3,4\n5,6\n";
+        let p = parse_chunk("k", text.as_bytes(), 2, 1);
+        assert_eq!(p.records, 3);
+        assert_eq!(p.rejects.len(), 1);
+        assert_eq!(p.rejects[0].line, 3);
+        assert_eq!(p.rejects[0].raw, "3,4");
+    }
+
+    #[test]
+    fn duplicate_required_column_is_a_header_error() {
+        let p = parse1(&format!(
+            "{HEADER},amount\n{},5\n",
+            row("C1", "F", "M1", "c", "1")
+        ));
+        assert_eq!(
+            p.header_error.as_deref(),
+            Some("chunk header has duplicate column 'amount' (ambiguous)")
+        );
+        assert_eq!(p.records, 1);
+        assert_eq!(p.rejects.len(), 1);
+    }
+
+    #[test]
+    fn empty_chunk() {
+        for text in ["", "\n", "\r\n\r\n"] {
+            let p = parse1(text);
+            assert_eq!(p.records, 0);
+            assert!(p.txns.is_empty() && p.rejects.is_empty());
+            assert_eq!(
+                p.header_error.as_deref(),
+                Some("empty chunk: no header row")
+            );
+        }
+        let p = parse1(HEADER);
+        assert_eq!(p.records, 0);
+        assert_eq!(p.header_error, None);
+    }
+
+    fn sample_chunk(rows: usize, seed: u64) -> String {
+        let mut rng = XorShift(seed | 1);
+        let mut text = format!("{HEADER}\n");
+        for i in 0..rows {
+            let amount = match rng.next() % 10 {
+                0 => "-1".to_owned(),
+                1 => "1e2".to_owned(),
+                _ => format!("{}.{:02}", rng.next() % 100, rng.next() % 100),
+            };
+            let gender = ["F", "M", "E", "U", "X"][(rng.next() % 5) as usize];
+            let line = row(
+                &format!("C{}", rng.next() % 50),
+                gender,
+                &format!("M{}", rng.next() % 7),
+                "es_food",
+                &amount,
+            );
+            text.push_str(&line);
+            text.push('\n');
+            if i % 13 == 0 {
+                text.push('\n');
+            }
+            if i % 17 == 0 {
+                text.push_str("0,'C1',\"multi\nline\",'F',1,'M1',1,'c',1,0\n");
+            }
+        }
+        text
+    }
+
+    #[test]
+    fn shares_partition_the_chunk() {
+        let text = sample_chunk(200, 42);
+        let all = parse1(&text);
+        assert_eq!(all.records as usize, all.txns.len() + all.rejects.len());
+        assert!(!all.rejects.is_empty() && !all.txns.is_empty());
+        for peers in [2usize, 3, 7] {
+            let mut txns = Vec::new();
+            let mut rejects = Vec::new();
+            for index in 0..peers {
+                let share = parse_chunk("chunk-000000.csv", text.as_bytes(), peers, index);
+                assert_eq!(share.records, all.records);
+                assert_eq!(share.header_error, None);
+                assert!(share.rejects.windows(2).all(|w| w[0].line < w[1].line));
+                txns.extend(share.txns);
+                rejects.extend(share.rejects);
+            }
+            rejects.sort_by_key(|r| r.line);
+            assert_eq!(rejects, all.rejects);
+            let mut want = all.txns.clone();
+            want.sort();
+            txns.sort();
+            assert_eq!(txns, want);
+        }
+        // An index outside the peers owns nothing; zero peers means one.
+        let none = parse_chunk("k", text.as_bytes(), 3, 5);
+        assert_eq!(none.records, all.records);
+        assert!(none.txns.is_empty() && none.rejects.is_empty());
+        assert_eq!(parse_chunk("chunk-000000.csv", text.as_bytes(), 0, 0), all);
+    }
+
+    #[test]
+    fn share_membership_is_by_record_index() {
+        let rows: Vec<String> = (0..6)
+            .map(|i| row(&format!("C{i}"), "F", "M1", "c", "1"))
+            .collect();
+        let text = format!(
+            "{HEADER}\n{}\n\n{}\n{}\n{}\n{}\n{}\n",
+            rows[0], rows[1], rows[2], rows[3], rows[4], rows[5]
+        );
+        let p = parse_chunk("k", text.as_bytes(), 3, 1);
+        let names: Vec<&str> = p.txns.iter().map(|t| t.customer.as_str()).collect();
+        assert_eq!(names, vec!["C1", "C4"]);
+        assert_eq!(p.records, 6);
+    }
+
+    // ---- robustness ----
+
+    pub(crate) struct XorShift(pub u64);
+
+    impl XorShift {
+        pub(crate) fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            x
+        }
+    }
+
+    /// Applies a few random edits (byte flips, CSV-significant insertions, deletions,
+    /// duplications, truncation) to `bytes`.
+    pub(crate) fn mutate(rng: &mut XorShift, bytes: &mut Vec<u8>) {
+        const SPECIAL: &[u8] = b"\",'\r\n.-+e \xff\xc3\x00\t";
+        let edits = 1 + rng.next() % 6;
+        for _ in 0..edits {
+            let len = bytes.len();
+            let at = if len == 0 {
+                0
+            } else {
+                (rng.next() % len as u64) as usize
+            };
+            match rng.next() % 7 {
+                0 if len > 0 => bytes[at] = rng.next() as u8,
+                1 => bytes.insert(at, SPECIAL[(rng.next() % SPECIAL.len() as u64) as usize]),
+                2 if len > 0 => {
+                    let n = (1 + rng.next() % 8) as usize;
+                    bytes.drain(at..(at + n).min(len));
+                }
+                3 => bytes.truncate(at),
+                4 if len > 0 => {
+                    let n = (1 + rng.next() % 40) as usize;
+                    let piece: Vec<u8> = bytes[at..(at + n).min(len)].to_vec();
+                    let to = (rng.next() % (len as u64 + 1)) as usize;
+                    bytes.splice(to..to, piece);
+                }
+                5 if len > 0 => bytes[at] = SPECIAL[(rng.next() % SPECIAL.len() as u64) as usize],
+                _ => bytes.insert(at, b'"'),
+            }
+        }
+    }
+
+    #[test]
+    fn fuzz_never_panics_and_accounts_for_every_record() {
+        let bases: Vec<Vec<u8>> = vec![
+            sample_chunk(8, 7).into_bytes(),
+            sample_chunk(3, 99).into_bytes(),
+            format!("{HEADER}\r\n{}\r\n", row("C1", "F", "M1", "c", "1")).into_bytes(),
+            b"customer,amount\n'C1',1\n".to_vec(),
+        ];
+        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+        for iteration in 0..20_000 {
+            let mut bytes = bases[iteration % bases.len()].clone();
+            mutate(&mut rng, &mut bytes);
+            let all = parse_chunk("fuzz", &bytes, 1, 0);
+            assert_eq!(
+                all.records as usize,
+                all.txns.len() + all.rejects.len(),
+                "input {:?}",
+                String::from_utf8_lossy(&bytes)
+            );
+            if all.header_error.is_some() {
+                assert!(all.txns.is_empty());
+            }
+            assert!(all.rejects.windows(2).all(|w| w[0].line <= w[1].line));
+            for r in &all.rejects {
+                assert!(r.line >= 1 && !r.reason.is_empty());
+                assert!(!r.raw.ends_with('\n'));
+            }
+            if iteration % 10 == 0 {
+                let peers = 1 + (rng.next() % 4) as usize;
+                let mut n = 0;
+                for index in 0..peers {
+                    let share = parse_chunk("fuzz", &bytes, peers, index);
+                    assert_eq!(share.records, all.records);
+                    n += share.txns.len() + share.rejects.len();
+                }
+                assert_eq!(n as u64, all.records);
+            }
+            // Amount parsing on arbitrary bytes.
+            let _ = parse_amount(&bytes[..bytes.len().min(24)]);
+            let _ = parse_weight(&bytes[..bytes.len().min(24)]);
+        }
+    }
 }

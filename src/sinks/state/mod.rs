@@ -108,7 +108,8 @@ pub trait StateStore: Send {
     fn first_unwritten_seq(&mut self) -> Result<Option<u64>, StateError>;
 
     /// Records that rows `[from_seq, to_seq)` are in output file `file_seq`.
-    fn mark_written(&mut self, file_seq: u64, from_seq: u64, to_seq: u64) -> Result<(), StateError>;
+    fn mark_written(&mut self, file_seq: u64, from_seq: u64, to_seq: u64)
+        -> Result<(), StateError>;
 
     /// Records that the stream ended (every ledger row is in a file).
     fn mark_finished(&mut self) -> Result<(), StateError>;
@@ -156,6 +157,66 @@ pub fn redact_url(url: &str) -> String {
     url.to_string()
 }
 
+/// A `u64` as the `BIGINT` both schemas store.
+fn sql_i64(value: u64, what: &str) -> Result<i64, StateError> {
+    i64::try_from(value)
+        .map_err(|_| StateError::Inconsistent(format!("{what} {value} exceeds the BIGINT range")))
+}
+
+/// A stored `BIGINT` back as the `u64` it was written from.
+fn sql_u64(value: i64, what: &str) -> Result<u64, StateError> {
+    u64::try_from(value).map_err(|_| {
+        StateError::Inconsistent(format!("negative {what} {value} in the state store"))
+    })
+}
+
+/// An epoch's counter deltas with any repeated merchant summed (the contract says each
+/// merchant appears once; a batched upsert must never see a key twice), by merchant.
+fn merged_deltas(deltas: &[(String, i64)]) -> Result<Vec<(&str, i64)>, StateError> {
+    let mut merged = std::collections::BTreeMap::<&str, i64>::new();
+    for (merchant, delta) in deltas {
+        let sum = merged.entry(merchant.as_str()).or_insert(0);
+        *sum = sum.checked_add(*delta).ok_or_else(|| {
+            StateError::Inconsistent(format!("counter delta overflow for merchant {merchant}"))
+        })?;
+    }
+    Ok(merged.into_iter().collect())
+}
+
+/// What `begin_run` does with the stored run identity: `Ok(true)` = record `requested`
+/// (absent, or different but the store holds no epochs), `Ok(false)` = the same run.
+fn record_identity(
+    existing: Option<&str>,
+    requested: &str,
+    has_epochs: bool,
+) -> Result<bool, StateError> {
+    match existing {
+        None => Ok(true),
+        Some(existing) if existing == requested => Ok(false),
+        Some(existing) if has_epochs => Err(StateError::DifferentRun {
+            existing: existing.to_string(),
+            requested: requested.to_string(),
+        }),
+        Some(_) => Ok(true),
+    }
+}
+
+/// The highest migration version this build knows.
+fn latest_migration() -> i64 {
+    MIGRATIONS.iter().map(|(v, _)| *v).max().unwrap_or(0)
+}
+
+/// Refuses a store migrated by a newer build (its schema may mean something this one ignores).
+fn check_schema_version(newest: Option<i64>) -> Result<(), StateError> {
+    match newest {
+        Some(v) if v > latest_migration() => Err(StateError::Inconsistent(format!(
+            "the state store has schema version {v}, newer than this build's {}; use a newer build",
+            latest_migration()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +228,27 @@ mod tests {
             "postgres://u:***@h:5432/db"
         );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+
+    #[test]
+    fn identity_decisions() {
+        assert!(record_identity(None, "a", true).unwrap());
+        assert!(!record_identity(Some("a"), "a", true).unwrap());
+        assert!(record_identity(Some("a"), "b", false).unwrap());
+        assert!(matches!(
+            record_identity(Some("a"), "b", true),
+            Err(StateError::DifferentRun { .. })
+        ));
+    }
+
+    #[test]
+    fn merges_repeated_deltas() {
+        let d = vec![
+            ("m2".to_string(), 1),
+            ("m1".to_string(), 2),
+            ("m2".to_string(), 3),
+        ];
+        assert_eq!(merged_deltas(&d).unwrap(), vec![("m1", 2), ("m2", 4)]);
+        assert!(merged_deltas(&[("m".into(), i64::MAX), ("m".into(), 1)]).is_err());
     }
 }

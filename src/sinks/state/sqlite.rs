@@ -1,50 +1,550 @@
 //! The embedded state store: SQLite via rusqlite (bundled), the default.
+//!
+//! - Durability: WAL journal with `synchronous=FULL`, so an epoch whose COMMIT returned survives
+//!   `kill -9` and power loss; the exactly-once story depends on it.
+//! - Single writer: [`StateStore::begin_run`] takes an exclusive, non-blocking `flock` on
+//!   `<path>.lock` and holds it until the store is dropped (the kernel releases it when the
+//!   process dies, even on `kill -9`). `flock` locks belong to the open file description, so
+//!   two stores in one process conflict as well as two processes. The lock file holds the
+//!   holder's pid (for the error message) and is left in place: deleting a lock file races.
+//! - Each epoch commits in one `BEGIN IMMEDIATE` transaction with cached prepared statements.
 
-use super::{EpochCommit, EpochRow, LedgerRow, Recovered, RunIdentity, StateStore};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::io::AsRawFd;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use super::{
+    check_schema_version, merged_deltas, record_identity, EpochCommit, EpochRow, LedgerRow,
+    Recovered, RunIdentity, StateStore, MIGRATIONS,
+};
 use crate::error::StateError;
+
+/// How long a statement waits for another connection's write lock (readers such as an
+/// inspection tool can hold the database briefly).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sequence bounds are clamped to the BIGINT range (`u64::MAX` means "to the end").
+const MAX_SEQ: u64 = i64::MAX as u64;
+
+const LEDGER_COLUMNS: &str = "seq, epoch, pattern_id, action_type, customer_name, merchant_id, \
+                              y_start_time, detection_time, file_seq";
 
 pub struct SqliteStore {
     conn: rusqlite::Connection,
     path: String,
+    /// The exclusive lock on `<path>.lock`, held from `begin_run` until drop.
+    lock: Option<File>,
 }
 
 impl SqliteStore {
+    /// Opens (creating if needed) the database file. The single-writer lock is taken by
+    /// `begin_run`, so inspection tools can open a store a running process is writing.
     pub fn open(path: &str) -> Result<SqliteStore, StateError> {
-        let _ = path;
-        unimplemented!()
+        let conn = Connection::open(path).map_err(sqlite_err(path))?;
+        let store = SqliteStore {
+            conn,
+            path: path.to_string(),
+            lock: None,
+        };
+        store.configure()?;
+        Ok(store)
+    }
+
+    fn configure(&self) -> Result<(), StateError> {
+        let err = sqlite_err(&self.path);
+        self.conn.busy_timeout(BUSY_TIMEOUT).map_err(&err)?;
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(&err)?;
+        if !mode.eq_ignore_ascii_case("wal") && self.path != ":memory:" {
+            tracing::warn!(path = %self.path, journal_mode = %mode, "SQLite did not switch to WAL mode");
+        }
+        self.conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(&err)?;
+        Ok(())
+    }
+
+    fn lock_path(&self) -> String {
+        format!("{}.lock", self.path)
+    }
+
+    /// Takes the exclusive `flock` on `<path>.lock` (non-blocking).
+    fn acquire_lock(&mut self) -> Result<(), StateError> {
+        if self.lock.is_some() || self.path == ":memory:" {
+            return Ok(());
+        }
+        let lock_path = self.lock_path();
+        let io_err = |op: &'static str| {
+            let path = lock_path.clone();
+            move |source| StateError::Io { op, path, source }
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(io_err("opening lock file"))?;
+        loop {
+            // SAFETY: flock on a file descriptor we own; no memory is involved.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc == 0 {
+                break;
+            }
+            let error = std::io::Error::last_os_error();
+            match error.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EWOULDBLOCK) => {
+                    let mut holder = String::new();
+                    let _ = file.read_to_string(&mut holder);
+                    let holder = holder.trim();
+                    let detail = if holder.is_empty() {
+                        format!("{lock_path} is locked")
+                    } else {
+                        format!("{lock_path} is locked by process {holder}")
+                    };
+                    return Err(StateError::Locked { detail });
+                }
+                _ => return Err(io_err("locking")(error)),
+            }
+        }
+        // Best effort: record who holds the lock, for the other side's error message.
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.write_all(format!("{}\n", std::process::id()).as_bytes()));
+        self.lock = Some(file);
+        Ok(())
+    }
+
+    fn migrate(&mut self) -> Result<(), StateError> {
+        let err = sqlite_err(&self.path);
+        self.conn
+            .execute_batch(
+                "CREATE TABLE IF NOT EXISTS schema_migrations \
+                 (version BIGINT PRIMARY KEY, applied_at TEXT)",
+            )
+            .map_err(&err)?;
+        let newest: Option<i64> = self
+            .conn
+            .query_row("SELECT max(version) FROM schema_migrations", [], |r| {
+                r.get(0)
+            })
+            .map_err(&err)?;
+        check_schema_version(newest)?;
+        for (version, sql) in MIGRATIONS {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(&err)?;
+            let done = tx
+                .query_row(
+                    "SELECT 1 FROM schema_migrations WHERE version = ?1",
+                    [version],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map_err(&err)?
+                .is_some();
+            if !done {
+                tx.execute_batch(sql).map_err(&err)?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) \
+                     VALUES (?1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+                    [version],
+                )
+                .map_err(&err)?;
+                tracing::info!(path = %self.path, version, "applied state store migration");
+            }
+            tx.commit().map_err(&err)?;
+        }
+        Ok(())
+    }
+
+    fn check_identity(&mut self, requested: &str) -> Result<(), StateError> {
+        let err = sqlite_err(&self.path);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
+        let existing: Option<String> = tx
+            .query_row("SELECT value FROM run_meta WHERE key = 'run'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(&err)?;
+        let has_epochs: bool = tx
+            .query_row("SELECT EXISTS (SELECT 1 FROM epochs)", [], |r| r.get(0))
+            .map_err(&err)?;
+        if record_identity(existing.as_deref(), requested, has_epochs)? {
+            if let Some(existing) = &existing {
+                tracing::info!(path = %self.path, %existing, %requested, "state store holds no epochs: recording the new run identity");
+            }
+            tx.execute(
+                "INSERT INTO run_meta (key, value) VALUES ('run', ?1) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [requested],
+            )
+            .map_err(&err)?;
+            tx.execute("DELETE FROM run_meta WHERE key = 'finished'", [])
+                .map_err(&err)?;
+        }
+        tx.commit().map_err(&err)?;
+        Ok(())
+    }
+
+    fn recovered(&mut self) -> Result<Recovered, StateError> {
+        let err = sqlite_err(&self.path);
+        let tx = self.conn.transaction().map_err(&err)?;
+        let epochs = {
+            let mut st = tx
+                .prepare("SELECT epoch FROM epochs ORDER BY epoch")
+                .map_err(&err)?;
+            let rows = st.query_map([], |r| r.get::<_, u64>(0)).map_err(&err)?;
+            rows.collect::<Result<Vec<u64>, _>>().map_err(&err)?
+        };
+        let emitted = {
+            let mut st = tx
+                .prepare(
+                    "SELECT pattern_id, customer_name, merchant_id FROM detections ORDER BY seq",
+                )
+                .map_err(&err)?;
+            let rows = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(&err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(&err)?
+        };
+        let max_seq: Option<u64> = tx
+            .query_row("SELECT max(seq) FROM detections", [], |r| r.get(0))
+            .map_err(&err)?;
+        let finished = tx
+            .query_row("SELECT 1 FROM run_meta WHERE key = 'finished'", [], |_| {
+                Ok(())
+            })
+            .optional()
+            .map_err(&err)?
+            .is_some();
+        tx.commit().map_err(&err)?;
+        Ok(Recovered {
+            last_epoch: epochs.last().copied(),
+            epochs,
+            emitted,
+            next_seq: max_seq.map_or(0, |s| s + 1),
+            finished,
+        })
+    }
+
+    fn require_lock(&self, what: &str) -> Result<(), StateError> {
+        if self.lock.is_none() && self.path != ":memory:" {
+            return Err(StateError::Inconsistent(format!(
+                "{what} before begin_run took the single-writer lock"
+            )));
+        }
+        Ok(())
+    }
+
+    fn query_ledger(&self, sql: &str, args: &[u64]) -> Result<Vec<LedgerRow>, StateError> {
+        let err = sqlite_err(&self.path);
+        let mut st = self.conn.prepare_cached(sql).map_err(&err)?;
+        let rows = st
+            .query_map(rusqlite::params_from_iter(args), ledger_row)
+            .map_err(&err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(&err)
+    }
+}
+
+fn ledger_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerRow> {
+    Ok(LedgerRow {
+        seq: r.get(0)?,
+        epoch: r.get(1)?,
+        pattern_id: r.get(2)?,
+        action_type: r.get(3)?,
+        customer_name: r.get(4)?,
+        merchant_id: r.get(5)?,
+        y_start_time: r.get(6)?,
+        detection_time: r.get(7)?,
+        file_seq: r.get(8)?,
+    })
+}
+
+fn sqlite_err(path: &str) -> impl Fn(rusqlite::Error) -> StateError {
+    let path = path.to_string();
+    move |source| StateError::Sqlite {
+        path: path.clone(),
+        source,
     }
 }
 
 impl StateStore for SqliteStore {
     fn begin_run(&mut self, run: &RunIdentity) -> Result<Recovered, StateError> {
-        let _ = (run, &self.conn, &self.path);
-        unimplemented!()
+        self.acquire_lock()?;
+        self.migrate()?;
+        self.check_identity(&run.describe())?;
+        self.recovered()
     }
+
     fn commit_epoch(&mut self, commit: &EpochCommit) -> Result<(), StateError> {
-        let _ = commit;
-        unimplemented!()
+        self.require_lock("commit_epoch")?;
+        let deltas = merged_deltas(&commit.counter_deltas)?;
+        let err = sqlite_err(&self.path);
+        let p = &commit.progress;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
+        let inserted = tx
+            .prepare_cached(
+                "INSERT INTO epochs (epoch, chunk_key, rows_accepted, rows_rejected, committed_at) \
+                 SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS (SELECT 1 FROM epochs WHERE epoch >= ?1)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    p.epoch,
+                    p.chunk_key,
+                    p.rows_accepted,
+                    p.rows_rejected,
+                    p.committed_at
+                ])
+            })
+            .map_err(&err)?;
+        if inserted == 0 {
+            let last: Option<u64> = tx
+                .query_row("SELECT max(epoch) FROM epochs", [], |r| r.get(0))
+                .map_err(&err)?;
+            return Err(StateError::Inconsistent(format!(
+                "asked to commit epoch {} but epoch {} is already committed",
+                p.epoch,
+                last.map_or_else(|| "?".to_string(), |e| e.to_string())
+            )));
+        }
+        {
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT INTO merchant_transaction_counts (merchant_id, total_transactions) \
+                     VALUES (?1, ?2) ON CONFLICT (merchant_id) DO UPDATE SET total_transactions = \
+                     merchant_transaction_counts.total_transactions + excluded.total_transactions",
+                )
+                .map_err(&err)?;
+            for (merchant, delta) in &deltas {
+                upsert.execute(params![merchant, delta]).map_err(&err)?;
+            }
+            let mut insert = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO detections ({LEDGER_COLUMNS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                ))
+                .map_err(&err)?;
+            for d in &commit.detections {
+                insert
+                    .execute(params![
+                        d.seq,
+                        d.epoch,
+                        d.pattern_id,
+                        d.action_type,
+                        d.customer_name,
+                        d.merchant_id,
+                        d.y_start_time,
+                        d.detection_time,
+                        d.file_seq
+                    ])
+                    .map_err(&err)?;
+            }
+        }
+        tx.commit().map_err(&err)
     }
+
     fn ledger_range(&mut self, from_seq: u64, to_seq: u64) -> Result<Vec<LedgerRow>, StateError> {
-        let _ = (from_seq, to_seq);
-        unimplemented!()
+        self.query_ledger(
+            &format!(
+                "SELECT {LEDGER_COLUMNS} FROM detections WHERE seq >= ?1 AND seq < ?2 ORDER BY seq"
+            ),
+            &[from_seq.min(MAX_SEQ), to_seq.min(MAX_SEQ)],
+        )
     }
+
     fn first_unwritten_seq(&mut self) -> Result<Option<u64>, StateError> {
-        unimplemented!()
+        self.conn
+            .query_row(
+                "SELECT min(seq) FROM detections WHERE file_seq IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(sqlite_err(&self.path))
     }
-    fn mark_written(&mut self, file_seq: u64, from_seq: u64, to_seq: u64) -> Result<(), StateError> {
-        let _ = (file_seq, from_seq, to_seq);
-        unimplemented!()
+
+    fn mark_written(
+        &mut self,
+        file_seq: u64,
+        from_seq: u64,
+        to_seq: u64,
+    ) -> Result<(), StateError> {
+        self.require_lock("mark_written")?;
+        self.conn
+            .prepare_cached("UPDATE detections SET file_seq = ?1 WHERE seq >= ?2 AND seq < ?3")
+            .and_then(|mut st| {
+                st.execute(params![
+                    file_seq,
+                    from_seq.min(MAX_SEQ),
+                    to_seq.min(MAX_SEQ)
+                ])
+            })
+            .map_err(sqlite_err(&self.path))?;
+        Ok(())
     }
+
     fn mark_finished(&mut self) -> Result<(), StateError> {
-        unimplemented!()
+        self.require_lock("mark_finished")?;
+        self.conn
+            .execute(
+                "INSERT INTO run_meta (key, value) VALUES ('finished', '1') \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [],
+            )
+            .map_err(sqlite_err(&self.path))?;
+        Ok(())
     }
+
     fn ledger(&mut self) -> Result<Vec<LedgerRow>, StateError> {
-        unimplemented!()
+        self.query_ledger(
+            &format!("SELECT {LEDGER_COLUMNS} FROM detections ORDER BY seq"),
+            &[],
+        )
     }
+
     fn merchant_counts(&mut self) -> Result<Vec<(String, i64)>, StateError> {
-        unimplemented!()
+        let err = sqlite_err(&self.path);
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT merchant_id, total_transactions FROM merchant_transaction_counts \
+                 ORDER BY merchant_id",
+            )
+            .map_err(&err)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(&err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(&err)
     }
+
     fn epoch_rows(&mut self) -> Result<Vec<EpochRow>, StateError> {
-        unimplemented!()
+        let err = sqlite_err(&self.path);
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT epoch, chunk_key, rows_accepted, rows_rejected, committed_at FROM epochs \
+                 ORDER BY epoch",
+            )
+            .map_err(&err)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(EpochRow {
+                    epoch: r.get(0)?,
+                    chunk_key: r.get(1)?,
+                    rows_accepted: r.get(2)?,
+                    rows_rejected: r.get(3)?,
+                    committed_at: r.get(4)?,
+                })
+            })
+            .map_err(&err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(&err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run() -> RunIdentity {
+        RunIdentity {
+            mode: "live".into(),
+            landing: "/tmp/landing".into(),
+            from: None,
+            to: None,
+        }
+    }
+
+    fn commit(epoch: u64, seqs: std::ops::Range<u64>) -> EpochCommit {
+        EpochCommit {
+            progress: EpochRow {
+                epoch,
+                chunk_key: format!("chunk-{epoch:06}.csv"),
+                rows_accepted: 10,
+                rows_rejected: 1,
+                committed_at: "2026-01-01T00:00:00Z".into(),
+            },
+            counter_deltas: vec![("m1".into(), 3), ("m2".into(), 4)],
+            detections: seqs
+                .map(|seq| LedgerRow {
+                    seq,
+                    epoch,
+                    pattern_id: "PatId1".into(),
+                    action_type: "UPGRADE".into(),
+                    customer_name: format!("c{seq}"),
+                    merchant_id: "m1".into(),
+                    y_start_time: "t0".into(),
+                    detection_time: "t1".into(),
+                    file_seq: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn commits_and_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let path = path.to_str().unwrap();
+        {
+            let mut s = SqliteStore::open(path).unwrap();
+            assert_eq!(s.begin_run(&run()).unwrap(), Recovered::default());
+            s.commit_epoch(&commit(0, 0..2)).unwrap();
+            s.commit_epoch(&commit(2, 2..3)).unwrap();
+            assert!(matches!(
+                s.commit_epoch(&commit(1, 3..4)),
+                Err(StateError::Inconsistent(_))
+            ));
+            s.mark_written(0, 0, 2).unwrap();
+            assert_eq!(s.first_unwritten_seq().unwrap(), Some(2));
+            assert_eq!(
+                s.merchant_counts().unwrap(),
+                vec![("m1".to_string(), 6), ("m2".to_string(), 8)]
+            );
+        }
+        let mut s = SqliteStore::open(path).unwrap();
+        let r = s.begin_run(&run()).unwrap();
+        assert_eq!(r.epochs, vec![0, 2]);
+        assert_eq!(r.last_epoch, Some(2));
+        assert_eq!(r.next_seq, 3);
+        assert_eq!(r.emitted.len(), 3);
+        assert!(!r.finished);
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let path = path.to_str().unwrap();
+        SqliteStore::open(path).unwrap().begin_run(&run()).unwrap();
+        Connection::open(path)
+            .unwrap()
+            .execute("INSERT INTO schema_migrations VALUES (99, 'later')", [])
+            .unwrap();
+        let refused = SqliteStore::open(path).unwrap().begin_run(&run());
+        assert!(matches!(refused, Err(StateError::Inconsistent(m)) if m.contains("99")));
+    }
+
+    #[test]
+    fn writes_need_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let mut s = SqliteStore::open(path.to_str().unwrap()).unwrap();
+        assert!(matches!(
+            s.commit_epoch(&commit(0, 0..1)),
+            Err(StateError::Inconsistent(_))
+        ));
     }
 }

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs the whole txflow test suite on a fresh machine: installs what the tests need
+# (PostgreSQL server binaries), then builds and runs every test. The tests start their own
+# throwaway PostgreSQL cluster and an in-process S3 server; nothing else must be running.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/ensure-postgres.sh
+
+export RUST_BACKTRACE=1
+# Debug tests with optimised hot paths would triple the build; plain debug is the fastest overall.
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo test"
+cargo test --locked --all-targets -- --test-threads="${TXFLOW_TEST_THREADS:-2}"

@@ -1,0 +1,102 @@
+//! Command-line pieces shared by the binaries: logging, S3 and threshold options, and the
+//! "one-line reason on stderr, non-zero exit" convention.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::model::{Fraction, Thresholds, MICROS_PER_UNIT};
+use crate::objectstore::S3Options;
+
+/// Logs go to stderr; `RUST_LOG` overrides the default level (`info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Runs `main`, printing an error as one line on stderr with exit status 1.
+pub fn exit_with(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let line = format!("{e:#}").replace('\n', " ");
+            eprintln!("error: {line}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// S3 client options (the standard AWS chain supplies credentials and region).
+#[derive(Args, Clone, Debug, Default)]
+pub struct S3Args {
+    /// S3-compatible endpoint (MinIO, Ceph, ...); switches to path-style addressing.
+    /// Defaults to AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL when set.
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// AWS region (default: from the AWS configuration chain, else us-east-1).
+    #[arg(long, value_name = "REGION")]
+    pub s3_region: Option<String>,
+}
+
+impl S3Args {
+    pub fn options(&self) -> S3Options {
+        S3Options {
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+        }
+    }
+}
+
+/// Pattern thresholds (SPEC §4); the defaults are the SPEC's.
+#[derive(Args, Clone, Debug)]
+pub struct ThresholdArgs {
+    /// PatId1: merchants with more than this many transactions qualify.
+    #[arg(long, default_value_t = 50_000)]
+    pub upgrade_min_merchant_txns: u64,
+    /// PatId1: count percentile a customer must reach.
+    #[arg(long, default_value = "0.90", value_parser = parse_fraction)]
+    pub upgrade_count_percentile: Fraction,
+    /// PatId1: weight percentile a customer must stay at or under.
+    #[arg(long, default_value = "0.10", value_parser = parse_fraction)]
+    pub upgrade_weight_percentile: Fraction,
+    /// PatId2: minimum transactions of a customer at a merchant.
+    #[arg(long, default_value_t = 80)]
+    pub child_min_txns: u64,
+    /// PatId2: the average amount must be strictly below this.
+    #[arg(long, default_value = "23", value_parser = parse_amount)]
+    pub child_max_avg_amount: i64,
+    /// PatId3: distinct female customers must be strictly more than this.
+    #[arg(long, default_value_t = 100)]
+    pub dei_min_female_customers: u64,
+}
+
+impl ThresholdArgs {
+    pub fn thresholds(&self) -> Thresholds {
+        Thresholds {
+            upgrade_min_merchant_txns: self.upgrade_min_merchant_txns,
+            upgrade_count_percentile: self.upgrade_count_percentile,
+            upgrade_weight_percentile: self.upgrade_weight_percentile,
+            child_min_txns: self.child_min_txns,
+            child_max_avg_amount: self.child_max_avg_amount,
+            dei_min_female_customers: self.dei_min_female_customers,
+        }
+    }
+}
+
+fn parse_fraction(text: &str) -> Result<Fraction, String> {
+    Fraction::parse(text)
+        .ok_or_else(|| format!("{text:?} is not a fraction in [0, 1] with at most six decimals"))
+}
+
+fn parse_amount(text: &str) -> Result<i64, String> {
+    crate::sources::parse::parse_decimal_micros(text)
+        .ok_or_else(|| format!("{text:?} is not a non-negative decimal amount"))
+}
+
+/// Micro-units per unit, re-exported for binaries printing amounts.
+pub const AMOUNT_SCALE: i64 = MICROS_PER_UNIT;

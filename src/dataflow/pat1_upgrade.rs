@@ -1,0 +1,63 @@
+//! PatId1 UPGRADE — SPEC §4:
+//!
+//! ```text
+//! N(m) > 50,000
+//! and n(c,m) >= percentile_cont(0.90) of { n(c',m) : c' a customer of m }
+//! and W(c,m) defined and W(c,m) <= percentile_cont(0.10) of { W(c',m) : W(c',m) defined }
+//! ```
+//!
+//! The percentile `reduce` re-reads a merchant's whole customer group whenever any of its
+//! customers changes, so it is gated first: only merchants with `N(m)` above the threshold
+//! reach it. The count percentile is compared exactly; weights in `f64`.
+
+use differential_dataflow::VecCollection;
+
+use super::aggregates::Profile;
+use super::percentile::{at_least_count_percentile, percentile_f64};
+use super::Epoch;
+use crate::model::{DetectionKey, Name, Pattern, Thresholds};
+
+pub fn detect<'s>(
+    merchant_counts: VecCollection<'s, Epoch, (Name, i64)>,
+    profiles: VecCollection<'s, Epoch, ((Name, Name), Profile)>,
+    thresholds: &Thresholds,
+) -> VecCollection<'s, Epoch, DetectionKey> {
+    let min_txns = thresholds.upgrade_min_merchant_txns as i64;
+    let count_p = thresholds.upgrade_count_percentile;
+    let weight_p = thresholds.upgrade_weight_percentile;
+
+    let large_merchants = merchant_counts
+        .filter(move |(_, n)| *n > min_txns)
+        .map(|(merchant, _)| merchant);
+
+    profiles
+        .map(|((customer, merchant), (n, w))| (merchant, (customer, n, w)))
+        .semijoin(large_merchants)
+        .reduce(
+            move |_merchant,
+                  input: &[(&(Name, i64, Option<crate::model::Weight>), isize)],
+                  output| {
+                let mut counts: Vec<i64> = input.iter().map(|((_, n, _), _)| *n).collect();
+                counts.sort_unstable();
+                let mut weights: Vec<f64> = input
+                    .iter()
+                    .filter_map(|((_, _, w), _)| w.map(|w| w.into_inner()))
+                    .collect();
+                weights.sort_unstable_by(f64::total_cmp);
+                let Some(weight_limit) = percentile_f64(&weights, weight_p) else {
+                    return;
+                };
+                for ((customer, n, w), _) in input {
+                    let low_weight = w.is_some_and(|w| w.into_inner() <= weight_limit);
+                    if low_weight && at_least_count_percentile(*n, &counts, count_p) {
+                        output.push((customer.clone(), 1isize));
+                    }
+                }
+            },
+        )
+        .map(|(merchant, customer)| DetectionKey {
+            pattern: Pattern::Upgrade,
+            merchant,
+            customer,
+        })
+}

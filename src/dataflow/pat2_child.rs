@@ -1,0 +1,28 @@
+//! PatId2 CHILD — SPEC §4:
+//!
+//! ```text
+//! n(c,m) >= 80  and  A(c,m) / n(c,m) < 23
+//! ```
+//!
+//! Decided exactly on integers: `A < limit · n`, with amounts in micro-units.
+
+use differential_dataflow::VecCollection;
+
+use super::aggregates::CountSum;
+use super::Epoch;
+use crate::model::{DetectionKey, Name, Pattern, Thresholds};
+
+pub fn detect<'s>(
+    stats: VecCollection<'s, Epoch, ((Name, Name), CountSum)>,
+    thresholds: &Thresholds,
+) -> VecCollection<'s, Epoch, DetectionKey> {
+    let min_txns = thresholds.child_min_txns as i64;
+    let max_avg = thresholds.child_max_avg_amount as i128;
+    stats
+        .filter(move |(_, s)| s.count >= min_txns && s.sum < max_avg * s.count as i128)
+        .map(|((customer, merchant), _)| DetectionKey {
+            pattern: Pattern::Child,
+            merchant,
+            customer,
+        })
+}

@@ -1,0 +1,8 @@
+//! Shared test support. Each integration test file includes it with `mod common;` and uses
+//! what it needs (hence the `dead_code` allowance).
+#![allow(dead_code)]
+
+pub mod pg;
+pub mod reference;
+pub mod s3;
+pub mod streams;

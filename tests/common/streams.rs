@@ -1,0 +1,820 @@
+//! Random small transaction streams with dense edge cases, for the property tests.
+//!
+//! A stream is a few merchants (2–4), a few customers (3–12), 2–3 categories, small
+//! thresholds and 3–10 chunks of 0–40 rows (one stream in five is "wide": 20–40 customers,
+//! 3–4 merchants, 0–120 rows a chunk, for more than 50 detections), so that percentile ties, threshold crossings and
+//! conditions that go true → false → true happen often. On top of the plain BankSim layout
+//! (`0,'C1','4','M','28007','M1','28007','es_food',4.55,0`) the generator mixes in:
+//!
+//! - layout: permuted header columns, double-quoted header names, CRLF line endings, blank
+//!   lines (after the header, between rows, at the end), a missing final newline, values
+//!   without single quotes, values wrapped in CSV double quotes, quoted numbers (`'4.55'`),
+//!   garbage in the unvalidated columns (step, age, zip, fraud);
+//! - names that test byte order (`C10` < `C9`, `M1823072687` < `M348934600`) and, with
+//!   `exotic_names`, names holding a comma, a double quote, or a non-ASCII letter;
+//! - amounts exactly at the PatId2 limit, one micro-unit either side, zero, six fractional
+//!   digits, leading zeros, and (with `huge_amounts`) `999999999999.999999`; per-chunk "low"
+//!   and "high" amount phases so that averages cross the limit back and forth;
+//! - customers that change gender, customer popularity that is uniform, skewed or round-robin
+//!   (the last gives many equal counts, i.e. percentile ties);
+//! - chunks that are empty (header only), hold only bad rows, or (with `header_errors`) whose
+//!   header lacks a required column;
+//! - bad rows of every kind: wrong field count, a garbage line, amounts `-1`, `1e3`, `NaN`,
+//!   `inf`, `+5`, `''`, empty, 7 fractional digits, 10^12, `1,5`, `0x10`, `1.2.3`; genders
+//!   `X`, `f`, `MF`, empty; empty customer, merchant or category;
+//! - importance: missing keys, duplicate keys (mean of 2 or 3 rows), weights on a coarse grid
+//!   (`0`, `0.25`, … exact ties between customers) and arbitrary six-digit weights, negative
+//!   weights, bad weights (`abc`, `1e3`, `+1`, `--1`, `NaN`, …), rows of wrong field count,
+//!   rows of customers and merchants that never transact.
+//!
+//! Deliberately NOT generated (the SPEC leaves them open, or the reference does not model
+//! them): `5.` and `.5` amounts, whitespace around values, quoted fields spanning lines,
+//! blank lines before the header, duplicate or extra header columns, a broken importance
+//! header, non-UTF-8 bytes.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use txflow::model::{Fraction, Thresholds};
+
+use super::reference::{IMPORTANCE_COLUMNS, TRANSACTION_COLUMNS};
+
+/// splitmix64: tiny, deterministic, good enough for test data.
+#[derive(Clone, Debug)]
+pub struct SplitMix64 {
+    state: u64,
+}
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> SplitMix64 {
+        SplitMix64 { state: seed }
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform-ish in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// Uniform-ish in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo + 1)
+    }
+
+    /// True with probability `percent`/100.
+    pub fn percent(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+
+    pub fn pick_str(&mut self, items: &[&'static str]) -> &'static str {
+        items[self.below(items.len() as u64) as usize]
+    }
+
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.below(i as u64 + 1) as usize;
+            items.swap(i, j);
+        }
+    }
+}
+
+/// What the generator may produce.
+#[derive(Clone, Debug)]
+pub struct StreamOptions {
+    pub min_chunks: u64,
+    pub max_chunks: u64,
+    /// Maximum records of a normal chunk.
+    pub max_rows: u64,
+    /// Layout variations (header order and quoting, CRLF, blank lines, value quoting).
+    pub quirks: bool,
+    pub bad_rows: bool,
+    /// Chunks whose header lacks a required column.
+    pub header_errors: bool,
+    /// Names with a comma, a double quote or a non-ASCII letter.
+    pub exotic_names: bool,
+    /// Amounts near 10^12.
+    pub huge_amounts: bool,
+    /// Percent of streams that are "wide": 20–40 customers, 3–4 merchants and 3× the rows,
+    /// so that more than 50 detections (several output files) happen.
+    pub wide_percent: u64,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        StreamOptions {
+            min_chunks: 3,
+            max_chunks: 10,
+            max_rows: 40,
+            quirks: true,
+            bad_rows: true,
+            header_errors: true,
+            exotic_names: true,
+            huge_amounts: true,
+            wide_percent: 20,
+        }
+    }
+}
+
+/// A generated stream: the landing chunks, the importance file and the thresholds.
+#[derive(Clone, Debug)]
+pub struct Stream {
+    pub seed: u64,
+    /// `(chunk index, bytes)`, indices 0, 1, 2, …
+    pub chunks: Vec<(u64, Vec<u8>)>,
+    pub importance: Vec<u8>,
+    pub thresholds: Thresholds,
+}
+
+impl Stream {
+    /// The whole stream as text, for failure reports.
+    pub fn describe(&self) -> String {
+        let mut s = format!("seed {} thresholds {:?}\n", self.seed, self.thresholds);
+        for (k, bytes) in &self.chunks {
+            s.push_str(&format!(
+                "--- chunk-{k:06}.csv ---\n{}\n",
+                String::from_utf8_lossy(bytes)
+            ));
+        }
+        s.push_str(&format!(
+            "--- importance.csv ---\n{}\n",
+            String::from_utf8_lossy(&self.importance)
+        ));
+        s
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Customer {
+    name: String,
+    gender: &'static str,
+    popularity: u64,
+}
+
+struct World {
+    customers: Vec<Customer>,
+    merchants: Vec<String>,
+    categories: Vec<String>,
+    round_robin: bool,
+    wide: bool,
+    next_customer: usize,
+    limit_micros: i64,
+}
+
+impl World {
+    fn new(rng: &mut SplitMix64, opts: &StreamOptions) -> World {
+        let mut numbers = vec![
+            "1",
+            "2",
+            "3",
+            "7",
+            "9",
+            "10",
+            "11",
+            "19",
+            "42",
+            "100",
+            "583110837",
+            "1093826151",
+        ];
+        rng.shuffle(&mut numbers);
+        let wide = rng.percent(opts.wide_percent);
+        let n_customers = if wide {
+            rng.range(20, 40)
+        } else {
+            rng.range(3, 12)
+        } as usize;
+        let mut names: Vec<String> = (0..n_customers)
+            .map(|i| match numbers.get(i) {
+                Some(n) => format!("C{n}"),
+                None => format!("C{}", 5000 + 37 * i),
+            })
+            .collect();
+        if opts.exotic_names && rng.percent(40) {
+            let exotic = ["C,7", "C\u{e9}5", "C\"8", "C'q"];
+            let i = rng.below(names.len() as u64) as usize;
+            names[i] = rng.pick(&exotic).to_string();
+        }
+        let popularity_mode = rng.below(3);
+        let customers = names
+            .into_iter()
+            .map(|name| Customer {
+                name,
+                gender: rng.pick_str(&["F", "F", "F", "F", "M", "M", "M", "M", "E", "U"]),
+                popularity: if popularity_mode == 1 {
+                    rng.range(1, 8)
+                } else {
+                    1
+                },
+            })
+            .collect();
+
+        let mut merchant_pool = vec!["M1823072687", "M348934600", "M9", "M10", "M2", "M85975013"];
+        rng.shuffle(&mut merchant_pool);
+        let n_merchants = rng.range(if wide { 3 } else { 2 }, 4) as usize;
+        let mut merchants: Vec<String> = merchant_pool[..n_merchants]
+            .iter()
+            .map(|m| m.to_string())
+            .collect();
+        if opts.exotic_names && rng.percent(15) {
+            merchants[0] = "M\u{e9}1".to_string();
+        }
+
+        let mut category_pool = vec!["es_food", "es_transportation", "es_health", "es_tech"];
+        rng.shuffle(&mut category_pool);
+        let n_categories = rng.range(2, 3) as usize;
+        let categories = category_pool[..n_categories]
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+
+        let limit_micros = *rng.pick(&[20_000_000, 20_000_000, 15_500_000, 23_000_000, 20_000_001]);
+        World {
+            customers,
+            merchants,
+            categories,
+            round_robin: popularity_mode == 2,
+            wide,
+            next_customer: 0,
+            limit_micros,
+        }
+    }
+
+    fn customer(&mut self, rng: &mut SplitMix64) -> Customer {
+        if self.round_robin {
+            let c = self.customers[self.next_customer % self.customers.len()].clone();
+            self.next_customer += 1;
+            return c;
+        }
+        let total: u64 = self.customers.iter().map(|c| c.popularity).sum();
+        let mut r = rng.below(total);
+        for c in &self.customers {
+            if r < c.popularity {
+                return c.clone();
+            }
+            r -= c.popularity;
+        }
+        unreachable!()
+    }
+}
+
+/// Single-quotes a value, as the real file does.
+fn sq(value: &str) -> String {
+    format!("'{value}'")
+}
+
+/// Formats micro-units as a decimal, in one of the equivalent spellings.
+fn format_micros(rng: &mut SplitMix64, micros: i64) -> String {
+    let (units, frac) = (micros / 1_000_000, micros % 1_000_000);
+    let zeros = if rng.percent(3) { "00" } else { "" };
+    if frac == 0 {
+        let tail = *rng.pick(&["", "", "", ".0", ".000000"]);
+        return format!("{zeros}{units}{tail}");
+    }
+    let mut digits = format!("{frac:06}");
+    while digits.ends_with('0') {
+        digits.pop();
+    }
+    if rng.percent(20) {
+        digits = format!("{digits:0<6}");
+    }
+    format!("{zeros}{units}.{digits}")
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AmountPhase {
+    Low,
+    High,
+    Mixed,
+}
+
+fn good_amount(
+    rng: &mut SplitMix64,
+    world: &World,
+    phase: AmountPhase,
+    opts: &StreamOptions,
+) -> String {
+    let limit = world.limit_micros;
+    let r = rng.below(100);
+    let micros = if opts.huge_amounts && r == 0 {
+        999_999_999_999_999_999
+    } else if r < 10 {
+        limit
+    } else if r < 15 {
+        limit + *rng.pick(&[-1, 1])
+    } else if r < 20 {
+        0
+    } else {
+        let low = match phase {
+            AmountPhase::Low => rng.percent(85),
+            AmountPhase::High => rng.percent(15),
+            AmountPhase::Mixed => rng.percent(50),
+        };
+        let raw = if low {
+            rng.below(limit as u64) as i64
+        } else {
+            limit + 1 + rng.below(2 * limit as u64) as i64
+        };
+        if rng.percent(70) {
+            raw / 10_000 * 10_000
+        } else {
+            raw
+        }
+    };
+    let text = format_micros(rng, micros);
+    if opts.quirks && rng.percent(30) {
+        sq(&text)
+    } else {
+        text
+    }
+}
+
+/// A valid row, fields in `TRANSACTION_COLUMNS` order (before CSV escaping).
+fn good_row(
+    rng: &mut SplitMix64,
+    world: &mut World,
+    phase: AmountPhase,
+    opts: &StreamOptions,
+) -> Vec<String> {
+    let customer = world.customer(rng);
+    let merchant = rng.pick(&world.merchants).clone();
+    let category = rng.pick(&world.categories).clone();
+    let gender = if rng.percent(8) {
+        *rng.pick(&["F", "M", "E", "U"])
+    } else {
+        customer.gender
+    };
+    let quirky = |rng: &mut SplitMix64, v: String| -> String {
+        if opts.quirks && rng.percent(3) {
+            rng.pick(&["", "'x'", "''", "x y"]).to_string()
+        } else {
+            v
+        }
+    };
+    let maybe_bare = |rng: &mut SplitMix64, v: &str| -> String {
+        // One enclosing pair of single quotes is optional: `C1` and `'C1'` are the same.
+        if opts.quirks && rng.percent(5) && !v.contains('\'') {
+            v.to_string()
+        } else {
+            sq(v)
+        }
+    };
+    let step = rng.below(180).to_string();
+    let fraud = rng.pick(&["0", "1"]).to_string();
+    let age = sq(rng.pick_str(&["0", "1", "2", "3", "4", "5", "6", "U"]));
+    vec![
+        quirky(rng, step),
+        maybe_bare(rng, &customer.name),
+        quirky(rng, age),
+        maybe_bare(rng, gender),
+        quirky(rng, sq("28007")),
+        maybe_bare(rng, &merchant),
+        quirky(rng, sq("28007")),
+        maybe_bare(rng, &category),
+        good_amount(rng, world, phase, opts),
+        quirky(rng, fraud),
+    ]
+}
+
+/// A row that must be rejected. Returns fields (the count may be wrong on purpose).
+fn bad_row(
+    rng: &mut SplitMix64,
+    world: &mut World,
+    phase: AmountPhase,
+    opts: &StreamOptions,
+) -> Vec<String> {
+    let mut row = good_row(rng, world, phase, opts);
+    let col = |name: &str| TRANSACTION_COLUMNS.iter().position(|c| *c == name).unwrap();
+    match rng.below(8) {
+        0 => {
+            let i = rng.below(row.len() as u64) as usize;
+            row.remove(i);
+        }
+        1 => row.push(sq("extra")),
+        2 => {
+            row = vec![rng.pick(&["garbage", "0", "''", "x y z"]).to_string()];
+        }
+        3 | 4 => {
+            row[col("amount")] = rng
+                .pick(&[
+                    "-1",
+                    "'-1'",
+                    "-0.5",
+                    "1e3",
+                    "'1E3'",
+                    "NaN",
+                    "'NaN'",
+                    "inf",
+                    "",
+                    "''",
+                    "+5",
+                    "1.1234567",
+                    "1000000000000",
+                    "'1000000000000.0'",
+                    "1,5",
+                    "abc",
+                    "0x10",
+                    "1.2.3",
+                ])
+                .to_string();
+        }
+        5 => {
+            row[col("gender")] = rng.pick(&["'X'", "''", "'f'", "'MF'", "X", ""]).to_string();
+        }
+        6 => {
+            let name = *rng.pick(&["customer", "merchant", "category"]);
+            row[col(name)] = rng.pick(&["''", ""]).to_string();
+        }
+        _ => {
+            row[col("customer")] = "''".to_string();
+            row[col("amount")] = "'-3'".to_string();
+        }
+    }
+    row
+}
+
+/// CSV-escapes one field; `force` wraps it in double quotes even when not needed.
+fn csv_field(value: &str, force: bool) -> String {
+    if force || value.contains(',') || value.contains('"') {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value.to_string()
+    }
+}
+
+/// How one file is laid out.
+struct Layout {
+    /// Output column `j` is canonical column `order[j]`.
+    order: Vec<usize>,
+    quote_names: Vec<bool>,
+    eol: &'static str,
+    blank_lines: bool,
+    trailing_newline: bool,
+    quote_values: bool,
+}
+
+impl Layout {
+    fn random(rng: &mut SplitMix64, columns: usize, quirks: bool) -> Layout {
+        let mut order: Vec<usize> = (0..columns).collect();
+        let mut layout = Layout {
+            order: order.clone(),
+            quote_names: vec![false; columns],
+            eol: "\n",
+            blank_lines: false,
+            trailing_newline: true,
+            quote_values: false,
+        };
+        if !quirks {
+            return layout;
+        }
+        if rng.percent(35) {
+            rng.shuffle(&mut order);
+            layout.order = order;
+        }
+        if rng.percent(20) {
+            layout.quote_names = (0..columns).map(|_| rng.percent(50)).collect();
+        }
+        if rng.percent(25) {
+            layout.eol = "\r\n";
+        }
+        layout.blank_lines = rng.percent(20);
+        layout.trailing_newline = rng.percent(85);
+        layout.quote_values = rng.percent(15);
+        layout
+    }
+
+    fn header(&self, names: &[&str]) -> String {
+        self.order
+            .iter()
+            .zip(&self.quote_names)
+            .map(|(&i, &q)| csv_field(names[i], q))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// One record; `fields` in canonical order. Rows of a wrong field count keep their order.
+    fn record(&self, rng: &mut SplitMix64, fields: &[String]) -> String {
+        let ordered: Vec<&String> = if fields.len() == self.order.len() {
+            self.order.iter().map(|&i| &fields[i]).collect()
+        } else {
+            fields.iter().collect()
+        };
+        ordered
+            .into_iter()
+            .map(|f| csv_field(f, self.quote_values && rng.percent(30)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Joins the header and records into file bytes, with blank lines and line endings.
+    fn file(&self, rng: &mut SplitMix64, header: String, records: Vec<String>) -> Vec<u8> {
+        let mut lines = vec![header];
+        if self.blank_lines && rng.percent(40) {
+            lines.push(String::new());
+        }
+        for record in records {
+            if self.blank_lines && rng.percent(12) {
+                lines.push(String::new());
+            }
+            lines.push(record);
+        }
+        if self.blank_lines && rng.percent(40) {
+            lines.push(String::new());
+        }
+        let mut text = lines.join(self.eol);
+        if self.trailing_newline {
+            text.push_str(self.eol);
+        }
+        text.into_bytes()
+    }
+}
+
+fn random_thresholds(rng: &mut SplitMix64, world: &World) -> Thresholds {
+    let count_p = *rng.pick(&[
+        0, 100_000, 500_000, 900_000, 900_000, 1_000_000, 333_333, 750_000,
+    ]);
+    let weight_p = *rng.pick(&[0, 100_000, 100_000, 500_000, 900_000, 1_000_000, 250_000]);
+    Thresholds {
+        upgrade_min_merchant_txns: *rng.pick(&[0, 3, 5, 8, 10, 15, 20, 30]),
+        upgrade_count_percentile: Fraction::from_millionths(count_p),
+        upgrade_weight_percentile: Fraction::from_millionths(weight_p),
+        child_min_txns: *rng.pick(&[1, 2, 2, 3, 4, 5]),
+        child_max_avg_amount: world.limit_micros,
+        dei_min_female_customers: *rng.pick(&[0, 1, 1, 2]),
+    }
+}
+
+fn chunk_bytes(rng: &mut SplitMix64, world: &mut World, opts: &StreamOptions) -> Vec<u8> {
+    let layout = Layout::random(rng, TRANSACTION_COLUMNS.len(), opts.quirks);
+    let phase = *rng.pick(&[AmountPhase::Low, AmountPhase::High, AmountPhase::Mixed]);
+    let kind = rng.below(100);
+    let mut names: Vec<String> = TRANSACTION_COLUMNS.iter().map(|s| s.to_string()).collect();
+    let mut records = Vec::new();
+    if kind < 7 {
+        // Empty: header only.
+    } else if kind < 13 && opts.bad_rows {
+        for _ in 0..rng.range(1, 6) {
+            let row = bad_row(rng, world, phase, opts);
+            records.push(layout.record(rng, &row));
+        }
+    } else if kind < 18 && opts.header_errors {
+        // The header lacks a column: every record is rejected, good or not.
+        let victim = rng.below(names.len() as u64) as usize;
+        let renamed = match rng.below(3) {
+            0 => format!("{}_x", names[victim]),
+            1 => names[victim].to_uppercase(),
+            _ => String::new(),
+        };
+        names[victim] = renamed;
+        for _ in 0..rng.range(0, 12) {
+            let row = good_row(rng, world, phase, opts);
+            records.push(layout.record(rng, &row));
+        }
+    } else {
+        let bad_percent = if opts.bad_rows { 12 } else { 0 };
+        let max_rows = if world.wide {
+            3 * opts.max_rows
+        } else {
+            opts.max_rows
+        };
+        for _ in 0..rng.range(0, max_rows) {
+            let row = if rng.percent(bad_percent) {
+                bad_row(rng, world, phase, opts)
+            } else {
+                good_row(rng, world, phase, opts)
+            };
+            records.push(layout.record(rng, &row));
+        }
+    }
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let header = layout.header(&name_refs);
+    layout.file(rng, header, records)
+}
+
+fn importance_bytes(rng: &mut SplitMix64, world: &World, opts: &StreamOptions) -> Vec<u8> {
+    let layout = Layout::random(rng, IMPORTANCE_COLUMNS.len(), opts.quirks);
+    let grid = [
+        "0", "0.25", "0.5", "0.75", "1", "1.5", "2", "-0.5", "0.50", "-0",
+    ];
+    let weight = |rng: &mut SplitMix64| -> String {
+        let text = if rng.percent(75) {
+            rng.pick(&grid).to_string()
+        } else {
+            let micros = rng.below(5_000_000) as i64;
+            let sign = if rng.percent(15) { "-" } else { "" };
+            format!("{sign}{}", format_micros(rng, micros))
+        };
+        if opts.quirks && rng.percent(20) {
+            sq(&text)
+        } else {
+            text
+        }
+    };
+    let bad_weight = |rng: &mut SplitMix64| -> String {
+        rng.pick(&[
+            "abc",
+            "",
+            "''",
+            "1e3",
+            "+1",
+            "--1",
+            "NaN",
+            "1.1234567",
+            "- 1",
+            "inf",
+            "1000000000000",
+        ])
+        .to_string()
+    };
+    let row = |c: &str, m: &str, t: &str, w: String| vec![sq(c), sq(m), w, sq(t), "0".to_string()];
+
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for c in &world.customers {
+        for m in &world.merchants {
+            for t in &world.categories {
+                if rng.percent(55) {
+                    for _ in 0..*rng.pick(&[1, 1, 1, 1, 2, 2, 3]) {
+                        let w = weight(rng);
+                        rows.push(row(&c.name, m, t, w));
+                    }
+                }
+                if opts.bad_rows && rng.percent(6) {
+                    let w = bad_weight(rng);
+                    rows.push(row(&c.name, m, t, w));
+                }
+                if opts.bad_rows && rng.percent(2) {
+                    let mut r = row(&c.name, m, t, weight(rng));
+                    r.pop();
+                    rows.push(r);
+                }
+            }
+        }
+    }
+    for _ in 0..rng.range(0, 3) {
+        let t = rng.pick(&world.categories).clone();
+        let w = weight(rng);
+        rows.push(row("C999", "M777", &t, w));
+    }
+    rng.shuffle(&mut rows);
+    let records = rows.iter().map(|r| layout.record(rng, r)).collect();
+    let header = layout.header(&IMPORTANCE_COLUMNS);
+    layout.file(rng, header, records)
+}
+
+/// A random stream for `seed`.
+pub fn random_stream(seed: u64, opts: &StreamOptions) -> Stream {
+    let mut rng = SplitMix64::new(seed ^ 0x7478_666c_6f77); // "txflow"
+    let mut world = World::new(&mut rng, opts);
+    let thresholds = random_thresholds(&mut rng, &world);
+    let n_chunks = rng.range(opts.min_chunks, opts.max_chunks);
+    let chunks = (0..n_chunks)
+        .map(|k| (k, chunk_bytes(&mut rng, &mut world, opts)))
+        .collect();
+    let importance = importance_bytes(&mut rng, &world, opts);
+    Stream {
+        seed,
+        chunks,
+        importance,
+        thresholds,
+    }
+}
+
+/// Where [`write_landing`] put things.
+#[derive(Clone, Debug)]
+pub struct Landing {
+    /// The landing directory (chunks and `_COMPLETE`).
+    pub landing: PathBuf,
+    /// The importance file (outside the landing directory).
+    pub importance: PathBuf,
+    /// `(chunk index, path)`.
+    pub chunk_paths: Vec<(u64, PathBuf)>,
+    /// The chunk files' last-modified times, milliseconds since the Unix epoch.
+    pub mtimes_ms: Vec<i64>,
+}
+
+/// Milliseconds since the Unix epoch of a UTC civil time (simple day counting).
+pub fn unix_ms(year: i64, month: i64, day: i64, h: i64, m: i64, s: i64, ms: i64) -> i64 {
+    assert!(year >= 1970);
+    let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = |y: i64, mo: i64| match mo {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ => {
+            if leap(y) {
+                29
+            } else {
+                28
+            }
+        }
+    };
+    let mut days = 0;
+    for y in 1970..year {
+        days += if leap(y) { 366 } else { 365 };
+    }
+    for mo in 1..month {
+        days += month_days(year, mo);
+    }
+    days += day - 1;
+    ((days * 24 + h) * 60 + m) * 60_000 + s * 1000 + ms
+}
+
+/// The mtime of chunk `k`: starting one and a half seconds before midnight IST of the
+/// 2028 leap day (2028-02-28T23:59:58.500+05:30), 1.234 s apart.
+pub fn chunk_mtime_ms(k: u64) -> i64 {
+    unix_ms(2028, 2, 28, 18, 29, 58, 500) + k as i64 * 1234
+}
+
+/// Writes the stream: `<dir>/landing/chunk-<k:06>.csv` (mtimes set by [`chunk_mtime_ms`]),
+/// then `<dir>/landing/_COMPLETE` (body: the number of chunks), and `<dir>/importance.csv`.
+pub fn write_landing(dir: &Path, stream: &Stream) -> Landing {
+    let landing = dir.join("landing");
+    fs::create_dir_all(&landing).unwrap();
+    let mut chunk_paths = Vec::new();
+    let mut mtimes_ms = Vec::new();
+    for (k, bytes) in &stream.chunks {
+        let path = landing.join(format!("chunk-{k:06}.csv"));
+        fs::write(&path, bytes).unwrap();
+        let ms = chunk_mtime_ms(*k);
+        let when = UNIX_EPOCH + Duration::from_millis(ms as u64);
+        let file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_modified(when).unwrap();
+        drop(file);
+        let got = fs::metadata(&path).unwrap().modified().unwrap();
+        assert_eq!(got, when, "the file system keeps millisecond mtimes");
+        chunk_paths.push((*k, path));
+        mtimes_ms.push(ms);
+    }
+    fs::write(landing.join("_COMPLETE"), stream.chunks.len().to_string()).unwrap();
+    let importance = dir.join("importance.csv");
+    fs::write(&importance, &stream.importance).unwrap();
+    Landing {
+        landing,
+        importance,
+        chunk_paths,
+        mtimes_ms,
+    }
+}
+
+/// `ms` since the Unix epoch as IST RFC 3339 with milliseconds (`2028-02-29T00:00:00.500+05:30`),
+/// by plain day counting (independent of the crate's formatter).
+pub fn format_ist(ms: i64) -> String {
+    assert!(ms >= 0);
+    let local = ms + (5 * 60 + 30) * 60_000;
+    let (mut days, in_day) = (local / 86_400_000, local % 86_400_000);
+    let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let mut year = 1970;
+    loop {
+        let len = if leap(year) { 366 } else { 365 };
+        if days < len {
+            break;
+        }
+        days -= len;
+        year += 1;
+    }
+    let lengths = [
+        31,
+        if leap(year) { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    let mut month = 1;
+    for len in lengths {
+        if days < len {
+            break;
+        }
+        days -= len;
+        month += 1;
+    }
+    format!(
+        "{year:04}-{month:02}-{:02}T{:02}:{:02}:{:02}.{:03}+05:30",
+        days + 1,
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1000 % 60,
+        in_day % 1000
+    )
+}
+
+/// `SystemTime` of `ms` since the Unix epoch.
+pub fn system_time(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms as u64)
+}
