@@ -367,8 +367,8 @@ impl S3Store {
         }
     }
 
-    /// The list prefix in the bucket of the store-relative `prefix` (always ends with '/'
-    /// under a non-empty store prefix, so `s3://b/p` never lists `s3://b/px...`).
+    /// The list prefix in the bucket of the store-relative `prefix`: under a non-empty store
+    /// prefix `p` it starts with `p/`, so `s3://b/p` never lists `s3://b/px...`.
     fn full_prefix(&self, prefix: &str) -> String {
         let prefix = prefix.trim_start_matches('/');
         if self.prefix.is_empty() {
@@ -609,14 +609,24 @@ fn chain(err: &dyn std::error::Error) -> String {
 }
 
 /// The endpoint override: the option, else `AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL`
-/// (empty values count as unset).
+/// (empty values count as unset; `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true` disables the
+/// variables, as in the SDKs).
 fn resolve_endpoint(option: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Option<String> {
     let set = |v: &String| !v.trim().is_empty();
+    let ignore_env = env("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let from_env = |name: &str| {
+        if ignore_env {
+            None
+        } else {
+            env(name).filter(set)
+        }
+    };
     option
         .map(str::to_string)
         .filter(set)
-        .or_else(|| env("AWS_ENDPOINT_URL_S3").filter(set))
-        .or_else(|| env("AWS_ENDPOINT_URL").filter(set))
+        .or_else(|| from_env("AWS_ENDPOINT_URL_S3"))
+        .or_else(|| from_env("AWS_ENDPOINT_URL"))
         .map(|v| v.trim().to_string())
 }
 
@@ -930,15 +940,12 @@ mod tests {
             ("AWS_ENDPOINT_URL", "http://any:2"),
         ]);
         assert_eq!(
-            resolve_endpoint(Some("http://opt:3"), &both).as_deref(),
+            resolve_endpoint(Some("http://opt:3"), both).as_deref(),
             Some("http://opt:3")
         );
+        assert_eq!(resolve_endpoint(None, both).as_deref(), Some("http://s3:1"));
         assert_eq!(
-            resolve_endpoint(None, &both).as_deref(),
-            Some("http://s3:1")
-        );
-        assert_eq!(
-            resolve_endpoint(Some(" "), &both).as_deref(),
+            resolve_endpoint(Some(" "), both).as_deref(),
             Some("http://s3:1")
         );
         let any = env(&[
@@ -947,6 +954,15 @@ mod tests {
         ]);
         assert_eq!(resolve_endpoint(None, any).as_deref(), Some("http://any:2"));
         assert_eq!(resolve_endpoint(None, env(&[])), None);
+        let ignored = env(&[
+            ("AWS_ENDPOINT_URL", "http://any:2"),
+            ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true"),
+        ]);
+        assert_eq!(resolve_endpoint(None, ignored), None);
+        assert_eq!(
+            resolve_endpoint(Some("http://opt:3"), ignored).as_deref(),
+            Some("http://opt:3")
+        );
     }
 
     #[test]

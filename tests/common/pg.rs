@@ -2,8 +2,8 @@
 //!
 //! [`fresh_database_url`] gives each test its own, new database:
 //! - on the server named by `TXFLOW_TEST_PG_URL` when set (a server the test script started
-//!   once, e.g. `postgres://postgres@%2Ftmp%2Fpgsock/postgres` or
-//!   `host=127.0.0.1 port=5432 user=postgres`; the user must be allowed to `CREATE DATABASE`;
+//!   once, as a URL: e.g. `postgres://postgres@%2Ftmp%2Fpgsock/postgres` or
+//!   `postgres://postgres@127.0.0.1:5432/postgres`; the user must be allowed to `CREATE DATABASE`;
 //!   the fixture connects to it without TLS and never drops the databases it creates);
 //! - else on one throwaway cluster per test binary, started lazily: `initdb` into a temp
 //!   directory and `postgres` on a free 127.0.0.1 port (socket in the same directory), with
@@ -38,8 +38,7 @@ const MISSING: &str = "PostgreSQL server binaries (initdb, postgres) not found: 
      postgresql package (apt-get install -y postgresql), set TXFLOW_TEST_PG_BINDIR to their \
      directory, or set TXFLOW_TEST_PG_URL to a running server";
 
-/// A new, empty database for one test, as a `postgres://` URL (or, with a key=value
-/// `TXFLOW_TEST_PG_URL`, in that form).
+/// A new, empty database for one test, as a `postgres://` URL.
 pub fn fresh_database_url(name_hint: &str) -> String {
     enum Shared {
         External(String),
@@ -47,7 +46,14 @@ pub fn fresh_database_url(name_hint: &str) -> String {
     }
     static SHARED: OnceLock<Shared> = OnceLock::new();
     let shared = SHARED.get_or_init(|| match std::env::var(URL_ENV) {
-        Ok(url) if !url.trim().is_empty() => Shared::External(url),
+        Ok(url) if !url.trim().is_empty() => {
+            assert!(
+                url.starts_with("postgres://") || url.starts_with("postgresql://"),
+                "{URL_ENV} must be a postgres:// URL (the state store only takes URLs), e.g. \
+                 postgres://postgres@%2Ftmp%2Fpgsock/postgres or postgres://postgres@127.0.0.1:5432/postgres"
+            );
+            Shared::External(url.trim().to_string())
+        }
         _ => Shared::Owned(PgServer::new()),
     });
     match shared {
@@ -494,11 +500,9 @@ fn create_database(admin_url: &str, name: &str) {
         .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e:?}"));
 }
 
-/// `url` with its database replaced by `db` (URL or key=value form).
+/// `url` (a `postgres://` URL) with its database replaced by `db`.
 pub fn with_dbname(url: &str, db: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return format!("{url} dbname={db}");
-    };
+    let (scheme, rest) = url.split_once("://").expect("a postgres:// URL");
     let (before_query, query) = match rest.split_once('?') {
         Some((b, q)) => (b, Some(q)),
         None => (rest, None),
