@@ -20,6 +20,7 @@ pub mod error;
 pub mod mechanism_x;
 pub mod mechanism_y;
 pub mod model;
+pub mod name;
 pub mod objectstore;
 pub mod sinks;
 pub mod sources;

@@ -2,9 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// An identifier (customer, merchant, category). Short strings are stored inline, so the
-/// dataflow does not allocate per row; ordering is byte order, as the SPEC's output order needs.
-pub type Name = compact_str::CompactString;
+pub use crate::name::Name;
 
 /// Amount in millionths of a unit (the SPEC allows at most six fractional digits), so sums are exact.
 pub type Micros = i64;

@@ -81,7 +81,7 @@ const CHILD_RANKS: [usize; 4] = [11, 13, 16, 19];
 /// Day from which fading children make large purchases.
 const CHILD_FADE_STEP: u32 = 120;
 /// Day from which a dual-gender customer appears with the other gender.
-const FLIP_STEP: u32 = 90;
+const FLIP_STEP: u16 = 90;
 /// Probability that a small merchant's row uses its secondary category.
 const SECONDARY_P: f64 = 0.03;
 /// Default thresholds of SPEC §4 the planting aims at.
@@ -177,9 +177,7 @@ pub fn generate_with_summary(dir: &Path, options: &GenOptions) -> io::Result<Gen
     let transactions_path = dir.join(TRANSACTIONS_FILE);
     let importance_path = dir.join(IMPORTANCE_FILE);
 
-    let t0 = std::time::Instant::now();
     let mut world = World::build(options);
-    eprintln!("build {:?}", t0.elapsed());
     let mut summary = GenSummary {
         transactions_path: transactions_path.clone(),
         importance_path: importance_path.clone(),
@@ -198,7 +196,6 @@ pub fn generate_with_summary(dir: &Path, options: &GenOptions) -> io::Result<Gen
         .and_then(|()| out.flush())
         .map_err(|e| with_path(e, &transactions_path))?;
     drop(out);
-    eprintln!("tx {:?}", t0.elapsed());
 
     let file = File::create(&importance_path).map_err(|e| with_path(e, &importance_path))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
@@ -207,7 +204,6 @@ pub fn generate_with_summary(dir: &Path, options: &GenOptions) -> io::Result<Gen
         .and_then(|()| out.flush())
         .map_err(|e| with_path(e, &importance_path))?;
 
-    eprintln!("imp {:?}", t0.elapsed());
     world.fill_summary(&mut summary);
     Ok(summary)
 }
@@ -294,12 +290,19 @@ fn det_exp(x: f64) -> f64 {
     let x = x.clamp(-700.0, 700.0);
     let k = (x / LN2).round();
     let r = x - k * LN2;
-    // Taylor series on |r| <= ln2/2: 14 terms are exact to double precision.
-    let mut term = 1.0;
-    let mut sum = 1.0;
-    for i in 1..=14 {
-        term = term * r / i as f64;
-        sum += term;
+    // Taylor series on |r| <= ln2/2, Horner form: 14 terms are exact to double precision.
+    const INV_FACT: [f64; 14] = {
+        let mut t = [1.0; 14];
+        let mut i = 1;
+        while i < 14 {
+            t[i] = t[i - 1] / i as f64;
+            i += 1;
+        }
+        t
+    };
+    let mut sum = INV_FACT[13];
+    for c in INV_FACT[..13].iter().rev() {
+        sum = sum * r + c;
     }
     sum * f64::from_bits(((k as i64 + 1023) as u64) << 52)
 }
@@ -439,13 +442,19 @@ struct Entry {
     /// Cumulative probability (the last entry of a customer is 1).
     cum: f64,
     /// The customer does not use this merchant before this step.
-    start_step: u32,
+    start_step: u16,
     /// From this step on, rows at this merchant carry the customer's alternative gender.
-    flip_from: u32,
+    flip_from: u16,
     kind: Kind,
+    /// Whether a row of the main / secondary key was fraudulent.
+    fraud: bool,
+    fraud2: bool,
     /// Index into `World::keys` of the key with the main / secondary category.
     key: u32,
     key2: u32,
+    /// Rows of the main / secondary key (kept here, not in `keys`, for cache locality).
+    n: u32,
+    n2: u32,
 }
 
 struct Customer {
@@ -484,7 +493,7 @@ struct KeyImportance {
 }
 
 const NO_KEY: u32 = u32::MAX;
-const NEVER: u32 = u32::MAX;
+const NEVER: u16 = u16::MAX;
 
 struct World {
     scale: f64,
@@ -566,7 +575,7 @@ impl World {
         let n_customers = ((BASE_CUSTOMERS * scale).round() as usize).max(8);
         let mut customers = Vec::with_capacity(n_customers);
         let mut entries: Vec<Entry> = Vec::with_capacity(n_customers * 12);
-        let mut weights: Vec<(u8, f64, u32)> = Vec::with_capacity(16);
+        let mut weights: Vec<(u8, f64, u16)> = Vec::with_capacity(16);
         for _ in 0..n_customers {
             let id = fresh_id(&mut rng, 'C', &mut used_ids);
             let g = rng.f64();
@@ -620,7 +629,7 @@ impl World {
                 })
                 .collect();
             let k = 3 + rng.below(8) as usize;
-            let mut fav: Vec<(u8, f64, u32)> = Vec::with_capacity(k);
+            let mut fav: Vec<(u8, f64, u16)> = Vec::with_capacity(k);
             for _ in 0..k {
                 let total: f64 = pool.iter().sum();
                 let mut u = rng.f64() * total;
@@ -635,7 +644,7 @@ impl World {
                 pool[pick] = 0.0;
                 let rank = pick + 4;
                 let start = if rank == CROSSING_RANK && gender == b'F' && rng.chance(0.7) {
-                    60 + rng.below(111) as u32
+                    60 + rng.below(111) as u16
                 } else {
                     0
                 };
@@ -657,8 +666,12 @@ impl World {
                     start_step,
                     flip_from: NEVER,
                     kind: Kind::Normal,
+                    fraud: false,
+                    fraud2: false,
                     key: NO_KEY,
                     key2: NO_KEY,
+                    n: 0,
+                    n2: 0,
                 });
             }
             if let Some(last) = entries.last_mut() {
@@ -783,8 +796,12 @@ impl World {
                     start_step: 0,
                     flip_from: NEVER,
                     kind: k,
+                    fraud: false,
+                    fraud2: false,
                     key: NO_KEY,
                     key2: NO_KEY,
+                    n: 0,
+                    n2: 0,
                 };
             }
             self.entries[range.start + new_len - 1].cum = 1.0;
@@ -829,18 +846,6 @@ impl World {
         }
     }
 
-    fn key_for(&mut self, cust: u32, merchant: u8, cat: u8) -> u32 {
-        let k = self.keys.len() as u32;
-        self.keys.push(Key {
-            cust,
-            merchant,
-            cat,
-            fraud: false,
-            n: 0,
-        });
-        k
-    }
-
     fn write_transactions(
         &mut self,
         out: &mut impl Write,
@@ -856,87 +861,159 @@ impl World {
         buf.extend_from_slice(TRANSACTIONS_HEADER.as_bytes());
         buf.push(b'\n');
 
+        // Hot per-customer data in flat arrays (the row loop is bound by cache misses).
+        struct Hot {
+            entries: u32,
+            len: u32,
+            prefix: u32,
+            alt: u32,
+            prefix_len: u32,
+            spend: f64,
+        }
+        let mut prefixes: Vec<u8> = Vec::new();
+        let hot: Vec<Hot> = self
+            .customers
+            .iter()
+            .map(|c| {
+                let prefix = prefixes.len() as u32;
+                prefixes.extend_from_slice(&c.prefix);
+                let alt = if c.alt_prefix.is_empty() {
+                    prefix
+                } else {
+                    let alt = prefixes.len() as u32;
+                    prefixes.extend_from_slice(&c.alt_prefix);
+                    alt
+                };
+                Hot {
+                    entries: c.entries.start as u32,
+                    len: c.entries.len() as u32,
+                    prefix,
+                    alt,
+                    prefix_len: c.prefix.len() as u32,
+                    spend: c.spend,
+                }
+            })
+            .collect();
+
+        const BATCH: usize = 32;
+        let mut batch = [0u32; BATCH];
         let mut row = 0u64;
         for step in 0..STEPS {
             let end = step_boundary(rows, step + 1);
             if row < end {
                 summary.last_step = Some(step);
             }
+            let step16 = step as u16;
             while row < end {
-                row += 1;
-                let c = alias.sample(&mut rng);
-                let range = self.customers[c].entries.clone();
-                let u = rng.f64();
-                let mut ei = range.end - 1;
-                for i in range.clone() {
-                    if u < self.entries[i].cum {
-                        ei = i;
-                        break;
+                // Draw a batch of customers and touch their data first, so that the cache
+                // misses of the batch overlap instead of queueing one after the other.
+                let nb = BATCH.min((end - row) as usize);
+                let mut touch = 0u64;
+                for slot in &mut batch[..nb] {
+                    let c = alias.sample(&mut rng);
+                    *slot = c as u32;
+                    let h = &hot[c];
+                    touch ^= self.entries[h.entries as usize].n as u64;
+                    touch ^= prefixes[h.prefix as usize] as u64;
+                }
+                std::hint::black_box(touch);
+                row += nb as u64;
+                for &c in &batch[..nb] {
+                    let h = &hot[c as usize];
+                    let first = h.entries as usize;
+                    let entries = &self.entries[first..first + h.len as usize];
+                    let u = rng.f64();
+                    let mut ei = entries.len() - 1;
+                    for (i, e) in entries.iter().enumerate() {
+                        if u < e.cum {
+                            ei = i;
+                            break;
+                        }
                     }
-                }
-                if step < self.entries[ei].start_step {
-                    ei = range.start;
-                }
-                let e = self.entries[ei].clone();
-                let m = &self.merchants[e.merchant as usize];
-                let (cat, secondary) = match m.secondary {
-                    Some(s) if rng.chance(SECONDARY_P) => (s, true),
-                    _ => (m.main, false),
-                };
-                let category = &CATEGORIES[cat as usize];
-                let cu = &self.customers[c];
-                let (mean, sigma, fraud) = match e.kind {
-                    Kind::Child => (9.0, 0.5, false),
-                    Kind::FadingChild if step < CHILD_FADE_STEP => (9.0, 0.5, false),
-                    Kind::FadingChild => (95.0, 0.4, false),
-                    Kind::Normal => {
-                        let fraud = category.fraud > 0.0 && rng.chance(category.fraud);
-                        let mean = category.mean * cu.spend * if fraud { 3.5 } else { 1.0 };
-                        (mean, category.sigma, fraud)
+                    if step16 < entries[ei].start_step {
+                        ei = 0;
                     }
-                };
-                let cents = ((rng.lognormal(mean, sigma) * 100.0).round() as i64).max(1);
+                    let e = &entries[ei];
+                    let m = &self.merchants[e.merchant as usize];
+                    let (cat, secondary) = match m.secondary {
+                        Some(s) if rng.chance(SECONDARY_P) => (s, true),
+                        _ => (m.main, false),
+                    };
+                    let category = &CATEGORIES[cat as usize];
+                    let (mean, sigma, fraud) = match e.kind {
+                        Kind::Child => (9.0, 0.5, false),
+                        Kind::FadingChild if step < CHILD_FADE_STEP => (9.0, 0.5, false),
+                        Kind::FadingChild => (95.0, 0.4, false),
+                        Kind::Normal => {
+                            let fraud = category.fraud > 0.0 && rng.chance(category.fraud);
+                            let mean = category.mean * h.spend * if fraud { 3.5 } else { 1.0 };
+                            (mean, category.sigma, fraud)
+                        }
+                    };
+                    let cents = ((rng.lognormal(mean, sigma) * 100.0).round() as i64).max(1);
 
-                push_u64(&mut buf, step as u64);
-                buf.push(b',');
-                if step >= e.flip_from {
-                    buf.extend_from_slice(&cu.alt_prefix);
-                } else {
-                    buf.extend_from_slice(&cu.prefix);
-                }
-                buf.extend_from_slice(if secondary {
-                    &m.part_secondary
-                } else {
-                    &m.part_main
-                });
-                push_amount(&mut buf, cents);
-                buf.extend_from_slice(if fraud { b",1\n" } else { b",0\n" });
-
-                let slot = if secondary {
-                    self.entries[ei].key2
-                } else {
-                    self.entries[ei].key
-                };
-                let key = if slot == NO_KEY {
-                    let k = self.key_for(c as u32, e.merchant, cat);
-                    if secondary {
-                        self.entries[ei].key2 = k;
+                    push_u64(&mut buf, step as u64);
+                    buf.push(b',');
+                    let p = if step16 >= e.flip_from {
+                        h.alt
                     } else {
-                        self.entries[ei].key = k;
-                    }
-                    k
-                } else {
-                    slot
-                };
-                let key = &mut self.keys[key as usize];
-                key.n += 1;
-                key.fraud |= fraud;
-                self.merchant_rows[e.merchant as usize] += 1;
+                        h.prefix
+                    } as usize;
+                    buf.extend_from_slice(&prefixes[p..p + h.prefix_len as usize]);
+                    buf.extend_from_slice(if secondary {
+                        &m.part_secondary
+                    } else {
+                        &m.part_main
+                    });
+                    push_amount(&mut buf, cents);
+                    buf.extend_from_slice(if fraud { b",1\n" } else { b",0\n" });
 
+                    let merchant = e.merchant;
+                    self.merchant_rows[merchant as usize] += 1;
+                    let gi = first + ei;
+                    let e = &mut self.entries[gi];
+                    let fresh = if secondary {
+                        e.n2 += 1;
+                        e.fraud2 |= fraud;
+                        e.key2 == NO_KEY
+                    } else {
+                        e.n += 1;
+                        e.fraud |= fraud;
+                        e.key == NO_KEY
+                    };
+                    if fresh {
+                        let k = self.keys.len() as u32;
+                        if secondary {
+                            e.key2 = k;
+                        } else {
+                            e.key = k;
+                        }
+                        self.keys.push(Key {
+                            cust: c,
+                            merchant,
+                            cat,
+                            fraud: false,
+                            n: 0,
+                        });
+                    }
+                }
                 if buf.len() >= 1 << 16 {
                     out.write_all(&buf)?;
                     buf.clear();
                 }
+            }
+        }
+        // Move the counts into the keys.
+        for e in &self.entries {
+            if e.key != NO_KEY {
+                let k = &mut self.keys[e.key as usize];
+                k.n = e.n;
+                k.fraud = e.fraud;
+            }
+            if e.key2 != NO_KEY {
+                let k = &mut self.keys[e.key2 as usize];
+                k.n = e.n2;
+                k.fraud = e.fraud2;
             }
         }
         out.write_all(&buf)?;

@@ -730,6 +730,7 @@ fn postgres_require_tls_without_server_tls_is_a_clear_error() {
         match open(&url, &PgOptions::default()) {
             Err(e @ StateError::Postgres { .. }) => {
                 let msg = e.to_string();
+                eprintln!("{msg}");
                 assert!(msg.contains("TLS"), "{msg}");
             }
             Err(other) => panic!("expected a PostgreSQL TLS error, got {other}"),
@@ -864,6 +865,7 @@ fn postgres_tls_with_private_ca() {
         match PgStore::connect(&url, &PgOptions::default()) {
             Err(e @ StateError::Postgres { .. }) => {
                 let msg = e.to_string();
+                eprintln!("{msg}");
                 assert!(msg.contains("TLS") || msg.contains("certificate"), "{msg}");
             }
             Err(other) => panic!("expected a TLS error, got {other}"),

@@ -1,0 +1,174 @@
+//! [`Name`]: an identifier (customer, merchant, category) as the dataflow stores it.
+//!
+//! Every arrangement sorts and merges by these keys, so comparison speed matters more than
+//! anything else about them. Names of up to 24 bytes without NUL bytes (all of BankSim's) are
+//! stored inline, zero-padded, and compared as three big-endian `u64` words — the same order
+//! as comparing the bytes, since padding sorts before every real byte. Longer names live on the
+//! heap and compare bytewise. The order is byte order throughout, as the SPEC's output order needs.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+const INLINE: usize = 24;
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Name(Repr);
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Repr {
+    Inline([u8; INLINE]),
+    Heap(Box<str>),
+}
+
+impl Name {
+    pub fn new(text: &str) -> Name {
+        let bytes = text.as_bytes();
+        if bytes.len() <= INLINE && !bytes.contains(&0) {
+            let mut inline = [0u8; INLINE];
+            inline[..bytes.len()].copy_from_slice(bytes);
+            Name(Repr::Inline(inline))
+        } else {
+            Name(Repr::Heap(text.into()))
+        }
+    }
+
+    pub fn from_utf8(bytes: &[u8]) -> Result<Name, std::str::Utf8Error> {
+        std::str::from_utf8(bytes).map(Name::new)
+    }
+
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            Repr::Inline(bytes) => {
+                let len = bytes.iter().position(|b| *b == 0).unwrap_or(INLINE);
+                // Built from a &str, cut at a char boundary (the padding starts after it).
+                std::str::from_utf8(&bytes[..len]).unwrap_or_default()
+            }
+            Repr::Heap(text) => text,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        match &self.0 {
+            Repr::Inline(bytes) => bytes[0] == 0,
+            Repr::Heap(text) => text.is_empty(),
+        }
+    }
+}
+
+fn words(bytes: &[u8; INLINE]) -> [u64; 3] {
+    let word = |i: usize| u64::from_be_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap());
+    [word(0), word(1), word(2)]
+}
+
+impl Ord for Name {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (&self.0, &other.0) {
+            (Repr::Inline(a), Repr::Inline(b)) => words(a).cmp(&words(b)),
+            _ => self.as_str().as_bytes().cmp(other.as_str().as_bytes()),
+        }
+    }
+}
+
+impl PartialOrd for Name {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq<str> for Name {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Name {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl Default for Name {
+    fn default() -> Self {
+        Name(Repr::Inline([0; INLINE]))
+    }
+}
+
+impl From<&str> for Name {
+    fn from(text: &str) -> Self {
+        Name::new(text)
+    }
+}
+
+impl From<&String> for Name {
+    fn from(text: &String) -> Self {
+        Name::new(text)
+    }
+}
+
+impl From<String> for Name {
+    fn from(text: String) -> Self {
+        Name::new(&text)
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl Serialize for Name {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Ok(Name::new(&text))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_is_byte_order_across_representations() {
+        let long = "x".repeat(30);
+        let mut texts = vec![
+            "",
+            "M1823072687",
+            "M348934600",
+            "M1",
+            "M10",
+            "M1\u{e9}",
+            "a\0b",
+            "es_barsandrestaurants",
+            "C1093826151",
+            "M",
+            "Z",
+            "M18230726870000000000000",
+            "M182307268700000000000000",
+            long.as_str(),
+        ];
+        let mut names: Vec<Name> = texts.iter().map(|t| Name::new(t)).collect();
+        texts.sort();
+        names.sort();
+        let back: Vec<&str> = names.iter().map(Name::as_str).collect();
+        assert_eq!(back, texts);
+        assert!(Name::new("M1823072687") < Name::new("M348934600"));
+        assert_eq!(Name::new("abc").to_string(), "abc");
+        assert!(Name::default().is_empty());
+        assert_eq!(Name::new(&long).as_str(), long);
+    }
+}
