@@ -49,7 +49,12 @@ pub struct TimelyOptions {
     pub processes: usize,
     pub process: usize,
     pub hostfile: Option<PathBuf>,
+    /// Cluster mode: give up (exit 1) when not every process has connected within this time.
+    pub connect_timeout: Duration,
 }
+
+/// Default of [`TimelyOptions::connect_timeout`] (`--connect-timeout`).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Default for TimelyOptions {
     fn default() -> Self {
@@ -58,6 +63,7 @@ impl Default for TimelyOptions {
             processes: 1,
             process: 0,
             hostfile: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
     }
 }
@@ -170,12 +176,6 @@ pub fn run_with_stop(options: &YOptions, stop: Arc<AtomicBool>) -> anyhow::Resul
     landing
         .check()
         .with_context(|| format!("checking the landing store {}", options.landing))?;
-    let output = objectstore::open(&options.output, &options.s3)
-        .with_context(|| format!("opening the output store {}", options.output))?;
-    output
-        .check()
-        .with_context(|| format!("checking the output store {}", options.output))?;
-
     let importance_object = objectstore::read_object(&options.importance, &options.s3)
         .with_context(|| format!("reading the importance file {}", options.importance))?;
     let importance = parse_importance("CustomerImportance.csv", &importance_object.body)
@@ -228,21 +228,28 @@ pub fn run_with_stop(options: &YOptions, stop: Arc<AtomicBool>) -> anyhow::Resul
         ),
     };
 
-    // Only the process hosting worker 0 talks to the state store and writes files.
+    // Only the process hosting worker 0 talks to the state store and writes files: the
+    // other processes of a cluster never open the state store or the output store.
     let writer = if t.process == 0 {
+        let output = objectstore::open(&options.output, &options.s3)
+            .with_context(|| format!("opening the output store {}", options.output))?;
+        output
+            .check()
+            .with_context(|| format!("checking the output store {}", options.output))?;
         let store = state::open(&options.state, &options.pg).with_context(|| {
             format!(
                 "opening the state store {}",
                 state::redact_url(&options.state)
             )
         })?;
-        let writer = EpochWriter::open(store, output.clone(), &run_identity, clock)?;
+        let writer = EpochWriter::open(store, output, &run_identity, clock)?;
         writer.write_rejects("CustomerImportance.csv", &importance.rejects)?;
         Some(writer)
     } else {
         None
     };
 
+    let fingerprint = Fingerprint::of(options, &plan, &importance_object.body);
     let feed = ChunkFeed::start(
         landing.clone(),
         plan,
@@ -254,33 +261,55 @@ pub fn run_with_stop(options: &YOptions, stop: Arc<AtomicBool>) -> anyhow::Resul
         writer: Mutex::new(writer),
         weights: importance.weights,
         thresholds: options.thresholds,
+        fingerprint,
         feed,
         stop: stop.clone(),
         abort: AtomicBool::new(false),
+        outcomes: Mutex::new(Vec::new()),
     });
 
+    let cluster = t.processes > 1;
     let config = timely_config(t)?;
+    let connected = if cluster {
+        cluster::activate();
+        Some(cluster::connect_watchdog(t, stop.clone()))
+    } else {
+        None
+    };
     let worker_shared = shared.clone();
     let guards = timely::execute(config, move |worker| {
         let result = run_worker(worker, &worker_shared);
-        if result.is_err() {
+        if let Err(e) = &result {
+            if cluster {
+                // The peers cannot finish without this process: take the cluster down now
+                // (they see the connection drop) rather than leave them waiting.
+                cluster::fail(&format!("{e}; {}", cluster::RESTART_HINT));
+            }
             worker_shared.abort.store(true, Ordering::SeqCst);
         }
-        result
+        worker_shared.outcomes.lock().unwrap().push(result);
     })
     .map_err(|e| anyhow::anyhow!("starting timely workers: {e}"))?;
+    if let Some(connected) = connected {
+        let _ = connected.send(());
+    }
 
+    let joined = if cluster {
+        cluster::join(guards, &shared, t.workers)
+    } else {
+        guards.join()
+    };
     let mut summary = None;
     let mut first_error = None;
-    for result in guards.join() {
-        match result {
-            Ok(Ok(Some(s))) => summary = Some(s),
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => {
+    for panic in joined.into_iter().filter_map(Result::err) {
+        first_error.get_or_insert_with(|| format!("worker failed: {panic}"));
+    }
+    for outcome in std::mem::take(&mut *shared.outcomes.lock().unwrap()) {
+        match outcome {
+            Ok(Some(s)) => summary = Some(s),
+            Ok(None) => {}
+            Err(e) => {
                 first_error.get_or_insert(e);
-            }
-            Err(panic) => {
-                first_error.get_or_insert_with(|| format!("worker failed: {panic}"));
             }
         }
     }
@@ -299,10 +328,14 @@ struct WorkerShared {
     writer: Mutex<Option<EpochWriter>>,
     weights: Vec<(WeightKey, Weight)>,
     thresholds: Thresholds,
+    /// What every process of a cluster must agree on; checked by the writer.
+    fingerprint: Fingerprint,
     feed: Arc<ChunkFeed>,
     stop: Arc<AtomicBool>,
     /// Set when any local worker fails, so the others stop instead of waiting forever.
     abort: AtomicBool,
+    /// Each local worker's result, pushed when its loop ends (before timely's final steps).
+    outcomes: Mutex<Vec<Result<Option<RunSummary>, String>>>,
 }
 
 /// Outputs gathered on the writer worker, by epoch.
@@ -314,6 +347,9 @@ struct Gathered {
 /// How long an idle worker parks before polling the feed again.
 const IDLE_PARK: Duration = Duration::from_millis(1);
 
+/// How long the writer waits for its own stop signal when a peer stopped before an epoch.
+const INCOMPLETE_EPOCH_GRACE: Duration = Duration::from_secs(3);
+
 fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<Option<RunSummary>, String> {
     let index = worker.index();
     let peers = worker.peers();
@@ -323,15 +359,31 @@ fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<Option<RunSu
         None
     };
     let gathered: Rc<RefCell<Gathered>> = Rc::default();
+    let fingerprints: Rc<RefCell<Vec<(usize, Fingerprint)>>> = Rc::default();
     let thresholds = shared.thresholds;
 
-    let (mut txn_in, mut weight_in, mut report_in, probe) =
-        worker.dataflow::<Epoch, _, _>(|scope| {
+    let (mut txn_in, mut weight_in, mut report_in, fingerprint_in, probe) = worker
+        .dataflow::<Epoch, _, _>(|scope| {
             let (txn_in, txns) = scope.new_collection::<Txn, isize>();
             let (weight_in, weights) = scope.new_collection::<(WeightKey, Weight), isize>();
             let (report_in, reports) = scope.new_collection::<ShareReport, isize>();
+            let (fingerprint_in, worker_fingerprints) =
+                scope.new_collection::<(usize, Fingerprint), isize>();
             let outputs = dataflow::detect(txns, weights, &thresholds);
             let probe = ProbeHandle::new();
+
+            // Every worker's fingerprint goes to the writer, which checks that the processes
+            // of a cluster run with the same options before it commits anything.
+            let sink = fingerprints.clone();
+            worker_fingerprints
+                .inner
+                .exchange(|_| 0)
+                .as_collection()
+                .inspect_batch(move |_, updates| {
+                    let mut f = sink.borrow_mut();
+                    f.extend(updates.iter().filter(|u| u.2 > 0).map(|u| u.0));
+                })
+                .probe_with(&probe);
 
             // Everything the writer needs is exchanged to worker 0 and gathered by epoch.
             let sink = gathered.clone();
@@ -388,8 +440,13 @@ fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<Option<RunSu
                     }
                 })
                 .probe_with(&probe);
-            (txn_in, weight_in, report_in, probe)
+            (txn_in, weight_in, report_in, fingerprint_in, probe)
         });
+
+    // The fingerprint enters once, at the first time; dropping the input closes it.
+    let mut fingerprint_in = fingerprint_in;
+    fingerprint_in.insert((index / shared.fingerprint.workers, shared.fingerprint));
+    drop(fingerprint_in);
 
     // The importance weights enter once, at the first time, spread over the workers.
     for (i, (key, weight)) in shared.weights.iter().enumerate() {
@@ -401,6 +458,7 @@ fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<Option<RunSu
     let mut summary = RunSummary::default();
     let mut ended = false;
     let mut position = 0u64;
+    let mut fingerprints_checked = false;
     loop {
         // Wait for the next chunk without blocking the other workers.
         let item = loop {
@@ -452,7 +510,8 @@ fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<Option<RunSu
         txn_in.flush();
         weight_in.flush();
         report_in.flush();
-        worker.step_while(|| probe.less_than(&next));
+        // Park between steps instead of spinning: peers' messages wake the worker.
+        worker.step_or_park_while(Some(IDLE_PARK), || probe.less_than(&next));
 
         let Some(writer) = writer.as_mut() else {
             continue;
@@ -470,12 +529,35 @@ fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<Option<RunSu
             }
             changes
         };
+        if !fingerprints_checked {
+            check_fingerprints(&fingerprints.borrow(), &shared.fingerprint)?;
+            fingerprints_checked = true;
+        }
         if writer.is_committed(epoch) {
             summary.epochs_recovered += 1;
             continue;
         }
         if changes.reports.len() != peers {
             // A worker stopped before contributing its share: never commit half an epoch.
+            // When this process was not asked to stop, a peer process stopped alone (or saw
+            // other chunks): wait briefly for our own stop signal, else fail (a cluster is
+            // stopped by signalling every process).
+            let grace = Instant::now();
+            while !shared.stop.load(Ordering::Relaxed)
+                && !shared.abort.load(Ordering::Relaxed)
+                && grace.elapsed() < INCOMPLETE_EPOCH_GRACE
+            {
+                worker.step_or_park(Some(Duration::from_millis(10)));
+            }
+            if !shared.stop.load(Ordering::Relaxed) && !shared.abort.load(Ordering::Relaxed) {
+                return Err(format!(
+                    "epoch {epoch} ({}) is incomplete: {} of {peers} workers contributed their \
+                     share; a process of the cluster stopped or sees a different set of chunks \
+                     (stop a cluster by signalling every process; replay a fixed range with --to)",
+                    chunk.key,
+                    changes.reports.len()
+                ));
+            }
             tracing::warn!(
                 epoch,
                 "epoch incomplete at shutdown; abandoned, it will be processed on restart"
@@ -522,6 +604,264 @@ fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<Option<RunSu
     summary.files_written = writer.files_written;
     summary.finished = writer.is_finished();
     Ok(Some(summary))
+}
+
+/// What every process of a cluster must agree on, as hashes: a process started with other
+/// thresholds, another importance file or another replay range would silently corrupt the
+/// results (each key's operators run on one worker, with that worker's options).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+struct Fingerprint {
+    /// `-w`.
+    workers: usize,
+    /// `-n`.
+    processes: usize,
+    /// Thresholds, mode, replay range, `--follow`.
+    settings: u64,
+    /// The importance file's bytes.
+    importance: u64,
+    /// The chunks a replay processes (listed by each process at its start).
+    chunks: u64,
+}
+
+impl Fingerprint {
+    fn of(options: &YOptions, plan: &FeedPlan, importance: &[u8]) -> Fingerprint {
+        let settings = format!(
+            "{:?}|{:?}|{}",
+            options.thresholds, options.replay, options.follow_forever
+        );
+        let chunks = match plan {
+            FeedPlan::Live { forever } => format!("live {forever}"),
+            FeedPlan::Fixed(indices) => format!("{indices:?}"),
+        };
+        Fingerprint {
+            workers: options.timely.workers,
+            processes: options.timely.processes,
+            settings: fnv1a(settings.as_bytes()),
+            importance: fnv1a(importance),
+            chunks: fnv1a(chunks.as_bytes()),
+        }
+    }
+}
+
+/// FNV-1a, 64 bits: stable across builds and platforms (unlike `DefaultHasher`).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The writer's check that every process runs with the writer's own options.
+fn check_fingerprints(got: &[(usize, Fingerprint)], own: &Fingerprint) -> Result<(), String> {
+    let mut differing: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
+    for (process, theirs) in got.iter().filter(|(_, f)| f != own) {
+        let what = differing.entry(*process).or_default();
+        for (differs, name) in [
+            (theirs.workers != own.workers, "-w"),
+            (theirs.processes != own.processes, "-n"),
+            (
+                theirs.settings != own.settings,
+                "thresholds/mode/replay range",
+            ),
+            (
+                theirs.importance != own.importance,
+                "importance file contents",
+            ),
+            (theirs.chunks != own.chunks, "chunks listed for the replay"),
+        ] {
+            if differs && !what.contains(&name) {
+                what.push(name);
+            }
+        }
+    }
+    if differing.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = differing
+        .iter()
+        .map(|(p, what)| format!("process {p} differs in {}", what.join(", ")))
+        .collect();
+    Err(format!(
+        "the processes of the cluster run with different options ({}); start every process \
+         with the same options and data (a replay while mechanism-x is still writing lists \
+         different chunks: give --to)",
+        list.join("; ")
+    ))
+}
+
+/// Cluster mode (`-n` > 1): any failure of one process takes the whole cluster down, fast and
+/// with a one-line reason, instead of leaving the others waiting forever (timely has no
+/// recovery; SPEC §6 recovery is a restart of every process from the state store).
+///
+/// What timely 0.32 does when a peer dies: the TCP receive thread of the connection reads EOF
+/// or an error and panics ("timely communication error: reading data: socket closed"); the
+/// panic poisons the queues it shares with the local workers, so their next step panics too
+/// ("MergeQueue poisoned."), and joining the worker guards then panics on the main thread
+/// ("Send thread panic"). Joining can also hang: with three processes, two survivors each
+/// wait in `CommsGuard::drop` for the other to close its socket. So in cluster mode the first
+/// panic of a timely thread (or a worker's error) prints one line and exits the process with
+/// status 1; the kernel closes its sockets, which fails the peers in turn.
+mod cluster {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+    use std::sync::{Arc, Once};
+    use std::time::{Duration, Instant};
+
+    use super::{TimelyOptions, WorkerShared};
+
+    /// Appended to every cluster failure.
+    pub const RESTART_HINT: &str =
+        "restart every process of the cluster; it resumes from the state store";
+
+    /// After this process was stopped by a signal, how long it waits for the other processes
+    /// to finish the dataflow (they stop too when signalled) before leaving them.
+    const STOP_GRACE: Duration = Duration::from_secs(5);
+
+    /// Set while a cluster run is active in this process: the panic hook acts only then.
+    static ACTIVE: AtomicBool = AtomicBool::new(false);
+    /// Set by the first failure: later ones stay silent while the process exits.
+    static EXITING: AtomicBool = AtomicBool::new(false);
+    static HOOK: Once = Once::new();
+
+    /// Prints `error: <message>` (one line) and exits with status 1; never returns.
+    pub fn fail(message: &str) -> ! {
+        if EXITING.swap(true, Ordering::SeqCst) {
+            // Another thread is already exiting the process.
+            loop {
+                std::thread::park();
+            }
+        }
+        eprintln!("error: {}", message.replace('\n', " "));
+        std::process::exit(1)
+    }
+
+    /// Installs (once) the panic hook that turns a panic of a timely thread into [`fail`].
+    pub fn activate() {
+        ACTIVE.store(true, Ordering::SeqCst);
+        HOOK.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                let current = std::thread::current();
+                let name = current.name().unwrap_or("");
+                let ours = name.starts_with("timely:") || name == "chunk-feed";
+                if !ACTIVE.load(Ordering::SeqCst) || !ours {
+                    return previous(info);
+                }
+                if EXITING.load(Ordering::SeqCst) {
+                    fail("");
+                }
+                let payload = info.payload();
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic".into());
+                let peer = name
+                    .strip_prefix("timely:send-")
+                    .or_else(|| name.strip_prefix("timely:recv-"));
+                let line = if message.starts_with("timely communication error")
+                    || message.contains("MergeQueue poisoned")
+                {
+                    match peer {
+                        Some(p) => format!(
+                            "cluster peer lost: the connection to process {p} failed ({message}); \
+                             {RESTART_HINT}"
+                        ),
+                        None => format!("cluster peer lost ({message}); {RESTART_HINT}"),
+                    }
+                } else {
+                    // A bug rather than a lost peer: keep the location and backtrace.
+                    previous(info);
+                    format!("cluster thread {name} panicked: {message}; {RESTART_HINT}")
+                };
+                fail(&line)
+            }));
+        });
+    }
+
+    /// Bounds timely's connection set-up, which retries forever: exits with a clear error if
+    /// the cluster is not connected within `--connect-timeout` (or exit 0 when stopped by a
+    /// signal meanwhile). Send on the returned channel once connected.
+    pub fn connect_watchdog(t: &TimelyOptions, stop: Arc<AtomicBool>) -> mpsc::Sender<()> {
+        let (tx, rx) = mpsc::channel::<()>();
+        let timeout = t.connect_timeout;
+        let (process, processes) = (t.process, t.processes);
+        let hostfile = t
+            .hostfile
+            .as_ref()
+            .map_or("the default localhost:2101+i".to_string(), |p| {
+                p.display().to_string()
+            });
+        std::thread::Builder::new()
+            .name("cluster-connect".into())
+            .spawn(move || {
+                let started = Instant::now();
+                loop {
+                    match rx.recv_timeout(Duration::from_millis(100)) {
+                        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    }
+                    if stop.load(Ordering::SeqCst) {
+                        eprintln!(
+                            "mechanism-y: stopped while waiting for the other processes of the cluster"
+                        );
+                        std::process::exit(0);
+                    }
+                    if started.elapsed() >= timeout {
+                        fail(&format!(
+                            "cluster start-up: process {process} of {processes} could not connect \
+                             to every other process within {} s (hostfile {hostfile}); start every \
+                             process with the same -n, -w and hostfile, or raise --connect-timeout",
+                            timeout.as_secs()
+                        ));
+                    }
+                }
+            })
+            .expect("spawn cluster-connect thread");
+        tx
+    }
+
+    /// Joins the timely workers of a cluster process. Normally this returns when the dataflow
+    /// completes on every process. A process stopped by a signal whose peers keep running (they
+    /// were not signalled) leaves after [`STOP_GRACE`]; the peers then fail with "peer lost".
+    pub fn join(
+        guards: timely::communication::WorkerGuards<()>,
+        shared: &WorkerShared,
+        workers: usize,
+    ) -> Vec<Result<(), String>> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("cluster-join".into())
+            .spawn(move || {
+                let _ = tx.send(guards.join());
+            })
+            .expect("spawn cluster-join thread");
+        let mut stopped_since: Option<Instant> = None;
+        loop {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(results) => {
+                    ACTIVE.store(false, Ordering::SeqCst);
+                    return results;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return vec![Err("joining the worker threads failed".into())]
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            let all_returned = shared.outcomes.lock().unwrap().len() == workers;
+            if all_returned && shared.stop.load(Ordering::SeqCst) {
+                let since = stopped_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= STOP_GRACE {
+                    tracing::warn!(
+                        "stopped, but other processes of the cluster are still running (stop a \
+                         cluster by signalling every process); leaving them"
+                    );
+                    return Vec::new();
+                }
+            }
+        }
+    }
 }
 
 /// Builds timely's configuration from our own parsed options (timely's `-h` would clash with `--help`).

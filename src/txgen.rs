@@ -33,10 +33,10 @@
 //!   pass 80 transactions around day 60; every third of them later makes large purchases at
 //!   that merchant (from day 120), so its average rises above 23: a detection that later
 //!   stops holding.
-//! * **PatId3**: four merchants attract male customers twice as often as female ones, so
-//!   `100 < F(m) < M(m)` at the default size; one more merchant sees most of its female
-//!   customers only from day 60 on, so `F(m) < M(m)` holds early and `F(m)` overtakes `M(m)`
-//!   late in the file.
+//! * **PatId3**: four merchants attract male customers about four times as often as female ones, so
+//!   `100 < F(m) < M(m)` at the default size; one more merchant is popular with women, but
+//!   70 % of its female customers only start using it between days 60 and 140, so
+//!   `F(m) < M(m)` holds early and `F(m)` overtakes `M(m)` around the middle of the file.
 //! * One or two customers appear with two genders at one merchant (from day 90).
 //!
 //! The generator is deterministic for a given `(rows, seed)` on every platform: it uses its
@@ -73,7 +73,7 @@ const BIG_SHARES: [f64; 4] = [0.36, 0.24, 0.11, 0.09];
 /// Real BankSim ids of the two most popular merchants.
 const TOP_MERCHANT_IDS: [&str; 2] = ["M1823072687", "M348934600"];
 /// Ranks of the merchants that attract male customers more (PatId3).
-const MALE_SKEWED_RANKS: [usize; 4] = [6, 10, 15, 21];
+const MALE_SKEWED_RANKS: [usize; 4] = [6, 10, 12, 15];
 /// Rank of the merchant whose female customers mostly arrive late (F crosses M).
 const CROSSING_RANK: usize = 8;
 /// Ranks of the merchants where "child" customers buy (categories without fraud).
@@ -379,21 +379,21 @@ const TRANSPORTATION: u8 = 0;
 const FOOD: u8 = 1;
 
 const CATEGORIES: [Category; 15] = [
-    cat("es_transportation", 28.5, 0.55, 0.0),
-    cat("es_food", 37.0, 0.5, 0.0),
-    cat("es_health", 110.0, 0.7, 0.05),
-    cat("es_wellnessandbeauty", 60.0, 0.6, 0.024),
-    cat("es_fashion", 62.0, 0.6, 0.009),
-    cat("es_barsandrestaurants", 42.0, 0.5, 0.01),
-    cat("es_hyper", 44.0, 0.6, 0.023),
-    cat("es_sportsandtoys", 150.0, 0.7, 0.2),
-    cat("es_tech", 110.0, 0.7, 0.034),
-    cat("es_home", 140.0, 0.7, 0.076),
-    cat("es_hotelservices", 170.0, 0.6, 0.15),
-    cat("es_otherservices", 120.0, 0.7, 0.12),
-    cat("es_contents", 44.0, 0.5, 0.0),
-    cat("es_travel", 900.0, 0.8, 0.4),
-    cat("es_leisure", 250.0, 0.7, 0.45),
+    cat("es_transportation", 27.5, 0.55, 0.0),
+    cat("es_food", 33.0, 0.5, 0.0),
+    cat("es_health", 85.0, 0.7, 0.03),
+    cat("es_wellnessandbeauty", 55.0, 0.6, 0.02),
+    cat("es_fashion", 58.0, 0.6, 0.009),
+    cat("es_barsandrestaurants", 40.0, 0.5, 0.01),
+    cat("es_hyper", 42.0, 0.6, 0.02),
+    cat("es_sportsandtoys", 85.0, 0.7, 0.08),
+    cat("es_tech", 85.0, 0.7, 0.03),
+    cat("es_home", 100.0, 0.7, 0.05),
+    cat("es_hotelservices", 120.0, 0.6, 0.08),
+    cat("es_otherservices", 80.0, 0.7, 0.06),
+    cat("es_contents", 40.0, 0.5, 0.0),
+    cat("es_travel", 380.0, 0.8, 0.3),
+    cat("es_leisure", 150.0, 0.7, 0.3),
 ];
 
 /// Main categories of the merchants ranked 4..50.
@@ -621,14 +621,19 @@ impl World {
             let mut pool: Vec<f64> = (4..MERCHANTS)
                 .map(|rank| {
                     let pop = 1.0 / (rank - 3) as f64;
-                    if gender == b'M' && MALE_SKEWED_RANKS.contains(&rank) {
-                        pop * 2.0
+                    if MALE_SKEWED_RANKS.contains(&rank) {
+                        match gender {
+                            b'M' => pop * 2.5,
+                            _ => pop * 0.6,
+                        }
+                    } else if gender == b'F' && rank == CROSSING_RANK {
+                        pop * 1.5
                     } else {
                         pop
                     }
                 })
                 .collect();
-            let k = 3 + rng.below(8) as usize;
+            let k = 3 + rng.below(6) as usize;
             let mut fav: Vec<(u8, f64, u16)> = Vec::with_capacity(k);
             for _ in 0..k {
                 let total: f64 = pool.iter().sum();
@@ -644,11 +649,11 @@ impl World {
                 pool[pick] = 0.0;
                 let rank = pick + 4;
                 let start = if rank == CROSSING_RANK && gender == b'F' && rng.chance(0.7) {
-                    60 + rng.below(111) as u16
+                    60 + rng.below(81) as u16
                 } else {
                     0
                 };
-                fav.push((rank as u8, det_exp(0.6 * rng.normal()), start));
+                fav.push((rank as u8, det_exp(0.5 * rng.normal()), start));
             }
             let fav_total: f64 = fav.iter().map(|f| f.1).sum();
             for f in &mut fav {
@@ -737,7 +742,7 @@ impl World {
     /// PatId2: customers with many small purchases at one merchant; every third fades.
     fn plant_children(&mut self, rng: &mut Rng) {
         let n = ((48.0 * self.scale).round() as usize)
-            .max(2)
+            .max(3)
             .min(self.customers.len() / 4);
         let picks: Vec<usize> = self.candidates(rng, None).into_iter().take(n).collect();
         for (i, c) in picks.into_iter().enumerate() {
@@ -836,6 +841,30 @@ impl World {
             }
             let Some((i, _)) = best else { continue };
             self.entries[i].flip_from = FLIP_STEP;
+            // Make the merchant a habit, so both genders surely show up there.
+            let entries = &mut self.entries[self.customers[c].entries.clone()];
+            let chosen = i - self.customers[c].entries.start;
+            let mut prev = 0.0;
+            let mut probs: Vec<f64> = entries
+                .iter()
+                .map(|e| {
+                    let p = e.cum - prev;
+                    prev = e.cum;
+                    p
+                })
+                .collect();
+            let rest: f64 = 1.0 - probs[chosen];
+            for (j, p) in probs.iter_mut().enumerate() {
+                *p = if j == chosen { 0.3 } else { *p * 0.7 / rest };
+            }
+            let mut cum = 0.0;
+            for (e, p) in entries.iter_mut().zip(probs) {
+                cum += p;
+                e.cum = cum;
+            }
+            if let Some(last) = entries.last_mut() {
+                last.cum = 1.0;
+            }
             let cu = &mut self.customers[c];
             cu.planted = true;
             cu.activity = cu.activity.max(1.5);
@@ -946,7 +975,7 @@ impl World {
                         Kind::FadingChild => (95.0, 0.4, false),
                         Kind::Normal => {
                             let fraud = category.fraud > 0.0 && rng.chance(category.fraud);
-                            let mean = category.mean * h.spend * if fraud { 3.5 } else { 1.0 };
+                            let mean = category.mean * h.spend * if fraud { 3.0 } else { 1.0 };
                             (mean, category.sigma, fraud)
                         }
                     };
@@ -1391,4 +1420,369 @@ fn push_importance(
     buf.extend_from_slice(b",'");
     buf.extend_from_slice(category.as_bytes());
     buf.extend_from_slice(if fraud { b"',1\n" } else { b"',0\n" });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{HashMap, HashSet};
+
+    fn gen(rows: u64, seed: u64) -> (tempfile::TempDir, GenSummary) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let summary =
+            generate_with_summary(dir.path(), &GenOptions::new(rows, seed)).expect("generate");
+        (dir, summary)
+    }
+
+    fn read(dir: &Path, name: &str) -> String {
+        fs::read_to_string(dir.join(name)).expect("read output")
+    }
+
+    fn unquote(v: &str) -> &str {
+        assert!(
+            v.len() >= 2 && v.starts_with('\'') && v.ends_with('\''),
+            "not single-quoted: {v:?}"
+        );
+        &v[1..v.len() - 1]
+    }
+
+    fn is_id(v: &str, prefix: char) -> bool {
+        let digits = &v[1..];
+        v.starts_with(prefix)
+            && (9..=10).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+    }
+
+    /// Millionths of a decimal with at most six fractional digits and an optional `-`.
+    fn micros(v: &str) -> Option<i64> {
+        let (neg, v) = match v.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, v),
+        };
+        let (int, frac) = v.split_once('.').unwrap_or((v, ""));
+        if int.is_empty()
+            || !int.bytes().all(|b| b.is_ascii_digit())
+            || frac.len() > 6
+            || !frac.bytes().all(|b| b.is_ascii_digit())
+        {
+            return None;
+        }
+        let mut m: i64 = int.parse::<i64>().ok()? * 1_000_000;
+        let mut scale = 100_000;
+        for b in frac.bytes() {
+            m += (b - b'0') as i64 * scale;
+            scale /= 10;
+        }
+        Some(if neg { -m } else { m })
+    }
+
+    struct Txn<'a> {
+        step: u32,
+        customer: &'a str,
+        gender: &'a str,
+        merchant: &'a str,
+        category: &'a str,
+        cents: i64,
+    }
+
+    /// Checks every transaction row independently of the generator and returns them.
+    fn parse_transactions(text: &str) -> Vec<Txn<'_>> {
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some(TRANSACTIONS_HEADER));
+        let cats: HashSet<&str> = CATEGORIES.iter().map(|c| c.name).collect();
+        let mut last_step = 0;
+        lines
+            .map(|line| {
+                let f: Vec<&str> = line.split(',').collect();
+                assert_eq!(f.len(), 10, "field count: {line}");
+                let step: u32 = f[0].parse().expect("step");
+                assert!(step >= last_step && step < STEPS, "step order: {line}");
+                last_step = step;
+                let customer = unquote(f[1]);
+                assert!(is_id(customer, 'C'), "customer id: {line}");
+                assert!(
+                    matches!(unquote(f[2]), "0" | "1" | "2" | "3" | "4" | "5" | "6" | "U"),
+                    "age: {line}"
+                );
+                let gender = unquote(f[3]);
+                assert!(matches!(gender, "F" | "M" | "E" | "U"), "gender: {line}");
+                assert_eq!(unquote(f[4]), "28007");
+                let merchant = unquote(f[5]);
+                assert!(is_id(merchant, 'M'), "merchant id: {line}");
+                assert_eq!(unquote(f[6]), "28007");
+                let category = unquote(f[7]);
+                assert!(cats.contains(category), "category: {line}");
+                let amount = micros(f[8]).expect("amount");
+                assert!(amount > 0 && amount % 10_000 == 0, "amount: {line}");
+                assert!(
+                    !f[8].starts_with('-') && f[8].split('.').nth(1).is_some_and(|d| d.len() <= 2)
+                );
+                assert!(matches!(f[9], "0" | "1"), "fraud: {line}");
+                Txn {
+                    step,
+                    customer,
+                    gender,
+                    merchant,
+                    category,
+                    cents: amount / 10_000,
+                }
+            })
+            .collect()
+    }
+
+    /// Checks every importance row and returns `key -> weights (millionths)`.
+    fn parse_importance(text: &str) -> HashMap<(&str, &str, &str), Vec<i64>> {
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some(IMPORTANCE_HEADER));
+        let mut map: HashMap<(&str, &str, &str), Vec<i64>> = HashMap::new();
+        for line in lines {
+            let f: Vec<&str> = line.split(',').collect();
+            assert_eq!(f.len(), 5, "field count: {line}");
+            let (c, m, t) = (unquote(f[0]), unquote(f[1]), unquote(f[3]));
+            assert!(is_id(c, 'C') && is_id(m, 'M'), "ids: {line}");
+            let w = micros(f[2]).unwrap_or_else(|| panic!("weight: {line}"));
+            assert!(matches!(f[4], "0" | "1"), "fraud: {line}");
+            map.entry((c, m, t)).or_default().push(w);
+        }
+        map
+    }
+
+    fn percentile_cont(values: &mut [f64], p: f64) -> f64 {
+        values.sort_by(f64::total_cmp);
+        let x = p * (values.len() - 1) as f64;
+        let (lo, hi) = (x.floor() as usize, x.ceil() as usize);
+        values[lo] + (x - lo as f64) * (values[hi] - values[lo])
+    }
+
+    #[test]
+    fn header_and_row_count_are_exact() {
+        for rows in [0u64, 1, 7, 1234] {
+            let (dir, summary) = gen(rows, 3);
+            let text = read(dir.path(), TRANSACTIONS_FILE);
+            assert_eq!(text.lines().next(), Some(TRANSACTIONS_HEADER));
+            assert_eq!(text.lines().count() as u64, rows + 1);
+            assert!(text.ends_with('\n'));
+            assert_eq!(parse_transactions(&text).len() as u64, rows);
+            assert_eq!(summary.rows, rows);
+            let imp = read(dir.path(), IMPORTANCE_FILE);
+            assert_eq!(imp.lines().next(), Some(IMPORTANCE_HEADER));
+            assert_eq!(imp.lines().count() as u64, summary.importance_rows + 1);
+        }
+    }
+
+    #[test]
+    fn same_seed_same_bytes_other_seed_other_bytes() {
+        let (a, _) = gen(20_000, 7);
+        let (b, _) = gen(20_000, 7);
+        let (c, _) = gen(20_000, 8);
+        for name in [TRANSACTIONS_FILE, IMPORTANCE_FILE] {
+            let (ta, tb, tc) = (
+                read(a.path(), name),
+                read(b.path(), name),
+                read(c.path(), name),
+            );
+            assert!(ta == tb, "{name} differs for the same seed");
+            assert!(ta != tc, "{name} equal for different seeds");
+        }
+    }
+
+    #[test]
+    fn formatting_helpers() {
+        let mut b = Vec::new();
+        push_amount(&mut b, 455);
+        b.push(b' ');
+        push_amount(&mut b, 1250);
+        b.push(b' ');
+        push_amount(&mut b, 3000);
+        b.push(b' ');
+        push_amount(&mut b, 7);
+        b.push(b' ');
+        push_weight(&mut b, 3_170_000);
+        b.push(b' ');
+        push_weight(&mut b, -500_000);
+        b.push(b' ');
+        push_weight(&mut b, 11_650_433);
+        b.push(b' ');
+        push_weight(&mut b, 2_000_000);
+        b.push(b' ');
+        push_weight(&mut b, 1);
+        assert_eq!(
+            String::from_utf8(b).unwrap(),
+            "4.55 12.5 30.0 0.07 3.17 -0.5 11.650433 2.0 0.000001"
+        );
+        assert_eq!(det_exp(0.0), 1.0);
+        assert!((det_exp(1.0) - std::f64::consts::E).abs() < 1e-15);
+        assert!((det_exp(-3.5) - 0.030_197_383_422_318_5).abs() < 1e-17);
+    }
+
+    /// Checks, in the final state and with thresholds scaled to the size, that what the
+    /// generator says it planted is there.
+    fn check_planted(dir: &Path, s: &GenSummary) {
+        let text = read(dir, TRANSACTIONS_FILE);
+        let txns = parse_transactions(&text);
+        let imp_text = read(dir, IMPORTANCE_FILE);
+        let imp = parse_importance(&imp_text);
+        let weight: HashMap<_, f64> = imp
+            .iter()
+            .map(|(k, v)| (*k, v.iter().sum::<i64>() as f64 / v.len() as f64 / 1e6))
+            .collect();
+
+        #[derive(Default)]
+        struct Pair {
+            n: u64,
+            cents: i64,
+            wsum: f64,
+            wn: u64,
+            genders: HashSet<String>,
+            ever_child: bool,
+        }
+        let mut n_m: HashMap<&str, u64> = HashMap::new();
+        let mut pairs: HashMap<(&str, &str), Pair> = HashMap::new();
+        let mut fem: HashMap<&str, HashSet<&str>> = HashMap::new();
+        let mut mal: HashMap<&str, HashSet<&str>> = HashMap::new();
+        let mut crossing_held = false;
+        let watch: HashSet<(&str, &str)> = s
+            .pat2_fading
+            .iter()
+            .map(|p| (p.customer.as_str(), p.merchant.as_str()))
+            .collect();
+        for (i, t) in txns.iter().enumerate() {
+            *n_m.entry(t.merchant).or_default() += 1;
+            let p = pairs.entry((t.customer, t.merchant)).or_default();
+            p.n += 1;
+            p.cents += t.cents;
+            if let Some(w) = weight.get(&(t.customer, t.merchant, t.category)) {
+                p.wsum += w;
+                p.wn += 1;
+            }
+            p.genders.insert(t.gender.to_string());
+            match t.gender {
+                "F" => fem.entry(t.merchant).or_default().insert(t.customer),
+                "M" => mal.entry(t.merchant).or_default().insert(t.customer),
+                _ => false,
+            };
+            if watch.contains(&(t.customer, t.merchant)) && p.n >= 80 && p.cents < 2300 * p.n as i64
+            {
+                p.ever_child = true;
+            }
+            if (i + 1) % 1000 == 0 {
+                for m in &s.pat3_crossing {
+                    let f = fem.get(m.as_str()).map_or(0, |x| x.len()) as u64;
+                    let mm = mal.get(m.as_str()).map_or(0, |x| x.len()) as u64;
+                    crossing_held |= f < mm && f > s.pat3_min_female;
+                }
+            }
+        }
+        assert!(txns.iter().all(|t| t.step < STEPS));
+
+        // PatId1.
+        assert!(!s.pat1_planted.is_empty() && !s.pat1_boundary.is_empty());
+        let mut exact_count_tie = false;
+        for pl in &s.pat1_planted {
+            let m = pl.merchant.as_str();
+            assert!(n_m[m] > s.pat1_min_transactions, "{pl:?}: N(m) too small");
+            let mut counts: Vec<f64> = Vec::new();
+            let mut ws: Vec<f64> = Vec::new();
+            for ((_, pm), p) in &pairs {
+                if *pm == m {
+                    counts.push(p.n as f64);
+                    if p.wn > 0 {
+                        ws.push(p.wsum / p.wn as f64);
+                    }
+                }
+            }
+            let p90 = percentile_cont(&mut counts, 0.9);
+            let p10 = percentile_cont(&mut ws, 0.1);
+            let p = &pairs[&(pl.customer.as_str(), m)];
+            let w = p.wsum / p.wn as f64;
+            assert!(p.n as f64 >= p90, "{pl:?}: n {} < p90 {p90}", p.n);
+            assert!(
+                p.wn > 0 && w <= p10 + 1e-9 * p10.abs(),
+                "{pl:?}: W {w} > p10 {p10}"
+            );
+            if s.pat1_boundary.contains(pl) {
+                assert!(
+                    (w - p10).abs() <= 1e-9 * p10.abs(),
+                    "{pl:?}: W {w} != p10 {p10}"
+                );
+                exact_count_tie |= p.n as f64 == p90;
+            }
+        }
+        assert!(exact_count_tie, "no planted count sits exactly on p90");
+
+        // PatId2.
+        assert!(!s.pat2_planted.is_empty() && !s.pat2_fading.is_empty());
+        for pl in &s.pat2_planted {
+            let p = &pairs[&(pl.customer.as_str(), pl.merchant.as_str())];
+            assert!(
+                p.n >= 80 && p.cents < 2300 * p.n as i64,
+                "{pl:?}: not a child"
+            );
+        }
+        for pl in &s.pat2_fading {
+            let p = &pairs[&(pl.customer.as_str(), pl.merchant.as_str())];
+            assert!(p.ever_child, "{pl:?}: never held");
+            assert!(
+                p.cents >= 2300 * p.n as i64,
+                "{pl:?}: still holds at the end"
+            );
+        }
+
+        // PatId3.
+        for m in &s.pat3_merchants {
+            let (f, mm) = (fem[m.as_str()].len() as u64, mal[m.as_str()].len() as u64);
+            assert!(f < mm && f > s.pat3_min_female, "{m}: F {f}, M {mm}");
+        }
+        assert!(crossing_held, "crossing merchant never had F < M");
+        for m in &s.pat3_crossing {
+            let (f, mm) = (fem[m.as_str()].len(), mal[m.as_str()].len());
+            assert!(f >= mm, "{m}: F {f} never overtook M {mm}");
+        }
+
+        // Irregularities.
+        for pl in &s.dual_gender {
+            let g = &pairs[&(pl.customer.as_str(), pl.merchant.as_str())].genders;
+            assert!(g.contains("F") && g.contains("M"), "{pl:?}: {g:?}");
+        }
+        let weighted: HashSet<&str> = imp.keys().map(|k| k.0).collect();
+        assert!(txns.iter().any(|t| !weighted.contains(t.customer)));
+        assert!(imp
+            .values()
+            .any(|v| v.len() >= 2 && v.iter().any(|w| *w != v[0])));
+        assert!(imp.values().flatten().any(|w| *w < 0));
+        let keys: HashSet<(&str, &str, &str)> = txns
+            .iter()
+            .map(|t| (t.customer, t.merchant, t.category))
+            .collect();
+        assert_eq!(keys.len() as u64, s.keys);
+        let present = keys.iter().filter(|k| imp.contains_key(*k)).count() as f64;
+        let ratio = present / keys.len() as f64;
+        assert!((0.84..0.94).contains(&ratio), "present keys ratio {ratio}");
+        assert!(imp.keys().any(|k| !keys.contains(k)), "no orphan rows");
+    }
+
+    #[test]
+    fn planted_patterns_hold_on_a_scaled_run() {
+        let (dir, s) = gen(60_000, 42);
+        assert_eq!(s.pat1_min_transactions, 5045);
+        assert_eq!(s.pat3_min_female, 10);
+        assert!(
+            s.merchant_transactions
+                .iter()
+                .filter(|(_, n)| *n > s.pat1_min_transactions)
+                .count()
+                >= 3
+        );
+        check_planted(dir.path(), &s);
+    }
+
+    #[test]
+    #[ignore = "full default size; run with --release -- --ignored"]
+    fn planted_patterns_hold_at_the_default_size() {
+        let (dir, s) = gen(DEFAULT_ROWS, DEFAULT_SEED);
+        assert_eq!(s.pat1_min_transactions, 50_000);
+        assert_eq!(s.pat3_min_female, 100);
+        assert_eq!(s.customers, 4112);
+        check_planted(dir.path(), &s);
+    }
 }

@@ -54,6 +54,10 @@ struct Args {
     /// Hostfile: one host:port per process (default localhost:2101+i).
     #[arg(short = 'h', long = "hostfile")]
     hostfile: Option<PathBuf>,
+    /// Cluster mode: give up (exit 1) when not every process has connected within this many
+    /// seconds.
+    #[arg(long, default_value_t = mechanism_y::DEFAULT_CONNECT_TIMEOUT.as_secs())]
+    connect_timeout: u64,
     /// Live mode: polling interval while waiting for the next chunk, in milliseconds
     /// (default 10 for a local landing directory, 200 for S3).
     #[arg(long)]
@@ -95,6 +99,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             processes: args.processes,
             process: args.process,
             hostfile: args.hostfile,
+            connect_timeout: Duration::from_secs(args.connect_timeout),
         },
         s3: args.s3.options(),
         pg: PgOptions {

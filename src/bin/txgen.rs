@@ -25,14 +25,8 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("txgen: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    // One line `error: ...` on stderr and a non-zero status, like the other binaries.
+    txflow::cli::exit_with(run(&Args::parse()))
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {

@@ -1,13 +1,17 @@
 //! The maintained aggregates. Counts and sums ride in the difference type ("money in the
-//! diff"): each transaction is one update whose diff is `(1, amount)`, and `count` yields the
-//! exact running totals per key.
+//! diff"): each transaction is one update `((c, m), Txn{category, gender})` whose diff is
+//! `(1, amount)`, and the importance weights join the same `(c, m)` groups as
+//! `Weight{category, w}` updates. One arrangement of the raw rows, keyed by `(c, m)`, then
+//! feeds a single `reduce` that derives everything the patterns need about a customer at a
+//! merchant; its group holds one value per distinct `(category, gender)` plus the pair's
+//! weights, so re-reading it on change is cheap.
 
 use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 
 use super::Epoch;
-use crate::model::{Name, Txn, Weight, WeightKey};
+use crate::model::{Gender, Name, Txn, Weight, WeightKey};
 
 /// A count and an exact sum of micro-units, usable as a differential difference.
 #[derive(
@@ -54,6 +58,32 @@ impl Multiply<isize> for CountSum {
     }
 }
 
+/// `(customer, merchant)`.
+pub type Pair = (Name, Name);
+
+/// What is known about a pair: its transactions by `(category, gender)`, and its weights.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum PairEvent {
+    Txn { category: Name, gender: Gender },
+    Weight { category: Name, weight: Weight },
+}
+
+/// `n(c,m)`, `A(c,m)` and `W(c,m)` (`None` when no transaction of the pair has a weight).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PairStats {
+    pub n: i64,
+    pub amount: i128,
+    pub weight: Option<Weight>,
+}
+
+/// The reduce's outputs per pair. Genders are separate facts so that PatId3 only sees a
+/// change when a customer is first seen with a gender, not on every transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum PairFact {
+    Stats(PairStats),
+    Gender(Gender),
+}
+
 /// `(m, N(m))`: transactions per merchant.
 pub fn merchant_counts(
     txns: VecCollection<'_, Epoch, Txn>,
@@ -63,66 +93,158 @@ pub fn merchant_counts(
         .map(|(merchant, n)| (merchant, n as i64))
 }
 
-/// `((c, m), (n(c,m), A(c,m)))`: count and amount sum per customer and merchant.
-pub fn customer_merchant_stats(
-    txns: VecCollection<'_, Epoch, Txn>,
-) -> VecCollection<'_, Epoch, ((Name, Name), CountSum)> {
-    txns.explode(|t| {
-        let amount = t.amount as i128;
-        Some((
-            (t.customer, t.merchant),
-            CountSum {
-                count: 1,
-                sum: amount,
-            },
-        ))
-    })
-    .count()
-}
-
-/// Per customer and merchant: `n(c,m)` and `W(c,m)`, the mean of the importance weights of
-/// `c`'s transactions at `m` whose `(c, m, category)` key has one (`None` if none has).
-pub type Profile = (i64, Option<Weight>);
-
-/// `((c, m), (n(c,m), W(c,m)))`.
-pub fn customer_profiles<'s>(
+/// The per-pair facts, maintained incrementally.
+pub fn pair_facts<'s>(
     txns: VecCollection<'s, Epoch, Txn>,
     weights: VecCollection<'s, Epoch, (WeightKey, Weight)>,
-) -> VecCollection<'s, Epoch, ((Name, Name), Profile)> {
-    let by_key = txns.map(|t| {
-        (
-            WeightKey {
-                customer: t.customer,
-                merchant: t.merchant,
-                category: t.category,
+) -> VecCollection<'s, Epoch, (Pair, PairFact)> {
+    let events = txns.explode(|t| {
+        Some((
+            (
+                (t.customer, t.merchant),
+                PairEvent::Txn {
+                    category: t.category,
+                    gender: t.gender,
+                },
+            ),
+            CountSum {
+                count: 1,
+                sum: t.amount as i128,
             },
-            (),
-        )
+        ))
     });
-    // Left join: transactions whose key has a weight carry it, the others carry `None`.
-    let weighted = by_key.clone().join_map(weights.clone(), |key, &(), w| {
-        ((key.customer.clone(), key.merchant.clone()), Some(*w))
+    let weights = weights.explode(|(key, weight)| {
+        Some((
+            (
+                (key.customer, key.merchant),
+                PairEvent::Weight {
+                    category: key.category,
+                    weight,
+                },
+            ),
+            CountSum { count: 1, sum: 0 },
+        ))
     });
-    let unweighted = by_key
-        .antijoin(weights.map(|(key, _)| key))
-        .map(|(key, ())| ((key.customer, key.merchant), None));
+    events
+        .concat(weights)
+        .reduce(|_pair, input: &[(&PairEvent, CountSum)], output| summarize(input, output))
+}
 
-    // The group of a (c, m) holds one value per distinct weight (plus `None`), each with
-    // its transaction count, so re-reading it on change is cheap.
-    weighted
-        .concat(unweighted)
-        .reduce(|_key, input: &[(&Option<Weight>, isize)], output| {
-            let mut n: i64 = 0;
-            let mut weighted_n: i64 = 0;
-            let mut weighted_sum = 0.0f64;
-            for (w, count) in input {
-                n += *count as i64;
-                if let Some(w) = w {
-                    weighted_n += *count as i64;
-                    weighted_sum += w.into_inner() * *count as f64;
-                }
+/// The reduce's logic for one pair; `input` is sorted (transactions, then weights).
+fn summarize(input: &[(&PairEvent, CountSum)], output: &mut Vec<(PairFact, isize)>) {
+    let weight_of = |wanted: &Name| {
+        input.iter().find_map(|(event, diff)| match event {
+            PairEvent::Weight { category, weight } if category == wanted && diff.count > 0 => {
+                Some(weight.into_inner())
             }
-            let mean = (weighted_n > 0).then(|| Weight::from(weighted_sum / weighted_n as f64));
-            output.push(((n, mean), 1isize));
+            _ => None,
         })
+    };
+    let (mut n, mut amount) = (0i64, 0i128);
+    let (mut weighted_n, mut weighted_sum) = (0i64, 0.0f64);
+    let (mut female, mut male) = (false, false);
+    for (event, diff) in input {
+        let PairEvent::Txn { category, gender } = event else {
+            continue;
+        };
+        if diff.count <= 0 {
+            continue;
+        }
+        n += diff.count;
+        amount += diff.sum;
+        female |= *gender == Gender::Female;
+        male |= *gender == Gender::Male;
+        if let Some(w) = weight_of(category) {
+            weighted_n += diff.count;
+            weighted_sum += w * diff.count as f64;
+        }
+    }
+    if n == 0 {
+        return;
+    }
+    let weight = (weighted_n > 0).then(|| Weight::from(weighted_sum / weighted_n as f64));
+    output.push((PairFact::Stats(PairStats { n, amount, weight }), 1));
+    if female {
+        output.push((PairFact::Gender(Gender::Female), 1));
+    }
+    if male {
+        output.push((PairFact::Gender(Gender::Male), 1));
+    }
+}
+
+/// The `PairStats` facts.
+pub fn pair_stats<'s>(
+    facts: VecCollection<'s, Epoch, (Pair, PairFact)>,
+) -> VecCollection<'s, Epoch, (Pair, PairStats)> {
+    facts.flat_map(|(pair, fact)| match fact {
+        PairFact::Stats(stats) => Some((pair, stats)),
+        PairFact::Gender(_) => None,
+    })
+}
+
+/// `(merchant, gender)` once per customer seen with that gender at the merchant.
+pub fn merchant_customer_genders<'s>(
+    facts: VecCollection<'s, Epoch, (Pair, PairFact)>,
+) -> VecCollection<'s, Epoch, (Name, Gender)> {
+    facts.flat_map(|((_customer, merchant), fact)| match fact {
+        PairFact::Gender(gender) => Some((merchant, gender)),
+        PairFact::Stats(_) => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn txn(category: &str, gender: Gender) -> PairEvent {
+        PairEvent::Txn {
+            category: category.into(),
+            gender,
+        }
+    }
+
+    #[test]
+    fn summarizes_counts_amounts_weights_and_genders() {
+        let food = txn("food", Gender::Female);
+        let food_m = txn("food", Gender::Male);
+        let travel = txn("travel", Gender::Female);
+        let w_food = PairEvent::Weight {
+            category: "food".into(),
+            weight: Weight::from(2.0),
+        };
+        let w_hotel = PairEvent::Weight {
+            category: "hotel".into(),
+            weight: Weight::from(9.0),
+        };
+        let cs = |count, sum| CountSum { count, sum };
+        let input = [
+            (&food, cs(3, 30)),
+            (&food_m, cs(1, 5)),
+            (&travel, cs(2, 100)),
+            (&w_food, cs(1, 0)),
+            (&w_hotel, cs(1, 0)),
+        ];
+        let mut out = Vec::new();
+        summarize(&input, &mut out);
+        // n = 6, A = 135; W = mean over the 4 food transactions (travel has no weight) = 2.
+        assert_eq!(
+            out,
+            [
+                (
+                    PairFact::Stats(PairStats {
+                        n: 6,
+                        amount: 135,
+                        weight: Some(Weight::from(2.0))
+                    }),
+                    1
+                ),
+                (PairFact::Gender(Gender::Female), 1),
+                (PairFact::Gender(Gender::Male), 1),
+            ]
+        );
+        // Only weights, no transactions: nothing is known about the pair.
+        out.clear();
+        summarize(&[(&w_food, cs(1, 0))], &mut out);
+        assert!(out.is_empty());
+    }
 }

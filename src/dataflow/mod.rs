@@ -4,7 +4,7 @@
 //!
 //! | file | owns |
 //! |---|---|
-//! | `aggregates.rs` | `N(m)`, `n(c,m)`/`A(c,m)` (count and money in the diff), the per-customer profile `(n, W)` |
+//! | `aggregates.rs` | `N(m)`; per `(c, m)` one reduce deriving `n(c,m)`, `A(c,m)`, `W(c,m)` and the genders seen |
 //! | `pat1_upgrade.rs` | PatId1: percentiles per large merchant |
 //! | `pat2_child.rs` | PatId2: many small transactions |
 //! | `pat3_dei_needed.rs` | PatId3: distinct female vs male customers |
@@ -54,12 +54,12 @@ pub fn detect<'s>(
     thresholds: &Thresholds,
 ) -> Outputs<'s> {
     let merchant_counts = aggregates::merchant_counts(txns.clone());
-    let customer_stats = aggregates::customer_merchant_stats(txns.clone());
-    let profiles = aggregates::customer_profiles(txns.clone(), weights);
+    let facts = aggregates::pair_facts(txns, weights);
+    let stats = aggregates::pair_stats(facts.clone());
 
-    let upgrade = pat1_upgrade::detect(merchant_counts.clone(), profiles, thresholds);
-    let child = pat2_child::detect(customer_stats, thresholds);
-    let dei = pat3_dei_needed::detect(txns, thresholds);
+    let upgrade = pat1_upgrade::detect(merchant_counts.clone(), stats.clone(), thresholds);
+    let child = pat2_child::detect(stats, thresholds);
+    let dei = pat3_dei_needed::detect(aggregates::merchant_customer_genders(facts), thresholds);
 
     Outputs {
         detections: upgrade.concat(child).concat(dei),

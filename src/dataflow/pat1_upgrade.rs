@@ -12,14 +12,14 @@
 
 use differential_dataflow::VecCollection;
 
-use super::aggregates::Profile;
+use super::aggregates::{Pair, PairStats};
 use super::percentile::{at_least_count_percentile, percentile_f64};
 use super::Epoch;
 use crate::model::{DetectionKey, Name, Pattern, Thresholds};
 
 pub fn detect<'s>(
     merchant_counts: VecCollection<'s, Epoch, (Name, i64)>,
-    profiles: VecCollection<'s, Epoch, ((Name, Name), Profile)>,
+    stats: VecCollection<'s, Epoch, (Pair, PairStats)>,
     thresholds: &Thresholds,
 ) -> VecCollection<'s, Epoch, DetectionKey> {
     let min_txns = thresholds.upgrade_min_merchant_txns as i64;
@@ -30,8 +30,8 @@ pub fn detect<'s>(
         .filter(move |(_, n)| *n > min_txns)
         .map(|(merchant, _)| merchant);
 
-    profiles
-        .map(|((customer, merchant), (n, w))| (merchant, (customer, n, w)))
+    stats
+        .map(|((customer, merchant), s)| (merchant, (customer, s.n, s.weight)))
         .semijoin(large_merchants)
         .reduce(
             move |_merchant,

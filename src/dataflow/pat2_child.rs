@@ -8,18 +8,18 @@
 
 use differential_dataflow::VecCollection;
 
-use super::aggregates::CountSum;
+use super::aggregates::{Pair, PairStats};
 use super::Epoch;
-use crate::model::{DetectionKey, Name, Pattern, Thresholds};
+use crate::model::{DetectionKey, Pattern, Thresholds};
 
 pub fn detect<'s>(
-    stats: VecCollection<'s, Epoch, ((Name, Name), CountSum)>,
+    stats: VecCollection<'s, Epoch, (Pair, PairStats)>,
     thresholds: &Thresholds,
 ) -> VecCollection<'s, Epoch, DetectionKey> {
     let min_txns = thresholds.child_min_txns as i64;
     let max_avg = thresholds.child_max_avg_amount as i128;
     stats
-        .filter(move |(_, s)| s.count >= min_txns && s.sum < max_avg * s.count as i128)
+        .filter(move |(_, s)| s.n >= min_txns && s.amount < max_avg * s.n as i128)
         .map(|((customer, merchant), _)| DetectionKey {
             pattern: Pattern::Child,
             merchant,

@@ -5,43 +5,36 @@
 //! F(m), M(m) = number of distinct customers of m seen with gender 'F' / 'M'
 //! ```
 //!
-//! A customer seen with both genders at a merchant counts under both.
+//! A customer seen with both genders at a merchant counts under both. The input holds one
+//! `(m, gender)` record per customer seen with that gender at `m`, so a merchant's group has
+//! just two values whose multiplicities are `F(m)` and `M(m)`.
 
 use differential_dataflow::VecCollection;
 
 use super::Epoch;
-use crate::model::{DetectionKey, Gender, Name, Pattern, Thresholds, Txn};
+use crate::model::{DetectionKey, Gender, Name, Pattern, Thresholds};
 
 pub fn detect<'s>(
-    txns: VecCollection<'s, Epoch, Txn>,
+    merchant_customer_genders: VecCollection<'s, Epoch, (Name, Gender)>,
     thresholds: &Thresholds,
 ) -> VecCollection<'s, Epoch, DetectionKey> {
-    let min_female = thresholds.dei_min_female_customers as i64;
-    txns.flat_map(|t| match t.gender {
-        Gender::Female | Gender::Male => Some((t.merchant, t.gender, t.customer)),
-        _ => None,
-    })
-    .distinct()
-    .map(|(merchant, gender, _customer)| (merchant, gender))
-    .count()
-    .map(|((merchant, gender), customers)| (merchant, (gender, customers as i64)))
-    .reduce(
-        move |_merchant, input: &[(&(Gender, i64), isize)], output| {
-            let count_of = |g: Gender| {
+    let min_female = thresholds.dei_min_female_customers as isize;
+    merchant_customer_genders
+        .reduce(move |_merchant, input: &[(&Gender, isize)], output| {
+            let customers = |g: Gender| {
                 input
                     .iter()
-                    .find(|((gender, _), _)| *gender == g)
-                    .map_or(0, |((_, n), _)| *n)
+                    .find(|(gender, _)| **gender == g)
+                    .map_or(0, |(_, n)| *n)
             };
-            let (female, male) = (count_of(Gender::Female), count_of(Gender::Male));
+            let (female, male) = (customers(Gender::Female), customers(Gender::Male));
             if female < male && female > min_female {
                 output.push(((), 1isize));
             }
-        },
-    )
-    .map(|(merchant, ())| DetectionKey {
-        pattern: Pattern::DeiNeeded,
-        merchant,
-        customer: Name::default(),
-    })
+        })
+        .map(|(merchant, ())| DetectionKey {
+            pattern: Pattern::DeiNeeded,
+            merchant,
+            customer: Name::default(),
+        })
 }

@@ -523,8 +523,8 @@ impl S3Store {
         }
         if code == "NoSuchBucket" || (status == 404 && matches!(op, Op::Check | Op::List)) {
             return permanent(format!(
-                "bucket {:?} does not exist: create it, or fix the s3:// URL (--landing/--output) \
-                 or the endpoint ({detail})",
+                "bucket {:?} does not exist: create it, or fix the s3:// URL (--landing, \
+                 --output, --importance) or the endpoint ({detail})",
                 self.bucket
             ));
         }
@@ -644,8 +644,16 @@ fn redact_userinfo(url: &str) -> String {
     }
 }
 
+/// `LastModified` in milliseconds, truncated to whole seconds: GET and HEAD carry it as an
+/// HTTP date (whole seconds), while some servers (MinIO, s3s) list it with milliseconds
+/// (AWS lists `.000`). Truncating everywhere makes every call report the same time for an
+/// object, so a backtest's `YStartTime` (from the listing) and `detectionTime` (from the GET)
+/// of the same chunk agree.
 fn millis(time: Option<aws_smithy_types::DateTime>) -> i64 {
-    time.and_then(|t| t.to_millis().ok()).unwrap_or(0)
+    time.and_then(|t| t.to_millis().ok())
+        .unwrap_or(0)
+        .div_euclid(1000)
+        * 1000
 }
 
 /// Runs `future` on `runtime`, from a plain thread directly, or from a helper thread when the

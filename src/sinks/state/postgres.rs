@@ -77,6 +77,7 @@ const SQL_LOCK_HOLDER: &str = "SELECT l.pid, COALESCE(a.backend_start::text, '')
      COALESCE(a.application_name, ''), COALESCE(host(a.client_addr), 'local socket') \
      FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
      WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+     AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
      AND ((l.classid::int8 << 32) | l.objid::int8) = $1";
 
 pub struct PgStore {

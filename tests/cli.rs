@@ -1,0 +1,535 @@
+//! Error behaviour of the binaries (SPEC §8: exit status 0 on success; non-zero with a
+//! one-line reason on stderr otherwise), `mechanism-y --help`, and bad input data, which
+//! must not fail a run (SPEC §2.3): rejects files, reasons naming the column, the summary.
+
+mod common;
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::reference;
+
+const HEADER: &str =
+    "step,customer,age,gender,zipcodeOri,merchant,zipMerchant,category,amount,fraud";
+const IMPORTANCE: &str = "Source,Target,Weight,typeTrans,fraud\n\
+                          'C1','M1',0.5,'es_food',0\n";
+const Y: &str = env!("CARGO_BIN_EXE_mechanism-y");
+const X: &str = env!("CARGO_BIN_EXE_mechanism-x");
+const TXGEN: &str = env!("CARGO_BIN_EXE_txgen");
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+// ------------------------------------------------------------------------------------------
+// Child processes, always bounded and killed on failure
+// ------------------------------------------------------------------------------------------
+
+/// Kills (and reaps) the child when dropped, unless it has been waited for.
+struct ChildGuard(Option<Child>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+struct Finished {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Finished {
+    fn describe(&self) -> String {
+        format!(
+            "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+
+    /// Asserts a failure reported as exactly one stderr line starting with `error:` (logging
+    /// is off), naming every one of `mentions`. Returns the line.
+    fn assert_one_line_error(&self, mentions: &[&str]) -> String {
+        assert!(
+            !self.status.success(),
+            "expected a failure: {}",
+            self.describe()
+        );
+        assert!(
+            self.status.code().is_some_and(|c| c != 0),
+            "expected a non-zero exit status (not a signal): {}",
+            self.describe()
+        );
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "expected exactly one line on stderr: {}",
+            self.describe()
+        );
+        assert!(
+            lines[0].starts_with("error: "),
+            "the line starts with \"error: \": {}",
+            self.describe()
+        );
+        for m in mentions {
+            assert!(
+                lines[0].contains(m),
+                "the reason names {m:?}: {}",
+                self.describe()
+            );
+        }
+        lines[0].to_string()
+    }
+}
+
+/// Runs `bin args` with the given `RUST_LOG`, bounded by [`TIMEOUT`].
+fn run_with_log(bin: &str, args: &[&str], rust_log: &str) -> Finished {
+    let child = Command::new(bin)
+        .args(args)
+        .env("RUST_LOG", rust_log)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {bin}: {e}"));
+    let mut guard = ChildGuard(Some(child));
+    let child = guard.0.as_mut().unwrap();
+    let pipe = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let out = pipe(Box::new(child.stdout.take().unwrap()));
+    let err = pipe(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            drop(guard); // kills it
+            panic!("{bin} {args:?} did not finish within {TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    guard.0 = None;
+    Finished {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+/// Runs with logging off, so that stderr holds only what `main` prints.
+fn run(bin: &str, args: &[&str]) -> Finished {
+    run_with_log(bin, args, "off")
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().expect("temp paths are UTF-8")
+}
+
+/// A small valid setup: a landing directory with one good chunk and `_COMPLETE`, an
+/// importance file, and paths for the output and the state store.
+struct Setup {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    landing: PathBuf,
+    importance: PathBuf,
+    output: PathBuf,
+    state: String,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let landing = root.join("landing");
+        fs::create_dir_all(&landing).unwrap();
+        fs::write(
+            landing.join("chunk-000000.csv"),
+            format!("{HEADER}\n0,'C1','4','F','28007','M1','28007','es_food',4.55,0\n"),
+        )
+        .unwrap();
+        fs::write(landing.join("_COMPLETE"), "1").unwrap();
+        let importance = root.join("CustomerImportance.csv");
+        fs::write(&importance, IMPORTANCE).unwrap();
+        Setup {
+            landing,
+            importance,
+            output: root.join("output"),
+            state: format!("sqlite://{}", root.join("state.db").display()),
+            root,
+            _tmp: tmp,
+        }
+    }
+
+    /// `mechanism-y` arguments with one of them replaced: `(option, value)`.
+    fn y_args(&self, replace: Option<(&str, &str)>) -> Vec<String> {
+        let mut args = vec![
+            ("--landing", s(&self.landing).to_string()),
+            ("--importance", s(&self.importance).to_string()),
+            ("--output", s(&self.output).to_string()),
+            ("--state", self.state.clone()),
+        ];
+        if let Some((option, value)) = replace {
+            let slot = args.iter_mut().find(|(o, _)| *o == option).unwrap();
+            slot.1 = value.to_string();
+        }
+        args.into_iter()
+            .flat_map(|(o, v)| [o.to_string(), v])
+            .collect()
+    }
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+// ------------------------------------------------------------------------------------------
+// Errors: non-zero exit, one line "error: ..." on stderr
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn y_succeeds_on_the_valid_setup() {
+    // The baseline the error cases below each break in one place.
+    let setup = Setup::new();
+    let args = setup.y_args(None);
+    let ok = run(Y, &strs(&args));
+    assert!(ok.status.success(), "{}", ok.describe());
+    assert_eq!(ok.stderr, "", "nothing on stderr with logging off");
+    assert!(
+        ok.stdout.contains("1 epochs committed") && ok.stdout.contains("1 rows accepted"),
+        "{}",
+        ok.describe()
+    );
+}
+
+#[test]
+fn y_missing_importance_file() {
+    let setup = Setup::new();
+    let missing = setup.root.join("no-such-importance.csv");
+    let args = setup.y_args(Some(("--importance", s(&missing))));
+    run(Y, &strs(&args)).assert_one_line_error(&["no-such-importance.csv"]);
+}
+
+#[test]
+fn y_importance_header_lacking_a_column() {
+    let setup = Setup::new();
+    let bad = setup.root.join("bad-importance.csv");
+    fs::write(
+        &bad,
+        "Source,Target,typeTrans,fraud\n'C1','M1','es_food',0\n",
+    )
+    .unwrap();
+    let args = setup.y_args(Some(("--importance", s(&bad))));
+    run(Y, &strs(&args)).assert_one_line_error(&["bad-importance.csv", "Weight"]);
+}
+
+#[test]
+fn y_invalid_state_url() {
+    let setup = Setup::new();
+    let args = setup.y_args(Some(("--state", "mysql://x")));
+    run(Y, &strs(&args)).assert_one_line_error(&["mysql://x"]);
+}
+
+#[test]
+fn y_unwritable_state_path() {
+    // The state file's parent is a regular file: SQLite cannot create it.
+    let setup = Setup::new();
+    let file = setup.root.join("plain-file");
+    fs::write(&file, "x").unwrap();
+    let url = format!("sqlite://{}/state.db", file.display());
+    let args = setup.y_args(Some(("--state", &url)));
+    run(Y, &strs(&args)).assert_one_line_error(&["plain-file"]);
+}
+
+#[test]
+fn y_invalid_landing_and_output_locations() {
+    let setup = Setup::new();
+    let args = setup.y_args(Some(("--landing", "gs://x")));
+    run(Y, &strs(&args)).assert_one_line_error(&["gs://x"]);
+    let args = setup.y_args(Some(("--output", "gs://x")));
+    run(Y, &strs(&args)).assert_one_line_error(&["gs://x"]);
+    let args = setup.y_args(Some(("--importance", "gs://x/CustomerImportance.csv")));
+    run(Y, &strs(&args)).assert_one_line_error(&["gs://x"]);
+}
+
+#[test]
+fn y_dash_h_is_the_hostfile() {
+    // `-h` names timely's hostfile (not help): with two processes it is read, and a missing
+    // one is a clear error.
+    let setup = Setup::new();
+    let hostfile = setup.root.join("no-such-hostfile");
+    let mut args = setup.y_args(None);
+    args.extend(["-n", "2", "-p", "0", "-h", s(&hostfile)].map(String::from));
+    run(Y, &strs(&args)).assert_one_line_error(&["no-such-hostfile"]);
+}
+
+#[test]
+fn x_missing_source_file() {
+    let setup = Setup::new();
+    let missing = setup.root.join("no-such-transactions.csv");
+    let landing = setup.root.join("x-landing");
+    let out = run(
+        X,
+        &[
+            "--source",
+            s(&missing),
+            "--landing",
+            s(&landing),
+            "--interval-ms",
+            "0",
+        ],
+    );
+    out.assert_one_line_error(&["no-such-transactions.csv"]);
+    let chunks = fs::read_dir(&landing).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(chunks, 0, "nothing landed");
+}
+
+#[test]
+fn x_invalid_landing_location() {
+    let setup = Setup::new();
+    let source = setup.root.join("transactions.csv");
+    fs::write(&source, format!("{HEADER}\n")).unwrap();
+    run(X, &["--source", s(&source), "--landing", "gs://x"]).assert_one_line_error(&["gs://x"]);
+}
+
+#[test]
+fn txgen_unwritable_location() {
+    // Below a regular file: no directory can be created there, even as root.
+    let setup = Setup::new();
+    let file = setup.root.join("plain-file");
+    fs::write(&file, "x").unwrap();
+    let out_dir = file.join("data");
+    run(TXGEN, &["--out", s(&out_dir), "--rows", "10"]).assert_one_line_error(&["plain-file"]);
+}
+
+#[test]
+fn y_help() {
+    let help = run(Y, &["--help"]);
+    assert!(help.status.success(), "{}", help.describe());
+    for option in [
+        "--landing",
+        "--importance",
+        "--output",
+        "--state",
+        "--replay",
+        "--from",
+        "--to",
+        "--workers",
+        "--processes",
+        "--process",
+        "--hostfile",
+        "--upgrade-min-merchant-txns",
+        "--child-min-txns",
+        "--dei-min-female-customers",
+    ] {
+        assert!(
+            help.stdout.contains(option),
+            "--help lists {option}: {}",
+            help.describe()
+        );
+    }
+    for (short, long) in [
+        ("-w", "--workers"),
+        ("-n", "--processes"),
+        ("-p", "--process"),
+        ("-h", "--hostfile"),
+    ] {
+        assert!(
+            help.stdout.contains(&format!("{short}, {long}")),
+            "--help lists {short}, {long}: {}",
+            help.describe()
+        );
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Bad input data does not fail the run
+// ------------------------------------------------------------------------------------------
+
+/// A chunk row in the real layout.
+fn row(customer: &str, gender: &str, merchant: &str, amount: &str) -> String {
+    format!("0,'{customer}','4','{gender}','28007','{merchant}','28007','es_food',{amount},0")
+}
+
+#[test]
+fn bad_rows_and_a_bad_header_are_rejected_not_fatal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let landing = tmp.path().join("landing");
+    fs::create_dir_all(&landing).unwrap();
+
+    // Chunk 0: good rows mixed with bad ones, each bad for a reason naming one column.
+    // (line number, raw line, column the reason must name; None = good)
+    let chunk0: Vec<(String, Option<&str>)> = vec![
+        (row("C1", "F", "M1", "4.55"), None),
+        (row("C2", "M", "M1", "-1"), Some("amount")),
+        (row("", "M", "M1", "5"), Some("customer")),
+        (row("C3", "X", "M1", "5"), Some("gender")),
+        (row("C4", "F", "M1", "1e3"), Some("amount")),
+        (row("C5", "F", "", "5"), Some("merchant")),
+        (row("C6", "M", "M2", "12"), None),
+        (row("C7", "F", "M2", ""), Some("amount")),
+        (row("C8", "F", "M2", "0.5"), None),
+    ];
+    let mut text0 = format!("{HEADER}\n");
+    for (line, _) in &chunk0 {
+        text0.push_str(line);
+        text0.push('\n');
+    }
+    // A row with too few fields (a field count, no column to name).
+    let short_line = "0,'C9','4','F','28007','M2'";
+    text0.push_str(short_line);
+    text0.push('\n');
+    fs::write(landing.join("chunk-000000.csv"), &text0).unwrap();
+
+    // Chunk 1: the header lacks `gender` (renamed); every record is rejected.
+    let text1 = format!(
+        "{}\n{}\n{}\n{}\n",
+        HEADER.replace("gender", "sex"),
+        row("C1", "F", "M1", "4.55"),
+        row("C2", "M", "M1", "3"),
+        row("C3", "M", "M2", "3")
+    );
+    fs::write(landing.join("chunk-000001.csv"), &text1).unwrap();
+
+    // Chunk 2: all good.
+    let text2 = format!(
+        "{HEADER}\n{}\n{}\n",
+        row("C1", "F", "M1", "1"),
+        row("C2", "M", "M2", "2")
+    );
+    fs::write(landing.join("chunk-000002.csv"), &text2).unwrap();
+    fs::write(landing.join("_COMPLETE"), "3").unwrap();
+    let importance = tmp.path().join("CustomerImportance.csv");
+    fs::write(&importance, IMPORTANCE).unwrap();
+
+    let output = tmp.path().join("output");
+    let state = format!("sqlite://{}", tmp.path().join("state.db").display());
+    let y = run_with_log(
+        Y,
+        &[
+            "--landing",
+            s(&landing),
+            "--importance",
+            s(&importance),
+            "--output",
+            s(&output),
+            "--state",
+            &state,
+            "-w",
+            "2",
+        ],
+        "warn",
+    );
+    assert!(
+        y.status.success(),
+        "bad data must not fail the run: {}",
+        y.describe()
+    );
+
+    // The independent expectation.
+    let chunks: Vec<(u64, Vec<u8>)> = [&text0, &text1, &text2]
+        .iter()
+        .enumerate()
+        .map(|(k, t)| (k as u64, t.as_bytes().to_vec()))
+        .collect();
+    let e = reference::expected(
+        &chunks,
+        IMPORTANCE.as_bytes(),
+        &txflow::model::Thresholds::default(),
+    );
+    assert_eq!(e.chunks[1].1.missing_column.as_deref(), Some("gender"));
+    assert_eq!(e.total_rejected(), 7 + 3);
+
+    // The summary line reports the rejected count.
+    assert!(
+        y.stdout.contains(&format!(
+            "{} rows accepted, {} rejected",
+            e.total_accepted(),
+            e.total_rejected()
+        )),
+        "summary: {}",
+        y.describe()
+    );
+    // A clear error naming the missing column is logged.
+    assert!(
+        y.stderr
+            .lines()
+            .any(|l| l.contains("chunk-000001.csv") && l.contains("gender")),
+        "an error naming chunk-000001.csv and the column gender: {}",
+        y.describe()
+    );
+
+    // Progress rows count the rejects per epoch.
+    let mut store = txflow::sinks::state::open(&state, &Default::default()).unwrap();
+    let epochs: Vec<(u64, u64, u64)> = store
+        .epoch_rows()
+        .unwrap()
+        .iter()
+        .map(|r| (r.epoch, r.rows_accepted, r.rows_rejected))
+        .collect();
+    assert_eq!(epochs, e.epochs);
+
+    // rejects/chunk-000000.csv: chunk,line,reason,raw; lines and raw text as written.
+    let read = |name: &str| -> Vec<Vec<String>> {
+        let path = output.join("rejects").join(name);
+        let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(
+            text.lines().next(),
+            Some("chunk,line,reason,raw"),
+            "{name}: header"
+        );
+        csv::ReaderBuilder::new()
+            .from_reader(text.as_bytes())
+            .records()
+            .map(|r| r.unwrap().iter().map(str::to_string).collect())
+            .collect()
+    };
+    let r0 = read("chunk-000000.csv");
+    let lines0: Vec<u64> = r0.iter().map(|r| r[1].parse().unwrap()).collect();
+    assert_eq!(
+        lines0, e.chunks[0].1.rejected_lines,
+        "rejected lines of chunk 0"
+    );
+    let raw_lines: Vec<&str> = text0.lines().collect();
+    for r in &r0 {
+        assert_eq!(r.len(), 4, "{r:?}");
+        assert_eq!(r[0], "chunk-000000.csv", "{r:?}");
+        let line: usize = r[1].parse().unwrap();
+        assert_eq!(r[3], raw_lines[line - 1], "raw text of line {line}");
+        // Lines 2.. are chunk0's rows in order; the short row is last.
+        match chunk0.get(line - 2) {
+            Some((_, Some(column))) => assert!(
+                r[2].contains(column),
+                "line {line}: reason {:?} names {column}",
+                r[2]
+            ),
+            Some((_, None)) => panic!("good line {line} rejected: {r:?}"),
+            None => assert_eq!(r[3], short_line),
+        }
+    }
+
+    // rejects/chunk-000001.csv: every record, each reason naming the missing column.
+    let r1 = read("chunk-000001.csv");
+    let lines1: Vec<u64> = r1.iter().map(|r| r[1].parse().unwrap()).collect();
+    assert_eq!(lines1, vec![2, 3, 4]);
+    let raw1: Vec<&str> = text1.lines().collect();
+    for r in &r1 {
+        assert_eq!(r[0], "chunk-000001.csv");
+        assert!(r[2].contains("gender"), "reason {:?} names gender", r[2]);
+        assert_eq!(r[3], raw1[r[1].parse::<usize>().unwrap() - 1]);
+    }
+
+    // No rejects file for the good chunk.
+    assert!(!output.join("rejects").join("chunk-000002.csv").exists());
+}

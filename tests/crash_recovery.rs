@@ -1,0 +1,1229 @@
+//! End-to-end exactly-once with the real binaries (SPEC §6): `mechanism-y` killed with
+//! SIGKILL at seeded random points, PostgreSQL stopped under it, stopped with SIGTERM, two
+//! processes on one store, and backtests on both stores. Every run is compared with one
+//! uninterrupted live run (the baseline), which is itself checked against the independent
+//! reference implementation (`common::reference`).
+//!
+//! Data: `txgen` rows (seed 7) plus one bad row every 1,900 records and one at the end, so
+//! every chunk has a rejects file; X cuts 2,000-record chunks (25 chunks); thresholds are
+//! scaled down so all three patterns fire (138 detections, three detection files).
+//!
+//! Kill points are classified from what the killed process left behind (see [`KillPoint`]);
+//! `cargo test --test crash_recovery -- --nocapture` prints the tally. `TXFLOW_CRASH_SEED`
+//! overrides the seed of the kill points.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::pg::{fresh_database_url, PgServer};
+use common::reference;
+use common::streams::SplitMix64;
+use txflow::mechanism_x::{self, XOptions};
+use txflow::model::Thresholds;
+use txflow::sinks::state::postgres::{PgOptions, LOCK_KEY};
+use txflow::sinks::state::{self, EpochRow, LedgerRow};
+use txflow::txgen::{self, GenOptions};
+
+const ROWS: u64 = 48_000;
+const SEED: u64 = 7;
+const CHUNK_ROWS: usize = 2_000;
+/// A bad record is inserted after every this many good ones (and one at the very end).
+const BAD_EVERY: usize = 1_900;
+/// Scaled-down thresholds: all three patterns fire on 48,000 rows.
+const THRESHOLDS: [&str; 6] = [
+    "--upgrade-min-merchant-txns",
+    "2000",
+    "--dei-min-female-customers",
+    "5",
+    "--child-min-txns",
+    "20",
+];
+/// Bound on any single `mechanism-y` run that must finish (debug build, loaded machine).
+const RUN_LIMIT: Duration = Duration::from_secs(180);
+const DEFAULT_CRASH_SEED: u64 = 0x7478_2026_1125;
+
+fn thresholds() -> Thresholds {
+    Thresholds {
+        upgrade_min_merchant_txns: 2000,
+        dei_min_female_customers: 5,
+        child_min_txns: 20,
+        ..Thresholds::default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The shared fixture: data, a complete landing directory, and the baseline run.
+// ---------------------------------------------------------------------------------------
+
+struct Fixture {
+    root: PathBuf,
+    source: PathBuf,
+    importance: PathBuf,
+    /// Complete landing directory (X at full speed).
+    landing: PathBuf,
+    chunks: u64,
+    /// `N(m)` after each epoch, from the reference parser.
+    counts_after: Vec<BTreeMap<String, i64>>,
+    /// The uninterrupted live run on PostgreSQL.
+    baseline: Snapshot,
+    baseline_wall: Duration,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(build_fixture)
+}
+
+fn build_fixture() -> Fixture {
+    let started = Instant::now();
+    let root = std::env::temp_dir().join(format!("txflow-crash-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&root);
+    fs::create_dir_all(&root).unwrap();
+    remove_at_exit(&root);
+
+    let data = root.join("data");
+    txgen::generate(&data, &GenOptions::new(ROWS, SEED)).expect("txgen");
+    let source = data.join("transactions.csv");
+    let importance = data.join("CustomerImportance.csv");
+    inject_bad_rows(&source);
+
+    let landing = root.join("landing");
+    let x = mechanism_x::run(&XOptions {
+        chunk_rows: CHUNK_ROWS,
+        interval: Duration::ZERO,
+        ..XOptions::new(&source, landing.to_str().unwrap())
+    })
+    .expect("mechanism X");
+    assert!(x.complete);
+    let chunks = x.chunks_total;
+
+    // The baseline: one uninterrupted live run on PostgreSQL; the independent expectation
+    // is computed meanwhile.
+    let url = fresh_database_url("baseline");
+    let out = root.join("baseline-out");
+    let t0 = Instant::now();
+    let mut y = Proc::spawn(
+        "baseline",
+        y_command(&landing, &importance, &out, &url, &[]),
+        &root.join("logs"),
+    );
+    let chunk_bytes: Vec<(u64, Vec<u8>)> = (0..chunks)
+        .map(|k| (k, fs::read(landing.join(chunk_name(k))).unwrap()))
+        .collect();
+    let importance_bytes = fs::read(&importance).unwrap();
+    let (expected, reference_time, baseline_wall) = std::thread::scope(|scope| {
+        let reference = scope.spawn(|| {
+            let t0 = Instant::now();
+            let e = reference::expected(&chunk_bytes, &importance_bytes, &thresholds());
+            (e, t0.elapsed())
+        });
+        y.expect_success(RUN_LIMIT);
+        let baseline_wall = t0.elapsed();
+        let (expected, reference_time) = reference.join().expect("reference panicked");
+        (expected, reference_time, baseline_wall)
+    });
+    let mut counts_after = Vec::new();
+    let mut running = BTreeMap::<String, i64>::new();
+    for (k, outcome) in &expected.chunks {
+        assert!(
+            !outcome.rejected_lines.is_empty(),
+            "chunk {k} has no bad row: the commit-window classification needs one per chunk"
+        );
+        for txn in &outcome.accepted {
+            *running.entry(txn.merchant.clone()).or_default() += 1;
+        }
+        counts_after.push(running.clone());
+    }
+    let baseline = Snapshot::take(&url, &out);
+    baseline.check_consistent("baseline");
+
+    // The baseline against the reference.
+    let ledger: Vec<(u64, String, String, String)> = baseline
+        .ledger
+        .iter()
+        .map(|r| {
+            (
+                r.epoch,
+                r.pattern_id.clone(),
+                r.customer_name.clone(),
+                r.merchant_id.clone(),
+            )
+        })
+        .collect();
+    let ties = expected
+        .check_ledger(&ledger)
+        .unwrap_or_else(|e| panic!("the baseline run's ledger disagrees with the reference:\n{e}"));
+    let counts: BTreeMap<String, i64> = baseline.counts.iter().cloned().collect();
+    assert_eq!(
+        counts, expected.counts,
+        "baseline merchant counts vs reference"
+    );
+    let epochs: Vec<(u64, u64, u64)> = baseline
+        .epochs
+        .iter()
+        .map(|e| (e.epoch, e.rows_accepted, e.rows_rejected))
+        .collect();
+    assert_eq!(
+        epochs, expected.epochs,
+        "baseline progress rows vs reference"
+    );
+    for (k, outcome) in &expected.chunks {
+        let text =
+            String::from_utf8(baseline.files[&format!("rejects/{}", chunk_name(*k))].clone())
+                .unwrap();
+        let lines: Vec<u64> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(lines, outcome.rejected_lines, "rejected lines of chunk {k}");
+    }
+    let patterns: std::collections::BTreeSet<&str> = baseline
+        .ledger
+        .iter()
+        .map(|r| r.pattern_id.as_str())
+        .collect();
+    assert_eq!(patterns.len(), 3, "every pattern must fire: {patterns:?}");
+    assert!(baseline.ledger.len() > 100, "want several detection files");
+
+    eprintln!(
+        "[fixture] {chunks} chunks, {} detections ({ties:?}), {} rejected rows; reference {:.1?}, \
+         baseline run {:.1?}, fixture {:.1?}",
+        baseline.ledger.len(),
+        expected.total_rejected(),
+        reference_time,
+        baseline_wall,
+        started.elapsed()
+    );
+    Fixture {
+        root,
+        source,
+        importance,
+        landing,
+        chunks,
+        counts_after,
+        baseline,
+        baseline_wall,
+    }
+}
+
+fn chunk_name(k: u64) -> String {
+    format!("chunk-{k:06}.csv")
+}
+
+/// Rewrites `transactions.csv` with a bad record after every `BAD_EVERY` good ones and one at
+/// the end (bad amount, negative amount, wrong field count, exponent, empty merchant).
+fn inject_bad_rows(source: &Path) {
+    let text = fs::read_to_string(source).unwrap();
+    let mut lines = text.lines();
+    let mut out = String::with_capacity(text.len() + 4096);
+    out.push_str(lines.next().unwrap());
+    out.push('\n');
+    let bad = [
+        "12,'C1000000001','2','F','28007','M348934600','28007','es_transportation',abc,0",
+        "12,'C1000000001','2','F','28007','M348934600','28007','es_transportation',-4.55,0",
+        "12,'C1000000001','2','F','28007','M348934600'",
+        "12,'C1000000001','2','F','28007','M348934600','28007','es_transportation',1e3,0",
+        "12,'C1000000001','2','F','28007','','28007','es_transportation',4.55,0",
+    ];
+    let mut n = 0;
+    for (i, line) in lines.enumerate() {
+        out.push_str(line);
+        out.push('\n');
+        if (i + 1) % BAD_EVERY == 0 {
+            out.push_str(bad[n % bad.len()]);
+            out.push('\n');
+            n += 1;
+        }
+    }
+    out.push_str(bad[n % bad.len()]);
+    out.push('\n');
+    fs::write(source, out).unwrap();
+}
+
+fn remove_at_exit(dir: &Path) {
+    static DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    extern "C" fn cleanup() {
+        if let Ok(dirs) = DIRS.lock() {
+            for dir in dirs.iter() {
+                let _ = fs::remove_dir_all(dir);
+            }
+        }
+    }
+    let mut dirs = DIRS.lock().unwrap();
+    if dirs.is_empty() {
+        // SAFETY: registering a plain extern "C" function.
+        unsafe { libc::atexit(cleanup) };
+    }
+    dirs.push(dir.to_path_buf());
+}
+
+/// A fresh directory for one test.
+fn test_dir(name: &str) -> PathBuf {
+    let dir = fixture().root.join(name);
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn sqlite_url(path: &Path) -> String {
+    format!("sqlite://{}", path.display())
+}
+
+// ---------------------------------------------------------------------------------------
+// Child processes.
+// ---------------------------------------------------------------------------------------
+
+/// A child process that is killed (SIGKILL) if still running when dropped.
+struct Proc {
+    name: String,
+    child: Child,
+    stderr: PathBuf,
+    spawned_at: SystemTime,
+}
+
+impl Proc {
+    fn spawn(name: &str, mut cmd: Command, logs: &Path) -> Proc {
+        fs::create_dir_all(logs).unwrap();
+        let stderr = logs.join(format!("{name}.stderr"));
+        let stdout = logs.join(format!("{name}.stdout"));
+        cmd.stdin(Stdio::null())
+            .stdout(File::create(&stdout).unwrap())
+            .stderr(File::create(&stderr).unwrap());
+        let spawned_at = SystemTime::now();
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
+        Proc {
+            name: name.to_string(),
+            child,
+            stderr,
+            spawned_at,
+        }
+    }
+
+    /// Waits up to `limit`; `None` if still running.
+    fn wait_for(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            std::thread::sleep((deadline - now).min(Duration::from_millis(5)));
+        }
+    }
+
+    fn expect_exit(&mut self, limit: Duration) -> ExitStatus {
+        match self.wait_for(limit) {
+            Some(status) => status,
+            None => panic!(
+                "{} still running after {limit:?}; stderr tail:\n{}",
+                self.name,
+                self.tail()
+            ),
+        }
+    }
+
+    fn expect_success(&mut self, limit: Duration) {
+        let status = self.expect_exit(limit);
+        assert!(
+            status.success(),
+            "{} failed ({status}); stderr tail:\n{}",
+            self.name,
+            self.tail()
+        );
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+    }
+
+    fn stderr_text(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn tail(&self) -> String {
+        let text = self.stderr_text();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Polls `condition` until it holds; fails if the process exits first or `limit` passes.
+    fn wait_until(&mut self, limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if condition() {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!(
+                    "{} exited ({status}) before {what}; stderr tail:\n{}",
+                    self.name,
+                    self.tail()
+                );
+            }
+            assert!(Instant::now() < deadline, "no {what} after {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn y_command(
+    landing: &Path,
+    importance: &Path,
+    output: &Path,
+    state: &str,
+    extra: &[&str],
+) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mechanism-y"));
+    cmd.arg("--landing")
+        .arg(landing)
+        .arg("--importance")
+        .arg(importance)
+        .arg("--output")
+        .arg(output)
+        .arg("--state")
+        .arg(state)
+        .args(THRESHOLDS)
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+/// `mechanism-y` on the fixture's data.
+fn y(landing: &Path, output: &Path, state: &str, extra: &[&str]) -> Command {
+    y_command(landing, &fixture().importance, output, state, extra)
+}
+
+/// `mechanism-x` writing the fixture's source into `landing`, one chunk per `interval_ms`.
+fn spawn_x(name: &str, landing: &Path, interval_ms: u64, logs: &Path) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mechanism-x"));
+    cmd.arg("--source")
+        .arg(&fixture().source)
+        .arg("--landing")
+        .arg(landing)
+        .args(["--chunk-rows", &CHUNK_ROWS.to_string()])
+        .args(["--interval-ms", &interval_ms.to_string()])
+        .env("NO_COLOR", "1");
+    Proc::spawn(name, cmd, logs)
+}
+
+// ---------------------------------------------------------------------------------------
+// What a run left behind.
+// ---------------------------------------------------------------------------------------
+
+fn read_options() -> PgOptions {
+    PgOptions {
+        reconnect_timeout: Duration::from_secs(10),
+        ..PgOptions::default()
+    }
+}
+
+/// Committed epochs, 0 while the store is not readable yet (not created, not migrated).
+fn committed_epochs(url: &str) -> usize {
+    let options = PgOptions {
+        reconnect_timeout: Duration::from_secs(1),
+        ..PgOptions::default()
+    };
+    state::open(url, &options)
+        .and_then(|mut s| s.epoch_rows())
+        .map_or(0, |rows| rows.len())
+}
+
+/// The state tables and every file of the output location.
+#[derive(Clone, Debug)]
+struct Snapshot {
+    ledger: Vec<LedgerRow>,
+    counts: Vec<(String, i64)>,
+    epochs: Vec<EpochRow>,
+    /// Relative path → bytes, temporary files excluded.
+    files: BTreeMap<String, Vec<u8>>,
+    /// Left-over temporary files (`.tmp-*`) of interrupted writes.
+    temp_files: Vec<String>,
+}
+
+impl Snapshot {
+    fn take(url: &str, output: &Path) -> Snapshot {
+        let mut store = state::open(url, &read_options())
+            .unwrap_or_else(|e| panic!("opening {url} to read it: {e}"));
+        let mut files = BTreeMap::new();
+        let mut temp_files = Vec::new();
+        collect_files(output, output, &mut files, &mut temp_files);
+        Snapshot {
+            ledger: store.ledger().expect("read ledger"),
+            counts: store.merchant_counts().expect("read counts"),
+            epochs: store.epoch_rows().expect("read epochs"),
+            files,
+            temp_files,
+        }
+    }
+
+    /// The comparable text of every part, with or without the run's times.
+    fn view(&self, times: bool) -> BTreeMap<String, Vec<String>> {
+        let mut parts = BTreeMap::new();
+        parts.insert(
+            "detections table".to_string(),
+            self.ledger
+                .iter()
+                .map(|r| {
+                    let mut s = format!(
+                        "seq={} epoch={} {} {} customer={:?} merchant={} file_seq={:?}",
+                        r.seq,
+                        r.epoch,
+                        r.pattern_id,
+                        r.action_type,
+                        r.customer_name,
+                        r.merchant_id,
+                        r.file_seq
+                    );
+                    if times {
+                        s += &format!(" y_start={} detected={}", r.y_start_time, r.detection_time);
+                    }
+                    s
+                })
+                .collect(),
+        );
+        parts.insert(
+            "merchant_transaction_counts table".to_string(),
+            self.counts
+                .iter()
+                .map(|(m, n)| format!("{m} {n}"))
+                .collect(),
+        );
+        parts.insert(
+            "epochs table".to_string(),
+            self.epochs
+                .iter()
+                .map(|e| {
+                    let mut s = format!(
+                        "{} {} {} {}",
+                        e.epoch, e.chunk_key, e.rows_accepted, e.rows_rejected
+                    );
+                    if times {
+                        s += &format!(" {}", e.committed_at);
+                    }
+                    s
+                })
+                .collect(),
+        );
+        parts.insert(
+            "output file names".to_string(),
+            self.files.keys().cloned().collect(),
+        );
+        for (name, bytes) in &self.files {
+            let text = String::from_utf8_lossy(bytes);
+            let lines = if name.starts_with("detections-") && !times {
+                text.lines()
+                    .map(|l| l.splitn(3, ',').nth(2).unwrap_or("").to_string())
+                    .collect()
+            } else {
+                // Byte-identical: keep the exact bytes (line ends included).
+                text.split_inclusive('\n').map(str::to_string).collect()
+            };
+            parts.insert(format!("file {name}"), lines);
+        }
+        parts
+    }
+
+    /// The files are exactly the ledger, 50 rows a file, every row written.
+    fn check_consistent(&self, what: &str) {
+        let n = self.ledger.len();
+        let detection_files: Vec<&String> = self
+            .files
+            .keys()
+            .filter(|k| k.starts_with("detections-"))
+            .collect();
+        assert_eq!(
+            detection_files.len(),
+            n.div_ceil(50),
+            "{what}: detection files"
+        );
+        for (i, name) in detection_files.iter().enumerate() {
+            assert_eq!(**name, format!("detections-{i:06}.csv"), "{what}");
+            let text = String::from_utf8(self.files[*name].clone()).unwrap();
+            let mut lines = text.lines();
+            assert_eq!(
+                lines.next(),
+                Some("YStartTime,detectionTime,patternId,ActionType,customerName,MerchantId"),
+                "{what}: {name} header"
+            );
+            let want: Vec<String> = self.ledger[i * 50..((i + 1) * 50).min(n)]
+                .iter()
+                .map(|r| {
+                    assert_eq!(
+                        r.file_seq,
+                        Some(i as u64),
+                        "{what}: file_seq of seq {}",
+                        r.seq
+                    );
+                    format!(
+                        "{},{},{},{},{},{}",
+                        r.y_start_time,
+                        r.detection_time,
+                        r.pattern_id,
+                        r.action_type,
+                        r.customer_name,
+                        r.merchant_id
+                    )
+                })
+                .collect();
+            let got: Vec<&str> = lines.collect();
+            assert_eq!(got, want, "{what}: {name} vs the ledger");
+        }
+    }
+}
+
+fn collect_files(
+    root: &Path,
+    dir: &Path,
+    files: &mut BTreeMap<String, Vec<u8>>,
+    temp_files: &mut Vec<String>,
+) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            collect_files(root, &path, files, temp_files);
+            continue;
+        }
+        let name = path
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"))
+        {
+            temp_files.push(name);
+        } else {
+            files.insert(name, fs::read(&path).unwrap());
+        }
+    }
+}
+
+/// Fails with the first difference between `got` and `want`.
+fn assert_same(got: &Snapshot, want: &Snapshot, times: bool, what: &str) {
+    let (g, w) = (got.view(times), want.view(times));
+    for key in w.keys().chain(g.keys()) {
+        let (gl, wl) = (
+            g.get(key).map(Vec::as_slice).unwrap_or(&[]),
+            w.get(key).map(Vec::as_slice).unwrap_or(&[]),
+        );
+        if gl == wl {
+            continue;
+        }
+        let i = gl.iter().zip(wl).take_while(|(a, b)| a == b).count();
+        panic!(
+            "{what}: {key} differs from the uninterrupted run at line {i} ({} vs {} lines):\n  \
+             got:  {:?}\n  want: {:?}",
+            gl.len(),
+            wl.len(),
+            gl.get(i),
+            wl.get(i)
+        );
+    }
+    got.check_consistent(what);
+}
+
+/// What a store interrupted at an arbitrary point holds must be a committed prefix of the
+/// uninterrupted run: whole epochs, their ledger rows, and the counters of exactly those
+/// epochs (from the reference parser). Returns the number of committed epochs.
+fn check_prefix(url: &str, what: &str) -> usize {
+    let fx = fixture();
+    let mut store = state::open(url, &read_options()).unwrap();
+    let epochs = store.epoch_rows().unwrap();
+    let n = epochs.len();
+    for (got, want) in epochs.iter().zip(&fx.baseline.epochs) {
+        assert_eq!(
+            (
+                got.epoch,
+                &got.chunk_key,
+                got.rows_accepted,
+                got.rows_rejected
+            ),
+            (
+                want.epoch,
+                &want.chunk_key,
+                want.rows_accepted,
+                want.rows_rejected
+            ),
+            "{what}: progress rows are not a prefix of the uninterrupted run's"
+        );
+    }
+    let ledger = store.ledger().unwrap();
+    let want: Vec<&LedgerRow> = fx
+        .baseline
+        .ledger
+        .iter()
+        .filter(|r| r.epoch < n as u64)
+        .collect();
+    assert_eq!(
+        ledger.len(),
+        want.len(),
+        "{what}: ledger rows after {n} epochs"
+    );
+    for (got, want) in ledger.iter().zip(want) {
+        let key = |r: &LedgerRow| {
+            (
+                r.seq,
+                r.epoch,
+                r.pattern_id.clone(),
+                r.customer_name.clone(),
+                r.merchant_id.clone(),
+            )
+        };
+        assert_eq!(key(got), key(want), "{what}: ledger row");
+        assert!(
+            got.file_seq.is_none() || got.file_seq == want.file_seq,
+            "{what}: file_seq of seq {}",
+            got.seq
+        );
+    }
+    let counts: BTreeMap<String, i64> = store.merchant_counts().unwrap().into_iter().collect();
+    let want = if n == 0 {
+        BTreeMap::new()
+    } else {
+        fx.counts_after[n - 1].clone()
+    };
+    assert_eq!(counts, want, "{what}: merchant counts after {n} epochs");
+    n
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. kill -9 at seeded random points.
+// ---------------------------------------------------------------------------------------
+
+/// Where a SIGKILL landed, judged from what the process left behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum KillPoint {
+    /// The process committed nothing: starting up or replaying committed epochs.
+    StartupOrRecovery,
+    /// Between commits: computing (or waiting for) the next epoch.
+    BetweenEpochs,
+    /// The next epoch's rejects file was written by this process but the epoch is not
+    /// committed: inside `commit` (before or during the state-store transaction).
+    InCommit,
+    /// The epoch committed but a due detection file was not written or not yet marked.
+    AfterCommitBeforeFile,
+    /// Every epoch committed: ending the stream.
+    Ending,
+    /// The process finished before the kill time.
+    NotKilled,
+}
+
+fn classify(
+    url: &str,
+    output: &Path,
+    before: usize,
+    n: usize,
+    spawned_at: SystemTime,
+) -> KillPoint {
+    let fx = fixture();
+    let mut store = state::open(url, &read_options()).unwrap();
+    let ledger = store.ledger().unwrap();
+    if let Some(first) = ledger.iter().find(|r| r.file_seq.is_none()) {
+        let file_start = first.seq / 50 * 50;
+        if ledger.len() as u64 - file_start >= 50 {
+            return KillPoint::AfterCommitBeforeFile;
+        }
+    }
+    if n as u64 == fx.chunks {
+        return KillPoint::Ending;
+    }
+    if fresh(
+        &output.join("rejects").join(chunk_name(n as u64)),
+        spawned_at,
+    ) {
+        KillPoint::InCommit
+    } else if n == before {
+        KillPoint::StartupOrRecovery
+    } else {
+        KillPoint::BetweenEpochs
+    }
+}
+
+fn crash_seed() -> u64 {
+    std::env::var("TXFLOW_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(DEFAULT_CRASH_SEED)
+}
+
+/// How a kill time is chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// A random delay within the uninterrupted run's duration.
+    Timed,
+    /// As soon as the rejects file of a random not-yet-committed chunk is (re)written by this
+    /// process: the writer is inside `commit`, the state-store transaction about to run or
+    /// running.
+    CommitWindow,
+    /// As soon as this process starts writing a random not-yet-complete detection file (its
+    /// temporary file appears, or the file itself is rewritten): after the epoch's commit,
+    /// before the writer records the file in the ledger.
+    FileWindow,
+}
+
+/// Whether `path` was (re)written after `since`.
+fn fresh(path: &Path, since: SystemTime) -> bool {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t >= since)
+}
+
+/// Whether process `pid` is writing `path` (its temporary file exists; see the local store).
+fn being_written(path: &Path, pid: u32) -> bool {
+    let prefix = format!(
+        ".tmp-{}-{pid}-",
+        path.file_name().unwrap().to_string_lossy()
+    );
+    fs::read_dir(path.parent().unwrap()).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+    })
+}
+
+/// One trial: a SIGKILL per entry of `modes`, then restarts until a run exits 0; the result
+/// must equal the uninterrupted run's, and after every kill the store must hold a committed
+/// prefix of it.
+fn crash_trial(
+    name: &str,
+    url: &str,
+    seed: u64,
+    workers: usize,
+    modes: &[Mode],
+    tally: &mut Vec<KillPoint>,
+) {
+    let fx = fixture();
+    let dir = test_dir(name);
+    let output = dir.join("out");
+    let logs = dir.join("logs");
+    let workers = workers.to_string();
+    let extra = ["-w", workers.as_str()];
+    let mut rng = SplitMix64::new(seed);
+    let files = fx.baseline.ledger.len().div_ceil(50) as u64;
+    let mut points = Vec::new();
+    for (attempt, mode) in modes.iter().enumerate() {
+        let before = committed_epochs(url);
+        let target = match mode {
+            Mode::Timed => None,
+            Mode::CommitWindow => Some(
+                output
+                    .join("rejects")
+                    .join(chunk_name(rng.range(before as u64, fx.chunks - 1))),
+            ),
+            Mode::FileWindow => {
+                let written = fx
+                    .baseline
+                    .ledger
+                    .iter()
+                    .filter(|r| r.epoch < before as u64)
+                    .count() as u64
+                    / 50;
+                Some(output.join(format!(
+                    "detections-{:06}.csv",
+                    rng.range(written, files - 1)
+                )))
+            }
+        };
+        let fraction = 0.02 + 0.88 * rng.below(10_000) as f64 / 10_000.0;
+        let mut p = Proc::spawn(
+            &format!("{name}-{attempt}"),
+            y(&fx.landing, &output, url, &extra),
+            &logs,
+        );
+        let started = Instant::now();
+        let exited = match &target {
+            None => p.wait_for(fx.baseline_wall.mul_f64(fraction)),
+            Some(path) => loop {
+                if fresh(path, p.spawned_at) || being_written(path, p.child.id()) {
+                    break None;
+                }
+                if let Some(status) = p.child.try_wait().expect("try_wait") {
+                    break Some(status);
+                }
+                assert!(
+                    started.elapsed() < RUN_LIMIT,
+                    "{name}: {} never written",
+                    path.display()
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            },
+        };
+        let at = started.elapsed();
+        let what = match &target {
+            None => format!("{mode:?} {at:.2?}"),
+            Some(path) => format!(
+                "{mode:?} {} at {at:.2?}",
+                path.file_name().unwrap().to_string_lossy()
+            ),
+        };
+        if let Some(status) = exited {
+            assert!(
+                status.success(),
+                "{name}: run {attempt} failed ({status}):\n{}",
+                p.tail()
+            );
+            points.push((what, KillPoint::NotKilled, before, before));
+            break;
+        }
+        p.kill9();
+        let n = check_prefix(url, &format!("{name} after kill {attempt}"));
+        let point = classify(url, &output, before, n, p.spawned_at);
+        points.push((what, point, before, n));
+    }
+    let mut last = Proc::spawn(
+        &format!("{name}-final"),
+        y(&fx.landing, &output, url, &extra),
+        &logs,
+    );
+    last.expect_success(RUN_LIMIT);
+    let got = Snapshot::take(url, &output);
+    assert_same(&got, &fx.baseline, false, name);
+    eprintln!(
+        "[{name}] seed {seed:#x}, -w {workers}: {}{}",
+        points
+            .iter()
+            .map(|(w, p, b, n)| format!("kill {w} → {p:?} (epochs {b}→{n})"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        if got.temp_files.is_empty() {
+            String::new()
+        } else {
+            format!("; left-over temp files: {:?}", got.temp_files)
+        }
+    );
+    tally.extend(points.iter().map(|p| p.1));
+}
+
+fn report_tally(what: &str, tally: &[KillPoint]) {
+    let mut counts = BTreeMap::<KillPoint, usize>::new();
+    for p in tally {
+        *counts.entry(*p).or_default() += 1;
+    }
+    eprintln!("[{what}] {} kill points: {counts:?}", tally.len());
+}
+
+#[test]
+fn kill9_at_random_times_postgres() {
+    let seed = crash_seed();
+    let mut rng = SplitMix64::new(seed);
+    let mut tally = Vec::new();
+    // Six trials of 1–3 kills at random times, the last with two workers.
+    for trial in 0..6u64 {
+        let modes = vec![Mode::Timed; rng.range(1, 3) as usize];
+        let url = fresh_database_url(&format!("crash{trial}"));
+        let workers = if trial == 5 { 2 } else { 1 };
+        crash_trial(
+            &format!("pg-crash-{trial}"),
+            &url,
+            seed.wrapping_add(trial),
+            workers,
+            &modes,
+            &mut tally,
+        );
+    }
+    report_tally("postgres kill -9 at random times", &tally);
+}
+
+/// Random times rarely hit the short commit and file-writing windows: aim at them.
+#[test]
+fn kill9_in_commit_and_file_windows_postgres() {
+    let seed = crash_seed() ^ 0xc0317;
+    let mut tally = Vec::new();
+    for (trial, modes) in [
+        vec![Mode::CommitWindow; 3],
+        vec![Mode::FileWindow, Mode::FileWindow, Mode::CommitWindow],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let url = fresh_database_url(&format!("window{trial}"));
+        crash_trial(
+            &format!("pg-window-{trial}"),
+            &url,
+            seed.wrapping_add(trial as u64),
+            1,
+            modes,
+            &mut tally,
+        );
+    }
+    report_tally("postgres kill -9 in the commit/file windows", &tally);
+}
+
+#[test]
+fn kill9_at_random_points_sqlite() {
+    let dir = test_dir("sqlite-crash-store");
+    let url = sqlite_url(&dir.join("state.db"));
+    let mut tally = Vec::new();
+    let modes = [
+        Mode::Timed,
+        Mode::CommitWindow,
+        Mode::FileWindow,
+        Mode::Timed,
+    ];
+    crash_trial(
+        "sqlite-crash",
+        &url,
+        crash_seed() ^ 0x5117e,
+        1,
+        &modes,
+        &mut tally,
+    );
+    report_tally("sqlite kill -9", &tally);
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. PostgreSQL restarted under a live run; down longer than the reconnect bound.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn postgres_restart_mid_run_and_outage_beyond_the_bound() {
+    let fx = fixture();
+    let dir = test_dir("pg-restart");
+    let logs = dir.join("logs");
+    let server = PgServer::new();
+
+    // A short outage while Y follows X: Y reconnects and finishes.
+    let url = server.fresh_database_url("restart");
+    let landing = dir.join("landing");
+    let mut x = spawn_x("x", &landing, 100, &logs);
+    let output = dir.join("out-short");
+    let mut yp = Proc::spawn("short-outage", y(&landing, &output, &url, &[]), &logs);
+    yp.wait_until(Duration::from_secs(60), "5 committed epochs", || {
+        committed_epochs(&url) >= 5
+    });
+    let stopped = Instant::now();
+    server.stop();
+    std::thread::sleep(Duration::from_millis(1500));
+    server.start();
+    let down = stopped.elapsed();
+    yp.expect_success(RUN_LIMIT);
+    x.expect_success(Duration::from_secs(60));
+    let text = yp.stderr_text();
+    assert!(
+        text.contains("reconnect"),
+        "Y never noticed the outage:\n{}",
+        yp.tail()
+    );
+    let got = Snapshot::take(&url, &output);
+    assert_same(&got, &fx.baseline, false, "PostgreSQL restarted mid-run");
+
+    // Down longer than --pg-reconnect-timeout: a clear one-line failure, then a restart
+    // (once PostgreSQL is back) finishes with the same results.
+    let url = server.fresh_database_url("outage");
+    let output = dir.join("out-long");
+    let extra = ["--pg-reconnect-timeout", "2"];
+    let mut yp = Proc::spawn("long-outage", y(&fx.landing, &output, &url, &extra), &logs);
+    yp.wait_until(Duration::from_secs(60), "5 committed epochs", || {
+        committed_epochs(&url) >= 5
+    });
+    let stopped = Instant::now();
+    server.stop();
+    let status = yp.expect_exit(Duration::from_secs(60));
+    let gave_up = stopped.elapsed();
+    assert!(!status.success(), "Y must fail while PostgreSQL is down");
+    let text = yp.stderr_text();
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    assert!(
+        last.starts_with("error: ") && last.contains("unreachable"),
+        "want a one-line 'unreachable' error last, got:\n{}",
+        yp.tail()
+    );
+    assert!(
+        !text.contains("panicked") && !text.contains("stack backtrace"),
+        "a panic:\n{text}"
+    );
+    assert!(
+        gave_up >= Duration::from_secs(2),
+        "gave up after {gave_up:?}, before the 2 s bound"
+    );
+    server.start();
+    let mut yp = Proc::spawn("after-outage", y(&fx.landing, &output, &url, &extra), &logs);
+    yp.expect_success(RUN_LIMIT);
+    let got = Snapshot::take(&url, &output);
+    assert_same(&got, &fx.baseline, false, "restart after a long outage");
+    eprintln!(
+        "[pg-restart] short outage {down:.2?}: resumed; long outage: gave up after {gave_up:.2?} \
+         with: {last}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Backtests on both stores: identical, times included.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn backtest_is_identical_on_sqlite_and_postgres() {
+    let fx = fixture();
+    let dir = test_dir("backtest");
+    let logs = dir.join("logs");
+    let pg_url = fresh_database_url("backtest");
+    let lite_url = sqlite_url(&dir.join("state.db"));
+    let mut pg = Proc::spawn(
+        "replay-pg",
+        y(&fx.landing, &dir.join("out-pg"), &pg_url, &["--replay"]),
+        &logs,
+    );
+    let mut lite = Proc::spawn(
+        "replay-sqlite",
+        y(
+            &fx.landing,
+            &dir.join("out-sqlite"),
+            &lite_url,
+            &["--replay"],
+        ),
+        &logs,
+    );
+    pg.expect_success(RUN_LIMIT);
+    lite.expect_success(RUN_LIMIT);
+    let pg = Snapshot::take(&pg_url, &dir.join("out-pg"));
+    let lite = Snapshot::take(&lite_url, &dir.join("out-sqlite"));
+    assert_same(&pg, &lite, true, "PostgreSQL vs SQLite backtest");
+    assert_same(&pg, &fx.baseline, false, "backtest vs live run");
+    // Backtest times come from the landing store: chunk 0's mtime starts the run.
+    let first_mtime = fs::metadata(fx.landing.join(chunk_name(0)))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let ms = first_mtime
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert_eq!(pg.ledger[0].y_start_time, common::streams::format_ist(ms));
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. Two processes on one store.
+// ---------------------------------------------------------------------------------------
+
+fn second_writer_is_refused(name: &str, url: &str) {
+    let fx = fixture();
+    let dir = test_dir(name);
+    let logs = dir.join("logs");
+    let output = dir.join("out");
+    let mut first = Proc::spawn("first", y(&fx.landing, &output, url, &[]), &logs);
+    first.wait_until(Duration::from_secs(60), "a committed epoch", || {
+        committed_epochs(url) >= 1
+    });
+    // Same store, same output location: the mistake an operator would make.
+    let mut second = Proc::spawn("second", y(&fx.landing, &output, url, &[]), &logs);
+    let status = second.expect_exit(Duration::from_secs(60));
+    assert!(!status.success(), "{name}: the second process must fail");
+    let text = second.stderr_text();
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    assert!(
+        last.starts_with("error: ") && last.contains("another mechanism-y"),
+        "{name}: want a one-line 'another mechanism-y' error, got:\n{text}"
+    );
+    assert!(
+        last.matches("session pid").count() <= 1,
+        "{name}: the message names sessions that do not hold this store: {last}"
+    );
+    assert!(
+        first.wait_for(Duration::ZERO).is_none(),
+        "{name}: the first process must still be running"
+    );
+    first.expect_success(RUN_LIMIT);
+    let got = Snapshot::take(url, &output);
+    assert_same(&got, &fx.baseline, false, name);
+    eprintln!("[{name}] second process refused with: {last}");
+}
+
+#[test]
+fn second_writer_is_refused_postgres() {
+    // The lease is per database: a holder of the same key in another database of the same
+    // server must neither block the run nor appear in the message.
+    let other = fresh_database_url("other_db");
+    let mut client = postgres::Client::connect(&other, postgres::NoTls).unwrap();
+    let locked: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
+        .unwrap()
+        .get(0);
+    assert!(locked);
+    second_writer_is_refused("two-writers-pg", &fresh_database_url("two_writers"));
+    drop(client);
+}
+
+#[test]
+fn second_writer_is_refused_sqlite() {
+    let dir = test_dir("two-writers-sqlite-store");
+    second_writer_is_refused("two-writers-sqlite", &sqlite_url(&dir.join("state.db")));
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. SIGTERM during a live run.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn sigterm_stops_promptly_and_a_restart_completes() {
+    let fx = fixture();
+    let dir = test_dir("sigterm");
+    let logs = dir.join("logs");
+    let url = fresh_database_url("sigterm");
+    let landing = dir.join("landing");
+    let output = dir.join("out");
+    let mut x = spawn_x("x", &landing, 100, &logs);
+    let mut yp = Proc::spawn("y", y(&landing, &output, &url, &["-w", "2"]), &logs);
+    yp.wait_until(Duration::from_secs(60), "3 committed epochs", || {
+        committed_epochs(&url) >= 3
+    });
+    let sent = Instant::now();
+    yp.signal(libc::SIGTERM);
+    let status = yp.expect_exit(Duration::from_secs(20));
+    let took = sent.elapsed();
+    assert!(
+        status.success(),
+        "SIGTERM must exit 0, got {status}:\n{}",
+        yp.tail()
+    );
+    let n = check_prefix(&url, "after SIGTERM");
+    assert!(
+        (n as u64) < fx.chunks,
+        "the run ended before SIGTERM took effect"
+    );
+    let mut yp = Proc::spawn("y-restart", y(&landing, &output, &url, &["-w", "2"]), &logs);
+    yp.expect_success(RUN_LIMIT);
+    x.expect_success(Duration::from_secs(60));
+    let got = Snapshot::take(&url, &output);
+    assert_same(&got, &fx.baseline, false, "SIGTERM then restart");
+    eprintln!("[sigterm] exited 0 in {took:.2?} with {n} epochs committed; restart completed");
+}
