@@ -10,8 +10,13 @@ use crate::objectstore::S3Options;
 
 /// Logs go to stderr; `RUST_LOG` overrides the default level (`info`).
 pub fn init_logging() {
+    init_logging_at("info")
+}
+
+/// As [`init_logging`] with another default level.
+pub fn init_logging_at(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -770,6 +770,12 @@ mod cluster {
                         ),
                         None => format!("cluster peer lost ({message}); {RESTART_HINT}"),
                     }
+                } else if let Some(p) = peer {
+                    // E.g. processes started with different -w: timely's framing breaks.
+                    format!(
+                        "cluster communication with process {p} broke ({message}); every \
+                         process must run with the same -n, -w and hostfile; {RESTART_HINT}"
+                    )
                 } else {
                     // A bug rather than a lost peer: keep the location and backtrace.
                     previous(info);

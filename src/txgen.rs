@@ -1376,7 +1376,7 @@ fn push_amount(buf: &mut Vec<u8>, cents: i64) {
     buf.push(b'.');
     let frac = cents % 100;
     buf.push(b'0' + (frac / 10) as u8);
-    if frac % 10 != 0 {
+    if !frac.is_multiple_of(10) {
         buf.push(b'0' + (frac % 10) as u8);
     }
 }
@@ -1391,7 +1391,7 @@ fn push_weight(buf: &mut Vec<u8>, micro: i64) {
     buf.push(b'.');
     let mut frac = v % 1_000_000;
     let mut digits = 6;
-    while digits > 1 && frac % 10 == 0 {
+    while digits > 1 && frac.is_multiple_of(10) {
         frac /= 10;
         digits -= 1;
     }

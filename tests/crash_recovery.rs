@@ -68,7 +68,7 @@ struct Fixture {
     /// Complete landing directory (X at full speed).
     landing: PathBuf,
     chunks: u64,
-    /// `N(m)` after each epoch, from the reference parser.
+    /// `N(m)` after each epoch, counted from the chunks.
     counts_after: Vec<BTreeMap<String, i64>>,
     /// The uninterrupted live run on PostgreSQL.
     baseline: Snapshot,
@@ -103,8 +103,9 @@ fn build_fixture() -> Fixture {
     assert!(x.complete);
     let chunks = x.chunks_total;
 
-    // The baseline: one uninterrupted live run on PostgreSQL; the independent expectation
-    // is computed meanwhile.
+    // The baseline: one uninterrupted live run on PostgreSQL, alone on the machine (its
+    // duration scales the random kill times). `baseline_agrees_with_the_independent_reference`
+    // checks it against the reference implementation.
     let url = fresh_database_url("baseline");
     let out = root.join("baseline-out");
     let t0 = Instant::now();
@@ -113,37 +114,67 @@ fn build_fixture() -> Fixture {
         y_command(&landing, &importance, &out, &url, &[]),
         &root.join("logs"),
     );
-    let chunk_bytes: Vec<(u64, Vec<u8>)> = (0..chunks)
-        .map(|k| (k, fs::read(landing.join(chunk_name(k))).unwrap()))
-        .collect();
-    let importance_bytes = fs::read(&importance).unwrap();
-    let (expected, reference_time, baseline_wall) = std::thread::scope(|scope| {
-        let reference = scope.spawn(|| {
-            let t0 = Instant::now();
-            let e = reference::expected(&chunk_bytes, &importance_bytes, &thresholds());
-            (e, t0.elapsed())
-        });
-        y.expect_success(RUN_LIMIT);
-        let baseline_wall = t0.elapsed();
-        let (expected, reference_time) = reference.join().expect("reference panicked");
-        (expected, reference_time, baseline_wall)
-    });
-    let mut counts_after = Vec::new();
-    let mut running = BTreeMap::<String, i64>::new();
-    for (k, outcome) in &expected.chunks {
-        assert!(
-            !outcome.rejected_lines.is_empty(),
-            "chunk {k} has no bad row: the commit-window classification needs one per chunk"
-        );
-        for txn in &outcome.accepted {
-            *running.entry(txn.merchant.clone()).or_default() += 1;
-        }
-        counts_after.push(running.clone());
-    }
+    y.expect_success(RUN_LIMIT);
+    let baseline_wall = t0.elapsed();
     let baseline = Snapshot::take(&url, &out);
     baseline.check_consistent("baseline");
+    let patterns: std::collections::BTreeSet<&str> = baseline
+        .ledger
+        .iter()
+        .map(|r| r.pattern_id.as_str())
+        .collect();
+    assert_eq!(patterns.len(), 3, "every pattern must fire: {patterns:?}");
+    assert!(baseline.ledger.len() > 100, "want several detection files");
 
-    // The baseline against the reference.
+    // N(m) after each epoch, counted directly from the chunks: every record but the injected
+    // bad ones is accepted.
+    let mut counts_after = Vec::new();
+    let mut running = BTreeMap::<String, i64>::new();
+    for k in 0..chunks {
+        let text = fs::read_to_string(landing.join(chunk_name(k))).unwrap();
+        let mut bad = 0;
+        for line in text.lines().skip(1) {
+            if BAD_ROWS.contains(&line) {
+                bad += 1;
+                continue;
+            }
+            let merchant = line.split(',').nth(5).unwrap().trim_matches('\'');
+            *running.entry(merchant.to_string()).or_default() += 1;
+        }
+        assert!(
+            bad > 0,
+            "chunk {k} has no bad row: the commit-window classification needs one per chunk"
+        );
+        counts_after.push(running.clone());
+    }
+    eprintln!(
+        "[fixture] {chunks} chunks, {} detections; baseline run {baseline_wall:.2?}, fixture {:.1?}",
+        baseline.ledger.len(),
+        started.elapsed()
+    );
+    Fixture {
+        root,
+        source,
+        importance,
+        landing,
+        chunks,
+        counts_after,
+        baseline,
+        baseline_wall,
+    }
+}
+
+/// The baseline every other test compares with is right: its ledger, counters, progress rows
+/// and rejects files agree with the independent reference implementation.
+#[test]
+fn baseline_agrees_with_the_independent_reference() {
+    let fx = fixture();
+    let chunks: Vec<(u64, Vec<u8>)> = (0..fx.chunks)
+        .map(|k| (k, fs::read(fx.landing.join(chunk_name(k))).unwrap()))
+        .collect();
+    let t0 = Instant::now();
+    let expected = reference::expected(&chunks, &fs::read(&fx.importance).unwrap(), &thresholds());
+    let baseline = &fx.baseline;
     let ledger: Vec<(u64, String, String, String)> = baseline
         .ledger
         .iter()
@@ -184,54 +215,37 @@ fn build_fixture() -> Fixture {
             .collect();
         assert_eq!(lines, outcome.rejected_lines, "rejected lines of chunk {k}");
     }
-    let patterns: std::collections::BTreeSet<&str> = baseline
-        .ledger
-        .iter()
-        .map(|r| r.pattern_id.as_str())
-        .collect();
-    assert_eq!(patterns.len(), 3, "every pattern must fire: {patterns:?}");
-    assert!(baseline.ledger.len() > 100, "want several detection files");
-
     eprintln!(
-        "[fixture] {chunks} chunks, {} detections ({ties:?}), {} rejected rows; reference {:.1?}, \
-         baseline run {:.1?}, fixture {:.1?}",
-        baseline.ledger.len(),
+        "[reference] {} detections agree ({ties:?}), {} rejected rows; reference took {:.1?}",
+        ledger.len(),
         expected.total_rejected(),
-        reference_time,
-        baseline_wall,
-        started.elapsed()
+        t0.elapsed()
     );
-    Fixture {
-        root,
-        source,
-        importance,
-        landing,
-        chunks,
-        counts_after,
-        baseline,
-        baseline_wall,
-    }
 }
 
 fn chunk_name(k: u64) -> String {
     format!("chunk-{k:06}.csv")
 }
 
+/// The injected bad records: bad amount, negative amount, wrong field count, exponent, empty
+/// merchant.
+const BAD_ROWS: [&str; 5] = [
+    "12,'C1000000001','2','F','28007','M348934600','28007','es_transportation',abc,0",
+    "12,'C1000000001','2','F','28007','M348934600','28007','es_transportation',-4.55,0",
+    "12,'C1000000001','2','F','28007','M348934600'",
+    "12,'C1000000001','2','F','28007','M348934600','28007','es_transportation',1e3,0",
+    "12,'C1000000001','2','F','28007','','28007','es_transportation',4.55,0",
+];
+
 /// Rewrites `transactions.csv` with a bad record after every `BAD_EVERY` good ones and one at
-/// the end (bad amount, negative amount, wrong field count, exponent, empty merchant).
+/// the end.
 fn inject_bad_rows(source: &Path) {
     let text = fs::read_to_string(source).unwrap();
     let mut lines = text.lines();
     let mut out = String::with_capacity(text.len() + 4096);
     out.push_str(lines.next().unwrap());
     out.push('\n');
-    let bad = [
-        "12,'C1000000001','2','F','28007','M348934600','28007','es_transportation',abc,0",
-        "12,'C1000000001','2','F','28007','M348934600','28007','es_transportation',-4.55,0",
-        "12,'C1000000001','2','F','28007','M348934600'",
-        "12,'C1000000001','2','F','28007','M348934600','28007','es_transportation',1e3,0",
-        "12,'C1000000001','2','F','28007','','28007','es_transportation',4.55,0",
-    ];
+    let bad = BAD_ROWS;
     let mut n = 0;
     for (i, line) in lines.enumerate() {
         out.push_str(line);
@@ -421,8 +435,9 @@ fn y(landing: &Path, output: &Path, state: &str, extra: &[&str]) -> Command {
     y_command(landing, &fixture().importance, output, state, extra)
 }
 
-/// `mechanism-x` writing the fixture's source into `landing`, one chunk per `interval_ms`.
-fn spawn_x(name: &str, landing: &Path, interval_ms: u64, logs: &Path) -> Proc {
+/// `mechanism-x` writing the fixture's source into `landing`, one chunk per `interval_ms`
+/// (resuming after the chunks already there).
+fn spawn_x(name: &str, landing: &Path, interval_ms: u64, extra: &[&str], logs: &Path) -> Proc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mechanism-x"));
     cmd.arg("--source")
         .arg(&fixture().source)
@@ -430,6 +445,7 @@ fn spawn_x(name: &str, landing: &Path, interval_ms: u64, logs: &Path) -> Proc {
         .arg(landing)
         .args(["--chunk-rows", &CHUNK_ROWS.to_string()])
         .args(["--interval-ms", &interval_ms.to_string()])
+        .args(extra)
         .env("NO_COLOR", "1");
     Proc::spawn(name, cmd, logs)
 }
@@ -729,8 +745,9 @@ enum KillPoint {
     StartupOrRecovery,
     /// Between commits: computing (or waiting for) the next epoch.
     BetweenEpochs,
-    /// The next epoch's rejects file was written by this process but the epoch is not
-    /// committed: inside `commit` (before or during the state-store transaction).
+    /// The next epoch's rejects file was (being) written by this process but the epoch is not
+    /// committed: inside `commit` (writing the rejects file, or before or during the
+    /// state-store transaction).
     InCommit,
     /// The epoch committed but a due detection file was not written or not yet marked.
     AfterCommitBeforeFile,
@@ -745,6 +762,7 @@ fn classify(
     output: &Path,
     before: usize,
     n: usize,
+    pid: u32,
     spawned_at: SystemTime,
 ) -> KillPoint {
     let fx = fixture();
@@ -759,10 +777,8 @@ fn classify(
     if n as u64 == fx.chunks {
         return KillPoint::Ending;
     }
-    if fresh(
-        &output.join("rejects").join(chunk_name(n as u64)),
-        spawned_at,
-    ) {
+    let rejects = output.join("rejects").join(chunk_name(n as u64));
+    if fresh(&rejects, spawned_at) || being_written(&rejects, pid) {
         KillPoint::InCommit
     } else if n == before {
         KillPoint::StartupOrRecovery
@@ -835,26 +851,26 @@ fn crash_trial(
     let mut points = Vec::new();
     for (attempt, mode) in modes.iter().enumerate() {
         let before = committed_epochs(url);
+        // The ledger rows of the committed epochs fill this many files.
+        let written = fx
+            .baseline
+            .ledger
+            .iter()
+            .filter(|r| r.epoch < before as u64)
+            .count() as u64
+            / 50;
         let target = match mode {
-            Mode::Timed => None,
-            Mode::CommitWindow => Some(
+            Mode::CommitWindow if (before as u64) < fx.chunks => Some(
                 output
                     .join("rejects")
                     .join(chunk_name(rng.range(before as u64, fx.chunks - 1))),
             ),
-            Mode::FileWindow => {
-                let written = fx
-                    .baseline
-                    .ledger
-                    .iter()
-                    .filter(|r| r.epoch < before as u64)
-                    .count() as u64
-                    / 50;
-                Some(output.join(format!(
-                    "detections-{:06}.csv",
-                    rng.range(written, files - 1)
-                )))
-            }
+            Mode::FileWindow if written < files => Some(output.join(format!(
+                "detections-{:06}.csv",
+                rng.range(written, files - 1)
+            ))),
+            // Nothing left to aim at: a random time.
+            _ => None,
         };
         let fraction = 0.02 + 0.88 * rng.below(10_000) as f64 / 10_000.0;
         let mut p = Proc::spawn(
@@ -866,7 +882,9 @@ fn crash_trial(
         let exited = match &target {
             None => p.wait_for(fx.baseline_wall.mul_f64(fraction)),
             Some(path) => loop {
-                if fresh(path, p.spawned_at) || being_written(path, p.child.id()) {
+                if fresh(path, p.spawned_at)
+                    || (*mode == Mode::FileWindow && being_written(path, p.child.id()))
+                {
                     break None;
                 }
                 if let Some(status) = p.child.try_wait().expect("try_wait") {
@@ -899,7 +917,7 @@ fn crash_trial(
         }
         p.kill9();
         let n = check_prefix(url, &format!("{name} after kill {attempt}"));
-        let point = classify(url, &output, before, n, p.spawned_at);
+        let point = classify(url, &output, before, n, p.child.id(), p.spawned_at);
         points.push((what, point, before, n));
     }
     let mut last = Proc::spawn(
@@ -934,13 +952,12 @@ fn report_tally(what: &str, tally: &[KillPoint]) {
     eprintln!("[{what}] {} kill points: {counts:?}", tally.len());
 }
 
-#[test]
-fn kill9_at_random_times_postgres() {
+/// Trials `trials` of 1–3 kills at random times (trial 5 with two workers).
+fn timed_trials(trials: std::ops::Range<u64>) {
     let seed = crash_seed();
-    let mut rng = SplitMix64::new(seed);
     let mut tally = Vec::new();
-    // Six trials of 1–3 kills at random times, the last with two workers.
-    for trial in 0..6u64 {
+    for trial in trials.clone() {
+        let mut rng = SplitMix64::new(seed ^ (trial << 32));
         let modes = vec![Mode::Timed; rng.range(1, 3) as usize];
         let url = fresh_database_url(&format!("crash{trial}"));
         let workers = if trial == 5 { 2 } else { 1 };
@@ -953,7 +970,20 @@ fn kill9_at_random_times_postgres() {
             &mut tally,
         );
     }
-    report_tally("postgres kill -9 at random times", &tally);
+    report_tally(
+        &format!("postgres kill -9 at random times, trials {trials:?}"),
+        &tally,
+    );
+}
+
+#[test]
+fn kill9_at_random_times_postgres_trials_0_to_2() {
+    timed_trials(0..3);
+}
+
+#[test]
+fn kill9_at_random_times_postgres_trials_3_to_5() {
+    timed_trials(3..6);
 }
 
 /// Random times rarely hit the short commit and file-writing windows: aim at them.
@@ -1003,6 +1033,46 @@ fn kill9_at_random_points_sqlite() {
     report_tally("sqlite kill -9", &tally);
 }
 
+/// The window between an epoch's commit and its detection file is too short to hit with a
+/// signal: make the file impossible to write instead (a directory in its place), so the
+/// process dies right there, then check that a restart writes it from the ledger.
+#[test]
+fn detection_file_missing_after_commit_is_written_on_restart() {
+    let fx = fixture();
+    let dir = test_dir("file-blocked");
+    let logs = dir.join("logs");
+    let output = dir.join("out");
+    let url = fresh_database_url("file_blocked");
+    let blocker = output.join("detections-000001.csv");
+    fs::create_dir_all(blocker.join("in-the-way")).unwrap();
+    let mut yp = Proc::spawn("blocked", y(&fx.landing, &output, &url, &[]), &logs);
+    let status = yp.expect_exit(RUN_LIMIT);
+    assert!(!status.success(), "the file write cannot have succeeded");
+    let text = yp.stderr_text();
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    assert!(
+        last.starts_with("error: ") && last.contains("detections-000001.csv"),
+        "want a one-line error naming the file, got:\n{}",
+        yp.tail()
+    );
+    let n = check_prefix(&url, "after the failed file write");
+    assert_eq!(
+        classify(&url, &output, 0, n, yp.child.id(), yp.spawned_at),
+        KillPoint::AfterCommitBeforeFile,
+        "the epoch completing file 1 must be committed with its rows unwritten"
+    );
+    fs::remove_dir_all(&blocker).unwrap();
+    let mut yp = Proc::spawn("restart", y(&fx.landing, &output, &url, &[]), &logs);
+    yp.expect_success(RUN_LIMIT);
+    let got = Snapshot::take(&url, &output);
+    assert_same(&got, &fx.baseline, false, "file write failure then restart");
+    eprintln!("[file-blocked] died after committing {n} epochs with: {last}");
+}
+
 // ---------------------------------------------------------------------------------------
 // 2. PostgreSQL restarted under a live run; down longer than the reconnect bound.
 // ---------------------------------------------------------------------------------------
@@ -1017,7 +1087,7 @@ fn postgres_restart_mid_run_and_outage_beyond_the_bound() {
     // A short outage while Y follows X: Y reconnects and finishes.
     let url = server.fresh_database_url("restart");
     let landing = dir.join("landing");
-    let mut x = spawn_x("x", &landing, 100, &logs);
+    let mut x = spawn_x("x", &landing, 100, &[], &logs);
     let output = dir.join("out-short");
     let mut yp = Proc::spawn("short-outage", y(&landing, &output, &url, &[]), &logs);
     yp.wait_until(Duration::from_secs(60), "5 committed epochs", || {
@@ -1136,12 +1206,17 @@ fn second_writer_is_refused(name: &str, url: &str) {
     let dir = test_dir(name);
     let logs = dir.join("logs");
     let output = dir.join("out");
-    let mut first = Proc::spawn("first", y(&fx.landing, &output, url, &[]), &logs);
-    first.wait_until(Duration::from_secs(60), "a committed epoch", || {
-        committed_epochs(url) >= 1
+    let landing = dir.join("landing");
+    // The first process follows a landing store that stops at 10 chunks for now, so it is
+    // certainly still running (waiting) when the second one starts.
+    let mut x = spawn_x("x-first-10", &landing, 0, &["--max-chunks", "10"], &logs);
+    x.expect_success(Duration::from_secs(60));
+    let mut first = Proc::spawn("first", y(&landing, &output, url, &[]), &logs);
+    first.wait_until(Duration::from_secs(60), "10 committed epochs", || {
+        committed_epochs(url) >= 10
     });
     // Same store, same output location: the mistake an operator would make.
-    let mut second = Proc::spawn("second", y(&fx.landing, &output, url, &[]), &logs);
+    let mut second = Proc::spawn("second", y(&landing, &output, url, &[]), &logs);
     let status = second.expect_exit(Duration::from_secs(60));
     assert!(!status.success(), "{name}: the second process must fail");
     let text = second.stderr_text();
@@ -1154,6 +1229,13 @@ fn second_writer_is_refused(name: &str, url: &str) {
         last.starts_with("error: ") && last.contains("another mechanism-y"),
         "{name}: want a one-line 'another mechanism-y' error, got:\n{text}"
     );
+    if url.starts_with("sqlite://") {
+        let pid = first.child.id().to_string();
+        assert!(
+            last.contains(&pid),
+            "{name}: the message should name process {pid}: {last}"
+        );
+    }
     assert!(
         last.matches("session pid").count() <= 1,
         "{name}: the message names sessions that do not hold this store: {last}"
@@ -1162,6 +1244,9 @@ fn second_writer_is_refused(name: &str, url: &str) {
         first.wait_for(Duration::ZERO).is_none(),
         "{name}: the first process must still be running"
     );
+    // The rest of the stream: the first process finishes it.
+    let mut x = spawn_x("x-rest", &landing, 0, &[], &logs);
+    x.expect_success(Duration::from_secs(60));
     first.expect_success(RUN_LIMIT);
     let got = Snapshot::take(url, &output);
     assert_same(&got, &fx.baseline, false, name);
@@ -1201,7 +1286,7 @@ fn sigterm_stops_promptly_and_a_restart_completes() {
     let url = fresh_database_url("sigterm");
     let landing = dir.join("landing");
     let output = dir.join("out");
-    let mut x = spawn_x("x", &landing, 100, &logs);
+    let mut x = spawn_x("x", &landing, 100, &[], &logs);
     let mut yp = Proc::spawn("y", y(&landing, &output, &url, &["-w", "2"]), &logs);
     yp.wait_until(Duration::from_secs(60), "3 committed epochs", || {
         committed_epochs(&url) >= 3

@@ -556,6 +556,75 @@ fn mtime_ms(path: &Path) -> i64 {
         .as_millis() as i64
 }
 
+/// Kills the child on drop (a failed assertion must not leave it running).
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `command` to its end within `limit`: (exit code, stdout, stderr).
+fn run_child(mut command: Command, limit: Duration) -> (Option<i32>, String, String) {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut guard = ChildGuard(command.spawn().expect("spawn binary"));
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(guard.0.stdout.take().unwrap()));
+    let stderr = drain(Box::new(guard.0.stderr.take().unwrap()));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = guard.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "the binary hung for {limit:?}: {command:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (
+        status.code(),
+        stdout.join().unwrap(),
+        stderr.join().unwrap(),
+    )
+}
+
+/// A binary with the S3 endpoint and the test environment (credentials overridable).
+fn binary(name: &str, endpoint: &str, secret: &str, args: &[&str]) -> Command {
+    let path = match name {
+        "mechanism-x" => env!("CARGO_BIN_EXE_mechanism-x"),
+        "mechanism-y" => env!("CARGO_BIN_EXE_mechanism-y"),
+        _ => unreachable!(),
+    };
+    let mut command = Command::new(path);
+    command
+        .args(args)
+        .args(["--s3-endpoint", endpoint])
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_REGION", common::s3::REGION)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("AWS_ENDPOINT_URL_S3")
+        .env_remove("RUST_LOG");
+    command
+}
+
 // ------------------------------------------------------------------------------------------
 // 1. X then Y, everything in buckets
 // ------------------------------------------------------------------------------------------
@@ -750,79 +819,10 @@ fn pipeline_through_faulty_proxies_gives_the_fault_free_output() {
 // 5. Misconfiguration, from the binaries
 // ------------------------------------------------------------------------------------------
 
-/// Kills the child on drop (a failed assertion must not leave it running).
-struct ChildGuard(std::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Runs `command` to its end within [`CHILD_LIMIT`]: (exit code, stdout, stderr).
-fn run_child(mut command: Command) -> (Option<i32>, String, String) {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut guard = ChildGuard(command.spawn().expect("spawn binary"));
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = drain(Box::new(guard.0.stdout.take().unwrap()));
-    let stderr = drain(Box::new(guard.0.stderr.take().unwrap()));
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = guard.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < CHILD_LIMIT,
-            "the binary hung for {CHILD_LIMIT:?}: {command:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    (
-        status.code(),
-        stdout.join().unwrap(),
-        stderr.join().unwrap(),
-    )
-}
-
-/// A binary with the S3 endpoint and the test environment (credentials overridable).
-fn binary(name: &str, endpoint: &str, secret: &str, args: &[&str]) -> Command {
-    let path = match name {
-        "mechanism-x" => env!("CARGO_BIN_EXE_mechanism-x"),
-        "mechanism-y" => env!("CARGO_BIN_EXE_mechanism-y"),
-        _ => unreachable!(),
-    };
-    let mut command = Command::new(path);
-    command
-        .args(args)
-        .args(["--s3-endpoint", endpoint])
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", secret)
-        .env("AWS_REGION", common::s3::REGION)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env_remove("AWS_SESSION_TOKEN")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_ENDPOINT_URL")
-        .env_remove("AWS_ENDPOINT_URL_S3")
-        .env_remove("RUST_LOG");
-    command
-}
-
 /// Fails unless the binary failed fast with one error line on stderr holding `needles`.
 fn assert_clear_failure(what: &str, command: Command, needles: &[&str]) {
     let started = Instant::now();
-    let (code, stdout, stderr) = run_child(command);
+    let (code, stdout, stderr) = run_child(command, CHILD_LIMIT);
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(
         code.is_some_and(|c| c != 0),
@@ -979,27 +979,41 @@ fn replay_from_s3_is_byte_identical_for_any_worker_count() {
         .put("_COMPLETE", CHUNKS.to_string().as_bytes())
         .unwrap();
 
-    let mut runs = Vec::new();
-    for workers in [1, 3] {
-        let state = work.path().join(format!("w{workers}.db"));
-        let output = format!("s3://output/w{workers}");
-        let mut opts = y_options(
-            "s3://landing/hist",
-            &importance,
-            &output,
-            &state,
-            server.options(),
-        );
-        opts.replay = Some(ReplayRange::default());
-        opts.timely.workers = workers;
-        let summary = run_y(&opts);
-        assert!(summary.finished);
-        runs.push(observe(
-            &state,
-            &server.root().join(format!("output/w{workers}")),
-        ));
-    }
-    let (w1, w3) = (&runs[0], &runs[1]);
+    // -w 1 in-process, -w 3 by the binary (credentials from the environment).
+    let state = work.path().join("w1.db");
+    let mut opts = y_options(
+        "s3://landing/hist",
+        &importance,
+        "s3://output/w1",
+        &state,
+        server.options(),
+    );
+    opts.replay = Some(ReplayRange::default());
+    opts.timely.workers = 1;
+    assert!(run_y(&opts).finished);
+    let w1 = &observe(&state, &server.root().join("output/w1"));
+
+    let state = work.path().join("w3.db");
+    let t = data.thresholds;
+    let numbers = [
+        t.upgrade_min_merchant_txns.to_string(),
+        t.child_min_txns.to_string(),
+        t.dei_min_female_customers.to_string(),
+    ];
+    let state_url = sqlite(&state);
+    #[rustfmt::skip]
+    let args = [
+        "--landing", "s3://landing/hist", "--importance", &importance,
+        "--output", "s3://output/w3", "--state", &state_url, "--replay", "-w", "3",
+        "--upgrade-min-merchant-txns", &numbers[0], "--upgrade-count-percentile", "0.9",
+        "--upgrade-weight-percentile", "0.1", "--child-min-txns", &numbers[1],
+        "--child-max-avg-amount", "23", "--dei-min-female-customers", &numbers[2],
+    ];
+    let y = binary("mechanism-y", &server.endpoint, SECRET_KEY, &args);
+    let (code, stdout, stderr) = run_child(y, Y_LIMIT);
+    assert_eq!(code, Some(0), "mechanism-y: {stdout}\n{stderr}");
+    assert!(stdout.contains("stream ended"), "{stdout}");
+    let w3 = &observe(&state, &server.root().join("output/w3"));
     assert_eq!(w1.outcome, data.expected);
     assert!(
         w1.raw == w3.raw,

@@ -1,0 +1,285 @@
+//! `txflow-bench`: the benchmark (not a timed test). Generates (or reuses) the default data
+//! set (594,643 rows, 60 chunks) and the ×10 set (5,946,430 rows, 595 chunks), backtests them
+//! with Mechanism Y on local directories and the embedded store, and measures live latency at
+//! the real pace of one chunk per second.
+//!
+//! Each backtest runs in a child process (this binary, `child` subcommand) so that its peak
+//! RSS can be read from `wait4`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use txflow::cli;
+use txflow::mechanism_x::{self, XOptions};
+use txflow::mechanism_y::{self, ReplayRange, TimelyOptions, YOptions};
+use txflow::txgen::{self, GenOptions};
+
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    /// Where data sets and scratch runs live.
+    #[arg(long, default_value = "target/bench")]
+    dir: PathBuf,
+    /// Data sets to backtest: `default` (594,643 rows) and/or `x10` (5,946,430 rows).
+    #[arg(long, value_delimiter = ',', default_value = "default,x10")]
+    sets: Vec<String>,
+    /// Worker counts to compare.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    workers: Vec<usize>,
+    /// Runs per configuration; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Chunks to publish at one per second for the live-latency measurement (0 = skip).
+    #[arg(long, default_value_t = 30)]
+    live_chunks: u64,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// (internal) One backtest; prints a RESULT line.
+    Child {
+        landing: PathBuf,
+        importance: PathBuf,
+        scratch: PathBuf,
+        workers: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(Cmd::Child {
+        landing,
+        importance,
+        scratch,
+        workers,
+    }) = &args.command
+    {
+        return cli::exit_with(child(landing, importance, scratch, *workers));
+    }
+    cli::init_logging_at("warn");
+    cli::exit_with(run(&args))
+}
+
+fn rows_of(set: &str) -> anyhow::Result<u64> {
+    match set {
+        "default" => Ok(594_643),
+        "x10" => Ok(5_946_430),
+        other => anyhow::bail!("unknown data set {other:?} (expected default or x10)"),
+    }
+}
+
+/// Generates and chunks a data set once; later runs reuse it.
+fn prepare(dir: &Path, set: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let base = dir.join(set);
+    let data = base.join("data");
+    let landing = base.join("landing");
+    if !landing.join("_COMPLETE").exists() {
+        let rows = rows_of(set)?;
+        eprintln!("preparing the {set} data set ({rows} rows) in {}", base.display());
+        let _ = std::fs::remove_dir_all(&base);
+        txgen::generate(&data, &GenOptions { rows, seed: 42 })?;
+        let mut x = XOptions::new(data.join("transactions.csv"), path_str(&landing)?);
+        x.interval = Duration::ZERO;
+        mechanism_x::run(&x)?;
+    }
+    Ok((landing, data.join("CustomerImportance.csv")))
+}
+
+struct Measured {
+    wall_s: f64,
+    epoch_ms: Vec<f64>,
+    peak_rss_kib: i64,
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("txflow-bench: {cpus} CPUs, release={}", !cfg!(debug_assertions));
+    println!();
+    println!("| data set | rows | workers | wall (median of {}) | rows/s | epoch p50 | epoch p99 | first-10 median | last-10 median | last/first | peak RSS |", args.runs);
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for set in &args.sets {
+        let rows = rows_of(set)?;
+        let (landing, importance) = prepare(&args.dir, set)?;
+        for &workers in &args.workers {
+            let mut runs = Vec::new();
+            for i in 0..args.runs {
+                let scratch = args.dir.join(format!("scratch-{set}-w{workers}-{i}"));
+                let _ = std::fs::remove_dir_all(&scratch);
+                std::fs::create_dir_all(&scratch)?;
+                runs.push(spawn_child(&exe, &landing, &importance, &scratch, workers)?);
+                let _ = std::fs::remove_dir_all(&scratch);
+            }
+            runs.sort_by(|a, b| a.wall_s.total_cmp(&b.wall_s));
+            let m = &runs[runs.len() / 2];
+            let mut sorted = m.epoch_ms.clone();
+            sorted.sort_by(f64::total_cmp);
+            let first = median(&m.epoch_ms[..10.min(m.epoch_ms.len())]);
+            let last = median(&m.epoch_ms[m.epoch_ms.len().saturating_sub(10)..]);
+            println!(
+                "| {set} | {rows} | {workers} | {:.3} s | {:.0} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} | {:.0} MiB |",
+                m.wall_s,
+                rows as f64 / m.wall_s,
+                quantile(&sorted, 0.50),
+                quantile(&sorted, 0.99),
+                first,
+                last,
+                last / first,
+                m.peak_rss_kib as f64 / 1024.0
+            );
+        }
+    }
+    if args.live_chunks > 0 {
+        live(args)?;
+    }
+    Ok(())
+}
+
+fn spawn_child(
+    exe: &Path,
+    landing: &Path,
+    importance: &Path,
+    scratch: &Path,
+    workers: usize,
+) -> anyhow::Result<Measured> {
+    let child = Command::new(exe)
+        .arg("child")
+        .args([landing, importance, scratch])
+        .arg(workers.to_string())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let pid = child.id() as libc::pid_t;
+    let mut stdout = child.stdout.context("child stdout")?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut text)?;
+    // wait4 reports the child's own peak RSS (std's wait does not).
+    let mut status = 0;
+    // SAFETY: plain FFI call with valid pointers; the child is ours and not yet reaped.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    anyhow::ensure!(reaped == pid, "wait4 failed");
+    anyhow::ensure!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "benchmark child failed (status {status})"
+    );
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .context("child printed no RESULT line")?;
+    let mut wall_s = 0.0;
+    let mut epoch_ms = Vec::new();
+    for field in line.split_whitespace() {
+        if let Some(v) = field.strip_prefix("wall_s=") {
+            wall_s = v.parse()?;
+        } else if let Some(v) = field.strip_prefix("epoch_ms=") {
+            epoch_ms = v.split(',').map(str::parse).collect::<Result<_, _>>()?;
+        }
+    }
+    Ok(Measured {
+        wall_s,
+        epoch_ms,
+        peak_rss_kib: usage.ru_maxrss,
+    })
+}
+
+/// One backtest, end to end (importance parsing, chunk parsing, dataflow, commits, files).
+fn child(landing: &Path, importance: &Path, scratch: &Path, workers: usize) -> anyhow::Result<()> {
+    let mut y = YOptions::new(
+        path_str(landing)?,
+        path_str(importance)?,
+        path_str(&scratch.join("output"))?,
+        &format!("sqlite://{}", scratch.join("state.db").display()),
+    );
+    y.replay = Some(ReplayRange::default());
+    y.timely = TimelyOptions {
+        workers,
+        ..TimelyOptions::default()
+    };
+    let summary = mechanism_y::run(&y)?;
+    let epochs: Vec<String> = summary
+        .epoch_latencies
+        .iter()
+        .map(|d| format!("{:.3}", d.as_secs_f64() * 1e3))
+        .collect();
+    println!(
+        "RESULT wall_s={:.4} epoch_ms={}",
+        summary.wall.as_secs_f64(),
+        epochs.join(",")
+    );
+    Ok(())
+}
+
+/// Live mode at the real pace: X publishes one chunk per second, Y follows; latency is from
+/// the chunk object's last-modified time to its epoch's commit.
+fn live(args: &Args) -> anyhow::Result<()> {
+    let (landing_full, importance) = prepare(&args.dir, "default")?;
+    let base = args.dir.join("live");
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base)?;
+    // A source of exactly `live_chunks` chunks, cut from the default set's chunks.
+    let source = base.join("transactions.csv");
+    let mut text = Vec::new();
+    for k in 0..args.live_chunks {
+        let chunk = std::fs::read(landing_full.join(txflow::sources::landing::chunk_key(k)))?;
+        let body = if k == 0 {
+            &chunk[..]
+        } else {
+            let header_end = chunk.iter().position(|b| *b == b'\n').map_or(0, |p| p + 1);
+            &chunk[header_end..]
+        };
+        text.extend_from_slice(body);
+    }
+    std::fs::write(&source, text)?;
+    let landing = base.join("landing");
+    let mut x = XOptions::new(&source, path_str(&landing)?);
+    x.interval = Duration::from_secs(1);
+    let producer = std::thread::spawn(move || mechanism_x::run(&x));
+    let mut y = YOptions::new(
+        path_str(&landing)?,
+        path_str(&importance)?,
+        path_str(&base.join("output"))?,
+        &format!("sqlite://{}", base.join("state.db").display()),
+    );
+    y.timely.workers = 2;
+    let summary = mechanism_y::run(&y)?;
+    producer
+        .join()
+        .map_err(|_| anyhow::anyhow!("producer panicked"))??;
+    let mut ms: Vec<f64> = summary.visible_to_commit_ms.iter().map(|v| *v as f64).collect();
+    ms.sort_by(f64::total_cmp);
+    println!();
+    println!(
+        "live (1 chunk/s, {} chunks of 10,000 rows, -w 2, poll {} ms): visible → committed p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        ms.len(),
+        y.poll_interval.as_millis(),
+        quantile(&ms, 0.5),
+        quantile(&ms, 0.99),
+        ms.last().copied().unwrap_or(0.0)
+    );
+    Ok(())
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i]
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    quantile(&v, 0.5)
+}
+
+fn path_str(path: &Path) -> anyhow::Result<&str> {
+    path.to_str()
+        .with_context(|| format!("{} is not valid UTF-8", path.display()))
+}
