@@ -698,10 +698,12 @@ fn check_fingerprints(got: &[(usize, Fingerprint)], own: &Fingerprint) -> Result
 /// or an error and panics ("timely communication error: reading data: socket closed"); the
 /// panic poisons the queues it shares with the local workers, so their next step panics too
 /// ("MergeQueue poisoned."), and joining the worker guards then panics on the main thread
-/// ("Send thread panic"). Joining can also hang: with three processes, two survivors each
-/// wait in `CommsGuard::drop` for the other to close its socket. So in cluster mode the first
-/// panic of a timely thread (or a worker's error) prints one line and exits the process with
-/// status 1; the kernel closes its sockets, which fails the peers in turn.
+/// ("Send thread panic"): exit status 101 after several panic messages and backtraces. A
+/// worker that *returns* an error (the writer's state store is gone) is worse: its inputs
+/// close, timely keeps it stepping until the dataflow completes, and the peers go on without
+/// a writer until the end of the stream (forever with `--follow`), then exit 0. So in cluster
+/// mode the first panic of a timely thread, or a worker's error, prints one line and exits the
+/// process with status 1; the kernel closes its sockets, which fails the peers in turn.
 mod cluster {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::mpsc;

@@ -1,15 +1,28 @@
-//! End-to-end exactly-once with the real binaries (SPEC §6): `mechanism-y` killed with
-//! SIGKILL at seeded random points, PostgreSQL stopped under it, stopped with SIGTERM, two
-//! processes on one store, and backtests on both stores. Every run is compared with one
-//! uninterrupted live run (the baseline), which is itself checked against the independent
-//! reference implementation (`common::reference`).
+//! End-to-end exactly-once with the real binaries (SPEC §6). Every run is compared with one
+//! uninterrupted live run on PostgreSQL (the baseline; the state tables without their times,
+//! detection files without their two time columns, rejects files byte for byte), and the
+//! baseline itself with the independent reference implementation (`common::reference`).
+//!
+//! - `kill9_*`: `mechanism-y` killed with SIGKILL at seeded random times within the
+//!   baseline's duration (six PostgreSQL trials of 1–3 kills, one SQLite trial), and aimed at
+//!   the commit and file-writing windows; restarted until it exits 0. After every kill the
+//!   store must hold a committed prefix of the baseline (whole epochs, their ledger rows,
+//!   exactly their counters).
+//! - `detection_file_missing_after_commit_*`: the process dies between an epoch's commit and
+//!   its detection file; the restart writes the file.
+//! - `postgres_restart_*`: PostgreSQL stopped for ~1.5 s under a live run (Y reconnects and
+//!   finishes), and for longer than `--pg-reconnect-timeout 2` (Y exits with a one-line
+//!   "unreachable" error; a restart finishes).
+//! - `backtest_*`: `--replay` on SQLite and PostgreSQL, identical times included.
+//! - `second_writer_*`: a second process on the same store is refused; the first finishes.
+//! - `sigterm_*`: SIGTERM exits 0 promptly; a restart finishes.
 //!
 //! Data: `txgen` rows (seed 7) plus one bad row every 1,900 records and one at the end, so
 //! every chunk has a rejects file; X cuts 2,000-record chunks (25 chunks); thresholds are
-//! scaled down so all three patterns fire (138 detections, three detection files).
+//! scaled down so all three patterns fire (about 180 detections, four detection files).
 //!
 //! Kill points are classified from what the killed process left behind (see [`KillPoint`]);
-//! `cargo test --test crash_recovery -- --nocapture` prints the tally. `TXFLOW_CRASH_SEED`
+//! `cargo test --test crash_recovery -- --nocapture` prints them. `TXFLOW_CRASH_SEED`
 //! overrides the seed of the kill points.
 
 mod common;
@@ -829,9 +842,10 @@ fn being_written(path: &Path, pid: u32) -> bool {
     })
 }
 
-/// One trial: a SIGKILL per entry of `modes`, then restarts until a run exits 0; the result
-/// must equal the uninterrupted run's, and after every kill the store must hold a committed
-/// prefix of it.
+/// One trial: a run per entry of `modes`, each killed with SIGKILL at the point the mode
+/// picks (unless it finishes first), then one more run, which must exit 0. After every kill
+/// the store must hold a committed prefix of the uninterrupted run; in the end everything
+/// must equal it.
 fn crash_trial(
     name: &str,
     url: &str,

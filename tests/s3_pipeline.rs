@@ -1075,6 +1075,7 @@ fn live_latency_over_s3() {
         )
         .unwrap();
 
+    let mut prefixes = Vec::new();
     for poll in polls {
         let state = work.path().join(format!("poll{poll}.db"));
         let prefix = format!("poll{poll}");
@@ -1143,5 +1144,22 @@ fn live_latency_over_s3() {
             percentile(&compute, 0.99),
             compute.last().unwrap(),
         );
+        prefixes.push(prefix);
     }
+    // One component of the fetch: a GET of a 10,000-row chunk through the SDK.
+    let store = s3_store(&server, "landing", &prefixes[0]);
+    let mut gets: Vec<i64> = (0..20)
+        .map(|_| {
+            let started = Instant::now();
+            let object = store.get("chunk-000001.csv").unwrap().unwrap();
+            assert!(object.body.len() > 100_000);
+            started.elapsed().as_millis() as i64
+        })
+        .collect();
+    gets.sort_unstable();
+    eprintln!(
+        "GET of a 10,000-row chunk: p50 {} ms, max {} ms",
+        percentile(&gets, 0.5),
+        gets.last().unwrap()
+    );
 }

@@ -80,7 +80,10 @@ fn prepare(dir: &Path, set: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
     let landing = base.join("landing");
     if !landing.join("_COMPLETE").exists() {
         let rows = rows_of(set)?;
-        eprintln!("preparing the {set} data set ({rows} rows) in {}", base.display());
+        eprintln!(
+            "preparing the {set} data set ({rows} rows) in {}",
+            base.display()
+        );
         let _ = std::fs::remove_dir_all(&base);
         txgen::generate(&data, &GenOptions { rows, seed: 42 })?;
         let mut x = XOptions::new(data.join("transactions.csv"), path_str(&landing)?);
@@ -99,7 +102,10 @@ struct Measured {
 fn run(args: &Args) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("txflow-bench: {cpus} CPUs, release={}", !cfg!(debug_assertions));
+    println!(
+        "txflow-bench: {cpus} CPUs, release={}",
+        !cfg!(debug_assertions)
+    );
     println!();
     println!("| data set | rows | workers | wall (median of {}) | rows/s | epoch p50 | epoch p99 | first-10 median | last-10 median | last/first | peak RSS |", args.runs);
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
@@ -251,7 +257,11 @@ fn live(args: &Args) -> anyhow::Result<()> {
     producer
         .join()
         .map_err(|_| anyhow::anyhow!("producer panicked"))??;
-    let mut ms: Vec<f64> = summary.visible_to_commit_ms.iter().map(|v| *v as f64).collect();
+    let mut ms: Vec<f64> = summary
+        .visible_to_commit_ms
+        .iter()
+        .map(|v| *v as f64)
+        .collect();
     ms.sort_by(f64::total_cmp);
     println!();
     println!(

@@ -33,7 +33,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let options = GenOptions::new(args.rows, args.seed);
     let s = txgen::generate_with_summary(&args.out, &options)
-        .with_context(|| format!("cannot generate data in {}", args.out.display()))?;
+        .context("cannot generate the BankSim data")?;
     let steps = match s.last_step {
         Some(last) => format!("steps 0..={last}"),
         None => "no steps".to_string(),

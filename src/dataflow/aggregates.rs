@@ -1,12 +1,11 @@
 //! The maintained aggregates. Counts and sums ride in the difference type ("money in the
-//! diff"): each transaction is one update `((c, m), Txn{category, gender})` whose diff is
-//! `(1, amount)`, and the importance weights join the same `(c, m)` groups as
-//! `Weight{category, w}` updates. One arrangement of the raw rows, keyed by `(c, m)`, then
-//! feeds a single `reduce` that derives everything the patterns need about a customer at a
-//! merchant; its group holds one value per distinct `(category, gender)` plus the pair's
-//! weights, so re-reading it on change is cheap.
+//! diff"): each transaction becomes one update of its `(c, m)` pair whose diff carries
+//! `(1, amount, gender, weight)`, and `count_total` keeps the exact running totals per pair.
+//! Time is a total order (the chunk index), so the totals need no general `reduce`: each
+//! changed pair costs one trace lookup per epoch.
 
 use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
+use differential_dataflow::operators::count::CountTotal;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 
@@ -61,27 +60,76 @@ impl Multiply<isize> for CountSum {
 /// `(customer, merchant)`.
 pub type Pair = (Name, Name);
 
-/// What is known about a pair: its transactions by `(category, gender)`, and its weights.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum PairEvent {
-    Txn { category: Name, gender: Gender },
-    Weight { category: Name, weight: Weight },
-}
+/// Weights enter the sums as fixed-point integers of 10^-18, so that `W(c,m)`'s numerator
+/// is an exact, order-independent sum (the same bits for any worker count). The rounding
+/// (< 10^-18 absolute) is far inside the SPEC's 10^-9 tie tolerance.
+pub const WEIGHT_SCALE: f64 = 1e18;
 
-/// `n(c,m)`, `A(c,m)` and `W(c,m)` (`None` when no transaction of the pair has a weight).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct PairStats {
+/// Per `(c, m)` running totals, carried in the difference type and accumulated by
+/// `count_total`: `n(c,m)`, `A(c,m)`, transactions seen with gender F and M, and the
+/// transactions with a weight and the sum of their weights (for `W(c,m)`).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct PairSums {
     pub n: i64,
     pub amount: i128,
-    pub weight: Option<Weight>,
+    pub female: i64,
+    pub male: i64,
+    pub weighted_n: i64,
+    pub weighted_sum: i128,
 }
 
-/// The reduce's outputs per pair. Genders are separate facts so that PatId3 only sees a
-/// change when a customer is first seen with a gender, not on every transaction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum PairFact {
-    Stats(PairStats),
-    Gender(Gender),
+impl PairSums {
+    /// `W(c,m)`, `None` when no transaction of the pair has a weight.
+    pub fn weight(&self) -> Option<Weight> {
+        (self.weighted_n > 0)
+            .then(|| Weight::from(self.weighted_sum as f64 / self.weighted_n as f64 / WEIGHT_SCALE))
+    }
+}
+
+impl IsZero for PairSums {
+    fn is_zero(&self) -> bool {
+        *self == PairSums::default()
+    }
+}
+
+impl Semigroup for PairSums {
+    fn plus_equals(&mut self, rhs: &Self) {
+        self.n += rhs.n;
+        self.amount += rhs.amount;
+        self.female += rhs.female;
+        self.male += rhs.male;
+        self.weighted_n += rhs.weighted_n;
+        self.weighted_sum += rhs.weighted_sum;
+    }
+}
+
+impl Monoid for PairSums {
+    fn zero() -> Self {
+        PairSums::default()
+    }
+}
+
+impl Abelian for PairSums {
+    fn negate(&mut self) {
+        *self = self.multiply(&-1);
+    }
+}
+
+impl Multiply<isize> for PairSums {
+    type Output = PairSums;
+    fn multiply(self, rhs: &isize) -> PairSums {
+        let r = *rhs as i64;
+        PairSums {
+            n: self.n * r,
+            amount: self.amount * r as i128,
+            female: self.female * r,
+            male: self.male * r,
+            weighted_n: self.weighted_n * r,
+            weighted_sum: self.weighted_sum * r as i128,
+        }
+    }
 }
 
 /// `(m, N(m))`: transactions per merchant.
@@ -89,106 +137,68 @@ pub fn merchant_counts(
     txns: VecCollection<'_, Epoch, Txn>,
 ) -> VecCollection<'_, Epoch, (Name, i64)> {
     txns.map(|t| t.merchant)
-        .count()
+        .count_total()
         .map(|(merchant, n)| (merchant, n as i64))
 }
 
-/// The per-pair facts, maintained incrementally.
-pub fn pair_facts<'s>(
+/// `((c, m), totals)`, maintained incrementally: every transaction adds its count, amount
+/// and gender; every transaction whose `(c, m, category)` has a weight (a join with the
+/// importance collection) adds that weight. `count_total` accumulates the diffs per pair —
+/// the cheap path for totally ordered times: no per-key re-evaluation of a `reduce`.
+pub fn pair_sums<'s>(
     txns: VecCollection<'s, Epoch, Txn>,
     weights: VecCollection<'s, Epoch, (WeightKey, Weight)>,
-) -> VecCollection<'s, Epoch, (Pair, PairFact)> {
-    let events = txns.explode(|t| {
+) -> VecCollection<'s, Epoch, (Pair, PairSums)> {
+    let own = txns.clone().explode(|t| {
         Some((
-            (
-                (t.customer, t.merchant),
-                PairEvent::Txn {
-                    category: t.category,
-                    gender: t.gender,
-                },
-            ),
-            CountSum {
-                count: 1,
-                sum: t.amount as i128,
+            (t.customer, t.merchant),
+            PairSums {
+                n: 1,
+                amount: t.amount as i128,
+                female: (t.gender == Gender::Female) as i64,
+                male: (t.gender == Gender::Male) as i64,
+                ..PairSums::default()
             },
         ))
     });
-    let weights = weights.explode(|(key, weight)| {
-        Some((
+    let weighted = txns
+        .map(|t| {
             (
-                (key.customer, key.merchant),
-                PairEvent::Weight {
-                    category: key.category,
-                    weight,
+                WeightKey {
+                    customer: t.customer,
+                    merchant: t.merchant,
+                    category: t.category,
                 },
-            ),
-            CountSum { count: 1, sum: 0 },
-        ))
-    });
-    events
-        .concat(weights)
-        .reduce(|_pair, input: &[(&PairEvent, CountSum)], output| summarize(input, output))
-}
-
-/// The reduce's logic for one pair; `input` is sorted (transactions, then weights).
-fn summarize(input: &[(&PairEvent, CountSum)], output: &mut Vec<(PairFact, isize)>) {
-    let weight_of = |wanted: &Name| {
-        input.iter().find_map(|(event, diff)| match event {
-            PairEvent::Weight { category, weight } if category == wanted && diff.count > 0 => {
-                Some(weight.into_inner())
-            }
-            _ => None,
+                (),
+            )
         })
-    };
-    let (mut n, mut amount) = (0i64, 0i128);
-    let (mut weighted_n, mut weighted_sum) = (0i64, 0.0f64);
-    let (mut female, mut male) = (false, false);
-    for (event, diff) in input {
-        let PairEvent::Txn { category, gender } = event else {
-            continue;
-        };
-        if diff.count <= 0 {
-            continue;
-        }
-        n += diff.count;
-        amount += diff.sum;
-        female |= *gender == Gender::Female;
-        male |= *gender == Gender::Male;
-        if let Some(w) = weight_of(category) {
-            weighted_n += diff.count;
-            weighted_sum += w * diff.count as f64;
-        }
-    }
-    if n == 0 {
-        return;
-    }
-    let weight = (weighted_n > 0).then(|| Weight::from(weighted_sum / weighted_n as f64));
-    output.push((PairFact::Stats(PairStats { n, amount, weight }), 1));
-    if female {
-        output.push((PairFact::Gender(Gender::Female), 1));
-    }
-    if male {
-        output.push((PairFact::Gender(Gender::Male), 1));
-    }
-}
-
-/// The `PairStats` facts.
-pub fn pair_stats<'s>(
-    facts: VecCollection<'s, Epoch, (Pair, PairFact)>,
-) -> VecCollection<'s, Epoch, (Pair, PairStats)> {
-    facts.flat_map(|(pair, fact)| match fact {
-        PairFact::Stats(stats) => Some((pair, stats)),
-        PairFact::Gender(_) => None,
-    })
+        .join_map(weights, |key, &(), weight| {
+            (
+                (key.customer.clone(), key.merchant.clone()),
+                (weight.into_inner() * WEIGHT_SCALE).round() as i128,
+            )
+        })
+        .explode(|(pair, weight)| {
+            Some((
+                pair,
+                PairSums {
+                    weighted_n: 1,
+                    weighted_sum: weight,
+                    ..PairSums::default()
+                },
+            ))
+        });
+    own.concat(weighted).count_total()
 }
 
 /// `(merchant, gender)` once per customer seen with that gender at the merchant.
 pub fn merchant_customer_genders<'s>(
-    facts: VecCollection<'s, Epoch, (Pair, PairFact)>,
+    sums: VecCollection<'s, Epoch, (Pair, PairSums)>,
 ) -> VecCollection<'s, Epoch, (Name, Gender)> {
-    facts.flat_map(|((_customer, merchant), fact)| match fact {
-        PairFact::Gender(gender) => Some((merchant, gender)),
-        PairFact::Stats(_) => None,
+    sums.flat_map(|((_customer, merchant), s)| {
+        let female = (s.female > 0).then(|| (merchant.clone(), Gender::Female));
+        let male = (s.male > 0).then_some((merchant, Gender::Male));
+        female.into_iter().chain(male)
     })
 }
 
@@ -196,55 +206,41 @@ pub fn merchant_customer_genders<'s>(
 mod tests {
     use super::*;
 
-    fn txn(category: &str, gender: Gender) -> PairEvent {
-        PairEvent::Txn {
-            category: category.into(),
-            gender,
-        }
+    #[test]
+    fn pair_sums_are_an_abelian_difference() {
+        let a = PairSums {
+            n: 2,
+            amount: 300,
+            female: 1,
+            male: 1,
+            weighted_n: 1,
+            weighted_sum: 5,
+        };
+        let mut b = a;
+        b.plus_equals(&a.multiply(&-1));
+        assert!(b.is_zero());
+        let mut c = a;
+        c.negate();
+        c.plus_equals(&a);
+        assert!(c.is_zero());
+        assert_eq!(a.multiply(&3).amount, 900);
     }
 
     #[test]
-    fn summarizes_counts_amounts_weights_and_genders() {
-        let food = txn("food", Gender::Female);
-        let food_m = txn("food", Gender::Male);
-        let travel = txn("travel", Gender::Female);
-        let w_food = PairEvent::Weight {
-            category: "food".into(),
-            weight: Weight::from(2.0),
+    fn weight_is_the_mean_of_the_weighted_transactions() {
+        let scaled = |w: f64| (w * WEIGHT_SCALE).round() as i128;
+        let s = PairSums {
+            n: 5,
+            weighted_n: 4,
+            weighted_sum: scaled(2.0) * 3 + scaled(6.0),
+            ..PairSums::default()
         };
-        let w_hotel = PairEvent::Weight {
-            category: "hotel".into(),
-            weight: Weight::from(9.0),
-        };
-        let cs = |count, sum| CountSum { count, sum };
-        let input = [
-            (&food, cs(3, 30)),
-            (&food_m, cs(1, 5)),
-            (&travel, cs(2, 100)),
-            (&w_food, cs(1, 0)),
-            (&w_hotel, cs(1, 0)),
-        ];
-        let mut out = Vec::new();
-        summarize(&input, &mut out);
-        // n = 6, A = 135; W = mean over the 4 food transactions (travel has no weight) = 2.
-        assert_eq!(
-            out,
-            [
-                (
-                    PairFact::Stats(PairStats {
-                        n: 6,
-                        amount: 135,
-                        weight: Some(Weight::from(2.0))
-                    }),
-                    1
-                ),
-                (PairFact::Gender(Gender::Female), 1),
-                (PairFact::Gender(Gender::Male), 1),
-            ]
-        );
-        // Only weights, no transactions: nothing is known about the pair.
-        out.clear();
-        summarize(&[(&w_food, cs(1, 0))], &mut out);
-        assert!(out.is_empty());
+        assert_eq!(s.weight(), Some(Weight::from(3.0)));
+        assert_eq!(PairSums::default().weight(), None);
+        // Exact sums: the order of accumulation cannot change the bits.
+        let parts = [scaled(0.1), scaled(0.2), scaled(0.3)];
+        let forward: i128 = parts.iter().sum();
+        let backward: i128 = parts.iter().rev().sum();
+        assert_eq!(forward, backward);
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! | file | owns |
 //! |---|---|
-//! | `aggregates.rs` | `N(m)`; per `(c, m)` one reduce deriving `n(c,m)`, `A(c,m)`, `W(c,m)` and the genders seen |
+//! | `aggregates.rs` | `N(m)`; per `(c, m)` the running totals behind `n(c,m)`, `A(c,m)`, `W(c,m)` and the genders seen |
 //! | `pat1_upgrade.rs` | PatId1: percentiles per large merchant |
 //! | `pat2_child.rs` | PatId2: many small transactions |
 //! | `pat3_dei_needed.rs` | PatId3: distinct female vs male customers |
@@ -54,12 +54,11 @@ pub fn detect<'s>(
     thresholds: &Thresholds,
 ) -> Outputs<'s> {
     let merchant_counts = aggregates::merchant_counts(txns.clone());
-    let facts = aggregates::pair_facts(txns, weights);
-    let stats = aggregates::pair_stats(facts.clone());
+    let sums = aggregates::pair_sums(txns, weights);
 
-    let upgrade = pat1_upgrade::detect(merchant_counts.clone(), stats.clone(), thresholds);
-    let child = pat2_child::detect(stats, thresholds);
-    let dei = pat3_dei_needed::detect(aggregates::merchant_customer_genders(facts), thresholds);
+    let upgrade = pat1_upgrade::detect(merchant_counts.clone(), sums.clone(), thresholds);
+    let child = pat2_child::detect(sums.clone(), thresholds);
+    let dei = pat3_dei_needed::detect(aggregates::merchant_customer_genders(sums), thresholds);
 
     Outputs {
         detections: upgrade.concat(child).concat(dei),

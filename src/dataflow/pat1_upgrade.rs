@@ -12,14 +12,14 @@
 
 use differential_dataflow::VecCollection;
 
-use super::aggregates::{Pair, PairStats};
+use super::aggregates::{Pair, PairSums};
 use super::percentile::{at_least_count_percentile, percentile_f64};
 use super::Epoch;
 use crate::model::{DetectionKey, Name, Pattern, Thresholds};
 
 pub fn detect<'s>(
     merchant_counts: VecCollection<'s, Epoch, (Name, i64)>,
-    stats: VecCollection<'s, Epoch, (Pair, PairStats)>,
+    sums: VecCollection<'s, Epoch, (Pair, PairSums)>,
     thresholds: &Thresholds,
 ) -> VecCollection<'s, Epoch, DetectionKey> {
     let min_txns = thresholds.upgrade_min_merchant_txns as i64;
@@ -30,8 +30,7 @@ pub fn detect<'s>(
         .filter(move |(_, n)| *n > min_txns)
         .map(|(merchant, _)| merchant);
 
-    stats
-        .map(|((customer, merchant), s)| (merchant, (customer, s.n, s.weight)))
+    sums.map(|((customer, merchant), s)| (merchant, (customer, s.n, s.weight())))
         .semijoin(large_merchants)
         .reduce(
             move |_merchant,

@@ -8,18 +8,17 @@
 
 use differential_dataflow::VecCollection;
 
-use super::aggregates::{Pair, PairStats};
+use super::aggregates::{Pair, PairSums};
 use super::Epoch;
 use crate::model::{DetectionKey, Pattern, Thresholds};
 
 pub fn detect<'s>(
-    stats: VecCollection<'s, Epoch, (Pair, PairStats)>,
+    sums: VecCollection<'s, Epoch, (Pair, PairSums)>,
     thresholds: &Thresholds,
 ) -> VecCollection<'s, Epoch, DetectionKey> {
     let min_txns = thresholds.child_min_txns as i64;
     let max_avg = thresholds.child_max_avg_amount as i128;
-    stats
-        .filter(move |(_, s)| s.n >= min_txns && s.amount < max_avg * s.n as i128)
+    sums.filter(move |(_, s)| s.n >= min_txns && s.amount < max_avg * s.n as i128)
         .map(|((customer, merchant), _)| DetectionKey {
             pattern: Pattern::Child,
             merchant,
