@@ -27,7 +27,7 @@ use timely::worker::Worker as TimelyWorker;
 use timely::CommunicationConfig;
 
 use crate::dataflow::{self, Epoch, ShareReport};
-use crate::model::{Txn, Weight, WeightKey};
+use crate::model::{Weight, WeightKey};
 use crate::objectstore::{self, ObjectMeta};
 use crate::sinks::state::{self, RunIdentity};
 use crate::sinks::writer::{Clock, EpochChanges, EpochWriter};
@@ -211,6 +211,7 @@ pub fn run_with_stop(options: &YOptions, stop: Arc<AtomicBool>) -> anyhow::Resul
                     landing: options.landing.clone(),
                     from: range.from,
                     to: range.to,
+                    thresholds: options.thresholds.describe(),
                 },
             )
         }
@@ -224,6 +225,7 @@ pub fn run_with_stop(options: &YOptions, stop: Arc<AtomicBool>) -> anyhow::Resul
                 landing: options.landing.clone(),
                 from: None,
                 to: None,
+                thresholds: options.thresholds.describe(),
             },
         ),
     };
@@ -362,14 +364,12 @@ fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<Option<RunSu
     let fingerprints: Rc<RefCell<Vec<(usize, Fingerprint)>>> = Rc::default();
     let thresholds = shared.thresholds;
 
-    let (mut txn_in, mut weight_in, mut report_in, fingerprint_in, probe) = worker
-        .dataflow::<Epoch, _, _>(|scope| {
-            let (txn_in, txns) = scope.new_collection::<Txn, isize>();
-            let (weight_in, weights) = scope.new_collection::<(WeightKey, Weight), isize>();
+    let (mut inputs, mut report_in, fingerprint_in, probe) =
+        worker.dataflow::<Epoch, _, _>(|scope| {
+            let (inputs, outputs) = dataflow::Inputs::build(scope, &thresholds);
             let (report_in, reports) = scope.new_collection::<ShareReport, isize>();
             let (fingerprint_in, worker_fingerprints) =
                 scope.new_collection::<(usize, Fingerprint), isize>();
-            let outputs = dataflow::detect(txns, weights, &thresholds);
             let probe = ProbeHandle::new();
 
             // Every worker's fingerprint goes to the writer, which checks that the processes
@@ -440,7 +440,7 @@ fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<Option<RunSu
                     }
                 })
                 .probe_with(&probe);
-            (txn_in, weight_in, report_in, fingerprint_in, probe)
+            (inputs, report_in, fingerprint_in, probe)
         });
 
     // The fingerprint enters once, at the first time; dropping the input closes it.
@@ -451,7 +451,7 @@ fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<Option<RunSu
     // The importance weights enter once, at the first time, spread over the workers.
     for (i, (key, weight)) in shared.weights.iter().enumerate() {
         if i % peers == index {
-            weight_in.insert((key.clone(), *weight));
+            inputs.insert_weight(key.clone(), *weight);
         }
     }
 
@@ -484,8 +484,7 @@ fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<Option<RunSu
         position += 1;
         let taken_at = Instant::now();
         let epoch = chunk.index;
-        txn_in.advance_to(epoch);
-        weight_in.advance_to(epoch);
+        inputs.advance_to(epoch);
         report_in.advance_to(epoch);
 
         let parsed = parse_chunk(&chunk.key, &chunk.body, peers, index);
@@ -498,17 +497,13 @@ fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<Option<RunSu
             rejected: parsed.rejects.len() as u64,
             rejects: parsed.rejects,
         };
-        for txn in parsed.txns {
-            txn_in.insert(txn);
-        }
+        inputs.insert_share(parsed.txns);
         report_in.insert(report);
 
         let next = epoch + 1;
-        txn_in.advance_to(next);
-        weight_in.advance_to(next);
+        inputs.advance_to(next);
         report_in.advance_to(next);
-        txn_in.flush();
-        weight_in.flush();
+        inputs.flush();
         report_in.flush();
         // Park between steps instead of spinning: peers' messages wake the worker.
         worker.step_or_park_while(Some(IDLE_PARK), || probe.less_than(&next));
@@ -584,7 +579,7 @@ fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<Option<RunSu
             "epoch committed"
         );
     }
-    drop((txn_in, weight_in, report_in));
+    drop((inputs, report_in));
 
     let Some(mut writer) = writer else {
         return Ok(None);

@@ -144,6 +144,21 @@ pub struct Thresholds {
     pub dei_min_female_customers: u64,
 }
 
+impl Thresholds {
+    /// A stable one-line description (part of a run's identity in the state store).
+    pub fn describe(&self) -> String {
+        format!(
+            "PatId1 N>{} n>=p{} W<=p{}; PatId2 n>={} avg<{}; PatId3 F>{}",
+            self.upgrade_min_merchant_txns,
+            self.upgrade_count_percentile.as_f64(),
+            self.upgrade_weight_percentile.as_f64(),
+            self.child_min_txns,
+            self.child_max_avg_amount as f64 / MICROS_PER_UNIT as f64,
+            self.dei_min_female_customers
+        )
+    }
+}
+
 impl Default for Thresholds {
     fn default() -> Self {
         Thresholds {

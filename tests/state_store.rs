@@ -51,6 +51,7 @@ fn live_run() -> RunIdentity {
         landing: "s3://bucket/landing".into(),
         from: None,
         to: None,
+        thresholds: String::new(),
     }
 }
 
@@ -60,6 +61,7 @@ fn replay_run() -> RunIdentity {
         landing: "s3://bucket/landing".into(),
         from: Some(0),
         to: Some(9),
+        thresholds: String::new(),
     }
 }
 

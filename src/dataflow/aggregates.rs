@@ -132,11 +132,11 @@ impl Multiply<isize> for PairSums {
     }
 }
 
-/// `(m, N(m))`: transactions per merchant.
+/// `(m, N(m))` from the collection of the transactions' merchants.
 pub fn merchant_counts(
-    txns: VecCollection<'_, Epoch, Txn>,
+    merchant_txns: VecCollection<'_, Epoch, Name>,
 ) -> VecCollection<'_, Epoch, (Name, i64)> {
-    txns.map(|t| t.merchant)
+    merchant_txns
         .count_total()
         .map(|(merchant, n)| (merchant, n as i64))
 }

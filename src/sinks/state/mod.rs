@@ -24,13 +24,16 @@ pub struct RunIdentity {
     /// Replay range, as given (`None` = open).
     pub from: Option<u64>,
     pub to: Option<u64>,
+    /// The pattern thresholds, as text (`Thresholds::describe`): resuming a store under other
+    /// thresholds would mix two configurations in one ledger.
+    pub thresholds: String,
 }
 
 impl RunIdentity {
     /// A stable one-line description, stored in `run_meta` and compared on start.
     pub fn describe(&self) -> String {
         let bound = |b: Option<u64>| b.map_or_else(|| "*".to_string(), |v| v.to_string());
-        match self.mode.as_str() {
+        let run = match self.mode.as_str() {
             "replay" => format!(
                 "replay of {} chunks [{}, {}]",
                 self.landing,
@@ -38,6 +41,11 @@ impl RunIdentity {
                 bound(self.to)
             ),
             _ => format!("{} of {}", self.mode, self.landing),
+        };
+        if self.thresholds.is_empty() {
+            run
+        } else {
+            format!("{run} with thresholds {}", self.thresholds)
         }
     }
 }

@@ -464,6 +464,7 @@ mod tests {
             landing: "/tmp/landing".into(),
             from: None,
             to: None,
+            thresholds: String::new(),
         }
     }
 
