@@ -29,11 +29,27 @@ pub fn exit_with(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let line = format!("{e:#}").replace('\n', " ");
-            eprintln!("error: {line}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, skipping a cause whose text the line already
+/// holds (library errors often print their source in their own message too).
+pub fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// S3 client options (the standard AWS chain supplies credentials and region).
@@ -105,3 +121,18 @@ fn parse_amount(text: &str) -> Result<i64, String> {
 
 /// Micro-units per unit, re-exported for binaries printing amounts.
 pub const AMOUNT_SCALE: i64 = MICROS_PER_UNIT;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_skips_repeated_causes() {
+        let io = std::io::Error::other("Is a directory");
+        let e = anyhow::Error::new(io).context("rename x: Is a directory");
+        let e = e.context("committing epoch 3");
+        assert_eq!(one_line(&e), "committing epoch 3: rename x: Is a directory");
+        let e = anyhow::anyhow!("first\nsecond").context("outer");
+        assert_eq!(one_line(&e), "outer: first second");
+    }
+}

@@ -73,7 +73,7 @@ impl<R: BufRead> RawRecords<R> {
                     break;
                 }
                 quotes += record[start..].iter().filter(|&&b| b == b'"').count();
-                if quotes % 2 == 0 {
+                if quotes.is_multiple_of(2) {
                     break;
                 }
             }

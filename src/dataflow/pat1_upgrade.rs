@@ -13,9 +13,12 @@
 use differential_dataflow::VecCollection;
 
 use super::aggregates::{Pair, PairSums};
-use super::percentile::{at_least_count_percentile, percentile_f64};
+use super::percentile::{float_percentile, CountPercentile};
 use super::Epoch;
-use crate::model::{DetectionKey, Name, Pattern, Thresholds};
+use crate::model::{DetectionKey, Name, Pattern, Thresholds, Weight};
+
+/// `(customer, n(c,m), W(c,m))`, the values of a merchant's group.
+type CustomerAtMerchant = (Name, i64, Option<Weight>);
 
 pub fn detect<'s>(
     merchant_counts: VecCollection<'s, Epoch, (Name, i64)>,
@@ -32,28 +35,32 @@ pub fn detect<'s>(
 
     sums.map(|((customer, merchant), s)| (merchant, (customer, s.n, s.weight())))
         .semijoin(large_merchants)
-        .reduce(
-            move |_merchant,
-                  input: &[(&(Name, i64, Option<crate::model::Weight>), isize)],
-                  output| {
-                let mut counts: Vec<i64> = input.iter().map(|((_, n, _), _)| *n).collect();
-                counts.sort_unstable();
-                let mut weights: Vec<f64> = input
-                    .iter()
-                    .filter_map(|((_, _, w), _)| w.map(|w| w.into_inner()))
-                    .collect();
-                weights.sort_unstable_by(f64::total_cmp);
-                let Some(weight_limit) = percentile_f64(&weights, weight_p) else {
+        .reduce({
+            // Buffers reused across groups: a large merchant has thousands of customers.
+            let (mut counts, mut weights) = (Vec::<i64>::new(), Vec::<f64>::new());
+            move |_merchant, input: &[(&CustomerAtMerchant, isize)], output| {
+                counts.clear();
+                counts.extend(input.iter().map(|((_, n, _), _)| *n));
+                weights.clear();
+                weights.extend(
+                    input
+                        .iter()
+                        .filter_map(|((_, _, w), _)| w.map(|w| w.into_inner())),
+                );
+                let (Some(count_limit), Some(weight_limit)) = (
+                    CountPercentile::of(&mut counts, count_p),
+                    float_percentile(&mut weights, weight_p),
+                ) else {
                     return;
                 };
                 for ((customer, n, w), _) in input {
                     let low_weight = w.is_some_and(|w| w.into_inner() <= weight_limit);
-                    if low_weight && at_least_count_percentile(*n, &counts, count_p) {
+                    if low_weight && count_limit.reached_by(*n) {
                         output.push((customer.clone(), 1isize));
                     }
                 }
-            },
-        )
+            }
+        })
         .map(|(merchant, customer)| DetectionKey {
             pattern: Pattern::Upgrade,
             merchant,

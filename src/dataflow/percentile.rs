@@ -1,40 +1,60 @@
 //! `percentile_cont(p)` of values sorted ascending `v_0..v_{n-1}`: with `x = p·(n−1)`, the
 //! result is `v_⌊x⌋ + (x−⌊x⌋)·(v_⌈x⌉ − v_⌊x⌋)` (PostgreSQL's definition, SPEC §4).
+//!
+//! Only `v_⌊x⌋` and `v_⌈x⌉` matter, so they are found by selection (`select_nth_unstable`,
+//! linear time) instead of sorting the whole group.
 
 use crate::model::Fraction;
 
-/// `value >= percentile_cont(p)` of the sorted integer `values`, decided exactly.
-///
-/// With `p = P/10^6`, `x = P·(n−1)/10^6`; writing `P·(n−1) = q·10^6 + r`, the percentile is
-/// `v_q + r·(v_{q+1} − v_q)/10^6`, so the comparison is `10^6·value >= 10^6·v_q + r·(v_{q+1} − v_q)`.
-pub fn at_least_count_percentile(value: i64, sorted: &[i64], p: Fraction) -> bool {
-    let Some((q, r)) = split(sorted.len(), p) else {
-        return false;
-    };
-    let lo = sorted[q] as i128;
-    let hi = if r == 0 { lo } else { sorted[q + 1] as i128 };
-    const D: i128 = 1_000_000;
-    D * value as i128 >= D * lo + r as i128 * (hi - lo)
+const MILLION: i128 = 1_000_000;
+
+/// The count percentile of a group, kept exact: `lo + r/10^6 · (hi − lo)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CountPercentile {
+    lo: i64,
+    hi: i64,
+    /// Fractional part of `x`, in millionths.
+    r: i64,
 }
 
-/// `percentile_cont(p)` of sorted floats, `None` for no values.
-pub fn percentile_f64(sorted: &[f64], p: Fraction) -> Option<f64> {
-    let (q, r) = split(sorted.len(), p)?;
-    let lo = sorted[q];
+impl CountPercentile {
+    /// `percentile_cont(p)` of `values` (reordered in place); `None` for no values.
+    pub fn of(values: &mut [i64], p: Fraction) -> Option<CountPercentile> {
+        let (q, r) = split(values.len(), p)?;
+        let (_, &mut lo, rest) = values.select_nth_unstable(q);
+        let hi = if r == 0 {
+            lo
+        } else {
+            *rest.iter().min().unwrap_or(&lo)
+        };
+        Some(CountPercentile { lo, hi, r })
+    }
+
+    /// `value >= percentile`, decided exactly: `10^6·value >= 10^6·lo + r·(hi − lo)`.
+    pub fn reached_by(&self, value: i64) -> bool {
+        MILLION * value as i128
+            >= MILLION * self.lo as i128 + self.r as i128 * (self.hi - self.lo) as i128
+    }
+}
+
+/// `percentile_cont(p)` of floats (reordered in place), `None` for no values.
+pub fn float_percentile(values: &mut [f64], p: Fraction) -> Option<f64> {
+    let (q, r) = split(values.len(), p)?;
+    let (_, &mut lo, rest) = values.select_nth_unstable_by(q, f64::total_cmp);
     if r == 0 {
         return Some(lo);
     }
-    let hi = sorted[q + 1];
+    let hi = rest.iter().copied().min_by(f64::total_cmp).unwrap_or(lo);
     Some(lo + (r as f64 / 1e6) * (hi - lo))
 }
 
-/// `(⌊x⌋, fractional part in millionths)` of `x = p·(n−1)`.
-fn split(n: usize, p: Fraction) -> Option<(usize, u64)> {
+/// `(⌊x⌋, fractional part of x in millionths)` of `x = p·(n−1)`.
+fn split(n: usize, p: Fraction) -> Option<(usize, i64)> {
     if n == 0 {
         return None;
     }
     let scaled = p.millionths as u64 * (n as u64 - 1);
-    Some(((scaled / 1_000_000) as usize, scaled % 1_000_000))
+    Some(((scaled / 1_000_000) as usize, (scaled % 1_000_000) as i64))
 }
 
 #[cfg(test)]
@@ -43,39 +63,71 @@ mod tests {
 
     const P90: Fraction = Fraction::from_millionths(900_000);
 
+    fn reached(value: i64, values: &[i64], p: Fraction) -> bool {
+        let mut v = values.to_vec();
+        CountPercentile::of(&mut v, p).is_some_and(|pc| pc.reached_by(value))
+    }
+
     #[test]
     fn count_percentile_interpolates_exactly() {
-        // {1,2,3,4} at 0.9: x = 2.7, value = 3 + 0.7 = 3.7.
-        let v = [1, 2, 3, 4];
-        assert!(!at_least_count_percentile(3, &v, P90));
-        assert!(at_least_count_percentile(4, &v, P90));
+        // {1,2,3,4} at 0.9: x = 2.7, value = 3 + 0.7 = 3.7 (any input order).
+        let v = [4, 1, 3, 2];
+        assert!(!reached(3, &v, P90));
+        assert!(reached(4, &v, P90));
         // Ten equal values: every one reaches the percentile (ties are inclusive).
-        let v = [5; 10];
-        assert!(at_least_count_percentile(5, &v, P90));
+        assert!(reached(5, &[5; 10], P90));
         // Exactly on an interpolated integer: {0, 10} at 0.9 → 9.
-        assert!(at_least_count_percentile(9, &[0, 10], P90));
-        assert!(!at_least_count_percentile(8, &[0, 10], P90));
+        assert!(reached(9, &[10, 0], P90));
+        assert!(!reached(8, &[0, 10], P90));
         // p = 0 and p = 1 are the minimum and the maximum.
-        assert!(at_least_count_percentile(
-            1,
-            &[1, 7],
-            Fraction::from_millionths(0)
-        ));
-        assert!(!at_least_count_percentile(
-            6,
-            &[1, 7],
-            Fraction::from_millionths(1_000_000)
-        ));
-        assert!(!at_least_count_percentile(0, &[], P90));
+        assert!(reached(1, &[7, 1], Fraction::from_millionths(0)));
+        assert!(!reached(6, &[1, 7], Fraction::from_millionths(1_000_000)));
+        assert!(!reached(0, &[], P90));
+    }
+
+    #[test]
+    fn selection_matches_sorting_on_many_groups() {
+        // Compare with the definition on a sorted copy, for pseudo-random groups.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..500 {
+            let n = (next() % 40) as usize + 1;
+            let values: Vec<i64> = (0..n).map(|_| (next() % 12) as i64).collect();
+            let p = Fraction::from_millionths((next() % 1_000_001) as u32);
+            let mut sorted = values.clone();
+            sorted.sort_unstable();
+            let x = p.millionths as i128 * (n as i128 - 1);
+            let (q, r) = ((x / MILLION) as usize, x % MILLION);
+            let hi = if r == 0 { sorted[q] } else { sorted[q + 1] };
+            for probe in -1..13 {
+                let expected = MILLION * probe as i128
+                    >= MILLION * sorted[q] as i128 + r * (hi - sorted[q]) as i128;
+                assert_eq!(
+                    reached(probe, &values, p),
+                    expected,
+                    "{values:?} p={p:?} v={probe}"
+                );
+            }
+            let mut floats: Vec<f64> = values.iter().map(|v| *v as f64 / 4.0).collect();
+            let expected_f =
+                sorted[q] as f64 / 4.0 + (r as f64 / 1e6) * ((hi - sorted[q]) as f64 / 4.0);
+            let got = float_percentile(&mut floats, p).unwrap();
+            assert!((got - expected_f).abs() < 1e-12, "{got} vs {expected_f}");
+        }
     }
 
     #[test]
     fn float_percentile_matches_definition() {
         let p10 = Fraction::from_millionths(100_000);
-        assert_eq!(percentile_f64(&[], p10), None);
-        assert_eq!(percentile_f64(&[2.0], p10), Some(2.0));
+        assert_eq!(float_percentile(&mut [], p10), None);
+        assert_eq!(float_percentile(&mut [2.0], p10), Some(2.0));
         // x = 0.1·3 = 0.3 → 1 + 0.3·(2 − 1)
-        let got = percentile_f64(&[1.0, 2.0, 3.0, 4.0], p10).unwrap();
+        let got = float_percentile(&mut [4.0, 2.0, 1.0, 3.0], p10).unwrap();
         assert!((got - 1.3).abs() < 1e-12);
     }
 }
