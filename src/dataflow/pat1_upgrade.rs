@@ -6,19 +6,21 @@
 //! and W(c,m) defined and W(c,m) <= percentile_cont(0.10) of { W(c',m) : W(c',m) defined }
 //! ```
 //!
-//! The percentile `reduce` re-reads a merchant's whole customer group whenever any of its
-//! customers changes, so it is gated first: only merchants with `N(m)` above the threshold
-//! reach it. The count percentile is compared exactly; weights in `f64`.
+//! Gated first: only merchants with `N(m)` above the threshold reach the percentiles.
+//! A `reduce` over a merchant's customers would re-read all of them every epoch, so the
+//! percentiles are computed over *histograms* instead: `(m, n)` and `(m, W)` with the number of
+//! customers as multiplicity, whose groups hold one entry per distinct value. Each histogram
+//! `reduce` outputs the qualifying values (`n` at or above its percentile, `W` at or below
+//! its own), and the customers are matched to them by two semijoins keyed by `(m, value)`:
+//! when a percentile moves, only the customers whose value crossed it are touched.
+//! Counts are compared exactly; weights in `f64`.
 
 use differential_dataflow::VecCollection;
 
 use super::aggregates::{Pair, PairSums};
-use super::percentile::{float_percentile, CountPercentile};
+use super::percentile::{float_percentile_of_histogram, CountPercentile};
 use super::Epoch;
 use crate::model::{DetectionKey, Name, Pattern, Thresholds, Weight};
-
-/// `(customer, n(c,m), W(c,m))`, the values of a merchant's group.
-type CustomerAtMerchant = (Name, i64, Option<Weight>);
 
 pub fn detect<'s>(
     merchant_counts: VecCollection<'s, Epoch, (Name, i64)>,
@@ -33,35 +35,46 @@ pub fn detect<'s>(
         .filter(move |(_, n)| *n > min_txns)
         .map(|(merchant, _)| merchant);
 
-    sums.map(|((customer, merchant), s)| (merchant, (customer, s.n, s.weight())))
-        .semijoin(large_merchants)
+    // `(m, (c, n(c,m), W(c,m)))` for the large merchants only.
+    let large = sums
+        .map(|((customer, merchant), s)| (merchant, (customer, s.n, s.weight())))
+        .semijoin(large_merchants);
+
+    let qualifying_counts = large
+        .clone()
+        .map(|(merchant, (_, n, _))| (merchant, n))
         .reduce({
-            // Buffers reused across groups: a large merchant has thousands of customers.
-            let (mut counts, mut weights) = (Vec::<i64>::new(), Vec::<f64>::new());
-            move |_merchant, input: &[(&CustomerAtMerchant, isize)], output| {
-                counts.clear();
-                counts.extend(input.iter().map(|((_, n, _), _)| *n));
-                weights.clear();
-                weights.extend(
-                    input
-                        .iter()
-                        .filter_map(|((_, _, w), _)| w.map(|w| w.into_inner())),
-                );
-                let (Some(count_limit), Some(weight_limit)) = (
-                    CountPercentile::of(&mut counts, count_p),
-                    float_percentile(&mut weights, weight_p),
-                ) else {
-                    return;
-                };
-                for ((customer, n, w), _) in input {
-                    let low_weight = w.is_some_and(|w| w.into_inner() <= weight_limit);
-                    if low_weight && count_limit.reached_by(*n) {
-                        output.push((customer.clone(), 1isize));
-                    }
+            let mut histogram = Vec::<(i64, u64)>::new();
+            move |_merchant, input: &[(&i64, isize)], output| {
+                histogram.clear();
+                histogram.extend(input.iter().map(|(n, customers)| (**n, *customers as u64)));
+                if let Some(limit) = CountPercentile::of_histogram(&histogram, count_p) {
+                    let reached = input.iter().filter(|(n, _)| limit.reached_by(**n));
+                    output.extend(reached.map(|(n, _)| (**n, 1isize)));
                 }
             }
-        })
-        .map(|(merchant, customer)| DetectionKey {
+        });
+    let qualifying_weights = large
+        .clone()
+        .flat_map(|(merchant, (_, _, w))| w.map(|w| (merchant, w)))
+        .reduce({
+            let mut histogram = Vec::<(f64, u64)>::new();
+            move |_merchant, input: &[(&Weight, isize)], output| {
+                histogram.clear();
+                histogram.extend(input.iter().map(|(w, c)| (w.into_inner(), *c as u64)));
+                if let Some(limit) = float_percentile_of_histogram(&histogram, weight_p) {
+                    let low = input.iter().filter(|(w, _)| w.into_inner() <= limit);
+                    output.extend(low.map(|(w, _)| (**w, 1isize)));
+                }
+            }
+        });
+
+    large
+        .map(|(merchant, (customer, n, w))| ((merchant, n), (customer, w)))
+        .semijoin(qualifying_counts)
+        .flat_map(|((merchant, _), (customer, w))| w.map(|w| ((merchant, w), customer)))
+        .semijoin(qualifying_weights)
+        .map(|((merchant, _), customer)| DetectionKey {
             pattern: Pattern::Upgrade,
             merchant,
             customer,

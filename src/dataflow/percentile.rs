@@ -37,6 +37,50 @@ impl CountPercentile {
     }
 }
 
+/// The value at 0-based `rank` of a multiset given as ascending `(value, multiplicity)`.
+fn value_at<T: Copy>(histogram: &[(T, u64)], rank: u64) -> Option<T> {
+    let mut below = 0u64;
+    for &(value, count) in histogram {
+        below += count;
+        if rank < below {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// `(v_⌊x⌋, v_⌈x⌉, fractional part in millionths)` of a multiset given as ascending
+/// `(value, multiplicity)` pairs: linear in the number of *distinct* values.
+fn histogram_bounds<T: Copy>(histogram: &[(T, u64)], p: Fraction) -> Option<(T, T, i64)> {
+    let total: u64 = histogram.iter().map(|(_, c)| c).sum();
+    let (q, r) = split(total as usize, p)?;
+    let lo = value_at(histogram, q as u64)?;
+    let hi = if r == 0 {
+        lo
+    } else {
+        value_at(histogram, q as u64 + 1)?
+    };
+    Some((lo, hi, r))
+}
+
+impl CountPercentile {
+    /// `percentile_cont(p)` of a multiset of counts given as ascending `(count, multiplicity)`.
+    pub fn of_histogram(histogram: &[(i64, u64)], p: Fraction) -> Option<CountPercentile> {
+        let (lo, hi, r) = histogram_bounds(histogram, p)?;
+        Some(CountPercentile { lo, hi, r })
+    }
+}
+
+/// `percentile_cont(p)` of a multiset of floats given as ascending `(value, multiplicity)`.
+pub fn float_percentile_of_histogram(histogram: &[(f64, u64)], p: Fraction) -> Option<f64> {
+    let (lo, hi, r) = histogram_bounds(histogram, p)?;
+    Some(if r == 0 {
+        lo
+    } else {
+        lo + (r as f64 / 1e6) * (hi - lo)
+    })
+}
+
 /// `percentile_cont(p)` of floats (reordered in place), `None` for no values.
 pub fn float_percentile(values: &mut [f64], p: Fraction) -> Option<f64> {
     let (q, r) = split(values.len(), p)?;
@@ -119,6 +163,39 @@ mod tests {
             let got = float_percentile(&mut floats, p).unwrap();
             assert!((got - expected_f).abs() < 1e-12, "{got} vs {expected_f}");
         }
+    }
+
+    #[test]
+    fn histograms_match_the_expanded_multiset() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..500 {
+            let distinct = (next() % 8) as i64 + 1;
+            let histogram: Vec<(i64, u64)> =
+                (0..distinct).map(|v| (v * 3, next() % 5 + 1)).collect();
+            let mut expanded: Vec<i64> = histogram
+                .iter()
+                .flat_map(|&(v, c)| std::iter::repeat_n(v, c as usize))
+                .collect();
+            let p = Fraction::from_millionths((next() % 1_000_001) as u32);
+            let from_hist = CountPercentile::of_histogram(&histogram, p);
+            assert_eq!(from_hist, CountPercentile::of(&mut expanded.clone(), p));
+            let floats: Vec<(f64, u64)> = histogram
+                .iter()
+                .map(|&(v, c)| (v as f64 * 0.5, c))
+                .collect();
+            let mut expanded_f: Vec<f64> = expanded.iter_mut().map(|v| *v as f64 * 0.5).collect();
+            assert_eq!(
+                float_percentile_of_histogram(&floats, p),
+                float_percentile(&mut expanded_f, p)
+            );
+        }
+        assert_eq!(CountPercentile::of_histogram(&[], P90), None);
     }
 
     #[test]
