@@ -524,18 +524,8 @@ fn check_against_reference(data: &Path, landing: &Path, baseline: &Results) {
     chunks.sort();
     let importance = std::fs::read(data.join(txgen::IMPORTANCE_FILE)).unwrap();
     let expected = common::reference::expected(&chunks, &importance, &thresholds());
-    let got: Vec<(u64, String, String, String)> = baseline
-        .ledger
-        .iter()
-        .map(|r| {
-            (
-                r.epoch,
-                r.pattern_id.clone(),
-                r.customer_name.clone(),
-                r.merchant_id.clone(),
-            )
-        })
-        .collect();
+    let got: Vec<(u64, String, String, String)> =
+        common::reference::ledger_identities(&baseline.ledger);
     if let Err(problems) = expected.check_ledger(&got) {
         panic!("the single-process baseline disagrees with the reference: {problems}");
     }

@@ -188,18 +188,8 @@ fn baseline_agrees_with_the_independent_reference() {
     let t0 = Instant::now();
     let expected = reference::expected(&chunks, &fs::read(&fx.importance).unwrap(), &thresholds());
     let baseline = &fx.baseline;
-    let ledger: Vec<(u64, String, String, String)> = baseline
-        .ledger
-        .iter()
-        .map(|r| {
-            (
-                r.epoch,
-                r.pattern_id.clone(),
-                r.customer_name.clone(),
-                r.merchant_id.clone(),
-            )
-        })
-        .collect();
+    let ledger: Vec<(u64, String, String, String)> =
+        common::reference::ledger_identities(&baseline.ledger);
     let ties = expected
         .check_ledger(&ledger)
         .unwrap_or_else(|e| panic!("the baseline run's ledger disagrees with the reference:\n{e}"));

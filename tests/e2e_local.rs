@@ -307,18 +307,8 @@ fn check_run(e: &Expected, got: &StateDump, output: &Path, times: Times<'_>) {
             assert_eq!(row.customer_name, "", "PatId3 has an empty customerName");
         }
     }
-    let tuples: Vec<(u64, String, String, String)> = got
-        .ledger
-        .iter()
-        .map(|r| {
-            (
-                r.epoch,
-                r.pattern_id.clone(),
-                r.customer_name.clone(),
-                r.merchant_id.clone(),
-            )
-        })
-        .collect();
+    let tuples: Vec<(u64, String, String, String)> =
+        common::reference::ledger_identities(&got.ledger);
     match e.check_ledger(&tuples) {
         Ok(report) => eprintln!(
             "ledger of {} matches the reference ({} of {} tie-touched detections decided as \"fails\")",

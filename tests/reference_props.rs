@@ -704,18 +704,8 @@ fn check_run(
             problem("a", format!("ledger row {i}: file_seq {:?}", row.file_seq));
         }
     }
-    let tuples: Vec<(u64, String, String, String)> = got
-        .ledger
-        .iter()
-        .map(|r| {
-            (
-                r.epoch,
-                r.pattern_id.clone(),
-                r.customer_name.clone(),
-                r.merchant_id.clone(),
-            )
-        })
-        .collect();
+    let tuples: Vec<(u64, String, String, String)> =
+        common::reference::ledger_identities(&got.ledger);
     match e.check_ledger(&tuples) {
         Ok(report) => {
             if report.decided_other_way > 0 && std::env::var("TXFLOW_PROP_STRICT_TIES").is_ok() {

@@ -196,18 +196,8 @@ fn data() -> &'static Data {
 /// The backtest against the independent reference: ledger (SPEC order, first epochs),
 /// action types, counters, per-epoch row counts, and files rendered from the ledger.
 fn check_against_reference(got: &Observed, e: &common::reference::Expected) {
-    let tuples: Vec<(u64, String, String, String)> = got
-        .ledger
-        .iter()
-        .map(|r| {
-            (
-                r.epoch,
-                r.pattern_id.clone(),
-                r.customer_name.clone(),
-                r.merchant_id.clone(),
-            )
-        })
-        .collect();
+    let tuples: Vec<(u64, String, String, String)> =
+        common::reference::ledger_identities(&got.ledger);
     if let Err(problems) = e.check_ledger(&tuples) {
         panic!("the local backtest disagrees with the reference:\n{problems}");
     }

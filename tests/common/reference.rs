@@ -499,6 +499,22 @@ pub struct Expected {
 
 /// Sort key of a detection tuple `(epoch, pattern, customer, merchant)`: by epoch, then
 /// `(pattern, merchant, customer)` bytewise.
+/// A ledger as the `(epoch, pattern_id, customer, merchant)` identities the reference speaks of.
+pub fn ledger_identities(
+    rows: &[txflow::sinks::state::LedgerRow],
+) -> Vec<(u64, String, String, String)> {
+    rows.iter()
+        .map(|r| {
+            (
+                r.epoch,
+                r.pattern_id.clone(),
+                r.customer_name.clone(),
+                r.merchant_id.clone(),
+            )
+        })
+        .collect()
+}
+
 pub fn spec_order(d: &(u64, String, String, String)) -> (u64, &[u8], &[u8], &[u8]) {
     (d.0, d.1.as_bytes(), d.3.as_bytes(), d.2.as_bytes())
 }
