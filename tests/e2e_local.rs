@@ -20,6 +20,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::outputs::{is_ist_timestamp, read_csv};
 use common::reference::{self, action_of, Expected};
 use common::streams::format_ist;
 use txflow::mechanism_x::{self, XOptions};
@@ -256,38 +257,6 @@ fn read_state(url: &str) -> StateDump {
     }
 }
 
-fn read_csv(path: &Path) -> Vec<Vec<String>> {
-    csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_path(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .records()
-        .map(|r| r.unwrap().iter().map(str::to_string).collect())
-        .collect()
-}
-
-/// `2026-11-25T21:10:03.123+05:30`
-fn is_ist_millis(s: &str) -> bool {
-    let b = s.as_bytes();
-    let digits = |r: std::ops::Range<usize>| r.into_iter().all(|i| b[i].is_ascii_digit());
-    b.len() == 29
-        && digits(0..4)
-        && b[4] == b'-'
-        && digits(5..7)
-        && b[7] == b'-'
-        && digits(8..10)
-        && b[10] == b'T'
-        && digits(11..13)
-        && b[13] == b':'
-        && digits(14..16)
-        && b[16] == b':'
-        && digits(17..19)
-        && b[19] == b'.'
-        && digits(20..23)
-        && &s[23..] == "+05:30"
-}
-
 /// How the run's times must look.
 enum Times<'a> {
     /// Live: one YStartTime within `[started_ms, ended_ms]`, detection times after it.
@@ -339,7 +308,7 @@ fn check_run(e: &Expected, got: &StateDump, output: &Path, times: Times<'_>) {
             r.chunk_key
         );
         assert!(
-            is_ist_millis(&r.committed_at),
+            is_ist_timestamp(&r.committed_at),
             "committed_at {:?}",
             r.committed_at
         );
@@ -402,7 +371,7 @@ fn check_run(e: &Expected, got: &StateDump, output: &Path, times: Times<'_>) {
     assert!(starts.len() <= 1, "several YStartTimes: {starts:?}");
     for l in &got.ledger {
         assert!(
-            is_ist_millis(&l.y_start_time) && is_ist_millis(&l.detection_time),
+            is_ist_timestamp(&l.y_start_time) && is_ist_timestamp(&l.detection_time),
             "seq {}: times ({}, {})",
             l.seq,
             l.y_start_time,

@@ -19,6 +19,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use common::outputs::{is_ist_timestamp, read_csv};
 use common::reference::{self, action_of, Decision, Expected};
 use common::streams::{self, Landing, Stream, StreamOptions};
 use txflow::mechanism_y::{self, ReplayRange, RunSummary, YOptions};
@@ -634,39 +635,6 @@ fn run_pipeline(
         epochs,
         output,
     })
-}
-
-fn read_csv(path: &Path) -> Vec<Vec<String>> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_path(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    reader
-        .records()
-        .map(|r| r.unwrap().iter().map(str::to_string).collect())
-        .collect()
-}
-
-fn is_ist_timestamp(s: &str) -> bool {
-    // 2026-11-25T21:10:03.123+05:30
-    let b = s.as_bytes();
-    let digits = |r: std::ops::Range<usize>| r.into_iter().all(|i| b[i].is_ascii_digit());
-    b.len() == 29
-        && digits(0..4)
-        && b[4] == b'-'
-        && digits(5..7)
-        && b[7] == b'-'
-        && digits(8..10)
-        && b[10] == b'T'
-        && digits(11..13)
-        && b[13] == b':'
-        && digits(14..16)
-        && b[16] == b':'
-        && digits(17..19)
-        && b[19] == b'.'
-        && digits(20..23)
-        && &s[23..] == "+05:30"
 }
 
 /// Checks (a)–(e) and the times of one run against the reference. Each problem starts with
