@@ -24,6 +24,35 @@ pub fn init_logging_at(default_level: &str) {
         .try_init();
 }
 
+/// Parses the command line; a usage error is one `error:` line on stderr (exit status 2)
+/// instead of clap's multi-line usage text, as the SPEC asks of every failure. `--help` and
+/// `--version` print as usual.
+pub fn parse_args<A: clap::Parser>() -> A {
+    match A::try_parse() {
+        Ok(args) => args,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            // clap's first paragraph: the error line, then any indented details (e.g. the
+            // names of missing arguments).
+            let rendered = e.to_string();
+            let mut lines = rendered.lines().skip_while(|l| l.trim().is_empty());
+            let first = lines.next().unwrap_or("invalid command line");
+            let details: Vec<&str> = lines
+                .take_while(|l| l.starts_with(' ') && !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let reason = first.trim_start_matches("error: ");
+            let details = if details.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", details.join(", "))
+            };
+            eprintln!("error: {reason}{details} (see --help)");
+            std::process::exit(2);
+        }
+    }
+}
+
 /// Runs `main`, printing an error as one line on stderr with exit status 1.
 pub fn exit_with(result: anyhow::Result<()>) -> ExitCode {
     match result {

@@ -314,6 +314,32 @@ fn txgen_unwritable_location() {
 }
 
 #[test]
+fn usage_errors_are_one_line() {
+    let missing = run(Y, &["--landing", "somewhere"]);
+    assert_eq!(missing.status.code(), Some(2), "{}", missing.describe());
+    let lines: Vec<&str> = missing.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", missing.describe());
+    assert!(lines[0].starts_with("error: "), "{}", missing.describe());
+    for name in ["--importance", "--output", "--state"] {
+        assert!(
+            lines[0].contains(name),
+            "names {name}: {}",
+            missing.describe()
+        );
+    }
+    for (bin, args) in [
+        (X, &["--bogus"][..]),
+        (Y, &["-w"][..]),
+        (TXGEN, &["--rows", "many"][..]),
+    ] {
+        let f = run(bin, args);
+        assert_eq!(f.status.code(), Some(2), "{}", f.describe());
+        assert_eq!(f.stderr.lines().count(), 1, "{}", f.describe());
+        assert!(f.stderr.starts_with("error: "), "{}", f.describe());
+    }
+}
+
+#[test]
 fn y_help() {
     let help = run(Y, &["--help"]);
     assert!(help.status.success(), "{}", help.describe());

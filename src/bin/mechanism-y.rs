@@ -79,7 +79,7 @@ struct Args {
 
 fn main() -> ExitCode {
     cli::init_logging();
-    cli::exit_with(run(Args::parse()))
+    cli::exit_with(run(cli::parse_args::<Args>()))
 }
 
 fn run(args: Args) -> anyhow::Result<()> {

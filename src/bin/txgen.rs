@@ -26,7 +26,7 @@ struct Args {
 
 fn main() -> ExitCode {
     // One line `error: ...` on stderr and a non-zero status, like the other binaries.
-    txflow::cli::exit_with(run(&Args::parse()))
+    txflow::cli::exit_with(run(&txflow::cli::parse_args::<Args>()))
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
