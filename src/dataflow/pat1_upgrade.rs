@@ -35,14 +35,17 @@ pub fn detect<'s>(
         .filter(move |(_, n)| *n > min_txns)
         .map(|(merchant, _)| merchant);
 
-    // `(m, (c, n(c,m), W(c,m)))` for the large merchants only.
-    let large = sums
-        .map(|((customer, merchant), s)| (merchant, (customer, s.n, s.weight())))
-        .semijoin(large_merchants);
-
-    let qualifying_counts = large
+    // Customers keyed by `(m, n(c,m))`, carrying `W(c,m)`: the one arrangement of the per-pair
+    // stream. The histograms below are gated to the large merchants; this stream is gated by
+    // meeting their qualifying values.
+    let by_count = sums
         .clone()
-        .map(|(merchant, (_, n, _))| (merchant, n))
+        .map(|((customer, merchant), s)| ((merchant, s.n), (customer, s.weight())));
+
+    let qualifying_counts = by_count
+        .clone()
+        .map(|((merchant, n), _)| (merchant, n))
+        .semijoin(large_merchants.clone())
         .reduce({
             let mut histogram = Vec::<(i64, u64)>::new();
             move |_merchant, input: &[(&i64, isize)], output| {
@@ -54,9 +57,9 @@ pub fn detect<'s>(
                 }
             }
         });
-    let qualifying_weights = large
-        .clone()
-        .flat_map(|(merchant, (_, _, w))| w.map(|w| (merchant, w)))
+    let qualifying_weights = sums
+        .flat_map(|((_, merchant), s)| s.weight().map(|w| (merchant, w)))
+        .semijoin(large_merchants)
         .reduce({
             let mut histogram = Vec::<(f64, u64)>::new();
             move |_merchant, input: &[(&Weight, isize)], output| {
@@ -69,8 +72,7 @@ pub fn detect<'s>(
             }
         });
 
-    large
-        .map(|(merchant, (customer, n, w))| ((merchant, n), (customer, w)))
+    by_count
         .semijoin(qualifying_counts)
         .flat_map(|((merchant, _), (customer, w))| w.map(|w| ((merchant, w), customer)))
         .semijoin(qualifying_weights)
