@@ -12,51 +12,6 @@ use serde::{Deserialize, Serialize};
 use super::Epoch;
 use crate::model::{Gender, Name, Txn, Weight, WeightKey};
 
-/// A count and an exact sum of micro-units, usable as a differential difference.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-pub struct CountSum {
-    pub count: i64,
-    pub sum: i128,
-}
-
-impl IsZero for CountSum {
-    fn is_zero(&self) -> bool {
-        self.count == 0 && self.sum == 0
-    }
-}
-
-impl Semigroup for CountSum {
-    fn plus_equals(&mut self, rhs: &Self) {
-        self.count += rhs.count;
-        self.sum += rhs.sum;
-    }
-}
-
-impl Monoid for CountSum {
-    fn zero() -> Self {
-        CountSum::default()
-    }
-}
-
-impl Abelian for CountSum {
-    fn negate(&mut self) {
-        self.count = -self.count;
-        self.sum = -self.sum;
-    }
-}
-
-impl Multiply<isize> for CountSum {
-    type Output = CountSum;
-    fn multiply(self, rhs: &isize) -> CountSum {
-        CountSum {
-            count: self.count * *rhs as i64,
-            sum: self.sum * *rhs as i128,
-        }
-    }
-}
-
 /// `(customer, merchant)`.
 pub type Pair = (Name, Name);
 
