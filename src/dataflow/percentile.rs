@@ -1,8 +1,8 @@
 //! `percentile_cont(p)` of values sorted ascending `v_0..v_{n-1}`: with `x = p·(n−1)`, the
 //! result is `v_⌊x⌋ + (x−⌊x⌋)·(v_⌈x⌉ − v_⌊x⌋)` (PostgreSQL's definition, SPEC §4).
 //!
-//! Only `v_⌊x⌋` and `v_⌈x⌉` matter, so they are found by selection (`select_nth_unstable`,
-//! linear time) instead of sorting the whole group.
+//! Only `v_⌊x⌋` and `v_⌈x⌉` matter. The dataflow reads them off histograms of distinct
+//! values (`(value, multiplicity)`, ascending), linear in the number of distinct values.
 
 use crate::model::Fraction;
 
@@ -19,6 +19,8 @@ pub struct CountPercentile {
 
 impl CountPercentile {
     /// `percentile_cont(p)` of `values` (reordered in place); `None` for no values.
+    /// By selection over every value: the tests' cross-check of the histogram path.
+    #[cfg(test)]
     pub fn of(values: &mut [i64], p: Fraction) -> Option<CountPercentile> {
         let (q, r) = split(values.len(), p)?;
         let (_, &mut lo, rest) = values.select_nth_unstable(q);
@@ -82,6 +84,8 @@ pub fn float_percentile_of_histogram(histogram: &[(f64, u64)], p: Fraction) -> O
 }
 
 /// `percentile_cont(p)` of floats (reordered in place), `None` for no values.
+/// By selection over every value: the tests' cross-check of the histogram path.
+#[cfg(test)]
 pub fn float_percentile(values: &mut [f64], p: Fraction) -> Option<f64> {
     let (q, r) = split(values.len(), p)?;
     let (_, &mut lo, rest) = values.select_nth_unstable_by(q, f64::total_cmp);
