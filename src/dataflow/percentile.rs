@@ -18,17 +18,9 @@ pub struct CountPercentile {
 }
 
 impl CountPercentile {
-    /// `percentile_cont(p)` of `values` (reordered in place); `None` for no values.
-    /// By selection over every value: the tests' cross-check of the histogram path.
-    #[cfg(test)]
-    pub fn of(values: &mut [i64], p: Fraction) -> Option<CountPercentile> {
-        let (q, r) = split(values.len(), p)?;
-        let (_, &mut lo, rest) = values.select_nth_unstable(q);
-        let hi = if r == 0 {
-            lo
-        } else {
-            *rest.iter().min().unwrap_or(&lo)
-        };
+    /// `percentile_cont(p)` of a multiset of counts given as ascending `(count, multiplicity)`.
+    pub fn of_histogram(histogram: &[(i64, u64)], p: Fraction) -> Option<CountPercentile> {
+        let (lo, hi, r) = histogram_bounds(histogram, p)?;
         Some(CountPercentile { lo, hi, r })
     }
 
@@ -65,14 +57,6 @@ fn histogram_bounds<T: Copy>(histogram: &[(T, u64)], p: Fraction) -> Option<(T, 
     Some((lo, hi, r))
 }
 
-impl CountPercentile {
-    /// `percentile_cont(p)` of a multiset of counts given as ascending `(count, multiplicity)`.
-    pub fn of_histogram(histogram: &[(i64, u64)], p: Fraction) -> Option<CountPercentile> {
-        let (lo, hi, r) = histogram_bounds(histogram, p)?;
-        Some(CountPercentile { lo, hi, r })
-    }
-}
-
 /// `percentile_cont(p)` of a multiset of floats given as ascending `(value, multiplicity)`.
 pub fn float_percentile_of_histogram(histogram: &[(f64, u64)], p: Fraction) -> Option<f64> {
     let (lo, hi, r) = histogram_bounds(histogram, p)?;
@@ -81,19 +65,6 @@ pub fn float_percentile_of_histogram(histogram: &[(f64, u64)], p: Fraction) -> O
     } else {
         lo + (r as f64 / 1e6) * (hi - lo)
     })
-}
-
-/// `percentile_cont(p)` of floats (reordered in place), `None` for no values.
-/// By selection over every value: the tests' cross-check of the histogram path.
-#[cfg(test)]
-pub fn float_percentile(values: &mut [f64], p: Fraction) -> Option<f64> {
-    let (q, r) = split(values.len(), p)?;
-    let (_, &mut lo, rest) = values.select_nth_unstable_by(q, f64::total_cmp);
-    if r == 0 {
-        return Some(lo);
-    }
-    let hi = rest.iter().copied().min_by(f64::total_cmp).unwrap_or(lo);
-    Some(lo + (r as f64 / 1e6) * (hi - lo))
 }
 
 /// `(⌊x⌋, fractional part of x in millionths)` of `x = p·(n−1)`.
@@ -111,9 +82,22 @@ mod tests {
 
     const P90: Fraction = Fraction::from_millionths(900_000);
 
+    /// The histogram of a list of values.
+    fn histogram(values: &[i64]) -> Vec<(i64, u64)> {
+        let mut sorted = values.to_vec();
+        sorted.sort_unstable();
+        let mut out: Vec<(i64, u64)> = Vec::new();
+        for v in sorted {
+            match out.last_mut() {
+                Some((last, count)) if *last == v => *count += 1,
+                _ => out.push((v, 1)),
+            }
+        }
+        out
+    }
+
     fn reached(value: i64, values: &[i64], p: Fraction) -> bool {
-        let mut v = values.to_vec();
-        CountPercentile::of(&mut v, p).is_some_and(|pc| pc.reached_by(value))
+        CountPercentile::of_histogram(&histogram(values), p).is_some_and(|pc| pc.reached_by(value))
     }
 
     #[test]
@@ -134,8 +118,8 @@ mod tests {
     }
 
     #[test]
-    fn selection_matches_sorting_on_many_groups() {
-        // Compare with the definition on a sorted copy, for pseudo-random groups.
+    fn histograms_match_the_definition_on_many_groups() {
+        // The SPEC's formula on a sorted list of every value, for pseudo-random groups.
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = || {
             state ^= state << 13;
@@ -161,54 +145,29 @@ mod tests {
                     "{values:?} p={p:?} v={probe}"
                 );
             }
-            let mut floats: Vec<f64> = values.iter().map(|v| *v as f64 / 4.0).collect();
+            let floats: Vec<(f64, u64)> = histogram(&values)
+                .into_iter()
+                .map(|(v, c)| (v as f64 / 4.0, c))
+                .collect();
             let expected_f =
                 sorted[q] as f64 / 4.0 + (r as f64 / 1e6) * ((hi - sorted[q]) as f64 / 4.0);
-            let got = float_percentile(&mut floats, p).unwrap();
+            let got = float_percentile_of_histogram(&floats, p).unwrap();
             assert!((got - expected_f).abs() < 1e-12, "{got} vs {expected_f}");
         }
-    }
-
-    #[test]
-    fn histograms_match_the_expanded_multiset() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        for _ in 0..500 {
-            let distinct = (next() % 8) as i64 + 1;
-            let histogram: Vec<(i64, u64)> =
-                (0..distinct).map(|v| (v * 3, next() % 5 + 1)).collect();
-            let mut expanded: Vec<i64> = histogram
-                .iter()
-                .flat_map(|&(v, c)| std::iter::repeat_n(v, c as usize))
-                .collect();
-            let p = Fraction::from_millionths((next() % 1_000_001) as u32);
-            let from_hist = CountPercentile::of_histogram(&histogram, p);
-            assert_eq!(from_hist, CountPercentile::of(&mut expanded.clone(), p));
-            let floats: Vec<(f64, u64)> = histogram
-                .iter()
-                .map(|&(v, c)| (v as f64 * 0.5, c))
-                .collect();
-            let mut expanded_f: Vec<f64> = expanded.iter_mut().map(|v| *v as f64 * 0.5).collect();
-            assert_eq!(
-                float_percentile_of_histogram(&floats, p),
-                float_percentile(&mut expanded_f, p)
-            );
-        }
         assert_eq!(CountPercentile::of_histogram(&[], P90), None);
+        assert_eq!(float_percentile_of_histogram(&[], P90), None);
     }
 
     #[test]
     fn float_percentile_matches_definition() {
         let p10 = Fraction::from_millionths(100_000);
-        assert_eq!(float_percentile(&mut [], p10), None);
-        assert_eq!(float_percentile(&mut [2.0], p10), Some(2.0));
-        // x = 0.1·3 = 0.3 → 1 + 0.3·(2 − 1)
-        let got = float_percentile(&mut [4.0, 2.0, 1.0, 3.0], p10).unwrap();
+        assert_eq!(float_percentile_of_histogram(&[(2.0, 1)], p10), Some(2.0));
+        // {1, 2, 3, 4}: x = 0.1·3 = 0.3 → 1 + 0.3·(2 − 1)
+        let got =
+            float_percentile_of_histogram(&[(1.0, 1), (2.0, 1), (3.0, 1), (4.0, 1)], p10).unwrap();
         assert!((got - 1.3).abs() < 1e-12);
+        // Multiplicities count as repeated values: {1, 1, 1, 5} at 0.9 → x = 2.7 → 1 + 0.7·4.
+        let got = float_percentile_of_histogram(&[(1.0, 3), (5.0, 1)], P90).unwrap();
+        assert!((got - 3.8).abs() < 1e-12);
     }
 }

@@ -209,18 +209,19 @@ impl EpochWriter {
                 .filter(|(_, d)| *d != 0)
                 .map(|(m, d)| (m.to_string(), d))
                 .collect(),
-            detections: rows.clone(),
+            detections: rows,
         };
         self.store.commit_epoch(&commit)?;
-        self.next_seq += rows.len() as u64;
+        let new_detections = commit.detections.len() as u64;
+        self.next_seq += new_detections;
         self.emitted.extend(new);
-        self.pending.extend(rows);
+        self.pending.extend(commit.detections);
         let before = self.files_written;
         self.write_full_files()?;
         Ok(CommitStats {
             accepted,
             rejected,
-            new_detections: commit.detections.len() as u64,
+            new_detections,
             files_written: self.files_written - before,
         })
     }
