@@ -5,11 +5,11 @@
 mod common;
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use common::process::{ChildGuard, Finished};
 use common::reference;
 
 const HEADER: &str =
@@ -25,32 +25,7 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 // Child processes, always bounded and killed on failure
 // ------------------------------------------------------------------------------------------
 
-/// Kills (and reaps) the child when dropped, unless it has been waited for.
-struct ChildGuard(Option<Child>);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
 impl Finished {
-    fn describe(&self) -> String {
-        format!(
-            "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-            self.status, self.stdout, self.stderr
-        )
-    }
-
     /// Asserts a failure reported as exactly one stderr line starting with `error:` (logging
     /// is off), naming every one of `mentions`. Returns the line.
     fn assert_one_line_error(&self, mentions: &[&str]) -> String {
@@ -89,43 +64,12 @@ impl Finished {
 
 /// Runs `bin args` with the given `RUST_LOG`, bounded by [`TIMEOUT`].
 fn run_with_log(bin: &str, args: &[&str], rust_log: &str) -> Finished {
-    let child = Command::new(bin)
+    let mut command = Command::new(bin);
+    command
         .args(args)
         .env("RUST_LOG", rust_log)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {bin}: {e}"));
-    let mut guard = ChildGuard(Some(child));
-    let child = guard.0.as_mut().unwrap();
-    let pipe = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
-            String::from_utf8_lossy(&buf).into_owned()
-        })
-    };
-    let out = pipe(Box::new(child.stdout.take().unwrap()));
-    let err = pipe(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            drop(guard); // kills it
-            panic!("{bin} {args:?} did not finish within {TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    guard.0 = None;
-    Finished {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
+        .env("NO_COLOR", "1");
+    ChildGuard::spawn(command).wait(TIMEOUT)
 }
 
 /// Runs with logging off, so that stderr holds only what `main` prints.

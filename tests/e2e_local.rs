@@ -14,13 +14,13 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::outputs::{is_ist_timestamp, read_csv};
+use common::process::{ChildGuard, Finished};
 use common::reference::{self, action_of, Expected};
 use common::streams::format_ist;
 use txflow::mechanism_x::{self, XOptions};
@@ -87,94 +87,18 @@ fn s(path: &Path) -> &str {
 // Child processes, always bounded and killed on failure
 // ------------------------------------------------------------------------------------------
 
-/// Kills (and reaps) the child when dropped, unless it has been waited for.
-struct ChildGuard {
-    child: Option<Child>,
-    what: String,
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Finished {
-    fn describe(&self) -> String {
-        format!(
-            "status {:?}\n--- stdout\n{}\n--- stderr (tail)\n{}",
-            self.status,
-            self.stdout,
-            tail(&self.stderr, 30)
-        )
-    }
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
 /// Starts `bin args` with `RUST_LOG=warn`, capturing stdout and stderr.
 fn spawn(bin: &str, args: &[String]) -> ChildGuard {
-    let child = Command::new(bin)
+    let mut command = Command::new(bin);
+    command
         .args(args)
         .env("RUST_LOG", "warn")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {bin}: {e}"));
-    ChildGuard {
-        child: Some(child),
-        what: format!("{bin} {}", args.join(" ")),
-    }
-}
-
-/// Waits for the child (reading its pipes on threads), killing it after `timeout`.
-fn wait(mut guard: ChildGuard, timeout: Duration) -> Finished {
-    let child = guard.child.as_mut().unwrap();
-    let pipe = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
-            String::from_utf8_lossy(&buf).into_owned()
-        })
-    };
-    let out = pipe(Box::new(child.stdout.take().unwrap()));
-    let err = pipe(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let what = guard.what.clone();
-            drop(guard); // kills it
-            panic!("{what} did not finish within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    guard.child = None;
-    Finished {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
+        .env("NO_COLOR", "1");
+    ChildGuard::spawn(command)
 }
 
 fn run_bin(bin: &str, args: &[String]) -> Finished {
-    wait(spawn(bin, args), RUN_TIMEOUT)
+    spawn(bin, args).wait(RUN_TIMEOUT)
 }
 
 fn args(items: &[&str]) -> Vec<String> {
@@ -671,7 +595,7 @@ fn binaries_pipeline_and_replay_subrange() {
         "mechanism-x summary: {}",
         x.stdout
     );
-    let y = wait(y, RUN_TIMEOUT);
+    let y = y.wait(RUN_TIMEOUT);
     let ended_ms = now_ms();
     assert!(y.status.success(), "mechanism-y live: {}", y.describe());
 

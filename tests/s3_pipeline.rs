@@ -18,13 +18,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use common::process::ChildGuard;
 use common::s3::{Fault, FaultyProxy, S3Server, ACCESS_KEY, SECRET_KEY};
 use common::streams::{chunk_mtime_ms, format_ist, unix_ms};
 use txflow::mechanism_x::{self, XOptions, XSummary};
@@ -546,48 +546,10 @@ fn mtime_ms(path: &Path) -> i64 {
         .as_millis() as i64
 }
 
-/// Kills the child on drop (a failed assertion must not leave it running).
-struct ChildGuard(std::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Runs `command` to its end within `limit`: (exit code, stdout, stderr).
-fn run_child(mut command: Command, limit: Duration) -> (Option<i32>, String, String) {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut guard = ChildGuard(command.spawn().expect("spawn binary"));
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = drain(Box::new(guard.0.stdout.take().unwrap()));
-    let stderr = drain(Box::new(guard.0.stderr.take().unwrap()));
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = guard.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < limit,
-            "the binary hung for {limit:?}: {command:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    (
-        status.code(),
-        stdout.join().unwrap(),
-        stderr.join().unwrap(),
-    )
+fn run_child(command: Command, limit: Duration) -> (Option<i32>, String, String) {
+    let finished = ChildGuard::spawn(command).wait(limit);
+    (finished.status.code(), finished.stdout, finished.stderr)
 }
 
 /// A binary with the S3 endpoint and the test environment (credentials overridable).

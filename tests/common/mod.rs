@@ -4,6 +4,7 @@
 
 pub mod outputs;
 pub mod pg;
+pub mod process;
 pub mod reference;
 pub mod s3;
 pub mod streams;

@@ -1,0 +1,88 @@
+//! Child processes in tests: always bounded in time and killed if a test fails.
+
+use std::io::Read;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Kills (and reaps) the child when dropped, unless it has been waited for.
+pub struct ChildGuard {
+    child: Option<Child>,
+    what: String,
+}
+
+impl ChildGuard {
+    /// Starts `command` with stdin closed and stdout/stderr captured.
+    pub fn spawn(mut command: Command) -> ChildGuard {
+        let what = format!("{command:?}");
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {what}: {e}"));
+        ChildGuard {
+            child: Some(child),
+            what,
+        }
+    }
+
+    /// Waits for the child (reading its pipes on threads); kills it and panics after `timeout`.
+    pub fn wait(mut self, timeout: Duration) -> Finished {
+        let child = self.child.as_mut().expect("not yet waited for");
+        let drain = |mut pipe: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = pipe.read_to_end(&mut buf);
+                String::from_utf8_lossy(&buf).into_owned()
+            })
+        };
+        let stdout = drain(Box::new(child.stdout.take().unwrap()));
+        let stderr = drain(Box::new(child.stderr.take().unwrap()));
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let what = self.what.clone();
+                drop(self); // kills it
+                panic!("{what} did not finish within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        self.child = None;
+        Finished {
+            status,
+            stdout: stdout.join().unwrap(),
+            stderr: stderr.join().unwrap(),
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A finished child's status and output.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    /// Status, stdout and the last 60 lines of stderr, for assertion messages.
+    pub fn describe(&self) -> String {
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+        format!(
+            "status {:?}\n--- stdout\n{}\n--- stderr (tail)\n{}",
+            self.status, self.stdout, tail
+        )
+    }
+}
