@@ -509,21 +509,29 @@ fn assert_exactly_once(s: &mut dyn StateStore, commits: &[EpochCommit]) {
     );
 }
 
+/// Commits epoch 0, injects `fault` into the commit of epoch 1, and checks both epochs are in
+/// the store exactly once. Returns the store (reconnected) for further checks.
+fn commit_through_fault(db: &str, fault: Fault) -> (String, PgStore, i32) {
+    let url = fresh_database_url(db);
+    let mut s = pg_store(&url, Duration::from_secs(20));
+    s.begin_run(&live_run()).unwrap();
+    let commits = [epoch_commit(0, 0, 5, 4), epoch_commit(1, 4, 6, 5)];
+    s.commit_epoch(&commits[0]).unwrap();
+    let pid_before = s.backend_pid().unwrap();
+    s.inject_fault(fault);
+    s.commit_epoch(&commits[1]).unwrap();
+    assert_exactly_once(&mut s, &commits);
+    (url, s, pid_before)
+}
+
 /// A COMMIT whose answer is lost (the connection dies right after it was applied) is found
 /// committed by re-reading the progress row after reconnecting: not applied twice.
 #[test]
 fn postgres_lost_commit_answer_is_resolved_by_the_progress_row() {
     bounded(Duration::from_secs(60), || {
-        let url = fresh_database_url("lost_commit");
-        let mut s = pg_store(&url, Duration::from_secs(20));
-        s.begin_run(&live_run()).unwrap();
-        let commits = [epoch_commit(0, 0, 5, 4), epoch_commit(1, 4, 6, 5)];
-        s.commit_epoch(&commits[0]).unwrap();
-        let pid_before = s.backend_pid().unwrap();
-        s.inject_fault(Fault::LoseConnectionAfterCommit);
-        s.commit_epoch(&commits[1]).unwrap();
+        let (url, s, pid_before) =
+            commit_through_fault("lost_commit", Fault::LoseConnectionAfterCommit);
         assert_ne!(s.backend_pid().unwrap(), pid_before, "reconnected");
-        assert_exactly_once(&mut s, &commits);
         // The lease came back with the new session.
         let mut other = pg_store(&url, Duration::from_secs(20));
         assert!(matches!(
@@ -538,14 +546,7 @@ fn postgres_lost_commit_answer_is_resolved_by_the_progress_row() {
 #[test]
 fn postgres_lost_commit_that_rolled_back_is_retried() {
     bounded(Duration::from_secs(60), || {
-        let url = fresh_database_url("lost_commit_rolled_back");
-        let mut s = pg_store(&url, Duration::from_secs(20));
-        s.begin_run(&live_run()).unwrap();
-        let commits = [epoch_commit(0, 0, 5, 4), epoch_commit(1, 4, 6, 5)];
-        s.commit_epoch(&commits[0]).unwrap();
-        s.inject_fault(Fault::LoseConnectionDuringCommit);
-        s.commit_epoch(&commits[1]).unwrap();
-        assert_exactly_once(&mut s, &commits);
+        commit_through_fault("lost_commit_rolled_back", Fault::LoseConnectionDuringCommit);
     });
 }
 
@@ -553,14 +554,7 @@ fn postgres_lost_commit_that_rolled_back_is_retried() {
 #[test]
 fn postgres_connection_lost_before_commit_is_retried() {
     bounded(Duration::from_secs(60), || {
-        let url = fresh_database_url("lost_before_commit");
-        let mut s = pg_store(&url, Duration::from_secs(20));
-        s.begin_run(&live_run()).unwrap();
-        let commits = [epoch_commit(0, 0, 5, 4), epoch_commit(1, 4, 6, 5)];
-        s.commit_epoch(&commits[0]).unwrap();
-        s.inject_fault(Fault::LoseConnectionBeforeCommit);
-        s.commit_epoch(&commits[1]).unwrap();
-        assert_exactly_once(&mut s, &commits);
+        commit_through_fault("lost_before_commit", Fault::LoseConnectionBeforeCommit);
     });
 }
 
