@@ -83,6 +83,10 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    let poll_interval = args
+        .poll_ms
+        .map(Duration::from_millis)
+        .unwrap_or_else(|| mechanism_y::default_poll_interval(&args.landing));
     let options = YOptions {
         landing: args.landing,
         importance: args.importance,
@@ -106,13 +110,8 @@ fn run(args: Args) -> anyhow::Result<()> {
             ca_file: args.pg_ca_file,
             reconnect_timeout: Duration::from_secs(args.pg_reconnect_timeout),
         },
-        poll_interval: Duration::ZERO,
+        poll_interval,
     };
-    let mut options = options;
-    options.poll_interval = args
-        .poll_ms
-        .map(Duration::from_millis)
-        .unwrap_or_else(|| mechanism_y::default_poll_interval(&options.landing));
     // SIGINT/SIGTERM: finish or abandon the epoch in flight, then exit 0; a restart resumes.
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
