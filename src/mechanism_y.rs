@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use differential_dataflow::input::Input;
-use differential_dataflow::AsCollection;
+use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::Exchange;
 use timely::worker::Worker as TimelyWorker;
@@ -375,71 +375,41 @@ fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<Option<RunSu
             // Every worker's fingerprint goes to the writer, which checks that the processes
             // of a cluster run with the same options before it commits anything.
             let sink = fingerprints.clone();
-            worker_fingerprints
-                .inner
-                .exchange(|_| 0)
-                .as_collection()
-                .inspect_batch(move |_, updates| {
-                    let mut f = sink.borrow_mut();
-                    f.extend(updates.iter().filter(|u| u.2 > 0).map(|u| u.0));
-                })
-                .probe_with(&probe);
+            to_writer(worker_fingerprints, &probe, move |f, _, diff| {
+                if diff > 0 {
+                    sink.borrow_mut().push(*f);
+                }
+            });
 
             // Everything the writer needs is exchanged to worker 0 and gathered by epoch.
             let sink = gathered.clone();
-            outputs
-                .detections
-                .inner
-                .exchange(|_| 0)
-                .as_collection()
-                .inspect_batch(move |_, updates| {
-                    let mut g = sink.borrow_mut();
-                    for (key, time, diff) in updates {
-                        *g.epochs
-                            .entry(*time)
-                            .or_default()
-                            .detections
-                            .entry(key.clone())
-                            .or_default() += diff;
-                    }
-                })
-                .probe_with(&probe);
+            to_writer(outputs.detections, &probe, move |key, time, diff| {
+                let mut g = sink.borrow_mut();
+                let epoch = g.epochs.entry(time).or_default();
+                *epoch.detections.entry(key.clone()).or_default() += diff;
+            });
             let sink = gathered.clone();
-            outputs
-                .merchant_counts
-                .inner
-                .exchange(|_| 0)
-                .as_collection()
-                .inspect_batch(move |_, updates| {
+            to_writer(
+                outputs.merchant_counts,
+                &probe,
+                move |(merchant, count), time, diff| {
                     let mut g = sink.borrow_mut();
-                    for ((merchant, count), time, diff) in updates {
-                        *g.epochs
-                            .entry(*time)
-                            .or_default()
-                            .counter_deltas
-                            .entry(merchant.clone())
-                            .or_default() += count * *diff as i64;
-                    }
-                })
-                .probe_with(&probe);
+                    let epoch = g.epochs.entry(time).or_default();
+                    *epoch.counter_deltas.entry(merchant.clone()).or_default() +=
+                        count * diff as i64;
+                },
+            );
             let sink = gathered.clone();
-            reports
-                .inner
-                .exchange(|_| 0)
-                .as_collection()
-                .inspect_batch(move |_, updates| {
+            to_writer(reports, &probe, move |report, time, diff| {
+                if diff > 0 {
                     let mut g = sink.borrow_mut();
-                    for (report, time, diff) in updates {
-                        if *diff > 0 {
-                            g.epochs
-                                .entry(*time)
-                                .or_default()
-                                .reports
-                                .push(report.clone());
-                        }
-                    }
-                })
-                .probe_with(&probe);
+                    g.epochs
+                        .entry(time)
+                        .or_default()
+                        .reports
+                        .push(report.clone());
+                }
+            });
             (inputs, report_in, fingerprint_in, probe)
         });
 
@@ -599,6 +569,24 @@ fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<Option<RunSu
     summary.files_written = writer.files_written;
     summary.finished = writer.is_finished();
     Ok(Some(summary))
+}
+
+/// Exchanges `collection` to worker 0, the single writer, and hands it each update there.
+fn to_writer<'s, D: differential_dataflow::ExchangeData>(
+    collection: VecCollection<'s, Epoch, D>,
+    probe: &ProbeHandle<Epoch>,
+    mut sink: impl FnMut(&D, Epoch, isize) + 'static,
+) {
+    collection
+        .inner
+        .exchange(|_| 0)
+        .as_collection()
+        .inspect_batch(move |_, updates| {
+            for (data, time, diff) in updates {
+                sink(data, *time, *diff);
+            }
+        })
+        .probe_with(probe);
 }
 
 /// What every process of a cluster must agree on, as hashes: a process started with other
