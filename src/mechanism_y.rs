@@ -26,8 +26,8 @@ use timely::dataflow::operators::Exchange;
 use timely::worker::Worker as TimelyWorker;
 use timely::CommunicationConfig;
 
+use crate::dataflow::aggregates::WeightTable;
 use crate::dataflow::{self, Epoch, ShareReport};
-use crate::model::{Weight, WeightKey};
 use crate::objectstore::{self, ObjectMeta};
 use crate::sinks::state::{self, RunIdentity};
 use crate::sinks::writer::{Clock, EpochChanges, EpochWriter};
@@ -261,7 +261,7 @@ pub fn run_with_stop(options: &YOptions, stop: Arc<AtomicBool>) -> anyhow::Resul
     );
     let shared = Arc::new(WorkerShared {
         writer: Mutex::new(writer),
-        weights: importance.weights,
+        weights: Arc::new(WeightTable::new(&importance.weights)),
         thresholds: options.thresholds,
         fingerprint,
         feed,
@@ -328,7 +328,8 @@ pub fn run_with_stop(options: &YOptions, stop: Arc<AtomicBool>) -> anyhow::Resul
 struct WorkerShared {
     /// Taken by worker 0.
     writer: Mutex<Option<EpochWriter>>,
-    weights: Vec<(WeightKey, Weight)>,
+    /// The importance table, broadcast: every worker joins its share with it on the way in.
+    weights: Arc<WeightTable>,
     thresholds: Thresholds,
     /// What every process of a cluster must agree on; checked by the writer.
     fingerprint: Fingerprint,
@@ -366,7 +367,8 @@ fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<Option<RunSu
 
     let (mut inputs, mut report_in, fingerprint_in, probe) =
         worker.dataflow::<Epoch, _, _>(|scope| {
-            let (inputs, outputs) = dataflow::Inputs::build(scope, &thresholds);
+            let (inputs, outputs) =
+                dataflow::Inputs::build(scope, shared.weights.clone(), &thresholds);
             let (report_in, reports) = scope.new_collection::<ShareReport, isize>();
             let (fingerprint_in, worker_fingerprints) =
                 scope.new_collection::<(usize, Fingerprint), isize>();
@@ -417,13 +419,6 @@ fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<Option<RunSu
     let mut fingerprint_in = fingerprint_in;
     fingerprint_in.insert((index / shared.fingerprint.workers, shared.fingerprint));
     drop(fingerprint_in);
-
-    // The importance weights enter once, at the first time, spread over the workers.
-    for (i, (key, weight)) in shared.weights.iter().enumerate() {
-        if i % peers == index {
-            inputs.insert_weight(key.clone(), *weight);
-        }
-    }
 
     let mut summary = RunSummary::default();
     let mut ended = false;

@@ -1,10 +1,11 @@
-//! The differential computation (SPEC §4). Transactions enter at time = chunk index; the
-//! importance weights enter once; every aggregate is a differential collection, so the work
-//! of an epoch follows the rows that changed, not the history.
+//! The differential computation (SPEC §4). Transactions enter at time = chunk index, each
+//! worker's share pre-aggregated per `(c, m)` pair and joined with the (static, broadcast)
+//! importance weights on the way in; every aggregate is a differential collection, so the
+//! work of an epoch follows the rows that changed, not the history.
 //!
 //! | file | owns |
 //! |---|---|
-//! | `aggregates.rs` | `N(m)`; per `(c, m)` the running totals behind `n(c,m)`, `A(c,m)`, `W(c,m)` and the genders seen |
+//! | `aggregates.rs` | `N(m)`; per `(c, m)` the running totals behind `n(c,m)`, `A(c,m)`, `W(c,m)` and the genders seen, as a stream of changes |
 //! | `pat1_upgrade.rs` | PatId1: percentiles per large merchant |
 //! | `pat2_child.rs` | PatId2: many small transactions |
 //! | `pat3_dei_needed.rs` | PatId3: distinct female vs male customers |
@@ -20,14 +21,15 @@ pub mod pat2_child;
 pub mod pat3_dei_needed;
 pub mod percentile;
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
 use differential_dataflow::input::{Input, InputSession};
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Scope;
 
-use crate::model::{DetectionKey, Name, Reject, Thresholds, Txn, Weight, WeightKey};
+use self::aggregates::{Pair, PairSums, ShareDeltas, WeightTable};
+use crate::model::{DetectionKey, Name, Reject, Thresholds, Txn};
 
 /// Logical time: the chunk index.
 pub type Epoch = u64;
@@ -53,73 +55,68 @@ pub struct Outputs<'s> {
 
 /// The dataflow's inputs, on one worker.
 pub struct Inputs {
-    txns: InputSession<Epoch, Txn, isize>,
-    /// Transactions per merchant of this worker's share, pre-aggregated before they enter
-    /// (a chunk touches ~50 merchants but 10,000 rows): the same collection as
-    /// `txns.map(merchant)`, with far fewer updates to arrange.
-    merchant_txns: InputSession<Epoch, Name, isize>,
-    weights: InputSession<Epoch, (WeightKey, Weight), isize>,
+    /// Per `(c, m)` increments of this worker's share, totals in the difference type.
+    pairs: InputSession<Epoch, Pair, PairSums>,
+    /// Transactions per merchant of this worker's share: the same collection as the
+    /// transactions' merchants, with ~50 updates a chunk instead of 10,000.
+    merchants: InputSession<Epoch, Name, isize>,
+    weights: Arc<WeightTable>,
 }
 
 impl Inputs {
-    /// Builds the detection dataflow in `scope` and returns its inputs and outputs.
-    pub fn build<'s>(scope: Scope<'s, Epoch>, thresholds: &Thresholds) -> (Inputs, Outputs<'s>) {
-        let (txn_in, txns) = scope.new_collection::<Txn, isize>();
+    /// Builds the detection dataflow in `scope` and returns its inputs and outputs. Every
+    /// worker of the process shares `weights`, the broadcast importance table.
+    pub fn build<'s>(
+        scope: Scope<'s, Epoch>,
+        weights: Arc<WeightTable>,
+        thresholds: &Thresholds,
+    ) -> (Inputs, Outputs<'s>) {
+        let (pair_in, pair_deltas) = scope.new_collection::<Pair, PairSums>();
         let (merchant_in, merchant_txns) = scope.new_collection::<Name, isize>();
-        let (weight_in, weights) = scope.new_collection::<(WeightKey, Weight), isize>();
-        let outputs = detect(txns, merchant_txns, weights, thresholds);
+        let outputs = detect(pair_deltas, merchant_txns, thresholds);
         let inputs = Inputs {
-            txns: txn_in,
-            merchant_txns: merchant_in,
-            weights: weight_in,
+            pairs: pair_in,
+            merchants: merchant_in,
+            weights,
         };
         (inputs, outputs)
     }
 
     /// Adds this worker's accepted transactions of the current epoch.
     pub fn insert_share(&mut self, txns: Vec<Txn>) {
-        let mut per_merchant: HashMap<Name, isize> = HashMap::new();
-        for txn in txns {
-            *per_merchant.entry(txn.merchant.clone()).or_default() += 1;
-            self.txns.insert(txn);
+        let deltas = ShareDeltas::of(txns, &self.weights);
+        for (pair, sums) in deltas.pairs {
+            self.pairs.update(pair, sums);
         }
-        for (merchant, n) in per_merchant {
-            self.merchant_txns.update(merchant, n);
+        for (merchant, n) in deltas.merchants {
+            self.merchants.update(merchant, n);
         }
-    }
-
-    /// Adds one importance weight (at the current epoch; weights enter once, at the start).
-    pub fn insert_weight(&mut self, key: WeightKey, weight: Weight) {
-        self.weights.insert((key, weight));
     }
 
     pub fn advance_to(&mut self, epoch: Epoch) {
-        self.txns.advance_to(epoch);
-        self.merchant_txns.advance_to(epoch);
-        self.weights.advance_to(epoch);
+        self.pairs.advance_to(epoch);
+        self.merchants.advance_to(epoch);
     }
 
     pub fn flush(&mut self) {
-        self.txns.flush();
-        self.merchant_txns.flush();
-        self.weights.flush();
+        self.pairs.flush();
+        self.merchants.flush();
     }
 }
 
-/// Builds the detection dataflow over the transactions and the importance weights.
-/// `merchant_txns` must be `txns.map(|t| t.merchant)` (possibly pre-aggregated).
+/// Builds the detection dataflow over the per-pair increments (`pair_deltas`, totals in the
+/// difference type) and the transactions' merchants.
 pub fn detect<'s>(
-    txns: VecCollection<'s, Epoch, Txn>,
+    pair_deltas: VecCollection<'s, Epoch, Pair, PairSums>,
     merchant_txns: VecCollection<'s, Epoch, Name>,
-    weights: VecCollection<'s, Epoch, (WeightKey, Weight)>,
     thresholds: &Thresholds,
 ) -> Outputs<'s> {
     let merchant_counts = aggregates::merchant_counts(merchant_txns);
-    let sums = aggregates::pair_sums(txns, weights);
+    let changes = aggregates::pair_changes(pair_deltas);
 
-    let upgrade = pat1_upgrade::detect(merchant_counts.clone(), sums.clone(), thresholds);
-    let child = pat2_child::detect(sums.clone(), thresholds);
-    let dei = pat3_dei_needed::detect(aggregates::merchant_customer_genders(sums), thresholds);
+    let upgrade = pat1_upgrade::detect(merchant_counts.clone(), changes.clone(), thresholds);
+    let child = pat2_child::detect(changes.clone(), thresholds);
+    let dei = pat3_dei_needed::detect(changes, thresholds);
 
     Outputs {
         detections: upgrade.concat(child).concat(dei),

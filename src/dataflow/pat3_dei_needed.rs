@@ -5,21 +5,30 @@
 //! F(m), M(m) = number of distinct customers of m seen with gender 'F' / 'M'
 //! ```
 //!
-//! A customer seen with both genders at a merchant counts under both. The input holds one
-//! `(m, gender)` record per customer seen with that gender at `m`, so a merchant's group has
-//! just two values whose multiplicities are `F(m)` and `M(m)`.
+//! A customer seen with both genders at a merchant counts under both. The pair changes give
+//! one `(m, gender)` record per customer seen with that gender at `m` (an update only when a
+//! pair sees a gender for the first time), so a merchant's group has just two values whose
+//! multiplicities are `F(m)` and `M(m)`.
 
 use differential_dataflow::VecCollection;
 
+use super::aggregates::{derive, PairChange};
 use super::Epoch;
 use crate::model::{DetectionKey, Gender, Name, Pattern, Thresholds};
 
 pub fn detect<'s>(
-    merchant_customer_genders: VecCollection<'s, Epoch, (Name, Gender)>,
+    changes: VecCollection<'s, Epoch, PairChange>,
     thresholds: &Thresholds,
 ) -> VecCollection<'s, Epoch, DetectionKey> {
     let min_female = thresholds.dei_min_female_customers as isize;
-    merchant_customer_genders
+    let female = derive(changes.clone(), |(_, merchant), s| {
+        (s.female > 0).then(|| (merchant.clone(), Gender::Female))
+    });
+    let male = derive(changes, |(_, merchant), s| {
+        (s.male > 0).then(|| (merchant.clone(), Gender::Male))
+    });
+    female
+        .concat(male)
         .reduce(move |_merchant, input: &[(&Gender, isize)], output| {
             let customers = |g: Gender| {
                 input
