@@ -47,6 +47,13 @@ fn value_at<T: Copy>(histogram: &[(T, u64)], rank: u64) -> Option<T> {
 /// `(value, multiplicity)` pairs: linear in the number of *distinct* values.
 fn histogram_bounds<T: Copy>(histogram: &[(T, u64)], p: Fraction) -> Option<(T, T, i64)> {
     let total: u64 = histogram.iter().map(|(_, c)| c).sum();
+    prefix_bounds(histogram, total, p)
+}
+
+/// [`histogram_bounds`] of a multiset of `total` values of which `prefix` holds the smallest
+/// (at least the first [`ranks_needed`] of them).
+fn prefix_bounds<T: Copy>(prefix: &[(T, u64)], total: u64, p: Fraction) -> Option<(T, T, i64)> {
+    let histogram = prefix;
     let (q, r) = split(total as usize, p)?;
     let lo = value_at(histogram, q as u64)?;
     let hi = if r == 0 {
@@ -59,7 +66,27 @@ fn histogram_bounds<T: Copy>(histogram: &[(T, u64)], p: Fraction) -> Option<(T, 
 
 /// `percentile_cont(p)` of a multiset of floats given as ascending `(value, multiplicity)`.
 pub fn float_percentile_of_histogram(histogram: &[(f64, u64)], p: Fraction) -> Option<f64> {
-    let (lo, hi, r) = histogram_bounds(histogram, p)?;
+    interpolate(histogram_bounds(histogram, p)?)
+}
+
+/// How many of the smallest values of a multiset of `total` values decide its
+/// `percentile_cont(p)`: `⌈x⌉ + 1` (0 for an empty multiset).
+pub fn ranks_needed(total: u64, p: Fraction) -> u64 {
+    match split(total as usize, p) {
+        Some((q, 0)) => q as u64 + 1,
+        Some((q, _)) => q as u64 + 2,
+        None => 0,
+    }
+}
+
+/// `percentile_cont(p)` of a multiset of `total` floats, given only its smallest values as an
+/// ascending `(value, multiplicity)` prefix covering at least [`ranks_needed`] values: a low
+/// percentile reads a small part of a large group.
+pub fn float_percentile_of_prefix(prefix: &[(f64, u64)], total: u64, p: Fraction) -> Option<f64> {
+    interpolate(prefix_bounds(prefix, total, p)?)
+}
+
+fn interpolate((lo, hi, r): (f64, f64, i64)) -> Option<f64> {
     Some(if r == 0 {
         lo
     } else {
@@ -153,6 +180,24 @@ mod tests {
                 sorted[q] as f64 / 4.0 + (r as f64 / 1e6) * ((hi - sorted[q]) as f64 / 4.0);
             let got = float_percentile_of_histogram(&floats, p).unwrap();
             assert!((got - expected_f).abs() < 1e-12, "{got} vs {expected_f}");
+            // The shortest prefix covering `ranks_needed` values gives the same bits.
+            let needed = ranks_needed(n as u64, p);
+            let mut covered = 0;
+            let prefix: Vec<(f64, u64)> = floats
+                .iter()
+                .take_while(|(_, c)| {
+                    let take = covered < needed;
+                    covered += c;
+                    take
+                })
+                .copied()
+                .collect();
+            assert!(prefix.len() <= floats.len());
+            assert_eq!(
+                float_percentile_of_prefix(&prefix, n as u64, p),
+                Some(got),
+                "{values:?} p={p:?} prefix={prefix:?}"
+            );
         }
         assert_eq!(CountPercentile::of_histogram(&[], P90), None);
         assert_eq!(float_percentile_of_histogram(&[], P90), None);
