@@ -148,7 +148,10 @@ pub struct ShareDeltas {
 
 impl ShareDeltas {
     pub fn of(txns: Vec<Txn>, weights: &WeightTable) -> ShareDeltas {
-        let mut deltas = ShareDeltas::default();
+        let mut deltas = ShareDeltas {
+            pairs: HashMap::with_capacity_and_hasher(txns.len(), Default::default()),
+            merchants: HashMap::default(),
+        };
         for txn in txns {
             let key = WeightKey {
                 customer: txn.customer,
