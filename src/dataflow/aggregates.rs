@@ -4,6 +4,8 @@
 //! the exact running totals per pair. Time is a total order (the chunk index), so the totals
 //! need no general `reduce`: each changed pair costs one trace lookup per epoch.
 
+use std::rc::Rc;
+
 use foldhash::HashMap;
 
 use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
@@ -177,6 +179,11 @@ impl ShareDeltas {
     }
 }
 
+/// The stream of pair changes. It never leaves its worker (every consumer derives a smaller
+/// record first), so the changes are shared by reference: each of the six consumers gets the
+/// same records instead of a copy.
+pub type PairChanges<'s> = VecCollection<'s, Epoch, Rc<PairChange>>;
+
 /// How one pair's totals changed at one time. Zero totals mean the pair has no transactions.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PairChange {
@@ -191,9 +198,7 @@ pub struct PairChange {
 /// pair costs one trace lookup — `count_total`'s algorithm (time is a total order, the chunk
 /// index), but reporting before and after together, so that the collections derived from the
 /// totals ([`derive`]) carry only the updates that do not cancel.
-pub fn pair_changes<'s>(
-    deltas: VecCollection<'s, Epoch, Pair, PairSums>,
-) -> VecCollection<'s, Epoch, PairChange> {
+pub fn pair_changes<'s>(deltas: VecCollection<'s, Epoch, Pair, PairSums>) -> PairChanges<'s> {
     let arranged = deltas.arrange_by_self_named("Arrange: PairTotals");
     let mut trace = arranged.trace.clone();
     arranged
@@ -237,11 +242,11 @@ pub fn pair_changes<'s>(
                             let before = totals;
                             totals.plus_equals(diff);
                             session.give((
-                                PairChange {
+                                Rc::new(PairChange {
                                     pair: pair.clone(),
                                     before,
                                     after: totals,
-                                },
+                                }),
                                 *time,
                                 1isize,
                             ));
@@ -260,10 +265,7 @@ pub fn pair_changes<'s>(
 /// The collection `{ view(pair, totals) : pairs with transactions }`, from the changes: each
 /// change retracts the old view and inserts the new one, and sends nothing when they are
 /// equal (a derived fact that did not change costs nothing downstream).
-pub fn derive<'s, D, F>(
-    changes: VecCollection<'s, Epoch, PairChange>,
-    view: F,
-) -> VecCollection<'s, Epoch, D>
+pub fn derive<'s, D, F>(changes: PairChanges<'s>, view: F) -> VecCollection<'s, Epoch, D>
 where
     D: differential_dataflow::Data,
     F: Fn(&Pair, &PairSums) -> Option<D> + 'static,

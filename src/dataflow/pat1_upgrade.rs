@@ -24,14 +24,14 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::CapabilitySet;
 use timely::progress::{Antichain, Timestamp};
 
-use super::aggregates::{derive, PairChange};
+use super::aggregates::{derive, PairChanges};
 use super::percentile::{float_percentile_of_prefix, ranks_needed, CountPercentile};
 use super::Epoch;
 use crate::model::{DetectionKey, Fraction, Name, Pattern, Thresholds, Weight};
 
 pub fn detect<'s>(
     merchant_counts: VecCollection<'s, Epoch, (Name, i64)>,
-    changes: VecCollection<'s, Epoch, PairChange>,
+    changes: PairChanges<'s>,
     thresholds: &Thresholds,
 ) -> VecCollection<'s, Epoch, DetectionKey> {
     let min_txns = thresholds.upgrade_min_merchant_txns as i64;

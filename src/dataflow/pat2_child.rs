@@ -9,12 +9,12 @@
 
 use differential_dataflow::VecCollection;
 
-use super::aggregates::{derive, PairChange};
+use super::aggregates::{derive, PairChanges};
 use super::Epoch;
 use crate::model::{DetectionKey, Pattern, Thresholds};
 
 pub fn detect<'s>(
-    changes: VecCollection<'s, Epoch, PairChange>,
+    changes: PairChanges<'s>,
     thresholds: &Thresholds,
 ) -> VecCollection<'s, Epoch, DetectionKey> {
     let min_txns = thresholds.child_min_txns as i64;

@@ -12,12 +12,12 @@
 
 use differential_dataflow::VecCollection;
 
-use super::aggregates::{derive, PairChange};
+use super::aggregates::{derive, PairChanges};
 use super::Epoch;
 use crate::model::{DetectionKey, Gender, Name, Pattern, Thresholds};
 
 pub fn detect<'s>(
-    changes: VecCollection<'s, Epoch, PairChange>,
+    changes: PairChanges<'s>,
     thresholds: &Thresholds,
 ) -> VecCollection<'s, Epoch, DetectionKey> {
     let min_female = thresholds.dei_min_female_customers as isize;
