@@ -8,6 +8,7 @@
 
 use std::cmp::Ordering;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -15,10 +16,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// heap variant (a `Box<str>` after the tag's padding), so a pair of names is 48 bytes.
 const INLINE: usize = 23;
 
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Name(Repr);
 
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq)]
 enum Repr {
     Inline([u8; INLINE]),
     Heap(Box<str>),
@@ -71,6 +72,28 @@ impl Ord for Name {
         match (&self.0, &other.0) {
             (Repr::Inline(a), Repr::Inline(b)) => words(a).cmp(&words(b)),
             _ => self.as_str().as_bytes().cmp(other.as_str().as_bytes()),
+        }
+    }
+}
+
+/// Hashes an inline name as its three words (three `write_u64`s instead of a length-prefixed
+/// byte slice): names are hashed for every exchange between workers and every hash-map
+/// lookup on the way in. The words are big-endian, so the hash, and with it the worker a key
+/// is routed to, is the same on every platform. The two representations never hold the same
+/// name, so they may hash differently.
+impl Hash for Name {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match &self.0 {
+            Repr::Inline(bytes) => {
+                let [a, b, c] = words(bytes);
+                state.write_u64(a);
+                state.write_u64(b);
+                state.write_u64(c);
+            }
+            Repr::Heap(text) => {
+                state.write_u8(0xff);
+                text.hash(state);
+            }
         }
     }
 }
@@ -177,5 +200,29 @@ mod tests {
         assert_eq!(Name::new("abc").to_string(), "abc");
         assert!(Name::default().is_empty());
         assert_eq!(Name::new(&long).as_str(), long);
+    }
+
+    #[test]
+    fn equal_names_hash_equal_and_neighbours_differ() {
+        use std::hash::BuildHasher;
+        let hash = |text: &str| foldhash::fast::FixedState::with_seed(7).hash_one(Name::new(text));
+        let long = "y".repeat(40);
+        for text in [
+            "",
+            "M1823072687",
+            "es_barsandrestaurants",
+            long.as_str(),
+            "a\0b",
+        ] {
+            assert_eq!(hash(text), hash(&String::from(text)));
+        }
+        // Names differing in any byte position, including the last inline one, hash apart.
+        let base = "C".repeat(23);
+        for i in 0..23 {
+            let mut other = base.clone().into_bytes();
+            other[i] = b'D';
+            let other = String::from_utf8(other).unwrap();
+            assert_ne!(hash(&base), hash(&other), "byte {i}");
+        }
     }
 }
