@@ -162,7 +162,9 @@ impl EpochWriter {
             .into_iter()
             .flat_map(|s| s.rejects)
             .collect();
-        reject_rows.sort_by_key(|r| r.line);
+        // Line order. Records separated by a lone `\r` share a line number: order those by
+        // text, so that the file is the same for any number of workers and processes.
+        reject_rows.sort_by(|a, b| (a.line, &a.raw, &a.reason).cmp(&(b.line, &b.raw, &b.reason)));
         self.write_rejects(&chunk.key, &reject_rows)?;
 
         let now = match self.clock {

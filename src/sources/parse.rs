@@ -303,17 +303,23 @@ impl<'a> RecordReader<'a> {
         } else {
             0
         };
+        RecordReader::over(bytes, body, bytes.len())
+    }
+
+    /// Reads the records of `bytes[start..end]` (which must begin at a record boundary),
+    /// reporting lines and raw text as positions in the whole of `bytes`.
+    fn over(bytes: &'a [u8], start: usize, end: usize) -> Self {
         let rdr = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
-            .from_reader(&bytes[body..]);
+            .from_reader(&bytes[start..end]);
         RecordReader {
-            bytes,
-            body,
+            bytes: &bytes[..end],
+            body: start,
             rdr,
             record: ByteRecord::new(),
-            cur_begin: body,
-            cur_end: body,
+            cur_begin: start,
+            cur_end: start,
             error: None,
             done: false,
             scanned: 0,
@@ -403,7 +409,24 @@ impl<'a> RecordReader<'a> {
 }
 
 fn count_newlines(bytes: &[u8]) -> u64 {
-    bytes.iter().filter(|&&b| b == b'\n').count() as u64
+    memchr::memchr_iter(b'\n', bytes).count() as u64
+}
+
+/// Where share `index` of `peers` begins in a body of unquoted records that starts at `start`:
+/// the first line start at or after the `index`-th of `peers` equal byte parts. Without
+/// double quotes no record spans a `\n`, so every line start is a record boundary.
+fn share_boundary(bytes: &[u8], start: usize, peers: usize, index: usize) -> usize {
+    if index == 0 {
+        return start;
+    }
+    if index >= peers {
+        return bytes.len();
+    }
+    let target = start + (bytes.len() - start) / peers * index;
+    if bytes[target - 1] == b'\n' {
+        return target;
+    }
+    memchr::memchr(b'\n', &bytes[target..]).map_or(bytes.len(), |at| target + at + 1)
 }
 
 /// Positions of the validated columns of a transactions chunk, and the header's field count.
@@ -504,7 +527,8 @@ impl fmt::Display for RowError<'_> {
 /// The result of parsing one chunk (or this worker's share of it).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ChunkParse {
-    /// Number of records in the whole chunk (all workers' shares), excluding the header and blank lines.
+    /// Number of records in this share (the shares' counts add up to the chunk's), excluding
+    /// the header and blank lines.
     pub records: u64,
     /// Accepted transactions of this share, in record order.
     pub txns: Vec<Txn>,
@@ -514,11 +538,14 @@ pub struct ChunkParse {
     pub header_error: Option<String>,
 }
 
-/// Parses chunk `chunk_name`. Record `i` (0-based, in file order) belongs to this share when
-/// `i % peers == index`; only those are validated and returned.
+/// Parses share `index` of `peers` of chunk `chunk_name`; only its records are validated and
+/// returned. The shares partition the chunk's records. When the body has no double quote
+/// (every BankSim chunk), a share is a contiguous run of lines, found by byte offset, so a
+/// worker tokenizes only its part. Otherwise (a quoted field may span lines) every worker
+/// tokenizes the whole chunk and record `i` (0-based, in file order) belongs to share
+/// `i % peers`.
 ///
-/// `peers == 0` is treated as 1; an `index >= peers` owns no record (but `records` is still
-/// the whole chunk's count). An object without a header row (empty, or only blank lines)
+/// `peers == 0` is treated as 1; an `index >= peers` owns no record. An object without a header row (empty, or only blank lines)
 /// gives `records == 0` and `header_error == Some("empty chunk: no header row")`. A header
 /// lacking (or duplicating) a required column sets `header_error` and rejects every record
 /// of the share with that message as the reason.
@@ -535,7 +562,7 @@ pub fn parse_chunk(chunk_name: &str, bytes: &[u8], peers: usize, index: usize) -
         Some(e) => Err(format!("chunk header: {e}")),
         None => TxnLayout::from_header(rdr.record()),
     };
-    // Record `i` is ours when `i % peers == index`; `slot` tracks `i % peers` without dividing.
+    // Otherwise record `i` is ours when `i % peers == index`; `slot` tracks `i % peers`.
     let mut records: u64 = 0;
     let mut slot: u64 = 0;
     let mut next_is_mine = || {
@@ -544,7 +571,7 @@ pub fn parse_chunk(chunk_name: &str, bytes: &[u8], peers: usize, index: usize) -
         if slot == peers {
             slot = 0;
         }
-        records += 1;
+        records += mine as u64;
         mine
     };
     match layout {
@@ -557,32 +584,55 @@ pub fn parse_chunk(chunk_name: &str, bytes: &[u8], peers: usize, index: usize) -
             }
             out.header_error = Some(message);
         }
+        Ok(layout) if peers > 1 && memchr::memchr(b'"', &bytes[rdr.cur_end..]).is_none() => {
+            // The usual case: no quoted field, so records are lines, and each worker reads
+            // only its contiguous part of the chunk instead of tokenizing all of it.
+            let peers = peers as usize;
+            let index = index as usize;
+            let start = share_boundary(bytes, rdr.cur_end, peers, index);
+            let end = share_boundary(bytes, rdr.cur_end, peers, index + 1).max(start);
+            out.txns.reserve((end - start) / 80);
+            let mut share = RecordReader::over(bytes, start, end);
+            while share.advance() {
+                records += 1;
+                parse_record(&mut share, &layout, chunk_name, &mut out);
+            }
+        }
         Ok(layout) => {
             out.txns
                 .reserve(bytes.len() / 96 / usize::try_from(peers).unwrap_or(1));
             while rdr.advance() {
-                if !next_is_mine() {
-                    continue;
-                }
-                if let Some(e) = rdr.error() {
-                    let reason = e.to_owned();
-                    let reject = rdr.reject(chunk_name, reason);
-                    out.rejects.push(reject);
-                    continue;
-                }
-                match layout.parse(rdr.record()) {
-                    Ok(txn) => out.txns.push(txn),
-                    Err(e) => {
-                        let reason = e.to_string();
-                        let reject = rdr.reject(chunk_name, reason);
-                        out.rejects.push(reject);
-                    }
+                if next_is_mine() {
+                    parse_record(&mut rdr, &layout, chunk_name, &mut out);
                 }
             }
         }
     }
     out.records = records;
     out
+}
+
+/// Validates the reader's current record into a transaction or a reject.
+fn parse_record(
+    rdr: &mut RecordReader,
+    layout: &TxnLayout,
+    chunk_name: &str,
+    out: &mut ChunkParse,
+) {
+    if let Some(e) = rdr.error() {
+        let reason = e.to_owned();
+        let reject = rdr.reject(chunk_name, reason);
+        out.rejects.push(reject);
+        return;
+    }
+    match layout.parse(rdr.record()) {
+        Ok(txn) => out.txns.push(txn),
+        Err(e) => {
+            let reason = e.to_string();
+            let reject = rdr.reject(chunk_name, reason);
+            out.rejects.push(reject);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1062,7 +1112,7 @@ pub(crate) mod tests {
     fn header_missing_column_splits_rejects_by_share() {
         let text = "a,b\n1,2\n3,4\n5,6\n";
         let p = parse_chunk("k", text.as_bytes(), 2, 1);
-        assert_eq!(p.records, 3);
+        assert_eq!(p.records, 1);
         assert_eq!(p.rejects.len(), 1);
         assert_eq!(p.rejects[0].line, 3);
         assert_eq!(p.rejects[0].raw, "3,4");
@@ -1127,50 +1177,104 @@ pub(crate) mod tests {
         text
     }
 
+    /// Parses `text` as `peers` shares and checks that they partition the whole parse.
+    fn check_shares_partition(text: &[u8], peers: usize) -> Vec<ChunkParse> {
+        let all = parse_chunk("chunk-000000.csv", text, 1, 0);
+        let shares: Vec<ChunkParse> = (0..peers)
+            .map(|index| parse_chunk("chunk-000000.csv", text, peers, index))
+            .collect();
+        let mut txns = Vec::new();
+        let mut rejects = Vec::new();
+        for share in &shares {
+            assert_eq!(share.header_error, all.header_error);
+            assert_eq!(
+                share.records as usize,
+                share.txns.len() + share.rejects.len()
+            );
+            assert!(share.rejects.windows(2).all(|w| w[0].line <= w[1].line));
+            txns.extend(share.txns.iter().cloned());
+            rejects.extend(share.rejects.iter().cloned());
+        }
+        assert_eq!(
+            shares.iter().map(|s| s.records).sum::<u64>(),
+            all.records,
+            "{:?}",
+            String::from_utf8_lossy(text)
+        );
+        // The writer's order (same-line records by text).
+        let writer_order = |a: &Reject, b: &Reject| (a.line, &a.raw).cmp(&(b.line, &b.raw));
+        rejects.sort_by(writer_order);
+        let mut want_rejects = all.rejects.clone();
+        want_rejects.sort_by(writer_order);
+        assert_eq!(rejects, want_rejects);
+        let mut want = all.txns.clone();
+        want.sort();
+        txns.sort();
+        assert_eq!(txns, want);
+        shares
+    }
+
     #[test]
     fn shares_partition_the_chunk() {
+        // With quoted multi-line records (every worker reads the whole chunk).
         let text = sample_chunk(200, 42);
         let all = parse1(&text);
         assert_eq!(all.records as usize, all.txns.len() + all.rejects.len());
         assert!(!all.rejects.is_empty() && !all.txns.is_empty());
-        for peers in [2usize, 3, 7] {
-            let mut txns = Vec::new();
-            let mut rejects = Vec::new();
-            for index in 0..peers {
-                let share = parse_chunk("chunk-000000.csv", text.as_bytes(), peers, index);
-                assert_eq!(share.records, all.records);
-                assert_eq!(share.header_error, None);
-                assert!(share.rejects.windows(2).all(|w| w[0].line < w[1].line));
-                txns.extend(share.txns);
-                rejects.extend(share.rejects);
+        assert!(text.contains('"'));
+        // Without quotes (contiguous byte ranges), with blank lines, CRLF and a final line
+        // without terminator.
+        let unquoted: String = sample_chunk(300, 7)
+            .lines()
+            .filter(|l| !l.contains('"') && !l.starts_with("line"))
+            .enumerate()
+            .map(|(i, l)| format!("{l}{}", if i % 5 == 0 { "\r\n" } else { "\n" }))
+            .collect::<String>()
+            .trim_end()
+            .to_owned();
+        assert!(!unquoted.contains('"'));
+        for text in [text.as_str(), unquoted.as_str()] {
+            for peers in [2usize, 3, 7, 400] {
+                check_shares_partition(text.as_bytes(), peers);
             }
-            rejects.sort_by_key(|r| r.line);
-            assert_eq!(rejects, all.rejects);
-            let mut want = all.txns.clone();
-            want.sort();
-            txns.sort();
-            assert_eq!(txns, want);
         }
         // An index outside the peers owns nothing; zero peers means one.
-        let none = parse_chunk("k", text.as_bytes(), 3, 5);
-        assert_eq!(none.records, all.records);
-        assert!(none.txns.is_empty() && none.rejects.is_empty());
-        assert_eq!(parse_chunk("chunk-000000.csv", text.as_bytes(), 0, 0), all);
+        for text in [text.as_str(), unquoted.as_str()] {
+            let none = parse_chunk("k", text.as_bytes(), 3, 5);
+            assert_eq!(none.records, 0);
+            assert!(none.txns.is_empty() && none.rejects.is_empty());
+            assert_eq!(
+                parse_chunk("chunk-000000.csv", text.as_bytes(), 0, 0),
+                parse1(text)
+            );
+        }
     }
 
     #[test]
-    fn share_membership_is_by_record_index() {
+    fn unquoted_shares_are_contiguous_runs_in_order() {
+        let rows: Vec<String> = (0..50)
+            .map(|i| row(&format!("C{i}"), "F", "M1", "c", "1"))
+            .collect();
+        let text = format!("{HEADER}\n{}\n", rows.join("\n"));
+        let all = parse1(&text);
+        let shares = check_shares_partition(text.as_bytes(), 3);
+        let in_order: Vec<Txn> = shares.into_iter().flat_map(|s| s.txns).collect();
+        assert_eq!(in_order, all.txns);
+    }
+
+    #[test]
+    fn share_membership_is_by_record_index_when_quoted() {
         let rows: Vec<String> = (0..6)
             .map(|i| row(&format!("C{i}"), "F", "M1", "c", "1"))
             .collect();
         let text = format!(
-            "{HEADER}\n{}\n\n{}\n{}\n{}\n{}\n{}\n",
+            "{HEADER}\n{}\n\n{}\n{}\n{}\n{}\n{}\n\"x\"\n",
             rows[0], rows[1], rows[2], rows[3], rows[4], rows[5]
         );
         let p = parse_chunk("k", text.as_bytes(), 3, 1);
         let names: Vec<&str> = p.txns.iter().map(|t| t.customer.as_str()).collect();
         assert_eq!(names, vec!["C1", "C4"]);
-        assert_eq!(p.records, 6);
+        assert_eq!(p.records, 2);
     }
 
     // ---- robustness ----
@@ -1249,13 +1353,7 @@ pub(crate) mod tests {
             }
             if iteration % 10 == 0 {
                 let peers = 1 + (rng.next() % 4) as usize;
-                let mut n = 0;
-                for index in 0..peers {
-                    let share = parse_chunk("fuzz", &bytes, peers, index);
-                    assert_eq!(share.records, all.records);
-                    n += share.txns.len() + share.rejects.len();
-                }
-                assert_eq!(n as u64, all.records);
+                check_shares_partition(&bytes, peers);
             }
             // Amount parsing on arbitrary bytes.
             let _ = parse_amount(&bytes[..bytes.len().min(24)]);
