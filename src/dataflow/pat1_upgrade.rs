@@ -15,7 +15,9 @@
 //! crossed it are touched. The `N(m)` gate applies last, to the few customers that qualify.
 //! Counts are compared exactly; weights in `f64`.
 
+use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::cursor::cursor_list;
+use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::trace::{Cursor, TraceReader};
 use differential_dataflow::{AsCollection, VecCollection};
 use foldhash::HashMap;
@@ -42,12 +44,19 @@ pub fn detect<'s>(
         .filter(move |(_, n)| *n > min_txns)
         .map(|(merchant, _)| merchant);
 
-    // The count histogram is small (a merchant's customers share few distinct counts): a
-    // `reduce` reads it whole and outputs the counts that reach the percentile.
-    let qualifying_counts = derive(changes.clone(), |(_, merchant), s| {
-        Some((merchant.clone(), s.n))
+    // Customers keyed by `(m, n(c,m))`, carrying `W(c,m)`: the one arrangement of the
+    // per-pair totals at full size. Customers without a weight stay: they count in the
+    // count percentile (they just never qualify themselves).
+    let by_count = derive(changes.clone(), |(customer, merchant), s| {
+        Some(((merchant.clone(), s.n), (customer.clone(), s.weight())))
     })
-    .reduce({
+    .arrange_by_key_named("Arrange: CustomersByCount");
+
+    // The count histogram, `(m, n)` with the number of customers as multiplicity, read off
+    // that arrangement's batches (one update per touched `(m, n)`, not two per changed pair).
+    // It is small (a merchant's customers share few distinct counts): a `reduce` reads it
+    // whole and outputs the counts that reach the percentile.
+    let qualifying_counts = key_multiplicities(&by_count).reduce({
         let mut histogram = Vec::<(i64, u64)>::new();
         move |_merchant, input: &[(&i64, isize)], output| {
             histogram.clear();
@@ -67,14 +76,11 @@ pub fn detect<'s>(
         weight_p,
     );
 
-    // Customers keyed by `(m, n(c,m))`, carrying `W(c,m)`: the one arrangement of the
-    // per-pair totals, matched to the qualifying counts; the few that reach the count
-    // percentile meet their merchant's weight limit.
-    let frequent = derive(changes, |(customer, merchant), s| {
-        Some(((merchant.clone(), s.n), (customer.clone(), s.weight())))
-    })
-    .semijoin(qualifying_counts)
-    .flat_map(|((merchant, _), (customer, w))| w.map(|w| (merchant, (customer, w))));
+    // The customers that reach the count percentile meet their merchant's weight limit.
+    let frequent = by_count.join_core(
+        qualifying_counts.arrange_by_self_named("Arrange: QualifyingCounts"),
+        |(merchant, _), (customer, w), ()| w.map(|w| (merchant.clone(), (customer.clone(), w))),
+    );
     frequent
         .arrange_by_key_named("Arrange: FrequentCustomers")
         .join_core(
@@ -89,6 +95,49 @@ pub fn detect<'s>(
             merchant,
             customer,
         })
+}
+
+/// The arrangement of customers by `(m, n)`.
+type ByCount<'s> =
+    Arranged<'s, TraceAgent<ValSpine<(Name, i64), (Name, Option<Weight>), Epoch, isize>>>;
+
+/// `(m, n)` with multiplicity = the number of customers of `m` with `n` transactions there:
+/// the net change of each `(m, n)` key of `by_count`'s batches.
+fn key_multiplicities<'s>(by_count: &ByCount<'s>) -> VecCollection<'s, Epoch, (Name, i64)> {
+    by_count
+        .stream
+        .clone()
+        .unary(Pipeline, "KeyMultiplicities", |_, _| {
+            let mut per_time: Vec<(Epoch, isize)> = Vec::new();
+            move |input, output| {
+                input.for_each(|capability, batches| {
+                    // Every update's time is at or after some time of the message's stamp.
+                    let caps = capability.retain_stamp(0);
+                    let mut session = output.session(&caps);
+                    for batch in batches.drain(..).filter_map(|b| b.inner) {
+                        let (mut cursor, storage) = cursor_list(vec![batch]);
+                        while let Some(key) = cursor.get_key(&storage) {
+                            per_time.clear();
+                            while cursor.val_valid(&storage) {
+                                cursor.map_times(&storage, |time, diff| {
+                                    per_time.push((*time, *diff));
+                                });
+                                cursor.step_val(&storage);
+                            }
+                            per_time.sort_unstable();
+                            for group in per_time.chunk_by(|a, b| a.0 == b.0) {
+                                let net: isize = group.iter().map(|(_, d)| d).sum();
+                                if net != 0 {
+                                    session.give((key.clone(), group[0].0, net));
+                                }
+                            }
+                            cursor.step_key(&storage);
+                        }
+                    }
+                });
+            }
+        })
+        .as_collection()
 }
 
 /// `(m, percentile_cont(p) of { W : (m, W) })` for every merchant, from the collection of
