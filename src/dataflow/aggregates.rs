@@ -161,7 +161,6 @@ impl ShareDeltas {
                 category: txn.category,
             };
             let weight = weights.scaled(&key);
-            *deltas.merchants.entry(key.merchant.clone()).or_default() += 1;
             let sums = deltas
                 .pairs
                 .entry((key.customer, key.merchant))
@@ -174,6 +173,9 @@ impl ShareDeltas {
                 weighted_n: weight.is_some() as i64,
                 weighted_sum: weight.unwrap_or(0),
             });
+        }
+        for ((_, merchant), sums) in &deltas.pairs {
+            *deltas.merchants.entry(merchant.clone()).or_default() += sums.n as isize;
         }
         deltas
     }
