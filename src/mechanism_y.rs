@@ -1,8 +1,8 @@
 //! Mechanism Y: the detector (SPEC §3–§7).
 //!
 //! Each process runs a [`ChunkFeed`] that fetches chunks in order; each timely worker takes
-//! every chunk, parses its share of the records (record `i` goes to worker `i % peers`, so
-//! the parsing is spread over every worker of every process), and feeds them into the
+//! every chunk, parses its share of the records ([`parse_chunk`]: a contiguous run of lines,
+//! so the parsing is spread over every worker of every process), and feeds them into the
 //! dataflow at time = chunk index. The dataflow's outputs are exchanged to worker 0, the
 //! single writer, which commits each epoch once every worker's share report has arrived.
 //!

@@ -31,7 +31,7 @@ pub type Pair = (Name, Name);
 pub const WEIGHT_SCALE: f64 = 1e18;
 
 /// Per `(c, m)` running totals, carried in the difference type and accumulated by
-/// `count_total`: `n(c,m)`, `A(c,m)`, transactions seen with gender F and M, and the
+/// [`pair_changes`]: `n(c,m)`, `A(c,m)`, transactions seen with gender F and M, and the
 /// transactions with a weight and the sum of their weights (for `W(c,m)`).
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
