@@ -199,7 +199,7 @@ pub struct PairChange {
 /// its difference type ("money in the diff"); they are arranged by pair, and each touched
 /// pair costs one trace lookup — `count_total`'s algorithm (time is a total order, the chunk
 /// index), but reporting before and after together, so that the collections derived from the
-/// totals ([`derive`]) carry only the updates that do not cancel.
+/// totals ([`derive`](fn@derive)) carry only the updates that do not cancel.
 pub fn pair_changes<'s>(deltas: VecCollection<'s, Epoch, Pair, PairSums>) -> PairChanges<'s> {
     let arranged = deltas.arrange_by_self_named("Arrange: PairTotals");
     let mut trace = arranged.trace.clone();
