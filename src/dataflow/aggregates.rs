@@ -16,10 +16,9 @@ use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::CapabilitySet;
 use timely::progress::{Antichain, Timestamp};
 
-use super::Epoch;
+use super::{arranged, Epoch};
 use crate::model::{Gender, Name, Txn, Weight, WeightKey};
 
 /// `(customer, merchant)`.
@@ -210,23 +209,11 @@ pub fn pair_changes<'s>(deltas: VecCollection<'s, Epoch, Pair, PairSums>) -> Pai
             let mut lower = Antichain::from_elem(Epoch::minimum());
             let mut upper = Antichain::from_elem(Epoch::minimum());
             move |(input, _frontier), output| {
-                let mut batches = Vec::new();
                 lower.clone_from(&upper);
-                let mut caps = CapabilitySet::new();
-                input.for_each(|capability, received| {
-                    for capability in capability.retain_stamp(0).iter() {
-                        caps.insert(capability.clone());
-                    }
-                    for batch in received.drain(..) {
-                        // Batches arrive in time order.
-                        upper.clone_from(batch.upper());
-                        batches.push(batch);
-                    }
-                });
+                let (caps, batches) = arranged::receive(input, &mut upper);
                 if !caps.is_empty() {
                     let mut session = output.session(&caps);
-                    let (mut batch_cursor, batch_storage) =
-                        cursor_list(batches.into_iter().filter_map(|b| b.inner).collect());
+                    let (mut batch_cursor, batch_storage) = cursor_list(batches);
                     let (mut trace_cursor, trace_storage) = cursor_list(
                         trace
                             .batches_through(lower.borrow())
@@ -256,9 +243,7 @@ pub fn pair_changes<'s>(deltas: VecCollection<'s, Epoch, Pair, PairSums>) -> Pai
                         batch_cursor.step_key(&batch_storage);
                     }
                 }
-                trace.advance_upper(&mut upper);
-                trace.set_logical_compaction(upper.borrow());
-                trace.set_physical_compaction(upper.borrow());
+                arranged::release(&mut trace, &mut upper);
             }
         })
         .as_collection()

@@ -10,12 +10,14 @@
 //! | `pat2_child.rs` | PatId2: many small transactions |
 //! | `pat3_dei_needed.rs` | PatId3: distinct female vs male customers |
 //! | `percentile.rs` | `percentile_cont`, exact for counts |
+//! | `arranged.rs` | plumbing of the operators that read arranged batches directly |
 //!
 //! The dataflow's output is the set of detections that *hold* after each epoch. "Emit once,
 //! at the first epoch it holds" is not a collection property (collections retract), so it is
 //! the committing writer's job (`sinks::writer`), backed by the ledger.
 
 pub mod aggregates;
+mod arranged;
 pub mod pat1_upgrade;
 pub mod pat2_child;
 pub mod pat3_dei_needed;

@@ -23,12 +23,11 @@ use differential_dataflow::{AsCollection, VecCollection};
 use foldhash::HashMap;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::CapabilitySet;
 use timely::progress::{Antichain, Timestamp};
 
 use super::aggregates::{derive, PairChanges};
 use super::percentile::{float_percentile_of_prefix, ranks_needed, CountPercentile};
-use super::Epoch;
+use super::{arranged, Epoch};
 use crate::model::{DetectionKey, Fraction, Name, Pattern, Thresholds, Weight};
 
 pub fn detect<'s>(
@@ -162,22 +161,11 @@ fn weight_percentiles<'s>(
             let mut limits: HashMap<Name, Weight> = HashMap::default();
             let mut prefix = Vec::<(f64, u64)>::new();
             move |(input, _frontier), output| {
-                let mut batches = Vec::new();
-                let mut caps = CapabilitySet::new();
-                input.for_each(|capability, received| {
-                    for capability in capability.retain_stamp(0).iter() {
-                        caps.insert(capability.clone());
-                    }
-                    for batch in received.drain(..) {
-                        upper.clone_from(batch.upper());
-                        batches.push(batch);
-                    }
-                });
+                let (caps, batches) = arranged::receive(input, &mut upper);
                 if !caps.is_empty() {
                     // The group-size change of every (merchant, time) touched.
                     let mut touched: Vec<(Name, Epoch, i64)> = Vec::new();
-                    let (mut cursor, storage) =
-                        cursor_list(batches.into_iter().filter_map(|b| b.inner).collect());
+                    let (mut cursor, storage) = cursor_list(batches);
                     while let Some(merchant) = cursor.get_key(&storage) {
                         while cursor.val_valid(&storage) {
                             cursor.map_times(&storage, |time, diff| {
@@ -245,9 +233,7 @@ fn weight_percentiles<'s>(
                         }
                     }
                 }
-                trace.advance_upper(&mut upper);
-                trace.set_logical_compaction(upper.borrow());
-                trace.set_physical_compaction(upper.borrow());
+                arranged::release(&mut trace, &mut upper);
             }
         })
         .as_collection()
