@@ -6,13 +6,18 @@
 //! and W(c,m) defined and W(c,m) <= percentile_cont(0.10) of { W(c',m) : W(c',m) defined }
 //! ```
 //!
-//! A `reduce` over a merchant's customers would re-read all of them every epoch, so the
-//! percentiles are computed over *histograms* instead: per merchant, the distinct values of
-//! `n` and of `W` with the number of customers as multiplicity (one arrangement, one `reduce`,
-//! both statistics). The `reduce` outputs the qualifying values (`n` at or above its
-//! percentile, `W` at or below its own), and the customers are matched to them by two
-//! semijoins keyed by `(m, value)`: when a percentile moves, only the customers whose value
-//! crossed it are touched. The `N(m)` gate applies last, to the few customers that qualify.
+//! A `reduce` over a merchant's customers would re-read all of them every epoch, so:
+//!
+//! - customers are arranged by `(m, n(c,m))`; the count histogram (distinct `n` per merchant,
+//!   customers as multiplicity) is read off that arrangement's batches, a `reduce` per
+//!   merchant outputs the counts at or above the percentile, and a join keyed by `(m, n)`
+//!   picks the customers with those counts — when the percentile moves, only the customers
+//!   whose count crossed it are touched;
+//! - the weight percentile comes from an operator that walks only the smallest values of
+//!   each merchant's weight histogram (a tenth of them for p = 0.10), and the frequent
+//!   customers are joined with it by merchant;
+//! - the `N(m)` gate applies last, to the few customers that meet both.
+//!
 //! Counts are compared exactly; weights in `f64`.
 
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
