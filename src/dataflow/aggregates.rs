@@ -124,14 +124,6 @@ impl WeightTable {
         WeightTable { scaled }
     }
 
-    pub fn len(&self) -> usize {
-        self.scaled.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.scaled.is_empty()
-    }
-
     fn scaled(&self, key: &WeightKey) -> Option<i128> {
         self.scaled.get(key).copied()
     }
