@@ -20,6 +20,7 @@ use std::sync::OnceLock;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::outputs::{timeless_ledger, TimelessLedgerRow};
 use txflow::mechanism_x::{self, XOptions};
 use txflow::model::Thresholds;
 use txflow::sinks::state::postgres::PgOptions;
@@ -399,21 +400,7 @@ impl Results {
     /// without their first two columns.
     fn without_times(&self) -> TimelessResults {
         TimelessResults {
-            ledger: self
-                .ledger
-                .iter()
-                .map(|r| {
-                    (
-                        r.seq,
-                        r.epoch,
-                        r.pattern_id.clone(),
-                        r.action_type.clone(),
-                        r.customer_name.clone(),
-                        r.merchant_id.clone(),
-                        r.file_seq,
-                    )
-                })
-                .collect(),
+            ledger: timeless_ledger(&self.ledger),
             epochs: self
                 .epochs
                 .iter()
@@ -466,8 +453,6 @@ impl Results {
         }
     }
 }
-
-type TimelessLedgerRow = (u64, u64, String, String, String, String, Option<u64>);
 
 #[derive(Debug, PartialEq, Eq)]
 struct TimelessResults {

@@ -375,6 +375,16 @@ impl Proc {
         fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
+    /// The last non-blank stderr line: where a failing run's one-line error must be.
+    fn last_line(&self) -> String {
+        let text = self.stderr_text();
+        text.lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .to_owned()
+    }
+
     fn tail(&self) -> String {
         let text = self.stderr_text();
         let lines: Vec<&str> = text.lines().collect();
@@ -1052,12 +1062,7 @@ fn detection_file_missing_after_commit_is_written_on_restart() {
     let mut yp = Proc::spawn("blocked", y(&fx.landing, &output, &url, &[]), &logs);
     let status = yp.expect_exit(RUN_LIMIT);
     assert!(!status.success(), "the file write cannot have succeeded");
-    let text = yp.stderr_text();
-    let last = text
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
+    let last = yp.last_line();
     assert!(
         last.starts_with("error: ") && last.contains("detections-000001.csv"),
         "want a one-line error naming the file, got:\n{}",
@@ -1128,11 +1133,7 @@ fn postgres_restart_mid_run_and_outage_beyond_the_bound() {
     let gave_up = stopped.elapsed();
     assert!(!status.success(), "Y must fail while PostgreSQL is down");
     let text = yp.stderr_text();
-    let last = text
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
+    let last = yp.last_line();
     assert!(
         last.starts_with("error: ") && last.contains("unreachable"),
         "want a one-line 'unreachable' error last, got:\n{}",
@@ -1224,11 +1225,7 @@ fn second_writer_is_refused(name: &str, url: &str) {
     let status = second.expect_exit(Duration::from_secs(60));
     assert!(!status.success(), "{name}: the second process must fail");
     let text = second.stderr_text();
-    let last = text
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
+    let last = second.last_line();
     assert!(
         last.starts_with("error: ") && last.contains("another mechanism-y"),
         "{name}: want a one-line 'another mechanism-y' error, got:\n{text}"

@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use common::outputs::{timeless_ledger, TimelessLedgerRow};
 use common::process::ChildGuard;
 use common::s3::{Fault, FaultyProxy, S3Server, ACCESS_KEY, SECRET_KEY};
 use common::streams::{chunk_mtime_ms, format_ist, unix_ms};
@@ -225,12 +226,10 @@ fn check_against_reference(got: &Observed, e: &common::reference::Expected) {
 
 /// A ledger row without its times: `(seq, epoch, pattern, action, customer, merchant,
 /// file_seq)`.
-type LedgerEntry = (u64, u64, String, String, String, String, Option<u64>);
-
 /// A run's results without its times: what every run of the same data must agree on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Outcome {
-    ledger: Vec<LedgerEntry>,
+    ledger: Vec<TimelessLedgerRow>,
     counts: Vec<(String, i64)>,
     /// `(epoch, chunk key, accepted, rejected)`.
     epochs: Vec<(u64, String, u64, u64)>,
@@ -335,20 +334,7 @@ fn observe(state: &Path, output_dir: &Path) -> Observed {
     }
 
     let outcome = Outcome {
-        ledger: ledger
-            .iter()
-            .map(|r| {
-                (
-                    r.seq,
-                    r.epoch,
-                    r.pattern_id.clone(),
-                    r.action_type.clone(),
-                    r.customer_name.clone(),
-                    r.merchant_id.clone(),
-                    r.file_seq,
-                )
-            })
-            .collect(),
+        ledger: timeless_ledger(&ledger),
         counts,
         epochs: epochs
             .iter()

@@ -34,3 +34,24 @@ pub fn is_ist_timestamp(s: &str) -> bool {
         && digits(20..23)
         && &s[23..] == "+05:30"
 }
+
+/// A ledger row without its two times: `(seq, epoch, patternId, ActionType, customerName,
+/// MerchantId, file_seq)`, what every run of the same data must agree on.
+pub type TimelessLedgerRow = (u64, u64, String, String, String, String, Option<u64>);
+
+/// The ledger without its times.
+pub fn timeless_ledger(rows: &[txflow::sinks::state::LedgerRow]) -> Vec<TimelessLedgerRow> {
+    rows.iter()
+        .map(|r| {
+            (
+                r.seq,
+                r.epoch,
+                r.pattern_id.clone(),
+                r.action_type.clone(),
+                r.customer_name.clone(),
+                r.merchant_id.clone(),
+                r.file_seq,
+            )
+        })
+        .collect()
+}
