@@ -509,6 +509,24 @@ fn assert_landing(got: &BTreeMap<String, Vec<u8>>, what: &str) {
 }
 
 /// Waits (bounded) until `path` exists: a starting Y has opened its state store.
+/// Runs Y live and, once Y follows the (empty) landing prefix (its state store exists), `x`
+/// beside it; both must succeed.
+fn live_y_while_x<T: Send>(
+    opts: &YOptions,
+    state: &Path,
+    x: impl FnOnce() -> anyhow::Result<T> + Send,
+) -> (RunSummary, T) {
+    let (y, x) = std::thread::scope(|s| {
+        let y = s.spawn(|| try_run_y(opts));
+        wait_for_file(state, Duration::from_secs(60));
+        let x = s.spawn(x);
+        (y.join().unwrap(), x.join().unwrap())
+    });
+    let y = y.unwrap_or_else(|e| panic!("mechanism Y failed: {e:#}"));
+    let x = x.unwrap_or_else(|e| panic!("mechanism X failed: {e:#}"));
+    (y, x)
+}
+
 fn wait_for_file(path: &Path, limit: Duration) {
     let started = Instant::now();
     while !path.exists() {
@@ -617,17 +635,9 @@ fn concurrent_x_and_live_y_over_s3() {
         server.options(),
     );
 
-    let (summary, x) = std::thread::scope(|s| {
-        let y = s.spawn(|| try_run_y(&opts));
-        // X starts once Y follows the (empty) landing prefix.
-        wait_for_file(&state, Duration::from_secs(60));
-        let mut xo = x_options("s3://landing/feed", server.options());
-        xo.interval = Duration::from_millis(20);
-        let x = s.spawn(move || mechanism_x::run(&xo));
-        (y.join().unwrap(), x.join().unwrap())
-    });
-    let summary = summary.unwrap();
-    let x = x.unwrap();
+    let mut xo = x_options("s3://landing/feed", server.options());
+    xo.interval = Duration::from_millis(20);
+    let (summary, x) = live_y_while_x(&opts, &state, move || mechanism_x::run(&xo));
     assert!(x.complete && summary.finished);
     assert_eq!(summary.epochs_committed, CHUNKS);
     assert_landing(&tree(&server.root().join("landing/feed")), "X");
@@ -718,22 +728,15 @@ fn pipeline_through_faulty_proxies_gives_the_fault_free_output() {
         &state,
         y_proxy.options(),
     );
-    let (summary, xs) = std::thread::scope(|s| {
-        let y = s.spawn(|| try_run_y(&opts));
-        wait_for_file(&state, Duration::from_secs(60));
-        let mut first = x_options("s3://landing/feed", x_first.options());
-        first.max_chunks = Some(6);
-        first.interval = Duration::from_millis(10);
-        let second = x_options("s3://landing/feed", x_second.options());
-        let x = s.spawn(move || {
-            let a = mechanism_x::run(&first)?;
-            let b = mechanism_x::run(&second)?;
-            anyhow::Ok((a, b))
-        });
-        (y.join().unwrap(), x.join().unwrap())
+    let mut first = x_options("s3://landing/feed", x_first.options());
+    first.max_chunks = Some(6);
+    first.interval = Duration::from_millis(10);
+    let second = x_options("s3://landing/feed", x_second.options());
+    let (summary, (a, b)) = live_y_while_x(&opts, &state, move || {
+        let a = mechanism_x::run(&first)?;
+        let b = mechanism_x::run(&second)?;
+        anyhow::Ok((a, b))
     });
-    let summary = summary.unwrap();
-    let (a, b) = xs.unwrap();
     assert_eq!((a.chunks_written, b.chunks_written), (6, CHUNKS - 6));
     assert!(b.complete && summary.finished);
     for (name, proxy) in [("X 1st", &x_first), ("X 2nd", &x_second), ("Y", &y_proxy)] {
