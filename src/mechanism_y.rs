@@ -96,7 +96,19 @@ pub struct YOptions {
     pub pg: PgOptions,
     /// Live mode: how often to look for the next chunk while waiting.
     pub poll_interval: Duration,
+    /// While waiting for a chunk that must exist (`_COMPLETE` or a later chunk says so), or
+    /// for a landing directory that does not exist, warn this often.
+    pub gap_warn: Duration,
+    /// Local landing: a chunk whose last byte is not a line terminator is still being written;
+    /// it is taken once its size has stayed the same this long.
+    pub settle: Duration,
 }
+
+/// Default of [`YOptions::gap_warn`] (`--gap-warn-secs`).
+pub const DEFAULT_GAP_WARN: Duration = Duration::from_secs(10);
+
+/// Default of [`YOptions::settle`] (`--settle-ms`).
+pub const DEFAULT_SETTLE: Duration = Duration::from_millis(1000);
 
 impl YOptions {
     /// Options with the defaults of the command line, for the given locations.
@@ -113,6 +125,8 @@ impl YOptions {
             s3: S3Options::default(),
             pg: PgOptions::default(),
             poll_interval: default_poll_interval(landing),
+            gap_warn: DEFAULT_GAP_WARN,
+            settle: DEFAULT_SETTLE,
         }
     }
 }

@@ -485,6 +485,7 @@ fn pg_store(url: &str, reconnect_timeout: Duration) -> PgStore {
         &PgOptions {
             ca_file: None,
             reconnect_timeout,
+            ..PgOptions::default()
         },
     )
     .unwrap()
@@ -704,6 +705,7 @@ fn postgres_unavailable_after_reconnect_timeout() {
             &PgOptions {
                 ca_file: None,
                 reconnect_timeout: timeout,
+                ..PgOptions::default()
             },
         );
         assert!(matches!(connect, Err(StateError::Unavailable { .. })));
@@ -832,6 +834,7 @@ fn postgres_tls_with_private_ca() {
         let with_ca = PgOptions {
             ca_file: Some(ca.clone()),
             reconnect_timeout: Duration::from_secs(10),
+            ..PgOptions::default()
         };
         let mut s = PgStore::connect(&url, &with_ca).unwrap();
         s.begin_run(&live_run()).unwrap();

@@ -62,12 +62,24 @@ struct Args {
     /// (default 10 for a local landing directory, 200 for S3).
     #[arg(long)]
     poll_ms: Option<u64>,
+    /// While waiting for a chunk that must exist (a later chunk or _COMPLETE says so), or for
+    /// a landing directory that does not exist yet, warn every this many seconds.
+    #[arg(long, default_value_t = mechanism_y::DEFAULT_GAP_WARN.as_secs())]
+    gap_warn_secs: u64,
+    /// Local landing: a chunk whose last byte is not a line terminator is still being written
+    /// in place; take it once its size has not changed for this many milliseconds.
+    #[arg(long, default_value_t = mechanism_y::DEFAULT_SETTLE.as_millis() as u64)]
+    settle_ms: u64,
     /// PEM file of CA certificates for PostgreSQL TLS (e.g. the RDS bundle).
     #[arg(long)]
     pg_ca_file: Option<PathBuf>,
     /// Give up when PostgreSQL stays unreachable this long (seconds).
     #[arg(long, default_value_t = 60)]
     pg_reconnect_timeout: u64,
+    /// At start, give up when PostgreSQL cannot be reached (refused, unresolvable) within this
+    /// many seconds.
+    #[arg(long, default_value_t = 10)]
+    pg_connect_timeout: u64,
     #[command(flatten)]
     s3: S3Args,
     #[command(flatten)]
@@ -109,8 +121,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         pg: PgOptions {
             ca_file: args.pg_ca_file,
             reconnect_timeout: Duration::from_secs(args.pg_reconnect_timeout),
+            connect_timeout: Duration::from_secs(args.pg_connect_timeout),
         },
         poll_interval,
+        gap_warn: Duration::from_secs(args.gap_warn_secs),
+        settle: Duration::from_millis(args.settle_ms),
     };
     // SIGINT/SIGTERM: finish or abandon the epoch in flight, then exit 0; a restart resumes.
     let stop = Arc::new(AtomicBool::new(false));

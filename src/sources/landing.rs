@@ -72,6 +72,14 @@ pub struct Chunk {
     pub last_modified_ms: i64,
     /// When the feed saw the chunk (for visible → committed latency).
     pub seen_at: Instant,
+    /// The digest of the chunk's bytes ([`chunk_digest`]), recorded with its epoch and checked
+    /// when a recovery replays it (the landing store is append-only).
+    pub digest: String,
+}
+
+/// The digest of a landing object's bytes: BLAKE3, 64 hex digits.
+pub fn chunk_digest(body: &[u8]) -> String {
+    blake3::hash(body).to_hex().to_string()
 }
 
 /// What a worker gets for the epoch it asks about.
@@ -273,6 +281,7 @@ impl ChunkFeed {
             index,
             key,
             last_modified_ms: object.meta.last_modified_ms,
+            digest: chunk_digest(&object.body),
             body: object.body,
             seen_at: Instant::now(),
         }))

@@ -1023,6 +1023,9 @@ pub struct PgOptions {
     pub ca_file: Option<std::path::PathBuf>,
     /// How long to keep retrying a lost connection before giving up.
     pub reconnect_timeout: std::time::Duration,
+    /// At start: how long to try to reach PostgreSQL (a refused connection or an unresolvable
+    /// host) before failing with one line. Later reconnects use `reconnect_timeout`.
+    pub connect_timeout: std::time::Duration,
 }
 
 impl Default for PgOptions {
@@ -1030,6 +1033,7 @@ impl Default for PgOptions {
         PgOptions {
             ca_file: None,
             reconnect_timeout: std::time::Duration::from_secs(60),
+            connect_timeout: std::time::Duration::from_secs(10),
         }
     }
 }
