@@ -1,7 +1,8 @@
 //! A from-scratch reference implementation of SPEC §2–§5, used only by the tests.
 //!
-//! Written for clarity, not speed, and independent of the crate: it has its own parser
-//! (the `csv` crate only splits one line into fields) and, after every epoch `k`, recomputes
+//! Written for clarity, not speed, and independent of the crate: it has its own framer and
+//! field splitter (SPEC §2.1, written from the SPEC text alone: lines first, then records by
+//! an explicit quote state machine, see [`frame_records`]) and, after every epoch `k`, recomputes
 //! every pattern over all accepted transactions of chunks `0..=k` with plain maps and loops.
 //! Only the `Thresholds` struct is borrowed from `txflow`.
 //!
@@ -21,9 +22,13 @@
 //! accepts exactly the ledgers those choices allow. Our own `f64` rounding (~1e-16) is far
 //! inside the 1e-9 band, so mathematically equal values are always classified as ties.
 //!
-//! Input the reference does not support (and the generator never writes): a quoted field
-//! spanning several lines. Every record is one physical line, so line numbers are simply
-//! physical line numbers (1-based, the header being line 1, blank lines counted but skipped).
+//! Framing (SPEC §2.1): LF, CRLF and a lone CR each end a line; line numbers are 1-based and
+//! count every line, blank ones included; the header is the first non-blank line, alone; a
+//! quoted field may hold `,`, `""` and line breaks; a record spanning several lines without
+//! the header's field count (or a quote open at the end of the data) is an `unbalanced quote`
+//! reject of its first line, and framing resumes at the next line. Any bytes are accepted:
+//! values are decoded lossily where text is needed (a non-UTF-8 name is therefore accepted
+//! with U+FFFD in it; the SPEC does not say, and the generators do not write one).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -61,52 +66,291 @@ pub fn action_of(pattern_id: &str) -> &'static str {
 }
 
 // ------------------------------------------------------------------------------------------
-// Lines and values
+// Lines (SPEC §2.1)
 // ------------------------------------------------------------------------------------------
 
-/// One physical line: its 1-based number and its text without the line terminator
-/// (`\n`, or `\r\n`: one trailing `\r` is removed).
+/// One line of the input: its 1-based number, its bytes without the terminator, and the
+/// terminator itself (`\n`, `\r\n`, `\r`, or empty for a last line that has none).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Line {
     pub number: u64,
+    /// The line's bytes, decoded lossily (for messages and comparisons with text).
     pub text: String,
+    pub bytes: Vec<u8>,
+    pub terminator: Vec<u8>,
+    /// Byte offset of the line's first byte in the input.
+    pub start: usize,
+    /// Byte offset just past the line's last byte (before the terminator).
+    pub end: usize,
 }
 
-/// The physical lines of `bytes`. A final line without a terminator is a line; the empty
-/// string after a final terminator is not.
-pub fn physical_lines(bytes: &[u8]) -> Vec<Line> {
-    let text = std::str::from_utf8(bytes).expect("reference: input must be UTF-8");
-    let mut lines = Vec::new();
-    let mut pieces: Vec<&str> = text.split('\n').collect();
-    if pieces.last() == Some(&"") {
-        pieces.pop();
+impl Line {
+    /// A blank line: no bytes before its terminator.
+    pub fn is_blank(&self) -> bool {
+        self.bytes.is_empty()
     }
-    for (i, piece) in pieces.into_iter().enumerate() {
-        let piece = piece.strip_suffix('\r').unwrap_or(piece);
+}
+
+/// The lines of `bytes`: LF, CRLF and a lone CR each end a line (`\r\n` is one terminator).
+/// A last line without a terminator is a line; nothing after a final terminator is not.
+/// Any bytes are accepted (non-UTF-8 included).
+pub fn physical_lines(bytes: &[u8]) -> Vec<Line> {
+    let mut lines = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    let mut push = |start: usize, end: usize, term_end: usize| {
         lines.push(Line {
-            number: i as u64 + 1,
-            text: piece.to_string(),
+            number: lines.len() as u64 + 1,
+            text: String::from_utf8_lossy(&bytes[start..end]).into_owned(),
+            bytes: bytes[start..end].to_vec(),
+            terminator: bytes[end..term_end].to_vec(),
+            start,
+            end,
         });
+    };
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\n' => {
+                push(start, i, i + 1);
+                i += 1;
+                start = i;
+            }
+            b'\r' if bytes.get(i + 1) == Some(&b'\n') => {
+                push(start, i, i + 2);
+                i += 2;
+                start = i;
+            }
+            b'\r' => {
+                push(start, i, i + 1);
+                i += 1;
+                start = i;
+            }
+            _ => i += 1,
+        }
+    }
+    if start < bytes.len() {
+        push(start, bytes.len(), bytes.len());
     }
     lines
 }
 
-/// Splits one line into CSV fields (ordinary CSV double-quote rules) with the `csv` crate.
+// ------------------------------------------------------------------------------------------
+// Fields and records (SPEC §2.1): an explicit quote state machine
+// ------------------------------------------------------------------------------------------
+
+/// Where the field splitter is within the current field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum QuoteState {
+    /// Nothing of the current field read yet.
+    FieldStart,
+    /// In a field that did not start with `"`: every byte but `,` is the field's.
+    Unquoted,
+    /// Inside a quoted field.
+    Quoted,
+    /// Inside a quoted field, just after a `"`: either the first half of `""` or the
+    /// closing quote.
+    QuoteInQuoted,
+    /// After a quoted field's closing quote: bytes up to the next `,` are taken literally.
+    AfterQuoted,
+}
+
+/// Splits fields byte by byte; lines are fed one at a time.
+struct FieldSplitter {
+    state: QuoteState,
+    fields: Vec<Vec<u8>>,
+    field: Vec<u8>,
+}
+
+impl FieldSplitter {
+    fn new() -> FieldSplitter {
+        FieldSplitter {
+            state: QuoteState::FieldStart,
+            fields: Vec::new(),
+            field: Vec::new(),
+        }
+    }
+
+    fn end_field(&mut self) {
+        self.fields.push(std::mem::take(&mut self.field));
+        self.state = QuoteState::FieldStart;
+    }
+
+    /// Feeds one line's bytes (without terminator).
+    fn feed_line(&mut self, line: &[u8]) {
+        use QuoteState::*;
+        for &b in line {
+            match (self.state, b) {
+                (FieldStart, b'"') => self.state = Quoted,
+                (FieldStart | Unquoted | AfterQuoted, b',') => self.end_field(),
+                (FieldStart | Unquoted, _) => {
+                    self.field.push(b);
+                    self.state = Unquoted;
+                }
+                (Quoted, b'"') => self.state = QuoteInQuoted,
+                (Quoted, _) => self.field.push(b),
+                (QuoteInQuoted, b'"') => {
+                    self.field.push(b'"');
+                    self.state = Quoted;
+                }
+                (QuoteInQuoted, b',') => self.end_field(),
+                (QuoteInQuoted | AfterQuoted, _) => {
+                    self.field.push(b);
+                    self.state = AfterQuoted;
+                }
+            }
+        }
+    }
+
+    /// Whether a quoted field is open (the line break belongs to the field).
+    fn in_quotes(&self) -> bool {
+        self.state == QuoteState::Quoted
+    }
+
+    /// Ends the record (closing an open quoted field, if any) and returns its fields.
+    fn finish(mut self) -> Vec<Vec<u8>> {
+        self.end_field();
+        self.fields
+    }
+}
+
+/// The fields of one line on its own (a quote left open at its end closes there): how the
+/// header is split.
+pub fn split_line(line: &[u8]) -> Vec<Vec<u8>> {
+    let mut splitter = FieldSplitter::new();
+    splitter.feed_line(line);
+    splitter.finish()
+}
+
+/// Splits one line into fields, decoded lossily.
 pub fn split_fields(line: &str) -> Vec<String> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(line.as_bytes());
-    let mut records = reader.records();
-    let record = records
-        .next()
-        .expect("reference: a non-blank line is a record")
-        .expect("reference: CSV error");
-    assert!(
-        records.next().is_none(),
-        "reference: line {line:?} holds more than one record (unsupported)"
-    );
-    record.iter().map(str::to_string).collect()
+    split_line(line.as_bytes())
+        .iter()
+        .map(|f| String::from_utf8_lossy(f).into_owned())
+        .collect()
+}
+
+/// What a framed record holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefFields {
+    /// A record (one line, any field count; or several lines with the header's field count).
+    Fields(Vec<Vec<u8>>),
+    /// The first line of a record that spans several lines without the header's field count,
+    /// or of a record whose quote is still open at the end of the data: rejected alone
+    /// (`unbalanced quote`); framing resumes at the next line.
+    Unbalanced,
+}
+
+/// One item the framer yields after the header: everything Y counts (accepted + rejected)
+/// and X copies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefRecord {
+    /// The line number of the record's first line.
+    pub line: u64,
+    /// The record's bytes without its final terminator (for `Unbalanced`: the first line).
+    pub raw: Vec<u8>,
+    /// The final terminator (empty when the data ends without one).
+    pub terminator: Vec<u8>,
+    pub fields: RefFields,
+}
+
+impl RefRecord {
+    /// The bytes X copies into a chunk: the raw bytes and the terminator (`\n` when none).
+    pub fn copied(&self) -> Vec<u8> {
+        let mut out = self.raw.clone();
+        if self.terminator.is_empty() {
+            out.push(b'\n');
+        } else {
+            out.extend_from_slice(&self.terminator);
+        }
+        out
+    }
+}
+
+/// A whole input as the SPEC frames it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Framed {
+    /// The header line (the first non-blank line), if any.
+    pub header: Option<Line>,
+    /// The header's fields (its own line only).
+    pub header_fields: Vec<Vec<u8>>,
+    /// Every record after the header, in order.
+    pub records: Vec<RefRecord>,
+}
+
+/// Reads the record that starts at `lines[first]`: its fields and the index of its last line,
+/// or `None` when a quote is still open at the end of the data.
+fn read_record(lines: &[Line], first: usize) -> Option<(Vec<Vec<u8>>, usize)> {
+    let mut splitter = FieldSplitter::new();
+    let mut j = first;
+    loop {
+        splitter.feed_line(&lines[j].bytes);
+        if !splitter.in_quotes() {
+            return Some((splitter.finish(), j));
+        }
+        if j + 1 == lines.len() {
+            return None;
+        }
+        // The line break is part of the quoted field, byte for byte.
+        splitter.field.extend_from_slice(&lines[j].terminator);
+        j += 1;
+    }
+}
+
+/// Frames `bytes` by SPEC §2.1: header (first non-blank line, one line), then records;
+/// blank lines are skipped; resynchronisation after an unbalanced quote costs one line.
+pub fn frame_records(bytes: &[u8]) -> Framed {
+    let lines = physical_lines(bytes);
+    let mut framed = Framed::default();
+    let mut i = 0;
+    while i < lines.len() && lines[i].is_blank() {
+        i += 1;
+    }
+    let Some(header) = lines.get(i) else {
+        return framed;
+    };
+    framed.header_fields = split_line(&header.bytes);
+    framed.header = Some(header.clone());
+    i += 1;
+    while i < lines.len() {
+        let line = &lines[i];
+        if line.is_blank() {
+            i += 1;
+            continue;
+        }
+        let record = match read_record(&lines, i) {
+            Some((fields, last)) if last == i || fields.len() == framed.header_fields.len() => {
+                let record = RefRecord {
+                    line: line.number,
+                    raw: bytes[line.start..lines[last].end].to_vec(),
+                    terminator: lines[last].terminator.clone(),
+                    fields: RefFields::Fields(fields),
+                };
+                i = last + 1;
+                record
+            }
+            _ => {
+                i += 1;
+                RefRecord {
+                    line: line.number,
+                    raw: line.bytes.clone(),
+                    terminator: line.terminator.clone(),
+                    fields: RefFields::Unbalanced,
+                }
+            }
+        };
+        framed.records.push(record);
+    }
+    framed
+}
+
+// ------------------------------------------------------------------------------------------
+// Values
+// ------------------------------------------------------------------------------------------
+
+/// Whether a name value is acceptable text: non-empty, no control character
+/// (U+0000–U+001F, U+007F).
+pub fn is_good_name(value: &str) -> bool {
+    !value.is_empty() && !value.chars().any(|c| c <= '\u{1f}' || c == '\u{7f}')
 }
 
 /// Strips one enclosing pair of single quotes, if there is one.
@@ -177,35 +421,73 @@ pub struct RefTxn {
     pub amount_micros: i64,
 }
 
+/// Why the reference rejects a record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RejectReason {
+    /// A record spanning several lines without the header's field count, or a quote open at
+    /// the end of the data (the reject is its first line alone).
+    UnbalancedQuote,
+    /// A (single-line) record of the wrong field count.
+    FieldCount { expected: usize, found: usize },
+    /// The header lacks this column: every record is rejected.
+    MissingColumn(String),
+    /// A value is bad: the column's name.
+    BadValue(&'static str),
+}
+
+/// One rejected record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefReject {
+    pub line: u64,
+    /// The record's bytes without its final terminator (the first line for an unbalanced quote).
+    pub raw: Vec<u8>,
+    pub reason: RejectReason,
+}
+
 /// What the reference makes of one chunk.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ChunkOutcome {
     pub accepted: Vec<RefTxn>,
-    /// Line numbers of all records (non-blank lines after the header).
+    /// Line numbers of all records Y counts (accepted + rejected, unbalanced-quote lines
+    /// included), in order.
     pub record_lines: Vec<u64>,
     /// Line numbers of the rejected records (all records when the header is bad).
     pub rejected_lines: Vec<u64>,
+    /// The rejected records, in line order.
+    pub rejects: Vec<RefReject>,
     /// The first required column the header lacks (in `TRANSACTION_COLUMNS` order).
     pub missing_column: Option<String>,
+}
+
+impl ChunkOutcome {
+    fn reject(&mut self, record: &RefRecord, reason: RejectReason) {
+        self.rejected_lines.push(record.line);
+        self.rejects.push(RefReject {
+            line: record.line,
+            raw: record.raw.clone(),
+            reason,
+        });
+    }
 }
 
 fn column_index(header: &[String], name: &str) -> Option<usize> {
     header.iter().position(|h| h == name)
 }
 
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 /// Parses one chunk by the SPEC's rules.
 pub fn parse_chunk(bytes: &[u8]) -> ChunkOutcome {
-    let lines: Vec<Line> = physical_lines(bytes)
-        .into_iter()
-        .filter(|l| !l.text.is_empty())
-        .collect();
+    let framed = frame_records(bytes);
     let mut outcome = ChunkOutcome::default();
-    let Some((header_line, records)) = lines.split_first() else {
+    if framed.header.is_none() {
         outcome.missing_column = Some(TRANSACTION_COLUMNS[0].to_string());
         return outcome;
-    };
-    let header = split_fields(&header_line.text);
-    outcome.record_lines = records.iter().map(|l| l.number).collect();
+    }
+    let header: Vec<String> = framed.header_fields.iter().map(|f| lossy(f)).collect();
+    outcome.record_lines = framed.records.iter().map(|r| r.line).collect();
 
     let mut index = BTreeMap::new();
     for name in TRANSACTION_COLUMNS {
@@ -215,39 +497,58 @@ pub fn parse_chunk(bytes: &[u8]) -> ChunkOutcome {
             }
             None => {
                 outcome.missing_column = Some(name.to_string());
-                outcome.rejected_lines = outcome.record_lines.clone();
+                for record in &framed.records {
+                    outcome.reject(record, RejectReason::MissingColumn(name.to_string()));
+                }
                 return outcome;
             }
         }
     }
 
-    for line in records {
-        let fields = split_fields(&line.text);
-        if fields.len() != header.len() {
-            outcome.rejected_lines.push(line.number);
-            continue;
-        }
-        let value = |name: &str| unquote(&fields[index[name]]).to_string();
+    for record in &framed.records {
+        let fields = match &record.fields {
+            RefFields::Unbalanced => {
+                outcome.reject(record, RejectReason::UnbalancedQuote);
+                continue;
+            }
+            RefFields::Fields(fields) if fields.len() != header.len() => {
+                let reason = RejectReason::FieldCount {
+                    expected: header.len(),
+                    found: fields.len(),
+                };
+                outcome.reject(record, reason);
+                continue;
+            }
+            RefFields::Fields(fields) => fields,
+        };
+        let value = |name: &str| unquote(&lossy(&fields[index[name]])).to_string();
         let customer = value("customer");
         let merchant = value("merchant");
         let category = value("category");
         let gender = value("gender");
         let amount = parse_amount_micros(&value("amount"));
-        let ok = !customer.is_empty()
-            && !merchant.is_empty()
-            && !category.is_empty()
-            && ["F", "M", "E", "U"].contains(&gender.as_str())
-            && amount.is_some();
-        if ok {
-            outcome.accepted.push(RefTxn {
+        let problem = if !is_good_name(&customer) {
+            Some("customer")
+        } else if !is_good_name(&merchant) {
+            Some("merchant")
+        } else if !is_good_name(&category) {
+            Some("category")
+        } else if !["F", "M", "E", "U"].contains(&gender.as_str()) {
+            Some("gender")
+        } else if amount.is_none() {
+            Some("amount")
+        } else {
+            None
+        };
+        match problem {
+            Some(column) => outcome.reject(record, RejectReason::BadValue(column)),
+            None => outcome.accepted.push(RefTxn {
                 customer,
                 merchant,
                 category,
                 gender,
                 amount_micros: amount.unwrap(),
-            });
-        } else {
-            outcome.rejected_lines.push(line.number);
+            }),
         }
     }
     outcome
@@ -267,20 +568,17 @@ pub struct ImportanceOutcome {
     pub weights: BTreeMap<WeightKey, f64>,
     pub record_lines: Vec<u64>,
     pub rejected_lines: Vec<u64>,
+    /// The rejected records, in line order.
+    pub rejects: Vec<RefReject>,
 }
 
 /// Parses the importance file; panics when its header lacks a column (the generator
 /// never writes such a file).
 pub fn parse_importance(bytes: &[u8]) -> ImportanceOutcome {
-    let lines: Vec<Line> = physical_lines(bytes)
-        .into_iter()
-        .filter(|l| !l.text.is_empty())
-        .collect();
+    let framed = frame_records(bytes);
     let mut outcome = ImportanceOutcome::default();
-    let Some((header_line, records)) = lines.split_first() else {
-        panic!("reference: empty importance file");
-    };
-    let header = split_fields(&header_line.text);
+    assert!(framed.header.is_some(), "reference: empty importance file");
+    let header: Vec<String> = framed.header_fields.iter().map(|f| lossy(f)).collect();
     let mut index = BTreeMap::new();
     for name in IMPORTANCE_COLUMNS {
         let i = column_index(&header, name)
@@ -288,23 +586,51 @@ pub fn parse_importance(bytes: &[u8]) -> ImportanceOutcome {
         index.insert(name, i);
     }
     let mut sums: BTreeMap<WeightKey, (f64, u64)> = BTreeMap::new();
-    for line in records {
-        outcome.record_lines.push(line.number);
-        let fields = split_fields(&line.text);
-        if fields.len() != header.len() {
-            outcome.rejected_lines.push(line.number);
-            continue;
-        }
-        let value = |name: &str| unquote(&fields[index[name]]).to_string();
+    for record in &framed.records {
+        outcome.record_lines.push(record.line);
+        let mut reject = |reason: RejectReason| {
+            outcome.rejected_lines.push(record.line);
+            outcome.rejects.push(RefReject {
+                line: record.line,
+                raw: record.raw.clone(),
+                reason,
+            });
+        };
+        let fields = match &record.fields {
+            RefFields::Unbalanced => {
+                reject(RejectReason::UnbalancedQuote);
+                continue;
+            }
+            RefFields::Fields(fields) if fields.len() != header.len() => {
+                reject(RejectReason::FieldCount {
+                    expected: header.len(),
+                    found: fields.len(),
+                });
+                continue;
+            }
+            RefFields::Fields(fields) => fields,
+        };
+        let value = |name: &str| unquote(&lossy(&fields[index[name]])).to_string();
         let (source, target, kind) = (value("Source"), value("Target"), value("typeTrans"));
         let weight = parse_weight(&value("Weight"));
-        match weight {
-            Some(w) if !source.is_empty() && !target.is_empty() && !kind.is_empty() => {
+        let problem = if !is_good_name(&source) {
+            Some("Source")
+        } else if !is_good_name(&target) {
+            Some("Target")
+        } else if !is_good_name(&kind) {
+            Some("typeTrans")
+        } else if weight.is_none() {
+            Some("Weight")
+        } else {
+            None
+        };
+        match problem {
+            Some(column) => reject(RejectReason::BadValue(column)),
+            None => {
                 let entry = sums.entry((source, target, kind)).or_insert((0.0, 0));
-                entry.0 += w;
+                entry.0 += weight.unwrap();
                 entry.1 += 1;
             }
-            _ => outcome.rejected_lines.push(line.number),
         }
     }
     outcome.weights = sums
