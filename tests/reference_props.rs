@@ -207,6 +207,413 @@ fn reference_importance_mean_and_bad_rows() {
     assert_eq!(out.rejected_lines, vec![4, 6, 7]);
 }
 
+// ------------------------------------------------------------------------------------------
+// The reference's framer (SPEC §2.1), hand-written cases
+// ------------------------------------------------------------------------------------------
+
+/// `(line, Some(fields) | None for an unbalanced-quote line)` of every record of `bytes`.
+fn framed(bytes: &[u8]) -> Vec<(u64, Option<Vec<String>>)> {
+    reference::frame_records(bytes)
+        .records
+        .into_iter()
+        .map(|r| {
+            let fields = match r.fields {
+                reference::RefFields::Fields(f) => Some(
+                    f.iter()
+                        .map(|f| String::from_utf8_lossy(f).into_owned())
+                        .collect(),
+                ),
+                reference::RefFields::Unbalanced => None,
+            };
+            (r.line, fields)
+        })
+        .collect()
+}
+
+fn rec(line: u64, fields: &[&str]) -> (u64, Option<Vec<String>>) {
+    (line, Some(fields.iter().map(|f| f.to_string()).collect()))
+}
+
+fn unbalanced(line: u64) -> (u64, Option<Vec<String>>) {
+    (line, None)
+}
+
+/// A BankSim row with the given customer and zip (`zipcodeOri`) fields, written as is.
+fn row_with(customer: &str, zip: &str) -> String {
+    format!("0,{customer},'4','F',{zip},'M1','28007','es_food',4.55,0")
+}
+
+#[test]
+fn reference_framing_lines_lf_crlf_cr() {
+    let lines = reference::physical_lines(b"h\r\na\rb\n\r\nc");
+    let got: Vec<(u64, &str, &[u8])> = lines
+        .iter()
+        .map(|l| (l.number, l.text.as_str(), l.terminator.as_slice()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, "h", &b"\r\n"[..]),
+            (2, "a", &b"\r"[..]),
+            (3, "b", &b"\n"[..]),
+            (4, "", &b"\r\n"[..]),
+            (5, "c", &b""[..]),
+        ]
+    );
+    // `\n\r` is two line breaks; `\r\r\n` is a CR then a CRLF.
+    let texts = |b: &[u8]| -> Vec<String> {
+        reference::physical_lines(b)
+            .into_iter()
+            .map(|l| l.text)
+            .collect()
+    };
+    assert_eq!(texts(b"a\n\rb"), vec!["a", "", "b"]);
+    assert_eq!(texts(b"a\r\r\nb\r"), vec!["a", "", "b"]);
+    assert_eq!(texts(b""), Vec::<String>::new());
+    assert_eq!(texts(b"\r\n"), vec![""]);
+    assert_eq!(texts(b"x"), vec!["x"]);
+    // The terminators are kept byte for byte: lines and terminators give back the input.
+    let input = b"h\r\n\ra,\"b\r\nc\"\n\n\rz";
+    let mut again = Vec::new();
+    for l in reference::physical_lines(input) {
+        again.extend_from_slice(&l.bytes);
+        again.extend_from_slice(&l.terminator);
+    }
+    assert_eq!(again, input);
+}
+
+#[test]
+fn reference_framing_mixed_terminators_and_blank_lines() {
+    // Blank lines before the header, between records and at the end: skipped, but counted.
+    let text = "\r\n\na,b,c\r1,2,3\r\n\r\n4,5,6\n\r7,8\r\n\n";
+    let f = reference::frame_records(text.as_bytes());
+    assert_eq!(f.header.as_ref().map(|h| h.number), Some(3));
+    assert_eq!(
+        f.header_fields,
+        vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
+    );
+    assert_eq!(
+        framed(text.as_bytes()),
+        vec![
+            rec(4, &["1", "2", "3"]),
+            rec(6, &["4", "5", "6"]),
+            // A single-line record of the wrong field count is still a record.
+            rec(8, &["7", "8"]),
+        ]
+    );
+    // Only blank lines: no header, no record.
+    assert_eq!(reference::frame_records(b"\n\r\n\r").header, None);
+    // A header and nothing else.
+    assert!(framed(b"a,b\r\n\r\n").is_empty());
+}
+
+#[test]
+fn reference_framing_quoted_fields() {
+    let text = "a,b,c\n\
+                x,\"y,z\",w\n\
+                \"q\"\"q\",\"\",\"\"\"\"\n\
+                \"ab\"cd,\"e\"f\"g\",h\n\
+                ,,\n";
+    assert_eq!(
+        framed(text.as_bytes()),
+        vec![
+            rec(2, &["x", "y,z", "w"]),
+            // Doubled quotes inside quotes; an empty quoted field; a field that is one quote.
+            rec(3, &["q\"q", "", "\""]),
+            // After the closing quote, bytes up to the next comma are taken literally.
+            rec(4, &["abcd", "ef\"g\"", "h"]),
+            rec(5, &["", "", ""]),
+        ]
+    );
+}
+
+#[test]
+fn reference_framing_quote_inside_unquoted_field_is_ordinary() {
+    let text = "a,b,c\n\
+                x\"y,z,w\n\
+                x,y\",z\"\n\
+                \u{20}\"p,q\",r\n";
+    assert_eq!(
+        framed(text.as_bytes()),
+        vec![
+            rec(2, &["x\"y", "z", "w"]),
+            rec(3, &["x", "y\"", "z\""]),
+            // A quote after a space is not at the start of the field.
+            rec(4, &[" \"p", "q\"", "r"]),
+        ]
+    );
+    // In a chunk: a customer holding a stray quote is a good name.
+    let chunk = format!("{HEADER}\n{}\n", row_with("'C1\"23'", "'28007'"));
+    let out = reference::parse_chunk(chunk.as_bytes());
+    assert_eq!(out.rejected_lines, Vec::<u64>::new());
+    assert_eq!(out.accepted[0].customer, "C1\"23");
+}
+
+#[test]
+fn reference_framing_embedded_line_breaks() {
+    // LF, CRLF and CR inside quotes belong to the field, byte for byte; the record's line is
+    // its first line, and the lines it spans count for the next record's number.
+    let text = "a,b,c\n\
+                1,\"x\ny\",2\n\
+                3,\"x\r\ny\",4\r\n\
+                5,\"x\ry\r\rz\",6\r\
+                7,8,9\n";
+    // (Line 6 `5,"x`, line 7 `y`, line 8 blank inside the quotes, line 9 `z",6`.)
+    assert_eq!(
+        framed(text.as_bytes()),
+        vec![
+            rec(2, &["1", "x\ny", "2"]),
+            rec(4, &["3", "x\r\ny", "4"]),
+            rec(6, &["5", "x\ry\r\rz", "6"]),
+            rec(10, &["7", "8", "9"]),
+        ]
+    );
+    // A blank line inside quotes is part of the field.
+    assert_eq!(
+        framed(b"a,b\n\"x\n\ny\",z\n"),
+        vec![rec(2, &["x\n\ny", "z"])]
+    );
+    let f = reference::frame_records(text.as_bytes());
+    assert_eq!(f.records[1].raw, b"3,\"x\r\ny\",4");
+    assert_eq!(f.records[1].terminator, b"\r\n");
+    assert_eq!(f.records[2].raw, b"5,\"x\ry\r\rz\",6");
+    assert_eq!(f.records[2].terminator, b"\r");
+}
+
+#[test]
+fn reference_framing_multiline_record_with_header_count_is_a_record() {
+    // A line break inside the (unvalidated) zip: accepted. Inside the customer: a control
+    // character in a name, so rejected, as one record at its first line.
+    let text = format!(
+        "{HEADER}\r\n{}\r\n{}\r\n{}\r\n",
+        row_with("'C1'", "\"'280\r\n07'\""),
+        row_with("\"'C\n2'\"", "'28007'"),
+        row_with("'C3'", "'28007'"),
+    );
+    let out = reference::parse_chunk(text.as_bytes());
+    assert_eq!(out.record_lines, vec![2, 4, 6]);
+    assert_eq!(out.rejected_lines, vec![4]);
+    assert_eq!(
+        out.rejects[0].reason,
+        reference::RejectReason::BadValue("customer")
+    );
+    assert_eq!(
+        out.rejects[0].raw,
+        row_with("\"'C\n2'\"", "'28007'").into_bytes()
+    );
+    let customers: Vec<&str> = out.accepted.iter().map(|t| t.customer.as_str()).collect();
+    assert_eq!(customers, vec!["C1", "C3"]);
+}
+
+#[test]
+fn reference_framing_stray_quote_costs_one_line() {
+    // Line 2 opens a quote that a later quote (line 4) closes: lines 2–4 would make a record
+    // of 4 fields, not 3, so line 2 alone is rejected and framing resumes at line 3.
+    let text = "a,b,c\n\
+                1,\"2,3\n\
+                4,5,6\n\
+                7,8\",9,10\n\
+                10,11,12\n";
+    assert_eq!(
+        framed(text.as_bytes()),
+        vec![
+            unbalanced(2),
+            rec(3, &["4", "5", "6"]),
+            rec(4, &["7", "8\"", "9", "10"]),
+            rec(5, &["10", "11", "12"]),
+        ]
+    );
+    // With the header's field count the same lines are one record (line 2 to line 4).
+    assert_eq!(
+        framed(b"a,b,c\n1,\"2,3\n4,5,6\n7,8\",9\n10,11,12\n"),
+        vec![
+            rec(2, &["1", "2,3\n4,5,6\n7,8", "9"]),
+            rec(5, &["10", "11", "12"]),
+        ]
+    );
+    // In a chunk: the stray quote at the start of a customer costs that row only.
+    let text = format!(
+        "{HEADER}\n{}\n{}\n{}\n{}\n",
+        row_with("'C1'", "'28007'"),
+        row_with("\"'C2'", "'28007'"),
+        row_with("'C3'", "'28007'"),
+        row_with("'C4'", "'28\"007'"),
+    );
+    let out = reference::parse_chunk(text.as_bytes());
+    assert_eq!(out.record_lines, vec![2, 3, 4, 5]);
+    assert_eq!(out.rejected_lines, vec![3]);
+    assert_eq!(
+        out.rejects[0].reason,
+        reference::RejectReason::UnbalancedQuote
+    );
+    assert_eq!(
+        out.rejects[0].raw,
+        row_with("\"'C2'", "'28007'").into_bytes()
+    );
+    assert_eq!(out.accepted.len(), 3);
+}
+
+#[test]
+fn reference_framing_unclosed_quote_at_end_of_data() {
+    // Single line, with and without a terminator.
+    assert_eq!(
+        framed(b"a,b\n1,2\n3,\"4"),
+        vec![rec(2, &["1", "2"]), unbalanced(3)]
+    );
+    assert_eq!(framed(b"a,b\n3,\"4\r\n"), vec![unbalanced(2)]);
+    // Several lines to the end: the first is rejected, the rest framed again from line 3.
+    assert_eq!(
+        framed(b"a,b\n\"1,2\n3,4\r5,6\n"),
+        vec![unbalanced(2), rec(3, &["3", "4"]), rec(4, &["5", "6"])]
+    );
+    // ... even when the lines to the end have the header's field count.
+    assert_eq!(
+        framed(b"a,b\n1,\"2\n3\n"),
+        vec![unbalanced(2), rec(3, &["3"])]
+    );
+    // Resynchronisation can meet another open quote.
+    assert_eq!(
+        framed(b"a,b\n\"1\n\"2\n3,4\n"),
+        vec![unbalanced(2), unbalanced(3), rec(4, &["3", "4"])]
+    );
+    let f = reference::frame_records(b"a,b\n3,\"4");
+    assert_eq!(
+        (
+            f.records[0].raw.as_slice(),
+            f.records[0].terminator.as_slice()
+        ),
+        (&b"3,\"4"[..], &b""[..])
+    );
+    assert_eq!(f.records[0].copied(), b"3,\"4\n");
+}
+
+#[test]
+fn reference_framing_header_is_one_line() {
+    // A quote open at the end of the header closes there.
+    assert_eq!(
+        reference::split_fields("a,\"b,c"),
+        vec!["a".to_string(), "b,c".to_string()]
+    );
+    let f = reference::frame_records(b"a,\"b,c\n1,2\"\n");
+    assert_eq!(f.header_fields.len(), 2);
+    assert_eq!(f.header.as_ref().map(|h| h.number), Some(1));
+    assert_eq!(framed(b"a,\"b,c\n1,2\"\n"), vec![rec(2, &["1", "2\""])]);
+    // Header names may be wrapped in double quotes.
+    let text = format!(
+        "\"step\",customer,\"age\",gender,zipcodeOri,merchant,zipMerchant,category,amount,fraud\n{}\n",
+        row_with("'C1'", "'28007'")
+    );
+    let out = reference::parse_chunk(text.as_bytes());
+    assert_eq!((out.missing_column, out.accepted.len()), (None, 1));
+}
+
+#[test]
+fn reference_framing_line_numbers_with_lone_crs() {
+    let text = format!(
+        "{HEADER}\r{}\r\r{}\r\n\n{}",
+        row_with("'C1'", "'28007'"),
+        row_with("'C2'", "'28007'"),
+        row_with("'C3'", "'-'")
+    );
+    let out = reference::parse_chunk(text.as_bytes());
+    assert_eq!(out.record_lines, vec![2, 4, 6]);
+    assert_eq!(out.rejected_lines, Vec::<u64>::new());
+    // A missing column rejects every record, unbalanced-quote lines included.
+    let text = format!(
+        "{}\r{}\r\"x\r{}\r",
+        HEADER.replace("amount", "Amount"),
+        row_with("'C1'", "'28007'"),
+        row_with("'C2'", "'28007'")
+    );
+    let out = reference::parse_chunk(text.as_bytes());
+    assert_eq!(out.missing_column.as_deref(), Some("amount"));
+    assert_eq!(out.record_lines, vec![2, 3, 4]);
+    assert_eq!(out.rejected_lines, vec![2, 3, 4]);
+}
+
+#[test]
+fn reference_framing_field_count_and_control_characters() {
+    let text = format!(
+        "{HEADER}\n\
+         {}\n\
+         0,'C2','4','F'\n\
+         {}\n\
+         {}\n\
+         0,'C5','4','F','28007','M\u{7f}','28007','es_food',4.55,0\n\
+         0,'C6','4','F','28007','M1','28007','es\tfood',4.55,0\n\
+         0\u{0},'C7','4','F','28\u{1b}007','M1','28007','es_food',4.55,0\n\
+         0,'C8\u{80}','4','F','28007','M1','28007','es_food',4.55,0\n",
+        row_with("'C1'", "'28007'"),
+        row_with("'C\u{0}3'", "'28007'"),
+        row_with("''", "'28007'"),
+    );
+    let out = reference::parse_chunk(text.as_bytes());
+    use reference::RejectReason::*;
+    let reasons: Vec<(u64, reference::RejectReason)> = out
+        .rejects
+        .iter()
+        .map(|r| (r.line, r.reason.clone()))
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            (
+                3,
+                FieldCount {
+                    expected: 10,
+                    found: 4
+                }
+            ),
+            (4, BadValue("customer")),
+            (5, BadValue("customer")),
+            (6, BadValue("merchant")),
+            (7, BadValue("category")),
+        ]
+    );
+    // Control characters in unvalidated columns are carried; U+0080 is not a control
+    // character of the SPEC's range.
+    let customers: Vec<&str> = out.accepted.iter().map(|t| t.customer.as_str()).collect();
+    assert_eq!(customers, vec!["C1", "C7", "C8\u{80}"]);
+
+    let imp = "Source,Target,Weight,typeTrans,fraud\n\
+               'C1','M1',0.5,'es_food',0\n\
+               'C\u{0}1','M1',0.5,'es_food',0\n\
+               'C1','M\u{1f}1',0.5,'es_food',0\n\
+               'C1','M1',0.5,'es\u{7f}',0\n\
+               'C1',\"'M1,0.5,'es_food',0\n\
+               'C1','M1',0.5\n";
+    let out = reference::parse_importance(imp.as_bytes());
+    assert_eq!(out.rejected_lines, vec![3, 4, 5, 6, 7]);
+    assert_eq!(out.rejects[3].reason, UnbalancedQuote);
+    assert_eq!(out.weights.len(), 1);
+}
+
+#[test]
+fn reference_framing_accepts_any_bytes() {
+    // Non-UTF-8 bytes anywhere: framed, decoded lossily, no panic.
+    let mut bytes = HEADER.as_bytes().to_vec();
+    bytes.extend_from_slice(b"\n0,'C1','4','F','28\xff007','M1','28007','es_food',4.55,0\r");
+    bytes.extend_from_slice(b"\xfe\xff,\"\xc3\r\n");
+    let out = reference::parse_chunk(&bytes);
+    assert_eq!(out.record_lines, vec![2, 3]);
+    assert_eq!(out.rejected_lines, vec![3]);
+    assert_eq!(out.rejects[0].raw, b"\xfe\xff,\"\xc3");
+    assert_eq!(out.accepted.len(), 1);
+    let f = reference::frame_records(b"\xff\xfe,a,b\n\x00,\"\xff\n\xff\",z\n");
+    assert_eq!(
+        f.header_fields,
+        vec![b"\xff\xfe".to_vec(), b"a".to_vec(), b"b".to_vec()]
+    );
+    assert_eq!(
+        f.records[0].fields,
+        reference::RefFields::Fields(vec![
+            b"\x00".to_vec(),
+            b"\xff\n\xff".to_vec(),
+            b"z".to_vec()
+        ])
+    );
+}
+
 #[test]
 fn reference_percentile_cont() {
     use reference::{percentile_cont_f64, percentile_cont_scaled};
