@@ -818,3 +818,423 @@ pub fn format_ist(ms: i64) -> String {
 pub fn system_time(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms as u64)
 }
+
+// ------------------------------------------------------------------------------------------
+// Hostile sources (issue 10): a whole `transactions.csv` full of framing edge cases
+// ------------------------------------------------------------------------------------------
+
+/// A hostile source for X: BankSim-like rows with injected stray and unclosed quotes, quoted
+/// fields holding line breaks (with the header's field count or not), doubled quotes, bytes
+/// after a closing quote, control characters (NUL included) in names and in unvalidated
+/// columns, wrong field counts, garbage lines, blank lines (also before the header), LF /
+/// CRLF / lone-CR line endings (one kind per file, or mixed line by line), a last line without
+/// terminator, optionally non-UTF-8 bytes in zip codes and headers that lose a column.
+/// The importance file is hostile in the same ways. What each row *is* is decided by the
+/// reference framer alone; the generator does not predict it.
+#[derive(Clone, Debug)]
+pub struct HostileSource {
+    pub seed: u64,
+    pub source: Vec<u8>,
+    pub importance: Vec<u8>,
+    pub chunk_rows: usize,
+}
+
+impl HostileSource {
+    /// The source and importance file, escaped, for failure reports.
+    pub fn describe(&self) -> String {
+        format!(
+            "seed {} chunk_rows {}\n--- transactions.csv ---\n{}\n--- importance.csv ---\n{}\n",
+            self.seed,
+            self.chunk_rows,
+            escape_bytes(&self.source),
+            escape_bytes(&self.importance)
+        )
+    }
+}
+
+/// Bytes as text, one source line per output line: `\r`, `\n`, control characters and
+/// non-UTF-8 bytes shown escaped (`\r\n` and `\n` end an output line).
+pub fn escape_bytes(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\n' => out.push_str("\\n\n"),
+                '\r' => out.push_str("\\r"),
+                c if c.is_control() => out.push_str(&c.escape_default().to_string()),
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+#[derive(Clone, Debug)]
+pub struct HostileOptions {
+    /// Rows of the source: 1..=max_rows.
+    pub max_rows: u64,
+    /// X's chunk size: 1..=max_chunk_rows.
+    pub max_chunk_rows: u64,
+    /// Non-UTF-8 bytes in the zip codes (unvalidated columns).
+    pub non_utf8: bool,
+    /// Headers that lose a column (an open quote in the header, a renamed column).
+    pub header_errors: bool,
+}
+
+impl Default for HostileOptions {
+    fn default() -> Self {
+        HostileOptions {
+            max_rows: 40,
+            max_chunk_rows: 6,
+            non_utf8: true,
+            header_errors: true,
+        }
+    }
+}
+
+/// How a file ends its lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EolMode {
+    Lf,
+    CrLf,
+    Cr,
+    /// Each line picks one.
+    Mixed,
+}
+
+impl EolMode {
+    fn random(rng: &mut SplitMix64) -> EolMode {
+        *rng.pick(&[EolMode::Lf, EolMode::CrLf, EolMode::Cr, EolMode::Mixed])
+    }
+
+    fn eol(self, rng: &mut SplitMix64) -> &'static [u8] {
+        match self {
+            EolMode::Lf => b"\n",
+            EolMode::CrLf => b"\r\n",
+            EolMode::Cr => b"\r",
+            EolMode::Mixed => pick_bytes(rng, &[b"\n", b"\r\n", b"\r"]),
+        }
+    }
+}
+
+const CONTROL_CHARS: [&[u8]; 7] = [b"\0", b"\x01", b"\t", b"\x0b", b"\x1b", b"\x1f", b"\x7f"];
+
+/// One of `items`.
+fn pick_bytes(rng: &mut SplitMix64, items: &[&'static [u8]]) -> &'static [u8] {
+    items[rng.below(items.len() as u64) as usize]
+}
+
+/// Inserts `what` into `field` at a random position strictly inside the value.
+fn insert_inside(rng: &mut SplitMix64, field: &mut Vec<u8>, what: &[u8]) {
+    let at = if field.len() < 2 {
+        field.len()
+    } else {
+        rng.range(1, field.len() as u64 - 1) as usize
+    };
+    field.splice(at..at, what.iter().copied());
+}
+
+/// Wraps `value` in CSV double quotes, doubling the quotes it holds.
+fn dq(value: &[u8]) -> Vec<u8> {
+    let mut out = vec![b'"'];
+    for &b in value {
+        out.push(b);
+        if b == b'"' {
+            out.push(b'"');
+        }
+    }
+    out.push(b'"');
+    out
+}
+
+/// Injects one hostile thing into a row (`names[i]` is the column of `fields[i]`).
+fn inject(
+    rng: &mut SplitMix64,
+    fields: &mut Vec<Vec<u8>>,
+    names: &[&str],
+    mode: EolMode,
+    opts: &HostileOptions,
+) {
+    // The index of a random column among `candidates` that this file has (any column if none).
+    // (Clamped to the row's fields: an earlier injection may have removed some.)
+    let choose = |n: usize, rng: &mut SplitMix64, candidates: &[&str]| -> usize {
+        let present: Vec<usize> = candidates
+            .iter()
+            .filter_map(|c| names.iter().position(|n| n == c))
+            .collect();
+        let i = if present.is_empty() {
+            rng.below(names.len() as u64) as usize
+        } else {
+            present[rng.below(present.len() as u64) as usize]
+        };
+        i.min(n - 1)
+    };
+    let any = |rng: &mut SplitMix64, n: usize| rng.below(n as u64) as usize;
+    match rng.below(100) {
+        0..=39 => {}
+        40..=45 => {
+            // A stray quote inside an unquoted field: an ordinary character.
+            let i = any(rng, fields.len());
+            insert_inside(rng, &mut fields[i], b"\"");
+        }
+        46..=51 => {
+            // An opening quote that this line never closes.
+            let i = any(rng, fields.len());
+            fields[i].insert(0, b'"');
+        }
+        52..=61 => {
+            // A quoted field holding a line break (maybe several, maybe a blank line), with
+            // the header's field count, or (one in three) not.
+            let i = choose(
+                fields.len(),
+                rng,
+                &[
+                    "step",
+                    "customer",
+                    "zipcodeOri",
+                    "zipMerchant",
+                    "category",
+                    "fraud",
+                    "Source",
+                    "typeTrans",
+                ],
+            );
+            let breaks = *rng.pick(&[1, 1, 1, 2, 3]);
+            for _ in 0..breaks {
+                // Mostly the file's own line ending.
+                let eol = if rng.percent(15) {
+                    EolMode::Mixed.eol(rng)
+                } else {
+                    mode.eol(rng)
+                };
+                insert_inside(rng, &mut fields[i], eol);
+            }
+            fields[i] = dq(&fields[i]);
+            if rng.percent(33) {
+                if rng.percent(50) {
+                    fields.push(b"'extra'".to_vec());
+                } else {
+                    let j = (i + 1) % fields.len();
+                    fields.remove(j);
+                }
+            }
+        }
+        62..=65 => {
+            // Doubled quotes (and maybe a comma) inside a quoted name: a good name.
+            let i = choose(
+                fields.len(),
+                rng,
+                &["customer", "merchant", "Source", "Target"],
+            );
+            let what = pick_bytes(rng, &[b"\"", b"\",", b","]);
+            insert_inside(rng, &mut fields[i], what);
+            fields[i] = dq(&fields[i]);
+        }
+        66..=69 => {
+            // Bytes after a closing quote: taken literally.
+            let i = any(rng, fields.len());
+            let mut quoted = dq(&fields[i]);
+            quoted.extend_from_slice(pick_bytes(rng, &[b"x", b"\"", b"'", b" y\"z"]));
+            fields[i] = quoted;
+        }
+        70..=79 => {
+            // A control character in a name (rejected), maybe quoted.
+            let i = choose(
+                fields.len(),
+                rng,
+                &[
+                    "customer",
+                    "merchant",
+                    "category",
+                    "Source",
+                    "Target",
+                    "typeTrans",
+                ],
+            );
+            let c = pick_bytes(rng, &CONTROL_CHARS);
+            insert_inside(rng, &mut fields[i], c);
+            if rng.percent(30) {
+                fields[i] = dq(&fields[i]);
+            }
+        }
+        80..=83 => {
+            // A control character in a column the SPEC does not validate (carried).
+            let i = choose(fields.len(), rng, &["step", "zipcodeOri", "fraud", "age"]);
+            let c = pick_bytes(rng, &CONTROL_CHARS);
+            insert_inside(rng, &mut fields[i], c);
+        }
+        84..=87 => {
+            // A single-line record of the wrong field count.
+            if rng.percent(50) && fields.len() > 1 {
+                let i = any(rng, fields.len());
+                fields.remove(i);
+            } else {
+                fields.push(b"'x'".to_vec());
+            }
+        }
+        88..=90 => {
+            // A bad amount or weight.
+            let i = choose(fields.len(), rng, &["amount", "Weight"]);
+            fields[i] = pick_bytes(rng, &[b"-1", b"1e3", b"NaN", b"", b"4,55"]).to_vec();
+        }
+        91..=94 => {
+            // A garbage line made of quotes and commas.
+            let line = pick_bytes(
+                rng,
+                &[
+                    b"\"", b"\"\"", b"\",\"", b"\"\"\"", b"x\"y", b",", b"'", b"\"\r",
+                ],
+            );
+            *fields = vec![line.to_vec()];
+        }
+        95..=97 if opts.non_utf8 => {
+            // Non-UTF-8 bytes in a column the SPEC does not validate.
+            let i = choose(fields.len(), rng, &["zipcodeOri", "zipMerchant", "fraud"]);
+            let what = pick_bytes(rng, &[b"\xff", b"\xc3", b"\xe2\x82"]);
+            insert_inside(rng, &mut fields[i], what);
+        }
+        _ => {
+            // A quoted name holding a comma: a good name.
+            let i = choose(fields.len(), rng, &["customer", "Source"]);
+            insert_inside(rng, &mut fields[i], b",");
+            fields[i] = dq(&fields[i]);
+        }
+    }
+}
+
+/// Lines (each row's bytes, possibly holding line breaks) into a file: blank lines here and
+/// there, terminators by `mode`, maybe no final terminator.
+fn hostile_file(
+    rng: &mut SplitMix64,
+    mode: EolMode,
+    header: Vec<u8>,
+    rows: Vec<Vec<u8>>,
+) -> Vec<u8> {
+    let blank_percent = *rng.pick(&[0, 0, 5, 15]);
+    let mut out = Vec::new();
+    if rng.percent(25) {
+        for _ in 0..rng.range(1, 2) {
+            out.extend_from_slice(mode.eol(rng));
+        }
+    }
+    out.extend_from_slice(&header);
+    out.extend_from_slice(mode.eol(rng));
+    let n = rows.len();
+    for (i, row) in rows.into_iter().enumerate() {
+        if rng.percent(blank_percent) {
+            out.extend_from_slice(mode.eol(rng));
+        }
+        out.extend_from_slice(&row);
+        if i + 1 < n || rng.percent(65) {
+            out.extend_from_slice(mode.eol(rng));
+        }
+    }
+    if out.last().is_some_and(|b| *b == b'\n' || *b == b'\r') && rng.percent(10) {
+        out.extend_from_slice(mode.eol(rng));
+    }
+    out
+}
+
+/// A hostile source for `seed`.
+pub fn hostile_source(seed: u64, opts: &HostileOptions) -> HostileSource {
+    let mut rng = SplitMix64::new(seed ^ 0x686f_7374_696c_65); // "hostile"
+    let customers: Vec<String> = (0..rng.range(2, 8))
+        .map(|i| format!("C{}", 10 + 7 * i))
+        .collect();
+    let merchants: Vec<String> = (0..rng.range(1, 3))
+        .map(|i| format!("M{}", 300 + i))
+        .collect();
+    let categories = ["es_food", "es_health", "es_tech"];
+
+    // Header: canonical or permuted order, names maybe double-quoted, rarely broken.
+    let mut order: Vec<usize> = (0..TRANSACTION_COLUMNS.len()).collect();
+    if rng.percent(25) {
+        rng.shuffle(&mut order);
+    }
+    let names: Vec<&str> = order.iter().map(|&i| TRANSACTION_COLUMNS[i]).collect();
+    let mut header_fields: Vec<Vec<u8>> = names
+        .iter()
+        .map(|n| {
+            if rng.percent(10) {
+                dq(n.as_bytes())
+            } else {
+                n.as_bytes().to_vec()
+            }
+        })
+        .collect();
+    if opts.header_errors && rng.percent(6) {
+        let i = rng.below(header_fields.len() as u64) as usize;
+        if rng.percent(50) {
+            // An open quote: the rest of the header is one field.
+            header_fields[i].insert(0, b'"');
+        } else {
+            header_fields[i].push(b'X');
+        }
+    }
+    let header = header_fields.join(&b","[..]);
+
+    // The source's line ending kind cycles with the seed, so that a few seeds cover them all.
+    let mode = [EolMode::Lf, EolMode::CrLf, EolMode::Cr, EolMode::Mixed][seed as usize % 4];
+    let n_rows = rng.range(1, opts.max_rows);
+    let mut rows = Vec::new();
+    for _ in 0..n_rows {
+        let canonical: Vec<Vec<u8>> = vec![
+            rng.below(100).to_string().into_bytes(),
+            sq(rng.pick::<String>(&customers)).into_bytes(),
+            sq(rng.pick_str(&["0", "3", "U"])).into_bytes(),
+            sq(rng.pick_str(&["F", "M", "E", "U"])).into_bytes(),
+            sq("28007").into_bytes(),
+            sq(rng.pick::<String>(&merchants)).into_bytes(),
+            sq("28007").into_bytes(),
+            sq(rng.pick_str(&categories)).into_bytes(),
+            format!("{}.{:02}", rng.below(60), rng.below(100)).into_bytes(),
+            rng.pick_str(&["0", "1"]).as_bytes().to_vec(),
+        ];
+        let mut fields: Vec<Vec<u8>> = order.iter().map(|&i| canonical[i].clone()).collect();
+        inject(&mut rng, &mut fields, &names, mode, opts);
+        if rng.percent(10) {
+            inject(&mut rng, &mut fields, &names, mode, opts);
+        }
+        rows.push(fields.join(&b","[..]));
+    }
+    if rng.percent(15) {
+        // A quote still open at the end of the data.
+        let last = rows.last_mut().unwrap();
+        let starts: Vec<usize> = (0..=last.len())
+            .filter(|&i| i == 0 || last[i - 1] == b',')
+            .collect();
+        let at = starts[rng.below(starts.len() as u64) as usize];
+        last.insert(at, b'"');
+    }
+    let source = hostile_file(&mut rng, mode, header, rows);
+
+    let imp_names = IMPORTANCE_COLUMNS.to_vec();
+    let imp_mode = EolMode::random(&mut rng);
+    let mut imp_rows = Vec::new();
+    for _ in 0..rng.range(1, 25) {
+        let mut fields: Vec<Vec<u8>> = vec![
+            sq(rng.pick::<String>(&customers)).into_bytes(),
+            sq(rng.pick::<String>(&merchants)).into_bytes(),
+            format!("{}.{}", rng.below(3), rng.below(10)).into_bytes(),
+            sq(rng.pick_str(&categories)).into_bytes(),
+            b"0".to_vec(),
+        ];
+        inject(&mut rng, &mut fields, &imp_names, imp_mode, opts);
+        imp_rows.push(fields.join(&b","[..]));
+    }
+    let importance = hostile_file(
+        &mut rng,
+        imp_mode,
+        IMPORTANCE_COLUMNS.join(",").into_bytes(),
+        imp_rows,
+    );
+    HostileSource {
+        seed,
+        source,
+        importance,
+        chunk_rows: rng.range(1, opts.max_chunk_rows) as usize,
+    }
+}
