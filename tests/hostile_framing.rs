@@ -20,9 +20,11 @@
 //!   where the reference says so; the importance rejects likewise.
 //!
 //! Environment:
-//! - `TXFLOW_HOSTILE_SEEDS=N`: number of random sources (default 12);
+//! - `TXFLOW_HOSTILE_SEEDS=N`: number of random sources (default 32);
 //! - `TXFLOW_HOSTILE_SEED_BASE=B`: seeds `B..B+N` (default 0);
-//! - `TXFLOW_HOSTILE_SEED=S`: only seed `S`, and print it.
+//! - `TXFLOW_HOSTILE_SEED=S`: only seed `S`, and print it;
+//! - `TXFLOW_HOSTILE_SHRINK=1`: on failure, shrink the first failing source (drop source
+//!   lines and importance rows while a problem of the same kind remains) and print it.
 
 mod common;
 
@@ -49,7 +51,7 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 fn seed_count() -> u64 {
-    env_u64("TXFLOW_HOSTILE_SEEDS").unwrap_or(12)
+    env_u64("TXFLOW_HOSTILE_SEEDS").unwrap_or(32)
 }
 
 fn seeds() -> Vec<u64> {
@@ -228,10 +230,17 @@ fn check_source(src: &HostileSource, workers: &[usize]) -> Vec<String> {
             .map(|r| r.copied())
             .collect();
         if copied != want {
+            let i = (0..copied.len().max(want.len()))
+                .find(|&i| copied.get(i) != want.get(i))
+                .unwrap();
+            let show = |r: Option<&Vec<u8>>| r.map(|r| escape_bytes(r));
             problems.push(format!(
-                "(d) {name} records {:?}, the source's records {from}..{to} are {:?}",
-                copied.iter().map(|r| escape_bytes(r)).collect::<Vec<_>>(),
-                want.iter().map(|r| escape_bytes(r)).collect::<Vec<_>>()
+                "(d) {name}: record {i} is {:?}, the source's record {} is {:?} ({} records, \
+                 the source's {from}..{to})",
+                show(copied.get(i)),
+                from + i,
+                show(want.get(i)),
+                copied.len()
             ));
         }
     }
@@ -340,6 +349,17 @@ fn hostile_framing_property() {
         started.elapsed(),
         failures.len()
     );
+    if let Some((src, problems)) = failures.first() {
+        if std::env::var("TXFLOW_HOSTILE_SHRINK").is_ok_and(|v| v == "1") {
+            let small = shrink(src, &problems[0]);
+            eprintln!(
+                "==== SHRUNK seed {}:\n{}\n{}",
+                src.seed,
+                small.describe(),
+                check_source(&small, &[1, 3]).join("\n")
+            );
+        }
+    }
     for (src, problems) in failures.iter().take(3) {
         eprintln!("==== FAILED {}", src.describe());
         for p in problems.iter().take(20) {
@@ -358,6 +378,64 @@ fn hostile_framing_property() {
         seeds.len(),
         summary.join("\n")
     );
+}
+
+/// The tag of a problem: `(x)`, `(a)`, … `(r)`.
+fn tag(problem: &str) -> &str {
+    problem.split_once(' ').map_or(problem, |(t, _)| t)
+}
+
+/// `bytes` without its lines `from..to` (0-based; the header line is kept).
+fn without_lines(bytes: &[u8], from: usize, to: usize) -> Vec<u8> {
+    let lines = reference::physical_lines(bytes);
+    let header = lines.iter().position(|l| !l.is_blank());
+    let mut out = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        if Some(i) == header || !(from..to).contains(&i) {
+            out.extend_from_slice(&l.bytes);
+            out.extend_from_slice(&l.terminator);
+        }
+    }
+    out
+}
+
+/// Drops runs of source lines, then importance lines, while a problem with the same tag
+/// as `problem` remains.
+fn shrink(src: &HostileSource, problem: &str) -> HostileSource {
+    let want = tag(problem).to_string();
+    let fails = |s: &HostileSource| check_source(s, &[1]).iter().any(|p| tag(p) == want);
+    let mut best = src.clone();
+    for importance in [false, true] {
+        let mut run = 8;
+        while run >= 1 {
+            let mut i = 0;
+            loop {
+                let bytes = if importance {
+                    &best.importance
+                } else {
+                    &best.source
+                };
+                if i >= reference::physical_lines(bytes).len() {
+                    break;
+                }
+                let smaller = without_lines(bytes, i, i + run);
+                let same = smaller == *bytes;
+                let mut candidate = best.clone();
+                if importance {
+                    candidate.importance = smaller;
+                } else {
+                    candidate.source = smaller;
+                }
+                if !same && fails(&candidate) {
+                    best = candidate;
+                } else {
+                    i += run;
+                }
+            }
+            run /= 2;
+        }
+    }
+    best
 }
 
 /// The generator is deterministic and, over the default seeds, writes every case the
@@ -407,7 +485,7 @@ fn hostile_generator_covers_edge_cases() {
         bump("chunk_rows 1", src.chunk_rows == 1);
         bump(
             "short last chunk",
-            framed.records.len() % src.chunk_rows != 0,
+            !framed.records.len().is_multiple_of(src.chunk_rows),
         );
         bump("several chunks", framed.records.len() > 2 * src.chunk_rows);
         bump("non-UTF-8", std::str::from_utf8(s).is_err());

@@ -1140,7 +1140,7 @@ fn hostile_file(
 
 /// A hostile source for `seed`.
 pub fn hostile_source(seed: u64, opts: &HostileOptions) -> HostileSource {
-    let mut rng = SplitMix64::new(seed ^ 0x686f_7374_696c_65); // "hostile"
+    let mut rng = SplitMix64::new(seed ^ 0x0068_6f73_7469_6c65); // "hostile"
     let customers: Vec<String> = (0..rng.range(2, 8))
         .map(|i| format!("C{}", 10 + 7 * i))
         .collect();
