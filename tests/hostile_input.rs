@@ -26,7 +26,7 @@ fn row(i: usize, customer: &str) -> String {
     format!(
         "{},{customer},'4','{}','28007','M{}','28007','es_food',{}.50,0",
         i / 50,
-        if i % 2 == 0 { "F" } else { "M" },
+        if i.is_multiple_of(2) { "F" } else { "M" },
         i % 3,
         i % 40
     )
