@@ -447,6 +447,15 @@ impl Settle {
     }
 }
 
+/// What the live feed knows of `_COMPLETE`.
+#[derive(Clone, Copy, Debug)]
+enum Marker {
+    Absent,
+    /// A body that is not a count, on a non-atomic store, not yet settled.
+    Unsettled,
+    Count(u64),
+}
+
 /// Whether a chunk's last byte is a line terminator (X ends every chunk with one).
 fn ends_with_terminator(body: &[u8]) -> bool {
     matches!(body.last(), Some(b'\n' | b'\r'))
@@ -598,8 +607,8 @@ impl ChunkFeed {
         if let Some(dir) = missing_dir(store) {
             warn_missing_dir(&dir);
         }
-        let mut complete = self.look_for_marker(store, &mut marker_settle)?;
-        if complete.is_none() {
+        let mut marker = self.look_for_marker(store, &mut marker_settle)?;
+        if !matches!(marker, Marker::Count(_)) {
             list_chunks(store)?;
         }
         let mut index = 0u64;
@@ -612,9 +621,18 @@ impl ChunkFeed {
             let key = chunk_key(index);
             let object = store.get(&key)?;
             // Until the marker has been seen, look for it before delivering each chunk.
-            if complete.is_none() {
-                complete = self.look_for_marker(store, &mut marker_settle)?;
+            if !matches!(marker, Marker::Count(_)) {
+                marker = self.look_for_marker(store, &mut marker_settle)?;
             }
+            let complete = match marker {
+                Marker::Count(count) => Some(count),
+                Marker::Absent => None,
+                // Deliver nothing until it can be judged.
+                Marker::Unsettled => {
+                    std::thread::sleep(options.poll);
+                    continue;
+                }
+            };
             if let Some(count) = complete.filter(|count| index >= *count) {
                 if object.is_some() {
                     return Err(past_count(store, count, &key));
@@ -666,28 +684,28 @@ impl ChunkFeed {
         taken
     }
 
-    /// `_COMPLETE`'s count once the marker is there (checked against a listing when first
-    /// seen); `None` while it is absent, or (non-atomic store) while a body that is not a
-    /// count may still be being written.
+    /// `_COMPLETE`: its count once the marker is there (checked against a listing when first
+    /// seen); unsettled while a body that is not a count may still be being written (a
+    /// non-atomic store, until its size has stayed the same for the settle time).
     fn look_for_marker(
         &self,
         store: &dyn ObjectStore,
         settle: &mut Settle,
-    ) -> Result<Option<u64>, LandingError> {
+    ) -> Result<Marker, LandingError> {
         let Some(object) = store.get(COMPLETE_KEY)? else {
-            return Ok(None);
+            return Ok(Marker::Absent);
         };
         match parse_count(&object.body) {
             Ok(count) => {
                 check_count(store, count, &list_chunks(store)?)?;
                 tracing::info!(chunks = count, "{COMPLETE_KEY} found");
-                Ok(Some(count))
+                Ok(Marker::Count(count))
             }
             Err(reason) => {
                 if settle.taken(COMPLETE_KEY, object.body.len(), false) {
                     Err(inconsistent(store, reason))
                 } else {
-                    Ok(None)
+                    Ok(Marker::Unsettled)
                 }
             }
         }
