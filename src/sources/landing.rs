@@ -64,26 +64,26 @@ pub fn parse_chunk_name(key: &str) -> Result<u64, String> {
         return Err("not a chunk name".into());
     };
     let Some(digits) = rest.strip_suffix(".csv") else {
-        return Err("a chunk name ends in .csv".into());
+        return Err("no .csv suffix".into());
     };
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err("the index is not a decimal number".into());
     }
     if digits.len() > 12 {
         return Err(format!(
-            "the index has more than 12 digits; the largest chunk index is {MAX_CHUNK_INDEX}"
+            "more than 12 digits; the largest chunk index is {MAX_CHUNK_INDEX}"
         ));
     }
     let index: u64 = digits.parse().expect("at most 12 decimal digits");
     if digits.len() < 6 {
         return Err(format!(
-            "the index is not zero-padded to 6 digits (chunk {index} is {})",
+            "fewer than 6 digits; chunk {index} is {}",
             chunk_key(index)
         ));
     }
     if digits.len() > 6 && digits.starts_with('0') {
         return Err(format!(
-            "the index has an extra leading zero (chunk {index} is {})",
+            "an extra leading zero; chunk {index} is {}",
             chunk_key(index)
         ));
     }
@@ -111,7 +111,7 @@ fn listed_index(location: &str, key: &str) -> Option<u64> {
                 tracing::warn!(
                     landing = %location,
                     key = %key,
-                    "ignoring {key:?}: not a chunk ({reason}); chunks are named chunk-<index>.csv, \
+                    "ignoring {key:?}: not a chunk name ({reason}); a chunk is chunk-<index>.csv, \
                      the index zero-padded to 6 digits"
                 );
             }
@@ -305,8 +305,9 @@ pub fn resolve_replay(
         expected += 1;
     }
     if expected <= hi {
-        let why = if expected < last {
-            format!("a gap: {} exists", chunk_key(last))
+        let next = chunks.iter().map(|(k, _)| *k).find(|&k| k > expected);
+        let why = if let Some(next) = next {
+            format!("a gap: {} exists", chunk_key(next))
         } else {
             let marker = complete.map_or(String::new(), |n| {
                 format!("; {COMPLETE_KEY} says {n} chunks")
@@ -903,6 +904,10 @@ mod tests {
             assert!(e.contains(&chunk_key(missing)), "{from:?}..{to:?}: {e}");
             assert!(e.contains("refused before committing anything"), "{e}");
         }
+        let e = resolve_replay(s, Some(1), Some(4)).unwrap_err().to_string();
+        assert!(e.contains("a gap: chunk-000004.csv exists"), "{e}");
+        let e = resolve_replay(s, Some(4), Some(7)).unwrap_err().to_string();
+        assert!(e.contains("the last chunk is chunk-000005.csv"), "{e}");
         assert!(resolve_replay(s, Some(3), Some(1)).is_err());
         // _COMPLETE is checked first.
         store.put(COMPLETE_KEY, b"5").unwrap();
