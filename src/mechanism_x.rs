@@ -1,7 +1,9 @@
 //! Mechanism X: the producer (SPEC §3). Cuts `transactions.csv` into chunk objects of the
 //! header plus up to `chunk_rows` records, copied byte for byte, one every `interval`.
 //!
-//! Resuming: X lists the landing store, re-derives the last chunk present from the source and
+//! Resuming: X lists the landing store (canonical chunk names only: another `chunk-*` key, such
+//! as `chunk-0000003.csv`, is ignored with a warning and is neither a chunk nor a gap; see
+//! `sources::landing`), re-derives the last chunk present from the source and
 //! checks it is byte-identical (a verified resume point: same source, same chunk size), then
 //! continues with the next one. Every chunk is created with a conditional write
 //! (`put_if_absent`); if one already exists (a concurrent or earlier X), its bytes must equal
