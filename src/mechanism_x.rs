@@ -1,19 +1,22 @@
 //! Mechanism X: the producer (SPEC §3). Cuts `transactions.csv` into chunk objects of the
 //! header plus up to `chunk_rows` records, copied byte for byte, one every `interval`.
 //!
-//! Resuming: X lists the landing store, re-derives the last chunk present from the source and
+//! Resuming: X lists the landing store (canonical chunk names only: another `chunk-*` key, such
+//! as `chunk-0000003.csv`, is ignored with a warning and is neither a chunk nor a gap; see
+//! `sources::landing`), re-derives the last chunk present from the source and
 //! checks it is byte-identical (a verified resume point: same source, same chunk size), then
 //! continues with the next one. Every chunk is created with a conditional write
 //! (`put_if_absent`); if one already exists (a concurrent or earlier X), its bytes must equal
 //! ours, so no chunk is ever written twice with different content and none is skipped.
 
-use std::io::{BufRead, BufReader};
+use std::io::Read;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
 use crate::objectstore::{self, ObjectStore, PutOutcome, S3Options};
+use crate::sources::framing::{self, Header, Step};
 use crate::sources::landing::{chunk_key, list_chunks, read_complete, COMPLETE_KEY};
 
 #[derive(Clone, Debug)]
@@ -50,44 +53,118 @@ pub struct XSummary {
     pub complete: bool,
 }
 
-/// Reads CSV records as raw bytes: a record ends at a newline outside double quotes.
-/// Blank lines are not records and are skipped.
-pub struct RawRecords<R> {
+/// Reads a source's records as X copies them: streamed in blocks and framed by the SPEC's
+/// rules ([`framing`]), so a chunk holds exactly the records Y will count.
+pub struct SourceRecords<R> {
     reader: R,
+    buf: Vec<u8>,
+    /// Start of the unread part of `buf`.
+    pos: usize,
+    eof: bool,
+    /// The header's field count.
+    fields: usize,
 }
 
-impl<R: BufRead> RawRecords<R> {
-    pub fn new(reader: R) -> Self {
-        RawRecords { reader }
+/// How much X reads at a time; a record still undecided at the end of the buffer makes the
+/// next read at least as large as the buffer, so rescanning stays linear.
+const READ_BLOCK: usize = 1 << 20;
+
+/// The header must end within this many bytes: a source with no line break (an unknown
+/// terminator) is refused instead of being read whole as one line.
+const MAX_HEADER_BYTES: usize = 1 << 20;
+
+/// Why a source cannot be cut into chunks.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error(
+        "the source has no line break after its header (expected LF, CRLF or CR line endings)"
+    )]
+    NoLineBreak,
+}
+
+impl<R: Read> SourceRecords<R> {
+    /// Reads up to the header; returns the reader and the header line with its terminator
+    /// (a byte-order mark kept), or `None` for a source with no header (empty or blank).
+    pub fn open(reader: R) -> Result<(SourceRecords<R>, Option<Vec<u8>>), SourceError> {
+        let mut records = SourceRecords {
+            reader,
+            buf: Vec::new(),
+            pos: 0,
+            eof: false,
+            fields: 0,
+        };
+        loop {
+            let bom = framing::bom_len(&records.buf);
+            match framing::header_at(&records.buf, bom, records.eof) {
+                Header::Line(header) if !header.terminated() => {
+                    return Err(SourceError::NoLineBreak)
+                }
+                Header::Line(header) => {
+                    records.fields = framing::field_count(&header, &records.buf);
+                    records.pos = header.next;
+                    let mut line = records.buf[..bom].to_vec();
+                    line.extend_from_slice(header.with_terminator(&records.buf));
+                    return Ok((records, Some(line)));
+                }
+                Header::Absent => return Ok((records, None)),
+                _ if records.buf.len() > MAX_HEADER_BYTES => return Err(SourceError::NoLineBreak),
+                _ => records.fill()?,
+            }
+        }
     }
 
-    /// The next record with its line terminator (one is added when the file lacks it).
-    pub fn next_record(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+    /// Appends the next record (or unbalanced line) with its terminator to `out` (`\n` added
+    /// when the source's last line has none); `false` at the end of the source.
+    pub fn append_next(&mut self, out: &mut Vec<u8>) -> std::io::Result<bool> {
         loop {
-            let mut record = Vec::new();
-            let mut quotes = 0usize;
-            loop {
-                let start = record.len();
-                let n = self.reader.read_until(b'\n', &mut record)?;
-                if n == 0 {
-                    break;
+            if self.pos >= self.buf.len() {
+                if self.eof {
+                    return Ok(false);
                 }
-                quotes += record[start..].iter().filter(|&&b| b == b'"').count();
-                if quotes.is_multiple_of(2) {
-                    break;
-                }
-            }
-            if record.is_empty() {
-                return Ok(None);
-            }
-            if !record.ends_with(b"\n") {
-                record.push(b'\n');
-            }
-            if record.iter().all(|b| *b == b'\n' || *b == b'\r') {
+                self.fill()?;
                 continue;
             }
-            return Ok(Some(record));
+            match framing::frame_at(&self.buf, self.pos, self.fields, self.eof) {
+                Step::Blank { next } => self.pos = next,
+                Step::Frame(frame) => {
+                    out.extend_from_slice(frame.with_terminator(&self.buf));
+                    if !frame.terminated() {
+                        out.push(b'\n');
+                    }
+                    self.pos = frame.next;
+                    return Ok(true);
+                }
+                Step::NeedMore => self.fill()?,
+            }
         }
+    }
+
+    /// Drops the consumed bytes and reads the next block (at least as large as what is kept).
+    fn fill(&mut self) -> std::io::Result<()> {
+        self.buf.drain(..self.pos);
+        self.pos = 0;
+        let want = READ_BLOCK.max(self.buf.len());
+        let kept = self.buf.len();
+        self.buf.resize(kept + want, 0);
+        let mut filled = kept;
+        while filled < self.buf.len() {
+            match self.reader.read(&mut self.buf[filled..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.buf.truncate(filled);
+                    return Err(e);
+                }
+            }
+        }
+        self.buf.truncate(filled);
+        Ok(())
     }
 }
 
@@ -99,15 +176,12 @@ pub fn run(options: &XOptions) -> anyhow::Result<XSummary> {
     landing
         .check()
         .with_context(|| format!("checking the landing store {}", options.landing))?;
+    let source = options.source.display();
     let file = std::fs::File::open(&options.source)
-        .with_context(|| format!("opening the source {}", options.source.display()))?;
-    let mut records = RawRecords::new(BufReader::with_capacity(1 << 20, file));
-    let header = records.next_record()?.with_context(|| {
-        format!(
-            "the source {} is empty: no header row",
-            options.source.display()
-        )
-    })?;
+        .with_context(|| format!("opening the source {source}"))?;
+    let (mut records, header) =
+        SourceRecords::open(file).with_context(|| format!("reading the source {source}"))?;
+    let header = header.with_context(|| format!("the source {source} is empty: no header row"))?;
 
     let present = list_chunks(landing.as_ref())?;
     for (expected, (index, _)) in present.iter().enumerate() {
@@ -133,14 +207,12 @@ pub fn run(options: &XOptions) -> anyhow::Result<XSummary> {
     loop {
         let mut body = header.clone();
         let mut rows = 0usize;
-        while rows < options.chunk_rows {
-            match records.next_record()? {
-                Some(record) => {
-                    body.extend_from_slice(&record);
-                    rows += 1;
-                }
-                None => break,
-            }
+        while rows < options.chunk_rows
+            && records
+                .append_next(&mut body)
+                .with_context(|| format!("reading the source {source}"))?
+        {
+            rows += 1;
         }
         if rows == 0 {
             break;
@@ -226,22 +298,70 @@ fn verify_same(landing: &dyn ObjectStore, index: u64, body: &[u8]) -> anyhow::Re
 mod tests {
     use super::*;
 
-    fn records(text: &str) -> Vec<String> {
-        let mut r = RawRecords::new(text.as_bytes());
-        let mut out = Vec::new();
-        while let Some(rec) = r.next_record().unwrap() {
-            out.push(String::from_utf8(rec).unwrap());
+    /// The header and the records X copies from `text`, read in blocks of `block` bytes.
+    fn records(text: &str, block: usize) -> Vec<String> {
+        let reader = BlockReader {
+            data: text.as_bytes(),
+            block,
+        };
+        let (mut r, header) = SourceRecords::open(reader).unwrap();
+        let mut out: Vec<String> = header.into_iter().map(|h| lossy(&h)).collect();
+        let mut record = Vec::new();
+        while r.append_next(&mut record).unwrap() {
+            out.push(lossy(&record));
+            record.clear();
         }
         out
     }
 
+    fn lossy(bytes: &[u8]) -> String {
+        String::from_utf8_lossy(bytes).into_owned()
+    }
+
+    /// A reader that returns at most `block` bytes per read, to cut records anywhere.
+    struct BlockReader<'a> {
+        data: &'a [u8],
+        block: usize,
+    }
+
+    impl Read for BlockReader<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.block.min(out.len()).min(self.data.len());
+            out[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
     #[test]
-    fn splits_records_on_unquoted_newlines_and_skips_blank_lines() {
-        assert_eq!(
-            records("h1,h2\r\na,b\r\n\r\n\"x\ny\",c\nlast,row"),
-            ["h1,h2\r\n", "a,b\r\n", "\"x\ny\",c\n", "last,row\n"]
-        );
-        assert!(records("").is_empty());
+    fn frames_records_like_y_in_any_block_size() {
+        let text = "h1,h2\r\na,b\r\n\r\n\"x\ny\",c\rz\"q,1\n\"open,2\nnext,3\r\nlast,row";
+        let want = [
+            "h1,h2\r\n",
+            "a,b\r\n",
+            "\"x\ny\",c\r",
+            "z\"q,1\n",
+            "\"open,2\n",
+            "next,3\r\n",
+            "last,row\n",
+        ];
+        for block in [1, 2, 3, 7, 1 << 20] {
+            assert_eq!(records(text, block), want, "block {block}");
+        }
+        assert!(records("", 4).is_empty());
+        assert_eq!(records("\n\r\nh\n", 1), ["h\n"]);
+    }
+
+    #[test]
+    fn a_source_without_line_breaks_is_an_error() {
+        let reader = BlockReader {
+            data: b"h1,h2\x1ea,b\x1ec,d",
+            block: 4,
+        };
+        assert!(matches!(
+            SourceRecords::open(reader),
+            Err(SourceError::NoLineBreak)
+        ));
     }
 
     #[test]

@@ -28,11 +28,11 @@ use timely::CommunicationConfig;
 
 use crate::dataflow::aggregates::WeightTable;
 use crate::dataflow::{self, Epoch, ShareReport};
-use crate::objectstore::{self, ObjectMeta};
+use crate::objectstore;
 use crate::sinks::state::{self, RunIdentity};
 use crate::sinks::writer::{Clock, EpochChanges, EpochWriter};
 use crate::sources::importance::parse_importance;
-use crate::sources::landing::{list_chunks, ChunkFeed, FeedItem, FeedPlan};
+use crate::sources::landing::{resolve_replay, ChunkFeed, FeedItem, FeedOptions, FeedPlan};
 use crate::sources::parse::parse_chunk;
 use crate::time::now_ms;
 
@@ -203,22 +203,11 @@ pub fn run_with_stop(options: &YOptions, stop: Arc<AtomicBool>) -> anyhow::Resul
     // Which chunks, and which clock.
     let (plan, clock, run_identity) = match options.replay {
         Some(range) => {
-            let chunks: Vec<(u64, ObjectMeta)> = list_chunks(landing.as_ref())?
-                .into_iter()
-                .filter(|(k, _)| {
-                    range.from.is_none_or(|f| *k >= f) && range.to.is_none_or(|to| *k <= to)
-                })
-                .collect();
-            anyhow::ensure!(
-                !chunks.is_empty(),
-                "no chunks in {} within the replay range [{}, {}]",
-                landing.describe(),
-                range.from.map_or("first".into(), |v| v.to_string()),
-                range.to.map_or("last".into(), |v| v.to_string()),
-            );
-            let first_chunk_ms = chunks[0].1.last_modified_ms;
+            // One listing: `_COMPLETE` checked, the range refused when a chunk is missing.
+            let replay = resolve_replay(landing.as_ref(), range.from, range.to)?;
+            let first_chunk_ms = replay.first.last_modified_ms;
             (
-                FeedPlan::Fixed(chunks.iter().map(|(k, _)| *k).collect()),
+                FeedPlan::Fixed(replay.indices),
                 Clock::Replay { first_chunk_ms },
                 RunIdentity {
                     mode: "replay".into(),
@@ -270,7 +259,11 @@ pub fn run_with_stop(options: &YOptions, stop: Arc<AtomicBool>) -> anyhow::Resul
         landing.clone(),
         plan,
         t.workers,
-        options.poll_interval,
+        FeedOptions {
+            poll: options.poll_interval,
+            gap_warn: options.gap_warn,
+            settle: options.settle,
+        },
         stop.clone(),
     );
     let shared = Arc::new(WorkerShared {

@@ -74,6 +74,14 @@ impl ObjectStore for LocalStore {
         self.root.display().to_string()
     }
 
+    fn atomic_puts(&self) -> bool {
+        false
+    }
+
+    fn local_dir(&self) -> Option<&Path> {
+        Some(&self.root)
+    }
+
     fn get(&self, key: &str) -> Result<Option<Object>, StoreError> {
         let path = self.path(key);
         let body = match fs::read(&path) {

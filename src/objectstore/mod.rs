@@ -36,8 +36,9 @@ pub enum PutOutcome {
     AlreadyExists,
 }
 
-/// A flat key/value object store with atomic object visibility: a reader sees either no
-/// object or the whole of it.
+/// A flat key/value object store. Objects written through it are atomic (a reader sees
+/// either no object or the whole of it); objects written by other producers are atomic only
+/// where [`ObjectStore::atomic_puts`] says so.
 pub trait ObjectStore: Send + Sync {
     /// Human-readable root, e.g. `/data/landing` or `s3://bucket/prefix`. Never contains secrets.
     fn describe(&self) -> String;
@@ -66,6 +67,19 @@ pub trait ObjectStore: Send + Sync {
     /// A start-up health check (bucket exists, credentials work); a clear error otherwise.
     fn check(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// Whether every object is atomic whoever wrote it (S3: an object appears whole). A local
+    /// directory is not: this crate writes a temporary name and renames it, but another
+    /// producer may write a file in place, and a reader can then see it half-written.
+    fn atomic_puts(&self) -> bool {
+        false
+    }
+
+    /// The local directory behind the store, if it is one (to tell a missing directory apart
+    /// from an empty one).
+    fn local_dir(&self) -> Option<&std::path::Path> {
+        None
     }
 }
 

@@ -675,6 +675,11 @@ where
 }
 
 impl ObjectStore for S3Store {
+    /// An S3 object appears whole or not at all.
+    fn atomic_puts(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         if self.prefix.is_empty() {
             format!("s3://{}", self.bucket)

@@ -4,11 +4,12 @@
 //! leniency as transaction chunks (double-quoted, single-quoted or space-padded names, any
 //! order, extra columns ignored). `Source`, `Target`, `Weight` and `typeTrans` are required;
 //! `fraud` is ignored by the SPEC, so it is optional. The same quoting rules as for chunks
-//! apply (one pair of single quotes stripped from every value, CSV double quotes, LF or
-//! CRLF, blank lines skipped but counted in line numbers).
+//! apply: records are framed by [`framing`](super::framing) (LF, CRLF, lone CR; RFC 4180
+//! quotes with resynchronisation; blank lines skipped but counted in line numbers), and one
+//! pair of single quotes is stripped from every value.
 //!
 //! A row is bad when its field count differs from the header's, when `Source`, `Target` or
-//! `typeTrans` is empty or not UTF-8, or when `Weight` is not an optional single leading `-`
+//! `typeTrans` is empty, not UTF-8 or holds a control character, or when `Weight` is not an optional single leading `-`
 //! followed by the amount grammar ([`parse_weight`]). Bad rows become rejects whose `chunk`
 //! is the file name.
 //!
@@ -18,8 +19,9 @@
 //! whenever the sum's magnitude is below 2^53 micro-units, i.e. about 9·10^9 units).
 
 use crate::model::{Reject, Weight, WeightKey, MICROS_PER_UNIT};
+use crate::sources::framing::FrameKind;
 use crate::sources::parse::{name, parse_weight, resolve_columns, strip_single_quotes};
-use crate::sources::parse::{RecordReader, RowError};
+use crate::sources::parse::{Records, RowError, UNBALANCED_QUOTE};
 
 /// The importance file's columns; all but `fraud` are required.
 pub const IMPORTANCE_COLUMNS: [&str; 5] = ["Source", "Target", "Weight", "typeTrans", "fraud"];
@@ -34,6 +36,14 @@ pub struct ImportanceTable {
     pub records: u64,
 }
 
+/// Column positions of the importance file.
+struct Columns {
+    source: usize,
+    target: usize,
+    weight: usize,
+    type_trans: usize,
+}
+
 /// Parses the importance file named `name`; `Err` with a message naming the missing column
 /// when the header lacks one.
 ///
@@ -41,64 +51,73 @@ pub struct ImportanceTable {
 /// row"`), a header lacking a required column (`"importance file header lacks required
 /// column 'Weight'"`), or a header with a required column twice (ambiguous).
 pub fn parse_importance(name: &str, bytes: &[u8]) -> Result<ImportanceTable, String> {
-    let mut rdr = RecordReader::new(bytes);
-    if !rdr.advance() {
+    let mut rdr = Records::new(bytes);
+    let Some(header) = &rdr.header else {
         return Err("empty importance file: no header row".to_owned());
-    }
-    if let Some(e) = rdr.error() {
-        return Err(format!("importance file header: {e}"));
-    }
-    let fields = rdr.record().len();
+    };
     let [source, target, weight, type_trans, _] = resolve_columns(
-        rdr.record(),
+        header,
         &IMPORTANCE_COLUMNS,
         &[false, false, false, false, true],
         "importance file header",
     )?;
+    let columns = Columns {
+        source,
+        target,
+        weight,
+        type_trans,
+    };
+    let fields = rdr.width();
 
     let mut table = ImportanceTable::default();
     let mut rows: Vec<(WeightKey, i64)> = Vec::with_capacity(bytes.len() / 64);
-    while rdr.advance() {
+    for frame in rdr.frames(rdr.body, bytes.len()) {
         table.records += 1;
-        if let Some(e) = rdr.error() {
-            let reason = e.to_owned();
-            table.rejects.push(rdr.reject(name, reason));
+        if frame.kind == FrameKind::Unbalanced {
+            let reject = rdr.reject(name, &frame, UNBALANCED_QUOTE.to_owned());
+            table.rejects.push(reject);
             continue;
         }
-        let record = rdr.record();
-        let parsed = (|| {
-            if record.len() != fields {
-                return Err(RowError::FieldCount {
-                    expected: fields,
-                    found: record.len(),
-                });
-            }
-            let field = |i: usize| strip_single_quotes(record.get(i).unwrap_or_default());
-            let customer = self::name(field(source), "Source")?;
-            let merchant = self::name(field(target), "Target")?;
-            let w = field(weight);
-            let micros = parse_weight(w).map_err(|e| RowError::Weight(w, e))?;
-            let category = self::name(field(type_trans), "typeTrans")?;
-            Ok((
-                WeightKey {
-                    customer,
-                    merchant,
-                    category,
-                },
-                micros,
-            ))
-        })();
-        match parsed {
+        rdr.split(&frame);
+        match parse_row(&rdr.fields, fields, &columns) {
             Ok(row) => rows.push(row),
             Err(e) => {
                 let reason = e.to_string();
-                table.rejects.push(rdr.reject(name, reason));
+                table.rejects.push(rdr.reject(name, &frame, reason));
             }
         }
     }
 
     table.weights = mean_by_key(rows);
     Ok(table)
+}
+
+/// Validates one importance row.
+fn parse_row<'r>(
+    record: &'r crate::sources::framing::Fields,
+    fields: usize,
+    c: &Columns,
+) -> Result<(WeightKey, i64), RowError<'r>> {
+    if record.len() != fields {
+        return Err(RowError::FieldCount {
+            expected: fields,
+            found: record.len(),
+        });
+    }
+    let field = |i: usize| strip_single_quotes(record.get(i));
+    let customer = name(field(c.source), "Source")?;
+    let merchant = name(field(c.target), "Target")?;
+    let w = field(c.weight);
+    let micros = parse_weight(w).map_err(|e| RowError::Weight(w, e))?;
+    let category = name(field(c.type_trans), "typeTrans")?;
+    Ok((
+        WeightKey {
+            customer,
+            merchant,
+            category,
+        },
+        micros,
+    ))
 }
 
 /// Groups `(key, micro-units)` rows by key and averages each group exactly (see the module

@@ -1,12 +1,42 @@
 //! The landing store's layout (SPEC §3) and the chunk feed that brings chunks to the workers.
 //!
-//! Chunk `k` is the object `chunk-<k:06>.csv`; `_COMPLETE` holds the number of chunks once the
-//! producer is done. The [`ChunkFeed`] runs one fetching thread per process: it asks for the
-//! next expected key directly (keys are ordered, so no listing per poll), falls back to a
-//! listing with `start-after` only to warn about gaps, and keeps a small bounded queue of
-//! fetched chunks ahead of the workers, which never block on it (they poll and keep stepping).
+//! **Names.** Chunk `k` is the object `chunk-<k:06>.csv`: the index in decimal, zero-padded to
+//! six digits, more digits only when the index needs them (never an extra leading zero), at
+//! most twelve ([`MAX_CHUNK_INDEX`]). Only these canonical names are chunks; any other
+//! `chunk-*` key (`chunk-0000003.csv`, `chunk-7.csv`, `chunk-18446744073709551615.csv`) is
+//! ignored with one warning per name, by X and Y alike. Keys are listed in lexicographic order,
+//! which is not index order (`chunk-1000000.csv` sorts before `chunk-999999.csv`), so listings
+//! are sorted by index.
+//!
+//! **`_COMPLETE`** holds the number of chunks once the producer is done. A body that is not a
+//! count, or a chunk whose index is at or past the count, makes the landing inconsistent
+//! ([`LandingError::Inconsistent`]): the feed delivers nothing at or past the problem and fails
+//! instead of ending the stream. Live, the marker is read at start and before each chunk is
+//! delivered until it has been seen (then its count is kept); when it first appears the
+//! landing is listed once for chunks at or past the count, and once more before the stream
+//! ends. A replay checks it at start ([`resolve_replay`]).
+//!
+//! **Replay range.** [`resolve_replay`] lists the landing once and refuses a range with a
+//! missing chunk (a gap, `--to` or `--from` past the last chunk), naming the first missing
+//! one, before anything is committed.
+//!
+//! **Whole chunks.** S3 objects are atomic ([`ObjectStore::atomic_puts`]). On a local
+//! directory X writes a temporary name and renames it, but another producer may write a chunk
+//! in place: a chunk whose last byte is not a line terminator (or that is empty) is taken to
+//! be still being written, and the feed takes it only once its size has stayed the same for
+//! [`FeedOptions::settle`]. A producer that writes in place must therefore not pause at a line
+//! boundary before the chunk is complete (a chunk that ends with a terminator is taken at
+//! once): write each chunk with one call, or better, write another name and rename it.
+//!
+//! **Feed.** The [`ChunkFeed`] runs one fetching thread per process: it asks for the next
+//! expected key directly (no listing per poll) and keeps a small bounded queue of fetched
+//! chunks ahead of the workers, which never block on it (they poll and keep stepping). While
+//! it waits for a chunk that must exist (`_COMPLETE` counts past it, or a later chunk exists)
+//! it warns every [`FeedOptions::gap_warn`]; a local landing directory that does not exist is
+//! reported at start and as often while waiting (an S3 prefix without objects is normal).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -17,50 +47,294 @@ use crate::objectstore::{ObjectMeta, ObjectStore};
 /// Name of the end-of-stream marker.
 pub const COMPLETE_KEY: &str = "_COMPLETE";
 
+/// The largest chunk index: a canonical name has at most twelve digits.
+pub const MAX_CHUNK_INDEX: u64 = 999_999_999_999;
+
+/// Every chunk key starts with this.
+const CHUNK_PREFIX: &str = "chunk-";
+
 /// `chunk-<k:06>.csv`.
 pub fn chunk_key(index: u64) -> String {
-    format!("chunk-{index:06}.csv")
+    format!("{CHUNK_PREFIX}{index:06}.csv")
 }
 
-/// The index of a chunk key, `None` for other keys.
-pub fn chunk_index(key: &str) -> Option<u64> {
-    let digits = key.strip_prefix("chunk-")?.strip_suffix(".csv")?;
-    if digits.len() < 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+/// The index of a canonical chunk name, or why `key` is not one.
+pub fn parse_chunk_name(key: &str) -> Result<u64, String> {
+    let Some(rest) = key.strip_prefix(CHUNK_PREFIX) else {
+        return Err("not a chunk name".into());
+    };
+    let Some(digits) = rest.strip_suffix(".csv") else {
+        return Err("no .csv suffix".into());
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("the index is not a decimal number".into());
     }
-    digits.parse().ok()
+    if digits.len() > 12 {
+        return Err(format!(
+            "more than 12 digits; the largest chunk index is {MAX_CHUNK_INDEX}"
+        ));
+    }
+    let index: u64 = digits.parse().expect("at most 12 decimal digits");
+    if digits.len() < 6 {
+        return Err(format!(
+            "fewer than 6 digits; chunk {index} is {}",
+            chunk_key(index)
+        ));
+    }
+    if digits.len() > 6 && digits.starts_with('0') {
+        return Err(format!(
+            "an extra leading zero; chunk {index} is {}",
+            chunk_key(index)
+        ));
+    }
+    Ok(index)
 }
 
-/// Every chunk present in the store, ascending by index.
+/// The index of a canonical chunk name (SPEC §3), `None` for any other key.
+pub fn chunk_index(key: &str) -> Option<u64> {
+    parse_chunk_name(key).ok()
+}
+
+/// Names already warned about (`<landing>/<key>`): one warning per name and process.
+static WARNED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+/// As [`chunk_index`], warning (once per name) about a `chunk-*` key that is not canonical.
+fn listed_index(location: &str, key: &str) -> Option<u64> {
+    match parse_chunk_name(key) {
+        Ok(index) => Some(index),
+        Err(reason) => {
+            let first = WARNED
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(format!("{location}/{key}"));
+            if first {
+                tracing::warn!(
+                    landing = %location,
+                    key = %key,
+                    "ignoring {key:?}: not a chunk name ({reason}); a chunk is chunk-<index>.csv, \
+                     the index zero-padded to 6 digits"
+                );
+            }
+            None
+        }
+    }
+}
+
+/// Every chunk present in the store, ascending by index. Other `chunk-*` keys are ignored,
+/// with one warning per name.
 pub fn list_chunks(store: &dyn ObjectStore) -> Result<Vec<(u64, ObjectMeta)>, StoreError> {
+    let location = store.describe();
     let mut out = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let page = store.list("chunk-", after.as_deref(), 1000)?;
+        let page = store.list(CHUNK_PREFIX, after.as_deref(), 1000)?;
         let Some(last) = page.last() else { break };
         after = Some(last.key.clone());
         out.extend(
             page.into_iter()
-                .filter_map(|m| chunk_index(&m.key).map(|k| (k, m))),
+                .filter_map(|m| listed_index(&location, &m.key).map(|k| (k, m))),
         );
     }
+    // Lexicographic order is not index order once indices have more than six digits.
     out.sort_by_key(|(k, _)| *k);
     Ok(out)
 }
 
-/// The chunk count recorded in `_COMPLETE`, if the marker exists.
-pub fn read_complete(store: &dyn ObjectStore) -> Result<Option<u64>, StoreError> {
+/// The index of some chunk after `index` present in the store (not necessarily the next one),
+/// if any.
+fn later_chunk(store: &dyn ObjectStore, index: u64) -> Result<Option<u64>, StoreError> {
+    if index >= 100_000 {
+        // Longer canonical names may sort before `chunk_key(index)`: list everything.
+        return Ok(list_chunks(store)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .find(|&k| k > index));
+    }
+    // `chunk_key(index)` starts with `chunk-0`: every canonical key sorting after it has a
+    // larger index (six digits and larger, or more digits without a leading zero).
+    let location = store.describe();
+    let mut after = chunk_key(index);
+    loop {
+        let page = store.list(CHUNK_PREFIX, Some(&after), 1000)?;
+        let Some(last) = page.last() else {
+            return Ok(None);
+        };
+        after = last.key.clone();
+        if let Some(k) = page
+            .iter()
+            .filter_map(|m| listed_index(&location, &m.key))
+            .find(|&k| k > index)
+        {
+            return Ok(Some(k));
+        }
+    }
+}
+
+/// Failures of the landing store: its I/O, or contents that contradict SPEC §3.
+#[derive(Debug, thiserror::Error)]
+pub enum LandingError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// `_COMPLETE` is not a count, or a chunk exists at or past its count.
+    #[error(
+        "inconsistent landing {location}: {detail}; fix the landing store (it is append-only) \
+         and restart"
+    )]
+    Inconsistent { location: String, detail: String },
+    /// A replay range that cannot be replayed whole.
+    #[error("replay of {location} refused before committing anything: {detail}")]
+    Replay { location: String, detail: String },
+}
+
+/// The count in a `_COMPLETE` body (ASCII whitespace around it allowed), or why it is not one.
+fn parse_count(body: &[u8]) -> Result<u64, String> {
+    let text = String::from_utf8_lossy(body);
+    let trimmed = text.trim_matches(|c: char| c.is_ascii_whitespace());
+    let count = if !trimmed.is_empty()
+        && trimmed.len() <= 13
+        && trimmed.bytes().all(|b| b.is_ascii_digit())
+    {
+        trimmed.parse::<u64>().ok()
+    } else {
+        None
+    };
+    match count {
+        Some(n) if n <= MAX_CHUNK_INDEX + 1 => Ok(n),
+        _ => {
+            let shown: String = text.chars().take(40).collect();
+            let more = if text.chars().count() > 40 { "…" } else { "" };
+            Err(format!(
+                "{COMPLETE_KEY} holds {shown:?}{more}, not a chunk count"
+            ))
+        }
+    }
+}
+
+fn inconsistent(store: &dyn ObjectStore, detail: String) -> LandingError {
+    LandingError::Inconsistent {
+        location: store.describe(),
+        detail,
+    }
+}
+
+/// The chunk count recorded in `_COMPLETE`, if the marker exists; a body that is not a count
+/// is an inconsistent landing.
+pub fn read_complete(store: &dyn ObjectStore) -> Result<Option<u64>, LandingError> {
     let Some(object) = store.get(COMPLETE_KEY)? else {
         return Ok(None);
     };
-    let text = String::from_utf8_lossy(&object.body);
-    match text.trim().parse() {
-        Ok(n) => Ok(Some(n)),
-        Err(_) => Err(StoreError::BadLocation {
-            location: format!("{}/{COMPLETE_KEY}", store.describe()),
-            reason: format!("marker body {:?} is not a chunk count", text.trim()),
-        }),
+    parse_count(&object.body)
+        .map(Some)
+        .map_err(|reason| inconsistent(store, reason))
+}
+
+/// Refuses chunks at or past `_COMPLETE`'s `count` (`chunks` ascending by index).
+fn check_count(
+    store: &dyn ObjectStore,
+    count: u64,
+    chunks: &[(u64, ObjectMeta)],
+) -> Result<(), LandingError> {
+    match chunks.iter().find(|(k, _)| *k >= count) {
+        Some((_, meta)) => Err(past_count(store, count, &meta.key)),
+        None => Ok(()),
     }
+}
+
+fn past_count(store: &dyn ObjectStore, count: u64, key: &str) -> LandingError {
+    inconsistent(
+        store,
+        format!("{COMPLETE_KEY} says {count} chunks but {key} exists"),
+    )
+}
+
+/// A replay's chunks, resolved from one listing of the landing store.
+#[derive(Clone, Debug)]
+pub struct ReplayPlan {
+    /// `from..=to`, every one present.
+    pub indices: Vec<u64>,
+    /// The resolved range: `--from` (default 0) and `--to` (default the last chunk present).
+    pub from: u64,
+    pub to: u64,
+    /// The first chunk's metadata (its last-modified time starts the replay's clock).
+    pub first: ObjectMeta,
+}
+
+/// Resolves a replay range against the landing: checks `_COMPLETE` against the chunks, and
+/// refuses a range with a missing chunk (a gap in `[from, to]`, `to` or `from` past the last
+/// chunk), naming the first missing one. `None` = open end (`from` 0, `to` the last chunk).
+pub fn resolve_replay(
+    store: &dyn ObjectStore,
+    from: Option<u64>,
+    to: Option<u64>,
+) -> Result<ReplayPlan, LandingError> {
+    let refuse = |detail: String| LandingError::Replay {
+        location: store.describe(),
+        detail,
+    };
+    if let Some(dir) = missing_dir(store) {
+        return Err(refuse(format!(
+            "the landing directory {} does not exist",
+            dir.display()
+        )));
+    }
+    let complete = read_complete(store)?;
+    let chunks = list_chunks(store)?;
+    if let Some(count) = complete {
+        check_count(store, count, &chunks)?;
+    }
+    let Some(&(last, _)) = chunks.last() else {
+        return Err(refuse("the landing holds no chunks".into()));
+    };
+    let lo = from.unwrap_or(0);
+    if let Some(hi) = to {
+        if lo > hi {
+            return Err(refuse(format!("--from {lo} is after --to {hi}")));
+        }
+    }
+    // An open `to` with `from` past the last chunk asks for chunk `from`.
+    let hi = to.unwrap_or(last).max(lo);
+    let mut indices = Vec::new();
+    let mut first = None;
+    let mut expected = lo;
+    for (k, meta) in chunks.iter().filter(|(k, _)| (lo..=hi).contains(k)) {
+        if *k != expected {
+            break;
+        }
+        indices.push(*k);
+        first.get_or_insert_with(|| meta.clone());
+        expected += 1;
+    }
+    if expected <= hi {
+        let next = chunks.iter().map(|(k, _)| *k).find(|&k| k > expected);
+        let why = if let Some(next) = next {
+            format!("a gap: {} exists", chunk_key(next))
+        } else {
+            let marker = complete.map_or(String::new(), |n| {
+                format!("; {COMPLETE_KEY} says {n} chunks")
+            });
+            format!("the last chunk is {}{marker}", chunk_key(last))
+        };
+        let shown_to = to.map_or("the last chunk".to_string(), |t| t.to_string());
+        return Err(refuse(format!(
+            "the range [{lo}, {shown_to}] needs {}, which is missing ({why}); a replay takes \
+             every chunk of its range",
+            chunk_key(expected)
+        )));
+    }
+    Ok(ReplayPlan {
+        indices,
+        from: lo,
+        to: hi,
+        first: first.expect("the range holds at least chunk `from`"),
+    })
+}
+
+/// The store's local directory when it does not exist.
+fn missing_dir(store: &dyn ObjectStore) -> Option<PathBuf> {
+    store
+        .local_dir()
+        .filter(|dir| !dir.exists())
+        .map(|dir| dir.to_path_buf())
 }
 
 /// A fetched chunk.
@@ -100,6 +374,19 @@ pub enum FeedPlan {
     Fixed(Vec<u64>),
 }
 
+/// How the feed polls, warns and decides a chunk is whole.
+#[derive(Clone, Copy, Debug)]
+pub struct FeedOptions {
+    /// How often to look again for an object that is not there (or not whole) yet.
+    pub poll: Duration,
+    /// While waiting for a chunk that must exist, or for a missing local landing directory,
+    /// warn this often.
+    pub gap_warn: Duration,
+    /// Non-atomic store: a chunk whose last byte is not a line terminator is taken once its
+    /// size has stayed the same this long.
+    pub settle: Duration,
+}
+
 struct FeedState {
     /// Position `i` of the plan → its item, for positions not yet taken by every worker.
     ready: BTreeMap<u64, (FeedItem, usize)>,
@@ -120,8 +407,60 @@ pub struct ChunkFeed {
 /// How many chunks may wait fetched ahead of the slowest local worker.
 const PREFETCH: u64 = 2;
 
-/// After waiting this long for a missing chunk while later ones exist, warn.
-const GAP_WARNING: Duration = Duration::from_secs(10);
+/// Decides when an object of a non-atomic store is whole: at once when it looks whole, else
+/// once its size has stayed the same for the settle time.
+struct Settle {
+    atomic: bool,
+    settle: Duration,
+    /// The object last seen not looking whole: key, size, since when at that size.
+    seen: Option<(String, usize, Instant)>,
+}
+
+impl Settle {
+    fn new(atomic: bool, settle: Duration) -> Settle {
+        Settle {
+            atomic,
+            settle,
+            seen: None,
+        }
+    }
+
+    /// Whether to take the object `key` of `size` bytes now.
+    fn taken(&mut self, key: &str, size: usize, looks_whole: bool) -> bool {
+        if self.atomic || looks_whole {
+            self.seen = None;
+            return true;
+        }
+        match &self.seen {
+            Some((k, s, since)) if k == key && *s == size => {
+                if since.elapsed() >= self.settle {
+                    self.seen = None;
+                    true
+                } else {
+                    false
+                }
+            }
+            _ => {
+                self.seen = Some((key.to_string(), size, Instant::now()));
+                false
+            }
+        }
+    }
+}
+
+/// What the live feed knows of `_COMPLETE`.
+#[derive(Clone, Copy, Debug)]
+enum Marker {
+    Absent,
+    /// A body that is not a count, on a non-atomic store, not yet settled.
+    Unsettled,
+    Count(u64),
+}
+
+/// Whether a chunk's last byte is a line terminator (X ends every chunk with one).
+fn ends_with_terminator(body: &[u8]) -> bool {
+    matches!(body.last(), Some(b'\n' | b'\r'))
+}
 
 impl ChunkFeed {
     /// Starts the fetching thread. `consumers` = worker threads in this process.
@@ -129,7 +468,7 @@ impl ChunkFeed {
         store: Arc<dyn ObjectStore>,
         plan: FeedPlan,
         consumers: usize,
-        poll: Duration,
+        options: FeedOptions,
         stop: Arc<AtomicBool>,
     ) -> Arc<ChunkFeed> {
         let feed = Arc::new(ChunkFeed {
@@ -146,7 +485,15 @@ impl ChunkFeed {
         std::thread::Builder::new()
             .name("chunk-feed".into())
             .spawn(move || {
-                if let Err(e) = worker_feed.fetch_loop(store.as_ref(), &plan, poll) {
+                let result = match &plan {
+                    FeedPlan::Fixed(indices) => {
+                        worker_feed.fetch_fixed(store.as_ref(), indices, &options)
+                    }
+                    FeedPlan::Live { forever } => {
+                        worker_feed.follow(store.as_ref(), *forever, &options)
+                    }
+                };
+                if let Err(e) = result {
                     let mut state = worker_feed.state.lock().unwrap();
                     state.error = Some(e.to_string());
                     worker_feed.changed.notify_all();
@@ -191,11 +538,15 @@ impl ChunkFeed {
         self.changed.notify_all();
     }
 
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
     /// Blocks the fetching thread while the queue is full.
     fn wait_for_room(&self, position: u64) -> bool {
         let mut state = self.state.lock().unwrap();
         loop {
-            if self.stop.load(Ordering::Relaxed) {
+            if self.stopped() {
                 return false;
             }
             let oldest = state.ready.keys().next().copied().unwrap_or(position);
@@ -210,70 +561,193 @@ impl ChunkFeed {
         }
     }
 
-    fn fetch_loop(
+    /// A replay: exactly `indices` (listed and checked by [`resolve_replay`]), then the end.
+    fn fetch_fixed(
         &self,
         store: &dyn ObjectStore,
-        plan: &FeedPlan,
-        poll: Duration,
-    ) -> Result<(), StoreError> {
-        match plan {
-            FeedPlan::Fixed(indices) => {
-                for (position, &index) in indices.iter().enumerate() {
-                    if !self.wait_for_room(position as u64) {
-                        return Ok(());
-                    }
-                    let key = chunk_key(index);
-                    let object = store.get(&key)?.ok_or_else(|| StoreError::BadLocation {
-                        location: format!("{}/{key}", store.describe()),
-                        reason: "chunk disappeared during the replay".into(),
-                    })?;
-                    self.push(position as u64, Self::item(index, key, object));
-                }
-                self.push(indices.len() as u64, FeedItem::End);
-                Ok(())
+        indices: &[u64],
+        options: &FeedOptions,
+    ) -> Result<(), LandingError> {
+        let mut settle = Settle::new(store.atomic_puts(), options.settle);
+        for (position, &index) in indices.iter().enumerate() {
+            if !self.wait_for_room(position as u64) {
+                return Ok(());
             }
-            FeedPlan::Live { forever } => {
-                let mut index = 0u64;
-                let mut waiting_since = Instant::now();
-                let mut warned = false;
-                loop {
-                    if !self.wait_for_room(index) {
-                        return Ok(());
-                    }
-                    let key = chunk_key(index);
-                    if let Some(object) = store.get(&key)? {
-                        self.push(index, Self::item(index, key, object));
-                        index += 1;
-                        waiting_since = Instant::now();
-                        warned = false;
-                        continue;
-                    }
-                    if !forever {
-                        if let Some(total) = read_complete(store)? {
-                            if index >= total {
-                                self.push(index, FeedItem::End);
-                                return Ok(());
-                            }
-                        }
-                    }
-                    if !warned && waiting_since.elapsed() > GAP_WARNING {
-                        let later = store.list("chunk-", Some(&key), 1)?;
-                        if let Some(later) = later.first() {
-                            tracing::warn!(
-                                missing = %key,
-                                present = %later.key,
-                                "waiting for a missing chunk while later chunks exist; epochs are applied in order"
-                            );
-                            warned = true;
-                        }
-                    }
-                    if self.stop.load(Ordering::Relaxed) {
-                        return Ok(());
-                    }
-                    std::thread::sleep(poll);
+            let key = chunk_key(index);
+            loop {
+                let object = store.get(&key)?.ok_or_else(|| {
+                    inconsistent(store, format!("{key} disappeared during the replay"))
+                })?;
+                if self.take(&mut settle, &key, &object) {
+                    self.push(position as u64, Self::item(index, key, object));
+                    break;
+                }
+                if self.stopped() {
+                    return Ok(());
+                }
+                std::thread::sleep(options.poll);
+            }
+        }
+        self.push(indices.len() as u64, FeedItem::End);
+        Ok(())
+    }
+
+    /// Live: every chunk from 0 in turn, each once it is whole; the end after `_COMPLETE`'s
+    /// count (unless `forever`). See the module doc for the checks.
+    fn follow(
+        &self,
+        store: &dyn ObjectStore,
+        forever: bool,
+        options: &FeedOptions,
+    ) -> Result<(), LandingError> {
+        let atomic = store.atomic_puts();
+        let mut chunk_settle = Settle::new(atomic, options.settle);
+        let mut marker_settle = Settle::new(atomic, options.settle);
+        // At start: a missing local directory is reported at once; the listing warns about
+        // keys that are not chunks; a marker already present is checked against it.
+        if let Some(dir) = missing_dir(store) {
+            warn_missing_dir(&dir);
+        }
+        let mut marker = self.look_for_marker(store, &mut marker_settle)?;
+        if !matches!(marker, Marker::Count(_)) {
+            list_chunks(store)?;
+        }
+        let mut index = 0u64;
+        let mut waiting_since = Instant::now();
+        let mut next_warning = waiting_since + options.gap_warn;
+        loop {
+            if !self.wait_for_room(index) {
+                return Ok(());
+            }
+            let key = chunk_key(index);
+            let object = store.get(&key)?;
+            // Until the marker has been seen, look for it before delivering each chunk.
+            if !matches!(marker, Marker::Count(_)) {
+                marker = self.look_for_marker(store, &mut marker_settle)?;
+            }
+            let complete = match marker {
+                Marker::Count(count) => Some(count),
+                Marker::Absent => None,
+                // Deliver nothing until it can be judged.
+                Marker::Unsettled => {
+                    std::thread::sleep(options.poll);
+                    continue;
+                }
+            };
+            if let Some(count) = complete.filter(|count| index >= *count) {
+                if object.is_some() {
+                    return Err(past_count(store, count, &key));
+                }
+                if !forever {
+                    // Once more, for chunks that arrived since the marker was first checked.
+                    check_count(store, count, &list_chunks(store)?)?;
+                    self.push(index, FeedItem::End);
+                    return Ok(());
+                }
+            }
+            match object {
+                Some(object) if self.take(&mut chunk_settle, &key, &object) => {
+                    self.push(index, Self::item(index, key, object));
+                    index += 1;
+                    waiting_since = Instant::now();
+                    next_warning = waiting_since + options.gap_warn;
+                    continue;
+                }
+                // Still being written (non-atomic store): wait for it to settle.
+                Some(_) => {}
+                None if Instant::now() >= next_warning => {
+                    next_warning = Instant::now() + options.gap_warn;
+                    Self::warn_waiting(store, &key, index, complete, waiting_since)?;
+                }
+                None => {}
+            }
+            if self.stopped() {
+                return Ok(());
+            }
+            std::thread::sleep(options.poll);
+        }
+    }
+
+    /// Whether to take `object` now (see [`Settle`]); warns when taking a chunk that has no
+    /// final line terminator.
+    fn take(&self, settle: &mut Settle, key: &str, object: &crate::objectstore::Object) -> bool {
+        let looks_whole = ends_with_terminator(&object.body);
+        let taken = settle.taken(key, object.body.len(), looks_whole);
+        if taken && !looks_whole && !settle.atomic {
+            tracing::warn!(
+                chunk = %key,
+                bytes = object.body.len(),
+                "{key} does not end with a line terminator; taken as whole after its size stayed \
+                 the same for {:?}",
+                settle.settle
+            );
+        }
+        taken
+    }
+
+    /// `_COMPLETE`: its count once the marker is there (checked against a listing when first
+    /// seen); unsettled while a body that is not a count may still be being written (a
+    /// non-atomic store, until its size has stayed the same for the settle time).
+    fn look_for_marker(
+        &self,
+        store: &dyn ObjectStore,
+        settle: &mut Settle,
+    ) -> Result<Marker, LandingError> {
+        let Some(object) = store.get(COMPLETE_KEY)? else {
+            return Ok(Marker::Absent);
+        };
+        match parse_count(&object.body) {
+            Ok(count) => {
+                check_count(store, count, &list_chunks(store)?)?;
+                tracing::info!(chunks = count, "{COMPLETE_KEY} found");
+                Ok(Marker::Count(count))
+            }
+            Err(reason) => {
+                if settle.taken(COMPLETE_KEY, object.body.len(), false) {
+                    Err(inconsistent(store, reason))
+                } else {
+                    Ok(Marker::Unsettled)
                 }
             }
         }
+    }
+
+    /// The periodic warning while chunk `index` is absent: it must exist when `_COMPLETE`
+    /// counts past it or a later chunk exists; a missing local directory is reported too.
+    fn warn_waiting(
+        store: &dyn ObjectStore,
+        key: &str,
+        index: u64,
+        complete: Option<u64>,
+        since: Instant,
+    ) -> Result<(), LandingError> {
+        let waited = since.elapsed().as_secs();
+        if let Some(dir) = missing_dir(store) {
+            warn_missing_dir(&dir);
+            return Ok(());
+        }
+        if let Some(count) = complete.filter(|count| index < *count) {
+            tracing::warn!(
+                missing = %key,
+                waited_s = waited,
+                "waiting for {key}: {COMPLETE_KEY} says {count} chunks, so it must exist; epochs \
+                 are applied in order"
+            );
+            return Ok(());
+        }
+        if let Some(later) = later_chunk(store, index)? {
+            if let Some(count) = complete.filter(|count| later >= *count) {
+                return Err(past_count(store, count, &chunk_key(later)));
+            }
+            tracing::warn!(
+                missing = %key,
+                present = %chunk_key(later),
+                waited_s = waited,
+                "waiting for {key} while {} exists; epochs are applied in order",
+                chunk_key(later)
+            );
+        }
+        Ok(())
     }
 
     fn item(index: u64, key: String, object: crate::objectstore::Object) -> FeedItem {
@@ -288,55 +762,335 @@ impl ChunkFeed {
     }
 }
 
+fn warn_missing_dir(dir: &std::path::Path) {
+    tracing::warn!(
+        landing = %dir.display(),
+        "the landing directory {} does not exist; waiting for it (is --landing right?)",
+        dir.display()
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::objectstore::local::LocalStore;
 
     #[test]
-    fn chunk_names_round_trip() {
+    fn only_canonical_names_are_chunks() {
         assert_eq!(chunk_key(7), "chunk-000007.csv");
+        assert_eq!(chunk_key(1_234_567), "chunk-1234567.csv");
         assert_eq!(chunk_index("chunk-000007.csv"), Some(7));
+        assert_eq!(chunk_index("chunk-000000.csv"), Some(0));
+        assert_eq!(chunk_index("chunk-999999.csv"), Some(999_999));
         assert_eq!(chunk_index("chunk-1234567.csv"), Some(1_234_567));
-        assert_eq!(chunk_index("chunk-7.csv"), None);
-        assert_eq!(chunk_index("_COMPLETE"), None);
-        assert_eq!(chunk_index("chunk-00000x.csv"), None);
+        assert_eq!(chunk_index("chunk-999999999999.csv"), Some(MAX_CHUNK_INDEX));
+        for key in [
+            "chunk-7.csv",
+            "chunk-00007.csv",
+            "chunk-0000003.csv",
+            "chunk-0000000.csv",
+            "chunk-01234567.csv",
+            "chunk-1000000000000.csv",
+            "chunk-18446744073709551615.csv",
+            "chunk-99999999999999999999999.csv",
+            "chunk-000007.CSV",
+            "chunk-000007.csv.tmp",
+            "chunk-+00007.csv",
+            "chunk- 00007.csv",
+            "chunk-.csv",
+            "chunk-00000x.csv",
+            "_COMPLETE",
+        ] {
+            assert_eq!(chunk_index(key), None, "{key}");
+            assert!(parse_chunk_name(key).is_err(), "{key}");
+        }
+        // Every canonical name round-trips.
+        for k in [0, 1, 99_999, 100_000, 999_999, 1_000_000, MAX_CHUNK_INDEX] {
+            assert_eq!(chunk_index(&chunk_key(k)), Some(k));
+        }
+        assert!(parse_chunk_name("chunk-0000003.csv")
+            .unwrap_err()
+            .contains("chunk-000003.csv"));
+    }
+
+    fn local() -> (tempfile::TempDir, Arc<dyn ObjectStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path().join("landing")));
+        (dir, store)
+    }
+
+    #[test]
+    fn listing_ignores_other_names_and_sorts_by_index() {
+        let (_dir, store) = local();
+        for k in [0, 2, 999_999, 1_000_000, 1] {
+            store.put(&chunk_key(k), b"h\n").unwrap();
+        }
+        for stray in [
+            "chunk-0000003.csv",
+            "chunk-18446744073709551615.csv",
+            "chunk-5.csv",
+        ] {
+            store.put(stray, b"h\n").unwrap();
+        }
+        store.put(COMPLETE_KEY, b"9").unwrap();
+        let listed: Vec<u64> = list_chunks(store.as_ref())
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(listed, [0, 1, 2, 999_999, 1_000_000]);
+        // Some later chunk (the first listed: 1000000 sorts before 999999).
+        assert_eq!(later_chunk(store.as_ref(), 2).unwrap(), Some(1_000_000));
+        assert_eq!(later_chunk(store.as_ref(), 3).unwrap(), Some(1_000_000));
+        // 1000000 sorts before 999999: found all the same.
+        assert_eq!(later_chunk(store.as_ref(), 999_998).unwrap(), Some(999_999));
+        assert_eq!(
+            later_chunk(store.as_ref(), 999_999).unwrap(),
+            Some(1_000_000)
+        );
+        assert_eq!(later_chunk(store.as_ref(), 1_000_000).unwrap(), None);
+    }
+
+    #[test]
+    fn complete_must_be_a_count() {
+        assert_eq!(parse_count(b"30"), Ok(30));
+        assert_eq!(parse_count(b" 30\n"), Ok(30));
+        assert_eq!(parse_count(b"0"), Ok(0));
+        for bad in [
+            &b""[..],
+            b"abc",
+            b"-1",
+            b"3 0",
+            b"0x1f",
+            b"1e3",
+            b"99999999999999999999",
+        ] {
+            assert!(parse_count(bad).is_err(), "{bad:?}");
+        }
+        let (_dir, store) = local();
+        assert_eq!(read_complete(store.as_ref()).unwrap(), None);
+        store.put(COMPLETE_KEY, b"five").unwrap();
+        let e = read_complete(store.as_ref()).unwrap_err().to_string();
+        assert!(e.starts_with("inconsistent landing "), "{e}");
+        assert!(e.contains("\"five\""), "{e}");
+    }
+
+    #[test]
+    fn replay_ranges_resolve_or_name_the_missing_chunk() {
+        let (_dir, store) = local();
+        let s = store.as_ref();
+        let e = resolve_replay(s, None, None).unwrap_err().to_string();
+        assert!(e.contains("does not exist"), "{e}");
+        for k in [0, 1, 2, 4, 5] {
+            store.put(&chunk_key(k), b"h\n").unwrap();
+        }
+        store.put("chunk-0000003.csv", b"h\n").unwrap();
+        let plan = resolve_replay(s, Some(0), Some(2)).unwrap();
+        assert_eq!(
+            (plan.indices.as_slice(), plan.from, plan.to),
+            (&[0, 1, 2][..], 0, 2)
+        );
+        assert_eq!(plan.first.key, chunk_key(0));
+        let plan = resolve_replay(s, Some(4), None).unwrap();
+        assert_eq!((plan.indices.as_slice(), plan.to), (&[4, 5][..], 5));
+        for (from, to, missing) in [
+            (None, None, 3),
+            (Some(1), Some(4), 3),
+            (Some(4), Some(7), 6),
+            (Some(9), None, 9),
+            (Some(9), Some(12), 9),
+        ] {
+            let e = resolve_replay(s, from, to).unwrap_err().to_string();
+            assert!(e.contains(&chunk_key(missing)), "{from:?}..{to:?}: {e}");
+            assert!(e.contains("refused before committing anything"), "{e}");
+        }
+        let e = resolve_replay(s, Some(1), Some(4)).unwrap_err().to_string();
+        assert!(e.contains("a gap: chunk-000004.csv exists"), "{e}");
+        let e = resolve_replay(s, Some(4), Some(7)).unwrap_err().to_string();
+        assert!(e.contains("the last chunk is chunk-000005.csv"), "{e}");
+        assert!(resolve_replay(s, Some(3), Some(1)).is_err());
+        // _COMPLETE is checked first.
+        store.put(COMPLETE_KEY, b"5").unwrap();
+        let e = resolve_replay(s, Some(0), Some(2)).unwrap_err().to_string();
+        assert!(
+            e.contains("_COMPLETE says 5 chunks but chunk-000005.csv exists"),
+            "{e}"
+        );
+    }
+
+    fn options() -> FeedOptions {
+        FeedOptions {
+            poll: Duration::from_millis(5),
+            gap_warn: Duration::from_secs(60),
+            settle: Duration::from_millis(150),
+        }
+    }
+
+    /// Takes `position`, waiting at most 10 s; `Err` = the feed's error.
+    fn take(feed: &ChunkFeed, position: u64) -> Result<FeedItem, String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(item) = feed.poll(position)? {
+                return Ok(item);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "position {position} not delivered"
+            );
+            feed.wait(position, Duration::from_millis(20));
+        }
+    }
+
+    fn chunk(item: FeedItem) -> Arc<Chunk> {
+        match item {
+            FeedItem::Chunk(c) => c,
+            FeedItem::End => panic!("expected a chunk, got the end"),
+        }
     }
 
     #[test]
     fn live_feed_follows_the_store_and_ends_after_complete() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path().to_path_buf()));
-        store.put(&chunk_key(0), b"zero").unwrap();
+        let (_dir, store) = local();
+        store.put(&chunk_key(0), b"zero\n").unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let feed = ChunkFeed::start(
             store.clone(),
             FeedPlan::Live { forever: false },
             1,
-            Duration::from_millis(5),
+            options(),
             stop,
         );
-        let take = |position: u64| loop {
-            if let Some(item) = feed.poll(position).unwrap() {
-                return item;
-            }
-            feed.wait(position, Duration::from_millis(50));
-        };
-        match take(0) {
-            FeedItem::Chunk(c) => assert_eq!(&c.body[..], b"zero"),
-            FeedItem::End => panic!("expected chunk 0"),
-        }
+        assert_eq!(&chunk(take(&feed, 0).unwrap()).body[..], b"zero\n");
         // Chunk 1 arrives later; the feed waits for it.
         let writer = store.clone();
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
-            writer.put(&chunk_key(1), b"one").unwrap();
+            writer.put(&chunk_key(1), b"one\n").unwrap();
             writer.put(COMPLETE_KEY, b"2").unwrap();
         });
-        match take(1) {
-            FeedItem::Chunk(c) => assert_eq!(c.index, 1),
-            FeedItem::End => panic!("expected chunk 1"),
+        assert_eq!(chunk(take(&feed, 1).unwrap()).index, 1);
+        assert!(matches!(take(&feed, 2).unwrap(), FeedItem::End));
+    }
+
+    #[test]
+    fn live_feed_delivers_nothing_past_a_short_complete() {
+        let (_dir, store) = local();
+        for k in 0..4 {
+            store.put(&chunk_key(k), b"h\n").unwrap();
         }
-        assert!(matches!(take(2), FeedItem::End));
+        store.put(COMPLETE_KEY, b"2").unwrap();
+        let feed = ChunkFeed::start(
+            store.clone(),
+            FeedPlan::Live { forever: false },
+            1,
+            options(),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let e = take(&feed, 0).unwrap_err();
+        assert!(
+            e.contains("_COMPLETE says 2 chunks but chunk-000002.csv exists")
+                && e.contains("append-only"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn live_feed_checks_a_marker_that_appears_later() {
+        let (_dir, store) = local();
+        store.put(&chunk_key(0), b"h\n").unwrap();
+        let feed = ChunkFeed::start(
+            store.clone(),
+            FeedPlan::Live { forever: true },
+            1,
+            options(),
+            Arc::new(AtomicBool::new(false)),
+        );
+        assert_eq!(chunk(take(&feed, 0).unwrap()).index, 0);
+        // A marker counting 1 chunk, then chunk 1: chunk 1 is never delivered. (`forever`:
+        // without it, the feed may end between the two writes, which is right.)
+        store.put(COMPLETE_KEY, b"1").unwrap();
+        store.put(&chunk_key(1), b"h\n").unwrap();
+        match take(&feed, 1) {
+            Err(e) => assert!(
+                e.contains("_COMPLETE says 1 chunks but chunk-000001.csv"),
+                "{e}"
+            ),
+            Ok(FeedItem::End) => panic!("ended with --follow"),
+            Ok(FeedItem::Chunk(c)) => panic!("delivered {}", c.key),
+        }
+    }
+
+    #[test]
+    fn a_marker_that_is_not_a_count_fails_the_feed() {
+        let (_dir, store) = local();
+        store.put(&chunk_key(0), b"h\n").unwrap();
+        store.put(COMPLETE_KEY, b"lots").unwrap();
+        let feed = ChunkFeed::start(
+            store.clone(),
+            FeedPlan::Live { forever: false },
+            1,
+            options(),
+            Arc::new(AtomicBool::new(false)),
+        );
+        // Local store: the body is judged once it has stayed the same for the settle time.
+        let e = loop {
+            match take(&feed, 0) {
+                Ok(FeedItem::Chunk(_)) => continue,
+                Ok(FeedItem::End) => panic!("ended"),
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            e.contains("_COMPLETE holds \"lots\", not a chunk count"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_chunk_written_in_place_is_taken_whole() {
+        let (dir, store) = local();
+        let path = dir.path().join("landing").join(chunk_key(0));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"h\nrow 1\nrow 2 half").unwrap();
+        let feed = ChunkFeed::start(
+            store.clone(),
+            FeedPlan::Live { forever: false },
+            1,
+            FeedOptions {
+                settle: Duration::from_millis(400),
+                ..options()
+            },
+            Arc::new(AtomicBool::new(false)),
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(feed.poll(0).unwrap().is_none(), "half a chunk was taken");
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut file, b" done\nrow 3\n").unwrap();
+        drop(file);
+        let c = chunk(take(&feed, 0).unwrap());
+        assert_eq!(&c.body[..], b"h\nrow 1\nrow 2 half done\nrow 3\n");
+        assert_eq!(c.digest, chunk_digest(&c.body));
+    }
+
+    #[test]
+    fn an_unterminated_chunk_is_taken_once_its_size_settles() {
+        let (_dir, store) = local();
+        store.put(&chunk_key(0), b"h\nlast row").unwrap();
+        store.put(COMPLETE_KEY, b"1").unwrap();
+        let started = Instant::now();
+        let feed = ChunkFeed::start(
+            store.clone(),
+            FeedPlan::Fixed(vec![0]),
+            1,
+            options(),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let c = chunk(take(&feed, 0).unwrap());
+        assert!(started.elapsed() >= options().settle);
+        assert_eq!(&c.body[..], b"h\nlast row");
+        assert!(matches!(take(&feed, 1).unwrap(), FeedItem::End));
     }
 }

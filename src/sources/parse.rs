@@ -2,11 +2,11 @@
 //!
 //! # Format
 //!
-//! A chunk is a header row followed by CSV records (LF or CRLF line endings). Blank lines
-//! (empty, or just `\r`) are skipped and are not records, but they still count as physical
-//! lines for the line numbers of rejects. Double quotes are ordinary CSV quoting (a quoted
-//! field may hold commas, quotes written as `""`, and line breaks). After CSV unquoting, one
-//! enclosing pair of single quotes is stripped from every value (`'4.55'` is `4.55`).
+//! A chunk is a header row followed by CSV records, framed by [`framing`](super::framing)
+//! (LF, CRLF and a lone CR end lines; blank lines are skipped but count for line numbers;
+//! RFC 4180 double quotes; a multi-line record without the header's field count costs only
+//! its first line, rejected as `unbalanced quote`). After CSV unquoting, one enclosing pair of
+//! single quotes is stripped from every value (`'4.55'` is `4.55`).
 //!
 //! Columns are found by header name; the ten columns of [`TXN_COLUMNS`] must all be present
 //! (extra columns are allowed and ignored). Header names are matched exactly (case-sensitive)
@@ -15,23 +15,25 @@
 //! makes the header ambiguous and is a header error, like a missing one.
 //!
 //! Only `customer`, `gender`, `merchant`, `category` and `amount` are validated (in that
-//! order; the first problem found is the reason). The other columns are carried without
+//! order; the first problem found is the reason). Names (customer, merchant, category) must be
+//! non-empty UTF-8 text without control characters (U+0000–U+001F, U+007F), so nothing reaches
+//! a state store or an output file that cannot hold it. The other columns are carried without
 //! validation, not even for emptiness. Values are not trimmed.
 //!
 //! # Rejects
 //!
-//! [`Reject::line`] is the 1-based physical line (counted in `\n` bytes) where the record
+//! [`Reject::line`] is the 1-based line (every LF, CRLF or lone CR ends one) where the record
 //! starts, the header normally being line 1; [`Reject::raw`] is the exact text of the record
-//! (all its physical lines for a quoted field spanning several) without its line terminator,
-//! invalid UTF-8 replaced by U+FFFD. Values quoted in reasons are shortened to 64 characters.
+//! (all its lines for a quoted field spanning several; the first line alone for an unbalanced
+//! quote) without its line terminator, invalid UTF-8 replaced by U+FFFD. Values quoted in
+//! reasons are shortened to 64 characters and control characters in them are escaped.
 //!
 //! Nothing here panics, whatever the input bytes.
 
 use std::fmt;
 
-use csv::ByteRecord;
-
 use crate::model::{Gender, Micros, Name, Reject, Txn, MICROS_PER_UNIT};
+use crate::sources::framing::{self, Fields, Frame, FrameKind, Frames, LineCounter};
 
 /// The ten columns a transactions chunk header must have (SPEC §2.1), in the SPEC's order.
 pub const TXN_COLUMNS: [&str; 10] = [
@@ -213,21 +215,37 @@ pub(crate) fn header_name(field: &[u8]) -> &[u8] {
     strip_single_quotes(field.trim_ascii())
 }
 
-/// A value for a reason message: lossily decoded, shortened to 64 characters.
+/// A value for a reason message: lossily decoded, shortened to 64 characters, control
+/// characters written as `\xNN` (a reason is plain text, whatever the input held).
 pub(crate) fn show(value: &[u8]) -> String {
     const MAX_CHARS: usize = 64;
     let text = String::from_utf8_lossy(value);
-    match text.char_indices().nth(MAX_CHARS) {
-        None => text.into_owned(),
-        Some((cut, _)) => format!("{}…", &text[..cut]),
+    let mut out = String::with_capacity(text.len().min(MAX_CHARS * 4));
+    for (n, c) in text.chars().enumerate() {
+        if n == MAX_CHARS {
+            out.push('…');
+            break;
+        }
+        if is_control(c as u32) {
+            out.push_str(&format!("\\x{:02X}", c as u32));
+        } else {
+            out.push(c);
+        }
     }
+    out
+}
+
+/// U+0000–U+001F and U+007F: not allowed in names (SPEC §2.1).
+#[inline]
+fn is_control(c: u32) -> bool {
+    c < 0x20 || c == 0x7f
 }
 
 /// Resolves the `wanted` column names in a header row. `Err` is a complete message naming
 /// the missing columns (or, failing that, the duplicated ones); `what` starts the message,
 /// e.g. `"chunk header"`. `optional` marks columns that may be absent (index `usize::MAX`).
 pub(crate) fn resolve_columns<const N: usize>(
-    header: &ByteRecord,
+    header: &Fields,
     wanted: &[&str; N],
     optional: &[bool; N],
     what: &str,
@@ -277,157 +295,67 @@ fn quoted_list(names: &[&str]) -> String {
         .join(", ")
 }
 
-/// Reads the CSV records of one object, one reused [`ByteRecord`] at a time, and knows where
-/// each record is in the original bytes (for `Reject::line` and `Reject::raw`).
-pub(crate) struct RecordReader<'a> {
-    bytes: &'a [u8],
-    /// Length of a skipped UTF-8 BOM; the csv reader reads `bytes[body..]`.
-    body: usize,
-    rdr: csv::Reader<&'a [u8]>,
-    record: ByteRecord,
-    /// Absolute offset where the current record's read began (may include blank lines).
-    cur_begin: usize,
-    /// Absolute offset where the current record's read ended (may include its terminator).
-    cur_end: usize,
-    error: Option<String>,
-    done: bool,
-    /// Line counting cache: `newlines` `\n` bytes lie in `bytes[..scanned]`.
-    scanned: usize,
-    newlines: u64,
+/// One object read record by record: its header line and split header fields, and the
+/// frames after it; knows each frame's line number and makes rejects.
+pub(crate) struct Records<'a> {
+    pub(crate) data: &'a [u8],
+    /// The header's fields; `None` for an object with no header row (empty or blank).
+    pub(crate) header: Option<Fields>,
+    /// Where the records begin (after the header line).
+    pub(crate) body: usize,
+    lines: LineCounter,
+    /// The current record's fields (reused).
+    pub(crate) fields: Fields,
 }
 
-impl<'a> RecordReader<'a> {
-    pub(crate) fn new(bytes: &'a [u8]) -> Self {
-        let body = if bytes.starts_with(b"\xEF\xBB\xBF") {
-            3
-        } else {
-            0
+impl<'a> Records<'a> {
+    pub(crate) fn new(data: &'a [u8]) -> Records<'a> {
+        let mut fields = Fields::default();
+        let (header, body) = match framing::header_at(data, framing::bom_len(data), true) {
+            framing::Header::Line(h) => {
+                fields.split(h.bytes(data), h.quoted);
+                (Some(std::mem::take(&mut fields)), h.next)
+            }
+            _ => (None, data.len()),
         };
-        RecordReader::over(bytes, body, bytes.len())
-    }
-
-    /// Reads the records of `bytes[start..end]` (which must begin at a record boundary),
-    /// reporting lines and raw text as positions in the whole of `bytes`.
-    fn over(bytes: &'a [u8], start: usize, end: usize) -> Self {
-        let rdr = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .from_reader(&bytes[start..end]);
-        RecordReader {
-            bytes: &bytes[..end],
-            body: start,
-            rdr,
-            record: ByteRecord::new(),
-            cur_begin: start,
-            cur_end: start,
-            error: None,
-            done: false,
-            scanned: 0,
-            newlines: 0,
+        Records {
+            data,
+            header,
+            body,
+            lines: LineCounter::default(),
+            fields,
         }
     }
 
-    /// Moves to the next record; `false` at the end. If the CSV reader fails (it should not
-    /// on in-memory bytes), the rest of the object becomes one last record with
-    /// [`error`](Self::error) set.
-    pub(crate) fn advance(&mut self) -> bool {
-        if self.done {
-            return false;
-        }
-        self.cur_begin = self.cur_end;
-        match self.rdr.read_byte_record(&mut self.record) {
-            Ok(true) => {
-                let end = self
-                    .body
-                    .saturating_add(self.rdr.position().byte() as usize);
-                self.cur_end = end.clamp(self.cur_begin, self.bytes.len());
-                true
-            }
-            Ok(false) => {
-                self.done = true;
-                false
-            }
-            Err(e) => {
-                self.done = true;
-                self.record.clear();
-                self.error = Some(format!("unreadable CSV record: {e}"));
-                self.cur_end = self.bytes.len();
-                self.cur_begin < self.cur_end
-            }
-        }
+    /// The header's field count (what a multi-line record must have).
+    pub(crate) fn width(&self) -> usize {
+        self.header.as_ref().map_or(0, Fields::len)
     }
 
-    pub(crate) fn record(&self) -> &ByteRecord {
-        &self.record
+    /// The frames of `data[start..end]` (`start` and `end` line starts).
+    pub(crate) fn frames(&self, start: usize, end: usize) -> Frames<'a> {
+        Frames::new(&self.data[..end], start, self.width())
     }
 
-    /// Set when the current record could not be read.
-    pub(crate) fn error(&self) -> Option<&str> {
-        self.error.as_deref()
+    /// Splits a record frame into [`fields`](Self::fields).
+    #[inline]
+    pub(crate) fn split(&mut self, frame: &Frame) {
+        self.fields.split(frame.bytes(self.data), frame.quoted);
     }
 
-    /// The byte range of the current record without leading blank lines and its terminator.
-    fn span(&self) -> (usize, usize) {
-        let (mut start, mut end) = (self.cur_begin, self.cur_end);
-        while start < end && matches!(self.bytes[start], b'\r' | b'\n') {
-            start += 1;
-        }
-        while end > start && matches!(self.bytes[end - 1], b'\r' | b'\n') {
-            end -= 1;
-        }
-        (start, end)
-    }
-
-    /// The raw text of the current record, without its line terminator.
-    pub(crate) fn raw(&self) -> &'a [u8] {
-        let (start, end) = self.span();
-        &self.bytes[start..end]
-    }
-
-    /// The 1-based physical line where the current record starts. Cheap when called for
-    /// records in increasing order (it counts newlines incrementally).
-    pub(crate) fn line(&mut self) -> u64 {
-        let (start, _) = self.span();
-        if start < self.scanned {
-            self.scanned = 0;
-            self.newlines = 0;
-        }
-        self.newlines += count_newlines(&self.bytes[self.scanned..start]);
-        self.scanned = start;
-        self.newlines + 1
-    }
-
-    /// A reject for the current record.
-    pub(crate) fn reject(&mut self, chunk: &str, reason: String) -> Reject {
+    /// A reject for `frame`.
+    pub(crate) fn reject(&mut self, chunk: &str, frame: &Frame, reason: String) -> Reject {
         Reject {
             chunk: chunk.to_owned(),
-            line: self.line(),
+            line: self.lines.line_at(self.data, frame.start),
             reason,
-            raw: String::from_utf8_lossy(self.raw()).into_owned(),
+            raw: String::from_utf8_lossy(frame.bytes(self.data)).into_owned(),
         }
     }
 }
 
-fn count_newlines(bytes: &[u8]) -> u64 {
-    memchr::memchr_iter(b'\n', bytes).count() as u64
-}
-
-/// Where share `index` of `peers` begins in a body of unquoted records that starts at `start`:
-/// the first line start at or after the `index`-th of `peers` equal byte parts. Without
-/// double quotes no record spans a `\n`, so every line start is a record boundary.
-fn share_boundary(bytes: &[u8], start: usize, peers: usize, index: usize) -> usize {
-    if index == 0 {
-        return start;
-    }
-    if index >= peers {
-        return bytes.len();
-    }
-    let target = start + (bytes.len() - start) / peers * index;
-    if bytes[target - 1] == b'\n' {
-        return target;
-    }
-    memchr::memchr(b'\n', &bytes[target..]).map_or(bytes.len(), |at| target + at + 1)
-}
+/// The reject reason of a multi-line record without the header's field count (SPEC §2.1).
+pub const UNBALANCED_QUOTE: &str = "unbalanced quote";
 
 /// Positions of the validated columns of a transactions chunk, and the header's field count.
 #[derive(Clone, Copy, Debug)]
@@ -441,7 +369,7 @@ struct TxnLayout {
 }
 
 impl TxnLayout {
-    fn from_header(header: &ByteRecord) -> Result<TxnLayout, String> {
+    fn from_header(header: &Fields) -> Result<TxnLayout, String> {
         let idx = resolve_columns(header, &TXN_COLUMNS, &[false; 10], "chunk header")?;
         Ok(TxnLayout {
             fields: header.len(),
@@ -455,14 +383,14 @@ impl TxnLayout {
 
     /// Validates one record; `Err` is the reject reason.
     #[inline]
-    fn parse<'r>(&self, record: &'r ByteRecord) -> Result<Txn, RowError<'r>> {
+    fn parse<'r>(&self, record: &'r Fields) -> Result<Txn, RowError<'r>> {
         if record.len() != self.fields {
             return Err(RowError::FieldCount {
                 expected: self.fields,
                 found: record.len(),
             });
         }
-        let field = |i: usize| strip_single_quotes(record.get(i).unwrap_or_default());
+        let field = |i: usize| strip_single_quotes(record.get(i));
         let customer = name(field(self.customer), "customer")?;
         let gender_raw = field(self.gender);
         let gender = std::str::from_utf8(gender_raw)
@@ -483,11 +411,14 @@ impl TxnLayout {
     }
 }
 
-/// A non-empty, valid UTF-8 identifier value.
+/// A non-empty, valid UTF-8 identifier value without control characters.
 #[inline]
 pub(crate) fn name<'r>(value: &'r [u8], column: &'static str) -> Result<Name, RowError<'r>> {
     if value.is_empty() {
         return Err(RowError::Missing(column));
+    }
+    if let Some(&b) = value.iter().find(|&&b| is_control(u32::from(b))) {
+        return Err(RowError::Control(column, value, b));
     }
     Name::from_utf8(value).map_err(|_| RowError::NotUtf8(column, value))
 }
@@ -498,6 +429,7 @@ pub(crate) enum RowError<'r> {
     FieldCount { expected: usize, found: usize },
     Missing(&'static str),
     NotUtf8(&'static str, &'r [u8]),
+    Control(&'static str, &'r [u8], u8),
     Gender(&'r [u8]),
     Amount(&'r [u8], AmountError),
     Weight(&'r [u8], AmountError),
@@ -513,6 +445,11 @@ impl fmt::Display for RowError<'_> {
             RowError::NotUtf8(column, v) => {
                 write!(f, "invalid {column} '{}': not valid UTF-8", show(v))
             }
+            RowError::Control(column, v, b) => write!(
+                f,
+                "invalid {column} '{}': control character U+{b:04X} is not allowed",
+                show(v)
+            ),
             RowError::Gender(v) => {
                 write!(f, "invalid gender '{}' (expected F, M, E or U)", show(v))
             }
@@ -542,94 +479,80 @@ pub struct ChunkParse {
 /// returned. The shares partition the chunk's records. When the body has no double quote
 /// (every BankSim chunk), a share is a contiguous run of lines, found by byte offset, so a
 /// worker tokenizes only its part. Otherwise (a quoted field may span lines) every worker
-/// tokenizes the whole chunk and record `i` (0-based, in file order) belongs to share
+/// frames the whole chunk and record `i` (0-based, in file order) belongs to share
 /// `i % peers`.
 ///
-/// `peers == 0` is treated as 1; an `index >= peers` owns no record. An object without a header row (empty, or only blank lines)
-/// gives `records == 0` and `header_error == Some("empty chunk: no header row")`. A header
-/// lacking (or duplicating) a required column sets `header_error` and rejects every record
-/// of the share with that message as the reason.
+/// `peers == 0` is treated as 1; an `index >= peers` owns no record. An object without a header
+/// row (empty, or only blank lines) gives `records == 0` and `header_error == Some("empty
+/// chunk: no header row")`. A header lacking (or duplicating) a required column sets
+/// `header_error` and rejects every record of the share with that message as the reason.
 pub fn parse_chunk(chunk_name: &str, bytes: &[u8], peers: usize, index: usize) -> ChunkParse {
-    let peers = peers.max(1) as u64;
-    let index = index as u64;
+    let peers = peers.max(1);
     let mut out = ChunkParse::default();
-    let mut rdr = RecordReader::new(bytes);
-    if !rdr.advance() {
-        out.header_error = Some("empty chunk: no header row".to_owned());
-        return out;
+    let mut rdr = Records::new(bytes);
+    let layout = match &rdr.header {
+        None => {
+            out.header_error = Some("empty chunk: no header row".to_owned());
+            return out;
+        }
+        Some(header) => TxnLayout::from_header(header),
+    };
+    let body = rdr.body;
+    let contiguous = peers > 1 && memchr::memchr(b'"', &bytes[body..]).is_none();
+    let (start, end, stride) = if contiguous {
+        let part = (bytes.len() - body) / peers;
+        let at = |i: usize| match i {
+            0 => body,
+            i if i >= peers => bytes.len(),
+            i => framing::line_start_at_or_after(bytes, body, body + part * i),
+        };
+        (at(index), at(index + 1).max(at(index)), 1)
+    } else if index < peers {
+        (body, bytes.len(), peers)
+    } else {
+        (bytes.len(), bytes.len(), 1)
+    };
+    if contiguous {
+        out.txns.reserve((end - start) / 80);
     }
-    let layout = match rdr.error() {
-        Some(e) => Err(format!("chunk header: {e}")),
-        None => TxnLayout::from_header(rdr.record()),
-    };
-    // Otherwise record `i` is ours when `i % peers == index`; `slot` tracks `i % peers`.
-    let mut records: u64 = 0;
-    let mut slot: u64 = 0;
-    let mut next_is_mine = || {
-        let mine = slot == index;
-        slot += 1;
-        if slot == peers {
-            slot = 0;
-        }
-        records += mine as u64;
-        mine
-    };
-    match layout {
-        Err(message) => {
-            while rdr.advance() {
-                if next_is_mine() {
-                    let reject = rdr.reject(chunk_name, message.clone());
-                    out.rejects.push(reject);
-                }
+    let frames = rdr.frames(start, end);
+    let skip = if contiguous { 0 } else { index };
+    for frame in frames.skip(skip).step_by(stride) {
+        out.records += 1;
+        match &layout {
+            Err(message) => {
+                let reject = rdr.reject(chunk_name, &frame, message.clone());
+                out.rejects.push(reject);
             }
-            out.header_error = Some(message);
-        }
-        Ok(layout) if peers > 1 && memchr::memchr(b'"', &bytes[rdr.cur_end..]).is_none() => {
-            // The usual case: no quoted field, so records are lines, and each worker reads
-            // only its contiguous part of the chunk instead of tokenizing all of it.
-            let peers = peers as usize;
-            let index = index as usize;
-            let start = share_boundary(bytes, rdr.cur_end, peers, index);
-            let end = share_boundary(bytes, rdr.cur_end, peers, index + 1).max(start);
-            out.txns.reserve((end - start) / 80);
-            let mut share = RecordReader::over(bytes, start, end);
-            while share.advance() {
-                records += 1;
-                parse_record(&mut share, &layout, chunk_name, &mut out);
-            }
-        }
-        Ok(layout) => {
-            out.txns
-                .reserve(bytes.len() / 96 / usize::try_from(peers).unwrap_or(1));
-            while rdr.advance() {
-                if next_is_mine() {
-                    parse_record(&mut rdr, &layout, chunk_name, &mut out);
-                }
-            }
+            Ok(layout) => parse_record(&mut rdr, &frame, layout, chunk_name, &mut out),
         }
     }
-    out.records = records;
+    if let Err(message) = layout {
+        out.header_error = Some(message);
+    }
     out
 }
 
-/// Validates the reader's current record into a transaction or a reject.
+/// Validates one record frame into a transaction or a reject.
+#[inline]
 fn parse_record(
-    rdr: &mut RecordReader,
+    rdr: &mut Records,
+    frame: &Frame,
     layout: &TxnLayout,
     chunk_name: &str,
     out: &mut ChunkParse,
 ) {
-    if let Some(e) = rdr.error() {
-        let reason = e.to_owned();
-        let reject = rdr.reject(chunk_name, reason);
+    if frame.kind == FrameKind::Unbalanced {
+        let reject = rdr.reject(chunk_name, frame, UNBALANCED_QUOTE.to_owned());
         out.rejects.push(reject);
         return;
     }
-    match layout.parse(rdr.record()) {
+    rdr.split(frame);
+    match layout.parse(&rdr.fields) {
         Ok(txn) => out.txns.push(txn),
         Err(e) => {
             let reason = e.to_string();
-            let reject = rdr.reject(chunk_name, reason);
+            let reject = rdr.reject(chunk_name, frame, reason);
             out.rejects.push(reject);
         }
     }
@@ -901,30 +824,30 @@ pub(crate) mod tests {
 
     #[test]
     fn quoted_field_with_comma_and_newline_spans_lines() {
-        let multi = "0,'C1','4','F','1','M1','1',\"es_\nfood, drinks\",4.55,0";
+        // A line break in a quoted field is data (here in an unvalidated column; in a name it
+        // is a control character, rejected below).
+        let multi = "0,'C1','4','F','1','M1',\"zip\nx, y\",\"es_food\",4.55,0";
         let bad = row("C2", "F", "M1", "c", "1e3");
         let text = format!("{HEADER}\n{multi}\n{bad}\n\"x\ny\",1\n");
         let p = parse1(&text);
-        assert_eq!(p.records, 3);
+        assert_eq!(p.records, 4);
         assert_eq!(
             p.txns,
-            vec![txn(
-                "C1",
-                Gender::Female,
-                "M1",
-                "es_\nfood, drinks",
-                4_550_000
-            )]
+            vec![txn("C1", Gender::Female, "M1", "es_food", 4_550_000)]
         );
-        assert_eq!(p.rejects.len(), 2);
+        assert_eq!(p.rejects.len(), 3);
         assert_eq!(
             p.rejects[0].line, 4,
             "the multi-line record takes lines 2 and 3"
         );
         assert_eq!(p.rejects[0].raw, bad);
+        // A multi-line record without the header's field count costs its first line only.
         assert_eq!(p.rejects[1].line, 5);
-        assert_eq!(p.rejects[1].raw, "\"x\ny\",1");
-        assert_eq!(p.rejects[1].reason, "expected 10 fields, found 2");
+        assert_eq!(p.rejects[1].raw, "\"x");
+        assert_eq!(p.rejects[1].reason, UNBALANCED_QUOTE);
+        assert_eq!(p.rejects[2].line, 6);
+        assert_eq!(p.rejects[2].raw, "y\",1");
+        assert_eq!(p.rejects[2].reason, "expected 10 fields, found 2");
     }
 
     #[test]
@@ -1061,6 +984,44 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn control_characters_in_names_are_rejected() {
+        assert_eq!(
+            reason_for(&row("C\u{0}1", "F", "M1", "c", "1")),
+            "invalid customer 'C\\x001': control character U+0000 is not allowed"
+        );
+        assert_eq!(
+            reason_for(&row("C1", "F", "M\u{7f}", "c", "1")),
+            "invalid merchant 'M\\x7F': control character U+007F is not allowed"
+        );
+        assert_eq!(
+            reason_for(&row("C1", "F", "M1", "es\tfood", "1")),
+            "invalid category 'es\\x09food': control character U+0009 is not allowed"
+        );
+        // U+0080 and above are text; unvalidated columns may hold anything.
+        let p = parse1(&format!(
+            "{HEADER}\n0\u{1},'C\u{80}1','4','F','1','M1','1','c',1,0\n"
+        ));
+        assert_eq!((p.txns.len(), p.rejects.len()), (1, 0));
+    }
+
+    #[test]
+    fn every_line_terminator_counts_for_line_numbers() {
+        let bad = row("C2", "X", "M1", "c", "1");
+        let good = row("C1", "F", "M1", "c", "1");
+        let text = format!("{HEADER}\r{good}\r\n\r{bad}\n\"open\r{bad}");
+        let p = parse1(&text);
+        assert_eq!(p.records, 4);
+        let lines: Vec<(u64, &str)> = p
+            .rejects
+            .iter()
+            .map(|r| (r.line, r.reason.as_str()))
+            .collect();
+        let gender = "invalid gender 'X' (expected F, M, E or U)";
+        assert_eq!(lines, vec![(4, gender), (5, UNBALANCED_QUOTE), (6, gender)]);
+        assert_eq!(p.rejects[1].raw, "\"open");
+    }
+
+    #[test]
     fn long_values_are_shortened_in_reasons() {
         let long = "x".repeat(1000);
         let reason = reason_for(&row("C1", &long, "M1", "c", "1"));
@@ -1110,12 +1071,19 @@ pub(crate) mod tests {
 
     #[test]
     fn header_missing_column_splits_rejects_by_share() {
+        // Without quotes, shares are contiguous runs of lines.
         let text = "a,b\n1,2\n3,4\n5,6\n";
         let p = parse_chunk("k", text.as_bytes(), 2, 1);
         assert_eq!(p.records, 1);
         assert_eq!(p.rejects.len(), 1);
+        assert_eq!(p.rejects[0].line, 4);
+        assert_eq!(p.rejects[0].raw, "5,6");
+        // With quotes, record `i` belongs to share `i % peers`.
+        let text = "a,b\n1,2\n\"3\",4\n5,6\n";
+        let p = parse_chunk("k", text.as_bytes(), 2, 1);
+        assert_eq!(p.records, 1);
         assert_eq!(p.rejects[0].line, 3);
-        assert_eq!(p.rejects[0].raw, "3,4");
+        assert_eq!(p.rejects[0].raw, "\"3\",4");
     }
 
     #[test]
