@@ -23,6 +23,8 @@
 //! - `TXFLOW_HOSTILE_SEEDS=N`: number of random sources (default 32);
 //! - `TXFLOW_HOSTILE_SEED_BASE=B`: seeds `B..B+N` (default 0);
 //! - `TXFLOW_HOSTILE_SEED=S`: only seed `S`, and print it;
+//! - `TXFLOW_HOSTILE_KEEP=1`: keep each source's work directory (landing, outputs, state)
+//!   and print where;
 //! - `TXFLOW_HOSTILE_SHRINK=1`: on failure, shrink the first failing source (drop source
 //!   lines and importance rows while a problem of the same kind remains) and print it.
 
@@ -167,11 +169,20 @@ fn check_rejects(
 /// Runs X then Y (replay, each of `workers`) on `src`; every way they differ from the
 /// reference, as one line each (tagged `(x)`, `(a)`–`(d)`, `(y)`, `(r)`).
 fn check_source(src: &HostileSource, workers: &[usize]) -> Vec<String> {
+    let tmp = tempfile::tempdir().unwrap();
+    if std::env::var("TXFLOW_HOSTILE_KEEP").is_ok_and(|v| v == "1") {
+        let kept = tmp.keep();
+        eprintln!("seed {}: work directory kept: {}", src.seed, kept.display());
+        return check_source_in(src, workers, &kept);
+    }
+    check_source_in(src, workers, tmp.path())
+}
+
+fn check_source_in(src: &HostileSource, workers: &[usize], dir: &Path) -> Vec<String> {
     let mut problems = Vec::new();
-    let dir = tempfile::tempdir().unwrap();
-    let source_path = dir.path().join("transactions.csv");
-    let importance_path = dir.path().join("importance.csv");
-    let landing = dir.path().join("landing");
+    let source_path = dir.join("transactions.csv");
+    let importance_path = dir.join("importance.csv");
+    let landing = dir.join("landing");
     fs::write(&source_path, &src.source).unwrap();
     fs::write(&importance_path, &src.importance).unwrap();
     fs::create_dir_all(&landing).unwrap();
@@ -261,12 +272,13 @@ fn check_source(src: &HostileSource, workers: &[usize]) -> Vec<String> {
         .map(|(k, o)| (*k, o.accepted.len() as u64, o.rejected_lines.len() as u64))
         .collect();
     let importance = reference::parse_importance(&src.importance);
+    if chunks.is_empty() && source.records.is_empty() {
+        // Nothing to replay (a replay of an empty landing is refused by design).
+        return problems;
+    }
     for &w in workers {
-        let output = dir.path().join(format!("out-w{w}"));
-        let state = format!(
-            "sqlite://{}",
-            dir.path().join(format!("state-w{w}.db")).display()
-        );
+        let output = dir.join(format!("out-w{w}"));
+        let state = format!("sqlite://{}", dir.join(format!("state-w{w}.db")).display());
         let mut y = YOptions::new(
             landing.to_str().unwrap(),
             importance_path.to_str().unwrap(),
@@ -536,6 +548,21 @@ fn hostile_generator_covers_edge_cases() {
                     .any(|r| matches!(r.reason, RejectReason::FieldCount { .. })),
             );
             bump(
+                "non-UTF-8 name rejected",
+                out.rejects.iter().any(|r| {
+                    matches!(r.reason, RejectReason::BadValue(_))
+                        && std::str::from_utf8(&r.raw).is_err()
+                }),
+            );
+            bump(
+                "C1 control in an accepted name",
+                out.accepted.iter().any(|t| {
+                    [&t.customer, &t.merchant]
+                        .iter()
+                        .any(|n| n.chars().any(|c| ('\u{80}'..='\u{9f}').contains(&c)))
+                }),
+            );
+            bump(
                 "stray quote in an accepted name",
                 out.accepted
                     .iter()
@@ -718,4 +745,90 @@ fn hostile_framing_last_line_without_terminator() {
     let mut bytes = source(7, "\n", |i| (i == 6).then(|| row(6, Some("\"'C6'"))));
     bytes.pop();
     assert_source_ok(&hostile(bytes, 3));
+}
+
+#[test]
+fn hostile_framing_odd_lines_and_names() {
+    // Lines and names at the edges of the rules; every one checked end to end as above.
+    let one = |i: usize, text: &str| {
+        let text = text.to_string();
+        source(4, "\n", move |j| (j == i).then(|| text.clone()))
+    };
+    let cases: Vec<(&str, Vec<u8>, Vec<u64>)> = vec![
+        // (name, source, the lines the reference rejects)
+        ("a line of spaces is not blank", one(1, "   "), vec![3]),
+        ("a line holding a NUL", one(1, "\0"), vec![3]),
+        ("a line holding a tab", one(1, "\t"), vec![3]),
+        ("ten empty fields", one(1, ",,,,,,,,,"), vec![3]),
+        (
+            "a quoted empty customer",
+            one(1, &row(1, Some("\"\""))),
+            vec![3],
+        ),
+        (
+            "C1 controls are not in the SPEC's range",
+            one(1, &row(1, Some("'C\u{85}1'")).replace("'M1'", "'M\u{9f}'")),
+            vec![],
+        ),
+        (
+            "a quote open to the end, over blank lines",
+            one(1, &format!("{}\n\n\r\n", row(1, Some("\"'C1")))),
+            vec![3],
+        ),
+        (
+            "a quoted zip spanning blank lines",
+            one(1, &row(1, None).replacen("'28007'", "\"28\r\n\r\n007\"", 1)),
+            vec![],
+        ),
+        (
+            "header names with doubled quotes",
+            String::from_utf8(source(3, "\r", |_| None))
+                .unwrap()
+                .replacen("step", "\"step\"", 1)
+                .replacen("fraud", "\"fra\"\"ud\"", 1)
+                .into_bytes(),
+            vec![2, 3, 4],
+        ),
+        (
+            "a NUL in a header name",
+            {
+                let mut b = source(3, "\n", |_| None);
+                b[2] = 0;
+                b
+            },
+            vec![2, 3, 4],
+        ),
+        (
+            "a name that is not UTF-8",
+            {
+                let mut b = one(1, &row(1, Some("'C1#'")));
+                let at = b.windows(3).position(|w| w == b"C1#").unwrap();
+                b[at + 2] = 0xff;
+                b
+            },
+            vec![3],
+        ),
+        (
+            "no record after the header",
+            format!("{HEADER}\n\n\r\n\r").into_bytes(),
+            vec![],
+        ),
+    ];
+    let mut bad = Vec::new();
+    for (name, bytes, rejected) in cases {
+        let out = reference::parse_chunk(&bytes);
+        assert_eq!(out.rejected_lines, rejected, "{name}: the reference");
+        for chunk_rows in [1, 3] {
+            let src = hostile(bytes.clone(), chunk_rows);
+            let problems = check_source(&src, &[1]);
+            if !problems.is_empty() {
+                bad.push(format!(
+                    "== {name} (chunk_rows {chunk_rows})\n{}{}",
+                    src.describe(),
+                    problems.join("\n")
+                ));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
 }

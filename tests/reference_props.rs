@@ -594,10 +594,20 @@ fn reference_framing_accepts_any_bytes() {
     let mut bytes = HEADER.as_bytes().to_vec();
     bytes.extend_from_slice(b"\n0,'C1','4','F','28\xff007','M1','28007','es_food',4.55,0\r");
     bytes.extend_from_slice(b"\xfe\xff,\"\xc3\r\n");
+    // A name must be text: not UTF-8 is a bad value.
+    bytes.extend_from_slice(b"0,'C1','4','F','28007','M\xc3','28007','es_food',4.55,0\n");
     let out = reference::parse_chunk(&bytes);
-    assert_eq!(out.record_lines, vec![2, 3]);
-    assert_eq!(out.rejected_lines, vec![3]);
+    assert_eq!(out.record_lines, vec![2, 3, 4]);
+    assert_eq!(out.rejected_lines, vec![3, 4]);
     assert_eq!(out.rejects[0].raw, b"\xfe\xff,\"\xc3");
+    assert_eq!(
+        out.rejects[0].reason,
+        reference::RejectReason::UnbalancedQuote
+    );
+    assert_eq!(
+        out.rejects[1].reason,
+        reference::RejectReason::BadValue("merchant")
+    );
     assert_eq!(out.accepted.len(), 1);
     let f = reference::frame_records(b"\xff\xfe,a,b\n\x00,\"\xff\n\xff\",z\n");
     assert_eq!(

@@ -27,8 +27,12 @@
 //! quoted field may hold `,`, `""` and line breaks; a record spanning several lines without
 //! the header's field count (or a quote open at the end of the data) is an `unbalanced quote`
 //! reject of its first line, and framing resumes at the next line. Any bytes are accepted:
-//! values are decoded lossily where text is needed (a non-UTF-8 name is therefore accepted
-//! with U+FFFD in it; the SPEC does not say, and the generators do not write one).
+//! values are decoded lossily where text is needed. Names (customer, merchant, category;
+//! Source, Target, typeTrans) must be "text" (SPEC §2.1): a name that is not UTF-8 is a bad
+//! value, as is one holding a control character (U+0000–U+001F, U+007F; U+0080–U+009F are
+//! not in the SPEC's range and are accepted). Unvalidated columns may hold any bytes.
+//! Not modelled: a UTF-8 byte order mark before the header (the SPEC does not mention one;
+//! it would be part of the first header name here).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -348,7 +352,7 @@ pub fn frame_records(bytes: &[u8]) -> Framed {
 // ------------------------------------------------------------------------------------------
 
 /// Whether a name value is acceptable text: non-empty, no control character
-/// (U+0000–U+001F, U+007F).
+/// (U+0000–U+001F, U+007F). (A name must also be UTF-8: the callers check the raw bytes.)
 pub fn is_good_name(value: &str) -> bool {
     !value.is_empty() && !value.chars().any(|c| c <= '\u{1f}' || c == '\u{7f}')
 }
@@ -522,16 +526,17 @@ pub fn parse_chunk(bytes: &[u8]) -> ChunkOutcome {
             RefFields::Fields(fields) => fields,
         };
         let value = |name: &str| unquote(&lossy(&fields[index[name]])).to_string();
+        let text = |name: &str| std::str::from_utf8(&fields[index[name]]).is_ok();
         let customer = value("customer");
         let merchant = value("merchant");
         let category = value("category");
         let gender = value("gender");
         let amount = parse_amount_micros(&value("amount"));
-        let problem = if !is_good_name(&customer) {
+        let problem = if !text("customer") || !is_good_name(&customer) {
             Some("customer")
-        } else if !is_good_name(&merchant) {
+        } else if !text("merchant") || !is_good_name(&merchant) {
             Some("merchant")
-        } else if !is_good_name(&category) {
+        } else if !text("category") || !is_good_name(&category) {
             Some("category")
         } else if !["F", "M", "E", "U"].contains(&gender.as_str()) {
             Some("gender")
@@ -611,13 +616,14 @@ pub fn parse_importance(bytes: &[u8]) -> ImportanceOutcome {
             RefFields::Fields(fields) => fields,
         };
         let value = |name: &str| unquote(&lossy(&fields[index[name]])).to_string();
+        let text = |name: &str| std::str::from_utf8(&fields[index[name]]).is_ok();
         let (source, target, kind) = (value("Source"), value("Target"), value("typeTrans"));
         let weight = parse_weight(&value("Weight"));
-        let problem = if !is_good_name(&source) {
+        let problem = if !text("Source") || !is_good_name(&source) {
             Some("Source")
-        } else if !is_good_name(&target) {
+        } else if !text("Target") || !is_good_name(&target) {
             Some("Target")
-        } else if !is_good_name(&kind) {
+        } else if !text("typeTrans") || !is_good_name(&kind) {
             Some("typeTrans")
         } else if weight.is_none() {
             Some("Weight")

@@ -826,9 +826,10 @@ pub fn system_time(ms: i64) -> SystemTime {
 /// A hostile source for X: BankSim-like rows with injected stray and unclosed quotes, quoted
 /// fields holding line breaks (with the header's field count or not), doubled quotes, bytes
 /// after a closing quote, control characters (NUL included) in names and in unvalidated
-/// columns, wrong field counts, garbage lines, blank lines (also before the header), LF /
-/// CRLF / lone-CR line endings (one kind per file, or mixed line by line), a last line without
-/// terminator, optionally non-UTF-8 bytes in zip codes and headers that lose a column.
+/// columns, C1 controls in names (outside the SPEC's range: good names), wrong field counts,
+/// garbage lines, blank lines (also before the header), LF / CRLF / lone-CR line endings (one
+/// kind per file, or mixed line by line), a last line without terminator, optionally
+/// non-UTF-8 bytes (in zip codes, or in names) and headers that lose a column.
 /// The importance file is hostile in the same ways. What each row *is* is decided by the
 /// reference framer alone; the generator does not predict it.
 #[derive(Clone, Debug)]
@@ -878,7 +879,7 @@ pub struct HostileOptions {
     pub max_rows: u64,
     /// X's chunk size: 1..=max_chunk_rows.
     pub max_chunk_rows: u64,
-    /// Non-UTF-8 bytes in the zip codes (unvalidated columns).
+    /// Non-UTF-8 bytes in zip codes (unvalidated columns) and in names (rejected).
     pub non_utf8: bool,
     /// Headers that lose a column (an open quote in the header, a renamed column).
     pub header_errors: bool,
@@ -1085,21 +1086,29 @@ fn inject(
             let line = pick_bytes(
                 rng,
                 &[
-                    b"\"", b"\"\"", b"\",\"", b"\"\"\"", b"x\"y", b",", b"'", b"\"\r",
+                    b"\"", b"\"\"", b"\",\"", b"\"\"\"", b"x\"y", b",", b"'", b"\"\r", b"  ",
+                    b"\t", b"\0",
                 ],
             );
             *fields = vec![line.to_vec()];
         }
         95..=97 if opts.non_utf8 => {
-            // Non-UTF-8 bytes in a column the SPEC does not validate.
-            let i = choose(fields.len(), rng, &["zipcodeOri", "zipMerchant", "fraud"]);
+            // Non-UTF-8 bytes in a column the SPEC does not validate (carried), or in a name
+            // (not text: rejected).
+            let i = if rng.percent(70) {
+                choose(fields.len(), rng, &["zipcodeOri", "zipMerchant", "fraud"])
+            } else {
+                choose(fields.len(), rng, &["customer", "category", "Target"])
+            };
             let what = pick_bytes(rng, &[b"\xff", b"\xc3", b"\xe2\x82"]);
             insert_inside(rng, &mut fields[i], what);
         }
         _ => {
-            // A quoted name holding a comma: a good name.
-            let i = choose(fields.len(), rng, &["customer", "Source"]);
-            insert_inside(rng, &mut fields[i], b",");
+            // A quoted name holding a comma, or a C1 control (U+0080–U+009F, outside the
+            // SPEC's range): a good name.
+            let i = choose(fields.len(), rng, &["customer", "merchant", "Source"]);
+            let what = pick_bytes(rng, &[b",", b"\xc2\x85", b"\xc2\x9f"]);
+            insert_inside(rng, &mut fields[i], what);
             fields[i] = dq(&fields[i]);
         }
     }
