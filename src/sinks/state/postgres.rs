@@ -32,7 +32,7 @@
 //! rejects it; `sslrootcert=system` means the default), else the Mozilla roots
 //! (`webpki-roots`). Client certificates (`sslcert`, `sslkey`) are not supported.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::error::Error as _;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -44,7 +44,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
     check_schema_version, merged_deltas, record_identity, redact_url, sql_i64, sql_u64,
-    EpochCommit, EpochRow, LedgerRow, Recovered, RunIdentity, StateStore, MIGRATIONS,
+    EpochCommit, EpochRow, LedgerRow, Recovered, RunIdentity, StateStore, META_IDENTITY_WHERE,
+    MIGRATIONS,
 };
 use crate::error::StateError;
 
@@ -59,8 +60,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 const SQL_INSERT_EPOCH: &str =
-    "INSERT INTO epochs (epoch, chunk_key, rows_accepted, rows_rejected, committed_at) \
-     SELECT $1::int8, $2::text, $3::int8, $4::int8, $5::text \
+    "INSERT INTO epochs (epoch, chunk_key, rows_accepted, rows_rejected, committed_at, \
+     chunk_digest) SELECT $1::int8, $2::text, $3::int8, $4::int8, $5::text, $6::text \
      WHERE NOT EXISTS (SELECT 1 FROM epochs WHERE epoch >= $1::int8)";
 const SQL_UPSERT_COUNTS: &str =
     "INSERT INTO merchant_transaction_counts (merchant_id, total_transactions) \
@@ -237,6 +238,8 @@ struct Retry {
     timeout: Duration,
     first_failure: Option<Instant>,
     attempt: u32,
+    /// The last failure's error, as reported to [`Retry::failed`].
+    last_error: String,
 }
 
 impl Retry {
@@ -245,6 +248,7 @@ impl Retry {
             timeout,
             first_failure: None,
             attempt: 0,
+            last_error: String::new(),
         }
     }
 
@@ -267,6 +271,7 @@ impl Retry {
     ) -> Result<(), StateError> {
         let started = *self.first_failure.get_or_insert_with(Instant::now);
         let elapsed = started.elapsed();
+        self.last_error = error.to_string();
         if elapsed >= self.timeout {
             return Err(if locked {
                 StateError::Locked {
@@ -302,9 +307,10 @@ impl Retry {
 }
 
 impl PgStore {
-    /// Parses the URL, builds the TLS configuration and connects (retrying a server that is
-    /// not reachable yet for up to `options.reconnect_timeout`). The lock is taken by
-    /// `begin_run`.
+    /// Parses the URL, builds the TLS configuration and connects, retrying a server that
+    /// refuses connections or a host that does not resolve for up to
+    /// `options.connect_timeout`, then failing with [`StateError::Unreachable`] (later
+    /// reconnects keep `options.reconnect_timeout`). The lock is taken by `begin_run`.
     pub fn connect(url: &str, options: &PgOptions) -> Result<PgStore, StateError> {
         let (clean_url, url_ca_file) = split_libpq_options(url)?;
         let redacted = redact(&clean_url);
@@ -338,8 +344,18 @@ impl PgStore {
             lease: None,
             fault: None,
         };
-        let mut retry = Retry::new(options.reconnect_timeout);
-        store.reconnect(&mut retry, "connecting")?;
+        let mut retry = Retry::new(options.connect_timeout);
+        if let Err(e) = store.reconnect(&mut retry, "connecting") {
+            return Err(match e {
+                StateError::Unavailable { .. } => StateError::Unreachable {
+                    url: store.url.clone(),
+                    hosts: describe_hosts(&store.config),
+                    seconds: options.connect_timeout.as_secs_f64(),
+                    last_error: retry.last_error,
+                },
+                other => other,
+            });
+        }
         tracing::debug!(url = %store.url, "connected to the PostgreSQL state store");
         Ok(store)
     }
@@ -619,29 +635,32 @@ fn migrate(c: &mut Conn) -> Result<(), Failure> {
     Ok(())
 }
 
-fn check_identity(c: &mut Conn, requested: &str) -> Result<(), Failure> {
+fn check_identity(c: &mut Conn, requested: &RunIdentity) -> Result<(), Failure> {
     let what = "checking the run identity";
     let mut tx = c.client.transaction().map_err(pg(what))?;
-    let existing: Option<String> = tx
-        .query_opt("SELECT value FROM run_meta WHERE key = 'run'", &[])
+    let stored = tx
+        .query(
+            &format!("SELECT key, value FROM run_meta WHERE {META_IDENTITY_WHERE}"),
+            &[],
+        )
         .map_err(pg(what))?
-        .map(|r| r.try_get(0))
-        .transpose()
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<BTreeMap<String, String>, ::postgres::Error>>()
         .map_err(pg(what))?;
     let has_epochs: bool = tx
         .query_one("SELECT EXISTS (SELECT 1 FROM epochs)", &[])
         .and_then(|r| r.try_get(0))
         .map_err(pg(what))?;
-    if record_identity(existing.as_deref(), requested, has_epochs)? {
-        if let Some(existing) = &existing {
-            tracing::info!(%existing, %requested, "state store holds no epochs: recording the new run identity");
+    if record_identity(&stored, requested, has_epochs)? {
+        for (key, value) in requested.meta_entries() {
+            tx.execute(
+                "INSERT INTO run_meta (key, value) VALUES ($1, $2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[&key, &value],
+            )
+            .map_err(pg(what))?;
         }
-        tx.execute(
-            "INSERT INTO run_meta (key, value) VALUES ('run', $1) \
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            &[&requested],
-        )
-        .map_err(pg(what))?;
         tx.execute("DELETE FROM run_meta WHERE key = 'finished'", &[])
             .map_err(pg(what))?;
     }
@@ -658,11 +677,16 @@ fn read_recovered(c: &mut Conn) -> Result<Recovered, Failure> {
         .start()
         .map_err(pg(what))?;
     let epochs = tx
-        .query("SELECT epoch FROM epochs ORDER BY epoch", &[])
+        .query("SELECT epoch, chunk_digest FROM epochs ORDER BY epoch", &[])
         .map_err(pg(what))?
         .iter()
-        .map(|r| Ok(sql_u64(r.try_get(0).map_err(pg(what))?, "epoch")?))
-        .collect::<Result<Vec<u64>, Failure>>()?;
+        .map(|r| {
+            Ok((
+                sql_u64(r.try_get(0).map_err(pg(what))?, "epoch")?,
+                r.try_get(1).map_err(pg(what))?,
+            ))
+        })
+        .collect::<Result<BTreeMap<u64, Option<String>>, Failure>>()?;
     let emitted = tx
         .query(
             "SELECT pattern_id, customer_name, merchant_id FROM detections ORDER BY seq",
@@ -683,7 +707,7 @@ fn read_recovered(c: &mut Conn) -> Result<Recovered, Failure> {
         .is_some();
     tx.commit().map_err(pg(what))?;
     Ok(Recovered {
-        last_epoch: epochs.last().copied(),
+        last_epoch: epochs.keys().next_back().copied(),
         epochs,
         emitted,
         next_seq: match max_seq {
@@ -701,6 +725,7 @@ struct CommitParams<'a> {
     rows_accepted: i64,
     rows_rejected: i64,
     committed_at: &'a str,
+    chunk_digest: Option<&'a str>,
     merchants: Vec<&'a str>,
     deltas: Vec<i64>,
     seqs: Vec<i64>,
@@ -725,6 +750,7 @@ impl<'a> CommitParams<'a> {
             rows_accepted: sql_i64(p.rows_accepted, "rows_accepted")?,
             rows_rejected: sql_i64(p.rows_rejected, "rows_rejected")?,
             committed_at: &p.committed_at,
+            chunk_digest: p.chunk_digest.as_deref(),
             merchants,
             deltas,
             seqs: d
@@ -768,6 +794,7 @@ fn try_commit(c: &mut Conn, p: &CommitParams<'_>, fault: Option<Fault>) -> Resul
                 &p.rows_accepted,
                 &p.rows_rejected,
                 &p.committed_at,
+                &p.chunk_digest,
             ],
         )
         .map_err(pg("inserting the progress row"))?;
@@ -846,10 +873,7 @@ impl StateStore for PgStore {
             self.lease = Some(session);
         }
         self.run("applying migrations", migrate)?;
-        let requested = run.describe();
-        self.run("checking the run identity", |c| {
-            check_identity(c, &requested)
-        })?;
+        self.run("checking the run identity", |c| check_identity(c, run))?;
         self.run("reading the committed state", read_recovered)
     }
 
@@ -995,8 +1019,8 @@ impl StateStore for PgStore {
             let rows = c
                 .client
                 .query(
-                    "SELECT epoch, chunk_key, rows_accepted, rows_rejected, committed_at \
-                     FROM epochs ORDER BY epoch",
+                    "SELECT epoch, chunk_key, rows_accepted, rows_rejected, committed_at, \
+                     chunk_digest FROM epochs ORDER BY epoch",
                     &[],
                 )
                 .map_err(pg(what))?;
@@ -1009,6 +1033,7 @@ impl StateStore for PgStore {
                         rows_accepted: sql_u64(int(2)?, "rows_accepted")?,
                         rows_rejected: sql_u64(int(3)?, "rows_rejected")?,
                         committed_at: r.try_get(4).map_err(pg(what))?,
+                        chunk_digest: r.try_get(5).map_err(pg(what))?,
                     })
                 })
                 .collect()
@@ -1035,6 +1060,34 @@ impl Default for PgOptions {
             reconnect_timeout: std::time::Duration::from_secs(60),
             connect_timeout: std::time::Duration::from_secs(10),
         }
+    }
+}
+
+/// The hosts and ports of a configuration, for messages: `db.example.com:5432`.
+fn describe_hosts(config: &Config) -> String {
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let port = ports
+                .get(i)
+                .or_else(|| ports.first())
+                .copied()
+                .unwrap_or(5432);
+            match host {
+                ::postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+                ::postgres::config::Host::Unix(dir) => {
+                    format!("{}/.s.PGSQL.{port}", dir.display())
+                }
+            }
+        })
+        .collect();
+    if hosts.is_empty() {
+        "localhost:5432".to_string()
+    } else {
+        hosts.join(", ")
     }
 }
 
