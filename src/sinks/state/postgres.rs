@@ -149,6 +149,9 @@ enum Failure {
     Simulated { at_commit: bool },
     /// The advisory lock is held by another session.
     Held(String),
+    /// No host name of the URL resolves (or resolving takes too long): retried, as a
+    /// server that is not reachable yet.
+    Unresolved(String),
     /// Anything else: not retried.
     State(StateError),
 }
@@ -381,6 +384,8 @@ impl PgStore {
             .unwrap_or(CONNECT_TIMEOUT)
             .min(remaining.max(Duration::from_secs(1)));
         config.connect_timeout(per_attempt);
+        // tokio-postgres bounds the TCP connect, not the host name lookup before it.
+        check_resolvable(&config, per_attempt).map_err(Failure::Unresolved)?;
         let mut client = config.connect(self.tls.clone()).map_err(pg("connecting"))?;
         let row = client
             .query_one(
@@ -458,6 +463,10 @@ impl PgStore {
                 retry.failed(&self.url, what, "simulated connection loss", false)
             }
             Failure::Held(detail) => retry.failed(&self.url, what, &detail, true),
+            Failure::Unresolved(error) => {
+                self.conn = None;
+                retry.failed(&self.url, what, &error, false)
+            }
             Failure::State(e) => Err(e),
         }
     }
@@ -1063,6 +1072,54 @@ impl Default for PgOptions {
     }
 }
 
+/// Whether some TCP host of the configuration resolves within `limit` (lookups run on a
+/// thread each, so a resolver that does not answer cannot hold up the start-up bound).
+/// `Ok` when a host is a Unix socket or an IP address, or when any name resolves.
+fn check_resolvable(config: &Config, limit: Duration) -> Result<(), String> {
+    use std::net::ToSocketAddrs;
+    let mut names = Vec::new();
+    for host in config.get_hosts() {
+        match host {
+            ::postgres::config::Host::Tcp(name) if name.parse::<std::net::IpAddr>().is_err() => {
+                names.push(name.clone())
+            }
+            _ => return Ok(()),
+        }
+    }
+    if names.is_empty() || !config.get_hostaddrs().is_empty() {
+        return Ok(());
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    for name in &names {
+        let (tx, name) = (tx.clone(), name.clone());
+        std::thread::spawn(move || {
+            let outcome = (name.as_str(), 0u16)
+                .to_socket_addrs()
+                .map(|mut addrs| addrs.next().is_some());
+            let _ = tx.send((name, outcome));
+        });
+    }
+    drop(tx);
+    let deadline = Instant::now() + limit;
+    let mut errors = Vec::new();
+    while errors.len() < names.len() {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok((_, Ok(true))) => return Ok(()),
+            Ok((name, Ok(false))) => errors.push(format!("{name} has no address")),
+            Ok((name, Err(e))) => errors.push(format!("resolving {name}: {e}")),
+            Err(_) => {
+                errors.push(format!(
+                    "resolving {} took longer than {} ms",
+                    names.join(", "),
+                    limit.as_millis()
+                ));
+                break;
+            }
+        }
+    }
+    Err(errors.join("; "))
+}
+
 /// The hosts and ports of a configuration, for messages: `db.example.com:5432`.
 fn describe_hosts(config: &Config) -> String {
     let ports = config.get_ports();
@@ -1247,6 +1304,31 @@ mod tests {
         assert!(tls_connector(None).is_ok());
         let missing = tls_connector(Some(Path::new("/nonexistent/ca.pem")));
         assert!(matches!(missing, Err(StateError::Io { .. })));
+    }
+
+    #[test]
+    fn host_names_are_resolved_within_the_bound() {
+        let config = |url: &str| Config::from_str(url).unwrap();
+        let limit = Duration::from_secs(5);
+        let missing = check_resolvable(&config("postgres://u@nonexistent.invalid/db"), limit);
+        assert!(
+            missing
+                .as_ref()
+                .is_err_and(|e| e.contains("resolving nonexistent.invalid")),
+            "{missing:?}"
+        );
+        for ok in [
+            "postgres://u@127.0.0.1:1/db",
+            "postgres://u@localhost/db",
+            "postgres://u@%2Ftmp/db",
+            "host=nonexistent.invalid,localhost user=u",
+        ] {
+            assert_eq!(check_resolvable(&config(ok), limit), Ok(()), "{ok}");
+        }
+        assert_eq!(
+            describe_hosts(&config("postgres://u@db.example:6432,other/db")),
+            "db.example:6432, other:5432"
+        );
     }
 
     #[test]
