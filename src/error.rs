@@ -52,7 +52,7 @@ pub enum StateError {
     },
     /// The store holds epochs of a different run (SPEC §6: mode, landing, resolved replay
     /// range, thresholds or the importance file differ); each difference is named.
-    #[error("the state store holds epochs of a different run: {}; a new run needs a new state store (or the inputs and options of the run that created it)", .differences.join("; "))]
+    #[error("the state store holds epochs of a different run: {}; a new run needs a new state store (or rerun with the inputs and options of the run that created it)", .differences.join("; "))]
     DifferentRun { differences: Vec<String> },
     /// A recovery replayed a committed epoch's chunk whose bytes changed since (SPEC §6).
     #[error("{chunk} changed since epoch {epoch} was committed (digest {now}, was {committed}): the landing store must be append-only; restore the original chunk or start a new run with a new state store")]
@@ -85,8 +85,9 @@ pub enum StateError {
     Unavailable { seconds: u64, last_error: String },
     /// PostgreSQL could not be reached at start (connection refused, host not resolved, no
     /// answer) within the start-up bound.
-    #[error("PostgreSQL state store {url}: cannot reach {hosts} within {seconds} s at start ({last_error}); check that the server is running and that the host name and port are right, or raise --pg-connect-timeout")]
+    #[error("cannot reach PostgreSQL at {hosts} within {seconds} s at start ({last_error}); check that the server is running and that the host name and port are right, or raise --pg-connect-timeout")]
     Unreachable {
+        /// The URL, password redacted (callers name it in their context).
         url: String,
         hosts: String,
         seconds: f64,

@@ -793,7 +793,8 @@ fn postgres_unavailable_after_reconnect_timeout() {
             Err(e @ StateError::Unreachable { .. }) => {
                 let message = e.to_string();
                 assert!(
-                    message.contains("cannot reach 127.0.0.1:") && message.contains("at start"),
+                    message.contains("cannot reach PostgreSQL at 127.0.0.1:")
+                        && message.contains("at start"),
                     "{message}"
                 );
             }
