@@ -85,9 +85,9 @@ pub enum StateError {
     Unavailable { seconds: u64, last_error: String },
     /// PostgreSQL could not be reached at start (connection refused, host not resolved, no
     /// answer) within the start-up bound.
-    #[error("cannot reach PostgreSQL at {hosts} within {seconds} s at start ({last_error}); check that the server is running and that the host name and port are right, or raise --pg-connect-timeout")]
+    #[error("cannot reach PostgreSQL at {hosts} ({url}) within {seconds} s at start ({last_error}); check that the server is running and that the host name and port are right, or raise --pg-connect-timeout")]
     Unreachable {
-        /// The URL, password redacted (callers name it in their context).
+        /// The URL, password redacted.
         url: String,
         hosts: String,
         seconds: f64,

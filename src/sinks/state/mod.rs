@@ -5,6 +5,13 @@
 //! new ledger rows and progress row in one transaction, and is never asked to commit an epoch
 //! at or below the last committed one. An implementation whose COMMIT outcome can be unknown
 //! (a lost connection) must find out by re-reading the progress row before retrying.
+//!
+//! Nothing mixed (SPEC §6): [`StateStore::begin_run`] records the run's identity
+//! ([`RunIdentity`]: mode, landing, resolved replay range, thresholds, the importance file's
+//! digest) in `run_meta`, one key per component, and refuses a store holding epochs of
+//! another run with [`StateError::DifferentRun`] naming each difference (a store recorded by
+//! a version without these keys is another run too). Each epoch's progress row records its
+//! chunk's digest, so that a recovery can refuse a chunk whose bytes changed.
 
 pub mod postgres;
 pub mod sqlite;

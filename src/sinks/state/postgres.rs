@@ -14,7 +14,11 @@
 //! socket, server shutdown or crash, "the database system is starting up"...) drops the
 //! client, reconnects with exponential backoff (100 ms doubling to 2 s), re-takes the lock and
 //! runs the work again, for at most [`PgOptions::reconnect_timeout`] after the first failure;
-//! then [`StateError::Unavailable`]. All methods are idempotent except
+//! then [`StateError::Unavailable`]. At start, [`PgStore::connect`] is bounded by
+//! [`PgOptions::connect_timeout`] instead (a refused connection, a host name that does not
+//! resolve, no answer), then [`StateError::Unreachable`]: a misconfigured URL fails fast with
+//! one line. Host names are resolved on a helper thread within the bound (tokio-postgres
+//! bounds only the TCP connect). All methods are idempotent except
 //! [`StateStore::commit_epoch`], whose COMMIT may have been applied even though its answer was
 //! lost. So a commit lost *at* COMMIT is marked in doubt, and after reconnecting (and
 //! re-locking: the lock is only free once the old session, and so its transaction, is over)
