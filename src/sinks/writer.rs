@@ -137,11 +137,6 @@ impl EpochWriter {
         Ok(writer)
     }
 
-    /// Whether an earlier run committed `epoch`.
-    pub fn is_committed(&self, epoch: u64) -> bool {
-        self.recovered.contains_key(&epoch)
-    }
-
     /// The epochs committed by earlier runs, ascending.
     pub fn committed_epochs(&self) -> impl Iterator<Item = u64> + '_ {
         self.recovered.keys().copied()
