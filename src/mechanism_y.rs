@@ -28,11 +28,15 @@ use timely::CommunicationConfig;
 
 use crate::dataflow::aggregates::WeightTable;
 use crate::dataflow::{self, Epoch, ShareReport};
+use crate::error::StateError;
 use crate::objectstore;
 use crate::sinks::state::{self, RunIdentity};
 use crate::sinks::writer::{Clock, EpochChanges, EpochWriter};
 use crate::sources::importance::parse_importance;
-use crate::sources::landing::{resolve_replay, ChunkFeed, FeedItem, FeedOptions, FeedPlan};
+use crate::sources::landing::{
+    chunk_digest, chunk_key, list_chunks, resolve_replay, ChunkFeed, FeedItem, FeedOptions,
+    FeedPlan,
+};
 use crate::sources::parse::parse_chunk;
 use crate::time::now_ms;
 
@@ -206,15 +210,20 @@ pub fn run_with_stop(options: &YOptions, stop: Arc<AtomicBool>) -> anyhow::Resul
             // One listing: `_COMPLETE` checked, the range refused when a chunk is missing.
             let replay = resolve_replay(landing.as_ref(), range.from, range.to)?;
             let first_chunk_ms = replay.first.last_modified_ms;
+            // The range as resolved from the listing: part of the run's identity, so that
+            // chunks arriving later make a rerun another run.
+            let resolved = (replay.from, replay.to);
             (
                 FeedPlan::Fixed(replay.indices),
                 Clock::Replay { first_chunk_ms },
                 RunIdentity {
                     mode: "replay".into(),
                     landing: options.landing.clone(),
-                    from: range.from,
-                    to: range.to,
+                    from: Some(resolved.0),
+                    to: Some(resolved.1),
                     thresholds: options.thresholds.describe(),
+                    importance: options.importance.clone(),
+                    importance_digest: chunk_digest(&importance_object.body),
                 },
             )
         }
@@ -229,6 +238,8 @@ pub fn run_with_stop(options: &YOptions, stop: Arc<AtomicBool>) -> anyhow::Resul
                 from: None,
                 to: None,
                 thresholds: options.thresholds.describe(),
+                importance: options.importance.clone(),
+                importance_digest: chunk_digest(&importance_object.body),
             },
         ),
     };
@@ -248,6 +259,19 @@ pub fn run_with_stop(options: &YOptions, stop: Arc<AtomicBool>) -> anyhow::Resul
             )
         })?;
         let writer = EpochWriter::open(store, output, &run_identity, clock)?;
+        if writer.is_finished() {
+            check_ended_stream(&writer, landing.as_ref(), &plan)?;
+            // A cluster's other processes wait for this one: let the dataflow replay the
+            // committed chunks to the end (the writer commits nothing more).
+            if t.processes == 1 {
+                return Ok(RunSummary {
+                    finished: true,
+                    detections_total: writer.detections_total(),
+                    wall: started.elapsed(),
+                    ..RunSummary::default()
+                });
+            }
+        }
         writer.write_rejects("CustomerImportance.csv", &importance.rejects)?;
         Some(writer)
     } else {
@@ -329,6 +353,44 @@ pub fn run_with_stop(options: &YOptions, stop: Arc<AtomicBool>) -> anyhow::Resul
     let mut summary = summary.unwrap_or_default();
     summary.wall = started.elapsed();
     Ok(summary)
+}
+
+/// An ended stream stays ended (SPEC §6): a store whose stream ended commits nothing more.
+/// `Ok` (with a message saying so) when the landing (live: its canonical chunks; replay:
+/// the resolved range) holds no chunk the store did not commit; the refusal otherwise.
+fn check_ended_stream(
+    writer: &EpochWriter,
+    landing: &dyn objectstore::ObjectStore,
+    plan: &FeedPlan,
+) -> anyhow::Result<()> {
+    let committed: std::collections::BTreeSet<u64> = writer.committed_epochs().collect();
+    let present: Vec<u64> = match plan {
+        FeedPlan::Fixed(indices) => indices.clone(),
+        FeedPlan::Live { .. } => list_chunks(landing)
+            .with_context(|| format!("listing the landing store {}", landing.describe()))?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect(),
+    };
+    let more: Vec<u64> = present
+        .into_iter()
+        .filter(|k| !committed.contains(k))
+        .collect();
+    let last_epoch = committed.last().copied();
+    if !more.is_empty() {
+        let mut names: Vec<String> = more.iter().take(3).map(|k| chunk_key(*k)).collect();
+        if more.len() > 3 {
+            names.push(format!("… {}", chunk_key(more[more.len() - 1])));
+        }
+        let chunks = format!("{}: {} chunks", names.join(", "), more.len());
+        return Err(StateError::StreamEnded { last_epoch, chunks }.into());
+    }
+    tracing::warn!(
+        "the stream of this state store already ended{}: nothing to do (a new run needs a new \
+         state store)",
+        last_epoch.map_or_else(String::new, |e| format!(" at epoch {e}"))
+    );
+    Ok(())
 }
 
 /// State shared by the worker threads of this process.
@@ -500,7 +562,7 @@ fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<Option<RunSu
             check_fingerprints(&fingerprints.borrow(), &shared.fingerprint)?;
             fingerprints_checked = true;
         }
-        if writer.is_committed(epoch) {
+        if writer.replayed(&chunk).map_err(|e| e.to_string())? {
             summary.epochs_recovered += 1;
             continue;
         }

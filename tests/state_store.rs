@@ -52,6 +52,8 @@ fn live_run() -> RunIdentity {
         from: None,
         to: None,
         thresholds: String::new(),
+        importance: "s3://bucket/CustomerImportance.csv".into(),
+        importance_digest: "0".repeat(64),
     }
 }
 
@@ -62,6 +64,8 @@ fn replay_run() -> RunIdentity {
         from: Some(0),
         to: Some(9),
         thresholds: String::new(),
+        importance: "s3://bucket/CustomerImportance.csv".into(),
+        importance_digest: "0".repeat(64),
     }
 }
 
@@ -75,6 +79,8 @@ fn epoch_commit(epoch: u64, first_seq: u64, merchants: usize, detections: u64) -
             rows_accepted: 1000 + epoch,
             rows_rejected: epoch % 3,
             committed_at: format!("2026-01-01T00:00:{:02}.000Z", epoch % 60),
+            // Epoch 1 stands for one committed before schema version 2 (no digest).
+            chunk_digest: (epoch != 1).then(|| format!("{:064x}", epoch * 0x1234_5678 + 1)),
         },
         counter_deltas: (0..merchants)
             .map(|i| {
@@ -128,7 +134,10 @@ fn expected_recovered(commits: &[EpochCommit], finished: bool) -> Recovered {
     let ledger: Vec<&LedgerRow> = commits.iter().flat_map(|c| &c.detections).collect();
     Recovered {
         last_epoch: commits.last().map(|c| c.progress.epoch),
-        epochs: commits.iter().map(|c| c.progress.epoch).collect(),
+        epochs: commits
+            .iter()
+            .map(|c| (c.progress.epoch, c.progress.chunk_digest.clone()))
+            .collect(),
         emitted: ledger
             .iter()
             .map(|r| {
@@ -279,12 +288,30 @@ fn scenario(
     // Another run's identity is refused: the store holds epochs.
     let mut s = open();
     match s.begin_run(&replay_run()) {
-        Err(StateError::DifferentRun {
-            existing,
-            requested,
-        }) => {
-            assert_eq!(existing, live_run().describe());
-            assert_eq!(requested, replay_run().describe());
+        Err(e @ StateError::DifferentRun { .. }) => {
+            let message = e.to_string();
+            assert!(
+                message.contains("the mode was live, now replay"),
+                "{message}"
+            );
+        }
+        other => panic!("expected DifferentRun, got {other:?}"),
+    }
+    // An edited importance file is another run too, named as such.
+    let edited = RunIdentity {
+        importance_digest: "f".repeat(64),
+        ..live_run()
+    };
+    match s.begin_run(&edited) {
+        Err(e @ StateError::DifferentRun { .. }) => {
+            let message = e.to_string();
+            assert!(
+                message.contains(
+                    "the importance file s3://bucket/CustomerImportance.csv changed since this \
+                     run started"
+                ),
+                "{message}"
+            );
         }
         other => panic!("expected DifferentRun, got {other:?}"),
     }
@@ -310,7 +337,7 @@ fn scenario(
         Err(StateError::DifferentRun { .. })
     ));
     let r = f.begin_run(&replay_run()).unwrap();
-    assert_eq!(r.epochs, vec![0]);
+    assert_eq!(r.epochs.keys().copied().collect::<Vec<_>>(), vec![0]);
     recovered.push(r);
 
     Observed {
@@ -396,12 +423,65 @@ fn sqlite_uses_wal_and_tracks_migrations() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(versions, vec![1]);
+    assert_eq!(versions, vec![1, 2]);
     // A reader sees the committed epoch while the writer still holds the store.
     let n: i64 = conn
         .query_row("SELECT count(*) FROM detections", [], |r| r.get(0))
         .unwrap();
     assert_eq!(n, 2);
+}
+
+/// What the previous version left in a store: schema 1 only, the identity as one line, and
+/// one committed epoch (run through `exec`, one statement batch per call).
+fn make_legacy_store(exec: &mut dyn FnMut(&str)) {
+    exec("CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at TEXT)");
+    exec(txflow::sinks::state::MIGRATIONS[0].1);
+    exec("INSERT INTO schema_migrations VALUES (1, 'earlier')");
+    exec("INSERT INTO run_meta VALUES ('run', 'live of s3://bucket/landing')");
+    exec("INSERT INTO epochs VALUES (0, 'chunk-000000.csv', 10, 0, '2026-01-01T00:00:00.000Z')");
+}
+
+/// A store of the previous version is migrated (its epoch keeps a NULL digest) and, since it
+/// holds epochs but no complete identity, refused as another run.
+fn legacy_store_is_migrated_and_refused(s: &mut dyn StateStore) {
+    match s.begin_run(&live_run()) {
+        Err(e @ StateError::DifferentRun { .. }) => {
+            let message = e.to_string();
+            assert!(
+                message.contains("earlier version")
+                    && message.contains("live of s3://bucket/landing")
+                    && message.contains("a new run needs a new state store"),
+                "{message}"
+            );
+        }
+        other => panic!("expected DifferentRun, got {other:?}"),
+    }
+    let rows = s.epoch_rows().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].chunk_digest, None);
+}
+
+#[test]
+fn sqlite_store_of_an_earlier_version_is_migrated_and_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    make_legacy_store(&mut |sql| conn.execute_batch(sql).unwrap());
+    drop(conn);
+    let mut s = SqliteStore::open(path.to_str().unwrap()).unwrap();
+    legacy_store_is_migrated_and_refused(&mut s);
+}
+
+#[test]
+fn postgres_store_of_an_earlier_version_is_migrated_and_refused() {
+    bounded(Duration::from_secs(60), || {
+        let url = fresh_database_url("legacy");
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        make_legacy_store(&mut |sql| client.batch_execute(sql).unwrap());
+        drop(client);
+        let mut s = open(&url, &PgOptions::default()).unwrap();
+        legacy_store_is_migrated_and_refused(s.as_mut());
+    });
 }
 
 /// The SQLite guard is a real `flock`, visible to other processes in both directions.
@@ -699,16 +779,28 @@ fn postgres_unavailable_after_reconnect_timeout() {
             "gave up after {waited:?}"
         );
 
+        // A new connection is bounded by the start-up timeout instead, with its own message.
         let started = Instant::now();
         let connect = PgStore::connect(
             &url,
             &PgOptions {
                 ca_file: None,
-                reconnect_timeout: timeout,
-                ..PgOptions::default()
+                reconnect_timeout: Duration::from_secs(60),
+                connect_timeout: timeout,
             },
         );
-        assert!(matches!(connect, Err(StateError::Unavailable { .. })));
+        match connect {
+            Err(e @ StateError::Unreachable { .. }) => {
+                let message = e.to_string();
+                assert!(
+                    message.contains("cannot reach PostgreSQL at 127.0.0.1:")
+                        && message.contains("at start"),
+                    "{message}"
+                );
+            }
+            Err(other) => panic!("expected Unreachable, got {other}"),
+            Ok(_) => panic!("connected to a stopped server"),
+        }
         assert!(started.elapsed() < Duration::from_secs(6));
 
         server.start();
@@ -856,7 +948,8 @@ fn postgres_tls_with_private_ca() {
             ca.display()
         );
         let mut s = PgStore::connect(&libpq_url, &PgOptions::default()).unwrap();
-        assert_eq!(s.begin_run(&live_run()).unwrap().epochs, vec![0]);
+        let epochs = s.begin_run(&live_run()).unwrap().epochs;
+        assert_eq!(epochs.keys().copied().collect::<Vec<_>>(), vec![0]);
         drop(s);
 
         // Default roots: the certificate is not trusted; refused without retrying.

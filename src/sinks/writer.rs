@@ -9,15 +9,21 @@
 //! 3. every complete group of 50 ledger rows is written as a detection file and marked.
 //!
 //! After a crash, epochs up to the last committed one are replayed into the dataflow only to
-//! rebuild its state: [`EpochWriter::is_committed`] tells the worker to skip them, and
+//! rebuild its state: [`EpochWriter::replayed`] tells the worker to skip them (after checking
+//! that the chunk's bytes are those the epoch was committed from), and
 //! [`EpochWriter::open`] rewrites any file the crash may have cut off.
+//!
+//! Published detection files are never rewritten with other content: each is created only
+//! if absent, and an existing one must hold exactly the bytes the ledger renders (a recovery
+//! rewriting a file it had already written); anything else is refused.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use crate::dataflow::ShareReport;
+use crate::error::StateError;
 use crate::model::{DetectionKey, Name, Pattern, Reject};
-use crate::objectstore::ObjectStore;
+use crate::objectstore::{ObjectStore, PutOutcome};
 use crate::sinks::detection_files::{self, ROWS_PER_FILE};
 use crate::sinks::rejects;
 use crate::sinks::state::{EpochCommit, EpochRow, LedgerRow, RunIdentity, StateStore};
@@ -57,8 +63,11 @@ pub struct EpochWriter {
     store: Box<dyn StateStore>,
     output: Arc<dyn ObjectStore>,
     clock: Clock,
-    /// Epochs committed by earlier runs.
-    recovered: BTreeSet<u64>,
+    /// Epochs committed by earlier runs, with their chunks' digests.
+    recovered: BTreeMap<u64, Option<String>>,
+    /// Set once a replayed chunk differs from its committed epoch's: nothing more is
+    /// committed or written by this writer.
+    refused: Option<String>,
     emitted: HashSet<DetectionKey>,
     next_seq: u64,
     /// Ledger rows not yet in a full file, from a file boundary on.
@@ -105,7 +114,8 @@ impl EpochWriter {
             store,
             output,
             clock,
-            recovered: recovered.epochs.iter().copied().collect(),
+            recovered: recovered.epochs.clone(),
+            refused: None,
             emitted,
             next_seq: recovered.next_seq,
             pending,
@@ -127,9 +137,47 @@ impl EpochWriter {
         Ok(writer)
     }
 
-    /// Whether an earlier run committed `epoch`.
-    pub fn is_committed(&self, epoch: u64) -> bool {
-        self.recovered.contains(&epoch)
+    /// The epochs committed by earlier runs, ascending.
+    pub fn committed_epochs(&self) -> impl Iterator<Item = u64> + '_ {
+        self.recovered.keys().copied()
+    }
+
+    /// For a chunk a recovery replays: `Ok(true)` when an earlier run committed its epoch
+    /// from the same bytes (skip the commit), `Ok(false)` when the epoch is not committed,
+    /// and [`StateError::ChunkChanged`] when its bytes differ from those the epoch was
+    /// committed from; from then on the writer commits and writes nothing.
+    pub fn replayed(&mut self, chunk: &Chunk) -> Result<bool, StateError> {
+        let Some(committed) = self.recovered.get(&chunk.index) else {
+            return Ok(false);
+        };
+        match committed {
+            Some(digest) if *digest != chunk.digest => {
+                let error = StateError::ChunkChanged {
+                    chunk: chunk.key.clone(),
+                    epoch: chunk.index,
+                    committed: short_digest(digest).to_string(),
+                    now: short_digest(&chunk.digest).to_string(),
+                };
+                self.refused = Some(error.to_string());
+                Err(error)
+            }
+            _ => Ok(true),
+        }
+    }
+
+    /// Refuses to change anything after a replayed chunk was found changed, or once the
+    /// stream has ended.
+    fn check_may_commit(&self, epoch: u64) -> anyhow::Result<()> {
+        if let Some(refused) = &self.refused {
+            anyhow::bail!("not committing epoch {epoch}: {refused}");
+        }
+        if self.finished {
+            anyhow::bail!(
+                "not committing epoch {epoch}: the stream of this state store has ended; a new \
+                 run needs a new state store"
+            );
+        }
+        Ok(())
     }
 
     /// Number of ledger rows.
@@ -153,6 +201,7 @@ impl EpochWriter {
     /// Commits epoch `chunk.index` with its gathered changes.
     pub fn commit(&mut self, chunk: &Chunk, changes: EpochChanges) -> anyhow::Result<CommitStats> {
         let epoch = chunk.index;
+        self.check_may_commit(epoch)?;
         let (accepted, rejected) = changes
             .reports
             .iter()
@@ -204,6 +253,7 @@ impl EpochWriter {
                 rows_accepted: accepted,
                 rows_rejected: rejected,
                 committed_at: now,
+                chunk_digest: Some(chunk.digest.clone()),
             },
             counter_deltas: changes
                 .counter_deltas
@@ -230,6 +280,9 @@ impl EpochWriter {
 
     /// Ends the stream: writes the last, shorter file and records the end.
     pub fn finish(&mut self) -> anyhow::Result<()> {
+        if let Some(refused) = &self.refused {
+            anyhow::bail!("not ending the stream: {refused}");
+        }
         self.write_full_files()?;
         if !self.pending.is_empty() {
             let rows = std::mem::take(&mut self.pending);
@@ -240,6 +293,34 @@ impl EpochWriter {
             self.finished = true;
         }
         Ok(())
+    }
+
+    /// Writes a published file that must never change once written: created if absent;
+    /// an existing one must already hold `body`.
+    fn publish(&self, key: &str, body: &[u8]) -> anyhow::Result<()> {
+        loop {
+            if self.output.put_if_absent(key, body)? == PutOutcome::Created {
+                return Ok(());
+            }
+            match self.output.get(key)? {
+                Some(existing) if existing.body == body => {
+                    tracing::info!(
+                        file = key,
+                        "detection file already written with the same content"
+                    );
+                    return Ok(());
+                }
+                Some(_) => {
+                    return Err(StateError::OutputConflict {
+                        output: self.output.describe(),
+                        file: key.to_string(),
+                    }
+                    .into())
+                }
+                // Removed in between: create it again.
+                None => continue,
+            }
+        }
     }
 
     fn write_full_files(&mut self) -> anyhow::Result<()> {
@@ -258,7 +339,7 @@ impl EpochWriter {
             first == file_seq * ROWS_PER_FILE,
             "detection file {file_seq} would start at sequence {first}, not at a file boundary"
         );
-        self.output.put(
+        self.publish(
             &detection_files::file_key(file_seq),
             &detection_files::render(rows),
         )?;
@@ -267,5 +348,138 @@ impl EpochWriter {
         self.files_written += 1;
         tracing::info!(file = %detection_files::file_key(file_seq), rows = rows.len(), "detection file written");
         Ok(())
+    }
+}
+
+/// How a digest is shown in messages: its first 16 hex digits.
+fn short_digest(digest: &str) -> &str {
+    digest.get(..16).unwrap_or(digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objectstore::{self, S3Options};
+    use crate::sinks::state::sqlite::SqliteStore;
+    use crate::sources::landing::{chunk_digest, chunk_key};
+
+    fn run() -> RunIdentity {
+        RunIdentity {
+            mode: "live".into(),
+            landing: "/landing".into(),
+            from: None,
+            to: None,
+            thresholds: String::new(),
+            importance: "/CustomerImportance.csv".into(),
+            importance_digest: chunk_digest(b""),
+        }
+    }
+
+    fn chunk(index: u64, body: &'static [u8]) -> Chunk {
+        Chunk {
+            index,
+            key: chunk_key(index),
+            body: bytes::Bytes::from_static(body),
+            last_modified_ms: 0,
+            seen_at: std::time::Instant::now(),
+            digest: chunk_digest(body),
+        }
+    }
+
+    struct Setup {
+        dir: tempfile::TempDir,
+    }
+
+    impl Setup {
+        fn new() -> Setup {
+            Setup {
+                dir: tempfile::tempdir().unwrap(),
+            }
+        }
+
+        fn output(&self) -> Arc<dyn ObjectStore> {
+            let path = self.dir.path().join("out");
+            objectstore::open(path.to_str().unwrap(), &S3Options::default()).unwrap()
+        }
+
+        fn store(&self) -> Box<dyn StateStore> {
+            let path = self.dir.path().join("state.db");
+            Box::new(SqliteStore::open(path.to_str().unwrap()).unwrap())
+        }
+
+        fn writer(&self) -> EpochWriter {
+            EpochWriter::open(
+                self.store(),
+                self.output(),
+                &run(),
+                Clock::Live { y_start_ms: 0 },
+            )
+            .unwrap()
+        }
+    }
+
+    #[test]
+    fn a_replayed_chunk_with_other_bytes_is_refused_and_nothing_more_is_committed() {
+        let setup = Setup::new();
+        let mut w = setup.writer();
+        assert!(!w.replayed(&chunk(0, b"original")).unwrap());
+        w.commit(&chunk(0, b"original"), EpochChanges::default())
+            .unwrap();
+        drop(w);
+
+        let mut w = setup.writer();
+        assert!(w.replayed(&chunk(0, b"original")).unwrap());
+        assert!(!w.replayed(&chunk(1, b"next")).unwrap());
+        let refused = w.replayed(&chunk(0, b"replaced")).unwrap_err();
+        let message = refused.to_string();
+        assert!(
+            message.starts_with("chunk-000000.csv changed since epoch 0 was committed (digest ")
+                && message.contains(short_digest(&chunk_digest(b"original")))
+                && message.contains(short_digest(&chunk_digest(b"replaced")))
+                && message.contains("the landing store must be append-only"),
+            "{message}"
+        );
+        assert!(w
+            .commit(&chunk(1, b"next"), EpochChanges::default())
+            .is_err());
+        assert!(w.finish().is_err());
+        drop(w);
+        let mut store = setup.store();
+        let rows = store.epoch_rows().unwrap();
+        assert_eq!(rows.len(), 1, "nothing committed after the refusal");
+        assert_eq!(rows[0].chunk_digest, Some(chunk_digest(b"original")));
+    }
+
+    #[test]
+    fn an_ended_stream_commits_nothing_more() {
+        let setup = Setup::new();
+        let mut w = setup.writer();
+        w.commit(&chunk(0, b"a"), EpochChanges::default()).unwrap();
+        w.finish().unwrap();
+        drop(w);
+        let mut w = setup.writer();
+        assert!(w.is_finished());
+        assert!(w.commit(&chunk(1, b"b"), EpochChanges::default()).is_err());
+        assert_eq!(setup.store().epoch_rows().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn published_files_are_never_rewritten_with_other_content() {
+        let setup = Setup::new();
+        let w = setup.writer();
+        let output = setup.output();
+        w.publish("detections-000000.csv", b"rows").unwrap();
+        // The same bytes again (a recovery rewriting what it had written): fine.
+        w.publish("detections-000000.csv", b"rows").unwrap();
+        let refused = w
+            .publish("detections-000000.csv", b"other rows")
+            .unwrap_err();
+        let message = format!("{refused:#}");
+        assert!(
+            message.contains("already holds detections-000000.csv with other content"),
+            "{message}"
+        );
+        let kept = output.get("detections-000000.csv").unwrap().unwrap();
+        assert_eq!(&kept.body[..], b"rows");
     }
 }

@@ -5,32 +5,78 @@
 //! new ledger rows and progress row in one transaction, and is never asked to commit an epoch
 //! at or below the last committed one. An implementation whose COMMIT outcome can be unknown
 //! (a lost connection) must find out by re-reading the progress row before retrying.
+//!
+//! Nothing mixed (SPEC §6): [`StateStore::begin_run`] records the run's identity
+//! ([`RunIdentity`]: mode, landing, resolved replay range, thresholds, the importance file's
+//! digest) in `run_meta`, one key per component, and refuses a store holding epochs of
+//! another run with [`StateError::DifferentRun`] naming each difference (a store recorded by
+//! a version without these keys is another run too). Each epoch's progress row records its
+//! chunk's digest, so that a recovery can refuse a chunk whose bytes changed.
 
 pub mod postgres;
 pub mod sqlite;
 
+use std::collections::BTreeMap;
+
 use crate::error::StateError;
 
 /// Versioned migrations, applied in order, each at most once (`schema_migrations`).
-pub const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../../sql/001_init.sql"))];
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../../sql/001_init.sql")),
+    (2, include_str!("../../../sql/002_chunk_digest.sql")),
+];
 
-/// What run a store belongs to. A store that holds epochs of another run is refused.
+/// What run a store belongs to (SPEC §6): mode, landing, resolved replay range, thresholds
+/// and the importance file's digest. A store that holds epochs of another run is refused,
+/// naming what differs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunIdentity {
     /// `live` or `replay`.
     pub mode: String,
     /// The landing location (as given; never contains secrets).
     pub landing: String,
-    /// Replay range, as given (`None` = open).
+    /// Replay: the range as resolved from the landing listing when the run started (its
+    /// first and last chunk), so that chunks arriving later make a rerun another run.
+    /// Live: `None`.
     pub from: Option<u64>,
     pub to: Option<u64>,
     /// The pattern thresholds, as text (`Thresholds::describe`): resuming a store under other
     /// thresholds would mix two configurations in one ledger.
     pub thresholds: String,
+    /// Where the importance file was read from (named in messages; not compared: the same
+    /// bytes read from elsewhere are the same input).
+    pub importance: String,
+    /// The importance file's digest (`sources::landing::chunk_digest` of its bytes).
+    pub importance_digest: String,
 }
 
+/// `run_meta` keys of the identity's components (`run` holds [`RunIdentity::describe`], for
+/// people; it is not compared).
+const META_RUN: &str = "run";
+const META_MODE: &str = "run.mode";
+const META_LANDING: &str = "run.landing";
+const META_FROM: &str = "run.from";
+const META_TO: &str = "run.to";
+const META_THRESHOLDS: &str = "run.thresholds";
+const META_IMPORTANCE: &str = "run.importance";
+const META_IMPORTANCE_DIGEST: &str = "run.importance_digest";
+
+/// The components every identity recorded by this version has (a store whose identity lacks
+/// one was created by an earlier version).
+const META_COMPARED: [&str; 6] = [
+    META_MODE,
+    META_LANDING,
+    META_FROM,
+    META_TO,
+    META_THRESHOLDS,
+    META_IMPORTANCE_DIGEST,
+];
+
+/// The SQL condition selecting the identity's `run_meta` rows.
+const META_IDENTITY_WHERE: &str = "key = 'run' OR key LIKE 'run.%'";
+
 impl RunIdentity {
-    /// A stable one-line description, stored in `run_meta` and compared on start.
+    /// A stable one-line description, stored in `run_meta` (for people) and logged.
     pub fn describe(&self) -> String {
         let bound = |b: Option<u64>| b.map_or_else(|| "*".to_string(), |v| v.to_string());
         let run = match self.mode.as_str() {
@@ -48,6 +94,110 @@ impl RunIdentity {
             format!("{run} with thresholds {}", self.thresholds)
         }
     }
+
+    /// The `run_meta` entries recording this identity, one per component.
+    fn meta_entries(&self) -> Vec<(&'static str, String)> {
+        let bound = |b: Option<u64>| b.map_or_else(String::new, |v| v.to_string());
+        vec![
+            (META_RUN, self.describe()),
+            (META_MODE, self.mode.clone()),
+            (META_LANDING, self.landing.clone()),
+            (META_FROM, bound(self.from)),
+            (META_TO, bound(self.to)),
+            (META_THRESHOLDS, self.thresholds.clone()),
+            (META_IMPORTANCE, self.importance.clone()),
+            (META_IMPORTANCE_DIGEST, self.importance_digest.clone()),
+        ]
+    }
+}
+
+/// How a digest is shown in messages: its first 16 hex digits.
+fn short_digest(digest: &str) -> &str {
+    digest.get(..16).unwrap_or(digest)
+}
+
+/// What differs between the stored identity (`run_meta` entries) and `requested`, each as
+/// a clause naming it; empty = the same run.
+fn identity_differences(stored: &BTreeMap<String, String>, requested: &RunIdentity) -> Vec<String> {
+    if let Some(missing) = META_COMPARED.iter().find(|k| !stored.contains_key(**k)) {
+        return vec![format!(
+            "it was recorded by an earlier version of txflow ({}), without {}",
+            stored
+                .get(META_RUN)
+                .map_or("no description", String::as_str),
+            match *missing {
+                META_IMPORTANCE_DIGEST => "the importance file's digest",
+                META_FROM | META_TO => "the resolved replay range",
+                _ => "every component of the run's identity",
+            }
+        )];
+    }
+    let old = |key: &str| stored.get(key).map_or("", String::as_str);
+    let new: BTreeMap<&str, String> = requested.meta_entries().into_iter().collect();
+    let differs = |key: &str| old(key) != new[key];
+    let mut out = Vec::new();
+    if differs(META_MODE) {
+        out.push(format!(
+            "the mode was {}, now {}",
+            old(META_MODE),
+            requested.mode
+        ));
+    }
+    if differs(META_LANDING) {
+        out.push(format!(
+            "the landing was {}, now {}",
+            old(META_LANDING),
+            requested.landing
+        ));
+    }
+    if !differs(META_MODE) && (differs(META_FROM) || differs(META_TO)) {
+        let range = |from: &str, to: &str| {
+            let b = |v: &str| {
+                if v.is_empty() {
+                    "*".to_string()
+                } else {
+                    v.to_string()
+                }
+            };
+            format!("[{}, {}]", b(from), b(to))
+        };
+        let grown = !differs(META_FROM)
+            && matches!(
+                (old(META_TO).parse::<u64>(), requested.to),
+                (Ok(was), Some(now)) if now > was
+            );
+        out.push(format!(
+            "the replay range was {}, now {}{}",
+            range(old(META_FROM), old(META_TO)),
+            range(&new[META_FROM], &new[META_TO]),
+            if grown {
+                ": more chunks arrived (or --to changed)"
+            } else {
+                ""
+            }
+        ));
+    }
+    if differs(META_THRESHOLDS) {
+        out.push(format!(
+            "the thresholds were {}, now {}",
+            old(META_THRESHOLDS),
+            requested.thresholds
+        ));
+    }
+    if differs(META_IMPORTANCE_DIGEST) {
+        let was = old(META_IMPORTANCE);
+        let file = if was.is_empty() || was == requested.importance {
+            requested.importance.clone()
+        } else {
+            format!("{} (the run started with {was})", requested.importance)
+        };
+        out.push(format!(
+            "the importance file {file} changed since this run started (digest {}, was {})",
+            short_digest(&requested.importance_digest),
+            short_digest(old(META_IMPORTANCE_DIGEST))
+        ));
+    }
+    out
 }
 
 /// One row of the detection ledger.
@@ -73,6 +223,9 @@ pub struct EpochRow {
     pub rows_accepted: u64,
     pub rows_rejected: u64,
     pub committed_at: String,
+    /// The digest of the chunk the epoch was computed from (`Chunk::digest`); `None` for
+    /// epochs committed before schema version 2.
+    pub chunk_digest: Option<String>,
 }
 
 /// Everything one epoch commits, in one transaction.
@@ -90,8 +243,9 @@ pub struct EpochCommit {
 pub struct Recovered {
     /// The last committed epoch, if any.
     pub last_epoch: Option<u64>,
-    /// Every committed epoch, ascending (a replay range may skip missing chunks).
-    pub epochs: Vec<u64>,
+    /// Every committed epoch with its chunk's digest (`None` for epochs committed before
+    /// schema version 2), ascending.
+    pub epochs: BTreeMap<u64, Option<String>>,
     /// The ledger's detection identities `(pattern_id, customer_name, merchant_id)`.
     pub emitted: Vec<(String, String, String)>,
     /// The next sequence number to assign (ledger length).
@@ -191,21 +345,28 @@ fn merged_deltas(deltas: &[(String, i64)]) -> Result<Vec<(&str, i64)>, StateErro
     Ok(merged.into_iter().collect())
 }
 
-/// What `begin_run` does with the stored run identity: `Ok(true)` = record `requested`
-/// (absent, or different but the store holds no epochs), `Ok(false)` = the same run.
+/// What `begin_run` does with the stored run identity (its `run_meta` entries): `Ok(true)` =
+/// record `requested` (none stored, or different but the store holds no epochs),
+/// `Ok(false)` = the same run, an error naming every difference otherwise.
 fn record_identity(
-    existing: Option<&str>,
-    requested: &str,
+    stored: &BTreeMap<String, String>,
+    requested: &RunIdentity,
     has_epochs: bool,
 ) -> Result<bool, StateError> {
-    match existing {
-        None => Ok(true),
-        Some(existing) if existing == requested => Ok(false),
-        Some(existing) if has_epochs => Err(StateError::DifferentRun {
-            existing: existing.to_string(),
-            requested: requested.to_string(),
-        }),
-        Some(_) => Ok(true),
+    if stored.is_empty() {
+        return Ok(true);
+    }
+    let differences = identity_differences(stored, requested);
+    if differences.is_empty() {
+        Ok(false)
+    } else if has_epochs {
+        Err(StateError::DifferentRun { differences })
+    } else {
+        tracing::info!(
+            differences = %differences.join("; "),
+            "state store holds no epochs: recording the new run identity"
+        );
+        Ok(true)
     }
 }
 
@@ -238,15 +399,116 @@ mod tests {
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
     }
 
+    fn replay(from: u64, to: u64) -> RunIdentity {
+        RunIdentity {
+            mode: "replay".into(),
+            landing: "/data/landing".into(),
+            from: Some(from),
+            to: Some(to),
+            thresholds: "t1".into(),
+            importance: "/data/CustomerImportance.csv".into(),
+            importance_digest: "a".repeat(64),
+        }
+    }
+
+    fn stored(run: &RunIdentity) -> BTreeMap<String, String> {
+        run.meta_entries()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+    }
+
+    fn refusal(stored: &BTreeMap<String, String>, requested: &RunIdentity) -> String {
+        match record_identity(stored, requested, true) {
+            Err(e @ StateError::DifferentRun { .. }) => e.to_string(),
+            other => panic!("expected DifferentRun, got {other:?}"),
+        }
+    }
+
     #[test]
     fn identity_decisions() {
-        assert!(record_identity(None, "a", true).unwrap());
-        assert!(!record_identity(Some("a"), "a", true).unwrap());
-        assert!(record_identity(Some("a"), "b", false).unwrap());
-        assert!(matches!(
-            record_identity(Some("a"), "b", true),
-            Err(StateError::DifferentRun { .. })
-        ));
+        let run = replay(0, 29);
+        assert!(record_identity(&BTreeMap::new(), &run, true).unwrap());
+        assert!(!record_identity(&stored(&run), &run, true).unwrap());
+        // The importance file read from elsewhere, same bytes: the same run.
+        let moved = RunIdentity {
+            importance: "/elsewhere/imp.csv".into(),
+            ..run.clone()
+        };
+        assert!(!record_identity(&stored(&run), &moved, true).unwrap());
+        // Different, without epochs: recorded; with epochs: refused.
+        assert!(record_identity(&stored(&run), &replay(0, 39), false).unwrap());
+        refusal(&stored(&run), &replay(0, 39));
+    }
+
+    #[test]
+    fn identity_refusals_name_the_difference() {
+        let run = replay(0, 29);
+        let old = stored(&run);
+        let grown = refusal(&old, &replay(0, 39));
+        assert!(
+            grown.contains("different run")
+                && grown.contains("the replay range was [0, 29], now [0, 39]: more chunks arrived")
+                && grown.contains("a new run needs a new state store"),
+            "{grown}"
+        );
+        let shifted = refusal(&old, &replay(3, 29));
+        assert!(
+            shifted.contains("the replay range was [0, 29], now [3, 29]"),
+            "{shifted}"
+        );
+        assert!(!shifted.contains("more chunks"), "{shifted}");
+
+        let edited = RunIdentity {
+            importance_digest: "b".repeat(64),
+            ..run.clone()
+        };
+        let message = refusal(&old, &edited);
+        assert!(
+            message.contains(
+                "the importance file /data/CustomerImportance.csv changed since this run started \
+                 (digest bbbbbbbbbbbbbbbb, was aaaaaaaaaaaaaaaa)"
+            ),
+            "{message}"
+        );
+        assert!(!message.contains("replay range"), "{message}");
+
+        let other = RunIdentity {
+            thresholds: "t2".into(),
+            landing: "/data/other".into(),
+            ..run.clone()
+        };
+        let message = refusal(&old, &other);
+        assert!(
+            message.contains("the landing was /data/landing, now /data/other")
+                && message.contains("the thresholds were t1, now t2"),
+            "{message}"
+        );
+        let live = RunIdentity {
+            mode: "live".into(),
+            from: None,
+            to: None,
+            ..run.clone()
+        };
+        let message = refusal(&old, &live);
+        assert!(
+            message.contains("the mode was replay, now live"),
+            "{message}"
+        );
+        assert!(!message.contains("replay range"), "{message}");
+    }
+
+    #[test]
+    fn an_identity_of_an_earlier_version_is_another_run() {
+        let legacy: BTreeMap<String, String> =
+            [("run".to_string(), "live of /data/landing".to_string())].into();
+        let message = refusal(&legacy, &replay(0, 29));
+        assert!(
+            message.contains("earlier version") && message.contains("live of /data/landing"),
+            "{message}"
+        );
+        // Without epochs the new identity is simply recorded.
+        assert!(record_identity(&legacy, &replay(0, 29), false).unwrap());
     }
 
     #[test]

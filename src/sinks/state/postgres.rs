@@ -14,7 +14,11 @@
 //! socket, server shutdown or crash, "the database system is starting up"...) drops the
 //! client, reconnects with exponential backoff (100 ms doubling to 2 s), re-takes the lock and
 //! runs the work again, for at most [`PgOptions::reconnect_timeout`] after the first failure;
-//! then [`StateError::Unavailable`]. All methods are idempotent except
+//! then [`StateError::Unavailable`]. At start, [`PgStore::connect`] is bounded by
+//! [`PgOptions::connect_timeout`] instead (a refused connection, a host name that does not
+//! resolve, no answer), then [`StateError::Unreachable`]: a misconfigured URL fails fast with
+//! one line. Host names are resolved on a helper thread within the bound (tokio-postgres
+//! bounds only the TCP connect). All methods are idempotent except
 //! [`StateStore::commit_epoch`], whose COMMIT may have been applied even though its answer was
 //! lost. So a commit lost *at* COMMIT is marked in doubt, and after reconnecting (and
 //! re-locking: the lock is only free once the old session, and so its transaction, is over)
@@ -32,7 +36,7 @@
 //! rejects it; `sslrootcert=system` means the default), else the Mozilla roots
 //! (`webpki-roots`). Client certificates (`sslcert`, `sslkey`) are not supported.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::error::Error as _;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -44,7 +48,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
     check_schema_version, merged_deltas, record_identity, redact_url, sql_i64, sql_u64,
-    EpochCommit, EpochRow, LedgerRow, Recovered, RunIdentity, StateStore, MIGRATIONS,
+    EpochCommit, EpochRow, LedgerRow, Recovered, RunIdentity, StateStore, META_IDENTITY_WHERE,
+    MIGRATIONS,
 };
 use crate::error::StateError;
 
@@ -59,8 +64,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 const SQL_INSERT_EPOCH: &str =
-    "INSERT INTO epochs (epoch, chunk_key, rows_accepted, rows_rejected, committed_at) \
-     SELECT $1::int8, $2::text, $3::int8, $4::int8, $5::text \
+    "INSERT INTO epochs (epoch, chunk_key, rows_accepted, rows_rejected, committed_at, \
+     chunk_digest) SELECT $1::int8, $2::text, $3::int8, $4::int8, $5::text, $6::text \
      WHERE NOT EXISTS (SELECT 1 FROM epochs WHERE epoch >= $1::int8)";
 const SQL_UPSERT_COUNTS: &str =
     "INSERT INTO merchant_transaction_counts (merchant_id, total_transactions) \
@@ -148,6 +153,9 @@ enum Failure {
     Simulated { at_commit: bool },
     /// The advisory lock is held by another session.
     Held(String),
+    /// No host name of the URL resolves (or resolving takes too long): retried, as a
+    /// server that is not reachable yet.
+    Unresolved(String),
     /// Anything else: not retried.
     State(StateError),
 }
@@ -237,6 +245,8 @@ struct Retry {
     timeout: Duration,
     first_failure: Option<Instant>,
     attempt: u32,
+    /// The last failure's error, as reported to [`Retry::failed`].
+    last_error: String,
 }
 
 impl Retry {
@@ -245,6 +255,7 @@ impl Retry {
             timeout,
             first_failure: None,
             attempt: 0,
+            last_error: String::new(),
         }
     }
 
@@ -267,6 +278,7 @@ impl Retry {
     ) -> Result<(), StateError> {
         let started = *self.first_failure.get_or_insert_with(Instant::now);
         let elapsed = started.elapsed();
+        self.last_error = error.to_string();
         if elapsed >= self.timeout {
             return Err(if locked {
                 StateError::Locked {
@@ -302,9 +314,10 @@ impl Retry {
 }
 
 impl PgStore {
-    /// Parses the URL, builds the TLS configuration and connects (retrying a server that is
-    /// not reachable yet for up to `options.reconnect_timeout`). The lock is taken by
-    /// `begin_run`.
+    /// Parses the URL, builds the TLS configuration and connects, retrying a server that
+    /// refuses connections or a host that does not resolve for up to
+    /// `options.connect_timeout`, then failing with [`StateError::Unreachable`] (later
+    /// reconnects keep `options.reconnect_timeout`). The lock is taken by `begin_run`.
     pub fn connect(url: &str, options: &PgOptions) -> Result<PgStore, StateError> {
         let (clean_url, url_ca_file) = split_libpq_options(url)?;
         let redacted = redact(&clean_url);
@@ -338,8 +351,18 @@ impl PgStore {
             lease: None,
             fault: None,
         };
-        let mut retry = Retry::new(options.reconnect_timeout);
-        store.reconnect(&mut retry, "connecting")?;
+        let mut retry = Retry::new(options.connect_timeout);
+        if let Err(e) = store.reconnect(&mut retry, "connecting") {
+            return Err(match e {
+                StateError::Unavailable { .. } => StateError::Unreachable {
+                    url: store.url.clone(),
+                    hosts: describe_hosts(&store.config),
+                    seconds: options.connect_timeout.as_secs_f64(),
+                    last_error: retry.last_error,
+                },
+                other => other,
+            });
+        }
         tracing::debug!(url = %store.url, "connected to the PostgreSQL state store");
         Ok(store)
     }
@@ -365,6 +388,8 @@ impl PgStore {
             .unwrap_or(CONNECT_TIMEOUT)
             .min(remaining.max(Duration::from_secs(1)));
         config.connect_timeout(per_attempt);
+        // tokio-postgres bounds the TCP connect, not the host name lookup before it.
+        check_resolvable(&config, per_attempt).map_err(Failure::Unresolved)?;
         let mut client = config.connect(self.tls.clone()).map_err(pg("connecting"))?;
         let row = client
             .query_one(
@@ -442,6 +467,10 @@ impl PgStore {
                 retry.failed(&self.url, what, "simulated connection loss", false)
             }
             Failure::Held(detail) => retry.failed(&self.url, what, &detail, true),
+            Failure::Unresolved(error) => {
+                self.conn = None;
+                retry.failed(&self.url, what, &error, false)
+            }
             Failure::State(e) => Err(e),
         }
     }
@@ -619,29 +648,32 @@ fn migrate(c: &mut Conn) -> Result<(), Failure> {
     Ok(())
 }
 
-fn check_identity(c: &mut Conn, requested: &str) -> Result<(), Failure> {
+fn check_identity(c: &mut Conn, requested: &RunIdentity) -> Result<(), Failure> {
     let what = "checking the run identity";
     let mut tx = c.client.transaction().map_err(pg(what))?;
-    let existing: Option<String> = tx
-        .query_opt("SELECT value FROM run_meta WHERE key = 'run'", &[])
+    let stored = tx
+        .query(
+            &format!("SELECT key, value FROM run_meta WHERE {META_IDENTITY_WHERE}"),
+            &[],
+        )
         .map_err(pg(what))?
-        .map(|r| r.try_get(0))
-        .transpose()
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<BTreeMap<String, String>, ::postgres::Error>>()
         .map_err(pg(what))?;
     let has_epochs: bool = tx
         .query_one("SELECT EXISTS (SELECT 1 FROM epochs)", &[])
         .and_then(|r| r.try_get(0))
         .map_err(pg(what))?;
-    if record_identity(existing.as_deref(), requested, has_epochs)? {
-        if let Some(existing) = &existing {
-            tracing::info!(%existing, %requested, "state store holds no epochs: recording the new run identity");
+    if record_identity(&stored, requested, has_epochs)? {
+        for (key, value) in requested.meta_entries() {
+            tx.execute(
+                "INSERT INTO run_meta (key, value) VALUES ($1, $2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[&key, &value],
+            )
+            .map_err(pg(what))?;
         }
-        tx.execute(
-            "INSERT INTO run_meta (key, value) VALUES ('run', $1) \
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            &[&requested],
-        )
-        .map_err(pg(what))?;
         tx.execute("DELETE FROM run_meta WHERE key = 'finished'", &[])
             .map_err(pg(what))?;
     }
@@ -658,11 +690,16 @@ fn read_recovered(c: &mut Conn) -> Result<Recovered, Failure> {
         .start()
         .map_err(pg(what))?;
     let epochs = tx
-        .query("SELECT epoch FROM epochs ORDER BY epoch", &[])
+        .query("SELECT epoch, chunk_digest FROM epochs ORDER BY epoch", &[])
         .map_err(pg(what))?
         .iter()
-        .map(|r| Ok(sql_u64(r.try_get(0).map_err(pg(what))?, "epoch")?))
-        .collect::<Result<Vec<u64>, Failure>>()?;
+        .map(|r| {
+            Ok((
+                sql_u64(r.try_get(0).map_err(pg(what))?, "epoch")?,
+                r.try_get(1).map_err(pg(what))?,
+            ))
+        })
+        .collect::<Result<BTreeMap<u64, Option<String>>, Failure>>()?;
     let emitted = tx
         .query(
             "SELECT pattern_id, customer_name, merchant_id FROM detections ORDER BY seq",
@@ -683,7 +720,7 @@ fn read_recovered(c: &mut Conn) -> Result<Recovered, Failure> {
         .is_some();
     tx.commit().map_err(pg(what))?;
     Ok(Recovered {
-        last_epoch: epochs.last().copied(),
+        last_epoch: epochs.keys().next_back().copied(),
         epochs,
         emitted,
         next_seq: match max_seq {
@@ -701,6 +738,7 @@ struct CommitParams<'a> {
     rows_accepted: i64,
     rows_rejected: i64,
     committed_at: &'a str,
+    chunk_digest: Option<&'a str>,
     merchants: Vec<&'a str>,
     deltas: Vec<i64>,
     seqs: Vec<i64>,
@@ -725,6 +763,7 @@ impl<'a> CommitParams<'a> {
             rows_accepted: sql_i64(p.rows_accepted, "rows_accepted")?,
             rows_rejected: sql_i64(p.rows_rejected, "rows_rejected")?,
             committed_at: &p.committed_at,
+            chunk_digest: p.chunk_digest.as_deref(),
             merchants,
             deltas,
             seqs: d
@@ -768,6 +807,7 @@ fn try_commit(c: &mut Conn, p: &CommitParams<'_>, fault: Option<Fault>) -> Resul
                 &p.rows_accepted,
                 &p.rows_rejected,
                 &p.committed_at,
+                &p.chunk_digest,
             ],
         )
         .map_err(pg("inserting the progress row"))?;
@@ -846,10 +886,7 @@ impl StateStore for PgStore {
             self.lease = Some(session);
         }
         self.run("applying migrations", migrate)?;
-        let requested = run.describe();
-        self.run("checking the run identity", |c| {
-            check_identity(c, &requested)
-        })?;
+        self.run("checking the run identity", |c| check_identity(c, run))?;
         self.run("reading the committed state", read_recovered)
     }
 
@@ -995,8 +1032,8 @@ impl StateStore for PgStore {
             let rows = c
                 .client
                 .query(
-                    "SELECT epoch, chunk_key, rows_accepted, rows_rejected, committed_at \
-                     FROM epochs ORDER BY epoch",
+                    "SELECT epoch, chunk_key, rows_accepted, rows_rejected, committed_at, \
+                     chunk_digest FROM epochs ORDER BY epoch",
                     &[],
                 )
                 .map_err(pg(what))?;
@@ -1009,6 +1046,7 @@ impl StateStore for PgStore {
                         rows_accepted: sql_u64(int(2)?, "rows_accepted")?,
                         rows_rejected: sql_u64(int(3)?, "rows_rejected")?,
                         committed_at: r.try_get(4).map_err(pg(what))?,
+                        chunk_digest: r.try_get(5).map_err(pg(what))?,
                     })
                 })
                 .collect()
@@ -1035,6 +1073,82 @@ impl Default for PgOptions {
             reconnect_timeout: std::time::Duration::from_secs(60),
             connect_timeout: std::time::Duration::from_secs(10),
         }
+    }
+}
+
+/// Whether some TCP host of the configuration resolves within `limit` (lookups run on a
+/// thread each, so a resolver that does not answer cannot hold up the start-up bound).
+/// `Ok` when a host is a Unix socket or an IP address, or when any name resolves.
+fn check_resolvable(config: &Config, limit: Duration) -> Result<(), String> {
+    use std::net::ToSocketAddrs;
+    let mut names = Vec::new();
+    for host in config.get_hosts() {
+        match host {
+            ::postgres::config::Host::Tcp(name) if name.parse::<std::net::IpAddr>().is_err() => {
+                names.push(name.clone())
+            }
+            _ => return Ok(()),
+        }
+    }
+    if names.is_empty() || !config.get_hostaddrs().is_empty() {
+        return Ok(());
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    for name in &names {
+        let (tx, name) = (tx.clone(), name.clone());
+        std::thread::spawn(move || {
+            let outcome = (name.as_str(), 0u16)
+                .to_socket_addrs()
+                .map(|mut addrs| addrs.next().is_some());
+            let _ = tx.send((name, outcome));
+        });
+    }
+    drop(tx);
+    let deadline = Instant::now() + limit;
+    let mut errors = Vec::new();
+    while errors.len() < names.len() {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok((_, Ok(true))) => return Ok(()),
+            Ok((name, Ok(false))) => errors.push(format!("{name} has no address")),
+            Ok((name, Err(e))) => errors.push(format!("resolving {name}: {e}")),
+            Err(_) => {
+                errors.push(format!(
+                    "resolving {} took longer than {} ms",
+                    names.join(", "),
+                    limit.as_millis()
+                ));
+                break;
+            }
+        }
+    }
+    Err(errors.join("; "))
+}
+
+/// The hosts and ports of a configuration, for messages: `db.example.com:5432`.
+fn describe_hosts(config: &Config) -> String {
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let port = ports
+                .get(i)
+                .or_else(|| ports.first())
+                .copied()
+                .unwrap_or(5432);
+            match host {
+                ::postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+                ::postgres::config::Host::Unix(dir) => {
+                    format!("{}/.s.PGSQL.{port}", dir.display())
+                }
+            }
+        })
+        .collect();
+    if hosts.is_empty() {
+        "localhost:5432".to_string()
+    } else {
+        hosts.join(", ")
     }
 }
 
@@ -1194,6 +1308,31 @@ mod tests {
         assert!(tls_connector(None).is_ok());
         let missing = tls_connector(Some(Path::new("/nonexistent/ca.pem")));
         assert!(matches!(missing, Err(StateError::Io { .. })));
+    }
+
+    #[test]
+    fn host_names_are_resolved_within_the_bound() {
+        let config = |url: &str| Config::from_str(url).unwrap();
+        let limit = Duration::from_secs(5);
+        let missing = check_resolvable(&config("postgres://u@nonexistent.invalid/db"), limit);
+        assert!(
+            missing
+                .as_ref()
+                .is_err_and(|e| e.contains("resolving nonexistent.invalid")),
+            "{missing:?}"
+        );
+        for ok in [
+            "postgres://u@127.0.0.1:1/db",
+            "postgres://u@localhost/db",
+            "postgres://u@%2Ftmp/db",
+            "host=nonexistent.invalid,localhost user=u",
+        ] {
+            assert_eq!(check_resolvable(&config(ok), limit), Ok(()), "{ok}");
+        }
+        assert_eq!(
+            describe_hosts(&config("postgres://u@db.example:6432,other/db")),
+            "db.example:6432, other:5432"
+        );
     }
 
     #[test]

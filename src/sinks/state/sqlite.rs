@@ -3,22 +3,26 @@
 //! - Durability: WAL journal with `synchronous=FULL`, so an epoch whose COMMIT returned survives
 //!   `kill -9` and power loss; the exactly-once story depends on it.
 //! - Single writer: [`StateStore::begin_run`] takes an exclusive, non-blocking `flock` on
-//!   `<path>.lock` and holds it until the store is dropped (the kernel releases it when the
+//!   `<path>.lock`, `<path>` being the database's canonical path (symlinks resolved, so a
+//!   second process reaching the same database through another name, a symlink or a
+//!   relative path, finds the same lock), and holds it until the store is dropped (the kernel releases it when the
 //!   process dies, even on `kill -9`). `flock` locks belong to the open file description, so
 //!   two stores in one process conflict as well as two processes. The lock file holds the
 //!   holder's pid (for the error message) and is left in place: deleting a lock file races.
 //! - Each epoch commits in one `BEGIN IMMEDIATE` transaction with cached prepared statements.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::{
     check_schema_version, merged_deltas, record_identity, EpochCommit, EpochRow, LedgerRow,
-    Recovered, RunIdentity, StateStore, MIGRATIONS,
+    Recovered, RunIdentity, StateStore, META_IDENTITY_WHERE, MIGRATIONS,
 };
 use crate::error::StateError;
 
@@ -69,8 +73,9 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// `<canonical database path>.lock`.
     fn lock_path(&self) -> String {
-        format!("{}.lock", self.path)
+        format!("{}.lock", canonical_path(Path::new(&self.path)).display())
     }
 
     /// Takes the exclusive `flock` on `<path>.lock` (non-blocking).
@@ -165,31 +170,35 @@ impl SqliteStore {
         Ok(())
     }
 
-    fn check_identity(&mut self, requested: &str) -> Result<(), StateError> {
+    fn check_identity(&mut self, requested: &RunIdentity) -> Result<(), StateError> {
         let err = sqlite_err(&self.path);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&err)?;
-        let existing: Option<String> = tx
-            .query_row("SELECT value FROM run_meta WHERE key = 'run'", [], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(&err)?;
+        let stored: BTreeMap<String, String> = {
+            let mut st = tx
+                .prepare(&format!(
+                    "SELECT key, value FROM run_meta WHERE {META_IDENTITY_WHERE}"
+                ))
+                .map_err(&err)?;
+            let rows = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(&err)?;
+            rows.collect::<Result<_, _>>().map_err(&err)?
+        };
         let has_epochs: bool = tx
             .query_row("SELECT EXISTS (SELECT 1 FROM epochs)", [], |r| r.get(0))
             .map_err(&err)?;
-        if record_identity(existing.as_deref(), requested, has_epochs)? {
-            if let Some(existing) = &existing {
-                tracing::info!(path = %self.path, %existing, %requested, "state store holds no epochs: recording the new run identity");
+        if record_identity(&stored, requested, has_epochs)? {
+            for (key, value) in requested.meta_entries() {
+                tx.execute(
+                    "INSERT INTO run_meta (key, value) VALUES (?1, ?2) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [key, value.as_str()],
+                )
+                .map_err(&err)?;
             }
-            tx.execute(
-                "INSERT INTO run_meta (key, value) VALUES ('run', ?1) \
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                [requested],
-            )
-            .map_err(&err)?;
             tx.execute("DELETE FROM run_meta WHERE key = 'finished'", [])
                 .map_err(&err)?;
         }
@@ -202,10 +211,13 @@ impl SqliteStore {
         let tx = self.conn.transaction().map_err(&err)?;
         let epochs = {
             let mut st = tx
-                .prepare("SELECT epoch FROM epochs ORDER BY epoch")
+                .prepare("SELECT epoch, chunk_digest FROM epochs ORDER BY epoch")
                 .map_err(&err)?;
-            let rows = st.query_map([], |r| r.get::<_, u64>(0)).map_err(&err)?;
-            rows.collect::<Result<Vec<u64>, _>>().map_err(&err)?
+            let rows = st
+                .query_map([], |r| Ok((r.get::<_, u64>(0)?, r.get(1)?)))
+                .map_err(&err)?;
+            rows.collect::<Result<BTreeMap<u64, Option<String>>, _>>()
+                .map_err(&err)?
         };
         let emitted = {
             let mut st = tx
@@ -230,7 +242,7 @@ impl SqliteStore {
             .is_some();
         tx.commit().map_err(&err)?;
         Ok(Recovered {
-            last_epoch: epochs.last().copied(),
+            last_epoch: epochs.keys().next_back().copied(),
             epochs,
             emitted,
             next_seq: max_seq.map_or(0, |s| s + 1),
@@ -255,6 +267,23 @@ impl SqliteStore {
             .map_err(&err)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(&err)
     }
+}
+
+/// The canonical form of a database path: the file's, symlinks resolved, if it exists; else
+/// its canonical directory joined with its file name; else the path as given.
+fn canonical_path(path: &Path) -> PathBuf {
+    if let Ok(canonical) = std::fs::canonicalize(path) {
+        return canonical;
+    }
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return path.to_path_buf();
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    std::fs::canonicalize(parent).map_or_else(|_| path.to_path_buf(), |dir| dir.join(name))
 }
 
 fn ledger_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerRow> {
@@ -283,7 +312,7 @@ impl StateStore for SqliteStore {
     fn begin_run(&mut self, run: &RunIdentity) -> Result<Recovered, StateError> {
         self.acquire_lock()?;
         self.migrate()?;
-        self.check_identity(&run.describe())?;
+        self.check_identity(run)?;
         self.recovered()
     }
 
@@ -298,8 +327,9 @@ impl StateStore for SqliteStore {
             .map_err(&err)?;
         let inserted = tx
             .prepare_cached(
-                "INSERT INTO epochs (epoch, chunk_key, rows_accepted, rows_rejected, committed_at) \
-                 SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS (SELECT 1 FROM epochs WHERE epoch >= ?1)",
+                "INSERT INTO epochs (epoch, chunk_key, rows_accepted, rows_rejected, committed_at, \
+                 chunk_digest) SELECT ?1, ?2, ?3, ?4, ?5, ?6 \
+                 WHERE NOT EXISTS (SELECT 1 FROM epochs WHERE epoch >= ?1)",
             )
             .and_then(|mut st| {
                 st.execute(params![
@@ -307,7 +337,8 @@ impl StateStore for SqliteStore {
                     p.chunk_key,
                     p.rows_accepted,
                     p.rows_rejected,
-                    p.committed_at
+                    p.committed_at,
+                    p.chunk_digest
                 ])
             })
             .map_err(&err)?;
@@ -435,8 +466,8 @@ impl StateStore for SqliteStore {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT epoch, chunk_key, rows_accepted, rows_rejected, committed_at FROM epochs \
-                 ORDER BY epoch",
+                "SELECT epoch, chunk_key, rows_accepted, rows_rejected, committed_at, \
+                 chunk_digest FROM epochs ORDER BY epoch",
             )
             .map_err(&err)?;
         let rows = st
@@ -447,6 +478,7 @@ impl StateStore for SqliteStore {
                     rows_accepted: r.get(2)?,
                     rows_rejected: r.get(3)?,
                     committed_at: r.get(4)?,
+                    chunk_digest: r.get(5)?,
                 })
             })
             .map_err(&err)?;
@@ -465,6 +497,8 @@ mod tests {
             from: None,
             to: None,
             thresholds: String::new(),
+            importance: "/tmp/CustomerImportance.csv".into(),
+            importance_digest: "0".repeat(64),
         }
     }
 
@@ -476,6 +510,7 @@ mod tests {
                 rows_accepted: 10,
                 rows_rejected: 1,
                 committed_at: "2026-01-01T00:00:00Z".into(),
+                chunk_digest: Some(format!("{epoch:064}")),
             },
             counter_deltas: vec![("m1".into(), 3), ("m2".into(), 4)],
             detections: seqs
@@ -517,7 +552,14 @@ mod tests {
         }
         let mut s = SqliteStore::open(path).unwrap();
         let r = s.begin_run(&run()).unwrap();
-        assert_eq!(r.epochs, vec![0, 2]);
+        assert_eq!(
+            r.epochs,
+            [
+                (0, Some(format!("{:064}", 0))),
+                (2, Some(format!("{:064}", 2)))
+            ]
+            .into()
+        );
         assert_eq!(r.last_epoch, Some(2));
         assert_eq!(r.next_seq, 3);
         assert_eq!(r.emitted.len(), 3);
@@ -536,6 +578,34 @@ mod tests {
             .unwrap();
         let refused = SqliteStore::open(path).unwrap().begin_run(&run());
         assert!(matches!(refused, Err(StateError::Inconsistent(m)) if m.contains("99")));
+    }
+
+    #[test]
+    fn the_lock_is_taken_on_the_canonical_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        let path = real.join("state.db");
+        let mut first = SqliteStore::open(path.to_str().unwrap()).unwrap();
+        first.begin_run(&run()).unwrap();
+        // The same database through a symlinked directory, and through a symlinked file.
+        let linked_dir = dir.path().join("linked");
+        std::os::unix::fs::symlink(&real, &linked_dir).unwrap();
+        let linked_file = dir.path().join("state-link.db");
+        std::os::unix::fs::symlink(&path, &linked_file).unwrap();
+        let lock = format!("{}.lock", path.canonicalize().unwrap().display());
+        for alias in [linked_dir.join("state.db"), linked_file] {
+            let mut second = SqliteStore::open(alias.to_str().unwrap()).unwrap();
+            match second.begin_run(&run()) {
+                Err(StateError::Locked { detail }) => assert!(detail.contains(&lock), "{detail}"),
+                other => panic!("{}: expected Locked, got {other:?}", alias.display()),
+            }
+        }
+        drop(first);
+        assert_eq!(
+            canonical_path(&dir.path().join("linked/new.db")),
+            real.canonicalize().unwrap().join("new.db")
+        );
     }
 
     #[test]
