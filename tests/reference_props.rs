@@ -308,6 +308,21 @@ fn reference_framing_mixed_terminators_and_blank_lines() {
 }
 
 #[test]
+fn reference_framing_byte_order_mark_before_the_header() {
+    let text =
+        "\u{feff}step,customer,age,gender,zipcodeOri,merchant,zipMerchant,category,amount,fraud\n\
+                0,'C0','4','F','28007','M0','28007','es_food',0.5,0\n";
+    let f = reference::frame_records(text.as_bytes());
+    assert_eq!(f.header_fields[0], b"step".to_vec());
+    let chunk = reference::parse_chunk(text.as_bytes());
+    assert_eq!(chunk.missing_column, None);
+    assert_eq!(chunk.accepted.len(), 1);
+    // The crate agrees.
+    let parsed = txflow::sources::parse::parse_chunk("chunk-000000.csv", text.as_bytes(), 1, 0);
+    assert_eq!((parsed.txns.len(), parsed.rejects.len()), (1, 0));
+}
+
+#[test]
 fn reference_framing_quoted_fields() {
     let text = "a,b,c\n\
                 x,\"y,z\",w\n\

@@ -312,7 +312,13 @@ pub fn frame_records(bytes: &[u8]) -> Framed {
     let Some(header) = lines.get(i) else {
         return framed;
     };
-    framed.header_fields = split_line(&header.bytes);
+    // A UTF-8 byte-order mark before the header is not part of the first column's name.
+    let header_bytes = header
+        .bytes
+        .strip_prefix(b"\xEF\xBB\xBF".as_slice())
+        .filter(|_| header.start == 0)
+        .unwrap_or(&header.bytes);
+    framed.header_fields = split_line(header_bytes);
     framed.header = Some(header.clone());
     i += 1;
     while i < lines.len() {
