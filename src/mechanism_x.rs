@@ -94,20 +94,39 @@ impl<R: BufRead> RawRecords<R> {
 /// Runs X to the end of the source (or `max_chunks`).
 pub fn run(options: &XOptions) -> anyhow::Result<XSummary> {
     anyhow::ensure!(options.chunk_rows > 0, "--chunk-rows must be at least 1");
+    // The source first: a wrong source leaves the landing untouched.
+    let source = options.source.display();
+    let file = std::fs::File::open(&options.source)
+        .with_context(|| format!("opening the source {source}"))?;
+    // Opening a directory succeeds; reading it would fail with a bare "Is a directory".
+    anyhow::ensure!(
+        !file.metadata().is_ok_and(|m| m.is_dir()),
+        "the source {source} is a directory, not a file"
+    );
     let landing = objectstore::open(&options.landing, &options.s3)
         .with_context(|| format!("opening the landing store {}", options.landing))?;
     landing
         .check()
         .with_context(|| format!("checking the landing store {}", options.landing))?;
-    let file = std::fs::File::open(&options.source)
-        .with_context(|| format!("opening the source {}", options.source.display()))?;
-    let mut records = RawRecords::new(BufReader::with_capacity(1 << 20, file));
-    let header = records.next_record()?.with_context(|| {
+    landing
+        .check_writable()
+        .with_context(|| format!("the landing {} is not writable", options.landing))?;
+    landing.remove_stale_temporaries().with_context(|| {
         format!(
-            "the source {} is empty: no header row",
-            options.source.display()
+            "removing stale temporary files from the landing {}",
+            options.landing
         )
     })?;
+    let mut records = RawRecords::new(BufReader::with_capacity(1 << 20, file));
+    let header = records
+        .next_record()
+        .with_context(|| format!("reading the source {source}"))?
+        .with_context(|| {
+            format!(
+                "the source {} is empty: no header row",
+                options.source.display()
+            )
+        })?;
 
     let present = list_chunks(landing.as_ref())?;
     for (expected, (index, _)) in present.iter().enumerate() {
@@ -134,7 +153,10 @@ pub fn run(options: &XOptions) -> anyhow::Result<XSummary> {
         let mut body = header.clone();
         let mut rows = 0usize;
         while rows < options.chunk_rows {
-            match records.next_record()? {
+            match records
+                .next_record()
+                .with_context(|| format!("reading the source {source}"))?
+            {
                 Some(record) => {
                     body.extend_from_slice(&record);
                     rows += 1;
