@@ -171,14 +171,29 @@ impl<R: Read> SourceRecords<R> {
 /// Runs X to the end of the source (or `max_chunks`).
 pub fn run(options: &XOptions) -> anyhow::Result<XSummary> {
     anyhow::ensure!(options.chunk_rows > 0, "--chunk-rows must be at least 1");
+    // The source first: a wrong source leaves the landing untouched.
+    let source = options.source.display();
+    let file = std::fs::File::open(&options.source)
+        .with_context(|| format!("opening the source {source}"))?;
+    // Opening a directory succeeds; reading it would fail with a bare "Is a directory".
+    anyhow::ensure!(
+        !file.metadata().is_ok_and(|m| m.is_dir()),
+        "the source {source} is a directory, not a file"
+    );
     let landing = objectstore::open(&options.landing, &options.s3)
         .with_context(|| format!("opening the landing store {}", options.landing))?;
     landing
         .check()
         .with_context(|| format!("checking the landing store {}", options.landing))?;
-    let source = options.source.display();
-    let file = std::fs::File::open(&options.source)
-        .with_context(|| format!("opening the source {source}"))?;
+    landing
+        .check_writable()
+        .with_context(|| format!("the landing {} is not writable", options.landing))?;
+    landing.remove_stale_temporaries().with_context(|| {
+        format!(
+            "removing stale temporary files from the landing {}",
+            options.landing
+        )
+    })?;
     let (mut records, header) =
         SourceRecords::open(file).with_context(|| format!("reading the source {source}"))?;
     let header = header.with_context(|| format!("the source {source} is empty: no header row"))?;

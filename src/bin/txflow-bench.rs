@@ -85,7 +85,8 @@ fn prepare(dir: &Path, set: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
             base.display()
         );
         let _ = std::fs::remove_dir_all(&base);
-        txgen::generate(&data, &GenOptions { rows, seed: 42 })?;
+        txgen::generate(&data, &GenOptions { rows, seed: 42 })
+            .with_context(|| format!("generating data into {}", data.display()))?;
         let mut x = XOptions::new(data.join("transactions.csv"), path_str(&landing)?);
         x.interval = Duration::ZERO;
         mechanism_x::run(&x)?;
@@ -117,7 +118,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
             for i in 0..args.runs {
                 let scratch = args.dir.join(format!("scratch-{set}-w{workers}-{i}"));
                 let _ = std::fs::remove_dir_all(&scratch);
-                std::fs::create_dir_all(&scratch)?;
+                std::fs::create_dir_all(&scratch)
+                    .with_context(|| format!("creating {}", scratch.display()))?;
                 runs.push(spawn_child(&exe, &landing, &importance, &scratch, workers)?);
                 let _ = std::fs::remove_dir_all(&scratch);
             }
@@ -227,12 +229,13 @@ fn live(args: &Args) -> anyhow::Result<()> {
     let (landing_full, importance) = prepare(&args.dir, "default")?;
     let base = args.dir.join("live");
     let _ = std::fs::remove_dir_all(&base);
-    std::fs::create_dir_all(&base)?;
+    std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
     // A source of exactly `live_chunks` chunks, cut from the default set's chunks.
     let source = base.join("transactions.csv");
     let mut text = Vec::new();
     for k in 0..args.live_chunks {
-        let chunk = std::fs::read(landing_full.join(txflow::sources::landing::chunk_key(k)))?;
+        let path = landing_full.join(txflow::sources::landing::chunk_key(k));
+        let chunk = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         let body = if k == 0 {
             &chunk[..]
         } else {
@@ -241,7 +244,7 @@ fn live(args: &Args) -> anyhow::Result<()> {
         };
         text.extend_from_slice(body);
     }
-    std::fs::write(&source, text)?;
+    std::fs::write(&source, text).with_context(|| format!("writing {}", source.display()))?;
     let landing = base.join("landing");
     let mut x = XOptions::new(&source, path_str(&landing)?);
     x.interval = Duration::from_secs(1);

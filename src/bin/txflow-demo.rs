@@ -89,7 +89,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             data
         }
     };
-    std::fs::create_dir_all(dir)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let source = data.join("transactions.csv");
     let importance = data.join("CustomerImportance.csv");
 

@@ -1,5 +1,25 @@
 //! A local directory as an object store. Objects are written to a temporary name and renamed,
 //! so a reader never sees half an object (the atomic-arrival rule of file-based sources).
+//!
+//! # Temporary files
+//! An object is written, fsynced, to `.tmp-<name>-<pid>-<thread>` beside its final path, then
+//! renamed into place (`put`) or hard-linked there and removed (`put_if_absent`). Listings
+//! skip `.tmp-` names. A writer killed mid-write (SIGKILL, a crash) leaves its temporary file
+//! behind, so every writer calls [`ObjectStore::remove_stale_temporaries`] when it starts
+//! (mechanism-y on its output directory, mechanism-x on its landing directory): each `.tmp-*`
+//! file under the root, subdirectories included, whose writing process is gone is removed
+//! and the count logged. "Gone" means `kill(pid, 0)` fails with `ESRCH`, the pid being taken
+//! from the name. Kept are: the files of live processes (a concurrent writer is not
+//! disturbed; a dead writer whose pid has been reused is cleaned at a later start), the files
+//! of this very process (earlier threads of this run, not leftovers of a crash), and names
+//! that carry no pid. The check is by pid, so it assumes the writers of a directory share
+//! this host's process ids: on a network filesystem written from several hosts, a start could
+//! remove a temporary file that a writer on another host is still writing; that write then
+//! fails with an error naming the file, and rerunning that writer resumes.
+//!
+//! [`ObjectStore::check_writable`] creates the root when missing and probes it by creating
+//! (and removing) a temporary file, so that an unwritable output fails at start, naming the
+//! directory and the OS error, rather than at the first epoch that writes a file.
 
 use std::fs;
 use std::io::{ErrorKind, Write};
@@ -11,6 +31,9 @@ use crate::error::StoreError;
 
 /// Temporary files carry this prefix; listings skip them.
 const TEMP_PREFIX: &str = ".tmp-";
+
+/// The name of the write probe's temporary file (before the pid and thread).
+const PROBE_NAME: &str = "write-probe";
 
 pub struct LocalStore {
     root: PathBuf,
@@ -56,11 +79,7 @@ impl LocalStore {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let tmp = dir.join(format!(
-            "{TEMP_PREFIX}{name}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
+        let tmp = dir.join(temp_name(&name));
         let mut file = fs::File::create(&tmp).map_err(|e| Self::io("create", &tmp, e))?;
         file.write_all(body)
             .and_then(|_| file.sync_all())
@@ -80,6 +99,32 @@ impl ObjectStore for LocalStore {
 
     fn local_dir(&self) -> Option<&Path> {
         Some(&self.root)
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        if fs::metadata(&self.root).is_ok_and(|md| !md.is_dir()) {
+            // create_dir_all would say only "File exists".
+            let e = std::io::Error::from_raw_os_error(libc::ENOTDIR);
+            return Err(Self::io("use as a directory", &self.root, e));
+        }
+        fs::create_dir_all(&self.root).map_err(|e| Self::io("create directory", &self.root, e))?;
+        let probe = self.root.join(temp_name(PROBE_NAME));
+        let written = fs::File::create(&probe).and_then(|mut f| f.write_all(b"probe\n"));
+        let removed = fs::remove_file(&probe);
+        written
+            .and(removed)
+            .map_err(|e| Self::io("write a file in directory", &self.root, e))
+    }
+
+    fn remove_stale_temporaries(&self) -> Result<usize, StoreError> {
+        let removed = remove_stale_temporaries(&self.root, std::process::id(), &process_is_gone)?;
+        if removed > 0 {
+            tracing::info!(
+                "removed {removed} temporary file(s) left in {} by writers that were killed",
+                self.root.display()
+            );
+        }
+        Ok(removed)
     }
 
     fn get(&self, key: &str) -> Result<Option<Object>, StoreError> {
@@ -171,6 +216,93 @@ impl ObjectStore for LocalStore {
     }
 }
 
+/// The temporary file name for an object named `name`, written by this thread of this process.
+fn temp_name(name: &str) -> String {
+    format!(
+        "{TEMP_PREFIX}{name}-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    )
+}
+
+/// The pid of the process that wrote the temporary file `file_name`
+/// (`.tmp-<name>-<pid>-<thread>`), or `None` when the name is not such a file.
+fn temp_writer_pid(file_name: &str) -> Option<u32> {
+    let rest = file_name.strip_prefix(TEMP_PREFIX)?;
+    let mut parts = rest.rsplitn(3, '-');
+    let _thread = parts.next()?;
+    let pid = parts.next()?;
+    let _name = parts.next()?;
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // 0 and values beyond pid_t are no process id (kill(0, ..) or a negative pid_t would
+    // address process groups).
+    pid.parse::<u32>()
+        .ok()
+        .filter(|p| *p > 0 && *p <= libc::pid_t::MAX as u32)
+}
+
+/// Whether no process `pid` exists: `kill(pid, 0)` fails with `ESRCH`. A process of another
+/// user (`EPERM`) and a zombie count as existing.
+fn process_is_gone(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 sends nothing; it only checks that the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
+/// Removes, under `dir` and its subdirectories (symbolic links are not followed), every
+/// temporary file whose writer is neither `own_pid` nor alive according to `is_gone`.
+/// Returns how many were removed; a missing `dir` has none.
+fn remove_stale_temporaries(
+    dir: &Path,
+    own_pid: u32,
+    is_gone: &dyn Fn(u32) -> bool,
+) -> Result<usize, StoreError> {
+    let io = LocalStore::io;
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io("list", dir, e)),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(|e| io("list", dir, e))?;
+        let path = entry.path();
+        let file_type = entry.file_type().map_err(|e| io("stat", &path, e))?;
+        if file_type.is_dir() {
+            removed += remove_stale_temporaries(&path, own_pid, is_gone)?;
+            continue;
+        }
+        if !file_type.is_file() {
+            continue;
+        }
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(temp_writer_pid) else {
+            continue;
+        };
+        if pid == own_pid || !is_gone(pid) {
+            continue;
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                tracing::debug!(file = %path.display(), pid, "removed a stale temporary file");
+                removed += 1;
+            }
+            // Another starting writer removed it first.
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(io("remove the stale temporary file", &path, e)),
+        }
+    }
+    Ok(removed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,5 +350,172 @@ mod tests {
         );
         // No temporary files are left behind.
         assert_eq!(store.list("", None, 100).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn temporary_names_carry_the_writer_pid() {
+        assert_eq!(
+            temp_writer_pid(&temp_name("chunk-000001.csv")),
+            Some(std::process::id())
+        );
+        assert_eq!(temp_writer_pid(&temp_name("")), Some(std::process::id()));
+        assert_eq!(
+            temp_writer_pid(".tmp-rejects-x.csv-4242-ThreadId(7)"),
+            Some(4242)
+        );
+        for not_ours in [
+            "chunk-000001.csv",
+            ".tmp-",
+            ".tmp-name",
+            ".tmp-name-ThreadId(1)",
+            ".tmp-name-12a-ThreadId(1)",
+            ".tmp-name--ThreadId(1)",
+            ".tmp-name-+12-ThreadId(1)",
+            // 0 and values beyond pid_t would address process groups in kill().
+            ".tmp-name-0-ThreadId(1)",
+            ".tmp-name-2147483648-ThreadId(1)",
+            ".tmp-name-99999999999999999999-ThreadId(1)",
+        ] {
+            assert_eq!(temp_writer_pid(not_ours), None, "{not_ours}");
+        }
+    }
+
+    #[test]
+    fn liveness_by_kill_zero() {
+        assert!(
+            !process_is_gone(std::process::id()),
+            "this process is alive"
+        );
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(process_is_gone(pid), "a reaped child is gone");
+        // Above any pid_max (at most 2^22): never a process.
+        assert!(process_is_gone(libc::pid_t::MAX as u32));
+        // Not a valid pid: never "gone" (kill would address a process group).
+        assert!(!process_is_gone(0));
+        assert!(!process_is_gone(u32::MAX));
+    }
+
+    #[test]
+    fn removes_only_the_temporaries_of_gone_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("out");
+        let own = 1000;
+        let (dead, live) = (2000, 3000);
+        let files = [
+            // (path, removed)
+            (
+                format!(".tmp-detections-000001.csv-{dead}-ThreadId(2)"),
+                true,
+            ),
+            (
+                format!("rejects/.tmp-chunk-000003.csv-{dead}-ThreadId(9)"),
+                true,
+            ),
+            (format!("a/b/.tmp-x-{dead}-ThreadId(1)"), true),
+            (format!(".tmp-chunk-000002.csv-{live}-ThreadId(2)"), false),
+            (
+                format!("rejects/.tmp-chunk-000004.csv-{own}-ThreadId(5)"),
+                false,
+            ),
+            (".tmp-no-pid-here".to_string(), false),
+            (format!("chunk-{dead}-ThreadId(2)"), false),
+            ("detections-000001.csv".to_string(), false),
+        ];
+        for (path, _) in &files {
+            let path = root.join(path);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, b"x").unwrap();
+        }
+        // A directory named like a temporary file is not removed; a symbolic link to a
+        // directory is not followed.
+        fs::create_dir_all(root.join(format!(".tmp-dir-{dead}-ThreadId(1)"))).unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        fs::create_dir_all(&elsewhere).unwrap();
+        let outside = elsewhere.join(format!(".tmp-y-{dead}-ThreadId(1)"));
+        fs::write(&outside, b"x").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, root.join("link")).unwrap();
+
+        let is_gone = |pid: u32| pid == dead;
+        let removed = remove_stale_temporaries(&root, own, &is_gone).unwrap();
+        assert_eq!(removed, files.iter().filter(|(_, r)| *r).count());
+        for (path, was_removed) in &files {
+            assert_eq!(!root.join(path).exists(), *was_removed, "{path}");
+        }
+        assert!(root.join(format!(".tmp-dir-{dead}-ThreadId(1)")).is_dir());
+        assert!(outside.exists(), "symbolic links are not followed");
+        // Idempotent; a missing directory has nothing to remove.
+        assert_eq!(remove_stale_temporaries(&root, own, &is_gone).unwrap(), 0);
+        let missing = dir.path().join("missing");
+        assert_eq!(
+            remove_stale_temporaries(&missing, own, &is_gone).unwrap(),
+            0
+        );
+    }
+
+    #[test]
+    fn store_removes_temporaries_of_dead_processes_and_keeps_live_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().to_path_buf());
+        let mut dead = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = dead.id();
+        dead.wait().unwrap();
+        let mut live = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let dead_file = dir
+            .path()
+            .join(format!(".tmp-a.csv-{dead_pid}-ThreadId(1)"));
+        let live_file = dir
+            .path()
+            .join(format!(".tmp-b.csv-{}-ThreadId(1)", live.id()));
+        let own_file = dir.path().join(temp_name("c.csv"));
+        for f in [&dead_file, &live_file, &own_file] {
+            fs::write(f, b"x").unwrap();
+        }
+        let removed = store.remove_stale_temporaries();
+        live.kill().unwrap();
+        live.wait().unwrap();
+        assert_eq!(removed.unwrap(), 1);
+        assert!(!dead_file.exists());
+        assert!(live_file.exists() && own_file.exists());
+    }
+
+    #[test]
+    fn write_probe_creates_the_directory_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("new").join("out");
+        let store = LocalStore::new(root.clone());
+        store.check_writable().unwrap();
+        assert!(root.is_dir());
+        assert_eq!(
+            fs::read_dir(&root).unwrap().count(),
+            0,
+            "no probe file left"
+        );
+    }
+
+    #[test]
+    fn write_probe_fails_naming_the_directory() {
+        // Below a regular file nothing can be created, even as root.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plain-file");
+        fs::write(&file, b"x").unwrap();
+        let root = file.join("out");
+        let err = LocalStore::new(root.clone())
+            .check_writable()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&root.display().to_string()), "{err}");
+        assert!(err.contains("os error"), "{err}");
+        // An existing path that is a file, not a directory.
+        let err = LocalStore::new(file.clone())
+            .check_writable()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&file.display().to_string()), "{err}");
+        assert!(err.contains("Not a directory"), "{err}");
     }
 }

@@ -81,6 +81,21 @@ pub trait ObjectStore: Send + Sync {
     fn local_dir(&self) -> Option<&std::path::Path> {
         None
     }
+
+    /// A start-up check of a store this process will write to: an error naming the location
+    /// and the cause when it cannot be written. A local directory is created when missing and
+    /// probed by creating and removing a small temporary file in it. S3 has no write probe
+    /// that leaves nothing behind: there [`check`](ObjectStore::check) (bucket, credentials)
+    /// is all, and a missing write permission shows at the first write.
+    fn check_writable(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Removes the temporary files that writers killed mid-write left in the store (a local
+    /// directory: see [`local`]); returns how many. S3 writes leave none.
+    fn remove_stale_temporaries(&self) -> Result<usize, StoreError> {
+        Ok(0)
+    }
 }
 
 /// S3 client settings shared by every S3 location of a process.
