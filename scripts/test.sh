@@ -12,4 +12,4 @@ export RUST_BACKTRACE=1
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo test"
-cargo test --locked --all-targets -- --test-threads="${TXFLOW_TEST_THREADS:-2}"
+cargo test --locked --workspace --all-targets -- --test-threads="${TXFLOW_TEST_THREADS:-2}"

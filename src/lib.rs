@@ -10,9 +10,11 @@
 //! | [`sinks`] | taking results out: state stores (SQLite, PostgreSQL), detection and reject files |
 //! | [`mechanism_x`] | the producer that cuts `transactions.csv` into landing chunks |
 //! | [`mechanism_y`] | the detector: timely workers, epochs, the single committing writer |
-//! | [`txgen`] | the BankSim-shaped synthetic data generator |
 //! | [`time`] | IST (UTC+05:30) timestamps |
 //! | [`cli`] | command-line options shared by the binaries |
+//!
+//! The BankSim-shaped synthetic data generator is not part of the library: it is the
+//! workspace crate `txgen` (`tools/txgen/`), and the `txgen` binary is a thin CLI over it.
 
 pub mod cli;
 pub mod dataflow;
@@ -25,4 +27,3 @@ pub mod objectstore;
 pub mod sinks;
 pub mod sources;
 pub mod time;
-pub mod txgen;

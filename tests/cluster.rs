@@ -25,7 +25,7 @@ use txflow::mechanism_x::{self, XOptions};
 use txflow::model::Thresholds;
 use txflow::sinks::state::postgres::PgOptions;
 use txflow::sinks::state::{self, EpochRow, LedgerRow};
-use txflow::txgen::{self, GenOptions};
+use txgen::GenOptions;
 
 const Y: &str = env!("CARGO_BIN_EXE_mechanism-y");
 const ROWS: u64 = 40_000;

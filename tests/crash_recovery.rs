@@ -41,7 +41,7 @@ use txflow::mechanism_x::{self, XOptions};
 use txflow::model::Thresholds;
 use txflow::sinks::state::postgres::{PgOptions, LOCK_KEY};
 use txflow::sinks::state::{self, EpochRow, LedgerRow};
-use txflow::txgen::{self, GenOptions};
+use txgen::GenOptions;
 
 const ROWS: u64 = 48_000;
 const SEED: u64 = 7;

@@ -27,7 +27,7 @@ use txflow::mechanism_x::{self, XOptions};
 use txflow::mechanism_y::{self, TimelyOptions, YOptions};
 use txflow::model::Thresholds;
 use txflow::sinks::state::{EpochRow, LedgerRow};
-use txflow::txgen::{self, GenOptions};
+use txgen::GenOptions;
 
 const ROWS: u64 = 40_000;
 const SEED: u64 = 7;

@@ -103,11 +103,9 @@ fn data() -> &'static Data {
     DATA.get_or_init(|| {
         let started = Instant::now();
         let dir = data_dir();
-        let gen = txflow::txgen::generate_with_summary(
-            &dir.join("gen"),
-            &txflow::txgen::GenOptions::new(ROWS, SEED),
-        )
-        .unwrap();
+        let gen =
+            txgen::generate_with_summary(&dir.join("gen"), &txgen::GenOptions::new(ROWS, SEED))
+                .unwrap();
         // Two bad rows (a negative amount, a short row), so that reject files travel too.
         let text = std::fs::read_to_string(&gen.transactions_path).unwrap();
         let mut lines: Vec<&str> = text.split_inclusive('\n').collect();
@@ -1000,9 +998,9 @@ fn live_latency_over_s3() {
         Err(_) => vec![200, 20],
     };
     let work = tempfile::tempdir().unwrap();
-    let gen = txflow::txgen::generate_with_summary(
+    let gen = txgen::generate_with_summary(
         &work.path().join("gen"),
-        &txflow::txgen::GenOptions::new(chunks * 10_000, 42),
+        &txgen::GenOptions::new(chunks * 10_000, 42),
     )
     .unwrap();
     let server = S3Server::start();

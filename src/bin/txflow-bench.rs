@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 use txflow::cli;
 use txflow::mechanism_x::{self, XOptions};
 use txflow::mechanism_y::{self, ReplayRange, TimelyOptions, YOptions};
-use txflow::txgen::{self, GenOptions};
+use txgen::GenOptions;
 
 #[derive(Parser, Debug)]
 #[command(version)]

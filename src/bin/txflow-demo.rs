@@ -14,7 +14,7 @@ use clap::Parser;
 use txflow::cli;
 use txflow::mechanism_x::{self, XOptions};
 use txflow::mechanism_y::{self, TimelyOptions, YOptions};
-use txflow::txgen::{self, GenOptions};
+use txgen::GenOptions;
 
 /// Runs generator → Mechanism X → Mechanism Y on local directories.
 #[derive(Parser, Debug)]

@@ -1,5 +1,6 @@
 //! `txgen --out DIR [--rows N] [--seed S]`: writes BankSim-shaped `DIR/transactions.csv` and
-//! `DIR/CustomerImportance.csv` (see `txflow::txgen`).
+//! `DIR/CustomerImportance.csv`. A thin CLI over the `txgen` workspace crate (`tools/txgen/`),
+//! which documents the shape and the planted behaviour.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
-use txflow::txgen::{self, GenOptions};
+use txgen::GenOptions;
 
 /// Writes BankSim-shaped synthetic transactions and customer importance weights.
 #[derive(Parser, Debug)]
