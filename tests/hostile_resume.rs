@@ -30,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime};
 use common::process::Finished;
 use txflow::mechanism_x::{self, XOptions};
 use txflow::sinks::state::{self, postgres::PgOptions, EpochRow, LedgerRow};
-use txflow::txgen::{self, GenOptions};
+use txgen::{self, GenOptions};
 
 const Y: &str = env!("CARGO_BIN_EXE_mechanism-y");
 const ROWS: u64 = 3_000;
