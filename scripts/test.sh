@@ -6,10 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/ensure-postgres.sh
+scripts/ensure-tools.sh
 
 export RUST_BACKTRACE=1
 # Debug tests with optimised hot paths would triple the build; plain debug is the fastest overall.
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --locked --workspace --all-targets -- --test-threads="${TXFLOW_TEST_THREADS:-2}"

@@ -5,11 +5,13 @@
 //! |---|---|
 //! | [`model`] | the data types every stage shares (names, transactions, detections, thresholds) |
 //! | [`objectstore`] | the object-store seam: local directories and S3 behind one trait |
-//! | [`sources`] | bringing data in: CSV parsing, the importance file, landing-store chunk discovery |
+//! | [`sources`] | bringing data in: record framing, CSV parsing, the importance file, landing-store chunk discovery |
 //! | [`dataflow`] | the differential computation: aggregates and one file per pattern |
 //! | [`sinks`] | taking results out: state stores (SQLite, PostgreSQL), detection and reject files |
 //! | [`mechanism_x`] | the producer that cuts `transactions.csv` into landing chunks |
 //! | [`mechanism_y`] | the detector: timely workers, epochs, the single committing writer |
+//! | [`name`] | `Name`: customer/merchant/category names as compact, word-compared values |
+//! | [`error`] | typed errors of the object and state stores |
 //! | [`time`] | IST (UTC+05:30) timestamps |
 //! | [`cli`] | command-line options shared by the binaries |
 //!

@@ -253,7 +253,21 @@ mod tests {
             long.as_str(),
             "a\0b",
         ] {
-            assert_eq!(hash(text), hash(&String::from(text)));
+            // Built from a `&str` and from bytes (the parser's path), equal names hash equal.
+            let from_bytes = Name::from_utf8(text.as_bytes()).unwrap();
+            assert_eq!(Name::new(text), from_bytes);
+            assert_eq!(
+                hash(text),
+                foldhash::fast::FixedState::with_seed(7).hash_one(from_bytes)
+            );
+        }
+        // Zero padding is not content: names that differ only by trailing NULs differ.
+        let padded = ["a", "a\0", "a\0\0", "\0", ""];
+        for (i, a) in padded.iter().enumerate() {
+            for b in &padded[i + 1..] {
+                assert_ne!(Name::new(a), Name::new(b), "{a:?} vs {b:?}");
+                assert_ne!(hash(a), hash(b), "{a:?} vs {b:?}");
+            }
         }
         // Names differing in any byte position, including the last inline one, hash apart.
         let base = "C".repeat(23);

@@ -9,6 +9,9 @@
 //!
 //! Every wait is bounded; every child process is killed when its guard drops.
 
+// Process control in the tests needs libc calls.
+#![allow(unsafe_code)]
+
 mod common;
 
 use std::collections::BTreeMap;

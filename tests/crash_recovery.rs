@@ -25,6 +25,9 @@
 //! `cargo test --test crash_recovery -- --nocapture` prints them. `TXFLOW_CRASH_SEED`
 //! overrides the seed of the kill points.
 
+// Killing and reaping child processes needs libc calls.
+#![allow(unsafe_code)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -22,6 +22,9 @@
 //! - `live_y_on_a_missing_landing_directory_warns`: warns at once and every `--gap-warn-secs`
 //!   while the directory is missing, then processes the landing once it appears.
 
+// Process control in the tests needs libc calls.
+#![allow(unsafe_code)]
+
 mod common;
 
 use std::collections::BTreeMap;

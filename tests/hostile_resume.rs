@@ -19,6 +19,9 @@
 //! Every refusal is checked with logging off: exactly one stderr line, `error: ...`, naming
 //! what the SPEC says; and the state tables (and output files) are compared before/after.
 
+// Signalling child processes needs libc::kill.
+#![allow(unsafe_code)]
+
 mod common;
 
 use std::collections::BTreeMap;

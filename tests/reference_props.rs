@@ -8,7 +8,6 @@
 //! - `TXFLOW_PROP_SEED=S`: run only seed `S` (and print the stream);
 //! - `TXFLOW_PROP_STRICT_TIES=1`: also require weight ties to be decided as "holds"
 //!   (`<=` inclusive; the SPEC allows either, so this is off by default);
-//! - `TXFLOW_PROP_SKIP_PIPELINE=1`: skip the `pipeline_*` tests;
 //! - `TXFLOW_PROP_SHRINK=1`: on failure, shrink the first failing stream (drop chunks, rows,
 //!   importance rows while the same check still fails) and print it.
 
@@ -1665,9 +1664,6 @@ fn shrink(stream: &Stream, mode: Mode, budget: usize) -> Stream {
 }
 
 fn run_property(mode: Mode) {
-    if std::env::var("TXFLOW_PROP_SKIP_PIPELINE").is_ok() {
-        return;
-    }
     let started = Instant::now();
     let opts = StreamOptions::default();
     let mut failures = Vec::new();

@@ -487,10 +487,10 @@ fn postgres_store_of_an_earlier_version_is_migrated_and_refused() {
 /// The SQLite guard is a real `flock`, visible to other processes in both directions.
 #[test]
 fn sqlite_lock_excludes_other_processes() {
-    if Command::new("flock").arg("--version").output().is_err() {
-        eprintln!("skipped: no flock(1)");
-        return;
-    }
+    assert!(
+        Command::new("flock").arg("--version").output().is_ok(),
+        "flock(1) is missing: install util-linux (scripts/ensure-tools.sh does)"
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
     let lock = format!("{}.lock", path.display());
@@ -830,15 +830,15 @@ fn postgres_require_tls_without_server_tls_is_a_clear_error() {
     });
 }
 
-/// TLS against a server with a private CA (made with openssl(1); skipped without it):
+/// TLS against a server with a private CA (made with openssl(1), which the test script installs):
 /// trusted through `ca_file` or libpq's `sslrootcert=`; refused at once with the default
 /// roots.
 #[test]
 fn postgres_tls_with_private_ca() {
-    if Command::new("openssl").arg("version").output().is_err() {
-        eprintln!("skipped: no openssl(1)");
-        return;
-    }
+    assert!(
+        Command::new("openssl").arg("version").output().is_ok(),
+        "openssl(1) is missing: install openssl (scripts/ensure-tools.sh does)"
+    );
     bounded(Duration::from_secs(120), || {
         let mut server = PgServer::init();
         let dir = server.dir().to_path_buf();

@@ -168,8 +168,11 @@ fn spawn_child(
     std::io::Read::read_to_string(&mut stdout, &mut text)?;
     // wait4 reports the child's own peak RSS (std's wait does not).
     let mut status = 0;
-    // SAFETY: plain FFI call with valid pointers; the child is ours and not yet reaped.
+    // SAFETY: plain FFI call with valid pointers; the child is ours and not yet reaped, and
+    // an all-zero rusage is a valid value of that plain C struct.
+    #[allow(unsafe_code)]
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    #[allow(unsafe_code)]
     let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     anyhow::ensure!(reaped == pid, "wait4 failed");
     anyhow::ensure!(

@@ -253,6 +253,7 @@ fn process_is_gone(pid: u32) -> bool {
         return false;
     }
     // SAFETY: signal 0 sends nothing; it only checks that the process exists.
+    #[allow(unsafe_code)]
     let rc = unsafe { libc::kill(pid, 0) };
     rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }

@@ -21,6 +21,9 @@
 //! process dies in any way; an `atexit` handler stops it (immediate shutdown) and removes the
 //! temp directory on a normal exit; a [`PgServer`] dropped earlier does both itself.
 
+// Process control (parent-death signal, signals to the server) needs libc calls.
+#![allow(unsafe_code)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

@@ -97,6 +97,7 @@ impl SqliteStore {
             .map_err(io_err("opening lock file"))?;
         loop {
             // SAFETY: flock on a file descriptor we own; no memory is involved.
+            #[allow(unsafe_code)]
             let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
             if rc == 0 {
                 break;

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Makes sure the command-line tools some tests drive exist: flock(1) (util-linux: the SQLite
+# lease is checked against another process's lock) and openssl(1) (a private CA for the
+# PostgreSQL TLS test). Installs Debian's packages when they are missing; the tests fail,
+# never skip, without them.
+set -euo pipefail
+
+missing=()
+command -v flock >/dev/null 2>&1 || missing+=(util-linux)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "test tools (flock, openssl): present"
+  exit 0
+fi
+echo "installing ${missing[*]} for the tests"
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+command -v flock >/dev/null && command -v openssl >/dev/null || {
+  echo "installing ${missing[*]} failed" >&2
+  exit 1
+}
