@@ -4,7 +4,7 @@
 //! leniency as transaction chunks (double-quoted, single-quoted or space-padded names, any
 //! order, extra columns ignored). `Source`, `Target`, `Weight` and `typeTrans` are required;
 //! `fraud` is ignored by the SPEC, so it is optional. The same quoting rules as for chunks
-//! apply: records are framed by [`framing`](super::framing) (LF, CRLF, lone CR; RFC 4180
+//! apply: records are framed by [`framing`](crate::sources::framing) (LF, CRLF, lone CR; RFC 4180
 //! quotes with resynchronisation; blank lines skipped but counted in line numbers), and one
 //! pair of single quotes is stripped from every value.
 //!

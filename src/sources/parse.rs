@@ -2,7 +2,7 @@
 //!
 //! # Format
 //!
-//! A chunk is a header row followed by CSV records, framed by [`framing`](crate::sources::framing)
+//! A chunk is a header row followed by CSV records, framed by [`framing`]
 //! (LF, CRLF and a lone CR end lines; blank lines are skipped but count for line numbers;
 //! RFC 4180 double quotes; a multi-line record without the header's field count costs only
 //! its first line, rejected as `unbalanced quote`). After CSV unquoting, one enclosing pair of
