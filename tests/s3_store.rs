@@ -147,7 +147,7 @@ fn list_with_prefix_start_after_and_limit() {
     store.put("sub/c.csv", b"ccc").unwrap();
     store.put("sub/d.csv", b"d").unwrap();
 
-    // Like the local store: no descent below the prefix's last '/'.
+    // Every key at any depth, as the local store lists.
     let all = store.list("", None, 100).unwrap();
     assert_eq!(
         keys(&all),
@@ -157,7 +157,9 @@ fn list_with_prefix_start_after_and_limit() {
             "chunk-000002.csv",
             "chunk-000003.csv",
             "chunk-000004.csv",
-            "chunk-000005.csv"
+            "chunk-000005.csv",
+            "sub/c.csv",
+            "sub/d.csv"
         ]
     );
     assert_eq!(all[0].size, 1);

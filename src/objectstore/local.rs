@@ -4,8 +4,8 @@
 //! # Temporary files
 //! An object is written, fsynced, to `.tmp-<name>-<pid>-<thread>` beside its final path, then
 //! renamed into place (`put`) or hard-linked there and removed (`put_if_absent`). Listings
-//! skip `.tmp-` names. A writer killed mid-write (SIGKILL, a crash) leaves its temporary file
-//! behind, so every writer calls [`ObjectStore::remove_stale_temporaries`] when it starts
+//! skip `.tmp-` names, in every directory. A writer killed mid-write (SIGKILL, a crash) leaves
+//! its temporary file behind, so every writer calls [`ObjectStore::remove_stale_temporaries`] when it starts
 //! (mechanism-y on its output directory, mechanism-x on its landing directory): each `.tmp-*`
 //! file under the root, subdirectories included, whose writing process is gone is removed
 //! and the count logged. "Gone" means `kill(pid, 0)` fails with `ESRCH`, the pid being taken
@@ -16,6 +16,22 @@
 //! this host's process ids: on a network filesystem written from several hosts, a start could
 //! remove a temporary file that a writer on another host is still writing; that write then
 //! fails with an error naming the file, and rerunning that writer resumes.
+//!
+//! # Listing
+//! A key is a path below the root, `/` separating directories: `rejects/chunk-000001.csv` is
+//! the file `chunk-000001.csv` in the directory `rejects`. [`ObjectStore::list`] has the
+//! semantics of an S3 listing without delimiter: every regular file under the prefix at any
+//! depth, in ascending byte order of the key (not directory by directory: `a-b` sorts before
+//! `a/b`), `start_after` exclusive, at most `limit`. It leaves out
+//! - temporary files (a name starting with `.tmp-`, in any directory);
+//! - symbolic links, to files and to directories alike: a listing never leaves the root
+//!   through a link, and a prefix whose directory part passes through a link lists nothing
+//!   (`get` and `head` of a key still open the path, links included);
+//! - names that are not UTF-8 (no key can name them), and anything but regular files and
+//!   directories (sockets, FIFOs, devices).
+//!
+//! Directories are objects only through the files in them: an empty directory lists nothing.
+//! Unlike S3, a key cannot be both an object and a "directory" (`a` and `a/b`).
 //!
 //! [`ObjectStore::check_writable`] creates the root when missing and probes it by creating
 //! (and removing) a temporary file, so that an unwritable output fails at start, naming the
@@ -85,6 +101,30 @@ impl LocalStore {
             .and_then(|_| file.sync_all())
             .map_err(|e| Self::io("write", &tmp, e))?;
         Ok(tmp)
+    }
+
+    /// The directory holding every key that starts with `dir_part/` (the root when
+    /// `dir_part` is empty), reached without following a symbolic link below the root; `None`
+    /// when no listed key can start so: a component is missing, not a directory, a symbolic
+    /// link, or empty, `.` or `..` (names no listed key has).
+    fn listing_start(&self, dir_part: &str) -> Result<Option<PathBuf>, StoreError> {
+        let mut dir = self.root.clone();
+        if dir_part.is_empty() {
+            return Ok(Some(dir));
+        }
+        for component in dir_part.split('/') {
+            if matches!(component, "" | "." | "..") {
+                return Ok(None);
+            }
+            dir.push(component);
+            match fs::symlink_metadata(&dir) {
+                Ok(md) if md.is_dir() => {}
+                Ok(_) => return Ok(None),
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(Self::io("stat", &dir, e)),
+            }
+        }
+        Ok(Some(dir))
     }
 }
 
@@ -170,50 +210,84 @@ impl ObjectStore for LocalStore {
         outcome
     }
 
+    /// Every object under `prefix` at any depth (a key `a/b.csv` is the file `b.csv` in the
+    /// directory `a`), in ascending byte order of the key: see [the module's
+    /// listing rules](self#listing).
     fn list(
         &self,
         prefix: &str,
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<ObjectMeta>, StoreError> {
-        // Keys may contain '/': list the directory of the prefix's last separator.
-        let (dir_part, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
-        let dir = if dir_part.is_empty() {
-            self.root.clone()
-        } else {
-            self.root.join(dir_part)
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Every key under `prefix` lies below the directory of the prefix's last '/'.
+        let dir_part = prefix.rsplit_once('/').map_or("", |(dir, _)| dir);
+        let Some(start) = self.listing_start(dir_part)? else {
+            return Ok(Vec::new());
         };
-        let entries = match fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Self::io("list", &dir, e)),
+        let base = if dir_part.is_empty() {
+            String::new()
+        } else {
+            format!("{dir_part}/")
         };
         let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| Self::io("list", &dir, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(TEMP_PREFIX) {
-                continue;
-            }
-            let key = if dir_part.is_empty() {
-                name
-            } else {
-                format!("{dir_part}/{name}")
+        let mut pending = vec![(start, base)];
+        while let Some((dir, base)) = pending.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                // The root is missing, or a subdirectory was removed meanwhile.
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(Self::io("list", &dir, e)),
             };
-            if !key.starts_with(prefix) || start_after.is_some_and(|s| key.as_str() <= s) {
-                continue;
-            }
-            let md = entry
-                .metadata()
-                .map_err(|e| Self::io("stat", &entry.path(), e))?;
-            if md.is_file() {
-                out.push(Self::meta_of(&key, &md));
+            for entry in entries {
+                let entry = entry.map_err(|e| Self::io("list", &dir, e))?;
+                // A name that is not UTF-8 is no key (S3 keys are UTF-8).
+                let Ok(name) = entry.file_name().into_string() else {
+                    continue;
+                };
+                let key = format!("{base}{name}");
+                // `DirEntry::file_type` does not follow symbolic links: a link is neither.
+                let file_type = entry
+                    .file_type()
+                    .map_err(|e| Self::io("stat", &entry.path(), e))?;
+                if file_type.is_dir() {
+                    let sub = key + "/";
+                    if may_hold_listed_keys(&sub, prefix, start_after) {
+                        pending.push((entry.path(), sub));
+                    }
+                    continue;
+                }
+                if !file_type.is_file()
+                    || name.starts_with(TEMP_PREFIX)
+                    || !key.starts_with(prefix)
+                    || start_after.is_some_and(|s| key.as_str() <= s)
+                {
+                    continue;
+                }
+                match entry.metadata() {
+                    Ok(md) => out.push(Self::meta_of(&key, &md)),
+                    // Removed since the directory was read.
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(Self::io("stat", &entry.path(), e)),
+                }
             }
         }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         out.truncate(limit);
         Ok(out)
     }
+}
+
+/// Whether the directory whose keys all start with `sub` (ending in `/`) may hold a key that
+/// starts with `prefix` and sorts after `start_after`. Every key below it is `sub` followed by
+/// at least one byte; when `sub` sorts before `start_after` without being a prefix of it, so
+/// does every such key.
+fn may_hold_listed_keys(sub: &str, prefix: &str, start_after: Option<&str>) -> bool {
+    let matches_prefix = sub.starts_with(prefix) || prefix.starts_with(sub);
+    let all_before = start_after.is_some_and(|s| sub < s && !s.starts_with(sub));
+    matches_prefix && !all_before
 }
 
 /// The temporary file name for an object named `name`, written by this thread of this process.
@@ -325,14 +399,15 @@ mod tests {
             .into_iter()
             .map(|m| m.key)
             .collect();
-        assert_eq!(keys, ["a.csv", "b.csv"]);
+        // Every key at any depth (this test asserted the old one-directory listing before).
+        assert_eq!(keys, ["a.csv", "b.csv", "sub/c.csv"]);
         let keys: Vec<_> = store
             .list("", Some("a.csv"), 100)
             .unwrap()
             .into_iter()
             .map(|m| m.key)
             .collect();
-        assert_eq!(keys, ["b.csv"]);
+        assert_eq!(keys, ["b.csv", "sub/c.csv"]);
         let keys: Vec<_> = store
             .list("sub/", None, 100)
             .unwrap()
@@ -350,7 +425,109 @@ mod tests {
             PutOutcome::Created
         );
         // No temporary files are left behind.
-        assert_eq!(store.list("", None, 100).unwrap().len(), 3);
+        assert_eq!(store.list("", None, 100).unwrap().len(), 4);
+    }
+
+    fn listed(store: &LocalStore, prefix: &str, start_after: Option<&str>) -> Vec<String> {
+        store
+            .list(prefix, start_after, 1000)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect()
+    }
+
+    #[test]
+    fn listing_follows_no_symbolic_link_and_stays_below_the_root() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let store = LocalStore::new(root.clone());
+        store.put("in/a.csv", b"a").unwrap();
+        store.put("b.csv", b"b").unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        fs::create_dir_all(elsewhere.join("deep")).unwrap();
+        fs::write(elsewhere.join("x.csv"), b"x").unwrap();
+        fs::write(elsewhere.join("deep/y.csv"), b"y").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, root.join("linked-dir")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.join("x.csv"), root.join("linked.csv")).unwrap();
+        std::os::unix::fs::symlink(root.join("in"), root.join("in/loop")).unwrap();
+        // A FIFO is no object either.
+        let fifo = std::ffi::CString::new(root.join("fifo").as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo only creates a file.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) };
+        assert_eq!(rc, 0, "mkfifo");
+
+        assert_eq!(listed(&store, "", None), ["b.csv", "in/a.csv"]);
+        assert_eq!(listed(&store, "in/", None), ["in/a.csv"]);
+        // Through a link, `..`, `.` or an empty component: nothing.
+        for prefix in [
+            "linked-dir/",
+            "linked-dir/deep/",
+            "in/loop/",
+            "../",
+            "../elsewhere/",
+            "./",
+            "in/../",
+            "in//",
+            "/",
+            "/in/",
+        ] {
+            assert!(listed(&store, prefix, None).is_empty(), "{prefix}");
+        }
+        // A prefix below a file, and below a missing directory.
+        assert!(listed(&store, "b.csv/", None).is_empty());
+        assert!(listed(&store, "missing/x", None).is_empty());
+        // get still reads through a link (it opens the path).
+        assert_eq!(&store.get("linked.csv").unwrap().unwrap().body[..], b"x");
+        // A missing root lists nothing.
+        let missing = LocalStore::new(dir.path().join("missing"));
+        assert!(listed(&missing, "", None).is_empty());
+    }
+
+    #[test]
+    fn listing_skips_names_that_are_not_utf8_and_empty_directories() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().to_path_buf());
+        store.put("a/ok.csv", b"1").unwrap();
+        let bad = std::ffi::OsStr::from_bytes(b"bad-\xff.csv");
+        fs::write(dir.path().join("a").join(bad), b"2").unwrap();
+        fs::create_dir_all(dir.path().join("empty/deeper")).unwrap();
+        assert_eq!(listed(&store, "", None), ["a/ok.csv"]);
+    }
+
+    #[test]
+    fn directories_are_pruned_only_when_no_key_below_can_be_listed() {
+        // Prefix: the directory's keys start with the prefix, or the prefix goes below it.
+        assert!(may_hold_listed_keys("chunk-x/", "chunk-", None));
+        assert!(may_hold_listed_keys("a/", "", None));
+        assert!(!may_hold_listed_keys("rejects/", "chunk-", None));
+        // Start-after: below a directory sorting before it, every key sorts before it.
+        assert!(!may_hold_listed_keys("a/", "", Some("b")));
+        assert!(!may_hold_listed_keys("a/", "", Some("a0")));
+        assert!(may_hold_listed_keys("a/", "", Some("a/x")));
+        assert!(may_hold_listed_keys("a/", "", Some("a/")));
+        assert!(may_hold_listed_keys("a/", "", Some("a")));
+        assert!(may_hold_listed_keys("a/", "", Some("a-")));
+        // Checked against a listing: every key is found from every start_after.
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().to_path_buf());
+        let all = ["a", "a-b", "a.c/d", "a/b", "a/b/c", "a0", "b/a/a"];
+        for key in ["a-b", "a.c/d", "a/b/c", "a0", "b/a/a"] {
+            store.put(key, key.as_bytes()).unwrap();
+        }
+        let stored: Vec<&str> = all
+            .iter()
+            .copied()
+            .filter(|k| *k != "a" && *k != "a/b")
+            .collect();
+        assert_eq!(listed(&store, "", None), stored);
+        for after in all {
+            let want: Vec<&str> = stored.iter().copied().filter(|k| *k > after).collect();
+            assert_eq!(listed(&store, "", Some(after)), want, "after {after}");
+        }
     }
 
     #[test]

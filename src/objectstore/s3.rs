@@ -840,9 +840,9 @@ impl ObjectStore for S3Store {
     /// `ListObjectsV2` with `prefix`, `start-after` and `max-keys`, following continuation
     /// tokens until `limit` keys are collected or the listing ends.
     ///
-    /// Like the local store, the listing does not descend below the last '/' of `prefix`
-    /// (delimiter `/`): `list("", ..)` returns `a.csv` but not `sub/c.csv`, which
-    /// `list("sub/", ..)` returns. Keys come back relative to the store's prefix.
+    /// No delimiter: every key under `prefix` at any depth (`list("", ..)` returns `a.csv`
+    /// and `sub/c.csv`), as the local store lists. Keys come back relative to the store's
+    /// prefix.
     fn list(
         &self,
         prefix: &str,
@@ -865,7 +865,6 @@ impl ObjectStore for S3Store {
                     .client
                     .list_objects_v2()
                     .bucket(&this.bucket)
-                    .delimiter("/")
                     .max_keys(want);
                 if !lp.is_empty() {
                     request = request.prefix(lp);
