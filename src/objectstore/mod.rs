@@ -55,8 +55,10 @@ pub trait ObjectStore: Send + Sync {
     /// Writes `key` only when no object exists there.
     fn put_if_absent(&self, key: &str, body: &[u8]) -> Result<PutOutcome, StoreError>;
 
-    /// Objects whose key starts with `prefix` and sorts strictly after `start_after`, in key
-    /// order, at most `limit` of them.
+    /// Objects whose key starts with `prefix` and sorts strictly after `start_after`, in
+    /// ascending byte order of the key, at most `limit` of them. As an S3 listing without
+    /// delimiter: keys at any depth (`list("", ..)` returns `a.csv` and `sub/c.csv`), and a
+    /// prefix is bytes, not a directory (`list("sub", ..)` also returns `subx.csv`).
     fn list(
         &self,
         prefix: &str,
