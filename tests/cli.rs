@@ -25,43 +25,6 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 // Child processes, always bounded and killed on failure
 // ------------------------------------------------------------------------------------------
 
-impl Finished {
-    /// Asserts a failure reported as exactly one stderr line starting with `error:` (logging
-    /// is off), naming every one of `mentions`. Returns the line.
-    fn assert_one_line_error(&self, mentions: &[&str]) -> String {
-        assert!(
-            !self.status.success(),
-            "expected a failure: {}",
-            self.describe()
-        );
-        assert!(
-            self.status.code().is_some_and(|c| c != 0),
-            "expected a non-zero exit status (not a signal): {}",
-            self.describe()
-        );
-        let lines: Vec<&str> = self.stderr.lines().collect();
-        assert_eq!(
-            lines.len(),
-            1,
-            "expected exactly one line on stderr: {}",
-            self.describe()
-        );
-        assert!(
-            lines[0].starts_with("error: "),
-            "the line starts with \"error: \": {}",
-            self.describe()
-        );
-        for m in mentions {
-            assert!(
-                lines[0].contains(m),
-                "the reason names {m:?}: {}",
-                self.describe()
-            );
-        }
-        lines[0].to_string()
-    }
-}
-
 /// Runs `bin args` with the given `RUST_LOG`, bounded by [`TIMEOUT`].
 fn run_with_log(bin: &str, args: &[&str], rust_log: &str) -> Finished {
     let mut command = Command::new(bin);

@@ -290,27 +290,6 @@ fn summary_number(stdout: &str, words: &str) -> u64 {
         .unwrap_or_else(|| panic!("no number before {words:?} in {stdout:?}"))
 }
 
-/// Asserts a failure reported as exactly one stderr line `error: ...` naming every one of
-/// `mentions` (run with logging off). Returns the line.
-fn assert_one_line_error(f: &Finished, mentions: &[&str]) -> String {
-    assert!(
-        f.status.code().is_some_and(|c| c != 0),
-        "expected a non-zero exit status: {}",
-        f.describe()
-    );
-    let lines: Vec<&str> = f.stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "one line on stderr: {}", f.describe());
-    assert!(lines[0].starts_with("error: "), "{}", f.describe());
-    for m in mentions {
-        assert!(
-            lines[0].contains(m),
-            "the line names {m:?}: {}",
-            f.describe()
-        );
-    }
-    lines[0].to_string()
-}
-
 /// A child process whose stderr goes to a file that the test can watch while it runs; killed
 /// if still running when dropped.
 struct Running {
@@ -423,15 +402,12 @@ fn complete_short_of_the_chunks_stops_live_y() {
     // chunk put back committed one more epoch and rewrote a published file.
     for attempt in 0..2 {
         let y = run(Y, &bed.y_args(&bed.landing, "live", &[]), "off");
-        assert_one_line_error(
-            &y,
-            &[
-                "inconsistent landing",
-                s(&bed.landing),
-                "_COMPLETE says 5 chunks but chunk-000005.csv exists",
-                "append-only",
-            ],
-        );
+        y.assert_one_line_error(&[
+            "inconsistent landing",
+            s(&bed.landing),
+            "_COMPLETE says 5 chunks but chunk-000005.csv exists",
+            "append-only",
+        ]);
         let epochs = bed.epochs("live");
         assert!(
             epochs.iter().all(|e| e.epoch < 5),
@@ -486,17 +462,11 @@ fn complete_that_is_not_a_count_is_refused() {
         &bed.y_args(&bed.landing, "live", &["--settle-ms", "200"]),
         "off",
     );
-    assert_one_line_error(
-        &live,
-        &["inconsistent landing", "thirty", "not a chunk count"],
-    );
+    live.assert_one_line_error(&["inconsistent landing", "thirty", "not a chunk count"]);
     assert_eq!(bed.epochs("live"), Vec::new(), "live committed epochs");
     assert!(!bed.ended("live"));
     let replay = run(Y, &bed.y_args(&bed.landing, "replay", &["--replay"]), "off");
-    assert_one_line_error(
-        &replay,
-        &["inconsistent landing", "thirty", "not a chunk count"],
-    );
+    replay.assert_one_line_error(&["inconsistent landing", "thirty", "not a chunk count"]);
     assert_eq!(bed.epochs("replay"), Vec::new(), "replay committed epochs");
 }
 
@@ -621,7 +591,7 @@ fn replay_with_a_missing_chunk_is_refused() {
         let mut extra = vec!["--replay"];
         extra.extend(range);
         let y = run(Y, &bed.y_args(&bed.landing, name, &extra), "off");
-        assert_one_line_error(&y, &[&chunk_name(missing), "missing"]);
+        y.assert_one_line_error(&[&chunk_name(missing), "missing"]);
         assert_eq!(bed.epochs(name), Vec::new(), "{name}: committed epochs");
     }
     // A range without the gap is fine.

@@ -254,28 +254,6 @@ impl Drop for Running {
     }
 }
 
-/// Asserts a refusal: a non-zero exit and exactly one stderr line (logging is off),
-/// `error: ...`, naming each of `mentions`. Returns the line.
-fn one_line_error(f: &Finished, mentions: &[&str]) -> String {
-    assert!(
-        f.status.code().is_some_and(|c| c != 0),
-        "expected a non-zero exit status: {}",
-        f.describe()
-    );
-    let lines: Vec<&str> = f.stderr.lines().collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "exactly one line on stderr: {}",
-        f.describe()
-    );
-    assert!(lines[0].starts_with("error: "), "{}", f.describe());
-    for m in mentions {
-        assert!(lines[0].contains(m), "the line names {m:?}: {}", lines[0]);
-    }
-    lines[0].to_string()
-}
-
 fn assert_success(f: &Finished, what: &str) {
     assert!(f.status.success(), "{what}: {}", f.describe());
 }
@@ -388,15 +366,12 @@ fn importance_file_edited_between_stop_and_restart_is_refused() {
     fs::write(&w.importance, &edited).unwrap();
     w.land(w.chunks, Some(w.chunks));
     let refused = w.run_y("edited", &[], "off");
-    let line = one_line_error(
-        &refused,
-        &[
-            "different run",
-            &format!("the importance file {}", s(&w.importance)),
-            "changed since this run started",
-            "a new run needs a new state store",
-        ],
-    );
+    let line = refused.assert_one_line_error(&[
+        "different run",
+        &format!("the importance file {}", s(&w.importance)),
+        "changed since this run started",
+        "a new run needs a new state store",
+    ]);
     eprintln!("refused: {line}");
     assert_eq!(
         Tables::read(&w.state),
@@ -443,13 +418,10 @@ fn committed_chunk_replaced_before_restart_is_refused() {
     assert!(before.epochs.iter().all(|e| e.chunk_digest.is_some()));
     let output_before = contents(&w.output);
     let refused = w.run_y("replaced", &["-w", "2"], "off");
-    let line = one_line_error(
-        &refused,
-        &[
-            "chunk-000003.csv changed since epoch 3 was committed",
-            "the landing store must be append-only",
-        ],
-    );
+    let line = refused.assert_one_line_error(&[
+        "chunk-000003.csv changed since epoch 3 was committed",
+        "the landing store must be append-only",
+    ]);
     eprintln!("refused: {line}");
     assert_eq!(
         Tables::read(&w.state),
@@ -474,14 +446,11 @@ fn replay_range_grown_by_new_chunks_is_another_run() {
 
     w.land(w.chunks, Some(w.chunks));
     let refused = w.run_y("replay-again", &["--replay"], "off");
-    let line = one_line_error(
-        &refused,
-        &[
-            "different run",
-            &format!("the replay range was [0, 9], now [0, {}]", w.chunks - 1),
-            "a new run needs a new state store",
-        ],
-    );
+    let line = refused.assert_one_line_error(&[
+        "different run",
+        &format!("the replay range was [0, 9], now [0, {}]", w.chunks - 1),
+        "a new run needs a new state store",
+    ]);
     eprintln!("refused: {line}");
     assert_eq!(Tables::read(&w.state), before);
     assert_eq!(files(&w.output), output_before);
@@ -562,15 +531,12 @@ fn ended_stream_with_more_chunks_in_the_landing_is_refused() {
 
     w.land(w.chunks, Some(w.chunks));
     let refused = w.run_y("grown", &[], "off");
-    let line = one_line_error(
-        &refused,
-        &[
-            "the stream of this state store ended at epoch 9",
-            "the landing now holds more chunks (chunk-000010.csv",
-            &format!("{} chunks)", w.chunks - 10),
-            "a new run needs a new state store",
-        ],
-    );
+    let line = refused.assert_one_line_error(&[
+        "the stream of this state store ended at epoch 9",
+        "the landing now holds more chunks (chunk-000010.csv",
+        &format!("{} chunks)", w.chunks - 10),
+        "a new run needs a new state store",
+    ]);
     eprintln!("refused: {line}");
     assert_eq!(Tables::read(&w.state), before, "nothing committed");
     assert_eq!(files(&w.output), output_before, "nothing written");
@@ -593,14 +559,11 @@ fn detection_file_with_other_content_is_refused() {
                 'C1','M1'\n";
     fs::write(&foreign, body).unwrap();
     let refused = w.run_y("foreign-output", &[], "off");
-    let line = one_line_error(
-        &refused,
-        &[
-            s(&w.output),
-            "already holds detections-000000.csv with other content",
-            "use an empty output location",
-        ],
-    );
+    let line = refused.assert_one_line_error(&[
+        s(&w.output),
+        "already holds detections-000000.csv with other content",
+        "use an empty output location",
+    ]);
     eprintln!("refused: {line}");
     assert_eq!(fs::read_to_string(&foreign).unwrap(), body, "the file kept");
     assert!(
@@ -657,7 +620,7 @@ fn sqlite_through_a_symlink_while_another_y_holds_it_is_refused() {
         ("via-file", linked_file.clone()),
     ] {
         let second = w.run_y(name, &["--state", &sqlite_url(&alias)], "off");
-        one_line_error(&second, &["another mechanism-y", &first.pid().to_string()]);
+        second.assert_one_line_error(&["another mechanism-y", &first.pid().to_string()]);
     }
     assert!(first.is_running(), "the first process keeps running");
     assert_eq!(Tables::read(&url), before);
@@ -669,10 +632,8 @@ fn postgres_unreachable_at_start(w: &World, name: &str, url: &str, host: &str) {
     let started = Instant::now();
     let f = w.run_y(name, &["--state", url, "--pg-connect-timeout", "2"], "off");
     let took = started.elapsed();
-    let line = one_line_error(
-        &f,
-        &["cannot reach PostgreSQL at", host, "--pg-connect-timeout"],
-    );
+    let line =
+        f.assert_one_line_error(&["cannot reach PostgreSQL at", host, "--pg-connect-timeout"]);
     assert!(!line.contains("secret"), "the password is redacted: {line}");
     assert!(
         took < Duration::from_secs(8),

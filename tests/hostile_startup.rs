@@ -59,32 +59,6 @@ fn run(bin: &str, args: &[&str]) -> (Finished, Duration) {
     run_logged(bin, args, "off")
 }
 
-/// Asserts a failure reported as exactly one `error:` line on stderr naming every one of
-/// `mentions`, with a non-zero exit status; returns the line.
-fn assert_one_line_error(f: &Finished, mentions: &[&str]) -> String {
-    assert!(
-        f.status.code().is_some_and(|c| c != 0),
-        "expected a non-zero exit status (not a signal): {}",
-        f.describe()
-    );
-    let lines: Vec<&str> = f.stderr.lines().collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "exactly one line on stderr: {}",
-        f.describe()
-    );
-    assert!(lines[0].starts_with("error: "), "{}", f.describe());
-    for m in mentions {
-        assert!(
-            lines[0].contains(m),
-            "the line names {m:?}: {}",
-            f.describe()
-        );
-    }
-    lines[0].to_string()
-}
-
 /// Every `.tmp-*` file under `dir`, as paths relative to it.
 fn temporaries(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
@@ -291,7 +265,7 @@ fn w_1000_is_refused_at_once_with_one_line() {
     let t = Tiny::new();
     let (f, took) = run(Y, &strs(&t.y_args(&["-w", "1000"])));
     let max = MAX_WORKERS.to_string();
-    assert_one_line_error(&f, &["-w 1000", "maximum", &max]);
+    f.assert_one_line_error(&["-w 1000", "maximum", &max]);
     assert!(took < PROMPT, "refused within {PROMPT:?}, took {took:?}");
     t.assert_untouched();
 }
@@ -301,11 +275,11 @@ fn w_just_above_the_maximum_and_huge_values_are_refused() {
     let t = Tiny::new();
     let above = (MAX_WORKERS + 1).to_string();
     let (f, _) = run(Y, &strs(&t.y_args(&["-w", &above])));
-    assert_one_line_error(&f, &[&format!("-w {above}")]);
+    f.assert_one_line_error(&[&format!("-w {above}")]);
     // usize::MAX: no overflow, no allocation attempt.
     let huge = usize::MAX.to_string();
     let (f, took) = run(Y, &strs(&t.y_args(&["-w", &huge])));
-    assert_one_line_error(&f, &[&format!("-w {huge}")]);
+    f.assert_one_line_error(&[&format!("-w {huge}")]);
     assert!(took < PROMPT, "took {took:?}");
     t.assert_untouched();
 }
@@ -318,7 +292,7 @@ fn n_above_the_maximum_is_refused_at_once() {
     let above = (MAX_PROCESSES + 1).to_string();
     for n in [above.as_str(), "1000", "18446744073709551615"] {
         let (f, took) = run(Y, &strs(&t.y_args(&["-n", n, "-p", "0"])));
-        assert_one_line_error(&f, &[&format!("-n {n}"), "maximum"]);
+        f.assert_one_line_error(&[&format!("-n {n}"), "maximum"]);
         assert!(took < PROMPT, "-n {n}: took {took:?}");
     }
     t.assert_untouched();
@@ -336,7 +310,7 @@ fn w_times_n_above_the_maximum_is_refused() {
     );
     let (w, n) = (w.to_string(), n.to_string());
     let (f, took) = run(Y, &strs(&t.y_args(&["-w", &w, "-n", &n, "-p", "0"])));
-    assert_one_line_error(&f, &[&MAX_TOTAL_WORKERS.to_string(), "maximum"]);
+    f.assert_one_line_error(&[&MAX_TOTAL_WORKERS.to_string(), "maximum"]);
     assert!(took < PROMPT, "took {took:?}");
     t.assert_untouched();
 }
@@ -415,7 +389,7 @@ fn read_only_output_fails_at_start_naming_it() {
     let read_only = ReadOnlyDir::new(&d.root);
     let state = d.state("state.db");
     let (f, took) = run(Y, &strs(&d.y_args(&read_only.path, &state, &["--replay"])));
-    let line = assert_one_line_error(&f, &[s(&read_only.path), "not writable", "os error"]);
+    let line = f.assert_one_line_error(&[s(&read_only.path), "not writable", "os error"]);
     assert!(
         took < PROMPT,
         "failed within {PROMPT:?}, took {took:?}: {line}"
@@ -435,7 +409,7 @@ fn output_below_a_regular_file_fails_at_start_naming_it() {
     let output = file.join("output");
     let state = d.state("state.db");
     let (f, took) = run(Y, &strs(&d.y_args(&output, &state, &[])));
-    assert_one_line_error(&f, &[s(&output), "os error"]);
+    f.assert_one_line_error(&[s(&output), "os error"]);
     assert!(took < PROMPT, "took {took:?}");
     assert!(!d.root.join("state.db").exists(), "no state store created");
 }
@@ -449,7 +423,7 @@ fn output_that_is_a_regular_file_fails_naming_it() {
     let at = args.iter().position(|a| a == "--output").unwrap();
     args[at + 1] = s(&output).into();
     let (f, _) = run(Y, &strs(&args));
-    assert_one_line_error(&f, &[s(&output), "Not a directory"]);
+    f.assert_one_line_error(&[s(&output), "Not a directory"]);
     assert!(!t.root.join("state.db").exists(), "no state store created");
 }
 
@@ -483,7 +457,7 @@ fn x_with_a_directory_as_source_names_it() {
             "0",
         ],
     );
-    assert_one_line_error(&f, &[s(&source), "directory"]);
+    f.assert_one_line_error(&[s(&source), "directory"]);
     assert!(
         !landing.exists(),
         "a wrong source leaves the landing untouched"
@@ -508,7 +482,7 @@ fn x_with_a_regular_file_as_landing_names_it() {
             "0",
         ],
     );
-    assert_one_line_error(&f, &[s(&landing), "Not a directory"]);
+    f.assert_one_line_error(&[s(&landing), "Not a directory"]);
 }
 
 #[test]
@@ -520,7 +494,7 @@ fn y_with_a_directory_as_importance_file_names_it() {
     let at = args.iter().position(|a| a == "--importance").unwrap();
     args[at + 1] = s(&importance).into();
     let (f, _) = run(Y, &strs(&args));
-    assert_one_line_error(&f, &[s(&importance), "os error"]);
+    f.assert_one_line_error(&[s(&importance), "os error"]);
 }
 
 #[test]
@@ -532,7 +506,7 @@ fn y_with_a_directory_as_hostfile_names_it() {
         Y,
         &strs(&t.y_args(&["-n", "2", "-p", "0", "-h", s(&hostfile)])),
     );
-    assert_one_line_error(&f, &[s(&hostfile), "os error"]);
+    f.assert_one_line_error(&[s(&hostfile), "os error"]);
     assert!(took < PROMPT, "took {took:?}");
     t.assert_untouched();
 }
