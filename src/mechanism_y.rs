@@ -154,7 +154,8 @@ pub struct YOptions {
     pub state: String,
     /// `Some` = replay/backtest mode.
     pub replay: Option<ReplayRange>,
-    /// Live mode only: keep following after `_COMPLETE` is absent forever (never end the stream).
+    /// Live mode only (`--follow`): never end the stream. `_COMPLETE` is not read; Y keeps
+    /// following the landing store until it is stopped.
     pub follow_forever: bool,
     pub thresholds: Thresholds,
     pub timely: TimelyOptions,

@@ -4,6 +4,12 @@
 //! Keys are relative to the store's root (a directory, or an `s3://bucket/prefix`), use `/`
 //! as separator, and never start with `/`. Calls are blocking: callers that must not block
 //! (timely workers) go through the prefetching reader in `sources::landing`.
+//!
+//! | file | owns |
+//! |---|---|
+//! | `mod.rs` | the [`ObjectStore`] trait (S3 semantics: listing at any depth, in byte order), locations, opening a store |
+//! | `local.rs` | a local directory: temporary name + rename, create-if-absent by hard link, write probe, removal of killed writers' temporaries |
+//! | `s3.rs` | S3 and compatible servers: the SDK client, retries with backoff, conditional puts, start-up checks |
 
 pub mod local;
 pub mod s3;
