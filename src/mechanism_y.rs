@@ -154,8 +154,9 @@ pub struct YOptions {
     pub state: String,
     /// `Some` = replay/backtest mode.
     pub replay: Option<ReplayRange>,
-    /// Live mode only (`--follow`): never end the stream. `_COMPLETE` is not read; Y keeps
-    /// following the landing store until it is stopped.
+    /// Live mode only (`--follow`): never end the stream. `_COMPLETE` is still checked against
+    /// the chunks (an inconsistent landing fails the run) but does not end it; Y keeps following
+    /// the landing store until it is stopped.
     pub follow_forever: bool,
     pub thresholds: Thresholds,
     pub timely: TimelyOptions,
