@@ -39,7 +39,8 @@ struct Args {
     /// Last chunk of the replay range.
     #[arg(long, requires = "replay")]
     to: Option<u64>,
-    /// Live mode: never end the stream (ignore _COMPLETE), keep following the landing store.
+    /// Live mode: never end the stream (_COMPLETE is still checked, but does not end it); keep
+    /// following the landing store until stopped.
     #[arg(long, conflicts_with = "replay")]
     follow: bool,
     /// Worker threads per process.
