@@ -59,16 +59,7 @@ impl Setup {
     fn new() -> Setup {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
-        let landing = root.join("landing");
-        fs::create_dir_all(&landing).unwrap();
-        fs::write(
-            landing.join("chunk-000000.csv"),
-            format!("{HEADER}\n0,'C1','4','F','28007','M1','28007','es_food',4.55,0\n"),
-        )
-        .unwrap();
-        fs::write(landing.join("_COMPLETE"), "1").unwrap();
-        let importance = root.join("CustomerImportance.csv");
-        fs::write(&importance, IMPORTANCE).unwrap();
+        let (landing, importance) = common::streams::write_one_chunk_landing(&root);
         Setup {
             landing,
             importance,

@@ -23,7 +23,7 @@ use std::sync::OnceLock;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::outputs::{timeless_ledger, TimelessLedgerRow};
+use common::outputs::{timeless_epochs, timeless_ledger, TimelessLedgerRow};
 use txflow::mechanism_x::{self, XOptions};
 use txflow::model::Thresholds;
 use txflow::sinks::state::postgres::PgOptions;
@@ -404,18 +404,7 @@ impl Results {
     fn without_times(&self) -> TimelessResults {
         TimelessResults {
             ledger: timeless_ledger(&self.ledger),
-            epochs: self
-                .epochs
-                .iter()
-                .map(|e| {
-                    (
-                        e.epoch,
-                        e.chunk_key.clone(),
-                        e.rows_accepted,
-                        e.rows_rejected,
-                    )
-                })
-                .collect(),
+            epochs: timeless_epochs(&self.epochs),
             counts: self.counts.clone(),
             files: self
                 .files

@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::outputs::timeless_ledger;
+use common::outputs::{timeless_epochs, timeless_ledger};
 use common::process::{ChildGuard, Finished};
 use txflow::sinks::state::{EpochRow, LedgerRow};
 
@@ -263,21 +263,6 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
-/// `(epoch, chunk, accepted, rejected)` of each committed epoch.
-fn progress(epochs: &[EpochRow]) -> Vec<(u64, String, u64, u64)> {
-    epochs
-        .iter()
-        .map(|e| {
-            (
-                e.epoch,
-                e.chunk_key.clone(),
-                e.rows_accepted,
-                e.rows_rejected,
-            )
-        })
-        .collect()
-}
-
 /// The number before `words` in a summary line (`3000 rows accepted`).
 fn summary_number(stdout: &str, words: &str) -> u64 {
     let at = stdout
@@ -412,7 +397,7 @@ fn complete_short_of_the_chunks_stops_live_y() {
         assert!(
             epochs.iter().all(|e| e.epoch < 5),
             "attempt {attempt}: committed past chunk 4: {:?}",
-            progress(&epochs)
+            timeless_epochs(&epochs)
         );
         assert!(!bed.ended("live"), "attempt {attempt}: the stream ended");
         // No short file: a detection file is written short only when the stream ends.
@@ -516,8 +501,8 @@ fn stray_chunk_names_are_ignored_by_replay_and_live_y() {
     assert!(stray.status.success(), "{}", stray.describe());
     assert_warned_once_each(&stray.stderr);
     assert_eq!(
-        progress(&bed.epochs("stray")),
-        progress(&bed.epochs("clean"))
+        timeless_epochs(&bed.epochs("stray")),
+        timeless_epochs(&bed.epochs("clean"))
     );
     // Replay times come from the chunks' mtimes: everything is identical.
     assert_eq!(bed.ledger("stray"), bed.ledger("clean"));
@@ -536,8 +521,8 @@ fn stray_chunk_names_are_ignored_by_replay_and_live_y() {
     assert!(live.status.success(), "{}", live.describe());
     assert_warned_once_each(&live.stderr);
     assert_eq!(
-        progress(&bed.epochs("live")),
-        progress(&bed.epochs("clean"))
+        timeless_epochs(&bed.epochs("live")),
+        timeless_epochs(&bed.epochs("clean"))
     );
     assert_eq!(
         timeless_ledger(&bed.ledger("live")),

@@ -206,21 +206,7 @@ impl Tiny {
     fn new() -> Tiny {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
-        let landing = root.join("landing");
-        fs::create_dir_all(&landing).unwrap();
-        fs::write(
-            landing.join("chunk-000000.csv"),
-            "step,customer,age,gender,zipcodeOri,merchant,zipMerchant,category,amount,fraud\n\
-             0,'C1','4','F','28007','M1','28007','es_food',4.55,0\n",
-        )
-        .unwrap();
-        fs::write(landing.join("_COMPLETE"), "1").unwrap();
-        let importance = root.join("CustomerImportance.csv");
-        fs::write(
-            &importance,
-            "Source,Target,Weight,typeTrans,fraud\n'C1','M1',0.5,'es_food',0\n",
-        )
-        .unwrap();
+        let (landing, importance) = common::streams::write_one_chunk_landing(&root);
         Tiny {
             _tmp: tmp,
             root,

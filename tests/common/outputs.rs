@@ -55,3 +55,18 @@ pub fn timeless_ledger(rows: &[txflow::sinks::state::LedgerRow]) -> Vec<Timeless
         })
         .collect()
 }
+
+/// The progress rows without their commit time and digest: `(epoch, chunk_key, accepted,
+/// rejected)`, what every run of the same data must agree on.
+pub fn timeless_epochs(rows: &[txflow::sinks::state::EpochRow]) -> Vec<(u64, String, u64, u64)> {
+    rows.iter()
+        .map(|e| {
+            (
+                e.epoch,
+                e.chunk_key.clone(),
+                e.rows_accepted,
+                e.rows_rejected,
+            )
+        })
+        .collect()
+}

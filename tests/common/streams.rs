@@ -1247,3 +1247,25 @@ pub fn hostile_source(seed: u64, opts: &HostileOptions) -> HostileSource {
         chunk_rows: rng.range(1, opts.max_chunk_rows) as usize,
     }
 }
+
+/// The smallest valid input, for option and start-up checks: `root/landing` with one good
+/// chunk and `_COMPLETE` = 1, and `root/CustomerImportance.csv` with one row. Returns
+/// `(landing, importance)`.
+pub fn write_one_chunk_landing(root: &Path) -> (PathBuf, PathBuf) {
+    let landing = root.join("landing");
+    fs::create_dir_all(&landing).unwrap();
+    fs::write(
+        landing.join("chunk-000000.csv"),
+        "step,customer,age,gender,zipcodeOri,merchant,zipMerchant,category,amount,fraud\n\
+         0,'C1','4','F','28007','M1','28007','es_food',4.55,0\n",
+    )
+    .unwrap();
+    fs::write(landing.join("_COMPLETE"), "1").unwrap();
+    let importance = root.join("CustomerImportance.csv");
+    fs::write(
+        &importance,
+        "Source,Target,Weight,typeTrans,fraud\n'C1','M1',0.5,'es_food',0\n",
+    )
+    .unwrap();
+    (landing, importance)
+}
