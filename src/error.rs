@@ -1,6 +1,152 @@
 //! Typed errors of the library. Each says what failed and where; binaries add context.
+//!
+//! [`Error`] is what crosses module boundaries: one of the typed errors below, or a
+//! configuration, input or internal failure, optionally wrapped in context ("opening the
+//! landing store s3://…"). Every error has a [`Domain`] (whose fault, so what to do) and says
+//! whether retrying the same operation later may succeed ([`Error::retryable`]). The
+//! binaries map an error to one line on stderr and an exit status; the library never ends
+//! the process.
 
 use thiserror::Error;
+
+/// Whose fault a failure is, and so what a user does about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Domain {
+    /// The data: a landing store, chunk or source file that breaks the SPEC.
+    Input,
+    /// The command line, the environment or a state store that belongs to another run.
+    Configuration,
+    /// A service txflow depends on: the file system, S3, PostgreSQL, a cluster peer.
+    ExternalService,
+    /// A bug in txflow, or a state store whose contents contradict themselves.
+    Internal,
+}
+
+impl std::fmt::Display for Domain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Domain::Input => "input",
+            Domain::Configuration => "configuration",
+            Domain::ExternalService => "external service",
+            Domain::Internal => "internal",
+        })
+    }
+}
+
+/// The library's error.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Landing(#[from] LandingError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// Options or files given at start that cannot be used.
+    #[error("{0}")]
+    Configuration(String),
+    /// Input data that cannot be used.
+    #[error("{0}")]
+    Input(String),
+    /// A bug: a thread that panicked, an invariant that does not hold.
+    #[error("{0}")]
+    Internal(String),
+    /// What was being done when `source` failed. Shown as `context: source`.
+    #[error("{context}: {source}")]
+    Context { context: String, source: Box<Error> },
+}
+
+/// The library's result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A configuration error (bad option, unusable file given on the command line).
+    pub fn configuration(message: impl Into<String>) -> Error {
+        Error::Configuration(message.into())
+    }
+
+    /// An input error (data that breaks the SPEC).
+    pub fn input(message: impl Into<String>) -> Error {
+        Error::Input(message.into())
+    }
+
+    /// An internal error (a bug).
+    pub fn internal(message: impl Into<String>) -> Error {
+        Error::Internal(message.into())
+    }
+
+    /// Wraps the error in what was being done.
+    pub fn context(self, context: impl Into<String>) -> Error {
+        Error::Context {
+            context: context.into(),
+            source: Box::new(self),
+        }
+    }
+
+    /// The error under any context.
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::Context { source, .. } => source.root(),
+            other => other,
+        }
+    }
+
+    /// Whose fault it is.
+    pub fn domain(&self) -> Domain {
+        match self.root() {
+            Error::Store(e) => e.domain(),
+            Error::State(e) => e.domain(),
+            Error::Landing(e) => e.domain(),
+            Error::Source(e) => e.domain(),
+            Error::Cluster(e) => e.domain(),
+            Error::Configuration(_) => Domain::Configuration,
+            Error::Input(_) => Domain::Input,
+            Error::Internal(_) | Error::Context { .. } => Domain::Internal,
+        }
+    }
+
+    /// Whether the same operation may succeed later without any change by the user (a
+    /// service that was down, a lock held by a process that stopped since).
+    pub fn retryable(&self) -> bool {
+        match self.root() {
+            Error::Store(e) => e.retryable(),
+            Error::State(e) => e.retryable(),
+            Error::Landing(e) => e.retryable(),
+            Error::Source(e) => e.retryable(),
+            Error::Cluster(e) => e.retryable(),
+            _ => false,
+        }
+    }
+}
+
+/// `.context(...)` and `.with_context(|| ...)` on results of any typed error.
+pub trait Context<T> {
+    fn context(self, context: impl Into<String>) -> Result<T>;
+    fn with_context<C: Into<String>>(self, context: impl FnOnce() -> C) -> Result<T>;
+}
+
+impl<T, E: Into<Error>> Context<T> for std::result::Result<T, E> {
+    fn context(self, context: impl Into<String>) -> Result<T> {
+        self.map_err(|e| e.into().context(context))
+    }
+
+    fn with_context<C: Into<String>>(self, context: impl FnOnce() -> C) -> Result<T> {
+        self.map_err(|e| e.into().context(context()))
+    }
+}
+
+/// Whether an I/O failure may pass by itself.
+fn io_retryable(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        Interrupted | TimedOut | WouldBlock | ConnectionReset | ConnectionAborted | BrokenPipe
+    )
+}
 
 /// Failures of an object store (local directory or S3).
 #[derive(Debug, Error)]
@@ -106,4 +252,202 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl StoreError {
+    pub fn domain(&self) -> Domain {
+        match self {
+            StoreError::BadLocation { .. } => Domain::Configuration,
+            _ => Domain::ExternalService,
+        }
+    }
+
+    pub fn retryable(&self) -> bool {
+        match self {
+            StoreError::Io { source, .. } => io_retryable(source),
+            StoreError::S3Exhausted { .. } => true,
+            StoreError::S3Permanent { .. } | StoreError::BadLocation { .. } => false,
+        }
+    }
+}
+
+impl StateError {
+    pub fn domain(&self) -> Domain {
+        match self {
+            StateError::Sqlite { .. }
+            | StateError::Postgres { .. }
+            | StateError::Unavailable { .. }
+            | StateError::Unreachable { .. }
+            | StateError::Io { .. } => Domain::ExternalService,
+            StateError::DifferentRun { .. }
+            | StateError::StreamEnded { .. }
+            | StateError::OutputConflict { .. }
+            | StateError::Locked { .. }
+            | StateError::BadUrl { .. } => Domain::Configuration,
+            StateError::ChunkChanged { .. } => Domain::Input,
+            StateError::Inconsistent(_) => Domain::Internal,
+        }
+    }
+
+    pub fn retryable(&self) -> bool {
+        match self {
+            StateError::Unavailable { .. }
+            | StateError::Unreachable { .. }
+            | StateError::Locked { .. } => true,
+            StateError::Postgres { source, .. } => source.is_closed(),
+            StateError::Io { source, .. } => io_retryable(source),
+            _ => false,
+        }
+    }
+}
+
+/// Failures of the landing store: its I/O, or contents that contradict SPEC §3.
+#[derive(Debug, Error)]
+pub enum LandingError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// `_COMPLETE` is not a count, or a chunk exists at or past its count.
+    #[error(
+        "inconsistent landing {location}: {detail}; fix the landing store (it is append-only) \
+         and restart"
+    )]
+    Inconsistent { location: String, detail: String },
+    /// A replay range that cannot be replayed whole.
+    #[error("replay of {location} refused before committing anything: {detail}")]
+    Replay { location: String, detail: String },
+}
+
+impl LandingError {
+    pub fn domain(&self) -> Domain {
+        match self {
+            LandingError::Store(e) => e.domain(),
+            LandingError::Inconsistent { .. } | LandingError::Replay { .. } => Domain::Input,
+        }
+    }
+
+    pub fn retryable(&self) -> bool {
+        match self {
+            LandingError::Store(e) => e.retryable(),
+            _ => false,
+        }
+    }
+}
+
+/// Why a source file cannot be cut into chunks (Mechanism X).
+#[derive(Debug, Error)]
+pub enum SourceError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error(
+        "the source has no line break after its header (expected LF, CRLF or CR line endings)"
+    )]
+    NoLineBreak,
+}
+
+impl SourceError {
+    pub fn domain(&self) -> Domain {
+        match self {
+            SourceError::Io(_) => Domain::ExternalService,
+            SourceError::NoLineBreak => Domain::Input,
+        }
+    }
+
+    pub fn retryable(&self) -> bool {
+        match self {
+            SourceError::Io(e) => io_retryable(e),
+            SourceError::NoLineBreak => false,
+        }
+    }
+}
+
+/// Appended to every cluster failure.
+pub const CLUSTER_RESTART_HINT: &str =
+    "restart every process of the cluster; it resumes from the state store";
+
+/// Failures of a cluster of processes (`-n` > 1) or of this process's worker threads.
+#[derive(Debug, Error)]
+pub enum ClusterError {
+    /// Not every process connected within `--connect-timeout`.
+    #[error("cluster start-up: process {process} of {processes} could not connect to every other process within {seconds} s (hostfile {hostfile}); start every process with the same -n, -w and hostfile, or raise --connect-timeout")]
+    ConnectTimeout {
+        process: usize,
+        processes: usize,
+        seconds: u64,
+        hostfile: String,
+    },
+    /// Stopped by a signal before the cluster was connected.
+    #[error("stopped while waiting for the other processes of the cluster")]
+    StoppedConnecting,
+    /// A connection to another process failed.
+    #[error("cluster peer lost: {detail}; {CLUSTER_RESTART_HINT}")]
+    PeerLost { detail: String },
+    /// The processes run with different options or data.
+    #[error("the processes of the cluster run with different options ({differences}); start every process with the same options and data (a replay while mechanism-x is still writing lists different chunks: give --to)")]
+    DifferentOptions { differences: String },
+    /// An epoch lacks the share of some worker.
+    #[error("epoch {epoch} ({chunk}) is incomplete: {reported} of {workers} workers contributed their share; a process of the cluster stopped or sees a different set of chunks (stop a cluster by signalling every process; replay a fixed range with --to)")]
+    IncompleteEpoch {
+        epoch: u64,
+        chunk: String,
+        reported: usize,
+        workers: usize,
+    },
+    /// A worker thread panicked (a bug), or another process's failure in a cluster run.
+    #[error("{0}")]
+    WorkerFailed(String),
+}
+
+impl ClusterError {
+    pub fn domain(&self) -> Domain {
+        match self {
+            ClusterError::ConnectTimeout { .. }
+            | ClusterError::StoppedConnecting
+            | ClusterError::DifferentOptions { .. }
+            | ClusterError::IncompleteEpoch { .. } => Domain::Configuration,
+            ClusterError::PeerLost { .. } => Domain::ExternalService,
+            ClusterError::WorkerFailed(_) => Domain::Internal,
+        }
+    }
+
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            ClusterError::ConnectTimeout { .. } | ClusterError::PeerLost { .. }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_keeps_the_domain_and_retry_hint_of_the_cause() {
+        let cause = StateError::Unavailable {
+            seconds: 60,
+            last_error: "connection refused".into(),
+        };
+        let e = Error::from(cause).context("committing epoch 3");
+        assert_eq!(e.domain(), Domain::ExternalService);
+        assert!(e.retryable());
+        assert!(e
+            .to_string()
+            .starts_with("committing epoch 3: PostgreSQL unreachable for 60 s"));
+        let bad = Error::from(StoreError::BadLocation {
+            location: "ftp://x".into(),
+            reason: "unknown scheme".into(),
+        });
+        assert_eq!(bad.domain(), Domain::Configuration);
+        assert!(!bad.retryable());
+        let changed: Result<()> = Err(StateError::ChunkChanged {
+            chunk: "chunk-000001.csv".into(),
+            epoch: 1,
+            committed: "aa".into(),
+            now: "bb".into(),
+        })
+        .context("replaying");
+        let changed = changed.unwrap_err();
+        assert_eq!(changed.domain(), Domain::Input);
+        assert!(!changed.retryable());
+    }
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+pub use crate::error::SourceError;
 use crate::objectstore::{self, ObjectStore, PutOutcome, S3Options};
 use crate::sources::framing::{self, Header, Step};
 use crate::sources::landing::{chunk_key, list_chunks, read_complete, COMPLETE_KEY};
@@ -72,17 +73,6 @@ const READ_BLOCK: usize = 1 << 20;
 /// The header must end within this many bytes: a source with no line break (an unknown
 /// terminator) is refused instead of being read whole as one line.
 const MAX_HEADER_BYTES: usize = 1 << 20;
-
-/// Why a source cannot be cut into chunks.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    #[error(
-        "the source has no line break after its header (expected LF, CRLF or CR line endings)"
-    )]
-    NoLineBreak,
-}
 
 impl<R: Read> SourceRecords<R> {
     /// Reads up to the header; returns the reader and the header line with its terminator

@@ -41,6 +41,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+pub use crate::error::LandingError;
 use crate::error::StoreError;
 use crate::objectstore::{ObjectMeta, ObjectStore};
 
@@ -168,22 +169,6 @@ fn later_chunk(store: &dyn ObjectStore, index: u64) -> Result<Option<u64>, Store
             return Ok(Some(k));
         }
     }
-}
-
-/// Failures of the landing store: its I/O, or contents that contradict SPEC §3.
-#[derive(Debug, thiserror::Error)]
-pub enum LandingError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// `_COMPLETE` is not a count, or a chunk exists at or past its count.
-    #[error(
-        "inconsistent landing {location}: {detail}; fix the landing store (it is append-only) \
-         and restart"
-    )]
-    Inconsistent { location: String, detail: String },
-    /// A replay range that cannot be replayed whole.
-    #[error("replay of {location} refused before committing anything: {detail}")]
-    Replay { location: String, detail: String },
 }
 
 /// The count in a `_COMPLETE` body (ASCII whitespace around it allowed), or why it is not one.
