@@ -392,14 +392,18 @@ pub enum ClusterError {
         reported: usize,
         workers: usize,
     },
-    /// A worker thread panicked (a bug), or another process's failure in a cluster run.
+    /// A worker thread panicked (a bug).
     #[error("{0}")]
     WorkerFailed(String),
+    /// This process of a cluster failed: the others cannot go on without it.
+    #[error("{source}; {CLUSTER_RESTART_HINT}")]
+    ProcessFailed { source: Box<Error> },
 }
 
 impl ClusterError {
     pub fn domain(&self) -> Domain {
         match self {
+            ClusterError::ProcessFailed { source } => source.domain(),
             ClusterError::ConnectTimeout { .. }
             | ClusterError::StoppedConnecting
             | ClusterError::DifferentOptions { .. }
@@ -410,10 +414,13 @@ impl ClusterError {
     }
 
     pub fn retryable(&self) -> bool {
-        matches!(
-            self,
-            ClusterError::ConnectTimeout { .. } | ClusterError::PeerLost { .. }
-        )
+        match self {
+            ClusterError::ProcessFailed { source } => source.retryable(),
+            other => matches!(
+                other,
+                ClusterError::ConnectTimeout { .. } | ClusterError::PeerLost { .. }
+            ),
+        }
     }
 }
 

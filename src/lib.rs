@@ -9,9 +9,10 @@
 //! | [`dataflow`] | the differential computation: aggregates and one file per pattern |
 //! | [`sinks`] | taking results out: state stores (SQLite, PostgreSQL), detection and reject files |
 //! | [`mechanism_x`] | the producer that cuts `transactions.csv` into landing chunks |
-//! | [`mechanism_y`] | the detector: timely workers, epochs, the single committing writer |
+//! | [`mechanism_y`] | the detector, as the story of its runtime: feed → workers → committer |
+//! | [`runtime`] | the epoch runtime: worker loop, epoch batches, committing thread, cluster |
 //! | [`name`] | `Name`: customer/merchant/category names as compact, word-compared values |
-//! | [`error`] | typed errors of the object and state stores |
+//! | [`error`] | the library's error: typed errors with a domain and a retry hint |
 //! | [`time`] | IST (UTC+05:30) timestamps |
 //! | [`cli`] | command-line options shared by the binaries |
 //!
@@ -26,6 +27,7 @@ pub mod mechanism_y;
 pub mod model;
 pub mod name;
 pub mod objectstore;
+pub mod runtime;
 pub mod sinks;
 pub mod sources;
 pub mod time;

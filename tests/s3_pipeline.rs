@@ -436,7 +436,7 @@ fn try_run_y(opts: &YOptions) -> anyhow::Result<RunSummary> {
         !timed_out.load(Ordering::SeqCst),
         "mechanism Y did not finish within {Y_LIMIT:?}"
     );
-    result
+    Ok(result?)
 }
 
 fn x_options(landing: &str, s3: S3Options) -> XOptions {

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use txflow::cli::{self, S3Args, ThresholdArgs};
+use txflow::error::{ClusterError, Error};
 use txflow::mechanism_y::{self, ReplayRange, TimelyOptions, YOptions};
+use txflow::runtime::cluster;
 use txflow::sinks::state::postgres::PgOptions;
 
 /// Detects PatId1–3 over landing chunks, incrementally, exactly once.
@@ -92,6 +94,8 @@ struct Args {
 
 fn main() -> ExitCode {
     cli::init_logging();
+    // A cluster's lost connection becomes the run's one-line error, not panic messages.
+    std::panic::set_hook(cluster::quiet_panic_hook(std::panic::take_hook()));
     cli::exit_with(run(cli::parse_args::<Args>()))
 }
 
@@ -133,7 +137,13 @@ fn run(args: Args) -> anyhow::Result<()> {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone())?;
     }
-    let summary = mechanism_y::run_with_stop(&options, stop)?;
+    let summary = match mechanism_y::run_with_stop(&options, stop) {
+        Err(e) if matches!(e.root(), Error::Cluster(ClusterError::StoppedConnecting)) => {
+            eprintln!("mechanism-y: {e}");
+            return Ok(());
+        }
+        result => result?,
+    };
     if options.timely.process == 0 {
         println!(
             "mechanism-y: {} epochs committed ({} recovered), {} rows accepted, {} rejected, \

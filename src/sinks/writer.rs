@@ -1,6 +1,6 @@
-//! The single committing writer. One worker (global index 0) owns it: it receives every
-//! epoch's detections, counter changes and share reports, and turns them into exactly-once
-//! effects:
+//! The single committing writer. The committing thread of the process hosting worker 0 owns
+//! it: it receives every epoch's detections, counter changes and share reports as one batch,
+//! and turns them into exactly-once effects:
 //!
 //! 1. the epoch's rejects file is written (deterministic content, so a retry rewrites it);
 //! 2. new detections (insertions not yet in the ledger — "emit once") get the next sequence
@@ -8,8 +8,11 @@
 //!    one state-store transaction;
 //! 3. every complete group of 50 ledger rows is written as a detection file and marked.
 //!
+//! The writer runs on the committing thread (`runtime::committer`) and takes
+//! [`EpochBatch`]es, in epoch order.
+//!
 //! After a crash, epochs up to the last committed one are replayed into the dataflow only to
-//! rebuild its state: [`EpochWriter::replayed`] tells the worker to skip them (after checking
+//! rebuild its state: [`EpochWriter::replayed`] tells the committer to skip them (after checking
 //! that the chunk's bytes are those the epoch was committed from), and
 //! [`EpochWriter::open`] rewrites any file the crash may have cut off.
 //!
@@ -20,14 +23,13 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use crate::dataflow::ShareReport;
-use crate::error::StateError;
-use crate::model::{DetectionKey, Name, Pattern, Reject};
+use crate::error::{Error, Result, StateError};
+use crate::model::{DetectionKey, Pattern, Reject};
 use crate::objectstore::{ObjectStore, PutOutcome};
+use crate::runtime::batch::EpochBatch;
 use crate::sinks::detection_files::{self, ROWS_PER_FILE};
 use crate::sinks::rejects;
 use crate::sinks::state::{EpochCommit, EpochRow, LedgerRow, RunIdentity, StateStore};
-use crate::sources::landing::Chunk;
 use crate::time::{format_ist, now_ms};
 
 /// How detection and commit times are taken (SPEC §5).
@@ -38,16 +40,6 @@ pub enum Clock {
     /// Replay: `YStartTime` = the first replayed chunk's last-modified time; times = the
     /// detection's chunk's last-modified time, so backtest output is reproducible.
     Replay { first_chunk_ms: i64 },
-}
-
-/// The changes of one epoch, gathered from the dataflow by the writer worker.
-#[derive(Debug, Default)]
-pub struct EpochChanges {
-    /// Detection → summed diff at this epoch (+1 = starts holding).
-    pub detections: BTreeMap<DetectionKey, isize>,
-    /// Merchant → change of `N(m)` (Σ value·diff over the count collection's updates).
-    pub counter_deltas: BTreeMap<Name, i64>,
-    pub reports: Vec<ShareReport>,
 }
 
 /// What committing an epoch did.
@@ -84,7 +76,7 @@ impl EpochWriter {
         output: Arc<dyn ObjectStore>,
         run: &RunIdentity,
         clock: Clock,
-    ) -> anyhow::Result<EpochWriter> {
+    ) -> Result<EpochWriter> {
         let recovered = store.begin_run(run)?;
         let emitted = recovered
             .emitted
@@ -97,12 +89,14 @@ impl EpochWriter {
                 })
             })
             .collect::<HashSet<_>>();
-        anyhow::ensure!(
-            emitted.len() as u64 == recovered.next_seq,
-            "state store ledger has {} rows but {} distinct known detections",
-            recovered.next_seq,
-            emitted.len()
-        );
+        if emitted.len() as u64 != recovered.next_seq {
+            return Err(StateError::Inconsistent(format!(
+                "state store ledger has {} rows but {} distinct known detections",
+                recovered.next_seq,
+                emitted.len()
+            ))
+            .into());
+        }
         let pending = match store.first_unwritten_seq()? {
             Some(first) => {
                 let start = detection_files::file_of(first) * ROWS_PER_FILE;
@@ -142,21 +136,21 @@ impl EpochWriter {
         self.recovered.keys().copied()
     }
 
-    /// For a chunk a recovery replays: `Ok(true)` when an earlier run committed its epoch
-    /// from the same bytes (skip the commit), `Ok(false)` when the epoch is not committed,
-    /// and [`StateError::ChunkChanged`] when its bytes differ from those the epoch was
+    /// For an epoch a recovery replays: `Ok(true)` when an earlier run committed it from the
+    /// same chunk bytes (skip the commit), `Ok(false)` when the epoch is not committed, and
+    /// [`StateError::ChunkChanged`] when the chunk's bytes differ from those the epoch was
     /// committed from; from then on the writer commits and writes nothing.
-    pub fn replayed(&mut self, chunk: &Chunk) -> Result<bool, StateError> {
-        let Some(committed) = self.recovered.get(&chunk.index) else {
+    pub fn replayed(&mut self, batch: &EpochBatch) -> Result<bool, StateError> {
+        let Some(committed) = self.recovered.get(&batch.epoch) else {
             return Ok(false);
         };
         match committed {
-            Some(digest) if *digest != chunk.digest => {
+            Some(digest) if *digest != batch.chunk_digest => {
                 let error = StateError::ChunkChanged {
-                    chunk: chunk.key.clone(),
-                    epoch: chunk.index,
+                    chunk: batch.chunk_key.clone(),
+                    epoch: batch.epoch,
                     committed: short_digest(digest).to_string(),
-                    now: short_digest(&chunk.digest).to_string(),
+                    now: short_digest(&batch.chunk_digest).to_string(),
                 };
                 self.refused = Some(error.to_string());
                 Err(error)
@@ -167,15 +161,17 @@ impl EpochWriter {
 
     /// Refuses to change anything after a replayed chunk was found changed, or once the
     /// stream has ended.
-    fn check_may_commit(&self, epoch: u64) -> anyhow::Result<()> {
+    fn check_may_commit(&self, epoch: u64) -> Result<()> {
         if let Some(refused) = &self.refused {
-            anyhow::bail!("not committing epoch {epoch}: {refused}");
+            return Err(Error::input(format!(
+                "not committing epoch {epoch}: {refused}"
+            )));
         }
         if self.finished {
-            anyhow::bail!(
+            return Err(Error::configuration(format!(
                 "not committing epoch {epoch}: the stream of this state store has ended; a new \
                  run needs a new state store"
-            );
+            )));
         }
         Ok(())
     }
@@ -190,7 +186,7 @@ impl EpochWriter {
     }
 
     /// Writes a rejects object (used for the importance file at start).
-    pub fn write_rejects(&self, name: &str, rows: &[Reject]) -> anyhow::Result<()> {
+    pub fn write_rejects(&self, name: &str, rows: &[Reject]) -> Result<()> {
         if !rows.is_empty() {
             self.output
                 .put(&rejects::rejects_key(name), &rejects::render(rows))?;
@@ -198,35 +194,25 @@ impl EpochWriter {
         Ok(())
     }
 
-    /// Commits epoch `chunk.index` with its gathered changes.
-    pub fn commit(&mut self, chunk: &Chunk, changes: EpochChanges) -> anyhow::Result<CommitStats> {
-        let epoch = chunk.index;
+    /// Commits an epoch: its rejects file, then one state-store transaction with its new
+    /// detections, counter deltas and progress row, then any detection file it completes.
+    pub fn commit(&mut self, mut batch: EpochBatch) -> Result<CommitStats> {
+        let epoch = batch.epoch;
         self.check_may_commit(epoch)?;
-        let (accepted, rejected) = changes
-            .reports
-            .iter()
-            .fold((0, 0), |(a, r), s| (a + s.accepted, r + s.rejected));
-        let mut reject_rows: Vec<Reject> = changes
-            .reports
-            .into_iter()
-            .flat_map(|s| s.rejects)
-            .collect();
-        // Line order. Records separated by a lone `\r` share a line number: order those by
-        // text, so that the file is the same for any number of workers and processes.
-        reject_rows.sort_by(|a, b| (a.line, &a.raw, &a.reason).cmp(&(b.line, &b.raw, &b.reason)));
-        self.write_rejects(&chunk.key, &reject_rows)?;
+        let (accepted, rejected) = batch.row_counts();
+        let rejects = batch.take_rejects();
+        self.write_rejects(&batch.chunk_key, &rejects)?;
 
         let now = match self.clock {
             Clock::Live { .. } => format_ist(now_ms()),
-            Clock::Replay { .. } => format_ist(chunk.last_modified_ms),
+            Clock::Replay { .. } => format_ist(batch.visible_ms),
         };
         let y_start = match self.clock {
             Clock::Live { y_start_ms } => format_ist(y_start_ms),
             Clock::Replay { first_chunk_ms } => format_ist(first_chunk_ms),
         };
         // BTreeMap order is (pattern, merchant, customer): the SPEC's within-epoch order.
-        let new: Vec<DetectionKey> = changes
-            .detections
+        let new: Vec<DetectionKey> = std::mem::take(&mut batch.detections)
             .into_iter()
             .filter(|(key, diff)| *diff > 0 && !self.emitted.contains(key))
             .map(|(key, _)| key)
@@ -249,13 +235,13 @@ impl EpochWriter {
         let commit = EpochCommit {
             progress: EpochRow {
                 epoch,
-                chunk_key: chunk.key.clone(),
+                chunk_key: batch.chunk_key.clone(),
                 rows_accepted: accepted,
                 rows_rejected: rejected,
                 committed_at: now,
-                chunk_digest: Some(chunk.digest.clone()),
+                chunk_digest: Some(batch.chunk_digest.clone()),
             },
-            counter_deltas: changes
+            counter_deltas: batch
                 .counter_deltas
                 .into_iter()
                 .filter(|(_, d)| *d != 0)
@@ -279,9 +265,9 @@ impl EpochWriter {
     }
 
     /// Ends the stream: writes the last, shorter file and records the end.
-    pub fn finish(&mut self) -> anyhow::Result<()> {
+    pub fn finish(&mut self) -> Result<()> {
         if let Some(refused) = &self.refused {
-            anyhow::bail!("not ending the stream: {refused}");
+            return Err(Error::input(format!("not ending the stream: {refused}")));
         }
         self.write_full_files()?;
         if !self.pending.is_empty() {
@@ -297,7 +283,7 @@ impl EpochWriter {
 
     /// Writes a published file that must never change once written: created if absent;
     /// an existing one must already hold `body`.
-    fn publish(&self, key: &str, body: &[u8]) -> anyhow::Result<()> {
+    fn publish(&self, key: &str, body: &[u8]) -> Result<()> {
         loop {
             if self.output.put_if_absent(key, body)? == PutOutcome::Created {
                 return Ok(());
@@ -323,7 +309,7 @@ impl EpochWriter {
         }
     }
 
-    fn write_full_files(&mut self) -> anyhow::Result<()> {
+    fn write_full_files(&mut self) -> Result<()> {
         while self.pending.len() as u64 >= ROWS_PER_FILE {
             let rest = self.pending.split_off(ROWS_PER_FILE as usize);
             let rows = std::mem::replace(&mut self.pending, rest);
@@ -332,13 +318,14 @@ impl EpochWriter {
         Ok(())
     }
 
-    fn write_file(&mut self, rows: &[LedgerRow]) -> anyhow::Result<()> {
+    fn write_file(&mut self, rows: &[LedgerRow]) -> Result<()> {
         let first = rows[0].seq;
         let file_seq = detection_files::file_of(first);
-        anyhow::ensure!(
-            first == file_seq * ROWS_PER_FILE,
-            "detection file {file_seq} would start at sequence {first}, not at a file boundary"
-        );
+        if first != file_seq * ROWS_PER_FILE {
+            return Err(Error::internal(format!(
+                "detection file {file_seq} would start at sequence {first}, not at a file boundary"
+            )));
+        }
         self.publish(
             &detection_files::file_key(file_seq),
             &detection_files::render(rows),
@@ -361,7 +348,7 @@ mod tests {
     use super::*;
     use crate::objectstore::{self, S3Options};
     use crate::sinks::state::sqlite::SqliteStore;
-    use crate::sources::landing::{chunk_digest, chunk_key};
+    use crate::sources::landing::{chunk_digest, chunk_key, Chunk};
 
     fn run() -> RunIdentity {
         RunIdentity {
@@ -375,15 +362,17 @@ mod tests {
         }
     }
 
-    fn chunk(index: u64, body: &'static [u8]) -> Chunk {
-        Chunk {
+    /// An empty epoch of a chunk with these bytes.
+    fn chunk(index: u64, body: &'static [u8]) -> EpochBatch {
+        let chunk = Chunk {
             index,
             key: chunk_key(index),
             body: bytes::Bytes::from_static(body),
             last_modified_ms: 0,
             seen_at: std::time::Instant::now(),
             digest: chunk_digest(body),
-        }
+        };
+        EpochBatch::new(&chunk, std::time::Instant::now())
     }
 
     struct Setup {
@@ -423,8 +412,7 @@ mod tests {
         let setup = Setup::new();
         let mut w = setup.writer();
         assert!(!w.replayed(&chunk(0, b"original")).unwrap());
-        w.commit(&chunk(0, b"original"), EpochChanges::default())
-            .unwrap();
+        w.commit(chunk(0, b"original")).unwrap();
         drop(w);
 
         let mut w = setup.writer();
@@ -439,9 +427,7 @@ mod tests {
                 && message.contains("the landing store must be append-only"),
             "{message}"
         );
-        assert!(w
-            .commit(&chunk(1, b"next"), EpochChanges::default())
-            .is_err());
+        assert!(w.commit(chunk(1, b"next")).is_err());
         assert!(w.finish().is_err());
         drop(w);
         let mut store = setup.store();
@@ -454,12 +440,12 @@ mod tests {
     fn an_ended_stream_commits_nothing_more() {
         let setup = Setup::new();
         let mut w = setup.writer();
-        w.commit(&chunk(0, b"a"), EpochChanges::default()).unwrap();
+        w.commit(chunk(0, b"a")).unwrap();
         w.finish().unwrap();
         drop(w);
         let mut w = setup.writer();
         assert!(w.is_finished());
-        assert!(w.commit(&chunk(1, b"b"), EpochChanges::default()).is_err());
+        assert!(w.commit(chunk(1, b"b")).is_err());
         assert_eq!(setup.store().epoch_rows().unwrap().len(), 1);
     }
 
@@ -474,7 +460,7 @@ mod tests {
         let refused = w
             .publish("detections-000000.csv", b"other rows")
             .unwrap_err();
-        let message = format!("{refused:#}");
+        let message = refused.to_string();
         assert!(
             message.contains("already holds detections-000000.csv with other content"),
             "{message}"

@@ -1,0 +1,120 @@
+//! The epoch runtime of Mechanism Y: how chunks become epochs and epochs become commits.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`options`] | what a run is given ([`YOptions`]) and what it reports ([`RunSummary`]) |
+//! | [`config`] | `-w`/`-n`/`-p`/`-h`, their bounds, and timely's configuration |
+//! | [`startup`] | opening and checking the landing, importance file, output and state store |
+//! | [`identity`] | the run identity (SPEC §6) and the option fingerprints of a cluster |
+//! | [`worker`] | the worker loop: feed → parse a share → dataflow → hand the epoch over |
+//! | [`batch`] | [`EpochBatch`]: one epoch's outputs and share reports; its completeness |
+//! | [`committer`] | the committing thread: batches in, rejects/ledger/files out |
+//! | [`cluster`] | starting and joining the workers, bounded, with typed failures |
+//!
+//! An epoch's path: the [`ChunkFeed`](crate::sources::landing::ChunkFeed) fetches chunk k;
+//! every worker parses its share and feeds it at time k; the dataflow's outputs and the share
+//! reports are exchanged to worker 0, which takes them out as one [`EpochBatch`] once the
+//! dataflow's frontier passes k, checks that every worker contributed, and queues it to the
+//! [`committer`] (bounded, in order) while the workers go on with chunk k+1. The committer
+//! skips epochs an earlier run committed (after checking their chunk digest), and commits the
+//! others: rejects file, one state-store transaction, detection files.
+
+pub mod batch;
+pub mod cluster;
+pub mod committer;
+pub mod config;
+pub mod identity;
+pub mod options;
+pub mod startup;
+pub mod worker;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+pub use batch::EpochBatch;
+pub use config::{
+    TimelyOptions, DEFAULT_CONNECT_TIMEOUT, MAX_PROCESSES, MAX_TOTAL_WORKERS, MAX_WORKERS,
+};
+pub use options::{
+    default_poll_interval, ReplayRange, RunSummary, YOptions, DEFAULT_GAP_WARN, DEFAULT_SETTLE,
+};
+
+use crate::error::{Error, Result};
+
+/// How the threads of a run tell each other to stop: a stop asked from outside (a signal),
+/// or the first failure of a worker, the committer or the cluster.
+pub struct RunControl {
+    stop: Arc<AtomicBool>,
+    failure: Mutex<Option<Error>>,
+    aborted: AtomicBool,
+    workers_returned: AtomicUsize,
+}
+
+impl RunControl {
+    pub fn new(stop: Arc<AtomicBool>) -> RunControl {
+        RunControl {
+            stop,
+            failure: Mutex::new(None),
+            aborted: AtomicBool::new(false),
+            workers_returned: AtomicUsize::new(0),
+        }
+    }
+
+    /// Records a failure (the first one is the run's error) and stops every thread.
+    pub fn fail(&self, error: Error) {
+        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        if failure.is_none() {
+            *failure = Some(error);
+        }
+        self.aborted.store(true, Ordering::SeqCst);
+    }
+
+    /// A worker's loop returned.
+    pub fn worker_returned(&self, result: Result<()>) {
+        if let Err(e) = result {
+            self.fail(e);
+        }
+        self.workers_returned.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn workers_returned(&self) -> usize {
+        self.workers_returned.load(Ordering::SeqCst)
+    }
+
+    /// Stopped from outside.
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Something failed.
+    pub fn aborted(&self) -> bool {
+        self.aborted.load(Ordering::Relaxed)
+    }
+
+    pub fn failed(&self) -> bool {
+        self.aborted()
+    }
+
+    /// Stopped or failed: take no further chunk.
+    pub fn should_stop(&self) -> bool {
+        self.stopped() || self.aborted()
+    }
+
+    /// The flag a stop from outside sets (the chunk feed watches it).
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Stops the threads that outlive the workers (the chunk feed).
+    pub fn stop_all(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// The run's error, if any.
+    pub fn take_failure(&self) -> Option<Error> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+}

@@ -1,0 +1,106 @@
+//! What a run of Mechanism Y is given ([`YOptions`]) and what it reports ([`RunSummary`]).
+
+use std::time::Duration;
+
+use crate::model::Thresholds;
+use crate::objectstore::S3Options;
+use crate::runtime::config::TimelyOptions;
+use crate::sinks::state::postgres::PgOptions;
+
+/// A replay/backtest range of chunk indices, inclusive; `None` = open.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplayRange {
+    pub from: Option<u64>,
+    pub to: Option<u64>,
+}
+
+/// Everything `mechanism-y` needs.
+#[derive(Clone, Debug)]
+pub struct YOptions {
+    /// Landing location: a directory or `s3://bucket/prefix`.
+    pub landing: String,
+    /// The importance file: a path or `s3://bucket/key`.
+    pub importance: String,
+    /// Output location: a directory or `s3://bucket/prefix`.
+    pub output: String,
+    /// `sqlite://PATH` or a `postgres://` URL.
+    pub state: String,
+    /// `Some` = replay/backtest mode.
+    pub replay: Option<ReplayRange>,
+    /// Live mode only (`--follow`): never end the stream. `_COMPLETE` is still checked against
+    /// the chunks (an inconsistent landing fails the run) but does not end it; Y keeps following
+    /// the landing store until it is stopped.
+    pub follow_forever: bool,
+    pub thresholds: Thresholds,
+    pub timely: TimelyOptions,
+    pub s3: S3Options,
+    pub pg: PgOptions,
+    /// Live mode: how often to look for the next chunk while waiting.
+    pub poll_interval: Duration,
+    /// While waiting for a chunk that must exist (`_COMPLETE` or a later chunk says so), or
+    /// for a landing directory that does not exist, warn this often.
+    pub gap_warn: Duration,
+    /// Local landing: a chunk whose last byte is not a line terminator is still being written;
+    /// it is taken once its size has stayed the same this long.
+    pub settle: Duration,
+}
+
+/// Default of [`YOptions::gap_warn`] (`--gap-warn-secs`).
+pub const DEFAULT_GAP_WARN: Duration = Duration::from_secs(10);
+
+/// Default of [`YOptions::settle`] (`--settle-ms`).
+pub const DEFAULT_SETTLE: Duration = Duration::from_millis(1000);
+
+impl YOptions {
+    /// Options with the defaults of the command line, for the given locations.
+    pub fn new(landing: &str, importance: &str, output: &str, state: &str) -> YOptions {
+        YOptions {
+            landing: landing.into(),
+            importance: importance.into(),
+            output: output.into(),
+            state: state.into(),
+            replay: None,
+            follow_forever: false,
+            thresholds: Thresholds::default(),
+            timely: TimelyOptions::default(),
+            s3: S3Options::default(),
+            pg: PgOptions::default(),
+            poll_interval: default_poll_interval(landing),
+            gap_warn: DEFAULT_GAP_WARN,
+            settle: DEFAULT_SETTLE,
+        }
+    }
+}
+
+/// How often live mode looks for the next chunk: a failed local `open` is cheap, an S3 GET
+/// is a billed request.
+pub fn default_poll_interval(landing: &str) -> Duration {
+    if landing.starts_with("s3://") {
+        Duration::from_millis(200)
+    } else {
+        Duration::from_millis(10)
+    }
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default)]
+pub struct RunSummary {
+    /// Epochs committed by this run (not counting recovered ones).
+    pub epochs_committed: u64,
+    /// Epochs replayed only to rebuild state (committed by an earlier run).
+    pub epochs_recovered: u64,
+    pub rows_accepted: u64,
+    pub rows_rejected: u64,
+    /// Detections in the ledger at the end.
+    pub detections_total: u64,
+    /// Detection files written or rewritten by this run.
+    pub files_written: u64,
+    /// Whether the stream ended (last short file written).
+    pub finished: bool,
+    pub wall: Duration,
+    /// Per committed epoch: from the writer taking up the chunk to the epoch's commit.
+    pub epoch_latencies: Vec<Duration>,
+    /// Per committed epoch: from the chunk object's last-modified time (when it became
+    /// visible) to the epoch's commit, in milliseconds (live-mode latency).
+    pub visible_to_commit_ms: Vec<i64>,
+}

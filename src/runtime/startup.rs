@@ -1,0 +1,137 @@
+//! Start-up: opening and checking everything a run needs before its workers start.
+//!
+//! In order: the landing store and the importance file (every process); which chunks and
+//! which clock (a replay range is resolved and refused when a chunk is missing); then, on
+//! the process hosting worker 0 only, the output store (probed for writing, cleared of the
+//! temporary files of killed writers) and the state store, whose run identity must match.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::error::{Context, Error, Result, StateError};
+use crate::objectstore::{self, ObjectStore};
+use crate::runtime::identity::run_identity;
+use crate::runtime::options::YOptions;
+use crate::sinks::state::{self, RunIdentity};
+use crate::sinks::writer::{Clock, EpochWriter};
+use crate::sources::importance::{parse_importance, ImportanceTable};
+use crate::sources::landing::{chunk_key, list_chunks, resolve_replay, FeedPlan};
+
+/// What every process of a run reads before it starts.
+pub struct RunInputs {
+    pub landing: Arc<dyn ObjectStore>,
+    /// The importance file's bytes (their hash is part of the cluster fingerprint).
+    pub importance_bytes: bytes::Bytes,
+    pub importance: ImportanceTable,
+    pub plan: FeedPlan,
+    pub clock: Clock,
+    pub identity: RunIdentity,
+}
+
+/// Opens the landing store, reads the importance file, and decides the chunks and the clock.
+pub fn open_inputs(options: &YOptions, y_start_ms: i64) -> Result<RunInputs> {
+    let landing = objectstore::open(&options.landing, &options.s3)
+        .with_context(|| format!("opening the landing store {}", options.landing))?;
+    landing
+        .check()
+        .with_context(|| format!("checking the landing store {}", options.landing))?;
+    let object = objectstore::read_object(&options.importance, &options.s3)
+        .with_context(|| format!("reading the importance file {}", options.importance))?;
+    let importance = parse_importance("CustomerImportance.csv", &object.body)
+        .map_err(|e| Error::input(format!("importance file {}: {e}", options.importance)))?;
+    tracing::info!(
+        weights = importance.weights.len(),
+        rejected = importance.rejects.len(),
+        "importance weights loaded"
+    );
+    let (plan, clock, resolved) = match options.replay {
+        Some(range) => {
+            // One listing: `_COMPLETE` checked, the range refused when a chunk is missing.
+            let replay = resolve_replay(landing.as_ref(), range.from, range.to)?;
+            let clock = Clock::Replay {
+                first_chunk_ms: replay.first.last_modified_ms,
+            };
+            // The range as resolved from the listing is part of the run's identity, so that
+            // chunks arriving later make a rerun another run.
+            let resolved = Some((replay.from, replay.to));
+            (FeedPlan::Fixed(replay.indices), clock, resolved)
+        }
+        None => {
+            let plan = FeedPlan::Live {
+                forever: options.follow_forever,
+            };
+            (plan, Clock::Live { y_start_ms }, None)
+        }
+    };
+    Ok(RunInputs {
+        identity: run_identity(options, resolved, &object.body),
+        landing,
+        importance_bytes: object.body,
+        importance,
+        plan,
+        clock,
+    })
+}
+
+/// The process hosting worker 0: opens the output and the state store and begins the run.
+pub fn open_writer(options: &YOptions, inputs: &RunInputs) -> Result<EpochWriter> {
+    let output = objectstore::open(&options.output, &options.s3)
+        .with_context(|| format!("opening the output store {}", options.output))?;
+    output
+        .check()
+        .with_context(|| format!("checking the output store {}", options.output))?;
+    output
+        .check_writable()
+        .with_context(|| format!("the output {} is not writable", options.output))?;
+    output.remove_stale_temporaries().with_context(|| {
+        format!(
+            "removing stale temporary files from the output {}",
+            options.output
+        )
+    })?;
+    let store = state::open(&options.state, &options.pg).with_context(|| {
+        format!(
+            "opening the state store {}",
+            state::redact_url(&options.state)
+        )
+    })?;
+    EpochWriter::open(store, output, &inputs.identity, inputs.clock.clone())
+}
+
+/// An ended stream stays ended (SPEC §6): a store whose stream ended commits nothing more.
+/// `Ok` (with a message saying so) when the landing (live: its canonical chunks; replay:
+/// the resolved range) holds no chunk the store did not commit; the refusal otherwise.
+pub fn check_ended_stream(
+    writer: &EpochWriter,
+    landing: &dyn ObjectStore,
+    plan: &FeedPlan,
+) -> Result<()> {
+    let committed: BTreeSet<u64> = writer.committed_epochs().collect();
+    let present: Vec<u64> = match plan {
+        FeedPlan::Fixed(indices) => indices.clone(),
+        FeedPlan::Live { .. } => list_chunks(landing)
+            .with_context(|| format!("listing the landing store {}", landing.describe()))?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect(),
+    };
+    let more: Vec<u64> = present
+        .into_iter()
+        .filter(|k| !committed.contains(k))
+        .collect();
+    let last_epoch = committed.last().copied();
+    if !more.is_empty() {
+        let mut names: Vec<String> = more.iter().take(3).map(|k| chunk_key(*k)).collect();
+        if more.len() > 3 {
+            names.push(format!("… {}", chunk_key(more[more.len() - 1])));
+        }
+        let chunks = format!("{}: {} chunks", names.join(", "), more.len());
+        return Err(StateError::StreamEnded { last_epoch, chunks }.into());
+    }
+    tracing::warn!(
+        "the stream of this state store already ended{}: nothing to do (a new run needs a new \
+         state store)",
+        last_epoch.map_or_else(String::new, |e| format!(" at epoch {e}"))
+    );
+    Ok(())
+}

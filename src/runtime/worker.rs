@@ -1,0 +1,268 @@
+//! The worker loop: every timely worker of every process runs it.
+//!
+//! For each chunk the feed delivers, a worker parses its share of the records
+//! ([`parse_chunk`]), feeds them into the dataflow at time = the chunk's index, and steps
+//! the dataflow until the epoch is done. Worker 0 also gathers the epoch's outputs, checks
+//! (once) that every process of a cluster runs with its options, and hands the complete
+//! epoch to the committer; it never writes anything itself.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use differential_dataflow::input::{Input, InputSession};
+use differential_dataflow::{AsCollection, VecCollection};
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::operators::Exchange;
+use timely::worker::Worker;
+
+use crate::dataflow::aggregates::WeightTable;
+use crate::dataflow::{self, Epoch, ShareReport};
+use crate::error::{ClusterError, Error, Result};
+use crate::model::Thresholds;
+use crate::runtime::batch::{EpochBatch, Gathered};
+use crate::runtime::committer::CommitQueue;
+use crate::runtime::identity::{check_fingerprints, Fingerprint};
+use crate::runtime::RunControl;
+use crate::sources::landing::{Chunk, ChunkFeed, FeedItem};
+use crate::sources::parse::parse_chunk;
+
+/// What the workers of a process share.
+pub struct WorkerShared {
+    /// The importance table, broadcast: every worker joins its share with it on the way in.
+    pub weights: Arc<WeightTable>,
+    pub thresholds: Thresholds,
+    /// What every process of a cluster must agree on; checked by worker 0.
+    pub fingerprint: Fingerprint,
+    pub feed: Arc<ChunkFeed>,
+    pub control: Arc<RunControl>,
+    /// Epochs committed by an earlier run (replayed only to rebuild state).
+    pub recovered: BTreeSet<Epoch>,
+    /// The committer's queue, taken by worker 0 (`None` on the other processes).
+    pub commits: std::sync::Mutex<Option<CommitQueue>>,
+}
+
+/// How long an idle worker parks before polling the feed again.
+const IDLE_PARK: Duration = Duration::from_millis(1);
+
+/// How long worker 0 waits for its own stop signal when a peer stopped before an epoch.
+const INCOMPLETE_EPOCH_GRACE: Duration = Duration::from_secs(3);
+
+/// One worker's dataflow: its inputs, the probe that says when an epoch is done, and (on
+/// worker 0) what the dataflow hands out.
+struct Dataflow {
+    inputs: dataflow::Inputs,
+    reports: InputSession<Epoch, ShareReport, isize>,
+    probe: ProbeHandle<Epoch>,
+    gathered: Rc<RefCell<Gathered>>,
+    fingerprints: Rc<RefCell<Vec<(usize, Fingerprint)>>>,
+}
+
+/// Runs one worker until the stream ends, the run is stopped, or something fails.
+pub fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<()> {
+    let mut flow = build_dataflow(worker, shared);
+    let mut commits = match worker.index() {
+        0 => shared
+            .commits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(),
+        _ => None,
+    };
+    let mut fingerprints_checked = false;
+    let mut position = 0u64;
+    let ended = loop {
+        let chunk = match next_item(worker, shared, position)? {
+            Some(FeedItem::Chunk(chunk)) => chunk,
+            Some(FeedItem::End) => break true,
+            None => break false,
+        };
+        position += 1;
+        let taken_at = Instant::now();
+        let next = compute_epoch(worker, &mut flow, &chunk);
+        let Some(queue) = commits.as_ref() else {
+            continue;
+        };
+        if !fingerprints_checked {
+            check_fingerprints(&flow.fingerprints.borrow(), &shared.fingerprint)?;
+            fingerprints_checked = true;
+        }
+        let batch = flow
+            .gathered
+            .borrow_mut()
+            .take_batch(&chunk, next, taken_at);
+        if !hand_over(worker, shared, queue, batch)? {
+            break false;
+        }
+    };
+    drop(flow);
+    if let Some(queue) = commits.take() {
+        if ended && !shared.control.aborted() {
+            queue.finish()?;
+        } else {
+            tracing::info!(
+                "stopped before the end of the stream; a restart resumes from the last \
+                 committed epoch"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The next feed item, stepping the dataflow while waiting; `None` once stopped.
+fn next_item(
+    worker: &mut Worker,
+    shared: &WorkerShared,
+    position: u64,
+) -> Result<Option<FeedItem>> {
+    loop {
+        if shared.control.should_stop() {
+            return Ok(None);
+        }
+        match shared.feed.poll(position) {
+            Ok(Some(item)) => return Ok(Some(item)),
+            Ok(None) => {
+                worker.step_or_park(Some(IDLE_PARK));
+            }
+            // TODO(h-errors): the feed's typed error.
+            Err(e) => return Err(Error::input(format!("reading the landing store: {e}"))),
+        }
+    }
+}
+
+/// Parses this worker's share of `chunk` into the dataflow at the chunk's epoch and steps
+/// until the epoch is done everywhere; returns the next epoch.
+fn compute_epoch(worker: &mut Worker, flow: &mut Dataflow, chunk: &Chunk) -> Epoch {
+    let (index, peers) = (worker.index(), worker.peers());
+    let epoch = chunk.index;
+    flow.inputs.advance_to(epoch);
+    flow.reports.advance_to(epoch);
+    let parsed = parse_chunk(&chunk.key, &chunk.body, peers, index);
+    if let (Some(error), 0) = (&parsed.header_error, index) {
+        tracing::error!(chunk = %chunk.key, "{error}; every record of the chunk is rejected");
+    }
+    let report = ShareReport {
+        worker: index,
+        accepted: parsed.txns.len() as u64,
+        rejected: parsed.rejects.len() as u64,
+        rejects: parsed.rejects,
+    };
+    flow.inputs.insert_share(parsed.txns);
+    flow.reports.insert(report);
+    let next = epoch + 1;
+    flow.inputs.advance_to(next);
+    flow.reports.advance_to(next);
+    flow.inputs.flush();
+    flow.reports.flush();
+    // Park between steps instead of spinning: peers' messages wake the worker.
+    let probe = &flow.probe;
+    worker.step_or_park_while(Some(IDLE_PARK), || probe.less_than(&next));
+    next
+}
+
+/// Worker 0: hands a complete epoch to the committer. An epoch some worker did not
+/// contribute to is never committed: at shutdown it is abandoned (`Ok(false)`: stop), else
+/// the cluster is broken (an error). Epochs an earlier run committed need no check.
+fn hand_over(
+    worker: &mut Worker,
+    shared: &WorkerShared,
+    queue: &CommitQueue,
+    batch: EpochBatch,
+) -> Result<bool> {
+    let peers = worker.peers();
+    if batch.is_complete(peers) || shared.recovered.contains(&batch.epoch) {
+        queue.commit(batch)?;
+        return Ok(true);
+    }
+    // A peer process stopped alone (or saw other chunks), or this one is stopping: wait
+    // briefly for our own stop signal (a cluster is stopped by signalling every process).
+    let grace = Instant::now();
+    while !shared.control.should_stop() && grace.elapsed() < INCOMPLETE_EPOCH_GRACE {
+        worker.step_or_park(Some(Duration::from_millis(10)));
+    }
+    if !shared.control.should_stop() {
+        return Err(ClusterError::IncompleteEpoch {
+            epoch: batch.epoch,
+            chunk: batch.chunk_key,
+            reported: batch.reports.len(),
+            workers: peers,
+        }
+        .into());
+    }
+    tracing::warn!(
+        epoch = batch.epoch,
+        "epoch incomplete at shutdown; abandoned, it will be processed on restart"
+    );
+    Ok(false)
+}
+
+/// Builds the dataflow on one worker: the pattern computation, plus the exchanges that bring
+/// its outputs, the share reports and the fingerprints to worker 0.
+fn build_dataflow(worker: &mut Worker, shared: &WorkerShared) -> Dataflow {
+    let gathered: Rc<RefCell<Gathered>> = Rc::default();
+    let fingerprints: Rc<RefCell<Vec<(usize, Fingerprint)>>> = Rc::default();
+    let (inputs, reports, mut fingerprint_in, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
+        let (inputs, outputs) =
+            dataflow::Inputs::build(scope, shared.weights.clone(), &shared.thresholds);
+        let (report_in, reports) = scope.new_collection::<ShareReport, isize>();
+        let (fingerprint_in, worker_fingerprints) =
+            scope.new_collection::<(usize, Fingerprint), isize>();
+        let probe = ProbeHandle::new();
+        let sink = fingerprints.clone();
+        to_worker_0(worker_fingerprints, &probe, move |f, _, diff| {
+            if diff > 0 {
+                sink.borrow_mut().push(*f);
+            }
+        });
+        let sink = gathered.clone();
+        to_worker_0(outputs.detections, &probe, move |key, time, diff| {
+            sink.borrow_mut().add_detection(time, key, diff);
+        });
+        let sink = gathered.clone();
+        to_worker_0(
+            outputs.merchant_counts,
+            &probe,
+            move |(m, count), time, diff| {
+                sink.borrow_mut().add_count(time, m, count * diff as i64);
+            },
+        );
+        let sink = gathered.clone();
+        to_worker_0(reports, &probe, move |report, time, diff| {
+            if diff > 0 {
+                sink.borrow_mut().add_report(time, report);
+            }
+        });
+        (inputs, report_in, fingerprint_in, probe)
+    });
+    // The fingerprint enters once, at the first time; dropping the input closes it.
+    let process = worker.index() / shared.fingerprint.workers;
+    fingerprint_in.insert((process, shared.fingerprint));
+    drop(fingerprint_in);
+    Dataflow {
+        inputs,
+        reports,
+        probe,
+        gathered,
+        fingerprints,
+    }
+}
+
+/// Exchanges `collection` to worker 0 and hands it each update there.
+fn to_worker_0<'s, D: differential_dataflow::ExchangeData>(
+    collection: VecCollection<'s, Epoch, D>,
+    probe: &ProbeHandle<Epoch>,
+    mut sink: impl FnMut(&D, Epoch, isize) + 'static,
+) {
+    collection
+        .inner
+        .exchange(|_| 0)
+        .as_collection()
+        .inspect_batch(move |_, updates| {
+            for (data, time, diff) in updates {
+                sink(data, *time, *diff);
+            }
+        })
+        .probe_with(probe);
+}
