@@ -1085,6 +1085,141 @@ fn detection_file_missing_after_commit_is_written_on_restart() {
     eprintln!("[file-blocked] died after committing {n} epochs with: {last}");
 }
 
+/// Epochs computed but still queued to the committing thread when the process dies are not
+/// committed, and a restart computes and commits them as an uninterrupted run would. The
+/// state store is reached through a proxy that delays every request, so that the workers run
+/// ahead of the committer and its queue fills.
+#[test]
+fn kill9_while_epochs_are_queued_to_the_committer() {
+    let fx = fixture();
+    let dir = test_dir("queued");
+    let logs = dir.join("logs");
+    let output = dir.join("out");
+    let url = fresh_database_url("queued");
+    let proxy = DelayProxy::start(&url, Duration::from_millis(40));
+    let mut cmd = y(&fx.landing, &output, &proxy.url, &[]);
+    cmd.env("RUST_LOG", "info,txflow::runtime::committer=debug");
+    let mut yp = Proc::spawn("queued", cmd, &logs);
+    let mut queued = 0;
+    yp.wait_until(RUN_LIMIT, "three epochs queued to the committer", || {
+        queued = max_queued(&yp_text(&logs.join("queued.stderr")));
+        queued >= 3
+    });
+    yp.kill9();
+    let handed = handed_over(&yp.stderr_text());
+    let n = check_prefix(&url, "after kill -9 with a full commit queue");
+    assert!(
+        n + 2 <= handed,
+        "{handed} epochs handed to the committer, {n} committed: at least two must have been \
+         queued when the process died"
+    );
+    let mut yp = Proc::spawn("restart", y(&fx.landing, &output, &url, &[]), &logs);
+    yp.expect_success(RUN_LIMIT);
+    let got = Snapshot::take(&url, &output);
+    assert_same(
+        &got,
+        &fx.baseline,
+        false,
+        "kill -9 with queued epochs, then restart",
+    );
+    eprintln!("[queued] killed with {queued} queued: {handed} handed over, {n} committed");
+}
+
+fn yp_text(path: &Path) -> String {
+    strip_ansi(&fs::read_to_string(path).unwrap_or_default())
+}
+
+/// Log text without terminal colour codes.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The lines where worker 0 handed an epoch to the committer.
+fn handed_lines(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.lines()
+        .filter(|l| l.contains("epoch handed to the committer"))
+        .map(strip_ansi)
+}
+
+fn handed_over(text: &str) -> usize {
+    handed_lines(text).count()
+}
+
+/// The largest `queued=N` of the hand-over lines.
+fn max_queued(text: &str) -> usize {
+    handed_lines(text)
+        .filter_map(|l| {
+            let rest = &l[l.find("queued=")? + "queued=".len()..];
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// A TCP proxy to the PostgreSQL server of `url` that holds every client write back by
+/// `delay` before passing it on.
+struct DelayProxy {
+    url: String,
+}
+
+impl DelayProxy {
+    fn start(url: &str, delay: Duration) -> DelayProxy {
+        let rest = url.split("127.0.0.1:").nth(1).expect("a 127.0.0.1 URL");
+        let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let upstream = format!("127.0.0.1:{port}");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let local = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || pump(client, server, delay));
+                std::thread::spawn(move || pump(s2, c2, Duration::ZERO));
+            }
+        });
+        DelayProxy {
+            url: url.replacen(
+                &format!("127.0.0.1:{port}"),
+                &format!("127.0.0.1:{local}"),
+                1,
+            ),
+        }
+    }
+}
+
+fn pump(mut from: std::net::TcpStream, mut to: std::net::TcpStream, delay: Duration) {
+    use std::io::{Read, Write};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                std::thread::sleep(delay);
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
 // ---------------------------------------------------------------------------------------
 // 2. PostgreSQL restarted under a live run; down longer than the reconnect bound.
 // ---------------------------------------------------------------------------------------

@@ -128,7 +128,6 @@ pub fn join(guards: WorkerGuards<()>, t: &TimelyOptions, control: &RunControl) {
         return;
     }
     wait_for_cluster(&rx, t, control);
-    ACTIVE.store(false, Ordering::SeqCst);
 }
 
 fn wait_for_cluster(
@@ -138,41 +137,57 @@ fn wait_for_cluster(
 ) {
     let mut stopped_since: Option<Instant> = None;
     loop {
-        if let Some(failure) = FIRST_PANIC.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            control.fail(failure.into());
-        }
+        take_recorded_panic(control);
         if control.failed() {
             return;
         }
-        match rx.recv_timeout(POLL) {
-            Ok(results) => {
-                if let Some(panic) = results.into_iter().find_map(|r| r.err()) {
-                    control.fail(ClusterError::PeerLost { detail: panic }.into());
-                }
-                return;
-            }
+        let joined = match rx.recv_timeout(POLL) {
+            Ok(results) => results.into_iter().find_map(|r| r.err()),
             Err(RecvTimeoutError::Disconnected) => {
-                control.fail(
-                    ClusterError::PeerLost {
-                        detail: "a connection thread of the cluster failed".into(),
-                    }
-                    .into(),
-                );
-                return;
+                Some("a connection thread of the cluster failed".into())
             }
-            Err(RecvTimeoutError::Timeout) => {}
-        }
-        if control.stopped() && control.workers_returned() == t.workers {
-            let since = stopped_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= STOP_GRACE {
-                tracing::warn!(
-                    "stopped, but other processes of the cluster are still running (stop a \
-                     cluster by signalling every process); leaving them"
-                );
-                return;
+            Err(RecvTimeoutError::Timeout) => {
+                if stopped_long_enough(&mut stopped_since, t, control) {
+                    return;
+                }
+                continue;
             }
+        };
+        // The panic that made the join fail, when recorded, says more than the join does.
+        take_recorded_panic(control);
+        if let Some(detail) = joined {
+            control.fail(ClusterError::PeerLost { detail }.into());
         }
+        // Every worker ended: the run's failures, if any, are in `control`.
+        ACTIVE.store(false, Ordering::SeqCst);
+        return;
     }
+}
+
+fn take_recorded_panic(control: &RunControl) {
+    if let Some(failure) = FIRST_PANIC.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        control.fail(failure.into());
+    }
+}
+
+/// Whether this process, stopped by a signal, has waited [`STOP_GRACE`] for peers that keep
+/// running after all of its own workers returned.
+fn stopped_long_enough(
+    since: &mut Option<Instant>,
+    t: &TimelyOptions,
+    control: &RunControl,
+) -> bool {
+    if !control.stopped() || control.workers_returned() < t.workers {
+        return false;
+    }
+    if since.get_or_insert_with(Instant::now).elapsed() < STOP_GRACE {
+        return false;
+    }
+    tracing::warn!(
+        "stopped, but other processes of the cluster are still running (stop a cluster by \
+         signalling every process); leaving them"
+    );
+    true
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -188,8 +203,9 @@ fn is_connection_failure(message: &str) -> bool {
 }
 
 /// A panic hook for binaries: while a cluster run is active, a panic of one of the run's
-/// threads prints nothing and is recorded for [`join`], which turns it into the run's one-line
-/// error; any other panic goes to `previous`. A panic that is not timely's reaction to a lost
+/// threads prints nothing, is recorded for [`join`], which turns it into the run's one-line
+/// error, and parks the thread for good (the process is about to end); any other panic goes
+/// to `previous`. A panic that is not timely's reaction to a lost
 /// connection (a bug) also goes to `previous`, to keep its location and backtrace.
 pub fn quiet_panic_hook(
     previous: Box<dyn Fn(&PanicHookInfo<'_>) + Send + Sync>,
@@ -203,6 +219,11 @@ pub fn quiet_panic_hook(
             return previous(info);
         }
         let message = panic_message(info.payload());
+        // Joining panics only when a connection thread did ("Send thread panic").
+        let message = match name {
+            "cluster-join" => format!("timely communication error: {message}"),
+            _ => message,
+        };
         let peer = name
             .strip_prefix("timely:send-")
             .or_else(|| name.strip_prefix("timely:recv-"));
@@ -221,7 +242,15 @@ pub fn quiet_panic_hook(
                 ))
             }
         };
-        let mut first = FIRST_PANIC.lock().unwrap_or_else(|p| p.into_inner());
-        first.get_or_insert(failure);
+        FIRST_PANIC
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(failure);
+        // Unwinding a timely thread over a poisoned queue panics again in a destructor, which
+        // aborts the process before the run can report why. [`join`] reports the failure and
+        // the process ends; until then this thread waits.
+        loop {
+            std::thread::park();
+        }
     })
 }
