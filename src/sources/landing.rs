@@ -38,7 +38,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 pub use crate::error::LandingError;
@@ -377,7 +377,8 @@ struct FeedState {
     ready: BTreeMap<u64, (FeedItem, usize)>,
     /// First position not yet fetched.
     next_fetch: u64,
-    error: Option<String>,
+    /// Why fetching stopped; every worker gets a copy ([`copy_of`]).
+    error: Option<LandingError>,
 }
 
 /// Fetches chunks in order on its own thread and hands them to this process's workers.
@@ -467,7 +468,8 @@ impl ChunkFeed {
             stop,
         });
         let worker_feed = feed.clone();
-        std::thread::Builder::new()
+        let location = store.describe();
+        let spawned = std::thread::Builder::new()
             .name("chunk-feed".into())
             .spawn(move || {
                 let result = match &plan {
@@ -479,19 +481,36 @@ impl ChunkFeed {
                     }
                 };
                 if let Err(e) = result {
-                    let mut state = worker_feed.state.lock().unwrap();
-                    state.error = Some(e.to_string());
-                    worker_feed.changed.notify_all();
+                    worker_feed.fail(e);
                 }
-            })
-            .expect("spawn chunk-feed thread");
+            });
+        // No thread, no chunks: every worker's poll reports why.
+        if let Err(source) = spawned {
+            feed.fail(LandingError::Store(StoreError::Io {
+                op: "starting the chunk-feed thread for",
+                path: location,
+                source,
+            }));
+        }
         feed
+    }
+
+    /// The queue. A panic while holding the lock cannot leave it half-updated (each update
+    /// is one insert, remove or assignment), so a poisoned lock is used as is.
+    fn state(&self) -> MutexGuard<'_, FeedState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records why fetching stopped and wakes the workers.
+    fn fail(&self, error: LandingError) {
+        self.state().error = Some(error);
+        self.changed.notify_all();
     }
 
     /// The item at `position`, if fetched; `Err` when fetching failed. Never blocks for I/O.
     /// Each worker must take each position exactly once, in order.
-    pub fn poll(&self, position: u64) -> Result<Option<FeedItem>, String> {
-        let mut state = self.state.lock().unwrap();
+    pub fn poll(&self, position: u64) -> Result<Option<FeedItem>, LandingError> {
+        let mut state = self.state();
         if let Some(entry) = state.ready.get_mut(&position) {
             let item = entry.0.clone();
             entry.1 += 1;
@@ -502,14 +521,14 @@ impl ChunkFeed {
             return Ok(Some(item));
         }
         match &state.error {
-            Some(e) => Err(e.clone()),
+            Some(e) => Err(copy_of(e)),
             None => Ok(None),
         }
     }
 
     /// Waits (bounded) until `position` may have been fetched; for idle workers.
     pub fn wait(&self, position: u64, timeout: Duration) {
-        let state = self.state.lock().unwrap();
+        let state = self.state();
         if state.ready.contains_key(&position) || state.error.is_some() {
             return;
         }
@@ -517,7 +536,7 @@ impl ChunkFeed {
     }
 
     fn push(&self, position: u64, item: FeedItem) {
-        let mut state = self.state.lock().unwrap();
+        let mut state = self.state();
         state.ready.insert(position, (item, 0));
         state.next_fetch = position + 1;
         self.changed.notify_all();
@@ -529,7 +548,7 @@ impl ChunkFeed {
 
     /// Blocks the fetching thread while the queue is full.
     fn wait_for_room(&self, position: u64) -> bool {
-        let mut state = self.state.lock().unwrap();
+        let mut state = self.state();
         loop {
             if self.stopped() {
                 return false;
@@ -541,7 +560,7 @@ impl ChunkFeed {
             state = self
                 .changed
                 .wait_timeout(state, Duration::from_millis(100))
-                .unwrap()
+                .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
     }
@@ -747,6 +766,60 @@ impl ChunkFeed {
     }
 }
 
+/// A copy of `error` for one more worker: the same message, domain and retry hint (an I/O
+/// error is copied by kind and message, as `std::io::Error` cannot be cloned).
+fn copy_of(error: &LandingError) -> LandingError {
+    match error {
+        LandingError::Store(e) => LandingError::Store(copy_of_store(e)),
+        LandingError::Inconsistent { location, detail } => LandingError::Inconsistent {
+            location: location.clone(),
+            detail: detail.clone(),
+        },
+        LandingError::Replay { location, detail } => LandingError::Replay {
+            location: location.clone(),
+            detail: detail.clone(),
+        },
+    }
+}
+
+fn copy_of_store(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Io { op, path, source } => StoreError::Io {
+            op,
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        StoreError::S3Permanent {
+            op,
+            bucket,
+            key,
+            message,
+        } => StoreError::S3Permanent {
+            op,
+            bucket: bucket.clone(),
+            key: key.clone(),
+            message: message.clone(),
+        },
+        StoreError::S3Exhausted {
+            op,
+            bucket,
+            key,
+            attempts,
+            message,
+        } => StoreError::S3Exhausted {
+            op,
+            bucket: bucket.clone(),
+            key: key.clone(),
+            attempts: *attempts,
+            message: message.clone(),
+        },
+        StoreError::BadLocation { location, reason } => StoreError::BadLocation {
+            location: location.clone(),
+            reason: reason.clone(),
+        },
+    }
+}
+
 fn warn_missing_dir(dir: &std::path::Path) {
     tracing::warn!(
         landing = %dir.display(),
@@ -912,7 +985,7 @@ mod tests {
     }
 
     /// Takes `position`, waiting at most 10 s; `Err` = the feed's error.
-    fn take(feed: &ChunkFeed, position: u64) -> Result<FeedItem, String> {
+    fn take(feed: &ChunkFeed, position: u64) -> Result<FeedItem, LandingError> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(item) = feed.poll(position)? {
@@ -971,7 +1044,7 @@ mod tests {
             options(),
             Arc::new(AtomicBool::new(false)),
         );
-        let e = take(&feed, 0).unwrap_err();
+        let e = take(&feed, 0).unwrap_err().to_string();
         assert!(
             e.contains("_COMPLETE says 2 chunks but chunk-000002.csv exists")
                 && e.contains("append-only"),
@@ -997,7 +1070,8 @@ mod tests {
         store.put(&chunk_key(1), b"h\n").unwrap();
         match take(&feed, 1) {
             Err(e) => assert!(
-                e.contains("_COMPLETE says 1 chunks but chunk-000001.csv"),
+                e.to_string()
+                    .contains("_COMPLETE says 1 chunks but chunk-000001.csv"),
                 "{e}"
             ),
             Ok(FeedItem::End) => panic!("ended with --follow"),
@@ -1025,10 +1099,25 @@ mod tests {
                 Err(e) => break e,
             }
         };
+        let e = e.to_string();
         assert!(
             e.contains("_COMPLETE holds \"lots\", not a chunk count"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn every_worker_gets_the_same_feed_error() {
+        let io = std::io::Error::from(std::io::ErrorKind::TimedOut);
+        let error = LandingError::Store(StoreError::Io {
+            op: "read",
+            path: "/landing/chunk-000000.csv".into(),
+            source: io,
+        });
+        let copy = copy_of(&error);
+        assert_eq!(copy.to_string(), error.to_string());
+        assert_eq!(copy.domain(), error.domain());
+        assert!(copy.retryable() && error.retryable());
     }
 
     #[test]
