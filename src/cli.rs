@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::model::{Fraction, Thresholds, MICROS_PER_UNIT};
+use crate::model::{Fraction, Thresholds};
 use crate::objectstore::S3Options;
 
 /// Logs go to stderr; `RUST_LOG` overrides the default level (`info`).
@@ -60,7 +60,8 @@ fn usage_error(e: &clap::Error) -> String {
     }
 }
 
-/// Runs `main`, printing an error as one line on stderr with exit status 1.
+/// The exit status of a binary's result: an error is printed as one `error:` line on stderr,
+/// with exit status 1.
 pub fn exit_with(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -73,7 +74,7 @@ pub fn exit_with(result: anyhow::Result<()>) -> ExitCode {
 
 /// The error and its causes on one line, skipping a cause whose text the line already
 /// holds (library errors often print their source in their own message too).
-pub fn one_line(error: &anyhow::Error) -> String {
+fn one_line(error: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in error.chain() {
         let text = cause.to_string().replace('\n', " ");
@@ -154,9 +155,6 @@ fn parse_amount(text: &str) -> Result<i64, String> {
     crate::sources::parse::parse_decimal_micros(text)
         .ok_or_else(|| format!("{text:?} is not a non-negative decimal amount"))
 }
-
-/// Micro-units per unit, re-exported for binaries printing amounts.
-pub const AMOUNT_SCALE: i64 = MICROS_PER_UNIT;
 
 #[cfg(test)]
 mod tests {

@@ -15,8 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use crate::error::SourceError;
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, Error, Result, SourceError};
 use crate::objectstore::{self, ObjectStore, PutOutcome, S3Options};
 use crate::sources::framing::{self, Header, Step};
 use crate::sources::landing::{chunk_key, list_chunks, read_complete, COMPLETE_KEY};

@@ -322,16 +322,6 @@ impl S3Store {
         &self.tuning
     }
 
-    /// The bucket name.
-    pub fn bucket(&self) -> &str {
-        &self.bucket
-    }
-
-    /// The key prefix (no leading or trailing '/'; empty for the bucket root).
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     /// The key in the bucket of the store-relative `key`.
     fn full_key(&self, key: &str) -> String {
         let key = key.trim_start_matches('/');

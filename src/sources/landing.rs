@@ -41,8 +41,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-pub use crate::error::LandingError;
-use crate::error::StoreError;
+use crate::error::{LandingError, StoreError};
 use crate::objectstore::{ObjectMeta, ObjectStore};
 
 /// Name of the end-of-stream marker.
@@ -91,15 +90,10 @@ pub fn parse_chunk_name(key: &str) -> Result<u64, String> {
     Ok(index)
 }
 
-/// The index of a canonical chunk name (SPEC §3), `None` for any other key.
-pub fn chunk_index(key: &str) -> Option<u64> {
-    parse_chunk_name(key).ok()
-}
-
 /// Names already warned about (`<landing>/<key>`): one warning per name and process.
 static WARNED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
-/// As [`chunk_index`], warning (once per name) about a `chunk-*` key that is not canonical.
+/// As [`parse_chunk_name`], warning (once per name) about a `chunk-*` key that is not canonical.
 fn listed_index(location: &str, key: &str) -> Option<u64> {
     match parse_chunk_name(key) {
         Ok(index) => Some(index),
@@ -832,6 +826,11 @@ fn warn_missing_dir(dir: &std::path::Path) {
 mod tests {
     use super::*;
     use crate::objectstore::local::LocalStore;
+
+    /// The index of a canonical chunk name, `None` for any other key.
+    fn chunk_index(key: &str) -> Option<u64> {
+        parse_chunk_name(key).ok()
+    }
 
     #[test]
     fn only_canonical_names_are_chunks() {
