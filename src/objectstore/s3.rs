@@ -352,6 +352,32 @@ impl S3Store {
         }
     }
 
+    /// The metadata of a listed object, `None` for what is not an object of the listing.
+    fn listed(
+        &self,
+        object: &aws_sdk_s3::types::Object,
+        list_prefix: &str,
+        start_after: Option<&str>,
+    ) -> Option<ObjectMeta> {
+        let full = object.key()?;
+        // "Folder" markers (`dir/`, made by consoles) are not objects to read, and the local
+        // store has no equivalent.
+        if full.ends_with('/') {
+            return None;
+        }
+        let key = self.relative_key(full)?;
+        // Defensive: servers must honour prefix and start-after, but a key outside them would
+        // break the callers' ordering assumptions.
+        if !full.starts_with(list_prefix) || start_after.is_some_and(|s| full <= s) {
+            return None;
+        }
+        Some(ObjectMeta {
+            key: key.to_string(),
+            size: object.size().unwrap_or(0).max(0) as u64,
+            last_modified_ms: millis(object.last_modified().copied()),
+        })
+    }
+
     /// Runs `future` to completion on the store's runtime, from a plain thread (or, when
     /// called from inside a tokio runtime, from a helper thread).
     fn block<F>(&self, future: F) -> F::Output
@@ -955,27 +981,10 @@ impl ObjectStore for S3Store {
                     .map_err(|err| this.failure(Op::List, &err))
             }))?;
             for object in page.contents() {
-                let Some(full) = object.key() else { continue };
-                // "Folder" markers (`dir/`, made by consoles) are not objects to read, and the
-                // local store has no equivalent.
-                if full.ends_with('/') {
-                    continue;
-                }
-                let Some(key) = self.relative_key(full) else {
+                let Some(meta) = self.listed(object, &list_prefix, start_after.as_deref()) else {
                     continue;
                 };
-                // Defensive: servers must honour prefix and start-after, but a key outside
-                // them would break the callers' ordering assumptions.
-                if !full.starts_with(list_prefix.as_str())
-                    || start_after.as_deref().is_some_and(|s| full <= s)
-                {
-                    continue;
-                }
-                out.push(ObjectMeta {
-                    key: key.to_string(),
-                    size: object.size().unwrap_or(0).max(0) as u64,
-                    last_modified_ms: millis(object.last_modified().copied()),
-                });
+                out.push(meta);
                 if out.len() >= limit {
                     return Ok(out);
                 }

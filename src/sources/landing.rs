@@ -284,20 +284,12 @@ pub fn resolve_replay(
         expected += 1;
     }
     if expected <= hi {
-        let next = chunks.iter().map(|(k, _)| *k).find(|&k| k > expected);
-        let why = if let Some(next) = next {
-            format!("a gap: {} exists", chunk_key(next))
-        } else {
-            let marker = complete.map_or(String::new(), |n| {
-                format!("; {COMPLETE_KEY} says {n} chunks")
-            });
-            format!("the last chunk is {}{marker}", chunk_key(last))
-        };
         let shown_to = to.map_or("the last chunk".to_string(), |t| t.to_string());
         return Err(refuse(format!(
-            "the range [{lo}, {shown_to}] needs {}, which is missing ({why}); a replay takes \
+            "the range [{lo}, {shown_to}] needs {}, which is missing ({}); a replay takes \
              every chunk of its range",
-            chunk_key(expected)
+            chunk_key(expected),
+            why_missing(&chunks, expected, complete)
         )));
     }
     Ok(ReplayPlan {
@@ -306,6 +298,19 @@ pub fn resolve_replay(
         to: hi,
         first: first.expect("the range holds at least chunk `from`"),
     })
+}
+
+/// Why chunk `missing` is missing from the listed `chunks` (not empty): a gap before a later
+/// chunk, or past the last chunk (with `_COMPLETE`'s count, if any).
+fn why_missing(chunks: &[(u64, ObjectMeta)], missing: u64, complete: Option<u64>) -> String {
+    if let Some(&(next, _)) = chunks.iter().find(|(k, _)| *k > missing) {
+        return format!("a gap: {} exists", chunk_key(next));
+    }
+    let last = chunks.last().map_or(0, |(k, _)| *k);
+    let marker = complete.map_or(String::new(), |n| {
+        format!("; {COMPLETE_KEY} says {n} chunks")
+    });
+    format!("the last chunk is {}{marker}", chunk_key(last))
 }
 
 /// The store's local directory when it does not exist.
@@ -601,15 +606,7 @@ impl ChunkFeed {
         let atomic = store.atomic_puts();
         let mut chunk_settle = Settle::new(atomic, options.settle);
         let mut marker_settle = Settle::new(atomic, options.settle);
-        // At start: a missing local directory is reported at once; the listing warns about
-        // keys that are not chunks; a marker already present is checked against it.
-        if let Some(dir) = missing_dir(store) {
-            warn_missing_dir(&dir);
-        }
-        let mut marker = self.look_for_marker(store, &mut marker_settle)?;
-        if !matches!(marker, Marker::Count(_)) {
-            list_chunks(store)?;
-        }
+        let mut marker = self.start_following(store, &mut marker_settle)?;
         let mut index = 0u64;
         let mut waiting_since = Instant::now();
         let mut next_warning = waiting_since + options.gap_warn;
@@ -633,13 +630,7 @@ impl ChunkFeed {
                 }
             };
             if let Some(count) = complete.filter(|count| index >= *count) {
-                if object.is_some() {
-                    return Err(past_count(store, count, &key));
-                }
-                if !forever {
-                    // Once more, for chunks that arrived since the marker was first checked.
-                    check_count(store, count, &list_chunks(store)?)?;
-                    self.push(index, FeedItem::End);
+                if self.at_count(store, count, index, object.is_some(), forever)? {
                     return Ok(());
                 }
             }
@@ -664,6 +655,47 @@ impl ChunkFeed {
             }
             std::thread::sleep(options.poll);
         }
+    }
+
+    /// At the start of a live feed: a missing local directory is reported at once; the
+    /// listing warns about keys that are not chunks; a marker already present is checked
+    /// against it.
+    fn start_following(
+        &self,
+        store: &dyn ObjectStore,
+        marker_settle: &mut Settle,
+    ) -> Result<Marker, LandingError> {
+        if let Some(dir) = missing_dir(store) {
+            warn_missing_dir(&dir);
+        }
+        let marker = self.look_for_marker(store, marker_settle)?;
+        if !matches!(marker, Marker::Count(_)) {
+            list_chunks(store)?;
+        }
+        Ok(marker)
+    }
+
+    /// The live feed reached `_COMPLETE`'s `count` (chunk `index` is at or past it): that
+    /// chunk being `present` makes the landing inconsistent; else, unless `forever`, the
+    /// landing is checked once more and the stream ends at `index` (`true`).
+    fn at_count(
+        &self,
+        store: &dyn ObjectStore,
+        count: u64,
+        index: u64,
+        present: bool,
+        forever: bool,
+    ) -> Result<bool, LandingError> {
+        if present {
+            return Err(past_count(store, count, &chunk_key(index)));
+        }
+        if forever {
+            return Ok(false);
+        }
+        // Once more, for chunks that arrived since the marker was first checked.
+        check_count(store, count, &list_chunks(store)?)?;
+        self.push(index, FeedItem::End);
+        Ok(true)
     }
 
     /// Whether to take `object` now (see [`Settle`]); warns when taking a chunk that has no
