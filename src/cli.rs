@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::model::{Fraction, Thresholds, MICROS_PER_UNIT};
+use crate::model::{Fraction, Thresholds};
 use crate::objectstore::S3Options;
 
 /// Logs go to stderr; `RUST_LOG` overrides the default level (`info`).
@@ -24,36 +24,44 @@ pub fn init_logging_at(default_level: &str) {
         .try_init();
 }
 
-/// Parses the command line; a usage error is one `error:` line on stderr (exit status 2)
-/// instead of clap's multi-line usage text, as the SPEC asks of every failure. `--help` and
-/// `--version` print as usual.
-pub fn parse_args<A: clap::Parser>() -> A {
+/// Parses the command line; a usage error is one `error:` line on stderr instead of clap's
+/// multi-line usage text, as the SPEC asks of every failure, and `Err` with exit status 2.
+/// `--help` and `--version` print as usual and give `Err(ExitCode::SUCCESS)`: the binary
+/// returns the code from `main` (the library never ends the process).
+pub fn parse_args<A: clap::Parser>() -> Result<A, ExitCode> {
     match A::try_parse() {
-        Ok(args) => args,
-        Err(e) if !e.use_stderr() => e.exit(),
+        Ok(args) => Ok(args),
+        Err(e) if !e.use_stderr() => match e.print() {
+            Ok(()) => Err(ExitCode::SUCCESS),
+            Err(_) => Err(ExitCode::FAILURE),
+        },
         Err(e) => {
-            // clap's first paragraph: the error line, then any indented details (e.g. the
-            // names of missing arguments).
-            let rendered = e.to_string();
-            let mut lines = rendered.lines().skip_while(|l| l.trim().is_empty());
-            let first = lines.next().unwrap_or("invalid command line");
-            let details: Vec<&str> = lines
-                .take_while(|l| l.starts_with(' ') && !l.trim().is_empty())
-                .map(str::trim)
-                .collect();
-            let reason = first.trim_start_matches("error: ");
-            let details = if details.is_empty() {
-                String::new()
-            } else {
-                format!(" {}", details.join(", "))
-            };
-            eprintln!("error: {reason}{details} (see --help)");
-            std::process::exit(2);
+            eprintln!("error: {} (see --help)", usage_error(&e));
+            Err(ExitCode::from(2))
         }
     }
 }
 
-/// Runs `main`, printing an error as one line on stderr with exit status 1.
+/// clap's first paragraph on one line: the error line, then any indented details (e.g. the
+/// names of missing arguments).
+fn usage_error(e: &clap::Error) -> String {
+    let rendered = e.to_string();
+    let mut lines = rendered.lines().skip_while(|l| l.trim().is_empty());
+    let first = lines.next().unwrap_or("invalid command line");
+    let details: Vec<&str> = lines
+        .take_while(|l| l.starts_with(' ') && !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let reason = first.trim_start_matches("error: ");
+    if details.is_empty() {
+        reason.to_string()
+    } else {
+        format!("{reason} {}", details.join(", "))
+    }
+}
+
+/// The exit status of a binary's result: an error is printed as one `error:` line on stderr,
+/// with exit status 1.
 pub fn exit_with(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -66,7 +74,7 @@ pub fn exit_with(result: anyhow::Result<()>) -> ExitCode {
 
 /// The error and its causes on one line, skipping a cause whose text the line already
 /// holds (library errors often print their source in their own message too).
-pub fn one_line(error: &anyhow::Error) -> String {
+fn one_line(error: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in error.chain() {
         let text = cause.to_string().replace('\n', " ");
@@ -147,9 +155,6 @@ fn parse_amount(text: &str) -> Result<i64, String> {
     crate::sources::parse::parse_decimal_micros(text)
         .ok_or_else(|| format!("{text:?} is not a non-negative decimal amount"))
 }
-
-/// Micro-units per unit, re-exported for binaries printing amounts.
-pub const AMOUNT_SCALE: i64 = MICROS_PER_UNIT;
 
 #[cfg(test)]
 mod tests {

@@ -9,13 +9,13 @@
 //! (`put_if_absent`); if one already exists (a concurrent or earlier X), its bytes must equal
 //! ours, so no chunk is ever written twice with different content and none is skipped.
 
+use std::fs::File;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-
-pub use crate::error::SourceError;
+use crate::error::{Context, Error, Result, SourceError};
 use crate::objectstore::{self, ObjectStore, PutOutcome, S3Options};
 use crate::sources::framing::{self, Header, Step};
 use crate::sources::landing::{chunk_key, list_chunks, read_complete, COMPLETE_KEY};
@@ -159,44 +159,79 @@ impl<R: Read> SourceRecords<R> {
 }
 
 /// Runs X to the end of the source (or `max_chunks`).
-pub fn run(options: &XOptions) -> anyhow::Result<XSummary> {
-    anyhow::ensure!(options.chunk_rows > 0, "--chunk-rows must be at least 1");
+pub fn run(options: &XOptions) -> Result<XSummary> {
+    if options.chunk_rows == 0 {
+        return Err(Error::configuration("--chunk-rows must be at least 1"));
+    }
     // The source first: a wrong source leaves the landing untouched.
+    let file = open_source(&options.source)?;
+    let landing = open_landing(options)?;
     let source = options.source.display();
-    let file = std::fs::File::open(&options.source)
+    let (records, header) =
+        SourceRecords::open(file).with_context(|| format!("reading the source {source}"))?;
+    let header = header
+        .ok_or_else(|| Error::input(format!("the source {source} is empty: no header row")))?;
+    let resume_at = resume_point(landing.as_ref())?;
+    let mut producer = Producer {
+        options,
+        landing,
+        records,
+        header,
+        resume_at,
+        summary: XSummary::default(),
+        started: Instant::now(),
+    };
+    match producer.cut()? {
+        Cut::Stopped(index) => Ok(summary_with_total(producer.summary, index)),
+        Cut::Exhausted(index) => producer.finish(index),
+    }
+}
+
+/// Opens the source file, refusing a directory.
+fn open_source(path: &Path) -> Result<File> {
+    let source = path.display();
+    let file = File::open(path)
+        .map_err(SourceError::Io)
         .with_context(|| format!("opening the source {source}"))?;
     // Opening a directory succeeds; reading it would fail with a bare "Is a directory".
-    anyhow::ensure!(
-        !file.metadata().is_ok_and(|m| m.is_dir()),
-        "the source {source} is a directory, not a file"
-    );
-    let landing = objectstore::open(&options.landing, &options.s3)
-        .with_context(|| format!("opening the landing store {}", options.landing))?;
+    if file.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err(Error::configuration(format!(
+            "the source {source} is a directory, not a file"
+        )));
+    }
+    Ok(file)
+}
+
+/// Opens the landing store and checks it can be written (removing killed writers' temporary
+/// files).
+fn open_landing(options: &XOptions) -> Result<Arc<dyn ObjectStore>> {
+    let location = &options.landing;
+    let landing = objectstore::open(location, &options.s3)
+        .with_context(|| format!("opening the landing store {location}"))?;
     landing
         .check()
-        .with_context(|| format!("checking the landing store {}", options.landing))?;
+        .with_context(|| format!("checking the landing store {location}"))?;
     landing
         .check_writable()
-        .with_context(|| format!("the landing {} is not writable", options.landing))?;
-    landing.remove_stale_temporaries().with_context(|| {
-        format!(
-            "removing stale temporary files from the landing {}",
-            options.landing
-        )
-    })?;
-    let (mut records, header) =
-        SourceRecords::open(file).with_context(|| format!("reading the source {source}"))?;
-    let header = header.with_context(|| format!("the source {source} is empty: no header row"))?;
+        .with_context(|| format!("the landing {location} is not writable"))?;
+    landing
+        .remove_stale_temporaries()
+        .with_context(|| format!("removing stale temporary files from the landing {location}"))?;
+    Ok(landing)
+}
 
-    let present = list_chunks(landing.as_ref())?;
+/// The number of chunks already in the landing store (chunks `0..n`, without a gap).
+fn resume_point(landing: &dyn ObjectStore) -> Result<u64> {
+    let present = list_chunks(landing)?;
     for (expected, (index, _)) in present.iter().enumerate() {
-        anyhow::ensure!(
-            *index == expected as u64,
-            "landing store {} has a gap: chunk {} is missing but {} exists",
-            landing.describe(),
-            chunk_key(expected as u64),
-            chunk_key(*index)
-        );
+        if *index != expected as u64 {
+            return Err(Error::input(format!(
+                "landing store {} has a gap: chunk {} is missing but {} exists",
+                landing.describe(),
+                chunk_key(expected as u64),
+                chunk_key(*index)
+            )));
+        }
     }
     let resume_at = present.len() as u64;
     if resume_at > 0 {
@@ -205,54 +240,101 @@ pub fn run(options: &XOptions) -> anyhow::Result<XSummary> {
             "landing store already holds chunks; verifying the resume point"
         );
     }
+    Ok(resume_at)
+}
 
-    let mut summary = XSummary::default();
-    let started = Instant::now();
-    let mut index = 0u64;
-    loop {
-        let mut body = header.clone();
+/// How cutting the source ended: the number of chunks it yielded so far.
+enum Cut {
+    /// `max_chunks` were written; the source is not exhausted.
+    Stopped(u64),
+    /// The source is exhausted.
+    Exhausted(u64),
+}
+
+/// One run of X: the source being cut, the landing it goes to, and what was done so far.
+struct Producer<'o> {
+    options: &'o XOptions,
+    landing: Arc<dyn ObjectStore>,
+    records: SourceRecords<File>,
+    /// The header line, with its terminator, that starts every chunk.
+    header: Vec<u8>,
+    /// Chunks already in the landing store at start.
+    resume_at: u64,
+    summary: XSummary,
+    started: Instant,
+}
+
+impl Producer<'_> {
+    /// Cuts the source into chunks and writes those past the resume point.
+    fn cut(&mut self) -> Result<Cut> {
+        let mut index = 0u64;
+        while let Some((body, rows)) = self.next_chunk()? {
+            // Chunks before the resume point are only re-derived (to skip the source
+            // forward); the last present one is compared byte for byte.
+            if index + 1 < self.resume_at {
+                index += 1;
+                continue;
+            }
+            if index + 1 == self.resume_at {
+                verify_same(self.landing.as_ref(), index, &body)?;
+                self.summary.chunks_already_present = self.resume_at;
+                index += 1;
+                continue;
+            }
+            if self
+                .options
+                .max_chunks
+                .is_some_and(|max| self.summary.chunks_written >= max)
+            {
+                return Ok(Cut::Stopped(index));
+            }
+            self.pace();
+            self.write_chunk(index, &body, rows)?;
+            index += 1;
+        }
+        Ok(Cut::Exhausted(index))
+    }
+
+    /// The next chunk's bytes (the header and up to `chunk_rows` records) and its record
+    /// count; `None` at the end of the source.
+    fn next_chunk(&mut self) -> Result<Option<(Vec<u8>, usize)>> {
+        let mut body = self.header.clone();
         let mut rows = 0usize;
-        while rows < options.chunk_rows
-            && records
+        while rows < self.options.chunk_rows
+            && self
+                .records
                 .append_next(&mut body)
-                .with_context(|| format!("reading the source {source}"))?
+                .map_err(SourceError::Io)
+                .with_context(|| format!("reading the source {}", self.options.source.display()))?
         {
             rows += 1;
         }
-        if rows == 0 {
-            break;
+        Ok((rows > 0).then_some((body, rows)))
+    }
+
+    /// Sleeps until the next chunk is due (one every `interval` from the start).
+    fn pace(&self) {
+        let written = self.summary.chunks_written;
+        if self.options.interval.is_zero() || written == 0 {
+            return;
         }
-        // Chunks before the resume point are only re-derived (to skip the source forward);
-        // the last present one is compared byte for byte.
-        if index + 1 < resume_at {
-            index += 1;
-            continue;
+        let due = self.options.interval * written as u32;
+        if let Some(wait) = due.checked_sub(self.started.elapsed()) {
+            std::thread::sleep(wait);
         }
-        if index + 1 == resume_at {
-            verify_same(landing.as_ref(), index, &body)?;
-            summary.chunks_already_present = resume_at;
-            index += 1;
-            continue;
-        }
-        if options
-            .max_chunks
-            .is_some_and(|max| summary.chunks_written >= max)
-        {
-            return Ok(summary_with_total(summary, index));
-        }
-        if !options.interval.is_zero() && summary.chunks_written > 0 {
-            let due = options.interval * summary.chunks_written as u32;
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(wait);
-            }
-        }
-        match landing.put_if_absent(&chunk_key(index), &body)? {
+    }
+
+    /// Creates chunk `index`, or checks that the one already there has the same bytes.
+    fn write_chunk(&mut self, index: u64, body: &[u8], rows: usize) -> Result<()> {
+        let landing = self.landing.as_ref();
+        match landing.put_if_absent(&chunk_key(index), body)? {
             PutOutcome::Created => {}
-            PutOutcome::AlreadyExists => verify_same(landing.as_ref(), index, &body)?,
+            PutOutcome::AlreadyExists => verify_same(landing, index, body)?,
         }
+        let summary = &mut self.summary;
         summary.chunks_written += 1;
         summary.rows_written += rows as u64;
-        let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+        let elapsed = self.started.elapsed().as_secs_f64().max(1e-9);
         tracing::info!(
             chunk = %chunk_key(index),
             rows,
@@ -260,24 +342,34 @@ pub fn run(options: &XOptions) -> anyhow::Result<XSummary> {
             rows_per_s = (summary.rows_written as f64 / elapsed) as u64,
             "chunk written"
         );
-        index += 1;
+        Ok(())
     }
-    anyhow::ensure!(
-        index >= resume_at,
-        "landing store {} holds {resume_at} chunks but the source yields only {index}: a different source?",
-        landing.describe()
-    );
-    match read_complete(landing.as_ref())? {
-        Some(n) if n == index => {}
-        Some(n) => anyhow::bail!(
-            "landing store {} is marked complete with {n} chunks, but the source yields {index}",
-            landing.describe()
-        ),
-        None => landing.put(COMPLETE_KEY, index.to_string().as_bytes())?,
+
+    /// The source is exhausted after `index` chunks: checks them against the landing and
+    /// writes (or checks) `_COMPLETE`.
+    fn finish(mut self, index: u64) -> Result<XSummary> {
+        let landing = self.landing.as_ref();
+        let resume_at = self.resume_at;
+        if index < resume_at {
+            return Err(Error::configuration(format!(
+                "landing store {} holds {resume_at} chunks but the source yields only {index}: a different source?",
+                landing.describe()
+            )));
+        }
+        match read_complete(landing)? {
+            Some(n) if n == index => {}
+            Some(n) => {
+                return Err(Error::configuration(format!(
+                    "landing store {} is marked complete with {n} chunks, but the source yields {index}",
+                    landing.describe()
+                )))
+            }
+            None => landing.put(COMPLETE_KEY, index.to_string().as_bytes())?,
+        }
+        tracing::info!(chunks = index, "source exhausted; {COMPLETE_KEY} written");
+        self.summary.complete = true;
+        Ok(summary_with_total(self.summary, index))
     }
-    tracing::info!(chunks = index, "source exhausted; {COMPLETE_KEY} written");
-    summary.complete = true;
-    Ok(summary_with_total(summary, index))
 }
 
 fn summary_with_total(mut summary: XSummary, total: u64) -> XSummary {
@@ -285,17 +377,18 @@ fn summary_with_total(mut summary: XSummary, total: u64) -> XSummary {
     summary
 }
 
-fn verify_same(landing: &dyn ObjectStore, index: u64, body: &[u8]) -> anyhow::Result<()> {
+fn verify_same(landing: &dyn ObjectStore, index: u64, body: &[u8]) -> Result<()> {
     let key = chunk_key(index);
     let existing = landing
         .get(&key)?
-        .with_context(|| format!("{key} vanished from {}", landing.describe()))?;
-    anyhow::ensure!(
-        existing.body[..] == body[..],
-        "{key} in {} differs from what this source and --chunk-rows produce: refusing to continue \
-         (use an empty landing location, or the same source and chunk size)",
-        landing.describe()
-    );
+        .ok_or_else(|| Error::input(format!("{key} vanished from {}", landing.describe())))?;
+    if existing.body[..] != body[..] {
+        return Err(Error::configuration(format!(
+            "{key} in {} differs from what this source and --chunk-rows produce: refusing to continue \
+             (use an empty landing location, or the same source and chunk size)",
+            landing.describe()
+        )));
+    }
     Ok(())
 }
 

@@ -65,7 +65,8 @@ impl Name {
 /// the words in order is comparing the bytes, since byte 15 only matters in the third word
 /// when the first two are equal.
 fn words(bytes: &[u8; INLINE]) -> [u64; 3] {
-    let word = |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().unwrap());
+    let word =
+        |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().expect("a slice of 8 bytes"));
     [word(0), word(8), word(15)]
 }
 

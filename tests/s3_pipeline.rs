@@ -635,7 +635,7 @@ fn concurrent_x_and_live_y_over_s3() {
 
     let mut xo = x_options("s3://landing/feed", server.options());
     xo.interval = Duration::from_millis(20);
-    let (summary, x) = live_y_while_x(&opts, &state, move || mechanism_x::run(&xo));
+    let (summary, x) = live_y_while_x(&opts, &state, move || Ok(mechanism_x::run(&xo)?));
     assert!(x.complete && summary.finished);
     assert_eq!(summary.epochs_committed, CHUNKS);
     assert_landing(&tree(&server.root().join("landing/feed")), "X");

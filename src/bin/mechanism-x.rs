@@ -33,7 +33,11 @@ struct Args {
 
 fn main() -> ExitCode {
     cli::init_logging();
-    cli::exit_with(run(cli::parse_args::<Args>()))
+    let args = match cli::parse_args::<Args>() {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    cli::exit_with(run(args))
 }
 
 fn run(args: Args) -> anyhow::Result<()> {

@@ -96,7 +96,11 @@ fn main() -> ExitCode {
     cli::init_logging();
     // A cluster's lost connection becomes the run's one-line error, not panic messages.
     std::panic::set_hook(cluster::quiet_panic_hook(std::panic::take_hook()));
-    cli::exit_with(run(cli::parse_args::<Args>()))
+    let args = match cli::parse_args::<Args>() {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    cli::exit_with(run(args))
 }
 
 fn run(args: Args) -> anyhow::Result<()> {

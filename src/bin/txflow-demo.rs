@@ -13,7 +13,7 @@ use anyhow::Context;
 use clap::Parser;
 use txflow::cli;
 use txflow::mechanism_x::{self, XOptions};
-use txflow::mechanism_y::{self, TimelyOptions, YOptions};
+use txflow::mechanism_y::{self, RunSummary, TimelyOptions, YOptions};
 use txgen::GenOptions;
 
 /// Runs generator → Mechanism X → Mechanism Y on local directories.
@@ -45,7 +45,11 @@ struct Args {
 
 fn main() -> ExitCode {
     cli::init_logging();
-    cli::exit_with(run(cli::parse_args::<Args>()))
+    let args = match cli::parse_args::<Args>() {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    cli::exit_with(run(args))
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
@@ -56,39 +60,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         dir.join("state.db"),
     );
     if !args.resume {
-        for path in [&landing, &output] {
-            if path.exists() {
-                std::fs::remove_dir_all(path)
-                    .with_context(|| format!("cleaning {}", path.display()))?;
-            }
-        }
-        for suffix in ["", "-wal", "-shm", ".lock"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", state_db.display()));
-        }
+        clean(&landing, &output, &state_db)?;
     }
-    let data = match &args.data {
-        Some(data) => data.clone(),
-        None => {
-            let data = dir.join("data");
-            if !data.join("transactions.csv").exists() {
-                println!(
-                    "generating {} rows (seed {}) into {}",
-                    args.rows,
-                    args.seed,
-                    data.display()
-                );
-                txgen::generate(
-                    &data,
-                    &GenOptions {
-                        rows: args.rows,
-                        seed: args.seed,
-                    },
-                )
-                .with_context(|| format!("generating data into {}", data.display()))?;
-            }
-            data
-        }
-    };
+    let data = data_dir(&args)?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let source = data.join("transactions.csv");
     let importance = data.join("CustomerImportance.csv");
@@ -123,7 +97,55 @@ fn run(args: Args) -> anyhow::Result<()> {
     producer
         .join()
         .map_err(|_| anyhow::anyhow!("Mechanism X panicked"))??;
+    report(&y, &summary, &output, &state_db)
+}
 
+/// Removes an earlier run's landing, output and state.
+fn clean(landing: &Path, output: &Path, state_db: &Path) -> anyhow::Result<()> {
+    for path in [landing, output] {
+        if path.exists() {
+            std::fs::remove_dir_all(path)
+                .with_context(|| format!("cleaning {}", path.display()))?;
+        }
+    }
+    for suffix in ["", "-wal", "-shm", ".lock"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", state_db.display()));
+    }
+    Ok(())
+}
+
+/// The directory of the input files: `--data`, else `DIR/data`, generated unless present.
+fn data_dir(args: &Args) -> anyhow::Result<PathBuf> {
+    if let Some(data) = &args.data {
+        return Ok(data.clone());
+    }
+    let data = args.dir.join("data");
+    if !data.join("transactions.csv").exists() {
+        println!(
+            "generating {} rows (seed {}) into {}",
+            args.rows,
+            args.seed,
+            data.display()
+        );
+        txgen::generate(
+            &data,
+            &GenOptions {
+                rows: args.rows,
+                seed: args.seed,
+            },
+        )
+        .with_context(|| format!("generating data into {}", data.display()))?;
+    }
+    Ok(data)
+}
+
+/// Prints what was detected and where the files are.
+fn report(
+    y: &YOptions,
+    summary: &RunSummary,
+    output: &Path,
+    state_db: &Path,
+) -> anyhow::Result<()> {
     let mut store = txflow::sinks::state::open(&y.state, &Default::default())?;
     let ledger = store.ledger()?;
     println!();

@@ -27,7 +27,11 @@ struct Args {
 
 fn main() -> ExitCode {
     // One line `error: ...` on stderr and a non-zero status, like the other binaries.
-    txflow::cli::exit_with(run(&txflow::cli::parse_args::<Args>()))
+    let args = match txflow::cli::parse_args::<Args>() {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    txflow::cli::exit_with(run(&args))
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {

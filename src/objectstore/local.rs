@@ -128,6 +128,64 @@ impl LocalStore {
     }
 }
 
+/// One listing's bounds: keys under `prefix`, after `start_after`.
+struct Listing<'a> {
+    prefix: &'a str,
+    start_after: Option<&'a str>,
+}
+
+impl Listing<'_> {
+    /// Reads directory `dir` (keys `base…`): its listed files go to `out`, subdirectories
+    /// that may hold listed keys to `pending`.
+    fn read(
+        &self,
+        dir: &Path,
+        base: &str,
+        out: &mut Vec<ObjectMeta>,
+        pending: &mut Vec<(PathBuf, String)>,
+    ) -> Result<(), StoreError> {
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            // The root is missing, or a subdirectory was removed meanwhile.
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(LocalStore::io("list", dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| LocalStore::io("list", dir, e))?;
+            // A name that is not UTF-8 is no key (S3 keys are UTF-8).
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let key = format!("{base}{name}");
+            // `DirEntry::file_type` does not follow symbolic links: a link is neither.
+            let file_type = entry
+                .file_type()
+                .map_err(|e| LocalStore::io("stat", &entry.path(), e))?;
+            if file_type.is_dir() {
+                let sub = key + "/";
+                if may_hold_listed_keys(&sub, self.prefix, self.start_after) {
+                    pending.push((entry.path(), sub));
+                }
+                continue;
+            }
+            if !file_type.is_file()
+                || name.starts_with(TEMP_PREFIX)
+                || !key.starts_with(self.prefix)
+                || self.start_after.is_some_and(|s| key.as_str() <= s)
+            {
+                continue;
+            }
+            match entry.metadata() {
+                Ok(md) => out.push(LocalStore::meta_of(&key, &md)),
+                // Removed since the directory was read.
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(LocalStore::io("stat", &entry.path(), e)),
+            }
+        }
+        Ok(())
+    }
+}
+
 impl ObjectStore for LocalStore {
     fn describe(&self) -> String {
         self.root.display().to_string()
@@ -234,45 +292,12 @@ impl ObjectStore for LocalStore {
         };
         let mut out = Vec::new();
         let mut pending = vec![(start, base)];
+        let listing = Listing {
+            prefix,
+            start_after,
+        };
         while let Some((dir, base)) = pending.pop() {
-            let entries = match fs::read_dir(&dir) {
-                Ok(entries) => entries,
-                // The root is missing, or a subdirectory was removed meanwhile.
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(Self::io("list", &dir, e)),
-            };
-            for entry in entries {
-                let entry = entry.map_err(|e| Self::io("list", &dir, e))?;
-                // A name that is not UTF-8 is no key (S3 keys are UTF-8).
-                let Ok(name) = entry.file_name().into_string() else {
-                    continue;
-                };
-                let key = format!("{base}{name}");
-                // `DirEntry::file_type` does not follow symbolic links: a link is neither.
-                let file_type = entry
-                    .file_type()
-                    .map_err(|e| Self::io("stat", &entry.path(), e))?;
-                if file_type.is_dir() {
-                    let sub = key + "/";
-                    if may_hold_listed_keys(&sub, prefix, start_after) {
-                        pending.push((entry.path(), sub));
-                    }
-                    continue;
-                }
-                if !file_type.is_file()
-                    || name.starts_with(TEMP_PREFIX)
-                    || !key.starts_with(prefix)
-                    || start_after.is_some_and(|s| key.as_str() <= s)
-                {
-                    continue;
-                }
-                match entry.metadata() {
-                    Ok(md) => out.push(Self::meta_of(&key, &md)),
-                    // Removed since the directory was read.
-                    Err(e) if e.kind() == ErrorKind::NotFound => {}
-                    Err(e) => return Err(Self::io("stat", &entry.path(), e)),
-                }
-            }
+            listing.read(&dir, &base, &mut out, &mut pending)?;
         }
         out.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         out.truncate(limit);

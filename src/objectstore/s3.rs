@@ -132,9 +132,12 @@ fn random_u64() -> u64 {
     hasher.finish()
 }
 
-/// The runtime shared by every S3 store of the process.
-fn runtime() -> Result<&'static tokio::runtime::Runtime, String> {
-    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+/// The runtime shared by every S3 store of the process. Building it fails only when the OS
+/// refuses threads or an event loop; the failure is kept (by kind and message: an
+/// `io::Error` cannot be cloned) and reported to every caller.
+fn runtime() -> std::io::Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, (std::io::ErrorKind, String)>> =
+        OnceLock::new();
     RUNTIME
         .get_or_init(|| {
             tokio::runtime::Builder::new_multi_thread()
@@ -142,10 +145,10 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime, String> {
                 .thread_name("txflow-s3")
                 .enable_all()
                 .build()
-                .map_err(|e| e.to_string())
+                .map_err(|e| (e.kind(), e.to_string()))
         })
         .as_ref()
-        .map_err(|e| e.clone())
+        .map_err(|(kind, message)| std::io::Error::new(*kind, message.clone()))
 }
 
 /// An S3 bucket and key prefix as an [`ObjectStore`].
@@ -296,36 +299,8 @@ impl S3Store {
             }
         }
 
-        let http_client = aws_smithy_http_client::Builder::new()
-            .tls_provider(Provider::Rustls(CryptoMode::Ring))
-            .build_https();
-        let timeouts = TimeoutConfig::builder()
-            .connect_timeout(tuning.connect_timeout)
-            .read_timeout(tuning.read_timeout)
-            .build();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(http_client)
-            // Our own retry loop is the policy; the SDK's would multiply the attempts.
-            .retry_config(RetryConfig::disabled())
-            .timeout_config(timeouts);
-        // Without an explicit region the loader runs the default region chain (environment,
-        // profile, IMDS) itself, with the HTTP client above; a chain built here would not
-        // have it.
-        if let Some(region) = options.region.clone().filter(|r| !r.trim().is_empty()) {
-            loader = loader.region(Region::new(region));
-        }
-        let sdk_config = block_on(runtime, loader.load());
-
-        let mut builder = aws_sdk_s3::config::Builder::from(&sdk_config)
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
-        if sdk_config.region().is_none() {
-            builder = builder.region(Region::new(DEFAULT_REGION));
-        }
-        if let Some(endpoint) = &endpoint {
-            builder = builder.endpoint_url(endpoint).force_path_style(true);
-        }
-        let client = aws_sdk_s3::Client::from_conf(builder.build());
+        let sdk_config = block_on(runtime, sdk_loader(options, &tuning).load());
+        let client = client(&sdk_config, endpoint.as_deref());
         tracing::debug!(
             bucket = %bucket,
             prefix = %prefix,
@@ -345,16 +320,6 @@ impl S3Store {
     /// The retry and timeout settings in force.
     pub fn tuning(&self) -> &S3Tuning {
         &self.tuning
-    }
-
-    /// The bucket name.
-    pub fn bucket(&self) -> &str {
-        &self.bucket
-    }
-
-    /// The key prefix (no leading or trailing '/'; empty for the bucket root).
-    pub fn prefix(&self) -> &str {
-        &self.prefix
     }
 
     /// The key in the bucket of the store-relative `key`.
@@ -385,6 +350,32 @@ impl S3Store {
         } else {
             full.strip_prefix(self.prefix.as_str())?.strip_prefix('/')
         }
+    }
+
+    /// The metadata of a listed object, `None` for what is not an object of the listing.
+    fn listed(
+        &self,
+        object: &aws_sdk_s3::types::Object,
+        list_prefix: &str,
+        start_after: Option<&str>,
+    ) -> Option<ObjectMeta> {
+        let full = object.key()?;
+        // "Folder" markers (`dir/`, made by consoles) are not objects to read, and the local
+        // store has no equivalent.
+        if full.ends_with('/') {
+            return None;
+        }
+        let key = self.relative_key(full)?;
+        // Defensive: servers must honour prefix and start-after, but a key outside them would
+        // break the callers' ordering assumptions.
+        if !full.starts_with(list_prefix) || start_after.is_some_and(|s| full <= s) {
+            return None;
+        }
+        Some(ObjectMeta {
+            key: key.to_string(),
+            size: object.size().unwrap_or(0).max(0) as u64,
+            last_modified_ms: millis(object.last_modified().copied()),
+        })
     }
 
     /// Runs `future` to completion on the store's runtime, from a plain thread (or, when
@@ -456,78 +447,69 @@ impl S3Store {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let transient = |m: String| Class::Failed(Failure::Transient(m));
-        let permanent = |m: String| Class::Failed(Failure::Permanent(m));
-        match err {
-            SdkError::ServiceError(_) => {}
-            SdkError::TimeoutError(_) => return transient(format!("timed out: {}", chain(err))),
-            SdkError::ResponseError(_) => {
-                return transient(format!("unreadable response: {}", chain(err)))
-            }
-            SdkError::DispatchFailure(failure) => {
-                if failure.is_io() || failure.is_timeout() {
-                    return transient(format!("connection failed: {}", chain(err)));
-                }
-                let text = chain(err);
-                if text.to_ascii_lowercase().contains("credential") {
-                    if text.to_ascii_lowercase().contains("timed out") {
-                        return transient(format!("loading credentials timed out: {text}"));
-                    }
-                    return permanent(format!(
-                        "no usable AWS credentials: set AWS_ACCESS_KEY_ID and \
-                         AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run with an instance or \
-                         web-identity role ({text})"
-                    ));
-                }
-                if failure.is_user() {
-                    return permanent(format!("request could not be sent: {text}"));
-                }
-                return transient(format!("request could not be sent: {text}"));
-            }
-            SdkError::ConstructionFailure(_) => {
-                return permanent(format!("request could not be built: {}", chain(err)))
-            }
-            _ => return transient(chain(err)),
+        if !matches!(err, SdkError::ServiceError(_)) {
+            return Class::Failed(transport_failure(err));
         }
+        let reply = Reply::of(err);
+        if let Some(message) = self.misconfiguration(op, &reply) {
+            return Class::Failed(Failure::Permanent(message));
+        }
+        self.by_status(op, reply)
+    }
 
-        let status = err.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
-        let code = err.code().unwrap_or("");
-        let detail = match (code.is_empty(), err.message()) {
-            (true, _) => format!("HTTP {status}"),
-            (false, Some(m)) if !m.is_empty() => format!("HTTP {status} {code}: {m}"),
-            (false, _) => format!("HTTP {status} {code}"),
-        };
-
+    /// A service answer that says the configuration is wrong (credentials, clock, region,
+    /// bucket): retrying cannot help; the message says what to fix.
+    fn misconfiguration(&self, op: Op, reply: &Reply) -> Option<String> {
+        let Reply {
+            status,
+            code,
+            detail,
+            bucket_region,
+        } = reply;
+        let code = code.as_str();
         if CREDENTIAL_CODES.contains(&code) {
-            return permanent(format!(
+            return Some(format!(
                 "the credentials were rejected: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY \
                  (or AWS_PROFILE, or the instance role) and that they belong to the account \
                  of the bucket ({detail})"
             ));
         }
         if code == "RequestTimeTooSkewed" {
-            return permanent(format!(
+            return Some(format!(
                 "the system clock is too far from S3's: synchronise it (NTP) ({detail})"
             ));
         }
-        if status == 301 || code == "PermanentRedirect" || code == "AuthorizationHeaderMalformed" {
-            let region = err
-                .raw_response()
-                .and_then(|r| r.headers().get("x-amz-bucket-region"))
+        if *status == 301 || code == "PermanentRedirect" || code == "AuthorizationHeaderMalformed" {
+            let region = bucket_region
+                .as_ref()
                 .map(|r| format!(" ({r})"))
                 .unwrap_or_default();
-            return permanent(format!(
+            return Some(format!(
                 "the bucket is in another region{region}: set --s3-region or AWS_REGION to \
                  the bucket's region ({detail})"
             ));
         }
-        if code == "NoSuchBucket" || (status == 404 && matches!(op, Op::Check | Op::List)) {
-            return permanent(format!(
+        if code == "NoSuchBucket" || (*status == 404 && matches!(op, Op::Check | Op::List)) {
+            return Some(format!(
                 "bucket {:?} does not exist: create it, or fix the s3:// URL (--landing, \
                  --output, --importance) or the endpoint ({detail})",
                 self.bucket
             ));
         }
+        None
+    }
+
+    /// Any other service answer, by status: a missing key, a failed condition, a transient
+    /// condition, or a permanent refusal.
+    fn by_status(&self, op: Op, reply: Reply) -> Class {
+        let transient = |m: String| Class::Failed(Failure::Transient(m));
+        let permanent = |m: String| Class::Failed(Failure::Permanent(m));
+        let Reply {
+            status,
+            code,
+            detail,
+            ..
+        } = reply;
         if status == 404 {
             return match op {
                 Op::Get | Op::Head => Class::Missing,
@@ -542,39 +524,44 @@ impl S3Store {
         if status == 412 || code == "PreconditionFailed" {
             return Class::PreconditionFailed;
         }
-        if status >= 500 || status == 429 || TRANSIENT_CODES.contains(&code) {
+        if status >= 500 || status == 429 || TRANSIENT_CODES.contains(&code.as_str()) {
             return transient(detail);
         }
         if status == 403 {
-            return match op {
-                // Without list permission S3 answers a missing key with 403: "not yet".
-                Op::Get | Op::Head => {
-                    tracing::debug!(
-                        op = op.name(),
-                        bucket = %self.bucket,
-                        detail = %detail,
-                        "403 on a read: treated as a key that does not exist (yet)"
-                    );
-                    Class::Missing
-                }
-                _ => permanent(format!(
-                    "access denied: check the credentials (AWS_ACCESS_KEY_ID/AWS_PROFILE) and \
-                     the bucket policy ({} on s3://{}/{}) ({detail})",
-                    op.permission(),
-                    self.bucket,
-                    if self.prefix.is_empty() {
-                        "*".to_string()
-                    } else {
-                        format!("{}/*", self.prefix)
-                    }
-                )),
-            };
+            return self.forbidden(op, detail);
         }
         if (400..500).contains(&status) {
             return permanent(format!("rejected by S3 ({detail})"));
         }
         // No status (should not happen for a service error) or an odd 1xx/3xx.
         transient(detail)
+    }
+
+    /// 403 without a credentials error code.
+    fn forbidden(&self, op: Op, detail: String) -> Class {
+        match op {
+            // Without list permission S3 answers a missing key with 403: "not yet".
+            Op::Get | Op::Head => {
+                tracing::debug!(
+                    op = op.name(),
+                    bucket = %self.bucket,
+                    detail = %detail,
+                    "403 on a read: treated as a key that does not exist (yet)"
+                );
+                Class::Missing
+            }
+            _ => Class::Failed(Failure::Permanent(format!(
+                "access denied: check the credentials (AWS_ACCESS_KEY_ID/AWS_PROFILE) and \
+                 the bucket policy ({} on s3://{}/{}) ({detail})",
+                op.permission(),
+                self.bucket,
+                if self.prefix.is_empty() {
+                    "*".to_string()
+                } else {
+                    format!("{}/*", self.prefix)
+                }
+            ))),
+        }
     }
 
     /// [`S3Store::classify`] for operations that treat neither 404 nor 412 specially.
@@ -590,6 +577,121 @@ impl S3Store {
             }
         }
     }
+}
+
+/// What the service answered, for classifying a service error.
+struct Reply {
+    /// HTTP status; 0 when there is no response.
+    status: u16,
+    /// S3 error code; empty when the answer has none (HEAD).
+    code: String,
+    /// `HTTP <status> <code>: <message>`, for messages.
+    detail: String,
+    /// The `x-amz-bucket-region` header, if any.
+    bucket_region: Option<String>,
+}
+
+impl Reply {
+    fn of<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> Reply {
+        let status = err.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
+        let code = err.code().unwrap_or("");
+        let detail = match (code.is_empty(), err.message()) {
+            (true, _) => format!("HTTP {status}"),
+            (false, Some(m)) if !m.is_empty() => format!("HTTP {status} {code}: {m}"),
+            (false, _) => format!("HTTP {status} {code}"),
+        };
+        let bucket_region = err
+            .raw_response()
+            .and_then(|r| r.headers().get("x-amz-bucket-region"))
+            .map(str::to_string);
+        Reply {
+            status,
+            code: code.to_string(),
+            detail,
+            bucket_region,
+        }
+    }
+}
+
+/// Classifies an SDK error that is no answer of the service: a timeout, an unreadable
+/// response, a request that could not be sent or built.
+fn transport_failure<E>(err: &SdkError<E, HttpResponse>) -> Failure
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match err {
+        SdkError::TimeoutError(_) => Failure::Transient(format!("timed out: {}", chain(err))),
+        SdkError::ResponseError(_) => {
+            Failure::Transient(format!("unreadable response: {}", chain(err)))
+        }
+        SdkError::DispatchFailure(failure) => {
+            if failure.is_io() || failure.is_timeout() {
+                return Failure::Transient(format!("connection failed: {}", chain(err)));
+            }
+            dispatch_failure(chain(err), failure.is_user())
+        }
+        SdkError::ConstructionFailure(_) => {
+            Failure::Permanent(format!("request could not be built: {}", chain(err)))
+        }
+        _ => Failure::Transient(chain(err)),
+    }
+}
+
+/// A request that could not be sent, for another reason than I/O or a timeout (`text`: the
+/// error chain): missing credentials, a bad request (`user`), or something else.
+fn dispatch_failure(text: String, user: bool) -> Failure {
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("credential") {
+        if lower.contains("timed out") {
+            return Failure::Transient(format!("loading credentials timed out: {text}"));
+        }
+        return Failure::Permanent(format!(
+            "no usable AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or \
+             AWS_PROFILE, or run with an instance or web-identity role ({text})"
+        ));
+    }
+    if user {
+        return Failure::Permanent(format!("request could not be sent: {text}"));
+    }
+    Failure::Transient(format!("request could not be sent: {text}"))
+}
+
+/// The AWS configuration loader: our HTTP client (rustls) and timeouts, no SDK retries, and
+/// the region of `options` if given.
+fn sdk_loader(options: &S3Options, tuning: &S3Tuning) -> aws_config::ConfigLoader {
+    let http_client = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(tuning.connect_timeout)
+        .read_timeout(tuning.read_timeout)
+        .build();
+    let loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http_client)
+        // Our own retry loop is the policy; the SDK's would multiply the attempts.
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(timeouts);
+    // Without an explicit region the loader runs the default region chain (environment,
+    // profile, IMDS) itself, with the HTTP client above; a chain built here would not have it.
+    match options.region.clone().filter(|r| !r.trim().is_empty()) {
+        Some(region) => loader.region(Region::new(region)),
+        None => loader,
+    }
+}
+
+/// The S3 client: checksums only where required, [`DEFAULT_REGION`] when the chain names
+/// none, path-style addressing with an endpoint override.
+fn client(sdk_config: &aws_config::SdkConfig, endpoint: Option<&str>) -> aws_sdk_s3::Client {
+    let mut builder = aws_sdk_s3::config::Builder::from(sdk_config)
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+    if sdk_config.region().is_none() {
+        builder = builder.region(Region::new(DEFAULT_REGION));
+    }
+    if let Some(endpoint) = endpoint {
+        builder = builder.endpoint_url(endpoint).force_path_style(true);
+    }
+    aws_sdk_s3::Client::from_conf(builder.build())
 }
 
 /// The error and its sources, on one line (without the SDK's Debug dump).
@@ -879,27 +981,10 @@ impl ObjectStore for S3Store {
                     .map_err(|err| this.failure(Op::List, &err))
             }))?;
             for object in page.contents() {
-                let Some(full) = object.key() else { continue };
-                // "Folder" markers (`dir/`, made by consoles) are not objects to read, and the
-                // local store has no equivalent.
-                if full.ends_with('/') {
-                    continue;
-                }
-                let Some(key) = self.relative_key(full) else {
+                let Some(meta) = self.listed(object, &list_prefix, start_after.as_deref()) else {
                     continue;
                 };
-                // Defensive: servers must honour prefix and start-after, but a key outside
-                // them would break the callers' ordering assumptions.
-                if !full.starts_with(list_prefix.as_str())
-                    || start_after.as_deref().is_some_and(|s| full <= s)
-                {
-                    continue;
-                }
-                out.push(ObjectMeta {
-                    key: key.to_string(),
-                    size: object.size().unwrap_or(0).max(0) as u64,
-                    last_modified_ms: millis(object.last_modified().copied()),
-                });
+                out.push(meta);
                 if out.len() >= limit {
                     return Ok(out);
                 }

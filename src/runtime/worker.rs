@@ -126,8 +126,7 @@ fn next_item(
             Ok(None) => {
                 worker.step_or_park(Some(IDLE_PARK));
             }
-            // TODO(h-errors): the feed's typed error.
-            Err(e) => return Err(Error::input(format!("reading the landing store: {e}"))),
+            Err(e) => return Err(Error::from(e).context("reading the landing store")),
         }
     }
 }

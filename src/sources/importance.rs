@@ -18,6 +18,7 @@
 //! one final division, `sum / (count · 10^6)` in `f64` (so it is the correctly rounded mean
 //! whenever the sum's magnitude is below 2^53 micro-units, i.e. about 9·10^9 units).
 
+use crate::error::{Error, Result};
 use crate::model::{Reject, Weight, WeightKey, MICROS_PER_UNIT};
 use crate::sources::framing::FrameKind;
 use crate::sources::parse::{name, parse_weight, resolve_columns, strip_single_quotes};
@@ -44,23 +45,23 @@ struct Columns {
     type_trans: usize,
 }
 
-/// Parses the importance file named `name`; `Err` with a message naming the missing column
-/// when the header lacks one.
+/// Parses the importance file named `name`.
 ///
-/// Errors (the whole file is unusable): no header row (`"empty importance file: no header
+/// Errors ([`Error::Input`]: the whole file is unusable): no header row (`"empty importance file: no header
 /// row"`), a header lacking a required column (`"importance file header lacks required
 /// column 'Weight'"`), or a header with a required column twice (ambiguous).
-pub fn parse_importance(name: &str, bytes: &[u8]) -> Result<ImportanceTable, String> {
+pub fn parse_importance(name: &str, bytes: &[u8]) -> Result<ImportanceTable> {
     let mut rdr = Records::new(bytes);
     let Some(header) = &rdr.header else {
-        return Err("empty importance file: no header row".to_owned());
+        return Err(Error::input("empty importance file: no header row"));
     };
     let [source, target, weight, type_trans, _] = resolve_columns(
         header,
         &IMPORTANCE_COLUMNS,
         &[false, false, false, false, true],
         "importance file header",
-    )?;
+    )
+    .map_err(Error::input)?;
     let columns = Columns {
         source,
         target,
@@ -300,18 +301,21 @@ mod tests {
     fn header_missing_column_is_an_error_naming_it() {
         let err = parse_importance(FILE, b"Source,Target,typeTrans,fraud\nC1,M1,t,0\n")
             .expect_err("no Weight");
-        assert_eq!(err, "importance file header lacks required column 'Weight'");
+        assert_eq!(
+            err.to_string(),
+            "importance file header lacks required column 'Weight'"
+        );
         let err = parse_importance(FILE, b"Source,fraud\n").expect_err("two missing");
         assert_eq!(
-            err,
+            err.to_string(),
             "importance file header lacks required columns 'Target', 'Weight', 'typeTrans'"
         );
         let err = parse_importance(FILE, b"").expect_err("empty");
-        assert_eq!(err, "empty importance file: no header row");
+        assert_eq!(err.to_string(), "empty importance file: no header row");
         let err = parse_importance(FILE, b"Source,Target,Weight,typeTrans,Weight\n")
             .expect_err("duplicate");
         assert_eq!(
-            err,
+            err.to_string(),
             "importance file header has duplicate column 'Weight' (ambiguous)"
         );
     }

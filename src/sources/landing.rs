@@ -38,11 +38,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-pub use crate::error::LandingError;
-use crate::error::StoreError;
+use crate::error::{LandingError, StoreError};
 use crate::objectstore::{ObjectMeta, ObjectStore};
 
 /// Name of the end-of-stream marker.
@@ -91,15 +90,10 @@ pub fn parse_chunk_name(key: &str) -> Result<u64, String> {
     Ok(index)
 }
 
-/// The index of a canonical chunk name (SPEC §3), `None` for any other key.
-pub fn chunk_index(key: &str) -> Option<u64> {
-    parse_chunk_name(key).ok()
-}
-
 /// Names already warned about (`<landing>/<key>`): one warning per name and process.
 static WARNED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
-/// As [`chunk_index`], warning (once per name) about a `chunk-*` key that is not canonical.
+/// As [`parse_chunk_name`], warning (once per name) about a `chunk-*` key that is not canonical.
 fn listed_index(location: &str, key: &str) -> Option<u64> {
     match parse_chunk_name(key) {
         Ok(index) => Some(index),
@@ -290,20 +284,12 @@ pub fn resolve_replay(
         expected += 1;
     }
     if expected <= hi {
-        let next = chunks.iter().map(|(k, _)| *k).find(|&k| k > expected);
-        let why = if let Some(next) = next {
-            format!("a gap: {} exists", chunk_key(next))
-        } else {
-            let marker = complete.map_or(String::new(), |n| {
-                format!("; {COMPLETE_KEY} says {n} chunks")
-            });
-            format!("the last chunk is {}{marker}", chunk_key(last))
-        };
         let shown_to = to.map_or("the last chunk".to_string(), |t| t.to_string());
         return Err(refuse(format!(
-            "the range [{lo}, {shown_to}] needs {}, which is missing ({why}); a replay takes \
+            "the range [{lo}, {shown_to}] needs {}, which is missing ({}); a replay takes \
              every chunk of its range",
-            chunk_key(expected)
+            chunk_key(expected),
+            why_missing(&chunks, expected, complete)
         )));
     }
     Ok(ReplayPlan {
@@ -312,6 +298,19 @@ pub fn resolve_replay(
         to: hi,
         first: first.expect("the range holds at least chunk `from`"),
     })
+}
+
+/// Why chunk `missing` is missing from the listed `chunks` (not empty): a gap before a later
+/// chunk, or past the last chunk (with `_COMPLETE`'s count, if any).
+fn why_missing(chunks: &[(u64, ObjectMeta)], missing: u64, complete: Option<u64>) -> String {
+    if let Some(&(next, _)) = chunks.iter().find(|(k, _)| *k > missing) {
+        return format!("a gap: {} exists", chunk_key(next));
+    }
+    let last = chunks.last().map_or(0, |(k, _)| *k);
+    let marker = complete.map_or(String::new(), |n| {
+        format!("; {COMPLETE_KEY} says {n} chunks")
+    });
+    format!("the last chunk is {}{marker}", chunk_key(last))
 }
 
 /// The store's local directory when it does not exist.
@@ -377,7 +376,8 @@ struct FeedState {
     ready: BTreeMap<u64, (FeedItem, usize)>,
     /// First position not yet fetched.
     next_fetch: u64,
-    error: Option<String>,
+    /// Why fetching stopped; every worker gets a copy ([`copy_of`]).
+    error: Option<LandingError>,
 }
 
 /// Fetches chunks in order on its own thread and hands them to this process's workers.
@@ -467,7 +467,8 @@ impl ChunkFeed {
             stop,
         });
         let worker_feed = feed.clone();
-        std::thread::Builder::new()
+        let location = store.describe();
+        let spawned = std::thread::Builder::new()
             .name("chunk-feed".into())
             .spawn(move || {
                 let result = match &plan {
@@ -479,19 +480,36 @@ impl ChunkFeed {
                     }
                 };
                 if let Err(e) = result {
-                    let mut state = worker_feed.state.lock().unwrap();
-                    state.error = Some(e.to_string());
-                    worker_feed.changed.notify_all();
+                    worker_feed.fail(e);
                 }
-            })
-            .expect("spawn chunk-feed thread");
+            });
+        // No thread, no chunks: every worker's poll reports why.
+        if let Err(source) = spawned {
+            feed.fail(LandingError::Store(StoreError::Io {
+                op: "starting the chunk-feed thread for",
+                path: location,
+                source,
+            }));
+        }
         feed
+    }
+
+    /// The queue. A panic while holding the lock cannot leave it half-updated (each update
+    /// is one insert, remove or assignment), so a poisoned lock is used as is.
+    fn state(&self) -> MutexGuard<'_, FeedState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records why fetching stopped and wakes the workers.
+    fn fail(&self, error: LandingError) {
+        self.state().error = Some(error);
+        self.changed.notify_all();
     }
 
     /// The item at `position`, if fetched; `Err` when fetching failed. Never blocks for I/O.
     /// Each worker must take each position exactly once, in order.
-    pub fn poll(&self, position: u64) -> Result<Option<FeedItem>, String> {
-        let mut state = self.state.lock().unwrap();
+    pub fn poll(&self, position: u64) -> Result<Option<FeedItem>, LandingError> {
+        let mut state = self.state();
         if let Some(entry) = state.ready.get_mut(&position) {
             let item = entry.0.clone();
             entry.1 += 1;
@@ -502,14 +520,14 @@ impl ChunkFeed {
             return Ok(Some(item));
         }
         match &state.error {
-            Some(e) => Err(e.clone()),
+            Some(e) => Err(copy_of(e)),
             None => Ok(None),
         }
     }
 
     /// Waits (bounded) until `position` may have been fetched; for idle workers.
     pub fn wait(&self, position: u64, timeout: Duration) {
-        let state = self.state.lock().unwrap();
+        let state = self.state();
         if state.ready.contains_key(&position) || state.error.is_some() {
             return;
         }
@@ -517,7 +535,7 @@ impl ChunkFeed {
     }
 
     fn push(&self, position: u64, item: FeedItem) {
-        let mut state = self.state.lock().unwrap();
+        let mut state = self.state();
         state.ready.insert(position, (item, 0));
         state.next_fetch = position + 1;
         self.changed.notify_all();
@@ -529,7 +547,7 @@ impl ChunkFeed {
 
     /// Blocks the fetching thread while the queue is full.
     fn wait_for_room(&self, position: u64) -> bool {
-        let mut state = self.state.lock().unwrap();
+        let mut state = self.state();
         loop {
             if self.stopped() {
                 return false;
@@ -541,7 +559,7 @@ impl ChunkFeed {
             state = self
                 .changed
                 .wait_timeout(state, Duration::from_millis(100))
-                .unwrap()
+                .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
     }
@@ -588,15 +606,7 @@ impl ChunkFeed {
         let atomic = store.atomic_puts();
         let mut chunk_settle = Settle::new(atomic, options.settle);
         let mut marker_settle = Settle::new(atomic, options.settle);
-        // At start: a missing local directory is reported at once; the listing warns about
-        // keys that are not chunks; a marker already present is checked against it.
-        if let Some(dir) = missing_dir(store) {
-            warn_missing_dir(&dir);
-        }
-        let mut marker = self.look_for_marker(store, &mut marker_settle)?;
-        if !matches!(marker, Marker::Count(_)) {
-            list_chunks(store)?;
-        }
+        let mut marker = self.start_following(store, &mut marker_settle)?;
         let mut index = 0u64;
         let mut waiting_since = Instant::now();
         let mut next_warning = waiting_since + options.gap_warn;
@@ -620,13 +630,7 @@ impl ChunkFeed {
                 }
             };
             if let Some(count) = complete.filter(|count| index >= *count) {
-                if object.is_some() {
-                    return Err(past_count(store, count, &key));
-                }
-                if !forever {
-                    // Once more, for chunks that arrived since the marker was first checked.
-                    check_count(store, count, &list_chunks(store)?)?;
-                    self.push(index, FeedItem::End);
+                if self.at_count(store, count, index, object.is_some(), forever)? {
                     return Ok(());
                 }
             }
@@ -651,6 +655,47 @@ impl ChunkFeed {
             }
             std::thread::sleep(options.poll);
         }
+    }
+
+    /// At the start of a live feed: a missing local directory is reported at once; the
+    /// listing warns about keys that are not chunks; a marker already present is checked
+    /// against it.
+    fn start_following(
+        &self,
+        store: &dyn ObjectStore,
+        marker_settle: &mut Settle,
+    ) -> Result<Marker, LandingError> {
+        if let Some(dir) = missing_dir(store) {
+            warn_missing_dir(&dir);
+        }
+        let marker = self.look_for_marker(store, marker_settle)?;
+        if !matches!(marker, Marker::Count(_)) {
+            list_chunks(store)?;
+        }
+        Ok(marker)
+    }
+
+    /// The live feed reached `_COMPLETE`'s `count` (chunk `index` is at or past it): that
+    /// chunk being `present` makes the landing inconsistent; else, unless `forever`, the
+    /// landing is checked once more and the stream ends at `index` (`true`).
+    fn at_count(
+        &self,
+        store: &dyn ObjectStore,
+        count: u64,
+        index: u64,
+        present: bool,
+        forever: bool,
+    ) -> Result<bool, LandingError> {
+        if present {
+            return Err(past_count(store, count, &chunk_key(index)));
+        }
+        if forever {
+            return Ok(false);
+        }
+        // Once more, for chunks that arrived since the marker was first checked.
+        check_count(store, count, &list_chunks(store)?)?;
+        self.push(index, FeedItem::End);
+        Ok(true)
     }
 
     /// Whether to take `object` now (see [`Settle`]); warns when taking a chunk that has no
@@ -747,6 +792,60 @@ impl ChunkFeed {
     }
 }
 
+/// A copy of `error` for one more worker: the same message, domain and retry hint (an I/O
+/// error is copied by kind and message, as `std::io::Error` cannot be cloned).
+fn copy_of(error: &LandingError) -> LandingError {
+    match error {
+        LandingError::Store(e) => LandingError::Store(copy_of_store(e)),
+        LandingError::Inconsistent { location, detail } => LandingError::Inconsistent {
+            location: location.clone(),
+            detail: detail.clone(),
+        },
+        LandingError::Replay { location, detail } => LandingError::Replay {
+            location: location.clone(),
+            detail: detail.clone(),
+        },
+    }
+}
+
+fn copy_of_store(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Io { op, path, source } => StoreError::Io {
+            op,
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        StoreError::S3Permanent {
+            op,
+            bucket,
+            key,
+            message,
+        } => StoreError::S3Permanent {
+            op,
+            bucket: bucket.clone(),
+            key: key.clone(),
+            message: message.clone(),
+        },
+        StoreError::S3Exhausted {
+            op,
+            bucket,
+            key,
+            attempts,
+            message,
+        } => StoreError::S3Exhausted {
+            op,
+            bucket: bucket.clone(),
+            key: key.clone(),
+            attempts: *attempts,
+            message: message.clone(),
+        },
+        StoreError::BadLocation { location, reason } => StoreError::BadLocation {
+            location: location.clone(),
+            reason: reason.clone(),
+        },
+    }
+}
+
 fn warn_missing_dir(dir: &std::path::Path) {
     tracing::warn!(
         landing = %dir.display(),
@@ -759,6 +858,11 @@ fn warn_missing_dir(dir: &std::path::Path) {
 mod tests {
     use super::*;
     use crate::objectstore::local::LocalStore;
+
+    /// The index of a canonical chunk name, `None` for any other key.
+    fn chunk_index(key: &str) -> Option<u64> {
+        parse_chunk_name(key).ok()
+    }
 
     #[test]
     fn only_canonical_names_are_chunks() {
@@ -912,7 +1016,7 @@ mod tests {
     }
 
     /// Takes `position`, waiting at most 10 s; `Err` = the feed's error.
-    fn take(feed: &ChunkFeed, position: u64) -> Result<FeedItem, String> {
+    fn take(feed: &ChunkFeed, position: u64) -> Result<FeedItem, LandingError> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(item) = feed.poll(position)? {
@@ -971,7 +1075,7 @@ mod tests {
             options(),
             Arc::new(AtomicBool::new(false)),
         );
-        let e = take(&feed, 0).unwrap_err();
+        let e = take(&feed, 0).unwrap_err().to_string();
         assert!(
             e.contains("_COMPLETE says 2 chunks but chunk-000002.csv exists")
                 && e.contains("append-only"),
@@ -997,7 +1101,8 @@ mod tests {
         store.put(&chunk_key(1), b"h\n").unwrap();
         match take(&feed, 1) {
             Err(e) => assert!(
-                e.contains("_COMPLETE says 1 chunks but chunk-000001.csv"),
+                e.to_string()
+                    .contains("_COMPLETE says 1 chunks but chunk-000001.csv"),
                 "{e}"
             ),
             Ok(FeedItem::End) => panic!("ended with --follow"),
@@ -1025,10 +1130,25 @@ mod tests {
                 Err(e) => break e,
             }
         };
+        let e = e.to_string();
         assert!(
             e.contains("_COMPLETE holds \"lots\", not a chunk count"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn every_worker_gets_the_same_feed_error() {
+        let io = std::io::Error::from(std::io::ErrorKind::TimedOut);
+        let error = LandingError::Store(StoreError::Io {
+            op: "read",
+            path: "/landing/chunk-000000.csv".into(),
+            source: io,
+        });
+        let copy = copy_of(&error);
+        assert_eq!(copy.to_string(), error.to_string());
+        assert_eq!(copy.domain(), error.domain());
+        assert!(copy.retryable() && error.retryable());
     }
 
     #[test]

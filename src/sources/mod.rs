@@ -6,7 +6,7 @@
 //! | `framing.rs` | the one record framer of SPEC §2.1 (lines, quotes, resynchronisation), shared by X, Y and the importance reader |
 //! | `parse.rs` | the BankSim transactions CSV: header by name, quoting, amounts, bad rows |
 //! | `importance.rs` | `CustomerImportance.csv`: weights, duplicate keys averaged |
-//! | `landing.rs` | chunk naming, the `_COMPLETE` marker, and the prefetching chunk feed |
+//! | `landing.rs` | chunk naming, the `_COMPLETE` marker, replay ranges, and the prefetching chunk feed |
 
 pub mod framing;
 pub mod importance;
