@@ -152,7 +152,7 @@ fn parse_fraction(text: &str) -> Result<Fraction, String> {
 }
 
 fn parse_amount(text: &str) -> Result<i64, String> {
-    crate::sources::parse::parse_decimal_micros(text)
+    crate::decimal::parse_decimal_micros(text)
         .ok_or_else(|| format!("{text:?} is not a non-negative decimal amount"))
 }
 

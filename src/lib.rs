@@ -11,6 +11,7 @@
 //! | [`mechanism_x`] | the producer that cuts `transactions.csv` into landing chunks |
 //! | [`mechanism_y`] | the detector, as the story of its runtime: feed → workers → committer |
 //! | [`runtime`] | the epoch runtime: worker loop, epoch batches, committing thread, cluster |
+//! | [`decimal`] | exact decimals: amounts, weights and fractions as integer millionths |
 //! | [`name`] | `Name`: customer/merchant/category names as compact, word-compared values |
 //! | [`error`] | the library's error: typed errors with a domain and a retry hint |
 //! | [`time`] | IST (UTC+05:30) timestamps |
@@ -21,6 +22,7 @@
 
 pub mod cli;
 pub mod dataflow;
+pub mod decimal;
 pub mod error;
 pub mod mechanism_x;
 pub mod mechanism_y;

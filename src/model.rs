@@ -4,11 +4,11 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::name::Name;
 
-/// Amount in millionths of a unit (the SPEC allows at most six fractional digits), so sums are exact.
-pub type Micros = i64;
+/// Logical time of the dataflow: the index of the chunk an update came from (one chunk, one
+/// epoch).
+pub type Epoch = u64;
 
-/// Micro-units per unit.
-pub const MICROS_PER_UNIT: i64 = 1_000_000;
+pub use crate::decimal::{Micros, MICROS_PER_UNIT};
 
 /// Customer gender as recorded in the BankSim data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -120,7 +120,7 @@ impl Fraction {
 
     /// Parses a decimal in [0, 1] with at most six fractional digits (`0.9`, `0.10`, `1`).
     pub fn parse(text: &str) -> Option<Fraction> {
-        let micros = crate::sources::parse::parse_decimal_micros(text)?;
+        let micros = crate::decimal::parse_decimal_micros(text)?;
         (0..=MICROS_PER_UNIT).contains(&micros).then_some(Fraction {
             millionths: micros as u32,
         })

@@ -18,7 +18,8 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::progress::{Antichain, Timestamp};
 
-use super::{arranged, Epoch};
+use super::arranged;
+use crate::model::Epoch;
 use crate::model::{Gender, Name, Txn, Weight, WeightKey};
 
 /// `(customer, merchant)`.

@@ -9,7 +9,7 @@ use timely::dataflow::operators::generic::InputHandleCore;
 use timely::dataflow::operators::CapabilitySet;
 use timely::progress::Antichain;
 
-use super::Epoch;
+use crate::model::Epoch;
 
 /// Drains `input`: the batches received (in time order), and capabilities for their times.
 /// `upper` advances to the upper bound of the last batch.

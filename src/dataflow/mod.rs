@@ -33,8 +33,7 @@ use timely::dataflow::Scope;
 use self::aggregates::{Pair, PairSums, ShareDeltas, WeightTable};
 use crate::model::{DetectionKey, Name, Reject, Thresholds, Txn};
 
-/// Logical time: the chunk index.
-pub type Epoch = u64;
+pub use crate::model::Epoch;
 
 /// What one worker reports about its share of an epoch's chunk. The writer commits an epoch
 /// only when every worker's report has arrived, so a stop or failure never commits half an epoch.

@@ -31,8 +31,9 @@ use timely::dataflow::operators::generic::Operator;
 use timely::progress::{Antichain, Timestamp};
 
 use super::aggregates::{derive, PairChanges};
+use super::arranged;
 use super::percentile::{float_percentile_of_prefix, ranks_needed, CountPercentile};
-use super::{arranged, Epoch};
+use crate::model::Epoch;
 use crate::model::{DetectionKey, Fraction, Name, Pattern, Thresholds, Weight};
 
 pub fn detect<'s>(

@@ -13,7 +13,7 @@
 use differential_dataflow::VecCollection;
 
 use super::aggregates::{derive, PairChanges};
-use super::Epoch;
+use crate::model::Epoch;
 use crate::model::{DetectionKey, Gender, Name, Pattern, Thresholds};
 
 pub fn detect<'s>(

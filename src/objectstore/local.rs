@@ -42,8 +42,8 @@ use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
-use super::{Object, ObjectMeta, ObjectStore, PutOutcome};
 use crate::error::StoreError;
+use crate::objectstore::store::{Object, ObjectMeta, ObjectStore, PutOutcome};
 
 /// Temporary files carry this prefix; listings skip them.
 const TEMP_PREFIX: &str = ".tmp-";

@@ -45,8 +45,18 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 
-use super::{Object, ObjectMeta, ObjectStore, PutOutcome, S3Options};
 use crate::error::StoreError;
+use crate::objectstore::store::{Object, ObjectMeta, ObjectStore, PutOutcome};
+
+/// S3 client settings shared by every S3 location of a process.
+#[derive(Clone, Debug, Default)]
+pub struct S3Options {
+    /// Endpoint override (`--s3-endpoint`); `AWS_ENDPOINT_URL[_S3]` are honoured when unset.
+    /// An override switches to path-style addressing.
+    pub endpoint: Option<String>,
+    /// Region override; otherwise the AWS configuration chain decides (default `us-east-1`).
+    pub region: Option<String>,
+}
 
 /// Default number of attempts per operation (the first try included).
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;

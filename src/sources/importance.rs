@@ -18,10 +18,11 @@
 //! one final division, `sum / (count · 10^6)` in `f64` (so it is the correctly rounded mean
 //! whenever the sum's magnitude is below 2^53 micro-units, i.e. about 9·10^9 units).
 
+use crate::decimal::parse_weight;
 use crate::error::{Error, Result};
 use crate::model::{Reject, Weight, WeightKey, MICROS_PER_UNIT};
 use crate::sources::framing::FrameKind;
-use crate::sources::parse::{name, parse_weight, resolve_columns, strip_single_quotes};
+use crate::sources::parse::{name, resolve_columns, strip_single_quotes};
 use crate::sources::parse::{Records, RowError, UNBALANCED_QUOTE};
 
 /// The importance file's columns; all but `fraud` are required.
