@@ -46,7 +46,7 @@ use crate::error::{Error, Result};
 pub struct RunControl {
     stop: Arc<AtomicBool>,
     failure: Mutex<Option<Error>>,
-    aborted: AtomicBool,
+    failed: AtomicBool,
     workers_returned: AtomicUsize,
 }
 
@@ -55,7 +55,7 @@ impl RunControl {
         RunControl {
             stop,
             failure: Mutex::new(None),
-            aborted: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
             workers_returned: AtomicUsize::new(0),
         }
     }
@@ -66,7 +66,7 @@ impl RunControl {
         if failure.is_none() {
             *failure = Some(error);
         }
-        self.aborted.store(true, Ordering::SeqCst);
+        self.failed.store(true, Ordering::SeqCst);
     }
 
     /// A worker's loop returned.
@@ -87,17 +87,13 @@ impl RunControl {
     }
 
     /// Something failed.
-    pub fn aborted(&self) -> bool {
-        self.aborted.load(Ordering::Relaxed)
-    }
-
     pub fn failed(&self) -> bool {
-        self.aborted()
+        self.failed.load(Ordering::Relaxed)
     }
 
     /// Stopped or failed: take no further chunk.
     pub fn should_stop(&self) -> bool {
-        self.stopped() || self.aborted()
+        self.stopped() || self.failed()
     }
 
     /// The flag a stop from outside sets (the chunk feed watches it).

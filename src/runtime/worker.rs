@@ -99,7 +99,7 @@ pub fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<()> {
     };
     drop(flow);
     if let Some(queue) = commits.take() {
-        if ended && !shared.control.aborted() {
+        if ended && !shared.control.failed() {
             queue.finish()?;
         } else {
             tracing::info!(
