@@ -203,35 +203,9 @@ impl EpochWriter {
         let rejects = batch.take_rejects();
         self.write_rejects(&batch.chunk_key, &rejects)?;
 
-        let now = match self.clock {
-            Clock::Live { .. } => format_ist(now_ms()),
-            Clock::Replay { .. } => format_ist(batch.visible_ms),
-        };
-        let y_start = match self.clock {
-            Clock::Live { y_start_ms } => format_ist(y_start_ms),
-            Clock::Replay { first_chunk_ms } => format_ist(first_chunk_ms),
-        };
-        // BTreeMap order is (pattern, merchant, customer): the SPEC's within-epoch order.
-        let new: Vec<DetectionKey> = std::mem::take(&mut batch.detections)
-            .into_iter()
-            .filter(|(key, diff)| *diff > 0 && !self.emitted.contains(key))
-            .map(|(key, _)| key)
-            .collect();
-        let rows: Vec<LedgerRow> = new
-            .iter()
-            .enumerate()
-            .map(|(i, key)| LedgerRow {
-                seq: self.next_seq + i as u64,
-                epoch,
-                pattern_id: key.pattern.id().to_string(),
-                action_type: key.pattern.action().to_string(),
-                customer_name: key.customer.to_string(),
-                merchant_id: key.merchant.to_string(),
-                y_start_time: y_start.clone(),
-                detection_time: now.clone(),
-                file_seq: None,
-            })
-            .collect();
+        let (y_start, now) = self.times(&batch);
+        let (new, rows) =
+            self.new_rows(std::mem::take(&mut batch.detections), epoch, &y_start, &now);
         let commit = EpochCommit {
             progress: EpochRow {
                 epoch,
@@ -262,6 +236,49 @@ impl EpochWriter {
             new_detections,
             files_written: self.files_written - before,
         })
+    }
+
+    /// The epoch's `YStartTime` and detection time (SPEC §5).
+    fn times(&self, batch: &EpochBatch) -> (String, String) {
+        match self.clock {
+            Clock::Live { y_start_ms } => (format_ist(y_start_ms), format_ist(now_ms())),
+            Clock::Replay { first_chunk_ms } => {
+                (format_ist(first_chunk_ms), format_ist(batch.visible_ms))
+            }
+        }
+    }
+
+    /// The detections that start holding and were never emitted, with their ledger rows
+    /// numbered from the next sequence number. BTreeMap order is (pattern, merchant,
+    /// customer): the SPEC's within-epoch order.
+    fn new_rows(
+        &self,
+        detections: BTreeMap<DetectionKey, isize>,
+        epoch: u64,
+        y_start: &str,
+        now: &str,
+    ) -> (Vec<DetectionKey>, Vec<LedgerRow>) {
+        let new: Vec<DetectionKey> = detections
+            .into_iter()
+            .filter(|(key, diff)| *diff > 0 && !self.emitted.contains(key))
+            .map(|(key, _)| key)
+            .collect();
+        let rows = new
+            .iter()
+            .enumerate()
+            .map(|(i, key)| LedgerRow {
+                seq: self.next_seq + i as u64,
+                epoch,
+                pattern_id: key.pattern.id().to_string(),
+                action_type: key.pattern.action().to_string(),
+                customer_name: key.customer.to_string(),
+                merchant_id: key.merchant.to_string(),
+                y_start_time: y_start.to_string(),
+                detection_time: now.to_string(),
+                file_seq: None,
+            })
+            .collect();
+        (new, rows)
     }
 
     /// Ends the stream: writes the last, shorter file and records the end.
