@@ -35,7 +35,7 @@ use crate::dataflow::aggregates::WeightTable;
 use crate::dataflow::{self, Epoch, ShareReport};
 use crate::error::StateError;
 use crate::objectstore;
-use crate::sinks::state::{self, RunIdentity};
+use crate::sinks::state::{self, RunIdentity, RunMode, StateConfig};
 use crate::sinks::writer::{Clock, EpochChanges, EpochWriter};
 use crate::sources::importance::parse_importance;
 use crate::sources::landing::{
@@ -49,7 +49,6 @@ type Worker = TimelyWorker;
 
 use crate::model::Thresholds;
 use crate::objectstore::S3Options;
-use crate::sinks::state::postgres::PgOptions;
 
 /// Timely execution options (`-w`, `-n`, `-p`, `-h`).
 #[derive(Clone, Debug)]
@@ -150,8 +149,8 @@ pub struct YOptions {
     pub importance: String,
     /// Output location: a directory or `s3://bucket/prefix`.
     pub output: String,
-    /// `sqlite://PATH` or a `postgres://` URL.
-    pub state: String,
+    /// The state store: `sqlite://PATH` or a `postgres://` URL with its options.
+    pub state: StateConfig,
     /// `Some` = replay/backtest mode.
     pub replay: Option<ReplayRange>,
     /// Live mode only (`--follow`): never end the stream. `_COMPLETE` is still checked against
@@ -161,7 +160,6 @@ pub struct YOptions {
     pub thresholds: Thresholds,
     pub timely: TimelyOptions,
     pub s3: S3Options,
-    pub pg: PgOptions,
     /// Live mode: how often to look for the next chunk while waiting.
     pub poll_interval: Duration,
     /// While waiting for a chunk that must exist (`_COMPLETE` or a later chunk says so), or
@@ -180,18 +178,17 @@ pub const DEFAULT_SETTLE: Duration = Duration::from_millis(1000);
 
 impl YOptions {
     /// Options with the defaults of the command line, for the given locations.
-    pub fn new(landing: &str, importance: &str, output: &str, state: &str) -> YOptions {
+    pub fn new(landing: &str, importance: &str, output: &str, state: StateConfig) -> YOptions {
         YOptions {
             landing: landing.into(),
             importance: importance.into(),
             output: output.into(),
-            state: state.into(),
+            state,
             replay: None,
             follow_forever: false,
             thresholds: Thresholds::default(),
             timely: TimelyOptions::default(),
             s3: S3Options::default(),
-            pg: PgOptions::default(),
             poll_interval: default_poll_interval(landing),
             gap_warn: DEFAULT_GAP_WARN,
             settle: DEFAULT_SETTLE,
@@ -276,7 +273,7 @@ pub fn run_with_stop(options: &YOptions, stop: Arc<AtomicBool>) -> anyhow::Resul
                 FeedPlan::Fixed(replay.indices),
                 Clock::Replay { first_chunk_ms },
                 RunIdentity {
-                    mode: "replay".into(),
+                    mode: RunMode::Replay,
                     landing: options.landing.clone(),
                     from: Some(resolved.0),
                     to: Some(resolved.1),
@@ -292,7 +289,7 @@ pub fn run_with_stop(options: &YOptions, stop: Arc<AtomicBool>) -> anyhow::Resul
             },
             Clock::Live { y_start_ms },
             RunIdentity {
-                mode: "live".into(),
+                mode: RunMode::Live,
                 landing: options.landing.clone(),
                 from: None,
                 to: None,
@@ -320,12 +317,8 @@ pub fn run_with_stop(options: &YOptions, stop: Arc<AtomicBool>) -> anyhow::Resul
                 options.output
             )
         })?;
-        let store = state::open(&options.state, &options.pg).with_context(|| {
-            format!(
-                "opening the state store {}",
-                state::redact_url(&options.state)
-            )
-        })?;
+        let store = state::open(&options.state)
+            .with_context(|| format!("opening the state store {}", options.state))?;
         let writer = EpochWriter::open(store, output, &run_identity, clock)?;
         if writer.is_finished() {
             check_ended_stream(&writer, landing.as_ref(), &plan)?;

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use crate::dataflow::ShareReport;
 use crate::error::StateError;
-use crate::model::{DetectionKey, Name, Pattern, Reject};
+use crate::model::{DetectionKey, Name, Reject};
 use crate::objectstore::{ObjectStore, PutOutcome};
 use crate::sinks::detection_files::{self, ROWS_PER_FILE};
 use crate::sinks::rejects;
@@ -86,17 +86,7 @@ impl EpochWriter {
         clock: Clock,
     ) -> anyhow::Result<EpochWriter> {
         let recovered = store.begin_run(run)?;
-        let emitted = recovered
-            .emitted
-            .iter()
-            .filter_map(|(pattern, customer, merchant)| {
-                Some(DetectionKey {
-                    pattern: Pattern::from_id(pattern)?,
-                    merchant: merchant.into(),
-                    customer: customer.into(),
-                })
-            })
-            .collect::<HashSet<_>>();
+        let emitted = recovered.emitted;
         anyhow::ensure!(
             emitted.len() as u64 == recovered.next_seq,
             "state store ledger has {} rows but {} distinct known detections",
@@ -365,7 +355,7 @@ mod tests {
 
     fn run() -> RunIdentity {
         RunIdentity {
-            mode: "live".into(),
+            mode: crate::sinks::state::RunMode::Live,
             landing: "/landing".into(),
             from: None,
             to: None,
