@@ -8,8 +8,7 @@ use super::connection::{is_connection_loss, Retry};
 use super::schema;
 use super::{pg, Conn, Failure, PgStore};
 use crate::error::StateError;
-use crate::sinks::state::EpochCommit;
-use crate::sinks::state::{merged_deltas, sql_i64};
+use crate::sinks::state::{merged_deltas, sql_i64, EpochCommit};
 
 /// Whether an epoch's progress row is in the store.
 const SQL_EPOCH_PRESENT: &str = "SELECT EXISTS (SELECT 1 FROM epochs WHERE epoch = $1)";
@@ -105,18 +104,15 @@ impl PgStore {
                 self.reconnect(&mut retry, "committing an epoch")?;
             }
             let conn = self.conn.as_mut().expect("connected");
-            let attempt = match in_doubt {
-                // We hold the lock again, so the old session is gone and its transaction
-                // settled: the progress row says whether it committed.
-                true => match epoch_present(conn, &params, &self.url) {
-                    Ok(true) => return Ok(()),
-                    Ok(false) => {
-                        in_doubt = false;
-                        try_commit(conn, &params, std::mem::take(&mut fault))
-                    }
-                    Err(f) => Err(f),
-                },
-                false => try_commit(conn, &params, std::mem::take(&mut fault)),
+            // In doubt: we hold the lock again, so the old session is gone and its
+            // transaction settled: the progress row says whether it committed.
+            let attempt = match in_doubt.then(|| epoch_present(conn, &params, &self.url)) {
+                Some(Ok(true)) => return Ok(()),
+                Some(Err(f)) => Err(f),
+                Some(Ok(false)) | None => {
+                    in_doubt = false;
+                    try_commit(conn, &params, std::mem::take(&mut fault))
+                }
             };
             match attempt {
                 Ok(()) => return Ok(()),

@@ -67,6 +67,8 @@ use crate::error::StateError;
 pub use fault::Fault;
 pub use lease::LOCK_KEY;
 
+/// The PostgreSQL state store ([`PgStore::connect`], or [`super::open`] with a
+/// [`super::StateConfig::Postgres`]).
 pub struct PgStore {
     /// The live connection; `None` after a loss until the next reconnect.
     conn: Option<Conn>,
