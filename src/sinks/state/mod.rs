@@ -130,8 +130,8 @@ pub trait StateStore: Send {
 }
 
 /// Which state store to use: the embedded SQLite file or a PostgreSQL database with its
-/// connection options.
-#[derive(Clone, Debug)]
+/// connection options. `Debug` and `Display` redact the password.
+#[derive(Clone)]
 pub enum StateConfig {
     /// `sqlite://PATH`.
     Embedded { path: PathBuf },
@@ -179,6 +179,21 @@ impl StateConfig {
         match self {
             StateConfig::Embedded { path } => format!("sqlite://{}", path.display()),
             StateConfig::Postgres { url, .. } => redact_url(url),
+        }
+    }
+}
+
+impl fmt::Debug for StateConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StateConfig::Embedded { path } => {
+                f.debug_struct("Embedded").field("path", path).finish()
+            }
+            StateConfig::Postgres { url, options } => f
+                .debug_struct("Postgres")
+                .field("url", &postgres::redact(url))
+                .field("options", options)
+                .finish(),
         }
     }
 }
@@ -313,6 +328,7 @@ mod tests {
                 other => panic!("{url}: {other:?}"),
             }
             assert!(!config.describe().contains("pw"), "{config}");
+            assert!(!format!("{config:?}").contains("pw"), "{config:?}");
         }
         for (url, shown) in [
             ("mysql://u:pw@h/db", "mysql://u:***@h/db"),

@@ -425,7 +425,7 @@ impl StateStore for PgStore {
 }
 
 /// `redact_url`, plus a `password=` query parameter.
-fn redact(url: &str) -> String {
+pub(super) fn redact(url: &str) -> String {
     let url = redact_url(url);
     match url.split_once('?') {
         None => url,
