@@ -395,7 +395,9 @@ fn bad_rows_and_a_bad_header_are_rejected_not_fatal() {
     );
 
     // Progress rows count the rejects per epoch.
-    let mut store = txflow::sinks::state::open(&state, &Default::default()).unwrap();
+    let mut store =
+        txflow::sinks::state::open(&txflow::sinks::state::StateConfig::parse(&state).unwrap())
+            .unwrap();
     let epochs: Vec<(u64, u64, u64)> = store
         .epoch_rows()
         .unwrap()

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use common::outputs::{timeless_epochs, timeless_ledger, TimelessLedgerRow};
 use txflow::mechanism_x::{self, XOptions};
 use txflow::model::Thresholds;
-use txflow::sinks::state::postgres::PgOptions;
+use txflow::sinks::state::StateConfig;
 use txflow::sinks::state::{self, EpochRow, LedgerRow};
 use txgen::GenOptions;
 
@@ -387,7 +387,7 @@ struct Results {
 
 impl Results {
     fn read(state_url: &str, output: &Path) -> Results {
-        let mut store = state::open(state_url, &PgOptions::default()).unwrap();
+        let mut store = state::open(&StateConfig::parse(state_url).unwrap()).unwrap();
         let mut files = BTreeMap::new();
         read_files(output, output, &mut files);
         Results {
@@ -824,7 +824,7 @@ fn processes_with_different_options_are_refused() {
         "{}",
         procs[1].stderr_tail(1)
     );
-    let mut store = state::open(&sqlite(&run), &PgOptions::default()).unwrap();
+    let mut store = state::open(&StateConfig::parse(&sqlite(&run)).unwrap()).unwrap();
     assert!(
         store.epoch_rows().unwrap().is_empty(),
         "nothing may be committed"

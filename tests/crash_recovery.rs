@@ -43,6 +43,7 @@ use common::streams::SplitMix64;
 use txflow::mechanism_x::{self, XOptions};
 use txflow::model::Thresholds;
 use txflow::sinks::state::postgres::{PgOptions, LOCK_KEY};
+use txflow::sinks::state::StateConfig;
 use txflow::sinks::state::{self, EpochRow, LedgerRow};
 use txgen::GenOptions;
 
@@ -483,7 +484,7 @@ fn committed_epochs(url: &str) -> usize {
         reconnect_timeout: Duration::from_secs(1),
         ..PgOptions::default()
     };
-    state::open(url, &options)
+    state::open(&StateConfig::parse(url).unwrap().with_pg_options(options))
         .and_then(|mut s| s.epoch_rows())
         .map_or(0, |rows| rows.len())
 }
@@ -502,8 +503,12 @@ struct Snapshot {
 
 impl Snapshot {
     fn take(url: &str, output: &Path) -> Snapshot {
-        let mut store = state::open(url, &read_options())
-            .unwrap_or_else(|e| panic!("opening {url} to read it: {e}"));
+        let mut store = state::open(
+            &StateConfig::parse(url)
+                .unwrap()
+                .with_pg_options(read_options()),
+        )
+        .unwrap_or_else(|e| panic!("opening {url} to read it: {e}"));
         let mut files = BTreeMap::new();
         let mut temp_files = Vec::new();
         collect_files(output, output, &mut files, &mut temp_files);
@@ -691,7 +696,12 @@ fn assert_same(got: &Snapshot, want: &Snapshot, times: bool, what: &str) {
 /// epochs (from the reference parser). Returns the number of committed epochs.
 fn check_prefix(url: &str, what: &str) -> usize {
     let fx = fixture();
-    let mut store = state::open(url, &read_options()).unwrap();
+    let mut store = state::open(
+        &StateConfig::parse(url)
+            .unwrap()
+            .with_pg_options(read_options()),
+    )
+    .unwrap();
     let epochs = store.epoch_rows().unwrap();
     let n = epochs.len();
     for (got, want) in epochs.iter().zip(&fx.baseline.epochs) {
@@ -782,7 +792,12 @@ fn classify(
     spawned_at: SystemTime,
 ) -> KillPoint {
     let fx = fixture();
-    let mut store = state::open(url, &read_options()).unwrap();
+    let mut store = state::open(
+        &StateConfig::parse(url)
+            .unwrap()
+            .with_pg_options(read_options()),
+    )
+    .unwrap();
     let ledger = store.ledger().unwrap();
     if let Some(first) = ledger.iter().find(|r| r.file_seq.is_none()) {
         let file_start = first.seq / 50 * 50;

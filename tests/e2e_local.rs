@@ -26,6 +26,7 @@ use common::streams::format_ist;
 use txflow::mechanism_x::{self, XOptions};
 use txflow::mechanism_y::{self, TimelyOptions, YOptions};
 use txflow::model::Thresholds;
+use txflow::sinks::state::StateConfig;
 use txflow::sinks::state::{EpochRow, LedgerRow};
 use txgen::GenOptions;
 
@@ -172,7 +173,7 @@ struct StateDump {
 }
 
 fn read_state(url: &str) -> StateDump {
-    let mut store = txflow::sinks::state::open(url, &Default::default())
+    let mut store = txflow::sinks::state::open(&StateConfig::parse(url).unwrap())
         .unwrap_or_else(|e| panic!("opening {url}: {e}"));
     StateDump {
         ledger: store.ledger().unwrap(),
@@ -439,7 +440,12 @@ fn library_pipeline_matches_reference() {
         let _ = x_tx.send(mechanism_x::run(&x).map_err(|e| format!("{e:#}")));
     });
 
-    let mut y = YOptions::new(s(&landing), s(&importance), s(&output), &state);
+    let mut y = YOptions::new(
+        s(&landing),
+        s(&importance),
+        s(&output),
+        StateConfig::parse(&state).unwrap(),
+    );
     y.thresholds = thresholds();
     y.timely = TimelyOptions {
         workers: 2,

@@ -39,6 +39,7 @@ use common::reference::{self, RejectReason};
 use common::streams::{self, escape_bytes, HostileOptions, HostileSource};
 use txflow::mechanism_x::{self, XOptions};
 use txflow::mechanism_y::{self, ReplayRange, YOptions};
+use txflow::sinks::state::StateConfig;
 
 const HEADER: &str =
     "step,customer,age,gender,zipcodeOri,merchant,zipMerchant,category,amount,fraud";
@@ -283,7 +284,7 @@ fn check_source_in(src: &HostileSource, workers: &[usize], dir: &Path) -> Vec<St
             landing.to_str().unwrap(),
             importance_path.to_str().unwrap(),
             output.to_str().unwrap(),
-            &state,
+            StateConfig::parse(&state).unwrap(),
         );
         y.replay = Some(ReplayRange::default());
         y.timely.workers = w;
@@ -291,7 +292,7 @@ fn check_source_in(src: &HostileSource, workers: &[usize], dir: &Path) -> Vec<St
             problems.push(format!("(y) -w {w}: Y failed: {e:#}"));
             continue;
         }
-        let mut store = txflow::sinks::state::open(&state, &Default::default()).unwrap();
+        let mut store = txflow::sinks::state::open(&StateConfig::parse(&state).unwrap()).unwrap();
         let epochs: Vec<(u64, u64, u64)> = store
             .epoch_rows()
             .unwrap()

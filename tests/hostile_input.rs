@@ -11,7 +11,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::process::{ChildGuard, Finished};
-use txflow::sinks::state::{self, postgres::PgOptions, EpochRow, LedgerRow};
+use txflow::sinks::state::StateConfig;
+use txflow::sinks::state::{self, EpochRow, LedgerRow};
 
 const HEADER: &str =
     "step,customer,age,gender,zipcodeOri,merchant,zipMerchant,category,amount,fraud";
@@ -164,14 +165,14 @@ fn ok(f: &Finished) {
 }
 
 fn epochs(state_url: &str) -> Vec<EpochRow> {
-    state::open(state_url, &PgOptions::default())
+    state::open(&StateConfig::parse(state_url).unwrap())
         .unwrap()
         .epoch_rows()
         .unwrap()
 }
 
 fn ledger(state_url: &str) -> Vec<LedgerRow> {
-    state::open(state_url, &PgOptions::default())
+    state::open(&StateConfig::parse(state_url).unwrap())
         .unwrap()
         .ledger()
         .unwrap()

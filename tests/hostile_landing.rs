@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use common::outputs::{timeless_epochs, timeless_ledger};
 use common::process::{ChildGuard, Finished};
+use txflow::sinks::state::StateConfig;
 use txflow::sinks::state::{EpochRow, LedgerRow};
 
 const X: &str = env!("CARGO_BIN_EXE_mechanism-x");
@@ -175,13 +176,13 @@ impl Bed {
         if !self.path(&format!("{name}.db")).exists() {
             return Vec::new();
         }
-        let mut store = txflow::sinks::state::open(&self.state(name), &Default::default())
+        let mut store = txflow::sinks::state::open(&StateConfig::parse(&self.state(name)).unwrap())
             .unwrap_or_else(|e| panic!("opening the state of {name}: {e}"));
         store.epoch_rows().unwrap()
     }
 
     fn ledger(&self, name: &str) -> Vec<LedgerRow> {
-        let mut store = txflow::sinks::state::open(&self.state(name), &Default::default())
+        let mut store = txflow::sinks::state::open(&StateConfig::parse(&self.state(name)).unwrap())
             .unwrap_or_else(|e| panic!("opening the state of {name}: {e}"));
         store.ledger().unwrap()
     }

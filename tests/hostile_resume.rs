@@ -32,7 +32,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::process::Finished;
 use txflow::mechanism_x::{self, XOptions};
-use txflow::sinks::state::{self, postgres::PgOptions, EpochRow, LedgerRow};
+use txflow::sinks::state::StateConfig;
+use txflow::sinks::state::{self, EpochRow, LedgerRow};
 use txgen::{self, GenOptions};
 
 const Y: &str = env!("CARGO_BIN_EXE_mechanism-y");
@@ -273,7 +274,7 @@ struct Tables {
 
 impl Tables {
     fn read(url: &str) -> Tables {
-        let mut store = state::open(url, &PgOptions::default()).unwrap();
+        let mut store = state::open(&StateConfig::parse(url).unwrap()).unwrap();
         let path = url.strip_prefix("sqlite://").expect("a SQLite store");
         let finished = rusqlite::Connection::open(path)
             .unwrap()

@@ -23,6 +23,7 @@ use common::reference::{self, action_of, Decision, Expected};
 use common::streams::{self, Landing, Stream, StreamOptions};
 use txflow::mechanism_y::{self, ReplayRange, RunSummary, YOptions};
 use txflow::model::{Fraction, Thresholds};
+use txflow::sinks::state::StateConfig;
 use txflow::sinks::state::{EpochRow, LedgerRow};
 
 const HEADER: &str =
@@ -1043,14 +1044,14 @@ fn run_pipeline(
         landing.landing.to_str().unwrap(),
         landing.importance.to_str().unwrap(),
         output.to_str().unwrap(),
-        &state,
+        StateConfig::parse(&state).unwrap(),
     );
     opts.replay = replay;
     opts.thresholds = thresholds;
     opts.timely.workers = workers;
     let summary =
         mechanism_y::run(&opts).map_err(|e| format!("(run) {name}: run failed: {e:#}"))?;
-    let mut store = txflow::sinks::state::open(&state, &Default::default())
+    let mut store = txflow::sinks::state::open(&StateConfig::parse(&state).unwrap())
         .map_err(|e| format!("(run) {name}: opening the state store: {e}"))?;
     let ledger = store.ledger().map_err(|e| format!("(run) ledger: {e}"))?;
     let counts = store

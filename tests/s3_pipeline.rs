@@ -33,6 +33,7 @@ use txflow::mechanism_y::{self, ReplayRange, RunSummary, YOptions};
 use txflow::model::{Fraction, Thresholds};
 use txflow::objectstore::s3::S3Store;
 use txflow::objectstore::{ObjectStore, S3Options};
+use txflow::sinks::state::StateConfig;
 use txflow::sinks::state::{EpochRow, LedgerRow};
 
 const ROWS: u64 = 30_000;
@@ -153,7 +154,7 @@ fn data() -> &'static Data {
                 landing.to_str().unwrap(),
                 importance_path.to_str().unwrap(),
                 output.to_str().unwrap(),
-                &sqlite(&state),
+                StateConfig::parse(&sqlite(&state)).unwrap(),
             );
             opts.replay = Some(ReplayRange::default());
             opts.thresholds = thresholds;
@@ -271,7 +272,8 @@ fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 /// an output bucket/prefix) of a finished run, and checks the detection files against the
 /// ledger, times included.
 fn observe(state: &Path, output_dir: &Path) -> Observed {
-    let mut store = txflow::sinks::state::open(&sqlite(state), &Default::default()).unwrap();
+    let mut store =
+        txflow::sinks::state::open(&StateConfig::parse(&sqlite(state)).unwrap()).unwrap();
     let ledger = store.ledger().unwrap();
     let counts = store.merchant_counts().unwrap();
     let epochs = store.epoch_rows().unwrap();
@@ -458,7 +460,12 @@ fn y_options(
     state: &Path,
     s3: S3Options,
 ) -> YOptions {
-    let mut opts = YOptions::new(landing, importance, output, &sqlite(state));
+    let mut opts = YOptions::new(
+        landing,
+        importance,
+        output,
+        StateConfig::parse(&sqlite(state)).unwrap(),
+    );
     opts.thresholds = data().thresholds;
     opts.timely.workers = 2;
     opts.s3 = s3;
@@ -1022,7 +1029,7 @@ fn live_latency_over_s3() {
             &format!("s3://landing/{prefix}"),
             "s3://ref/w/CustomerImportance.csv",
             &format!("s3://output/{prefix}"),
-            &sqlite(&state),
+            StateConfig::parse(&sqlite(&state)).unwrap(),
         );
         opts.s3 = server.options();
         opts.timely.workers = 2;
@@ -1049,7 +1056,8 @@ fn live_latency_over_s3() {
         reported.sort_unstable();
         // Precisely: the object's arrival (the s3s-fs file's mtime, in ms) → the epoch's
         // committed_at (the commit's wall clock, in ms).
-        let mut store = txflow::sinks::state::open(&sqlite(&state), &Default::default()).unwrap();
+        let mut store =
+            txflow::sinks::state::open(&StateConfig::parse(&sqlite(&state)).unwrap()).unwrap();
         let mut precise: Vec<i64> = store
             .epoch_rows()
             .unwrap()

@@ -3,6 +3,16 @@
 //! exactly-once behaviour under connection loss (server restart, lost COMMIT answer,
 //! reconnect bound) and TLS.
 
+// The PostgreSQL fault injection these tests use exists only with the cargo feature
+// `fault-injection`; the dev-dependency of txflow on itself in Cargo.toml enables it for test
+// builds. Fail the build with a clear message rather than skip the tests if it is ever off.
+#[cfg(not(feature = "fault-injection"))]
+compile_error!(
+    "tests/state_store.rs needs txflow's cargo feature `fault-injection` (enabled for tests by \
+     the `txflow = { path = \".\", features = [\"fault-injection\"] }` dev-dependency in \
+     Cargo.toml): run `cargo test --features fault-injection`"
+);
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -13,10 +23,12 @@ use std::time::{Duration, Instant};
 
 use common::pg::{fresh_database_url, PgServer};
 use txflow::error::StateError;
+use txflow::model::{DetectionKey, Pattern};
 use txflow::sinks::state::postgres::{Fault, PgOptions, PgStore};
 use txflow::sinks::state::sqlite::SqliteStore;
 use txflow::sinks::state::{
-    open, EpochCommit, EpochRow, LedgerRow, Recovered, RunIdentity, StateStore,
+    open, EpochCommit, EpochRow, LedgerRow, Recovered, RunIdentity, RunMode, StateConfig,
+    StateStore,
 };
 
 /// Shows the stores' warnings (retries, reconnects) in a failing test's output
@@ -47,7 +59,7 @@ fn bounded<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 's
 
 fn live_run() -> RunIdentity {
     RunIdentity {
-        mode: "live".into(),
+        mode: RunMode::Live,
         landing: "s3://bucket/landing".into(),
         from: None,
         to: None,
@@ -59,7 +71,7 @@ fn live_run() -> RunIdentity {
 
 fn replay_run() -> RunIdentity {
     RunIdentity {
-        mode: "replay".into(),
+        mode: RunMode::Replay,
         landing: "s3://bucket/landing".into(),
         from: Some(0),
         to: Some(9),
@@ -140,12 +152,10 @@ fn expected_recovered(commits: &[EpochCommit], finished: bool) -> Recovered {
             .collect(),
         emitted: ledger
             .iter()
-            .map(|r| {
-                (
-                    r.pattern_id.clone(),
-                    r.customer_name.clone(),
-                    r.merchant_id.clone(),
-                )
+            .map(|r| DetectionKey {
+                pattern: Pattern::from_id(&r.pattern_id).unwrap(),
+                merchant: (&r.merchant_id).into(),
+                customer: (&r.customer_name).into(),
             })
             .collect(),
         next_seq: ledger.len() as u64,
@@ -357,8 +367,8 @@ fn sqlite_openers(
     let main = format!("sqlite://{}", dir.join("state.db").display());
     let other = format!("sqlite://{}", dir.join("other.db").display());
     (
-        move || open(&main, &PgOptions::default()).unwrap(),
-        move || open(&other, &PgOptions::default()).unwrap(),
+        move || open(&StateConfig::parse(&main).unwrap()).unwrap(),
+        move || open(&StateConfig::parse(&other).unwrap()).unwrap(),
     )
 }
 
@@ -371,8 +381,8 @@ fn pg_openers(
     let main = fresh_database_url(hint);
     let other = fresh_database_url(&format!("{hint}_other"));
     (
-        move || open(&main, &PgOptions::default()).unwrap(),
-        move || open(&other, &PgOptions::default()).unwrap(),
+        move || open(&StateConfig::parse(&main).unwrap()).unwrap(),
+        move || open(&StateConfig::parse(&other).unwrap()).unwrap(),
     )
 }
 
@@ -479,7 +489,7 @@ fn postgres_store_of_an_earlier_version_is_migrated_and_refused() {
         let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
         make_legacy_store(&mut |sql| client.batch_execute(sql).unwrap());
         drop(client);
-        let mut s = open(&url, &PgOptions::default()).unwrap();
+        let mut s = open(&StateConfig::parse(&url).unwrap()).unwrap();
         legacy_store_is_migrated_and_refused(s.as_mut());
     });
 }
@@ -527,13 +537,12 @@ fn sqlite_lock_excludes_other_processes() {
 
 #[test]
 fn open_rejects_bad_urls() {
-    let opts = PgOptions::default();
     for url in [
         "mysql://h/db",
         "sqlite://",
         "postgres://h/db?sslcert=client.pem",
     ] {
-        match open(url, &opts) {
+        match StateConfig::parse(url).and_then(|config| open(&config)) {
             Err(StateError::BadUrl { .. }) => {}
             Err(other) => panic!("{url}: expected BadUrl, got {other}"),
             Ok(_) => panic!("{url}: expected BadUrl, got a store"),
@@ -817,7 +826,7 @@ fn postgres_require_tls_without_server_tls_is_a_clear_error() {
         let started = Instant::now();
         let sep = if url.contains('?') { '&' } else { '?' };
         let url = format!("{url}{sep}sslmode=require");
-        match open(&url, &PgOptions::default()) {
+        match open(&StateConfig::parse(&url).unwrap()) {
             Err(e @ StateError::Postgres { .. }) => {
                 let msg = e.to_string();
                 eprintln!("{msg}");

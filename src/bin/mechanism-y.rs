@@ -6,12 +6,13 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::Parser;
 use txflow::cli::{self, S3Args, ThresholdArgs};
 use txflow::error::{ClusterError, Error};
 use txflow::mechanism_y::{self, ReplayRange, TimelyOptions, YOptions};
 use txflow::runtime::cluster;
-use txflow::sinks::state::postgres::PgOptions;
+use txflow::sinks::state::{redact_url, PgOptions, StateConfig};
 
 /// Detects PatId1–3 over landing chunks, incrementally, exactly once.
 ///
@@ -108,11 +109,20 @@ fn run(args: Args) -> anyhow::Result<()> {
         .poll_ms
         .map(Duration::from_millis)
         .unwrap_or_else(|| mechanism_y::default_poll_interval(&args.landing));
+    // The state store and its PostgreSQL options, in one place (the message of a bad URL is
+    // the one opening the store gives).
+    let state = StateConfig::parse(&args.state)
+        .with_context(|| format!("opening the state store {}", redact_url(&args.state)))?
+        .with_pg_options(PgOptions {
+            ca_file: args.pg_ca_file,
+            reconnect_timeout: Duration::from_secs(args.pg_reconnect_timeout),
+            connect_timeout: Duration::from_secs(args.pg_connect_timeout),
+        });
     let options = YOptions {
         landing: args.landing,
         importance: args.importance,
         output: args.output,
-        state: args.state,
+        state,
         replay: args.replay.then_some(ReplayRange {
             from: args.from,
             to: args.to,
@@ -127,11 +137,6 @@ fn run(args: Args) -> anyhow::Result<()> {
             connect_timeout: Duration::from_secs(args.connect_timeout),
         },
         s3: args.s3.options(),
-        pg: PgOptions {
-            ca_file: args.pg_ca_file,
-            reconnect_timeout: Duration::from_secs(args.pg_reconnect_timeout),
-            connect_timeout: Duration::from_secs(args.pg_connect_timeout),
-        },
         poll_interval,
         gap_warn: Duration::from_secs(args.gap_warn_secs),
         settle: Duration::from_millis(args.settle_ms),

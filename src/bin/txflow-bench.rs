@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 use txflow::cli;
 use txflow::mechanism_x::{self, XOptions};
 use txflow::mechanism_y::{self, ReplayRange, TimelyOptions, YOptions};
+use txflow::sinks::state::StateConfig;
 use txgen::GenOptions;
 
 #[derive(Parser, Debug)]
@@ -205,7 +206,9 @@ fn child(landing: &Path, importance: &Path, scratch: &Path, workers: usize) -> a
         path_str(landing)?,
         path_str(importance)?,
         path_str(&scratch.join("output"))?,
-        &format!("sqlite://{}", scratch.join("state.db").display()),
+        StateConfig::Embedded {
+            path: scratch.join("state.db"),
+        },
     );
     y.replay = Some(ReplayRange::default());
     y.timely = TimelyOptions {
@@ -256,7 +259,9 @@ fn live(args: &Args) -> anyhow::Result<()> {
         path_str(&landing)?,
         path_str(&importance)?,
         path_str(&base.join("output"))?,
-        &format!("sqlite://{}", base.join("state.db").display()),
+        StateConfig::Embedded {
+            path: base.join("state.db"),
+        },
     );
     y.timely.workers = 2;
     let summary = mechanism_y::run(&y)?;

@@ -14,6 +14,7 @@ use clap::Parser;
 use txflow::cli;
 use txflow::mechanism_x::{self, XOptions};
 use txflow::mechanism_y::{self, RunSummary, TimelyOptions, YOptions};
+use txflow::sinks::state::StateConfig;
 use txgen::GenOptions;
 
 /// Runs generator → Mechanism X → Mechanism Y on local directories.
@@ -82,7 +83,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         path_str(&landing)?,
         path_str(&importance)?,
         path_str(&output)?,
-        &format!("sqlite://{}", state_db.display()),
+        StateConfig::Embedded {
+            path: state_db.to_path_buf(),
+        },
     );
     y.timely = TimelyOptions {
         workers: args.workers,
@@ -146,7 +149,7 @@ fn report(
     output: &Path,
     state_db: &Path,
 ) -> anyhow::Result<()> {
-    let mut store = txflow::sinks::state::open(&y.state, &Default::default())?;
+    let mut store = txflow::sinks::state::open(&y.state)?;
     let ledger = store.ledger()?;
     println!();
     println!(

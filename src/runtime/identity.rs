@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::error::ClusterError;
 use crate::runtime::options::YOptions;
-use crate::sinks::state::RunIdentity;
+use crate::sinks::state::{RunIdentity, RunMode};
 use crate::sources::landing::{chunk_digest, FeedPlan};
 
 /// The run's identity: mode, landing, the resolved replay range (`None` live), thresholds,
@@ -17,7 +17,10 @@ pub fn run_identity(
     importance: &[u8],
 ) -> RunIdentity {
     RunIdentity {
-        mode: if resolved.is_some() { "replay" } else { "live" }.into(),
+        mode: match resolved {
+            Some(_) => RunMode::Replay,
+            None => RunMode::Live,
+        },
         landing: options.landing.clone(),
         from: resolved.map(|r| r.0),
         to: resolved.map(|r| r.1),

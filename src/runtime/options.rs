@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::model::Thresholds;
 use crate::objectstore::S3Options;
 use crate::runtime::config::TimelyOptions;
-use crate::sinks::state::postgres::PgOptions;
+use crate::sinks::state::StateConfig;
 
 /// A replay/backtest range of chunk indices, inclusive; `None` = open.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -23,8 +23,8 @@ pub struct YOptions {
     pub importance: String,
     /// Output location: a directory or `s3://bucket/prefix`.
     pub output: String,
-    /// `sqlite://PATH` or a `postgres://` URL.
-    pub state: String,
+    /// The state store: `sqlite://PATH` or a `postgres://` URL with its options.
+    pub state: StateConfig,
     /// `Some` = replay/backtest mode.
     pub replay: Option<ReplayRange>,
     /// Live mode only (`--follow`): never end the stream. `_COMPLETE` is still checked against
@@ -34,7 +34,6 @@ pub struct YOptions {
     pub thresholds: Thresholds,
     pub timely: TimelyOptions,
     pub s3: S3Options,
-    pub pg: PgOptions,
     /// Live mode: how often to look for the next chunk while waiting.
     pub poll_interval: Duration,
     /// While waiting for a chunk that must exist (`_COMPLETE` or a later chunk says so), or
@@ -53,18 +52,17 @@ pub const DEFAULT_SETTLE: Duration = Duration::from_millis(1000);
 
 impl YOptions {
     /// Options with the defaults of the command line, for the given locations.
-    pub fn new(landing: &str, importance: &str, output: &str, state: &str) -> YOptions {
+    pub fn new(landing: &str, importance: &str, output: &str, state: StateConfig) -> YOptions {
         YOptions {
             landing: landing.into(),
             importance: importance.into(),
             output: output.into(),
-            state: state.into(),
+            state,
             replay: None,
             follow_forever: false,
             thresholds: Thresholds::default(),
             timely: TimelyOptions::default(),
             s3: S3Options::default(),
-            pg: PgOptions::default(),
             poll_interval: default_poll_interval(landing),
             gap_warn: DEFAULT_GAP_WARN,
             settle: DEFAULT_SETTLE,

@@ -89,12 +89,8 @@ pub fn open_writer(options: &YOptions, inputs: &RunInputs) -> Result<EpochWriter
             options.output
         )
     })?;
-    let store = state::open(&options.state, &options.pg).with_context(|| {
-        format!(
-            "opening the state store {}",
-            state::redact_url(&options.state)
-        )
-    })?;
+    let store = state::open(&options.state)
+        .with_context(|| format!("opening the state store {}", options.state))?;
     EpochWriter::open(store, output, &inputs.identity, inputs.clock.clone())
 }
 

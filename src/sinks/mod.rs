@@ -3,9 +3,9 @@
 //!
 //! | file | owns |
 //! |---|---|
-//! | `state/mod.rs` | the [`state::StateStore`] seam and the records it stores |
+//! | `state/` | the [`state::StateStore`] seam, the records it stores and its SQL (file table in `state/mod.rs`) |
 //! | `state/sqlite.rs` | the embedded store (default) |
-//! | `state/postgres.rs` | the production store, with unknown-COMMIT handling and a lease |
+//! | `state/postgres/` | the production store, with unknown-COMMIT handling and a lease |
 //! | `detection_files.rs` | `detections-<i:06>.csv`, written from the ledger |
 //! | `rejects.rs` | `rejects/<chunk>.csv` |
 //! | `writer.rs` | the single committing writer: emit-once, sequence numbers, one transaction per epoch |

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use crate::error::{Error, Result, StateError};
-use crate::model::{DetectionKey, Pattern, Reject};
+use crate::model::{DetectionKey, Reject};
 use crate::objectstore::{ObjectStore, PutOutcome};
 use crate::runtime::batch::EpochBatch;
 use crate::sinks::detection_files::{self, ROWS_PER_FILE};
@@ -78,17 +78,7 @@ impl EpochWriter {
         clock: Clock,
     ) -> Result<EpochWriter> {
         let recovered = store.begin_run(run)?;
-        let emitted = recovered
-            .emitted
-            .iter()
-            .filter_map(|(pattern, customer, merchant)| {
-                Some(DetectionKey {
-                    pattern: Pattern::from_id(pattern)?,
-                    merchant: merchant.into(),
-                    customer: customer.into(),
-                })
-            })
-            .collect::<HashSet<_>>();
+        let emitted = recovered.emitted;
         if emitted.len() as u64 != recovered.next_seq {
             return Err(StateError::Inconsistent(format!(
                 "state store ledger has {} rows but {} distinct known detections",
@@ -369,7 +359,7 @@ mod tests {
 
     fn run() -> RunIdentity {
         RunIdentity {
-            mode: "live".into(),
+            mode: crate::sinks::state::RunMode::Live,
             landing: "/landing".into(),
             from: None,
             to: None,

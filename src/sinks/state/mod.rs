@@ -1,5 +1,6 @@
 //! The state-store seam (SPEC §6). Both implementations run the same SQL schema from `sql/`
-//! and give the same answers; the runner only talks to [`StateStore`].
+//! and give the same answers; the runner only talks to [`StateStore`], opened from a
+//! [`StateConfig`] by [`open`].
 //!
 //! Exactly-once contract: [`StateStore::commit_epoch`] applies one epoch's counter deltas,
 //! new ledger rows and progress row in one transaction, and is never asked to commit an epoch
@@ -12,193 +13,35 @@
 //! another run with [`StateError::DifferentRun`] naming each difference (a store recorded by
 //! a version without these keys is another run too). Each epoch's progress row records its
 //! chunk's digest, so that a recovery can refuse a chunk whose bytes changed.
+//!
+//! | file | what it holds |
+//! | --- | --- |
+//! | `mod.rs` | the [`StateStore`] trait, the rows it stores, [`StateConfig`] and [`open`] |
+//! | `identity.rs` | [`RunIdentity`]: its `run_meta` entries and the "different run" decision |
+//! | `schema.rs` | the SQL both stores run: migrations (`sql/*.sql`) and every statement |
+//! | `sqlite.rs` | the embedded store (SQLite, WAL, `flock` single-writer lock) |
+//! | `postgres/mod.rs` | the PostgreSQL store: [`postgres::PgStore`], [`postgres::PgOptions`], its `StateStore` impl |
+//! | `postgres/connection.rs` | connecting, bounded reconnection with backoff, host-name resolution within the bound |
+//! | `postgres/tls.rs` | libpq's `sslmode`/`sslrootcert` URL options and the rustls connector |
+//! | `postgres/lease.rs` | the single-writer lease: the advisory lock, re-locking after a loss, its holders |
+//! | `postgres/commit.rs` | the epoch transaction and the unknown-COMMIT resolution |
+//! | `postgres/fault.rs` | simulated connection losses for tests (cargo feature `fault-injection` only) |
 
+mod identity;
 pub mod postgres;
+pub mod schema;
 pub mod sqlite;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::PathBuf;
 
 use crate::error::StateError;
-
-/// Versioned migrations, applied in order, each at most once (`schema_migrations`).
-pub const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../../../sql/001_init.sql")),
-    (2, include_str!("../../../sql/002_chunk_digest.sql")),
-];
-
-/// What run a store belongs to (SPEC §6): mode, landing, resolved replay range, thresholds
-/// and the importance file's digest. A store that holds epochs of another run is refused,
-/// naming what differs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RunIdentity {
-    /// `live` or `replay`.
-    pub mode: String,
-    /// The landing location (as given; never contains secrets).
-    pub landing: String,
-    /// Replay: the range as resolved from the landing listing when the run started (its
-    /// first and last chunk), so that chunks arriving later make a rerun another run.
-    /// Live: `None`.
-    pub from: Option<u64>,
-    pub to: Option<u64>,
-    /// The pattern thresholds, as text (`Thresholds::describe`): resuming a store under other
-    /// thresholds would mix two configurations in one ledger.
-    pub thresholds: String,
-    /// Where the importance file was read from (named in messages; not compared: the same
-    /// bytes read from elsewhere are the same input).
-    pub importance: String,
-    /// The importance file's digest (`sources::landing::chunk_digest` of its bytes).
-    pub importance_digest: String,
-}
-
-/// `run_meta` keys of the identity's components (`run` holds [`RunIdentity::describe`], for
-/// people; it is not compared).
-const META_RUN: &str = "run";
-const META_MODE: &str = "run.mode";
-const META_LANDING: &str = "run.landing";
-const META_FROM: &str = "run.from";
-const META_TO: &str = "run.to";
-const META_THRESHOLDS: &str = "run.thresholds";
-const META_IMPORTANCE: &str = "run.importance";
-const META_IMPORTANCE_DIGEST: &str = "run.importance_digest";
-
-/// The components every identity recorded by this version has (a store whose identity lacks
-/// one was created by an earlier version).
-const META_COMPARED: [&str; 6] = [
-    META_MODE,
-    META_LANDING,
-    META_FROM,
-    META_TO,
-    META_THRESHOLDS,
-    META_IMPORTANCE_DIGEST,
-];
-
-/// The SQL condition selecting the identity's `run_meta` rows.
-const META_IDENTITY_WHERE: &str = "key = 'run' OR key LIKE 'run.%'";
-
-impl RunIdentity {
-    /// A stable one-line description, stored in `run_meta` (for people) and logged.
-    pub fn describe(&self) -> String {
-        let bound = |b: Option<u64>| b.map_or_else(|| "*".to_string(), |v| v.to_string());
-        let run = match self.mode.as_str() {
-            "replay" => format!(
-                "replay of {} chunks [{}, {}]",
-                self.landing,
-                bound(self.from),
-                bound(self.to)
-            ),
-            _ => format!("{} of {}", self.mode, self.landing),
-        };
-        if self.thresholds.is_empty() {
-            run
-        } else {
-            format!("{run} with thresholds {}", self.thresholds)
-        }
-    }
-
-    /// The `run_meta` entries recording this identity, one per component.
-    fn meta_entries(&self) -> Vec<(&'static str, String)> {
-        let bound = |b: Option<u64>| b.map_or_else(String::new, |v| v.to_string());
-        vec![
-            (META_RUN, self.describe()),
-            (META_MODE, self.mode.clone()),
-            (META_LANDING, self.landing.clone()),
-            (META_FROM, bound(self.from)),
-            (META_TO, bound(self.to)),
-            (META_THRESHOLDS, self.thresholds.clone()),
-            (META_IMPORTANCE, self.importance.clone()),
-            (META_IMPORTANCE_DIGEST, self.importance_digest.clone()),
-        ]
-    }
-}
-
-/// How a digest is shown in messages: its first 16 hex digits.
-fn short_digest(digest: &str) -> &str {
-    digest.get(..16).unwrap_or(digest)
-}
-
-/// What differs between the stored identity (`run_meta` entries) and `requested`, each as
-/// a clause naming it; empty = the same run.
-fn identity_differences(stored: &BTreeMap<String, String>, requested: &RunIdentity) -> Vec<String> {
-    if let Some(missing) = META_COMPARED.iter().find(|k| !stored.contains_key(**k)) {
-        return vec![format!(
-            "it was recorded by an earlier version of txflow ({}), without {}",
-            stored
-                .get(META_RUN)
-                .map_or("no description", String::as_str),
-            match *missing {
-                META_IMPORTANCE_DIGEST => "the importance file's digest",
-                META_FROM | META_TO => "the resolved replay range",
-                _ => "every component of the run's identity",
-            }
-        )];
-    }
-    let old = |key: &str| stored.get(key).map_or("", String::as_str);
-    let new: BTreeMap<&str, String> = requested.meta_entries().into_iter().collect();
-    let differs = |key: &str| old(key) != new[key];
-    let mut out = Vec::new();
-    if differs(META_MODE) {
-        out.push(format!(
-            "the mode was {}, now {}",
-            old(META_MODE),
-            requested.mode
-        ));
-    }
-    if differs(META_LANDING) {
-        out.push(format!(
-            "the landing was {}, now {}",
-            old(META_LANDING),
-            requested.landing
-        ));
-    }
-    if !differs(META_MODE) && (differs(META_FROM) || differs(META_TO)) {
-        let range = |from: &str, to: &str| {
-            let b = |v: &str| {
-                if v.is_empty() {
-                    "*".to_string()
-                } else {
-                    v.to_string()
-                }
-            };
-            format!("[{}, {}]", b(from), b(to))
-        };
-        let grown = !differs(META_FROM)
-            && matches!(
-                (old(META_TO).parse::<u64>(), requested.to),
-                (Ok(was), Some(now)) if now > was
-            );
-        out.push(format!(
-            "the replay range was {}, now {}{}",
-            range(old(META_FROM), old(META_TO)),
-            range(&new[META_FROM], &new[META_TO]),
-            if grown {
-                ": more chunks arrived (or --to changed)"
-            } else {
-                ""
-            }
-        ));
-    }
-    if differs(META_THRESHOLDS) {
-        out.push(format!(
-            "the thresholds were {}, now {}",
-            old(META_THRESHOLDS),
-            requested.thresholds
-        ));
-    }
-    if differs(META_IMPORTANCE_DIGEST) {
-        let was = old(META_IMPORTANCE);
-        let file = if was.is_empty() || was == requested.importance {
-            requested.importance.clone()
-        } else {
-            format!("{} (the run started with {was})", requested.importance)
-        };
-        out.push(format!(
-            "the importance file {file} changed since this run started (digest {}, was {})",
-            short_digest(&requested.importance_digest),
-            short_digest(old(META_IMPORTANCE_DIGEST))
-        ));
-    }
-    out
-}
+use crate::model::{DetectionKey, Pattern};
+use identity::record_identity;
+pub use identity::{RunIdentity, RunMode};
+pub use postgres::PgOptions;
+pub use schema::MIGRATIONS;
 
 /// One row of the detection ledger.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -246,8 +89,8 @@ pub struct Recovered {
     /// Every committed epoch with its chunk's digest (`None` for epochs committed before
     /// schema version 2), ascending.
     pub epochs: BTreeMap<u64, Option<String>>,
-    /// The ledger's detection identities `(pattern_id, customer_name, merchant_id)`.
-    pub emitted: Vec<(String, String, String)>,
+    /// The ledger's detections (each row's pattern, merchant and customer).
+    pub emitted: HashSet<DetectionKey>,
     /// The next sequence number to assign (ledger length).
     pub next_seq: u64,
     /// Whether the stream was ended (the last short file written).
@@ -286,24 +129,109 @@ pub trait StateStore: Send {
     fn epoch_rows(&mut self) -> Result<Vec<EpochRow>, StateError>;
 }
 
-/// Opens a state store from `sqlite://PATH` or a `postgres://` / `postgresql://` URL.
-pub fn open(url: &str, options: &postgres::PgOptions) -> Result<Box<dyn StateStore>, StateError> {
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        if path.is_empty() {
-            return Err(StateError::BadUrl {
+/// Which state store to use: the embedded SQLite file or a PostgreSQL database with its
+/// connection options. `Debug` and `Display` redact the password.
+#[derive(Clone)]
+pub enum StateConfig {
+    /// `sqlite://PATH`.
+    Embedded { path: PathBuf },
+    /// A `postgres://` / `postgresql://` URL (libpq's TLS options allowed, see
+    /// [`postgres`]) and the options beyond it.
+    Postgres { url: String, options: PgOptions },
+}
+
+impl StateConfig {
+    /// `sqlite://PATH` → [`StateConfig::Embedded`]; `postgres://` or `postgresql://` →
+    /// [`StateConfig::Postgres`] with default options; anything else is
+    /// [`StateError::BadUrl`].
+    pub fn parse(url: &str) -> Result<StateConfig, StateError> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(StateError::BadUrl {
+                    url: url.to_string(),
+                    reason: "expected sqlite://PATH".into(),
+                });
+            }
+            Ok(StateConfig::Embedded { path: path.into() })
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(StateConfig::Postgres {
                 url: url.to_string(),
-                reason: "expected sqlite://PATH".into(),
-            });
+                options: PgOptions::default(),
+            })
+        } else {
+            Err(StateError::BadUrl {
+                url: redact_url(url),
+                reason: "expected sqlite://PATH or postgres://USER@HOST/DB".into(),
+            })
         }
-        Ok(Box::new(sqlite::SqliteStore::open(path)?))
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Box::new(postgres::PgStore::connect(url, options)?))
-    } else {
-        Err(StateError::BadUrl {
-            url: redact_url(url),
-            reason: "expected sqlite://PATH or postgres://USER@HOST/DB".into(),
-        })
     }
+
+    /// The same store with these PostgreSQL options (the embedded store has none: unchanged).
+    pub fn with_pg_options(self, options: PgOptions) -> StateConfig {
+        match self {
+            StateConfig::Postgres { url, .. } => StateConfig::Postgres { url, options },
+            embedded => embedded,
+        }
+    }
+
+    /// The store's URL for messages and logs, any password redacted (also its `Display`).
+    pub fn describe(&self) -> String {
+        match self {
+            StateConfig::Embedded { path } => format!("sqlite://{}", path.display()),
+            StateConfig::Postgres { url, .. } => redact_url(url),
+        }
+    }
+}
+
+impl fmt::Debug for StateConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StateConfig::Embedded { path } => {
+                f.debug_struct("Embedded").field("path", path).finish()
+            }
+            StateConfig::Postgres { url, options } => f
+                .debug_struct("Postgres")
+                .field("url", &postgres::redact(url))
+                .field("options", options)
+                .finish(),
+        }
+    }
+}
+
+impl fmt::Display for StateConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// Opens the configured state store (PostgreSQL: connects, within the options' start-up bound).
+pub fn open(config: &StateConfig) -> Result<Box<dyn StateStore>, StateError> {
+    match config {
+        StateConfig::Embedded { path } => Ok(Box::new(sqlite::SqliteStore::open(path)?)),
+        StateConfig::Postgres { url, options } => {
+            Ok(Box::new(postgres::PgStore::connect(url, options)?))
+        }
+    }
+}
+
+/// A ledger row's detection identity; an unknown pattern id is an inconsistency (a store
+/// written by another program, or a newer version with more patterns).
+fn detection_key(
+    pattern_id: &str,
+    customer: &str,
+    merchant: &str,
+) -> Result<DetectionKey, StateError> {
+    let pattern = Pattern::from_id(pattern_id).ok_or_else(|| {
+        StateError::Inconsistent(format!(
+            "the ledger holds a detection with unknown pattern id {pattern_id:?} \
+             (merchant {merchant:?}, customer {customer:?})"
+        ))
+    })?;
+    Ok(DetectionKey {
+        pattern,
+        merchant: merchant.into(),
+        customer: customer.into(),
+    })
 }
 
 /// The URL with any password replaced by `***`, for messages and logs.
@@ -345,31 +273,6 @@ fn merged_deltas(deltas: &[(String, i64)]) -> Result<Vec<(&str, i64)>, StateErro
     Ok(merged.into_iter().collect())
 }
 
-/// What `begin_run` does with the stored run identity (its `run_meta` entries): `Ok(true)` =
-/// record `requested` (none stored, or different but the store holds no epochs),
-/// `Ok(false)` = the same run, an error naming every difference otherwise.
-fn record_identity(
-    stored: &BTreeMap<String, String>,
-    requested: &RunIdentity,
-    has_epochs: bool,
-) -> Result<bool, StateError> {
-    if stored.is_empty() {
-        return Ok(true);
-    }
-    let differences = identity_differences(stored, requested);
-    if differences.is_empty() {
-        Ok(false)
-    } else if has_epochs {
-        Err(StateError::DifferentRun { differences })
-    } else {
-        tracing::info!(
-            differences = %differences.join("; "),
-            "state store holds no epochs: recording the new run identity"
-        );
-        Ok(true)
-    }
-}
-
 /// The highest migration version this build knows.
 fn latest_migration() -> i64 {
     MIGRATIONS.iter().map(|(v, _)| *v).max().unwrap_or(0)
@@ -388,6 +291,9 @@ fn check_schema_version(newest: Option<i64>) -> Result<(), StateError> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -399,116 +305,55 @@ mod tests {
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
     }
 
-    fn replay(from: u64, to: u64) -> RunIdentity {
-        RunIdentity {
-            mode: "replay".into(),
-            landing: "/data/landing".into(),
-            from: Some(from),
-            to: Some(to),
-            thresholds: "t1".into(),
-            importance: "/data/CustomerImportance.csv".into(),
-            importance_digest: "a".repeat(64),
+    #[test]
+    fn parses_state_urls() {
+        let embedded = StateConfig::parse("sqlite:///tmp/state.db").unwrap();
+        assert!(
+            matches!(&embedded, StateConfig::Embedded { path } if path == Path::new("/tmp/state.db"))
+        );
+        assert_eq!(embedded.to_string(), "sqlite:///tmp/state.db");
+        for url in ["postgres://u:pw@h/db", "postgresql://u:pw@h/db"] {
+            let options = PgOptions {
+                connect_timeout: Duration::from_secs(3),
+                ..PgOptions::default()
+            };
+            let config = StateConfig::parse(url).unwrap().with_pg_options(options);
+            match &config {
+                StateConfig::Postgres { url: u, options } => {
+                    assert_eq!(
+                        (u.as_str(), options.connect_timeout),
+                        (url, Duration::from_secs(3))
+                    )
+                }
+                other => panic!("{url}: {other:?}"),
+            }
+            assert!(!config.describe().contains("pw"), "{config}");
+            assert!(!format!("{config:?}").contains("pw"), "{config:?}");
+        }
+        for (url, shown) in [
+            ("mysql://u:pw@h/db", "mysql://u:***@h/db"),
+            ("sqlite://", "sqlite://"),
+        ] {
+            match StateConfig::parse(url) {
+                Err(e @ StateError::BadUrl { .. }) => {
+                    assert!(e.to_string().contains(shown), "{e}")
+                }
+                other => panic!("{url}: {other:?}"),
+            }
         }
     }
 
-    fn stored(run: &RunIdentity) -> BTreeMap<String, String> {
-        run.meta_entries()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect()
-    }
-
-    fn refusal(stored: &BTreeMap<String, String>, requested: &RunIdentity) -> String {
-        match record_identity(stored, requested, true) {
-            Err(e @ StateError::DifferentRun { .. }) => e.to_string(),
-            other => panic!("expected DifferentRun, got {other:?}"),
-        }
-    }
-
     #[test]
-    fn identity_decisions() {
-        let run = replay(0, 29);
-        assert!(record_identity(&BTreeMap::new(), &run, true).unwrap());
-        assert!(!record_identity(&stored(&run), &run, true).unwrap());
-        // The importance file read from elsewhere, same bytes: the same run.
-        let moved = RunIdentity {
-            importance: "/elsewhere/imp.csv".into(),
-            ..run.clone()
-        };
-        assert!(!record_identity(&stored(&run), &moved, true).unwrap());
-        // Different, without epochs: recorded; with epochs: refused.
-        assert!(record_identity(&stored(&run), &replay(0, 39), false).unwrap());
-        refusal(&stored(&run), &replay(0, 39));
-    }
-
-    #[test]
-    fn identity_refusals_name_the_difference() {
-        let run = replay(0, 29);
-        let old = stored(&run);
-        let grown = refusal(&old, &replay(0, 39));
-        assert!(
-            grown.contains("different run")
-                && grown.contains("the replay range was [0, 29], now [0, 39]: more chunks arrived")
-                && grown.contains("a new run needs a new state store"),
-            "{grown}"
+    fn detection_keys_need_a_known_pattern() {
+        let key = detection_key("PatId2", "c1", "m1").unwrap();
+        assert_eq!(
+            (key.pattern, key.customer.as_str(), key.merchant.as_str()),
+            (Pattern::Child, "c1", "m1")
         );
-        let shifted = refusal(&old, &replay(3, 29));
-        assert!(
-            shifted.contains("the replay range was [0, 29], now [3, 29]"),
-            "{shifted}"
-        );
-        assert!(!shifted.contains("more chunks"), "{shifted}");
-
-        let edited = RunIdentity {
-            importance_digest: "b".repeat(64),
-            ..run.clone()
-        };
-        let message = refusal(&old, &edited);
-        assert!(
-            message.contains(
-                "the importance file /data/CustomerImportance.csv changed since this run started \
-                 (digest bbbbbbbbbbbbbbbb, was aaaaaaaaaaaaaaaa)"
-            ),
-            "{message}"
-        );
-        assert!(!message.contains("replay range"), "{message}");
-
-        let other = RunIdentity {
-            thresholds: "t2".into(),
-            landing: "/data/other".into(),
-            ..run.clone()
-        };
-        let message = refusal(&old, &other);
-        assert!(
-            message.contains("the landing was /data/landing, now /data/other")
-                && message.contains("the thresholds were t1, now t2"),
-            "{message}"
-        );
-        let live = RunIdentity {
-            mode: "live".into(),
-            from: None,
-            to: None,
-            ..run.clone()
-        };
-        let message = refusal(&old, &live);
-        assert!(
-            message.contains("the mode was replay, now live"),
-            "{message}"
-        );
-        assert!(!message.contains("replay range"), "{message}");
-    }
-
-    #[test]
-    fn an_identity_of_an_earlier_version_is_another_run() {
-        let legacy: BTreeMap<String, String> =
-            [("run".to_string(), "live of /data/landing".to_string())].into();
-        let message = refusal(&legacy, &replay(0, 29));
-        assert!(
-            message.contains("earlier version") && message.contains("live of /data/landing"),
-            "{message}"
-        );
-        // Without epochs the new identity is simply recorded.
-        assert!(record_identity(&legacy, &replay(0, 29), false).unwrap());
+        assert!(matches!(
+            detection_key("PatId9", "c1", "m1"),
+            Err(StateError::Inconsistent(m)) if m.contains("PatId9")
+        ));
     }
 
     #[test]

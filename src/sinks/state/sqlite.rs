@@ -11,7 +11,7 @@
 //!   holder's pid (for the error message) and is left in place: deleting a lock file races.
 //! - Each epoch commits in one `BEGIN IMMEDIATE` transaction with cached prepared statements.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::io::AsRawFd;
@@ -20,9 +20,10 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+use super::schema::{self, sqlite as sql, MIGRATIONS};
 use super::{
-    check_schema_version, merged_deltas, record_identity, EpochCommit, EpochRow, LedgerRow,
-    Recovered, RunIdentity, StateStore, META_IDENTITY_WHERE, MIGRATIONS,
+    check_schema_version, detection_key, merged_deltas, record_identity, EpochCommit, EpochRow,
+    LedgerRow, Recovered, RunIdentity, StateStore,
 };
 use crate::error::StateError;
 
@@ -33,11 +34,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Sequence bounds are clamped to the BIGINT range (`u64::MAX` means "to the end").
 const MAX_SEQ: u64 = i64::MAX as u64;
 
-const LEDGER_COLUMNS: &str = "seq, epoch, pattern_id, action_type, customer_name, merchant_id, \
-                              y_start_time, detection_time, file_seq";
-
 pub struct SqliteStore {
     conn: rusqlite::Connection,
+    /// The database path as given, for messages (`:memory:` = an in-memory database).
     path: String,
     /// The exclusive lock on `<path>.lock`, held from `begin_run` until drop.
     lock: Option<File>,
@@ -46,11 +45,13 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database file. The single-writer lock is taken by
     /// `begin_run`, so inspection tools can open a store a running process is writing.
-    pub fn open(path: &str) -> Result<SqliteStore, StateError> {
-        let conn = Connection::open(path).map_err(sqlite_err(path))?;
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StateError> {
+        let path = path.as_ref();
+        let shown = path.display().to_string();
+        let conn = Connection::open(path).map_err(sqlite_err(&shown))?;
         let store = SqliteStore {
             conn,
-            path: path.to_string(),
+            path: shown,
             lock: None,
         };
         store.configure()?;
@@ -130,40 +131,27 @@ impl SqliteStore {
     fn migrate(&mut self) -> Result<(), StateError> {
         let err = sqlite_err(&self.path);
         self.conn
-            .execute_batch(
-                "CREATE TABLE IF NOT EXISTS schema_migrations \
-                 (version BIGINT PRIMARY KEY, applied_at TEXT)",
-            )
+            .execute_batch(schema::CREATE_SCHEMA_MIGRATIONS)
             .map_err(&err)?;
         let newest: Option<i64> = self
             .conn
-            .query_row("SELECT max(version) FROM schema_migrations", [], |r| {
-                r.get(0)
-            })
+            .query_row(schema::NEWEST_MIGRATION, [], |r| r.get(0))
             .map_err(&err)?;
         check_schema_version(newest)?;
-        for (version, sql) in MIGRATIONS {
+        for (version, migration) in MIGRATIONS {
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(&err)?;
             let done = tx
-                .query_row(
-                    "SELECT 1 FROM schema_migrations WHERE version = ?1",
-                    [version],
-                    |_| Ok(()),
-                )
+                .query_row(&sql(schema::MIGRATION_APPLIED), [version], |_| Ok(()))
                 .optional()
                 .map_err(&err)?
                 .is_some();
             if !done {
-                tx.execute_batch(sql).map_err(&err)?;
-                tx.execute(
-                    "INSERT INTO schema_migrations (version, applied_at) \
-                     VALUES (?1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
-                    [version],
-                )
-                .map_err(&err)?;
+                tx.execute_batch(migration).map_err(&err)?;
+                tx.execute(&sql(schema::SQLITE_RECORD_MIGRATION), [version])
+                    .map_err(&err)?;
                 tracing::info!(path = %self.path, version, "applied state store migration");
             }
             tx.commit().map_err(&err)?;
@@ -178,30 +166,21 @@ impl SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&err)?;
         let stored: BTreeMap<String, String> = {
-            let mut st = tx
-                .prepare(&format!(
-                    "SELECT key, value FROM run_meta WHERE {META_IDENTITY_WHERE}"
-                ))
-                .map_err(&err)?;
+            let mut st = tx.prepare(schema::SELECT_IDENTITY).map_err(&err)?;
             let rows = st
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
                 .map_err(&err)?;
             rows.collect::<Result<_, _>>().map_err(&err)?
         };
         let has_epochs: bool = tx
-            .query_row("SELECT EXISTS (SELECT 1 FROM epochs)", [], |r| r.get(0))
+            .query_row(schema::ANY_EPOCH, [], |r| r.get(0))
             .map_err(&err)?;
         if record_identity(&stored, requested, has_epochs)? {
             for (key, value) in requested.meta_entries() {
-                tx.execute(
-                    "INSERT INTO run_meta (key, value) VALUES (?1, ?2) \
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    [key, value.as_str()],
-                )
-                .map_err(&err)?;
+                tx.execute(&sql(schema::UPSERT_META), [key, value.as_str()])
+                    .map_err(&err)?;
             }
-            tx.execute("DELETE FROM run_meta WHERE key = 'finished'", [])
-                .map_err(&err)?;
+            tx.execute(schema::CLEAR_FINISHED, []).map_err(&err)?;
         }
         tx.commit().map_err(&err)?;
         Ok(())
@@ -211,9 +190,7 @@ impl SqliteStore {
         let err = sqlite_err(&self.path);
         let tx = self.conn.transaction().map_err(&err)?;
         let epochs = {
-            let mut st = tx
-                .prepare("SELECT epoch, chunk_digest FROM epochs ORDER BY epoch")
-                .map_err(&err)?;
+            let mut st = tx.prepare(schema::EPOCH_DIGESTS).map_err(&err)?;
             let rows = st
                 .query_map([], |r| Ok((r.get::<_, u64>(0)?, r.get(1)?)))
                 .map_err(&err)?;
@@ -221,23 +198,20 @@ impl SqliteStore {
                 .map_err(&err)?
         };
         let emitted = {
-            let mut st = tx
-                .prepare(
-                    "SELECT pattern_id, customer_name, merchant_id FROM detections ORDER BY seq",
-                )
-                .map_err(&err)?;
-            let rows = st
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .map_err(&err)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(&err)?
+            let mut st = tx.prepare(schema::EMITTED).map_err(&err)?;
+            let mut rows = st.query([]).map_err(&err)?;
+            let mut emitted = HashSet::new();
+            while let Some(r) = rows.next().map_err(&err)? {
+                let text = |i: usize| r.get::<_, String>(i).map_err(&err);
+                emitted.insert(detection_key(&text(0)?, &text(1)?, &text(2)?)?);
+            }
+            emitted
         };
         let max_seq: Option<u64> = tx
-            .query_row("SELECT max(seq) FROM detections", [], |r| r.get(0))
+            .query_row(schema::MAX_SEQ, [], |r| r.get(0))
             .map_err(&err)?;
         let finished = tx
-            .query_row("SELECT 1 FROM run_meta WHERE key = 'finished'", [], |_| {
-                Ok(())
-            })
+            .query_row(schema::IS_FINISHED, [], |_| Ok(()))
             .optional()
             .map_err(&err)?
             .is_some();
@@ -260,9 +234,9 @@ impl SqliteStore {
         Ok(())
     }
 
-    fn query_ledger(&self, sql: &str, args: &[u64]) -> Result<Vec<LedgerRow>, StateError> {
+    fn query_ledger(&self, query: &str, args: &[u64]) -> Result<Vec<LedgerRow>, StateError> {
         let err = sqlite_err(&self.path);
-        let mut st = self.conn.prepare_cached(sql).map_err(&err)?;
+        let mut st = self.conn.prepare_cached(&sql(query)).map_err(&err)?;
         let rows = st
             .query_map(rusqlite::params_from_iter(args), ledger_row)
             .map_err(&err)?;
@@ -309,6 +283,67 @@ fn sqlite_err(path: &str) -> impl Fn(rusqlite::Error) -> StateError {
     }
 }
 
+/// Why the progress row was not inserted.
+enum Refused {
+    Sqlite(rusqlite::Error),
+    State(StateError),
+}
+
+/// Inserts the epoch's progress row, refusing an epoch at or below a committed one.
+fn insert_progress(tx: &rusqlite::Transaction<'_>, p: &EpochRow) -> Result<(), Refused> {
+    let inserted = tx
+        .prepare_cached(&sql(schema::SQLITE_INSERT_EPOCH))
+        .and_then(|mut st| {
+            st.execute(params![
+                p.epoch,
+                p.chunk_key,
+                p.rows_accepted,
+                p.rows_rejected,
+                p.committed_at,
+                p.chunk_digest
+            ])
+        })
+        .map_err(Refused::Sqlite)?;
+    if inserted == 0 {
+        let last: Option<u64> = tx
+            .query_row(schema::MAX_EPOCH, [], |r| r.get(0))
+            .map_err(Refused::Sqlite)?;
+        return Err(Refused::State(StateError::Inconsistent(format!(
+            "asked to commit epoch {} but epoch {} is already committed",
+            p.epoch,
+            last.map_or_else(|| "?".to_string(), |e| e.to_string())
+        ))));
+    }
+    Ok(())
+}
+
+/// Applies the counter deltas and inserts the new ledger rows.
+fn insert_rows(
+    tx: &rusqlite::Transaction<'_>,
+    deltas: &[(&str, i64)],
+    detections: &[LedgerRow],
+) -> rusqlite::Result<()> {
+    let mut upsert = tx.prepare_cached(&sql(schema::SQLITE_UPSERT_COUNT))?;
+    for (merchant, delta) in deltas {
+        upsert.execute(params![merchant, delta])?;
+    }
+    let mut insert = tx.prepare_cached(&sql(schema::SQLITE_INSERT_DETECTION))?;
+    for d in detections {
+        insert.execute(params![
+            d.seq,
+            d.epoch,
+            d.pattern_id,
+            d.action_type,
+            d.customer_name,
+            d.merchant_id,
+            d.y_start_time,
+            d.detection_time,
+            d.file_seq
+        ])?;
+    }
+    Ok(())
+}
+
 impl StateStore for SqliteStore {
     fn begin_run(&mut self, run: &RunIdentity) -> Result<Recovered, StateError> {
         self.acquire_lock()?;
@@ -321,90 +356,28 @@ impl StateStore for SqliteStore {
         self.require_lock("commit_epoch")?;
         let deltas = merged_deltas(&commit.counter_deltas)?;
         let err = sqlite_err(&self.path);
-        let p = &commit.progress;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&err)?;
-        let inserted = tx
-            .prepare_cached(
-                "INSERT INTO epochs (epoch, chunk_key, rows_accepted, rows_rejected, committed_at, \
-                 chunk_digest) SELECT ?1, ?2, ?3, ?4, ?5, ?6 \
-                 WHERE NOT EXISTS (SELECT 1 FROM epochs WHERE epoch >= ?1)",
-            )
-            .and_then(|mut st| {
-                st.execute(params![
-                    p.epoch,
-                    p.chunk_key,
-                    p.rows_accepted,
-                    p.rows_rejected,
-                    p.committed_at,
-                    p.chunk_digest
-                ])
-            })
-            .map_err(&err)?;
-        if inserted == 0 {
-            let last: Option<u64> = tx
-                .query_row("SELECT max(epoch) FROM epochs", [], |r| r.get(0))
-                .map_err(&err)?;
-            return Err(StateError::Inconsistent(format!(
-                "asked to commit epoch {} but epoch {} is already committed",
-                p.epoch,
-                last.map_or_else(|| "?".to_string(), |e| e.to_string())
-            )));
-        }
-        {
-            let mut upsert = tx
-                .prepare_cached(
-                    "INSERT INTO merchant_transaction_counts (merchant_id, total_transactions) \
-                     VALUES (?1, ?2) ON CONFLICT (merchant_id) DO UPDATE SET total_transactions = \
-                     merchant_transaction_counts.total_transactions + excluded.total_transactions",
-                )
-                .map_err(&err)?;
-            for (merchant, delta) in &deltas {
-                upsert.execute(params![merchant, delta]).map_err(&err)?;
-            }
-            let mut insert = tx
-                .prepare_cached(&format!(
-                    "INSERT INTO detections ({LEDGER_COLUMNS}) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-                ))
-                .map_err(&err)?;
-            for d in &commit.detections {
-                insert
-                    .execute(params![
-                        d.seq,
-                        d.epoch,
-                        d.pattern_id,
-                        d.action_type,
-                        d.customer_name,
-                        d.merchant_id,
-                        d.y_start_time,
-                        d.detection_time,
-                        d.file_seq
-                    ])
-                    .map_err(&err)?;
-            }
-        }
+        insert_progress(&tx, &commit.progress).map_err(|e| match e {
+            Refused::Sqlite(e) => err(e),
+            Refused::State(e) => e,
+        })?;
+        insert_rows(&tx, &deltas, &commit.detections).map_err(&err)?;
         tx.commit().map_err(&err)
     }
 
     fn ledger_range(&mut self, from_seq: u64, to_seq: u64) -> Result<Vec<LedgerRow>, StateError> {
         self.query_ledger(
-            &format!(
-                "SELECT {LEDGER_COLUMNS} FROM detections WHERE seq >= ?1 AND seq < ?2 ORDER BY seq"
-            ),
+            schema::LEDGER_RANGE,
             &[from_seq.min(MAX_SEQ), to_seq.min(MAX_SEQ)],
         )
     }
 
     fn first_unwritten_seq(&mut self) -> Result<Option<u64>, StateError> {
         self.conn
-            .query_row(
-                "SELECT min(seq) FROM detections WHERE file_seq IS NULL",
-                [],
-                |r| r.get(0),
-            )
+            .query_row(schema::FIRST_UNWRITTEN, [], |r| r.get(0))
             .map_err(sqlite_err(&self.path))
     }
 
@@ -416,7 +389,7 @@ impl StateStore for SqliteStore {
     ) -> Result<(), StateError> {
         self.require_lock("mark_written")?;
         self.conn
-            .prepare_cached("UPDATE detections SET file_seq = ?1 WHERE seq >= ?2 AND seq < ?3")
+            .prepare_cached(&sql(schema::MARK_WRITTEN))
             .and_then(|mut st| {
                 st.execute(params![
                     file_seq,
@@ -431,30 +404,20 @@ impl StateStore for SqliteStore {
     fn mark_finished(&mut self) -> Result<(), StateError> {
         self.require_lock("mark_finished")?;
         self.conn
-            .execute(
-                "INSERT INTO run_meta (key, value) VALUES ('finished', '1') \
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                [],
-            )
+            .execute(schema::MARK_FINISHED, [])
             .map_err(sqlite_err(&self.path))?;
         Ok(())
     }
 
     fn ledger(&mut self) -> Result<Vec<LedgerRow>, StateError> {
-        self.query_ledger(
-            &format!("SELECT {LEDGER_COLUMNS} FROM detections ORDER BY seq"),
-            &[],
-        )
+        self.query_ledger(schema::LEDGER, &[])
     }
 
     fn merchant_counts(&mut self) -> Result<Vec<(String, i64)>, StateError> {
         let err = sqlite_err(&self.path);
         let mut st = self
             .conn
-            .prepare_cached(
-                "SELECT merchant_id, total_transactions FROM merchant_transaction_counts \
-                 ORDER BY merchant_id",
-            )
+            .prepare_cached(schema::MERCHANT_COUNTS)
             .map_err(&err)?;
         let rows = st
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -464,13 +427,7 @@ impl StateStore for SqliteStore {
 
     fn epoch_rows(&mut self) -> Result<Vec<EpochRow>, StateError> {
         let err = sqlite_err(&self.path);
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT epoch, chunk_key, rows_accepted, rows_rejected, committed_at, \
-                 chunk_digest FROM epochs ORDER BY epoch",
-            )
-            .map_err(&err)?;
+        let mut st = self.conn.prepare_cached(schema::EPOCH_ROWS).map_err(&err)?;
         let rows = st
             .query_map([], |r| {
                 Ok(EpochRow {
@@ -493,7 +450,7 @@ mod tests {
 
     fn run() -> RunIdentity {
         RunIdentity {
-            mode: "live".into(),
+            mode: crate::sinks::state::RunMode::Live,
             landing: "/tmp/landing".into(),
             from: None,
             to: None,
@@ -565,6 +522,29 @@ mod tests {
         assert_eq!(r.next_seq, 3);
         assert_eq!(r.emitted.len(), 3);
         assert!(!r.finished);
+    }
+
+    #[test]
+    fn an_unknown_pattern_in_the_ledger_is_an_inconsistency() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let mut s = SqliteStore::open(&path).unwrap();
+            s.begin_run(&run()).unwrap();
+            s.commit_epoch(&commit(0, 0..2)).unwrap();
+        }
+        Connection::open(&path)
+            .unwrap()
+            .execute(
+                "UPDATE detections SET pattern_id = 'PatId7' WHERE seq = 1",
+                [],
+            )
+            .unwrap();
+        let refused = SqliteStore::open(&path).unwrap().begin_run(&run());
+        assert!(
+            matches!(&refused, Err(StateError::Inconsistent(m)) if m.contains("PatId7")),
+            "{refused:?}"
+        );
     }
 
     #[test]

@@ -1,0 +1,241 @@
+//! The epoch transaction (progress row, counter deltas, ledger rows; statements prepared once
+//! per connection) and its retry loop, which settles a COMMIT whose answer was lost by
+//! reading the epoch's progress row back once the lease is re-taken.
+
+use ::postgres::{Statement, Transaction};
+
+use super::connection::{is_connection_loss, Retry};
+use super::schema;
+use super::{pg, Conn, Failure, PgStore};
+use crate::error::StateError;
+use crate::sinks::state::{merged_deltas, sql_i64, EpochCommit};
+
+/// Whether an epoch's progress row is in the store.
+const SQL_EPOCH_PRESENT: &str = "SELECT EXISTS (SELECT 1 FROM epochs WHERE epoch = $1)";
+
+/// The failure to simulate in one attempt: a [`super::Fault`] with the cargo feature
+/// `fault-injection`, nothing otherwise.
+#[cfg(feature = "fault-injection")]
+type Injected = Option<super::Fault>;
+#[cfg(not(feature = "fault-injection"))]
+type Injected = NoFault;
+
+/// Release builds simulate nothing.
+#[cfg(not(feature = "fault-injection"))]
+#[derive(Clone, Copy, Debug, Default)]
+struct NoFault;
+
+#[cfg(not(feature = "fault-injection"))]
+impl PgStore {
+    fn take_fault(&mut self) -> NoFault {
+        NoFault
+    }
+}
+
+/// One epoch's rows as the SQL parameters of the commit transaction.
+struct CommitParams<'a> {
+    epoch: i64,
+    chunk_key: &'a str,
+    rows_accepted: i64,
+    rows_rejected: i64,
+    committed_at: &'a str,
+    chunk_digest: Option<&'a str>,
+    merchants: Vec<&'a str>,
+    deltas: Vec<i64>,
+    seqs: Vec<i64>,
+    epochs: Vec<i64>,
+    pattern_ids: Vec<&'a str>,
+    action_types: Vec<&'a str>,
+    customers: Vec<&'a str>,
+    detection_merchants: Vec<&'a str>,
+    y_start_times: Vec<&'a str>,
+    detection_times: Vec<&'a str>,
+    file_seqs: Vec<Option<i64>>,
+}
+
+impl<'a> CommitParams<'a> {
+    fn new(c: &'a EpochCommit) -> Result<CommitParams<'a>, StateError> {
+        let p = &c.progress;
+        let (merchants, deltas) = merged_deltas(&c.counter_deltas)?.into_iter().unzip();
+        let d = &c.detections;
+        Ok(CommitParams {
+            epoch: sql_i64(p.epoch, "epoch")?,
+            chunk_key: &p.chunk_key,
+            rows_accepted: sql_i64(p.rows_accepted, "rows_accepted")?,
+            rows_rejected: sql_i64(p.rows_rejected, "rows_rejected")?,
+            committed_at: &p.committed_at,
+            chunk_digest: p.chunk_digest.as_deref(),
+            merchants,
+            deltas,
+            seqs: d
+                .iter()
+                .map(|r| sql_i64(r.seq, "sequence number"))
+                .collect::<Result<_, _>>()?,
+            epochs: d
+                .iter()
+                .map(|r| sql_i64(r.epoch, "epoch"))
+                .collect::<Result<_, _>>()?,
+            pattern_ids: d.iter().map(|r| r.pattern_id.as_str()).collect(),
+            action_types: d.iter().map(|r| r.action_type.as_str()).collect(),
+            customers: d.iter().map(|r| r.customer_name.as_str()).collect(),
+            detection_merchants: d.iter().map(|r| r.merchant_id.as_str()).collect(),
+            y_start_times: d.iter().map(|r| r.y_start_time.as_str()).collect(),
+            detection_times: d.iter().map(|r| r.detection_time.as_str()).collect(),
+            file_seqs: d
+                .iter()
+                .map(|r| r.file_seq.map(|f| sql_i64(f, "file_seq")).transpose())
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+impl PgStore {
+    /// Commits one epoch (`StateStore::commit_epoch`): retries the transaction after a
+    /// connection loss; after a loss at COMMIT, first reads the progress row back.
+    pub(super) fn commit(&mut self, commit: &EpochCommit) -> Result<(), StateError> {
+        self.require_lease("commit_epoch")?;
+        let params = CommitParams::new(commit)?;
+        let mut fault = self.take_fault();
+        let mut retry = Retry::new(self.options.reconnect_timeout);
+        // Whether an earlier attempt's COMMIT may have been applied.
+        let mut in_doubt = false;
+        loop {
+            if self.conn.is_none() {
+                self.reconnect(&mut retry, "committing an epoch")?;
+            }
+            let conn = self.conn.as_mut().expect("connected");
+            // In doubt: we hold the lock again, so the old session is gone and its
+            // transaction settled: the progress row says whether it committed.
+            let attempt = match in_doubt.then(|| epoch_present(conn, &params, &self.url)) {
+                Some(Ok(true)) => return Ok(()),
+                Some(Err(f)) => Err(f),
+                Some(Ok(false)) | None => {
+                    in_doubt = false;
+                    try_commit(conn, &params, std::mem::take(&mut fault))
+                }
+            };
+            match attempt {
+                Ok(()) => return Ok(()),
+                Err(failure) => {
+                    in_doubt |= lost_at_commit(&failure);
+                    self.retry_or_fail(failure, &mut retry, "committing an epoch")?;
+                }
+            }
+        }
+    }
+}
+
+/// Whether a failed attempt may have committed: the connection was lost at COMMIT.
+fn lost_at_commit(failure: &Failure) -> bool {
+    match failure {
+        Failure::Pg {
+            error, at_commit, ..
+        } => *at_commit && is_connection_loss(error),
+        #[cfg(feature = "fault-injection")]
+        Failure::Simulated { at_commit } => *at_commit,
+        _ => false,
+    }
+}
+
+/// After a COMMIT whose answer was lost: whether the epoch's progress row is in the store.
+fn epoch_present(conn: &mut Conn, params: &CommitParams<'_>, url: &str) -> Result<bool, Failure> {
+    let present = conn
+        .prepare(SQL_EPOCH_PRESENT)
+        .and_then(|st| conn.client.query_one(&st, &[&params.epoch]))
+        .and_then(|r| r.try_get::<_, bool>(0))
+        .map_err(pg("checking whether the epoch committed"))?;
+    if present {
+        tracing::warn!(url, epoch = params.epoch, "the COMMIT's outcome was unknown; the epoch's progress row is in the store, so it committed");
+    } else {
+        tracing::warn!(url, epoch = params.epoch, "the COMMIT's outcome was unknown; the epoch is not in the store, so it rolled back: retrying");
+    }
+    Ok(present)
+}
+
+/// One attempt at the epoch transaction: 5 round trips (BEGIN, progress row, counters,
+/// ledger, COMMIT), the statements prepared once per connection.
+fn try_commit(c: &mut Conn, p: &CommitParams<'_>, fault: Injected) -> Result<(), Failure> {
+    let what = "committing an epoch";
+    let insert_epoch = c.prepare(schema::PG_INSERT_EPOCH).map_err(pg(what))?;
+    let upsert_counts = c.prepare(schema::PG_UPSERT_COUNTS).map_err(pg(what))?;
+    let insert_detections = c.prepare(schema::PG_INSERT_DETECTIONS).map_err(pg(what))?;
+    let mut tx = c.client.transaction().map_err(pg(what))?;
+    insert_progress(&mut tx, &insert_epoch, p)?;
+    insert_rows(&mut tx, &upsert_counts, &insert_detections, p)?;
+    #[cfg(feature = "fault-injection")]
+    let tx = super::fault::before_commit(tx, fault)?;
+    tx.commit().map_err(|error| Failure::Pg {
+        what: "COMMIT",
+        error,
+        at_commit: true,
+    })?;
+    #[cfg(feature = "fault-injection")]
+    super::fault::after_commit(&mut c.client, fault)?;
+    #[cfg(not(feature = "fault-injection"))]
+    let NoFault = fault;
+    Ok(())
+}
+
+/// Inserts the progress row, refusing an epoch at or below a committed one.
+fn insert_progress(
+    tx: &mut Transaction<'_>,
+    insert_epoch: &Statement,
+    p: &CommitParams<'_>,
+) -> Result<(), Failure> {
+    let inserted = tx
+        .execute(
+            insert_epoch,
+            &[
+                &p.epoch,
+                &p.chunk_key,
+                &p.rows_accepted,
+                &p.rows_rejected,
+                &p.committed_at,
+                &p.chunk_digest,
+            ],
+        )
+        .map_err(pg("inserting the progress row"))?;
+    if inserted == 0 {
+        let last: Option<i64> = tx
+            .query_one(schema::MAX_EPOCH, &[])
+            .and_then(|r| r.try_get(0))
+            .map_err(pg("committing an epoch"))?;
+        return Err(Failure::State(StateError::Inconsistent(format!(
+            "asked to commit epoch {} but epoch {} is already committed",
+            p.epoch,
+            last.map_or_else(|| "?".to_string(), |e| e.to_string())
+        ))));
+    }
+    Ok(())
+}
+
+/// Applies the counter deltas and inserts the ledger rows (one statement each, arrays).
+fn insert_rows(
+    tx: &mut Transaction<'_>,
+    upsert_counts: &Statement,
+    insert_detections: &Statement,
+    p: &CommitParams<'_>,
+) -> Result<(), Failure> {
+    if !p.merchants.is_empty() {
+        tx.execute(upsert_counts, &[&p.merchants, &p.deltas])
+            .map_err(pg("applying counter deltas"))?;
+    }
+    if !p.seqs.is_empty() {
+        tx.execute(
+            insert_detections,
+            &[
+                &p.seqs,
+                &p.epochs,
+                &p.pattern_ids,
+                &p.action_types,
+                &p.customers,
+                &p.detection_merchants,
+                &p.y_start_times,
+                &p.detection_times,
+                &p.file_seqs,
+            ],
+        )
+        .map_err(pg("inserting ledger rows"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,76 @@
+//! Simulated connection losses for tests of the recovery paths. Compiled only with the cargo
+//! feature `fault-injection` (tests/state_store.rs enables it through a dev-dependency on
+//! this package); release builds do not contain it.
+
+use ::postgres::{Client, Transaction};
+
+use super::{Failure, PgStore};
+
+/// A simulated connection loss for tests of the recovery paths: the store's own backend is
+/// terminated (`pg_terminate_backend(pg_backend_pid())`) at the given point of the next
+/// `commit_epoch`, a real loss the retry logic has to see through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Inside the transaction, before COMMIT: the server rolls it back.
+    LoseConnectionBeforeCommit,
+    /// Right after COMMIT succeeded, reported as a loss during COMMIT: outcome unknown
+    /// (it committed).
+    LoseConnectionAfterCommit,
+    /// Instead of sending COMMIT, reported as a loss during COMMIT: outcome unknown (it
+    /// rolled back).
+    LoseConnectionDuringCommit,
+}
+
+/// Terminates the session's own backend: a real connection loss.
+const KILL_OWN_BACKEND: &str = "SELECT pg_terminate_backend(pg_backend_pid())";
+
+impl PgStore {
+    /// Makes the next `commit_epoch` lose its connection at the given point (tests).
+    pub fn inject_fault(&mut self, fault: Fault) {
+        self.fault = Some(fault);
+    }
+
+    /// The backend pid of the current connection, if connected (tests).
+    pub fn backend_pid(&self) -> Option<i32> {
+        self.conn.as_ref().map(|c| c.session.pid)
+    }
+}
+
+impl PgStore {
+    /// The fault to simulate in the next commit attempt (at most one per `commit_epoch`).
+    pub(super) fn take_fault(&mut self) -> Option<Fault> {
+        self.fault.take()
+    }
+}
+
+/// Before COMMIT: loses the connection if `fault` says so (the attempt fails; the server
+/// rolls the transaction back), else hands the transaction back to be committed.
+pub(super) fn before_commit(
+    mut tx: Transaction<'_>,
+    fault: Option<Fault>,
+) -> Result<Transaction<'_>, Failure> {
+    let at_commit = match fault {
+        Some(Fault::LoseConnectionBeforeCommit) => false,
+        Some(Fault::LoseConnectionDuringCommit) => true,
+        Some(Fault::LoseConnectionAfterCommit) | None => return Ok(tx),
+    };
+    Err(match tx.batch_execute(KILL_OWN_BACKEND) {
+        Err(error) if !at_commit => Failure::Pg {
+            what: "committing an epoch",
+            error,
+            at_commit,
+        },
+        // (Not dead yet: dropping the transaction rolls it back, the same outcome.)
+        _ => Failure::Simulated { at_commit },
+    })
+}
+
+/// After a successful COMMIT: loses the connection and reports the COMMIT's answer as lost,
+/// if `fault` says so.
+pub(super) fn after_commit(client: &mut Client, fault: Option<Fault>) -> Result<(), Failure> {
+    if fault == Some(Fault::LoseConnectionAfterCommit) {
+        let _ = client.batch_execute(KILL_OWN_BACKEND);
+        return Err(Failure::Simulated { at_commit: true });
+    }
+    Ok(())
+}

@@ -1,0 +1,456 @@
+//! The production state store: PostgreSQL (RDS), TLS, unknown-COMMIT handling, single-writer lease.
+//!
+//! | file | what it holds |
+//! | --- | --- |
+//! | `mod.rs` | [`PgStore`], [`PgOptions`], the `StateStore` impl: migrations, run identity, recovery, ledger |
+//! | `connection.rs` | connecting, reconnecting with backoff within a bound ([`PgOptions`]), host-name resolution |
+//! | `tls.rs` | libpq's `sslmode`/`sslrootcert` URL options, the rustls connector |
+//! | `lease.rs` | the single-writer lease: advisory lock [`LOCK_KEY`], re-locking, its holders |
+//! | `commit.rs` | the epoch transaction and the unknown-COMMIT resolution |
+//! | `fault.rs` | simulated connection losses (`Fault`) for tests: cargo feature `fault-injection` only |
+//!
+//! # Single writer
+//! [`StateStore::begin_run`] takes a session-level advisory lock (`pg_try_advisory_lock`,
+//! key [`LOCK_KEY`], per database) before touching anything; if another session holds it the
+//! answer is [`StateError::Locked`] naming that session. The lock lives as long as the
+//! session; every reconnect re-takes it before doing anything else. When the holder is our
+//! own previous session that PostgreSQL has not noticed is gone yet (a network failure leaves
+//! such "half-open" backends behind), it is terminated, so its transaction is finished one
+//! way or the other before we look at the data.
+//!
+//! # Connection loss and the unknown COMMIT
+//! Every method runs its work through a retry loop: a lost connection (I/O error, closed
+//! socket, server shutdown or crash, "the database system is starting up"...) drops the
+//! client, reconnects with exponential backoff (100 ms doubling to 2 s), re-takes the lock and
+//! runs the work again, for at most [`PgOptions::reconnect_timeout`] after the first failure;
+//! then [`StateError::Unavailable`]. At start, [`PgStore::connect`] is bounded by
+//! [`PgOptions::connect_timeout`] instead (a refused connection, a host name that does not
+//! resolve, no answer), then [`StateError::Unreachable`]: a misconfigured URL fails fast with
+//! one line. Host names are resolved on a helper thread within the bound (tokio-postgres
+//! bounds only the TCP connect). All methods are idempotent except
+//! [`StateStore::commit_epoch`], whose COMMIT may have been applied even though its answer was
+//! lost. So a commit lost *at* COMMIT is marked in doubt, and after reconnecting (and
+//! re-locking: the lock is only free once the old session, and so its transaction, is over)
+//! the epoch's row in `epochs` is the proof: present → it committed, done; absent → the whole
+//! transaction is retried. A loss before COMMIT means the server rolled back: plain retry.
+//! Any statement error inside the transaction ends the attempt before COMMIT is sent, so the
+//! "COMMIT answered with ROLLBACK" trap cannot occur.
+//!
+//! # TLS
+//! `sslmode=disable|prefer|require` in the URL (prefer is the default). rustls always
+//! verifies the certificate chain and the host name, so `require` here is libpq's
+//! `verify-full`; `sslmode=verify-ca` and `verify-full` are accepted as synonyms of
+//! `require`. Trusted roots: [`PgOptions::ca_file`] (PEM, e.g. the RDS bundle), else libpq's
+//! `sslrootcert=PATH` from the URL (stripped before the URL reaches tokio-postgres, which
+//! rejects it; `sslrootcert=system` means the default), else the Mozilla roots
+//! (`webpki-roots`). Client certificates (`sslcert`, `sslkey`) are not supported.
+
+mod commit;
+mod connection;
+#[cfg(feature = "fault-injection")]
+mod fault;
+mod lease;
+mod tls;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use ::postgres::{Client, Config, Row, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::schema::{self, MIGRATIONS};
+use super::{
+    check_schema_version, detection_key, record_identity, redact_url, sql_i64, sql_u64,
+    EpochCommit, EpochRow, LedgerRow, Recovered, RunIdentity, StateStore,
+};
+use crate::error::StateError;
+#[cfg(feature = "fault-injection")]
+pub use fault::Fault;
+pub use lease::LOCK_KEY;
+
+/// The PostgreSQL state store ([`PgStore::connect`], or [`super::open`] with a
+/// [`super::StateConfig::Postgres`]).
+pub struct PgStore {
+    /// The live connection; `None` after a loss until the next reconnect.
+    conn: Option<Conn>,
+    config: Config,
+    tls: MakeRustlsConnect,
+    /// The URL for messages and logs (password redacted).
+    url: String,
+    options: PgOptions,
+    /// The session holding the advisory lock: `Some` from `begin_run` on.
+    lease: Option<Session>,
+    /// A one-shot failure to simulate in the next `commit_epoch` (tests).
+    #[cfg(feature = "fault-injection")]
+    fault: Option<Fault>,
+}
+
+/// PostgreSQL connection options beyond the URL.
+#[derive(Clone, Debug)]
+pub struct PgOptions {
+    /// PEM file of CA certificates to trust for TLS (e.g. the RDS bundle); the Mozilla roots otherwise.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// How long to keep retrying a lost connection before giving up.
+    pub reconnect_timeout: std::time::Duration,
+    /// At start: how long to try to reach PostgreSQL (a refused connection or an unresolvable
+    /// host) before failing with one line. Later reconnects use `reconnect_timeout`.
+    pub connect_timeout: std::time::Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            ca_file: None,
+            reconnect_timeout: std::time::Duration::from_secs(60),
+            connect_timeout: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
+/// One PostgreSQL backend session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Session {
+    pid: i32,
+    /// `pg_stat_activity.backend_start`: with the pid, identifies the session (pids recycle).
+    started: String,
+}
+
+struct Conn {
+    client: Client,
+    session: Session,
+    /// Prepared statements of this connection, by SQL text.
+    statements: HashMap<&'static str, Statement>,
+}
+
+impl Conn {
+    fn prepare(&mut self, sql: &'static str) -> Result<Statement, ::postgres::Error> {
+        if let Some(st) = self.statements.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = self.client.prepare(sql)?;
+        self.statements.insert(sql, st.clone());
+        Ok(st)
+    }
+}
+
+/// Why one attempt failed.
+enum Failure {
+    /// A PostgreSQL error while doing `what`; `at_commit` = it was the answer to COMMIT.
+    Pg {
+        what: &'static str,
+        error: ::postgres::Error,
+        at_commit: bool,
+    },
+    /// A simulated connection loss (`Fault`, tests only).
+    #[cfg(feature = "fault-injection")]
+    Simulated { at_commit: bool },
+    /// The advisory lock is held by another session.
+    Held(String),
+    /// No host name of the URL resolves (or resolving takes too long): retried, as a
+    /// server that is not reachable yet.
+    Unresolved(String),
+    /// Anything else: not retried.
+    State(StateError),
+}
+
+impl From<StateError> for Failure {
+    fn from(e: StateError) -> Self {
+        Failure::State(e)
+    }
+}
+
+/// `map_err` helper: a PostgreSQL error while doing `what`.
+fn pg(what: &'static str) -> impl Fn(::postgres::Error) -> Failure {
+    move |error| Failure::Pg {
+        what,
+        error,
+        at_commit: false,
+    }
+}
+
+impl PgStore {
+    fn require_lease(&self, what: &str) -> Result<(), StateError> {
+        if self.lease.is_none() {
+            return Err(StateError::Inconsistent(format!(
+                "{what} before begin_run took the single-writer lock"
+            )));
+        }
+        Ok(())
+    }
+
+    fn ledger_query(
+        &mut self,
+        sql: &'static str,
+        args: &[u64],
+    ) -> Result<Vec<LedgerRow>, StateError> {
+        let args = args
+            .iter()
+            .map(|&a| sql_i64(a, "sequence number"))
+            .collect::<Result<Vec<i64>, _>>()?;
+        self.run("reading the ledger", |c| {
+            let st = c.prepare(sql).map_err(pg("reading the ledger"))?;
+            let params: Vec<&(dyn ::postgres::types::ToSql + Sync)> = args
+                .iter()
+                .map(|a| a as &(dyn ::postgres::types::ToSql + Sync))
+                .collect();
+            let rows = c
+                .client
+                .query(&st, &params)
+                .map_err(pg("reading the ledger"))?;
+            rows.iter().map(ledger_row).collect()
+        })
+    }
+}
+
+fn ledger_row(r: &Row) -> Result<LedgerRow, Failure> {
+    let get_i64 = |i: usize| r.try_get::<_, i64>(i).map_err(pg("reading the ledger"));
+    let get_str = |i: usize| r.try_get::<_, String>(i).map_err(pg("reading the ledger"));
+    Ok(LedgerRow {
+        seq: sql_u64(get_i64(0)?, "sequence number")?,
+        epoch: sql_u64(get_i64(1)?, "epoch")?,
+        pattern_id: get_str(2)?,
+        action_type: get_str(3)?,
+        customer_name: get_str(4)?,
+        merchant_id: get_str(5)?,
+        y_start_time: get_str(6)?,
+        detection_time: get_str(7)?,
+        file_seq: r
+            .try_get::<_, Option<i64>>(8)
+            .map_err(pg("reading the ledger"))?
+            .map(|f| sql_u64(f, "file_seq"))
+            .transpose()?,
+    })
+}
+
+fn migrate(c: &mut Conn) -> Result<(), Failure> {
+    let what = "applying migrations";
+    c.client
+        .batch_execute(schema::CREATE_SCHEMA_MIGRATIONS)
+        .map_err(pg(what))?;
+    let newest: Option<i64> = c
+        .client
+        .query_one(schema::NEWEST_MIGRATION, &[])
+        .and_then(|r| r.try_get(0))
+        .map_err(pg(what))?;
+    check_schema_version(newest)?;
+    for (version, sql) in MIGRATIONS {
+        let mut tx = c.client.transaction().map_err(pg(what))?;
+        let done = tx
+            .query_opt(schema::MIGRATION_APPLIED, &[version])
+            .map_err(pg(what))?
+            .is_some();
+        if !done {
+            tx.batch_execute(sql).map_err(pg(what))?;
+            tx.execute(schema::PG_RECORD_MIGRATION, &[version])
+                .map_err(pg(what))?;
+            tracing::info!(version, "applied state store migration");
+        }
+        tx.commit().map_err(pg(what))?;
+    }
+    Ok(())
+}
+
+fn check_identity(c: &mut Conn, requested: &RunIdentity) -> Result<(), Failure> {
+    let what = "checking the run identity";
+    let mut tx = c.client.transaction().map_err(pg(what))?;
+    let stored = tx
+        .query(schema::SELECT_IDENTITY, &[])
+        .map_err(pg(what))?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<BTreeMap<String, String>, ::postgres::Error>>()
+        .map_err(pg(what))?;
+    let has_epochs: bool = tx
+        .query_one(schema::ANY_EPOCH, &[])
+        .and_then(|r| r.try_get(0))
+        .map_err(pg(what))?;
+    if record_identity(&stored, requested, has_epochs)? {
+        for (key, value) in requested.meta_entries() {
+            tx.execute(schema::UPSERT_META, &[&key, &value])
+                .map_err(pg(what))?;
+        }
+        tx.execute(schema::CLEAR_FINISHED, &[]).map_err(pg(what))?;
+    }
+    tx.commit().map_err(pg(what))
+}
+
+fn read_recovered(c: &mut Conn) -> Result<Recovered, Failure> {
+    let what = "reading the committed state";
+    let mut tx = c
+        .client
+        .build_transaction()
+        .isolation_level(::postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .map_err(pg(what))?;
+    let epochs = tx
+        .query(schema::EPOCH_DIGESTS, &[])
+        .map_err(pg(what))?
+        .iter()
+        .map(|r| {
+            Ok((
+                sql_u64(r.try_get(0).map_err(pg(what))?, "epoch")?,
+                r.try_get(1).map_err(pg(what))?,
+            ))
+        })
+        .collect::<Result<BTreeMap<u64, Option<String>>, Failure>>()?;
+    let mut emitted = HashSet::new();
+    for r in tx.query(schema::EMITTED, &[]).map_err(pg(what))? {
+        let text = |i: usize| r.try_get::<_, &str>(i).map_err(pg(what));
+        emitted.insert(detection_key(text(0)?, text(1)?, text(2)?)?);
+    }
+    let max_seq: Option<i64> = tx
+        .query_one(schema::MAX_SEQ, &[])
+        .and_then(|r| r.try_get(0))
+        .map_err(pg(what))?;
+    let finished = tx
+        .query_opt(schema::IS_FINISHED, &[])
+        .map_err(pg(what))?
+        .is_some();
+    tx.commit().map_err(pg(what))?;
+    Ok(Recovered {
+        last_epoch: epochs.keys().next_back().copied(),
+        epochs,
+        emitted,
+        next_seq: match max_seq {
+            Some(s) => sql_u64(s, "sequence number")? + 1,
+            None => 0,
+        },
+        finished,
+    })
+}
+
+impl StateStore for PgStore {
+    fn begin_run(&mut self, run: &RunIdentity) -> Result<Recovered, StateError> {
+        if self.lease.is_none() {
+            // The lock comes first, so concurrent starts never race on migrations.
+            let session = self.run("taking the single-writer lock", lease::take)?;
+            self.lease = Some(session);
+        }
+        self.run("applying migrations", migrate)?;
+        self.run("checking the run identity", |c| check_identity(c, run))?;
+        self.run("reading the committed state", read_recovered)
+    }
+
+    fn commit_epoch(&mut self, commit: &EpochCommit) -> Result<(), StateError> {
+        self.commit(commit)
+    }
+
+    fn ledger_range(&mut self, from_seq: u64, to_seq: u64) -> Result<Vec<LedgerRow>, StateError> {
+        self.ledger_query(
+            schema::LEDGER_RANGE,
+            &[from_seq, to_seq.min(i64::MAX as u64)],
+        )
+    }
+
+    fn first_unwritten_seq(&mut self) -> Result<Option<u64>, StateError> {
+        let what = "reading the ledger";
+        let min = self.run(what, |c| {
+            c.client
+                .query_one(schema::FIRST_UNWRITTEN, &[])
+                .and_then(|r| r.try_get::<_, Option<i64>>(0))
+                .map_err(pg(what))
+        })?;
+        min.map(|s| sql_u64(s, "sequence number")).transpose()
+    }
+
+    fn mark_written(
+        &mut self,
+        file_seq: u64,
+        from_seq: u64,
+        to_seq: u64,
+    ) -> Result<(), StateError> {
+        self.require_lease("mark_written")?;
+        let args = [
+            sql_i64(file_seq, "file_seq")?,
+            sql_i64(from_seq, "sequence number")?,
+            sql_i64(to_seq.min(i64::MAX as u64), "sequence number")?,
+        ];
+        let what = "recording written ledger rows";
+        self.run(what, |c| {
+            let st = c.prepare(schema::MARK_WRITTEN).map_err(pg(what))?;
+            c.client
+                .execute(&st, &[&args[0], &args[1], &args[2]])
+                .map_err(pg(what))
+        })?;
+        Ok(())
+    }
+
+    fn mark_finished(&mut self) -> Result<(), StateError> {
+        self.require_lease("mark_finished")?;
+        let what = "recording the end of the stream";
+        self.run(what, |c| {
+            c.client
+                .execute(schema::MARK_FINISHED, &[])
+                .map_err(pg(what))
+        })?;
+        Ok(())
+    }
+
+    fn ledger(&mut self) -> Result<Vec<LedgerRow>, StateError> {
+        self.ledger_query(schema::LEDGER, &[])
+    }
+
+    fn merchant_counts(&mut self) -> Result<Vec<(String, i64)>, StateError> {
+        let what = "reading merchant counts";
+        self.run(what, |c| {
+            c.client
+                .query(schema::MERCHANT_COUNTS, &[])
+                .map_err(pg(what))?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect::<Result<Vec<_>, ::postgres::Error>>()
+                .map_err(pg(what))
+        })
+    }
+
+    fn epoch_rows(&mut self) -> Result<Vec<EpochRow>, StateError> {
+        let what = "reading the progress table";
+        self.run(what, |c| {
+            let rows = c.client.query(schema::EPOCH_ROWS, &[]).map_err(pg(what))?;
+            rows.iter()
+                .map(|r| {
+                    let int = |i: usize| -> Result<i64, Failure> { r.try_get(i).map_err(pg(what)) };
+                    Ok(EpochRow {
+                        epoch: sql_u64(int(0)?, "epoch")?,
+                        chunk_key: r.try_get(1).map_err(pg(what))?,
+                        rows_accepted: sql_u64(int(2)?, "rows_accepted")?,
+                        rows_rejected: sql_u64(int(3)?, "rows_rejected")?,
+                        committed_at: r.try_get(4).map_err(pg(what))?,
+                        chunk_digest: r.try_get(5).map_err(pg(what))?,
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
+/// `redact_url`, plus a `password=` query parameter.
+pub(super) fn redact(url: &str) -> String {
+    let url = redact_url(url);
+    match url.split_once('?') {
+        None => url,
+        Some((base, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => kv.to_string(),
+                })
+                .collect();
+            format!("{base}?{}", params.join("&"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_query_passwords() {
+        assert_eq!(
+            redact("postgres://u:pw@h/db?password=x&sslmode=require"),
+            "postgres://u:***@h/db?password=***&sslmode=require"
+        );
+    }
+}

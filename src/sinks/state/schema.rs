@@ -1,0 +1,125 @@
+//! The SQL both state stores run: the migrations from `sql/` and every statement, in one
+//! place. Statements are written once, in PostgreSQL's placeholder convention (`$1`, `$2`,
+//! ...); the SQLite store runs them through [`sqlite`], which rewrites each `$N` to `?N`
+//! (the same parameter numbering). Where the dialects differ (timestamps, casts, batched
+//! inserts through `UNNEST`) the two versions stand side by side, `PG_` and `SQLITE_`.
+//! Statements only PostgreSQL needs (the advisory lock) live with the lease.
+
+use std::borrow::Cow;
+
+/// Versioned migrations, applied in order, each at most once (`schema_migrations`).
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../../sql/001_init.sql")),
+    (2, include_str!("../../../sql/002_chunk_digest.sql")),
+];
+
+/// `sql` with every `$N` placeholder written `?N`, for SQLite. No statement here has a `$`
+/// in a string literal.
+pub fn sqlite(sql: &str) -> Cow<'_, str> {
+    if sql.contains('$') {
+        Cow::Owned(sql.replace('$', "?"))
+    } else {
+        Cow::Borrowed(sql)
+    }
+}
+
+// --- migrations -------------------------------------------------------------------------
+
+pub const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \
+                                            (version BIGINT PRIMARY KEY, applied_at TEXT)";
+pub const NEWEST_MIGRATION: &str = "SELECT max(version) FROM schema_migrations";
+pub const MIGRATION_APPLIED: &str = "SELECT 1 FROM schema_migrations WHERE version = $1";
+/// Records a migration with the time (UTC, milliseconds) it was applied.
+pub const SQLITE_RECORD_MIGRATION: &str = "INSERT INTO schema_migrations (version, applied_at) \
+     VALUES ($1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))";
+pub const PG_RECORD_MIGRATION: &str = "INSERT INTO schema_migrations (version, applied_at) \
+     VALUES ($1, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))";
+
+// --- run identity and the end of the stream ---------------------------------------------
+
+/// The identity's `run_meta` rows (`run`, `run.*`).
+pub const SELECT_IDENTITY: &str =
+    "SELECT key, value FROM run_meta WHERE key = 'run' OR key LIKE 'run.%'";
+pub const ANY_EPOCH: &str = "SELECT EXISTS (SELECT 1 FROM epochs)";
+pub const UPSERT_META: &str = "INSERT INTO run_meta (key, value) VALUES ($1, $2) \
+                               ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+pub const CLEAR_FINISHED: &str = "DELETE FROM run_meta WHERE key = 'finished'";
+pub const MARK_FINISHED: &str = "INSERT INTO run_meta (key, value) VALUES ('finished', '1') \
+                                 ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+pub const IS_FINISHED: &str = "SELECT 1 FROM run_meta WHERE key = 'finished'";
+
+// --- recovery ---------------------------------------------------------------------------
+
+pub const EPOCH_DIGESTS: &str = "SELECT epoch, chunk_digest FROM epochs ORDER BY epoch";
+pub const EMITTED: &str =
+    "SELECT pattern_id, customer_name, merchant_id FROM detections ORDER BY seq";
+pub const MAX_SEQ: &str = "SELECT max(seq) FROM detections";
+pub const MAX_EPOCH: &str = "SELECT max(epoch) FROM epochs";
+
+// --- the epoch commit -------------------------------------------------------------------
+
+/// The progress row, inserted only if no epoch at or above it is committed (0 rows = refused).
+pub const SQLITE_INSERT_EPOCH: &str =
+    "INSERT INTO epochs (epoch, chunk_key, rows_accepted, rows_rejected, committed_at, \
+     chunk_digest) SELECT $1, $2, $3, $4, $5, $6 \
+     WHERE NOT EXISTS (SELECT 1 FROM epochs WHERE epoch >= $1)";
+pub const PG_INSERT_EPOCH: &str =
+    "INSERT INTO epochs (epoch, chunk_key, rows_accepted, rows_rejected, committed_at, \
+     chunk_digest) SELECT $1::int8, $2::text, $3::int8, $4::int8, $5::text, $6::text \
+     WHERE NOT EXISTS (SELECT 1 FROM epochs WHERE epoch >= $1::int8)";
+/// Adds counter deltas: SQLite one merchant per execution, PostgreSQL all in one (arrays).
+pub const SQLITE_UPSERT_COUNT: &str =
+    "INSERT INTO merchant_transaction_counts (merchant_id, total_transactions) \
+     VALUES ($1, $2) ON CONFLICT (merchant_id) DO UPDATE SET total_transactions = \
+     merchant_transaction_counts.total_transactions + excluded.total_transactions";
+pub const PG_UPSERT_COUNTS: &str =
+    "INSERT INTO merchant_transaction_counts (merchant_id, total_transactions) \
+     SELECT * FROM UNNEST($1::text[], $2::int8[]) \
+     ON CONFLICT (merchant_id) DO UPDATE SET total_transactions = \
+     merchant_transaction_counts.total_transactions + excluded.total_transactions";
+/// Inserts ledger rows: SQLite one per execution, PostgreSQL all in one (arrays).
+pub const SQLITE_INSERT_DETECTION: &str =
+    "INSERT INTO detections (seq, epoch, pattern_id, action_type, customer_name, merchant_id, \
+     y_start_time, detection_time, file_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+pub const PG_INSERT_DETECTIONS: &str =
+    "INSERT INTO detections (seq, epoch, pattern_id, action_type, customer_name, merchant_id, \
+     y_start_time, detection_time, file_seq) \
+     SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::text[], $5::text[], \
+     $6::text[], $7::text[], $8::text[], $9::int8[])";
+
+// --- the ledger and inspection ----------------------------------------------------------
+
+/// Ledger rows with `seq` in `[$1, $2)`; [`super::LedgerRow`]'s fields in order.
+pub const LEDGER_RANGE: &str = "SELECT seq, epoch, pattern_id, action_type, customer_name, \
+     merchant_id, y_start_time, detection_time, file_seq FROM detections \
+     WHERE seq >= $1 AND seq < $2 ORDER BY seq";
+/// The whole ledger; [`super::LedgerRow`]'s fields in order.
+pub const LEDGER: &str = "SELECT seq, epoch, pattern_id, action_type, customer_name, \
+     merchant_id, y_start_time, detection_time, file_seq FROM detections ORDER BY seq";
+pub const FIRST_UNWRITTEN: &str = "SELECT min(seq) FROM detections WHERE file_seq IS NULL";
+pub const MARK_WRITTEN: &str = "UPDATE detections SET file_seq = $1 WHERE seq >= $2 AND seq < $3";
+pub const MERCHANT_COUNTS: &str = "SELECT merchant_id, total_transactions \
+     FROM merchant_transaction_counts ORDER BY merchant_id";
+/// The progress table; [`super::EpochRow`]'s fields in order.
+pub const EPOCH_ROWS: &str = "SELECT epoch, chunk_key, rows_accepted, rows_rejected, \
+     committed_at, chunk_digest FROM epochs ORDER BY epoch";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrites_placeholders_for_sqlite() {
+        assert_eq!(
+            sqlite(MARK_WRITTEN),
+            "UPDATE detections SET file_seq = ?1 WHERE seq >= ?2 AND seq < ?3"
+        );
+        assert!(matches!(sqlite(MAX_SEQ), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn migrations_are_numbered_in_order() {
+        let versions: Vec<i64> = MIGRATIONS.iter().map(|(v, _)| *v).collect();
+        assert_eq!(versions, (1..=MIGRATIONS.len() as i64).collect::<Vec<_>>());
+    }
+}
