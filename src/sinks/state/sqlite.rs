@@ -20,10 +20,11 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+use super::identity::{record_identity, RunIdentity};
 use super::schema::{self, sqlite as sql, MIGRATIONS};
-use super::{
-    check_schema_version, detection_key, merged_deltas, record_identity, EpochCommit, EpochRow,
-    LedgerRow, Recovered, RunIdentity, StateStore,
+use super::store::{
+    check_schema_version, detection_key, merged_deltas, EpochCommit, EpochRow, LedgerRow,
+    Recovered, StateStore,
 };
 use crate::error::StateError;
 

@@ -5,18 +5,18 @@
 use ::postgres::{Statement, Transaction};
 
 use super::connection::{is_connection_loss, Retry};
-use super::schema;
-use super::{pg, Conn, Failure, PgStore};
+use super::store::{pg, Conn, Failure, PgStore};
 use crate::error::StateError;
-use crate::sinks::state::{merged_deltas, sql_i64, EpochCommit};
+use crate::sinks::state::schema;
+use crate::sinks::state::store::{merged_deltas, sql_i64, EpochCommit};
 
 /// Whether an epoch's progress row is in the store.
 const SQL_EPOCH_PRESENT: &str = "SELECT EXISTS (SELECT 1 FROM epochs WHERE epoch = $1)";
 
-/// The failure to simulate in one attempt: a [`super::Fault`] with the cargo feature
+/// The failure to simulate in one attempt: a [`super::store::Fault`] with the cargo feature
 /// `fault-injection`, nothing otherwise.
 #[cfg(feature = "fault-injection")]
-type Injected = Option<super::Fault>;
+type Injected = Option<super::store::Fault>;
 #[cfg(not(feature = "fault-injection"))]
 type Injected = NoFault;
 

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use ::postgres::Config;
 
 use super::lease::relock;
+use super::store::{pg, redact, Conn, Failure, PgOptions, PgStore, Session};
 use super::tls::{split_libpq_options, tls_connector};
-use super::{pg, redact, Conn, Failure, PgOptions, PgStore, Session};
 use crate::error::StateError;
 
 /// Connect timeout per attempt unless the URL sets `connect_timeout`.

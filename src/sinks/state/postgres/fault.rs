@@ -1,25 +1,11 @@
-//! Simulated connection losses for tests of the recovery paths. Compiled only with the cargo
-//! feature `fault-injection` (tests/state_store.rs enables it through a dev-dependency on
-//! this package); release builds do not contain it.
+//! Simulated connection losses for tests of the recovery paths: injecting a [`Fault`] (the
+//! type is in `store.rs`, next to the `PgStore` field holding it) and acting on it around
+//! COMMIT. Compiled only with the cargo feature `fault-injection` (tests/state_store.rs
+//! enables it through a dev-dependency on this package); release builds do not contain it.
 
 use ::postgres::{Client, Transaction};
 
-use super::{Failure, PgStore};
-
-/// A simulated connection loss for tests of the recovery paths: the store's own backend is
-/// terminated (`pg_terminate_backend(pg_backend_pid())`) at the given point of the next
-/// `commit_epoch`, a real loss the retry logic has to see through.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fault {
-    /// Inside the transaction, before COMMIT: the server rolls it back.
-    LoseConnectionBeforeCommit,
-    /// Right after COMMIT succeeded, reported as a loss during COMMIT: outcome unknown
-    /// (it committed).
-    LoseConnectionAfterCommit,
-    /// Instead of sending COMMIT, reported as a loss during COMMIT: outcome unknown (it
-    /// rolled back).
-    LoseConnectionDuringCommit,
-}
+use super::store::{Failure, Fault, PgStore};
 
 /// Terminates the session's own backend: a real connection loss.
 const KILL_OWN_BACKEND: &str = "SELECT pg_terminate_backend(pg_backend_pid())";

@@ -4,7 +4,7 @@
 
 use ::postgres::Row;
 
-use super::{pg, Conn, Failure, Session};
+use super::store::{pg, Conn, Failure, Session};
 
 /// The advisory lock key of the single-writer lease ("txflow" in ASCII).
 pub const LOCK_KEY: i64 = 0x7478_666c_6f77;

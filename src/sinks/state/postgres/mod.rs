@@ -2,12 +2,13 @@
 //!
 //! | file | what it holds |
 //! | --- | --- |
-//! | `mod.rs` | [`PgStore`], [`PgOptions`], the `StateStore` impl: migrations, run identity, recovery, ledger |
+//! | `mod.rs` | the `StateStore` impl of [`PgStore`]: migrations, run identity, recovery, ledger; the re-exports |
+//! | `store.rs` | [`PgStore`], [`PgOptions`], a connection and its session, why an attempt failed, `Fault` (tests) |
 //! | `connection.rs` | connecting, reconnecting with backoff within a bound ([`PgOptions`]), host-name resolution |
 //! | `tls.rs` | libpq's `sslmode`/`sslrootcert` URL options, the rustls connector |
 //! | `lease.rs` | the single-writer lease: advisory lock [`LOCK_KEY`], re-locking, its holders |
 //! | `commit.rs` | the epoch transaction and the unknown-COMMIT resolution |
-//! | `fault.rs` | simulated connection losses (`Fault`) for tests: cargo feature `fault-injection` only |
+//! | `fault.rs` | simulated connection losses for tests (`PgStore::inject_fault`): cargo feature `fault-injection` only |
 //!
 //! # Single writer
 //! [`StateStore::begin_run`] takes a session-level advisory lock (`pg_try_advisory_lock`,
@@ -50,122 +51,26 @@ mod connection;
 #[cfg(feature = "fault-injection")]
 mod fault;
 mod lease;
+mod store;
 mod tls;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
-use ::postgres::{Client, Config, Row, Statement};
-use tokio_postgres_rustls::MakeRustlsConnect;
+use ::postgres::Row;
 
+use super::identity::{record_identity, RunIdentity};
 use super::schema::{self, MIGRATIONS};
-use super::{
-    check_schema_version, detection_key, record_identity, redact_url, sql_i64, sql_u64,
-    EpochCommit, EpochRow, LedgerRow, Recovered, RunIdentity, StateStore,
+use super::store::{
+    check_schema_version, detection_key, sql_i64, sql_u64, EpochCommit, EpochRow, LedgerRow,
+    Recovered, StateStore,
 };
 use crate::error::StateError;
-#[cfg(feature = "fault-injection")]
-pub use fault::Fault;
 pub use lease::LOCK_KEY;
-
-/// The PostgreSQL state store ([`PgStore::connect`], or [`super::open`] with a
-/// [`super::StateConfig::Postgres`]).
-pub struct PgStore {
-    /// The live connection; `None` after a loss until the next reconnect.
-    conn: Option<Conn>,
-    config: Config,
-    tls: MakeRustlsConnect,
-    /// The URL for messages and logs (password redacted).
-    url: String,
-    options: PgOptions,
-    /// The session holding the advisory lock: `Some` from `begin_run` on.
-    lease: Option<Session>,
-    /// A one-shot failure to simulate in the next `commit_epoch` (tests).
-    #[cfg(feature = "fault-injection")]
-    fault: Option<Fault>,
-}
-
-/// PostgreSQL connection options beyond the URL.
-#[derive(Clone, Debug)]
-pub struct PgOptions {
-    /// PEM file of CA certificates to trust for TLS (e.g. the RDS bundle); the Mozilla roots otherwise.
-    pub ca_file: Option<std::path::PathBuf>,
-    /// How long to keep retrying a lost connection before giving up.
-    pub reconnect_timeout: std::time::Duration,
-    /// At start: how long to try to reach PostgreSQL (a refused connection or an unresolvable
-    /// host) before failing with one line. Later reconnects use `reconnect_timeout`.
-    pub connect_timeout: std::time::Duration,
-}
-
-impl Default for PgOptions {
-    fn default() -> Self {
-        PgOptions {
-            ca_file: None,
-            reconnect_timeout: std::time::Duration::from_secs(60),
-            connect_timeout: std::time::Duration::from_secs(10),
-        }
-    }
-}
-
-/// One PostgreSQL backend session.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Session {
-    pid: i32,
-    /// `pg_stat_activity.backend_start`: with the pid, identifies the session (pids recycle).
-    started: String,
-}
-
-struct Conn {
-    client: Client,
-    session: Session,
-    /// Prepared statements of this connection, by SQL text.
-    statements: HashMap<&'static str, Statement>,
-}
-
-impl Conn {
-    fn prepare(&mut self, sql: &'static str) -> Result<Statement, ::postgres::Error> {
-        if let Some(st) = self.statements.get(sql) {
-            return Ok(st.clone());
-        }
-        let st = self.client.prepare(sql)?;
-        self.statements.insert(sql, st.clone());
-        Ok(st)
-    }
-}
-
-/// Why one attempt failed.
-enum Failure {
-    /// A PostgreSQL error while doing `what`; `at_commit` = it was the answer to COMMIT.
-    Pg {
-        what: &'static str,
-        error: ::postgres::Error,
-        at_commit: bool,
-    },
-    /// A simulated connection loss (`Fault`, tests only).
-    #[cfg(feature = "fault-injection")]
-    Simulated { at_commit: bool },
-    /// The advisory lock is held by another session.
-    Held(String),
-    /// No host name of the URL resolves (or resolving takes too long): retried, as a
-    /// server that is not reachable yet.
-    Unresolved(String),
-    /// Anything else: not retried.
-    State(StateError),
-}
-
-impl From<StateError> for Failure {
-    fn from(e: StateError) -> Self {
-        Failure::State(e)
-    }
-}
-
-/// `map_err` helper: a PostgreSQL error while doing `what`.
-fn pg(what: &'static str) -> impl Fn(::postgres::Error) -> Failure {
-    move |error| Failure::Pg {
-        what,
-        error,
-        at_commit: false,
-    }
-}
+pub(super) use store::redact;
+#[cfg(feature = "fault-injection")]
+pub use store::Fault;
+use store::{pg, Conn, Failure};
+pub use store::{PgOptions, PgStore};
 
 impl PgStore {
     fn require_lease(&self, what: &str) -> Result<(), StateError> {
@@ -421,36 +326,5 @@ impl StateStore for PgStore {
                 })
                 .collect()
         })
-    }
-}
-
-/// `redact_url`, plus a `password=` query parameter.
-pub(super) fn redact(url: &str) -> String {
-    let url = redact_url(url);
-    match url.split_once('?') {
-        None => url,
-        Some((base, query)) => {
-            let params: Vec<String> = query
-                .split('&')
-                .map(|kv| match kv.split_once('=') {
-                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                    _ => kv.to_string(),
-                })
-                .collect();
-            format!("{base}?{}", params.join("&"))
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redacts_query_passwords() {
-        assert_eq!(
-            redact("postgres://u:pw@h/db?password=x&sslmode=require"),
-            "postgres://u:***@h/db?password=***&sslmode=require"
-        );
     }
 }

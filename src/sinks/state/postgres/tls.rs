@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::redact;
+use super::store::redact;
 use crate::error::StateError;
 
 /// Takes libpq's TLS options that tokio-postgres rejects out of a URL: `sslrootcert=PATH`

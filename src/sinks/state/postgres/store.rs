@@ -1,0 +1,159 @@
+//! The PostgreSQL store's types, shared by the files that implement it: [`PgStore`] and its
+//! [`PgOptions`], one connection (`Conn`) and its backend `Session`, why one attempt failed
+//! (`Failure`), the URL as messages show it (`redact`) and, with the cargo feature
+//! `fault-injection`, the simulated failure a test can inject (`Fault`).
+
+use std::collections::HashMap;
+
+use ::postgres::{Client, Config, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::error::StateError;
+use crate::sinks::state::store::redact_url;
+
+/// The PostgreSQL state store ([`PgStore::connect`], or [`crate::sinks::state::open`] with a
+/// [`crate::sinks::state::StateConfig::Postgres`]).
+pub struct PgStore {
+    /// The live connection; `None` after a loss until the next reconnect.
+    pub(super) conn: Option<Conn>,
+    pub(super) config: Config,
+    pub(super) tls: MakeRustlsConnect,
+    /// The URL for messages and logs (password redacted).
+    pub(super) url: String,
+    pub(super) options: PgOptions,
+    /// The session holding the advisory lock: `Some` from `begin_run` on.
+    pub(super) lease: Option<Session>,
+    /// A one-shot failure to simulate in the next `commit_epoch` (tests).
+    #[cfg(feature = "fault-injection")]
+    pub(super) fault: Option<Fault>,
+}
+
+/// PostgreSQL connection options beyond the URL.
+#[derive(Clone, Debug)]
+pub struct PgOptions {
+    /// PEM file of CA certificates to trust for TLS (e.g. the RDS bundle); the Mozilla roots otherwise.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// How long to keep retrying a lost connection before giving up.
+    pub reconnect_timeout: std::time::Duration,
+    /// At start: how long to try to reach PostgreSQL (a refused connection or an unresolvable
+    /// host) before failing with one line. Later reconnects use `reconnect_timeout`.
+    pub connect_timeout: std::time::Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            ca_file: None,
+            reconnect_timeout: std::time::Duration::from_secs(60),
+            connect_timeout: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
+/// One PostgreSQL backend session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Session {
+    pub(super) pid: i32,
+    /// `pg_stat_activity.backend_start`: with the pid, identifies the session (pids recycle).
+    pub(super) started: String,
+}
+
+pub(super) struct Conn {
+    pub(super) client: Client,
+    pub(super) session: Session,
+    /// Prepared statements of this connection, by SQL text.
+    pub(super) statements: HashMap<&'static str, Statement>,
+}
+
+impl Conn {
+    pub(super) fn prepare(&mut self, sql: &'static str) -> Result<Statement, ::postgres::Error> {
+        if let Some(st) = self.statements.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = self.client.prepare(sql)?;
+        self.statements.insert(sql, st.clone());
+        Ok(st)
+    }
+}
+
+/// Why one attempt failed.
+pub(super) enum Failure {
+    /// A PostgreSQL error while doing `what`; `at_commit` = it was the answer to COMMIT.
+    Pg {
+        what: &'static str,
+        error: ::postgres::Error,
+        at_commit: bool,
+    },
+    /// A simulated connection loss (`Fault`, tests only).
+    #[cfg(feature = "fault-injection")]
+    Simulated { at_commit: bool },
+    /// The advisory lock is held by another session.
+    Held(String),
+    /// No host name of the URL resolves (or resolving takes too long): retried, as a
+    /// server that is not reachable yet.
+    Unresolved(String),
+    /// Anything else: not retried.
+    State(StateError),
+}
+
+impl From<StateError> for Failure {
+    fn from(e: StateError) -> Self {
+        Failure::State(e)
+    }
+}
+
+/// `map_err` helper: a PostgreSQL error while doing `what`.
+pub(super) fn pg(what: &'static str) -> impl Fn(::postgres::Error) -> Failure {
+    move |error| Failure::Pg {
+        what,
+        error,
+        at_commit: false,
+    }
+}
+
+/// `redact_url`, plus a `password=` query parameter.
+pub(in crate::sinks::state) fn redact(url: &str) -> String {
+    let url = redact_url(url);
+    match url.split_once('?') {
+        None => url,
+        Some((base, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => kv.to_string(),
+                })
+                .collect();
+            format!("{base}?{}", params.join("&"))
+        }
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+/// A simulated connection loss for tests of the recovery paths: the store's own backend is
+/// terminated (`pg_terminate_backend(pg_backend_pid())`) at the given point of the next
+/// `commit_epoch`, a real loss the retry logic has to see through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Inside the transaction, before COMMIT: the server rolls it back.
+    LoseConnectionBeforeCommit,
+    /// Right after COMMIT succeeded, reported as a loss during COMMIT: outcome unknown
+    /// (it committed).
+    LoseConnectionAfterCommit,
+    /// Instead of sending COMMIT, reported as a loss during COMMIT: outcome unknown (it
+    /// rolled back).
+    LoseConnectionDuringCommit,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_query_passwords() {
+        assert_eq!(
+            redact("postgres://u:pw@h/db?password=x&sslmode=require"),
+            "postgres://u:***@h/db?password=***&sslmode=require"
+        );
+    }
+}

@@ -1,0 +1,210 @@
+//! The seam between the runner and its state store: the [`StateStore`] trait, the rows it
+//! stores and reads back, and the small helpers both stores share (`BIGINT` conversions,
+//! merged counter deltas, detection keys from ledger rows, the schema-version check, URL
+//! redaction).
+
+use std::collections::{BTreeMap, HashSet};
+
+use super::identity::RunIdentity;
+use super::schema::MIGRATIONS;
+use crate::error::StateError;
+use crate::model::{DetectionKey, Pattern};
+
+/// One row of the detection ledger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerRow {
+    pub seq: u64,
+    pub epoch: u64,
+    pub pattern_id: String,
+    pub action_type: String,
+    pub customer_name: String,
+    pub merchant_id: String,
+    pub y_start_time: String,
+    pub detection_time: String,
+    /// The output file holding this row; `None` until written.
+    pub file_seq: Option<u64>,
+}
+
+/// One row of the progress table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EpochRow {
+    pub epoch: u64,
+    pub chunk_key: String,
+    pub rows_accepted: u64,
+    pub rows_rejected: u64,
+    pub committed_at: String,
+    /// The digest of the chunk the epoch was computed from (`Chunk::digest`); `None` for
+    /// epochs committed before schema version 2.
+    pub chunk_digest: Option<String>,
+}
+
+/// Everything one epoch commits, in one transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EpochCommit {
+    pub progress: EpochRow,
+    /// `(merchant_id, delta of N(m))`, each merchant at most once.
+    pub counter_deltas: Vec<(String, i64)>,
+    /// New ledger rows, `file_seq` = None, sequence numbers continuing the ledger.
+    pub detections: Vec<LedgerRow>,
+}
+
+/// What a starting run finds in the store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// The last committed epoch, if any.
+    pub last_epoch: Option<u64>,
+    /// Every committed epoch with its chunk's digest (`None` for epochs committed before
+    /// schema version 2), ascending.
+    pub epochs: BTreeMap<u64, Option<String>>,
+    /// The ledger's detections (each row's pattern, merchant and customer).
+    pub emitted: HashSet<DetectionKey>,
+    /// The next sequence number to assign (ledger length).
+    pub next_seq: u64,
+    /// Whether the stream was ended (the last short file written).
+    pub finished: bool,
+}
+
+/// A SQL state store: embedded SQLite or PostgreSQL.
+pub trait StateStore: Send {
+    /// Applies pending migrations, takes the single-writer guard, checks (or records) the run
+    /// identity, and reports what earlier runs committed.
+    fn begin_run(&mut self, run: &RunIdentity) -> Result<Recovered, StateError>;
+
+    /// Commits one epoch atomically.
+    fn commit_epoch(&mut self, commit: &EpochCommit) -> Result<(), StateError>;
+
+    /// Ledger rows with `seq` in `[from_seq, to_seq)`, ascending.
+    fn ledger_range(&mut self, from_seq: u64, to_seq: u64) -> Result<Vec<LedgerRow>, StateError>;
+
+    /// The smallest `seq` whose `file_seq` is NULL, if any.
+    fn first_unwritten_seq(&mut self) -> Result<Option<u64>, StateError>;
+
+    /// Records that rows `[from_seq, to_seq)` are in output file `file_seq`.
+    fn mark_written(&mut self, file_seq: u64, from_seq: u64, to_seq: u64)
+        -> Result<(), StateError>;
+
+    /// Records that the stream ended (every ledger row is in a file).
+    fn mark_finished(&mut self) -> Result<(), StateError>;
+
+    /// The whole ledger, ascending (inspection and tests).
+    fn ledger(&mut self) -> Result<Vec<LedgerRow>, StateError>;
+
+    /// `merchant_transaction_counts`, by merchant (inspection and tests).
+    fn merchant_counts(&mut self) -> Result<Vec<(String, i64)>, StateError>;
+
+    /// The progress table, ascending (inspection and tests).
+    fn epoch_rows(&mut self) -> Result<Vec<EpochRow>, StateError>;
+}
+
+/// A ledger row's detection identity; an unknown pattern id is an inconsistency (a store
+/// written by another program, or a newer version with more patterns).
+pub(super) fn detection_key(
+    pattern_id: &str,
+    customer: &str,
+    merchant: &str,
+) -> Result<DetectionKey, StateError> {
+    let pattern = Pattern::from_id(pattern_id).ok_or_else(|| {
+        StateError::Inconsistent(format!(
+            "the ledger holds a detection with unknown pattern id {pattern_id:?} \
+             (merchant {merchant:?}, customer {customer:?})"
+        ))
+    })?;
+    Ok(DetectionKey {
+        pattern,
+        merchant: merchant.into(),
+        customer: customer.into(),
+    })
+}
+
+/// The URL with any password replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    // scheme://user:password@host/...
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((userinfo, host)) = rest.split_once('@') {
+            if let Some((user, _)) = userinfo.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_string()
+}
+
+/// A `u64` as the `BIGINT` both schemas store.
+pub(super) fn sql_i64(value: u64, what: &str) -> Result<i64, StateError> {
+    i64::try_from(value)
+        .map_err(|_| StateError::Inconsistent(format!("{what} {value} exceeds the BIGINT range")))
+}
+
+/// A stored `BIGINT` back as the `u64` it was written from.
+pub(super) fn sql_u64(value: i64, what: &str) -> Result<u64, StateError> {
+    u64::try_from(value).map_err(|_| {
+        StateError::Inconsistent(format!("negative {what} {value} in the state store"))
+    })
+}
+
+/// An epoch's counter deltas with any repeated merchant summed (the contract says each
+/// merchant appears once; a batched upsert must never see a key twice), by merchant.
+pub(super) fn merged_deltas(deltas: &[(String, i64)]) -> Result<Vec<(&str, i64)>, StateError> {
+    let mut merged = std::collections::BTreeMap::<&str, i64>::new();
+    for (merchant, delta) in deltas {
+        let sum = merged.entry(merchant.as_str()).or_insert(0);
+        *sum = sum.checked_add(*delta).ok_or_else(|| {
+            StateError::Inconsistent(format!("counter delta overflow for merchant {merchant}"))
+        })?;
+    }
+    Ok(merged.into_iter().collect())
+}
+
+/// The highest migration version this build knows.
+fn latest_migration() -> i64 {
+    MIGRATIONS.iter().map(|(v, _)| *v).max().unwrap_or(0)
+}
+
+/// Refuses a store migrated by a newer build (its schema may mean something this one ignores).
+pub(super) fn check_schema_version(newest: Option<i64>) -> Result<(), StateError> {
+    match newest {
+        Some(v) if v > latest_migration() => Err(StateError::Inconsistent(format!(
+            "the state store has schema version {v}, newer than this build's {}; use a newer build",
+            latest_migration()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+
+    #[test]
+    fn detection_keys_need_a_known_pattern() {
+        let key = detection_key("PatId2", "c1", "m1").unwrap();
+        assert_eq!(
+            (key.pattern, key.customer.as_str(), key.merchant.as_str()),
+            (Pattern::Child, "c1", "m1")
+        );
+        assert!(matches!(
+            detection_key("PatId9", "c1", "m1"),
+            Err(StateError::Inconsistent(m)) if m.contains("PatId9")
+        ));
+    }
+
+    #[test]
+    fn merges_repeated_deltas() {
+        let d = vec![
+            ("m2".to_string(), 1),
+            ("m1".to_string(), 2),
+            ("m2".to_string(), 3),
+        ];
+        assert_eq!(merged_deltas(&d).unwrap(), vec![("m1", 2), ("m2", 4)]);
+        assert!(merged_deltas(&[("m".into(), i64::MAX), ("m".into(), 1)]).is_err());
+    }
+}
