@@ -500,3 +500,125 @@ fn report_errors_are_one_line() {
     );
     assert!(!html.exists());
 }
+
+/// The landing edge (highest chunk index present) of a local landing directory.
+fn landing_edge(landing: &Path) -> Option<u64> {
+    fs::read_dir(landing)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_prefix("chunk-")?
+                .strip_suffix(".csv")?
+                .parse()
+                .ok()
+        })
+        .max()
+}
+
+/// Screenshots for the README, of the default-sized demo data (594,643 rows, default
+/// thresholds): `docs/console.png` while a live Y (2 workers) follows X, served by the
+/// test-local server with the lag taken from the landing directory, and `docs/report.png` of
+/// the finished run's report. Run by hand:
+/// `cargo test --test operating_browser -- --ignored screenshots`.
+#[test]
+#[ignore = "writes docs/*.png; run by hand"]
+fn screenshots_for_the_readme() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+    fs::create_dir_all(&docs).unwrap();
+    let data = dir.join("data");
+    run_bin(env!("CARGO_BIN_EXE_txgen"), &["--out", s(&data)]);
+    let (landing, output) = (dir.join("landing"), dir.join("out"));
+    let state_url = format!("sqlite://{}", dir.join("state.db").display());
+    let importance = data.join("CustomerImportance.csv");
+    let mut y = Command::new(env!("CARGO_BIN_EXE_mechanism-y"));
+    y.args([
+        "--landing",
+        s(&landing),
+        "--importance",
+        s(&importance),
+        "--output",
+        s(&output),
+    ])
+    .args(["--state", &state_url, "-w", "2"])
+    .env("RUST_LOG", "warn");
+    let y = ChildGuard::spawn(y);
+    let mut x = Command::new(env!("CARGO_BIN_EXE_mechanism-x"));
+    x.args([
+        "--source",
+        s(&data.join("transactions.csv")),
+        "--landing",
+        s(&landing),
+    ])
+    .args(["--interval-ms", "250"])
+    .env("RUST_LOG", "warn");
+    let x = ChildGuard::spawn(x);
+
+    let (state, out, land) = (state_url.clone(), output.clone(), landing.clone());
+    let server = StatusServer::start(move || {
+        let mut status = status_of(&state, &out);
+        let edge = landing_edge(&land);
+        let last = status["progress"]["last_committed_epoch"].as_u64();
+        if let (Some(edge), false) = (edge, status["state"] == "ended") {
+            status["progress"]["landing_edge"] = edge.into();
+            status["progress"]["lag_chunks"] = (edge + 1 - last.map_or(0, |l| l + 1)).into();
+        }
+        status
+    });
+    // Half-way through the chunks (a store that already committed some).
+    while landing_edge(&landing).unwrap_or(0) < 30
+        || store_figures_if_any(&state_url).is_none_or(|epochs| epochs < 10)
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let console = docs.join("console.png");
+    let shot = format!("--screenshot={}", console.display());
+    chromium(
+        &[
+            &shot,
+            "--window-size=1280,1000",
+            "--virtual-time-budget=3000",
+        ],
+        &server.url(),
+    );
+    let x = x.wait(RUN_TIMEOUT);
+    assert!(x.status.success(), "mechanism-x: {}", x.describe());
+    let y = y.wait(RUN_TIMEOUT);
+    assert!(y.status.success(), "mechanism-y: {}", y.describe());
+
+    let html = dir.join("report.html");
+    run_bin(
+        env!("CARGO_BIN_EXE_txflow-report"),
+        &[
+            "--state",
+            &state_url,
+            "--output",
+            s(&output),
+            "--html",
+            s(&html),
+        ],
+    );
+    let report_png = docs.join("report.png");
+    let shot = format!("--screenshot={}", report_png.display());
+    chromium(
+        &[&shot, "--window-size=1280,1000"],
+        &format!("file://{}", html.display()),
+    );
+    for png in [console, report_png] {
+        let size = fs::metadata(&png).unwrap().len();
+        assert!(size < 300_000, "{}: {size} bytes", png.display());
+        eprintln!("{}: {size} bytes", png.display());
+    }
+}
+
+/// The number of committed epochs, once the store exists and has its tables.
+fn store_figures_if_any(state_url: &str) -> Option<usize> {
+    // Opening creates the file: wait for Y to create it.
+    Path::new(state_url.strip_prefix("sqlite://")?)
+        .is_file()
+        .then_some(())?;
+    let mut store = state::open(&StateConfig::parse(state_url).ok()?).ok()?;
+    store.epoch_rows().ok().map(|rows| rows.len())
+}
