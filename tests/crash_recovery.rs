@@ -1125,6 +1125,10 @@ fn kill9_while_epochs_are_queued_to_the_committer() {
         queued >= 3
     });
     yp.kill9();
+    // Writes the proxy still holds must not reach the server while the store is read: a
+    // killed process sends nothing more. (What it had sent before may still commit.)
+    proxy.cut();
+    std::thread::sleep(Duration::from_millis(500));
     let handed = handed_over(&yp.stderr_text());
     let n = check_prefix(&url, "after kill -9 with a full commit queue");
     assert!(
@@ -1190,9 +1194,10 @@ fn max_queued(text: &str) -> usize {
 }
 
 /// A TCP proxy to the PostgreSQL server of `url` that holds every client write back by
-/// `delay` before passing it on.
+/// `delay` before passing it on; once cut, it drops what it holds and passes nothing more.
 struct DelayProxy {
     url: String,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl DelayProxy {
@@ -1202,14 +1207,17 @@ impl DelayProxy {
         let upstream = format!("127.0.0.1:{port}");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let local = listener.local_addr().unwrap().port();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cutting = cut.clone();
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 let Ok(server) = std::net::TcpStream::connect(&upstream) else {
                     continue;
                 };
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                std::thread::spawn(move || pump(client, server, delay));
-                std::thread::spawn(move || pump(s2, c2, Duration::ZERO));
+                let (up, down) = (cutting.clone(), cutting.clone());
+                std::thread::spawn(move || pump(client, server, delay, &up));
+                std::thread::spawn(move || pump(s2, c2, Duration::ZERO, &down));
             }
         });
         DelayProxy {
@@ -1218,11 +1226,21 @@ impl DelayProxy {
                 &format!("127.0.0.1:{local}"),
                 1,
             ),
+            cut,
         }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
-fn pump(mut from: std::net::TcpStream, mut to: std::net::TcpStream, delay: Duration) {
+fn pump(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    delay: Duration,
+    cut: &std::sync::atomic::AtomicBool,
+) {
     use std::io::{Read, Write};
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -1230,7 +1248,8 @@ fn pump(mut from: std::net::TcpStream, mut to: std::net::TcpStream, delay: Durat
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 std::thread::sleep(delay);
-                if to.write_all(&buf[..n]).is_err() {
+                if cut.load(std::sync::atomic::Ordering::SeqCst) || to.write_all(&buf[..n]).is_err()
+                {
                     break;
                 }
             }
