@@ -129,6 +129,16 @@ enum Phase {
     Live,
 }
 
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Replay => "replay",
+            Phase::Recovery => "recovery",
+            Phase::Live => "live",
+        }
+    }
+}
+
 /// The run's progress; the committer owns it and feeds it every epoch.
 pub struct Progress {
     plan: Plan,
@@ -247,12 +257,9 @@ impl Progress {
                 };
                 let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
                 bar.set_style(bar_style("{prefix} [{bar:30}] {pos}/{len} epochs · {msg}"));
-                bar.set_prefix(if self.phase == Phase::Replay {
-                    "replay"
-                } else {
-                    "recovery"
-                });
+                bar.set_prefix(self.phase.name());
                 bar.set_position(self.done);
+                bar.set_message("starting");
                 bar
             }
             Phase::Live => {
@@ -333,7 +340,7 @@ impl Status {
         let rows_per_second = self.rows_per_second.round() as u64;
         match (self.phase, self.total) {
             (Phase::Live, _) | (_, None) => tracing::info!(
-                phase = %"live",
+                phase = %Phase::Live.name(),
                 epoch = self.epoch,
                 lag_seconds = (self.lag.as_secs_f64() * 10.0).round() / 10.0,
                 rows = self.rows,
@@ -342,11 +349,7 @@ impl Status {
                 "progress"
             ),
             (phase, Some(total)) => tracing::info!(
-                phase = if phase == Phase::Replay {
-                    "replay"
-                } else {
-                    "recovery"
-                },
+                phase = %phase.name(),
                 epochs = self.done,
                 epochs_total = total,
                 rows = self.rows,
