@@ -400,6 +400,60 @@ fn every_option_can_come_from_the_environment() {
     assert_success(&run(command));
 }
 
+/// Each `--option` of a `--help` text (but `--help` and `--version`) and the text of its entry.
+fn options_of(help: &str) -> Vec<(String, String)> {
+    let mut options: Vec<(String, String)> = Vec::new();
+    for line in help.lines() {
+        let trimmed = line.trim_start();
+        let starts =
+            line.starts_with("  ") && (trimmed.starts_with("--") || trimmed.starts_with('-'));
+        let long = trimmed.split([' ', ',']).find(|w| w.starts_with("--"));
+        match long {
+            Some(long) if starts && line.len() - trimmed.len() <= 6 => {
+                options.push((long.trim_start_matches("--").to_string(), String::new()));
+            }
+            _ => {
+                if let Some((_, text)) = options.last_mut() {
+                    text.push_str(line);
+                    text.push('\n');
+                }
+            }
+        }
+    }
+    options.retain(|(name, _)| name != "help" && name != "version");
+    options
+}
+
+#[test]
+fn every_option_of_every_binary_has_its_environment_variable() {
+    let binaries = [
+        Y,
+        env!("CARGO_BIN_EXE_mechanism-x"),
+        env!("CARGO_BIN_EXE_txgen"),
+        env!("CARGO_BIN_EXE_txflow-demo"),
+        env!("CARGO_BIN_EXE_txflow-bench"),
+    ];
+    for binary in binaries {
+        let mut command = Command::new(binary);
+        command.arg("--help");
+        let help = run(command);
+        assert_success(&help);
+        let options = options_of(&help.stdout);
+        assert!(options.len() >= 5, "{binary}: {options:?}");
+        assert!(
+            options.iter().any(|(name, _)| name == "log-format"),
+            "{binary}"
+        );
+        for (name, text) in options {
+            let variable = format!("[env: TXFLOW_{}", name.replace('-', "_").to_uppercase());
+            assert!(
+                text.contains(&variable),
+                "{binary} --{name}: no {variable}]: {text}"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_secret_in_the_environment_is_never_printed() {
     const SECRET: &str = "pw-Sekr1t-42";
