@@ -492,6 +492,11 @@ fn a_secret_in_the_environment_is_never_printed() {
         "{}",
         failed.describe()
     );
+    assert!(
+        failed.stderr.contains("postgres://txflow:***@127.0.0.1"),
+        "the URL is named, redacted: {}",
+        failed.describe()
+    );
     assert!(!failed.stderr.contains(SECRET), "{}", failed.describe());
     assert!(!failed.stdout.contains(SECRET), "{}", failed.describe());
 }
