@@ -258,8 +258,8 @@ impl Progress {
                 let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
                 bar.set_style(bar_style("{prefix} [{bar:30}] {pos}/{len} epochs · {msg}"));
                 bar.set_prefix(self.phase.name());
-                bar.set_position(self.done);
                 bar.set_message("starting");
+                bar.set_position(self.done);
                 bar
             }
             Phase::Live => {

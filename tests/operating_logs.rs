@@ -323,6 +323,16 @@ fn a_replay_on_a_terminal_shows_a_bar_and_colours_unless_no_color() {
         "{shown:?}"
     );
     assert!(!shown.contains("\x1b[32m"), "no colours: {shown:?}");
+    // The bar is cleared before a log line is written: what is left on the line after the
+    // last carriage return is the log line alone.
+    for line in shown.lines().filter(|l| l.contains(" INFO ")) {
+        let last = line.trim_end_matches('\r').rsplit('\r').next().unwrap();
+        let last = last.trim_start_matches("\x1b[2K");
+        assert!(
+            last.starts_with("20") && !last.contains("epochs ·"),
+            "a log line through the bar: {line:?}"
+        );
+    }
 
     // Live mode: a status line.
     let mut args = data.replay_args("tty-live");
