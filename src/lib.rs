@@ -10,6 +10,7 @@
 //! | [`sinks`] | taking results out: state stores (SQLite, PostgreSQL), detection and reject files |
 //! | [`mechanism_x`] | the producer that cuts `transactions.csv` into landing chunks |
 //! | [`mechanism_y`] | the detector, as the story of its runtime: feed → workers → committer |
+//! | [`report`] | the console page and the run report: a run's status JSON rendered as HTML |
 //! | [`runtime`] | the epoch runtime: worker loop, epoch batches, committing thread, cluster |
 //! | [`decimal`] | exact decimals: amounts, weights and fractions as integer millionths |
 //! | [`name`] | `Name`: customer/merchant/category names as compact, word-compared values |
@@ -31,6 +32,7 @@ pub mod model;
 pub mod name;
 pub mod objectstore;
 pub mod progress;
+pub mod report;
 pub mod runtime;
 pub mod sinks;
 pub mod sources;

@@ -442,6 +442,7 @@ fn every_option_of_every_binary_has_its_environment_variable() {
         env!("CARGO_BIN_EXE_txgen"),
         env!("CARGO_BIN_EXE_txflow-demo"),
         env!("CARGO_BIN_EXE_txflow-bench"),
+        env!("CARGO_BIN_EXE_txflow-report"),
     ];
     for binary in binaries {
         let mut command = Command::new(binary);

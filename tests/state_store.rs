@@ -285,6 +285,10 @@ fn scenario(
     s.mark_finished().unwrap();
     s.mark_finished().unwrap();
     drop(s);
+    // Inspection, without the single-writer guard: the run identity and the end of the stream.
+    let meta = open().run_meta().unwrap();
+    assert_eq!(meta.get("run.mode").map(String::as_str), Some("live"));
+    assert_eq!(meta.get("finished").map(String::as_str), Some("1"));
 
     let mut all = commits.clone();
     all.push(last);

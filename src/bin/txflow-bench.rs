@@ -5,6 +5,11 @@
 //!
 //! Each backtest runs in a child process (this binary, `child` subcommand) so that its peak
 //! RSS can be read from `wait4`.
+//!
+//! The floor: the same chunks fetched from the landing directory (through the object store)
+//! and framed, parsed and validated by the same number of threads, each taking its share as a
+//! worker does — no dataflow, no commits. `total / floor` is the figure to steer by: what the
+//! incremental computation and the commits cost beyond reading the input.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -121,8 +126,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
         !cfg!(debug_assertions)
     );
     println!();
-    println!("| data set | rows | workers | wall (median of {}) | rows/s | epoch p50 | epoch p99 | first-10 median | last-10 median | last/first | peak RSS |", args.runs);
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| data set | rows | workers | wall (median of {}) | floor | total / floor | rows/s | epoch p50 | epoch p99 | first-10 median | last-10 median | last/first | peak RSS |", args.runs);
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for set in &args.sets {
         let rows = rows_of(set)?;
         let (landing, importance) = prepare(&args.dir, set)?;
@@ -138,13 +143,15 @@ fn run(args: &Args) -> anyhow::Result<()> {
             }
             runs.sort_by(|a, b| a.wall_s.total_cmp(&b.wall_s));
             let m = &runs[runs.len() / 2];
+            let floor = floor(&landing, workers, args.runs)?;
             let mut sorted = m.epoch_ms.clone();
             sorted.sort_by(f64::total_cmp);
             let first = median(&m.epoch_ms[..10.min(m.epoch_ms.len())]);
             let last = median(&m.epoch_ms[m.epoch_ms.len().saturating_sub(10)..]);
             println!(
-                "| {set} | {rows} | {workers} | {:.3} s | {:.0} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} | {:.0} MiB |",
+                "| {set} | {rows} | {workers} | {:.3} s | {floor:.3} s | {:.2} | {:.0} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} | {:.0} MiB |",
                 m.wall_s,
+                m.wall_s / floor,
                 rows as f64 / m.wall_s,
                 quantile(&sorted, 0.50),
                 quantile(&sorted, 0.99),
@@ -159,6 +166,39 @@ fn run(args: &Args) -> anyhow::Result<()> {
         live(args)?;
     }
     Ok(())
+}
+
+/// The parsing floor of a set at `workers` threads, median of `runs`, in seconds: every chunk
+/// fetched through the object store in order, each thread parsing its share of it.
+fn floor(landing: &Path, workers: usize, runs: usize) -> anyhow::Result<f64> {
+    let store = txflow::objectstore::open(path_str(landing)?, &Default::default())?;
+    let chunks = txflow::sources::landing::list_chunks(store.as_ref())?;
+    let mut walls = Vec::new();
+    for _ in 0..runs.max(1) {
+        let started = std::time::Instant::now();
+        let mut records = 0u64;
+        for (k, _) in &chunks {
+            let key = txflow::sources::landing::chunk_key(*k);
+            let body = store.get(&key)?.context("chunk vanished")?.body;
+            records += std::thread::scope(|s| {
+                let shares: Vec<_> = (0..workers)
+                    .map(|i| {
+                        let (key, body) = (&key, &body);
+                        s.spawn(move || {
+                            txflow::sources::parse::parse_chunk(key, body, workers, i).records
+                        })
+                    })
+                    .collect();
+                shares
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or(0))
+                    .sum::<u64>()
+            });
+        }
+        walls.push(started.elapsed().as_secs_f64());
+        anyhow::ensure!(records > 0, "the floor pass parsed no record");
+    }
+    Ok(median(&walls))
 }
 
 fn spawn_child(

@@ -47,6 +47,8 @@ pub const CLEAR_FINISHED: &str = "DELETE FROM run_meta WHERE key = 'finished'";
 pub const MARK_FINISHED: &str = "INSERT INTO run_meta (key, value) VALUES ('finished', '1') \
                                  ON CONFLICT (key) DO UPDATE SET value = excluded.value";
 pub const IS_FINISHED: &str = "SELECT 1 FROM run_meta WHERE key = 'finished'";
+/// Every `run_meta` entry (inspection).
+pub const ALL_META: &str = "SELECT key, value FROM run_meta ORDER BY key";
 
 // --- recovery ---------------------------------------------------------------------------
 

@@ -443,6 +443,15 @@ impl StateStore for SqliteStore {
             .map_err(&err)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(&err)
     }
+
+    fn run_meta(&mut self) -> Result<BTreeMap<String, String>, StateError> {
+        let err = sqlite_err(&self.path);
+        let mut st = self.conn.prepare_cached(schema::ALL_META).map_err(&err)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(&err)?;
+        rows.collect::<Result<BTreeMap<_, _>, _>>().map_err(&err)
+    }
 }
 
 #[cfg(test)]

@@ -94,6 +94,10 @@ pub trait StateStore: Send {
 
     /// The progress table, ascending (inspection and tests).
     fn epoch_rows(&mut self) -> Result<Vec<EpochRow>, StateError>;
+
+    /// Every `run_meta` entry, by key (inspection: the run identity's `run.*` components, and
+    /// `finished` once the stream ended).
+    fn run_meta(&mut self) -> Result<BTreeMap<String, String>, StateError>;
 }
 
 /// A ledger row's detection identity; an unknown pattern id is an inconsistency (a store

@@ -327,4 +327,17 @@ impl StateStore for PgStore {
                 .collect()
         })
     }
+
+    fn run_meta(&mut self) -> Result<BTreeMap<String, String>, StateError> {
+        let what = "reading run_meta";
+        self.run(what, |c| {
+            c.client
+                .query(schema::ALL_META, &[])
+                .map_err(pg(what))?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect::<Result<BTreeMap<String, String>, ::postgres::Error>>()
+                .map_err(pg(what))
+        })
+    }
 }

@@ -1,0 +1,116 @@
+//! `txflow-report`: a run report from a state store (finished or still running, embedded or
+//! PostgreSQL): a self-contained HTML page with the console's figures and charts for the whole
+//! run, and optionally the same status as JSON for scripts. See `txflow::report`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::Parser;
+use txflow::cli::{self, LogArgs, S3Args};
+use txflow::objectstore::{self, Location};
+use txflow::report;
+use txflow::sinks::state::{self, redact_url, PgOptions, StateConfig};
+
+/// Writes a run report (HTML, and JSON with --json) from a state store.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// State store: sqlite://PATH (embedded) or a postgres:// URL.
+    #[arg(long, env = "TXFLOW_STATE", hide_env_values = true)]
+    state: String,
+    /// The run's output location (a directory or s3://bucket/prefix): rejected rows are
+    /// counted by reason from its rejects/ files.
+    #[arg(long, env = "TXFLOW_OUTPUT")]
+    output: Option<String>,
+    /// Where to write the HTML report.
+    #[arg(long, env = "TXFLOW_HTML")]
+    html: PathBuf,
+    /// Where to write the status as JSON (the shape of the console's /api/status).
+    #[arg(long, env = "TXFLOW_JSON")]
+    json: Option<PathBuf>,
+    /// PEM file of CA certificates for PostgreSQL TLS (e.g. the RDS bundle).
+    #[arg(long, env = "TXFLOW_PG_CA_FILE")]
+    pg_ca_file: Option<PathBuf>,
+    /// Give up when PostgreSQL stays unreachable this long (seconds).
+    #[arg(long, default_value_t = 60, env = "TXFLOW_PG_RECONNECT_TIMEOUT")]
+    pg_reconnect_timeout: u64,
+    /// Give up when PostgreSQL cannot be reached within this many seconds.
+    #[arg(long, default_value_t = 10, env = "TXFLOW_PG_CONNECT_TIMEOUT")]
+    pg_connect_timeout: u64,
+    #[command(flatten)]
+    s3: S3Args,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+fn main() -> ExitCode {
+    let args = match cli::parse_args::<Args>() {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    cli::init_logging_at(&args.log, "warn");
+    cli::exit_with(run(args))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let config = StateConfig::parse(&args.state)
+        .with_context(|| format!("opening the state store {}", redact_url(&args.state)))?
+        .with_pg_options(PgOptions {
+            ca_file: args.pg_ca_file,
+            reconnect_timeout: Duration::from_secs(args.pg_reconnect_timeout),
+            connect_timeout: Duration::from_secs(args.pg_connect_timeout),
+        });
+    if let StateConfig::Embedded { path } = &config {
+        // Opening would create an empty database.
+        if !path.is_file() {
+            bail!("opening the state store {config}: no such file");
+        }
+    }
+    let mut store =
+        state::open(&config).with_context(|| format!("opening the state store {config}"))?;
+    let output = match &args.output {
+        Some(location) => Some(open_output(location, &args.s3)?),
+        None => None,
+    };
+    let mut status = report::status_from_store(store.as_mut(), output.as_deref())
+        .with_context(|| format!("reading the state store {config}"))?;
+    status["run"]["state"] = config.describe().into();
+    write(&args.html, report::render_report(&status).as_bytes())?;
+    if let Some(json) = &args.json {
+        let mut text = serde_json::to_string_pretty(&status)?;
+        text.push('\n');
+        write(json, text.as_bytes())?;
+    }
+    println!(
+        "txflow-report: {} epochs, {} detections, stream {}: {}",
+        status["progress"]["epochs_committed"],
+        status["detections"]["total"],
+        if status["state"] == "ended" {
+            "ended"
+        } else {
+            "not ended"
+        },
+        args.html.display()
+    );
+    Ok(())
+}
+
+/// The output store; a local directory must exist (a report never creates one).
+fn open_output(
+    location: &str,
+    s3: &S3Args,
+) -> anyhow::Result<std::sync::Arc<dyn objectstore::ObjectStore>> {
+    let context = || format!("opening the output location {location}");
+    if let Location::Local(dir) = Location::parse(location).with_context(context)? {
+        if !dir.is_dir() {
+            bail!("opening the output location {location}: no such directory");
+        }
+    }
+    objectstore::open(location, &s3.options()).with_context(context)
+}
+
+fn write(path: &Path, body: &[u8]) -> anyhow::Result<()> {
+    std::fs::write(path, body).with_context(|| format!("writing {}", path.display()))
+}

@@ -1,0 +1,22 @@
+//! The console page and the run report (issue 12): one self-contained HTML page that renders
+//! a run's status JSON — progress and lag, throughput and epoch latency, detections per
+//! pattern per epoch, the latest detections, rejected rows by reason.
+//!
+//! The page runs in two modes: served at `/` of the console it fetches `/api/status` every
+//! second; a report embeds the status (built from a state store by [`status_from_store`])
+//! and renders it once, with no request at all.
+//!
+//! | file | what it holds |
+//! | --- | --- |
+//! | `mod.rs` | this table, the re-exports |
+//! | `console.html` | the page: inline CSS, JS and SVG charts; names are inserted as text only |
+//! | `page.rs` | [`console_page`], [`render_report`] (the status embedded, escaped for a `<script>`) |
+//! | `status.rs` | [`status_from_store`]: the status JSON from the `epochs`, `detections` and `run_meta` tables and the rejects objects |
+
+mod page;
+mod status;
+
+pub use page::{console_page, render_report, script_safe_json};
+pub use status::{
+    parse_rfc3339_ms, reason_kind, status_from_store, HISTORY_EPOCHS, LATEST_DETECTIONS,
+};

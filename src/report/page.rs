@@ -1,0 +1,79 @@
+//! The console page (`console.html`, embedded) and the run report: the same page with the
+//! status JSON embedded in it.
+
+use serde_json::Value;
+
+/// The page, as served at `/` of the console: it fetches `/api/status` every second.
+const PAGE: &str = include_str!("console.html");
+
+/// The empty status element of [`PAGE`]; a report fills it.
+const STATUS_ELEMENT: &str = r#"<script type="application/json" id="status"></script>"#;
+
+/// The console page: one self-contained HTML document (inline CSS, JS and SVG; it loads
+/// nothing but `/api/status`).
+pub fn console_page() -> &'static str {
+    PAGE
+}
+
+/// `status` as JSON text that can stand inside a `<script>` element: `<`, `>` and `&` (which
+/// JSON only has inside strings) written as `\u003c`, `\u003e`, `\u0026`, so no name in the
+/// data can close the element or open a comment.
+pub fn script_safe_json(status: &Value) -> String {
+    let mut out = String::new();
+    for c in status.to_string().chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The run report: the console page with `status` embedded, rendered once when opened
+/// (no request is made).
+pub fn render_report(status: &Value) -> String {
+    let filled = format!(
+        r#"<script type="application/json" id="status">{}</script>"#,
+        script_safe_json(status)
+    );
+    PAGE.replacen(STATUS_ELEMENT, &filled, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_page_is_self_contained() {
+        let page = console_page();
+        assert_eq!(page.matches(STATUS_ELEMENT).count(), 1);
+        for external in ["src=", "href=", "@import", "url(", "http://", "https://"] {
+            let hits: Vec<&str> = page
+                .match_indices(external)
+                .map(|(i, _)| &page[i..(i + 40).min(page.len())])
+                .filter(|hit| !hit.starts_with("http://www.w3.org/2000/svg"))
+                .collect();
+            assert!(hits.is_empty(), "{external}: {hits:?}");
+        }
+        assert!(!page.contains(".innerHTML") && !page.contains("insertAdjacentHTML"));
+    }
+
+    #[test]
+    fn embedded_names_cannot_break_out() {
+        let evil = "</script><script>alert(1)</script><!-- & \u{2028}";
+        let status = json!({"latest_detections": [{"customer_name": evil}]});
+        let page = render_report(&status);
+        let start = page.find(r#"id="status">"#).unwrap() + r#"id="status">"#.len();
+        let end = start + page[start..].find("</script>").unwrap();
+        let embedded = &page[start..end];
+        assert!(!embedded.contains('<') && !embedded.contains('>') && !embedded.contains('&'));
+        let back: Value = serde_json::from_str(embedded).unwrap();
+        assert_eq!(back, status);
+        assert_eq!(page.len(), PAGE.len() + embedded.len());
+    }
+}

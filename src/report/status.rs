@@ -1,0 +1,330 @@
+//! The status JSON of a run, built from its state store (the `epochs` and `detections` tables
+//! and `run_meta`) and, when given, its output store (the `rejects/<chunk>.csv` objects).
+//!
+//! It has the shape of the console's `/api/status`; what a store does not record is `null`:
+//! the run's output location, workers, processes, process and start time; recovered epochs,
+//! the landing edge and, unless the stream ended, the lag; compute and commit times per epoch,
+//! and the visible→committed latency. Throughput is derived from the epochs' `committed_at`
+//! in live mode only (in a replay `committed_at` is the chunk's landing time, not Y's).
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Map, Value};
+
+use crate::error::{Context, Result};
+use crate::model::Pattern;
+use crate::objectstore::ObjectStore;
+use crate::sinks::rejects::rejects_key;
+use crate::sinks::state::{EpochRow, LedgerRow, StateStore};
+
+/// At most this many detections in `latest_detections`, newest first.
+pub const LATEST_DETECTIONS: usize = 50;
+/// At most this many epochs in `history`, the last ones.
+pub const HISTORY_EPOCHS: usize = 1000;
+
+/// The status JSON of the run recorded in `store` (finished or still running), with rejects
+/// by reason read from `output` when given (otherwise `rejects.by_reason` is `null` and the
+/// total comes from the progress table). `run.state` (the store's location) is left `null`:
+/// the caller knows it.
+pub fn status_from_store(
+    store: &mut dyn StateStore,
+    output: Option<&dyn ObjectStore>,
+) -> Result<Value> {
+    let meta = store.run_meta().context("reading the run identity")?;
+    let epochs = store.epoch_rows().context("reading the progress table")?;
+    let ledger = store.ledger().context("reading the detection ledger")?;
+    let ended = meta.contains_key("finished");
+    let rejects = match output {
+        Some(output) => rejects_by_reason(output, &epochs)?,
+        None => json!({
+            "total": epochs.iter().map(|e| e.rows_rejected).sum::<u64>(),
+            "by_reason": null,
+        }),
+    };
+    let live = meta.get("run.mode").is_some_and(|m| m == "live");
+    Ok(json!({
+        "run": run_identity(&meta, output),
+        "state": if ended { "ended" } else { "running" },
+        "progress": progress(&epochs, ended),
+        "throughput": if live { throughput(&epochs) } else { json!({"rows_per_second": null, "epochs_per_second": null}) },
+        "detections": {
+            "total": ledger.len(),
+            "by_pattern": by_pattern(ledger.iter()),
+        },
+        "latest_detections": latest(&ledger),
+        "rejects": rejects,
+        "history": history(&epochs, &ledger),
+    }))
+}
+
+/// `run`: the identity recorded in `run_meta`; what it does not hold is `null`.
+fn run_identity(meta: &BTreeMap<String, String>, output: Option<&dyn ObjectStore>) -> Value {
+    let text = |key: &str| meta.get(key).map_or(Value::Null, |v| json!(v));
+    let bound = |key: &str| meta.get(key).and_then(|v| v.parse::<u64>().ok());
+    let range = match (bound("run.from"), bound("run.to")) {
+        (Some(from), Some(to)) => json!([from, to]),
+        _ => Value::Null,
+    };
+    json!({
+        "mode": text("run.mode"),
+        "landing": text("run.landing"),
+        "output": output.map(|o| o.describe()),
+        "state": null,
+        "range": range,
+        "thresholds": meta.get("run.thresholds").map_or(Value::Null, |t| thresholds(t)),
+        "workers": null,
+        "processes": null,
+        "process": null,
+        "started_at": null,
+    })
+}
+
+/// The thresholds as recorded (`Thresholds::describe`, e.g. `PatId1 N>50000 n>=p0.9
+/// W<=p0.1; PatId2 n>=80 avg<23; PatId3 F>100`) as an object of the `Thresholds` field
+/// names; a text this version cannot read is kept as `{"text": …}`.
+fn thresholds(text: &str) -> Value {
+    const CLAUSES: [(&str, &[(&str, &str)]); 3] = [
+        (
+            "PatId1",
+            &[
+                ("N>", "upgrade_min_merchant_txns"),
+                ("n>=p", "upgrade_count_percentile"),
+                ("W<=p", "upgrade_weight_percentile"),
+            ],
+        ),
+        (
+            "PatId2",
+            &[("n>=", "child_min_txns"), ("avg<", "child_max_avg_amount")],
+        ),
+        ("PatId3", &[("F>", "dei_min_female_customers")]),
+    ];
+    let mut out = Map::new();
+    for clause in text.split(';') {
+        let mut words = clause.split_whitespace();
+        let Some((_, fields)) = words.next().and_then(|p| CLAUSES.iter().find(|c| c.0 == p)) else {
+            continue;
+        };
+        for (word, (prefix, name)) in words.zip(fields.iter()) {
+            let value = word.strip_prefix(prefix).and_then(|v| {
+                v.parse::<u64>()
+                    .map(Value::from)
+                    .or_else(|_| v.parse::<f64>().map(Value::from))
+                    .ok()
+            });
+            if let Some(value) = value {
+                out.insert(name.to_string(), value);
+            }
+        }
+    }
+    if out.len() == 6 {
+        Value::Object(out)
+    } else {
+        json!({ "text": text })
+    }
+}
+
+/// `progress`: counts from the progress table; the lag is 0 once the stream ended (every
+/// chunk committed) and unknown otherwise (the store does not know the landing edge).
+fn progress(epochs: &[EpochRow], ended: bool) -> Value {
+    json!({
+        "epochs_committed": epochs.len(),
+        "epochs_recovered": null,
+        "last_committed_epoch": epochs.last().map(|e| e.epoch),
+        "landing_edge": if ended { epochs.last().map(|e| e.epoch) } else { None },
+        "lag_chunks": if ended { Some(0) } else { None },
+        "lag_seconds": if ended { Some(0.0) } else { None },
+        "rows_accepted": epochs.iter().map(|e| e.rows_accepted).sum::<u64>(),
+        "rows_rejected": epochs.iter().map(|e| e.rows_rejected).sum::<u64>(),
+    })
+}
+
+/// Milliseconds since the Unix epoch of an RFC 3339 timestamp with an offset, as the store
+/// records them (`2026-11-25T21:10:03.123+05:30`); `None` for any other text.
+pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
+    let num = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, m, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let rest = text.get(19..)?;
+    let (fraction, offset) = match rest.strip_prefix('.') {
+        Some(r) => r.split_at(r.find(|c: char| !c.is_ascii_digit())?),
+        None => ("", rest),
+    };
+    let millis = format!("{fraction:0<3}").get(..3)?.parse::<i64>().ok()?;
+    let offset_min = match offset {
+        "Z" => 0,
+        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) => {
+            let sign = if o.starts_with('-') { -1 } else { 1 };
+            sign * (o.get(1..3)?.parse::<i64>().ok()? * 60 + o.get(4..6)?.parse::<i64>().ok()?)
+        }
+        _ => return None,
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + h) * 60 + m - offset_min) * 60_000 + s * 1000 + millis)
+}
+
+/// `throughput` over the committed epochs (live mode): rows and epochs after the first
+/// commit, divided by the time from the first commit to the last.
+fn throughput(epochs: &[EpochRow]) -> Value {
+    let (first, last) = match (epochs.first(), epochs.last()) {
+        (Some(f), Some(l)) => (f, l),
+        _ => return json!({"rows_per_second": null, "epochs_per_second": null}),
+    };
+    let span_ms = parse_rfc3339_ms(&last.committed_at)
+        .zip(parse_rfc3339_ms(&first.committed_at))
+        .map(|(l, f)| l - f)
+        .filter(|ms| *ms > 0);
+    let Some(span_ms) = span_ms else {
+        return json!({"rows_per_second": null, "epochs_per_second": null});
+    };
+    let seconds = span_ms as f64 / 1000.0;
+    let rows: u64 = epochs[1..]
+        .iter()
+        .map(|e| e.rows_accepted + e.rows_rejected)
+        .sum();
+    json!({
+        "rows_per_second": rows as f64 / seconds,
+        "epochs_per_second": (epochs.len() - 1) as f64 / seconds,
+    })
+}
+
+/// Detections per pattern id, every pattern present (0 when none).
+fn by_pattern<'a>(rows: impl Iterator<Item = &'a LedgerRow>) -> Map<String, Value> {
+    let mut counts: BTreeMap<String, u64> = Pattern::ALL
+        .iter()
+        .map(|p| (p.id().to_string(), 0))
+        .collect();
+    for row in rows {
+        *counts.entry(row.pattern_id.clone()).or_insert(0) += 1;
+    }
+    counts.into_iter().map(|(k, v)| (k, json!(v))).collect()
+}
+
+/// The last [`LATEST_DETECTIONS`] ledger rows, newest first.
+fn latest(ledger: &[LedgerRow]) -> Value {
+    ledger
+        .iter()
+        .rev()
+        .take(LATEST_DETECTIONS)
+        .map(|r| {
+            json!({
+                "seq": r.seq,
+                "epoch": r.epoch,
+                "pattern_id": r.pattern_id,
+                "action_type": r.action_type,
+                "customer_name": r.customer_name,
+                "merchant_id": r.merchant_id,
+                "detection_time": r.detection_time,
+            })
+        })
+        .collect()
+}
+
+/// `history`: the last [`HISTORY_EPOCHS`] epochs, oldest first, with their detections per
+/// pattern; times the store does not record are `null`.
+fn history(epochs: &[EpochRow], ledger: &[LedgerRow]) -> Value {
+    let mut per_epoch: BTreeMap<u64, Vec<&LedgerRow>> = BTreeMap::new();
+    for row in ledger {
+        per_epoch.entry(row.epoch).or_default().push(row);
+    }
+    let skip = epochs.len().saturating_sub(HISTORY_EPOCHS);
+    epochs[skip..]
+        .iter()
+        .map(|e| {
+            let rows = per_epoch.get(&e.epoch).map_or(&[][..], Vec::as_slice);
+            json!({
+                "epoch": e.epoch,
+                "chunk": e.chunk_key,
+                "committed_at": e.committed_at,
+                "rows": e.rows_accepted,
+                "rejected": e.rows_rejected,
+                "compute_ms": null,
+                "commit_ms": null,
+                "visible_to_commit_ms": null,
+                "detections": by_pattern(rows.iter().copied()),
+            })
+        })
+        .collect()
+}
+
+/// The kind of a reject reason: the text before its first `'` or `:`, trimmed
+/// (`invalid amount '-3.00': a sign is not allowed` → `invalid amount`).
+pub fn reason_kind(reason: &str) -> &str {
+    reason.split(['\'', ':']).next().unwrap_or(reason).trim()
+}
+
+/// `rejects` from the committed epochs' reject files (`rejects/<chunk>`; an epoch without
+/// rejects has none), grouped by [`reason_kind`].
+fn rejects_by_reason(output: &dyn ObjectStore, epochs: &[EpochRow]) -> Result<Value> {
+    let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
+    let mut total = 0u64;
+    for epoch in epochs.iter().filter(|e| e.rows_rejected > 0) {
+        let key = rejects_key(&epoch.chunk_key);
+        let object = output
+            .get(&key)
+            .with_context(|| format!("reading {key} from {}", output.describe()))?;
+        let Some(object) = object else {
+            tracing::warn!(file = %key, "rejects file missing: its rows are not counted by reason");
+            continue;
+        };
+        let mut reader = csv::Reader::from_reader(&object.body[..]);
+        for record in reader.records() {
+            let record = record.map_err(|e| {
+                crate::error::Error::input(format!("{key} in {}: {e}", output.describe()))
+            })?;
+            let kind = reason_kind(record.get(2).unwrap_or(""));
+            *by_reason.entry(kind.to_string()).or_insert(0) += 1;
+            total += 1;
+        }
+    }
+    Ok(json!({ "total": total, "by_reason": by_reason }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_kinds() {
+        assert_eq!(
+            reason_kind("invalid amount '-3.00': a sign is not allowed"),
+            "invalid amount"
+        );
+        assert_eq!(
+            reason_kind("wrong number of fields: 3, expected 10"),
+            "wrong number of fields"
+        );
+        assert_eq!(reason_kind("  plain  "), "plain");
+    }
+
+    #[test]
+    fn parses_store_timestamps() {
+        let ms = 1_795_000_000_123;
+        assert_eq!(parse_rfc3339_ms(&crate::time::format_ist(ms)), Some(ms));
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:01Z"), Some(1000));
+        assert_eq!(parse_rfc3339_ms("1970-01-01T05:30:00.5+05:30"), Some(500));
+        assert_eq!(parse_rfc3339_ms("yesterday"), None);
+    }
+
+    #[test]
+    fn reads_recorded_thresholds() {
+        let t = crate::model::Thresholds::default();
+        let v = thresholds(&t.describe());
+        assert_eq!(v["upgrade_min_merchant_txns"], json!(50000));
+        assert_eq!(v["upgrade_count_percentile"], json!(0.9));
+        assert_eq!(v["upgrade_weight_percentile"], json!(0.1));
+        assert_eq!(v["child_min_txns"], json!(80));
+        assert_eq!(v["child_max_avg_amount"], json!(23));
+        assert_eq!(v["dei_min_female_customers"], json!(100));
+        assert_eq!(
+            thresholds("something else"),
+            json!({"text": "something else"})
+        );
+    }
+}
