@@ -1,27 +1,156 @@
 //! Command-line pieces shared by the binaries: logging, S3 and threshold options, and the
 //! "one-line reason on stderr, non-zero exit" convention.
+//!
+//! Every option of every binary can also be given by an environment variable, `TXFLOW_` and
+//! the option's name in upper snake case (`--state` → `TXFLOW_STATE`); the command line wins.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::Args;
+use clap::builder::BoolishValueParser;
+use clap::{Args, ValueEnum};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
 
 use crate::model::{Fraction, Thresholds};
 use crate::objectstore::S3Options;
+use crate::progress::{self, Display};
 
-/// Logs go to stderr; `RUST_LOG` overrides the default level (`info`).
-pub fn init_logging() {
-    init_logging_at("info")
+/// Logging and progress options, the same in every binary.
+#[derive(Args, Clone, Debug)]
+pub struct LogArgs {
+    /// Warnings and errors only (whatever RUST_LOG says), and no progress.
+    #[arg(long, env = "TXFLOW_QUIET", value_parser = BoolishValueParser::new())]
+    pub quiet: bool,
+    /// Log format on stderr: text, or json (one object per line, for log shippers).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "TXFLOW_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// When stderr is not a terminal (or with --log-format json): the least time between two
+    /// progress log lines, in milliseconds.
+    #[arg(long, default_value_t = progress::DEFAULT_INTERVAL.as_millis() as u64,
+          env = "TXFLOW_PROGRESS_INTERVAL_MS", env = "TXFLOW_PROGRESS_INTERVAL_MS")]
+    pub progress_interval_ms: u64,
 }
 
-/// As [`init_logging`] with another default level.
-pub fn init_logging_at(default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
+impl Default for LogArgs {
+    fn default() -> LogArgs {
+        LogArgs {
+            quiet: false,
+            log_format: LogFormat::Text,
+            progress_interval_ms: progress::DEFAULT_INTERVAL.as_millis() as u64,
+        }
+    }
+}
+
+/// The format of log lines.
+#[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `TIME LEVEL message field=value ...`, coloured on a terminal only.
+    #[default]
+    Text,
+    /// One JSON object per line: timestamp, level, fields (with the message), target.
+    Json,
+}
+
+/// Dependencies whose internals (e.g. the AWS SDK's credential-provider dump, logged at WARN
+/// with a debug struct) stay out of the log unless RUST_LOG names them or asks for debug.
+const INTERNALS: [&str; 10] = [
+    "aws_config",
+    "aws_credential_types",
+    "aws_runtime",
+    "aws_sdk",
+    "aws_sigv4",
+    "aws_smithy",
+    "aws_types",
+    "h2",
+    "hyper",
+    "rustls",
+];
+
+/// Logs go to stderr: txflow's at `info`, dependencies' at `warn`; `RUST_LOG` overrides.
+pub fn init_logging(log: &LogArgs) {
+    init_logging_at(log, "info")
+}
+
+/// As [`init_logging`] with another default level for txflow's own logs. Also decides how
+/// progress is shown ([`progress::configure`]).
+pub fn init_logging_at(log: &LogArgs, txflow_level: &str) {
+    let terminal = std::io::stderr().is_terminal();
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref(), txflow_level);
+    let quiet = log.quiet.then_some(LevelFilter::WARN);
+    let text = (log.log_format == LogFormat::Text).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(|| progress::Stderr)
+            .with_target(false)
+            .with_ansi(terminal && !no_color())
+    });
+    let json = (log.log_format == LogFormat::Json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(|| progress::Stderr)
+    });
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(quiet)
+        .with(text)
+        .with(json)
         .try_init();
+    progress::configure(if log.quiet {
+        Display::Off
+    } else if terminal && log.log_format == LogFormat::Text {
+        Display::Terminal
+    } else {
+        Display::Log {
+            interval: Duration::from_millis(log.progress_interval_ms),
+        }
+    });
+}
+
+/// `NO_COLOR` set to anything but the empty string (no-color.org).
+fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+}
+
+/// `RUST_LOG` when it is set and valid, else txflow at `txflow_level` and the rest at `warn`;
+/// either way with the [`INTERNALS`] off that it does not name.
+fn log_filter(rust_log: Option<&str>, txflow_level: &str) -> EnvFilter {
+    let directives = match rust_log.filter(|text| EnvFilter::try_new(text).is_ok()) {
+        Some(text) => text.to_string(),
+        None => format!("warn,txflow={txflow_level}"),
+    };
+    let mut all: Vec<String> = vec![directives.clone()];
+    all.extend(internals_off(&directives));
+    EnvFilter::new(all.join(","))
+}
+
+/// `T=off` for each of the [`INTERNALS`] that no directive names, unless the directives'
+/// default level is `debug` or `trace`.
+fn internals_off(directives: &str) -> Vec<String> {
+    let parts: Vec<&str> = directives
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    if parts
+        .iter()
+        .any(|d| d.eq_ignore_ascii_case("debug") || d.eq_ignore_ascii_case("trace"))
+    {
+        return Vec::new();
+    }
+    let named = |internal: &str| {
+        parts.iter().any(|d| {
+            let target = d.split(['=', '[']).next().unwrap_or("");
+            !target.is_empty() && (target.starts_with(internal) || internal.starts_with(target))
+        })
+    };
+    INTERNALS
+        .iter()
+        .filter(|internal| !named(internal))
+        .map(|internal| format!("{internal}=off"))
+        .collect()
 }
 
 /// Parses the command line; a usage error is one `error:` line on stderr instead of clap's
@@ -94,10 +223,15 @@ fn one_line(error: &anyhow::Error) -> String {
 pub struct S3Args {
     /// S3-compatible endpoint (MinIO, Ceph, ...); switches to path-style addressing.
     /// Defaults to AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL when set.
-    #[arg(long, value_name = "URL")]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "TXFLOW_S3_ENDPOINT",
+        hide_env_values = true
+    )]
     pub s3_endpoint: Option<String>,
     /// AWS region (default: from the AWS configuration chain, else us-east-1).
-    #[arg(long, value_name = "REGION")]
+    #[arg(long, value_name = "REGION", env = "TXFLOW_S3_REGION")]
     pub s3_region: Option<String>,
 }
 
@@ -114,22 +248,26 @@ impl S3Args {
 #[derive(Args, Clone, Debug)]
 pub struct ThresholdArgs {
     /// PatId1: merchants with more than this many transactions qualify.
-    #[arg(long, default_value_t = 50_000)]
+    #[arg(
+        long,
+        default_value_t = 50_000,
+        env = "TXFLOW_UPGRADE_MIN_MERCHANT_TXNS"
+    )]
     pub upgrade_min_merchant_txns: u64,
     /// PatId1: count percentile a customer must reach.
-    #[arg(long, default_value = "0.90", value_parser = parse_fraction)]
+    #[arg(long, default_value = "0.90", value_parser = parse_fraction, env = "TXFLOW_UPGRADE_COUNT_PERCENTILE")]
     pub upgrade_count_percentile: Fraction,
     /// PatId1: weight percentile a customer must stay at or under.
-    #[arg(long, default_value = "0.10", value_parser = parse_fraction)]
+    #[arg(long, default_value = "0.10", value_parser = parse_fraction, env = "TXFLOW_UPGRADE_WEIGHT_PERCENTILE")]
     pub upgrade_weight_percentile: Fraction,
     /// PatId2: minimum transactions of a customer at a merchant.
-    #[arg(long, default_value_t = 80)]
+    #[arg(long, default_value_t = 80, env = "TXFLOW_CHILD_MIN_TXNS")]
     pub child_min_txns: u64,
     /// PatId2: the average amount must be strictly below this.
-    #[arg(long, default_value = "23", value_parser = parse_amount)]
+    #[arg(long, default_value = "23", value_parser = parse_amount, env = "TXFLOW_CHILD_MAX_AVG_AMOUNT")]
     pub child_max_avg_amount: i64,
     /// PatId3: distinct female customers must be strictly more than this.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, env = "TXFLOW_DEI_MIN_FEMALE_CUSTOMERS")]
     pub dei_min_female_customers: u64,
 }
 
@@ -159,6 +297,48 @@ fn parse_amount(text: &str) -> Result<i64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn internals_are_off_unless_named_or_debug() {
+        let off = internals_off("info");
+        assert_eq!(off.len(), INTERNALS.len());
+        assert!(off.contains(&"aws_config=off".to_string()), "{off:?}");
+        let off = internals_off("info,aws_smithy_runtime=debug,hyper=warn");
+        assert!(!off
+            .iter()
+            .any(|d| d.starts_with("aws_smithy") || d.starts_with("hyper")));
+        assert!(off.contains(&"aws_config=off".to_string()), "{off:?}");
+        assert!(internals_off("debug").is_empty());
+        assert!(internals_off("warn,TRACE").is_empty());
+        let filter = log_filter(Some("info,txflow=debug"), "info").to_string();
+        assert!(filter.contains("txflow=debug"), "{filter}");
+        assert!(filter.contains("aws_config=off"), "{filter}");
+        // An invalid RUST_LOG gives the default: txflow at its level, the rest at warn.
+        let filter = log_filter(Some("=="), "info").to_string();
+        assert!(
+            filter.contains("txflow=info") && filter.contains("warn"),
+            "{filter}"
+        );
+    }
+
+    #[test]
+    fn log_args_default_as_the_command_line_does() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            log: LogArgs,
+        }
+        let parsed = <Cli as clap::Parser>::try_parse_from(["x"]).unwrap().log;
+        let default = LogArgs::default();
+        assert_eq!(parsed.quiet, default.quiet);
+        assert_eq!(parsed.log_format, default.log_format);
+        assert_eq!(parsed.progress_interval_ms, default.progress_interval_ms);
+        let parsed =
+            <Cli as clap::Parser>::try_parse_from(["x", "--quiet", "--log-format", "json"]);
+        let parsed = parsed.unwrap().log;
+        assert!(parsed.quiet);
+        assert_eq!(parsed.log_format, LogFormat::Json);
+    }
 
     #[test]
     fn one_line_skips_repeated_causes() {

@@ -16,7 +16,8 @@
 //! | [`name`] | `Name`: customer/merchant/category names as compact, word-compared values |
 //! | [`error`] | the library's error: typed errors with a domain and a retry hint |
 //! | [`time`] | IST (UTC+05:30) timestamps |
-//! | [`cli`] | command-line options shared by the binaries |
+//! | [`cli`] | command-line options shared by the binaries, logging |
+//! | [`progress`] | progress on stderr: a bar or status line on a terminal, log lines otherwise |
 //!
 //! The BankSim-shaped synthetic data generator is not part of the library: it is the
 //! workspace crate `txgen` (`tools/txgen/`), and the `txgen` binary is a thin CLI over it.
@@ -30,6 +31,7 @@ pub mod mechanism_y;
 pub mod model;
 pub mod name;
 pub mod objectstore;
+pub mod progress;
 pub mod report;
 pub mod runtime;
 pub mod sinks;

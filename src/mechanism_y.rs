@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use crate::dataflow::aggregates::WeightTable;
 use crate::error::{ClusterError, Error, Result};
+use crate::progress::{Plan, Progress};
 use crate::runtime::cluster;
 use crate::runtime::committer::Committer;
 use crate::runtime::config::timely_config;
@@ -103,7 +104,8 @@ fn run_workers(
         .unwrap_or_default();
     let (committer, queue) = match writer {
         Some(writer) => {
-            let (committer, queue) = Committer::start(writer, control.clone())?;
+            let progress = Progress::start(Plan::of(&inputs.plan, &recovered));
+            let (committer, queue) = Committer::start(writer, control.clone(), progress)?;
             (Some(committer), Some(queue))
         }
         None => (None, None),

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use txflow::cli::{self, S3Args};
+use txflow::cli::{self, LogArgs, S3Args};
 use txflow::mechanism_x::{self, XOptions};
 
 /// Publishes transactions.csv as chunk objects, one every interval.
@@ -13,30 +13,32 @@ use txflow::mechanism_x::{self, XOptions};
 #[command(version)]
 struct Args {
     /// The transactions CSV to publish.
-    #[arg(long)]
+    #[arg(long, env = "TXFLOW_SOURCE")]
     source: PathBuf,
     /// Landing location: a directory or s3://bucket/prefix.
-    #[arg(long)]
+    #[arg(long, env = "TXFLOW_LANDING")]
     landing: String,
     /// Records per chunk.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, env = "TXFLOW_CHUNK_ROWS")]
     chunk_rows: usize,
     /// Milliseconds between chunks; 0 = as fast as possible.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, env = "TXFLOW_INTERVAL_MS")]
     interval_ms: u64,
     /// Stop after this many chunks without writing _COMPLETE (for demos and tests).
-    #[arg(long)]
+    #[arg(long, env = "TXFLOW_MAX_CHUNKS")]
     max_chunks: Option<u64>,
     #[command(flatten)]
     s3: S3Args,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 fn main() -> ExitCode {
-    cli::init_logging();
     let args = match cli::parse_args::<Args>() {
         Ok(a) => a,
         Err(code) => return code,
     };
+    cli::init_logging(&args.log);
     cli::exit_with(run(args))
 }
 

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use clap::builder::BoolishValueParser;
 use clap::Parser;
-use txflow::cli::{self, S3Args, ThresholdArgs};
+use txflow::cli::{self, LogArgs, S3Args, ThresholdArgs};
 use txflow::error::{ClusterError, Error};
 use txflow::mechanism_y::{self, ReplayRange, TimelyOptions, YOptions};
 use txflow::runtime::cluster;
@@ -21,86 +22,103 @@ use txflow::sinks::state::{redact_url, PgOptions, StateConfig};
 #[command(version, disable_help_flag = true)]
 struct Args {
     /// Landing location: a directory or s3://bucket/prefix.
-    #[arg(long)]
+    #[arg(long, env = "TXFLOW_LANDING")]
     landing: String,
     /// CustomerImportance.csv: a path or s3://bucket/key.
-    #[arg(long)]
+    #[arg(long, env = "TXFLOW_IMPORTANCE")]
     importance: String,
     /// Output location for detection and reject files: a directory or s3://bucket/prefix.
-    #[arg(long)]
+    #[arg(long, env = "TXFLOW_OUTPUT")]
     output: String,
     /// State store: sqlite://PATH (embedded) or a postgres:// URL.
-    #[arg(long)]
+    #[arg(long, env = "TXFLOW_STATE", hide_env_values = true)]
     state: String,
     /// Backtest the chunks present in [--from, --to] at full speed, with times taken from the
     /// landing store (reproducible output), then end the stream.
-    #[arg(long)]
+    #[arg(long, env = "TXFLOW_REPLAY", value_parser = BoolishValueParser::new())]
     replay: bool,
     /// First chunk of the replay range.
-    #[arg(long, requires = "replay")]
+    #[arg(long, requires = "replay", env = "TXFLOW_FROM")]
     from: Option<u64>,
     /// Last chunk of the replay range.
-    #[arg(long, requires = "replay")]
+    #[arg(long, requires = "replay", env = "TXFLOW_TO")]
     to: Option<u64>,
     /// Live mode: never end the stream (_COMPLETE is still checked, but does not end it); keep
     /// following the landing store until stopped.
-    #[arg(long, conflicts_with = "replay")]
+    #[arg(long, conflicts_with = "replay", env = "TXFLOW_FOLLOW", value_parser = BoolishValueParser::new())]
     follow: bool,
     /// Worker threads per process.
-    #[arg(short = 'w', long = "workers", default_value_t = 1)]
+    #[arg(
+        short = 'w',
+        long = "workers",
+        default_value_t = 1,
+        env = "TXFLOW_WORKERS"
+    )]
     workers: usize,
     /// Number of processes in the cluster.
-    #[arg(short = 'n', long = "processes", default_value_t = 1)]
+    #[arg(
+        short = 'n',
+        long = "processes",
+        default_value_t = 1,
+        env = "TXFLOW_PROCESSES"
+    )]
     processes: usize,
     /// This process's index in the cluster.
-    #[arg(short = 'p', long = "process", default_value_t = 0)]
+    #[arg(
+        short = 'p',
+        long = "process",
+        default_value_t = 0,
+        env = "TXFLOW_PROCESS"
+    )]
     process: usize,
     /// Hostfile: one host:port per process (default localhost:2101+i).
-    #[arg(short = 'h', long = "hostfile")]
+    #[arg(short = 'h', long = "hostfile", env = "TXFLOW_HOSTFILE")]
     hostfile: Option<PathBuf>,
     /// Cluster mode: give up (exit 1) when not every process has connected within this many
     /// seconds.
-    #[arg(long, default_value_t = mechanism_y::DEFAULT_CONNECT_TIMEOUT.as_secs())]
+    #[arg(long, default_value_t = mechanism_y::DEFAULT_CONNECT_TIMEOUT.as_secs(), env = "TXFLOW_CONNECT_TIMEOUT")]
     connect_timeout: u64,
     /// Live mode: polling interval while waiting for the next chunk, in milliseconds
     /// (default 10 for a local landing directory, 200 for S3).
-    #[arg(long)]
+    #[arg(long, env = "TXFLOW_POLL_MS")]
     poll_ms: Option<u64>,
     /// While waiting for a chunk that must exist (a later chunk or _COMPLETE says so), or for
     /// a landing directory that does not exist yet, warn every this many seconds.
-    #[arg(long, default_value_t = mechanism_y::DEFAULT_GAP_WARN.as_secs())]
+    #[arg(long, default_value_t = mechanism_y::DEFAULT_GAP_WARN.as_secs(), env = "TXFLOW_GAP_WARN_SECS")]
     gap_warn_secs: u64,
     /// Local landing: a chunk whose last byte is not a line terminator is still being written
     /// in place; take it once its size has not changed for this many milliseconds.
-    #[arg(long, default_value_t = mechanism_y::DEFAULT_SETTLE.as_millis() as u64)]
+    #[arg(long, default_value_t = mechanism_y::DEFAULT_SETTLE.as_millis() as u64, env = "TXFLOW_SETTLE_MS")]
     settle_ms: u64,
     /// PEM file of CA certificates for PostgreSQL TLS (e.g. the RDS bundle).
-    #[arg(long)]
+    #[arg(long, env = "TXFLOW_PG_CA_FILE")]
     pg_ca_file: Option<PathBuf>,
     /// Give up when PostgreSQL stays unreachable this long (seconds).
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, env = "TXFLOW_PG_RECONNECT_TIMEOUT")]
     pg_reconnect_timeout: u64,
     /// At start, give up when PostgreSQL cannot be reached (refused, unresolvable) within this
     /// many seconds.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, env = "TXFLOW_PG_CONNECT_TIMEOUT")]
     pg_connect_timeout: u64,
     #[command(flatten)]
     s3: S3Args,
     #[command(flatten)]
     thresholds: ThresholdArgs,
+    #[command(flatten)]
+    log: LogArgs,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
 }
 
 fn main() -> ExitCode {
-    cli::init_logging();
     // A cluster's lost connection becomes the run's one-line error, not panic messages.
     std::panic::set_hook(cluster::quiet_panic_hook(std::panic::take_hook()));
     let args = match cli::parse_args::<Args>() {
         Ok(a) => a,
         Err(code) => return code,
     };
+    cli::init_logging(&args.log);
     cli::exit_with(run(args))
 }
 

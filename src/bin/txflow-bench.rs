@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use txflow::cli;
+use txflow::cli::{self, LogArgs};
 use txflow::mechanism_x::{self, XOptions};
 use txflow::mechanism_y::{self, ReplayRange, TimelyOptions, YOptions};
 use txflow::sinks::state::StateConfig;
@@ -29,20 +29,32 @@ struct Args {
     #[command(subcommand)]
     command: Option<Cmd>,
     /// Where data sets and scratch runs live.
-    #[arg(long, default_value = "target/bench")]
+    #[arg(long, default_value = "target/bench", env = "TXFLOW_DIR")]
     dir: PathBuf,
     /// Data sets to backtest: `default` (594,643 rows) and/or `x10` (5,946,430 rows).
-    #[arg(long, value_delimiter = ',', default_value = "default,x10")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "default,x10",
+        env = "TXFLOW_SETS"
+    )]
     sets: Vec<String>,
     /// Worker counts to compare.
-    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,2",
+        env = "TXFLOW_WORKERS"
+    )]
     workers: Vec<usize>,
     /// Runs per configuration; the median is reported.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, env = "TXFLOW_RUNS")]
     runs: usize,
     /// Chunks to publish at one per second for the live-latency measurement (0 = skip).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, env = "TXFLOW_LIVE_CHUNKS")]
     live_chunks: u64,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -67,7 +79,7 @@ fn main() -> ExitCode {
     {
         return cli::exit_with(child(landing, importance, scratch, *workers));
     }
-    cli::init_logging_at("warn");
+    cli::init_logging_at(&args.log, "warn");
     cli::exit_with(run(&args))
 }
 

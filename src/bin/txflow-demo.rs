@@ -10,8 +10,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::builder::BoolishValueParser;
 use clap::Parser;
-use txflow::cli;
+use txflow::cli::{self, LogArgs};
 use txflow::mechanism_x::{self, XOptions};
 use txflow::mechanism_y::{self, RunSummary, TimelyOptions, YOptions};
 use txflow::sinks::state::StateConfig;
@@ -22,34 +23,41 @@ use txgen::GenOptions;
 #[command(version)]
 struct Args {
     /// Working directory for the data, landing, output and state.
-    #[arg(long, default_value = "txflow-run")]
+    #[arg(long, default_value = "txflow-run", env = "TXFLOW_DIR")]
     dir: PathBuf,
     /// Use this directory's transactions.csv and CustomerImportance.csv instead of generating.
-    #[arg(long)]
+    #[arg(long, env = "TXFLOW_DATA")]
     data: Option<PathBuf>,
     /// Rows to generate.
-    #[arg(long, default_value_t = 594_643)]
+    #[arg(long, default_value_t = 594_643, env = "TXFLOW_ROWS")]
     rows: u64,
     /// Generator seed.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = 42, env = "TXFLOW_SEED")]
     seed: u64,
     /// Milliseconds between chunks (the SPEC's pace is 1000; 0 = as fast as possible).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, env = "TXFLOW_INTERVAL_MS")]
     interval_ms: u64,
     /// Worker threads for Mechanism Y.
-    #[arg(short = 'w', long = "workers", default_value_t = 2)]
+    #[arg(
+        short = 'w',
+        long = "workers",
+        default_value_t = 2,
+        env = "TXFLOW_WORKERS"
+    )]
     workers: usize,
     /// Keep an earlier run's landing, output and state (resume it) instead of starting afresh.
-    #[arg(long)]
+    #[arg(long, env = "TXFLOW_RESUME", value_parser = BoolishValueParser::new())]
     resume: bool,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 fn main() -> ExitCode {
-    cli::init_logging();
     let args = match cli::parse_args::<Args>() {
         Ok(a) => a,
         Err(code) => return code,
     };
+    cli::init_logging(&args.log);
     cli::exit_with(run(args))
 }
 

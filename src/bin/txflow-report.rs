@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::Parser;
-use txflow::cli::{self, S3Args};
+use txflow::cli::{self, LogArgs, S3Args};
 use txflow::objectstore::{self, Location};
 use txflow::report;
 use txflow::sinks::state::{self, redact_url, PgOptions, StateConfig};
@@ -18,37 +18,39 @@ use txflow::sinks::state::{self, redact_url, PgOptions, StateConfig};
 #[command(version)]
 struct Args {
     /// State store: sqlite://PATH (embedded) or a postgres:// URL.
-    #[arg(long)]
+    #[arg(long, env = "TXFLOW_STATE", hide_env_values = true)]
     state: String,
     /// The run's output location (a directory or s3://bucket/prefix): rejected rows are
     /// counted by reason from its rejects/ files.
-    #[arg(long)]
+    #[arg(long, env = "TXFLOW_OUTPUT")]
     output: Option<String>,
     /// Where to write the HTML report.
-    #[arg(long)]
+    #[arg(long, env = "TXFLOW_HTML")]
     html: PathBuf,
     /// Where to write the status as JSON (the shape of the console's /api/status).
-    #[arg(long)]
+    #[arg(long, env = "TXFLOW_JSON")]
     json: Option<PathBuf>,
     /// PEM file of CA certificates for PostgreSQL TLS (e.g. the RDS bundle).
-    #[arg(long)]
+    #[arg(long, env = "TXFLOW_PG_CA_FILE")]
     pg_ca_file: Option<PathBuf>,
     /// Give up when PostgreSQL stays unreachable this long (seconds).
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, env = "TXFLOW_PG_RECONNECT_TIMEOUT")]
     pg_reconnect_timeout: u64,
     /// Give up when PostgreSQL cannot be reached within this many seconds.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, env = "TXFLOW_PG_CONNECT_TIMEOUT")]
     pg_connect_timeout: u64,
     #[command(flatten)]
     s3: S3Args,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 fn main() -> ExitCode {
-    cli::init_logging_at("warn");
     let args = match cli::parse_args::<Args>() {
         Ok(a) => a,
         Err(code) => return code,
     };
+    cli::init_logging_at(&args.log, "warn");
     cli::exit_with(run(args))
 }
 

@@ -15,14 +15,16 @@ use txgen::GenOptions;
 #[command(name = "txgen", version)]
 struct Args {
     /// Output directory (created if missing).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "TXFLOW_OUT")]
     out: PathBuf,
     /// Number of transaction rows.
-    #[arg(long, value_name = "N", default_value_t = txgen::DEFAULT_ROWS)]
+    #[arg(long, value_name = "N", default_value_t = txgen::DEFAULT_ROWS, env = "TXFLOW_ROWS")]
     rows: u64,
     /// Seed; the same (rows, seed) always gives the same bytes.
-    #[arg(long, value_name = "S", default_value_t = txgen::DEFAULT_SEED)]
+    #[arg(long, value_name = "S", default_value_t = txgen::DEFAULT_SEED, env = "TXFLOW_SEED")]
     seed: u64,
+    #[command(flatten)]
+    log: txflow::cli::LogArgs,
 }
 
 fn main() -> ExitCode {
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(code) => return code,
     };
+    txflow::cli::init_logging(&args.log);
     txflow::cli::exit_with(run(&args))
 }
 

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::error::{Context, Error, Result};
+use crate::progress::{EpochSeen, Progress};
 use crate::runtime::batch::EpochBatch;
 use crate::runtime::options::RunSummary;
 use crate::runtime::RunControl;
@@ -69,13 +70,14 @@ impl Committer {
     pub fn start(
         writer: EpochWriter,
         control: Arc<RunControl>,
+        progress: Progress,
     ) -> Result<(Committer, CommitQueue)> {
         let (jobs, received) = sync_channel(QUEUE_EPOCHS);
         let queued = Arc::new(AtomicUsize::new(0));
         let counter = queued.clone();
         let thread = std::thread::Builder::new()
             .name("committer".into())
-            .spawn(move || commit_all(writer, received, &counter, &control))
+            .spawn(move || commit_all(writer, received, &counter, &control, progress))
             .map_err(|e| Error::internal(format!("starting the committing thread: {e}")))?;
         Ok((Committer { thread }, CommitQueue { jobs, queued }))
     }
@@ -94,13 +96,16 @@ fn commit_all(
     jobs: Receiver<Job>,
     queued: &AtomicUsize,
     control: &RunControl,
+    mut progress: Progress,
 ) -> RunSummary {
     let mut summary = RunSummary::default();
     for job in jobs {
         let done = match job {
             Job::Commit(batch) => {
                 queued.fetch_sub(1, Ordering::SeqCst);
+                let seen = EpochSeen::of(&batch);
                 commit(&mut writer, batch, &mut summary)
+                    .map(|()| progress.epoch(seen, &summary, writer.detections_total()))
             }
             Job::Finish => writer.finish().context("ending the stream"),
         };
