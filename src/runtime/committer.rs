@@ -10,16 +10,20 @@
 //! transaction, so epochs still queued when the process dies are simply not committed, and a
 //! restart replays them from the landing store.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use crate::error::{Context, Error, Result};
 use crate::runtime::batch::EpochBatch;
 use crate::runtime::options::RunSummary;
 use crate::runtime::RunControl;
 use crate::sinks::writer::EpochWriter;
+use crate::telemetry::status::{reason_kind, EpochRecord};
+use crate::telemetry::Telemetry;
 use crate::time::now_ms;
 
 /// How many computed epochs may wait for the committer: enough to ride out a slow commit,
@@ -65,17 +69,19 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// Starts the thread with the run's writer; returns it and worker 0's queue.
+    /// Starts the thread with the run's writer; returns it and worker 0's queue. Every epoch
+    /// it takes is reported to `telemetry`.
     pub fn start(
         writer: EpochWriter,
         control: Arc<RunControl>,
+        telemetry: Arc<Telemetry>,
     ) -> Result<(Committer, CommitQueue)> {
         let (jobs, received) = sync_channel(QUEUE_EPOCHS);
         let queued = Arc::new(AtomicUsize::new(0));
         let counter = queued.clone();
         let thread = std::thread::Builder::new()
             .name("committer".into())
-            .spawn(move || commit_all(writer, received, &counter, &control))
+            .spawn(move || commit_all(writer, received, &counter, &control, &telemetry))
             .map_err(|e| Error::internal(format!("starting the committing thread: {e}")))?;
         Ok((Committer { thread }, CommitQueue { jobs, queued }))
     }
@@ -94,13 +100,14 @@ fn commit_all(
     jobs: Receiver<Job>,
     queued: &AtomicUsize,
     control: &RunControl,
+    telemetry: &Telemetry,
 ) -> RunSummary {
     let mut summary = RunSummary::default();
     for job in jobs {
         let done = match job {
             Job::Commit(batch) => {
-                queued.fetch_sub(1, Ordering::SeqCst);
-                commit(&mut writer, batch, &mut summary)
+                telemetry.queue_depth(queued.fetch_sub(1, Ordering::SeqCst) - 1);
+                commit(&mut writer, batch, &mut summary, telemetry)
             }
             Job::Finish => writer.finish().context("ending the stream"),
         };
@@ -116,16 +123,25 @@ fn commit_all(
 }
 
 /// Commits one batch, or skips it when an earlier run committed it (a recovery replay).
-fn commit(writer: &mut EpochWriter, batch: EpochBatch, summary: &mut RunSummary) -> Result<()> {
+fn commit(
+    writer: &mut EpochWriter,
+    batch: EpochBatch,
+    summary: &mut RunSummary,
+    telemetry: &Telemetry,
+) -> Result<()> {
     if writer.replayed(&batch)? {
         summary.epochs_recovered += 1;
+        telemetry.epoch_replayed(batch.epoch);
         return Ok(());
     }
     let (epoch, taken_at, visible_ms) = (batch.epoch, batch.taken_at, batch.visible_ms);
     let chunk = batch.chunk_key.clone();
+    let (computed_in, rejects_by_reason) = (batch.computed_in, rejects_by_reason(&batch));
+    let started = Instant::now();
     let stats = writer
         .commit(batch)
         .with_context(|| format!("committing epoch {epoch} ({chunk})"))?;
+    let committed_at_ms = now_ms();
     summary.epochs_committed += 1;
     summary.rows_accepted += stats.accepted;
     summary.rows_rejected += stats.rejected;
@@ -140,5 +156,29 @@ fn commit(writer: &mut EpochWriter, batch: EpochBatch, summary: &mut RunSummary)
         total_detections = writer.detections_total(),
         "epoch committed"
     );
+    telemetry.epoch_committed(EpochRecord {
+        epoch,
+        chunk,
+        rows: stats.accepted,
+        rejected: stats.rejected,
+        compute: computed_in,
+        commit: started.elapsed(),
+        visible_to_commit_ms: telemetry.is_live().then_some(committed_at_ms - visible_ms),
+        committed_at_ms,
+        detections: stats.new_rows,
+        rejects_by_reason,
+    });
     Ok(())
+}
+
+/// The batch's rejected rows by reason kind (rejects are few; this is not a per-row path
+/// of accepted data).
+fn rejects_by_reason(batch: &EpochBatch) -> BTreeMap<String, u64> {
+    let mut kinds = BTreeMap::new();
+    for reject in batch.reports.iter().flat_map(|r| &r.rejects) {
+        *kinds
+            .entry(reason_kind(&reject.reason).to_string())
+            .or_default() += 1;
+    }
+    kinds
 }

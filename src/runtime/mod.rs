@@ -10,6 +10,7 @@
 //! | [`batch`] | [`EpochBatch`]: one epoch's outputs and share reports; its completeness |
 //! | [`committer`] | the committing thread: batches in, rejects/ledger/files out |
 //! | [`cluster`] | starting and joining the workers, bounded, with typed failures |
+//! | [`watchdog`] | the stall watchdog: fails the run when no epoch commits while chunks wait |
 //!
 //! An epoch's path: the [`ChunkFeed`](crate::sources::landing::ChunkFeed) fetches chunk k;
 //! every worker parses its share and feeds it at time k; the dataflow's outputs and the share
@@ -26,6 +27,7 @@ pub mod config;
 pub mod identity;
 pub mod options;
 pub mod startup;
+pub mod watchdog;
 pub mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -37,6 +39,7 @@ pub use config::{
 };
 pub use options::{
     default_poll_interval, ReplayRange, RunSummary, YOptions, DEFAULT_GAP_WARN, DEFAULT_SETTLE,
+    DEFAULT_STALL_TIMEOUT,
 };
 
 use crate::error::{Error, Result};

@@ -43,12 +43,14 @@ pub enum Clock {
 }
 
 /// What committing an epoch did.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct CommitStats {
     pub accepted: u64,
     pub rejected: u64,
     pub new_detections: u64,
     pub files_written: u64,
+    /// The epoch's new ledger rows (for the run's telemetry).
+    pub new_rows: Vec<LedgerRow>,
 }
 
 pub struct EpochWriter {
@@ -217,6 +219,7 @@ impl EpochWriter {
         let new_detections = commit.detections.len() as u64;
         self.next_seq += new_detections;
         self.emitted.extend(new);
+        let new_rows = commit.detections.clone();
         self.pending.extend(commit.detections);
         let before = self.files_written;
         self.write_full_files()?;
@@ -225,6 +228,7 @@ impl EpochWriter {
             rejected,
             new_detections,
             files_written: self.files_written - before,
+            new_rows,
         })
     }
 
