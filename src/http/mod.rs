@@ -34,6 +34,10 @@ pub const MAX_HEAD: usize = 8 * 1024;
 /// The time a client has to send its request head (and for an idle connection).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// After a refusal, how long and how much of the client's rest is read before closing.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 256 * 1024;
+
 /// The time a client has to take the response.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -230,6 +234,27 @@ fn serve(mut stream: TcpStream, telemetry: &Telemetry) {
     };
     let _ = write_response(&mut stream, &response, head_only);
     let _ = stream.shutdown(Shutdown::Write);
+    if response.status >= 400 {
+        linger(&mut stream);
+    }
+}
+
+/// After refusing a request: reads (bounded) what the client still sends, so that closing
+/// does not reset the connection before the client has read the answer.
+fn linger(stream: &mut TcpStream) {
+    let deadline = Instant::now() + LINGER;
+    let mut buf = [0u8; 4096];
+    let mut left = LINGER_BYTES;
+    while left > 0 {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        if wait.is_zero() || stream.set_read_timeout(Some(wait)).is_err() {
+            return;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
 }
 
 fn write_response(

@@ -164,7 +164,7 @@ fn commit(
         compute: computed_in,
         commit: started.elapsed(),
         visible_to_commit_ms: telemetry.is_live().then_some(committed_at_ms - visible_ms),
-        committed_at_ms,
+        committed_at: stats.committed_at,
         detections: stats.new_rows,
         rejects_by_reason,
     });

@@ -51,6 +51,8 @@ pub struct CommitStats {
     pub files_written: u64,
     /// The epoch's new ledger rows (for the run's telemetry).
     pub new_rows: Vec<LedgerRow>,
+    /// The epoch's `committed_at` as stored.
+    pub committed_at: String,
 }
 
 pub struct EpochWriter {
@@ -220,6 +222,7 @@ impl EpochWriter {
         self.next_seq += new_detections;
         self.emitted.extend(new);
         let new_rows = commit.detections.clone();
+        let committed_at = commit.progress.committed_at.clone();
         self.pending.extend(commit.detections);
         let before = self.files_written;
         self.write_full_files()?;
@@ -229,6 +232,7 @@ impl EpochWriter {
             new_detections,
             files_written: self.files_written - before,
             new_rows,
+            committed_at,
         })
     }
 

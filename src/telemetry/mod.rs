@@ -113,8 +113,10 @@ impl Telemetry {
         self.phase.store(phase as u8, Ordering::SeqCst);
     }
 
-    /// A replay's range, once resolved.
+    /// A replay's range, once resolved: every chunk of it is in the landing store, so its
+    /// last one is the landing edge.
     pub fn set_range(&self, from: u64, to: u64) {
+        self.landing_edge.fetch_max(to as i64, Ordering::SeqCst);
         lock(&self.book).run.range = Some([Some(from), Some(to)]);
     }
 

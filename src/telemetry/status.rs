@@ -9,7 +9,6 @@ use serde::Serialize;
 
 use crate::model::Pattern;
 use crate::sinks::state::LedgerRow;
-use crate::time::format_ist;
 
 /// Epochs the history keeps.
 pub const HISTORY_EPOCHS: usize = 1000;
@@ -116,7 +115,8 @@ pub struct EpochRecord {
     pub commit: Duration,
     /// Live mode: the chunk's last-modified time → the commit, in ms.
     pub visible_to_commit_ms: Option<i64>,
-    pub committed_at_ms: i64,
+    /// As stored (IST RFC 3339).
+    pub committed_at: String,
     /// The epoch's new ledger rows.
     pub detections: Vec<LedgerRow>,
     /// Rejected rows by reason kind ([`reason_kind`]).
@@ -177,7 +177,8 @@ impl Book {
             *detections.entry(row.pattern_id.clone()).or_default() += 1;
             *self.by_pattern.entry(row.pattern_id.clone()).or_default() += 1;
         }
-        for row in record.detections.into_iter().rev().take(LATEST_DETECTIONS) {
+        let skip = record.detections.len().saturating_sub(LATEST_DETECTIONS);
+        for row in record.detections.into_iter().skip(skip) {
             self.latest.push_front(LatestDetection {
                 seq: row.seq,
                 epoch: row.epoch,
@@ -196,7 +197,7 @@ impl Book {
         let entry = HistoryEntry {
             epoch: record.epoch,
             chunk: record.chunk,
-            committed_at: format_ist(record.committed_at_ms),
+            committed_at: record.committed_at,
             rows: record.rows,
             rejected: record.rejected,
             compute_ms: record.compute.map(ms),
@@ -268,37 +269,50 @@ mod tests {
         assert_eq!(reason_kind("  empty record "), "empty record");
     }
 
+    fn row(seq: u64, epoch: u64) -> LedgerRow {
+        LedgerRow {
+            seq,
+            epoch,
+            pattern_id: "PatId2".into(),
+            action_type: "CHILD".into(),
+            customer_name: format!("c{seq}"),
+            merchant_id: "m".into(),
+            y_start_time: String::new(),
+            detection_time: String::new(),
+            file_seq: None,
+        }
+    }
+
     #[test]
     fn the_history_keeps_the_last_epochs_and_the_newest_detections_first() {
         let mut book = Book::new(RunInfo::default());
         for epoch in 0..(HISTORY_EPOCHS as u64 + 5) {
-            let row = LedgerRow {
-                seq: epoch,
-                epoch,
-                pattern_id: "PatId2".into(),
-                action_type: "CHILD".into(),
-                customer_name: format!("c{epoch}"),
-                merchant_id: "m".into(),
-                y_start_time: String::new(),
-                detection_time: String::new(),
-                file_seq: None,
-            };
             book.add(EpochRecord {
                 epoch,
                 rows: 2,
-                detections: vec![row],
+                detections: vec![row(epoch, epoch)],
                 ..EpochRecord::default()
             });
         }
-        let history = book.history();
-        assert_eq!(history.len(), HISTORY_EPOCHS);
-        assert_eq!(history[0].epoch, 5);
         let latest = book.latest();
         assert_eq!(latest.len(), LATEST_DETECTIONS);
         assert_eq!(latest[0].seq, HISTORY_EPOCHS as u64 + 4);
+        // One epoch of more detections than are listed: its newest first.
+        let epoch = HISTORY_EPOCHS as u64 + 5;
+        book.add(EpochRecord {
+            epoch,
+            detections: (0..60).map(|i| row(10_000 + i, epoch)).collect(),
+            ..EpochRecord::default()
+        });
+        let seqs: Vec<u64> = book.latest().iter().map(|d| d.seq).collect();
+        assert_eq!(seqs, (10_010..10_060).rev().collect::<Vec<_>>());
+        let history = book.history();
+        assert_eq!(history.len(), HISTORY_EPOCHS);
+        assert_eq!(history[0].epoch, 6);
+        assert_eq!(history[HISTORY_EPOCHS - 1].detections["PatId2"], 60);
         assert_eq!(
             book.detections().by_pattern["PatId2"],
-            HISTORY_EPOCHS as u64 + 5
+            HISTORY_EPOCHS as u64 + 65
         );
         assert_eq!(book.detections().by_pattern["PatId1"], 0);
     }
