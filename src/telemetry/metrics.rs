@@ -84,9 +84,9 @@ impl Metrics {
         m.register()
     }
 
+    /// Counters of committed work and recovery.
     fn register(mut self) -> Metrics {
         let r = &mut self.registry;
-        let chunks = || Unit::Other("chunks".into());
         r.register(
             "epochs_committed",
             "Epochs committed by this process",
@@ -118,6 +118,13 @@ impl Metrics {
             "New detections committed, by pattern",
             self.detections.clone(),
         );
+        self.register_gauges()
+    }
+
+    /// The gauges of the present moment (set by [`Metrics::encode`]) and the histograms.
+    fn register_gauges(mut self) -> Metrics {
+        let r = &mut self.registry;
+        let chunks = || Unit::Other("chunks".into());
         r.register(
             "landing_edge_epoch",
             "Highest chunk index seen in the landing store (-1: none yet)",
@@ -158,6 +165,12 @@ impl Metrics {
             Unit::Seconds,
             self.commit.clone(),
         );
+        self.register_process()
+    }
+
+    /// Retries, memory, the commit queue, readiness.
+    fn register_process(mut self) -> Metrics {
+        let r = &mut self.registry;
         r.register(
             "state_store_retries",
             "State-store operations retried after a transient failure, by operation",
