@@ -11,6 +11,8 @@
 //! | [`mechanism_x`] | the producer that cuts `transactions.csv` into landing chunks |
 //! | [`mechanism_y`] | the detector, as the story of its runtime: feed → workers → committer |
 //! | [`runtime`] | the epoch runtime: worker loop, epoch batches, committing thread, cluster |
+//! | [`telemetry`] | what a run tells its operators: metrics, status, readiness |
+//! | [`http`] | the operating endpoint (`--http`): a bounded, read-only HTTP server |
 //! | [`decimal`] | exact decimals: amounts, weights and fractions as integer millionths |
 //! | [`name`] | `Name`: customer/merchant/category names as compact, word-compared values |
 //! | [`error`] | the library's error: typed errors with a domain and a retry hint |
