@@ -234,7 +234,8 @@ fn serve(mut stream: TcpStream, telemetry: &Telemetry) {
     };
     let _ = write_response(&mut stream, &response, head_only);
     let _ = stream.shutdown(Shutdown::Write);
-    if response.status >= 400 {
+    // Refused before its end was read: the client may still be sending.
+    if matches!(response.status, 400 | 405 | 408 | 431) {
         linger(&mut stream);
     }
 }
