@@ -211,7 +211,9 @@ fn run_workers(
     // A failed cluster process leaves at once: its workers may never return (timely cannot
     // abort), and the process's end is what fails its peers.
     let summary = match committer {
-        Some(committer) if t.processes == 1 || !control.failed() => committer.join(),
+        Some(committer) if (t.processes == 1 || !control.failed()) && !control.abandoned() => {
+            committer.join()
+        }
         _ => RunSummary::default(),
     };
     Ok(summary)

@@ -202,6 +202,10 @@ fn sqlite(dir: &Path) -> String {
 }
 
 fn y_args(landing: &Path, run: &Path, extra: &[&str]) -> Vec<String> {
+    y_args_with_state(landing, run, &sqlite(run), extra)
+}
+
+fn y_args_with_state(landing: &Path, run: &Path, state: &str, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = vec![
         "--landing".into(),
         landing.display().to_string(),
@@ -210,7 +214,7 @@ fn y_args(landing: &Path, run: &Path, extra: &[&str]) -> Vec<String> {
         "--output".into(),
         run.join("out").display().to_string(),
         "--state".into(),
-        sqlite(run),
+        state.to_string(),
     ];
     args.extend(THRESHOLD_ARGS.iter().map(|s| s.to_string()));
     args.extend(extra.iter().map(|s| s.to_string()));
@@ -227,7 +231,11 @@ struct Results {
 }
 
 fn read_results(run: &Path) -> Results {
-    let mut store = state::open(&StateConfig::parse(&sqlite(run)).unwrap()).unwrap();
+    read_results_from(run, &sqlite(run))
+}
+
+fn read_results_from(run: &Path, state_url: &str) -> Results {
+    let mut store = state::open(&StateConfig::parse(state_url).unwrap()).unwrap();
     let mut files = BTreeMap::new();
     let out = run.join("out");
     for entry in walk(&out) {
@@ -750,4 +758,69 @@ fn a_frozen_peer_is_a_stall_and_a_restart_resumes() {
         got.files.keys().collect::<Vec<_>>(),
         expected.files.keys().collect::<Vec<_>>()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stall: a hung state store (a single process)
+
+/// A single process whose state-store commit hangs (the epochs table locked by another
+/// session) fails with the stall line within the stall timeout, its workers and committer
+/// left behind; once the lock is gone a restart ends as an uninterrupted run.
+#[test]
+fn a_hung_state_store_is_a_stall_and_a_restart_resumes() {
+    let url = common::pg::fresh_database_url("stall");
+    let tmp = tempfile::tempdir().unwrap();
+    let landing = tmp.path().join("landing");
+    let run = tmp.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let x_landing = landing.clone();
+    let x = std::thread::spawn(move || run_x(&x_landing, 2_000, Duration::from_millis(150)));
+    let args = y_args_with_state(&landing, &run, &url, &["--stall-timeout", "2"]);
+    let mut y = Proc::spawn("hung", &args, &run);
+    wait_until("2 committed epochs", RUN_TIMEOUT, || {
+        y.epochs_committed() >= 2
+    });
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut lock = admin.transaction().unwrap();
+    lock.batch_execute("LOCK TABLE epochs IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let locked = Instant::now();
+    let status = y.wait(Duration::from_secs(20));
+    let waited = locked.elapsed();
+    assert!(!status.success(), "exited 0 with a hung state store");
+    assert!(
+        waited < Duration::from_secs(10),
+        "stall noticed after {waited:?}"
+    );
+    let stderr = y.stderr_text();
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: stalled: no epoch committed for 2 s while chunk-")
+            && last.contains("the state store"),
+        "{last}"
+    );
+    lock.rollback().unwrap();
+    x.join().unwrap();
+
+    let mut y = Proc::spawn("resumed", &args, &run);
+    y.wait_ok(RUN_TIMEOUT);
+    let got = read_results_from(&run, &url);
+    let baseline = tmp.path().join("baseline");
+    std::fs::create_dir_all(&baseline).unwrap();
+    let mut y = Proc::spawn(
+        "baseline",
+        &y_args(&landing, &baseline, &["--replay"]),
+        &baseline,
+    );
+    y.wait_ok(RUN_TIMEOUT);
+    let expected = read_results(&baseline);
+    assert_eq!(
+        timeless_ledger(&got.ledger),
+        timeless_ledger(&expected.ledger)
+    );
+    assert_eq!(
+        timeless_epochs(&got.epochs),
+        timeless_epochs(&expected.epochs)
+    );
+    assert_eq!(got.counts, expected.counts);
 }

@@ -50,6 +50,8 @@ pub struct RunControl {
     stop: Arc<AtomicBool>,
     failure: Mutex<Option<Error>>,
     failed: AtomicBool,
+    /// Failed in a way that threads may never notice (a stall): do not wait for them.
+    abandoned: AtomicBool,
     workers_returned: AtomicUsize,
 }
 
@@ -59,6 +61,7 @@ impl RunControl {
             stop,
             failure: Mutex::new(None),
             failed: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
             workers_returned: AtomicUsize::new(0),
         }
     }
@@ -70,6 +73,18 @@ impl RunControl {
             *failure = Some(error);
         }
         self.failed.store(true, Ordering::SeqCst);
+    }
+
+    /// Records a failure after which the run's threads may never return (they are stuck):
+    /// the run returns without waiting for them.
+    pub fn abandon(&self, error: Error) {
+        self.fail(error);
+        self.abandoned.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the run's threads are to be left behind ([`RunControl::abandon`]).
+    pub fn abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::SeqCst)
     }
 
     /// A worker's loop returned.

@@ -1,8 +1,8 @@
 //! The stall watchdog (`--stall-timeout`): on the process hosting the committer, a thread
 //! that fails the run ([`ClusterError::Stalled`], through [`RunControl::fail`]) when no epoch
 //! went through the committer for the timeout while chunks were waiting (the landing edge is
-//! past the last epoch taken). It never ends the process: the run returns its error (in a
-//! cluster at once, without waiting for workers that may be stuck on a frozen peer).
+//! past the last epoch taken). It never ends the process: the run returns its error at once,
+//! without waiting for threads that may be stuck (on a frozen peer, a hung store call).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,7 +58,7 @@ fn watch(timeout: Duration, processes: usize, telemetry: &Telemetry, control: &R
         };
         tracing::error!("{error}");
         telemetry.set_stalled(error.to_string());
-        control.fail(error.into());
+        control.abandon(error.into());
         return;
     }
 }
