@@ -216,7 +216,7 @@ impl Telemetry {
         lock(&self.book).add(record);
     }
 
-    /// Whether this process's clock of the visible→commit latency applies (live mode).
+    /// Live mode: the visible→commit latency is measured (a replay's chunks are old).
     pub fn is_live(&self) -> bool {
         self.live
     }
