@@ -392,6 +392,15 @@ pub enum ClusterError {
         reported: usize,
         workers: usize,
     },
+    /// No epoch was committed for `--stall-timeout` while chunks waited.
+    #[error("stalled: no epoch committed for {seconds} s while {waiting} waited; {hint}")]
+    Stalled {
+        seconds: u64,
+        /// The chunks waiting, e.g. `chunk-000012.csv … chunk-000015.csv`.
+        waiting: String,
+        /// What may be frozen and what to do.
+        hint: String,
+    },
     /// A worker thread panicked (a bug).
     #[error("{0}")]
     WorkerFailed(String),
@@ -408,7 +417,7 @@ impl ClusterError {
             | ClusterError::StoppedConnecting
             | ClusterError::DifferentOptions { .. }
             | ClusterError::IncompleteEpoch { .. } => Domain::Configuration,
-            ClusterError::PeerLost { .. } => Domain::ExternalService,
+            ClusterError::PeerLost { .. } | ClusterError::Stalled { .. } => Domain::ExternalService,
             ClusterError::WorkerFailed(_) => Domain::Internal,
         }
     }
@@ -418,7 +427,9 @@ impl ClusterError {
             ClusterError::ProcessFailed { source } => source.retryable(),
             other => matches!(
                 other,
-                ClusterError::ConnectTimeout { .. } | ClusterError::PeerLost { .. }
+                ClusterError::ConnectTimeout { .. }
+                    | ClusterError::PeerLost { .. }
+                    | ClusterError::Stalled { .. }
             ),
         }
     }

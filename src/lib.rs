@@ -12,6 +12,8 @@
 //! | [`mechanism_y`] | the detector, as the story of its runtime: feed → workers → committer |
 //! | [`report`] | the console page and the run report: a run's status JSON rendered as HTML |
 //! | [`runtime`] | the epoch runtime: worker loop, epoch batches, committing thread, cluster |
+//! | [`telemetry`] | what a run tells its operators: metrics, status, readiness |
+//! | [`http`] | the operating endpoint (`--http`): a bounded, read-only HTTP server |
 //! | [`decimal`] | exact decimals: amounts, weights and fractions as integer millionths |
 //! | [`name`] | `Name`: customer/merchant/category names as compact, word-compared values |
 //! | [`error`] | the library's error: typed errors with a domain and a retry hint |
@@ -26,6 +28,7 @@ pub mod cli;
 pub mod dataflow;
 pub mod decimal;
 pub mod error;
+pub mod http;
 pub mod mechanism_x;
 pub mod mechanism_y;
 pub mod model;
@@ -36,4 +39,5 @@ pub mod report;
 pub mod runtime;
 pub mod sinks;
 pub mod sources;
+pub mod telemetry;
 pub mod time;

@@ -8,7 +8,9 @@
 //!    every complete epoch to the [`Committer`], a thread of its own.
 //! 4. Recovery is the same path: the committer skips the epochs an earlier run committed,
 //!    so their replay only rebuilds the dataflow's state.
-//! 5. The run ends when the stream ends, when it is stopped (SIGINT/SIGTERM: after the epoch
+//! 5. Throughout, the run's [`Telemetry`] is kept up to date (and served by `--http`); a
+//!    stall watchdog fails the run when no epoch commits for `--stall-timeout`.
+//! 6. The run ends when the stream ends, when it is stopped (SIGINT/SIGTERM: after the epoch
 //!    in flight; queued epochs are committed), or at the first failure, which is returned as
 //!    a typed error: the library never ends the process.
 
@@ -18,6 +20,7 @@ use std::time::Instant;
 
 use crate::dataflow::aggregates::WeightTable;
 use crate::error::{ClusterError, Error, Result};
+use crate::http::HttpServer;
 use crate::progress::{Plan, Progress};
 use crate::runtime::cluster;
 use crate::runtime::committer::Committer;
@@ -25,15 +28,16 @@ use crate::runtime::config::timely_config;
 use crate::runtime::identity::Fingerprint;
 use crate::runtime::startup::{self, RunInputs};
 use crate::runtime::worker::{run_worker, WorkerShared};
-use crate::runtime::RunControl;
+use crate::runtime::{watchdog, RunControl};
 use crate::sinks::writer::EpochWriter;
-use crate::sources::landing::{ChunkFeed, FeedOptions};
-use crate::time::now_ms;
+use crate::sources::landing::{ChunkFeed, FeedOptions, FeedPlan};
+use crate::telemetry::{Phase, RunInfo, Telemetry};
+use crate::time::{format_ist, now_ms};
 
 pub use crate::runtime::{
     default_poll_interval, ReplayRange, RunSummary, TimelyOptions, YOptions,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_GAP_WARN, DEFAULT_SETTLE, MAX_PROCESSES, MAX_TOTAL_WORKERS,
-    MAX_WORKERS,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_GAP_WARN, DEFAULT_SETTLE, DEFAULT_STALL_TIMEOUT,
+    MAX_PROCESSES, MAX_TOTAL_WORKERS, MAX_WORKERS,
 };
 
 /// Runs mechanism Y to completion (or forever with `follow_forever`).
@@ -48,7 +52,64 @@ pub fn run_with_stop(options: &YOptions, stop: Arc<AtomicBool>) -> Result<RunSum
     t.validate()?;
     // Before any store is opened: a bad hostfile fails without side effects.
     let config = timely_config(t)?;
+    let telemetry = Arc::new(Telemetry::new(run_info(options), options.ready_max_lag));
+    // Also before any store is opened: the endpoint answers (not ready) during start-up.
+    let _server = match (options.http, t.process) {
+        (Some(addr), 0) => Some(HttpServer::start(addr, telemetry.clone())?),
+        _ => None,
+    };
+    let result = run_observed(options, stop, config, &telemetry, started);
+    telemetry.set_phase(match &result {
+        Ok(summary) if summary.finished => Phase::Ended,
+        Ok(_) => Phase::Stopped,
+        Err(_) => Phase::Failed,
+    });
+    result
+}
+
+/// What `/api/status` says of the run's options.
+fn run_info(options: &YOptions) -> RunInfo {
+    let th = &options.thresholds;
+    RunInfo {
+        mode: if options.replay.is_some() {
+            "replay"
+        } else {
+            "live"
+        },
+        landing: options.landing.clone(),
+        output: options.output.clone(),
+        state: options.state.describe(),
+        range: options.replay.map(|r| [r.from, r.to]),
+        thresholds: serde_json::json!({
+            "upgrade_min_merchant_txns": th.upgrade_min_merchant_txns,
+            "upgrade_count_percentile": th.upgrade_count_percentile.as_f64(),
+            "upgrade_weight_percentile": th.upgrade_weight_percentile.as_f64(),
+            "child_min_txns": th.child_min_txns,
+            "child_max_avg_amount": th.child_max_avg_amount as f64 / 1e6,
+            "dei_min_female_customers": th.dei_min_female_customers,
+        }),
+        workers: options.timely.workers,
+        processes: options.timely.processes,
+        process: options.timely.process,
+        started_at: format_ist(now_ms()),
+    }
+}
+
+/// The run, reporting to `telemetry`.
+fn run_observed(
+    options: &YOptions,
+    stop: Arc<AtomicBool>,
+    config: timely::Config,
+    telemetry: &Arc<Telemetry>,
+    started: Instant,
+) -> Result<RunSummary> {
+    let t = &options.timely;
     let inputs = startup::open_inputs(options, now_ms())?;
+    if let FeedPlan::Fixed(indices) = &inputs.plan {
+        if let (Some(from), Some(to)) = (indices.first(), indices.last()) {
+            telemetry.set_range(*from, *to);
+        }
+    }
     let writer = match t.process {
         0 => Some(startup::open_writer(options, &inputs)?),
         _ => None,
@@ -65,7 +126,7 @@ pub fn run_with_stop(options: &YOptions, stop: Arc<AtomicBool>) -> Result<RunSum
         writer.write_rejects("CustomerImportance.csv", &inputs.importance.rejects)?;
     }
     let control = Arc::new(RunControl::new(stop));
-    let result = run_workers(options, inputs, writer, &control, config);
+    let result = run_workers(options, inputs, writer, &control, config, telemetry);
     control.stop_all();
     let mut summary = result?;
     if let Some(failure) = control.take_failure() {
@@ -96,16 +157,25 @@ fn run_workers(
     writer: Option<EpochWriter>,
     control: &Arc<RunControl>,
     config: timely::Config,
+    telemetry: &Arc<Telemetry>,
 ) -> Result<RunSummary> {
     let t = &options.timely;
     let recovered = writer
         .as_ref()
         .map(|w| w.committed_epochs().collect())
         .unwrap_or_default();
+    telemetry.workers_starting(&recovered);
     let (committer, queue) = match writer {
         Some(writer) => {
             let progress = Progress::start(Plan::of(&inputs.plan, &recovered));
-            let (committer, queue) = Committer::start(writer, control.clone(), progress)?;
+            let (committer, queue) =
+                Committer::start(writer, control.clone(), telemetry.clone(), progress)?;
+            watchdog::start(
+                options.stall_timeout,
+                t.processes,
+                telemetry.clone(),
+                control.clone(),
+            );
             (Some(committer), Some(queue))
         }
         None => (None, None),
@@ -120,12 +190,13 @@ fn run_workers(
         weights: Arc::new(WeightTable::new(&inputs.importance.weights)),
         thresholds: options.thresholds,
         fingerprint,
-        feed: ChunkFeed::start(
+        feed: ChunkFeed::start_observed(
             inputs.landing.clone(),
             inputs.plan,
             t.workers,
             feed_options,
             control.stop_flag(),
+            Some(telemetry.clone()),
         ),
         control: control.clone(),
         recovered,
@@ -143,7 +214,9 @@ fn run_workers(
     // A failed cluster process leaves at once: its workers may never return (timely cannot
     // abort), and the process's end is what fails its peers.
     let summary = match committer {
-        Some(committer) if t.processes == 1 || !control.failed() => committer.join(),
+        Some(committer) if (t.processes == 1 || !control.failed()) && !control.abandoned() => {
+            committer.join()
+        }
         _ => RunSummary::default(),
     };
     Ok(summary)
@@ -156,6 +229,7 @@ fn in_cluster(failure: Error) -> Error {
             ClusterError::PeerLost { .. }
             | ClusterError::WorkerFailed(_)
             | ClusterError::ConnectTimeout { .. }
+            | ClusterError::Stalled { .. }
             | ClusterError::StoppedConnecting,
         ) => failure,
         _ => ClusterError::ProcessFailed {

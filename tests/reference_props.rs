@@ -1034,6 +1034,7 @@ fn run_pipeline(
     thresholds: Thresholds,
     workers: usize,
     replay: Option<ReplayRange>,
+    http: bool,
 ) -> Result<Observed, String> {
     let output = work.join(format!("out-{name}"));
     let state = format!(
@@ -1049,8 +1050,13 @@ fn run_pipeline(
     opts.replay = replay;
     opts.thresholds = thresholds;
     opts.timely.workers = workers;
-    let summary =
-        mechanism_y::run(&opts).map_err(|e| format!("(run) {name}: run failed: {e:#}"))?;
+    let scraper = http.then(|| Scraper::start(&mut opts));
+    let summary = mechanism_y::run(&opts).map_err(|e| format!("(run) {name}: run failed: {e:#}"));
+    let answers = scraper.map(Scraper::stop);
+    if answers == Some(0) {
+        return Err(format!("(run) {name}: the endpoint never answered"));
+    }
+    let summary = summary?;
     let mut store = txflow::sinks::state::open(&StateConfig::parse(&state).unwrap())
         .map_err(|e| format!("(run) {name}: opening the state store: {e}"))?;
     let ledger = store.ledger().map_err(|e| format!("(run) ledger: {e}"))?;
@@ -1067,6 +1073,49 @@ fn run_pipeline(
         epochs,
         output,
     })
+}
+
+/// Scrapes the run's endpoint (`--http`) over and over on a thread of its own while it runs.
+struct Scraper {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Answers received.
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl Scraper {
+    fn start(opts: &mut YOptions) -> Scraper {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        opts.http = Some(([127, 0, 0, 1], port).into());
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = done.clone();
+        let thread = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut answers = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for path in ["/metrics", "/api/status", "/readyz"] {
+                    if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                        let _ = write!(s, "GET {path} HTTP/1.1\r\n\r\n");
+                        let mut reply = Vec::new();
+                        let _ = s.read_to_end(&mut reply);
+                        answers += reply.starts_with(b"HTTP/1.1 ") as u64;
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            answers
+        });
+        Scraper { done, thread }
+    }
+
+    /// Stops scraping; the number of answers.
+    fn stop(self) -> u64 {
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().unwrap()
+    }
 }
 
 /// Checks (a)–(e) and the times of one run against the reference. Each problem starts with
@@ -1505,7 +1554,12 @@ enum Mode {
     LiveWorkers2,
     /// Replay of a sub-range `[from, to]` (chosen from the seed) with 2 workers.
     ReplayRangeWorkers2,
+    /// Replay with 2 workers and the operating endpoint on, scraped throughout (fewer seeds).
+    ReplayHttpWorkers2,
 }
+
+/// Seeds of the `ReplayHttpWorkers2` mode (the first of [`prop_seeds`]).
+const HTTP_SEEDS: usize = 6;
 
 /// The replay range of a stream in `ReplayRangeWorkers2` mode: `(range, first, last)`.
 fn range_for(stream: &Stream) -> (ReplayRange, u64, u64) {
@@ -1535,8 +1589,8 @@ fn check_stream(stream: &Stream, mode: Mode) -> Vec<String> {
         let mut problems = Vec::new();
         match mode {
             Mode::ReplayWorkers1And3 => {
-                let one = run_pipeline(&landing, work.path(), "w1", t, 1, all);
-                let three = run_pipeline(&landing, work.path(), "w3", t, 3, all);
+                let one = run_pipeline(&landing, work.path(), "w1", t, 1, all, false);
+                let three = run_pipeline(&landing, work.path(), "w3", t, 3, all, false);
                 match (one, three) {
                     (Ok(one), Ok(three)) => {
                         problems.extend(check_run(stream, &e, &landing, &one, true));
@@ -1553,12 +1607,20 @@ fn check_stream(stream: &Stream, mode: Mode) -> Vec<String> {
                     }
                 }
             }
-            Mode::LiveWorkers2 => match run_pipeline(&landing, work.path(), "live", t, 2, None) {
-                Ok(got) => problems.extend(check_run(stream, &e, &landing, &got, false)),
-                Err(msg) => problems.push(msg),
-            },
+            Mode::LiveWorkers2 => {
+                match run_pipeline(&landing, work.path(), "live", t, 2, None, false) {
+                    Ok(got) => problems.extend(check_run(stream, &e, &landing, &got, false)),
+                    Err(msg) => problems.push(msg),
+                }
+            }
+            Mode::ReplayHttpWorkers2 => {
+                match run_pipeline(&landing, work.path(), "http", t, 2, all, true) {
+                    Ok(got) => problems.extend(check_run(stream, &e, &landing, &got, true)),
+                    Err(msg) => problems.push(msg),
+                }
+            }
             Mode::ReplayRangeWorkers2 => {
-                match run_pipeline(&landing, work.path(), "range", t, 2, Some(range)) {
+                match run_pipeline(&landing, work.path(), "range", t, 2, Some(range), false) {
                     Ok(got) => problems.extend(
                         check_run(stream, &e, &landing, &got, true)
                             .into_iter()
@@ -1669,7 +1731,12 @@ fn run_property(mode: Mode) {
     let opts = StreamOptions::default();
     let mut failures = Vec::new();
     let single = std::env::var("TXFLOW_PROP_SEED").is_ok();
-    for seed in prop_seeds() {
+    let mut seeds = prop_seeds();
+    if mode == Mode::ReplayHttpWorkers2 {
+        seeds.truncate(HTTP_SEEDS);
+    }
+    let count = seeds.len();
+    for seed in seeds {
         let stream = streams::random_stream(seed, &opts);
         if single {
             eprintln!("{}", stream.describe());
@@ -1681,7 +1748,7 @@ fn run_property(mode: Mode) {
     }
     eprintln!(
         "{mode:?}: {} seeds in {:.1?}, {} failing",
-        prop_seeds().len(),
+        count,
         started.elapsed(),
         failures.len()
     );
@@ -1710,11 +1777,7 @@ fn run_property(mode: Mode) {
     } else {
         report.push_str("(set TXFLOW_PROP_SHRINK=1 to shrink the first failure)\n");
     }
-    panic!(
-        "{} of {} seeds failed:\n{report}",
-        failures.len(),
-        prop_seeds().len()
-    );
+    panic!("{} of {} seeds failed:\n{report}", failures.len(), count);
 }
 
 #[test]
@@ -1730,4 +1793,9 @@ fn pipeline_live_matches_reference() {
 #[test]
 fn pipeline_replay_range_matches_reference() {
     run_property(Mode::ReplayRangeWorkers2);
+}
+
+#[test]
+fn pipeline_replay_with_http_matches_reference() {
+    run_property(Mode::ReplayHttpWorkers2);
 }

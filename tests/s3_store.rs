@@ -437,6 +437,18 @@ fn exercise_through(proxy: &FaultyProxy, server: &S3Server, prefix: &str) -> Str
     log
 }
 
+/// S3 retries counted so far by `txflow_s3_retries_total{op}` (process-wide).
+fn s3_retries_counted() -> u64 {
+    ["check", "get", "head", "put", "put_if_absent", "list"]
+        .iter()
+        .filter_map(|op| {
+            txflow::telemetry::retries::s3()
+                .get(&[("op", op.to_string())])
+                .map(|c| c.get())
+        })
+        .sum()
+}
+
 #[test]
 fn retries_through_injected_faults() {
     let server = S3Server::start();
@@ -444,7 +456,10 @@ fn retries_through_injected_faults() {
     for fault in [Fault::SlowDown, Fault::InternalError, Fault::Reset] {
         let proxy = FaultyProxy::start(&server.endpoint, 3, fault);
         let started = Instant::now();
+        let counted = s3_retries_counted();
         let log = exercise_through(&proxy, &server, &format!("{fault:?}"));
+        // Every fault was retried (other tests may retry meanwhile: at least).
+        assert!(s3_retries_counted() - counted >= proxy.faults());
         eprintln!(
             "{fault:?}: {} requests, {} failed, {:?}",
             proxy.requests(),

@@ -644,11 +644,26 @@ fn postgres_lost_commit_that_rolled_back_is_retried() {
     });
 }
 
-/// A connection lost inside the transaction, before COMMIT: rolled back, retried once.
+/// State-store retries counted so far by `txflow_state_store_retries_total` (process-wide).
+fn state_retries_counted() -> u64 {
+    let mut text = String::new();
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register("r", "", txflow::telemetry::retries::state_store().clone());
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("r_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// A connection lost inside the transaction, before COMMIT: rolled back, retried once (and
+/// counted by the retry metric).
 #[test]
 fn postgres_connection_lost_before_commit_is_retried() {
     bounded(Duration::from_secs(60), || {
+        let counted = state_retries_counted();
         commit_through_fault("lost_before_commit", Fault::LoseConnectionBeforeCommit);
+        assert!(state_retries_counted() > counted, "the retry was counted");
     });
 }
 

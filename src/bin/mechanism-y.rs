@@ -11,6 +11,7 @@ use clap::builder::BoolishValueParser;
 use clap::Parser;
 use txflow::cli::{self, LogArgs, S3Args, ThresholdArgs};
 use txflow::error::{ClusterError, Error};
+use txflow::http;
 use txflow::mechanism_y::{self, ReplayRange, TimelyOptions, YOptions};
 use txflow::runtime::cluster;
 use txflow::sinks::state::{redact_url, PgOptions, StateConfig};
@@ -100,6 +101,17 @@ struct Args {
     /// many seconds.
     #[arg(long, default_value_t = 10, env = "TXFLOW_PG_CONNECT_TIMEOUT")]
     pg_connect_timeout: u64,
+    /// Serve the operating endpoint (/metrics, /api/status, /healthz, /readyz, /) on this
+    /// address: PORT (loopback) or HOST:PORT; process 0 of a cluster only. Off by default.
+    #[arg(long, value_name = "ADDR", env = "TXFLOW_HTTP")]
+    http: Option<String>,
+    /// /readyz fails when more than this many chunks wait to be committed.
+    #[arg(long, default_value_t = txflow::telemetry::DEFAULT_READY_MAX_LAG, env = "TXFLOW_READY_MAX_LAG")]
+    ready_max_lag: u64,
+    /// Fail (exit 1) when no epoch commits for this many seconds while chunks wait (a frozen
+    /// cluster peer, a hung store); 0 = never.
+    #[arg(long, value_name = "SECS", default_value_t = mechanism_y::DEFAULT_STALL_TIMEOUT.as_secs(), env = "TXFLOW_STALL_TIMEOUT")]
+    stall_timeout: u64,
     #[command(flatten)]
     s3: S3Args,
     #[command(flatten)]
@@ -158,6 +170,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         poll_interval,
         gap_warn: Duration::from_secs(args.gap_warn_secs),
         settle: Duration::from_millis(args.settle_ms),
+        http: args.http.as_deref().map(http::parse_addr).transpose()?,
+        ready_max_lag: args.ready_max_lag,
+        stall_timeout: Duration::from_secs(args.stall_timeout),
     };
     // SIGINT/SIGTERM: finish or abandon the epoch in flight, then exit 0; a restart resumes.
     let stop = Arc::new(AtomicBool::new(false));

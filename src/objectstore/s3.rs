@@ -435,6 +435,7 @@ impl S3Store {
                 }
                 Err(Failure::Transient(message)) => {
                     let delay = self.tuning.delay_after(n);
+                    crate::telemetry::retries::s3_retry(op.name());
                     tracing::warn!(
                         op = op.name(),
                         bucket = %self.bucket,

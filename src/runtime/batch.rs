@@ -7,7 +7,7 @@
 //! batches.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::dataflow::{Epoch, ShareReport};
 use crate::model::{DetectionKey, Name, Reject};
@@ -26,6 +26,8 @@ pub struct EpochBatch {
     pub visible_ms: i64,
     /// When a worker took up the chunk (for the epoch latency).
     pub taken_at: Instant,
+    /// Worker 0: from taking up the chunk to this batch being ready (the epoch's compute time).
+    pub computed_in: Option<Duration>,
     /// Detection → summed diff at this epoch (+1 = starts holding).
     pub detections: BTreeMap<DetectionKey, isize>,
     /// Merchant → change of `N(m)` (Σ value·diff over the count collection's updates).
@@ -43,6 +45,7 @@ impl EpochBatch {
             chunk_digest: chunk.digest.clone(),
             visible_ms: chunk.last_modified_ms,
             taken_at,
+            computed_in: None,
             detections: BTreeMap::new(),
             counter_deltas: BTreeMap::new(),
             reports: Vec::new(),

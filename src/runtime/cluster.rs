@@ -104,16 +104,14 @@ fn connect_timeout(t: &TimelyOptions) -> ClusterError {
     }
 }
 
-/// Joins the workers. A single process waits for all of them. A cluster process returns as
+/// Joins the workers. A single process waits for all of them (unless the run is abandoned,
+/// [`RunControl::abandon`]: a stall). A cluster process returns as
 /// soon as any worker, the committer or a connection failed (the failure is then in
 /// `control`); a process stopped by a signal whose peers keep running (they were not
 /// signalled) leaves after [`STOP_GRACE`]. A worker that panicked is a failure.
 pub fn join(guards: WorkerGuards<()>, t: &TimelyOptions, control: &RunControl) {
     if t.processes == 1 {
-        for panic in guards.join().into_iter().filter_map(|r| r.err()) {
-            control.fail(ClusterError::WorkerFailed(format!("worker failed: {panic}")).into());
-        }
-        return;
+        return join_local(guards, control);
     }
     let (tx, rx) = mpsc::channel();
     // Joining may panic when a connection thread did ("Send thread panic"): in a thread of its
@@ -128,6 +126,37 @@ pub fn join(guards: WorkerGuards<()>, t: &TimelyOptions, control: &RunControl) {
         return;
     }
     wait_for_cluster(&rx, t, control);
+}
+
+/// A single process: waits for every worker, unless the run is abandoned (a stall) first.
+fn join_local(guards: WorkerGuards<()>, control: &RunControl) {
+    let (tx, rx) = mpsc::channel();
+    let joiner = std::thread::Builder::new()
+        .name("workers-join".into())
+        .spawn(move || {
+            let _ = tx.send(guards.join());
+        });
+    if joiner.is_err() {
+        control.fail(Error::internal("starting the workers-join thread failed"));
+        return;
+    }
+    loop {
+        match rx.recv_timeout(POLL) {
+            Ok(results) => {
+                for panic in results.into_iter().filter_map(|r| r.err()) {
+                    let failure = ClusterError::WorkerFailed(format!("worker failed: {panic}"));
+                    control.fail(failure.into());
+                }
+                return;
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                control.fail(Error::internal("joining the workers failed"));
+                return;
+            }
+            Err(RecvTimeoutError::Timeout) if control.abandoned() => return,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+    }
 }
 
 fn wait_for_cluster(

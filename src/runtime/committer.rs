@@ -10,10 +10,12 @@
 //! transaction, so epochs still queued when the process dies are simply not committed, and a
 //! restart replays them from the landing store.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use crate::error::{Context, Error, Result};
 use crate::progress::{EpochSeen, Progress};
@@ -21,6 +23,8 @@ use crate::runtime::batch::EpochBatch;
 use crate::runtime::options::RunSummary;
 use crate::runtime::RunControl;
 use crate::sinks::writer::EpochWriter;
+use crate::telemetry::status::{reason_kind, EpochRecord};
+use crate::telemetry::Telemetry;
 use crate::time::now_ms;
 
 /// How many computed epochs may wait for the committer: enough to ride out a slow commit,
@@ -66,10 +70,12 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// Starts the thread with the run's writer; returns it and worker 0's queue.
+    /// Starts the thread with the run's writer; returns it and worker 0's queue. Every epoch
+    /// it takes is reported to `telemetry`.
     pub fn start(
         writer: EpochWriter,
         control: Arc<RunControl>,
+        telemetry: Arc<Telemetry>,
         progress: Progress,
     ) -> Result<(Committer, CommitQueue)> {
         let (jobs, received) = sync_channel(QUEUE_EPOCHS);
@@ -77,7 +83,13 @@ impl Committer {
         let counter = queued.clone();
         let thread = std::thread::Builder::new()
             .name("committer".into())
-            .spawn(move || commit_all(writer, received, &counter, &control, progress))
+            .spawn(move || {
+                let observers = Observers {
+                    telemetry: &telemetry,
+                    progress,
+                };
+                commit_all(writer, received, &counter, &control, observers)
+            })
             .map_err(|e| Error::internal(format!("starting the committing thread: {e}")))?;
         Ok((Committer { thread }, CommitQueue { jobs, queued }))
     }
@@ -89,6 +101,13 @@ impl Committer {
     }
 }
 
+/// Who watches the commits: the metrics and status (`/metrics`, `/api/status`), and the
+/// progress bar or log lines.
+struct Observers<'t> {
+    telemetry: &'t Telemetry,
+    progress: Progress,
+}
+
 /// The thread's loop: commits the batches in order until the queue closes or a commit fails
 /// (then the run is failed and nothing more is committed).
 fn commit_all(
@@ -96,16 +115,19 @@ fn commit_all(
     jobs: Receiver<Job>,
     queued: &AtomicUsize,
     control: &RunControl,
-    mut progress: Progress,
+    mut observers: Observers<'_>,
 ) -> RunSummary {
     let mut summary = RunSummary::default();
     for job in jobs {
         let done = match job {
             Job::Commit(batch) => {
-                queued.fetch_sub(1, Ordering::SeqCst);
+                let telemetry = observers.telemetry;
+                telemetry.queue_depth(queued.fetch_sub(1, Ordering::SeqCst) - 1);
                 let seen = EpochSeen::of(&batch);
-                commit(&mut writer, batch, &mut summary)
-                    .map(|()| progress.epoch(seen, &summary, writer.detections_total()))
+                commit(&mut writer, batch, &mut summary, telemetry).map(|()| {
+                    let total = writer.detections_total();
+                    observers.progress.epoch(seen, &summary, total)
+                })
             }
             Job::Finish => writer.finish().context("ending the stream"),
         };
@@ -121,16 +143,25 @@ fn commit_all(
 }
 
 /// Commits one batch, or skips it when an earlier run committed it (a recovery replay).
-fn commit(writer: &mut EpochWriter, batch: EpochBatch, summary: &mut RunSummary) -> Result<()> {
+fn commit(
+    writer: &mut EpochWriter,
+    batch: EpochBatch,
+    summary: &mut RunSummary,
+    telemetry: &Telemetry,
+) -> Result<()> {
     if writer.replayed(&batch)? {
         summary.epochs_recovered += 1;
+        telemetry.epoch_replayed(batch.epoch);
         return Ok(());
     }
     let (epoch, taken_at, visible_ms) = (batch.epoch, batch.taken_at, batch.visible_ms);
     let chunk = batch.chunk_key.clone();
+    let (computed_in, rejects_by_reason) = (batch.computed_in, rejects_by_reason(&batch));
+    let started = Instant::now();
     let stats = writer
         .commit(batch)
         .with_context(|| format!("committing epoch {epoch} ({chunk})"))?;
+    let committed_at_ms = now_ms();
     summary.epochs_committed += 1;
     summary.rows_accepted += stats.accepted;
     summary.rows_rejected += stats.rejected;
@@ -145,5 +176,29 @@ fn commit(writer: &mut EpochWriter, batch: EpochBatch, summary: &mut RunSummary)
         total_detections = writer.detections_total(),
         "epoch committed"
     );
+    telemetry.epoch_committed(EpochRecord {
+        epoch,
+        chunk,
+        rows: stats.accepted,
+        rejected: stats.rejected,
+        compute: computed_in,
+        commit: started.elapsed(),
+        visible_to_commit_ms: telemetry.is_live().then_some(committed_at_ms - visible_ms),
+        committed_at: stats.committed_at,
+        detections: stats.new_rows,
+        rejects_by_reason,
+    });
     Ok(())
+}
+
+/// The batch's rejected rows by reason kind (rejects are few; this is not a per-row path
+/// of accepted data).
+fn rejects_by_reason(batch: &EpochBatch) -> BTreeMap<String, u64> {
+    let mut kinds = BTreeMap::new();
+    for reject in batch.reports.iter().flat_map(|r| &r.rejects) {
+        *kinds
+            .entry(reason_kind(&reject.reason).to_string())
+            .or_default() += 1;
+    }
+    kinds
 }

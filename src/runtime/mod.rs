@@ -10,6 +10,7 @@
 //! | [`batch`] | [`EpochBatch`]: one epoch's outputs and share reports; its completeness |
 //! | [`committer`] | the committing thread: batches in, rejects/ledger/files out |
 //! | [`cluster`] | starting and joining the workers, bounded, with typed failures |
+//! | [`watchdog`] | the stall watchdog: fails the run when no epoch commits while chunks wait |
 //!
 //! An epoch's path: the [`ChunkFeed`](crate::sources::landing::ChunkFeed) fetches chunk k;
 //! every worker parses its share and feeds it at time k; the dataflow's outputs and the share
@@ -26,6 +27,7 @@ pub mod config;
 pub mod identity;
 pub mod options;
 pub mod startup;
+pub mod watchdog;
 pub mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -37,6 +39,7 @@ pub use config::{
 };
 pub use options::{
     default_poll_interval, ReplayRange, RunSummary, YOptions, DEFAULT_GAP_WARN, DEFAULT_SETTLE,
+    DEFAULT_STALL_TIMEOUT,
 };
 
 use crate::error::{Error, Result};
@@ -47,6 +50,8 @@ pub struct RunControl {
     stop: Arc<AtomicBool>,
     failure: Mutex<Option<Error>>,
     failed: AtomicBool,
+    /// Failed in a way that threads may never notice (a stall): do not wait for them.
+    abandoned: AtomicBool,
     workers_returned: AtomicUsize,
 }
 
@@ -56,6 +61,7 @@ impl RunControl {
             stop,
             failure: Mutex::new(None),
             failed: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
             workers_returned: AtomicUsize::new(0),
         }
     }
@@ -67,6 +73,18 @@ impl RunControl {
             *failure = Some(error);
         }
         self.failed.store(true, Ordering::SeqCst);
+    }
+
+    /// Records a failure after which the run's threads may never return (they are stuck):
+    /// the run returns without waiting for them.
+    pub fn abandon(&self, error: Error) {
+        self.fail(error);
+        self.abandoned.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the run's threads are to be left behind ([`RunControl::abandon`]).
+    pub fn abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::SeqCst)
     }
 
     /// A worker's loop returned.

@@ -42,10 +42,23 @@ pub struct YOptions {
     /// Local landing: a chunk whose last byte is not a line terminator is still being written;
     /// it is taken once its size has stayed the same this long.
     pub settle: Duration,
+    /// `--http`: serve the operating endpoint (`/metrics`, `/api/status`, `/healthz`,
+    /// `/readyz`) on this address, from process 0 only; `None` = off.
+    pub http: Option<std::net::SocketAddr>,
+    /// `--ready-max-lag`: `/readyz` fails when more chunks than this wait to be committed.
+    pub ready_max_lag: u64,
+    /// `--stall-timeout`: fail the run when no epoch commits this long while chunks wait
+    /// (process 0); zero = never.
+    pub stall_timeout: Duration,
 }
 
 /// Default of [`YOptions::gap_warn`] (`--gap-warn-secs`).
 pub const DEFAULT_GAP_WARN: Duration = Duration::from_secs(10);
+
+/// Default of [`YOptions::stall_timeout`] (`--stall-timeout`): long enough for any epoch
+/// and for a PostgreSQL reconnect (`--pg-reconnect-timeout` 60 s), short enough that a frozen
+/// cluster peer does not go unnoticed.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Default of [`YOptions::settle`] (`--settle-ms`).
 pub const DEFAULT_SETTLE: Duration = Duration::from_millis(1000);
@@ -66,6 +79,9 @@ impl YOptions {
             poll_interval: default_poll_interval(landing),
             gap_warn: DEFAULT_GAP_WARN,
             settle: DEFAULT_SETTLE,
+            http: None,
+            ready_max_lag: crate::telemetry::DEFAULT_READY_MAX_LAG,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
         }
     }
 }

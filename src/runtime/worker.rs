@@ -89,10 +89,11 @@ pub fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<()> {
             check_fingerprints(&flow.fingerprints.borrow(), &shared.fingerprint)?;
             fingerprints_checked = true;
         }
-        let batch = flow
+        let mut batch = flow
             .gathered
             .borrow_mut()
             .take_batch(&chunk, next, taken_at);
+        batch.computed_in = Some(taken_at.elapsed());
         if !hand_over(worker, shared, queue, batch)? {
             break false;
         }

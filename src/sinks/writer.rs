@@ -43,12 +43,16 @@ pub enum Clock {
 }
 
 /// What committing an epoch did.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct CommitStats {
     pub accepted: u64,
     pub rejected: u64,
     pub new_detections: u64,
     pub files_written: u64,
+    /// The epoch's new ledger rows (for the run's telemetry).
+    pub new_rows: Vec<LedgerRow>,
+    /// The epoch's `committed_at` as stored.
+    pub committed_at: String,
 }
 
 pub struct EpochWriter {
@@ -217,6 +221,8 @@ impl EpochWriter {
         let new_detections = commit.detections.len() as u64;
         self.next_seq += new_detections;
         self.emitted.extend(new);
+        let new_rows = commit.detections.clone();
+        let committed_at = commit.progress.committed_at.clone();
         self.pending.extend(commit.detections);
         let before = self.files_written;
         self.write_full_files()?;
@@ -225,6 +231,8 @@ impl EpochWriter {
             rejected,
             new_detections,
             files_written: self.files_written - before,
+            new_rows,
+            committed_at,
         })
     }
 

@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{LandingError, StoreError};
 use crate::objectstore::{ObjectMeta, ObjectStore};
+use crate::telemetry::Telemetry;
 
 /// Name of the end-of-stream marker.
 pub const COMPLETE_KEY: &str = "_COMPLETE";
@@ -387,6 +388,8 @@ pub struct ChunkFeed {
     changed: Condvar,
     consumers: usize,
     stop: Arc<AtomicBool>,
+    /// Told of every chunk fetched (the landing edge of the run's telemetry).
+    observer: Option<Arc<Telemetry>>,
 }
 
 /// How many chunks may wait fetched ahead of the slowest local worker.
@@ -456,6 +459,18 @@ impl ChunkFeed {
         options: FeedOptions,
         stop: Arc<AtomicBool>,
     ) -> Arc<ChunkFeed> {
+        Self::start_observed(store, plan, consumers, options, stop, None)
+    }
+
+    /// As [`ChunkFeed::start`], telling `observer` of every chunk fetched.
+    pub fn start_observed(
+        store: Arc<dyn ObjectStore>,
+        plan: FeedPlan,
+        consumers: usize,
+        options: FeedOptions,
+        stop: Arc<AtomicBool>,
+        observer: Option<Arc<Telemetry>>,
+    ) -> Arc<ChunkFeed> {
         let feed = Arc::new(ChunkFeed {
             state: Mutex::new(FeedState {
                 ready: BTreeMap::new(),
@@ -465,6 +480,7 @@ impl ChunkFeed {
             changed: Condvar::new(),
             consumers,
             stop,
+            observer,
         });
         let worker_feed = feed.clone();
         let location = store.describe();
@@ -535,6 +551,9 @@ impl ChunkFeed {
     }
 
     fn push(&self, position: u64, item: FeedItem) {
+        if let (Some(observer), FeedItem::Chunk(chunk)) = (&self.observer, &item) {
+            observer.chunk_seen(chunk.index, chunk.last_modified_ms);
+        }
         let mut state = self.state();
         state.ready.insert(position, (item, 0));
         state.next_fetch = position + 1;

@@ -147,6 +147,7 @@ impl Retry {
         }
         .min(self.timeout - elapsed);
         self.attempt += 1;
+        crate::telemetry::retries::state_store_retry(what);
         tracing::warn!(
             url,
             attempt = self.attempt,

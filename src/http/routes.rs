@@ -1,0 +1,78 @@
+//! The endpoint's fixed routes: each is a function of the run's [`Telemetry`], read-only.
+//! Any other path is a 404 (nothing is ever served from a file).
+
+use crate::telemetry::Telemetry;
+
+/// A response, before it is written.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const JSON: &str = "application/json";
+const HTML: &str = "text/html; charset=utf-8";
+
+impl Response {
+    pub fn text(status: u16, body: impl Into<String>) -> Response {
+        let mut body = body.into();
+        body.push('\n');
+        Response {
+            status,
+            content_type: TEXT,
+            body: body.into_bytes(),
+        }
+    }
+
+    /// The reason phrase of the statuses the endpoint sends.
+    pub fn reason(&self) -> &'static str {
+        match self.status {
+            200 => "OK",
+            400 => "Bad Request",
+            404 => "Not Found",
+            405 => "Method Not Allowed",
+            408 => "Request Timeout",
+            431 => "Request Header Fields Too Large",
+            503 => "Service Unavailable",
+            _ => "Internal Server Error",
+        }
+    }
+}
+
+/// The response to a GET (or HEAD) of `target` (its query string is ignored).
+pub fn route(telemetry: &Telemetry, target: &str) -> Response {
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    match path {
+        "/" => html(crate::report::console_page()),
+        "/metrics" => Response {
+            status: 200,
+            content_type: OPENMETRICS,
+            body: telemetry.metrics_text().into_bytes(),
+        },
+        "/healthz" => Response::text(200, "ok"),
+        "/readyz" => match telemetry.readiness() {
+            Ok(()) => Response::text(200, "ready"),
+            Err(reason) => Response::text(503, reason),
+        },
+        "/api/status" => match serde_json::to_vec(&telemetry.status()) {
+            Ok(body) => Response {
+                status: 200,
+                content_type: JSON,
+                body,
+            },
+            Err(e) => Response::text(500, format!("encoding the status: {e}")),
+        },
+        _ => Response::text(404, "not found"),
+    }
+}
+
+fn html(page: &str) -> Response {
+    Response {
+        status: 200,
+        content_type: HTML,
+        body: page.as_bytes().to_vec(),
+    }
+}

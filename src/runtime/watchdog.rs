@@ -1,0 +1,64 @@
+//! The stall watchdog (`--stall-timeout`): on the process hosting the committer, a thread
+//! that fails the run ([`ClusterError::Stalled`], through [`RunControl::fail`]) when no epoch
+//! went through the committer for the timeout while chunks were waiting (the landing edge is
+//! past the last epoch taken). It never ends the process: the run returns its error at once,
+//! without waiting for threads that may be stuck (on a frozen peer, a hung store call).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::ClusterError;
+use crate::runtime::RunControl;
+use crate::sources::landing::chunk_key;
+use crate::telemetry::Telemetry;
+
+/// How often the watchdog looks.
+const TICK: Duration = Duration::from_millis(200);
+
+/// Starts the watchdog thread (nothing when `timeout` is zero); it ends with the run.
+pub fn start(
+    timeout: Duration,
+    processes: usize,
+    telemetry: Arc<Telemetry>,
+    control: Arc<RunControl>,
+) {
+    if timeout.is_zero() {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("stall-watchdog".into())
+        .spawn(move || watch(timeout, processes, &telemetry, &control));
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start the stall watchdog: {e}");
+    }
+}
+
+fn watch(timeout: Duration, processes: usize, telemetry: &Telemetry, control: &RunControl) {
+    while !control.should_stop() {
+        std::thread::sleep(TICK);
+        let Some((waited, first, edge)) = telemetry.stalled_for(timeout) else {
+            continue;
+        };
+        let waiting = match edge > first {
+            true => format!("{} … {}", chunk_key(first), chunk_key(edge)),
+            false => chunk_key(first),
+        };
+        let hint = match processes {
+            1 => "a worker, the state store or the output store may be hung; restart \
+                  mechanism-y (it resumes from the last committed epoch)"
+                .to_string(),
+            _ => "a cluster peer may be frozen; restart every process (the cluster resumes \
+                  from the last committed epoch)"
+                .to_string(),
+        };
+        let error = ClusterError::Stalled {
+            seconds: waited.as_secs(),
+            waiting,
+            hint,
+        };
+        tracing::error!("{error}");
+        telemetry.set_stalled(error.to_string());
+        control.abandon(error.into());
+        return;
+    }
+}

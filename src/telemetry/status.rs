@@ -1,0 +1,319 @@
+//! The `/api/status` document ([`Status`]) and the book it is written from ([`Book`]): run
+//! totals, detections and rejects by kind, the newest detections and the last
+//! [`HISTORY_EPOCHS`] epochs. The committing thread adds one [`EpochRecord`] per epoch.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::model::Pattern;
+use crate::sinks::state::LedgerRow;
+
+/// Epochs the history keeps.
+pub const HISTORY_EPOCHS: usize = 1000;
+
+/// Detections `latest_detections` lists.
+pub const LATEST_DETECTIONS: usize = 50;
+
+/// Window of the throughput figures.
+const RATE_WINDOW: Duration = Duration::from_secs(10);
+
+/// What the run was given (`run` of the document).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RunInfo {
+    pub mode: &'static str,
+    pub landing: String,
+    pub output: String,
+    /// The state store, any password redacted.
+    pub state: String,
+    /// `[from, to]` of a replay (resolved once the landing was listed); `null` live.
+    pub range: Option<[Option<u64>; 2]>,
+    pub thresholds: serde_json::Value,
+    pub workers: usize,
+    pub processes: usize,
+    pub process: usize,
+    pub started_at: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Progress {
+    pub epochs_committed: u64,
+    pub epochs_recovered: u64,
+    pub last_committed_epoch: Option<u64>,
+    pub landing_edge: Option<u64>,
+    pub lag_chunks: u64,
+    pub lag_seconds: f64,
+    pub rows_accepted: u64,
+    pub rows_rejected: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Throughput {
+    pub rows_per_second: f64,
+    pub epochs_per_second: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Detections {
+    pub total: u64,
+    pub by_pattern: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LatestDetection {
+    pub seq: u64,
+    pub epoch: u64,
+    pub pattern_id: String,
+    pub action_type: String,
+    pub customer_name: String,
+    pub merchant_id: String,
+    pub detection_time: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Rejects {
+    pub total: u64,
+    pub by_reason: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct HistoryEntry {
+    pub epoch: u64,
+    pub chunk: String,
+    pub committed_at: String,
+    pub rows: u64,
+    pub rejected: u64,
+    pub compute_ms: Option<f64>,
+    pub commit_ms: Option<f64>,
+    pub visible_to_commit_ms: Option<i64>,
+    pub detections: BTreeMap<String, u64>,
+}
+
+/// The `/api/status` document.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    pub run: RunInfo,
+    pub state: &'static str,
+    pub progress: Progress,
+    pub throughput: Throughput,
+    pub detections: Detections,
+    pub latest_detections: Vec<LatestDetection>,
+    pub rejects: Rejects,
+    pub history: Vec<HistoryEntry>,
+}
+
+/// One committed epoch, as the committing thread reports it.
+#[derive(Debug, Default)]
+pub struct EpochRecord {
+    pub epoch: u64,
+    pub chunk: String,
+    pub rows: u64,
+    pub rejected: u64,
+    /// Worker 0: chunk taken → batch ready.
+    pub compute: Option<Duration>,
+    pub commit: Duration,
+    /// Live mode: the chunk's last-modified time → the commit, in ms.
+    pub visible_to_commit_ms: Option<i64>,
+    /// As stored (IST RFC 3339).
+    pub committed_at: String,
+    /// The epoch's new ledger rows.
+    pub detections: Vec<LedgerRow>,
+    /// Rejected rows by reason kind ([`reason_kind`]).
+    pub rejects_by_reason: BTreeMap<String, u64>,
+}
+
+/// The kind of a reject reason: its text before the first `'` or `:`, trimmed.
+pub fn reason_kind(reason: &str) -> &str {
+    let end = reason.find(['\'', ':']).unwrap_or(reason.len());
+    reason[..end].trim()
+}
+
+/// Detections by pattern, every pattern present.
+fn zero_patterns() -> BTreeMap<String, u64> {
+    Pattern::ALL
+        .iter()
+        .map(|p| (p.id().to_string(), 0))
+        .collect()
+}
+
+/// The run's totals and recent epochs, kept by the committing thread.
+#[derive(Debug)]
+pub struct Book {
+    pub run: RunInfo,
+    pub epochs_committed: u64,
+    pub epochs_recovered: u64,
+    pub rows_accepted: u64,
+    pub rows_rejected: u64,
+    by_pattern: BTreeMap<String, u64>,
+    latest: VecDeque<LatestDetection>,
+    by_reason: BTreeMap<String, u64>,
+    /// Oldest first, with when each was committed (for the throughput).
+    history: VecDeque<(Instant, HistoryEntry)>,
+}
+
+impl Book {
+    pub fn new(run: RunInfo) -> Book {
+        Book {
+            run,
+            epochs_committed: 0,
+            epochs_recovered: 0,
+            rows_accepted: 0,
+            rows_rejected: 0,
+            by_pattern: zero_patterns(),
+            latest: VecDeque::new(),
+            by_reason: BTreeMap::new(),
+            history: VecDeque::new(),
+        }
+    }
+
+    /// Adds a committed epoch.
+    pub fn add(&mut self, record: EpochRecord) {
+        self.epochs_committed += 1;
+        self.rows_accepted += record.rows;
+        self.rows_rejected += record.rejected;
+        let mut detections = zero_patterns();
+        for row in &record.detections {
+            *detections.entry(row.pattern_id.clone()).or_default() += 1;
+            *self.by_pattern.entry(row.pattern_id.clone()).or_default() += 1;
+        }
+        let skip = record.detections.len().saturating_sub(LATEST_DETECTIONS);
+        for row in record.detections.into_iter().skip(skip) {
+            self.latest.push_front(LatestDetection {
+                seq: row.seq,
+                epoch: row.epoch,
+                pattern_id: row.pattern_id,
+                action_type: row.action_type,
+                customer_name: row.customer_name,
+                merchant_id: row.merchant_id,
+                detection_time: row.detection_time,
+            });
+        }
+        self.latest.truncate(LATEST_DETECTIONS);
+        for (kind, n) in record.rejects_by_reason {
+            *self.by_reason.entry(kind).or_default() += n;
+        }
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let entry = HistoryEntry {
+            epoch: record.epoch,
+            chunk: record.chunk,
+            committed_at: record.committed_at,
+            rows: record.rows,
+            rejected: record.rejected,
+            compute_ms: record.compute.map(ms),
+            commit_ms: Some(ms(record.commit)),
+            visible_to_commit_ms: record.visible_to_commit_ms,
+            detections,
+        };
+        if self.history.len() == HISTORY_EPOCHS {
+            self.history.pop_front();
+        }
+        self.history.push_back((Instant::now(), entry));
+    }
+
+    pub fn detections(&self) -> Detections {
+        Detections {
+            total: self.by_pattern.values().sum(),
+            by_pattern: self.by_pattern.clone(),
+        }
+    }
+
+    pub fn rejects(&self) -> Rejects {
+        Rejects {
+            total: self.by_reason.values().sum(),
+            by_reason: self.by_reason.clone(),
+        }
+    }
+
+    pub fn latest(&self) -> Vec<LatestDetection> {
+        self.latest.iter().cloned().collect()
+    }
+
+    pub fn history(&self) -> Vec<HistoryEntry> {
+        self.history.iter().map(|(_, e)| e.clone()).collect()
+    }
+
+    /// Rows and epochs per second over the last [`RATE_WINDOW`] (or since `started`).
+    pub fn throughput(&self, started: Instant) -> Throughput {
+        let window = started
+            .elapsed()
+            .clamp(Duration::from_millis(1), RATE_WINDOW);
+        let recent = self
+            .history
+            .iter()
+            .rev()
+            .take_while(|(at, _)| at.elapsed() <= window);
+        let (rows, epochs) = recent.fold((0u64, 0u64), |(r, e), (_, h)| (r + h.rows, e + 1));
+        let secs = window.as_secs_f64();
+        Throughput {
+            rows_per_second: rows as f64 / secs,
+            epochs_per_second: epochs as f64 / secs,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_kinds_stop_at_a_quote_or_colon() {
+        assert_eq!(
+            reason_kind("invalid amount '-3.00': a sign is not allowed"),
+            "invalid amount"
+        );
+        assert_eq!(
+            reason_kind("wrong number of fields: 3, expected 10"),
+            "wrong number of fields"
+        );
+        assert_eq!(reason_kind("  empty record "), "empty record");
+    }
+
+    fn row(seq: u64, epoch: u64) -> LedgerRow {
+        LedgerRow {
+            seq,
+            epoch,
+            pattern_id: "PatId2".into(),
+            action_type: "CHILD".into(),
+            customer_name: format!("c{seq}"),
+            merchant_id: "m".into(),
+            y_start_time: String::new(),
+            detection_time: String::new(),
+            file_seq: None,
+        }
+    }
+
+    #[test]
+    fn the_history_keeps_the_last_epochs_and_the_newest_detections_first() {
+        let mut book = Book::new(RunInfo::default());
+        for epoch in 0..(HISTORY_EPOCHS as u64 + 5) {
+            book.add(EpochRecord {
+                epoch,
+                rows: 2,
+                detections: vec![row(epoch, epoch)],
+                ..EpochRecord::default()
+            });
+        }
+        let latest = book.latest();
+        assert_eq!(latest.len(), LATEST_DETECTIONS);
+        assert_eq!(latest[0].seq, HISTORY_EPOCHS as u64 + 4);
+        // One epoch of more detections than are listed: its newest first.
+        let epoch = HISTORY_EPOCHS as u64 + 5;
+        book.add(EpochRecord {
+            epoch,
+            detections: (0..60).map(|i| row(10_000 + i, epoch)).collect(),
+            ..EpochRecord::default()
+        });
+        let seqs: Vec<u64> = book.latest().iter().map(|d| d.seq).collect();
+        assert_eq!(seqs, (10_010..10_060).rev().collect::<Vec<_>>());
+        let history = book.history();
+        assert_eq!(history.len(), HISTORY_EPOCHS);
+        assert_eq!(history[0].epoch, 6);
+        assert_eq!(history[HISTORY_EPOCHS - 1].detections["PatId2"], 60);
+        assert_eq!(
+            book.detections().by_pattern["PatId2"],
+            HISTORY_EPOCHS as u64 + 65
+        );
+        assert_eq!(book.detections().by_pattern["PatId1"], 0);
+    }
+}

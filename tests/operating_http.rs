@@ -1,0 +1,826 @@
+//! The operating endpoint (`mechanism-y --http`), end to end over real HTTP:
+//! - a live run's `/metrics` (parsed line by line) and `/api/status` agree with the state
+//!   store, and `/healthz`, `/readyz` answer as documented;
+//! - hostile clients during a backtest get their bounded answers, and the run's output and
+//!   tables are byte-identical to a run without the endpoint;
+//! - a cluster whose peer is frozen fails with the stall line within the stall timeout, and
+//!   a restart ends exactly as an uninterrupted run.
+//!
+//! Every wait is bounded; every child process is killed when its guard drops.
+
+// Signals to child processes need libc calls.
+#![allow(unsafe_code)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::outputs::{timeless_epochs, timeless_ledger};
+use prometheus_parse::{LineInfo, Scrape, Value};
+use txflow::mechanism_x::{self, XOptions};
+use txflow::sinks::state::{self, EpochRow, LedgerRow, StateConfig};
+use txgen::GenOptions;
+
+const Y: &str = env!("CARGO_BIN_EXE_mechanism-y");
+const ROWS: u64 = 40_000;
+const SEED: u64 = 7;
+/// Scaled-down thresholds so that all three patterns fire on 40,000 rows.
+const THRESHOLD_ARGS: [&str; 6] = [
+    "--upgrade-min-merchant-txns",
+    "1000",
+    "--child-min-txns",
+    "15",
+    "--dei-min-female-customers",
+    "10",
+];
+/// Bound of a whole run (debug build, shared 2-core machine).
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+// ---------------------------------------------------------------------------------------------
+// Child processes
+
+/// A child `mechanism-y` with its stdout/stderr in files; killed (SIGKILL) when dropped.
+struct Proc {
+    name: String,
+    child: Child,
+    stderr: PathBuf,
+    status: Option<ExitStatus>,
+}
+
+impl Proc {
+    fn spawn(name: &str, args: &[String], logs: &Path) -> Proc {
+        let stderr = logs.join(format!("{name}.err"));
+        let child = Command::new(Y)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .env("RUST_BACKTRACE", "0")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(logs.join(format!("{name}.out"))).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
+        Proc {
+            name: name.to_string(),
+            child,
+            stderr,
+            status: None,
+        }
+    }
+
+    fn try_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().unwrap();
+        }
+        self.status
+    }
+
+    fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_status() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} still running after {timeout:?}; stderr tail:\n{}",
+                self.name,
+                self.stderr_tail(15)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_ok(&mut self, timeout: Duration) {
+        let status = self.wait(timeout);
+        assert!(
+            status.success(),
+            "{} failed ({status}); stderr tail:\n{}",
+            self.name,
+            self.stderr_tail(15)
+        );
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill({}, {signal})", self.name);
+    }
+
+    fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn stderr_tail(&self, lines: usize) -> String {
+        let text = self.stderr_text();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    fn epochs_committed(&self) -> usize {
+        self.stderr_text().matches("epoch committed").count()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.try_status().is_none() {
+            // A stopped process must be continued to die of SIGKILL cleanly for its peers.
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A free port on 127.0.0.1 (bound to port 0, read, released).
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data
+
+/// Generated data shared by every test (removed at exit).
+struct Data {
+    dir: PathBuf,
+    transactions: PathBuf,
+    importance: PathBuf,
+}
+
+static DATA_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+extern "C" fn remove_data_dir() {
+    if let Some(dir) = DATA_DIR.get() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+fn data() -> &'static Data {
+    static DATA: OnceLock<Data> = OnceLock::new();
+    DATA.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("txflow-http-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        DATA_DIR.set(dir.clone()).unwrap();
+        // SAFETY: registers a plain function with no captured state.
+        unsafe { libc::atexit(remove_data_dir) };
+        let data = dir.join("data");
+        txgen::generate(&data, &GenOptions::new(ROWS, SEED)).unwrap();
+        Data {
+            transactions: data.join(txgen::TRANSACTIONS_FILE),
+            importance: data.join(txgen::IMPORTANCE_FILE),
+            dir,
+        }
+    })
+}
+
+/// Mechanism X: a landing store of `chunk_rows`-row chunks, `interval` apart.
+fn run_x(landing: &Path, chunk_rows: usize, interval: Duration) {
+    let mut options = XOptions::new(data().transactions.clone(), &landing.to_string_lossy());
+    options.chunk_rows = chunk_rows;
+    options.interval = interval;
+    mechanism_x::run(&options).unwrap();
+}
+
+fn sqlite(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("state.db").display())
+}
+
+fn y_args(landing: &Path, run: &Path, extra: &[&str]) -> Vec<String> {
+    y_args_with_state(landing, run, &sqlite(run), extra)
+}
+
+fn y_args_with_state(landing: &Path, run: &Path, state: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--landing".into(),
+        landing.display().to_string(),
+        "--importance".into(),
+        data().importance.display().to_string(),
+        "--output".into(),
+        run.join("out").display().to_string(),
+        "--state".into(),
+        state.to_string(),
+    ];
+    args.extend(THRESHOLD_ARGS.iter().map(|s| s.to_string()));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// What a run leaves behind: the state tables and the output files.
+#[derive(Debug, PartialEq)]
+struct Results {
+    ledger: Vec<LedgerRow>,
+    epochs: Vec<EpochRow>,
+    counts: Vec<(String, i64)>,
+    files: BTreeMap<String, Vec<u8>>,
+}
+
+fn read_results(run: &Path) -> Results {
+    read_results_from(run, &sqlite(run))
+}
+
+fn read_results_from(run: &Path, state_url: &str) -> Results {
+    let mut store = state::open(&StateConfig::parse(state_url).unwrap()).unwrap();
+    let mut files = BTreeMap::new();
+    let out = run.join("out");
+    for entry in walk(&out) {
+        let name = entry.strip_prefix(&out).unwrap().display().to_string();
+        files.insert(name, std::fs::read(&entry).unwrap());
+    }
+    Results {
+        ledger: store.ledger().unwrap(),
+        epochs: store.epoch_rows().unwrap(),
+        counts: store.merchant_counts().unwrap(),
+        files,
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP clients
+
+/// A response: status, head, body.
+struct Reply {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+fn parse_reply(bytes: &[u8]) -> Option<Reply> {
+    let text = String::from_utf8_lossy(bytes);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some(Reply {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
+    })
+}
+
+/// Sends `request` as is and reads until the server closes (bounded).
+fn exchange(port: u16, request: &[u8]) -> Option<Reply> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = stream.write_all(request);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut bytes = Vec::new();
+    let _ = stream.read_to_end(&mut bytes);
+    parse_reply(&bytes)
+}
+
+fn get(port: u16, path: &str) -> Option<Reply> {
+    exchange(
+        port,
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes(),
+    )
+}
+
+fn status_json(port: u16) -> serde_json::Value {
+    let reply = get(port, "/api/status").expect("/api/status answers");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(reply.head.contains("Content-Type: application/json"));
+    serde_json::from_str(&reply.body).expect("/api/status is JSON")
+}
+
+/// `/metrics`, every line checked against the exposition grammar, then parsed: metric
+/// (with its labels, `k=v` sorted) → value.
+fn scrape(port: u16) -> BTreeMap<String, f64> {
+    let reply = get(port, "/metrics").expect("/metrics answers");
+    assert_eq!(reply.status, 200);
+    assert!(reply
+        .head
+        .contains("Content-Type: application/openmetrics-text"));
+    let lines: Vec<&str> = reply.body.lines().collect();
+    assert_eq!(
+        lines.last(),
+        Some(&"# EOF"),
+        "the exposition ends with # EOF"
+    );
+    for line in &lines[..lines.len() - 1] {
+        let ok = match LineInfo::parse(line) {
+            LineInfo::Doc { .. } | LineInfo::Type { .. } => true,
+            LineInfo::Sample { metric_name, .. } => metric_name.starts_with("txflow_"),
+            LineInfo::Empty | LineInfo::Ignored => line.starts_with("# UNIT txflow_"),
+        };
+        assert!(ok, "not an exposition line: {line:?}");
+    }
+    let parsed = Scrape::parse(reply.body.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let mut out = BTreeMap::new();
+    for sample in parsed.samples {
+        let value = match sample.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
+            Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
+            Value::Summary(_) => continue,
+        };
+        let mut labels: Vec<String> = sample
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        labels.sort();
+        let key = match labels.is_empty() {
+            true => sample.metric,
+            false => format!("{}{{{}}}", sample.metric, labels.join(",")),
+        };
+        out.insert(key, value);
+    }
+    out
+}
+
+fn metric(metrics: &BTreeMap<String, f64>, name: &str) -> f64 {
+    *metrics
+        .get(name)
+        .unwrap_or_else(|| panic!("{name} missing from /metrics: {metrics:?}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// A live run: the figures agree with the state store
+
+#[test]
+fn live_run_figures_match_the_state_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let landing = tmp.path().join("landing");
+    let run = tmp.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let x_landing = landing.clone();
+    let x = std::thread::spawn(move || run_x(&x_landing, 2_000, Duration::from_millis(150)));
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut y = Proc::spawn(
+        "live",
+        &y_args(&landing, &run, &["--follow", "-w", "2", "--http", &addr]),
+        &run,
+    );
+    wait_until("/healthz", RUN_TIMEOUT, || {
+        get(port, "/healthz").is_some_and(|r| r.status == 200 && r.body == "ok\n")
+    });
+    // While it runs: every scrape parses, and the figures only grow.
+    let mut seen_epochs = 0.0;
+    let mut scrapes = 0;
+    wait_until("20 committed epochs and /readyz 200", RUN_TIMEOUT, || {
+        let m = scrape(port);
+        let epochs = metric(&m, "txflow_epochs_committed_total");
+        assert!(
+            epochs >= seen_epochs,
+            "epochs went back: {epochs} < {seen_epochs}"
+        );
+        seen_epochs = epochs;
+        scrapes += 1;
+        let status = status_json(port);
+        assert!(
+            ["running", "up_to_date", "recovering", "starting"]
+                .contains(&status["state"].as_str().unwrap()),
+            "{status}"
+        );
+        epochs == 20.0 && get(port, "/readyz").is_some_and(|r| r.status == 200)
+    });
+    x.join().unwrap();
+    assert!(scrapes > 1, "scraped during the run");
+    let m = scrape(port);
+    let status = status_json(port);
+    y.signal(libc::SIGTERM);
+    y.wait_ok(RUN_TIMEOUT);
+    let r = read_results(&run);
+    check_figures(&m, &status, &r);
+}
+
+/// The final figures against the state store's tables.
+fn check_figures(m: &BTreeMap<String, f64>, status: &serde_json::Value, r: &Results) {
+    let accepted: u64 = r.epochs.iter().map(|e| e.rows_accepted).sum();
+    let rejected: u64 = r.epochs.iter().map(|e| e.rows_rejected).sum();
+    assert_eq!(r.epochs.len(), 20);
+    assert_eq!(metric(m, "txflow_epochs_committed_total"), 20.0);
+    assert_eq!(metric(m, "txflow_rows_accepted_total"), accepted as f64);
+    assert_eq!(metric(m, "txflow_rows_rejected_total"), rejected as f64);
+    assert_eq!(metric(m, "txflow_last_committed_epoch"), 19.0);
+    assert_eq!(metric(m, "txflow_landing_edge_epoch"), 19.0);
+    assert_eq!(metric(m, "txflow_lag_chunks"), 0.0);
+    assert_eq!(metric(m, "txflow_ready"), 1.0);
+    assert_eq!(
+        metric(m, "txflow_epoch_commit_seconds"),
+        20.0,
+        "one observation per epoch"
+    );
+    assert_eq!(metric(m, "txflow_epoch_compute_seconds"), 20.0);
+    assert_eq!(metric(m, "txflow_visible_to_commit_seconds"), 20.0);
+    assert!(metric(m, "txflow_process_resident_memory_bytes") > 1e6);
+    let p = &status["progress"];
+    assert_eq!(p["epochs_committed"], 20);
+    assert_eq!(p["rows_accepted"], accepted);
+    assert_eq!(p["rows_rejected"], rejected);
+    assert_eq!(p["last_committed_epoch"], 19);
+    assert_eq!(status["state"], "up_to_date");
+    assert_eq!(status["run"]["mode"], "live");
+    let mut by_pattern: BTreeMap<String, u64> = BTreeMap::new();
+    for row in &r.ledger {
+        *by_pattern.entry(row.pattern_id.clone()).or_default() += 1;
+    }
+    assert_eq!(by_pattern.len(), 3, "every pattern fires: {by_pattern:?}");
+    for (pattern, n) in &by_pattern {
+        let name = format!("txflow_detections_total{{pattern={pattern}}}");
+        assert_eq!(metric(m, &name), *n as f64, "{name}");
+        assert_eq!(status["detections"]["by_pattern"][pattern], *n);
+    }
+    assert_eq!(status["detections"]["total"], r.ledger.len());
+    let latest = status["latest_detections"].as_array().unwrap();
+    assert_eq!(latest.len(), r.ledger.len().min(50));
+    for (got, want) in latest.iter().zip(r.ledger.iter().rev()) {
+        assert_eq!(got["seq"], want.seq);
+        assert_eq!(got["pattern_id"], want.pattern_id.as_str());
+        assert_eq!(got["customer_name"], want.customer_name.as_str());
+        assert_eq!(got["detection_time"], want.detection_time.as_str());
+    }
+    let history = status["history"].as_array().unwrap();
+    assert_eq!(history.len(), 20);
+    for (h, e) in history.iter().zip(&r.epochs) {
+        assert_eq!(h["epoch"], e.epoch);
+        assert_eq!(h["chunk"], e.chunk_key.as_str());
+        assert_eq!(h["rows"], e.rows_accepted);
+        assert_eq!(h["committed_at"], e.committed_at.as_str());
+        assert!(h["visible_to_commit_ms"].as_i64().is_some(), "{h}");
+        let in_epoch = r.ledger.iter().filter(|l| l.epoch == e.epoch).count() as u64;
+        let detections: u64 = ["PatId1", "PatId2", "PatId3"]
+            .iter()
+            .map(|p| h["detections"][p].as_u64().unwrap())
+            .sum();
+        assert_eq!(detections, in_epoch, "detections of epoch {}", e.epoch);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile clients during a backtest
+
+/// The chunk of [`held_landing`] whose last line has no terminator.
+const HELD_CHUNK: &str = "chunk-000002.csv";
+
+/// How long a backtest with the endpoint waits at [`HELD_CHUNK`]: longer than the hostile
+/// clients take (`--settle-ms`).
+const HOLD_MS: &str = "15000";
+
+/// A landing whose [`HELD_CHUNK`] lacks its final line terminator: a backtest takes it once
+/// its size has stayed the same for `--settle-ms`, which keeps the run going, mid-stream, as
+/// long as the hostile clients need, whatever the machine's speed. (The chunk's records are
+/// the same either way.)
+fn held_landing() -> &'static PathBuf {
+    static LANDING: OnceLock<PathBuf> = OnceLock::new();
+    LANDING.get_or_init(|| {
+        let landing = data().dir.join("landing-held");
+        run_x(&landing, 2_000, Duration::ZERO);
+        let chunk = landing.join(HELD_CHUNK);
+        let mut bytes = std::fs::read(&chunk).unwrap();
+        assert_eq!(bytes.pop(), Some(b'\n'));
+        std::fs::write(&chunk, bytes).unwrap();
+        landing
+    })
+}
+
+#[test]
+fn hostile_clients_change_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (plain, served) = (tmp.path().join("plain"), tmp.path().join("served"));
+    for dir in [&plain, &served] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let mut y = Proc::spawn(
+        "plain",
+        &y_args(
+            held_landing(),
+            &plain,
+            &["--replay", "-w", "2", "--settle-ms", "10"],
+        ),
+        &plain,
+    );
+    y.wait_ok(RUN_TIMEOUT);
+    let expected = read_results(&plain);
+
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let args = y_args(
+        held_landing(),
+        &served,
+        &[
+            "--replay",
+            "-w",
+            "2",
+            "--settle-ms",
+            HOLD_MS,
+            "--http",
+            &addr,
+        ],
+    );
+    let mut y = Proc::spawn("served", &args, &served);
+    wait_until("/healthz", RUN_TIMEOUT, || {
+        get(port, "/healthz").is_some_and(|r| r.status == 200)
+    });
+    let started = Instant::now();
+    hostile_requests(port);
+    slow_and_idle_clients(port);
+    eprintln!("[http] hostile clients done in {:?}", started.elapsed());
+    assert!(
+        y.try_status().is_none(),
+        "the backtest ended before the hostile clients were done: make it longer"
+    );
+    y.wait_ok(RUN_TIMEOUT);
+    eprintln!(
+        "[http] the served backtest ended {:?} after them",
+        started.elapsed()
+    );
+    let got = read_results(&served);
+    assert_eq!(
+        got.files.keys().collect::<Vec<_>>(),
+        expected.files.keys().collect::<Vec<_>>()
+    );
+    assert!(
+        got == expected,
+        "the run with --http differs from the run without"
+    );
+}
+
+fn hostile_requests(port: u16) {
+    let reply = exchange(port, b"GARBAGE\r\n\r\n").expect("an answer");
+    assert_eq!(reply.status, 400);
+    let mut big = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 100 * 1024));
+    big.extend(b"\r\n\r\n");
+    let reply = exchange(port, &big).expect("an answer");
+    assert_eq!(reply.status, 431);
+    let reply = get(port, "/../../etc/passwd").expect("an answer");
+    assert_eq!(reply.status, 404);
+    assert!(!reply.body.contains("root:"));
+    let reply = get(port, "/metrics/../../../etc/passwd").expect("an answer");
+    assert_eq!(reply.status, 404);
+    let reply = exchange(
+        port,
+        b"POST /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+    )
+    .unwrap();
+    assert_eq!(reply.status, 405);
+    assert!(reply.head.contains("Allow: GET, HEAD"));
+    let reply = exchange(port, b"HEAD /healthz HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!((reply.status, reply.body.as_str()), (200, ""));
+    assert!(reply.head.contains("Connection: close"));
+}
+
+/// A byte-a-second client gets 408 after the request timeout; of 40 idle connections, those
+/// past the cap are closed at once and the others after the timeout; then the endpoint
+/// answers again.
+fn slow_and_idle_clients(port: u16) {
+    let slow = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(900)))
+            .unwrap();
+        let started = Instant::now();
+        let mut got = Vec::new();
+        for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" {
+            if stream.write_all(&[*byte]).is_err() {
+                break;
+            }
+            let mut buf = [0u8; 256];
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend(&buf[..n]),
+                Err(_) => {}
+            }
+            if !got.is_empty() {
+                break;
+            }
+        }
+        (parse_reply(&got).map(|r| r.status), started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let opened = Instant::now();
+    let idle: Vec<TcpStream> = (0..40)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    // Those past the cap are closed at once; the others stay open (looked at without waiting).
+    std::thread::sleep(Duration::from_millis(500));
+    let mut held = Vec::new();
+    for mut stream in idle {
+        stream.set_nonblocking(true).unwrap();
+        match stream.read(&mut [0u8; 16]) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => held.push(stream),
+            other => panic!("an idle connection got {other:?}"),
+        }
+    }
+    let closed_at_once = 40 - held.len();
+    assert!(
+        (8..=10).contains(&closed_at_once),
+        "{closed_at_once} of 40 idle connections closed at once (cap 32, the slow client holds one)"
+    );
+    // The others are closed after the request timeout (5 s), with nothing sent.
+    for mut stream in held {
+        stream.set_nonblocking(false).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(8)))
+            .unwrap();
+        let n = stream.read(&mut [0u8; 16]).expect("closed, not timed out");
+        assert_eq!(n, 0, "an idle connection gets nothing but its close");
+    }
+    let closed = opened.elapsed();
+    assert!(
+        closed > Duration::from_secs(4) && closed < Duration::from_secs(8),
+        "idle connections closed {closed:?} after opening"
+    );
+    let (status, waited) = slow.join().unwrap();
+    assert_eq!(status, Some(408), "the slow client is cut off ({waited:?})");
+    assert!(waited < Duration::from_secs(8), "{waited:?}");
+    // The last idle connections' slots are released just after they are closed.
+    wait_until("/healthz answering again", Duration::from_secs(2), || {
+        get(port, "/healthz").is_some_and(|r| r.status == 200)
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stall: a frozen cluster peer
+
+fn hostfile(dir: &Path) -> PathBuf {
+    let path = dir.join("hosts");
+    std::fs::write(
+        &path,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+    )
+    .unwrap();
+    path
+}
+
+fn cluster(landing: &Path, run: &Path, name: &str, extra: &[&str]) -> Vec<Proc> {
+    let dir = run.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let hosts = hostfile(&dir);
+    (0..2)
+        .map(|p| {
+            let target = if p == 0 {
+                run.to_path_buf()
+            } else {
+                dir.join("peer")
+            };
+            let mut args = y_args(landing, &target, extra);
+            let p_text = p.to_string();
+            args.extend(
+                ["-n", "2", "-p", &p_text, "-h", hosts.to_str().unwrap()]
+                    .iter()
+                    .map(|s| s.to_string()),
+            );
+            Proc::spawn(&format!("{name}-p{p}"), &args, &dir)
+        })
+        .collect()
+}
+
+#[test]
+fn a_frozen_peer_is_a_stall_and_a_restart_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let landing = tmp.path().join("landing");
+    let run = tmp.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let x_landing = landing.clone();
+    let x = std::thread::spawn(move || run_x(&x_landing, 2_000, Duration::from_millis(200)));
+    let mut procs = cluster(&landing, &run, "first", &["--stall-timeout", "3"]);
+    wait_until("3 committed epochs", RUN_TIMEOUT, || {
+        procs[0].epochs_committed() >= 3
+    });
+    procs[1].signal(libc::SIGSTOP);
+    let frozen = Instant::now();
+    let status = procs[0].wait(Duration::from_secs(15));
+    let waited = frozen.elapsed();
+    assert!(!status.success(), "process 0 exited 0 with a frozen peer");
+    assert!(
+        waited < Duration::from_secs(10),
+        "stall noticed after {waited:?}"
+    );
+    let stderr = procs[0].stderr_text();
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: stalled: no epoch committed for 3 s while chunk-")
+            && last.contains("a cluster peer may be frozen"),
+        "{last}"
+    );
+    procs[1].signal(libc::SIGCONT);
+    procs[1].signal(libc::SIGKILL);
+    let _ = procs[1].wait(Duration::from_secs(10));
+    x.join().unwrap();
+
+    let mut restarted = cluster(&landing, &run, "restarted", &[]);
+    for proc in &mut restarted {
+        proc.wait_ok(RUN_TIMEOUT);
+    }
+    let got = read_results(&run);
+    let baseline = tmp.path().join("baseline");
+    std::fs::create_dir_all(&baseline).unwrap();
+    let mut y = Proc::spawn(
+        "baseline",
+        &y_args(&landing, &baseline, &["--replay"]),
+        &baseline,
+    );
+    y.wait_ok(RUN_TIMEOUT);
+    let expected = read_results(&baseline);
+    assert_eq!(
+        timeless_ledger(&got.ledger),
+        timeless_ledger(&expected.ledger)
+    );
+    assert_eq!(
+        timeless_epochs(&got.epochs),
+        timeless_epochs(&expected.epochs)
+    );
+    assert_eq!(got.counts, expected.counts);
+    assert_eq!(
+        got.files.keys().collect::<Vec<_>>(),
+        expected.files.keys().collect::<Vec<_>>()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stall: a hung state store (a single process)
+
+/// A single process whose state-store commit hangs (the epochs table locked by another
+/// session) fails with the stall line within the stall timeout, its workers and committer
+/// left behind; once the lock is gone a restart ends as an uninterrupted run.
+#[test]
+fn a_hung_state_store_is_a_stall_and_a_restart_resumes() {
+    let url = common::pg::fresh_database_url("stall");
+    let tmp = tempfile::tempdir().unwrap();
+    let landing = tmp.path().join("landing");
+    let run = tmp.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let x_landing = landing.clone();
+    let x = std::thread::spawn(move || run_x(&x_landing, 2_000, Duration::from_millis(150)));
+    let args = y_args_with_state(&landing, &run, &url, &["--stall-timeout", "2"]);
+    let mut y = Proc::spawn("hung", &args, &run);
+    wait_until("2 committed epochs", RUN_TIMEOUT, || {
+        y.epochs_committed() >= 2
+    });
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut lock = admin.transaction().unwrap();
+    lock.batch_execute("LOCK TABLE epochs IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let locked = Instant::now();
+    let status = y.wait(Duration::from_secs(20));
+    let waited = locked.elapsed();
+    assert!(!status.success(), "exited 0 with a hung state store");
+    assert!(
+        waited < Duration::from_secs(10),
+        "stall noticed after {waited:?}"
+    );
+    let stderr = y.stderr_text();
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: stalled: no epoch committed for 2 s while chunk-")
+            && last.contains("the state store"),
+        "{last}"
+    );
+    lock.rollback().unwrap();
+    x.join().unwrap();
+
+    let mut y = Proc::spawn("resumed", &args, &run);
+    y.wait_ok(RUN_TIMEOUT);
+    let got = read_results_from(&run, &url);
+    let baseline = tmp.path().join("baseline");
+    std::fs::create_dir_all(&baseline).unwrap();
+    let mut y = Proc::spawn(
+        "baseline",
+        &y_args(&landing, &baseline, &["--replay"]),
+        &baseline,
+    );
+    y.wait_ok(RUN_TIMEOUT);
+    let expected = read_results(&baseline);
+    assert_eq!(
+        timeless_ledger(&got.ledger),
+        timeless_ledger(&expected.ledger)
+    );
+    assert_eq!(
+        timeless_epochs(&got.epochs),
+        timeless_epochs(&expected.epochs)
+    );
+    assert_eq!(got.counts, expected.counts);
+}
