@@ -9,6 +9,9 @@
 //!   rejected rows by reason; a name holding markup stays text. Then the console: a
 //!   test-local HTTP server serves `console_page()` at `/` and `status_from_store` at
 //!   `/api/status`; the page must have fetched the status and shows the same figures.
+//! - `console_served_by_mechanism_y_shows_the_store`: the console as `mechanism-y --http`
+//!   serves it during a live run; once the store holds every epoch the rendered page shows
+//!   the store's figures.
 //! - `report_errors_are_one_line`: `txflow-report` on a missing store or output.
 //! - `screenshots_for_the_readme` (ignored; run by hand): `docs/console.png` during a live run
 //!   of the default-sized data and `docs/report.png` of its report.
@@ -468,6 +471,65 @@ fn report_and_console_show_the_store() {
     );
 }
 
+/// The console as `mechanism-y --http` serves it: a live Y (following, so that it stays up)
+/// over the backtest's landing; once its store holds every epoch, the page rendered in the
+/// browser shows the store's figures, fetched from the real `/api/status`.
+#[test]
+fn console_served_by_mechanism_y_shows_the_store() {
+    let run = backtest();
+    let expected_epochs = store_figures(&run.state_url).epochs as usize;
+    let state_url = format!("sqlite://{}", run.dir.join("live.db").display());
+    let port = free_port();
+    let mut y = Command::new(env!("CARGO_BIN_EXE_mechanism-y"));
+    y.args(["--landing", s(&run.dir.join("landing"))])
+        .args([
+            "--importance",
+            s(&run.dir.join("data/CustomerImportance.csv")),
+        ])
+        .args(["--output", s(&run.dir.join("live-out"))])
+        .args(["--state", &state_url, "-w", "2", "--follow"])
+        .args(["--http", &port.to_string()])
+        .args(THRESHOLDS)
+        .env("RUST_LOG", "warn");
+    let y = ChildGuard::spawn(y);
+    let started = std::time::Instant::now();
+    while store_figures_if_any(&state_url) != Some(expected_epochs) {
+        assert!(
+            started.elapsed() < RUN_TIMEOUT,
+            "the live run never caught up"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let dom = dump_dom(
+        &format!("http://127.0.0.1:{port}/"),
+        &["--virtual-time-budget=5000"],
+    );
+    drop(y);
+    assert!(
+        dom.contains("<title>txflow console</title>"),
+        "console mode"
+    );
+    assert_eq!(
+        page_figures(&dom),
+        store_figures(&state_url),
+        "the console served by mechanism-y"
+    );
+    let (conn, _) = element(&dom, "id=\"conn\"").unwrap();
+    assert!(
+        conn.contains("display: none"),
+        "the last fetch failed: {conn}"
+    );
+}
+
+/// A port nothing listens on (bound, read, released).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 #[test]
 fn report_errors_are_one_line() {
     let tmp = tempfile::tempdir().unwrap();
@@ -517,8 +579,8 @@ fn landing_edge(landing: &Path) -> Option<u64> {
 }
 
 /// Screenshots for the README, of the default-sized demo data (594,643 rows, default
-/// thresholds): `docs/console.png` while a live Y (2 workers) follows X, served by the
-/// test-local server with the lag taken from the landing directory, and `docs/report.png` of
+/// thresholds): `docs/console.png` while a live Y (2 workers) follows X, served by Y's own
+/// endpoint (`--http`), and `docs/report.png` of
 /// the finished run's report. Run by hand:
 /// `cargo test --test operating_browser -- --ignored screenshots`.
 #[test]
@@ -533,6 +595,7 @@ fn screenshots_for_the_readme() {
     let (landing, output) = (dir.join("landing"), dir.join("out"));
     let state_url = format!("sqlite://{}", dir.join("state.db").display());
     let importance = data.join("CustomerImportance.csv");
+    let port = free_port();
     let mut y = Command::new(env!("CARGO_BIN_EXE_mechanism-y"));
     y.args([
         "--landing",
@@ -543,6 +606,7 @@ fn screenshots_for_the_readme() {
         s(&output),
     ])
     .args(["--state", &state_url, "-w", "2"])
+    .args(["--http", &port.to_string()])
     .env("RUST_LOG", "warn");
     let y = ChildGuard::spawn(y);
     let mut x = Command::new(env!("CARGO_BIN_EXE_mechanism-x"));
@@ -556,17 +620,6 @@ fn screenshots_for_the_readme() {
     .env("RUST_LOG", "warn");
     let x = ChildGuard::spawn(x);
 
-    let (state, out, land) = (state_url.clone(), output.clone(), landing.clone());
-    let server = StatusServer::start(move || {
-        let mut status = status_of(&state, &out);
-        let edge = landing_edge(&land);
-        let last = status["progress"]["last_committed_epoch"].as_u64();
-        if let (Some(edge), false) = (edge, status["state"] == "ended") {
-            status["progress"]["landing_edge"] = edge.into();
-            status["progress"]["lag_chunks"] = (edge + 1 - last.map_or(0, |l| l + 1)).into();
-        }
-        status
-    });
     // Half-way through the chunks (a store that already committed some).
     while landing_edge(&landing).unwrap_or(0) < 30
         || store_figures_if_any(&state_url).is_none_or(|epochs| epochs < 10)
@@ -581,7 +634,7 @@ fn screenshots_for_the_readme() {
             "--window-size=1280,1000",
             "--virtual-time-budget=3000",
         ],
-        &server.url(),
+        &format!("http://127.0.0.1:{port}/"),
     );
     let x = x.wait(RUN_TIMEOUT);
     assert!(x.status.success(), "mechanism-x: {}", x.describe());
