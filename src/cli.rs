@@ -5,6 +5,7 @@
 //! the option's name in upper snake case (`--state` → `TXFLOW_STATE`); the command line wins.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -15,9 +16,11 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
+use crate::error::{Context, Result};
 use crate::model::{Fraction, Thresholds};
 use crate::objectstore::S3Options;
 use crate::progress::{self, Display};
+use crate::sinks::state::{redact_url, PgOptions, StateConfig};
 
 /// Logging and progress options, the same in every binary.
 #[derive(Args, Clone, Debug)]
@@ -216,6 +219,38 @@ fn one_line(error: &anyhow::Error) -> String {
         line.push_str(&text);
     }
     line
+}
+
+/// The state store and its PostgreSQL options, as mechanism-y and txflow-report take them.
+#[derive(Args, Clone, Debug)]
+pub struct StateArgs {
+    /// State store: sqlite://PATH (embedded) or a postgres:// URL.
+    #[arg(long, env = "TXFLOW_STATE", hide_env_values = true)]
+    pub state: String,
+    /// PEM file of CA certificates for PostgreSQL TLS (e.g. the RDS bundle).
+    #[arg(long, env = "TXFLOW_PG_CA_FILE")]
+    pub pg_ca_file: Option<PathBuf>,
+    /// Give up when PostgreSQL stays unreachable this long (seconds).
+    #[arg(long, default_value_t = 60, env = "TXFLOW_PG_RECONNECT_TIMEOUT")]
+    pub pg_reconnect_timeout: u64,
+    /// At start, give up when PostgreSQL cannot be reached (refused, unresolvable) within this
+    /// many seconds.
+    #[arg(long, default_value_t = 10, env = "TXFLOW_PG_CONNECT_TIMEOUT")]
+    pub pg_connect_timeout: u64,
+}
+
+impl StateArgs {
+    /// The state store's configuration; a bad URL fails with the message opening the store
+    /// gives (the password redacted).
+    pub fn config(&self) -> Result<StateConfig> {
+        let config = StateConfig::parse(&self.state)
+            .with_context(|| format!("opening the state store {}", redact_url(&self.state)))?;
+        Ok(config.with_pg_options(PgOptions {
+            ca_file: self.pg_ca_file.clone(),
+            reconnect_timeout: Duration::from_secs(self.pg_reconnect_timeout),
+            connect_timeout: Duration::from_secs(self.pg_connect_timeout),
+        }))
+    }
 }
 
 /// S3 client options (the standard AWS chain supplies credentials and region).

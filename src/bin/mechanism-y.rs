@@ -6,15 +6,13 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::builder::BoolishValueParser;
 use clap::Parser;
-use txflow::cli::{self, LogArgs, S3Args, ThresholdArgs};
+use txflow::cli::{self, LogArgs, S3Args, StateArgs, ThresholdArgs};
 use txflow::error::{ClusterError, Error};
 use txflow::http;
 use txflow::mechanism_y::{self, ReplayRange, TimelyOptions, YOptions};
 use txflow::runtime::cluster;
-use txflow::sinks::state::{redact_url, PgOptions, StateConfig};
 
 /// Detects PatId1–3 over landing chunks, incrementally, exactly once.
 ///
@@ -31,9 +29,8 @@ struct Args {
     /// Output location for detection and reject files: a directory or s3://bucket/prefix.
     #[arg(long, env = "TXFLOW_OUTPUT")]
     output: String,
-    /// State store: sqlite://PATH (embedded) or a postgres:// URL.
-    #[arg(long, env = "TXFLOW_STATE", hide_env_values = true)]
-    state: String,
+    #[command(flatten)]
+    state: StateArgs,
     /// Backtest the chunks present in [--from, --to] at full speed, with times taken from the
     /// landing store (reproducible output), then end the stream.
     #[arg(long, env = "TXFLOW_REPLAY", value_parser = BoolishValueParser::new())]
@@ -91,16 +88,6 @@ struct Args {
     /// in place; take it once its size has not changed for this many milliseconds.
     #[arg(long, default_value_t = mechanism_y::DEFAULT_SETTLE.as_millis() as u64, env = "TXFLOW_SETTLE_MS")]
     settle_ms: u64,
-    /// PEM file of CA certificates for PostgreSQL TLS (e.g. the RDS bundle).
-    #[arg(long, env = "TXFLOW_PG_CA_FILE")]
-    pg_ca_file: Option<PathBuf>,
-    /// Give up when PostgreSQL stays unreachable this long (seconds).
-    #[arg(long, default_value_t = 60, env = "TXFLOW_PG_RECONNECT_TIMEOUT")]
-    pg_reconnect_timeout: u64,
-    /// At start, give up when PostgreSQL cannot be reached (refused, unresolvable) within this
-    /// many seconds.
-    #[arg(long, default_value_t = 10, env = "TXFLOW_PG_CONNECT_TIMEOUT")]
-    pg_connect_timeout: u64,
     /// Serve the operating endpoint (/metrics, /api/status, /healthz, /readyz, /) on this
     /// address: PORT (loopback) or HOST:PORT; process 0 of a cluster only. Off by default.
     #[arg(long, value_name = "ADDR", env = "TXFLOW_HTTP")]
@@ -139,15 +126,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         .poll_ms
         .map(Duration::from_millis)
         .unwrap_or_else(|| mechanism_y::default_poll_interval(&args.landing));
-    // The state store and its PostgreSQL options, in one place (the message of a bad URL is
-    // the one opening the store gives).
-    let state = StateConfig::parse(&args.state)
-        .with_context(|| format!("opening the state store {}", redact_url(&args.state)))?
-        .with_pg_options(PgOptions {
-            ca_file: args.pg_ca_file,
-            reconnect_timeout: Duration::from_secs(args.pg_reconnect_timeout),
-            connect_timeout: Duration::from_secs(args.pg_connect_timeout),
-        });
+    let state = args.state.config()?;
     let options = YOptions {
         landing: args.landing,
         importance: args.importance,

@@ -4,22 +4,20 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::Parser;
-use txflow::cli::{self, LogArgs, S3Args};
+use txflow::cli::{self, LogArgs, S3Args, StateArgs};
 use txflow::objectstore::{self, Location};
 use txflow::report;
-use txflow::sinks::state::{self, redact_url, PgOptions, StateConfig};
+use txflow::sinks::state::{self, StateConfig};
 
 /// Writes a run report (HTML, and JSON with --json) from a state store.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
-    /// State store: sqlite://PATH (embedded) or a postgres:// URL.
-    #[arg(long, env = "TXFLOW_STATE", hide_env_values = true)]
-    state: String,
+    #[command(flatten)]
+    state: StateArgs,
     /// The run's output location (a directory or s3://bucket/prefix): rejected rows are
     /// counted by reason from its rejects/ files.
     #[arg(long, env = "TXFLOW_OUTPUT")]
@@ -30,15 +28,6 @@ struct Args {
     /// Where to write the status as JSON (the shape of the console's /api/status).
     #[arg(long, env = "TXFLOW_JSON")]
     json: Option<PathBuf>,
-    /// PEM file of CA certificates for PostgreSQL TLS (e.g. the RDS bundle).
-    #[arg(long, env = "TXFLOW_PG_CA_FILE")]
-    pg_ca_file: Option<PathBuf>,
-    /// Give up when PostgreSQL stays unreachable this long (seconds).
-    #[arg(long, default_value_t = 60, env = "TXFLOW_PG_RECONNECT_TIMEOUT")]
-    pg_reconnect_timeout: u64,
-    /// Give up when PostgreSQL cannot be reached within this many seconds.
-    #[arg(long, default_value_t = 10, env = "TXFLOW_PG_CONNECT_TIMEOUT")]
-    pg_connect_timeout: u64,
     #[command(flatten)]
     s3: S3Args,
     #[command(flatten)]
@@ -55,13 +44,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let config = StateConfig::parse(&args.state)
-        .with_context(|| format!("opening the state store {}", redact_url(&args.state)))?
-        .with_pg_options(PgOptions {
-            ca_file: args.pg_ca_file,
-            reconnect_timeout: Duration::from_secs(args.pg_reconnect_timeout),
-            connect_timeout: Duration::from_secs(args.pg_connect_timeout),
-        });
+    let config = args.state.config()?;
     if let StateConfig::Embedded { path } = &config {
         // Opening would create an empty database.
         if !path.is_file() {

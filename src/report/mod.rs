@@ -17,6 +17,4 @@ mod page;
 mod status;
 
 pub use page::{console_page, render_report, script_safe_json};
-pub use status::{
-    parse_rfc3339_ms, reason_kind, status_from_store, HISTORY_EPOCHS, LATEST_DETECTIONS,
-};
+pub use status::{parse_rfc3339_ms, status_from_store};

@@ -14,13 +14,9 @@ use serde_json::{json, Map, Value};
 use crate::error::{Context, Result};
 use crate::model::Pattern;
 use crate::objectstore::ObjectStore;
-use crate::sinks::rejects::rejects_key;
+use crate::sinks::rejects::{reason_kind, rejects_key};
 use crate::sinks::state::{EpochRow, LedgerRow, StateStore};
-
-/// At most this many detections in `latest_detections`, newest first.
-pub const LATEST_DETECTIONS: usize = 50;
-/// At most this many epochs in `history`, the last ones.
-pub const HISTORY_EPOCHS: usize = 1000;
+use crate::telemetry::status::{HISTORY_EPOCHS, LATEST_DETECTIONS};
 
 /// The status JSON of the run recorded in `store` (finished or still running), with rejects
 /// by reason read from `output` when given (otherwise `rejects.by_reason` is `null` and the
@@ -253,12 +249,6 @@ fn history(epochs: &[EpochRow], ledger: &[LedgerRow]) -> Value {
         .collect()
 }
 
-/// The kind of a reject reason: the text before its first `'` or `:`, trimmed
-/// (`invalid amount '-3.00': a sign is not allowed` → `invalid amount`).
-pub fn reason_kind(reason: &str) -> &str {
-    reason.split(['\'', ':']).next().unwrap_or(reason).trim()
-}
-
 /// `rejects` from the committed epochs' reject files (`rejects/<chunk>`; an epoch without
 /// rejects has none), grouped by [`reason_kind`].
 fn rejects_by_reason(output: &dyn ObjectStore, epochs: &[EpochRow]) -> Result<Value> {
@@ -289,19 +279,6 @@ fn rejects_by_reason(output: &dyn ObjectStore, epochs: &[EpochRow]) -> Result<Va
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reason_kinds() {
-        assert_eq!(
-            reason_kind("invalid amount '-3.00': a sign is not allowed"),
-            "invalid amount"
-        );
-        assert_eq!(
-            reason_kind("wrong number of fields: 3, expected 10"),
-            "wrong number of fields"
-        );
-        assert_eq!(reason_kind("  plain  "), "plain");
-    }
 
     #[test]
     fn parses_store_timestamps() {

@@ -22,8 +22,9 @@ use crate::progress::{EpochSeen, Progress};
 use crate::runtime::batch::EpochBatch;
 use crate::runtime::options::RunSummary;
 use crate::runtime::RunControl;
+use crate::sinks::rejects::reason_kind;
 use crate::sinks::writer::EpochWriter;
-use crate::telemetry::status::{reason_kind, EpochRecord};
+use crate::telemetry::status::EpochRecord;
 use crate::telemetry::Telemetry;
 use crate::time::now_ms;
 

@@ -7,6 +7,14 @@ pub fn rejects_key(name: &str) -> String {
     format!("rejects/{name}")
 }
 
+/// The kind of a reject reason: its text before the first `'` or `:`, trimmed (the value and
+/// the details differ from row to row; the kind is what figures group by), e.g.
+/// `invalid amount '-3.00': a sign is not allowed` → `invalid amount`.
+pub fn reason_kind(reason: &str) -> &str {
+    let end = reason.find(['\'', ':']).unwrap_or(reason.len());
+    reason[..end].trim()
+}
+
 /// CSV bytes of a rejects file; rows sorted by line.
 pub fn render(rejects: &[Reject]) -> Vec<u8> {
     let mut rows: Vec<&Reject> = rejects.iter().collect();
@@ -28,6 +36,20 @@ pub fn render(rejects: &[Reject]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn reason_kinds_stop_at_a_quote_or_colon() {
+        use super::reason_kind;
+        assert_eq!(
+            reason_kind("invalid amount '-3.00': a sign is not allowed"),
+            "invalid amount"
+        );
+        assert_eq!(
+            reason_kind("wrong number of fields: 3, expected 10"),
+            "wrong number of fields"
+        );
+        assert_eq!(reason_kind("  empty record "), "empty record");
+    }
+
     use super::*;
 
     #[test]

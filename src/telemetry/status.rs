@@ -119,14 +119,8 @@ pub struct EpochRecord {
     pub committed_at: String,
     /// The epoch's new ledger rows.
     pub detections: Vec<LedgerRow>,
-    /// Rejected rows by reason kind ([`reason_kind`]).
+    /// Rejected rows by reason kind ([`reason_kind`](crate::sinks::rejects::reason_kind)).
     pub rejects_by_reason: BTreeMap<String, u64>,
-}
-
-/// The kind of a reject reason: its text before the first `'` or `:`, trimmed.
-pub fn reason_kind(reason: &str) -> &str {
-    let end = reason.find(['\'', ':']).unwrap_or(reason.len());
-    reason[..end].trim()
 }
 
 /// Detections by pattern, every pattern present.
@@ -255,19 +249,6 @@ impl Book {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reason_kinds_stop_at_a_quote_or_colon() {
-        assert_eq!(
-            reason_kind("invalid amount '-3.00': a sign is not allowed"),
-            "invalid amount"
-        );
-        assert_eq!(
-            reason_kind("wrong number of fields: 3, expected 10"),
-            "wrong number of fields"
-        );
-        assert_eq!(reason_kind("  empty record "), "empty record");
-    }
 
     fn row(seq: u64, epoch: u64) -> LedgerRow {
         LedgerRow {
