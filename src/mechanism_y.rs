@@ -22,12 +22,12 @@ use crate::dataflow::aggregates::WeightTable;
 use crate::error::{ClusterError, Error, Result};
 use crate::http::HttpServer;
 use crate::progress::{Plan, Progress};
-use crate::runtime::cluster;
 use crate::runtime::committer::Committer;
 use crate::runtime::config::timely_config;
 use crate::runtime::identity::Fingerprint;
 use crate::runtime::startup::{self, RunInputs};
 use crate::runtime::worker::{run_worker, WorkerShared};
+use crate::runtime::{cluster, landing_edge};
 use crate::runtime::{watchdog, RunControl};
 use crate::sinks::writer::EpochWriter;
 use crate::sources::landing::{ChunkFeed, FeedOptions, FeedPlan};
@@ -186,6 +186,9 @@ fn run_workers(
         settle: options.settle,
     };
     let fingerprint = Fingerprint::of(options, &inputs.plan, &inputs.importance_bytes);
+    if options.http.is_some() && options.replay.is_none() && t.process == 0 {
+        landing_edge::start(inputs.landing.clone(), telemetry.clone(), control.clone());
+    }
     let shared = Arc::new(WorkerShared {
         weights: Arc::new(WeightTable::new(&inputs.importance.weights)),
         thresholds: options.thresholds,

@@ -824,3 +824,48 @@ fn a_hung_state_store_is_a_stall_and_a_restart_resumes() {
     );
     assert_eq!(got.counts, expected.counts);
 }
+
+/// The lag is the landing's, not the feed's: with the commits held (the `epochs` table locked
+/// from another session), a live run over a landing of 20 chunks reports the landing's last
+/// chunk as its edge and lags by all of the uncommitted chunks, although its chunk feed
+/// fetches only a few ahead; `/readyz` says so.
+#[test]
+fn the_lag_is_the_landings_while_commits_are_held() {
+    let url = common::pg::fresh_database_url("edge");
+    let tmp = tempfile::tempdir().unwrap();
+    let landing = tmp.path().join("landing");
+    let run = tmp.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    run_x(&landing, 2_000, Duration::ZERO);
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let extra = ["--stall-timeout", "0", "--http", &addr];
+    let mut y = Proc::spawn(
+        "held",
+        &y_args_with_state(&landing, &run, &url, &extra),
+        &run,
+    );
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    wait_until("the epochs table", RUN_TIMEOUT, || {
+        admin
+            .query_one("SELECT to_regclass('epochs') IS NOT NULL", &[])
+            .is_ok_and(|row| row.get::<_, bool>(0))
+    });
+    let mut lock = admin.transaction().unwrap();
+    lock.batch_execute("LOCK TABLE epochs IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let mut last = BTreeMap::new();
+    // The edge is listed every 2 s.
+    wait_until("the landing's last chunk as the edge", Duration::from_secs(15), || {
+        last = scrape(port);
+        metric(&last, "txflow_landing_edge_epoch") == 19.0
+    });
+    let committed = metric(&last, "txflow_last_committed_epoch");
+    assert!(committed < 2.0, "commits were held: {committed}");
+    assert_eq!(metric(&last, "txflow_lag_chunks"), 19.0 - committed);
+    let ready = get(port, "/readyz").expect("/readyz answers");
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    lock.rollback().unwrap();
+    y.wait_ok(RUN_TIMEOUT);
+    assert_eq!(read_results_from(&run, &url).epochs.len(), 20);
+}

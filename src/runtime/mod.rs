@@ -9,6 +9,7 @@
 //! | [`worker`] | the worker loop: feed → parse a share → dataflow → hand the epoch over |
 //! | [`batch`] | [`EpochBatch`]: one epoch's outputs and share reports; its completeness |
 //! | [`committer`] | the committing thread: batches in, rejects/ledger/files out |
+//! | [`landing_edge`] | live runs with `--http`: the landing's edge, listed every 2 s, for the lag |
 //! | [`cluster`] | starting and joining the workers, bounded, with typed failures |
 //! | [`watchdog`] | the stall watchdog: fails the run when no epoch commits while chunks wait |
 //!
@@ -25,6 +26,7 @@ pub mod cluster;
 pub mod committer;
 pub mod config;
 pub mod identity;
+pub mod landing_edge;
 pub mod options;
 pub mod startup;
 pub mod watchdog;
