@@ -856,10 +856,14 @@ fn the_lag_is_the_landings_while_commits_are_held() {
         .unwrap();
     let mut last = BTreeMap::new();
     // The edge is listed every 2 s.
-    wait_until("the landing's last chunk as the edge", Duration::from_secs(15), || {
-        last = scrape(port);
-        metric(&last, "txflow_landing_edge_epoch") == 19.0
-    });
+    wait_until(
+        "the landing's last chunk as the edge",
+        Duration::from_secs(15),
+        || {
+            last = scrape(port);
+            metric(&last, "txflow_landing_edge_epoch") == 19.0
+        },
+    );
     let committed = metric(&last, "txflow_last_committed_epoch");
     assert!(committed < 2.0, "commits were held: {committed}");
     assert_eq!(metric(&last, "txflow_lag_chunks"), 19.0 - committed);
