@@ -17,20 +17,19 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::outputs::{timeless_epochs, timeless_ledger, TimelessLedgerRow};
+use common::process::YProc as Proc;
 use txflow::mechanism_x::{self, XOptions};
 use txflow::model::Thresholds;
 use txflow::sinks::state::StateConfig;
 use txflow::sinks::state::{self, EpochRow, LedgerRow};
 use txgen::GenOptions;
 
-const Y: &str = env!("CARGO_BIN_EXE_mechanism-y");
 const ROWS: u64 = 40_000;
 const SEED: u64 = 7;
 const CHUNK_ROWS: usize = 2_000;
@@ -61,105 +60,6 @@ fn thresholds() -> Thresholds {
 
 // ---------------------------------------------------------------------------------------------
 // Child processes
-
-/// A child process with its stdout/stderr in files; killed (SIGKILL) when dropped.
-struct Proc {
-    name: String,
-    child: Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
-    status: Option<ExitStatus>,
-}
-
-impl Proc {
-    fn spawn(name: &str, args: &[String], logs: &Path) -> Proc {
-        let stdout = logs.join(format!("{name}.out"));
-        let stderr = logs.join(format!("{name}.err"));
-        let child = Command::new(Y)
-            .args(args)
-            .env("RUST_BACKTRACE", "0")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout).unwrap())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
-        Proc {
-            name: name.to_string(),
-            child,
-            stdout,
-            stderr,
-            status: None,
-        }
-    }
-
-    fn try_status(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            self.status = self.child.try_wait().unwrap();
-        }
-        self.status
-    }
-
-    /// Waits (bounded) for the exit status; panics on timeout (the guard then kills it).
-    fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.try_status() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} still running after {timeout:?}; stderr tail:\n{}",
-                self.name,
-                self.stderr_tail(15)
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Waits for a successful exit.
-    fn wait_ok(&mut self, timeout: Duration) {
-        let status = self.wait(timeout);
-        assert!(
-            status.success(),
-            "{} failed ({status}); stderr tail:\n{}",
-            self.name,
-            self.stderr_tail(15)
-        );
-    }
-
-    fn kill9(&mut self) {
-        self.child.kill().unwrap();
-        self.status = Some(self.child.wait().unwrap());
-    }
-
-    fn stdout_text(&self) -> String {
-        std::fs::read_to_string(&self.stdout).unwrap_or_default()
-    }
-
-    fn stderr_text(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    fn stderr_tail(&self, lines: usize) -> String {
-        let text = self.stderr_text();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
-    /// Epochs this process (the writer) has logged as committed so far.
-    fn epochs_committed(&self) -> usize {
-        self.stderr_text().matches("epoch committed").count()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.try_status().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 /// Waits (bounded) until `condition` holds.
 fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {

@@ -17,17 +17,16 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::outputs::{timeless_epochs, timeless_ledger};
+use common::process::YProc as Proc;
 use prometheus_parse::{LineInfo, Scrape, Value};
 use txflow::mechanism_x::{self, XOptions};
 use txflow::sinks::state::{self, EpochRow, LedgerRow, StateConfig};
 use txgen::GenOptions;
 
-const Y: &str = env!("CARGO_BIN_EXE_mechanism-y");
 const ROWS: u64 = 40_000;
 const SEED: u64 = 7;
 /// Scaled-down thresholds so that all three patterns fire on 40,000 rows.
@@ -44,99 +43,6 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
 // ---------------------------------------------------------------------------------------------
 // Child processes
-
-/// A child `mechanism-y` with its stdout/stderr in files; killed (SIGKILL) when dropped.
-struct Proc {
-    name: String,
-    child: Child,
-    stderr: PathBuf,
-    status: Option<ExitStatus>,
-}
-
-impl Proc {
-    fn spawn(name: &str, args: &[String], logs: &Path) -> Proc {
-        let stderr = logs.join(format!("{name}.err"));
-        let child = Command::new(Y)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .env("RUST_BACKTRACE", "0")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(logs.join(format!("{name}.out"))).unwrap())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
-        Proc {
-            name: name.to_string(),
-            child,
-            stderr,
-            status: None,
-        }
-    }
-
-    fn try_status(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            self.status = self.child.try_wait().unwrap();
-        }
-        self.status
-    }
-
-    fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.try_status() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} still running after {timeout:?}; stderr tail:\n{}",
-                self.name,
-                self.stderr_tail(15)
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn wait_ok(&mut self, timeout: Duration) {
-        let status = self.wait(timeout);
-        assert!(
-            status.success(),
-            "{} failed ({status}); stderr tail:\n{}",
-            self.name,
-            self.stderr_tail(15)
-        );
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        // SAFETY: kill(2) on our own child's pid; no memory is involved.
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
-        assert_eq!(rc, 0, "kill({}, {signal})", self.name);
-    }
-
-    fn stderr_text(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    fn stderr_tail(&self, lines: usize) -> String {
-        let text = self.stderr_text();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
-    fn epochs_committed(&self) -> usize {
-        self.stderr_text().matches("epoch committed").count()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.try_status().is_none() {
-            // A stopped process must be continued to die of SIGKILL cleanly for its peers.
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -825,10 +731,10 @@ fn a_hung_state_store_is_a_stall_and_a_restart_resumes() {
     assert_eq!(got.counts, expected.counts);
 }
 
-/// The lag is the landing's, not the feed's: with the commits held (the `epochs` table locked
-/// from another session), a live run over a landing of 20 chunks reports the landing's last
-/// chunk as its edge and lags by all of the uncommitted chunks, although its chunk feed
-/// fetches only a few ahead; `/readyz` says so.
+/// The lag is the landing's, not the feed's: with the commits held (the counters table locked
+/// from another session; start-up does not read it), a live run over a landing of 20 chunks
+/// reports the landing's last chunk as its edge and lags by all of the uncommitted chunks,
+/// although its chunk feed and commit queue run only a few ahead; `/readyz` says so.
 #[test]
 fn the_lag_is_the_landings_while_commits_are_held() {
     let url = common::pg::fresh_database_url("edge");
@@ -846,13 +752,16 @@ fn the_lag_is_the_landings_while_commits_are_held() {
         &run,
     );
     let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    wait_until("the epochs table", RUN_TIMEOUT, || {
+    wait_until("the counters table", RUN_TIMEOUT, || {
         admin
-            .query_one("SELECT to_regclass('epochs') IS NOT NULL", &[])
+            .query_one(
+                "SELECT to_regclass('merchant_transaction_counts') IS NOT NULL",
+                &[],
+            )
             .is_ok_and(|row| row.get::<_, bool>(0))
     });
     let mut lock = admin.transaction().unwrap();
-    lock.batch_execute("LOCK TABLE epochs IN ACCESS EXCLUSIVE MODE")
+    lock.batch_execute("LOCK TABLE merchant_transaction_counts IN ACCESS EXCLUSIVE MODE")
         .unwrap();
     let mut last = BTreeMap::new();
     // The edge is listed every 2 s.
@@ -864,8 +773,10 @@ fn the_lag_is_the_landings_while_commits_are_held() {
             metric(&last, "txflow_landing_edge_epoch") == 19.0
         },
     );
+    // Held early: the feed (2 ahead) and the commit queue (4) alone would put the edge
+    // within 8 of the last commit.
     let committed = metric(&last, "txflow_last_committed_epoch");
-    assert!(committed < 2.0, "commits were held: {committed}");
+    assert!(committed <= 10.0, "commits were held: {committed}");
     assert_eq!(metric(&last, "txflow_lag_chunks"), 19.0 - committed);
     let ready = get(port, "/readyz").expect("/readyz answers");
     assert_eq!(ready.status, 503, "{}", ready.body);

@@ -1,6 +1,7 @@
 //! Child processes in tests: always bounded in time and killed if a test fails.
 
 use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -121,5 +122,114 @@ impl Finished {
             );
         }
         lines[0].to_string()
+    }
+}
+
+/// A child `mechanism-y` with its stdout/stderr in files (`<logs>/<name>.out`, `.err`, no
+/// colour codes); killed (SIGKILL) when dropped.
+pub struct YProc {
+    pub name: String,
+    child: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    status: Option<ExitStatus>,
+}
+
+impl YProc {
+    pub fn spawn(name: &str, args: &[String], logs: &Path) -> YProc {
+        let stdout = logs.join(format!("{name}.out"));
+        let stderr = logs.join(format!("{name}.err"));
+        let child = Command::new(env!("CARGO_BIN_EXE_mechanism-y"))
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env("RUST_BACKTRACE", "0")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
+        YProc {
+            name: name.to_string(),
+            child,
+            stdout,
+            stderr,
+            status: None,
+        }
+    }
+
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().unwrap();
+        }
+        self.status
+    }
+
+    /// Waits (bounded) for the exit status; panics on timeout (the guard then kills it).
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_status() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} still running after {timeout:?}; stderr tail:\n{}",
+                self.name,
+                self.stderr_tail(15)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for a successful exit.
+    pub fn wait_ok(&mut self, timeout: Duration) {
+        let status = self.wait(timeout);
+        assert!(
+            status.success(),
+            "{} failed ({status}); stderr tail:\n{}",
+            self.name,
+            self.stderr_tail(15)
+        );
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.status = Some(self.child.wait().unwrap());
+    }
+
+    /// Sends `signal` (SIGTERM, SIGSTOP, SIGCONT…) to the child.
+    #[allow(unsafe_code)]
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill({}, {signal})", self.name);
+    }
+
+    pub fn stdout_text(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    pub fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub fn stderr_tail(&self, lines: usize) -> String {
+        let text = self.stderr_text();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Epochs this process (the writer) has logged as committed so far.
+    pub fn epochs_committed(&self) -> usize {
+        self.stderr_text().matches("epoch committed").count()
+    }
+}
+
+impl Drop for YProc {
+    fn drop(&mut self) {
+        if self.try_status().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
