@@ -22,7 +22,7 @@ use crate::dataflow::aggregates::WeightTable;
 use crate::error::{ClusterError, Error, Result};
 use crate::http::HttpServer;
 use crate::progress::{Plan, Progress};
-use crate::runtime::committer::Committer;
+use crate::runtime::committer::{CommitQueue, Committer};
 use crate::runtime::config::timely_config;
 use crate::runtime::identity::Fingerprint;
 use crate::runtime::startup::{self, RunInputs};
@@ -180,35 +180,13 @@ fn run_workers(
         }
         None => (None, None),
     };
-    let feed_options = FeedOptions {
-        poll: options.poll_interval,
-        gap_warn: options.gap_warn,
-        settle: options.settle,
-    };
-    let fingerprint = Fingerprint::of(options, &inputs.plan, &inputs.importance_bytes);
     if options.http.is_some() && options.replay.is_none() && t.process == 0 {
         landing_edge::start(inputs.landing.clone(), telemetry.clone(), control.clone());
     }
-    let shared = Arc::new(WorkerShared {
-        weights: Arc::new(WeightTable::new(&inputs.importance.weights)),
-        thresholds: options.thresholds,
-        fingerprint,
-        feed: ChunkFeed::start_observed(
-            inputs.landing.clone(),
-            inputs.plan,
-            t.workers,
-            feed_options,
-            control.stop_flag(),
-            Some(telemetry.clone()),
-        ),
-        control: control.clone(),
-        recovered,
-        commits: Mutex::new(queue),
-    });
-    let workers = shared.clone();
+    let shared = worker_shared(options, inputs, recovered, queue, control, telemetry);
     let guards = cluster::start(config, t, control, move |worker| {
-        let result = run_worker(worker, &workers);
-        workers.control.worker_returned(result);
+        let result = run_worker(worker, &shared);
+        shared.control.worker_returned(result);
     });
     match guards {
         Ok(guards) => cluster::join(guards, t, control),
@@ -223,6 +201,40 @@ fn run_workers(
         _ => RunSummary::default(),
     };
     Ok(summary)
+}
+
+/// What the workers of this process share: the importance table, the chunk feed (started
+/// here), the epochs an earlier run committed and, for worker 0, the committer's queue.
+fn worker_shared(
+    options: &YOptions,
+    inputs: RunInputs,
+    recovered: std::collections::BTreeSet<u64>,
+    queue: Option<CommitQueue>,
+    control: &Arc<RunControl>,
+    telemetry: &Arc<Telemetry>,
+) -> Arc<WorkerShared> {
+    let feed_options = FeedOptions {
+        poll: options.poll_interval,
+        gap_warn: options.gap_warn,
+        settle: options.settle,
+    };
+    let fingerprint = Fingerprint::of(options, &inputs.plan, &inputs.importance_bytes);
+    Arc::new(WorkerShared {
+        weights: Arc::new(WeightTable::new(&inputs.importance.weights)),
+        thresholds: options.thresholds,
+        fingerprint,
+        feed: ChunkFeed::start_observed(
+            inputs.landing,
+            inputs.plan,
+            options.timely.workers,
+            feed_options,
+            control.stop_flag(),
+            Some(telemetry.clone()),
+        ),
+        control: control.clone(),
+        recovered,
+        commits: Mutex::new(queue),
+    })
 }
 
 /// A failure of one process of a cluster: every process must be restarted.
