@@ -9,9 +9,6 @@
 //!
 //! Every wait is bounded; every child process is killed when its guard drops.
 
-// Process control in the tests needs libc calls.
-#![allow(unsafe_code)]
-
 mod common;
 
 use std::collections::BTreeMap;
@@ -23,7 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::outputs::{timeless_epochs, timeless_ledger, TimelessLedgerRow};
-use common::process::YProc as Proc;
+use common::process::{dir_removed_at_exit, YProc as Proc};
 use txflow::mechanism_x::{self, XOptions};
 use txflow::model::Thresholds;
 use txflow::sinks::state::StateConfig;
@@ -97,23 +94,10 @@ struct Fixture {
     baseline: Results,
 }
 
-static FIXTURE_DIR: OnceLock<PathBuf> = OnceLock::new();
-
-extern "C" fn remove_fixture_dir() {
-    if let Some(dir) = FIXTURE_DIR.get() {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-}
-
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("txflow-cluster-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        FIXTURE_DIR.set(dir.clone()).unwrap();
-        // SAFETY: registers a plain function with no captured state.
-        unsafe { libc::atexit(remove_fixture_dir) };
+        let dir = dir_removed_at_exit("cluster");
 
         let data = dir.join("data");
         txgen::generate(&data, &GenOptions::new(ROWS, SEED)).unwrap();

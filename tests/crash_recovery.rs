@@ -34,10 +34,11 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::pg::{fresh_database_url, PgServer};
+use common::process::remove_at_exit;
 use common::reference;
 use common::streams::SplitMix64;
 use txflow::mechanism_x::{self, XOptions};
@@ -266,23 +267,6 @@ fn inject_bad_rows(source: &Path) {
     out.push_str(bad[n % bad.len()]);
     out.push('\n');
     fs::write(source, out).unwrap();
-}
-
-fn remove_at_exit(dir: &Path) {
-    static DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-    extern "C" fn cleanup() {
-        if let Ok(dirs) = DIRS.lock() {
-            for dir in dirs.iter() {
-                let _ = fs::remove_dir_all(dir);
-            }
-        }
-    }
-    let mut dirs = DIRS.lock().unwrap();
-    if dirs.is_empty() {
-        // SAFETY: registering a plain extern "C" function.
-        unsafe { libc::atexit(cleanup) };
-    }
-    dirs.push(dir.to_path_buf());
 }
 
 /// A fresh directory for one test.

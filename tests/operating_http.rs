@@ -8,9 +8,6 @@
 //!
 //! Every wait is bounded; every child process is killed when its guard drops.
 
-// Signals to child processes need libc calls.
-#![allow(unsafe_code)]
-
 mod common;
 
 use std::collections::BTreeMap;
@@ -21,7 +18,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::outputs::{timeless_epochs, timeless_ledger};
-use common::process::YProc as Proc;
+use common::process::{dir_removed_at_exit, YProc as Proc};
 use prometheus_parse::{LineInfo, Scrape, Value};
 use txflow::mechanism_x::{self, XOptions};
 use txflow::sinks::state::{self, EpochRow, LedgerRow, StateConfig};
@@ -68,23 +65,10 @@ struct Data {
     importance: PathBuf,
 }
 
-static DATA_DIR: OnceLock<PathBuf> = OnceLock::new();
-
-extern "C" fn remove_data_dir() {
-    if let Some(dir) = DATA_DIR.get() {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-}
-
 fn data() -> &'static Data {
     static DATA: OnceLock<Data> = OnceLock::new();
     DATA.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("txflow-http-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        DATA_DIR.set(dir.clone()).unwrap();
-        // SAFETY: registers a plain function with no captured state.
-        unsafe { libc::atexit(remove_data_dir) };
+        let dir = dir_removed_at_exit("http");
         let data = dir.join("data");
         txgen::generate(&data, &GenOptions::new(ROWS, SEED)).unwrap();
         Data {
@@ -642,24 +626,7 @@ fn a_frozen_peer_is_a_stall_and_a_restart_resumes() {
         proc.wait_ok(RUN_TIMEOUT);
     }
     let got = read_results(&run);
-    let baseline = tmp.path().join("baseline");
-    std::fs::create_dir_all(&baseline).unwrap();
-    let mut y = Proc::spawn(
-        "baseline",
-        &y_args(&landing, &baseline, &["--replay"]),
-        &baseline,
-    );
-    y.wait_ok(RUN_TIMEOUT);
-    let expected = read_results(&baseline);
-    assert_eq!(
-        timeless_ledger(&got.ledger),
-        timeless_ledger(&expected.ledger)
-    );
-    assert_eq!(
-        timeless_epochs(&got.epochs),
-        timeless_epochs(&expected.epochs)
-    );
-    assert_eq!(got.counts, expected.counts);
+    let expected = same_as_a_backtest(tmp.path(), &landing, &got);
     assert_eq!(
         got.files.keys().collect::<Vec<_>>(),
         expected.files.keys().collect::<Vec<_>>()
@@ -711,24 +678,7 @@ fn a_hung_state_store_is_a_stall_and_a_restart_resumes() {
     let mut y = Proc::spawn("resumed", &args, &run);
     y.wait_ok(RUN_TIMEOUT);
     let got = read_results_from(&run, &url);
-    let baseline = tmp.path().join("baseline");
-    std::fs::create_dir_all(&baseline).unwrap();
-    let mut y = Proc::spawn(
-        "baseline",
-        &y_args(&landing, &baseline, &["--replay"]),
-        &baseline,
-    );
-    y.wait_ok(RUN_TIMEOUT);
-    let expected = read_results(&baseline);
-    assert_eq!(
-        timeless_ledger(&got.ledger),
-        timeless_ledger(&expected.ledger)
-    );
-    assert_eq!(
-        timeless_epochs(&got.epochs),
-        timeless_epochs(&expected.epochs)
-    );
-    assert_eq!(got.counts, expected.counts);
+    same_as_a_backtest(tmp.path(), &landing, &got);
 }
 
 /// The lag is the landing's, not the feed's: with the commits held (the counters table locked
@@ -783,4 +733,27 @@ fn the_lag_is_the_landings_while_commits_are_held() {
     lock.rollback().unwrap();
     y.wait_ok(RUN_TIMEOUT);
     assert_eq!(read_results_from(&run, &url).epochs.len(), 20);
+}
+
+/// A backtest of `landing` (in `dir/baseline`): `got`, times aside, must equal it. Returns it.
+fn same_as_a_backtest(dir: &Path, landing: &Path, got: &Results) -> Results {
+    let baseline = dir.join("baseline");
+    std::fs::create_dir_all(&baseline).unwrap();
+    let mut y = Proc::spawn(
+        "baseline",
+        &y_args(landing, &baseline, &["--replay"]),
+        &baseline,
+    );
+    y.wait_ok(RUN_TIMEOUT);
+    let expected = read_results(&baseline);
+    assert_eq!(
+        timeless_ledger(&got.ledger),
+        timeless_ledger(&expected.ledger)
+    );
+    assert_eq!(
+        timeless_epochs(&got.epochs),
+        timeless_epochs(&expected.epochs)
+    );
+    assert_eq!(got.counts, expected.counts);
+    expected
 }

@@ -3,6 +3,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Kills (and reaps) the child when dropped, unless it has been waited for.
@@ -232,4 +233,33 @@ impl Drop for YProc {
             let _ = self.child.wait();
         }
     }
+}
+
+/// A fresh `txflow-<name>-<pid>` directory under the system temp dir, removed when the test
+/// process exits (shared fixtures live as long as the process, past any one test).
+pub fn dir_removed_at_exit(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("txflow-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    remove_at_exit(&dir);
+    dir
+}
+
+/// Removes `dir` when the test process exits.
+#[allow(unsafe_code)]
+pub fn remove_at_exit(dir: &Path) {
+    static DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    extern "C" fn cleanup() {
+        if let Ok(dirs) = DIRS.lock() {
+            for dir in dirs.iter() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+    let mut dirs = DIRS.lock().unwrap();
+    if dirs.is_empty() {
+        // SAFETY: registering a plain extern "C" function.
+        unsafe { libc::atexit(cleanup) };
+    }
+    dirs.push(dir.to_path_buf());
 }
