@@ -167,7 +167,9 @@ fn commit(
     summary.rows_accepted += stats.accepted;
     summary.rows_rejected += stats.rejected;
     summary.epoch_latencies.push(taken_at.elapsed());
-    summary.visible_to_commit_ms.push(committed_at_ms - visible_ms);
+    summary
+        .visible_to_commit_ms
+        .push(committed_at_ms - visible_ms);
     tracing::info!(
         epoch,
         chunk = %chunk,
