@@ -172,6 +172,48 @@ impl Default for Thresholds {
     }
 }
 
+/// A backtest variant (issue 13): a name and a full set of thresholds. A replay computes the
+/// run's own thresholds (the baseline) and every variant in one pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Variant {
+    /// `[A-Za-z0-9_-]{1,64}`, not `baseline`: names its ledger and `<output>/variants/<name>/`.
+    pub name: String,
+    pub thresholds: Thresholds,
+}
+
+/// Why a detection fired: the values that made it hold at its first epoch, stored with its
+/// ledger row as a JSON object (`to_json`) and shown in the backtest report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Evidence {
+    /// PatId1: `N(m)`, `n(c,m)`, the merchant's count percentile, `W(c,m)` and the merchant's
+    /// weight percentile.
+    Upgrade {
+        merchant_txns: i64,
+        customer_txns: i64,
+        count_percentile: f64,
+        weight: f64,
+        weight_percentile: f64,
+    },
+    /// PatId2: `n(c,m)` and the mean amount `A(c,m)/n(c,m)` (rounded to six decimals).
+    Child {
+        customer_txns: i64,
+        mean_amount: f64,
+    },
+    /// PatId3: distinct female and male customers of the merchant.
+    DeiNeeded {
+        female_customers: i64,
+        male_customers: i64,
+    },
+}
+
+impl Evidence {
+    /// The stored form: one JSON object, keys in declaration order.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
 /// A customer-importance weight: the mean of the rows of one `(customer, merchant, typeTrans)` key.
 pub type Weight = ordered_float::OrderedFloat<f64>;
 

@@ -111,8 +111,10 @@ fn epoch_commit(epoch: u64, first_seq: u64, merchants: usize, detections: u64) -
                 y_start_time: "2026-01-01 00:00:00.000000".into(),
                 detection_time: format!("2026-01-01 00:00:{:02}.123456", seq % 60),
                 file_seq: None,
+                evidence: None,
             })
             .collect(),
+        variant_detections: Vec::new(),
     }
 }
 

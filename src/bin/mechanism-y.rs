@@ -138,6 +138,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         }),
         follow_forever: args.follow,
         thresholds: args.thresholds.thresholds(),
+        variants: Vec::new(),
         timely: TimelyOptions {
             workers: args.workers,
             processes: args.processes,

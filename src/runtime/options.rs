@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::model::Thresholds;
+use crate::model::{Thresholds, Variant};
 use crate::objectstore::S3Options;
 use crate::runtime::config::TimelyOptions;
 use crate::sinks::state::StateConfig;
@@ -32,6 +32,9 @@ pub struct YOptions {
     /// the landing store until it is stopped.
     pub follow_forever: bool,
     pub thresholds: Thresholds,
+    /// Replay only: backtest variants computed in the same pass as `thresholds` (the
+    /// baseline), each with its own ledger and `<output>/variants/<name>/` files.
+    pub variants: Vec<Variant>,
     pub timely: TimelyOptions,
     pub s3: S3Options,
     /// Live mode: how often to look for the next chunk while waiting.
@@ -74,6 +77,7 @@ impl YOptions {
             replay: None,
             follow_forever: false,
             thresholds: Thresholds::default(),
+            variants: Vec::new(),
             timely: TimelyOptions::default(),
             s3: S3Options::default(),
             poll_interval: default_poll_interval(landing),

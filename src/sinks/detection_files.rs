@@ -60,6 +60,7 @@ mod tests {
             y_start_time: "2026-11-25T21:10:03.123+05:30".into(),
             detection_time: "2026-11-25T21:10:04.000+05:30".into(),
             file_seq: None,
+            evidence: None,
         };
         let text = String::from_utf8(render(&[row])).unwrap();
         assert_eq!(

@@ -216,6 +216,7 @@ impl EpochWriter {
                 .map(|(m, d)| (m.to_string(), d))
                 .collect(),
             detections: rows,
+            variant_detections: Vec::new(),
         };
         self.store.commit_epoch(&commit)?;
         let new_detections = commit.detections.len() as u64;
@@ -274,6 +275,7 @@ impl EpochWriter {
                 y_start_time: y_start.to_string(),
                 detection_time: now.to_string(),
                 file_seq: None,
+                evidence: None,
             })
             .collect();
         (new, rows)

@@ -261,6 +261,7 @@ mod tests {
             y_start_time: String::new(),
             detection_time: String::new(),
             file_seq: None,
+            evidence: None,
         }
     }
 

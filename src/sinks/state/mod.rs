@@ -42,7 +42,10 @@ use crate::error::StateError;
 pub use identity::{RunIdentity, RunMode};
 pub use postgres::PgOptions;
 pub use schema::MIGRATIONS;
-pub use store::{redact_url, EpochCommit, EpochRow, LedgerRow, Recovered, StateStore};
+pub use store::{
+    redact_url, EpochCommit, EpochRow, LedgerRow, Recovered, StateStore, VariantRecovered,
+    VariantRows, VariantSpec,
+};
 
 /// Which state store to use: the embedded SQLite file or a PostgreSQL database with its
 /// connection options. `Debug` and `Display` redact the password.

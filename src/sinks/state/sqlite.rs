@@ -24,7 +24,7 @@ use super::identity::{record_identity, RunIdentity};
 use super::schema::{self, sqlite as sql, MIGRATIONS};
 use super::store::{
     check_schema_version, detection_key, merged_deltas, EpochCommit, EpochRow, LedgerRow,
-    Recovered, StateStore,
+    Recovered, StateStore, VariantRecovered, VariantSpec,
 };
 use crate::error::StateError;
 
@@ -273,6 +273,7 @@ fn ledger_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerRow> {
         y_start_time: r.get(6)?,
         detection_time: r.get(7)?,
         file_seq: r.get(8)?,
+        evidence: None,
     })
 }
 
@@ -346,6 +347,57 @@ fn insert_rows(
 }
 
 impl StateStore for SqliteStore {
+    // Issue 13: implemented with schema version 3 (variants, evidence).
+    fn begin_variants(
+        &mut self,
+        variants: &[VariantSpec],
+    ) -> Result<Vec<VariantRecovered>, StateError> {
+        if variants.is_empty() {
+            return Ok(Vec::new());
+        }
+        Err(StateError::Inconsistent(
+            "variants are not stored yet".into(),
+        ))
+    }
+
+    fn variants(&mut self) -> Result<Vec<VariantSpec>, StateError> {
+        Ok(Vec::new())
+    }
+
+    fn variant_ledger_range(
+        &mut self,
+        _variant: &str,
+        _from_seq: u64,
+        _to_seq: u64,
+    ) -> Result<Vec<LedgerRow>, StateError> {
+        Err(StateError::Inconsistent(
+            "variants are not stored yet".into(),
+        ))
+    }
+
+    fn variant_first_unwritten_seq(&mut self, _variant: &str) -> Result<Option<u64>, StateError> {
+        Err(StateError::Inconsistent(
+            "variants are not stored yet".into(),
+        ))
+    }
+
+    fn variant_mark_written(
+        &mut self,
+        _variant: &str,
+        _file_seq: u64,
+        _from_seq: u64,
+        _to_seq: u64,
+    ) -> Result<(), StateError> {
+        Err(StateError::Inconsistent(
+            "variants are not stored yet".into(),
+        ))
+    }
+
+    fn variant_ledger(&mut self, _variant: &str) -> Result<Vec<LedgerRow>, StateError> {
+        Err(StateError::Inconsistent(
+            "variants are not stored yet".into(),
+        ))
+    }
     fn begin_run(&mut self, run: &RunIdentity) -> Result<Recovered, StateError> {
         self.acquire_lock()?;
         self.migrate()?;
@@ -492,8 +544,10 @@ mod tests {
                     y_start_time: "t0".into(),
                     detection_time: "t1".into(),
                     file_seq: None,
+                    evidence: None,
                 })
                 .collect(),
+            variant_detections: Vec::new(),
         }
     }
 

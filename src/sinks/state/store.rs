@@ -23,6 +23,9 @@ pub struct LedgerRow {
     pub detection_time: String,
     /// The output file holding this row; `None` until written.
     pub file_seq: Option<u64>,
+    /// Why it fired: the values that made it hold at its first epoch, as a JSON object
+    /// (`model::Evidence`); `None` for rows written before schema version 3.
+    pub evidence: Option<String>,
 }
 
 /// One row of the progress table.
@@ -46,6 +49,33 @@ pub struct EpochCommit {
     pub counter_deltas: Vec<(String, i64)>,
     /// New ledger rows, `file_seq` = None, sequence numbers continuing the ledger.
     pub detections: Vec<LedgerRow>,
+    /// Backtest variants: each variant's new ledger rows (its own sequence numbers), in the
+    /// order of [`StateStore::begin_variants`]. Committed in the same transaction.
+    pub variant_detections: Vec<VariantRows>,
+}
+
+/// One backtest variant's new ledger rows of an epoch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VariantRows {
+    pub variant: String,
+    pub rows: Vec<LedgerRow>,
+}
+
+/// A backtest variant as the state store records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VariantSpec {
+    /// `[A-Za-z0-9_-]{1,64}`; names its ledger and its output folder `variants/<name>/`.
+    pub name: String,
+    /// `Thresholds::describe()` of the variant.
+    pub thresholds: String,
+}
+
+/// What a starting run finds in one variant's ledger.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VariantRecovered {
+    pub emitted: HashSet<DetectionKey>,
+    /// The next sequence number to assign (the variant ledger's length).
+    pub next_seq: u64,
 }
 
 /// What a starting run finds in the store.
@@ -69,6 +99,42 @@ pub trait StateStore: Send {
     /// Applies pending migrations, takes the single-writer guard, checks (or records) the run
     /// identity, and reports what earlier runs committed.
     fn begin_run(&mut self, run: &RunIdentity) -> Result<Recovered, StateError>;
+
+    /// Records the run's backtest variants (the first run of the store) or checks them against
+    /// those recorded: a restart must name the same variants, in the same order, with the same
+    /// thresholds, and a store whose epochs were committed without variants takes none (and
+    /// the other way round). Returns each variant's ledger state, in `variants`' order. Called
+    /// after [`begin_run`](Self::begin_run), also with no variants.
+    fn begin_variants(
+        &mut self,
+        variants: &[VariantSpec],
+    ) -> Result<Vec<VariantRecovered>, StateError>;
+
+    /// The recorded variants, in order (inspection and the backtest report).
+    fn variants(&mut self) -> Result<Vec<VariantSpec>, StateError>;
+
+    /// A variant's ledger rows with `seq` in `[from_seq, to_seq)`, ascending.
+    fn variant_ledger_range(
+        &mut self,
+        variant: &str,
+        from_seq: u64,
+        to_seq: u64,
+    ) -> Result<Vec<LedgerRow>, StateError>;
+
+    /// The smallest `seq` of a variant's ledger whose `file_seq` is NULL, if any.
+    fn variant_first_unwritten_seq(&mut self, variant: &str) -> Result<Option<u64>, StateError>;
+
+    /// Records that a variant's rows `[from_seq, to_seq)` are in its output file `file_seq`.
+    fn variant_mark_written(
+        &mut self,
+        variant: &str,
+        file_seq: u64,
+        from_seq: u64,
+        to_seq: u64,
+    ) -> Result<(), StateError>;
+
+    /// A variant's whole ledger, ascending (inspection, tests and the backtest report).
+    fn variant_ledger(&mut self, variant: &str) -> Result<Vec<LedgerRow>, StateError>;
 
     /// Commits one epoch atomically.
     fn commit_epoch(&mut self, commit: &EpochCommit) -> Result<(), StateError>;

@@ -62,7 +62,7 @@ use super::identity::{record_identity, RunIdentity};
 use super::schema::{self, MIGRATIONS};
 use super::store::{
     check_schema_version, detection_key, sql_i64, sql_u64, EpochCommit, EpochRow, LedgerRow,
-    Recovered, StateStore,
+    Recovered, StateStore, VariantRecovered, VariantSpec,
 };
 use crate::error::StateError;
 pub use lease::LOCK_KEY;
@@ -123,6 +123,7 @@ fn ledger_row(r: &Row) -> Result<LedgerRow, Failure> {
             .map_err(pg("reading the ledger"))?
             .map(|f| sql_u64(f, "file_seq"))
             .transpose()?,
+        evidence: None,
     })
 }
 
@@ -225,6 +226,57 @@ fn read_recovered(c: &mut Conn) -> Result<Recovered, Failure> {
 }
 
 impl StateStore for PgStore {
+    // Issue 13: implemented with schema version 3 (variants, evidence).
+    fn begin_variants(
+        &mut self,
+        variants: &[VariantSpec],
+    ) -> Result<Vec<VariantRecovered>, StateError> {
+        if variants.is_empty() {
+            return Ok(Vec::new());
+        }
+        Err(StateError::Inconsistent(
+            "variants are not stored yet".into(),
+        ))
+    }
+
+    fn variants(&mut self) -> Result<Vec<VariantSpec>, StateError> {
+        Ok(Vec::new())
+    }
+
+    fn variant_ledger_range(
+        &mut self,
+        _variant: &str,
+        _from_seq: u64,
+        _to_seq: u64,
+    ) -> Result<Vec<LedgerRow>, StateError> {
+        Err(StateError::Inconsistent(
+            "variants are not stored yet".into(),
+        ))
+    }
+
+    fn variant_first_unwritten_seq(&mut self, _variant: &str) -> Result<Option<u64>, StateError> {
+        Err(StateError::Inconsistent(
+            "variants are not stored yet".into(),
+        ))
+    }
+
+    fn variant_mark_written(
+        &mut self,
+        _variant: &str,
+        _file_seq: u64,
+        _from_seq: u64,
+        _to_seq: u64,
+    ) -> Result<(), StateError> {
+        Err(StateError::Inconsistent(
+            "variants are not stored yet".into(),
+        ))
+    }
+
+    fn variant_ledger(&mut self, _variant: &str) -> Result<Vec<LedgerRow>, StateError> {
+        Err(StateError::Inconsistent(
+            "variants are not stored yet".into(),
+        ))
+    }
     fn begin_run(&mut self, run: &RunIdentity) -> Result<Recovered, StateError> {
         if self.lease.is_none() {
             // The lock comes first, so concurrent starts never race on migrations.
