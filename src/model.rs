@@ -176,7 +176,7 @@ impl Default for Thresholds {
 /// run's own thresholds (the baseline) and every variant in one pass.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Variant {
-    /// `[A-Za-z0-9_-]{1,64}`, not `baseline`: names its ledger and `<output>/variants/<name>/`.
+    /// `[A-Za-z0-9._-]{1,64}`, not starting with `.`, not `baseline`: names its ledger and `<output>/variants/<name>/`.
     pub name: String,
     pub thresholds: Thresholds,
 }

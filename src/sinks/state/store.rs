@@ -64,7 +64,7 @@ pub struct VariantRows {
 /// A backtest variant as the state store records it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VariantSpec {
-    /// `[A-Za-z0-9_-]{1,64}`; names its ledger and its output folder `variants/<name>/`.
+    /// `[A-Za-z0-9._-]{1,64}`, not starting with `.`; names its ledger and its output folder `variants/<name>/`.
     pub name: String,
     /// `Thresholds::describe()` of the variant.
     pub thresholds: String,
