@@ -50,6 +50,7 @@ pub fn run_with_stop(options: &YOptions, stop: Arc<AtomicBool>) -> Result<RunSum
     let started = Instant::now();
     let t = &options.timely;
     t.validate()?;
+    options.check_variants()?;
     // Before any store is opened: a bad hostfile fails without side effects.
     let config = timely_config(t)?;
     let telemetry = Arc::new(Telemetry::new(run_info(options), options.ready_max_lag));
@@ -221,7 +222,9 @@ fn worker_shared(
     let fingerprint = Fingerprint::of(options, &inputs.plan, &inputs.importance_bytes);
     Arc::new(WorkerShared {
         weights: Arc::new(WeightTable::new(&inputs.importance.weights)),
-        thresholds: options.thresholds,
+        threshold_sets: std::iter::once(options.thresholds)
+            .chain(options.variants.iter().map(|v| v.thresholds))
+            .collect(),
         fingerprint,
         feed: ChunkFeed::start_observed(
             inputs.landing,

@@ -46,6 +46,18 @@ pub struct Txn {
     pub amount: Micros,
 }
 
+/// BankSim's `fraud` labels of accepted rows (a share of a chunk): only the backtest report
+/// reads them, and a label is never a reason to reject a row.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LabelCounts {
+    /// `(customer, merchant)` of the rows labelled 1, distinct, ascending.
+    pub fraud_pairs: Vec<(Name, Name)>,
+    /// Rows labelled 1, labelled 0, and with a missing or other label.
+    pub fraud: u64,
+    pub clean: u64,
+    pub unknown: u64,
+}
+
 /// A rejected input row (SPEC §2.3): where it was, why, and the raw text.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Reject {
@@ -179,6 +191,35 @@ pub struct Variant {
     /// `[A-Za-z0-9._-]{1,64}`, not starting with `.`, not `baseline`: names its ledger and `<output>/variants/<name>/`.
     pub name: String,
     pub thresholds: Thresholds,
+}
+
+impl Variant {
+    /// Longest variant name.
+    pub const MAX_NAME: usize = 64;
+
+    /// `Err` (the message) unless `name` is a valid variant name: `[A-Za-z0-9._-]{1,64}`, not
+    /// starting with `.`, not `baseline` (the report's name for the run's own thresholds).
+    pub fn check_name(name: &str) -> Result<(), String> {
+        let valid_chars = name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if name.is_empty() || name.len() > Self::MAX_NAME || !valid_chars {
+            return Err(format!(
+                "invalid variant name {name:?}: use 1 to 64 of A-Z a-z 0-9 . _ -"
+            ));
+        }
+        if name.starts_with('.') {
+            return Err(format!(
+                "invalid variant name {name:?}: it must not start with '.'"
+            ));
+        }
+        if name == "baseline" {
+            return Err(
+                "the variant name \"baseline\" is reserved for the run's own thresholds".into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Why a detection fired: the values that made it hold at its first epoch, stored with its

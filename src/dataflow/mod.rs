@@ -11,8 +11,18 @@
 //! | `pat3_dei_needed.rs` | PatId3: distinct female vs male customers |
 //! | `percentile.rs` | `percentile_cont`, exact for counts |
 //! | `arranged.rs` | plumbing of the operators that read arranged batches directly |
+//! | `variants.rs` | threshold sets: the baseline and the backtest variants in one dataflow |
 //!
-//! The dataflow's output is the set of detections that *hold* after each epoch. "Emit once,
+//! The dataflow computes several threshold sets at once (set 0 = the run's thresholds, then
+//! the backtest variants); the aggregates are shared by all of them (`variants.rs`).
+//!
+//! The dataflow's output is the set of detections that *hold* after each epoch, per threshold
+//! set, each with the pair- or merchant-level values it holds with ([`Facts`]): they change
+//! only when the pair (or, for PatId3, the merchant) changes, so carrying them costs work
+//! that follows the chunk. The merchant-level values of PatId1's evidence (`N(m)` and the two
+//! percentiles) change with every epoch of a large merchant and would touch every detection
+//! held there, so they travel separately, as changes ([`MerchantFact`]), and worker 0 joins
+//! them to the detections that start holding (`runtime::batch`). "Emit once,
 //! at the first epoch it holds" is not a collection property (collections retract), so it is
 //! the committing writer's job (`sinks::writer`), backed by the ledger.
 
@@ -22,6 +32,7 @@ pub mod pat1_upgrade;
 pub mod pat2_child;
 pub mod pat3_dei_needed;
 pub mod percentile;
+pub mod variants;
 
 use std::sync::Arc;
 
@@ -31,7 +42,9 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::Scope;
 
 use self::aggregates::{Pair, PairSums, ShareDeltas, WeightTable};
-use crate::model::{DetectionKey, Name, Reject, Thresholds, Txn};
+use self::percentile::CountPercentile;
+use self::variants::SetId;
+use crate::model::{DetectionKey, LabelCounts, Name, Reject, Thresholds, Txn, Weight};
 
 pub use crate::model::Epoch;
 
@@ -44,12 +57,46 @@ pub struct ShareReport {
     pub rejected: u64,
     /// This share's rejected rows, in line order.
     pub rejects: Vec<Reject>,
+    /// The `fraud` labels of this share's accepted rows.
+    pub labels: LabelCounts,
+}
+
+/// A detection holding after an epoch under threshold set `set`, with the values it holds
+/// with.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Holding {
+    pub set: SetId,
+    pub key: DetectionKey,
+    pub facts: Facts,
+}
+
+/// The pair- or merchant-level values a detection holds with (its evidence, but for the
+/// merchant-level values of PatId1, see [`MerchantFact`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Facts {
+    /// PatId1: `n(c,m)` and `W(c,m)`.
+    Upgrade { customer_txns: i64, weight: Weight },
+    /// PatId2: `n(c,m)` and `A(c,m)` in micro-units.
+    Child { customer_txns: i64, amount: i128 },
+    /// PatId3: `F(m)` and `M(m)`.
+    DeiNeeded { female: i64, male: i64 },
+}
+
+/// A merchant-level value of PatId1 under a threshold set: the percentiles its customers are
+/// held to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum MerchantFact {
+    CountPercentile(CountPercentile),
+    WeightPercentile(Weight),
 }
 
 /// The collections the writer consumes.
 pub struct Outputs<'s> {
-    /// Detections holding after each epoch (a set; the writer takes insertions).
-    pub detections: VecCollection<'s, Epoch, DetectionKey>,
+    /// Detections holding after each epoch, per threshold set (a set per threshold set; the
+    /// writer takes insertions).
+    pub detections: VecCollection<'s, Epoch, Holding>,
+    /// `(set, m, fact)`: PatId1's percentiles per threshold set and merchant.
+    pub merchant_facts: VecCollection<'s, Epoch, (SetId, Name, MerchantFact)>,
     /// `(m, N(m))`: its changes at time `k` give epoch `k`'s counter deltas.
     pub merchant_counts: VecCollection<'s, Epoch, (Name, i64)>,
 }
@@ -65,16 +112,17 @@ pub struct Inputs {
 }
 
 impl Inputs {
-    /// Builds the detection dataflow in `scope` and returns its inputs and outputs. Every
-    /// worker of the process shares `weights`, the broadcast importance table.
+    /// Builds the detection dataflow in `scope` for the threshold sets `sets` (the baseline
+    /// first) and returns its inputs and outputs. Every worker of the process shares
+    /// `weights`, the broadcast importance table.
     pub fn build<'s>(
         scope: Scope<'s, Epoch>,
         weights: Arc<WeightTable>,
-        thresholds: &Thresholds,
+        sets: &[Thresholds],
     ) -> (Inputs, Outputs<'s>) {
         let (pair_in, pair_deltas) = scope.new_collection::<Pair, PairSums>();
         let (merchant_in, merchant_txns) = scope.new_collection::<Name, isize>();
-        let outputs = detect(pair_deltas, merchant_txns, thresholds);
+        let outputs = detect(pair_deltas, merchant_txns, sets);
         let inputs = Inputs {
             pairs: pair_in,
             merchants: merchant_in,
@@ -106,21 +154,22 @@ impl Inputs {
 }
 
 /// Builds the detection dataflow over the per-pair increments (`pair_deltas`, totals in the
-/// difference type) and the transactions' merchants.
+/// difference type) and the transactions' merchants, for every threshold set of `sets`.
 pub fn detect<'s>(
     pair_deltas: VecCollection<'s, Epoch, Pair, PairSums>,
     merchant_txns: VecCollection<'s, Epoch, Name>,
-    thresholds: &Thresholds,
+    sets: &[Thresholds],
 ) -> Outputs<'s> {
     let merchant_counts = aggregates::merchant_counts(merchant_txns);
     let changes = aggregates::pair_changes(pair_deltas);
 
-    let upgrade = pat1_upgrade::detect(merchant_counts.clone(), changes.clone(), thresholds);
-    let child = pat2_child::detect(changes.clone(), thresholds);
-    let dei = pat3_dei_needed::detect(changes, thresholds);
+    let upgrade = pat1_upgrade::detect(merchant_counts.clone(), changes.clone(), sets);
+    let child = pat2_child::detect(changes.clone(), sets);
+    let dei = pat3_dei_needed::detect(changes, sets);
 
     Outputs {
-        detections: upgrade.concat(child).concat(dei),
+        detections: upgrade.detections.concat(child).concat(dei),
+        merchant_facts: upgrade.merchant_facts,
         merchant_counts,
     }
 }
@@ -139,7 +188,7 @@ mod tests {
 
     /// Detections and counter changes, as `(epoch, what, diff)`, consolidated.
     type Observed = (
-        Vec<(Epoch, DetectionKey, isize)>,
+        Vec<(Epoch, Holding, isize)>,
         Vec<(Epoch, (Name, i64), isize)>,
     );
 
@@ -201,15 +250,17 @@ mod tests {
         epochs: &[Vec<Txn>],
         weights: &[(WeightKey, Weight)],
         step_each_epoch: bool,
+        sets: &[Thresholds],
     ) -> Observed {
         let epochs = epochs.to_vec();
+        let sets = sets.to_vec();
         let table = Arc::new(WeightTable::new(weights));
         timely::execute_directly(move |worker| {
             let detections = Rc::new(RefCell::new(Vec::new()));
             let counts = Rc::new(RefCell::new(Vec::new()));
             let probe = ProbeHandle::new();
             let (mut inputs, ()) = worker.dataflow::<Epoch, _, _>(|scope| {
-                let (inputs, outputs) = Inputs::build(scope, table, &thresholds());
+                let (inputs, outputs) = Inputs::build(scope, table, &sets);
                 let sink = detections.clone();
                 outputs
                     .detections
@@ -254,10 +305,10 @@ mod tests {
         let mut patterns_seen = std::collections::BTreeSet::new();
         for seed in 1..=12 {
             let (epochs, weights) = workload(seed * 7919);
-            let stepped = run(&epochs, &weights, true);
-            let batched = run(&epochs, &weights, false);
+            let stepped = run(&epochs, &weights, true, &[thresholds()]);
+            let batched = run(&epochs, &weights, false, &[thresholds()]);
             assert_eq!(stepped, batched, "seed {seed}");
-            patterns_seen.extend(stepped.0.iter().map(|(_, d, _)| d.pattern));
+            patterns_seen.extend(stepped.0.iter().map(|(_, d, _)| d.key.pattern));
             // N(m) after the last epoch is the number of transactions of m.
             let mut n: BTreeMap<Name, i64> = BTreeMap::new();
             for txn in epochs.iter().flatten() {
@@ -271,5 +322,59 @@ mod tests {
         }
         // The workload exercises every pattern, so the comparison is not vacuous.
         assert_eq!(patterns_seen.len(), 3, "{patterns_seen:?}");
+    }
+
+    /// Each threshold set of a dataflow computing several gives what a dataflow computing it
+    /// alone gives: the same detections with the same facts at the same epochs.
+    #[test]
+    fn every_threshold_set_computes_as_if_alone() {
+        let base = thresholds();
+        let variants = [
+            base,
+            Thresholds {
+                child_min_txns: 2,
+                child_max_avg_amount: 20 * MICROS_PER_UNIT,
+                ..base
+            },
+            Thresholds {
+                upgrade_count_percentile: Fraction::from_millionths(500_000),
+                upgrade_weight_percentile: Fraction::from_millionths(600_000),
+                upgrade_min_merchant_txns: 10,
+                ..base
+            },
+            Thresholds {
+                dei_min_female_customers: 0,
+                ..base
+            },
+            Thresholds {
+                child_min_txns: 2,
+                child_max_avg_amount: 20 * MICROS_PER_UNIT,
+                ..base
+            },
+        ];
+        let mut sets_seen = std::collections::BTreeSet::new();
+        for seed in 1..=6 {
+            let (epochs, weights) = workload(seed * 104_729);
+            let together = run(&epochs, &weights, true, &variants);
+            let mut per_set: BTreeMap<SetId, Vec<(Epoch, Holding, isize)>> = BTreeMap::new();
+            for (t, h, r) in together.0 {
+                per_set.entry(h.set).or_default().push((t, h, r));
+            }
+            for (id, alone) in variants.iter().enumerate() {
+                let (expected, counts) = run(&epochs, &weights, true, &[*alone]);
+                assert_eq!(counts, together.1, "seed {seed}: N(m) is shared");
+                let got: Vec<(Epoch, Holding, isize)> = per_set
+                    .remove(&(id as SetId))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(t, h, r)| (t, Holding { set: 0, ..h }, r))
+                    .collect();
+                assert_eq!(got, expected, "seed {seed}, set {id}");
+                if !expected.is_empty() {
+                    sets_seen.insert(id);
+                }
+            }
+        }
+        assert_eq!(sets_seen.len(), variants.len(), "{sets_seen:?}");
     }
 }

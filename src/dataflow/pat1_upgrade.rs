@@ -19,10 +19,15 @@
 //! - the `N(m)` gate applies last, to the few customers that meet both.
 //!
 //! Counts are compared exactly; weights in `f64`.
+//!
+//! The three arrangements above do not depend on thresholds and are built once; the
+//! percentiles, joins and the gate are built once per distinct `(N, count p, weight p)` of
+//! the threshold sets.
 
+use differential_dataflow::collection::concatenate;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::cursor::cursor_list;
-use differential_dataflow::trace::implementations::ValSpine;
+use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use differential_dataflow::trace::{Cursor, TraceReader};
 use differential_dataflow::{AsCollection, VecCollection};
 use foldhash::HashMap;
@@ -33,22 +38,24 @@ use timely::progress::{Antichain, Timestamp};
 use super::aggregates::{derive, PairChanges};
 use super::arranged;
 use super::percentile::{float_percentile_of_prefix, ranks_needed, CountPercentile};
+use super::variants::{by_parameters, fan_out, SetId};
+use super::{Facts, Holding, MerchantFact};
 use crate::model::Epoch;
 use crate::model::{DetectionKey, Fraction, Name, Pattern, Thresholds, Weight};
+
+/// PatId1's outputs: the detections of every threshold set, and the merchant percentiles
+/// their evidence quotes.
+pub struct Upgrade<'s> {
+    pub detections: VecCollection<'s, Epoch, Holding>,
+    pub merchant_facts: VecCollection<'s, Epoch, (SetId, Name, MerchantFact)>,
+}
 
 pub fn detect<'s>(
     merchant_counts: VecCollection<'s, Epoch, (Name, i64)>,
     changes: PairChanges<'s>,
-    thresholds: &Thresholds,
-) -> VecCollection<'s, Epoch, DetectionKey> {
-    let min_txns = thresholds.upgrade_min_merchant_txns as i64;
-    let count_p = thresholds.upgrade_count_percentile;
-    let weight_p = thresholds.upgrade_weight_percentile;
-
-    let large_merchants = merchant_counts
-        .filter(move |(_, n)| *n > min_txns)
-        .map(|(merchant, _)| merchant);
-
+    sets: &[Thresholds],
+) -> Upgrade<'s> {
+    let scope = changes.inner.scope();
     // Customers keyed by `(m, n(c,m))`, carrying `W(c,m)`: the one arrangement of the
     // per-pair totals at full size. Customers without a weight stay: they count in the
     // count percentile (they just never qualify themselves).
@@ -56,55 +63,140 @@ pub fn detect<'s>(
         Some(((merchant.clone(), s.n), (customer.clone(), s.weight())))
     })
     .arrange_by_key_named("Arrange: CustomersByCount");
-
     // The count histogram, `(m, n)` with the number of customers as multiplicity, read off
     // that arrangement's batches (one update per touched `(m, n)`, not two per changed pair).
-    // It is small (a merchant's customers share few distinct counts): a `reduce` reads it
-    // whole and outputs the counts that reach the percentile.
-    let qualifying_counts = key_multiplicities(&by_count).reduce({
-        let mut histogram = Vec::<(i64, u64)>::new();
-        move |_merchant, input: &[(&i64, isize)], output| {
-            histogram.clear();
-            histogram.extend(input.iter().map(|(n, customers)| (**n, *customers as u64)));
-            if let Some(limit) = CountPercentile::of_histogram(&histogram, count_p) {
-                let reached = histogram.iter().filter(|(n, _)| limit.reached_by(*n));
-                output.extend(reached.map(|(n, _)| (*n, 1isize)));
-            }
-        }
-    });
-    // The weight histogram has about one distinct value per customer: its low percentile is
-    // read off the smallest values only.
-    let weight_limits = weight_percentiles(
-        derive(changes.clone(), |(_, merchant), s| {
-            s.weight().map(|w| (merchant.clone(), w))
-        }),
-        weight_p,
-    );
+    let histogram = key_multiplicities(&by_count).arrange_by_key_named("Arrange: CountHistogram");
+    let weight_histogram = derive(changes, |(_, merchant), s| {
+        s.weight().map(|w| (merchant.clone(), w))
+    })
+    .arrange_by_key_named("Arrange: WeightHistogram");
 
-    // The customers that reach the count percentile meet their merchant's weight limit.
-    let frequent = by_count.join_core(
+    let mut detections = Vec::new();
+    let mut merchant_facts = Vec::new();
+    let groups = by_parameters(sets, |t| {
+        let min_txns = t.upgrade_min_merchant_txns as i64;
+        (
+            min_txns,
+            t.upgrade_count_percentile,
+            t.upgrade_weight_percentile,
+        )
+    });
+    for ((min_txns, count_p, weight_p), ids) in groups {
+        let (qualifying_counts, count_limits) = count_percentiles(&histogram, count_p);
+        let weight_limits = weight_percentiles(&weight_histogram, weight_p);
+        let large_merchants = merchant_counts
+            .clone()
+            .filter(move |(_, n)| *n > min_txns)
+            .map(|(merchant, _)| merchant);
+        let held = customers_held(&by_count, qualifying_counts, weight_limits.clone())
+            .semijoin(large_merchants);
+        detections.push(fan_out(
+            held,
+            ids.clone(),
+            |set, (merchant, (customer, n, w))| Holding {
+                set,
+                key: DetectionKey {
+                    pattern: Pattern::Upgrade,
+                    merchant: merchant.clone(),
+                    customer: customer.clone(),
+                },
+                facts: Facts::Upgrade {
+                    customer_txns: *n,
+                    weight: *w,
+                },
+            },
+        ));
+        let limits = count_limits
+            .map(|(m, limit)| (m, MerchantFact::CountPercentile(limit)))
+            .concat(weight_limits.map(|(m, limit)| (m, MerchantFact::WeightPercentile(limit))));
+        merchant_facts.push(fan_out(limits, ids, |set, (m, fact)| {
+            (set, m.clone(), *fact)
+        }));
+    }
+    Upgrade {
+        detections: concatenate(scope.clone(), detections),
+        merchant_facts: concatenate(scope, merchant_facts),
+    }
+}
+
+/// `(m, (c, n(c,m), W(c,m)))` for the customers that reach their merchant's count percentile
+/// and stay at or under its weight percentile.
+fn customers_held<'s>(
+    by_count: &ByCount<'s>,
+    qualifying_counts: VecCollection<'s, Epoch, (Name, i64)>,
+    weight_limits: VecCollection<'s, Epoch, (Name, Weight)>,
+) -> VecCollection<'s, Epoch, (Name, (Name, i64, Weight))> {
+    let frequent = by_count.clone().join_core(
         qualifying_counts.arrange_by_self_named("Arrange: QualifyingCounts"),
-        |(merchant, _), (customer, w), ()| w.map(|w| (merchant.clone(), (customer.clone(), w))),
+        |(merchant, n), (customer, w), ()| w.map(|w| (merchant.clone(), (customer.clone(), *n, w))),
     );
     frequent
         .arrange_by_key_named("Arrange: FrequentCustomers")
         .join_core(
             weight_limits.arrange_by_key_named("Arrange: WeightLimits"),
-            |merchant, (customer, w), limit| {
-                (w <= limit).then(|| (merchant.clone(), customer.clone()))
+            |merchant, (customer, n, w), limit| {
+                (w <= limit).then(|| (merchant.clone(), (customer.clone(), *n, *w)))
             },
         )
-        .semijoin(large_merchants)
-        .map(|(merchant, customer)| DetectionKey {
-            pattern: Pattern::Upgrade,
-            merchant,
-            customer,
-        })
+}
+
+/// What the count percentile of a merchant's customers yields: the counts that reach it, and
+/// the percentile itself (evidence).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum CountOutcome {
+    Reached(i64),
+    Percentile(CountPercentile),
+}
+
+/// From the count histogram (small: a merchant's customers share few distinct counts, so a
+/// `reduce` reads it whole): `(m, n)` for the counts at or above the percentile, and
+/// `(m, percentile)`.
+#[allow(clippy::type_complexity)]
+fn count_percentiles<'s>(
+    histogram: &Histogram<'s>,
+    p: Fraction,
+) -> (
+    VecCollection<'s, Epoch, (Name, i64)>,
+    VecCollection<'s, Epoch, (Name, CountPercentile)>,
+) {
+    let mut counts = Vec::<(i64, u64)>::new();
+    let outcomes = histogram
+        .clone()
+        .reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<Name, CountOutcome, Epoch, isize>, _, _>(
+            "CountPercentile",
+            move |_merchant, input: &[(&i64, isize)], output| {
+                counts.clear();
+                counts.extend(input.iter().map(|(n, customers)| (**n, *customers as u64)));
+                if let Some(limit) = CountPercentile::of_histogram(&counts, p) {
+                    output.push((CountOutcome::Percentile(limit), 1isize));
+                    let reached = counts.iter().filter(|(n, _)| limit.reached_by(*n));
+                    output.extend(reached.map(|(n, _)| (CountOutcome::Reached(*n), 1isize)));
+                }
+            },
+            |vec, key, updates| {
+                vec.clear();
+                vec.extend(updates.drain(..).map(|(v, t, r)| ((key.clone(), v), t, r)));
+            },
+        )
+        .as_collection(|m, outcome| (m.clone(), *outcome));
+    let reached = outcomes.clone().flat_map(|(m, outcome)| match outcome {
+        CountOutcome::Reached(n) => Some((m, n)),
+        CountOutcome::Percentile(_) => None,
+    });
+    let limits = outcomes.flat_map(|(m, outcome)| match outcome {
+        CountOutcome::Percentile(limit) => Some((m, limit)),
+        CountOutcome::Reached(_) => None,
+    });
+    (reached, limits)
 }
 
 /// The arrangement of customers by `(m, n)`.
 type ByCount<'s> =
     Arranged<'s, TraceAgent<ValSpine<(Name, i64), (Name, Option<Weight>), Epoch, isize>>>;
+
+/// A histogram arranged by merchant: `(m, value)` with multiplicities.
+type Histogram<'s> = Arranged<'s, TraceAgent<ValSpine<Name, i64, Epoch, isize>>>;
+type WeightHistogram<'s> = Arranged<'s, TraceAgent<ValSpine<Name, Weight, Epoch, isize>>>;
 
 /// `(m, n)` with multiplicity = the number of customers of `m` with `n` transactions there:
 /// the net change of each `(m, n)` key of `by_count`'s batches.
@@ -153,13 +245,13 @@ fn key_multiplicities<'s>(by_count: &ByCount<'s>) -> VecCollection<'s, Epoch, (N
 /// them for p = 0.10), instead of re-reading the group as a `reduce` would; the group sizes
 /// are running totals kept from the updates. Emits the change of the merchant's limit.
 fn weight_percentiles<'s>(
-    weights: VecCollection<'s, Epoch, (Name, Weight)>,
+    arranged: &WeightHistogram<'s>,
     p: Fraction,
 ) -> VecCollection<'s, Epoch, (Name, Weight)> {
-    let arranged = weights.arrange_by_key_named("Arrange: WeightHistogram");
     let mut trace = arranged.trace.clone();
     arranged
         .stream
+        .clone()
         .unary_frontier(Pipeline, "WeightPercentile", move |_, _| {
             let mut upper = Antichain::from_elem(Epoch::minimum());
             // Per merchant: customers with a weight, and the limit last emitted.

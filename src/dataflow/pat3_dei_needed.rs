@@ -8,19 +8,48 @@
 //! A customer seen with both genders at a merchant counts under both. The pair changes give
 //! one `(m, gender)` record per customer seen with that gender at `m` (an update only when a
 //! pair sees a gender for the first time), so a merchant's group has just two values whose
-//! multiplicities are `F(m)` and `M(m)`.
+//! multiplicities are `F(m)` and `M(m)`. The counts do not depend on thresholds: they are
+//! computed once, and each distinct threshold filters them.
 
+use differential_dataflow::collection::concatenate;
 use differential_dataflow::VecCollection;
 
 use super::aggregates::{derive, PairChanges};
+use super::variants::{by_parameters, fan_out};
+use super::{Facts, Holding};
 use crate::model::Epoch;
 use crate::model::{DetectionKey, Gender, Name, Pattern, Thresholds};
 
 pub fn detect<'s>(
     changes: PairChanges<'s>,
-    thresholds: &Thresholds,
-) -> VecCollection<'s, Epoch, DetectionKey> {
-    let min_female = thresholds.dei_min_female_customers as isize;
+    sets: &[Thresholds],
+) -> VecCollection<'s, Epoch, Holding> {
+    let scope = changes.inner.scope();
+    let genders = gender_counts(changes);
+    let mut all = Vec::new();
+    for (min_female, ids) in by_parameters(sets, |t| t.dei_min_female_customers as i64) {
+        let detections = genders
+            .clone()
+            .filter(move |(_, (female, male))| female < male && *female > min_female);
+        let tagged = fan_out(detections, ids, |set, (merchant, (female, male))| Holding {
+            set,
+            key: DetectionKey {
+                pattern: Pattern::DeiNeeded,
+                merchant: merchant.clone(),
+                customer: Name::default(),
+            },
+            facts: Facts::DeiNeeded {
+                female: *female,
+                male: *male,
+            },
+        });
+        all.push(tagged);
+    }
+    concatenate(scope, all)
+}
+
+/// `(m, (F(m), M(m)))` for every merchant with a customer seen as female or male.
+fn gender_counts(changes: PairChanges<'_>) -> VecCollection<'_, Epoch, (Name, (i64, i64))> {
     let female = derive(changes.clone(), |(_, merchant), s| {
         (s.female > 0).then(|| (merchant.clone(), Gender::Female))
     });
@@ -29,21 +58,13 @@ pub fn detect<'s>(
     });
     female
         .concat(male)
-        .reduce(move |_merchant, input: &[(&Gender, isize)], output| {
+        .reduce(|_merchant, input: &[(&Gender, isize)], output| {
             let customers = |g: Gender| {
                 input
                     .iter()
                     .find(|(gender, _)| **gender == g)
-                    .map_or(0, |(_, n)| *n)
+                    .map_or(0, |(_, n)| *n as i64)
             };
-            let (female, male) = (customers(Gender::Female), customers(Gender::Male));
-            if female < male && female > min_female {
-                output.push(((), 1isize));
-            }
-        })
-        .map(|(merchant, ())| DetectionKey {
-            pattern: Pattern::DeiNeeded,
-            merchant,
-            customer: Name::default(),
+            output.push(((customers(Gender::Female), customers(Gender::Male)), 1isize));
         })
 }

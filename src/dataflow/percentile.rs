@@ -9,7 +9,9 @@ use crate::model::Fraction;
 const MILLION: i128 = 1_000_000;
 
 /// The count percentile of a group, kept exact: `lo + r/10^6 · (hi − lo)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct CountPercentile {
     lo: i64,
     hi: i64,
@@ -22,6 +24,13 @@ impl CountPercentile {
     pub fn of_histogram(histogram: &[(i64, u64)], p: Fraction) -> Option<CountPercentile> {
         let (lo, hi, r) = histogram_bounds(histogram, p)?;
         Some(CountPercentile { lo, hi, r })
+    }
+
+    /// The percentile's value (evidence): exact in `f64` up to its six decimals for any
+    /// count below 2^33.
+    pub fn value(&self) -> f64 {
+        (MILLION * self.lo as i128 + self.r as i128 * (self.hi - self.lo) as i128) as f64
+            / MILLION as f64
     }
 
     /// `value >= percentile`, decided exactly: `10^6·value >= 10^6·lo + r·(hi − lo)`.

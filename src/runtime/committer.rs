@@ -138,7 +138,7 @@ fn commit_all(
         }
     }
     summary.detections_total = writer.detections_total();
-    summary.files_written = writer.files_written;
+    summary.files_written = writer.files_written();
     summary.finished = writer.is_finished();
     summary
 }
@@ -150,6 +150,7 @@ fn commit(
     summary: &mut RunSummary,
     telemetry: &Telemetry,
 ) -> Result<()> {
+    writer.observe_labels(&batch);
     if writer.replayed(&batch)? {
         summary.epochs_recovered += 1;
         telemetry.epoch_replayed(batch.epoch);

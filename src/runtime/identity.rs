@@ -41,7 +41,7 @@ pub struct Fingerprint {
     pub workers: usize,
     /// `-n`.
     processes: usize,
-    /// Thresholds, mode, replay range, `--follow`.
+    /// Thresholds, variants, mode, replay range, `--follow`.
     settings: u64,
     /// The importance file's bytes.
     importance: u64,
@@ -52,8 +52,8 @@ pub struct Fingerprint {
 impl Fingerprint {
     pub fn of(options: &YOptions, plan: &FeedPlan, importance: &[u8]) -> Fingerprint {
         let settings = format!(
-            "{:?}|{:?}|{}",
-            options.thresholds, options.replay, options.follow_forever
+            "{:?}|{:?}|{:?}|{}",
+            options.thresholds, options.variants, options.replay, options.follow_forever
         );
         let chunks = match plan {
             FeedPlan::Live { forever } => format!("live {forever}"),

@@ -90,6 +90,31 @@ impl YOptions {
     }
 }
 
+impl YOptions {
+    /// Variants are a backtest feature: replay only, distinct valid names (they name folders).
+    pub fn check_variants(&self) -> crate::error::Result<()> {
+        if self.variants.is_empty() {
+            return Ok(());
+        }
+        if self.replay.is_none() {
+            return Err(crate::error::Error::configuration(
+                "backtest variants need replay mode (--replay)",
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for variant in &self.variants {
+            Variant::check_name(&variant.name).map_err(crate::error::Error::configuration)?;
+            if !names.insert(variant.name.as_str()) {
+                return Err(crate::error::Error::configuration(format!(
+                    "two variants are named {:?}; names must be distinct",
+                    variant.name
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// How often live mode looks for the next chunk: a failed local `open` is cheap, an S3 GET
 /// is a billed request.
 pub fn default_poll_interval(landing: &str) -> Duration {

@@ -12,7 +12,7 @@ use crate::error::{Context, Error, Result, StateError};
 use crate::objectstore::{self, ObjectStore};
 use crate::runtime::identity::run_identity;
 use crate::runtime::options::YOptions;
-use crate::sinks::state::{self, RunIdentity};
+use crate::sinks::state::{self, RunIdentity, VariantSpec};
 use crate::sinks::writer::{Clock, EpochWriter};
 use crate::sources::importance::{parse_importance, ImportanceTable};
 use crate::sources::landing::{chunk_key, list_chunks, resolve_replay, FeedPlan};
@@ -91,7 +91,21 @@ pub fn open_writer(options: &YOptions, inputs: &RunInputs) -> Result<EpochWriter
     })?;
     let store = state::open(&options.state)
         .with_context(|| format!("opening the state store {}", options.state))?;
-    EpochWriter::open(store, output, &inputs.identity, inputs.clock.clone())
+    let variants: Vec<VariantSpec> = options
+        .variants
+        .iter()
+        .map(|v| VariantSpec {
+            name: v.name.clone(),
+            thresholds: v.thresholds.describe(),
+        })
+        .collect();
+    EpochWriter::open(
+        store,
+        output,
+        &inputs.identity,
+        inputs.clock.clone(),
+        &variants,
+    )
 }
 
 /// An ended stream stays ended (SPEC §6): a store whose stream ended commits nothing more.

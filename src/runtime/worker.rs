@@ -33,7 +33,8 @@ use crate::sources::parse::parse_chunk;
 pub struct WorkerShared {
     /// The importance table, broadcast: every worker joins its share with it on the way in.
     pub weights: Arc<WeightTable>,
-    pub thresholds: Thresholds,
+    /// The threshold sets: the run's own (the baseline) first, then the backtest variants'.
+    pub threshold_sets: Vec<Thresholds>,
     /// What every process of a cluster must agree on; checked by worker 0.
     pub fingerprint: Fingerprint,
     pub feed: Arc<ChunkFeed>,
@@ -148,6 +149,7 @@ fn compute_epoch(worker: &mut Worker, flow: &mut Dataflow, chunk: &Chunk) -> Epo
         accepted: parsed.txns.len() as u64,
         rejected: parsed.rejects.len() as u64,
         rejects: parsed.rejects,
+        labels: parsed.labels,
     };
     flow.inputs.insert_share(parsed.txns);
     flow.reports.insert(report);
@@ -201,11 +203,11 @@ fn hand_over(
 /// Builds the dataflow on one worker: the pattern computation, plus the exchanges that bring
 /// its outputs, the share reports and the fingerprints to worker 0.
 fn build_dataflow(worker: &mut Worker, shared: &WorkerShared) -> Dataflow {
-    let gathered: Rc<RefCell<Gathered>> = Rc::default();
+    let gathered = Rc::new(RefCell::new(Gathered::new(shared.threshold_sets.len())));
     let fingerprints: Rc<RefCell<Vec<(usize, Fingerprint)>>> = Rc::default();
     let (inputs, reports, mut fingerprint_in, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
         let (inputs, outputs) =
-            dataflow::Inputs::build(scope, shared.weights.clone(), &shared.thresholds);
+            dataflow::Inputs::build(scope, shared.weights.clone(), &shared.threshold_sets);
         let (report_in, reports) = scope.new_collection::<ShareReport, isize>();
         let (fingerprint_in, worker_fingerprints) =
             scope.new_collection::<(usize, Fingerprint), isize>();
@@ -217,8 +219,12 @@ fn build_dataflow(worker: &mut Worker, shared: &WorkerShared) -> Dataflow {
             }
         });
         let sink = gathered.clone();
-        to_worker_0(outputs.detections, &probe, move |key, time, diff| {
-            sink.borrow_mut().add_detection(time, key, diff);
+        to_worker_0(outputs.detections, &probe, move |holding, time, diff| {
+            sink.borrow_mut().add_detection(time, holding, diff);
+        });
+        let sink = gathered.clone();
+        to_worker_0(outputs.merchant_facts, &probe, move |fact, time, diff| {
+            sink.borrow_mut().add_merchant_fact(time, fact, diff);
         });
         let sink = gathered.clone();
         to_worker_0(

@@ -6,11 +6,13 @@
 //! | `state/` | the [`state::StateStore`] seam, the records it stores and its SQL (file table in `state/mod.rs`) |
 //! | `state/sqlite.rs` | the embedded store (default) |
 //! | `state/postgres/` | the production store, with unknown-COMMIT handling and a lease |
+//! | `ledger.rs` | one detection ledger (the baseline's or a variant's): emit-once, sequence numbers, its files |
 //! | `detection_files.rs` | `detections-<i:06>.csv`, written from the ledger |
 //! | `rejects.rs` | `rejects/<chunk>.csv` |
 //! | `writer.rs` | the single committing writer: emit-once, sequence numbers, one transaction per epoch |
 
 pub mod detection_files;
+pub mod ledger;
 pub mod rejects;
 pub mod state;
 pub mod writer;

@@ -8,6 +8,10 @@
 //!    one state-store transaction;
 //! 3. every complete group of 50 ledger rows is written as a detection file and marked.
 //!
+//! A backtest with variants keeps one ledger per threshold set (`sinks::ledger`): the
+//! baseline's and each variant's advance in the same transaction, and at the end of the
+//! stream the comparison report (`report::backtest`) is written before the end is recorded.
+//!
 //! The writer runs on the committing thread (`runtime::committer`) and takes
 //! [`EpochBatch`]es, in epoch order.
 //!
@@ -20,16 +24,19 @@
 //! if absent, and an existing one must hold exactly the bytes the ledger renders (a recovery
 //! rewriting a file it had already written); anything else is refused.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::error::{Error, Result, StateError};
-use crate::model::{DetectionKey, Reject};
-use crate::objectstore::{ObjectStore, PutOutcome};
+use crate::model::Reject;
+use crate::objectstore::ObjectStore;
+use crate::report::backtest::{self, BacktestInput, FraudLabels, LedgerSet};
 use crate::runtime::batch::EpochBatch;
-use crate::sinks::detection_files::{self, ROWS_PER_FILE};
+use crate::sinks::ledger::{Ledger, LedgerName, NewRows, Times};
 use crate::sinks::rejects;
-use crate::sinks::state::{EpochCommit, EpochRow, LedgerRow, RunIdentity, StateStore};
+use crate::sinks::state::{
+    EpochCommit, EpochRow, LedgerRow, RunIdentity, StateStore, VariantRows, VariantSpec,
+};
 use crate::time::{format_ist, now_ms};
 
 /// How detection and commit times are taken (SPEC §5).
@@ -64,57 +71,58 @@ pub struct EpochWriter {
     /// Set once a replayed chunk differs from its committed epoch's: nothing more is
     /// committed or written by this writer.
     refused: Option<String>,
-    emitted: HashSet<DetectionKey>,
-    next_seq: u64,
-    /// Ledger rows not yet in a full file, from a file boundary on.
-    pending: Vec<LedgerRow>,
+    /// The baseline's ledger, then each variant's.
+    ledgers: Vec<Ledger>,
+    /// A backtest with variants: the variants, and the labels of every epoch (also those
+    /// replayed in a recovery) for the report.
+    variants: Vec<VariantSpec>,
+    labels: FraudLabels,
     finished: bool,
-    pub files_written: u64,
 }
 
 impl EpochWriter {
-    /// Begins the run on the state store, and rewrites every detection file that may be
-    /// missing (rows without `file_seq`).
+    /// Begins the run on the state store (with its backtest `variants`, none for a plain
+    /// run), and rewrites every detection file that may be missing (rows without `file_seq`).
     pub fn open(
         mut store: Box<dyn StateStore>,
         output: Arc<dyn ObjectStore>,
         run: &RunIdentity,
         clock: Clock,
+        variants: &[VariantSpec],
     ) -> Result<EpochWriter> {
         let recovered = store.begin_run(run)?;
-        let emitted = recovered.emitted;
-        if emitted.len() as u64 != recovered.next_seq {
-            return Err(StateError::Inconsistent(format!(
-                "state store ledger has {} rows but {} distinct known detections",
-                recovered.next_seq,
-                emitted.len()
-            ))
-            .into());
+        let recovered_variants = store.begin_variants(variants)?;
+        let mut ledgers = vec![Ledger::open(
+            LedgerName::Baseline,
+            recovered.emitted,
+            recovered.next_seq,
+            store.as_mut(),
+        )?];
+        for (spec, state) in variants.iter().zip(recovered_variants) {
+            let name = LedgerName::Variant(spec.name.clone());
+            ledgers.push(Ledger::open(
+                name,
+                state.emitted,
+                state.next_seq,
+                store.as_mut(),
+            )?);
         }
-        let pending = match store.first_unwritten_seq()? {
-            Some(first) => {
-                let start = detection_files::file_of(first) * ROWS_PER_FILE;
-                store.ledger_range(start, recovered.next_seq)?
-            }
-            None => Vec::new(),
-        };
         let mut writer = EpochWriter {
             store,
             output,
             clock,
             recovered: recovered.epochs.clone(),
             refused: None,
-            emitted,
-            next_seq: recovered.next_seq,
-            pending,
+            ledgers,
+            variants: variants.to_vec(),
+            labels: FraudLabels::default(),
             finished: recovered.finished,
-            files_written: 0,
         };
         if let Some(last) = recovered.last_epoch {
             tracing::info!(
                 last_epoch = last,
                 epochs = writer.recovered.len(),
-                detections = writer.next_seq,
+                detections = writer.detections_total(),
                 "resuming: committed epochs will be replayed to rebuild state, not committed again"
             );
         }
@@ -170,9 +178,31 @@ impl EpochWriter {
         Ok(())
     }
 
-    /// Number of ledger rows.
+    /// Number of rows of the baseline's ledger.
     pub fn detections_total(&self) -> u64 {
-        self.next_seq
+        self.ledgers[0].len()
+    }
+
+    /// Detection files written by this writer, the baseline's.
+    pub fn files_written(&self) -> u64 {
+        self.ledgers[0].files_written
+    }
+
+    /// Takes in the fraud labels of an epoch's rows (every epoch, committed now or replayed
+    /// in a recovery), for the backtest report of a run with variants.
+    pub fn observe_labels(&mut self, batch: &EpochBatch) {
+        if self.variants.is_empty() {
+            return;
+        }
+        for share in &batch.reports {
+            let labels = &share.labels;
+            self.labels.fraud_rows += labels.fraud;
+            self.labels.clean_rows += labels.clean;
+            self.labels.unknown_rows += labels.unknown;
+            let pairs = labels.fraud_pairs.iter();
+            let pairs = pairs.map(|(c, m)| (c.to_string(), m.to_string()));
+            self.labels.fraud_pairs.extend(pairs);
+        }
     }
 
     pub fn is_finished(&self) -> bool {
@@ -189,7 +219,8 @@ impl EpochWriter {
     }
 
     /// Commits an epoch: its rejects file, then one state-store transaction with its new
-    /// detections, counter deltas and progress row, then any detection file it completes.
+    /// detections (every ledger's), counter deltas and progress row, then any detection file
+    /// it completes.
     pub fn commit(&mut self, mut batch: EpochBatch) -> Result<CommitStats> {
         let epoch = batch.epoch;
         self.check_may_commit(epoch)?;
@@ -198,43 +229,60 @@ impl EpochWriter {
         self.write_rejects(&batch.chunk_key, &rejects)?;
 
         let (y_start, now) = self.times(&batch);
-        let (new, rows) =
-            self.new_rows(std::mem::take(&mut batch.detections), epoch, &y_start, &now);
+        let times = Times {
+            epoch,
+            y_start: &y_start,
+            now: &now,
+        };
+        let new: Vec<NewRows> = self
+            .ledgers
+            .iter()
+            .zip(&batch.sets)
+            .map(|(ledger, set)| ledger.new_rows(&set.detections, &set.evidence, &times))
+            .collect();
         let commit = EpochCommit {
             progress: EpochRow {
                 epoch,
                 chunk_key: batch.chunk_key.clone(),
                 rows_accepted: accepted,
                 rows_rejected: rejected,
-                committed_at: now,
+                committed_at: now.clone(),
                 chunk_digest: Some(batch.chunk_digest.clone()),
             },
-            counter_deltas: batch
-                .counter_deltas
+            counter_deltas: std::mem::take(&mut batch.counter_deltas)
                 .into_iter()
                 .filter(|(_, d)| *d != 0)
                 .map(|(m, d)| (m.to_string(), d))
                 .collect(),
-            detections: rows,
-            variant_detections: Vec::new(),
+            detections: new.first().map(|n| n.rows.clone()).unwrap_or_default(),
+            variant_detections: self.variant_rows(&new),
         };
         self.store.commit_epoch(&commit)?;
-        let new_detections = commit.detections.len() as u64;
-        self.next_seq += new_detections;
-        self.emitted.extend(new);
-        let new_rows = commit.detections.clone();
-        let committed_at = commit.progress.committed_at.clone();
-        self.pending.extend(commit.detections);
-        let before = self.files_written;
+        let before = self.files_written();
+        for (ledger, rows) in self.ledgers.iter_mut().zip(new) {
+            ledger.committed(rows);
+        }
         self.write_full_files()?;
         Ok(CommitStats {
             accepted,
             rejected,
-            new_detections,
-            files_written: self.files_written - before,
-            new_rows,
-            committed_at,
+            new_detections: commit.detections.len() as u64,
+            files_written: self.files_written() - before,
+            new_rows: commit.detections,
+            committed_at: now,
         })
+    }
+
+    /// The variants' new rows of an epoch, as the state store takes them.
+    fn variant_rows(&self, new: &[NewRows]) -> Vec<VariantRows> {
+        self.variants
+            .iter()
+            .zip(new.iter().skip(1))
+            .map(|(spec, rows)| VariantRows {
+                variant: spec.name.clone(),
+                rows: rows.rows.clone(),
+            })
+            .collect()
     }
 
     /// The epoch's `YStartTime` and detection time (SPEC §5).
@@ -247,110 +295,60 @@ impl EpochWriter {
         }
     }
 
-    /// The detections that start holding and were never emitted, with their ledger rows
-    /// numbered from the next sequence number. BTreeMap order is (pattern, merchant,
-    /// customer): the SPEC's within-epoch order.
-    fn new_rows(
-        &self,
-        detections: BTreeMap<DetectionKey, isize>,
-        epoch: u64,
-        y_start: &str,
-        now: &str,
-    ) -> (Vec<DetectionKey>, Vec<LedgerRow>) {
-        let new: Vec<DetectionKey> = detections
-            .into_iter()
-            .filter(|(key, diff)| *diff > 0 && !self.emitted.contains(key))
-            .map(|(key, _)| key)
-            .collect();
-        let rows = new
-            .iter()
-            .enumerate()
-            .map(|(i, key)| LedgerRow {
-                seq: self.next_seq + i as u64,
-                epoch,
-                pattern_id: key.pattern.id().to_string(),
-                action_type: key.pattern.action().to_string(),
-                customer_name: key.customer.to_string(),
-                merchant_id: key.merchant.to_string(),
-                y_start_time: y_start.to_string(),
-                detection_time: now.to_string(),
-                file_seq: None,
-                evidence: None,
-            })
-            .collect();
-        (new, rows)
-    }
-
-    /// Ends the stream: writes the last, shorter file and records the end.
+    /// Ends the stream: writes every ledger's last, shorter file and, in a backtest with
+    /// variants, the comparison report, then records the end.
     pub fn finish(&mut self) -> Result<()> {
         if let Some(refused) = &self.refused {
             return Err(Error::input(format!("not ending the stream: {refused}")));
         }
-        self.write_full_files()?;
-        if !self.pending.is_empty() {
-            let rows = std::mem::take(&mut self.pending);
-            self.write_file(&rows)?;
+        for ledger in &mut self.ledgers {
+            ledger.write_last_files(self.store.as_mut(), self.output.as_ref())?;
         }
         if !self.finished {
+            if !self.variants.is_empty() {
+                let input = self.backtest_input()?;
+                backtest::write(self.output.as_ref(), &input)?;
+            }
             self.store.mark_finished()?;
             self.finished = true;
         }
         Ok(())
     }
 
-    /// Writes a published file that must never change once written: created if absent;
-    /// an existing one must already hold `body`.
-    fn publish(&self, key: &str, body: &[u8]) -> Result<()> {
-        loop {
-            if self.output.put_if_absent(key, body)? == PutOutcome::Created {
-                return Ok(());
-            }
-            match self.output.get(key)? {
-                Some(existing) if existing.body == body => {
-                    tracing::info!(
-                        file = key,
-                        "detection file already written with the same content"
-                    );
-                    return Ok(());
-                }
-                Some(_) => {
-                    return Err(StateError::OutputConflict {
-                        output: self.output.describe(),
-                        file: key.to_string(),
-                    }
-                    .into())
-                }
-                // Removed in between: create it again.
-                None => continue,
-            }
+    /// What the backtest report is computed from: every ledger, the epochs, the labels.
+    fn backtest_input(&mut self) -> Result<BacktestInput> {
+        let epochs = self.store.epoch_rows()?.iter().map(|e| e.epoch).collect();
+        let baseline = LedgerSet {
+            name: "baseline".into(),
+            thresholds: self.run_thresholds()?,
+            rows: self.store.ledger()?,
+        };
+        let mut variants = Vec::new();
+        for spec in &self.variants {
+            variants.push(LedgerSet {
+                name: spec.name.clone(),
+                thresholds: spec.thresholds.clone(),
+                rows: self.store.variant_ledger(&spec.name)?,
+            });
         }
+        Ok(BacktestInput {
+            epochs,
+            baseline,
+            variants,
+            labels: self.labels.clone(),
+        })
+    }
+
+    /// The run's own thresholds as recorded with its identity.
+    fn run_thresholds(&mut self) -> Result<String> {
+        let meta = self.store.run_meta()?;
+        Ok(meta.get("run.thresholds").cloned().unwrap_or_default())
     }
 
     fn write_full_files(&mut self) -> Result<()> {
-        while self.pending.len() as u64 >= ROWS_PER_FILE {
-            let rest = self.pending.split_off(ROWS_PER_FILE as usize);
-            let rows = std::mem::replace(&mut self.pending, rest);
-            self.write_file(&rows)?;
+        for ledger in &mut self.ledgers {
+            ledger.write_full_files(self.store.as_mut(), self.output.as_ref())?;
         }
-        Ok(())
-    }
-
-    fn write_file(&mut self, rows: &[LedgerRow]) -> Result<()> {
-        let first = rows[0].seq;
-        let file_seq = detection_files::file_of(first);
-        if first != file_seq * ROWS_PER_FILE {
-            return Err(Error::internal(format!(
-                "detection file {file_seq} would start at sequence {first}, not at a file boundary"
-            )));
-        }
-        self.publish(
-            &detection_files::file_key(file_seq),
-            &detection_files::render(rows),
-        )?;
-        self.store
-            .mark_written(file_seq, first, first + rows.len() as u64)?;
-        self.files_written += 1;
-        tracing::info!(file = %detection_files::file_key(file_seq), rows = rows.len(), "detection file written");
         Ok(())
     }
 }
@@ -364,6 +362,7 @@ fn short_digest(digest: &str) -> &str {
 mod tests {
     use super::*;
     use crate::objectstore::{self, S3Options};
+    use crate::sinks::ledger::publish;
     use crate::sinks::state::sqlite::SqliteStore;
     use crate::sources::landing::{chunk_digest, chunk_key, Chunk};
 
@@ -389,7 +388,7 @@ mod tests {
             seen_at: std::time::Instant::now(),
             digest: chunk_digest(body),
         };
-        EpochBatch::new(&chunk, std::time::Instant::now())
+        EpochBatch::new(&chunk, std::time::Instant::now(), 1)
     }
 
     struct Setup {
@@ -419,6 +418,7 @@ mod tests {
                 self.output(),
                 &run(),
                 Clock::Live { y_start_ms: 0 },
+                &[],
             )
             .unwrap()
         }
@@ -469,14 +469,12 @@ mod tests {
     #[test]
     fn published_files_are_never_rewritten_with_other_content() {
         let setup = Setup::new();
-        let w = setup.writer();
         let output = setup.output();
-        w.publish("detections-000000.csv", b"rows").unwrap();
+        let publish = |body: &[u8]| publish(output.as_ref(), "detections-000000.csv", body);
+        publish(b"rows").unwrap();
         // The same bytes again (a recovery rewriting what it had written): fine.
-        w.publish("detections-000000.csv", b"rows").unwrap();
-        let refused = w
-            .publish("detections-000000.csv", b"other rows")
-            .unwrap_err();
+        publish(b"rows").unwrap();
+        let refused = publish(b"other rows").unwrap_err();
         let message = refused.to_string();
         assert!(
             message.contains("already holds detections-000000.csv with other content"),

@@ -33,7 +33,7 @@
 use std::fmt;
 
 use crate::decimal::{parse_amount, AmountError};
-use crate::model::{Gender, Name, Reject, Txn};
+use crate::model::{Gender, LabelCounts, Name, Reject, Txn};
 use crate::sources::framing::{self, Fields, Frame, FrameKind, Frames, LineCounter};
 
 /// The ten columns a transactions chunk header must have (SPEC §2.1), in the SPEC's order.
@@ -215,6 +215,7 @@ struct TxnLayout {
     merchant: usize,
     category: usize,
     amount: usize,
+    fraud: usize,
 }
 
 impl TxnLayout {
@@ -227,6 +228,7 @@ impl TxnLayout {
             merchant: idx[5],
             category: idx[7],
             amount: idx[8],
+            fraud: idx[9],
         })
     }
 
@@ -322,6 +324,8 @@ pub struct ChunkParse {
     pub rejects: Vec<Reject>,
     /// Set when the header lacks a required column (the whole chunk is rejected).
     pub header_error: Option<String>,
+    /// The `fraud` labels of the accepted rows.
+    pub labels: LabelCounts,
 }
 
 /// Parses share `index` of `peers` of chunk `chunk_name`; only its records are validated and
@@ -379,7 +383,24 @@ pub fn parse_chunk(chunk_name: &str, bytes: &[u8], peers: usize, index: usize) -
     if let Err(message) = layout {
         out.header_error = Some(message);
     }
+    out.labels.fraud_pairs.sort_unstable();
+    out.labels.fraud_pairs.dedup();
     out
+}
+
+/// Counts an accepted row's `fraud` label: `1`, `0`, or anything else ("unknown").
+#[inline]
+fn count_label(labels: &mut LabelCounts, txn: &Txn, label: &[u8]) {
+    match label.trim_ascii() {
+        b"1" => {
+            labels.fraud += 1;
+            labels
+                .fraud_pairs
+                .push((txn.customer.clone(), txn.merchant.clone()));
+        }
+        b"0" => labels.clean += 1,
+        _ => labels.unknown += 1,
+    }
 }
 
 /// Validates one record frame into a transaction or a reject.
@@ -398,7 +419,14 @@ fn parse_record(
     }
     rdr.split(frame);
     match layout.parse(&rdr.fields) {
-        Ok(txn) => out.txns.push(txn),
+        Ok(txn) => {
+            count_label(
+                &mut out.labels,
+                &txn,
+                strip_single_quotes(rdr.fields.get(layout.fraud)),
+            );
+            out.txns.push(txn)
+        }
         Err(e) => {
             let reason = e.to_string();
             let reject = rdr.reject(chunk_name, frame, reason);
