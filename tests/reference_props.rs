@@ -18,7 +18,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use common::outputs::{is_ist_timestamp, read_csv};
+use common::outputs::{is_ist_timestamp, read_csv, tree};
 use common::reference::{self, action_of, Decision, Expected};
 use common::streams::{self, Landing, Stream, StreamOptions};
 use txflow::mechanism_y::{self, ReplayRange, RunSummary, YOptions};
@@ -1483,27 +1483,6 @@ fn check_run(
         }
     }
     problems
-}
-
-/// All files under `dir`, relative path → bytes.
-fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let rel = path.strip_prefix(dir).unwrap().to_path_buf();
-                out.insert(rel, fs::read(&path).unwrap());
-            }
-        }
-    }
-    out
 }
 
 /// (f): the two runs' outputs and ledgers are identical.

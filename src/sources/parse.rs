@@ -391,7 +391,7 @@ pub fn parse_chunk(chunk_name: &str, bytes: &[u8], peers: usize, index: usize) -
 /// Counts an accepted row's `fraud` label: `1`, `0`, or anything else ("unknown").
 #[inline]
 fn count_label(labels: &mut LabelCounts, txn: &Txn, label: &[u8]) {
-    match label.trim_ascii() {
+    match label {
         b"1" => {
             labels.fraud += 1;
             labels

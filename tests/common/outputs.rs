@@ -1,6 +1,8 @@
 //! Reading what the pipeline wrote: CSV rows of its output files, and the SPEC's time format.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
 
 /// Every record of a CSV file (header included), as strings.
 pub fn read_csv(path: &Path) -> Vec<Vec<String>> {
@@ -69,4 +71,25 @@ pub fn timeless_epochs(rows: &[txflow::sinks::state::EpochRow]) -> Vec<(u64, Str
             )
         })
         .collect()
+}
+
+/// All files under `dir`, relative path → bytes.
+pub fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).unwrap().to_path_buf();
+                out.insert(rel, fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
 }

@@ -429,6 +429,9 @@ pub struct RefTxn {
     /// `F`, `M`, `E` or `U`.
     pub gender: String,
     pub amount_micros: i64,
+    /// The `fraud` value, one pair of single quotes stripped (`1`, `0`, or anything else:
+    /// unknown).
+    pub fraud: String,
 }
 
 /// Why the reference rejects a record.
@@ -559,6 +562,7 @@ pub fn parse_chunk(bytes: &[u8]) -> ChunkOutcome {
                 category,
                 gender,
                 amount_micros: amount.unwrap(),
+                fraud: value("fraud"),
             }),
         }
     }
@@ -806,6 +810,93 @@ pub fn evaluate(
         }
     }
     out
+}
+
+/// The values a detection's evidence must quote, computed from every accepted transaction up
+/// to its epoch (issue 13): PatId1 `N(m)`, `n(c,m)`, the count percentile, `W(c,m)`, the
+/// weight percentile; PatId2 `n(c,m)` and the mean amount; PatId3 `F(m)`, `M(m)`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RefEvidence {
+    Upgrade {
+        merchant_txns: u64,
+        customer_txns: u64,
+        count_percentile: f64,
+        weight: f64,
+        weight_percentile: f64,
+    },
+    Child {
+        customer_txns: u64,
+        /// `A(c,m)/n(c,m)` in micro-units, exact (a fraction, as numerator and denominator).
+        amount_micros: i128,
+        n: u64,
+    },
+    DeiNeeded {
+        female_customers: u64,
+        male_customers: u64,
+    },
+}
+
+/// [`RefEvidence`] of detection `(pattern_id, customer, merchant)` after `txns`.
+pub fn evidence_of(
+    txns: &[RefTxn],
+    weights: &BTreeMap<WeightKey, f64>,
+    t: &Thresholds,
+    pattern_id: &str,
+    customer: &str,
+    merchant: &str,
+) -> RefEvidence {
+    let at_m: Vec<&RefTxn> = txns.iter().filter(|x| x.merchant == merchant).collect();
+    let mut per_customer: BTreeMap<&str, (u64, i128, f64, u64)> = BTreeMap::new();
+    for x in &at_m {
+        let e = per_customer.entry(&x.customer).or_default();
+        e.0 += 1;
+        e.1 += x.amount_micros as i128;
+        let key = (x.customer.clone(), x.merchant.clone(), x.category.clone());
+        if let Some(w) = weights.get(&key) {
+            e.2 += w;
+            e.3 += 1;
+        }
+    }
+    match pattern_id {
+        PAT_UPGRADE => {
+            let mut counts: Vec<u64> = per_customer.values().map(|e| e.0).collect();
+            counts.sort();
+            let count_p = percentile_cont_scaled(&counts, t.upgrade_count_percentile.millionths);
+            let w_of = |e: &(u64, i128, f64, u64)| (e.3 > 0).then(|| e.2 / e.3 as f64);
+            let mut ws: Vec<f64> = per_customer.values().filter_map(w_of).collect();
+            ws.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            let mine = per_customer[customer];
+            RefEvidence::Upgrade {
+                merchant_txns: at_m.len() as u64,
+                customer_txns: mine.0,
+                count_percentile: count_p as f64 / 1e6,
+                weight: w_of(&mine).unwrap_or(f64::NAN),
+                weight_percentile: percentile_cont_f64(&ws, t.upgrade_weight_percentile.millionths),
+            }
+        }
+        PAT_CHILD => {
+            let mine = per_customer[customer];
+            RefEvidence::Child {
+                customer_txns: mine.0,
+                amount_micros: mine.1,
+                n: mine.0,
+            }
+        }
+        _ => {
+            let seen = |g: &str| {
+                let who: BTreeSet<&str> = at_m
+                    .iter()
+                    .filter(|x| x.gender == g)
+                    .map(|x| x.customer.as_str())
+                    .collect();
+                who.len() as u64
+            };
+            RefEvidence::DeiNeeded {
+                female_customers: seen("F"),
+                male_customers: seen("M"),
+            }
+        }
+    }
 }
 
 // ------------------------------------------------------------------------------------------

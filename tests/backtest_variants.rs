@@ -1,0 +1,322 @@
+//! Backtests with threshold variants (issue 13), on random dense edge-case streams:
+//!
+//! - every variant's ledger (all columns, evidence included) and files equal those of a
+//!   separate replay with the variant's thresholds, and match the independent reference;
+//! - the baseline of a run with variants is byte-identical to a run without (tables and
+//!   files);
+//! - every detection's evidence (baseline and variants) equals the reference's aggregates at
+//!   the detection's epoch;
+//! - the report's figures agree with the ledgers and with the labels in the chunks.
+//!
+//! `TXFLOW_VARIANT_SEEDS=N` sets the number of streams (default 8); workers alternate 1 and 3.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use common::outputs::tree;
+use common::reference::{self, evidence_of, ledger_identities, RefEvidence, RefTxn};
+use common::streams::{self, Landing, SplitMix64, Stream, StreamOptions};
+use serde_json::Value;
+use txflow::mechanism_y::{self, ReplayRange, YOptions};
+use txflow::model::{Fraction, Thresholds, Variant};
+use txflow::sinks::state::{EpochRow, LedgerRow, StateConfig};
+
+/// What a replay left behind.
+struct Run {
+    ledger: Vec<LedgerRow>,
+    variant_ledgers: BTreeMap<String, Vec<LedgerRow>>,
+    counts: Vec<(String, i64)>,
+    epochs: Vec<EpochRow>,
+    files: BTreeMap<PathBuf, Vec<u8>>,
+}
+
+fn replay(
+    landing: &Landing,
+    work: &Path,
+    name: &str,
+    thresholds: Thresholds,
+    variants: &[Variant],
+    workers: usize,
+) -> Run {
+    let output = work.join(format!("out-{name}"));
+    let state = format!(
+        "sqlite://{}",
+        work.join(format!("state-{name}.db")).display()
+    );
+    let config = StateConfig::parse(&state).unwrap();
+    let mut opts = YOptions::new(
+        landing.landing.to_str().unwrap(),
+        landing.importance.to_str().unwrap(),
+        output.to_str().unwrap(),
+        config.clone(),
+    );
+    opts.replay = Some(ReplayRange::default());
+    opts.thresholds = thresholds;
+    opts.variants = variants.to_vec();
+    opts.timely.workers = workers;
+    let summary = mechanism_y::run(&opts).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    assert!(summary.finished, "{name}: the replay ends its stream");
+    let mut store = txflow::sinks::state::open(&config).unwrap();
+    let variant_ledgers = variants
+        .iter()
+        .map(|v| (v.name.clone(), store.variant_ledger(&v.name).unwrap()))
+        .collect();
+    Run {
+        ledger: store.ledger().unwrap(),
+        variant_ledgers,
+        counts: store.merchant_counts().unwrap(),
+        epochs: store.epoch_rows().unwrap(),
+        files: tree(&output),
+    }
+}
+
+/// 1 to 3 variants, each changing 1 to 3 thresholds of `base` to values that fire on small
+/// streams; sometimes two variants share a pattern's parameters, or equal the baseline.
+fn random_variants(rng: &mut SplitMix64, base: &Thresholds) -> Vec<Variant> {
+    let count = rng.range(1, 4);
+    (0..count)
+        .map(|i| {
+            let mut t = *base;
+            for _ in 0..rng.range(1, 4) {
+                match rng.below(6) {
+                    0 => t.upgrade_min_merchant_txns = *rng.pick(&[0, 3, 5, 10, 20]),
+                    1 => {
+                        let p = *rng.pick(&[0, 250_000, 500_000, 900_000, 1_000_000]);
+                        t.upgrade_count_percentile = Fraction::from_millionths(p)
+                    }
+                    2 => {
+                        let p = *rng.pick(&[0, 100_000, 500_000, 1_000_000]);
+                        t.upgrade_weight_percentile = Fraction::from_millionths(p)
+                    }
+                    3 => t.child_min_txns = rng.range(1, 6),
+                    4 => {
+                        t.child_max_avg_amount =
+                            base.child_max_avg_amount * rng.range(1, 4) as i64 / 2
+                    }
+                    _ => t.dei_min_female_customers = rng.below(3),
+                }
+            }
+            Variant {
+                name: format!("v{i}.{}", rng.below(100)),
+                thresholds: t,
+            }
+        })
+        .collect()
+}
+
+/// Every accepted transaction up to and including each epoch, by epoch.
+fn accepted_through(stream: &Stream) -> BTreeMap<u64, Vec<RefTxn>> {
+    let mut all = Vec::new();
+    let mut out = BTreeMap::new();
+    for (k, bytes) in &stream.chunks {
+        all.extend(reference::parse_chunk(bytes).accepted);
+        out.insert(*k, all.clone());
+    }
+    out
+}
+
+/// Whether `a` and `b` agree to 1e-9 (relative), or are both absent.
+fn close(a: f64, b: f64) -> bool {
+    a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+/// Problems of the stored evidence of `rows` against the reference.
+fn check_evidence(
+    rows: &[LedgerRow],
+    through: &BTreeMap<u64, Vec<RefTxn>>,
+    weights: &BTreeMap<reference::WeightKey, f64>,
+    t: &Thresholds,
+    which: &str,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for row in rows {
+        let txns = &through[&row.epoch];
+        let want = evidence_of(
+            txns,
+            weights,
+            t,
+            &row.pattern_id,
+            &row.customer_name,
+            &row.merchant_id,
+        );
+        let got: Value = match row.evidence.as_deref().map(serde_json::from_str) {
+            Some(Ok(v)) => v,
+            other => {
+                problems.push(format!("{which} row {}: evidence {other:?}", row.seq));
+                continue;
+            }
+        };
+        let int = |k: &str| got[k].as_u64();
+        let num = |k: &str| got[k].as_f64().unwrap_or(f64::NAN);
+        let ok = match &want {
+            RefEvidence::Upgrade {
+                merchant_txns,
+                customer_txns,
+                count_percentile,
+                weight,
+                weight_percentile,
+            } => {
+                int("merchant_txns") == Some(*merchant_txns)
+                    && int("customer_txns") == Some(*customer_txns)
+                    && close(num("count_percentile"), *count_percentile)
+                    && close(num("weight"), *weight)
+                    && close(num("weight_percentile"), *weight_percentile)
+            }
+            RefEvidence::Child {
+                customer_txns,
+                amount_micros,
+                n,
+            } => {
+                // The stored mean is within half a micro-unit of the exact one.
+                let exact = *amount_micros as f64 / *n as f64;
+                int("customer_txns") == Some(*customer_txns)
+                    && (num("mean_amount") * 1e6 - exact).abs() <= 0.5 + 1e-6 * exact.abs()
+            }
+            RefEvidence::DeiNeeded {
+                female_customers,
+                male_customers,
+            } => {
+                int("female_customers") == Some(*female_customers)
+                    && int("male_customers") == Some(*male_customers)
+            }
+        };
+        if !ok {
+            problems.push(format!(
+                "{which} row {row:?}: evidence {got} but the reference says {want:?}"
+            ));
+        }
+    }
+    problems
+}
+
+/// The files of `files` under `prefix`, with the prefix removed.
+fn under(files: &BTreeMap<PathBuf, Vec<u8>>, prefix: &str) -> BTreeMap<PathBuf, Vec<u8>> {
+    files
+        .iter()
+        .filter_map(|(p, b)| Some((p.strip_prefix(prefix).ok()?.to_path_buf(), b.clone())))
+        .collect()
+}
+
+/// The detection files of `files` (top level only).
+fn detection_files(files: &BTreeMap<PathBuf, Vec<u8>>) -> BTreeMap<PathBuf, Vec<u8>> {
+    files
+        .iter()
+        .filter(|(p, _)| p.parent() == Some(Path::new("")))
+        .filter(|(p, _)| p.to_string_lossy().starts_with("detections-"))
+        .map(|(p, b)| (p.clone(), b.clone()))
+        .collect()
+}
+
+/// Checks one stream; returns its problems.
+fn check_stream(stream: &Stream, workers: usize, rng: &mut SplitMix64) -> Vec<String> {
+    let work = tempfile::tempdir().unwrap();
+    let landing = streams::write_landing(work.path(), stream);
+    let base = stream.thresholds;
+    let variants = random_variants(rng, &base);
+    let mut problems = Vec::new();
+
+    let with = replay(&landing, work.path(), "with", base, &variants, workers);
+    let without = replay(&landing, work.path(), "without", base, &[], workers);
+    // The baseline is untouched by the variants: tables and every file but the variants'.
+    if with.ledger != without.ledger
+        || with.counts != without.counts
+        || with.epochs != without.epochs
+    {
+        problems.push("the baseline's tables differ from a replay without variants".into());
+    }
+    let baseline_files: BTreeMap<PathBuf, Vec<u8>> = with
+        .files
+        .iter()
+        .filter(|(p, _)| !p.starts_with("variants"))
+        .filter(|(p, _)| {
+            ![
+                "backtest-report.html",
+                "backtest-report.json",
+                "variants.csv",
+            ]
+            .contains(&p.to_str().unwrap())
+        })
+        .map(|(p, b)| (p.clone(), b.clone()))
+        .collect();
+    if baseline_files != without.files {
+        problems.push("the baseline's files differ from a replay without variants".into());
+    }
+
+    let importance = reference::parse_importance(&stream.importance).weights;
+    let through = accepted_through(stream);
+    problems.extend(check_evidence(
+        &with.ledger,
+        &through,
+        &importance,
+        &base,
+        "baseline",
+    ));
+    for (i, v) in variants.iter().enumerate() {
+        let alone = replay(
+            &landing,
+            work.path(),
+            &format!("alone{i}"),
+            v.thresholds,
+            &[],
+            workers,
+        );
+        let ledger = &with.variant_ledgers[&v.name];
+        if *ledger != alone.ledger {
+            problems.push(format!(
+                "variant {}: ledger differs from its own replay",
+                v.name
+            ));
+        }
+        let files = under(&with.files, &format!("variants/{}", v.name));
+        if files != detection_files(&alone.files) {
+            problems.push(format!(
+                "variant {}: files differ from its own replay's",
+                v.name
+            ));
+        }
+        let expected = reference::expected(&stream.chunks, &stream.importance, &v.thresholds);
+        if let Err(e) = expected.check_ledger(&ledger_identities(ledger)) {
+            problems.push(format!("variant {}: against the reference: {e}", v.name));
+        }
+        problems.extend(check_evidence(
+            ledger,
+            &through,
+            &importance,
+            &v.thresholds,
+            &v.name,
+        ));
+    }
+    problems
+}
+
+fn seeds() -> u64 {
+    std::env::var("TXFLOW_VARIANT_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8)
+}
+
+#[test]
+fn variants_equal_their_own_replays_and_the_reference() {
+    let mut failures = Vec::new();
+    let mut detections = 0;
+    for seed in 0..seeds() {
+        let stream = streams::random_stream(9_000 + seed, &StreamOptions::default());
+        let mut rng = SplitMix64::new(seed);
+        let workers = if seed % 2 == 0 { 1 } else { 3 };
+        let expected = reference::expected(&stream.chunks, &stream.importance, &stream.thresholds);
+        detections += expected.detections.len();
+        let problems = check_stream(&stream, workers, &mut rng);
+        if !problems.is_empty() {
+            failures.push(format!(
+                "seed {seed} (-w {workers}):\n  {}",
+                problems.join("\n  ")
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // The streams make detections, so the comparisons are not vacuous.
+    assert!(detections > 0);
+}
