@@ -114,7 +114,7 @@ pub fn detect<'s>(
         }));
     }
     Upgrade {
-        detections: concatenate(scope.clone(), detections),
+        detections: concatenate(scope, detections),
         merchant_facts: concatenate(scope, merchant_facts),
     }
 }
