@@ -20,6 +20,7 @@ use clap::{Parser, Subcommand};
 use txflow::cli::{self, LogArgs};
 use txflow::mechanism_x::{self, XOptions};
 use txflow::mechanism_y::{self, ReplayRange, TimelyOptions, YOptions};
+use txflow::model::{Fraction, Thresholds, Variant, MICROS_PER_UNIT};
 use txflow::sinks::state::StateConfig;
 use txgen::GenOptions;
 
@@ -53,6 +54,10 @@ struct Args {
     /// Chunks to publish at one per second for the live-latency measurement (0 = skip).
     #[arg(long, default_value_t = 30, env = "TXFLOW_LIVE_CHUNKS")]
     live_chunks: u64,
+    /// Also compare each backtest with the same backtest plus 4 threshold variants (two of
+    /// PatId1, one each of PatId2 and PatId3): wall time and peak RSS.
+    #[arg(long, env = "TXFLOW_BENCH_VARIANTS")]
+    variants: bool,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -65,6 +70,9 @@ enum Cmd {
         importance: PathBuf,
         scratch: PathBuf,
         workers: usize,
+        /// Add the 4 benchmark variants.
+        #[arg(long)]
+        variants: bool,
     },
 }
 
@@ -75,9 +83,10 @@ fn main() -> ExitCode {
         importance,
         scratch,
         workers,
+        variants,
     }) = &args.command
     {
-        return cli::exit_with(child(landing, importance, scratch, *workers));
+        return cli::exit_with(child(landing, importance, scratch, *workers, *variants));
     }
     cli::init_logging_at(&args.log, "warn");
     cli::exit_with(run(&args))
@@ -138,7 +147,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 let _ = std::fs::remove_dir_all(&scratch);
                 std::fs::create_dir_all(&scratch)
                     .with_context(|| format!("creating {}", scratch.display()))?;
-                runs.push(spawn_child(&exe, &landing, &importance, &scratch, workers)?);
+                runs.push(spawn_child(
+                    &exe,
+                    &landing,
+                    &importance,
+                    &scratch,
+                    workers,
+                    false,
+                )?);
                 let _ = std::fs::remove_dir_all(&scratch);
             }
             runs.sort_by(|a, b| a.wall_s.total_cmp(&b.wall_s));
@@ -162,10 +178,97 @@ fn run(args: &Args) -> anyhow::Result<()> {
             );
         }
     }
+    if args.variants {
+        compare_variants(args, &exe)?;
+    }
     if args.live_chunks > 0 {
         live(args)?;
     }
     Ok(())
+}
+
+/// Baseline alone vs baseline + the 4 benchmark variants, median wall and peak RSS of
+/// `args.runs` runs each, alternating so that both see the same machine.
+fn compare_variants(args: &Args, exe: &Path) -> anyhow::Result<()> {
+    println!();
+    println!("| data set | workers | wall: baseline | wall: + 4 variants | ratio | peak RSS: baseline | peak RSS: + 4 variants | ratio |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for set in &args.sets {
+        let (landing, importance) = prepare(&args.dir, set)?;
+        for &workers in &args.workers {
+            let (mut alone, mut with) = (Vec::new(), Vec::new());
+            for i in 0..args.runs {
+                for variants in [false, true] {
+                    let scratch = args.dir.join(format!("scratch-{set}-w{workers}-v{i}"));
+                    let _ = std::fs::remove_dir_all(&scratch);
+                    std::fs::create_dir_all(&scratch)?;
+                    let m = spawn_child(exe, &landing, &importance, &scratch, workers, variants)?;
+                    let _ = std::fs::remove_dir_all(&scratch);
+                    if variants {
+                        with.push(m)
+                    } else {
+                        alone.push(m)
+                    }
+                }
+            }
+            let wall = |m: &[Measured]| median(&m.iter().map(|m| m.wall_s).collect::<Vec<_>>());
+            let rss = |m: &[Measured]| {
+                median(
+                    &m.iter()
+                        .map(|m| m.peak_rss_kib as f64 / 1024.0)
+                        .collect::<Vec<_>>(),
+                )
+            };
+            let (wa, ww, ra, rw) = (wall(&alone), wall(&with), rss(&alone), rss(&with));
+            println!(
+                "| {set} | {workers} | {wa:.3} s | {ww:.3} s | {:.2} | {ra:.0} MiB | {rw:.0} MiB | {:.2} |",
+                ww / wa,
+                rw / ra
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The benchmark's variants: two of PatId1, one of PatId2, one of PatId3.
+fn bench_variants() -> Vec<Variant> {
+    let base = Thresholds::default();
+    let variant = |name: &str, thresholds: Thresholds| Variant {
+        name: name.into(),
+        thresholds,
+    };
+    vec![
+        variant(
+            "upgrade-p80",
+            Thresholds {
+                upgrade_count_percentile: Fraction::from_millionths(800_000),
+                ..base
+            },
+        ),
+        variant(
+            "upgrade-w20-n40k",
+            Thresholds {
+                upgrade_weight_percentile: Fraction::from_millionths(200_000),
+                upgrade_min_merchant_txns: 40_000,
+                ..base
+            },
+        ),
+        variant(
+            "child-60-25",
+            Thresholds {
+                child_min_txns: 60,
+                child_max_avg_amount: 25 * MICROS_PER_UNIT,
+                ..base
+            },
+        ),
+        variant(
+            "dei-80",
+            Thresholds {
+                dei_min_female_customers: 80,
+                ..base
+            },
+        ),
+    ]
 }
 
 /// The parsing floor of a set at `workers` threads, median of `runs`, in seconds: every chunk
@@ -207,11 +310,13 @@ fn spawn_child(
     importance: &Path,
     scratch: &Path,
     workers: usize,
+    variants: bool,
 ) -> anyhow::Result<Measured> {
     let child = Command::new(exe)
         .arg("child")
         .args([landing, importance, scratch])
         .arg(workers.to_string())
+        .args(variants.then_some("--variants"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()?;
@@ -253,7 +358,13 @@ fn spawn_child(
 }
 
 /// One backtest, end to end (importance parsing, chunk parsing, dataflow, commits, files).
-fn child(landing: &Path, importance: &Path, scratch: &Path, workers: usize) -> anyhow::Result<()> {
+fn child(
+    landing: &Path,
+    importance: &Path,
+    scratch: &Path,
+    workers: usize,
+    variants: bool,
+) -> anyhow::Result<()> {
     let mut y = YOptions::new(
         path_str(landing)?,
         path_str(importance)?,
@@ -263,6 +374,9 @@ fn child(landing: &Path, importance: &Path, scratch: &Path, workers: usize) -> a
         },
     );
     y.replay = Some(ReplayRange::default());
+    if variants {
+        y.variants = bench_variants();
+    }
     y.timely = TimelyOptions {
         workers,
         ..TimelyOptions::default()
