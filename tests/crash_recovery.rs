@@ -1473,3 +1473,88 @@ fn sigterm_stops_promptly_and_a_restart_completes() {
     assert_same(&got, &fx.baseline, false, "SIGTERM then restart");
     eprintln!("[sigterm] exited 0 in {took:.2?} with {n} epochs committed; restart completed");
 }
+
+// ---------------------------------------------------------------------------------------
+// 6. A backtest with variants: killed and restarted, identical to an uninterrupted one.
+// ---------------------------------------------------------------------------------------
+
+/// Two variants of the fixture's thresholds (PatId2 stricter; PatId1 and PatId3 looser).
+const VARIANTS: [&str; 5] = [
+    "--replay",
+    "--variant",
+    "strict:child-min-txns=30,child-max-avg-amount=20",
+    "--variant",
+    "wide:upgrade-count-percentile=0.8,dei-min-female-customers=3",
+];
+
+/// Every ledger (baseline and variants, times and evidence included) and every output file.
+fn backtest_outcome(url: &str, output: &Path) -> (Vec<Vec<LedgerRow>>, BTreeMap<PathBuf, Vec<u8>>) {
+    let config = StateConfig::parse(url).unwrap();
+    let mut store = state::open(&config).unwrap();
+    let mut ledgers = vec![store.ledger().unwrap()];
+    for name in ["strict", "wide"] {
+        ledgers.push(store.variant_ledger(name).unwrap());
+    }
+    (ledgers, common::outputs::tree(output))
+}
+
+#[test]
+fn kill9_during_a_backtest_with_variants_then_restart_is_identical() {
+    let fx = fixture();
+    let dir = test_dir("variants-crash");
+    let logs = dir.join("logs");
+    let whole_url = fresh_database_url("variants_whole");
+    let whole_out = dir.join("out-whole");
+    let mut yp = Proc::spawn(
+        "variants-whole",
+        y(&fx.landing, &whole_out, &whole_url, &VARIANTS),
+        &logs,
+    );
+    yp.expect_success(RUN_LIMIT);
+    let want = backtest_outcome(&whole_url, &whole_out);
+    assert!(
+        want.0.iter().all(|l| !l.is_empty()),
+        "every ledger has detections"
+    );
+    assert!(want.1.contains_key(Path::new("backtest-report.html")));
+
+    let url = fresh_database_url("variants_killed");
+    let output = dir.join("out-killed");
+    let mut rng = SplitMix64::new(crash_seed() ^ 0x7a41);
+    let mut kills = 0;
+    for attempt in 0..2 {
+        let at = rng.range(2 + attempt * 8, 10 + attempt * 8) as usize;
+        let mut yp = Proc::spawn(
+            "variants-killed",
+            y(&fx.landing, &output, &url, &VARIANTS),
+            &logs,
+        );
+        yp.wait_until(RUN_LIMIT, "committed epochs", || {
+            committed_epochs(&url) >= at
+        });
+        yp.kill9();
+        kills += 1;
+        check_prefix(&url, "after a kill during a backtest with variants");
+    }
+    let mut yp = Proc::spawn(
+        "variants-restart",
+        y(&fx.landing, &output, &url, &VARIANTS),
+        &logs,
+    );
+    yp.expect_success(RUN_LIMIT);
+    let got = backtest_outcome(&url, &output);
+    assert_eq!(got.0, want.0, "ledgers after {kills} kills");
+    let names = |t: &BTreeMap<PathBuf, Vec<u8>>| t.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(
+        names(&got.1),
+        names(&want.1),
+        "output files after {kills} kills"
+    );
+    for (path, bytes) in &want.1 {
+        assert!(
+            got.1[path] == *bytes,
+            "{} differs after {kills} kills",
+            path.display()
+        );
+    }
+}
