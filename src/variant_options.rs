@@ -548,15 +548,15 @@ fn variant_of_table(
 /// A TOML value as the text its threshold option would be given: strings as they are,
 /// numbers as written (a float's digits are kept, `0.85` stays `0.85`, never a binary
 /// approximation; TOML's `_` separators are dropped by the parser). Integers in another
-/// base are written in decimal. Err: the kind of a value no option takes.
+/// base (`0x10`) are written in decimal. Err: the kind of a value no option takes.
 fn toml_value_text(value: &DeValue<'_>) -> Result<String, &'static str> {
     match value {
         DeValue::String(text) => Ok(text.to_string()),
         DeValue::Float(float) => Ok(float.as_str().to_string()),
         DeValue::Integer(integer) if integer.radix() == 10 => Ok(integer.as_str().to_string()),
-        DeValue::Integer(integer) => u64::from_str_radix(integer.as_str(), integer.radix())
-            .map(|v| v.to_string())
-            .map_err(|_| "an integer out of range"),
+        // Beyond u64 it stays as written (`0x…`), for the option's parser to refuse.
+        DeValue::Integer(integer) => Ok(u64::from_str_radix(integer.as_str(), integer.radix())
+            .map_or_else(|_| integer.to_string(), |v| v.to_string())),
         DeValue::Boolean(_) => Err("a boolean"),
         DeValue::Datetime(_) => Err("a date-time"),
         DeValue::Array(_) => Err("an array"),
@@ -929,5 +929,383 @@ mod tests {
             .map(|v| v.thresholds.child_min_txns)
             .collect();
         assert_eq!(txns, [1, 2, 70, 3, 4, 9, 10]);
+    }
+
+    #[test]
+    fn an_integer_sweep_is_inclusive_and_named_key_value() {
+        let got = of_flags(&[], &["child-min-txns=60..120/20"]).unwrap();
+        assert_eq!(
+            names(&got),
+            [
+                "child-min-txns-60",
+                "child-min-txns-80",
+                "child-min-txns-100",
+                "child-min-txns-120"
+            ]
+        );
+        for (variant, expected) in got.iter().zip([60, 80, 100, 120]) {
+            let mut thresholds = baseline();
+            thresholds.child_min_txns = expected;
+            assert_eq!(variant.thresholds, thresholds, "{}", variant.name);
+        }
+        // The end is included only when a step lands on it.
+        let got = of_flags(&[], &["upgrade-min-merchant-txns=0..119/40"]).unwrap();
+        let values: Vec<u64> = got
+            .iter()
+            .map(|v| v.thresholds.upgrade_min_merchant_txns)
+            .collect();
+        assert_eq!(values, [0, 40, 80]);
+        let single = of_flags(&[], &["dei-min-female-customers=5..5/3"]).unwrap();
+        assert_eq!(names(&single), ["dei-min-female-customers-5"]);
+    }
+
+    #[test]
+    fn a_decimal_sweep_steps_exactly() {
+        // In binary floating point 0.1 + 0.1 + 0.1 > 0.3: a float sweep would lose 0.3.
+        let got = of_flags(&[], &["child-max-avg-amount=0.1..0.3/0.1"]).unwrap();
+        let micros: Vec<i64> = got
+            .iter()
+            .map(|v| v.thresholds.child_max_avg_amount)
+            .collect();
+        assert_eq!(micros, [100_000, 200_000, 300_000]);
+        assert_eq!(
+            names(&got),
+            [
+                "child-max-avg-amount-0.1",
+                "child-max-avg-amount-0.2",
+                "child-max-avg-amount-0.3"
+            ]
+        );
+        let got = of_flags(&[], &["upgrade-count-percentile=0..1/0.05"]).unwrap();
+        assert_eq!(got.len(), 21);
+        let millionths: Vec<u32> = got
+            .iter()
+            .map(|v| v.thresholds.upgrade_count_percentile.millionths)
+            .collect();
+        let expected: Vec<u32> = (0..=20).map(|i| i * 50_000).collect();
+        assert_eq!(millionths, expected);
+        assert_eq!(got[0].name, "upgrade-count-percentile-0");
+        assert_eq!(got[17].name, "upgrade-count-percentile-0.85");
+        assert_eq!(got[20].name, "upgrade-count-percentile-1");
+        // Untouched keys keep the baseline.
+        assert!(got.iter().all(
+            |v| v.thresholds.upgrade_weight_percentile == baseline().upgrade_weight_percentile
+        ));
+        let got = of_flags(
+            &[],
+            &["upgrade-weight-percentile=0.000001..0.000003/0.000001"],
+        );
+        assert_eq!(
+            names(&got.unwrap()),
+            [
+                "upgrade-weight-percentile-0.000001",
+                "upgrade-weight-percentile-0.000002",
+                "upgrade-weight-percentile-0.000003"
+            ]
+        );
+        let got = of_flags(&[], &["child-max-avg-amount=19.5..21/0.75"]).unwrap();
+        assert_eq!(
+            names(&got),
+            [
+                "child-max-avg-amount-19.5",
+                "child-max-avg-amount-20.25",
+                "child-max-avg-amount-21"
+            ]
+        );
+    }
+
+    #[test]
+    fn sweep_errors() {
+        let sweep_problem = |spec: &str| {
+            let (place, problem) = problem_of(of_flags(&[], &[spec]));
+            assert_eq!(place, format!("--sweep {spec}"));
+            problem
+        };
+        for spec in [
+            "child-min-txns",
+            "child-min-txns=60..120",
+            "child-min-txns=60/20",
+            "60..120/20",
+        ] {
+            assert_eq!(
+                sweep_problem(spec),
+                Problem::SweepSyntax { spec: spec.into() }
+            );
+        }
+        assert_eq!(
+            sweep_problem("child-min-txns=120..60/20"),
+            Problem::EmptyRange {
+                from: "120".into(),
+                to: "60".into()
+            }
+        );
+        assert!(matches!(
+            sweep_problem("upgrade-count-percentile=0.9..0.8/0.1"),
+            Problem::EmptyRange { .. }
+        ));
+        for (spec, step) in [
+            ("child-min-txns=1..5/0", "0"),
+            ("child-min-txns=1..5/-1", "-1"),
+            ("child-max-avg-amount=1..5/0.0", "0.0"),
+            ("child-max-avg-amount=1..5/-0.5", "-0.5"),
+            ("child-min-txns=1..5/0.5", "0.5"),
+            ("child-min-txns=1..5/", ""),
+        ] {
+            assert_eq!(
+                sweep_problem(spec),
+                Problem::Step { step: step.into() },
+                "{spec}"
+            );
+        }
+        assert_eq!(
+            sweep_problem("child-min-txns=1..65/1"),
+            Problem::SweepTooLong { count: 65 }
+        );
+        assert_eq!(
+            sweep_problem("child-min-txns=0..18446744073709551615/1"),
+            Problem::SweepTooLong {
+                count: u128::from(u64::MAX) + 1
+            }
+        );
+        assert_eq!(
+            sweep_problem("upgrade-count-percentile=0..1/0.01"),
+            Problem::SweepTooLong { count: 101 }
+        );
+        // 64 values are one sweep's most, but more than a run's variants.
+        assert_eq!(
+            of_flags(&[], &["child-min-txns=1..64/1"]),
+            Err(VariantOptionError::TooMany { count: 64 })
+        );
+        for spec in [
+            "upgrade-count-percentile=0.5..1.5/0.1",
+            "child-max-avg-amount=x..2/1",
+        ] {
+            assert!(
+                matches!(sweep_problem(spec), Problem::Value { .. }),
+                "{spec}"
+            );
+        }
+    }
+
+    #[test]
+    fn toml_value_kinds() {
+        let toml = "[ints]\nchild-min-txns = 100\nupgrade-min-merchant-txns = 1_000\n\
+                    dei-min-female-customers = 0x10\n\
+                    [floats]\nupgrade-count-percentile = 0.85\nchild-max-avg-amount = 999999999999.999999\n\
+                    upgrade-weight-percentile = 0.0_5\n\
+                    [strings]\nchild-min-txns = \"100\"\nupgrade-count-percentile = '0.85'\n\
+                    child-max-avg-amount = \"20\"\n\
+                    [int-for-decimal]\nchild-max-avg-amount = 20\nupgrade-count-percentile = 1\n";
+        let got = of_toml(toml).unwrap();
+        assert_eq!(
+            names(&got),
+            ["ints", "floats", "strings", "int-for-decimal"]
+        );
+        let expect = |change: &dyn Fn(&mut Thresholds)| {
+            let mut thresholds = baseline();
+            change(&mut thresholds);
+            thresholds
+        };
+        assert_eq!(
+            got[0].thresholds,
+            expect(&|t| {
+                t.child_min_txns = 100;
+                t.upgrade_min_merchant_txns = 1_000;
+                t.dei_min_female_customers = 16;
+            })
+        );
+        // As written, not through f64 (which has no 0.85, nor 18 significant digits).
+        assert_eq!(
+            got[1].thresholds,
+            expect(&|t| {
+                t.upgrade_count_percentile = Fraction::from_millionths(850_000);
+                t.child_max_avg_amount = 999_999_999_999_999_999;
+                t.upgrade_weight_percentile = Fraction::from_millionths(50_000);
+            })
+        );
+        assert_eq!(
+            got[2].thresholds,
+            expect(&|t| {
+                t.child_min_txns = 100;
+                t.upgrade_count_percentile = Fraction::from_millionths(850_000);
+                t.child_max_avg_amount = 20_000_000;
+            })
+        );
+        assert_eq!(
+            got[3].thresholds,
+            expect(&|t| {
+                t.child_max_avg_amount = 20_000_000;
+                t.upgrade_count_percentile = Fraction::from_millionths(1_000_000);
+            })
+        );
+        // As `--child-min-txns 18446744073709551615` takes it.
+        let most = of_toml("[most]\nchild-min-txns = 0xFFFF_FFFF_FFFF_FFFF\n").unwrap();
+        assert_eq!(most[0].thresholds.child_min_txns, u64::MAX);
+    }
+
+    #[test]
+    fn toml_values_the_options_refuse() {
+        // What `--child-min-txns` refuses, the file refuses too (100.0 is not a whole number).
+        let refused = [
+            ("child-min-txns = 100.0", "child-min-txns"),
+            ("child-min-txns = -1", "child-min-txns"),
+            ("child-min-txns = \"1e2\"", "child-min-txns"),
+            (
+                "upgrade-count-percentile = 1e-1",
+                "upgrade-count-percentile",
+            ),
+            (
+                "upgrade-count-percentile = 0.1234567",
+                "upgrade-count-percentile",
+            ),
+            ("child-max-avg-amount = nan", "child-max-avg-amount"),
+            ("child-max-avg-amount = -inf", "child-max-avg-amount"),
+            ("child-max-avg-amount = +2.5", "child-max-avg-amount"),
+            ("child-min-txns = 0x1_0000_0000_0000_0000", "child-min-txns"),
+        ];
+        for (line, key) in refused {
+            let (place, problem) = problem_of(of_toml(&format!("[s]\n{line}\n")));
+            assert_eq!(place, "--variants v.toml [s]", "{line}");
+            assert!(
+                matches!(problem, Problem::Value { key: k, .. } if k == key),
+                "{line}: {problem:?}"
+            );
+        }
+        let kinds = [
+            ("child-min-txns = true", "a boolean"),
+            ("child-min-txns = [1, 2]", "an array"),
+            ("child-min-txns = 1979-05-27", "a date-time"),
+            ("child-min-txns = { a = 1 }", "a table"),
+        ];
+        for (line, kind) in kinds {
+            let (_, problem) = problem_of(of_toml(&format!("[s]\n{line}\n")));
+            assert_eq!(
+                problem,
+                Problem::ValueKind {
+                    key: "child-min-txns",
+                    kind
+                },
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn toml_file_errors() {
+        let (place, problem) = problem_of(of_toml("child-min-txns = 100\n[s]\n"));
+        assert_eq!(place, "--variants v.toml");
+        assert_eq!(
+            problem,
+            Problem::NotATable {
+                entry: "child-min-txns".into()
+            }
+        );
+        let (place, problem) = problem_of(of_toml("[a]\nchild-min-txns = 1\n[b\n"));
+        assert_eq!(place, "--variants v.toml");
+        assert!(
+            matches!(
+                problem,
+                Problem::Toml {
+                    line: 3,
+                    column: 3,
+                    ..
+                }
+            ),
+            "{problem:?}"
+        );
+        let (_, problem) = problem_of(of_toml("[a]\nchild-min-txns = 1\nchild-min-txns = 2\n"));
+        assert!(
+            matches!(problem, Problem::Toml { line: 3, .. }),
+            "{problem:?}"
+        );
+        // A nested table is a key of its parent's variant.
+        let (_, problem) = problem_of(of_toml("[a.b]\nchild-min-txns = 1\n"));
+        assert_eq!(problem, Problem::UnknownKey { key: "b".into() });
+        let missing = VariantOptions {
+            file: Some(PathBuf::from("/nonexistent/variants.toml")),
+            ..VariantOptions::default()
+        };
+        let (place, problem) = problem_of(missing.resolve(&baseline(), true));
+        assert_eq!(place, "--variants /nonexistent/variants.toml");
+        assert!(matches!(problem, Problem::Unreadable(_)));
+        assert!(of_toml("").unwrap().is_empty());
+        for error in [
+            of_toml("[a]\nchild-min-txns = \"x\\ny\"\n").unwrap_err(),
+            of_toml("[a\n\n").unwrap_err(),
+        ] {
+            assert!(!error.to_string().contains('\n'), "one line: {error}");
+        }
+    }
+
+    #[test]
+    fn identical_variants_are_allowed_with_a_warning() {
+        let toml = "[control]\n[same-as-baseline]\nchild-min-txns = 70\n";
+        let got = resolve(
+            &baseline(),
+            Some((Path::new("v.toml"), toml)),
+            &flags(&[
+                "strict:child-min-txns=100",
+                "strict2:child-min-txns=100",
+                "other:child-min-txns=101",
+            ]),
+            &flags(&["child-min-txns=100..101/1"]),
+        )
+        .unwrap();
+        assert_eq!(got.variants.len(), 7);
+        assert_eq!(got.warnings.len(), 5, "{:#?}", got.warnings);
+        let warned = |name: &str, also: &str| {
+            got.warnings
+                .iter()
+                .any(|w| w.contains(&format!("{name:?}")) && w.contains(also))
+        };
+        assert!(warned("control", "baseline"));
+        assert!(warned("same-as-baseline", "baseline"));
+        assert!(warned("strict2", "\"strict\""));
+        assert!(warned("child-min-txns-100", "\"strict\""));
+        assert!(warned("child-min-txns-101", "\"other\""));
+        let distinct = resolve(
+            &baseline(),
+            None,
+            &flags(&["a:child-min-txns=1", "b:child-min-txns=2"]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(distinct.variants.len(), 2);
+        assert_eq!(distinct.warnings, Vec::<String>::new());
+    }
+
+    #[test]
+    fn millionths_are_written_without_trailing_zeros() {
+        for (units, text) in [
+            (0, "0"),
+            (1, "0.000001"),
+            (850_000, "0.85"),
+            (1_000_000, "1"),
+            (20_250_000, "20.25"),
+            (999_999_999_999_999_999, "999999999999.999999"),
+        ] {
+            assert_eq!(format_millionths(units), text);
+            assert_eq!(
+                crate::decimal::parse_decimal_micros(text),
+                Some(units as i64)
+            );
+        }
+    }
+
+    #[test]
+    fn error_lines_name_the_option() {
+        let line = |r: Result<Vec<Variant>, VariantOptionError>| r.unwrap_err().to_string();
+        assert_eq!(
+            line(of_flags(&["strict:child-min-txns=abc"], &[])),
+            "--variant strict: child-min-txns: \"abc\" is not a whole number (invalid digit found in string)"
+        );
+        assert_eq!(
+            line(of_flags(&[], &["child-min-txns=1..5/0"])),
+            "--sweep child-min-txns=1..5/0: the step \"0\" must be positive"
+        );
+        assert_eq!(
+            VariantOptionError::NeedsReplay.to_string(),
+            "--variant/--variants/--sweep need --replay: variants are a backtest feature"
+        );
     }
 }
