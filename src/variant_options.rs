@@ -621,7 +621,7 @@ fn variants_of_sweep(
         .map(|i| {
             let value = key.format_units(from + i * step);
             let mut settings = Settings::new(*baseline);
-            settings.set(key.name(), &value).map_err(|p| problem(p))?;
+            settings.set(key.name(), &value).map_err(&problem)?;
             Ok(Variant {
                 name: format!("{}-{value}", key.name()),
                 thresholds: settings.thresholds,

@@ -445,6 +445,31 @@ fn y_accepts_variants_from_all_three_options() {
 }
 
 #[test]
+fn y_variants_and_sweeps_from_the_environment_split_at_semicolons() {
+    let setup = Setup::new();
+    for (variable, value, mentions) in [
+        (
+            "TXFLOW_SWEEP",
+            "child-min-txns=1..2/1;child-min-txns=2..3/1",
+            ["--sweep child-min-txns=2..3/1", "\"child-min-txns-2\""],
+        ),
+        (
+            "TXFLOW_VARIANT",
+            "a:child-min-txns=1;b:child-min-txns=2;a:child-min-txns=3",
+            ["--variant", "duplicate variant name \"a\""],
+        ),
+    ] {
+        let mut command = Command::new(Y);
+        command
+            .args(replay_args(&setup, &[]))
+            .env(variable, value)
+            .env("RUST_LOG", "off");
+        let refused = ChildGuard::spawn(command).wait(TIMEOUT);
+        assert_usage_error(&refused, &mentions);
+    }
+}
+
+#[test]
 fn y_warns_of_a_variant_identical_to_the_baseline() {
     let setup = Setup::new();
     // The default --child-min-txns is 80: this variant is the baseline again.

@@ -107,9 +107,10 @@ struct Args {
     thresholds: ThresholdArgs,
     /// Backtest variant (--replay only; repeatable): NAME:KEY=VALUE[,KEY=VALUE...], KEY a
     /// threshold option without `--`, e.g. strict:child-min-txns=100,child-max-avg-amount=20;
-    /// the keys it does not set keep the run's own thresholds (the baseline). Its ledger and
-    /// files go to <output>/variants/NAME/. Several at once in the environment: separated by
-    /// ';'.
+    /// keys it does not set keep the run's own thresholds (the baseline). Its ledger and files
+    /// go to <output>/variants/NAME/. At most 32 variants in all, names unique; one with the
+    /// thresholds of the baseline or of another variant runs, with a warning. In the
+    /// environment, several are separated by ';'.
     #[arg(
         long = "variant",
         value_name = "NAME:KEY=VALUE,...",
@@ -122,9 +123,9 @@ struct Args {
     #[arg(long = "variants", value_name = "FILE", env = "TXFLOW_VARIANTS_FILE")]
     variants_file: Option<PathBuf>,
     /// One backtest variant per value (--replay only; repeatable): KEY=FROM..TO/STEP, both
-    /// ends included, each named KEY-VALUE, e.g. child-min-txns=60..120/20 gives
-    /// child-min-txns-60, -80, -100, -120. Decimals step exactly; at most 64 values. Several
-    /// at once in the environment: separated by ';'.
+    /// ends included, each named KEY-VALUE: child-min-txns=60..120/20 gives child-min-txns-60,
+    /// -80, -100 and -120. Decimals step exactly; at most 64 values. In the environment,
+    /// several are separated by ';'.
     #[arg(
         long = "sweep",
         value_name = "KEY=FROM..TO/STEP",
