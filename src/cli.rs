@@ -286,6 +286,7 @@ pub struct ThresholdArgs {
     #[arg(
         long,
         default_value_t = 50_000,
+        value_parser = parse_count,
         env = "TXFLOW_UPGRADE_MIN_MERCHANT_TXNS"
     )]
     pub upgrade_min_merchant_txns: u64,
@@ -296,13 +297,13 @@ pub struct ThresholdArgs {
     #[arg(long, default_value = "0.10", value_parser = parse_fraction, env = "TXFLOW_UPGRADE_WEIGHT_PERCENTILE")]
     pub upgrade_weight_percentile: Fraction,
     /// PatId2: minimum transactions of a customer at a merchant.
-    #[arg(long, default_value_t = 80, env = "TXFLOW_CHILD_MIN_TXNS")]
+    #[arg(long, default_value_t = 80, value_parser = parse_count, env = "TXFLOW_CHILD_MIN_TXNS")]
     pub child_min_txns: u64,
     /// PatId2: the average amount must be strictly below this.
     #[arg(long, default_value = "23", value_parser = parse_amount, env = "TXFLOW_CHILD_MAX_AVG_AMOUNT")]
     pub child_max_avg_amount: i64,
     /// PatId3: distinct female customers must be strictly more than this.
-    #[arg(long, default_value_t = 100, env = "TXFLOW_DEI_MIN_FEMALE_CUSTOMERS")]
+    #[arg(long, default_value_t = 100, value_parser = parse_count, env = "TXFLOW_DEI_MIN_FEMALE_CUSTOMERS")]
     pub dei_min_female_customers: u64,
 }
 
@@ -319,12 +320,21 @@ impl ThresholdArgs {
     }
 }
 
-fn parse_fraction(text: &str) -> Result<Fraction, String> {
+// The threshold options' parsers; backtest variants (`crate::variant_options`) take their
+// values through the same ones, so a variant accepts exactly what the option does.
+
+/// A whole-number threshold (`u64`'s own grammar, as clap parses a `u64` option).
+pub(crate) fn parse_count(text: &str) -> Result<u64, String> {
+    text.parse::<u64>()
+        .map_err(|e| format!("{text:?} is not a whole number ({e})"))
+}
+
+pub(crate) fn parse_fraction(text: &str) -> Result<Fraction, String> {
     Fraction::parse(text)
         .ok_or_else(|| format!("{text:?} is not a fraction in [0, 1] with at most six decimals"))
 }
 
-fn parse_amount(text: &str) -> Result<i64, String> {
+pub(crate) fn parse_amount(text: &str) -> Result<i64, String> {
     crate::decimal::parse_decimal_micros(text)
         .ok_or_else(|| format!("{text:?} is not a non-negative decimal amount"))
 }

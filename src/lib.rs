@@ -19,6 +19,7 @@
 //! | [`error`] | the library's error: typed errors with a domain and a retry hint |
 //! | [`time`] | IST (UTC+05:30) timestamps |
 //! | [`cli`] | command-line options shared by the binaries, logging |
+//! | [`variant_options`] | backtest variants: `--variants`, `--variant`, `--sweep` checked and turned into thresholds |
 //! | [`progress`] | progress on stderr: a bar or status line on a terminal, log lines otherwise |
 //!
 //! The BankSim-shaped synthetic data generator is not part of the library: it is the
@@ -41,3 +42,4 @@ pub mod sinks;
 pub mod sources;
 pub mod telemetry;
 pub mod time;
+pub mod variant_options;

@@ -253,6 +253,9 @@ fn y_help() {
         "--processes",
         "--process",
         "--hostfile",
+        "--variant",
+        "--variants",
+        "--sweep",
         "--upgrade-min-merchant-txns",
         "--child-min-txns",
         "--dei-min-female-customers",
@@ -275,6 +278,211 @@ fn y_help() {
             help.describe()
         );
     }
+}
+
+// ------------------------------------------------------------------------------------------
+// Backtest variants: --variant, --variants FILE, --sweep
+// ------------------------------------------------------------------------------------------
+
+/// A usage error: exit status 2 and one `error:` line naming every one of `mentions`.
+fn assert_usage_error(finished: &Finished, mentions: &[&str]) {
+    finished.assert_one_line_error(mentions);
+    assert_eq!(finished.status.code(), Some(2), "{}", finished.describe());
+}
+
+/// `mechanism-y --replay` on the setup, with `extra` arguments.
+fn replay_args(setup: &Setup, extra: &[&str]) -> Vec<String> {
+    let mut args = setup.y_args(None);
+    args.push("--replay".into());
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
+#[test]
+fn y_variants_need_replay() {
+    let setup = Setup::new();
+    let need = "--variant/--variants/--sweep need --replay: variants are a backtest feature";
+    for extra in [
+        &["--variant", "strict:child-min-txns=100"][..],
+        &["--sweep", "child-min-txns=60..120/20"][..],
+        &["--variants", "variants.toml"][..],
+        &["--follow", "--variant", "strict:child-min-txns=100"][..],
+    ] {
+        let mut args = setup.y_args(None);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        assert_usage_error(&run(Y, &strs(&args)), &[need]);
+    }
+    assert!(!setup.output.exists(), "nothing written");
+}
+
+#[test]
+fn y_variant_usage_errors() {
+    let setup = Setup::new();
+    let file = setup.root.join("variants.toml");
+    fs::write(&file, "[strict]\nchild-min-txns = 100\n").unwrap();
+    let sweep_33 = "dei-min-female-customers=1..33/1";
+    let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (
+            vec!["--variant", "strict:child-min-txn=100"],
+            vec![
+                "--variant strict",
+                "unknown key \"child-min-txn\"",
+                "child-min-txns, ",
+            ],
+        ),
+        (
+            vec!["--variant", "strict:upgrade-count-percentile=1.5"],
+            vec!["--variant strict", "upgrade-count-percentile", "\"1.5\""],
+        ),
+        (
+            vec!["--variant", "baseline:child-min-txns=1"],
+            vec!["--variant", "\"baseline\"", "reserved"],
+        ),
+        (
+            vec![
+                "--variants",
+                s(&file),
+                "--variant",
+                "strict:child-min-txns=90",
+            ],
+            vec![
+                "--variant",
+                "duplicate variant name \"strict\"",
+                "--variants",
+            ],
+        ),
+        (
+            vec!["--sweep", "child-min-txns=1..100/1"],
+            vec!["--sweep child-min-txns=1..100/1", "at most 64"],
+        ),
+        (
+            vec!["--sweep", "child-max-avg-amount=20..10/1"],
+            vec!["--sweep", "empty range"],
+        ),
+        (
+            vec!["--sweep", "child-min-txns=60..120/0"],
+            vec!["--sweep", "step \"0\" must be positive"],
+        ),
+        (vec!["--sweep", sweep_33], vec!["33 variants", "at most 32"]),
+        (
+            vec!["--variants", "no-such-variants.toml"],
+            vec!["--variants no-such-variants.toml", "cannot read"],
+        ),
+    ];
+    for (extra, mentions) in cases {
+        let finished = run(Y, &strs(&replay_args(&setup, &extra)));
+        assert_usage_error(&finished, &mentions);
+    }
+    assert!(!setup.output.exists(), "nothing written");
+}
+
+#[test]
+fn y_variant_file_errors_name_the_file_and_the_variant() {
+    let setup = Setup::new();
+    let file = setup.root.join("variants.toml");
+    fs::write(&file, "[strict]\nchild-min-txns = 100.5\n").unwrap();
+    let args = replay_args(&setup, &["--variants", s(&file)]);
+    let place = format!("--variants {} [strict]", s(&file));
+    assert_usage_error(
+        &run(Y, &strs(&args)),
+        &[&place, "child-min-txns", "\"100.5\""],
+    );
+    fs::write(&file, "[strict\n").unwrap();
+    assert_usage_error(
+        &run(Y, &strs(&args)),
+        &[s(&file), "not valid TOML at line 1"],
+    );
+}
+
+#[test]
+fn y_accepts_variants_from_all_three_options() {
+    // Accepted: the run gets past the options and replays the landing.
+    let setup = Setup::new();
+    let file = setup.root.join("variants.toml");
+    fs::write(
+        &file,
+        "[strict]\nchild-min-txns = 100\nchild-max-avg-amount = 20\n\
+         [loose]\nupgrade-count-percentile = 0.85\n",
+    )
+    .unwrap();
+    let args = replay_args(
+        &setup,
+        &[
+            "--variant",
+            "few:dei-min-female-customers=1",
+            "--sweep",
+            "child-min-txns=90..120/10",
+            "--sweep",
+            "child-max-avg-amount=0.1..0.3/0.1",
+        ],
+    );
+    let with_file = |file: &Path| {
+        let mut command = Command::new(Y);
+        command
+            .args(&args)
+            .env("TXFLOW_VARIANTS_FILE", file)
+            .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1");
+        ChildGuard::spawn(command).wait(TIMEOUT)
+    };
+    // The file comes from the environment: one that repeats a name is refused.
+    let clashing = setup.root.join("clashing.toml");
+    fs::write(&clashing, "[few]\n").unwrap();
+    let refused = with_file(&clashing);
+    assert_usage_error(&refused, &["duplicate variant name \"few\"", s(&clashing)]);
+    let ok = with_file(&file);
+    assert!(ok.status.success(), "{}", ok.describe());
+    assert!(
+        ok.stdout.contains("1 epochs committed"),
+        "{}",
+        ok.describe()
+    );
+    assert!(
+        !ok.stderr.contains("WARN"),
+        "no variant repeats another: {}",
+        ok.describe()
+    );
+}
+
+#[test]
+fn y_variants_and_sweeps_from_the_environment_split_at_semicolons() {
+    let setup = Setup::new();
+    for (variable, value, mentions) in [
+        (
+            "TXFLOW_SWEEP",
+            "child-min-txns=1..2/1;child-min-txns=2..3/1",
+            ["--sweep child-min-txns=2..3/1", "\"child-min-txns-2\""],
+        ),
+        (
+            "TXFLOW_VARIANT",
+            "a:child-min-txns=1;b:child-min-txns=2;a:child-min-txns=3",
+            ["--variant", "duplicate variant name \"a\""],
+        ),
+    ] {
+        let mut command = Command::new(Y);
+        command
+            .args(replay_args(&setup, &[]))
+            .env(variable, value)
+            .env("RUST_LOG", "off");
+        let refused = ChildGuard::spawn(command).wait(TIMEOUT);
+        assert_usage_error(&refused, &mentions);
+    }
+}
+
+#[test]
+fn y_warns_of_a_variant_identical_to_the_baseline() {
+    let setup = Setup::new();
+    // The default --child-min-txns is 80: this variant is the baseline again.
+    let args = replay_args(&setup, &["--variant", "same:child-min-txns=80"]);
+    let ok = run_with_log(Y, &strs(&args), "warn");
+    assert!(ok.status.success(), "{}", ok.describe());
+    assert!(
+        ok.stderr
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("\"same\"") && l.contains("baseline")),
+        "a warning naming the variant: {}",
+        ok.describe()
+    );
 }
 
 // ------------------------------------------------------------------------------------------

@@ -12,7 +12,9 @@ use txflow::cli::{self, LogArgs, S3Args, StateArgs, ThresholdArgs};
 use txflow::error::{ClusterError, Error};
 use txflow::http;
 use txflow::mechanism_y::{self, ReplayRange, TimelyOptions, YOptions};
+use txflow::model::Variant;
 use txflow::runtime::cluster;
+use txflow::variant_options::{VariantOptionError, VariantOptions};
 
 /// Detects PatId1–3 over landing chunks, incrementally, exactly once.
 ///
@@ -103,6 +105,34 @@ struct Args {
     s3: S3Args,
     #[command(flatten)]
     thresholds: ThresholdArgs,
+    /// Backtest variant (--replay only; repeatable): NAME:KEY=VALUE[,KEY=VALUE...], KEY a
+    /// threshold option without `--`, e.g. strict:child-min-txns=100,child-max-avg-amount=20;
+    /// keys it does not set keep the run's own thresholds (the baseline). Its ledger and files
+    /// go to <output>/variants/NAME/. At most 32 variants in all, names unique; one with the
+    /// thresholds of the baseline or of another variant runs, with a warning. In the
+    /// environment, several are separated by ';'.
+    #[arg(
+        long = "variant",
+        value_name = "NAME:KEY=VALUE,...",
+        value_delimiter = ';',
+        env = "TXFLOW_VARIANT"
+    )]
+    variant: Vec<String>,
+    /// Backtest variants from a TOML file (--replay only): one table per variant, its name
+    /// the table's, e.g. [strict] then child-min-txns = 100; values are numbers or strings.
+    #[arg(long = "variants", value_name = "FILE", env = "TXFLOW_VARIANTS_FILE")]
+    variants_file: Option<PathBuf>,
+    /// One backtest variant per value (--replay only; repeatable): KEY=FROM..TO/STEP, both
+    /// ends included, each named KEY-VALUE: child-min-txns=60..120/20 gives child-min-txns-60,
+    /// -80, -100 and -120. Decimals step exactly; at most 64 values. In the environment,
+    /// several are separated by ';'.
+    #[arg(
+        long = "sweep",
+        value_name = "KEY=FROM..TO/STEP",
+        value_delimiter = ';',
+        env = "TXFLOW_SWEEP"
+    )]
+    sweep: Vec<String>,
     #[command(flatten)]
     log: LogArgs,
     /// Print help.
@@ -118,10 +148,33 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     cli::init_logging(&args.log);
-    cli::exit_with(run(args))
+    let variants = match variants(&args) {
+        Ok(variants) => variants,
+        Err(e) => {
+            // A usage error, as clap's are: one line, exit status 2.
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    cli::exit_with(run(args, variants))
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
+/// The backtest variants of `--variants`, `--variant` and `--sweep`; a variant that repeats
+/// the baseline or another variant is allowed, with a warning.
+fn variants(args: &Args) -> Result<Vec<Variant>, VariantOptionError> {
+    let options = VariantOptions {
+        file: args.variants_file.clone(),
+        variant: args.variant.clone(),
+        sweep: args.sweep.clone(),
+    };
+    let resolved = options.resolve(&args.thresholds.thresholds(), args.replay)?;
+    for warning in &resolved.warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(resolved.variants)
+}
+
+fn run(args: Args, variants: Vec<Variant>) -> anyhow::Result<()> {
     let poll_interval = args
         .poll_ms
         .map(Duration::from_millis)
@@ -138,7 +191,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         }),
         follow_forever: args.follow,
         thresholds: args.thresholds.thresholds(),
-        variants: Vec::new(),
+        variants,
         timely: TimelyOptions {
             workers: args.workers,
             processes: args.processes,
