@@ -188,38 +188,10 @@ impl Default for Thresholds {
 /// run's own thresholds (the baseline) and every variant in one pass.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Variant {
-    /// `[A-Za-z0-9._-]{1,64}`, not starting with `.`, not `baseline`: names its ledger and `<output>/variants/<name>/`.
+    /// Names its ledger and `<output>/variants/<name>/`; checked by
+    /// `variant_options::check_variant_name`.
     pub name: String,
     pub thresholds: Thresholds,
-}
-
-impl Variant {
-    /// Longest variant name.
-    pub const MAX_NAME: usize = 64;
-
-    /// `Err` (the message) unless `name` is a valid variant name: `[A-Za-z0-9._-]{1,64}`, not
-    /// starting with `.`, not `baseline` (the report's name for the run's own thresholds).
-    pub fn check_name(name: &str) -> Result<(), String> {
-        let valid_chars = name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        if name.is_empty() || name.len() > Self::MAX_NAME || !valid_chars {
-            return Err(format!(
-                "invalid variant name {name:?}: use 1 to 64 of A-Z a-z 0-9 . _ -"
-            ));
-        }
-        if name.starts_with('.') {
-            return Err(format!(
-                "invalid variant name {name:?}: it must not start with '.'"
-            ));
-        }
-        if name == "baseline" {
-            return Err(
-                "the variant name \"baseline\" is reserved for the run's own thresholds".into(),
-            );
-        }
-        Ok(())
-    }
 }
 
 /// Why a detection fired: the values that made it hold at its first epoch, stored with its

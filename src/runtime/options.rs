@@ -6,6 +6,7 @@ use crate::model::{Thresholds, Variant};
 use crate::objectstore::S3Options;
 use crate::runtime::config::TimelyOptions;
 use crate::sinks::state::StateConfig;
+use crate::variant_options::check_variant_name;
 
 /// A replay/backtest range of chunk indices, inclusive; `None` = open.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -103,8 +104,14 @@ impl YOptions {
         }
         let mut names = std::collections::BTreeSet::new();
         for variant in &self.variants {
-            Variant::check_name(&variant.name).map_err(crate::error::Error::configuration)?;
-            if !names.insert(variant.name.as_str()) {
+            check_variant_name(&variant.name).map_err(|why| {
+                crate::error::Error::configuration(format!(
+                    "invalid variant name {:?}: {why}",
+                    variant.name
+                ))
+            })?;
+            // Case-insensitively: names become folder names.
+            if !names.insert(variant.name.to_ascii_lowercase()) {
                 return Err(crate::error::Error::configuration(format!(
                     "two variants are named {:?}; names must be distinct",
                     variant.name
