@@ -11,6 +11,7 @@
 //! | `pat3_dei_needed.rs` | PatId3: distinct female vs male customers |
 //! | `percentile.rs` | `percentile_cont`, exact for counts |
 //! | `arranged.rs` | plumbing of the operators that read arranged batches directly |
+//! | `detections.rs` | what the patterns output: detections with their facts, PatId1's merchant percentiles |
 //! | `variants.rs` | threshold sets: the baseline and the backtest variants in one dataflow |
 //!
 //! The dataflow computes several threshold sets at once (set 0 = the run's thresholds, then
@@ -28,6 +29,7 @@
 
 pub mod aggregates;
 mod arranged;
+pub mod detections;
 pub mod pat1_upgrade;
 pub mod pat2_child;
 pub mod pat3_dei_needed;
@@ -42,9 +44,10 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::Scope;
 
 use self::aggregates::{Pair, PairSums, ShareDeltas, WeightTable};
-use self::percentile::CountPercentile;
 use self::variants::SetId;
-use crate::model::{DetectionKey, LabelCounts, Name, Reject, Thresholds, Txn, Weight};
+use crate::model::{LabelCounts, Name, Reject, Thresholds, Txn};
+
+pub use self::detections::{Facts, Holding, MerchantFact};
 
 pub use crate::model::Epoch;
 
@@ -59,35 +62,6 @@ pub struct ShareReport {
     pub rejects: Vec<Reject>,
     /// The `fraud` labels of this share's accepted rows.
     pub labels: LabelCounts,
-}
-
-/// A detection holding after an epoch under threshold set `set`, with the values it holds
-/// with.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Holding {
-    pub set: SetId,
-    pub key: DetectionKey,
-    pub facts: Facts,
-}
-
-/// The pair- or merchant-level values a detection holds with (its evidence, but for the
-/// merchant-level values of PatId1, see [`MerchantFact`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Facts {
-    /// PatId1: `n(c,m)` and `W(c,m)`.
-    Upgrade { customer_txns: i64, weight: Weight },
-    /// PatId2: `n(c,m)` and `A(c,m)` in micro-units.
-    Child { customer_txns: i64, amount: i128 },
-    /// PatId3: `F(m)` and `M(m)`.
-    DeiNeeded { female: i64, male: i64 },
-}
-
-/// A merchant-level value of PatId1 under a threshold set: the percentiles its customers are
-/// held to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum MerchantFact {
-    CountPercentile(CountPercentile),
-    WeightPercentile(Weight),
 }
 
 /// The collections the writer consumes.

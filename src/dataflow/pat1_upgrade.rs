@@ -37,9 +37,9 @@ use timely::progress::{Antichain, Timestamp};
 
 use super::aggregates::{derive, PairChanges};
 use super::arranged;
+use super::detections::{Facts, Holding, MerchantFact};
 use super::percentile::{float_percentile_of_prefix, ranks_needed, CountPercentile};
 use super::variants::{by_parameters, fan_out, SetId};
-use super::{Facts, Holding, MerchantFact};
 use crate::model::Epoch;
 use crate::model::{DetectionKey, Fraction, Name, Pattern, Thresholds, Weight};
 

@@ -12,8 +12,8 @@ use differential_dataflow::collection::concatenate;
 use differential_dataflow::VecCollection;
 
 use super::aggregates::{derive, PairChanges};
+use super::detections::{Facts, Holding};
 use super::variants::{by_parameters, fan_out};
-use super::{Facts, Holding};
 use crate::model::Epoch;
 use crate::model::{DetectionKey, Pattern, Thresholds};
 
