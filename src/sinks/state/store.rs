@@ -3,7 +3,7 @@
 //! merged counter deltas, detection keys from ledger rows, the schema-version check, URL
 //! redaction).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::identity::RunIdentity;
 use super::schema::MIGRATIONS;
@@ -184,6 +184,203 @@ pub(super) fn detection_key(
         merchant: merchant.into(),
         customer: customer.into(),
     })
+}
+
+/// The longest variant name (it names an output folder).
+const MAX_VARIANT_NAME: usize = 64;
+
+/// Refuses variant names that could not name a ledger and a folder `variants/<name>/`
+/// (`[A-Za-z0-9._-]{1,64}`, not starting with `.`) and repeated names: the caller validates
+/// its options, so either is a bug.
+fn check_variant_names(variants: &[VariantSpec]) -> Result<(), StateError> {
+    let mut seen = HashSet::new();
+    for v in variants {
+        let name = v.name.as_str();
+        let valid = (1..=MAX_VARIANT_NAME).contains(&name.len())
+            && !name.starts_with('.')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !valid {
+            return Err(StateError::Inconsistent(format!(
+                "invalid backtest variant name {name:?} (expected [A-Za-z0-9._-]{{1,64}}, not \
+                 starting with '.')"
+            )));
+        }
+        if !seen.insert(name) {
+            return Err(StateError::Inconsistent(format!(
+                "backtest variant {name:?} is given twice"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn variant_names(variants: &[VariantSpec]) -> String {
+    variants
+        .iter()
+        .map(|v| v.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What differs between the recorded variants and the requested ones, each as a clause
+/// naming it; empty = the same variants.
+fn variant_differences(recorded: &[VariantSpec], requested: &[VariantSpec]) -> Vec<String> {
+    match (recorded.is_empty(), requested.is_empty()) {
+        (true, true) => return Vec::new(),
+        (true, false) => {
+            return vec![format!(
+                "its epochs were committed without backtest variants, now with {} (variants \
+                 are computed from the run's first chunk on)",
+                variant_names(requested)
+            )]
+        }
+        (false, true) => {
+            return vec![format!(
+                "its epochs were committed with backtest variants {}, now without",
+                variant_names(recorded)
+            )]
+        }
+        (false, false) => {}
+    }
+    let names = |vs: &[VariantSpec]| vs.iter().map(|v| v.name.clone()).collect::<Vec<_>>();
+    if names(recorded) != names(requested) {
+        return vec![format!(
+            "the backtest variants were {}, now {} (same names in the same order needed)",
+            variant_names(recorded),
+            variant_names(requested)
+        )];
+    }
+    recorded
+        .iter()
+        .zip(requested)
+        .filter(|(was, now)| was.thresholds != now.thresholds)
+        .map(|(was, now)| {
+            format!(
+                "the thresholds of backtest variant {} were {}, now {}",
+                was.name, was.thresholds, now.thresholds
+            )
+        })
+        .collect()
+}
+
+/// What `begin_variants` does with the recorded variants: `Ok(true)` = record `requested`
+/// (in place of any recorded, the store holding no epochs), `Ok(false)` = the same variants,
+/// [`StateError::DifferentRun`] naming every difference otherwise.
+pub(super) fn record_variants(
+    recorded: &[VariantSpec],
+    requested: &[VariantSpec],
+    has_epochs: bool,
+) -> Result<bool, StateError> {
+    check_variant_names(requested)?;
+    let differences = variant_differences(recorded, requested);
+    if differences.is_empty() {
+        Ok(false)
+    } else if has_epochs {
+        Err(StateError::DifferentRun { differences })
+    } else {
+        if !recorded.is_empty() {
+            tracing::info!(
+                differences = %differences.join("; "),
+                "state store holds no epochs: recording the new backtest variants"
+            );
+        }
+        Ok(true)
+    }
+}
+
+/// What the variant ledgers hold, as read by `begin_variants`: each row's detection by
+/// variant, and each ledger's `(variant, row count, highest seq)`.
+#[derive(Default)]
+pub(super) struct VariantLedgers {
+    pub(super) emitted: HashMap<String, HashSet<DetectionKey>>,
+    pub(super) sizes: Vec<(String, i64, i64)>,
+}
+
+impl VariantLedgers {
+    /// Adds one ledger row's detection (an unknown pattern id is an inconsistency).
+    pub(super) fn add(
+        &mut self,
+        variant: &str,
+        pattern_id: &str,
+        customer: &str,
+        merchant: &str,
+    ) -> Result<(), StateError> {
+        let key = detection_key(pattern_id, customer, merchant)?;
+        if let Some(keys) = self.emitted.get_mut(variant) {
+            keys.insert(key);
+        } else {
+            self.emitted
+                .insert(variant.to_string(), HashSet::from([key]));
+        }
+        Ok(())
+    }
+
+    /// Each of `variants`' ledger state, in order. Every ledger must belong to a recorded
+    /// variant and be numbered from 0 without gaps (rows are only ever appended in order).
+    pub(super) fn recovered(
+        mut self,
+        variants: &[VariantSpec],
+    ) -> Result<Vec<VariantRecovered>, StateError> {
+        let mut lengths = HashMap::new();
+        for (name, count, max_seq) in &self.sizes {
+            if !variants.iter().any(|v| &v.name == name) {
+                return Err(StateError::Inconsistent(format!(
+                    "the state store holds ledger rows of backtest variant {name:?}, which is \
+                     not among its recorded variants ({})",
+                    variant_names(variants)
+                )));
+            }
+            if max_seq.checked_add(1) != Some(*count) {
+                return Err(StateError::Inconsistent(format!(
+                    "the ledger of backtest variant {name:?} holds {count} rows numbered up to \
+                     {max_seq}"
+                )));
+            }
+            lengths.insert(name.as_str(), sql_u64(*count, "variant ledger length")?);
+        }
+        Ok(variants
+            .iter()
+            .map(|v| VariantRecovered {
+                emitted: self.emitted.remove(&v.name).unwrap_or_default(),
+                next_seq: lengths.get(v.name.as_str()).copied().unwrap_or(0),
+            })
+            .collect())
+    }
+}
+
+/// Refuses an epoch's variant rows for a variant `begin_variants` did not record (`recorded`
+/// = its names, `None` before it ran).
+pub(super) fn check_variant_rows(
+    recorded: Option<&[String]>,
+    rows: &[VariantRows],
+) -> Result<(), StateError> {
+    for VariantRows { variant, .. } in rows {
+        match recorded {
+            Some(names) if names.contains(variant) => {}
+            Some(_) => {
+                return Err(StateError::Inconsistent(format!(
+                    "asked to commit ledger rows of backtest variant {variant:?}, which is not \
+                     recorded"
+                )))
+            }
+            None => {
+                return Err(StateError::Inconsistent(format!(
+                    "asked to commit ledger rows of backtest variant {variant:?} before \
+                     begin_variants recorded the variants"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The error for a variant the store does not record.
+pub(super) fn unknown_variant(variant: &str) -> StateError {
+    StateError::Inconsistent(format!(
+        "no backtest variant named {variant:?} is recorded in this state store"
+    ))
 }
 
 /// The URL with any password replaced by `***`, for messages and logs.
