@@ -474,4 +474,142 @@ mod tests {
         assert_eq!(merged_deltas(&d).unwrap(), vec![("m1", 2), ("m2", 4)]);
         assert!(merged_deltas(&[("m".into(), i64::MAX), ("m".into(), 1)]).is_err());
     }
+
+    fn spec(name: &str, thresholds: &str) -> VariantSpec {
+        VariantSpec {
+            name: name.into(),
+            thresholds: thresholds.into(),
+        }
+    }
+
+    fn refusal(recorded: &[VariantSpec], requested: &[VariantSpec]) -> String {
+        match record_variants(recorded, requested, true) {
+            Err(e @ StateError::DifferentRun { .. }) => e.to_string(),
+            other => panic!("expected DifferentRun, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn variant_decisions() {
+        let ab = [spec("a", "t1"), spec("b.60", "t2")];
+        // Nothing recorded: record; the same: nothing to do, epochs or not.
+        assert!(record_variants(&[], &ab, false).unwrap());
+        assert!(!record_variants(&[], &[], true).unwrap());
+        assert!(!record_variants(&ab, &ab, true).unwrap());
+        // Other variants on a store without epochs replace the recorded ones.
+        assert!(record_variants(&ab, &ab[..1], false).unwrap());
+        assert!(record_variants(&ab, &[], false).unwrap());
+    }
+
+    #[test]
+    fn variant_refusals_name_the_difference() {
+        let ab = [spec("a", "t1"), spec("b.60", "t2")];
+        let m = refusal(&[], &ab);
+        assert!(
+            m.contains("committed without backtest variants, now with a, b.60"),
+            "{m}"
+        );
+        assert!(m.contains("a new run needs a new state store"), "{m}");
+        let m = refusal(&ab, &[]);
+        assert!(
+            m.contains("committed with backtest variants a, b.60, now without"),
+            "{m}"
+        );
+        let m = refusal(&ab, &[ab[1].clone(), ab[0].clone()]);
+        assert!(
+            m.contains("the backtest variants were a, b.60, now b.60, a"),
+            "{m}"
+        );
+        let m = refusal(&ab, &[spec("a", "t1"), spec("c", "t2")]);
+        assert!(m.contains("were a, b.60, now a, c"), "{m}");
+        let m = refusal(&ab, &[spec("a", "t1")]);
+        assert!(m.contains("were a, b.60, now a"), "{m}");
+        let m = refusal(&ab, &[spec("a", "t9"), spec("b.60", "t8")]);
+        assert!(
+            m.contains("the thresholds of backtest variant a were t1, now t9")
+                && m.contains("the thresholds of backtest variant b.60 were t2, now t8"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn variant_names_are_checked() {
+        for bad in ["", ".hidden", "a/b", "a b", "é", &"x".repeat(65)] {
+            assert!(
+                matches!(
+                    record_variants(&[], &[spec(bad, "t")], false),
+                    Err(StateError::Inconsistent(m)) if m.contains("invalid")
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(record_variants(&[], &[spec(&"x".repeat(64), "t")], false).unwrap());
+        assert!(matches!(
+            record_variants(&[], &[spec("a", "t1"), spec("a", "t2")], false),
+            Err(StateError::Inconsistent(m)) if m.contains("twice")
+        ));
+    }
+
+    #[test]
+    fn variant_ledgers_are_recovered_in_order_and_checked() {
+        let ab = [spec("a", "t1"), spec("b", "t2")];
+        let mut ledgers = VariantLedgers::default();
+        ledgers.add("b", "PatId2", "c1", "m1").unwrap();
+        ledgers.add("b", "PatId3", "", "m2").unwrap();
+        ledgers.sizes = vec![("b".into(), 2, 1)];
+        let recovered = ledgers.recovered(&ab).unwrap();
+        assert_eq!(recovered[0], VariantRecovered::default());
+        assert_eq!(recovered[1].next_seq, 2);
+        let mut keys: Vec<_> = recovered[1]
+            .emitted
+            .iter()
+            .map(|k| (k.pattern, k.customer.to_string(), k.merchant.to_string()))
+            .collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            vec![
+                (Pattern::Child, "c1".to_string(), "m1".to_string()),
+                (Pattern::DeiNeeded, String::new(), "m2".to_string())
+            ]
+        );
+
+        let mut bad = VariantLedgers::default();
+        assert!(matches!(
+            bad.add("a", "PatId9", "c", "m"),
+            Err(StateError::Inconsistent(m)) if m.contains("PatId9")
+        ));
+        bad.sizes = vec![("a".into(), 2, 2)];
+        assert!(matches!(
+            bad.recovered(&ab),
+            Err(StateError::Inconsistent(m)) if m.contains("2 rows numbered up to 2")
+        ));
+        let orphan = VariantLedgers {
+            sizes: vec![("z".into(), 1, 0)],
+            ..VariantLedgers::default()
+        };
+        assert!(matches!(
+            orphan.recovered(&ab),
+            Err(StateError::Inconsistent(m)) if m.contains("\"z\"")
+        ));
+    }
+
+    #[test]
+    fn variant_rows_need_a_recorded_variant() {
+        let rows = |name: &str| VariantRows {
+            variant: name.into(),
+            rows: Vec::new(),
+        };
+        let names = vec!["a".to_string()];
+        assert!(check_variant_rows(Some(&names), &[rows("a")]).is_ok());
+        assert!(check_variant_rows(None, &[]).is_ok());
+        assert!(matches!(
+            check_variant_rows(Some(&names), &[rows("a"), rows("b")]),
+            Err(StateError::Inconsistent(m)) if m.contains("\"b\"")
+        ));
+        assert!(matches!(
+            check_variant_rows(None, &[rows("a")]),
+            Err(StateError::Inconsistent(m)) if m.contains("begin_variants")
+        ));
+    }
 }
