@@ -186,6 +186,61 @@ pub(super) fn detection_key(
     })
 }
 
+/// The URL with any password replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    // scheme://user:password@host/...
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((userinfo, host)) = rest.split_once('@') {
+            if let Some((user, _)) = userinfo.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_string()
+}
+
+/// A `u64` as the `BIGINT` both schemas store.
+pub(super) fn sql_i64(value: u64, what: &str) -> Result<i64, StateError> {
+    i64::try_from(value)
+        .map_err(|_| StateError::Inconsistent(format!("{what} {value} exceeds the BIGINT range")))
+}
+
+/// A stored `BIGINT` back as the `u64` it was written from.
+pub(super) fn sql_u64(value: i64, what: &str) -> Result<u64, StateError> {
+    u64::try_from(value).map_err(|_| {
+        StateError::Inconsistent(format!("negative {what} {value} in the state store"))
+    })
+}
+
+/// An epoch's counter deltas with any repeated merchant summed (the contract says each
+/// merchant appears once; a batched upsert must never see a key twice), by merchant.
+pub(super) fn merged_deltas(deltas: &[(String, i64)]) -> Result<Vec<(&str, i64)>, StateError> {
+    let mut merged = std::collections::BTreeMap::<&str, i64>::new();
+    for (merchant, delta) in deltas {
+        let sum = merged.entry(merchant.as_str()).or_insert(0);
+        *sum = sum.checked_add(*delta).ok_or_else(|| {
+            StateError::Inconsistent(format!("counter delta overflow for merchant {merchant}"))
+        })?;
+    }
+    Ok(merged.into_iter().collect())
+}
+
+/// The highest migration version this build knows.
+fn latest_migration() -> i64 {
+    MIGRATIONS.iter().map(|(v, _)| *v).max().unwrap_or(0)
+}
+
+/// Refuses a store migrated by a newer build (its schema may mean something this one ignores).
+pub(super) fn check_schema_version(newest: Option<i64>) -> Result<(), StateError> {
+    match newest {
+        Some(v) if v > latest_migration() => Err(StateError::Inconsistent(format!(
+            "the state store has schema version {v}, newer than this build's {}; use a newer build",
+            latest_migration()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The longest variant name (it names an output folder).
 const MAX_VARIANT_NAME: usize = 64;
 
@@ -381,61 +436,6 @@ pub(super) fn unknown_variant(variant: &str) -> StateError {
     StateError::Inconsistent(format!(
         "no backtest variant named {variant:?} is recorded in this state store"
     ))
-}
-
-/// The URL with any password replaced by `***`, for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    // scheme://user:password@host/...
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((userinfo, host)) = rest.split_once('@') {
-            if let Some((user, _)) = userinfo.split_once(':') {
-                return format!("{scheme}://{user}:***@{host}");
-            }
-        }
-    }
-    url.to_string()
-}
-
-/// A `u64` as the `BIGINT` both schemas store.
-pub(super) fn sql_i64(value: u64, what: &str) -> Result<i64, StateError> {
-    i64::try_from(value)
-        .map_err(|_| StateError::Inconsistent(format!("{what} {value} exceeds the BIGINT range")))
-}
-
-/// A stored `BIGINT` back as the `u64` it was written from.
-pub(super) fn sql_u64(value: i64, what: &str) -> Result<u64, StateError> {
-    u64::try_from(value).map_err(|_| {
-        StateError::Inconsistent(format!("negative {what} {value} in the state store"))
-    })
-}
-
-/// An epoch's counter deltas with any repeated merchant summed (the contract says each
-/// merchant appears once; a batched upsert must never see a key twice), by merchant.
-pub(super) fn merged_deltas(deltas: &[(String, i64)]) -> Result<Vec<(&str, i64)>, StateError> {
-    let mut merged = std::collections::BTreeMap::<&str, i64>::new();
-    for (merchant, delta) in deltas {
-        let sum = merged.entry(merchant.as_str()).or_insert(0);
-        *sum = sum.checked_add(*delta).ok_or_else(|| {
-            StateError::Inconsistent(format!("counter delta overflow for merchant {merchant}"))
-        })?;
-    }
-    Ok(merged.into_iter().collect())
-}
-
-/// The highest migration version this build knows.
-fn latest_migration() -> i64 {
-    MIGRATIONS.iter().map(|(v, _)| *v).max().unwrap_or(0)
-}
-
-/// Refuses a store migrated by a newer build (its schema may mean something this one ignores).
-pub(super) fn check_schema_version(newest: Option<i64>) -> Result<(), StateError> {
-    match newest {
-        Some(v) if v > latest_migration() => Err(StateError::Inconsistent(format!(
-            "the state store has schema version {v}, newer than this build's {}; use a newer build",
-            latest_migration()
-        ))),
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]
