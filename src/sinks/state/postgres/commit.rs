@@ -1,5 +1,5 @@
-//! The epoch transaction (progress row, counter deltas, ledger rows; statements prepared once
-//! per connection) and its retry loop, which settles a COMMIT whose answer was lost by
+//! The epoch transaction (progress row, counter deltas, the baseline's and the backtest
+//! variants' ledger rows; statements prepared once per connection) and its retry loop, which settles a COMMIT whose answer was lost by
 //! reading the epoch's progress row back once the lease is re-taken.
 
 use ::postgres::types::ToSql;
