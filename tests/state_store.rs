@@ -28,7 +28,7 @@ use txflow::sinks::state::postgres::{Fault, PgOptions, PgStore};
 use txflow::sinks::state::sqlite::SqliteStore;
 use txflow::sinks::state::{
     open, EpochCommit, EpochRow, LedgerRow, Recovered, RunIdentity, RunMode, StateConfig,
-    StateStore,
+    StateStore, VariantRecovered, VariantRows, VariantSpec,
 };
 
 /// Shows the stores' warnings (retries, reconnects) in a failing test's output
@@ -111,11 +111,95 @@ fn epoch_commit(epoch: u64, first_seq: u64, merchants: usize, detections: u64) -
                 y_start_time: "2026-01-01 00:00:00.000000".into(),
                 detection_time: format!("2026-01-01 00:00:{:02}.123456", seq % 60),
                 file_seq: None,
-                evidence: None,
+                evidence: evidence(seq),
             })
             .collect(),
         variant_detections: Vec::new(),
     }
+}
+
+/// Row `seq`'s evidence: NULL for every fourth row (as rows from before schema version 3),
+/// else a JSON object with quotes, commas and non-ASCII text.
+fn evidence(seq: u64) -> Option<String> {
+    (seq % 4 != 1).then(|| {
+        format!(
+            r#"{{"customer_txns":{seq},"mean_amount":{}.25,"note":"«é» \"q\", ✓"}}"#,
+            seq * 3
+        )
+    })
+}
+
+/// The scenario's backtest variants: thresholds as `Thresholds::describe` writes them, and
+/// one with quotes and non-ASCII text (any text round-trips).
+fn variant_specs() -> Vec<VariantSpec> {
+    vec![
+        VariantSpec {
+            name: "strict".into(),
+            thresholds: "PatId1 N>60000 n>=p0.9 W<=p0.1; PatId2 n>=100 avg<20; PatId3 F>100".into(),
+        },
+        VariantSpec {
+            name: "child-min-txns.60".into(),
+            thresholds: "PatId2 n>=60, \"avg\"<23 – «ü»".into(),
+        },
+    ]
+}
+
+/// Variant `variant`'s rows of `epoch` with sequence numbers `seqs`, derived from both (each
+/// variant's customers differ from the baseline's and from each other's).
+fn variant_rows(variant: &str, epoch: u64, seqs: std::ops::Range<u64>) -> VariantRows {
+    VariantRows {
+        variant: variant.into(),
+        rows: seqs
+            .map(|seq| LedgerRow {
+                seq,
+                epoch,
+                pattern_id: format!("PatId{}", (seq + 1) % 3 + 1),
+                action_type: ["UPGRADE", "CHILD", "DEI-NEEDED"][((seq + 1) % 3) as usize].into(),
+                customer_name: format!("{variant} C{seq:05} \"ü\", comma"),
+                merchant_id: format!("M{:03}", (seq * 5) % 97),
+                y_start_time: "2026-01-01 00:00:00.000000".into(),
+                detection_time: format!("2026-01-01 00:01:{:02}.654321", seq % 60),
+                file_seq: None,
+                evidence: evidence(seq + 2),
+            })
+            .collect(),
+    }
+}
+
+/// Each variant's whole ledger as `commits` hold it, in `specs`' order.
+fn expected_variant_ledgers(commits: &[EpochCommit], specs: &[VariantSpec]) -> Vec<Vec<LedgerRow>> {
+    specs
+        .iter()
+        .map(|spec| {
+            commits
+                .iter()
+                .flat_map(|c| &c.variant_detections)
+                .filter(|v| v.variant == spec.name)
+                .flat_map(|v| v.rows.clone())
+                .collect()
+        })
+        .collect()
+}
+
+/// What `begin_variants` should find after `commits`, computed from the commits.
+fn expected_variant_recovered(
+    commits: &[EpochCommit],
+    specs: &[VariantSpec],
+) -> Vec<VariantRecovered> {
+    expected_variant_ledgers(commits, specs)
+        .into_iter()
+        .map(|ledger| VariantRecovered {
+            emitted: ledger
+                .iter()
+                .map(|r| DetectionKey {
+                    pattern: Pattern::from_id(&r.pattern_id).unwrap(),
+                    merchant: (&r.merchant_id).into(),
+                    customer: (&r.customer_name).into(),
+                })
+                .collect(),
+            next_seq: ledger.len() as u64,
+        })
+        .collect()
 }
 
 /// The scenario's epochs: a gap (no epoch 2, as a replay range may skip missing chunks),
@@ -171,13 +255,23 @@ struct Snapshot {
     ledger: Vec<LedgerRow>,
     counts: Vec<(String, i64)>,
     epochs: Vec<EpochRow>,
+    /// Each recorded variant with its ledger.
+    variants: Vec<(VariantSpec, Vec<LedgerRow>)>,
 }
 
 fn snapshot(s: &mut dyn StateStore) -> Snapshot {
+    let variants = s.variants().unwrap();
     Snapshot {
         ledger: s.ledger().unwrap(),
         counts: s.merchant_counts().unwrap(),
         epochs: s.epoch_rows().unwrap(),
+        variants: variants
+            .into_iter()
+            .map(|v| {
+                let ledger = s.variant_ledger(&v.name).unwrap();
+                (v, ledger)
+            })
+            .collect(),
     }
 }
 
@@ -439,7 +533,7 @@ fn sqlite_uses_wal_and_tracks_migrations() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(versions, vec![1, 2]);
+    assert_eq!(versions, vec![1, 2, 3]);
     // A reader sees the committed epoch while the writer still holds the store.
     let n: i64 = conn
         .query_row("SELECT count(*) FROM detections", [], |r| r.get(0))
@@ -571,6 +665,533 @@ fn fixture_replaces_database_names() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Backtest variants and evidence (schema version 3)
+// ---------------------------------------------------------------------------------------
+
+/// `commit` with these variant rows added.
+fn with_variants(mut commit: EpochCommit, rows: Vec<VariantRows>) -> EpochCommit {
+    commit.variant_detections = rows;
+    commit
+}
+
+/// The variant scenario's epochs, each `(epoch, baseline rows, strict rows, other rows)`:
+/// an epoch where `strict` has an empty entry and one where the other variant has none, a
+/// gap, and a large one (batched inserts).
+fn variant_commits() -> Vec<EpochCommit> {
+    let shape = [(0, 4, 2, 6), (1, 0, 0, 3), (3, 6, 1, 0), (4, 300, 120, 400)];
+    let specs = variant_specs();
+    let (mut baseline, mut strict, mut other) = (0, 0, 0);
+    shape
+        .iter()
+        .map(|&(epoch, b, s, o)| {
+            let mut rows = vec![variant_rows(&specs[0].name, epoch, strict..strict + s)];
+            if o > 0 {
+                rows.push(variant_rows(&specs[1].name, epoch, other..other + o));
+            }
+            let c = with_variants(epoch_commit(epoch, baseline, 3, b), rows);
+            (baseline, strict, other) = (baseline + b, strict + s, other + o);
+            c
+        })
+        .collect()
+}
+
+/// The first unwritten row of the baseline and of each variant.
+fn unwritten_all(s: &mut dyn StateStore, specs: &[VariantSpec]) -> Vec<Option<u64>> {
+    let mut out = vec![s.first_unwritten_seq().unwrap()];
+    for v in specs {
+        out.push(s.variant_first_unwritten_seq(&v.name).unwrap());
+    }
+    out
+}
+
+/// `begin_variants`' refusal, as its message.
+fn variants_refused(s: &mut dyn StateStore, requested: &[VariantSpec]) -> String {
+    match s.begin_variants(requested) {
+        Err(e @ StateError::DifferentRun { .. }) => e.to_string(),
+        other => panic!("expected DifferentRun for {requested:?}, got {other:?}"),
+    }
+}
+
+/// What the variant scenario observed, compared across the two stores.
+#[derive(Debug, PartialEq, Eq)]
+struct VariantObserved {
+    recovered: Vec<Vec<VariantRecovered>>,
+    snapshot: Snapshot,
+    unwritten: Vec<Vec<Option<u64>>>,
+    range: Vec<LedgerRow>,
+}
+
+/// Variant ledgers next to the baseline's: recorded at the first start, committed with the
+/// epochs, written to files independently of each other, recovered at a restart, refused
+/// when a restart names other variants.
+fn variant_scenario(open: &dyn Fn() -> Box<dyn StateStore>) -> VariantObserved {
+    let specs = variant_specs();
+    let commits = variant_commits();
+    let (mut recovered, mut unwritten) = (Vec::new(), Vec::new());
+    let mut s = open();
+    assert_eq!(s.begin_run(&replay_run()).unwrap(), Recovered::default());
+    // Variant rows before the variants are recorded are refused, and change nothing.
+    assert!(matches!(
+        s.commit_epoch(&commits[0]),
+        Err(StateError::Inconsistent(m)) if m.contains("begin_variants")
+    ));
+    assert!(s.epoch_rows().unwrap().is_empty());
+    let r = s.begin_variants(&specs).unwrap();
+    assert_eq!(r, vec![VariantRecovered::default(); 2]);
+    recovered.push(r);
+    assert_eq!(s.variants().unwrap(), specs);
+    unwritten.push(unwritten_all(s.as_mut(), &specs));
+    for c in &commits {
+        s.commit_epoch(c).unwrap();
+    }
+    let expected_baseline: Vec<LedgerRow> =
+        commits.iter().flat_map(|c| c.detections.clone()).collect();
+    assert_eq!(s.ledger().unwrap(), expected_baseline);
+    let expected = expected_variant_ledgers(&commits, &specs);
+    assert_eq!(expected[0].len(), 123);
+    assert_eq!(expected[1].len(), 409);
+    for (v, ledger) in specs.iter().zip(&expected) {
+        assert_eq!(&s.variant_ledger(&v.name).unwrap(), ledger);
+    }
+    assert!(expected[1].iter().any(|r| r.evidence.is_none()));
+    unwritten.push(unwritten_all(s.as_mut(), &specs));
+    assert_eq!(unwritten[1], vec![Some(0), Some(0), Some(0)]);
+
+    // Each ledger is written to its own files: marking one leaves the others unwritten.
+    s.mark_written(0, 0, 4).unwrap();
+    unwritten.push(unwritten_all(s.as_mut(), &specs));
+    assert_eq!(unwritten[2], vec![Some(4), Some(0), Some(0)]);
+    s.variant_mark_written(&specs[0].name, 0, 0, 2).unwrap();
+    unwritten.push(unwritten_all(s.as_mut(), &specs));
+    assert_eq!(unwritten[3], vec![Some(4), Some(2), Some(0)]);
+    s.variant_mark_written(&specs[1].name, 0, 0, 50).unwrap();
+    s.variant_mark_written(&specs[1].name, 0, 0, 50).unwrap(); // idempotent
+    s.variant_mark_written(&specs[1].name, 1, 50, 100).unwrap();
+    unwritten.push(unwritten_all(s.as_mut(), &specs));
+    assert_eq!(unwritten[4], vec![Some(4), Some(2), Some(100)]);
+    let range = s.variant_ledger_range(&specs[1].name, 48, 52).unwrap();
+    assert_eq!(
+        range
+            .iter()
+            .map(|r| (r.seq, r.file_seq))
+            .collect::<Vec<_>>(),
+        vec![(48, Some(0)), (49, Some(0)), (50, Some(1)), (51, Some(1))]
+    );
+    assert_eq!(range[0].customer_name, expected[1][48].customer_name);
+    assert_eq!(range[2].evidence, expected[1][50].evidence);
+    assert!(s
+        .variant_ledger_range(&specs[0].name, 123, u64::MAX)
+        .unwrap()
+        .is_empty());
+    // The baseline's file numbers are untouched by the variants'.
+    assert_eq!(
+        s.ledger_range(0, 6)
+            .unwrap()
+            .iter()
+            .map(|r| r.file_seq)
+            .collect::<Vec<_>>(),
+        vec![Some(0), Some(0), Some(0), Some(0), None, None]
+    );
+
+    // A variant the store does not record is an error for every variant method.
+    let unknown = |r: Result<(), StateError>| {
+        assert!(
+            matches!(&r, Err(StateError::Inconsistent(m)) if m.contains("\"nope\"")),
+            "{r:?}"
+        )
+    };
+    unknown(s.variant_ledger("nope").map(drop));
+    unknown(s.variant_ledger_range("nope", 0, 10).map(drop));
+    unknown(s.variant_first_unwritten_seq("nope").map(drop));
+    unknown(s.variant_mark_written("nope", 0, 0, 10));
+    let before = snapshot(s.as_mut());
+
+    // Restart: the same variants recover their ledgers.
+    drop(s);
+    let mut s = open();
+    s.begin_run(&replay_run()).unwrap();
+    let r = s.begin_variants(&specs).unwrap();
+    assert_eq!(r, expected_variant_recovered(&commits, &specs));
+    recovered.push(r);
+
+    // Other variants are refused, naming the difference, and change nothing.
+    let [strict, other] = [specs[0].clone(), specs[1].clone()];
+    let m = variants_refused(s.as_mut(), &[other.clone(), strict.clone()]);
+    assert!(
+        m.contains(
+            "the backtest variants were strict, child-min-txns.60, now child-min-txns.60, strict"
+        ),
+        "{m}"
+    );
+    let renamed = VariantSpec {
+        name: "loose".into(),
+        ..other.clone()
+    };
+    let m = variants_refused(s.as_mut(), &[strict.clone(), renamed]);
+    assert!(m.contains("now strict, loose"), "{m}");
+    let m = variants_refused(s.as_mut(), std::slice::from_ref(&strict));
+    assert!(m.contains("now strict ("), "{m}");
+    let retuned = VariantSpec {
+        thresholds: "PatId2 n>=70".into(),
+        ..other.clone()
+    };
+    let m = variants_refused(s.as_mut(), &[strict.clone(), retuned]);
+    assert!(
+        m.contains(&format!(
+            "the thresholds of backtest variant child-min-txns.60 were {}, now PatId2 n>=70",
+            other.thresholds
+        )) && m.contains("a new run needs a new state store"),
+        "{m}"
+    );
+    let m = variants_refused(s.as_mut(), &[]);
+    assert!(
+        m.contains("committed with backtest variants strict, child-min-txns.60, now without"),
+        "{m}"
+    );
+    assert_eq!(snapshot(s.as_mut()), before);
+    let r = s.begin_variants(&specs).unwrap();
+    assert_eq!(r, expected_variant_recovered(&commits, &specs));
+    recovered.push(r);
+
+    // Continue: one more epoch, numbered on from the recovered lengths.
+    let next = with_variants(
+        epoch_commit(6, expected_baseline.len() as u64, 2, 2),
+        vec![
+            variant_rows(&strict.name, 6, 123..125),
+            variant_rows(&other.name, 6, 409..410),
+        ],
+    );
+    s.commit_epoch(&next).unwrap();
+    let mut all = commits.clone();
+    all.push(next);
+    for (v, ledger) in specs.iter().zip(expected_variant_ledgers(&all, &specs)) {
+        let stored = s.variant_ledger(&v.name).unwrap();
+        assert_eq!(stored.len(), ledger.len());
+        assert_eq!(stored[stored.len() - 1], ledger[ledger.len() - 1]);
+    }
+    unwritten.push(unwritten_all(s.as_mut(), &specs));
+    let snapshot = snapshot(s.as_mut());
+    drop(s);
+    let mut s = open();
+    s.begin_run(&replay_run()).unwrap();
+    assert_eq!(
+        s.begin_variants(&specs).unwrap(),
+        expected_variant_recovered(&all, &specs)
+    );
+    VariantObserved {
+        recovered,
+        snapshot,
+        unwritten,
+        range,
+    }
+}
+
+#[test]
+fn variants_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let (main, _) = sqlite_openers(dir.path());
+    variant_scenario(&main);
+}
+
+#[test]
+fn variants_on_postgres() {
+    bounded(Duration::from_secs(120), || {
+        let (main, _) = pg_openers("variants");
+        variant_scenario(&main);
+    });
+}
+
+#[test]
+fn sqlite_and_postgres_keep_identical_variant_ledgers() {
+    bounded(Duration::from_secs(120), || {
+        let dir = tempfile::tempdir().unwrap();
+        let (main, _) = sqlite_openers(dir.path());
+        let on_sqlite = variant_scenario(&main);
+        let (main, _) = pg_openers("variants_identical");
+        assert_eq!(on_sqlite, variant_scenario(&main));
+    });
+}
+
+/// Variants need a store of their own from the first epoch on; a store without epochs takes
+/// new variants (as it takes a new run identity).
+fn variants_follow_the_first_committed_epoch(
+    open: &dyn Fn() -> Box<dyn StateStore>,
+    fresh: &dyn Fn() -> Box<dyn StateStore>,
+) {
+    let specs = variant_specs();
+    // Committed without variants: variants are refused at the restart.
+    let mut s = open();
+    s.begin_run(&replay_run()).unwrap();
+    assert_eq!(s.begin_variants(&[]).unwrap(), Vec::new());
+    s.commit_epoch(&epoch_commit(0, 0, 2, 3)).unwrap();
+    drop(s);
+    let mut s = open();
+    s.begin_run(&replay_run()).unwrap();
+    let m = variants_refused(s.as_mut(), &specs);
+    assert!(
+        m.contains(
+            "its epochs were committed without backtest variants, now with strict, \
+             child-min-txns.60"
+        ),
+        "{m}"
+    );
+    assert!(s.variants().unwrap().is_empty());
+    assert_eq!(s.begin_variants(&[]).unwrap(), Vec::new());
+    drop(s);
+
+    // Recorded but nothing committed: a restart with other variants records those.
+    let mut f = fresh();
+    f.begin_run(&replay_run()).unwrap();
+    f.begin_variants(&specs).unwrap();
+    drop(f);
+    let mut f = fresh();
+    f.begin_run(&replay_run()).unwrap();
+    let others = vec![VariantSpec {
+        name: "only".into(),
+        thresholds: "PatId3 F>5".into(),
+    }];
+    assert_eq!(
+        f.begin_variants(&others).unwrap(),
+        vec![VariantRecovered::default()]
+    );
+    assert_eq!(f.variants().unwrap(), others);
+    // The replaced variants are gone: their rows are refused.
+    let stale = with_variants(
+        epoch_commit(0, 0, 1, 1),
+        vec![variant_rows(&specs[0].name, 0, 0..1)],
+    );
+    assert!(matches!(
+        f.commit_epoch(&stale),
+        Err(StateError::Inconsistent(m)) if m.contains("\"strict\"")
+    ));
+    f.commit_epoch(&with_variants(
+        epoch_commit(0, 0, 1, 1),
+        vec![variant_rows("only", 0, 0..2)],
+    ))
+    .unwrap();
+    drop(f);
+    let mut f = fresh();
+    f.begin_run(&replay_run()).unwrap();
+    let m = variants_refused(f.as_mut(), &specs);
+    assert!(
+        m.contains("the backtest variants were only, now strict"),
+        "{m}"
+    );
+    assert_eq!(f.begin_variants(&others).unwrap()[0].next_seq, 2);
+}
+
+#[test]
+fn sqlite_variants_follow_the_first_committed_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (main, other) = sqlite_openers(dir.path());
+    variants_follow_the_first_committed_epoch(&main, &other);
+}
+
+#[test]
+fn postgres_variants_follow_the_first_committed_epoch() {
+    bounded(Duration::from_secs(120), || {
+        let (main, other) = pg_openers("variants_first_epoch");
+        variants_follow_the_first_committed_epoch(&main, &other);
+    });
+}
+
+/// A commit that fails at its last step (a variant row breaking its ledger's keys) leaves
+/// nothing of the epoch: no progress row, counters, baseline or variant rows.
+fn failed_commit_leaves_nothing(open: &dyn Fn() -> Box<dyn StateStore>) {
+    let specs = variant_specs();
+    let mut s = open();
+    s.begin_run(&live_run()).unwrap();
+    s.begin_variants(&specs).unwrap();
+    let first = with_variants(
+        epoch_commit(0, 0, 3, 4),
+        vec![
+            variant_rows(&specs[0].name, 0, 0..2),
+            variant_rows(&specs[1].name, 0, 0..3),
+        ],
+    );
+    s.commit_epoch(&first).unwrap();
+    let before = snapshot(s.as_mut());
+    let next = |second_variant: VariantRows| {
+        with_variants(
+            epoch_commit(1, 4, 5, 6),
+            vec![variant_rows(&specs[0].name, 1, 2..5), second_variant],
+        )
+    };
+    // A sequence number the variant's ledger already holds.
+    let reused_seq = next(variant_rows(&specs[1].name, 1, 2..4));
+    // A detection the variant's ledger already holds, under a new sequence number.
+    let mut repeated = variant_rows(&specs[1].name, 1, 3..5);
+    repeated.rows[1] = LedgerRow {
+        seq: 4,
+        ..first.variant_detections[1].rows[0].clone()
+    };
+    // Failing before the variant rows: a baseline sequence number already in the ledger, and
+    // an epoch already committed (valid variant rows with each).
+    let good_variant_rows = || variant_rows(&specs[1].name, 1, 3..5);
+    let mut baseline_reused = next(good_variant_rows());
+    baseline_reused.detections[2].seq = 1;
+    let mut epoch_again = next(good_variant_rows());
+    epoch_again.progress.epoch = 0;
+    for failing in [reused_seq, next(repeated), baseline_reused, epoch_again] {
+        let result = s.commit_epoch(&failing);
+        assert!(
+            matches!(
+                result,
+                Err(StateError::Sqlite { .. }
+                    | StateError::Postgres { .. }
+                    | StateError::Inconsistent(_))
+            ),
+            "{result:?}"
+        );
+        assert_eq!(snapshot(s.as_mut()), before);
+    }
+    drop(s);
+    let mut s = open();
+    assert_eq!(
+        s.begin_run(&live_run()).unwrap(),
+        expected_recovered(std::slice::from_ref(&first), false)
+    );
+    assert_eq!(
+        s.begin_variants(&specs).unwrap(),
+        expected_variant_recovered(std::slice::from_ref(&first), &specs)
+    );
+    // The epoch goes in once it is right.
+    let good = next(good_variant_rows());
+    s.commit_epoch(&good).unwrap();
+    assert_exactly_once(s.as_mut(), &[first, good]);
+}
+
+#[test]
+fn sqlite_failed_commit_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (main, _) = sqlite_openers(dir.path());
+    failed_commit_leaves_nothing(&main);
+}
+
+#[test]
+fn postgres_failed_commit_leaves_nothing() {
+    bounded(Duration::from_secs(60), || {
+        let (main, _) = pg_openers("failed_commit");
+        failed_commit_leaves_nothing(&main);
+    });
+}
+
+/// A store of schema version 2 (the first two migrations only) with a run identity, two
+/// epochs and ledger rows, run through `exec` (one statement batch per call).
+fn make_version_2_store(exec: &mut dyn FnMut(&str)) {
+    exec("CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at TEXT)");
+    exec(txflow::sinks::state::MIGRATIONS[0].1);
+    exec(txflow::sinks::state::MIGRATIONS[1].1);
+    exec("INSERT INTO schema_migrations VALUES (1, 'earlier'), (2, 'earlier')");
+    exec(&format!(
+        "INSERT INTO run_meta (key, value) VALUES ('run', 'live of s3://bucket/landing'), \
+         ('run.mode', 'live'), ('run.landing', 's3://bucket/landing'), ('run.from', ''), \
+         ('run.to', ''), ('run.thresholds', ''), \
+         ('run.importance', 's3://bucket/CustomerImportance.csv'), \
+         ('run.importance_digest', '{}')",
+        "0".repeat(64)
+    ));
+    exec(&format!(
+        "INSERT INTO epochs VALUES \
+         (0, 'chunk-000000.csv', 10, 0, '2026-01-01T00:00:00.000Z', '{}'), \
+         (1, 'chunk-000001.csv', 12, 1, '2026-01-01T00:00:01.000Z', '{}')",
+        "a".repeat(64),
+        "b".repeat(64)
+    ));
+    exec("INSERT INTO merchant_transaction_counts VALUES ('M1', 22)");
+    exec(
+        "INSERT INTO detections VALUES \
+         (0, 0, 'PatId1', 'UPGRADE', 'C1 \"q\", é', 'M1', 't0', 't1', 0), \
+         (1, 1, 'PatId3', 'DEI-NEEDED', '', 'M1', 't0', 't2', NULL)",
+    );
+}
+
+/// The version-2 store's rows as this version reads them (evidence: none).
+fn version_2_ledger() -> Vec<LedgerRow> {
+    let row = |seq, pattern: &str, action: &str, customer: &str, time: &str, file_seq| LedgerRow {
+        seq,
+        epoch: seq,
+        pattern_id: pattern.into(),
+        action_type: action.into(),
+        customer_name: customer.into(),
+        merchant_id: "M1".into(),
+        y_start_time: "t0".into(),
+        detection_time: time.into(),
+        file_seq,
+        evidence: None,
+    };
+    vec![
+        row(0, "PatId1", "UPGRADE", "C1 \"q\", é", "t1", Some(0)),
+        row(1, "PatId3", "DEI-NEEDED", "", "t2", None),
+    ]
+}
+
+/// Migrated to version 3: the rows are kept and read with no evidence, the run continues
+/// (with evidence from now on), and it takes no variants (its epochs were committed without).
+fn version_2_store_is_migrated(s: &mut dyn StateStore) {
+    let r = s.begin_run(&live_run()).unwrap();
+    assert_eq!(
+        r.epochs,
+        [(0, Some("a".repeat(64))), (1, Some("b".repeat(64)))].into()
+    );
+    assert_eq!((r.next_seq, r.emitted.len()), (2, 2));
+    assert_eq!(s.ledger().unwrap(), version_2_ledger());
+    assert_eq!(s.ledger_range(1, 2).unwrap(), version_2_ledger()[1..]);
+    assert_eq!(s.first_unwritten_seq().unwrap(), Some(1));
+    assert_eq!(s.merchant_counts().unwrap(), vec![("M1".to_string(), 22)]);
+    assert_eq!(s.epoch_rows().unwrap().len(), 2);
+    variants_refused(s, &variant_specs());
+    assert_eq!(s.begin_variants(&[]).unwrap(), Vec::new());
+    let next = epoch_commit(2, 2, 1, 3);
+    s.commit_epoch(&next).unwrap();
+    let mut ledger = version_2_ledger();
+    ledger.extend(next.detections.clone());
+    assert!(ledger[2..].iter().any(|r| r.evidence.is_some()));
+    assert_eq!(s.ledger().unwrap(), ledger);
+}
+
+#[test]
+fn sqlite_store_of_version_2_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    make_version_2_store(&mut |sql| conn.execute_batch(sql).unwrap());
+    drop(conn);
+    let mut s = SqliteStore::open(path.to_str().unwrap()).unwrap();
+    version_2_store_is_migrated(&mut s);
+    let versions: Vec<i64> = rusqlite::Connection::open(&path)
+        .unwrap()
+        .prepare("SELECT version FROM schema_migrations ORDER BY version")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(versions, vec![1, 2, 3]);
+}
+
+#[test]
+fn postgres_store_of_version_2_is_migrated() {
+    bounded(Duration::from_secs(60), || {
+        let url = fresh_database_url("version_2");
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        make_version_2_store(&mut |sql| client.batch_execute(sql).unwrap());
+        let mut s = open(&StateConfig::parse(&url).unwrap()).unwrap();
+        version_2_store_is_migrated(s.as_mut());
+        let versions: Vec<i64> = client
+            .query(
+                "SELECT version FROM schema_migrations ORDER BY version",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(versions, vec![1, 2, 3]);
+    });
+}
+
+// ---------------------------------------------------------------------------------------
 // PostgreSQL under failures
 // ---------------------------------------------------------------------------------------
 
@@ -603,15 +1224,40 @@ fn assert_exactly_once(s: &mut dyn StateStore, commits: &[EpochCommit]) {
             .map(|c| c.progress.clone())
             .collect::<Vec<_>>()
     );
+    let variants = s.variants().unwrap();
+    for (v, ledger) in variants
+        .iter()
+        .zip(expected_variant_ledgers(commits, &variants))
+    {
+        assert_eq!(s.variant_ledger(&v.name).unwrap(), ledger, "{}", v.name);
+    }
 }
 
 /// Commits epoch 0, injects `fault` into the commit of epoch 1, and checks both epochs are in
-/// the store exactly once. Returns the store (reconnected) for further checks.
+/// the store exactly once, the variants' rows included (a lost attempt leaves none of them,
+/// an applied one is not repeated). Returns the store (reconnected) for further checks.
 fn commit_through_fault(db: &str, fault: Fault) -> (String, PgStore, i32) {
     let url = fresh_database_url(db);
     let mut s = pg_store(&url, Duration::from_secs(20));
     s.begin_run(&live_run()).unwrap();
-    let commits = [epoch_commit(0, 0, 5, 4), epoch_commit(1, 4, 6, 5)];
+    let specs = variant_specs();
+    s.begin_variants(&specs).unwrap();
+    let commits = [
+        with_variants(
+            epoch_commit(0, 0, 5, 4),
+            vec![
+                variant_rows(&specs[0].name, 0, 0..3),
+                variant_rows(&specs[1].name, 0, 0..2),
+            ],
+        ),
+        with_variants(
+            epoch_commit(1, 4, 6, 5),
+            vec![
+                variant_rows(&specs[0].name, 1, 3..5),
+                variant_rows(&specs[1].name, 1, 2..9),
+            ],
+        ),
+    ];
     s.commit_epoch(&commits[0]).unwrap();
     let pid_before = s.backend_pid().unwrap();
     s.inject_fault(fault);
@@ -683,7 +1329,20 @@ fn postgres_methods_reconnect_after_session_killed() {
                 .unwrap();
         };
         s.begin_run(&live_run()).unwrap();
-        let commits = [epoch_commit(0, 0, 5, 4), epoch_commit(1, 4, 6, 5)];
+        let specs = variant_specs();
+        let strict = specs[0].name.as_str();
+        kill(&s);
+        s.begin_variants(&specs).unwrap();
+        let commits = [
+            with_variants(
+                epoch_commit(0, 0, 5, 4),
+                vec![variant_rows(strict, 0, 0..3)],
+            ),
+            with_variants(
+                epoch_commit(1, 4, 6, 5),
+                vec![variant_rows(strict, 1, 3..4)],
+            ),
+        ];
         kill(&s);
         s.commit_epoch(&commits[0]).unwrap();
         kill(&s);
@@ -693,6 +1352,14 @@ fn postgres_methods_reconnect_after_session_killed() {
         kill(&s);
         assert_eq!(s.ledger_range(0, 2).unwrap().len(), 2);
         kill(&s);
+        s.variant_mark_written(strict, 0, 0, 1).unwrap();
+        kill(&s);
+        assert_eq!(s.variant_first_unwritten_seq(strict).unwrap(), Some(1));
+        kill(&s);
+        assert_eq!(s.variant_ledger_range(strict, 0, 2).unwrap().len(), 2);
+        kill(&s);
+        assert_eq!(s.variants().unwrap(), specs);
+        kill(&s);
         s.commit_epoch(&commits[1]).unwrap();
         kill(&s);
         s.mark_finished().unwrap();
@@ -700,10 +1367,16 @@ fn postgres_methods_reconnect_after_session_killed() {
         let mut expected = commits.to_vec();
         expected[0].detections[0].file_seq = Some(0);
         expected[0].detections[1].file_seq = Some(0);
+        expected[0].variant_detections[0].rows[0].file_seq = Some(0);
         assert_exactly_once(&mut s, &expected);
         kill(&s);
         let r = s.begin_run(&live_run()).unwrap();
         assert_eq!(r, expected_recovered(&commits, true));
+        kill(&s);
+        assert_eq!(
+            s.begin_variants(&specs).unwrap(),
+            expected_variant_recovered(&commits, &specs)
+        );
     });
 }
 

@@ -11,6 +11,7 @@ use std::borrow::Cow;
 pub const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../../sql/001_init.sql")),
     (2, include_str!("../../../sql/002_chunk_digest.sql")),
+    (3, include_str!("../../../sql/003_variants_evidence.sql")),
 ];
 
 /// `sql` with every `$N` placeholder written `?N`, for SQLite. No statement here has a `$`
@@ -82,22 +83,34 @@ pub const PG_UPSERT_COUNTS: &str =
 /// Inserts ledger rows: SQLite one per execution, PostgreSQL all in one (arrays).
 pub const SQLITE_INSERT_DETECTION: &str =
     "INSERT INTO detections (seq, epoch, pattern_id, action_type, customer_name, merchant_id, \
-     y_start_time, detection_time, file_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+     y_start_time, detection_time, file_seq, evidence) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 pub const PG_INSERT_DETECTIONS: &str =
     "INSERT INTO detections (seq, epoch, pattern_id, action_type, customer_name, merchant_id, \
-     y_start_time, detection_time, file_seq) \
+     y_start_time, detection_time, file_seq, evidence) \
      SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::text[], $5::text[], \
-     $6::text[], $7::text[], $8::text[], $9::int8[])";
+     $6::text[], $7::text[], $8::text[], $9::int8[], $10::text[])";
+/// Inserts variant ledger rows (the variant's name first): SQLite one per execution,
+/// PostgreSQL every variant's rows of the epoch in one (arrays).
+pub const SQLITE_INSERT_VARIANT_DETECTION: &str =
+    "INSERT INTO variant_detections (variant, seq, epoch, pattern_id, action_type, \
+     customer_name, merchant_id, y_start_time, detection_time, file_seq, evidence) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+pub const PG_INSERT_VARIANT_DETECTIONS: &str =
+    "INSERT INTO variant_detections (variant, seq, epoch, pattern_id, action_type, \
+     customer_name, merchant_id, y_start_time, detection_time, file_seq, evidence) \
+     SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::text[], $5::text[], \
+     $6::text[], $7::text[], $8::text[], $9::text[], $10::int8[], $11::text[])";
 
 // --- the ledger and inspection ----------------------------------------------------------
 
 /// Ledger rows with `seq` in `[$1, $2)`; [`super::LedgerRow`]'s fields in order.
 pub const LEDGER_RANGE: &str = "SELECT seq, epoch, pattern_id, action_type, customer_name, \
-     merchant_id, y_start_time, detection_time, file_seq FROM detections \
+     merchant_id, y_start_time, detection_time, file_seq, evidence FROM detections \
      WHERE seq >= $1 AND seq < $2 ORDER BY seq";
 /// The whole ledger; [`super::LedgerRow`]'s fields in order.
 pub const LEDGER: &str = "SELECT seq, epoch, pattern_id, action_type, customer_name, \
-     merchant_id, y_start_time, detection_time, file_seq FROM detections ORDER BY seq";
+     merchant_id, y_start_time, detection_time, file_seq, evidence FROM detections ORDER BY seq";
 pub const FIRST_UNWRITTEN: &str = "SELECT min(seq) FROM detections WHERE file_seq IS NULL";
 pub const MARK_WRITTEN: &str = "UPDATE detections SET file_seq = $1 WHERE seq >= $2 AND seq < $3";
 pub const MERCHANT_COUNTS: &str = "SELECT merchant_id, total_transactions \
@@ -105,6 +118,33 @@ pub const MERCHANT_COUNTS: &str = "SELECT merchant_id, total_transactions \
 /// The progress table; [`super::EpochRow`]'s fields in order.
 pub const EPOCH_ROWS: &str = "SELECT epoch, chunk_key, rows_accepted, rows_rejected, \
      committed_at, chunk_digest FROM epochs ORDER BY epoch";
+
+// --- backtest variants ------------------------------------------------------------------
+
+/// The recorded variants, in their order; [`super::VariantSpec`]'s fields in order.
+pub const VARIANTS: &str = "SELECT name, thresholds FROM variants ORDER BY position";
+pub const VARIANT_KNOWN: &str = "SELECT 1 FROM variants WHERE name = $1";
+pub const DELETE_VARIANTS: &str = "DELETE FROM variants";
+pub const INSERT_VARIANT: &str =
+    "INSERT INTO variants (position, name, thresholds) VALUES ($1, $2, $3)";
+/// Every variant's detections (`variant`, then the detection key), for recovery.
+pub const VARIANT_EMITTED: &str = "SELECT variant, pattern_id, customer_name, merchant_id \
+     FROM variant_detections ORDER BY variant, seq";
+/// Each variant ledger's length and highest sequence number (a consistency check).
+pub const VARIANT_LEDGER_SIZES: &str =
+    "SELECT variant, count(*), max(seq) FROM variant_detections GROUP BY variant";
+/// A variant's ledger rows with `seq` in `[$2, $3)`; [`super::LedgerRow`]'s fields in order.
+pub const VARIANT_LEDGER_RANGE: &str = "SELECT seq, epoch, pattern_id, action_type, \
+     customer_name, merchant_id, y_start_time, detection_time, file_seq, evidence \
+     FROM variant_detections WHERE variant = $1 AND seq >= $2 AND seq < $3 ORDER BY seq";
+/// A variant's whole ledger; [`super::LedgerRow`]'s fields in order.
+pub const VARIANT_LEDGER: &str = "SELECT seq, epoch, pattern_id, action_type, \
+     customer_name, merchant_id, y_start_time, detection_time, file_seq, evidence \
+     FROM variant_detections WHERE variant = $1 ORDER BY seq";
+pub const VARIANT_FIRST_UNWRITTEN: &str =
+    "SELECT min(seq) FROM variant_detections WHERE variant = $1 AND file_seq IS NULL";
+pub const VARIANT_MARK_WRITTEN: &str = "UPDATE variant_detections SET file_seq = $2 \
+     WHERE variant = $1 AND seq >= $3 AND seq < $4";
 
 #[cfg(test)]
 mod tests {

@@ -23,8 +23,9 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use super::identity::{record_identity, RunIdentity};
 use super::schema::{self, sqlite as sql, MIGRATIONS};
 use super::store::{
-    check_schema_version, detection_key, merged_deltas, EpochCommit, EpochRow, LedgerRow,
-    Recovered, StateStore, VariantRecovered, VariantSpec,
+    check_schema_version, check_variant_rows, detection_key, merged_deltas, record_variants,
+    unknown_variant, EpochCommit, EpochRow, LedgerRow, Recovered, StateStore, VariantLedgers,
+    VariantRecovered, VariantRows, VariantSpec,
 };
 use crate::error::StateError;
 
@@ -41,6 +42,9 @@ pub struct SqliteStore {
     path: String,
     /// The exclusive lock on `<path>.lock`, held from `begin_run` until drop.
     lock: Option<File>,
+    /// The variants' names once `begin_variants` recorded or checked them (commits refuse
+    /// rows of any other).
+    variant_names: Option<Vec<String>>,
 }
 
 impl SqliteStore {
@@ -54,6 +58,7 @@ impl SqliteStore {
             conn,
             path: shown,
             lock: None,
+            variant_names: None,
         };
         store.configure()?;
         Ok(store)
@@ -243,6 +248,100 @@ impl SqliteStore {
             .map_err(&err)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(&err)
     }
+
+    /// A recorded variant's ledger rows from `query` (`$1` = the variant, then `args`).
+    fn query_variant_ledger(
+        &self,
+        query: &str,
+        variant: &str,
+        args: &[u64],
+    ) -> Result<Vec<LedgerRow>, StateError> {
+        self.require_variant(variant)?;
+        let err = sqlite_err(&self.path);
+        let mut st = self.conn.prepare_cached(&sql(query)).map_err(&err)?;
+        let mut params: Vec<&dyn rusqlite::ToSql> = vec![&variant];
+        params.extend(args.iter().map(|a| a as &dyn rusqlite::ToSql));
+        let rows = st.query_map(params.as_slice(), ledger_row).map_err(&err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(&err)
+    }
+
+    /// Refuses a variant the store does not record.
+    fn require_variant(&self, variant: &str) -> Result<(), StateError> {
+        let known = self
+            .conn
+            .prepare_cached(&sql(schema::VARIANT_KNOWN))
+            .and_then(|mut st| st.exists([variant]))
+            .map_err(sqlite_err(&self.path))?;
+        if known {
+            Ok(())
+        } else {
+            Err(unknown_variant(variant))
+        }
+    }
+
+    /// `begin_variants` in one transaction: check or record the variants, read their ledgers.
+    fn check_variants(
+        &mut self,
+        requested: &[VariantSpec],
+    ) -> Result<Vec<VariantRecovered>, StateError> {
+        let err = sqlite_err(&self.path);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
+        let recorded = read_variants(&tx).map_err(&err)?;
+        let has_epochs: bool = tx
+            .query_row(schema::ANY_EPOCH, [], |r| r.get(0))
+            .map_err(&err)?;
+        if record_variants(&recorded, requested, has_epochs)? {
+            tx.execute(schema::DELETE_VARIANTS, []).map_err(&err)?;
+            let mut insert = tx
+                .prepare_cached(&sql(schema::INSERT_VARIANT))
+                .map_err(&err)?;
+            for (position, v) in requested.iter().enumerate() {
+                insert
+                    .execute(params![position as i64, v.name, v.thresholds])
+                    .map_err(&err)?;
+            }
+        }
+        let recovered = read_variant_ledgers(&tx, &err)?.recovered(requested)?;
+        tx.commit().map_err(&err)?;
+        Ok(recovered)
+    }
+}
+
+/// The recorded variants, in order.
+fn read_variants(conn: &Connection) -> rusqlite::Result<Vec<VariantSpec>> {
+    let mut st = conn.prepare_cached(schema::VARIANTS)?;
+    let rows = st.query_map([], |r| {
+        Ok(VariantSpec {
+            name: r.get(0)?,
+            thresholds: r.get(1)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Every variant ledger's detections and size.
+fn read_variant_ledgers(
+    tx: &rusqlite::Transaction<'_>,
+    err: impl Fn(rusqlite::Error) -> StateError + Copy,
+) -> Result<VariantLedgers, StateError> {
+    let mut ledgers = VariantLedgers::default();
+    let mut st = tx.prepare_cached(schema::VARIANT_EMITTED).map_err(err)?;
+    let mut rows = st.query([]).map_err(err)?;
+    while let Some(r) = rows.next().map_err(err)? {
+        let text = |i: usize| r.get_ref(i).and_then(|v| Ok(v.as_str()?)).map_err(err);
+        ledgers.add(text(0)?, text(1)?, text(2)?, text(3)?)?;
+    }
+    let mut st = tx
+        .prepare_cached(schema::VARIANT_LEDGER_SIZES)
+        .map_err(err)?;
+    let sizes = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .map_err(err)?;
+    ledgers.sizes = sizes.collect::<Result<_, _>>().map_err(err)?;
+    Ok(ledgers)
 }
 
 /// The canonical form of a database path: the file's, symlinks resolved, if it exists; else
@@ -273,7 +372,7 @@ fn ledger_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerRow> {
         y_start_time: r.get(6)?,
         detection_time: r.get(7)?,
         file_seq: r.get(8)?,
-        evidence: None,
+        evidence: r.get(9)?,
     })
 }
 
@@ -319,11 +418,13 @@ fn insert_progress(tx: &rusqlite::Transaction<'_>, p: &EpochRow) -> Result<(), R
     Ok(())
 }
 
-/// Applies the counter deltas and inserts the new ledger rows.
+/// Applies the counter deltas and inserts the new ledger rows, the baseline's and the
+/// variants'.
 fn insert_rows(
     tx: &rusqlite::Transaction<'_>,
     deltas: &[(&str, i64)],
     detections: &[LedgerRow],
+    variant_detections: &[VariantRows],
 ) -> rusqlite::Result<()> {
     let mut upsert = tx.prepare_cached(&sql(schema::SQLITE_UPSERT_COUNT))?;
     for (merchant, delta) in deltas {
@@ -340,64 +441,95 @@ fn insert_rows(
             d.merchant_id,
             d.y_start_time,
             d.detection_time,
-            d.file_seq
+            d.file_seq,
+            d.evidence
         ])?;
+    }
+    let mut insert = tx.prepare_cached(&sql(schema::SQLITE_INSERT_VARIANT_DETECTION))?;
+    for VariantRows { variant, rows } in variant_detections {
+        for d in rows {
+            insert.execute(params![
+                variant,
+                d.seq,
+                d.epoch,
+                d.pattern_id,
+                d.action_type,
+                d.customer_name,
+                d.merchant_id,
+                d.y_start_time,
+                d.detection_time,
+                d.file_seq,
+                d.evidence
+            ])?;
+        }
     }
     Ok(())
 }
 
 impl StateStore for SqliteStore {
-    // Issue 13: implemented with schema version 3 (variants, evidence).
     fn begin_variants(
         &mut self,
         variants: &[VariantSpec],
     ) -> Result<Vec<VariantRecovered>, StateError> {
-        if variants.is_empty() {
-            return Ok(Vec::new());
-        }
-        Err(StateError::Inconsistent(
-            "variants are not stored yet".into(),
-        ))
+        self.require_lock("begin_variants")?;
+        let recovered = self.check_variants(variants)?;
+        self.variant_names = Some(variants.iter().map(|v| v.name.clone()).collect());
+        Ok(recovered)
     }
 
     fn variants(&mut self) -> Result<Vec<VariantSpec>, StateError> {
-        Ok(Vec::new())
+        read_variants(&self.conn).map_err(sqlite_err(&self.path))
     }
 
     fn variant_ledger_range(
         &mut self,
-        _variant: &str,
-        _from_seq: u64,
-        _to_seq: u64,
+        variant: &str,
+        from_seq: u64,
+        to_seq: u64,
     ) -> Result<Vec<LedgerRow>, StateError> {
-        Err(StateError::Inconsistent(
-            "variants are not stored yet".into(),
-        ))
+        self.query_variant_ledger(
+            schema::VARIANT_LEDGER_RANGE,
+            variant,
+            &[from_seq.min(MAX_SEQ), to_seq.min(MAX_SEQ)],
+        )
     }
 
-    fn variant_first_unwritten_seq(&mut self, _variant: &str) -> Result<Option<u64>, StateError> {
-        Err(StateError::Inconsistent(
-            "variants are not stored yet".into(),
-        ))
+    fn variant_first_unwritten_seq(&mut self, variant: &str) -> Result<Option<u64>, StateError> {
+        self.require_variant(variant)?;
+        self.conn
+            .query_row(&sql(schema::VARIANT_FIRST_UNWRITTEN), [variant], |r| {
+                r.get(0)
+            })
+            .map_err(sqlite_err(&self.path))
     }
 
     fn variant_mark_written(
         &mut self,
-        _variant: &str,
-        _file_seq: u64,
-        _from_seq: u64,
-        _to_seq: u64,
+        variant: &str,
+        file_seq: u64,
+        from_seq: u64,
+        to_seq: u64,
     ) -> Result<(), StateError> {
-        Err(StateError::Inconsistent(
-            "variants are not stored yet".into(),
-        ))
+        self.require_lock("variant_mark_written")?;
+        self.require_variant(variant)?;
+        self.conn
+            .prepare_cached(&sql(schema::VARIANT_MARK_WRITTEN))
+            .and_then(|mut st| {
+                st.execute(params![
+                    variant,
+                    file_seq,
+                    from_seq.min(MAX_SEQ),
+                    to_seq.min(MAX_SEQ)
+                ])
+            })
+            .map_err(sqlite_err(&self.path))?;
+        Ok(())
     }
 
-    fn variant_ledger(&mut self, _variant: &str) -> Result<Vec<LedgerRow>, StateError> {
-        Err(StateError::Inconsistent(
-            "variants are not stored yet".into(),
-        ))
+    fn variant_ledger(&mut self, variant: &str) -> Result<Vec<LedgerRow>, StateError> {
+        self.query_variant_ledger(schema::VARIANT_LEDGER, variant, &[])
     }
+
     fn begin_run(&mut self, run: &RunIdentity) -> Result<Recovered, StateError> {
         self.acquire_lock()?;
         self.migrate()?;
@@ -407,6 +539,7 @@ impl StateStore for SqliteStore {
 
     fn commit_epoch(&mut self, commit: &EpochCommit) -> Result<(), StateError> {
         self.require_lock("commit_epoch")?;
+        check_variant_rows(self.variant_names.as_deref(), &commit.variant_detections)?;
         let deltas = merged_deltas(&commit.counter_deltas)?;
         let err = sqlite_err(&self.path);
         let tx = self
@@ -417,7 +550,7 @@ impl StateStore for SqliteStore {
             Refused::Sqlite(e) => err(e),
             Refused::State(e) => e,
         })?;
-        insert_rows(&tx, &deltas, &commit.detections).map_err(&err)?;
+        insert_rows(&tx, &deltas, &commit.detections, &commit.variant_detections).map_err(&err)?;
         tx.commit().map_err(&err)
     }
 

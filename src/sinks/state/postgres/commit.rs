@@ -1,14 +1,17 @@
-//! The epoch transaction (progress row, counter deltas, ledger rows; statements prepared once
-//! per connection) and its retry loop, which settles a COMMIT whose answer was lost by
+//! The epoch transaction (progress row, counter deltas, the baseline's and the backtest
+//! variants' ledger rows; statements prepared once per connection) and its retry loop, which settles a COMMIT whose answer was lost by
 //! reading the epoch's progress row back once the lease is re-taken.
 
+use ::postgres::types::ToSql;
 use ::postgres::{Statement, Transaction};
 
 use super::connection::{is_connection_loss, Retry};
 use super::store::{pg, Conn, Failure, PgStore};
 use crate::error::StateError;
 use crate::sinks::state::schema;
-use crate::sinks::state::store::{merged_deltas, sql_i64, EpochCommit};
+use crate::sinks::state::store::{
+    check_variant_rows, merged_deltas, sql_i64, EpochCommit, LedgerRow, VariantRows,
+};
 
 /// Whether an epoch's progress row is in the store.
 const SQL_EPOCH_PRESENT: &str = "SELECT EXISTS (SELECT 1 FROM epochs WHERE epoch = $1)";
@@ -32,6 +35,54 @@ impl PgStore {
     }
 }
 
+/// Ledger rows as the array parameters of a batched insert, one array per column.
+#[derive(Default)]
+struct LedgerArrays<'a> {
+    seqs: Vec<i64>,
+    epochs: Vec<i64>,
+    pattern_ids: Vec<&'a str>,
+    action_types: Vec<&'a str>,
+    customers: Vec<&'a str>,
+    merchants: Vec<&'a str>,
+    y_start_times: Vec<&'a str>,
+    detection_times: Vec<&'a str>,
+    file_seqs: Vec<Option<i64>>,
+    evidence: Vec<Option<&'a str>>,
+}
+
+impl<'a> LedgerArrays<'a> {
+    fn push(&mut self, r: &'a LedgerRow) -> Result<(), StateError> {
+        self.seqs.push(sql_i64(r.seq, "sequence number")?);
+        self.epochs.push(sql_i64(r.epoch, "epoch")?);
+        self.pattern_ids.push(&r.pattern_id);
+        self.action_types.push(&r.action_type);
+        self.customers.push(&r.customer_name);
+        self.merchants.push(&r.merchant_id);
+        self.y_start_times.push(&r.y_start_time);
+        self.detection_times.push(&r.detection_time);
+        self.file_seqs
+            .push(r.file_seq.map(|f| sql_i64(f, "file_seq")).transpose()?);
+        self.evidence.push(r.evidence.as_deref());
+        Ok(())
+    }
+
+    /// The insert's parameters after any leading ones, in the statements' column order.
+    fn params(&self) -> [&(dyn ToSql + Sync); 10] {
+        [
+            &self.seqs,
+            &self.epochs,
+            &self.pattern_ids,
+            &self.action_types,
+            &self.customers,
+            &self.merchants,
+            &self.y_start_times,
+            &self.detection_times,
+            &self.file_seqs,
+            &self.evidence,
+        ]
+    }
+}
+
 /// One epoch's rows as the SQL parameters of the commit transaction.
 struct CommitParams<'a> {
     epoch: i64,
@@ -42,22 +93,27 @@ struct CommitParams<'a> {
     chunk_digest: Option<&'a str>,
     merchants: Vec<&'a str>,
     deltas: Vec<i64>,
-    seqs: Vec<i64>,
-    epochs: Vec<i64>,
-    pattern_ids: Vec<&'a str>,
-    action_types: Vec<&'a str>,
-    customers: Vec<&'a str>,
-    detection_merchants: Vec<&'a str>,
-    y_start_times: Vec<&'a str>,
-    detection_times: Vec<&'a str>,
-    file_seqs: Vec<Option<i64>>,
+    detections: LedgerArrays<'a>,
+    /// Every variant's rows in one batch: `variants[i]` names the variant of row `i`.
+    variants: Vec<&'a str>,
+    variant_detections: LedgerArrays<'a>,
 }
 
 impl<'a> CommitParams<'a> {
     fn new(c: &'a EpochCommit) -> Result<CommitParams<'a>, StateError> {
         let p = &c.progress;
         let (merchants, deltas) = merged_deltas(&c.counter_deltas)?.into_iter().unzip();
-        let d = &c.detections;
+        let mut detections = LedgerArrays::default();
+        for r in &c.detections {
+            detections.push(r)?;
+        }
+        let (mut variants, mut variant_detections) = (Vec::new(), LedgerArrays::default());
+        for VariantRows { variant, rows } in &c.variant_detections {
+            for r in rows {
+                variants.push(variant.as_str());
+                variant_detections.push(r)?;
+            }
+        }
         Ok(CommitParams {
             epoch: sql_i64(p.epoch, "epoch")?,
             chunk_key: &p.chunk_key,
@@ -67,24 +123,9 @@ impl<'a> CommitParams<'a> {
             chunk_digest: p.chunk_digest.as_deref(),
             merchants,
             deltas,
-            seqs: d
-                .iter()
-                .map(|r| sql_i64(r.seq, "sequence number"))
-                .collect::<Result<_, _>>()?,
-            epochs: d
-                .iter()
-                .map(|r| sql_i64(r.epoch, "epoch"))
-                .collect::<Result<_, _>>()?,
-            pattern_ids: d.iter().map(|r| r.pattern_id.as_str()).collect(),
-            action_types: d.iter().map(|r| r.action_type.as_str()).collect(),
-            customers: d.iter().map(|r| r.customer_name.as_str()).collect(),
-            detection_merchants: d.iter().map(|r| r.merchant_id.as_str()).collect(),
-            y_start_times: d.iter().map(|r| r.y_start_time.as_str()).collect(),
-            detection_times: d.iter().map(|r| r.detection_time.as_str()).collect(),
-            file_seqs: d
-                .iter()
-                .map(|r| r.file_seq.map(|f| sql_i64(f, "file_seq")).transpose())
-                .collect::<Result<_, _>>()?,
+            detections,
+            variants,
+            variant_detections,
         })
     }
 }
@@ -94,6 +135,7 @@ impl PgStore {
     /// connection loss; after a loss at COMMIT, first reads the progress row back.
     pub(super) fn commit(&mut self, commit: &EpochCommit) -> Result<(), StateError> {
         self.require_lease("commit_epoch")?;
+        check_variant_rows(self.variant_names.as_deref(), &commit.variant_detections)?;
         let params = CommitParams::new(commit)?;
         let mut fault = self.take_fault();
         let mut retry = Retry::new(self.options.reconnect_timeout);
@@ -153,15 +195,25 @@ fn epoch_present(conn: &mut Conn, params: &CommitParams<'_>, url: &str) -> Resul
 }
 
 /// One attempt at the epoch transaction: 5 round trips (BEGIN, progress row, counters,
-/// ledger, COMMIT), the statements prepared once per connection.
+/// ledger, COMMIT) and one more for the variants' ledgers, the statements prepared once per
+/// connection. Everything is inserted before the fault point, so an injected loss covers all.
 fn try_commit(c: &mut Conn, p: &CommitParams<'_>, fault: Injected) -> Result<(), Failure> {
     let what = "committing an epoch";
     let insert_epoch = c.prepare(schema::PG_INSERT_EPOCH).map_err(pg(what))?;
     let upsert_counts = c.prepare(schema::PG_UPSERT_COUNTS).map_err(pg(what))?;
     let insert_detections = c.prepare(schema::PG_INSERT_DETECTIONS).map_err(pg(what))?;
+    let insert_variant_detections = c
+        .prepare(schema::PG_INSERT_VARIANT_DETECTIONS)
+        .map_err(pg(what))?;
     let mut tx = c.client.transaction().map_err(pg(what))?;
     insert_progress(&mut tx, &insert_epoch, p)?;
     insert_rows(&mut tx, &upsert_counts, &insert_detections, p)?;
+    if !p.variants.is_empty() {
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&p.variants];
+        params.extend(p.variant_detections.params());
+        tx.execute(&insert_variant_detections, &params)
+            .map_err(pg("inserting variant ledger rows"))?;
+    }
     #[cfg(feature = "fault-injection")]
     let tx = super::fault::before_commit(tx, fault)?;
     tx.commit().map_err(|error| Failure::Pg {
@@ -220,22 +272,9 @@ fn insert_rows(
         tx.execute(upsert_counts, &[&p.merchants, &p.deltas])
             .map_err(pg("applying counter deltas"))?;
     }
-    if !p.seqs.is_empty() {
-        tx.execute(
-            insert_detections,
-            &[
-                &p.seqs,
-                &p.epochs,
-                &p.pattern_ids,
-                &p.action_types,
-                &p.customers,
-                &p.detection_merchants,
-                &p.y_start_times,
-                &p.detection_times,
-                &p.file_seqs,
-            ],
-        )
-        .map_err(pg("inserting ledger rows"))?;
+    if !p.detections.seqs.is_empty() {
+        tx.execute(insert_detections, &p.detections.params())
+            .map_err(pg("inserting ledger rows"))?;
     }
     Ok(())
 }

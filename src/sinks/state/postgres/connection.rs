@@ -203,6 +203,7 @@ impl PgStore {
             url: redacted,
             options: options.clone(),
             lease: None,
+            variant_names: None,
             #[cfg(feature = "fault-injection")]
             fault: None,
         };

@@ -61,8 +61,9 @@ use ::postgres::Row;
 use super::identity::{record_identity, RunIdentity};
 use super::schema::{self, MIGRATIONS};
 use super::store::{
-    check_schema_version, detection_key, sql_i64, sql_u64, EpochCommit, EpochRow, LedgerRow,
-    Recovered, StateStore, VariantRecovered, VariantSpec,
+    check_schema_version, detection_key, record_variants, sql_i64, sql_u64, unknown_variant,
+    EpochCommit, EpochRow, LedgerRow, Recovered, StateStore, VariantLedgers, VariantRecovered,
+    VariantSpec,
 };
 use crate::error::StateError;
 pub use lease::LOCK_KEY;
@@ -104,6 +105,94 @@ impl PgStore {
             rows.iter().map(ledger_row).collect()
         })
     }
+
+    /// A recorded variant's ledger rows from `sql` (`$1` = the variant, then `args`).
+    fn variant_ledger_query(
+        &mut self,
+        sql: &'static str,
+        variant: &str,
+        args: &[u64],
+    ) -> Result<Vec<LedgerRow>, StateError> {
+        let args = args
+            .iter()
+            .map(|&a| sql_i64(a, "sequence number"))
+            .collect::<Result<Vec<i64>, _>>()?;
+        let what = "reading a variant ledger";
+        self.run(what, |c| {
+            require_variant(c, variant)?;
+            let st = c.prepare(sql).map_err(pg(what))?;
+            let mut params: Vec<&(dyn ::postgres::types::ToSql + Sync)> = vec![&variant];
+            params.extend(
+                args.iter()
+                    .map(|a| a as &(dyn ::postgres::types::ToSql + Sync)),
+            );
+            let rows = c.client.query(&st, &params).map_err(pg(what))?;
+            rows.iter().map(ledger_row).collect()
+        })
+    }
+}
+
+/// Refuses a variant the store does not record.
+fn require_variant(c: &mut Conn, variant: &str) -> Result<(), Failure> {
+    let what = "reading the variants";
+    let st = c.prepare(schema::VARIANT_KNOWN).map_err(pg(what))?;
+    match c.client.query_opt(&st, &[&variant]).map_err(pg(what))? {
+        Some(_) => Ok(()),
+        None => Err(Failure::State(unknown_variant(variant))),
+    }
+}
+
+/// The recorded variants, in order.
+fn read_variants(client: &mut impl ::postgres::GenericClient) -> Result<Vec<VariantSpec>, Failure> {
+    let what = "reading the variants";
+    client
+        .query(schema::VARIANTS, &[])
+        .map_err(pg(what))?
+        .iter()
+        .map(|r| {
+            Ok(VariantSpec {
+                name: r.try_get(0).map_err(pg(what))?,
+                thresholds: r.try_get(1).map_err(pg(what))?,
+            })
+        })
+        .collect()
+}
+
+/// `begin_variants` in one transaction: check or record the variants, read their ledgers.
+fn check_variants(
+    c: &mut Conn,
+    requested: &[VariantSpec],
+) -> Result<Vec<VariantRecovered>, Failure> {
+    let what = "recording the backtest variants";
+    let mut tx = c.client.transaction().map_err(pg(what))?;
+    let recorded = read_variants(&mut tx)?;
+    let has_epochs: bool = tx
+        .query_one(schema::ANY_EPOCH, &[])
+        .and_then(|r| r.try_get(0))
+        .map_err(pg(what))?;
+    if record_variants(&recorded, requested, has_epochs)? {
+        tx.execute(schema::DELETE_VARIANTS, &[]).map_err(pg(what))?;
+        for (position, v) in requested.iter().enumerate() {
+            let position = sql_i64(position as u64, "variant position")?;
+            tx.execute(schema::INSERT_VARIANT, &[&position, &v.name, &v.thresholds])
+                .map_err(pg(what))?;
+        }
+    }
+    let mut ledgers = VariantLedgers::default();
+    for r in tx.query(schema::VARIANT_EMITTED, &[]).map_err(pg(what))? {
+        let text = |i: usize| r.try_get::<_, &str>(i).map_err(pg(what));
+        ledgers.add(text(0)?, text(1)?, text(2)?, text(3)?)?;
+    }
+    ledgers.sizes = tx
+        .query(schema::VARIANT_LEDGER_SIZES, &[])
+        .map_err(pg(what))?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .collect::<Result<_, ::postgres::Error>>()
+        .map_err(pg(what))?;
+    let recovered = ledgers.recovered(requested)?;
+    tx.commit().map_err(pg(what))?;
+    Ok(recovered)
 }
 
 fn ledger_row(r: &Row) -> Result<LedgerRow, Failure> {
@@ -123,7 +212,9 @@ fn ledger_row(r: &Row) -> Result<LedgerRow, Failure> {
             .map_err(pg("reading the ledger"))?
             .map(|f| sql_u64(f, "file_seq"))
             .transpose()?,
-        evidence: None,
+        evidence: r
+            .try_get::<_, Option<String>>(9)
+            .map_err(pg("reading the ledger"))?,
     })
 }
 
@@ -226,57 +317,78 @@ fn read_recovered(c: &mut Conn) -> Result<Recovered, Failure> {
 }
 
 impl StateStore for PgStore {
-    // Issue 13: implemented with schema version 3 (variants, evidence).
     fn begin_variants(
         &mut self,
         variants: &[VariantSpec],
     ) -> Result<Vec<VariantRecovered>, StateError> {
-        if variants.is_empty() {
-            return Ok(Vec::new());
-        }
-        Err(StateError::Inconsistent(
-            "variants are not stored yet".into(),
-        ))
+        self.require_lease("begin_variants")?;
+        let recovered = self.run("recording the backtest variants", |c| {
+            check_variants(c, variants)
+        })?;
+        self.variant_names = Some(variants.iter().map(|v| v.name.clone()).collect());
+        Ok(recovered)
     }
 
     fn variants(&mut self) -> Result<Vec<VariantSpec>, StateError> {
-        Ok(Vec::new())
+        self.run("reading the variants", |c| read_variants(&mut c.client))
     }
 
     fn variant_ledger_range(
         &mut self,
-        _variant: &str,
-        _from_seq: u64,
-        _to_seq: u64,
+        variant: &str,
+        from_seq: u64,
+        to_seq: u64,
     ) -> Result<Vec<LedgerRow>, StateError> {
-        Err(StateError::Inconsistent(
-            "variants are not stored yet".into(),
-        ))
+        self.variant_ledger_query(
+            schema::VARIANT_LEDGER_RANGE,
+            variant,
+            &[from_seq.min(i64::MAX as u64), to_seq.min(i64::MAX as u64)],
+        )
     }
 
-    fn variant_first_unwritten_seq(&mut self, _variant: &str) -> Result<Option<u64>, StateError> {
-        Err(StateError::Inconsistent(
-            "variants are not stored yet".into(),
-        ))
+    fn variant_first_unwritten_seq(&mut self, variant: &str) -> Result<Option<u64>, StateError> {
+        let what = "reading a variant ledger";
+        let min = self.run(what, |c| {
+            require_variant(c, variant)?;
+            let st = c
+                .prepare(schema::VARIANT_FIRST_UNWRITTEN)
+                .map_err(pg(what))?;
+            c.client
+                .query_one(&st, &[&variant])
+                .and_then(|r| r.try_get::<_, Option<i64>>(0))
+                .map_err(pg(what))
+        })?;
+        min.map(|s| sql_u64(s, "sequence number")).transpose()
     }
 
     fn variant_mark_written(
         &mut self,
-        _variant: &str,
-        _file_seq: u64,
-        _from_seq: u64,
-        _to_seq: u64,
+        variant: &str,
+        file_seq: u64,
+        from_seq: u64,
+        to_seq: u64,
     ) -> Result<(), StateError> {
-        Err(StateError::Inconsistent(
-            "variants are not stored yet".into(),
-        ))
+        self.require_lease("variant_mark_written")?;
+        let args = [
+            sql_i64(file_seq, "file_seq")?,
+            sql_i64(from_seq.min(i64::MAX as u64), "sequence number")?,
+            sql_i64(to_seq.min(i64::MAX as u64), "sequence number")?,
+        ];
+        let what = "recording written variant ledger rows";
+        self.run(what, |c| {
+            require_variant(c, variant)?;
+            let st = c.prepare(schema::VARIANT_MARK_WRITTEN).map_err(pg(what))?;
+            c.client
+                .execute(&st, &[&variant, &args[0], &args[1], &args[2]])
+                .map_err(pg(what))
+        })?;
+        Ok(())
     }
 
-    fn variant_ledger(&mut self, _variant: &str) -> Result<Vec<LedgerRow>, StateError> {
-        Err(StateError::Inconsistent(
-            "variants are not stored yet".into(),
-        ))
+    fn variant_ledger(&mut self, variant: &str) -> Result<Vec<LedgerRow>, StateError> {
+        self.variant_ledger_query(schema::VARIANT_LEDGER, variant, &[])
     }
+
     fn begin_run(&mut self, run: &RunIdentity) -> Result<Recovered, StateError> {
         if self.lease.is_none() {
             // The lock comes first, so concurrent starts never race on migrations.

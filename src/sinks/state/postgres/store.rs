@@ -23,6 +23,9 @@ pub struct PgStore {
     pub(super) options: PgOptions,
     /// The session holding the advisory lock: `Some` from `begin_run` on.
     pub(super) lease: Option<Session>,
+    /// The variants' names once `begin_variants` recorded or checked them (commits refuse
+    /// rows of any other).
+    pub(super) variant_names: Option<Vec<String>>,
     /// A one-shot failure to simulate in the next `commit_epoch` (tests).
     #[cfg(feature = "fault-injection")]
     pub(super) fault: Option<Fault>,
