@@ -3,7 +3,8 @@
 //! [`StateConfig`] by [`open`].
 //!
 //! Exactly-once contract: [`StateStore::commit_epoch`] applies one epoch's counter deltas,
-//! new ledger rows and progress row in one transaction, and is never asked to commit an epoch
+//! new ledger rows (the baseline's and, in a backtest with variants, every variant's) and
+//! progress row in one transaction, and is never asked to commit an epoch
 //! at or below the last committed one. An implementation whose COMMIT outcome can be unknown
 //! (a lost connection) must find out by re-reading the progress row before retrying.
 //!
