@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::page::{script_safe_json, with_charts};
-use crate::model::Pattern;
+use super::page::{script_safe, with_charts};
+use crate::model::{Evidence, Pattern};
 use crate::objectstore::ObjectStore;
 use crate::sinks::state::LedgerRow;
 
@@ -84,10 +84,10 @@ pub fn render(input: &BacktestInput) -> BacktestReport {
     let figures = figures(input);
     // Plain structs of numbers and strings: serialising them cannot fail.
     let json = serde_json::to_string_pretty(&figures).unwrap_or_default() + "\n";
-    let data = serde_json::to_value(&figures).unwrap_or(Value::Null);
+    // The page embeds the JSON document itself (its key order included).
     let filled = format!(
         r#"<script type="application/json" id="backtest">{}</script>"#,
-        script_safe_json(&data)
+        script_safe(&json)
     );
     BacktestReport {
         html: with_charts(TEMPLATE).replacen(DATA_ELEMENT, &filled, 1),
@@ -184,8 +184,34 @@ struct SampleRow<'a> {
     epoch: u64,
     customer_name: &'a str,
     merchant_id: &'a str,
-    /// The row's evidence object; a string when it is not JSON, null when absent.
-    evidence: Value,
+    evidence: ShownEvidence,
+}
+
+/// A row's evidence: an [`Evidence`] (its keys in their declared order), any other JSON as
+/// stored, the text when it is not JSON, null when absent.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ShownEvidence {
+    Known(Evidence),
+    Other(Value),
+}
+
+impl ShownEvidence {
+    fn of(stored: Option<&str>) -> ShownEvidence {
+        let Some(text) = stored else {
+            return ShownEvidence::Other(Value::Null);
+        };
+        let Ok(value) = serde_json::from_str::<Value>(text) else {
+            return ShownEvidence::Other(Value::String(text.to_string()));
+        };
+        // Only when nothing is lost: `Evidence` would drop keys it does not know.
+        match serde_json::from_value::<Evidence>(value.clone()) {
+            Ok(known) if serde_json::to_value(&known).ok().as_ref() == Some(&value) => {
+                ShownEvidence::Known(known)
+            }
+            _ => ShownEvidence::Other(value),
+        }
+    }
 }
 
 /// A detection within one pattern: (customer, merchant).
@@ -366,12 +392,7 @@ fn sample<'a>(rows: &[&'a LedgerRow], other: &BTreeSet<Key<'a>>) -> Vec<SampleRo
             epoch: row.epoch,
             customer_name: &row.customer_name,
             merchant_id: &row.merchant_id,
-            evidence: match &row.evidence {
-                None => Value::Null,
-                Some(text) => {
-                    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone()))
-                }
-            },
+            evidence: ShownEvidence::of(row.evidence.as_deref()),
         })
         .collect()
 }
@@ -654,6 +675,12 @@ mod tests {
         assert!(!embedded.contains(['<', '>', '&']));
         let back: Value = serde_json::from_str(embedded).unwrap();
         assert_eq!(back, parse(&report));
+        let unescaped = embedded
+            .replace("\\u003c", "<")
+            .replace("\\u003e", ">")
+            .replace("\\u0026", "&")
+            .replace("\\u2028", "\u{2028}");
+        assert_eq!(unescaped, report.json, "the page embeds the JSON document");
         assert_eq!(back["ledgers"][1]["name"], evil);
         assert!(!html.contains("/*@charts.js*/"));
         assert_eq!(html.matches("function chart(containerId").count(), 1);
@@ -661,6 +688,36 @@ mod tests {
             assert!(!html.contains(external), "{external}");
         }
         assert!(!html.contains(".innerHTML") && !html.contains("insertAdjacentHTML"));
+    }
+
+    #[test]
+    fn evidence_is_shown_as_stored() {
+        let upgrade = Evidence::Upgrade {
+            merchant_txns: 50_001,
+            customer_txns: 7,
+            count_percentile: 6.5,
+            weight: 0.25,
+            weight_percentile: 0.5,
+        };
+        let shown =
+            |stored: Option<&str>| serde_json::to_string(&ShownEvidence::of(stored)).unwrap();
+        // Declared order (N(m) first), not sorted keys.
+        assert_eq!(shown(Some(&upgrade.to_json())), upgrade.to_json());
+        assert!(upgrade
+            .to_json()
+            .starts_with(r#"{"merchant_txns":50001,"customer_txns":7"#));
+        let dei = Evidence::DeiNeeded {
+            female_customers: 101,
+            male_customers: 150,
+        };
+        assert_eq!(shown(Some(&dei.to_json())), dei.to_json());
+        // A key Evidence does not know is kept (the object as parsed, keys sorted).
+        assert_eq!(
+            shown(Some(r#"{"mean_amount":2.5,"customer_txns":90,"z":1}"#)),
+            r#"{"customer_txns":90,"mean_amount":2.5,"z":1}"#
+        );
+        assert_eq!(shown(Some("not json")), r#""not json""#);
+        assert_eq!(shown(None), "null");
     }
 
     #[test]

@@ -33,8 +33,14 @@ pub fn console_page() -> &'static str {
 /// JSON only has inside strings) written as `\u003c`, `\u003e`, `\u0026`, so no name in the
 /// data can close the element or open a comment.
 pub fn script_safe_json(status: &Value) -> String {
-    let mut out = String::new();
-    for c in status.to_string().chars() {
+    script_safe(&status.to_string())
+}
+
+/// JSON text (any serialisation of it) made safe for a `<script>` element as
+/// [`script_safe_json`] does.
+pub(crate) fn script_safe(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
         match c {
             '<' => out.push_str("\\u003c"),
             '>' => out.push_str("\\u003e"),
