@@ -811,8 +811,11 @@ mod tests {
         jaccard: i64,
         samples: (Vec<u64>, Vec<u64>),
         per_epoch: Vec<u64>,
-        labels: Option<(u64, u64, u64, Option<i64>, Option<i64>)>,
+        labels: Option<ExpectedLabels>,
     }
+
+    /// Flagged, flagged with fraud, with fraud, and the two shares (see [`approx`]).
+    type ExpectedLabels = (u64, u64, u64, Option<i64>, Option<i64>);
 
     /// A fraction to 12 decimals: serde_json's default float parsing may be one ulp off.
     fn approx(x: f64) -> i64 {
