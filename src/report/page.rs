@@ -1,10 +1,24 @@
 //! The console page (`console.html`, embedded) and the run report: the same page with the
-//! status JSON embedded in it.
+//! status JSON embedded in it. Both it and the backtest report take their charts from
+//! `charts.js` ([`with_charts`]).
+
+use std::sync::LazyLock;
 
 use serde_json::Value;
 
+/// The chart code both pages share; each page holds [`CHARTS_MARKER`] where it goes.
+const CHARTS_JS: &str = include_str!("charts.js");
+
+/// The line of a page's inline script that [`with_charts`] replaces with [`CHARTS_JS`].
+const CHARTS_MARKER: &str = "/*@charts.js*/";
+
+/// `template` with the shared chart code in place of its [`CHARTS_MARKER`] line.
+pub(crate) fn with_charts(template: &str) -> String {
+    template.replacen(CHARTS_MARKER, CHARTS_JS, 1)
+}
+
 /// The page, as served at `/` of the console: it fetches `/api/status` every second.
-const PAGE: &str = include_str!("console.html");
+static PAGE: LazyLock<String> = LazyLock::new(|| with_charts(include_str!("console.html")));
 
 /// The empty status element of [`PAGE`]; a report fills it.
 const STATUS_ELEMENT: &str = r#"<script type="application/json" id="status"></script>"#;
@@ -12,15 +26,21 @@ const STATUS_ELEMENT: &str = r#"<script type="application/json" id="status"></sc
 /// The console page: one self-contained HTML document (inline CSS, JS and SVG; it loads
 /// nothing but `/api/status`).
 pub fn console_page() -> &'static str {
-    PAGE
+    PAGE.as_str()
 }
 
 /// `status` as JSON text that can stand inside a `<script>` element: `<`, `>` and `&` (which
 /// JSON only has inside strings) written as `\u003c`, `\u003e`, `\u0026`, so no name in the
 /// data can close the element or open a comment.
 pub fn script_safe_json(status: &Value) -> String {
-    let mut out = String::new();
-    for c in status.to_string().chars() {
+    script_safe(&status.to_string())
+}
+
+/// JSON text (any serialisation of it) made safe for a `<script>` element as
+/// [`script_safe_json`] does.
+pub(crate) fn script_safe(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
         match c {
             '<' => out.push_str("\\u003c"),
             '>' => out.push_str("\\u003e"),
@@ -47,6 +67,22 @@ pub fn render_report(status: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_chart_code_is_spliced_in_once() {
+        let template = include_str!("console.html");
+        assert_eq!(template.matches(CHARTS_MARKER).count(), 1);
+        assert!(!CHARTS_JS.contains(CHARTS_MARKER));
+        // The script element holding it must not be closed early.
+        assert!(!CHARTS_JS.to_ascii_lowercase().contains("</script"));
+        let page = console_page();
+        assert!(!page.contains(CHARTS_MARKER));
+        assert_eq!(page.matches("function chart(containerId").count(), 1);
+        assert_eq!(
+            page.len(),
+            template.len() - CHARTS_MARKER.len() + CHARTS_JS.len()
+        );
+    }
 
     #[test]
     fn the_page_is_self_contained() {
