@@ -978,15 +978,3 @@ mod tests {
         }
     }
 }
-
-/// Renders the report of `input` and puts its three objects under `output`.
-pub fn write(
-    output: &dyn crate::objectstore::ObjectStore,
-    input: &BacktestInput,
-) -> crate::error::Result<()> {
-    let report = render(input);
-    output.put(HTML_KEY, report.html.as_bytes())?;
-    output.put(JSON_KEY, report.json.as_bytes())?;
-    output.put(CSV_KEY, report.csv.as_bytes())?;
-    Ok(())
-}

@@ -11,6 +11,8 @@
 //! | `mod.rs` | this table, the re-exports |
 //! | `console.html` | the page: inline CSS, JS and SVG charts; names are inserted as text only |
 //! | `page.rs` | [`console_page`], [`render_report`] (the status embedded, escaped for a `<script>`) |
+//! | `charts.js` | the SVG chart code both pages use, spliced in by `page.rs` |
+//! | `backtest.html` | the backtest report's page: renders its embedded JSON |
 //! | `backtest.rs` | the backtest comparison report of a replay with variants (HTML, JSON, CSV) |
 //! | `status.rs` | [`status_from_store`]: the status JSON from the `epochs`, `detections` and `run_meta` tables and the rejects objects |
 
