@@ -565,3 +565,117 @@ fn without_labelled_rows_the_report_says_labels_are_unavailable() {
     assert!(!dom.contains(" %<"), "a share is shown without labels");
     check_table(&dom, &input);
 }
+
+/// A real replay with variants: the report it writes, loaded in the browser, shows the
+/// figures of the store's ledgers, and label counts equal those the reference parser reads
+/// from the chunks.
+#[test]
+fn a_replay_with_variants_writes_a_report_of_its_store() {
+    use common::reference;
+    use common::streams::{self, StreamOptions};
+    use txflow::mechanism_y::{self, ReplayRange, YOptions};
+    use txflow::model::{Thresholds, Variant};
+    use txflow::sinks::state::StateConfig;
+
+    // A wide stream (several detection files) with every pattern firing.
+    let options = StreamOptions {
+        wide_percent: 100,
+        ..StreamOptions::default()
+    };
+    let stream = streams::random_stream(4_242, &options);
+    let work = tempfile::tempdir().unwrap();
+    let landing = streams::write_landing(work.path(), &stream);
+    let base = stream.thresholds;
+    let variants = vec![
+        Variant {
+            name: "child-strict".into(),
+            thresholds: Thresholds {
+                child_min_txns: base.child_min_txns + 2,
+                ..base
+            },
+        },
+        Variant {
+            name: "all-loose".into(),
+            thresholds: Thresholds {
+                upgrade_min_merchant_txns: 0,
+                child_min_txns: 1,
+                dei_min_female_customers: 0,
+                ..base
+            },
+        },
+    ];
+    let output = work.path().join("out");
+    let config = StateConfig::parse(&format!(
+        "sqlite://{}",
+        work.path().join("state.db").display()
+    ))
+    .unwrap();
+    let mut opts = YOptions::new(
+        landing.landing.to_str().unwrap(),
+        landing.importance.to_str().unwrap(),
+        output.to_str().unwrap(),
+        config.clone(),
+    );
+    opts.replay = Some(ReplayRange::default());
+    opts.thresholds = base;
+    opts.variants = variants.clone();
+    opts.timely.workers = 2;
+    mechanism_y::run(&opts).unwrap();
+
+    // What the page must show, from the store and from the chunks (not from the report).
+    let mut store = txflow::sinks::state::open(&config).unwrap();
+    let set = |name: &str, rows: Vec<LedgerRow>| LedgerSet {
+        name: name.into(),
+        thresholds: String::new(),
+        rows,
+    };
+    let mut labels = FraudLabels::default();
+    for (_, bytes) in &stream.chunks {
+        for txn in reference::parse_chunk(bytes).accepted {
+            match txn.fraud.as_str() {
+                "1" => {
+                    labels.fraud_rows += 1;
+                    labels.fraud_pairs.insert((txn.customer, txn.merchant));
+                }
+                "0" => labels.clean_rows += 1,
+                _ => labels.unknown_rows += 1,
+            }
+        }
+    }
+    let input = BacktestInput {
+        epochs: store
+            .epoch_rows()
+            .unwrap()
+            .iter()
+            .map(|e| e.epoch)
+            .collect(),
+        baseline: set("baseline", store.ledger().unwrap()),
+        variants: variants
+            .iter()
+            .map(|v| set(&v.name, store.variant_ledger(&v.name).unwrap()))
+            .collect(),
+        labels,
+    };
+    assert!(
+        input.baseline.rows.len() > 0 && input.variants[1].rows.len() > input.baseline.rows.len()
+    );
+    assert!(input.labels.fraud_rows > 0 && input.labels.clean_rows > 0);
+
+    let dom = dump_dom(&output.join("backtest-report.html"));
+    check_table(&dom, &input);
+    let counts = cells(element(&dom, "<p id=\"label-counts\"", "</p>"), "span");
+    for (col, want) in [
+        ("fraud_rows", input.labels.fraud_rows),
+        ("clean_rows", input.labels.clean_rows),
+        ("unknown_rows", input.labels.unknown_rows),
+    ] {
+        assert_eq!(
+            counts[col].0.as_deref(),
+            Some(want.to_string().as_str()),
+            "{col}"
+        );
+    }
+    for file in ["backtest-report.json", "variants.csv"] {
+        assert!(output.join(file).is_file(), "{file} written");
+    }
+}
