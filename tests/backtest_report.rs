@@ -657,7 +657,7 @@ fn a_replay_with_variants_writes_a_report_of_its_store() {
         labels,
     };
     assert!(
-        input.baseline.rows.len() > 0 && input.variants[1].rows.len() > input.baseline.rows.len()
+        !input.baseline.rows.is_empty() && input.variants[1].rows.len() > input.baseline.rows.len()
     );
     assert!(input.labels.fraud_rows > 0 && input.labels.clean_rows > 0);
 
