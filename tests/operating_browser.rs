@@ -427,6 +427,19 @@ fn report_and_console_show_the_store() {
         rows,
         50.min(expected.by_pattern.values().sum::<u64>()) as usize
     );
+    // Every listed detection shows why it fired: its evidence as key=value text.
+    let evidence: Vec<&str> = dom
+        .split("<td class=\"evidence\">")
+        .skip(1)
+        .map(|cell| &cell[..cell.find("</td>").unwrap()])
+        .collect();
+    assert_eq!(evidence.len(), rows, "an evidence cell per detection");
+    assert!(
+        evidence
+            .iter()
+            .all(|e| e.contains("_customers=") || e.contains("customer_txns=")),
+        "evidence shown: {evidence:?}"
+    );
     assert!(
         dom.contains("<svg") && dom.contains("<polyline") && dom.contains("<rect"),
         "charts drawn"

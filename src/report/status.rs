@@ -217,6 +217,7 @@ fn latest(ledger: &[LedgerRow]) -> Value {
                 "customer_name": r.customer_name,
                 "merchant_id": r.merchant_id,
                 "detection_time": r.detection_time,
+                "evidence": crate::telemetry::status::evidence_json(r.evidence.as_deref()),
             })
         })
         .collect()

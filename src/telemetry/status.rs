@@ -13,6 +13,11 @@ use crate::sinks::state::LedgerRow;
 /// Epochs the history keeps.
 pub const HISTORY_EPOCHS: usize = 1000;
 
+/// A ledger row's stored evidence as JSON (`None` when absent or not JSON).
+pub fn evidence_json(evidence: Option<&str>) -> Option<serde_json::Value> {
+    evidence.and_then(|text| serde_json::from_str(text).ok())
+}
+
 /// Detections `latest_detections` lists.
 pub const LATEST_DETECTIONS: usize = 50;
 
@@ -69,6 +74,8 @@ pub struct LatestDetection {
     pub customer_name: String,
     pub merchant_id: String,
     pub detection_time: String,
+    /// Why it fired (the ledger row's evidence JSON), `null` when the row has none.
+    pub evidence: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -181,6 +188,7 @@ impl Book {
                 customer_name: row.customer_name,
                 merchant_id: row.merchant_id,
                 detection_time: row.detection_time,
+                evidence: evidence_json(row.evidence.as_deref()),
             });
         }
         self.latest.truncate(LATEST_DETECTIONS);
