@@ -258,6 +258,7 @@ fn check_stream(stream: &Stream, workers: usize, rng: &mut SplitMix64) -> Vec<St
         &base,
         "baseline",
     ));
+    BASELINE_ROWS.fetch_add(with.ledger.len(), Ordering::Relaxed);
     for (i, v) in variants.iter().enumerate() {
         let alone = replay(
             &landing,
@@ -292,6 +293,7 @@ fn check_stream(stream: &Stream, workers: usize, rng: &mut SplitMix64) -> Vec<St
             &v.thresholds,
             &v.name,
         ));
+        VARIANT_ROWS.fetch_add(ledger.len(), Ordering::Relaxed);
     }
     problems
 }

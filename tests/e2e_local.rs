@@ -200,6 +200,18 @@ fn check_run(e: &Expected, got: &StateDump, output: &Path, times: Times<'_>) {
         if row.pattern_id == reference::PAT_DEI {
             assert_eq!(row.customer_name, "", "PatId3 has an empty customerName");
         }
+        // Live runs and replays alike store why each detection fired (its values are
+        // checked against the reference in tests/backtest_variants.rs).
+        let evidence: serde_json::Value =
+            serde_json::from_str(row.evidence.as_deref().unwrap_or("null")).unwrap();
+        let key = match row.pattern_id.as_str() {
+            reference::PAT_DEI => "female_customers",
+            _ => "customer_txns",
+        };
+        assert!(
+            evidence[key].as_u64().is_some(),
+            "row {i} evidence {evidence}"
+        );
     }
     let tuples: Vec<(u64, String, String, String)> =
         common::reference::ledger_identities(&got.ledger);
