@@ -56,7 +56,7 @@ struct Args {
     live_chunks: u64,
     /// Also compare each backtest with the same backtest plus 4 threshold variants (two of
     /// PatId1, one each of PatId2 and PatId3): wall time and peak RSS.
-    #[arg(long, env = "TXFLOW_BENCH_VARIANTS")]
+    #[arg(long, env = "TXFLOW_VARIANTS")]
     variants: bool,
     #[command(flatten)]
     log: LogArgs,
