@@ -397,6 +397,9 @@ fn child(
 
 /// Live mode at the real pace: X publishes one chunk per second, Y follows; latency is from
 /// the chunk object's last-modified time to its epoch's commit.
+/// How long after Y the live measurement starts X.
+const LIVE_PRODUCER_DELAY: Duration = Duration::from_secs(1);
+
 fn live(args: &Args) -> anyhow::Result<()> {
     let (landing_full, importance) = prepare(&args.dir, "default")?;
     let base = args.dir.join("live");
@@ -420,7 +423,13 @@ fn live(args: &Args) -> anyhow::Result<()> {
     let landing = base.join("landing");
     let mut x = XOptions::new(&source, path_str(&landing)?);
     x.interval = Duration::from_secs(1);
-    let producer = std::thread::spawn(move || mechanism_x::run(&x));
+    // Y is running when the first chunk lands (as in production): X starts a second after
+    // Y, so that no chunk's latency includes Y's start-up (opening the stores, reading the
+    // importance file).
+    let producer = std::thread::spawn(move || {
+        std::thread::sleep(LIVE_PRODUCER_DELAY);
+        mechanism_x::run(&x)
+    });
     let mut y = YOptions::new(
         path_str(&landing)?,
         path_str(&importance)?,
