@@ -573,9 +573,8 @@ fn without_labelled_rows_the_report_says_labels_are_unavailable() {
 fn a_replay_with_variants_writes_a_report_of_its_store() {
     use common::reference;
     use common::streams::{self, StreamOptions};
-    use txflow::mechanism_y::{self, ReplayRange, YOptions};
+    use txflow::mechanism_y;
     use txflow::model::{Thresholds, Variant};
-    use txflow::sinks::state::StateConfig;
 
     // A wide stream (several detection files) with every pattern firing.
     let options = StreamOptions {
@@ -605,18 +604,8 @@ fn a_replay_with_variants_writes_a_report_of_its_store() {
         },
     ];
     let output = work.path().join("out");
-    let config = StateConfig::parse(&format!(
-        "sqlite://{}",
-        work.path().join("state.db").display()
-    ))
-    .unwrap();
-    let mut opts = YOptions::new(
-        landing.landing.to_str().unwrap(),
-        landing.importance.to_str().unwrap(),
-        output.to_str().unwrap(),
-        config.clone(),
-    );
-    opts.replay = Some(ReplayRange::default());
+    let mut opts = landing.replay_options(&output, &work.path().join("state.db"));
+    let config = opts.state.clone();
     opts.thresholds = base;
     opts.variants = variants.clone();
     opts.timely.workers = 2;

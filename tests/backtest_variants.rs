@@ -24,9 +24,9 @@ use common::outputs::tree;
 use common::reference::{self, evidence_of, ledger_identities, RefEvidence, RefTxn};
 use common::streams::{self, Landing, SplitMix64, Stream, StreamOptions};
 use serde_json::Value;
-use txflow::mechanism_y::{self, ReplayRange, YOptions};
+use txflow::mechanism_y;
 use txflow::model::{Fraction, Thresholds, Variant};
-use txflow::sinks::state::{EpochRow, LedgerRow, StateConfig};
+use txflow::sinks::state::{EpochRow, LedgerRow};
 
 /// What a replay left behind.
 struct Run {
@@ -46,18 +46,8 @@ fn replay(
     workers: usize,
 ) -> Run {
     let output = work.join(format!("out-{name}"));
-    let state = format!(
-        "sqlite://{}",
-        work.join(format!("state-{name}.db")).display()
-    );
-    let config = StateConfig::parse(&state).unwrap();
-    let mut opts = YOptions::new(
-        landing.landing.to_str().unwrap(),
-        landing.importance.to_str().unwrap(),
-        output.to_str().unwrap(),
-        config.clone(),
-    );
-    opts.replay = Some(ReplayRange::default());
+    let mut opts = landing.replay_options(&output, &work.join(format!("state-{name}.db")));
+    let config = opts.state.clone();
     opts.thresholds = thresholds;
     opts.variants = variants.to_vec();
     opts.timely.workers = workers;

@@ -703,6 +703,24 @@ pub struct Landing {
     pub mtimes_ms: Vec<i64>,
 }
 
+impl Landing {
+    /// Options replaying this whole landing into `output` with an embedded state store at
+    /// `state` (a path): the caller sets thresholds, variants and workers.
+    pub fn replay_options(&self, output: &Path, state: &Path) -> txflow::mechanism_y::YOptions {
+        let config = txflow::sinks::state::StateConfig::Embedded {
+            path: state.to_path_buf(),
+        };
+        let mut opts = txflow::mechanism_y::YOptions::new(
+            self.landing.to_str().unwrap(),
+            self.importance.to_str().unwrap(),
+            output.to_str().unwrap(),
+            config,
+        );
+        opts.replay = Some(txflow::mechanism_y::ReplayRange::default());
+        opts
+    }
+}
+
 /// Milliseconds since the Unix epoch of a UTC civil time (simple day counting).
 pub fn unix_ms(year: i64, month: i64, day: i64, h: i64, m: i64, s: i64, ms: i64) -> i64 {
     assert!(year >= 1970);
