@@ -452,6 +452,55 @@ fn backtest_on_three_processes_is_byte_identical() {
     backtest(3, 1);
 }
 
+/// A backtest with variants on a cluster (2 processes × 1 worker) equals the same backtest
+/// in one process (2 workers): every ledger, the baseline's and the variants', and every
+/// file, the variants' and the comparison report included.
+#[test]
+fn backtest_with_variants_on_two_processes_equals_one_process() {
+    let f = fixture();
+    let variants = [
+        "--variant",
+        "strict:child-min-txns=20,child-max-avg-amount=20",
+        "--variant",
+        "wide:upgrade-count-percentile=0.5,dei-min-female-customers=5",
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    let mut outcomes = Vec::new();
+    for (n, w) in [(1, 2), (2, 1)] {
+        let run = mk(&tmp.path().join(format!("run-{n}x{w}")));
+        let mut cluster = Cluster::start(
+            &ClusterSpec {
+                n,
+                w,
+                landing: &f.landing,
+                output: &run.join("out"),
+                state: &sqlite(&run),
+                replay: true,
+                extra: &variants,
+            },
+            tmp.path(),
+            &format!("variants-{n}x{w}"),
+        );
+        cluster.wait_ok();
+        let results = Results::read(&sqlite(&run), &run.join("out"));
+        let mut store = state::open(&StateConfig::parse(&sqlite(&run)).unwrap()).unwrap();
+        let ledgers: Vec<Vec<LedgerRow>> = ["strict", "wide"]
+            .iter()
+            .map(|v| store.variant_ledger(v).unwrap())
+            .collect();
+        assert!(
+            ledgers.iter().all(|l| !l.is_empty()),
+            "{n}x{w}: variant detections"
+        );
+        assert!(results.files.contains_key("backtest-report.html"));
+        outcomes.push((results, ledgers));
+    }
+    let (cluster, cluster_ledgers) = outcomes.pop().unwrap();
+    let (single, single_ledgers) = outcomes.pop().unwrap();
+    cluster.assert_identical(&single, "2 processes x 1 worker with variants");
+    assert_eq!(cluster_ledgers, single_ledgers, "variant ledgers");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Live mode
 
