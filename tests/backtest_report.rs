@@ -12,15 +12,12 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
 use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
 
-use common::process::ChildGuard;
+use common::browser;
 use txflow::model::Evidence;
 use txflow::report::backtest::{self, BacktestInput, FraudLabels, LedgerSet};
 use txflow::sinks::state::LedgerRow;
 
-const BROWSER_TIMEOUT: Duration = Duration::from_secs(90);
 const PATTERNS: [(&str, &str); 3] = [
     ("PatId1", "UPGRADE"),
     ("PatId2", "CHILD"),
@@ -36,36 +33,7 @@ const HOSTILE_CUSTOMER: &str = "'C<b>bold</b>&amp;'";
 
 /// The DOM of the local file `page` after its scripts ran.
 fn dump_dom(page: &Path) -> String {
-    if Command::new("chromium").arg("--version").output().is_err() {
-        panic!(
-            "chromium is not installed: the browser tests need it \
-             (scripts/ensure-tools.sh installs Debian's chromium package)"
-        );
-    }
-    let mut command = Command::new("chromium");
-    command
-        .args([
-            "--headless",
-            "--disable-gpu",
-            "--no-sandbox",
-            "--hide-scrollbars",
-        ])
-        .args([
-            "--no-first-run",
-            "--disable-extensions",
-            "--mute-audio",
-            "--dump-dom",
-        ])
-        .arg(format!("file://{}", page.display()));
-    let what = format!("{command:?}");
-    let finished = ChildGuard::spawn(command).wait(BROWSER_TIMEOUT);
-    assert!(finished.status.success(), "{what}: {}", finished.describe());
-    assert!(
-        finished.stdout.contains("</html>"),
-        "no DOM: {}",
-        finished.stdout
-    );
-    finished.stdout
+    browser::dump_dom(&format!("file://{}", page.display()), &[])
 }
 
 /// Renders `input`, writes the page into `dir` and returns its DOM in the browser.

@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::browser::{chromium, dump_dom};
 use common::process::{ChildGuard, Finished};
 use serde_json::Value;
 use txflow::report;
@@ -37,7 +38,6 @@ const ROWS: u64 = 40_000;
 const SEED: u64 = 7;
 const CHUNK_ROWS: &str = "2000";
 const RUN_TIMEOUT: Duration = Duration::from_secs(300);
-const BROWSER_TIMEOUT: Duration = Duration::from_secs(90);
 /// Thresholds scaled down so that all three patterns fire on 40,000 rows.
 const THRESHOLDS: [&str; 6] = [
     "--upgrade-min-merchant-txns",
@@ -66,41 +66,6 @@ fn run_bin(bin: &str, args: &[&str]) -> Finished {
 // ------------------------------------------------------------------------------------------
 // The browser
 // ------------------------------------------------------------------------------------------
-
-/// Runs headless Chromium with `args` (then `url`) and returns its stdout. Panics when
-/// Chromium is missing: the tests need it (scripts/ensure-tools.sh installs it).
-fn chromium(args: &[&str], url: &str) -> String {
-    let mut command = Command::new("chromium");
-    command
-        .args([
-            "--headless",
-            "--disable-gpu",
-            "--no-sandbox",
-            "--hide-scrollbars",
-        ])
-        .args(["--no-first-run", "--disable-extensions", "--mute-audio"])
-        .args(args)
-        .arg(url);
-    let what = format!("{command:?}");
-    if Command::new("chromium").arg("--version").output().is_err() {
-        panic!(
-            "chromium is not installed: the browser tests need it \
-             (scripts/ensure-tools.sh installs Debian's chromium package)"
-        );
-    }
-    let finished = ChildGuard::spawn(command).wait(BROWSER_TIMEOUT);
-    assert!(finished.status.success(), "{what}: {}", finished.describe());
-    finished.stdout
-}
-
-/// The DOM of `url` after its scripts ran (`extra`: e.g. a virtual time budget for fetches).
-fn dump_dom(url: &str, extra: &[&str]) -> String {
-    let mut args = vec!["--dump-dom"];
-    args.extend_from_slice(extra);
-    let dom = chromium(&args, url);
-    assert!(dom.contains("</html>"), "no DOM from {url}: {dom}");
-    dom
-}
 
 /// The start tag that carries `attribute` (e.g. `id="epochs-committed"`) and the text right
 /// after it.

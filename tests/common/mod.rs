@@ -2,6 +2,7 @@
 //! what it needs (hence the `dead_code` allowance).
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod outputs;
 pub mod pg;
 pub mod process;
