@@ -1110,3 +1110,63 @@ fn live_latency_over_s3() {
         gets.last().unwrap()
     );
 }
+
+// ------------------------------------------------------------------------------------------
+// A backtest with variants writes the same objects to S3 as to a local directory
+// ------------------------------------------------------------------------------------------
+
+/// Every object of a backtest with variants — the baseline's and the variants' detection
+/// files (`variants/<name>/…`), rejects and the comparison report — is the same in an S3
+/// output bucket as in a local directory.
+#[test]
+fn backtest_with_variants_writes_the_same_objects_to_s3_as_locally() {
+    let server = S3Server::start();
+    let importance = set_up_buckets(&server);
+    let work = tempfile::tempdir().unwrap();
+    mechanism_x::run(&x_options("s3://landing/feed", server.options())).unwrap();
+    let variants = vec![
+        txflow::model::Variant {
+            name: "child-loose".into(),
+            thresholds: Thresholds {
+                child_min_txns: data().thresholds.child_min_txns / 2,
+                ..data().thresholds
+            },
+        },
+        txflow::model::Variant {
+            name: "upgrade-p50".into(),
+            thresholds: Thresholds {
+                upgrade_count_percentile: Fraction::from_millionths(500_000),
+                ..data().thresholds
+            },
+        },
+    ];
+    let local_out = work.path().join("local-out");
+    let outputs = [
+        ("s3://output/variants", work.path().join("s3.db")),
+        (local_out.to_str().unwrap(), work.path().join("local.db")),
+    ];
+    for (output, state) in &outputs {
+        let mut opts = y_options(
+            "s3://landing/feed",
+            &importance,
+            output,
+            state,
+            server.options(),
+        );
+        opts.replay = Some(ReplayRange::default());
+        opts.variants = variants.clone();
+        assert!(run_y(&opts).finished, "{output}");
+    }
+    let in_s3 = tree(&server.root().join("output/variants"));
+    let local = tree(&local_out);
+    assert_eq!(
+        in_s3.keys().collect::<Vec<_>>(),
+        local.keys().collect::<Vec<_>>()
+    );
+    assert!(in_s3 == local, "the objects' bytes differ");
+    for v in &variants {
+        let prefix = format!("variants/{}/detections-", v.name);
+        assert!(in_s3.keys().any(|k| k.starts_with(&prefix)), "{prefix}…");
+    }
+    assert!(in_s3.contains_key("backtest-report.html") && in_s3.contains_key("variants.csv"));
+}
