@@ -27,7 +27,7 @@ use txflow::model::{DetectionKey, Pattern};
 use txflow::sinks::state::postgres::{Fault, PgOptions, PgStore};
 use txflow::sinks::state::sqlite::SqliteStore;
 use txflow::sinks::state::{
-    open, EpochCommit, EpochRow, LedgerRow, Recovered, RunIdentity, RunMode, StateConfig,
+    open, EpochCommit, EpochRow, LedgerId, LedgerRow, Recovered, RunIdentity, RunMode, StateConfig,
     StateStore, VariantRecovered, VariantRows, VariantSpec,
 };
 
@@ -699,7 +699,10 @@ fn variant_commits() -> Vec<EpochCommit> {
 fn unwritten_all(s: &mut dyn StateStore, specs: &[VariantSpec]) -> Vec<Option<u64>> {
     let mut out = vec![s.first_unwritten_seq().unwrap()];
     for v in specs {
-        out.push(s.variant_first_unwritten_seq(&v.name).unwrap());
+        out.push(
+            s.first_unwritten_seq_of(LedgerId::Variant(&v.name))
+                .unwrap(),
+        );
     }
     out
 }
@@ -761,15 +764,21 @@ fn variant_scenario(open: &dyn Fn() -> Box<dyn StateStore>) -> VariantObserved {
     s.mark_written(0, 0, 4).unwrap();
     unwritten.push(unwritten_all(s.as_mut(), &specs));
     assert_eq!(unwritten[2], vec![Some(4), Some(0), Some(0)]);
-    s.variant_mark_written(&specs[0].name, 0, 0, 2).unwrap();
+    s.mark_written_of(LedgerId::Variant(&specs[0].name), 0, 0, 2)
+        .unwrap();
     unwritten.push(unwritten_all(s.as_mut(), &specs));
     assert_eq!(unwritten[3], vec![Some(4), Some(2), Some(0)]);
-    s.variant_mark_written(&specs[1].name, 0, 0, 50).unwrap();
-    s.variant_mark_written(&specs[1].name, 0, 0, 50).unwrap(); // idempotent
-    s.variant_mark_written(&specs[1].name, 1, 50, 100).unwrap();
+    s.mark_written_of(LedgerId::Variant(&specs[1].name), 0, 0, 50)
+        .unwrap();
+    s.mark_written_of(LedgerId::Variant(&specs[1].name), 0, 0, 50)
+        .unwrap(); // idempotent
+    s.mark_written_of(LedgerId::Variant(&specs[1].name), 1, 50, 100)
+        .unwrap();
     unwritten.push(unwritten_all(s.as_mut(), &specs));
     assert_eq!(unwritten[4], vec![Some(4), Some(2), Some(100)]);
-    let range = s.variant_ledger_range(&specs[1].name, 48, 52).unwrap();
+    let range = s
+        .ledger_range_of(LedgerId::Variant(&specs[1].name), 48, 52)
+        .unwrap();
     assert_eq!(
         range
             .iter()
@@ -780,7 +789,7 @@ fn variant_scenario(open: &dyn Fn() -> Box<dyn StateStore>) -> VariantObserved {
     assert_eq!(range[0].customer_name, expected[1][48].customer_name);
     assert_eq!(range[2].evidence, expected[1][50].evidence);
     assert!(s
-        .variant_ledger_range(&specs[0].name, 123, u64::MAX)
+        .ledger_range_of(LedgerId::Variant(&specs[0].name), 123, u64::MAX)
         .unwrap()
         .is_empty());
     // The baseline's file numbers are untouched by the variants'.
@@ -801,9 +810,15 @@ fn variant_scenario(open: &dyn Fn() -> Box<dyn StateStore>) -> VariantObserved {
         )
     };
     unknown(s.variant_ledger("nope").map(drop));
-    unknown(s.variant_ledger_range("nope", 0, 10).map(drop));
-    unknown(s.variant_first_unwritten_seq("nope").map(drop));
-    unknown(s.variant_mark_written("nope", 0, 0, 10));
+    unknown(
+        s.ledger_range_of(LedgerId::Variant("nope"), 0, 10)
+            .map(drop),
+    );
+    unknown(
+        s.first_unwritten_seq_of(LedgerId::Variant("nope"))
+            .map(drop),
+    );
+    unknown(s.mark_written_of(LedgerId::Variant("nope"), 0, 0, 10));
     let before = snapshot(s.as_mut());
 
     // Restart: the same variants recover their ledgers.
@@ -1352,11 +1367,20 @@ fn postgres_methods_reconnect_after_session_killed() {
         kill(&s);
         assert_eq!(s.ledger_range(0, 2).unwrap().len(), 2);
         kill(&s);
-        s.variant_mark_written(strict, 0, 0, 1).unwrap();
+        s.mark_written_of(LedgerId::Variant(strict), 0, 0, 1)
+            .unwrap();
         kill(&s);
-        assert_eq!(s.variant_first_unwritten_seq(strict).unwrap(), Some(1));
+        assert_eq!(
+            s.first_unwritten_seq_of(LedgerId::Variant(strict)).unwrap(),
+            Some(1)
+        );
         kill(&s);
-        assert_eq!(s.variant_ledger_range(strict, 0, 2).unwrap().len(), 2);
+        assert_eq!(
+            s.ledger_range_of(LedgerId::Variant(strict), 0, 2)
+                .unwrap()
+                .len(),
+            2
+        );
         kill(&s);
         assert_eq!(s.variants().unwrap(), specs);
         kill(&s);

@@ -12,7 +12,7 @@ use crate::error::{Error, Result, StateError};
 use crate::model::{DetectionKey, Evidence};
 use crate::objectstore::{ObjectStore, PutOutcome};
 use crate::sinks::detection_files::{self, ROWS_PER_FILE};
-use crate::sinks::state::{LedgerRow, StateStore};
+use crate::sinks::state::{LedgerId, LedgerRow, StateStore};
 
 /// Which ledger.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,9 +67,10 @@ impl Ledger {
             pending: Vec::new(),
             files_written: 0,
         };
-        if let Some(first) = ledger.first_unwritten(store)? {
+        let id = ledger.name.id();
+        if let Some(first) = store.first_unwritten_seq_of(id)? {
             let start = detection_files::file_of(first) * ROWS_PER_FILE;
-            ledger.pending = ledger.range(store, start, next_seq)?;
+            ledger.pending = store.ledger_range_of(id, start, next_seq)?;
         }
         Ok(ledger)
     }
@@ -170,7 +171,7 @@ impl Ledger {
         }
         let key = self.file_key(file_seq);
         publish(output, &key, &detection_files::render(rows))?;
-        self.mark_written(store, file_seq, first, first + rows.len() as u64)?;
+        store.mark_written_of(self.name.id(), file_seq, first, first + rows.len() as u64)?;
         self.files_written += 1;
         tracing::info!(file = %key, rows = rows.len(), "detection file written");
         Ok(())
@@ -185,41 +186,17 @@ impl Ledger {
             }
         }
     }
-
-    fn first_unwritten(&self, store: &mut dyn StateStore) -> Result<Option<u64>, StateError> {
-        match &self.name {
-            LedgerName::Baseline => store.first_unwritten_seq(),
-            LedgerName::Variant(name) => store.variant_first_unwritten_seq(name),
-        }
-    }
-
-    fn range(
-        &self,
-        store: &mut dyn StateStore,
-        from: u64,
-        to: u64,
-    ) -> Result<Vec<LedgerRow>, StateError> {
-        match &self.name {
-            LedgerName::Baseline => store.ledger_range(from, to),
-            LedgerName::Variant(name) => store.variant_ledger_range(name, from, to),
-        }
-    }
-
-    fn mark_written(
-        &self,
-        store: &mut dyn StateStore,
-        file_seq: u64,
-        from: u64,
-        to: u64,
-    ) -> Result<(), StateError> {
-        match &self.name {
-            LedgerName::Baseline => store.mark_written(file_seq, from, to),
-            LedgerName::Variant(name) => store.variant_mark_written(name, file_seq, from, to),
-        }
-    }
 }
 
 impl LedgerName {
+    /// The ledger as the state store addresses it.
+    pub fn id(&self) -> LedgerId<'_> {
+        match self {
+            LedgerName::Baseline => LedgerId::Baseline,
+            LedgerName::Variant(name) => LedgerId::Variant(name),
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             LedgerName::Baseline => "ledger".into(),

@@ -44,8 +44,8 @@ pub use identity::{RunIdentity, RunMode};
 pub use postgres::PgOptions;
 pub use schema::MIGRATIONS;
 pub use store::{
-    redact_url, EpochCommit, EpochRow, LedgerRow, Recovered, StateStore, VariantRecovered,
-    VariantRows, VariantSpec,
+    redact_url, EpochCommit, EpochRow, LedgerId, LedgerRow, Recovered, StateStore,
+    VariantRecovered, VariantRows, VariantSpec,
 };
 
 /// Which state store to use: the embedded SQLite file or a PostgreSQL database with its

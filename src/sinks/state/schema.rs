@@ -146,6 +146,35 @@ pub const VARIANT_FIRST_UNWRITTEN: &str =
 pub const VARIANT_MARK_WRITTEN: &str = "UPDATE variant_detections SET file_seq = $2 \
      WHERE variant = $1 AND seq >= $3 AND seq < $4";
 
+/// The statements of one kind of ledger: a variant's take the variant as `$1`, then the
+/// parameters the baseline's take.
+pub struct LedgerSql {
+    pub all: &'static str,
+    pub range: &'static str,
+    pub first_unwritten: &'static str,
+    pub mark_written: &'static str,
+}
+
+/// The statements of `ledger`.
+pub fn ledger_sql(ledger: super::LedgerId<'_>) -> &'static LedgerSql {
+    const BASELINE: LedgerSql = LedgerSql {
+        all: LEDGER,
+        range: LEDGER_RANGE,
+        first_unwritten: FIRST_UNWRITTEN,
+        mark_written: MARK_WRITTEN,
+    };
+    const VARIANT: LedgerSql = LedgerSql {
+        all: VARIANT_LEDGER,
+        range: VARIANT_LEDGER_RANGE,
+        first_unwritten: VARIANT_FIRST_UNWRITTEN,
+        mark_written: VARIANT_MARK_WRITTEN,
+    };
+    match ledger {
+        super::LedgerId::Baseline => &BASELINE,
+        super::LedgerId::Variant(_) => &VARIANT,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

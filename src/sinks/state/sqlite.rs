@@ -24,8 +24,8 @@ use super::identity::{record_identity, RunIdentity};
 use super::schema::{self, sqlite as sql, MIGRATIONS};
 use super::store::{
     check_schema_version, check_variant_rows, detection_key, merged_deltas, record_variants,
-    unknown_variant, EpochCommit, EpochRow, LedgerRow, Recovered, StateStore, VariantLedgers,
-    VariantRecovered, VariantRows, VariantSpec,
+    unknown_variant, EpochCommit, EpochRow, LedgerId, LedgerRow, Recovered, StateStore,
+    VariantLedgers, VariantRecovered, VariantRows, VariantSpec,
 };
 use crate::error::StateError;
 
@@ -240,29 +240,38 @@ impl SqliteStore {
         Ok(())
     }
 
-    fn query_ledger(&self, query: &str, args: &[u64]) -> Result<Vec<LedgerRow>, StateError> {
+    fn query_ledger(
+        &self,
+        ledger: LedgerId<'_>,
+        query: &str,
+        args: &[u64],
+    ) -> Result<Vec<LedgerRow>, StateError> {
+        let args = self.ledger_args(ledger, args)?;
         let err = sqlite_err(&self.path);
         let mut st = self.conn.prepare_cached(&sql(query)).map_err(&err)?;
         let rows = st
-            .query_map(rusqlite::params_from_iter(args), ledger_row)
+            .query_map(rusqlite::params_from_iter(&args), ledger_row)
             .map_err(&err)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(&err)
     }
 
-    /// A recorded variant's ledger rows from `query` (`$1` = the variant, then `args`).
-    fn query_variant_ledger(
+    /// The parameters of a statement of `ledger` (`schema::LedgerSql`): a variant's name first
+    /// (refused unless recorded), then `args`.
+    fn ledger_args(
         &self,
-        query: &str,
-        variant: &str,
+        ledger: LedgerId<'_>,
         args: &[u64],
-    ) -> Result<Vec<LedgerRow>, StateError> {
-        self.require_variant(variant)?;
-        let err = sqlite_err(&self.path);
-        let mut st = self.conn.prepare_cached(&sql(query)).map_err(&err)?;
-        let mut params: Vec<&dyn rusqlite::ToSql> = vec![&variant];
-        params.extend(args.iter().map(|a| a as &dyn rusqlite::ToSql));
-        let rows = st.query_map(params.as_slice(), ledger_row).map_err(&err)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(&err)
+    ) -> Result<Vec<Box<dyn rusqlite::ToSql>>, StateError> {
+        let mut params: Vec<Box<dyn rusqlite::ToSql>> = Vec::with_capacity(args.len() + 1);
+        if let Some(variant) = ledger.variant() {
+            self.require_variant(variant)?;
+            params.push(Box::new(variant.to_string()));
+        }
+        params.extend(
+            args.iter()
+                .map(|&a| Box::new(a) as Box<dyn rusqlite::ToSql>),
+        );
+        Ok(params)
     }
 
     /// Refuses a variant the store does not record.
@@ -481,55 +490,6 @@ impl StateStore for SqliteStore {
         read_variants(&self.conn).map_err(sqlite_err(&self.path))
     }
 
-    fn variant_ledger_range(
-        &mut self,
-        variant: &str,
-        from_seq: u64,
-        to_seq: u64,
-    ) -> Result<Vec<LedgerRow>, StateError> {
-        self.query_variant_ledger(
-            schema::VARIANT_LEDGER_RANGE,
-            variant,
-            &[from_seq.min(MAX_SEQ), to_seq.min(MAX_SEQ)],
-        )
-    }
-
-    fn variant_first_unwritten_seq(&mut self, variant: &str) -> Result<Option<u64>, StateError> {
-        self.require_variant(variant)?;
-        self.conn
-            .query_row(&sql(schema::VARIANT_FIRST_UNWRITTEN), [variant], |r| {
-                r.get(0)
-            })
-            .map_err(sqlite_err(&self.path))
-    }
-
-    fn variant_mark_written(
-        &mut self,
-        variant: &str,
-        file_seq: u64,
-        from_seq: u64,
-        to_seq: u64,
-    ) -> Result<(), StateError> {
-        self.require_lock("variant_mark_written")?;
-        self.require_variant(variant)?;
-        self.conn
-            .prepare_cached(&sql(schema::VARIANT_MARK_WRITTEN))
-            .and_then(|mut st| {
-                st.execute(params![
-                    variant,
-                    file_seq,
-                    from_seq.min(MAX_SEQ),
-                    to_seq.min(MAX_SEQ)
-                ])
-            })
-            .map_err(sqlite_err(&self.path))?;
-        Ok(())
-    }
-
-    fn variant_ledger(&mut self, variant: &str) -> Result<Vec<LedgerRow>, StateError> {
-        self.query_variant_ledger(schema::VARIANT_LEDGER, variant, &[])
-    }
-
     fn begin_run(&mut self, run: &RunIdentity) -> Result<Recovered, StateError> {
         self.acquire_lock()?;
         self.migrate()?;
@@ -554,35 +514,42 @@ impl StateStore for SqliteStore {
         tx.commit().map_err(&err)
     }
 
-    fn ledger_range(&mut self, from_seq: u64, to_seq: u64) -> Result<Vec<LedgerRow>, StateError> {
-        self.query_ledger(
-            schema::LEDGER_RANGE,
-            &[from_seq.min(MAX_SEQ), to_seq.min(MAX_SEQ)],
-        )
+    fn ledger_range_of(
+        &mut self,
+        ledger: LedgerId<'_>,
+        from_seq: u64,
+        to_seq: u64,
+    ) -> Result<Vec<LedgerRow>, StateError> {
+        let query = schema::ledger_sql(ledger).range;
+        self.query_ledger(ledger, query, &[from_seq.min(MAX_SEQ), to_seq.min(MAX_SEQ)])
     }
 
-    fn first_unwritten_seq(&mut self) -> Result<Option<u64>, StateError> {
+    fn first_unwritten_seq_of(&mut self, ledger: LedgerId<'_>) -> Result<Option<u64>, StateError> {
+        let args = self.ledger_args(ledger, &[])?;
         self.conn
-            .query_row(schema::FIRST_UNWRITTEN, [], |r| r.get(0))
+            .query_row(
+                &sql(schema::ledger_sql(ledger).first_unwritten),
+                rusqlite::params_from_iter(&args),
+                |r| r.get(0),
+            )
             .map_err(sqlite_err(&self.path))
     }
 
-    fn mark_written(
+    fn mark_written_of(
         &mut self,
+        ledger: LedgerId<'_>,
         file_seq: u64,
         from_seq: u64,
         to_seq: u64,
     ) -> Result<(), StateError> {
         self.require_lock("mark_written")?;
+        let args = self.ledger_args(
+            ledger,
+            &[file_seq, from_seq.min(MAX_SEQ), to_seq.min(MAX_SEQ)],
+        )?;
         self.conn
-            .prepare_cached(&sql(schema::MARK_WRITTEN))
-            .and_then(|mut st| {
-                st.execute(params![
-                    file_seq,
-                    from_seq.min(MAX_SEQ),
-                    to_seq.min(MAX_SEQ)
-                ])
-            })
+            .prepare_cached(&sql(schema::ledger_sql(ledger).mark_written))
+            .and_then(|mut st| st.execute(rusqlite::params_from_iter(&args)))
             .map_err(sqlite_err(&self.path))?;
         Ok(())
     }
@@ -595,8 +562,8 @@ impl StateStore for SqliteStore {
         Ok(())
     }
 
-    fn ledger(&mut self) -> Result<Vec<LedgerRow>, StateError> {
-        self.query_ledger(schema::LEDGER, &[])
+    fn ledger_of(&mut self, ledger: LedgerId<'_>) -> Result<Vec<LedgerRow>, StateError> {
+        self.query_ledger(ledger, schema::ledger_sql(ledger).all, &[])
     }
 
     fn merchant_counts(&mut self) -> Result<Vec<(String, i64)>, StateError> {

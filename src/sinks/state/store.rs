@@ -28,6 +28,24 @@ pub struct LedgerRow {
     pub evidence: Option<String>,
 }
 
+/// Which ledger a call reads or marks: the baseline's (`detections`) or a recorded backtest
+/// variant's (`variant_detections`). Both have the same rows and the same operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LedgerId<'a> {
+    Baseline,
+    Variant(&'a str),
+}
+
+impl<'a> LedgerId<'a> {
+    /// The variant's name; `None` for the baseline.
+    pub fn variant(self) -> Option<&'a str> {
+        match self {
+            LedgerId::Baseline => None,
+            LedgerId::Variant(name) => Some(name),
+        }
+    }
+}
+
 /// One row of the progress table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EpochRow {
@@ -113,47 +131,65 @@ pub trait StateStore: Send {
     /// The recorded variants, in order (inspection and the backtest report).
     fn variants(&mut self) -> Result<Vec<VariantSpec>, StateError>;
 
-    /// A variant's ledger rows with `seq` in `[from_seq, to_seq)`, ascending.
-    fn variant_ledger_range(
+    /// Commits one epoch atomically.
+    fn commit_epoch(&mut self, commit: &EpochCommit) -> Result<(), StateError>;
+
+    /// Rows of `ledger` with `seq` in `[from_seq, to_seq)`, ascending. A variant the store
+    /// does not record is an error, in every `*_of` method.
+    fn ledger_range_of(
         &mut self,
-        variant: &str,
+        ledger: LedgerId<'_>,
         from_seq: u64,
         to_seq: u64,
     ) -> Result<Vec<LedgerRow>, StateError>;
 
-    /// The smallest `seq` of a variant's ledger whose `file_seq` is NULL, if any.
-    fn variant_first_unwritten_seq(&mut self, variant: &str) -> Result<Option<u64>, StateError>;
+    /// The smallest `seq` of `ledger` whose `file_seq` is NULL, if any.
+    fn first_unwritten_seq_of(&mut self, ledger: LedgerId<'_>) -> Result<Option<u64>, StateError>;
 
-    /// Records that a variant's rows `[from_seq, to_seq)` are in its output file `file_seq`.
-    fn variant_mark_written(
+    /// Records that rows `[from_seq, to_seq)` of `ledger` are in its output file `file_seq`.
+    fn mark_written_of(
         &mut self,
-        variant: &str,
+        ledger: LedgerId<'_>,
         file_seq: u64,
         from_seq: u64,
         to_seq: u64,
     ) -> Result<(), StateError>;
 
-    /// A variant's whole ledger, ascending (inspection, tests and the backtest report).
-    fn variant_ledger(&mut self, variant: &str) -> Result<Vec<LedgerRow>, StateError>;
+    /// The whole of `ledger`, ascending (inspection, tests and the backtest report).
+    fn ledger_of(&mut self, ledger: LedgerId<'_>) -> Result<Vec<LedgerRow>, StateError>;
 
-    /// Commits one epoch atomically.
-    fn commit_epoch(&mut self, commit: &EpochCommit) -> Result<(), StateError>;
+    /// The baseline's rows with `seq` in `[from_seq, to_seq)`, ascending.
+    fn ledger_range(&mut self, from_seq: u64, to_seq: u64) -> Result<Vec<LedgerRow>, StateError> {
+        self.ledger_range_of(LedgerId::Baseline, from_seq, to_seq)
+    }
 
-    /// Ledger rows with `seq` in `[from_seq, to_seq)`, ascending.
-    fn ledger_range(&mut self, from_seq: u64, to_seq: u64) -> Result<Vec<LedgerRow>, StateError>;
+    /// The smallest `seq` of the baseline's ledger whose `file_seq` is NULL, if any.
+    fn first_unwritten_seq(&mut self) -> Result<Option<u64>, StateError> {
+        self.first_unwritten_seq_of(LedgerId::Baseline)
+    }
 
-    /// The smallest `seq` whose `file_seq` is NULL, if any.
-    fn first_unwritten_seq(&mut self) -> Result<Option<u64>, StateError>;
-
-    /// Records that rows `[from_seq, to_seq)` are in output file `file_seq`.
-    fn mark_written(&mut self, file_seq: u64, from_seq: u64, to_seq: u64)
-        -> Result<(), StateError>;
+    /// Records that the baseline's rows `[from_seq, to_seq)` are in output file `file_seq`.
+    fn mark_written(
+        &mut self,
+        file_seq: u64,
+        from_seq: u64,
+        to_seq: u64,
+    ) -> Result<(), StateError> {
+        self.mark_written_of(LedgerId::Baseline, file_seq, from_seq, to_seq)
+    }
 
     /// Records that the stream ended (every ledger row is in a file).
     fn mark_finished(&mut self) -> Result<(), StateError>;
 
-    /// The whole ledger, ascending (inspection and tests).
-    fn ledger(&mut self) -> Result<Vec<LedgerRow>, StateError>;
+    /// The baseline's whole ledger, ascending (inspection and tests).
+    fn ledger(&mut self) -> Result<Vec<LedgerRow>, StateError> {
+        self.ledger_of(LedgerId::Baseline)
+    }
+
+    /// A variant's whole ledger, ascending.
+    fn variant_ledger(&mut self, variant: &str) -> Result<Vec<LedgerRow>, StateError> {
+        self.ledger_of(LedgerId::Variant(variant))
+    }
 
     /// `merchant_transaction_counts`, by merchant (inspection and tests).
     fn merchant_counts(&mut self) -> Result<Vec<(String, i64)>, StateError>;

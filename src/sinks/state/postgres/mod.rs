@@ -62,8 +62,8 @@ use super::identity::{record_identity, RunIdentity};
 use super::schema::{self, MIGRATIONS};
 use super::store::{
     check_schema_version, detection_key, record_variants, sql_i64, sql_u64, unknown_variant,
-    EpochCommit, EpochRow, LedgerRow, Recovered, StateStore, VariantLedgers, VariantRecovered,
-    VariantSpec,
+    EpochCommit, EpochRow, LedgerId, LedgerRow, Recovered, StateStore, VariantLedgers,
+    VariantRecovered, VariantSpec,
 };
 use crate::error::StateError;
 pub use lease::LOCK_KEY;
@@ -83,51 +83,46 @@ impl PgStore {
         Ok(())
     }
 
+    /// Rows of `ledger` from `query` with `args`.
     fn ledger_query(
         &mut self,
-        sql: &'static str,
+        ledger: LedgerId<'_>,
+        query: &'static str,
         args: &[u64],
     ) -> Result<Vec<LedgerRow>, StateError> {
-        let args = args
-            .iter()
-            .map(|&a| sql_i64(a, "sequence number"))
-            .collect::<Result<Vec<i64>, _>>()?;
-        self.run("reading the ledger", |c| {
-            let st = c.prepare(sql).map_err(pg("reading the ledger"))?;
-            let params: Vec<&(dyn ::postgres::types::ToSql + Sync)> = args
-                .iter()
-                .map(|a| a as &(dyn ::postgres::types::ToSql + Sync))
-                .collect();
-            let rows = c
-                .client
-                .query(&st, &params)
-                .map_err(pg("reading the ledger"))?;
+        let what = "reading the ledger";
+        self.with_ledger_params(what, ledger, args, |c, params| {
+            let st = c.prepare(query).map_err(pg(what))?;
+            let rows = c.client.query(&st, params).map_err(pg(what))?;
             rows.iter().map(ledger_row).collect()
         })
     }
 
-    /// A recorded variant's ledger rows from `sql` (`$1` = the variant, then `args`).
-    fn variant_ledger_query(
+    /// Runs `body` with the parameters of a statement of `ledger` (`schema::LedgerSql`): a
+    /// variant's name first (refused unless recorded), then `args`.
+    fn with_ledger_params<T>(
         &mut self,
-        sql: &'static str,
-        variant: &str,
+        what: &'static str,
+        ledger: LedgerId<'_>,
         args: &[u64],
-    ) -> Result<Vec<LedgerRow>, StateError> {
+        body: impl Fn(&mut Conn, &[&(dyn ::postgres::types::ToSql + Sync)]) -> Result<T, Failure>,
+    ) -> Result<T, StateError> {
         let args = args
             .iter()
-            .map(|&a| sql_i64(a, "sequence number"))
+            .map(|&a| sql_i64(a.min(i64::MAX as u64), "sequence number"))
             .collect::<Result<Vec<i64>, _>>()?;
-        let what = "reading a variant ledger";
+        let variant = ledger.variant();
         self.run(what, |c| {
-            require_variant(c, variant)?;
-            let st = c.prepare(sql).map_err(pg(what))?;
-            let mut params: Vec<&(dyn ::postgres::types::ToSql + Sync)> = vec![&variant];
+            let mut params: Vec<&(dyn ::postgres::types::ToSql + Sync)> = Vec::new();
+            if let Some(variant) = &variant {
+                require_variant(c, variant)?;
+                params.push(variant);
+            }
             params.extend(
                 args.iter()
                     .map(|a| a as &(dyn ::postgres::types::ToSql + Sync)),
             );
-            let rows = c.client.query(&st, &params).map_err(pg(what))?;
-            rows.iter().map(ledger_row).collect()
+            body(c, &params)
         })
     }
 }
@@ -333,62 +328,6 @@ impl StateStore for PgStore {
         self.run("reading the variants", |c| read_variants(&mut c.client))
     }
 
-    fn variant_ledger_range(
-        &mut self,
-        variant: &str,
-        from_seq: u64,
-        to_seq: u64,
-    ) -> Result<Vec<LedgerRow>, StateError> {
-        self.variant_ledger_query(
-            schema::VARIANT_LEDGER_RANGE,
-            variant,
-            &[from_seq.min(i64::MAX as u64), to_seq.min(i64::MAX as u64)],
-        )
-    }
-
-    fn variant_first_unwritten_seq(&mut self, variant: &str) -> Result<Option<u64>, StateError> {
-        let what = "reading a variant ledger";
-        let min = self.run(what, |c| {
-            require_variant(c, variant)?;
-            let st = c
-                .prepare(schema::VARIANT_FIRST_UNWRITTEN)
-                .map_err(pg(what))?;
-            c.client
-                .query_one(&st, &[&variant])
-                .and_then(|r| r.try_get::<_, Option<i64>>(0))
-                .map_err(pg(what))
-        })?;
-        min.map(|s| sql_u64(s, "sequence number")).transpose()
-    }
-
-    fn variant_mark_written(
-        &mut self,
-        variant: &str,
-        file_seq: u64,
-        from_seq: u64,
-        to_seq: u64,
-    ) -> Result<(), StateError> {
-        self.require_lease("variant_mark_written")?;
-        let args = [
-            sql_i64(file_seq, "file_seq")?,
-            sql_i64(from_seq.min(i64::MAX as u64), "sequence number")?,
-            sql_i64(to_seq.min(i64::MAX as u64), "sequence number")?,
-        ];
-        let what = "recording written variant ledger rows";
-        self.run(what, |c| {
-            require_variant(c, variant)?;
-            let st = c.prepare(schema::VARIANT_MARK_WRITTEN).map_err(pg(what))?;
-            c.client
-                .execute(&st, &[&variant, &args[0], &args[1], &args[2]])
-                .map_err(pg(what))
-        })?;
-        Ok(())
-    }
-
-    fn variant_ledger(&mut self, variant: &str) -> Result<Vec<LedgerRow>, StateError> {
-        self.variant_ledger_query(schema::VARIANT_LEDGER, variant, &[])
-    }
-
     fn begin_run(&mut self, run: &RunIdentity) -> Result<Recovered, StateError> {
         if self.lease.is_none() {
             // The lock comes first, so concurrent starts never race on migrations.
@@ -404,42 +343,43 @@ impl StateStore for PgStore {
         self.commit(commit)
     }
 
-    fn ledger_range(&mut self, from_seq: u64, to_seq: u64) -> Result<Vec<LedgerRow>, StateError> {
-        self.ledger_query(
-            schema::LEDGER_RANGE,
-            &[from_seq, to_seq.min(i64::MAX as u64)],
-        )
+    fn ledger_range_of(
+        &mut self,
+        ledger: LedgerId<'_>,
+        from_seq: u64,
+        to_seq: u64,
+    ) -> Result<Vec<LedgerRow>, StateError> {
+        let query = schema::ledger_sql(ledger).range;
+        self.ledger_query(ledger, query, &[from_seq, to_seq])
     }
 
-    fn first_unwritten_seq(&mut self) -> Result<Option<u64>, StateError> {
+    fn first_unwritten_seq_of(&mut self, ledger: LedgerId<'_>) -> Result<Option<u64>, StateError> {
         let what = "reading the ledger";
-        let min = self.run(what, |c| {
+        let query = schema::ledger_sql(ledger).first_unwritten;
+        let min = self.with_ledger_params(what, ledger, &[], |c, params| {
+            let st = c.prepare(query).map_err(pg(what))?;
             c.client
-                .query_one(schema::FIRST_UNWRITTEN, &[])
+                .query_one(&st, params)
                 .and_then(|r| r.try_get::<_, Option<i64>>(0))
                 .map_err(pg(what))
         })?;
         min.map(|s| sql_u64(s, "sequence number")).transpose()
     }
 
-    fn mark_written(
+    fn mark_written_of(
         &mut self,
+        ledger: LedgerId<'_>,
         file_seq: u64,
         from_seq: u64,
         to_seq: u64,
     ) -> Result<(), StateError> {
         self.require_lease("mark_written")?;
-        let args = [
-            sql_i64(file_seq, "file_seq")?,
-            sql_i64(from_seq, "sequence number")?,
-            sql_i64(to_seq.min(i64::MAX as u64), "sequence number")?,
-        ];
+        sql_i64(file_seq, "file_seq")?;
         let what = "recording written ledger rows";
-        self.run(what, |c| {
-            let st = c.prepare(schema::MARK_WRITTEN).map_err(pg(what))?;
-            c.client
-                .execute(&st, &[&args[0], &args[1], &args[2]])
-                .map_err(pg(what))
+        let query = schema::ledger_sql(ledger).mark_written;
+        self.with_ledger_params(what, ledger, &[file_seq, from_seq, to_seq], |c, params| {
+            let st = c.prepare(query).map_err(pg(what))?;
+            c.client.execute(&st, params).map_err(pg(what))
         })?;
         Ok(())
     }
@@ -455,8 +395,8 @@ impl StateStore for PgStore {
         Ok(())
     }
 
-    fn ledger(&mut self) -> Result<Vec<LedgerRow>, StateError> {
-        self.ledger_query(schema::LEDGER, &[])
+    fn ledger_of(&mut self, ledger: LedgerId<'_>) -> Result<Vec<LedgerRow>, StateError> {
+        self.ledger_query(ledger, schema::ledger_sql(ledger).all, &[])
     }
 
     fn merchant_counts(&mut self) -> Result<Vec<(String, i64)>, StateError> {
