@@ -429,6 +429,22 @@ fn insert_progress(tx: &rusqlite::Transaction<'_>, p: &EpochRow) -> Result<(), R
 
 /// Applies the counter deltas and inserts the new ledger rows, the baseline's and the
 /// variants'.
+/// A ledger row's columns in [`LedgerRow`] order, as the insert statements take them.
+fn ledger_params(d: &LedgerRow) -> [&dyn rusqlite::ToSql; 10] {
+    [
+        &d.seq,
+        &d.epoch,
+        &d.pattern_id,
+        &d.action_type,
+        &d.customer_name,
+        &d.merchant_id,
+        &d.y_start_time,
+        &d.detection_time,
+        &d.file_seq,
+        &d.evidence,
+    ]
+}
+
 fn insert_rows(
     tx: &rusqlite::Transaction<'_>,
     deltas: &[(&str, i64)],
@@ -441,35 +457,14 @@ fn insert_rows(
     }
     let mut insert = tx.prepare_cached(&sql(schema::SQLITE_INSERT_DETECTION))?;
     for d in detections {
-        insert.execute(params![
-            d.seq,
-            d.epoch,
-            d.pattern_id,
-            d.action_type,
-            d.customer_name,
-            d.merchant_id,
-            d.y_start_time,
-            d.detection_time,
-            d.file_seq,
-            d.evidence
-        ])?;
+        insert.execute(ledger_params(d).as_slice())?;
     }
     let mut insert = tx.prepare_cached(&sql(schema::SQLITE_INSERT_VARIANT_DETECTION))?;
     for VariantRows { variant, rows } in variant_detections {
         for d in rows {
-            insert.execute(params![
-                variant,
-                d.seq,
-                d.epoch,
-                d.pattern_id,
-                d.action_type,
-                d.customer_name,
-                d.merchant_id,
-                d.y_start_time,
-                d.detection_time,
-                d.file_seq,
-                d.evidence
-            ])?;
+            let mut params: Vec<&dyn rusqlite::ToSql> = vec![variant];
+            params.extend(ledger_params(d));
+            insert.execute(params.as_slice())?;
         }
     }
     Ok(())
