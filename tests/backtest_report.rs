@@ -14,6 +14,7 @@ use std::fs;
 use std::path::Path;
 
 use common::browser;
+use common::streams::SplitMix64;
 use txflow::model::Evidence;
 use txflow::report::backtest::{self, BacktestInput, FraudLabels, LedgerSet};
 use txflow::sinks::state::LedgerRow;
@@ -47,22 +48,10 @@ fn rendered_dom(input: &BacktestInput, dir: &Path, name: &str) -> String {
 // A generated backtest
 // ------------------------------------------------------------------------------------------
 
-/// xorshift64*: reproducible without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) % n
-    }
-}
-
 /// A detection before it is placed in a ledger: (epoch, pattern, customer, merchant).
 type Detection = (u64, &'static str, String, String);
 
-fn evidence(rng: &mut Rng, pattern: &str) -> String {
+fn evidence(rng: &mut SplitMix64, pattern: &str) -> String {
     let e = match pattern {
         "PatId1" => Evidence::Upgrade {
             merchant_txns: 50_000 + rng.below(1000) as i64,
@@ -84,7 +73,7 @@ fn evidence(rng: &mut Rng, pattern: &str) -> String {
 }
 
 /// A ledger of `detections` in epoch order, sequence numbers from 0.
-fn ledger(rng: &mut Rng, name: &str, mut detections: Vec<Detection>) -> LedgerSet {
+fn ledger(rng: &mut SplitMix64, name: &str, mut detections: Vec<Detection>) -> LedgerSet {
     detections.sort_by_key(|d| d.0);
     let rows = detections
         .into_iter()
@@ -114,7 +103,7 @@ fn ledger(rng: &mut Rng, name: &str, mut detections: Vec<Detection>) -> LedgerSe
     }
 }
 
-fn random_detection(rng: &mut Rng, epochs: u64) -> Detection {
+fn random_detection(rng: &mut SplitMix64, epochs: u64) -> Detection {
     let (pattern, _) = PATTERNS[rng.below(3) as usize];
     let customer = match pattern {
         "PatId3" => String::new(),
@@ -131,9 +120,9 @@ fn random_detection(rng: &mut Rng, epochs: u64) -> Detection {
 /// A baseline of ~300 detections and three variants, each keeping part of it and adding
 /// detections of its own (one variant named with markup); fraud labels on some pairs.
 fn generated_backtest() -> BacktestInput {
-    let mut rng = Rng(0x5EED_0013);
+    let mut rng = SplitMix64::new(0x5EED_0013);
     let epochs = 30;
-    let unique = |rng: &mut Rng, n: usize| {
+    let unique = |rng: &mut SplitMix64, n: usize| {
         let mut seen = HashSet::new();
         (0..n)
             .map(|_| random_detection(rng, epochs))
