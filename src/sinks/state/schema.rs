@@ -155,8 +155,8 @@ pub struct LedgerSql {
     pub mark_written: &'static str,
 }
 
-/// The statements of `ledger`.
-pub fn ledger_sql(ledger: super::LedgerId<'_>) -> &'static LedgerSql {
+/// The statements of a variant's ledger (`variant`) or of the baseline's.
+pub fn ledger_sql(variant: bool) -> &'static LedgerSql {
     const BASELINE: LedgerSql = LedgerSql {
         all: LEDGER,
         range: LEDGER_RANGE,
@@ -169,9 +169,10 @@ pub fn ledger_sql(ledger: super::LedgerId<'_>) -> &'static LedgerSql {
         first_unwritten: VARIANT_FIRST_UNWRITTEN,
         mark_written: VARIANT_MARK_WRITTEN,
     };
-    match ledger {
-        super::LedgerId::Baseline => &BASELINE,
-        super::LedgerId::Variant(_) => &VARIANT,
+    if variant {
+        &VARIANT
+    } else {
+        &BASELINE
     }
 }
 

@@ -515,7 +515,7 @@ impl StateStore for SqliteStore {
         from_seq: u64,
         to_seq: u64,
     ) -> Result<Vec<LedgerRow>, StateError> {
-        let query = schema::ledger_sql(ledger).range;
+        let query = schema::ledger_sql(ledger.variant().is_some()).range;
         self.query_ledger(ledger, query, &[from_seq.min(MAX_SEQ), to_seq.min(MAX_SEQ)])
     }
 
@@ -523,7 +523,7 @@ impl StateStore for SqliteStore {
         let args = self.ledger_args(ledger, &[])?;
         self.conn
             .query_row(
-                &sql(schema::ledger_sql(ledger).first_unwritten),
+                &sql(schema::ledger_sql(ledger.variant().is_some()).first_unwritten),
                 rusqlite::params_from_iter(&args),
                 |r| r.get(0),
             )
@@ -543,7 +543,9 @@ impl StateStore for SqliteStore {
             &[file_seq, from_seq.min(MAX_SEQ), to_seq.min(MAX_SEQ)],
         )?;
         self.conn
-            .prepare_cached(&sql(schema::ledger_sql(ledger).mark_written))
+            .prepare_cached(&sql(
+                schema::ledger_sql(ledger.variant().is_some()).mark_written
+            ))
             .and_then(|mut st| st.execute(rusqlite::params_from_iter(&args)))
             .map_err(sqlite_err(&self.path))?;
         Ok(())
@@ -558,7 +560,11 @@ impl StateStore for SqliteStore {
     }
 
     fn ledger_of(&mut self, ledger: LedgerId<'_>) -> Result<Vec<LedgerRow>, StateError> {
-        self.query_ledger(ledger, schema::ledger_sql(ledger).all, &[])
+        self.query_ledger(
+            ledger,
+            schema::ledger_sql(ledger.variant().is_some()).all,
+            &[],
+        )
     }
 
     fn merchant_counts(&mut self) -> Result<Vec<(String, i64)>, StateError> {

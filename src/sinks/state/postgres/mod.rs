@@ -349,13 +349,13 @@ impl StateStore for PgStore {
         from_seq: u64,
         to_seq: u64,
     ) -> Result<Vec<LedgerRow>, StateError> {
-        let query = schema::ledger_sql(ledger).range;
+        let query = schema::ledger_sql(ledger.variant().is_some()).range;
         self.ledger_query(ledger, query, &[from_seq, to_seq])
     }
 
     fn first_unwritten_seq_of(&mut self, ledger: LedgerId<'_>) -> Result<Option<u64>, StateError> {
         let what = "reading the ledger";
-        let query = schema::ledger_sql(ledger).first_unwritten;
+        let query = schema::ledger_sql(ledger.variant().is_some()).first_unwritten;
         let min = self.with_ledger_params(what, ledger, &[], |c, params| {
             let st = c.prepare(query).map_err(pg(what))?;
             c.client
@@ -376,7 +376,7 @@ impl StateStore for PgStore {
         self.require_lease("mark_written")?;
         sql_i64(file_seq, "file_seq")?;
         let what = "recording written ledger rows";
-        let query = schema::ledger_sql(ledger).mark_written;
+        let query = schema::ledger_sql(ledger.variant().is_some()).mark_written;
         self.with_ledger_params(what, ledger, &[file_seq, from_seq, to_seq], |c, params| {
             let st = c.prepare(query).map_err(pg(what))?;
             c.client.execute(&st, params).map_err(pg(what))
@@ -396,7 +396,11 @@ impl StateStore for PgStore {
     }
 
     fn ledger_of(&mut self, ledger: LedgerId<'_>) -> Result<Vec<LedgerRow>, StateError> {
-        self.ledger_query(ledger, schema::ledger_sql(ledger).all, &[])
+        self.ledger_query(
+            ledger,
+            schema::ledger_sql(ledger.variant().is_some()).all,
+            &[],
+        )
     }
 
     fn merchant_counts(&mut self) -> Result<Vec<(String, i64)>, StateError> {
