@@ -7,7 +7,7 @@
 //! epoch to the committer; it never writes anything itself.
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,10 +61,30 @@ struct Dataflow {
     fingerprints: Rc<RefCell<Vec<(usize, Fingerprint)>>>,
 }
 
+/// How many epochs a worker may have fed and not yet seen complete. Overlapping a few lets
+/// a worker parse chunk k+1 while its peers finish chunk k (no barrier at every epoch), and
+/// lets operators take the updates of several epochs as one batch; each epoch is still
+/// taken out and committed alone, in order. A live run rarely has more than one in flight:
+/// the next chunk has not landed yet.
+const EPOCHS_IN_FLIGHT: usize = 3;
+
+/// An epoch fed into the dataflow and not yet complete.
+struct InFlight {
+    chunk: Arc<Chunk>,
+    taken_at: Instant,
+}
+
+/// Worker 0's side of retiring epochs: the committer's queue, and whether the cluster's
+/// fingerprints were checked.
+struct Handing {
+    queue: Option<CommitQueue>,
+    fingerprints_checked: bool,
+}
+
 /// Runs one worker until the stream ends, the run is stopped, or something fails.
 pub fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<()> {
     let mut flow = build_dataflow(worker, shared);
-    let mut commits = match worker.index() {
+    let queue = match worker.index() {
         0 => shared
             .commits
             .lock()
@@ -72,35 +92,21 @@ pub fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<()> {
             .take(),
         _ => None,
     };
-    let mut fingerprints_checked = false;
-    let mut position = 0u64;
-    let ended = loop {
-        let chunk = match next_item(worker, shared, position)? {
-            Some(FeedItem::Chunk(chunk)) => chunk,
-            Some(FeedItem::End) => break true,
-            None => break false,
-        };
-        position += 1;
-        let taken_at = Instant::now();
-        let next = compute_epoch(worker, &mut flow, &chunk);
-        let Some(queue) = commits.as_ref() else {
-            continue;
-        };
-        if !fingerprints_checked {
-            check_fingerprints(&flow.fingerprints.borrow(), &shared.fingerprint)?;
-            fingerprints_checked = true;
-        }
-        let mut batch = flow
-            .gathered
-            .borrow_mut()
-            .take_batch(&chunk, next, taken_at);
-        batch.computed_in = Some(taken_at.elapsed());
-        if !hand_over(worker, shared, queue, batch)? {
-            break false;
-        }
+    let mut handing = Handing {
+        queue,
+        fingerprints_checked: false,
     };
+    let mut in_flight = VecDeque::new();
+    let mut ended = feed_epochs(worker, shared, &mut flow, &mut in_flight, &mut handing)?;
+    // Whatever is in flight at the end (or at a stop) is finished and handed over first.
+    let last = in_flight.back().map(|e: &InFlight| e.chunk.index + 1);
+    if let Some(next) = last {
+        let probe = flow.probe.clone();
+        worker.step_or_park_while(Some(IDLE_PARK), || probe.less_than(&next));
+        ended &= retire_epochs(worker, shared, &mut flow, &mut in_flight, &mut handing)?;
+    }
     drop(flow);
-    if let Some(queue) = commits.take() {
+    if let Some(queue) = handing.queue.take() {
         if ended && !shared.control.failed() {
             queue.finish()?;
         } else {
@@ -113,29 +119,85 @@ pub fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<()> {
     Ok(())
 }
 
-/// The next feed item, stepping the dataflow while waiting; `None` once stopped.
-fn next_item(
+/// Feeds chunks into the dataflow, keeping at most [`EPOCHS_IN_FLIGHT`] epochs in flight and
+/// retiring each as it completes, until the stream ends (`true`) or the run stops.
+fn feed_epochs(
     worker: &mut Worker,
     shared: &WorkerShared,
-    position: u64,
-) -> Result<Option<FeedItem>> {
+    flow: &mut Dataflow,
+    in_flight: &mut VecDeque<InFlight>,
+    handing: &mut Handing,
+) -> Result<bool> {
+    let mut position = 0u64;
     loop {
-        if shared.control.should_stop() {
-            return Ok(None);
+        if !retire_epochs(worker, shared, flow, in_flight, handing)? {
+            return Ok(false);
         }
-        match shared.feed.poll(position) {
-            Ok(Some(item)) => return Ok(Some(item)),
-            Ok(None) => {
+        if shared.control.should_stop() {
+            return Ok(false);
+        }
+        let item = match in_flight.len() < EPOCHS_IN_FLIGHT {
+            true => shared
+                .feed
+                .poll(position)
+                .map_err(|e| Error::from(e).context("reading the landing store"))?,
+            false => None,
+        };
+        match item {
+            Some(FeedItem::Chunk(chunk)) => {
+                position += 1;
+                let taken_at = Instant::now();
+                feed_epoch(worker, flow, &chunk);
+                in_flight.push_back(InFlight { chunk, taken_at });
+            }
+
+            Some(FeedItem::End) => return Ok(true),
+            // Park between steps instead of spinning: peers' messages and the feed's
+            // next poll wake the worker.
+            None => {
                 worker.step_or_park(Some(IDLE_PARK));
             }
-            Err(e) => return Err(Error::from(e).context("reading the landing store")),
         }
     }
 }
 
-/// Parses this worker's share of `chunk` into the dataflow at the chunk's epoch and steps
-/// until the epoch is done everywhere; returns the next epoch.
-fn compute_epoch(worker: &mut Worker, flow: &mut Dataflow, chunk: &Chunk) -> Epoch {
+/// Takes out the epochs the dataflow has completed, oldest first; on worker 0 hands each
+/// to the committer. `Ok(false)`: an incomplete epoch was abandoned at a stop.
+fn retire_epochs(
+    worker: &mut Worker,
+    shared: &WorkerShared,
+    flow: &mut Dataflow,
+    in_flight: &mut VecDeque<InFlight>,
+    handing: &mut Handing,
+) -> Result<bool> {
+    while let Some(oldest) = in_flight.front() {
+        let next = oldest.chunk.index + 1;
+        if flow.probe.less_than(&next) {
+            break;
+        }
+        let InFlight { chunk, taken_at } = in_flight.pop_front().expect("a front epoch");
+        let Some(queue) = handing.queue.as_ref() else {
+            continue;
+        };
+        if !handing.fingerprints_checked {
+            check_fingerprints(&flow.fingerprints.borrow(), &shared.fingerprint)?;
+            handing.fingerprints_checked = true;
+        }
+        let mut batch = flow
+            .gathered
+            .borrow_mut()
+            .take_batch(&chunk, next, taken_at);
+        batch.computed_in = Some(taken_at.elapsed());
+        if !hand_over(worker, shared, queue, batch)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Parses this worker's share of `chunk` into the dataflow at the chunk's epoch and
+/// advances the inputs past it; the dataflow computes it as the worker steps.
+fn feed_epoch(worker: &mut Worker, flow: &mut Dataflow, chunk: &Chunk) {
     let (index, peers) = (worker.index(), worker.peers());
     let epoch = chunk.index;
     flow.inputs.advance_to(epoch);
@@ -158,10 +220,6 @@ fn compute_epoch(worker: &mut Worker, flow: &mut Dataflow, chunk: &Chunk) -> Epo
     flow.reports.advance_to(next);
     flow.inputs.flush();
     flow.reports.flush();
-    // Park between steps instead of spinning: peers' messages wake the worker.
-    let probe = &flow.probe;
-    worker.step_or_park_while(Some(IDLE_PARK), || probe.less_than(&next));
-    next
 }
 
 /// Worker 0: hands a complete epoch to the committer. An epoch some worker did not
