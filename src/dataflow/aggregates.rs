@@ -106,28 +106,56 @@ pub fn merchant_counts(
         .map(|(merchant, n)| (merchant, n as i64))
 }
 
-/// The importance table as every worker holds it: `w(c,m,t)` in fixed point, looked up by
-/// key. The table is static for a run (its bytes are part of the run's fingerprint), so it
-/// is broadcast — each process parses the whole file once — and joined with the transactions
-/// as they enter (a broadcast hash join). The dataflow then never arranges the transactions
-/// by `(c, m, t)`: each transaction contributes its weight to its pair's totals directly.
+/// The importance table as every worker holds it: `w(c,m,t)`, looked up by key. The table is
+/// static for a run (its bytes are part of the run's fingerprint), so it is broadcast — each
+/// process parses the whole file once — and joined with the transactions as they enter (a
+/// broadcast hash join). The dataflow then never arranges the transactions by `(c, m, t)`:
+/// each transaction contributes its weight to its pair's totals directly.
+///
+/// Compact, since every process holds all of it and every transaction probes it: the names
+/// are numbered once (customers, merchants and categories each), and the weights are keyed
+/// by the three numbers — 24 bytes an entry instead of 96 with the names inline (the ×10
+/// set's 371k keys: 13 MB instead of 50 MB). A transaction whose customer, merchant or
+/// category the file never names is answered by the small name maps alone.
 #[derive(Debug, Default)]
 pub struct WeightTable {
-    scaled: HashMap<WeightKey, i128>,
+    customers: HashMap<Name, u32>,
+    merchants: HashMap<Name, u32>,
+    categories: HashMap<Name, u32>,
+    weights: HashMap<(u32, u32, u32), f64>,
 }
 
 impl WeightTable {
+    /// The table of `weights`; a key given twice keeps its last weight.
     pub fn new(weights: &[(WeightKey, Weight)]) -> WeightTable {
-        let scaled = weights
-            .iter()
-            .map(|(key, w)| (key.clone(), (w.into_inner() * WEIGHT_SCALE).round() as i128))
-            .collect();
-        WeightTable { scaled }
+        let mut table = WeightTable::default();
+        for (key, w) in weights {
+            let ids = (
+                number(&mut table.customers, &key.customer),
+                number(&mut table.merchants, &key.merchant),
+                number(&mut table.categories, &key.category),
+            );
+            table.weights.insert(ids, w.into_inner());
+        }
+        table
     }
 
-    fn scaled(&self, key: &WeightKey) -> Option<i128> {
-        self.scaled.get(key).copied()
+    /// `w(c,m,t)` in fixed point (see [`WEIGHT_SCALE`]).
+    fn scaled(&self, customer: &Name, merchant: &Name, category: &Name) -> Option<i128> {
+        let ids = (
+            *self.customers.get(customer)?,
+            *self.merchants.get(merchant)?,
+            *self.categories.get(category)?,
+        );
+        let w = self.weights.get(&ids)?;
+        Some((w * WEIGHT_SCALE).round() as i128)
     }
+}
+
+/// The number of `name` in `numbers`, given the next one when it is new.
+fn number(numbers: &mut HashMap<Name, u32>, name: &Name) -> u32 {
+    let next = numbers.len() as u32;
+    *numbers.entry(name.clone()).or_insert(next)
 }
 
 /// One worker's share of a chunk, pre-aggregated before it enters the dataflow: the totals
@@ -147,15 +175,10 @@ impl ShareDeltas {
             merchants: HashMap::default(),
         };
         for txn in txns {
-            let key = WeightKey {
-                customer: txn.customer,
-                merchant: txn.merchant,
-                category: txn.category,
-            };
-            let weight = weights.scaled(&key);
+            let weight = weights.scaled(&txn.customer, &txn.merchant, &txn.category);
             let sums = deltas
                 .pairs
-                .entry((key.customer, key.merchant))
+                .entry((txn.customer, txn.merchant))
                 .or_default();
             sums.plus_equals(&PairSums {
                 n: 1,
