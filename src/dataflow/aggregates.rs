@@ -114,8 +114,8 @@ pub fn merchant_counts(
 ///
 /// Compact, since every process holds all of it and every transaction probes it: the names
 /// are numbered once (customers, merchants and categories each), and the weights are keyed
-/// by the three numbers — 24 bytes an entry instead of 96 with the names inline (the ×10
-/// set's 371k keys: 13 MB instead of 50 MB). A transaction whose customer, merchant or
+/// by the three numbers: 24 bytes an entry instead of 64 for three names and the weight (the
+/// ×10 set's 371k keys take 13 MB). A transaction whose customer, merchant or
 /// category the file never names is answered by the small name maps alone.
 #[derive(Debug, Default)]
 pub struct WeightTable {

@@ -21,6 +21,7 @@
 use crate::decimal::parse_weight;
 use crate::error::{Error, Result};
 use crate::model::{Reject, Weight, WeightKey, MICROS_PER_UNIT};
+use crate::name::NameCache;
 use crate::sources::framing::FrameKind;
 use crate::sources::parse::{name, resolve_columns, strip_single_quotes};
 use crate::sources::parse::{Records, RowError, UNBALANCED_QUOTE};
@@ -81,7 +82,7 @@ pub fn parse_importance(name: &str, bytes: &[u8]) -> Result<ImportanceTable> {
             continue;
         }
         rdr.split(&frame);
-        match parse_row(&rdr.fields, fields, &columns) {
+        match parse_row(&rdr.fields, fields, &columns, &mut rdr.names) {
             Ok(row) => rows.push(row),
             Err(e) => {
                 let reason = e.to_string();
@@ -99,6 +100,7 @@ fn parse_row<'r>(
     record: &'r crate::sources::framing::Fields,
     fields: usize,
     c: &Columns,
+    names: &mut NameCache,
 ) -> Result<(WeightKey, i64), RowError<'r>> {
     if record.len() != fields {
         return Err(RowError::FieldCount {
@@ -107,11 +109,11 @@ fn parse_row<'r>(
         });
     }
     let field = |i: usize| strip_single_quotes(record.get(i));
-    let customer = name(field(c.source), "Source")?;
-    let merchant = name(field(c.target), "Target")?;
+    let customer = name(field(c.source), "Source", names)?;
+    let merchant = name(field(c.target), "Target", names)?;
     let w = field(c.weight);
     let micros = parse_weight(w).map_err(|e| RowError::Weight(w, e))?;
-    let category = name(field(c.type_trans), "typeTrans")?;
+    let category = name(field(c.type_trans), "typeTrans", names)?;
     Ok((
         WeightKey {
             customer,

@@ -34,6 +34,7 @@ use std::fmt;
 
 use crate::decimal::{parse_amount, AmountError};
 use crate::model::{Gender, LabelCounts, Name, Reject, Txn};
+use crate::name::NameCache;
 use crate::sources::framing::{self, Fields, Frame, FrameKind, Frames, LineCounter};
 
 /// The ten columns a transactions chunk header must have (SPEC §2.1), in the SPEC's order.
@@ -155,6 +156,8 @@ pub(crate) struct Records<'a> {
     lines: LineCounter,
     /// The current record's fields (reused).
     pub(crate) fields: Fields,
+    /// The long names (categories) made so far, shared by the rows that repeat them.
+    pub(crate) names: NameCache,
 }
 
 impl<'a> Records<'a> {
@@ -173,6 +176,7 @@ impl<'a> Records<'a> {
             body,
             lines: LineCounter::default(),
             fields,
+            names: NameCache::default(),
         }
     }
 
@@ -234,7 +238,7 @@ impl TxnLayout {
 
     /// Validates one record; `Err` is the reject reason.
     #[inline]
-    fn parse<'r>(&self, record: &'r Fields) -> Result<Txn, RowError<'r>> {
+    fn parse<'r>(&self, record: &'r Fields, names: &mut NameCache) -> Result<Txn, RowError<'r>> {
         if record.len() != self.fields {
             return Err(RowError::FieldCount {
                 expected: self.fields,
@@ -242,14 +246,14 @@ impl TxnLayout {
             });
         }
         let field = |i: usize| strip_single_quotes(record.get(i));
-        let customer = name(field(self.customer), "customer")?;
+        let customer = name(field(self.customer), "customer", names)?;
         let gender_raw = field(self.gender);
         let gender = std::str::from_utf8(gender_raw)
             .ok()
             .and_then(Gender::parse)
             .ok_or(RowError::Gender(gender_raw))?;
-        let merchant = name(field(self.merchant), "merchant")?;
-        let category = name(field(self.category), "category")?;
+        let merchant = name(field(self.merchant), "merchant", names)?;
+        let category = name(field(self.category), "category", names)?;
         let amount_raw = field(self.amount);
         let amount = parse_amount(amount_raw).map_err(|e| RowError::Amount(amount_raw, e))?;
         Ok(Txn {
@@ -264,14 +268,20 @@ impl TxnLayout {
 
 /// A non-empty, valid UTF-8 identifier value without control characters.
 #[inline]
-pub(crate) fn name<'r>(value: &'r [u8], column: &'static str) -> Result<Name, RowError<'r>> {
+pub(crate) fn name<'r>(
+    value: &'r [u8],
+    column: &'static str,
+    names: &mut NameCache,
+) -> Result<Name, RowError<'r>> {
     if value.is_empty() {
         return Err(RowError::Missing(column));
     }
     if let Some(&b) = value.iter().find(|&&b| is_control(u32::from(b))) {
         return Err(RowError::Control(column, value, b));
     }
-    Name::from_utf8(value).map_err(|_| RowError::NotUtf8(column, value))
+    names
+        .name(value)
+        .map_err(|_| RowError::NotUtf8(column, value))
 }
 
 /// Why a row is bad; formatted only when a reject is made.
@@ -418,7 +428,7 @@ fn parse_record(
         return;
     }
     rdr.split(frame);
-    match layout.parse(&rdr.fields) {
+    match layout.parse(&rdr.fields, &mut rdr.names) {
         Ok(txn) => {
             count_label(
                 &mut out.labels,

@@ -202,7 +202,15 @@ impl World {
             })
             .collect();
         if opts.exotic_names && rng.percent(40) {
-            let exotic = ["C,7", "C\u{e9}5", "C\"8", "C'q"];
+            // ... and names past the 15 bytes a `Name` holds inline (the heap kind).
+            let exotic = [
+                "C,7",
+                "C\u{e9}5",
+                "C\"8",
+                "C'q",
+                "C1093826151-\u{e9}-long",
+                "C15bytes-exact!",
+            ];
             let i = rng.below(names.len() as u64) as usize;
             names[i] = rng.pick(&exotic).to_string();
         }
@@ -229,6 +237,10 @@ impl World {
             .collect();
         if opts.exotic_names && rng.percent(15) {
             merchants[0] = "M\u{e9}1".to_string();
+        }
+        if opts.exotic_names && rng.percent(15) {
+            // Past the 15 bytes a `Name` holds inline: a merchant of the heap kind.
+            merchants[n_merchants - 1] = "M1823072687-a-long-name".to_string();
         }
 
         let mut category_pool = vec!["es_food", "es_transportation", "es_health", "es_tech"];
