@@ -14,10 +14,11 @@
 //! | [`watchdog`] | the stall watchdog: fails the run when no epoch commits while chunks wait |
 //!
 //! An epoch's path: the [`ChunkFeed`](crate::sources::landing::ChunkFeed) fetches chunk k;
-//! every worker parses its share and feeds it at time k; the dataflow's outputs and the share
-//! reports are exchanged to worker 0, which takes them out as one [`EpochBatch`] once the
-//! dataflow's frontier passes k, checks that every worker contributed, and queues it to the
-//! [`committer`] (bounded, in order) while the workers go on with chunk k+1. The committer
+//! every worker parses its share and feeds it at time k (a worker may feed up to three epochs
+//! before the oldest completes, so that no epoch boundary is a barrier); the dataflow's outputs
+//! and the share reports are exchanged to worker 0, which takes them out as one [`EpochBatch`]
+//! once the dataflow's frontier passes k, checks that every worker contributed, and queues it
+//! to the [`committer`] (bounded, in order) while the workers go on with later chunks. The committer
 //! skips epochs an earlier run committed (after checking their chunk digest), and commits the
 //! others: rejects file, one state-store transaction, detection files.
 

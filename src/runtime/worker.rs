@@ -1,8 +1,9 @@
 //! The worker loop: every timely worker of every process runs it.
 //!
 //! For each chunk the feed delivers, a worker parses its share of the records
-//! ([`parse_chunk`]), feeds them into the dataflow at time = the chunk's index, and steps
-//! the dataflow until the epoch is done. Worker 0 also gathers the epoch's outputs, checks
+//! ([`parse_chunk`]) and feeds them into the dataflow at time = the chunk's index; it steps
+//! the dataflow while up to [`EPOCHS_IN_FLIGHT`] epochs are in flight, and retires each, in
+//! order, once the dataflow has finished it. Worker 0 also gathers the epoch's outputs, checks
 //! (once) that every process of a cluster runs with its options, and hands the complete
 //! epoch to the committer; it never writes anything itself.
 
