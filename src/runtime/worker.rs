@@ -75,16 +75,17 @@ struct InFlight {
     taken_at: Instant,
 }
 
-/// Worker 0's side of retiring epochs: the committer's queue, and whether the cluster's
-/// fingerprints were checked.
-struct Handing {
+/// One worker's loop state: its dataflow, the epochs in flight, and (worker 0) the
+/// committer's queue and whether the cluster's fingerprints were checked.
+struct EpochLoop {
+    flow: Dataflow,
+    in_flight: VecDeque<InFlight>,
     queue: Option<CommitQueue>,
     fingerprints_checked: bool,
 }
 
 /// Runs one worker until the stream ends, the run is stopped, or something fails.
 pub fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<()> {
-    let mut flow = build_dataflow(worker, shared);
     let queue = match worker.index() {
         0 => shared
             .commits
@@ -93,21 +94,22 @@ pub fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<()> {
             .take(),
         _ => None,
     };
-    let mut handing = Handing {
+    let mut epochs = EpochLoop {
+        flow: build_dataflow(worker, shared),
+        in_flight: VecDeque::new(),
         queue,
         fingerprints_checked: false,
     };
-    let mut in_flight = VecDeque::new();
-    let mut ended = feed_epochs(worker, shared, &mut flow, &mut in_flight, &mut handing)?;
+    let mut ended = epochs.feed(worker, shared)?;
     // Whatever is in flight at the end (or at a stop) is finished and handed over first.
-    let last = in_flight.back().map(|e: &InFlight| e.chunk.index + 1);
-    if let Some(next) = last {
-        let probe = flow.probe.clone();
+    if let Some(next) = epochs.in_flight.back().map(|e| e.chunk.index + 1) {
+        let probe = epochs.flow.probe.clone();
         worker.step_or_park_while(Some(IDLE_PARK), || probe.less_than(&next));
-        ended &= retire_epochs(worker, shared, &mut flow, &mut in_flight, &mut handing)?;
+        ended &= epochs.retire(worker, shared)?;
     }
+    let EpochLoop { flow, queue, .. } = epochs;
     drop(flow);
-    if let Some(queue) = handing.queue.take() {
+    if let Some(queue) = queue {
         if ended && !shared.control.failed() {
             queue.finish()?;
         } else {
@@ -120,80 +122,67 @@ pub fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<()> {
     Ok(())
 }
 
-/// Feeds chunks into the dataflow, keeping at most [`EPOCHS_IN_FLIGHT`] epochs in flight and
-/// retiring each as it completes, until the stream ends (`true`) or the run stops.
-fn feed_epochs(
-    worker: &mut Worker,
-    shared: &WorkerShared,
-    flow: &mut Dataflow,
-    in_flight: &mut VecDeque<InFlight>,
-    handing: &mut Handing,
-) -> Result<bool> {
-    let mut position = 0u64;
-    loop {
-        if !retire_epochs(worker, shared, flow, in_flight, handing)? {
-            return Ok(false);
-        }
-        if shared.control.should_stop() {
-            return Ok(false);
-        }
-        let item = match in_flight.len() < EPOCHS_IN_FLIGHT {
-            true => shared
-                .feed
-                .poll(position)
-                .map_err(|e| Error::from(e).context("reading the landing store"))?,
-            false => None,
-        };
-        match item {
-            Some(FeedItem::Chunk(chunk)) => {
-                position += 1;
-                let taken_at = Instant::now();
-                feed_epoch(worker, flow, &chunk);
-                in_flight.push_back(InFlight { chunk, taken_at });
+impl EpochLoop {
+    /// Feeds chunks into the dataflow, keeping at most [`EPOCHS_IN_FLIGHT`] epochs in flight
+    /// and retiring each as it completes, until the stream ends (`true`) or the run stops.
+    fn feed(&mut self, worker: &mut Worker, shared: &WorkerShared) -> Result<bool> {
+        let mut position = 0u64;
+        loop {
+            if !self.retire(worker, shared)? || shared.control.should_stop() {
+                return Ok(false);
             }
-
-            Some(FeedItem::End) => return Ok(true),
-            // Park between steps instead of spinning: peers' messages and the feed's
-            // next poll wake the worker.
-            None => {
-                worker.step_or_park(Some(IDLE_PARK));
+            let item = match self.in_flight.len() < EPOCHS_IN_FLIGHT {
+                true => shared
+                    .feed
+                    .poll(position)
+                    .map_err(|e| Error::from(e).context("reading the landing store"))?,
+                false => None,
+            };
+            match item {
+                Some(FeedItem::Chunk(chunk)) => {
+                    position += 1;
+                    let taken_at = Instant::now();
+                    feed_epoch(worker, &mut self.flow, &chunk);
+                    self.in_flight.push_back(InFlight { chunk, taken_at });
+                }
+                Some(FeedItem::End) => return Ok(true),
+                // Park between steps instead of spinning: peers' messages and the feed's
+                // next poll wake the worker.
+                None => {
+                    worker.step_or_park(Some(IDLE_PARK));
+                }
             }
         }
     }
-}
 
-/// Takes out the epochs the dataflow has completed, oldest first; on worker 0 hands each
-/// to the committer. `Ok(false)`: an incomplete epoch was abandoned at a stop.
-fn retire_epochs(
-    worker: &mut Worker,
-    shared: &WorkerShared,
-    flow: &mut Dataflow,
-    in_flight: &mut VecDeque<InFlight>,
-    handing: &mut Handing,
-) -> Result<bool> {
-    while let Some(oldest) = in_flight.front() {
-        let next = oldest.chunk.index + 1;
-        if flow.probe.less_than(&next) {
-            break;
+    /// Takes out the epochs the dataflow has completed, oldest first; on worker 0 hands
+    /// each to the committer. `Ok(false)`: an incomplete epoch was abandoned at a stop.
+    fn retire(&mut self, worker: &mut Worker, shared: &WorkerShared) -> Result<bool> {
+        while let Some(oldest) = self.in_flight.front() {
+            let next = oldest.chunk.index + 1;
+            if self.flow.probe.less_than(&next) {
+                break;
+            }
+            let InFlight { chunk, taken_at } = self.in_flight.pop_front().expect("a front");
+            let Some(queue) = self.queue.as_ref() else {
+                continue;
+            };
+            if !self.fingerprints_checked {
+                check_fingerprints(&self.flow.fingerprints.borrow(), &shared.fingerprint)?;
+                self.fingerprints_checked = true;
+            }
+            let mut batch = self
+                .flow
+                .gathered
+                .borrow_mut()
+                .take_batch(&chunk, next, taken_at);
+            batch.computed_in = Some(taken_at.elapsed());
+            if !hand_over(worker, shared, queue, batch)? {
+                return Ok(false);
+            }
         }
-        let InFlight { chunk, taken_at } = in_flight.pop_front().expect("a front epoch");
-        let Some(queue) = handing.queue.as_ref() else {
-            continue;
-        };
-        if !handing.fingerprints_checked {
-            check_fingerprints(&flow.fingerprints.borrow(), &shared.fingerprint)?;
-            handing.fingerprints_checked = true;
-        }
-        let mut batch = flow
-            .gathered
-            .borrow_mut()
-            .take_batch(&chunk, next, taken_at);
-        batch.computed_in = Some(taken_at.elapsed());
-        if !hand_over(worker, shared, queue, batch)? {
-            return Ok(false);
-        }
+        Ok(true)
     }
-    Ok(true)
 }
 
 /// Parses this worker's share of `chunk` into the dataflow at the chunk's epoch and
