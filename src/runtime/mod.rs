@@ -14,7 +14,7 @@
 //! | [`watchdog`] | the stall watchdog: fails the run when no epoch commits while chunks wait |
 //!
 //! An epoch's path: the [`ChunkFeed`](crate::sources::landing::ChunkFeed) fetches chunk k;
-//! every worker parses its share and feeds it at time k (a worker may feed up to three epochs
+//! every worker parses its share and feeds it at time k (a worker may feed up to five epochs
 //! before the oldest completes, so that no epoch boundary is a barrier); the dataflow's outputs
 //! and the share reports are exchanged to worker 0, which takes them out as one [`EpochBatch`]
 //! once the dataflow's frontier passes k, checks that every worker contributed, and queues it

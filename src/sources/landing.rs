@@ -392,8 +392,9 @@ pub struct ChunkFeed {
     observer: Option<Arc<Telemetry>>,
 }
 
-/// How many chunks may wait fetched ahead of the slowest local worker.
-const PREFETCH: u64 = 2;
+/// How many chunks may wait fetched ahead of the slowest local worker: enough to keep the
+/// workers' epochs in flight fed (`runtime::worker`), few enough to bound the memory.
+const PREFETCH: u64 = 4;
 
 /// Decides when an object of a non-atomic store is whole: at once when it looks whole, else
 /// once its size has stayed the same for the settle time.
