@@ -84,6 +84,8 @@ struct EpochLoop {
     in_flight: VecDeque<InFlight>,
     queue: Option<CommitQueue>,
     fingerprints_checked: bool,
+    /// An incomplete epoch was abandoned at a stop: no later epoch may be handed over.
+    abandoned: bool,
 }
 
 /// Runs one worker until the stream ends, the run is stopped, or something fails.
@@ -101,10 +103,13 @@ pub fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<()> {
         in_flight: VecDeque::new(),
         queue,
         fingerprints_checked: false,
+        abandoned: false,
     };
     let mut ended = epochs.feed(worker, shared)?;
-    // Whatever is in flight at the end (or at a stop) is finished and handed over first.
-    if let Some(next) = epochs.in_flight.back().map(|e| e.chunk.index + 1) {
+    // Whatever is in flight at the end (or at a stop) is finished and handed over first,
+    // unless an epoch was abandoned: epochs are committed in order, without gaps.
+    let last = epochs.in_flight.back().map(|e| e.chunk.index + 1);
+    if let Some(next) = last.filter(|_| !epochs.abandoned) {
         let probe = epochs.flow.probe.clone();
         worker.step_or_park_while(Some(IDLE_PARK), || probe.less_than(&next));
         ended &= epochs.retire(worker, shared)?;
@@ -160,6 +165,9 @@ impl EpochLoop {
     /// Takes out the epochs the dataflow has completed, oldest first; on worker 0 hands
     /// each to the committer. `Ok(false)`: an incomplete epoch was abandoned at a stop.
     fn retire(&mut self, worker: &mut Worker, shared: &WorkerShared) -> Result<bool> {
+        if self.abandoned {
+            return Ok(false);
+        }
         while let Some(oldest) = self.in_flight.front() {
             let next = oldest.chunk.index + 1;
             if self.flow.probe.less_than(&next) {
@@ -180,6 +188,7 @@ impl EpochLoop {
                 .take_batch(&chunk, next, taken_at);
             batch.computed_in = Some(taken_at.elapsed());
             if !hand_over(worker, shared, queue, batch)? {
+                self.abandoned = true;
                 return Ok(false);
             }
         }
