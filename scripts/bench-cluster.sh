@@ -36,27 +36,30 @@ print("%.2f" % (t[1] - t[0]).total_seconds())
 PY
 }
 
+# Seconds between two `date +%s%N` readings (bash arithmetic: no bc needed).
+seconds() { local ms=$(( ($2 - $1) / 1000000 )); printf '%d.%02d' $(( ms / 1000 )) $(( ms % 1000 / 10 )); }
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 for run in $(seq "$runs"); do
   d=$scratch/single-$run; mkdir -p "$d"
-  start=$(date +%s.%N)
+  start=$(date +%s%N)
   y "$d" -w 2
-  end=$(date +%s.%N)
+  end=$(date +%s%N)
   printf 'run %s  1 process x 2 workers:   %6.2f s (commits %s s)  peak RSS %s MiB\n' "$run" \
-    "$(echo "$end - $start" | bc)" "$(commits_span "$d")" "$(( $(cat "$d/rss") / 1024 ))"
+    "$(seconds "$start" "$end")" "$(commits_span "$d")" "$(( $(cat "$d/rss") / 1024 ))"
 
   hosts=$scratch/hosts-$run
   printf '127.0.0.1:%s\n127.0.0.1:%s\n' "$(free_port)" "$(free_port)" >"$hosts"
-  start=$(date +%s.%N)
+  start=$(date +%s%N)
   for p in 0 1; do
     d=$scratch/cluster-$run-p$p; mkdir -p "$d"
     y "$d" -w 1 -n 2 -p "$p" -h "$hosts" &
   done
   wait
-  end=$(date +%s.%N)
+  end=$(date +%s%N)
   printf 'run %s  2 processes x 1 worker: %6.2f s (commits %s s)  peak RSS %s and %s MiB\n' "$run" \
-    "$(echo "$end - $start" | bc)" "$(commits_span "$scratch/cluster-$run-p0")" \
+    "$(seconds "$start" "$end")" "$(commits_span "$scratch/cluster-$run-p0")" \
     "$(( $(cat "$scratch/cluster-$run-p0/rss") / 1024 ))" \
     "$(( $(cat "$scratch/cluster-$run-p1/rss") / 1024 ))"
   cmp -s "$scratch/single-$run/out/detections-000000.csv" \
