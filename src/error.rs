@@ -242,6 +242,10 @@ pub enum StateError {
     /// The state store's contents contradict what the runner expects.
     #[error("state store inconsistency: {0}")]
     Inconsistent(String),
+    /// A reader found the store at another schema version than this build's: not a txflow
+    /// store yet (`found: None`), older (mechanism-y migrates it at start), or newer.
+    #[error("{}", schema_message(*.found, *.expected))]
+    Schema { found: Option<i64>, expected: i64 },
     #[error("invalid state store URL {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
     /// A file next to the store (the SQLite lock file, a TLS CA bundle) could not be used.
@@ -271,6 +275,23 @@ impl StoreError {
     }
 }
 
+/// The one line a reader of a store at another schema version gets.
+fn schema_message(found: Option<i64>, expected: i64) -> String {
+    match found {
+        None => "the state store holds no txflow schema (no run has started on it yet, or it \
+                 is another program's database)"
+            .to_string(),
+        Some(v) if v < expected => format!(
+            "the state store has schema version {v}, older than this build's {expected}: \
+             start mechanism-y on it once (it migrates the store at start), then read it again"
+        ),
+        Some(v) => format!(
+            "the state store has schema version {v}, newer than this build's {expected}; use a \
+             newer build"
+        ),
+    }
+}
+
 impl StateError {
     pub fn domain(&self) -> Domain {
         match self {
@@ -283,7 +304,8 @@ impl StateError {
             | StateError::StreamEnded { .. }
             | StateError::OutputConflict { .. }
             | StateError::Locked { .. }
-            | StateError::BadUrl { .. } => Domain::Configuration,
+            | StateError::BadUrl { .. }
+            | StateError::Schema { .. } => Domain::Configuration,
             StateError::ChunkChanged { .. } => Domain::Input,
             StateError::Inconsistent(_) => Domain::Internal,
         }

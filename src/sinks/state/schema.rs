@@ -29,6 +29,10 @@ pub fn sqlite(sql: &str) -> Cow<'_, str> {
 pub const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \
                                             (version BIGINT PRIMARY KEY, applied_at TEXT)";
 pub const NEWEST_MIGRATION: &str = "SELECT max(version) FROM schema_migrations";
+/// Whether the migrations table exists (a reader must not create it).
+pub const SQLITE_HAS_MIGRATIONS: &str = "SELECT EXISTS (SELECT 1 FROM sqlite_master \
+     WHERE type = 'table' AND name = 'schema_migrations')";
+pub const PG_HAS_MIGRATIONS: &str = "SELECT to_regclass('schema_migrations') IS NOT NULL";
 pub const MIGRATION_APPLIED: &str = "SELECT 1 FROM schema_migrations WHERE version = $1";
 /// Records a migration with the time (UTC, milliseconds) it was applied.
 pub const SQLITE_RECORD_MIGRATION: &str = "INSERT INTO schema_migrations (version, applied_at) \

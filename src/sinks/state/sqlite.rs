@@ -23,9 +23,9 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use super::identity::{record_identity, RunIdentity};
 use super::schema::{self, sqlite as sql, MIGRATIONS};
 use super::store::{
-    check_schema_version, check_variant_rows, detection_key, merged_deltas, record_variants,
-    unknown_variant, EpochCommit, EpochRow, LedgerId, LedgerRow, Recovered, StateStore,
-    VariantLedgers, VariantRecovered, VariantRows, VariantSpec,
+    check_readable_schema, check_schema_version, check_variant_rows, detection_key, merged_deltas,
+    record_variants, unknown_variant, EpochCommit, EpochRow, LedgerId, LedgerRow, Recovered,
+    StateStore, VariantLedgers, VariantRecovered, VariantRows, VariantSpec,
 };
 use crate::error::StateError;
 
@@ -45,6 +45,8 @@ pub struct SqliteStore {
     /// The variants' names once `begin_variants` recorded or checked them (commits refuse
     /// rows of any other).
     variant_names: Option<Vec<String>>,
+    /// The schema is this build's (migrated by `begin_run`, or checked by a reader).
+    schema_checked: bool,
 }
 
 impl SqliteStore {
@@ -59,6 +61,7 @@ impl SqliteStore {
             path: shown,
             lock: None,
             variant_names: None,
+            schema_checked: false,
         };
         store.configure()?;
         Ok(store)
@@ -134,34 +137,53 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Applies every pending migration in one transaction: a store is at no version or at
+    /// this build's, never in between (a kill during the first start leaves nothing half done).
     fn migrate(&mut self) -> Result<(), StateError> {
         let err = sqlite_err(&self.path);
-        self.conn
-            .execute_batch(schema::CREATE_SCHEMA_MIGRATIONS)
-            .map_err(&err)?;
-        let newest: Option<i64> = self
+        let tx = self
             .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
+        tx.execute_batch(schema::CREATE_SCHEMA_MIGRATIONS)
+            .map_err(&err)?;
+        let newest: Option<i64> = tx
             .query_row(schema::NEWEST_MIGRATION, [], |r| r.get(0))
             .map_err(&err)?;
         check_schema_version(newest)?;
         for (version, migration) in MIGRATIONS {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(&err)?;
-            let done = tx
-                .query_row(&sql(schema::MIGRATION_APPLIED), [version], |_| Ok(()))
-                .optional()
-                .map_err(&err)?
-                .is_some();
-            if !done {
-                tx.execute_batch(migration).map_err(&err)?;
-                tx.execute(&sql(schema::SQLITE_RECORD_MIGRATION), [version])
-                    .map_err(&err)?;
-                tracing::info!(path = %self.path, version, "applied state store migration");
+            if newest.is_some_and(|n| *version <= n) {
+                continue;
             }
-            tx.commit().map_err(&err)?;
+            tx.execute_batch(migration).map_err(&err)?;
+            tx.execute(&sql(schema::SQLITE_RECORD_MIGRATION), [version])
+                .map_err(&err)?;
+            tracing::info!(path = %self.path, version, "applied state store migration");
         }
+        tx.commit().map_err(&err)?;
+        self.schema_checked = true;
+        Ok(())
+    }
+
+    /// Readers: refuses a store at another schema version than this build's (checked once).
+    fn require_schema(&mut self) -> Result<(), StateError> {
+        if self.schema_checked {
+            return Ok(());
+        }
+        let err = sqlite_err(&self.path);
+        let exists: bool = self
+            .conn
+            .query_row(schema::SQLITE_HAS_MIGRATIONS, [], |r| r.get(0))
+            .map_err(&err)?;
+        let newest: Option<i64> = match exists {
+            true => self
+                .conn
+                .query_row(schema::NEWEST_MIGRATION, [], |r| r.get(0))
+                .map_err(&err)?,
+            false => None,
+        };
+        check_readable_schema(newest)?;
+        self.schema_checked = true;
         Ok(())
     }
 
@@ -241,11 +263,12 @@ impl SqliteStore {
     }
 
     fn query_ledger(
-        &self,
+        &mut self,
         ledger: LedgerId<'_>,
         query: &str,
         args: &[u64],
     ) -> Result<Vec<LedgerRow>, StateError> {
+        self.require_schema()?;
         let args = self.ledger_args(ledger, args)?;
         let err = sqlite_err(&self.path);
         let mut st = self.conn.prepare_cached(&sql(query)).map_err(&err)?;
@@ -482,6 +505,7 @@ impl StateStore for SqliteStore {
     }
 
     fn variants(&mut self) -> Result<Vec<VariantSpec>, StateError> {
+        self.require_schema()?;
         read_variants(&self.conn).map_err(sqlite_err(&self.path))
     }
 
@@ -520,6 +544,7 @@ impl StateStore for SqliteStore {
     }
 
     fn first_unwritten_seq_of(&mut self, ledger: LedgerId<'_>) -> Result<Option<u64>, StateError> {
+        self.require_schema()?;
         let args = self.ledger_args(ledger, &[])?;
         self.conn
             .query_row(
@@ -568,6 +593,7 @@ impl StateStore for SqliteStore {
     }
 
     fn merchant_counts(&mut self) -> Result<Vec<(String, i64)>, StateError> {
+        self.require_schema()?;
         let err = sqlite_err(&self.path);
         let mut st = self
             .conn
@@ -580,6 +606,7 @@ impl StateStore for SqliteStore {
     }
 
     fn epoch_rows(&mut self) -> Result<Vec<EpochRow>, StateError> {
+        self.require_schema()?;
         let err = sqlite_err(&self.path);
         let mut st = self.conn.prepare_cached(schema::EPOCH_ROWS).map_err(&err)?;
         let rows = st
@@ -598,6 +625,7 @@ impl StateStore for SqliteStore {
     }
 
     fn run_meta(&mut self) -> Result<BTreeMap<String, String>, StateError> {
+        self.require_schema()?;
         let err = sqlite_err(&self.path);
         let mut st = self.conn.prepare_cached(schema::ALL_META).map_err(&err)?;
         let rows = st
@@ -752,6 +780,69 @@ mod tests {
             canonical_path(&dir.path().join("linked/new.db")),
             real.canonicalize().unwrap().join("new.db")
         );
+    }
+
+    /// A store at version 1 whose `detections` already has the column migration 3 adds: the
+    /// migrations to 2 and 3 fail together, so the store stays at 1 (never between).
+    #[test]
+    fn pending_migrations_apply_in_one_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(schema::CREATE_SCHEMA_MIGRATIONS)
+                .unwrap();
+            conn.execute_batch(MIGRATIONS[0].1).unwrap();
+            conn.execute("INSERT INTO schema_migrations VALUES (1, 'then')", [])
+                .unwrap();
+            conn.execute("ALTER TABLE detections ADD COLUMN evidence TEXT", [])
+                .unwrap();
+        }
+        let failed = SqliteStore::open(&path).unwrap().begin_run(&run());
+        assert!(failed.is_err(), "{failed:?}");
+        let newest: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row(schema::NEWEST_MIGRATION, [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(newest, 1, "a failed migration left the store half migrated");
+    }
+
+    /// Readers name the schema version instead of failing on a missing column or table.
+    #[test]
+    fn readers_refuse_another_schema_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("fresh.db");
+        let got = SqliteStore::open(&fresh).unwrap().ledger();
+        assert!(
+            matches!(&got, Err(StateError::Schema { found: None, .. })),
+            "{got:?}"
+        );
+        let older = dir.path().join("older.db");
+        {
+            let conn = Connection::open(&older).unwrap();
+            conn.execute_batch(schema::CREATE_SCHEMA_MIGRATIONS)
+                .unwrap();
+            conn.execute_batch(MIGRATIONS[0].1).unwrap();
+            conn.execute_batch(MIGRATIONS[1].1).unwrap();
+            conn.execute(
+                "INSERT INTO schema_migrations VALUES (1, 'a'), (2, 'b')",
+                [],
+            )
+            .unwrap();
+        }
+        let mut store = SqliteStore::open(&older).unwrap();
+        let got = store.ledger();
+        match &got {
+            Err(e @ StateError::Schema { found: Some(2), .. }) => {
+                let line = e.to_string();
+                assert!(line.contains("version 2") && !line.contains('\n'), "{line}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(store.epoch_rows().is_err() && store.run_meta().is_err());
+        // Starting a run migrates it; then it reads.
+        store.begin_run(&run()).unwrap();
+        assert_eq!(store.ledger().unwrap(), Vec::new());
     }
 
     #[test]

@@ -277,6 +277,16 @@ pub(super) fn check_schema_version(newest: Option<i64>) -> Result<(), StateError
     }
 }
 
+/// Refuses to read a store whose schema is not exactly this build's (`newest` = its newest
+/// applied migration, `None` when it has none): a reader never meets "no such column".
+pub(super) fn check_readable_schema(newest: Option<i64>) -> Result<(), StateError> {
+    let expected = latest_migration();
+    match newest {
+        Some(v) if v == expected => Ok(()),
+        found => Err(StateError::Schema { found, expected }),
+    }
+}
+
 /// The longest variant name (it names an output folder).
 const MAX_VARIANT_NAME: usize = 64;
 

@@ -204,6 +204,7 @@ impl PgStore {
             options: options.clone(),
             lease: None,
             variant_names: None,
+            schema_checked: false,
             #[cfg(feature = "fault-injection")]
             fault: None,
         };

@@ -61,9 +61,9 @@ use ::postgres::Row;
 use super::identity::{record_identity, RunIdentity};
 use super::schema::{self, MIGRATIONS};
 use super::store::{
-    check_schema_version, detection_key, record_variants, sql_i64, sql_u64, unknown_variant,
-    EpochCommit, EpochRow, LedgerId, LedgerRow, Recovered, StateStore, VariantLedgers,
-    VariantRecovered, VariantSpec,
+    check_readable_schema, check_schema_version, detection_key, record_variants, sql_i64, sql_u64,
+    unknown_variant, EpochCommit, EpochRow, LedgerId, LedgerRow, Recovered, StateStore,
+    VariantLedgers, VariantRecovered, VariantSpec,
 };
 use crate::error::StateError;
 pub use lease::LOCK_KEY;
@@ -74,6 +74,16 @@ use store::{pg, Conn, Failure};
 pub use store::{PgOptions, PgStore};
 
 impl PgStore {
+    /// Readers: refuses a store at another schema version than this build's (checked once).
+    fn require_schema(&mut self) -> Result<(), StateError> {
+        if !self.schema_checked {
+            let newest = self.run("reading the schema version", schema_version)?;
+            check_readable_schema(newest)?;
+            self.schema_checked = true;
+        }
+        Ok(())
+    }
+
     fn require_lease(&self, what: &str) -> Result<(), StateError> {
         if self.lease.is_none() {
             return Err(StateError::Inconsistent(format!(
@@ -90,6 +100,7 @@ impl PgStore {
         query: &'static str,
         args: &[u64],
     ) -> Result<Vec<LedgerRow>, StateError> {
+        self.require_schema()?;
         let what = "reading the ledger";
         self.with_ledger_params(what, ledger, args, |c, params| {
             let st = c.prepare(query).map_err(pg(what))?;
@@ -213,32 +224,45 @@ fn ledger_row(r: &Row) -> Result<LedgerRow, Failure> {
     })
 }
 
+/// Applies every pending migration in one transaction: a store is at no version or at this
+/// build's, never in between (a kill during the first start leaves nothing half done).
 fn migrate(c: &mut Conn) -> Result<(), Failure> {
     let what = "applying migrations";
-    c.client
-        .batch_execute(schema::CREATE_SCHEMA_MIGRATIONS)
+    let mut tx = c.client.transaction().map_err(pg(what))?;
+    tx.batch_execute(schema::CREATE_SCHEMA_MIGRATIONS)
         .map_err(pg(what))?;
-    let newest: Option<i64> = c
-        .client
+    let newest: Option<i64> = tx
         .query_one(schema::NEWEST_MIGRATION, &[])
         .and_then(|r| r.try_get(0))
         .map_err(pg(what))?;
     check_schema_version(newest)?;
     for (version, sql) in MIGRATIONS {
-        let mut tx = c.client.transaction().map_err(pg(what))?;
-        let done = tx
-            .query_opt(schema::MIGRATION_APPLIED, &[version])
-            .map_err(pg(what))?
-            .is_some();
-        if !done {
-            tx.batch_execute(sql).map_err(pg(what))?;
-            tx.execute(schema::PG_RECORD_MIGRATION, &[version])
-                .map_err(pg(what))?;
-            tracing::info!(version, "applied state store migration");
+        if newest.is_some_and(|n| *version <= n) {
+            continue;
         }
-        tx.commit().map_err(pg(what))?;
+        tx.batch_execute(sql).map_err(pg(what))?;
+        tx.execute(schema::PG_RECORD_MIGRATION, &[version])
+            .map_err(pg(what))?;
+        tracing::info!(version, "applied state store migration");
     }
-    Ok(())
+    tx.commit().map_err(pg(what))
+}
+
+/// The store's newest applied migration, `None` when it has none (readers create nothing).
+fn schema_version(c: &mut Conn) -> Result<Option<i64>, Failure> {
+    let what = "reading the schema version";
+    let exists: bool = c
+        .client
+        .query_one(schema::PG_HAS_MIGRATIONS, &[])
+        .and_then(|r| r.try_get(0))
+        .map_err(pg(what))?;
+    if !exists {
+        return Ok(None);
+    }
+    c.client
+        .query_one(schema::NEWEST_MIGRATION, &[])
+        .and_then(|r| r.try_get(0))
+        .map_err(pg(what))
 }
 
 fn check_identity(c: &mut Conn, requested: &RunIdentity) -> Result<(), Failure> {
@@ -325,6 +349,7 @@ impl StateStore for PgStore {
     }
 
     fn variants(&mut self) -> Result<Vec<VariantSpec>, StateError> {
+        self.require_schema()?;
         self.run("reading the variants", |c| read_variants(&mut c.client))
     }
 
@@ -335,6 +360,7 @@ impl StateStore for PgStore {
             self.lease = Some(session);
         }
         self.run("applying migrations", migrate)?;
+        self.schema_checked = true;
         self.run("checking the run identity", |c| check_identity(c, run))?;
         self.run("reading the committed state", read_recovered)
     }
@@ -354,6 +380,7 @@ impl StateStore for PgStore {
     }
 
     fn first_unwritten_seq_of(&mut self, ledger: LedgerId<'_>) -> Result<Option<u64>, StateError> {
+        self.require_schema()?;
         let what = "reading the ledger";
         let query = schema::ledger_sql(ledger.variant().is_some()).first_unwritten;
         let min = self.with_ledger_params(what, ledger, &[], |c, params| {
@@ -404,6 +431,7 @@ impl StateStore for PgStore {
     }
 
     fn merchant_counts(&mut self) -> Result<Vec<(String, i64)>, StateError> {
+        self.require_schema()?;
         let what = "reading merchant counts";
         self.run(what, |c| {
             c.client
@@ -417,6 +445,7 @@ impl StateStore for PgStore {
     }
 
     fn epoch_rows(&mut self) -> Result<Vec<EpochRow>, StateError> {
+        self.require_schema()?;
         let what = "reading the progress table";
         self.run(what, |c| {
             let rows = c.client.query(schema::EPOCH_ROWS, &[]).map_err(pg(what))?;
@@ -437,6 +466,7 @@ impl StateStore for PgStore {
     }
 
     fn run_meta(&mut self) -> Result<BTreeMap<String, String>, StateError> {
+        self.require_schema()?;
         let what = "reading run_meta";
         self.run(what, |c| {
             c.client

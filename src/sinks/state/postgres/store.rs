@@ -26,6 +26,8 @@ pub struct PgStore {
     /// The variants' names once `begin_variants` recorded or checked them (commits refuse
     /// rows of any other).
     pub(super) variant_names: Option<Vec<String>>,
+    /// The schema is this build's (migrated by `begin_run`, or checked by a reader).
+    pub(super) schema_checked: bool,
     /// A one-shot failure to simulate in the next `commit_epoch` (tests).
     #[cfg(feature = "fault-injection")]
     pub(super) fault: Option<Fault>,
