@@ -255,6 +255,21 @@ impl ObjectStore for LocalStore {
         fs::rename(&tmp, &path).map_err(|e| Self::io("rename", &path, e))
     }
 
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.path(key);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Self::io("remove", &path, e)),
+        }
+        // A directory the key's removal emptied goes too (keys, not directories, are the
+        // store's content); a non-empty one stays.
+        if let Some(dir) = path.parent().filter(|d| *d != self.root) {
+            let _ = fs::remove_dir(dir);
+        }
+        Ok(())
+    }
+
     fn put_if_absent(&self, key: &str, body: &[u8]) -> Result<PutOutcome, StoreError> {
         let tmp = self.write_temp(key, body)?;
         let path = self.path(key);

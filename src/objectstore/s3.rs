@@ -207,6 +207,7 @@ enum Op {
     Put,
     PutIfAbsent,
     List,
+    Delete,
 }
 
 impl Op {
@@ -218,6 +219,7 @@ impl Op {
             Op::Put => "put",
             Op::PutIfAbsent => "put_if_absent",
             Op::List => "list",
+            Op::Delete => "delete",
         }
     }
 
@@ -227,6 +229,7 @@ impl Op {
             Op::Check | Op::List => "s3:ListBucket",
             Op::Get | Op::Head => "s3:GetObject",
             Op::Put | Op::PutIfAbsent => "s3:PutObject",
+            Op::Delete => "s3:DeleteObject",
         }
     }
 }
@@ -523,7 +526,7 @@ impl S3Store {
         } = reply;
         if status == 404 {
             return match op {
-                Op::Get | Op::Head => Class::Missing,
+                Op::Get | Op::Head | Op::Delete => Class::Missing,
                 // A PUT answered 404 without NoSuchBucket: treat like a missing bucket.
                 _ => permanent(format!(
                     "bucket {:?} not found: create it, or fix the s3:// URL or the endpoint \
@@ -887,6 +890,29 @@ impl ObjectStore for S3Store {
                 Err(err) => match this.classify(Op::Head, &err) {
                     Class::Missing => Ok(None),
                     Class::PreconditionFailed => Err(this.failure(Op::Head, &err)),
+                    Class::Failed(failure) => Err(failure),
+                },
+            }
+        }))
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let full = self.full_key(key);
+        let this = self;
+        let full_ref = &full;
+        self.block(self.run(Op::Delete, &full, move || async move {
+            let response = this
+                .client
+                .delete_object()
+                .bucket(&this.bucket)
+                .key(full_ref)
+                .send()
+                .await;
+            match response {
+                Ok(_) => Ok(()),
+                Err(err) => match this.classify(Op::Delete, &err) {
+                    Class::Missing => Ok(()),
+                    Class::PreconditionFailed => Err(this.failure(Op::Delete, &err)),
                     Class::Failed(failure) => Err(failure),
                 },
             }

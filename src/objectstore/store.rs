@@ -42,6 +42,9 @@ pub trait ObjectStore: Send + Sync {
     /// Writes `key` whole, replacing any previous object.
     fn put(&self, key: &str, body: &[u8]) -> Result<(), StoreError>;
 
+    /// Removes `key`; a key that does not exist is no error.
+    fn delete(&self, key: &str) -> Result<(), StoreError>;
+
     /// Writes `key` only when no object exists there.
     fn put_if_absent(&self, key: &str, body: &[u8]) -> Result<PutOutcome, StoreError>;
 

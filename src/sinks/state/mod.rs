@@ -44,7 +44,7 @@ pub use identity::{RunIdentity, RunMode};
 pub use postgres::PgOptions;
 pub use schema::MIGRATIONS;
 pub use store::{
-    redact_url, EpochCommit, EpochRow, LedgerId, LedgerRow, Recovered, StateStore,
+    redact_url, CheckpointRow, EpochCommit, EpochRow, LedgerId, LedgerRow, Recovered, StateStore,
     VariantRecovered, VariantRows, VariantSpec,
 };
 

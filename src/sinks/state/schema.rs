@@ -12,6 +12,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../../sql/001_init.sql")),
     (2, include_str!("../../../sql/002_chunk_digest.sql")),
     (3, include_str!("../../../sql/003_variants_evidence.sql")),
+    (4, include_str!("../../../sql/004_checkpoints.sql")),
 ];
 
 /// `sql` with every `$N` placeholder written `?N`, for SQLite. No statement here has a `$`
@@ -122,6 +123,18 @@ pub const MERCHANT_COUNTS: &str = "SELECT merchant_id, total_transactions \
 /// The progress table; [`super::EpochRow`]'s fields in order.
 pub const EPOCH_ROWS: &str = "SELECT epoch, chunk_key, rows_accepted, rows_rejected, \
      committed_at, chunk_digest FROM epochs ORDER BY epoch";
+
+// --- checkpoints ------------------------------------------------------------------------
+
+/// Records a checkpoint (a rewrite of the same epoch's, after a crash, replaces it).
+pub const UPSERT_CHECKPOINT: &str = "INSERT INTO checkpoints (epoch, location, bytes, digest, \
+     format_version, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (epoch) DO UPDATE \
+     SET location = excluded.location, bytes = excluded.bytes, digest = excluded.digest, \
+     format_version = excluded.format_version, created_at = excluded.created_at";
+/// The recorded checkpoints; [`super::CheckpointRow`]'s fields in order, oldest first.
+pub const CHECKPOINTS: &str = "SELECT epoch, location, bytes, digest, format_version, \
+     created_at FROM checkpoints ORDER BY epoch";
+pub const DELETE_CHECKPOINT: &str = "DELETE FROM checkpoints WHERE epoch = $1";
 
 // --- backtest variants ------------------------------------------------------------------
 

@@ -23,9 +23,10 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use super::identity::{record_identity, RunIdentity};
 use super::schema::{self, sqlite as sql, MIGRATIONS};
 use super::store::{
-    check_readable_schema, check_schema_version, check_variant_rows, detection_key, merged_deltas,
-    record_variants, unknown_variant, EpochCommit, EpochRow, LedgerId, LedgerRow, Recovered,
-    StateStore, VariantLedgers, VariantRecovered, VariantRows, VariantSpec,
+    check_readable_schema, check_schema_version, check_variant_rows, checkpoints_beyond,
+    detection_key, merged_deltas, record_variants, unknown_variant, CheckpointRow, EpochCommit,
+    EpochRow, LedgerId, LedgerRow, Recovered, StateStore, VariantLedgers, VariantRecovered,
+    VariantRows, VariantSpec,
 };
 use crate::error::StateError;
 
@@ -493,6 +494,22 @@ fn insert_rows(
     Ok(())
 }
 
+/// The recorded checkpoints, oldest first.
+fn read_checkpoints(conn: &Connection) -> rusqlite::Result<Vec<CheckpointRow>> {
+    let mut st = conn.prepare_cached(schema::CHECKPOINTS)?;
+    let rows = st.query_map([], |r| {
+        Ok(CheckpointRow {
+            epoch: r.get(0)?,
+            location: r.get(1)?,
+            bytes: r.get(2)?,
+            digest: r.get(3)?,
+            format_version: r.get(4)?,
+            created_at: r.get(5)?,
+        })
+    })?;
+    rows.collect()
+}
+
 impl StateStore for SqliteStore {
     fn begin_variants(
         &mut self,
@@ -590,6 +607,47 @@ impl StateStore for SqliteStore {
             schema::ledger_sql(ledger.variant().is_some()).all,
             &[],
         )
+    }
+
+    fn record_checkpoint(
+        &mut self,
+        row: &CheckpointRow,
+        keep: usize,
+    ) -> Result<Vec<CheckpointRow>, StateError> {
+        self.require_lock("record_checkpoint")?;
+        let err = sqlite_err(&self.path);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
+        tx.execute(
+            &sql(schema::UPSERT_CHECKPOINT),
+            params![
+                row.epoch,
+                row.location,
+                row.bytes,
+                row.digest,
+                row.format_version,
+                row.created_at
+            ],
+        )
+        .map_err(&err)?;
+        let all = read_checkpoints(&tx).map_err(&err)?;
+        let gone = checkpoints_beyond(all.iter().map(|c| c.epoch).collect(), keep);
+        for epoch in &gone {
+            tx.execute(&sql(schema::DELETE_CHECKPOINT), [epoch])
+                .map_err(&err)?;
+        }
+        tx.commit().map_err(&err)?;
+        Ok(all
+            .into_iter()
+            .filter(|c| gone.contains(&c.epoch))
+            .collect())
+    }
+
+    fn checkpoints(&mut self) -> Result<Vec<CheckpointRow>, StateError> {
+        self.require_schema()?;
+        read_checkpoints(&self.conn).map_err(sqlite_err(&self.path))
     }
 
     fn merchant_counts(&mut self) -> Result<Vec<(String, i64)>, StateError> {

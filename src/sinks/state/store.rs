@@ -59,6 +59,26 @@ pub struct EpochRow {
     pub chunk_digest: Option<String>,
 }
 
+/// A recorded checkpoint (`checkpoints` table).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointRow {
+    pub epoch: u64,
+    /// Where its manifest is: the checkpoint store's root and the manifest's key.
+    pub location: String,
+    /// Its size: shards and manifest.
+    pub bytes: u64,
+    /// BLAKE3 (hex) of the manifest's bytes.
+    pub digest: String,
+    pub format_version: u32,
+    pub created_at: String,
+}
+
+/// The checkpoints `record_checkpoint` removes: all but the newest `keep` (at least 1).
+pub(super) fn checkpoints_beyond(mut epochs: Vec<u64>, keep: usize) -> Vec<u64> {
+    epochs.sort_unstable_by(|a, b| b.cmp(a));
+    epochs.into_iter().skip(keep.max(1)).collect()
+}
+
 /// Everything one epoch commits, in one transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EpochCommit {
@@ -177,6 +197,17 @@ pub trait StateStore: Send {
     ) -> Result<(), StateError> {
         self.mark_written_of(LedgerId::Baseline, file_seq, from_seq, to_seq)
     }
+
+    /// Records a whole checkpoint and forgets all but the newest `keep`; returns the rows
+    /// forgotten (their objects are the caller's to remove, after this returned).
+    fn record_checkpoint(
+        &mut self,
+        row: &CheckpointRow,
+        keep: usize,
+    ) -> Result<Vec<CheckpointRow>, StateError>;
+
+    /// The recorded checkpoints, oldest first.
+    fn checkpoints(&mut self) -> Result<Vec<CheckpointRow>, StateError>;
 
     /// Records that the stream ended (every ledger row is in a file).
     fn mark_finished(&mut self) -> Result<(), StateError>;

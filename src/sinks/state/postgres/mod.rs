@@ -61,9 +61,9 @@ use ::postgres::Row;
 use super::identity::{record_identity, RunIdentity};
 use super::schema::{self, MIGRATIONS};
 use super::store::{
-    check_readable_schema, check_schema_version, detection_key, record_variants, sql_i64, sql_u64,
-    unknown_variant, EpochCommit, EpochRow, LedgerId, LedgerRow, Recovered, StateStore,
-    VariantLedgers, VariantRecovered, VariantSpec,
+    check_readable_schema, check_schema_version, checkpoints_beyond, detection_key,
+    record_variants, sql_i64, sql_u64, unknown_variant, CheckpointRow, EpochCommit, EpochRow,
+    LedgerId, LedgerRow, Recovered, StateStore, VariantLedgers, VariantRecovered, VariantSpec,
 };
 use crate::error::StateError;
 pub use lease::LOCK_KEY;
@@ -335,6 +335,28 @@ fn read_recovered(c: &mut Conn) -> Result<Recovered, Failure> {
     })
 }
 
+/// The recorded checkpoints, oldest first.
+fn read_checkpoints(
+    client: &mut impl ::postgres::GenericClient,
+) -> Result<Vec<CheckpointRow>, Failure> {
+    let what = "reading the checkpoints";
+    let rows = client.query(schema::CHECKPOINTS, &[]).map_err(pg(what))?;
+    rows.iter()
+        .map(|r| {
+            let int = |i: usize| -> Result<i64, Failure> { r.try_get(i).map_err(pg(what)) };
+            let text = |i: usize| -> Result<String, Failure> { r.try_get(i).map_err(pg(what)) };
+            Ok(CheckpointRow {
+                epoch: sql_u64(int(0)?, "epoch")?,
+                location: text(1)?,
+                bytes: sql_u64(int(2)?, "checkpoint bytes")?,
+                digest: text(3)?,
+                format_version: u32::try_from(int(4)?).unwrap_or(u32::MAX),
+                created_at: text(5)?,
+            })
+        })
+        .collect()
+}
+
 impl StateStore for PgStore {
     fn begin_variants(
         &mut self,
@@ -428,6 +450,54 @@ impl StateStore for PgStore {
             schema::ledger_sql(ledger.variant().is_some()).all,
             &[],
         )
+    }
+
+    fn record_checkpoint(
+        &mut self,
+        row: &CheckpointRow,
+        keep: usize,
+    ) -> Result<Vec<CheckpointRow>, StateError> {
+        self.require_lease("record_checkpoint")?;
+        let params = (
+            sql_i64(row.epoch, "epoch")?,
+            sql_i64(row.bytes, "checkpoint bytes")?,
+            i64::from(row.format_version),
+        );
+        let what = "recording a checkpoint";
+        self.run(what, |c| {
+            let mut tx = c.client.transaction().map_err(pg(what))?;
+            tx.execute(
+                schema::UPSERT_CHECKPOINT,
+                &[
+                    &params.0,
+                    &row.location,
+                    &params.1,
+                    &row.digest,
+                    &params.2,
+                    &row.created_at,
+                ],
+            )
+            .map_err(pg(what))?;
+            let all = read_checkpoints(&mut tx)?;
+            let gone = checkpoints_beyond(all.iter().map(|c| c.epoch).collect(), keep);
+            for epoch in &gone {
+                let epoch = sql_i64(*epoch, "epoch")?;
+                tx.execute(schema::DELETE_CHECKPOINT, &[&epoch])
+                    .map_err(pg(what))?;
+            }
+            tx.commit().map_err(pg(what))?;
+            Ok(all
+                .into_iter()
+                .filter(|c| gone.contains(&c.epoch))
+                .collect())
+        })
+    }
+
+    fn checkpoints(&mut self) -> Result<Vec<CheckpointRow>, StateError> {
+        self.require_schema()?;
+        self.run("reading the checkpoints", |c| {
+            read_checkpoints(&mut c.client)
+        })
     }
 
     fn merchant_counts(&mut self) -> Result<Vec<(String, i64)>, StateError> {
