@@ -55,6 +55,9 @@ pub enum Error {
     /// A bug: a thread that panicked, an invariant that does not hold.
     #[error("{0}")]
     Internal(String),
+    /// A service this run depends on failed (a checkpoint that could not be written).
+    #[error("{0}")]
+    External(String),
     /// What was being done when `source` failed. Shown as `context: source`.
     #[error("{context}: {source}")]
     Context { context: String, source: Box<Error> },
@@ -72,6 +75,11 @@ impl Error {
     /// An input error (data that breaks the SPEC).
     pub fn input(message: impl Into<String>) -> Error {
         Error::Input(message.into())
+    }
+
+    /// A failure of a service the run depends on.
+    pub fn external(message: impl Into<String>) -> Error {
+        Error::External(message.into())
     }
 
     /// An internal error (a bug).
@@ -105,6 +113,7 @@ impl Error {
             Error::Cluster(e) => e.domain(),
             Error::Configuration(_) => Domain::Configuration,
             Error::Input(_) => Domain::Input,
+            Error::External(_) => Domain::ExternalService,
             Error::Internal(_) | Error::Context { .. } => Domain::Internal,
         }
     }

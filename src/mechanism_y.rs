@@ -19,16 +19,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::dataflow::aggregates::WeightTable;
+use crate::error::Context;
 use crate::error::{ClusterError, Error, Result};
 use crate::http::HttpServer;
+use crate::objectstore;
 use crate::progress::{Plan, Progress};
-use crate::runtime::committer::{CommitQueue, Committer};
+use crate::runtime::checkpointer::{notes_channel, Checkpointer, CheckpointerSetup};
+use crate::runtime::committer::{CheckpointNotes, CommitQueue, Committer};
 use crate::runtime::config::timely_config;
 use crate::runtime::identity::Fingerprint;
 use crate::runtime::startup::{self, RunInputs};
-use crate::runtime::worker::{run_worker, WorkerShared};
+use crate::runtime::worker::{run_worker, LazyFeed, Restore, WorkerCheckpoints, WorkerShared};
 use crate::runtime::{cluster, landing_edge};
 use crate::runtime::{watchdog, RunControl};
+use crate::sinks::checkpoint::CheckpointStore;
 use crate::sinks::writer::EpochWriter;
 use crate::sources::landing::{ChunkFeed, FeedOptions, FeedPlan};
 use crate::telemetry::{Phase, RunInfo, Telemetry};
@@ -111,7 +115,7 @@ fn run_observed(
             telemetry.set_range(*from, *to);
         }
     }
-    let writer = match t.process {
+    let mut writer = match t.process {
         0 => Some(startup::open_writer(options, &inputs)?),
         _ => None,
     };
@@ -126,8 +130,22 @@ fn run_observed(
         }
         writer.write_rejects("CustomerImportance.csv", &inputs.importance.rejects)?;
     }
+    let checkpoints = open_checkpoints(options)?;
+    let restore = match (writer.as_mut(), &checkpoints) {
+        (Some(writer), Some(store)) => startup::choose_restore(writer, store, &inputs.identity)?,
+        _ => None,
+    };
+    if let Some(writer) = &writer {
+        let restored = restore.as_ref().map(|r| r.point.epoch);
+        startup::check_replay_needs(writer, inputs.landing.as_ref(), restored)?;
+    }
     let control = Arc::new(RunControl::new(stop));
-    let result = run_workers(options, inputs, writer, &control, config, telemetry);
+    let run = Run {
+        inputs,
+        writer,
+        checkpoints: checkpoints.map(|store| (store, restore)),
+    };
+    let result = run_workers(options, run, &control, config, telemetry);
     control.stop_all();
     let mut summary = result?;
     if let Some(failure) = control.take_failure() {
@@ -138,6 +156,26 @@ fn run_observed(
     }
     summary.wall = started.elapsed();
     Ok(summary)
+}
+
+/// The checkpoint location, opened on every process (each writes its workers' shards);
+/// `None` when checkpoints are off.
+fn open_checkpoints(options: &YOptions) -> Result<Option<CheckpointStore>> {
+    if options.checkpoints.interval == 0 {
+        return Ok(None);
+    }
+    let location = options.checkpoints.location(&options.output);
+    let store = objectstore::open(&location, &options.s3)
+        .with_context(|| format!("opening the checkpoint location {location}"))?;
+    Ok(Some(CheckpointStore::new(store)))
+}
+
+/// What a run starts with: its inputs, the writer (process 0), and the checkpoint location
+/// with the checkpoint to restore (process 0 chooses).
+struct Run {
+    inputs: RunInputs,
+    writer: Option<EpochWriter>,
+    checkpoints: Option<(CheckpointStore, Option<Restore>)>,
 }
 
 /// The run of a store whose stream already ended: nothing to do.
@@ -154,23 +192,37 @@ fn ended_summary(writer: &EpochWriter, started: Instant) -> RunSummary {
 /// failure is then in `control`). The summary is the committer's (empty on other processes).
 fn run_workers(
     options: &YOptions,
-    inputs: RunInputs,
-    writer: Option<EpochWriter>,
+    run: Run,
     control: &Arc<RunControl>,
     config: timely::Config,
     telemetry: &Arc<Telemetry>,
 ) -> Result<RunSummary> {
     let t = &options.timely;
+    let Run {
+        inputs,
+        writer,
+        checkpoints,
+    } = run;
     let recovered = writer
         .as_ref()
         .map(|w| w.committed_epochs().collect())
         .unwrap_or_default();
     telemetry.workers_starting(&recovered);
+    let restored = checkpoints
+        .as_ref()
+        .and_then(|(_, r)| r.as_ref())
+        .map(|r| r.point.epoch);
+    let (notes, received) = notes_channel();
     let (committer, queue) = match writer {
         Some(writer) => {
             let progress = Progress::start(Plan::of(&inputs.plan, &recovered));
+            let notes = checkpoints.as_ref().map(|_| CheckpointNotes {
+                options: options.checkpoints.clone(),
+                restored,
+                notes: notes.clone(),
+            });
             let (committer, queue) =
-                Committer::start(writer, control.clone(), telemetry.clone(), progress)?;
+                Committer::start(writer, control.clone(), telemetry.clone(), progress, notes)?;
             watchdog::start(
                 options.stall_timeout,
                 t.processes,
@@ -184,7 +236,35 @@ fn run_workers(
     if options.http.is_some() && options.replay.is_none() && t.process == 0 {
         landing_edge::start(inputs.landing.clone(), telemetry.clone(), control.clone());
     }
+    let checkpointer = match &checkpoints {
+        Some((store, _)) => Some(Checkpointer::start(
+            CheckpointerSetup {
+                store: store.clone(),
+                options: options.checkpoints.clone(),
+                run: inputs.identity.checkpoint_key(),
+                local_workers: t.workers,
+                workers: t.workers * t.processes,
+                records: queue.as_ref().map(CommitQueue::record_requests),
+                control: control.clone(),
+                telemetry: telemetry.clone(),
+            },
+            notes.clone(),
+            received,
+        )?),
+        None => None,
+    };
+    let worker_checkpoints = checkpoints.map(|(store, restore)| WorkerCheckpoints {
+        options: options.checkpoints.clone(),
+        run: inputs.identity.checkpoint_key(),
+        store,
+        notes: Mutex::new(notes),
+        restore,
+    });
     let shared = worker_shared(options, inputs, recovered, queue, control, telemetry);
+    let shared = Arc::new(WorkerShared {
+        checkpoints: worker_checkpoints,
+        ..shared
+    });
     let guards = cluster::start(config, t, control, move |worker| {
         let result = run_worker(worker, &shared);
         shared.control.worker_returned(result);
@@ -201,11 +281,15 @@ fn run_workers(
         }
         _ => RunSummary::default(),
     };
+    if let Some(checkpointer) = checkpointer {
+        checkpointer.close();
+    }
     Ok(summary)
 }
 
 /// What the workers of this process share: the importance table, the chunk feed (started
-/// here), the epochs an earlier run committed and, for worker 0, the committer's queue.
+/// by the first worker, after the restored checkpoint if any), the epochs an earlier run
+/// committed and, for worker 0, the committer's queue.
 fn worker_shared(
     options: &YOptions,
     inputs: RunInputs,
@@ -213,31 +297,41 @@ fn worker_shared(
     queue: Option<CommitQueue>,
     control: &Arc<RunControl>,
     telemetry: &Arc<Telemetry>,
-) -> Arc<WorkerShared> {
+) -> WorkerShared {
+    let fingerprint = Fingerprint::of(options, &inputs.plan, &inputs.importance_bytes);
     let feed_options = FeedOptions {
         poll: options.poll_interval,
         gap_warn: options.gap_warn,
         settle: options.settle,
+        first: 0,
     };
-    let fingerprint = Fingerprint::of(options, &inputs.plan, &inputs.importance_bytes);
-    Arc::new(WorkerShared {
+    let (landing, plan, workers) = (inputs.landing, inputs.plan, options.timely.workers);
+    let (stop, observer) = (control.stop_flag(), Some(telemetry.clone()));
+    let feed = LazyFeed::new(move |restored| {
+        let first = restored.map_or(0, |r| r + 1);
+        let plan = match restored {
+            Some(epoch) => plan.after(epoch),
+            None => plan,
+        };
+        let options = FeedOptions {
+            first,
+            ..feed_options
+        };
+        ChunkFeed::start_observed(landing, plan, workers, options, stop, observer)
+    });
+    WorkerShared {
         weights: Arc::new(WeightTable::new(&inputs.importance.weights)),
         threshold_sets: std::iter::once(options.thresholds)
             .chain(options.variants.iter().map(|v| v.thresholds))
             .collect(),
         fingerprint,
-        feed: ChunkFeed::start_observed(
-            inputs.landing,
-            inputs.plan,
-            options.timely.workers,
-            feed_options,
-            control.stop_flag(),
-            Some(telemetry.clone()),
-        ),
+        feed,
         control: control.clone(),
         recovered,
         commits: Mutex::new(queue),
-    })
+        checkpoints: None,
+        processes: options.timely.processes,
+    }
 }
 
 /// A failure of one process of a cluster: every process must be restarted.

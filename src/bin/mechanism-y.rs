@@ -13,6 +13,9 @@ use txflow::error::{ClusterError, Error};
 use txflow::http;
 use txflow::mechanism_y::{self, ReplayRange, TimelyOptions, YOptions};
 use txflow::model::Variant;
+use txflow::runtime::checkpointer::{
+    CheckpointOptions, DEFAULT_CHECKPOINTS_KEPT, DEFAULT_CHECKPOINT_INTERVAL,
+};
 use txflow::runtime::cluster;
 use txflow::variant_options::{VariantOptionError, VariantOptions};
 
@@ -101,6 +104,23 @@ struct Args {
     /// cluster peer, a hung store); 0 = never.
     #[arg(long, value_name = "SECS", default_value_t = mechanism_y::DEFAULT_STALL_TIMEOUT.as_secs(), env = "TXFLOW_STALL_TIMEOUT")]
     stall_timeout: u64,
+    /// Write a checkpoint of the dataflow's state after every this many epochs (at epochs
+    /// k with (k + 1) % EPOCHS = 0); a restart loads the newest valid one and replays only
+    /// the chunks after it. 0 = no checkpoints (neither written nor restored).
+    #[arg(long, value_name = "EPOCHS", default_value_t = DEFAULT_CHECKPOINT_INTERVAL, env = "TXFLOW_CHECKPOINT_INTERVAL")]
+    checkpoint_interval: u64,
+    /// Where checkpoints go: a directory or s3://bucket/prefix (a cluster's processes must
+    /// all reach it). Default: <output>/_checkpoints.
+    #[arg(long, value_name = "LOCATION", env = "TXFLOW_CHECKPOINTS")]
+    checkpoints: Option<String>,
+    /// How many recorded checkpoints to keep (older ones are removed once a newer one is
+    /// recorded); at least 1.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CHECKPOINTS_KEPT, value_parser = clap::value_parser!(u64).range(1..=1000), env = "TXFLOW_CHECKPOINTS_KEPT")]
+    checkpoints_kept: u64,
+    /// Fail the run when a checkpoint cannot be written (default: a warning and the
+    /// txflow_checkpoint_failures_total counter; the previous checkpoint still stands).
+    #[arg(long, env = "TXFLOW_CHECKPOINT_REQUIRED", value_parser = BoolishValueParser::new())]
+    checkpoint_required: bool,
     #[command(flatten)]
     s3: S3Args,
     #[command(flatten)]
@@ -206,6 +226,12 @@ fn run(args: Args, variants: Vec<Variant>) -> anyhow::Result<()> {
         http: args.http.as_deref().map(http::parse_addr).transpose()?,
         ready_max_lag: args.ready_max_lag,
         stall_timeout: Duration::from_secs(args.stall_timeout),
+        checkpoints: CheckpointOptions {
+            interval: args.checkpoint_interval,
+            location: args.checkpoints,
+            kept: args.checkpoints_kept as usize,
+            required: args.checkpoint_required,
+        },
     };
     // SIGINT/SIGTERM: finish or abandon the epoch in flight, then exit 0; a restart resumes.
     let stop = Arc::new(AtomicBool::new(false));

@@ -9,8 +9,10 @@ use std::rc::Rc;
 use foldhash::HashMap;
 
 use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
+use differential_dataflow::operators::arrange::TraceAgent;
 use differential_dataflow::operators::count::CountTotal;
 use differential_dataflow::trace::cursor::cursor_list;
+use differential_dataflow::trace::implementations::KeySpine;
 use differential_dataflow::trace::{Cursor, TraceReader};
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
@@ -215,10 +217,13 @@ pub struct PairChange {
 /// pair costs one trace lookup — `count_total`'s algorithm (time is a total order, the chunk
 /// index), but reporting before and after together, so that the collections derived from the
 /// totals ([`derive`](fn@derive)) carry only the updates that do not cancel.
-pub fn pair_changes<'s>(deltas: VecCollection<'s, Epoch, Pair, PairSums>) -> PairChanges<'s> {
+pub fn pair_changes<'s>(
+    deltas: VecCollection<'s, Epoch, Pair, PairSums>,
+) -> (PairChanges<'s>, PairTrace) {
     let arranged = deltas.arrange_by_self_named("Arrange: PairTotals");
     let mut trace = arranged.trace.clone();
-    arranged
+    let handle = arranged.trace.clone();
+    let changes = arranged
         .stream
         .unary_frontier(Pipeline, "PairTotals", move |_, _| {
             // The times of the batches received so far: [lower, upper).
@@ -262,7 +267,48 @@ pub fn pair_changes<'s>(deltas: VecCollection<'s, Epoch, Pair, PairSums>) -> Pai
                 arranged::release(&mut trace, &mut upper);
             }
         })
-        .as_collection()
+        .as_collection();
+    (changes, handle)
+}
+
+/// A handle on the per-pair totals' trace, outside the dataflow: what a checkpoint reads
+/// ([`pair_totals_through`]). Whoever holds it must advance its compaction as epochs
+/// complete ([`release_through`]), or the trace keeps every batch.
+pub type PairTrace = TraceAgent<KeySpine<Pair, Epoch, PairSums>>;
+
+/// Every pair's totals over the times before `upper`, ascending by pair, zero totals left
+/// out: this worker's part of the state at epoch `upper - 1`. `None` when the trace cannot
+/// answer for `upper` (it has not reached it, or was compacted past it).
+pub fn pair_totals_through(trace: &mut PairTrace, upper: Epoch) -> Option<Vec<(Pair, PairSums)>> {
+    let mut reached = Antichain::new();
+    trace.read_upper(&mut reached);
+    if reached.less_than(&upper) {
+        return None;
+    }
+    let batches = trace.batches_through(Antichain::from_elem(upper).borrow())?;
+    let (mut cursor, storage) = cursor_list(batches);
+    let mut out = Vec::new();
+    while let Some(pair) = cursor.get_key(&storage) {
+        let mut totals = PairSums::default();
+        cursor.map_times(&storage, |time, diff| {
+            if *time < upper {
+                totals.plus_equals(diff);
+            }
+        });
+        if !totals.is_zero() {
+            out.push((pair.clone(), totals));
+        }
+        cursor.step_key(&storage);
+    }
+    Some(out)
+}
+
+/// Lets the trace forget distinctions and batches before `upper` (an epoch every reader is
+/// done with).
+pub fn release_through(trace: &mut PairTrace, upper: Epoch) {
+    let frontier = Antichain::from_elem(upper);
+    trace.set_logical_compaction(frontier.borrow());
+    trace.set_physical_compaction(frontier.borrow());
 }
 
 /// The collection `{ view(pair, totals) : pairs with transactions }`, from the changes: each

@@ -43,7 +43,7 @@ use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Scope;
 
-use self::aggregates::{Pair, PairSums, ShareDeltas, WeightTable};
+use self::aggregates::{Pair, PairSums, PairTrace, ShareDeltas, WeightTable};
 use self::variants::SetId;
 use crate::model::{LabelCounts, Name, Reject, Thresholds, Txn};
 
@@ -73,6 +73,8 @@ pub struct Outputs<'s> {
     pub merchant_facts: VecCollection<'s, Epoch, (SetId, Name, MerchantFact)>,
     /// `(m, N(m))`: its changes at time `k` give epoch `k`'s counter deltas.
     pub merchant_counts: VecCollection<'s, Epoch, (Name, i64)>,
+    /// The per-pair totals' trace, which a checkpoint reads.
+    pub pair_trace: PairTrace,
 }
 
 /// The dataflow's inputs, on one worker.
@@ -116,6 +118,19 @@ impl Inputs {
         }
     }
 
+    /// Adds a checkpoint's part: per-pair totals accumulated up to the current epoch (the
+    /// merchants' counts follow from them). Any part may go to any worker: the dataflow sums.
+    pub fn insert_totals(&mut self, totals: Vec<(Pair, PairSums)>) {
+        let mut merchants = foldhash::HashMap::<Name, isize>::default();
+        for ((customer, merchant), sums) in totals {
+            *merchants.entry(merchant.clone()).or_default() += sums.n as isize;
+            self.pairs.update((customer, merchant), sums);
+        }
+        for (merchant, n) in merchants {
+            self.merchants.update(merchant, n);
+        }
+    }
+
     pub fn advance_to(&mut self, epoch: Epoch) {
         self.pairs.advance_to(epoch);
         self.merchants.advance_to(epoch);
@@ -135,7 +150,7 @@ pub fn detect<'s>(
     sets: &[Thresholds],
 ) -> Outputs<'s> {
     let merchant_counts = aggregates::merchant_counts(merchant_txns);
-    let changes = aggregates::pair_changes(pair_deltas);
+    let (changes, pair_trace) = aggregates::pair_changes(pair_deltas);
 
     let upgrade = pat1_upgrade::detect(merchant_counts.clone(), changes.clone(), sets);
     let child = pat2_child::detect(changes.clone(), sets);
@@ -145,6 +160,7 @@ pub fn detect<'s>(
         detections: upgrade.detections.concat(child).concat(dei),
         merchant_facts: upgrade.merchant_facts,
         merchant_counts,
+        pair_trace,
     }
 }
 

@@ -49,6 +49,8 @@ pub struct EpochBatch {
     pub counter_deltas: BTreeMap<Name, i64>,
     /// One per worker that parsed its share of the chunk.
     pub reports: Vec<ShareReport>,
+    /// The state a checkpoint restored at this (committed) epoch, not a chunk's.
+    pub restored: bool,
 }
 
 impl EpochBatch {
@@ -64,6 +66,7 @@ impl EpochBatch {
             sets: (0..sets.max(1)).map(|_| SetChanges::default()).collect(),
             counter_deltas: BTreeMap::new(),
             reports: Vec::new(),
+            restored: false,
         }
     }
 

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, Sender, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -20,9 +20,11 @@ use std::time::Instant;
 use crate::error::{Context, Error, Result};
 use crate::progress::{EpochSeen, Progress};
 use crate::runtime::batch::EpochBatch;
+use crate::runtime::checkpointer::{CheckpointOptions, Note};
 use crate::runtime::options::RunSummary;
 use crate::runtime::RunControl;
 use crate::sinks::rejects::reason_kind;
+use crate::sinks::state::CheckpointRow;
 use crate::sinks::writer::EpochWriter;
 use crate::telemetry::status::EpochRecord;
 use crate::telemetry::Telemetry;
@@ -32,10 +34,26 @@ use crate::time::now_ms;
 /// few enough that a crash loses (and a restart recomputes) little.
 pub const QUEUE_EPOCHS: usize = 4;
 
-enum Job {
+pub enum Job {
     Commit(EpochBatch),
     /// The stream ended: write the last file and record the end.
     Finish,
+    /// A whole checkpoint (from the checkpointing thread): record it, keep the newest `keep`.
+    RecordCheckpoint {
+        row: CheckpointRow,
+        keep: usize,
+    },
+    /// Worker 0 is done handing over (its queue was dropped).
+    Close,
+}
+
+/// What the committer tells the checkpointing thread: each due epoch once committed, with
+/// what its manifest carries, and the checkpoints it forgot once it recorded a newer one.
+pub struct CheckpointNotes {
+    pub options: CheckpointOptions,
+    /// The epoch the run restored from: not checkpointed again.
+    pub restored: Option<u64>,
+    pub notes: Sender<Note>,
 }
 
 /// Worker 0's end of the channel.
@@ -63,6 +81,19 @@ impl CommitQueue {
             .send(job)
             .map_err(|_| Error::internal("the committing thread stopped"))
     }
+
+    /// Where the checkpointing thread asks for records.
+    pub fn record_requests(&self) -> SyncSender<Job> {
+        self.jobs.clone()
+    }
+}
+
+impl Drop for CommitQueue {
+    fn drop(&mut self) {
+        // The checkpointing thread holds a sender too: the committer ends on this, not on
+        // every sender being gone.
+        let _ = self.jobs.send(Job::Close);
+    }
 }
 
 /// The committing thread.
@@ -78,6 +109,7 @@ impl Committer {
         control: Arc<RunControl>,
         telemetry: Arc<Telemetry>,
         progress: Progress,
+        checkpoints: Option<CheckpointNotes>,
     ) -> Result<(Committer, CommitQueue)> {
         let (jobs, received) = sync_channel(QUEUE_EPOCHS);
         let queued = Arc::new(AtomicUsize::new(0));
@@ -88,6 +120,7 @@ impl Committer {
                 let observers = Observers {
                     telemetry: &telemetry,
                     progress,
+                    checkpoints,
                 };
                 commit_all(writer, received, &counter, &control, observers)
             })
@@ -107,6 +140,39 @@ impl Committer {
 struct Observers<'t> {
     telemetry: &'t Telemetry,
     progress: Progress,
+    checkpoints: Option<CheckpointNotes>,
+}
+
+impl Observers<'_> {
+    /// Tells the checkpointing thread that a due epoch is committed.
+    fn committed(&self, epoch: u64, writer: &EpochWriter) {
+        let Some(c) = &self.checkpoints else {
+            return;
+        };
+        if c.options.is_due(epoch) && c.restored.is_none_or(|r| epoch > r) {
+            let _ = c.notes.send(Note::Committed {
+                epoch,
+                labels: writer.checkpoint_labels(),
+                first_chunk_ms: writer.first_chunk_ms(),
+            });
+        }
+    }
+
+    /// Records a whole checkpoint; the checkpoints forgotten go back for removal. A failure
+    /// is a warning: the previous checkpoint still stands.
+    fn record(&self, writer: &mut EpochWriter, row: &CheckpointRow, keep: usize) {
+        match writer.record_checkpoint(row, keep) {
+            Ok(removed) => {
+                if let Some(c) = &self.checkpoints {
+                    let _ = c.notes.send(Note::Recorded { removed });
+                }
+            }
+            Err(e) => {
+                self.telemetry.checkpoint_failed();
+                tracing::warn!(epoch = row.epoch, "recording a checkpoint failed: {e}");
+            }
+        }
+    }
 }
 
 /// The thread's loop: commits the batches in order until the queue closes or a commit fails
@@ -125,12 +191,19 @@ fn commit_all(
                 let telemetry = observers.telemetry;
                 telemetry.queue_depth(queued.fetch_sub(1, Ordering::SeqCst) - 1);
                 let seen = EpochSeen::of(&batch);
+                let epoch = batch.epoch;
                 commit(&mut writer, batch, &mut summary, telemetry).map(|()| {
+                    observers.committed(epoch, &writer);
                     let total = writer.detections_total();
                     observers.progress.epoch(seen, &summary, total)
                 })
             }
             Job::Finish => writer.finish().context("ending the stream"),
+            Job::RecordCheckpoint { row, keep } => {
+                observers.record(&mut writer, &row, keep);
+                Ok(())
+            }
+            Job::Close => break,
         };
         if let Err(e) = done {
             control.fail(e);

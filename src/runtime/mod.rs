@@ -9,6 +9,7 @@
 //! | [`worker`] | the worker loop: feed → parse a share → dataflow → hand the epoch over |
 //! | [`batch`] | [`EpochBatch`]: one epoch's outputs and share reports; its completeness |
 //! | [`committer`] | the committing thread: batches in, rejects/ledger/files out |
+//! | [`checkpointer`] | the checkpointing thread: shards in, checkpoints out; what a restart starts from |
 //! | [`landing_edge`] | live runs with `--http`: the landing's edge, listed every 2 s, for the lag |
 //! | [`cluster`] | starting and joining the workers, bounded, with typed failures |
 //! | [`watchdog`] | the stall watchdog: fails the run when no epoch commits while chunks wait |
@@ -23,6 +24,7 @@
 //! others: rejects file, one state-store transaction, detection files.
 
 pub mod batch;
+pub mod checkpointer;
 pub mod cluster;
 pub mod committer;
 pub mod config;

@@ -1,5 +1,6 @@
 //! What a run of Mechanism Y is given ([`YOptions`]) and what it reports ([`RunSummary`]).
 
+use crate::runtime::checkpointer::CheckpointOptions;
 use std::time::Duration;
 
 use crate::model::{Thresholds, Variant};
@@ -54,6 +55,8 @@ pub struct YOptions {
     /// `--stall-timeout`: fail the run when no epoch commits this long while chunks wait
     /// (process 0); zero = never.
     pub stall_timeout: Duration,
+    /// Checkpoints of the dataflow's state: how often, where, how many kept.
+    pub checkpoints: CheckpointOptions,
 }
 
 /// Default of [`YOptions::gap_warn`] (`--gap-warn-secs`).
@@ -87,6 +90,7 @@ impl YOptions {
             http: None,
             ready_max_lag: crate::telemetry::DEFAULT_READY_MAX_LAG,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
+            checkpoints: CheckpointOptions::default(),
         }
     }
 }

@@ -10,8 +10,11 @@ use std::sync::Arc;
 
 use crate::error::{Context, Error, Result, StateError};
 use crate::objectstore::{self, ObjectStore};
+use crate::runtime::checkpointer::RestorePoint;
 use crate::runtime::identity::run_identity;
 use crate::runtime::options::YOptions;
+use crate::runtime::worker::Restore;
+use crate::sinks::checkpoint::CheckpointStore;
 use crate::sinks::state::{self, RunIdentity, VariantSpec};
 use crate::sinks::writer::{Clock, EpochWriter};
 use crate::sources::importance::{parse_importance, ImportanceTable};
@@ -144,4 +147,89 @@ pub fn check_ended_stream(
         last_epoch.map_or_else(String::new, |e| format!(" at epoch {e}"))
     );
     Ok(())
+}
+
+/// The process hosting worker 0: the newest recorded checkpoint of this run that is whole
+/// and valid, read and checked; `None` (a full replay) when there is none. A checkpoint
+/// that is missing, cut, changed, of another run or of another format is never used: a
+/// warning names it and the next older one is tried.
+pub fn choose_restore(
+    writer: &mut EpochWriter,
+    store: &CheckpointStore,
+    identity: &RunIdentity,
+) -> Result<Option<Restore>> {
+    let last_committed = writer.committed_epochs().last();
+    let rows = writer
+        .checkpoints()
+        .context("reading the recorded checkpoints")?;
+    let run = identity.checkpoint_key();
+    for row in rows
+        .iter()
+        .rev()
+        .filter(|r| Some(r.epoch) <= last_committed)
+    {
+        let started = std::time::Instant::now();
+        match store.load(row, &run) {
+            Ok(loaded) => {
+                let pairs: usize = loaded.shards.iter().map(Vec::len).sum();
+                tracing::info!(
+                    epoch = row.epoch,
+                    pairs,
+                    bytes = row.bytes,
+                    seconds = started.elapsed().as_secs_f64(),
+                    location = %row.location,
+                    "restoring from the checkpoint; only the chunks after it are replayed"
+                );
+                let point = RestorePoint {
+                    epoch: row.epoch,
+                    shards: loaded.manifest.shards.len(),
+                    digest: row.digest.clone(),
+                };
+                return Ok(Some(Restore::new(point, loaded)));
+            }
+            Err(e) => tracing::warn!(
+                epoch = row.epoch,
+                "the checkpoint {} is not usable ({e}); falling back to an older one or to the \
+                 full replay",
+                row.location
+            ),
+        }
+    }
+    Ok(None)
+}
+
+/// A restart must replay the committed chunks after its restore point (all of them without
+/// one): refused, naming the first, when the landing no longer holds one of them (a
+/// retention rule removed it and no usable checkpoint covers it).
+pub fn check_replay_needs(
+    writer: &EpochWriter,
+    landing: &dyn ObjectStore,
+    restored: Option<u64>,
+) -> Result<()> {
+    let needed: Vec<u64> = writer
+        .committed_epochs()
+        .filter(|e| restored.is_none_or(|r| *e > r))
+        .collect();
+    if needed.is_empty() {
+        return Ok(());
+    }
+    let present: BTreeSet<u64> = list_chunks(landing)
+        .with_context(|| format!("listing the landing store {}", landing.describe()))?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    match needed.iter().find(|e| !present.contains(e)) {
+        None => Ok(()),
+        Some(missing) => Err(Error::input(format!(
+            "{} is missing from the landing {}, and a restart needs it to rebuild the state of \
+             committed epoch {missing} ({}): restore the chunk, or start a new run with a new \
+             state store",
+            chunk_key(*missing),
+            landing.describe(),
+            match restored {
+                Some(r) => format!("the newest usable checkpoint is of epoch {r}"),
+                None => "no usable checkpoint".to_string(),
+            }
+        ))),
+    }
 }

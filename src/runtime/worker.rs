@@ -10,24 +10,31 @@
 use std::cell::RefCell;
 use std::collections::{BTreeSet, VecDeque};
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use differential_dataflow::input::{Input, InputSession};
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::Exchange;
 use timely::worker::Worker;
 
-use crate::dataflow::aggregates::WeightTable;
+use crate::dataflow::aggregates::{
+    pair_totals_through, release_through, Pair, PairSums, PairTrace, WeightTable,
+};
 use crate::dataflow::{self, Epoch, ShareReport};
 use crate::error::{ClusterError, Error, Result};
 use crate::model::Thresholds;
 use crate::runtime::batch::{EpochBatch, Gathered};
+use crate::runtime::checkpointer::{CheckpointOptions, Note, RestorePoint};
 use crate::runtime::committer::CommitQueue;
 use crate::runtime::identity::{check_fingerprints, Fingerprint};
 use crate::runtime::RunControl;
-use crate::sources::landing::{Chunk, ChunkFeed, FeedItem};
+use crate::sinks::checkpoint::format::Manifest;
+use crate::sinks::checkpoint::{CheckpointStore, Loaded};
+use crate::sources::landing::{chunk_key, Chunk, ChunkFeed, FeedItem};
 use crate::sources::parse::parse_chunk;
 
 /// What the workers of a process share.
@@ -38,12 +45,78 @@ pub struct WorkerShared {
     pub threshold_sets: Vec<Thresholds>,
     /// What every process of a cluster must agree on; checked by worker 0.
     pub fingerprint: Fingerprint,
-    pub feed: Arc<ChunkFeed>,
+    /// The chunk feed, started by the first worker that knows where to start it (after the
+    /// restored checkpoint, if any).
+    pub feed: LazyFeed,
     pub control: Arc<RunControl>,
     /// Epochs committed by an earlier run (replayed only to rebuild state).
     pub recovered: BTreeSet<Epoch>,
     /// The committer's queue, taken by worker 0 (`None` on the other processes).
     pub commits: std::sync::Mutex<Option<CommitQueue>>,
+    /// Checkpoints: taking them, and what this run restores (`None` = off).
+    pub checkpoints: Option<WorkerCheckpoints>,
+    /// Processes of the run (they agree on the restore point through the dataflow).
+    pub processes: usize,
+}
+
+/// What the workers need of checkpoints.
+pub struct WorkerCheckpoints {
+    pub options: CheckpointOptions,
+    pub store: CheckpointStore,
+    /// The checkpointing thread of this process.
+    pub notes: std::sync::Mutex<Sender<Note>>,
+    /// The process of worker 0: the checkpoint chosen (checked whole) at start, if any. The
+    /// other processes learn the choice from worker 0 and read their shards themselves.
+    pub restore: Option<Restore>,
+    /// The run's checkpoint key (the other processes check the manifest with it).
+    pub run: String,
+}
+
+/// A checkpoint a run restores, read and checked by the process of worker 0.
+pub struct Restore {
+    pub point: RestorePoint,
+    pub manifest: Manifest,
+    /// Each shard's pairs, taken by the worker that inserts it.
+    pub shards: std::sync::Mutex<Vec<Option<Vec<(Pair, PairSums)>>>>,
+}
+
+impl Restore {
+    pub fn new(point: RestorePoint, loaded: Loaded) -> Restore {
+        Restore {
+            point,
+            manifest: loaded.manifest,
+            shards: std::sync::Mutex::new(loaded.shards.into_iter().map(Some).collect()),
+        }
+    }
+}
+
+/// The chunk feed, started once its first chunk is known.
+pub struct LazyFeed {
+    feed: OnceLock<Arc<ChunkFeed>>,
+    start: std::sync::Mutex<Option<Box<dyn FnOnce(Option<Epoch>) -> Arc<ChunkFeed> + Send>>>,
+}
+
+impl LazyFeed {
+    /// `start(restored)` starts the feed after the restored epoch (all chunks: `None`).
+    pub fn new(start: impl FnOnce(Option<Epoch>) -> Arc<ChunkFeed> + Send + 'static) -> LazyFeed {
+        LazyFeed {
+            feed: OnceLock::new(),
+            start: std::sync::Mutex::new(Some(Box::new(start))),
+        }
+    }
+
+    /// The feed; the first call starts it (every worker of a process agrees on `restored`).
+    pub fn get(&self, restored: Option<Epoch>) -> &Arc<ChunkFeed> {
+        self.feed.get_or_init(|| {
+            let start = self
+                .start
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .expect("started once");
+            start(restored)
+        })
+    }
 }
 
 /// How long an idle worker parks before polling the feed again.
@@ -60,6 +133,8 @@ struct Dataflow {
     probe: ProbeHandle<Epoch>,
     gathered: Rc<RefCell<Gathered>>,
     fingerprints: Rc<RefCell<Vec<(usize, Fingerprint)>>>,
+    /// The per-pair totals' trace, held only when checkpoints are taken.
+    pair_trace: Option<PairTrace>,
 }
 
 /// How many epochs a worker may have fed and not yet seen complete. Overlapping a few lets
@@ -75,6 +150,8 @@ const EPOCHS_IN_FLIGHT: usize = 5;
 struct InFlight {
     chunk: Arc<Chunk>,
     taken_at: Instant,
+    /// The state a checkpoint restored, not a chunk.
+    restored: bool,
 }
 
 /// One worker's loop state: its dataflow, the epochs in flight, and (worker 0) the
@@ -86,6 +163,14 @@ struct EpochLoop {
     fingerprints_checked: bool,
     /// An incomplete epoch was abandoned at a stop: no later epoch may be handed over.
     abandoned: bool,
+    feed: Arc<ChunkFeed>,
+    /// The restored epoch, if any (not checkpointed again).
+    restored: Option<Epoch>,
+    /// A due checkpoint epoch fed and not yet read from the trace: no later chunk is fed
+    /// until it is.
+    snapshot_due: Option<Epoch>,
+    worker_index: usize,
+    workers: usize,
 }
 
 /// Runs one worker until the stream ends, the run is stopped, or something fails.
@@ -98,13 +183,23 @@ pub fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<()> {
             .take(),
         _ => None,
     };
+    let restore = agree_on_restore(worker, shared);
+    let restored = restore.as_ref().map(|p| p.epoch);
     let mut epochs = EpochLoop {
         flow: build_dataflow(worker, shared),
         in_flight: VecDeque::new(),
         queue,
         fingerprints_checked: false,
         abandoned: false,
+        feed: shared.feed.get(restored).clone(),
+        restored,
+        snapshot_due: None,
+        worker_index: worker.index(),
+        workers: worker.peers(),
     };
+    if let Some(point) = restore {
+        epochs.restore(worker, shared, &point)?;
+    }
     let mut ended = epochs.feed(worker, shared)?;
     // Whatever is in flight at the end (or at a stop) is finished and handed over first,
     // unless an epoch was abandoned: epochs are committed in order, without gaps.
@@ -130,6 +225,123 @@ pub fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<()> {
 }
 
 impl EpochLoop {
+    /// Inserts this worker's part of the restored checkpoint as the state at its epoch (an
+    /// epoch an earlier run committed: the committer skips it).
+    fn restore(
+        &mut self,
+        worker: &mut Worker,
+        shared: &WorkerShared,
+        point: &RestorePoint,
+    ) -> Result<()> {
+        let checkpoints = shared
+            .checkpoints
+            .as_ref()
+            .ok_or_else(|| Error::internal("a restore point without checkpoint options"))?;
+        let (index, peers) = (worker.index(), worker.peers());
+        let mut totals = Vec::new();
+        let mut labels = Default::default();
+        match &checkpoints.restore {
+            Some(restore) => {
+                let mut shards = restore.shards.lock().unwrap_or_else(|p| p.into_inner());
+                for shard in (index..point.shards).step_by(peers) {
+                    totals.extend(shards[shard].take().unwrap_or_default());
+                }
+                if index == 0 {
+                    labels = restore.manifest.labels.to_counts();
+                }
+            }
+            None => {
+                let store = &checkpoints.store;
+                let manifest = store
+                    .load_manifest(point.epoch, &point.digest, &checkpoints.run)
+                    .map_err(|e| {
+                        Error::external(format!("reading the restored checkpoint: {e}"))
+                    })?;
+                for shard in (index..point.shards).step_by(peers) {
+                    totals.extend(store.load_shard(&manifest, shard).map_err(|e| {
+                        Error::external(format!("reading the restored checkpoint: {e}"))
+                    })?);
+                }
+            }
+        }
+        let epoch = point.epoch;
+        let flow = &mut self.flow;
+        flow.inputs.advance_to(epoch);
+        flow.reports.advance_to(epoch);
+        flow.inputs.insert_totals(totals);
+        flow.reports.insert(ShareReport {
+            worker: index,
+            accepted: 0,
+            rejected: 0,
+            rejects: Vec::new(),
+            labels,
+        });
+        flow.inputs.advance_to(epoch + 1);
+        flow.reports.advance_to(epoch + 1);
+        flow.inputs.flush();
+        flow.reports.flush();
+        let chunk = Chunk {
+            index: epoch,
+            key: chunk_key(epoch),
+            body: bytes::Bytes::new(),
+            last_modified_ms: 0,
+            seen_at: Instant::now(),
+            digest: String::new(),
+        };
+        self.in_flight.push_back(InFlight {
+            chunk: Arc::new(chunk),
+            taken_at: Instant::now(),
+            restored: true,
+        });
+        Ok(())
+    }
+
+    /// Notes that `epoch`, just fed, is a checkpoint's: no later chunk until it is read.
+    fn note_due(&mut self, shared: &WorkerShared, epoch: Epoch) {
+        let due = shared
+            .checkpoints
+            .as_ref()
+            .is_some_and(|c| c.options.is_due(epoch));
+        if due && self.restored.is_none_or(|r| epoch > r) {
+            self.snapshot_due = Some(epoch);
+        }
+    }
+
+    /// Whether later chunks may be fed: no checkpoint is due, or the dataflow finished the
+    /// due epoch and this worker's part was read and handed to the checkpointing thread.
+    fn snapshot_taken(&mut self, shared: &WorkerShared) -> bool {
+        let Some(epoch) = self.snapshot_due else {
+            return true;
+        };
+        if self.flow.probe.less_than(&(epoch + 1)) {
+            return false;
+        }
+        self.snapshot_due = None;
+        let (Some(trace), Some(checkpoints)) =
+            (self.flow.pair_trace.as_mut(), shared.checkpoints.as_ref())
+        else {
+            return true;
+        };
+        match pair_totals_through(trace, epoch + 1) {
+            Some(entries) => {
+                let note = Note::Shard {
+                    epoch,
+                    shard: self.worker_index,
+                    shards: self.workers,
+                    entries,
+                };
+                let notes = checkpoints.notes.lock().unwrap_or_else(|p| p.into_inner());
+                let _ = notes.send(note);
+            }
+            None => tracing::warn!(
+                epoch,
+                "the state at the checkpoint's epoch could not be read; no checkpoint"
+            ),
+        }
+        release_through(trace, epoch + 1);
+        true
+    }
+
     /// Feeds chunks into the dataflow, keeping at most [`EPOCHS_IN_FLIGHT`] epochs in flight
     /// and retiring each as it completes, until the stream ends (`true`) or the run stops.
     fn feed(&mut self, worker: &mut Worker, shared: &WorkerShared) -> Result<bool> {
@@ -138,8 +350,9 @@ impl EpochLoop {
             if !self.retire(worker, shared)? || shared.control.should_stop() {
                 return Ok(false);
             }
-            let item = match self.in_flight.len() < EPOCHS_IN_FLIGHT {
-                true => shared
+            let room = self.in_flight.len() < EPOCHS_IN_FLIGHT && self.snapshot_taken(shared);
+            let item = match room {
+                true => self
                     .feed
                     .poll(position)
                     .map_err(|e| Error::from(e).context("reading the landing store"))?,
@@ -150,7 +363,12 @@ impl EpochLoop {
                     position += 1;
                     let taken_at = Instant::now();
                     feed_epoch(worker, &mut self.flow, &chunk);
-                    self.in_flight.push_back(InFlight { chunk, taken_at });
+                    self.note_due(shared, chunk.index);
+                    self.in_flight.push_back(InFlight {
+                        chunk,
+                        taken_at,
+                        restored: false,
+                    });
                 }
                 Some(FeedItem::End) => return Ok(true),
                 // Park between steps instead of spinning: peers' messages and the feed's
@@ -173,7 +391,16 @@ impl EpochLoop {
             if self.flow.probe.less_than(&next) {
                 break;
             }
-            let InFlight { chunk, taken_at } = self.in_flight.pop_front().expect("a front");
+            let InFlight {
+                chunk,
+                taken_at,
+                restored,
+            } = self.in_flight.pop_front().expect("a front");
+            if self.snapshot_due.is_none() {
+                if let Some(trace) = self.flow.pair_trace.as_mut() {
+                    release_through(trace, next);
+                }
+            }
             let Some(queue) = self.queue.as_ref() else {
                 continue;
             };
@@ -187,6 +414,7 @@ impl EpochLoop {
                 .borrow_mut()
                 .take_batch(&chunk, next, taken_at);
             batch.computed_in = Some(taken_at.elapsed());
+            batch.restored = restored;
             if !hand_over(worker, shared, queue, batch)? {
                 self.abandoned = true;
                 return Ok(false);
@@ -264,43 +492,45 @@ fn hand_over(
 fn build_dataflow(worker: &mut Worker, shared: &WorkerShared) -> Dataflow {
     let gathered = Rc::new(RefCell::new(Gathered::new(shared.threshold_sets.len())));
     let fingerprints: Rc<RefCell<Vec<(usize, Fingerprint)>>> = Rc::default();
-    let (inputs, reports, mut fingerprint_in, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
-        let (inputs, outputs) =
-            dataflow::Inputs::build(scope, shared.weights.clone(), &shared.threshold_sets);
-        let (report_in, reports) = scope.new_collection::<ShareReport, isize>();
-        let (fingerprint_in, worker_fingerprints) =
-            scope.new_collection::<(usize, Fingerprint), isize>();
-        let probe = ProbeHandle::new();
-        let sink = fingerprints.clone();
-        to_worker_0(worker_fingerprints, &probe, move |f, _, diff| {
-            if diff > 0 {
-                sink.borrow_mut().push(*f);
-            }
+    let (inputs, reports, mut fingerprint_in, probe, pair_trace) =
+        worker.dataflow::<Epoch, _, _>(|scope| {
+            let (inputs, outputs) =
+                dataflow::Inputs::build(scope, shared.weights.clone(), &shared.threshold_sets);
+            let (report_in, reports) = scope.new_collection::<ShareReport, isize>();
+            let (fingerprint_in, worker_fingerprints) =
+                scope.new_collection::<(usize, Fingerprint), isize>();
+            let probe = ProbeHandle::new();
+            let sink = fingerprints.clone();
+            to_worker_0(worker_fingerprints, &probe, move |f, _, diff| {
+                if diff > 0 {
+                    sink.borrow_mut().push(*f);
+                }
+            });
+            let sink = gathered.clone();
+            to_worker_0(outputs.detections, &probe, move |holding, time, diff| {
+                sink.borrow_mut().add_detection(time, holding, diff);
+            });
+            let sink = gathered.clone();
+            to_worker_0(outputs.merchant_facts, &probe, move |fact, time, diff| {
+                sink.borrow_mut().add_merchant_fact(time, fact, diff);
+            });
+            let sink = gathered.clone();
+            to_worker_0(
+                outputs.merchant_counts,
+                &probe,
+                move |(m, count), time, diff| {
+                    sink.borrow_mut().add_count(time, m, count * diff as i64);
+                },
+            );
+            let sink = gathered.clone();
+            to_worker_0(reports, &probe, move |report, time, diff| {
+                if diff > 0 {
+                    sink.borrow_mut().add_report(time, report);
+                }
+            });
+            (inputs, report_in, fingerprint_in, probe, outputs.pair_trace)
         });
-        let sink = gathered.clone();
-        to_worker_0(outputs.detections, &probe, move |holding, time, diff| {
-            sink.borrow_mut().add_detection(time, holding, diff);
-        });
-        let sink = gathered.clone();
-        to_worker_0(outputs.merchant_facts, &probe, move |fact, time, diff| {
-            sink.borrow_mut().add_merchant_fact(time, fact, diff);
-        });
-        let sink = gathered.clone();
-        to_worker_0(
-            outputs.merchant_counts,
-            &probe,
-            move |(m, count), time, diff| {
-                sink.borrow_mut().add_count(time, m, count * diff as i64);
-            },
-        );
-        let sink = gathered.clone();
-        to_worker_0(reports, &probe, move |report, time, diff| {
-            if diff > 0 {
-                sink.borrow_mut().add_report(time, report);
-            }
-        });
-        (inputs, report_in, fingerprint_in, probe)
-    });
+    let pair_trace = shared.checkpoints.as_ref().map(|_| pair_trace);
     // The fingerprint enters once, at the first time; dropping the input closes it.
     let process = worker.index() / shared.fingerprint.workers;
     fingerprint_in.insert((process, shared.fingerprint));
@@ -311,7 +541,44 @@ fn build_dataflow(worker: &mut Worker, shared: &WorkerShared) -> Dataflow {
         probe,
         gathered,
         fingerprints,
+        pair_trace,
     }
+}
+
+/// Every worker learns what worker 0's process chose to restore from (`None`: a full
+/// replay). A cluster's processes agree through a small dataflow of their own, which every
+/// process builds whatever its options (so that the dataflows match).
+fn agree_on_restore(worker: &mut Worker, shared: &WorkerShared) -> Option<RestorePoint> {
+    let mine = shared
+        .checkpoints
+        .as_ref()
+        .and_then(|c| c.restore.as_ref())
+        .map(|r| r.point.clone());
+    if shared.processes == 1 {
+        return mine;
+    }
+    let heard: Rc<RefCell<Option<RestorePoint>>> = Rc::default();
+    let sink = heard.clone();
+    let probe = ProbeHandle::new();
+    let mut input = worker.dataflow::<u64, _, _>(|scope| {
+        let (input, choice) = scope.new_collection::<Option<RestorePoint>, isize>();
+        choice
+            .inner
+            .broadcast()
+            .as_collection()
+            .inspect(move |(point, _, _)| *sink.borrow_mut() = point.clone())
+            .probe_with(&probe);
+        input
+    });
+    if worker.index() == 0 {
+        input.insert(mine);
+    }
+    drop(input);
+    while !probe.done() {
+        worker.step_or_park(Some(IDLE_PARK));
+    }
+    let point = heard.borrow_mut().take();
+    point
 }
 
 /// Exchanges `collection` to worker 0 and hands it each update there.

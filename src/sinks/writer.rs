@@ -32,10 +32,12 @@ use crate::model::Reject;
 use crate::objectstore::ObjectStore;
 use crate::report::backtest::{self, BacktestInput, FraudLabels, LedgerSet};
 use crate::runtime::batch::EpochBatch;
+use crate::sinks::checkpoint::format::Labels;
 use crate::sinks::ledger::{Ledger, LedgerName, NewRows, Times};
 use crate::sinks::rejects;
 use crate::sinks::state::{
-    EpochCommit, EpochRow, LedgerRow, RunIdentity, StateStore, VariantRows, VariantSpec,
+    CheckpointRow, EpochCommit, EpochRow, LedgerRow, RunIdentity, StateStore, VariantRows,
+    VariantSpec,
 };
 use crate::time::{format_ist, now_ms};
 
@@ -146,6 +148,10 @@ impl EpochWriter {
         let Some(committed) = self.recovered.get(&batch.epoch) else {
             return Ok(false);
         };
+        // The state a checkpoint restored: no chunk was read, there are no bytes to check.
+        if batch.restored {
+            return Ok(true);
+        }
         match committed {
             Some(digest) if *digest != batch.chunk_digest => {
                 let error = StateError::ChunkChanged {
@@ -207,6 +213,42 @@ impl EpochWriter {
 
     pub fn is_finished(&self) -> bool {
         self.finished
+    }
+
+    /// The fraud labels seen so far, as a checkpoint carries them (the backtest report of a
+    /// run with variants counts every epoch, also those a restart does not replay).
+    pub fn checkpoint_labels(&self) -> Labels {
+        if self.variants.is_empty() {
+            return Labels::default();
+        }
+        Labels {
+            fraud_pairs: self.labels.fraud_pairs.iter().cloned().collect(),
+            fraud: self.labels.fraud_rows,
+            clean: self.labels.clean_rows,
+            unknown: self.labels.unknown_rows,
+        }
+    }
+
+    /// A replay's `YStartTime` source, which a checkpoint carries.
+    pub fn first_chunk_ms(&self) -> Option<i64> {
+        match self.clock {
+            Clock::Replay { first_chunk_ms } => Some(first_chunk_ms),
+            Clock::Live { .. } => None,
+        }
+    }
+
+    /// Records a whole checkpoint; the ones forgotten (all but the newest `keep`).
+    pub fn record_checkpoint(
+        &mut self,
+        row: &CheckpointRow,
+        keep: usize,
+    ) -> Result<Vec<CheckpointRow>, StateError> {
+        self.store.record_checkpoint(row, keep)
+    }
+
+    /// The recorded checkpoints, oldest first.
+    pub fn checkpoints(&mut self) -> Result<Vec<CheckpointRow>, StateError> {
+        self.store.checkpoints()
     }
 
     /// Writes a rejects object (used for the importance file at start).

@@ -359,6 +359,18 @@ pub enum FeedPlan {
     Fixed(Vec<u64>),
 }
 
+impl FeedPlan {
+    /// The plan of a run restored at `epoch`: only the chunks after it.
+    pub fn after(self, epoch: u64) -> FeedPlan {
+        match self {
+            FeedPlan::Fixed(indices) => {
+                FeedPlan::Fixed(indices.into_iter().filter(|k| *k > epoch).collect())
+            }
+            live => live,
+        }
+    }
+}
+
 /// How the feed polls, warns and decides a chunk is whole.
 #[derive(Clone, Copy, Debug)]
 pub struct FeedOptions {
@@ -370,6 +382,9 @@ pub struct FeedOptions {
     /// Non-atomic store: a chunk whose last byte is not a line terminator is taken once its
     /// size has stayed the same this long.
     pub settle: Duration,
+    /// Live: the first chunk to deliver (after a restored checkpoint, the one after it;
+    /// the chunks before it may have been removed from the landing).
+    pub first: u64,
 }
 
 struct FeedState {
@@ -627,11 +642,12 @@ impl ChunkFeed {
         let mut chunk_settle = Settle::new(atomic, options.settle);
         let mut marker_settle = Settle::new(atomic, options.settle);
         let mut marker = self.start_following(store, &mut marker_settle)?;
-        let mut index = 0u64;
+        let first = options.first;
+        let mut index = first;
         let mut waiting_since = Instant::now();
         let mut next_warning = waiting_since + options.gap_warn;
         loop {
-            if !self.wait_for_room(index) {
+            if !self.wait_for_room(index - first) {
                 return Ok(());
             }
             let key = chunk_key(index);
@@ -650,13 +666,13 @@ impl ChunkFeed {
                 }
             };
             if let Some(count) = complete.filter(|count| index >= *count) {
-                if self.at_count(store, count, index, object.is_some(), forever)? {
+                if self.at_count(store, count, (index, first), object.is_some(), forever)? {
                     return Ok(());
                 }
             }
             match object {
                 Some(object) if self.take(&mut chunk_settle, &key, &object) => {
-                    self.push(index, Self::item(index, key, object));
+                    self.push(index - first, Self::item(index, key, object));
                     index += 1;
                     waiting_since = Instant::now();
                     next_warning = waiting_since + options.gap_warn;
@@ -702,7 +718,7 @@ impl ChunkFeed {
         &self,
         store: &dyn ObjectStore,
         count: u64,
-        index: u64,
+        (index, first): (u64, u64),
         present: bool,
         forever: bool,
     ) -> Result<bool, LandingError> {
@@ -714,7 +730,7 @@ impl ChunkFeed {
         }
         // Once more, for chunks that arrived since the marker was first checked.
         check_count(store, count, &list_chunks(store)?)?;
-        self.push(index, FeedItem::End);
+        self.push(index - first, FeedItem::End);
         Ok(true)
     }
 
@@ -1032,6 +1048,7 @@ mod tests {
             poll: Duration::from_millis(5),
             gap_warn: Duration::from_secs(60),
             settle: Duration::from_millis(150),
+            first: 0,
         }
     }
 

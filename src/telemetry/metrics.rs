@@ -43,6 +43,10 @@ pub struct Metrics {
     pub compute: Histogram,
     pub commit: Histogram,
     pub recovery_seconds: Gauge<f64, AtomicU64>,
+    pub checkpoint_seconds: Histogram,
+    pub checkpoint_bytes: Gauge,
+    pub checkpoint_last_epoch: Gauge,
+    pub checkpoint_failures: Counter,
     landing_edge: Gauge,
     last_committed: Gauge,
     lag_chunks: Gauge,
@@ -72,6 +76,11 @@ impl Metrics {
             compute: short_buckets(),
             commit: short_buckets(),
             recovery_seconds: Gauge::default(),
+            // 10 ms to about 5.5 min.
+            checkpoint_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
+            checkpoint_bytes: Gauge::default(),
+            checkpoint_last_epoch: Gauge::default(),
+            checkpoint_failures: Counter::default(),
             landing_edge: Gauge::default(),
             last_committed: Gauge::default(),
             lag_chunks: Gauge::default(),
@@ -86,6 +95,7 @@ impl Metrics {
 
     /// Counters of committed work and recovery.
     fn register(mut self) -> Metrics {
+        self.checkpoint_last_epoch.set(-1);
         let r = &mut self.registry;
         r.register(
             "epochs_committed",
@@ -102,6 +112,28 @@ impl Metrics {
             "Time from start until every recovered epoch was replayed",
             Unit::Seconds,
             self.recovery_seconds.clone(),
+        );
+        r.register_with_unit(
+            "checkpoint",
+            "Time to write a checkpoint, from its first shard to its manifest",
+            Unit::Seconds,
+            self.checkpoint_seconds.clone(),
+        );
+        r.register_with_unit(
+            "checkpoint",
+            "Size of the newest checkpoint written (shards and manifest)",
+            Unit::Bytes,
+            self.checkpoint_bytes.clone(),
+        );
+        r.register(
+            "checkpoint_last_epoch",
+            "Epoch of the newest checkpoint written by this run (-1: none)",
+            self.checkpoint_last_epoch.clone(),
+        );
+        r.register(
+            "checkpoint_failures",
+            "Checkpoints that could not be written",
+            self.checkpoint_failures.clone(),
         );
         r.register(
             "rows_accepted",

@@ -163,6 +163,18 @@ impl Telemetry {
             .store(self.elapsed_ms(), Ordering::SeqCst);
     }
 
+    /// A checkpoint of `epoch` was written (`bytes` in all, in `took`).
+    pub fn checkpoint_written(&self, epoch: u64, bytes: u64, took: std::time::Duration) {
+        self.metrics.checkpoint_seconds.observe(took.as_secs_f64());
+        self.metrics.checkpoint_bytes.set(bytes as i64);
+        self.metrics.checkpoint_last_epoch.set(epoch as i64);
+    }
+
+    /// A checkpoint could not be written.
+    pub fn checkpoint_failed(&self) {
+        self.metrics.checkpoint_failures.inc();
+    }
+
     /// The committer skipped `epoch`: an earlier run committed it.
     pub fn epoch_replayed(&self, epoch: u64) {
         self.progressed(epoch);

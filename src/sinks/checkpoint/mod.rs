@@ -173,7 +173,7 @@ impl CheckpointStore {
 
     /// Reads and checks the recorded checkpoint `row` of the run `run`.
     pub fn load(&self, row: &CheckpointRow, run: &str) -> Result<Loaded, CheckpointError> {
-        let manifest = self.load_manifest(row, run)?;
+        let manifest = self.load_manifest(row.epoch, &row.digest, run)?;
         let shards = manifest.shards.len();
         let manifest_ref = &manifest;
         let results: Vec<Result<Vec<(Pair, PairSums)>, CheckpointError>> =
@@ -190,21 +190,23 @@ impl CheckpointStore {
         Ok(Loaded { manifest, shards })
     }
 
-    /// Reads the manifest of `row` and checks its digest, format, run and epoch.
+    /// Reads the manifest of the checkpoint of `epoch` and checks its digest (as recorded),
+    /// format, run and epoch.
     pub fn load_manifest(
         &self,
-        row: &CheckpointRow,
+        epoch: u64,
+        digest: &str,
         run: &str,
     ) -> Result<Manifest, CheckpointError> {
-        let key = Self::manifest_key(row.epoch);
+        let key = Self::manifest_key(epoch);
         let object = self
             .store
             .get(&key)?
             .ok_or_else(|| CheckpointError::Missing { key: key.clone() })?;
-        if blake3::hash(&object.body).to_hex().as_str() != row.digest {
+        if blake3::hash(&object.body).to_hex().as_str() != digest {
             return Err(CheckpointError::ManifestDigest { key });
         }
-        Manifest::decode(&object.body, run, row.epoch)
+        Manifest::decode(&object.body, run, epoch)
             .map_err(|source| CheckpointError::Format { key, source })
     }
 

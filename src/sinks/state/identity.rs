@@ -95,6 +95,21 @@ impl RunIdentity {
     }
 
     /// The `run_meta` entries recording this identity, one per component.
+    /// What a checkpoint is keyed by: the identity's components that decide the dataflow's
+    /// state (mode, range, thresholds, the importance file's bytes), hashed.
+    pub fn checkpoint_key(&self) -> String {
+        let bound = |b: Option<u64>| b.map_or_else(String::new, |v| v.to_string());
+        let text = format!(
+            "{}\n{}\n{}\n{}\n{}",
+            self.mode.as_str(),
+            bound(self.from),
+            bound(self.to),
+            self.thresholds,
+            self.importance_digest
+        );
+        blake3::hash(text.as_bytes()).to_hex().to_string()
+    }
+
     pub(super) fn meta_entries(&self) -> Vec<(&'static str, String)> {
         let bound = |b: Option<u64>| b.map_or_else(String::new, |v| v.to_string());
         vec![
