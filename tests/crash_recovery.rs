@@ -632,6 +632,10 @@ fn collect_files(
     };
     for entry in entries {
         let path = entry.unwrap().path();
+        // Checkpoints are the run's working state, not its output.
+        if path.is_dir() && path.file_name().is_some_and(|n| n == "_checkpoints") {
+            continue;
+        }
         if path.is_dir() {
             collect_files(root, &path, files, temp_files);
             continue;
@@ -788,7 +792,11 @@ fn classify(
             .with_pg_options(read_options()),
     )
     .unwrap();
-    let ledger = store.ledger().unwrap();
+    let ledger = match store.ledger() {
+        // Killed before the first start's migrations committed.
+        Err(StateError::Schema { found: None, .. }) => return KillPoint::StartupOrRecovery,
+        other => other.unwrap(),
+    };
     if let Some(first) = ledger.iter().find(|r| r.file_seq.is_none()) {
         let file_start = first.seq / 50 * 50;
         if ledger.len() as u64 - file_start >= 50 {
@@ -820,6 +828,8 @@ fn crash_seed() -> u64 {
 enum Mode {
     /// A random delay within the uninterrupted run's duration.
     Timed,
+    /// A random delay within the first 30 % of it (many kills before the stream ends).
+    Early,
     /// As soon as the rejects file of a random not-yet-committed chunk is (re)written by this
     /// process: the writer is inside `commit`, the state-store transaction about to run or
     /// running.
@@ -862,12 +872,26 @@ fn crash_trial(
     modes: &[Mode],
     tally: &mut Vec<KillPoint>,
 ) {
+    crash_trial_with(name, url, seed, workers, modes, &[], tally);
+}
+
+/// [`crash_trial`] with more options for every run of `mechanism-y`.
+fn crash_trial_with(
+    name: &str,
+    url: &str,
+    seed: u64,
+    workers: usize,
+    modes: &[Mode],
+    flags: &[&str],
+    tally: &mut Vec<KillPoint>,
+) -> PathBuf {
     let fx = fixture();
     let dir = test_dir(name);
     let output = dir.join("out");
     let logs = dir.join("logs");
     let workers = workers.to_string();
-    let extra = ["-w", workers.as_str()];
+    let mut extra = vec!["-w", workers.as_str()];
+    extra.extend_from_slice(flags);
     let mut rng = SplitMix64::new(seed);
     let files = fx.baseline.ledger.len().div_ceil(50) as u64;
     let mut points = Vec::new();
@@ -894,7 +918,8 @@ fn crash_trial(
             // Nothing left to aim at: a random time.
             _ => None,
         };
-        let fraction = 0.02 + 0.88 * rng.below(10_000) as f64 / 10_000.0;
+        let span = if *mode == Mode::Early { 0.28 } else { 0.88 };
+        let fraction = 0.02 + span * rng.below(10_000) as f64 / 10_000.0;
         let mut p = Proc::spawn(
             &format!("{name}-{attempt}"),
             y(&fx.landing, &output, url, &extra),
@@ -964,6 +989,7 @@ fn crash_trial(
         }
     );
     tally.extend(points.iter().map(|p| p.1));
+    logs
 }
 
 fn report_tally(what: &str, tally: &[KillPoint]) {
@@ -1053,6 +1079,53 @@ fn kill9_at_random_points_sqlite() {
         &mut tally,
     );
     report_tally("sqlite kill -9", &tally);
+}
+
+/// Restarts from checkpoints (one every 5 epochs, `-w 2`): kills at seeded times and in the
+/// commit and file windows, with epochs in flight and checkpoints being written; after
+/// every kill a committed prefix, at the end the uninterrupted run's tables and files. The
+/// restarts must have restored from a checkpoint (counted from their logs).
+fn checkpoint_crash_trials(name: &str, url: &str, seed: u64) {
+    let modes = [
+        Mode::Early,
+        Mode::Early,
+        Mode::CommitWindow,
+        Mode::Early,
+        Mode::FileWindow,
+        Mode::Early,
+        Mode::CommitWindow,
+        Mode::Early,
+        Mode::Early,
+        Mode::CommitWindow,
+        Mode::Timed,
+    ];
+    let mut tally = Vec::new();
+    let flags = ["--checkpoint-interval", "5"];
+    let logs = crash_trial_with(name, url, seed, 2, &modes, &flags, &mut tally);
+    let restored = fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+        .filter(|log| log.contains("restoring from the checkpoint"))
+        .count();
+    let killed = tally.iter().filter(|p| **p != KillPoint::NotKilled).count();
+    assert!(
+        restored >= 2,
+        "{name}: only {restored} restarts restored from a checkpoint ({killed} kills)"
+    );
+    report_tally(&format!("{name}: {restored} restores"), &tally);
+}
+
+#[test]
+fn kill9_with_checkpoints_sqlite() {
+    let dir = test_dir("sqlite-checkpoint-crash-store");
+    let url = sqlite_url(&dir.join("state.db"));
+    checkpoint_crash_trials("sqlite-checkpoint-crash", &url, crash_seed() ^ 0xc4e0);
+}
+
+#[test]
+fn kill9_with_checkpoints_postgres() {
+    let url = fresh_database_url("checkpointcrash");
+    checkpoint_crash_trials("pg-checkpoint-crash", &url, crash_seed() ^ 0xc4e1);
 }
 
 /// The window between an epoch's commit and its detection file is too short to hit with a
@@ -1568,4 +1641,331 @@ fn kill9_during_a_backtest_with_variants_then_restart_is_identical() {
             path.display()
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Checkpoints: restores on other worker counts, damaged checkpoints, pruned landings.
+// ---------------------------------------------------------------------------------------
+
+/// A store and output left by `mechanism-y -w 2 --checkpoint-interval 5` killed once two
+/// checkpoints are recorded and at least two epochs after the newest are committed.
+struct Crashed {
+    dir: PathBuf,
+    landing: PathBuf,
+    /// The recorded checkpoints' epochs, oldest first.
+    checkpoints: Vec<u64>,
+    committed: usize,
+}
+
+const CHECKPOINT_FLAGS: [&str; 2] = ["--checkpoint-interval", "5"];
+
+fn recorded_checkpoints(url: &str) -> Vec<u64> {
+    state::open(&StateConfig::parse(url).unwrap())
+        .and_then(|mut s| s.checkpoints())
+        .map(|rows| rows.iter().map(|r| r.epoch).collect())
+        .unwrap_or_default()
+}
+
+/// `mechanism-y -w 2 --checkpoint-interval 5` on a copy of the fixture's landing in `dir`
+/// (its own: the landing is part of the run's identity), killed once two checkpoints are
+/// recorded and at least two epochs after the newest are committed.
+fn crash_after_checkpoints(dir: &Path) -> Crashed {
+    let fx = fixture();
+    let landing = dir.join("landing");
+    copy_dir(&fx.landing, &landing);
+    let url = sqlite_url(&dir.join("state.db"));
+    let mut extra = vec!["-w", "2"];
+    extra.extend(CHECKPOINT_FLAGS);
+    let mut p = Proc::spawn("crash", y(&landing, &dir.join("out"), &url, &extra), dir);
+    let started = Instant::now();
+    let (checkpoints, committed) = loop {
+        let (recorded, committed) = (recorded_checkpoints(&url), committed_epochs(&url));
+        if recorded.len() >= 2 && committed as u64 >= recorded[recorded.len() - 1] + 3 {
+            p.kill9();
+            break (recorded_checkpoints(&url), committed_epochs(&url));
+        }
+        assert!(
+            p.child.try_wait().unwrap().is_none(),
+            "Y ended before the kill:\n{}",
+            p.tail()
+        );
+        assert!(started.elapsed() < RUN_LIMIT, "no two checkpoints");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    assert!(
+        committed < fx.chunks as usize,
+        "killed after the last epoch"
+    );
+    Crashed {
+        dir: dir.to_path_buf(),
+        landing,
+        checkpoints,
+        committed,
+    }
+}
+
+fn crashed_after_checkpoints() -> &'static Crashed {
+    static CRASHED: OnceLock<Crashed> = OnceLock::new();
+    CRASHED.get_or_init(|| crash_after_checkpoints(&test_dir("checkpointed-crash")))
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+/// A copy of the crashed run's store and output, to restart in its own way.
+fn crashed_copy(name: &str) -> (PathBuf, String, &'static Crashed) {
+    let crashed = crashed_after_checkpoints();
+    let dir = test_dir(name);
+    for part in ["out", "state.db", "state.db-wal", "state.db-shm"] {
+        let from = crashed.dir.join(part);
+        if from.is_dir() {
+            copy_dir(&from, &dir.join(part));
+        } else if from.exists() {
+            fs::copy(&from, dir.join(part)).unwrap();
+        }
+    }
+    let url = sqlite_url(&dir.join("state.db"));
+    (dir, url, crashed)
+}
+
+fn checkpoint_dir(dir: &Path, epoch: u64) -> PathBuf {
+    dir.join("out/_checkpoints")
+        .join(format!("epoch-{epoch:012}"))
+}
+
+/// Restarts Y with `extra` to the end; its log. The result must be the uninterrupted run's.
+fn restart_to_the_end(name: &str, dir: &Path, landing: &Path, url: &str, extra: &[&str]) -> String {
+    let mut all = extra.to_vec();
+    all.extend(CHECKPOINT_FLAGS);
+    let mut p = Proc::spawn(name, y(landing, &dir.join("out"), url, &all), dir);
+    p.expect_success(RUN_LIMIT);
+    assert_same(
+        &Snapshot::take(url, &dir.join("out")),
+        &fixture().baseline,
+        false,
+        name,
+    );
+    p.stderr_text()
+}
+
+fn restored_epoch(log: &str) -> Option<u64> {
+    let line = log
+        .lines()
+        .find(|l| l.contains("restoring from the checkpoint"))?;
+    let at = line.find(" epoch=")? + " epoch=".len();
+    line[at..].split(' ').next()?.parse().ok()
+}
+
+/// A checkpoint written by 2 workers restores on 1, on 3, and on a cluster of 2 processes.
+#[test]
+fn a_checkpoint_restores_on_any_number_of_workers_and_processes() {
+    let fx = fixture();
+    for workers in ["1", "3"] {
+        let name = format!("checkpoint-restore-w{workers}");
+        let (dir, url, crashed) = crashed_copy(&name);
+        let log = restart_to_the_end(&name, &dir, &crashed.landing, &url, &["-w", workers]);
+        assert_eq!(
+            restored_epoch(&log),
+            crashed.checkpoints.last().copied(),
+            "{name}"
+        );
+    }
+    let (dir, url, crashed) = crashed_copy("checkpoint-restore-n2");
+    let hosts = dir.join("hosts");
+    let ports: Vec<u16> = (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect::<Vec<_>>()
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    fs::write(
+        &hosts,
+        ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let hosts = hosts.to_str().unwrap();
+    let mut procs: Vec<Proc> = (0..2)
+        .map(|p| {
+            let p = p.to_string();
+            let mut extra = vec!["-n", "2", "-p", p.as_str(), "-w", "1", "-h", hosts];
+            extra.extend(CHECKPOINT_FLAGS);
+            Proc::spawn(
+                &format!("n2-p{p}"),
+                y(&crashed.landing, &dir.join("out"), &url, &extra),
+                &dir,
+            )
+        })
+        .collect();
+    for p in &mut procs {
+        p.expect_success(RUN_LIMIT);
+    }
+    assert_same(
+        &Snapshot::take(&url, &dir.join("out")),
+        &fx.baseline,
+        false,
+        "-n 2",
+    );
+    assert_eq!(
+        restored_epoch(&procs[0].stderr_text()),
+        crashed.checkpoints.last().copied(),
+        "-n 2"
+    );
+}
+
+/// Each kind of damage to the newest checkpoint is warned about, naming it, and the older
+/// one is used; with both damaged, the full replay. The result is the same every time.
+#[test]
+fn a_damaged_checkpoint_falls_back_to_an_older_one_or_the_full_replay() {
+    type Damage = fn(&Path);
+    let damages: [(&str, Damage, &str); 5] = [
+        (
+            "truncated",
+            |d| {
+                let bytes = fs::read(d.join("shard-0000-of-0002.bin")).unwrap();
+                fs::write(d.join("shard-0000-of-0002.bin"), &bytes[..bytes.len() / 2]).unwrap();
+            },
+            "shard-0000-of-0002.bin",
+        ),
+        (
+            "flipped",
+            |d| {
+                let mut bytes = fs::read(d.join("shard-0001-of-0002.bin")).unwrap();
+                let middle = bytes.len() / 2;
+                bytes[middle] ^= 0x01;
+                fs::write(d.join("shard-0001-of-0002.bin"), bytes).unwrap();
+            },
+            "digest mismatch",
+        ),
+        (
+            "no-manifest",
+            |d| fs::remove_file(d.join("MANIFEST.json")).unwrap(),
+            "MANIFEST.json is missing",
+        ),
+        (
+            "other-run",
+            |d| {
+                let text = fs::read_to_string(d.join("MANIFEST.json")).unwrap();
+                let at = text.find("\"run\": \"").unwrap() + 8;
+                let other = format!("{}{}{}", &text[..at], "0".repeat(64), &text[at + 64..]);
+                fs::write(d.join("MANIFEST.json"), other).unwrap();
+            },
+            "does not match the digest recorded",
+        ),
+        (
+            "future-format",
+            |d| {
+                let mut bytes = fs::read(d.join("shard-0000-of-0002.bin")).unwrap();
+                bytes[8..12].copy_from_slice(&9u32.to_le_bytes());
+                fs::write(d.join("shard-0000-of-0002.bin"), bytes).unwrap();
+            },
+            "format version 9",
+        ),
+    ];
+    for (what, damage, named) in damages {
+        let name = format!("checkpoint-damage-{what}");
+        let (dir, url, crashed) = crashed_copy(&name);
+        let (older, newest) = match crashed.checkpoints[..] {
+            [.., older, newest] => (older, newest),
+            _ => unreachable!("two checkpoints"),
+        };
+        damage(&checkpoint_dir(&dir, newest));
+        let log = restart_to_the_end(&name, &dir, &crashed.landing, &url, &["-w", "2"]);
+        let warning = log
+            .lines()
+            .find(|l| l.contains("is not usable"))
+            .unwrap_or_else(|| panic!("{name}: no warning:\n{log}"));
+        assert!(
+            warning.contains(&format!("epoch-{newest:012}")) && warning.contains(named),
+            "{name}: {warning}"
+        );
+        assert_eq!(restored_epoch(&log), Some(older), "{name}");
+    }
+    // Both damaged: the full replay.
+    let (dir, url, crashed) = crashed_copy("checkpoint-damage-all");
+    for epoch in &crashed.checkpoints {
+        fs::remove_file(checkpoint_dir(&dir, *epoch).join("MANIFEST.json")).unwrap();
+    }
+    let log = restart_to_the_end("checkpoint-damage-all", &dir, &crashed.landing, &url, &[]);
+    assert_eq!(restored_epoch(&log), None);
+    assert_eq!(
+        log.matches("is not usable").count(),
+        crashed.checkpoints.len()
+    );
+}
+
+/// A landing whose chunks at or before the newest checkpoint were removed resumes from it;
+/// a restart that needs a removed chunk is refused in one line naming it (and commits
+/// nothing).
+#[test]
+fn a_pruned_landing_resumes_from_the_checkpoint() {
+    let dir = test_dir("checkpoint-pruned");
+    let crashed = crash_after_checkpoints(&dir);
+    let url = sqlite_url(&dir.join("state.db"));
+    let newest = *crashed.checkpoints.last().unwrap();
+    let landing = &crashed.landing;
+    for k in 0..=newest {
+        fs::remove_file(landing.join(chunk_name(k))).unwrap();
+    }
+    let refused = |name: &str, missing: u64| {
+        let mut all = vec!["-w", "1"];
+        all.extend(CHECKPOINT_FLAGS);
+        let mut p = Proc::spawn(name, y(landing, &dir.join("out"), &url, &all), &dir);
+        let status = p.expect_exit(RUN_LIMIT);
+        assert!(
+            !status.success(),
+            "{name}: a restart without chunk {missing} succeeded"
+        );
+        let last = p
+            .stderr_text()
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            last.contains(&format!("{} is missing", chunk_name(missing))),
+            "{name}: {last}"
+        );
+        assert_eq!(
+            committed_epochs(&url),
+            crashed.committed,
+            "{name}: it committed"
+        );
+    };
+    // A committed chunk after the checkpoint is needed even with the checkpoint.
+    let after = landing.join(chunk_name(newest + 1));
+    let kept = fs::read(&after).unwrap();
+    fs::remove_file(&after).unwrap();
+    refused("pruned-after", newest + 1);
+    fs::write(&after, kept).unwrap();
+    // No usable checkpoint: the full replay needs chunk 0.
+    let manifests: Vec<(PathBuf, Vec<u8>)> = crashed
+        .checkpoints
+        .iter()
+        .map(|e| {
+            let path = checkpoint_dir(&dir, *e).join("MANIFEST.json");
+            let bytes = fs::read(&path).unwrap();
+            fs::remove_file(&path).unwrap();
+            (path, bytes)
+        })
+        .collect();
+    refused("pruned-fallback", 0);
+    for (path, bytes) in manifests {
+        fs::write(path, bytes).unwrap();
+    }
+    // With its checkpoint, the pruned landing resumes and ends as the uninterrupted run.
+    let log = restart_to_the_end("checkpoint-pruned", &dir, landing, &url, &[]);
+    assert_eq!(restored_epoch(&log), Some(newest));
 }

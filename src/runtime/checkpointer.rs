@@ -67,7 +67,7 @@ impl Default for CheckpointOptions {
 impl CheckpointOptions {
     /// Whether a checkpoint is taken at `epoch`.
     pub fn is_due(&self, epoch: u64) -> bool {
-        self.interval > 0 && (epoch + 1) % self.interval == 0
+        self.interval > 0 && (epoch + 1).is_multiple_of(self.interval)
     }
 
     /// The checkpoint location of a run writing to `output`.

@@ -72,12 +72,18 @@ pub struct WorkerCheckpoints {
     pub run: String,
 }
 
+/// One shard's pairs with their totals.
+type Shard = Vec<(Pair, PairSums)>;
+
+/// Starts the chunk feed after the restored epoch (`None`: from the start).
+type FeedStart = Box<dyn FnOnce(Option<Epoch>) -> Arc<ChunkFeed> + Send>;
+
 /// A checkpoint a run restores, read and checked by the process of worker 0.
 pub struct Restore {
     pub point: RestorePoint,
     pub manifest: Manifest,
     /// Each shard's pairs, taken by the worker that inserts it.
-    pub shards: std::sync::Mutex<Vec<Option<Vec<(Pair, PairSums)>>>>,
+    pub shards: std::sync::Mutex<Vec<Option<Shard>>>,
 }
 
 impl Restore {
@@ -93,7 +99,7 @@ impl Restore {
 /// The chunk feed, started once its first chunk is known.
 pub struct LazyFeed {
     feed: OnceLock<Arc<ChunkFeed>>,
-    start: std::sync::Mutex<Option<Box<dyn FnOnce(Option<Epoch>) -> Arc<ChunkFeed> + Send>>>,
+    start: std::sync::Mutex<Option<FeedStart>>,
 }
 
 impl LazyFeed {
