@@ -35,6 +35,7 @@ use crate::runtime::{watchdog, RunControl};
 use crate::sinks::checkpoint::CheckpointStore;
 use crate::sinks::writer::EpochWriter;
 use crate::sources::landing::{ChunkFeed, FeedOptions, FeedPlan};
+use crate::telemetry::status::RestoreInfo;
 use crate::telemetry::{Phase, RunInfo, Telemetry};
 use crate::time::{format_ist, now_ms};
 
@@ -138,6 +139,22 @@ fn run_observed(
     if let Some(writer) = &writer {
         let restored = restore.as_ref().map(|r| r.point.epoch);
         startup::check_replay_needs(writer, inputs.landing.as_ref(), restored)?;
+        let replayed = writer
+            .committed_epochs()
+            .filter(|e| restored.is_none_or(|r| *e > r))
+            .count() as u64;
+        if writer.committed_epochs().next().is_some() {
+            telemetry.restoring(RestoreInfo {
+                source: if restored.is_some() {
+                    "checkpoint"
+                } else {
+                    "full replay"
+                },
+                checkpoint_epoch: restored,
+                load_seconds: restore.as_ref().map_or(0.0, |r| r.load_seconds),
+                replayed_chunks: replayed,
+            });
+        }
     }
     let control = Arc::new(RunControl::new(stop));
     let run = Run {
@@ -167,6 +184,11 @@ fn open_checkpoints(options: &YOptions) -> Result<Option<CheckpointStore>> {
     let location = options.checkpoints.location(&options.output);
     let store = objectstore::open(&location, &options.s3)
         .with_context(|| format!("opening the checkpoint location {location}"))?;
+    if options.timely.process == 0 {
+        store.remove_stale_temporaries().with_context(|| {
+            format!("removing stale temporary files from the checkpoint location {location}")
+        })?;
+    }
     Ok(Some(CheckpointStore::new(store)))
 }
 

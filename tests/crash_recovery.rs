@@ -1969,3 +1969,74 @@ fn a_pruned_landing_resumes_from_the_checkpoint() {
     let log = restart_to_the_end("checkpoint-pruned", &dir, landing, &url, &[]);
     assert_eq!(restored_epoch(&log), Some(newest));
 }
+
+/// The cost of a restart is bounded by the checkpoint interval, whatever the stream's age:
+/// a replay of 600 small chunks, checkpointed every 50 epochs, stopped after epoch 100 and
+/// after epoch 500; each restart replays at most 50 committed chunks (counted from its
+/// summary, not timed), and the end agrees with the independent reference.
+#[test]
+fn a_restart_replays_at_most_the_checkpoint_interval() {
+    let fx = fixture();
+    let dir = test_dir("checkpoint-cost");
+    let landing = dir.join("landing");
+    let x = mechanism_x::run(&XOptions {
+        chunk_rows: 80,
+        interval: Duration::ZERO,
+        ..XOptions::new(&fx.source, landing.to_str().unwrap())
+    })
+    .expect("mechanism X");
+    assert!(x.chunks_total >= 501, "{} chunks", x.chunks_total);
+    let url = sqlite_url(&dir.join("state.db"));
+    let extra = ["--replay", "-w", "2", "--checkpoint-interval", "50"];
+    let recovered_of = |p: &Proc| -> u64 {
+        let text = fs::read_to_string(p.stderr.with_extension("stdout")).unwrap();
+        let at = text.find(" recovered)").expect("a summary line");
+        let open = text[..at].rfind('(').unwrap();
+        text[open + 1..at].parse().unwrap()
+    };
+    for (run, stop_after) in [(0, Some(100usize)), (1, Some(500)), (2, None)] {
+        let mut p = Proc::spawn(
+            &format!("cost-{run}"),
+            y(&landing, &dir.join("out"), &url, &extra),
+            &dir,
+        );
+        if let Some(n) = stop_after {
+            let started = Instant::now();
+            while committed_epochs(&url) <= n {
+                assert!(
+                    p.child.try_wait().unwrap().is_none(),
+                    "ended early:\n{}",
+                    p.tail()
+                );
+                assert!(started.elapsed() < RUN_LIMIT, "epoch {n} never committed");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            p.signal(libc::SIGTERM);
+        }
+        p.expect_success(RUN_LIMIT);
+        if run > 0 {
+            let recovered = recovered_of(&p);
+            // The restored epoch, then at most the interval's committed chunks.
+            assert!(
+                (1..=51).contains(&recovered),
+                "run {run} replayed {} committed chunks after its checkpoint",
+                recovered.saturating_sub(1)
+            );
+            assert!(
+                restored_epoch(&p.stderr_text()).is_some(),
+                "run {run} did not restore"
+            );
+        }
+    }
+    let chunks: Vec<(u64, Vec<u8>)> = (0..x.chunks_total)
+        .map(|k| (k, fs::read(landing.join(chunk_name(k))).unwrap()))
+        .collect();
+    let expected = reference::expected(&chunks, &fs::read(&fx.importance).unwrap(), &thresholds());
+    let got = Snapshot::take(&url, &dir.join("out"));
+    expected
+        .check_ledger(&reference::ledger_identities(&got.ledger))
+        .unwrap_or_else(|e| panic!("the restarted run disagrees with the reference:\n{e}"));
+    let counts: BTreeMap<String, i64> = got.counts.iter().cloned().collect();
+    assert_eq!(counts, expected.counts);
+    assert_eq!(got.epochs.len() as u64, x.chunks_total);
+}

@@ -1170,3 +1170,103 @@ fn backtest_with_variants_writes_the_same_objects_to_s3_as_locally() {
     }
     assert!(in_s3.contains_key("backtest-report.html") && in_s3.contains_key("variants.csv"));
 }
+
+// ------------------------------------------------------------------------------------------
+// 8. Checkpoints on S3
+// ------------------------------------------------------------------------------------------
+
+/// A backtest writes its checkpoints to S3 through a proxy that fails every 5th request (the
+/// store retries); stopped after two are recorded, the newest is damaged (a shard removed:
+/// a checkpoint whose objects are partly gone), and a restart on other worker counts falls
+/// back to the older one and ends with the reference's outcome and the uninterrupted
+/// replay's bytes.
+#[test]
+fn checkpoints_on_s3_restore_and_fall_back() {
+    let data = data();
+    let server = S3Server::start();
+    let importance = set_up_buckets(&server);
+    let work = tempfile::tempdir().unwrap();
+    let landing = s3_store(&server, "landing", "ck");
+    for (k, chunk) in data.chunks.iter().enumerate() {
+        landing.put(&format!("chunk-{k:06}.csv"), chunk).unwrap();
+    }
+    landing
+        .put("_COMPLETE", CHUNKS.to_string().as_bytes())
+        .unwrap();
+    let state = work.path().join("state.db");
+    let proxy = FaultyProxy::start(&server.endpoint, 5, Fault::InternalError);
+    let mut opts = y_options(
+        "s3://landing/ck",
+        &importance,
+        "s3://output/ck",
+        &state,
+        proxy.options(),
+    );
+    opts.replay = Some(ReplayRange::default());
+    opts.checkpoints.interval = 3;
+    opts.checkpoints.location = Some("s3://output/ck-checkpoints".into());
+
+    // The first run, stopped once two checkpoints are recorded.
+    let recorded = |state: &Path| -> Vec<u64> {
+        txflow::sinks::state::open(&StateConfig::parse(&sqlite(state)).unwrap())
+            .and_then(|mut s| s.checkpoints())
+            .map(|rows| rows.iter().map(|r| r.epoch).collect())
+            .unwrap_or_default()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let first = {
+        let (opts, stop) = (opts.clone(), stop.clone());
+        std::thread::spawn(move || mechanism_y::run_with_stop(&opts, stop))
+    };
+    let started = Instant::now();
+    while recorded(&state).len() < 2 {
+        assert!(!first.is_finished(), "the run ended before two checkpoints");
+        assert!(started.elapsed() < Y_LIMIT, "no two checkpoints");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let summary = first.join().unwrap().expect("the first run");
+    assert!(!summary.finished, "stopped before the end");
+    let committed = summary.epochs_committed;
+    assert!(proxy.faults() > 0, "no fault was injected");
+    let checkpoints = recorded(&state);
+    let (older, newest) = (checkpoints[0], checkpoints[1]);
+    let objects = s3_store(&server, "output", "ck-checkpoints");
+    let shard = format!("epoch-{newest:012}/shard-0001-of-0002.bin");
+    assert!(objects.head(&shard).unwrap().is_some(), "{shard}");
+    objects.delete(&shard).unwrap();
+
+    // The restart: -w 3, straight to the server; it restores the older checkpoint.
+    opts.s3 = server.options();
+    opts.timely.workers = 3;
+    let summary = run_y(&opts);
+    assert!(summary.finished);
+    // The restored epoch, then the committed ones after it.
+    assert_eq!(
+        summary.epochs_recovered,
+        committed - older,
+        "recovered epochs of {committed} committed (checkpoints {older}, {newest})"
+    );
+    let got = observe(&state, &server.root().join("output/ck"));
+    assert_eq!(got.outcome, data.expected);
+
+    // The uninterrupted replay's bytes.
+    let plain_state = work.path().join("plain.db");
+    let mut plain = y_options(
+        "s3://landing/ck",
+        &importance,
+        "s3://output/plain",
+        &plain_state,
+        server.options(),
+    );
+    plain.replay = Some(ReplayRange::default());
+    plain.checkpoints.interval = 0;
+    assert!(run_y(&plain).finished);
+    let want = observe(&plain_state, &server.root().join("output/plain"));
+    assert!(
+        got.raw == want.raw,
+        "output bytes differ from the uninterrupted replay"
+    );
+    assert_eq!(got.ledger, want.ledger);
+    assert_eq!(got.epochs, want.epochs);
+}

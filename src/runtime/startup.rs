@@ -185,7 +185,8 @@ pub fn choose_restore(
                     shards: loaded.manifest.shards.len(),
                     digest: row.digest.clone(),
                 };
-                return Ok(Some(Restore::new(point, loaded)));
+                let seconds = started.elapsed().as_secs_f64();
+                return Ok(Some(Restore::new(point, loaded, seconds)));
             }
             Err(e) => tracing::warn!(
                 epoch = row.epoch,

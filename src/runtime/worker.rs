@@ -81,15 +81,18 @@ type FeedStart = Box<dyn FnOnce(Option<Epoch>) -> Arc<ChunkFeed> + Send>;
 /// A checkpoint a run restores, read and checked by the process of worker 0.
 pub struct Restore {
     pub point: RestorePoint,
+    /// How long reading and checking it took.
+    pub load_seconds: f64,
     pub manifest: Manifest,
     /// Each shard's pairs, taken by the worker that inserts it.
     pub shards: std::sync::Mutex<Vec<Option<Shard>>>,
 }
 
 impl Restore {
-    pub fn new(point: RestorePoint, loaded: Loaded) -> Restore {
+    pub fn new(point: RestorePoint, loaded: Loaded, load_seconds: f64) -> Restore {
         Restore {
             point,
+            load_seconds,
             manifest: loaded.manifest,
             shards: std::sync::Mutex::new(loaded.shards.into_iter().map(Some).collect()),
         }

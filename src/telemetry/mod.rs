@@ -163,6 +163,12 @@ impl Telemetry {
             .store(self.elapsed_ms(), Ordering::SeqCst);
     }
 
+    /// How the start rebuilds the state: from the checkpoint of `checkpoint_epoch` (read in
+    /// `load_seconds`), then `replayed_chunks` committed chunks.
+    pub fn restoring(&self, restore: status::RestoreInfo) {
+        lock(&self.book).restore = Some(restore);
+    }
+
     /// A checkpoint of `epoch` was written (`bytes` in all, in `took`).
     pub fn checkpoint_written(&self, epoch: u64, bytes: u64, took: std::time::Duration) {
         self.metrics.checkpoint_seconds.observe(took.as_secs_f64());
@@ -309,6 +315,7 @@ impl Telemetry {
             progress: Progress {
                 epochs_committed: book.epochs_committed,
                 epochs_recovered: book.epochs_recovered,
+                restore: book.restore.clone(),
                 last_committed_epoch: present.last_committed,
                 landing_edge: present.landing_edge,
                 lag_chunks: present.lag_chunks,

@@ -45,12 +45,27 @@ pub struct RunInfo {
 pub struct Progress {
     pub epochs_committed: u64,
     pub epochs_recovered: u64,
+    /// How the start rebuilt its state; `null` when nothing was committed before.
+    pub restore: Option<RestoreInfo>,
     pub last_committed_epoch: Option<u64>,
     pub landing_edge: Option<u64>,
     pub lag_chunks: u64,
     pub lag_seconds: f64,
     pub rows_accepted: u64,
     pub rows_rejected: u64,
+}
+
+/// What this run's start rebuilt its state from.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RestoreInfo {
+    /// `checkpoint` or `full replay`.
+    pub source: &'static str,
+    /// The restored checkpoint's epoch.
+    pub checkpoint_epoch: Option<u64>,
+    /// Reading and checking the checkpoint.
+    pub load_seconds: f64,
+    /// Committed chunks replayed after it (all of them, without a checkpoint).
+    pub replayed_chunks: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -144,6 +159,7 @@ pub struct Book {
     pub run: RunInfo,
     pub epochs_committed: u64,
     pub epochs_recovered: u64,
+    pub restore: Option<RestoreInfo>,
     pub rows_accepted: u64,
     pub rows_rejected: u64,
     by_pattern: BTreeMap<String, u64>,
@@ -159,6 +175,7 @@ impl Book {
             run,
             epochs_committed: 0,
             epochs_recovered: 0,
+            restore: None,
             rows_accepted: 0,
             rows_rejected: 0,
             by_pattern: zero_patterns(),
