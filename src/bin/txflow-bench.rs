@@ -13,6 +13,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -21,6 +23,7 @@ use txflow::cli::{self, LogArgs};
 use txflow::mechanism_x::{self, XOptions};
 use txflow::mechanism_y::{self, ReplayRange, TimelyOptions, YOptions};
 use txflow::model::{Fraction, Thresholds, Variant, MICROS_PER_UNIT};
+use txflow::runtime::checkpointer::DEFAULT_CHECKPOINT_INTERVAL;
 use txflow::sinks::state::StateConfig;
 use txgen::GenOptions;
 
@@ -58,6 +61,11 @@ struct Args {
     /// PatId1, one each of PatId2 and PatId3): wall time and peak RSS.
     #[arg(long, env = "TXFLOW_VARIANTS")]
     variants: bool,
+    /// Also measure checkpoints (every 50 epochs, with the first worker count): a backtest's
+    /// cost with and without them, their size, and a restart after epoch 100 and after the
+    /// last epoch but 14 (the wall time until the first new epoch is committed).
+    #[arg(long, env = "TXFLOW_BENCH_CHECKPOINTS")]
+    checkpoints: bool,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -73,6 +81,12 @@ enum Cmd {
         /// Add the 4 benchmark variants.
         #[arg(long)]
         variants: bool,
+        /// `--checkpoint-interval` (0 = none).
+        #[arg(long, default_value_t = 0)]
+        checkpoint_interval: u64,
+        /// Stop (as SIGTERM does) once more than this many epochs are committed.
+        #[arg(long)]
+        stop_after: Option<usize>,
     },
 }
 
@@ -84,9 +98,17 @@ fn main() -> ExitCode {
         scratch,
         workers,
         variants,
+        checkpoint_interval,
+        stop_after,
     }) = &args.command
     {
-        return cli::exit_with(child(landing, importance, scratch, *workers, *variants));
+        let run = ChildRun {
+            workers: *workers,
+            variants: *variants,
+            checkpoint_interval: *checkpoint_interval,
+            stop_after: *stop_after,
+        };
+        return cli::exit_with(child(landing, importance, scratch, &run));
     }
     cli::init_logging_at(&args.log, "warn");
     cli::exit_with(run(&args))
@@ -125,6 +147,17 @@ struct Measured {
     wall_s: f64,
     epoch_ms: Vec<f64>,
     peak_rss_kib: i64,
+    /// Epochs an earlier run committed, replayed or restored (a restart).
+    recovered: u64,
+}
+
+/// What one benchmark child runs.
+#[derive(Clone, Copy, Debug, Default)]
+struct ChildRun {
+    workers: usize,
+    variants: bool,
+    checkpoint_interval: u64,
+    stop_after: Option<usize>,
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
@@ -147,14 +180,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 let _ = std::fs::remove_dir_all(&scratch);
                 std::fs::create_dir_all(&scratch)
                     .with_context(|| format!("creating {}", scratch.display()))?;
-                runs.push(spawn_child(
-                    &exe,
-                    &landing,
-                    &importance,
-                    &scratch,
+                let run = ChildRun {
                     workers,
-                    false,
-                )?);
+                    checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+                    ..ChildRun::default()
+                };
+                runs.push(spawn_child(&exe, &landing, &importance, &scratch, run)?);
                 let _ = std::fs::remove_dir_all(&scratch);
             }
             runs.sort_by(|a, b| a.wall_s.total_cmp(&b.wall_s));
@@ -181,6 +212,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
     if args.variants {
         compare_variants(args, &exe)?;
     }
+    if args.checkpoints {
+        compare_checkpoints(args, &exe)?;
+    }
     if args.live_chunks > 0 {
         live(args)?;
     }
@@ -202,7 +236,13 @@ fn compare_variants(args: &Args, exe: &Path) -> anyhow::Result<()> {
                     let scratch = args.dir.join(format!("scratch-{set}-w{workers}-v{i}"));
                     let _ = std::fs::remove_dir_all(&scratch);
                     std::fs::create_dir_all(&scratch)?;
-                    let m = spawn_child(exe, &landing, &importance, &scratch, workers, variants)?;
+                    let run = ChildRun {
+                        workers,
+                        variants,
+                        checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+                        ..ChildRun::default()
+                    };
+                    let m = spawn_child(exe, &landing, &importance, &scratch, run)?;
                     let _ = std::fs::remove_dir_all(&scratch);
                     if variants {
                         with.push(m)
@@ -309,14 +349,22 @@ fn spawn_child(
     landing: &Path,
     importance: &Path,
     scratch: &Path,
-    workers: usize,
-    variants: bool,
+    run: ChildRun,
 ) -> anyhow::Result<Measured> {
     let child = Command::new(exe)
         .arg("child")
         .args([landing, importance, scratch])
-        .arg(workers.to_string())
-        .args(variants.then_some("--variants"))
+        .arg(run.workers.to_string())
+        .args(run.variants.then_some("--variants"))
+        .args([
+            "--checkpoint-interval",
+            &run.checkpoint_interval.to_string(),
+        ])
+        .args(
+            run.stop_after
+                .iter()
+                .flat_map(|n| ["--stop-after".to_string(), n.to_string()]),
+        )
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()?;
@@ -343,56 +391,170 @@ fn spawn_child(
         .context("child printed no RESULT line")?;
     let mut wall_s = 0.0;
     let mut epoch_ms = Vec::new();
+    let mut recovered = 0;
     for field in line.split_whitespace() {
         if let Some(v) = field.strip_prefix("wall_s=") {
             wall_s = v.parse()?;
         } else if let Some(v) = field.strip_prefix("epoch_ms=") {
-            epoch_ms = v.split(',').map(str::parse).collect::<Result<_, _>>()?;
+            epoch_ms = v
+                .split(',')
+                .filter(|v| !v.is_empty())
+                .map(str::parse)
+                .collect::<Result<_, _>>()?;
+        } else if let Some(v) = field.strip_prefix("recovered=") {
+            recovered = v.parse()?;
         }
     }
     Ok(Measured {
         wall_s,
         epoch_ms,
         peak_rss_kib: usage.ru_maxrss,
+        recovered,
     })
 }
 
-/// One backtest, end to end (importance parsing, chunk parsing, dataflow, commits, files).
-fn child(
-    landing: &Path,
-    importance: &Path,
-    scratch: &Path,
-    workers: usize,
-    variants: bool,
-) -> anyhow::Result<()> {
+/// One backtest, end to end (importance parsing, chunk parsing, dataflow, commits, files),
+/// or its part up to `stop_after` committed epochs.
+fn child(landing: &Path, importance: &Path, scratch: &Path, run: &ChildRun) -> anyhow::Result<()> {
+    let state = scratch.join("state.db");
     let mut y = YOptions::new(
         path_str(landing)?,
         path_str(importance)?,
         path_str(&scratch.join("output"))?,
         StateConfig::Embedded {
-            path: scratch.join("state.db"),
+            path: state.clone(),
         },
     );
     y.replay = Some(ReplayRange::default());
-    if variants {
+    if run.variants {
         y.variants = bench_variants();
     }
     y.timely = TimelyOptions {
-        workers,
+        workers: run.workers,
         ..TimelyOptions::default()
     };
-    let summary = mechanism_y::run(&y)?;
+    y.checkpoints.interval = run.checkpoint_interval;
+    let stop = Arc::new(AtomicBool::new(false));
+    if let Some(n) = run.stop_after {
+        let (stop, state) = (stop.clone(), state.clone());
+        std::thread::spawn(move || stop_after(n, &state, &stop));
+    }
+    let summary = mechanism_y::run_with_stop(&y, stop)?;
     let epochs: Vec<String> = summary
         .epoch_latencies
         .iter()
         .map(|d| format!("{:.3}", d.as_secs_f64() * 1e3))
         .collect();
     println!(
-        "RESULT wall_s={:.4} epoch_ms={}",
+        "RESULT wall_s={:.4} epoch_ms={} recovered={}",
         summary.wall.as_secs_f64(),
-        epochs.join(",")
+        epochs.join(","),
+        summary.epochs_recovered
     );
     Ok(())
+}
+
+/// Sets `stop` once the store at `state` holds more than `n` committed epochs.
+fn stop_after(n: usize, state: &Path, stop: &AtomicBool) {
+    let config = StateConfig::Embedded {
+        path: state.to_path_buf(),
+    };
+    loop {
+        let committed = txflow::sinks::state::open(&config)
+            .and_then(|mut s| s.epoch_rows())
+            .map_or(0, |rows| rows.len());
+        if committed > n {
+            stop.store(true, Ordering::SeqCst);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Checkpoints every 50 epochs: a backtest's wall time with and without them (alternately),
+/// their size, and restarts after epoch 100 and after the last epoch but 14: the restart's
+/// wall time until its first new epoch is committed, against the whole backtest's.
+fn compare_checkpoints(args: &Args, exe: &Path) -> anyhow::Result<()> {
+    const INTERVAL: u64 = 50;
+    let workers = args.workers.first().copied().unwrap_or(2);
+    println!();
+    println!("| data set | workers | wall: no checkpoints | wall: every {INTERVAL} | ratio | checkpoint size | restart after | restored, replayed | restart wall | restart / backtest |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for set in &args.sets {
+        let (landing, importance) = prepare(&args.dir, set)?;
+        let chunks = (rows_of(set)?).div_ceil(10_000) as usize;
+        let scratch = args.dir.join(format!("scratch-{set}-ck"));
+        let fresh = || -> anyhow::Result<()> {
+            let _ = std::fs::remove_dir_all(&scratch);
+            std::fs::create_dir_all(&scratch)?;
+            Ok(())
+        };
+        let base = ChildRun {
+            workers,
+            ..ChildRun::default()
+        };
+        let (mut plain, mut with) = (Vec::new(), Vec::new());
+        let mut size = 0;
+        for _ in 0..args.runs {
+            for interval in [0, INTERVAL] {
+                fresh()?;
+                let run = ChildRun {
+                    checkpoint_interval: interval,
+                    ..base
+                };
+                let m = spawn_child(exe, &landing, &importance, &scratch, run)?;
+                match interval {
+                    0 => plain.push(m.wall_s),
+                    _ => {
+                        with.push(m.wall_s);
+                        size = newest_checkpoint_bytes(&scratch)?;
+                    }
+                }
+            }
+        }
+        let (wp, wc) = (median(&plain), median(&with));
+        for after in [100.min(chunks / 3), chunks.saturating_sub(15)] {
+            fresh()?;
+            let run = ChildRun {
+                checkpoint_interval: INTERVAL,
+                stop_after: Some(after),
+                ..base
+            };
+            spawn_child(exe, &landing, &importance, &scratch, run)?;
+            let committed = committed_epochs(&scratch)?;
+            let restart = ChildRun {
+                stop_after: Some(committed),
+                ..run
+            };
+            let m = spawn_child(exe, &landing, &importance, &scratch, restart)?;
+            println!(
+                "| {set} | {workers} | {wp:.3} s | {wc:.3} s | {:.3} | {:.1} MB | epoch {} | 1 + {} epochs | {:.3} s | {:.3} |",
+                wc / wp,
+                size as f64 / 1e6,
+                committed - 1,
+                m.recovered.saturating_sub(1),
+                m.wall_s,
+                m.wall_s / wc
+            );
+        }
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+    Ok(())
+}
+
+fn committed_epochs(scratch: &Path) -> anyhow::Result<usize> {
+    let config = StateConfig::Embedded {
+        path: scratch.join("state.db"),
+    };
+    Ok(txflow::sinks::state::open(&config)?.epoch_rows()?.len())
+}
+
+fn newest_checkpoint_bytes(scratch: &Path) -> anyhow::Result<u64> {
+    let config = StateConfig::Embedded {
+        path: scratch.join("state.db"),
+    };
+    let rows = txflow::sinks::state::open(&config)?.checkpoints()?;
+    Ok(rows.last().map_or(0, |r| r.bytes))
 }
 
 /// Live mode at the real pace: X publishes one chunk per second, Y follows; latency is from
