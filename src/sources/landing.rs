@@ -1098,6 +1098,34 @@ mod tests {
         assert!(matches!(take(&feed, 2).unwrap(), FeedItem::End));
     }
 
+    /// After a restored checkpoint the feed starts at its next chunk: the earlier ones may be
+    /// gone from the landing (pruned), and positions count from the first chunk delivered.
+    #[test]
+    fn a_live_feed_can_start_after_a_restored_epoch() {
+        let (_dir, store) = local();
+        for k in 3..5 {
+            store
+                .put(&chunk_key(k), format!("c{k}\n").as_bytes())
+                .unwrap();
+        }
+        store.put(COMPLETE_KEY, b"5").unwrap();
+        let feed = ChunkFeed::start(
+            store.clone(),
+            FeedPlan::Live { forever: false }.after(2),
+            1,
+            FeedOptions {
+                first: 3,
+                ..options()
+            },
+            Arc::new(AtomicBool::new(false)),
+        );
+        assert_eq!(chunk(take(&feed, 0).unwrap()).index, 3);
+        assert_eq!(chunk(take(&feed, 1).unwrap()).index, 4);
+        assert!(matches!(take(&feed, 2).unwrap(), FeedItem::End));
+        let fixed = FeedPlan::Fixed(vec![1, 2, 3, 4]).after(2);
+        assert!(matches!(fixed, FeedPlan::Fixed(ref k) if *k == [3, 4]));
+    }
+
     #[test]
     fn live_feed_delivers_nothing_past_a_short_complete() {
         let (_dir, store) = local();

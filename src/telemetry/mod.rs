@@ -363,6 +363,22 @@ mod tests {
     }
 
     #[test]
+    fn the_status_says_how_the_state_was_rebuilt() {
+        let t = live();
+        assert_eq!(t.status().progress.restore, None);
+        let restore = status::RestoreInfo {
+            source: "checkpoint",
+            checkpoint_epoch: Some(99),
+            load_seconds: 0.5,
+            replayed_chunks: 3,
+        };
+        t.restoring(restore.clone());
+        assert_eq!(t.status().progress.restore, Some(restore));
+        let json = serde_json::to_value(t.status()).unwrap();
+        assert_eq!(json["progress"]["restore"]["checkpoint_epoch"], 99);
+    }
+
+    #[test]
     fn readiness_follows_recovery_and_lag() {
         let t = live();
         assert!(t.readiness().unwrap_err().contains("starting"));
