@@ -830,6 +830,9 @@ enum Mode {
     Timed,
     /// A random delay within the first 30 % of it (many kills before the stream ends).
     Early,
+    /// As soon as this process writes a checkpoint file (a shard, a manifest, or the
+    /// temporary file of one): a checkpoint half written.
+    CheckpointWindow,
     /// As soon as the rejects file of a random not-yet-committed chunk is (re)written by this
     /// process: the writer is inside `commit`, the state-store transaction about to run or
     /// running.
@@ -841,6 +844,20 @@ enum Mode {
 }
 
 /// Whether `path` was (re)written after `since`.
+/// Whether any file under `dir` (at any depth) was modified after `since`.
+fn fresh_file_under(dir: &Path, since: SystemTime) -> bool {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let path = e.path();
+        match path.is_dir() {
+            true => fresh_file_under(&path, since),
+            false => fresh(&path, since),
+        }
+    })
+}
+
 fn fresh(path: &Path, since: SystemTime) -> bool {
     fs::metadata(path)
         .and_then(|m| m.modified())
@@ -927,6 +944,19 @@ fn crash_trial_with(
         );
         let started = Instant::now();
         let exited = match &target {
+            None if *mode == Mode::CheckpointWindow => loop {
+                if fresh_file_under(&output.join("_checkpoints"), p.spawned_at) {
+                    break None;
+                }
+                if let Some(status) = p.child.try_wait().expect("try_wait") {
+                    break Some(status);
+                }
+                assert!(
+                    started.elapsed() < RUN_LIMIT,
+                    "{name}: no checkpoint written"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            },
             None => p.wait_for(fx.baseline_wall.mul_f64(fraction)),
             Some(path) => loop {
                 if fresh(path, p.spawned_at)
@@ -1087,9 +1117,14 @@ fn kill9_at_random_points_sqlite() {
 /// restarts must have restored from a checkpoint (counted from their logs).
 fn checkpoint_crash_trials(name: &str, url: &str, seed: u64) {
     let modes = [
+        Mode::CheckpointWindow,
         Mode::Early,
+        Mode::Early,
+        Mode::Early,
+        Mode::CheckpointWindow,
         Mode::Early,
         Mode::CommitWindow,
+        Mode::CheckpointWindow,
         Mode::Early,
         Mode::FileWindow,
         Mode::Early,
