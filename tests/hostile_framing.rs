@@ -36,7 +36,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::reference::{self, RejectReason};
-use common::streams::{self, escape_bytes, HostileOptions, HostileSource};
+use common::streams::{self, escape_bytes, HostileOptions, HostileSource, SplitMix64};
 use txflow::mechanism_x::{self, XOptions};
 use txflow::mechanism_y::{self, ReplayRange, YOptions};
 use txflow::sinks::state::StateConfig;
@@ -624,7 +624,7 @@ fn importance() -> Vec<u8> {
 }
 
 /// `rows` rows (row `i` replaced by `special(i)` when it says so), joined by `eol`.
-fn source(rows: usize, eol: &str, special: impl Fn(usize) -> Option<String>) -> Vec<u8> {
+fn source(rows: usize, eol: &str, mut special: impl FnMut(usize) -> Option<String>) -> Vec<u8> {
     let mut lines = vec![HEADER.to_string()];
     for i in 0..rows {
         lines.push(special(i).unwrap_or_else(|| row(i, None)));
@@ -709,8 +709,8 @@ fn hostile_framing_quoted_line_breaks_and_resync() {
     );
     let out = reference::parse_chunk(&src.source);
     // Lines: 2, 3–4 (accepted), 5, 6–7 (name with CRLF), 8, 9 (unbalanced: 12 fields over
-    // lines 9–10), 10 (`y",extra`: 2 fields), 11, 12 (unbalanced: the quote closes on line
-    // 14 with 2 fields), 13, 14 (unbalanced: open to the end), 15, 16.
+    // lines 9–10), 10 (`y",extra`: 2 fields), 11, 12 (unbalanced: the quote meets `"t` on
+    // line 14, a malformed quoted field), 13, 14 (unbalanced: open to the end), 15, 16.
     assert_eq!(
         out.record_lines,
         vec![2, 3, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16]
@@ -832,4 +832,86 @@ fn hostile_framing_odd_lines_and_names() {
         }
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+// ------------------------------------------------------------------------------------------
+// SPEC §2.1 as amended: an unclosed quote never pairs with a later stray quote; records
+// spanning lines are at most 1 MiB
+// ------------------------------------------------------------------------------------------
+
+/// A source of `rows` BankSim rows where about 0.05 % open a quote at the start of the
+/// customer field and never close it, and about 0.2 % hold a stray quote inside the customer
+/// field; also the 2-based line numbers of the unclosed ones.
+fn unclosed_and_stray_quotes(seed: u64, rows: usize) -> (HostileSource, Vec<u64>) {
+    let mut rng = SplitMix64::new(seed);
+    let mut unclosed = Vec::new();
+    let src = source(rows, "\n", |i| match rng.below(10_000) {
+        0..5 => {
+            unclosed.push(i as u64 + 2);
+            Some(row(i, Some(&format!("\"'C{i}'"))))
+        }
+        5..25 => Some(row(i, Some(&format!("'C{}\"{}'", i / 100, i % 100)))),
+        _ => None,
+    });
+    (hostile(src, 10_000), unclosed)
+}
+
+#[test]
+fn hostile_framing_unclosed_quotes_never_pair_with_stray_quotes() {
+    const ROWS: usize = 50_000;
+    let (src, unclosed) = unclosed_and_stray_quotes(1, ROWS);
+    let strays = src
+        .source
+        .windows(2)
+        .filter(|w| w[1] == b'"' && w[0] != b',');
+    assert!(unclosed.len() >= 10 && strays.count() >= 50);
+    // Every line is a frame of its own, and only the unclosed ones are not records: no
+    // well-formed record is lost.
+    let framed = reference::frame_records(&src.source);
+    assert_eq!(framed.records.len(), ROWS);
+    let unbalanced: Vec<u64> = framed
+        .records
+        .iter()
+        .filter(|r| r.fields == reference::RefFields::Unbalanced)
+        .map(|r| r.line)
+        .collect();
+    assert_eq!(unbalanced, unclosed);
+    let out = reference::parse_chunk(&src.source);
+    assert_eq!(out.accepted.len(), ROWS - unclosed.len());
+    assert_eq!(out.rejected_lines, unclosed);
+    // X and Y (one and three workers) count the same, chunk by chunk.
+    assert_source_ok(&src);
+}
+
+#[test]
+fn hostile_framing_records_spanning_lines_are_at_most_1_mib() {
+    // A quoted zip code holding a line break: a record whose length is `len` bytes.
+    let spanning = |i: usize, len: usize| {
+        let short = row(i, None);
+        let filler = len - (short.len() - "'28007'".len() + "\"\n\"".len());
+        let zip = format!(
+            "\"{}\n{}\"",
+            "1".repeat(filler / 2),
+            "2".repeat(filler - filler / 2)
+        );
+        let long = row(i, None).replacen("'28007'", &zip, 1);
+        assert_eq!(long.len(), len);
+        long
+    };
+    const MIB: usize = 1024 * 1024;
+    let src = hostile(
+        source(8, "\n", |i| match i {
+            2 => Some(spanning(2, MIB)),
+            5 => Some(spanning(5, MIB + 1)),
+            _ => None,
+        }),
+        3,
+    );
+    let out = reference::parse_chunk(&src.source);
+    // Lines 4–5 are one record of 1 MiB (accepted); line 8 opens one of 1 MiB + 1 byte: not
+    // a record, and its second line (9) is a record of the wrong field count.
+    assert_eq!(out.record_lines, vec![2, 3, 4, 6, 7, 8, 9, 10, 11]);
+    assert_eq!(out.rejected_lines, vec![8, 9]);
+    assert_eq!(out.rejects[0].reason, RejectReason::UnbalancedQuote);
+    assert_source_ok(&src);
 }

@@ -301,6 +301,27 @@ mod tests {
     }
 
     #[test]
+    fn an_unclosed_quote_costs_one_line_whatever_follows() {
+        let t = parse(
+            "Source,Target,Weight,typeTrans\n\"C1,M1,1,t\nC2,M1,2,t\nC3\"x,M1,3,t\n\"C4\"x,M1,4,t\n",
+        );
+        assert_eq!(t.records, 4);
+        let rejects: Vec<(u64, &str)> = t
+            .rejects
+            .iter()
+            .map(|r| (r.line, r.reason.as_str()))
+            .collect();
+        assert_eq!(rejects, [(2, UNBALANCED_QUOTE), (5, UNBALANCED_QUOTE)]);
+        assert_eq!(
+            t.weights,
+            vec![
+                (key("C2", "M1", "t"), Weight::from(2.0)),
+                (key("C3\"x", "M1", "t"), Weight::from(3.0)),
+            ]
+        );
+    }
+
+    #[test]
     fn header_missing_column_is_an_error_naming_it() {
         let err = parse_importance(FILE, b"Source,Target,typeTrans,fraud\nC1,M1,t,0\n")
             .expect_err("no Weight");

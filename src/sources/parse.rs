@@ -4,9 +4,11 @@
 //!
 //! A chunk is a header row followed by CSV records, framed by [`framing`]
 //! (LF, CRLF and a lone CR end lines; blank lines are skipped but count for line numbers;
-//! RFC 4180 double quotes; a multi-line record without the header's field count costs only
-//! its first line, rejected as `unbalanced quote`). After CSV unquoting, one enclosing pair of
-//! single quotes is stripped from every value (`'4.55'` is `4.55`).
+//! RFC 4180 double quotes, a quoted field ending only at a `"` before a comma, a line
+//! terminator or the end; a multi-line record without the header's field count or over 1 MiB,
+//! or a record holding a malformed quoted field, costs only its first line, rejected as
+//! `unbalanced quote`). After CSV unquoting, one enclosing pair of single quotes is stripped
+//! from every value (`'4.55'` is `4.55`).
 //!
 //! Columns are found by header name; the ten columns of [`TXN_COLUMNS`] must all be present
 //! (extra columns are allowed and ignored). Header names are matched exactly (case-sensitive)
@@ -207,7 +209,8 @@ impl<'a> Records<'a> {
     }
 }
 
-/// The reject reason of a multi-line record without the header's field count (SPEC §2.1).
+/// The reject reason of a frame that is not a record (SPEC §2.1): a multi-line record
+/// without the header's field count or over 1 MiB, or a malformed quoted field.
 pub const UNBALANCED_QUOTE: &str = "unbalanced quote";
 
 /// Positions of the validated columns of a transactions chunk, and the header's field count.
