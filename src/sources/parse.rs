@@ -19,8 +19,10 @@
 //! Only `customer`, `gender`, `merchant`, `category` and `amount` are validated (in that
 //! order; the first problem found is the reason). Names (customer, merchant, category) must be
 //! non-empty UTF-8 text without control characters (U+0000–U+001F, U+007F), so nothing reaches
-//! a state store or an output file that cannot hold it. The other columns are carried without
-//! validation, not even for emptiness. Values are not trimmed.
+//! a state store or an output file that cannot hold it, and at most [`MAX_NAME_BYTES`] long
+//! (`name too long` otherwise), so what a name costs in memory, in the store and in
+//! `/api/status` is bounded by the program, not by the input. The other columns are carried
+//! without validation, not even for emptiness. Values are not trimmed.
 //!
 //! # Rejects
 //!
@@ -269,7 +271,12 @@ impl TxnLayout {
     }
 }
 
-/// A non-empty, valid UTF-8 identifier value without control characters.
+/// The longest a name (customer, merchant, category; the importance file's `Source`,
+/// `Target`, `typeTrans`) may be, in bytes after unquoting. BankSim's are 11–20 bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// A non-empty, valid UTF-8 identifier value of at most [`MAX_NAME_BYTES`] without control
+/// characters.
 #[inline]
 pub(crate) fn name<'r>(
     value: &'r [u8],
@@ -278,6 +285,9 @@ pub(crate) fn name<'r>(
 ) -> Result<Name, RowError<'r>> {
     if value.is_empty() {
         return Err(RowError::Missing(column));
+    }
+    if value.len() > MAX_NAME_BYTES {
+        return Err(RowError::TooLong(column, value.len()));
     }
     if let Some(&b) = value.iter().find(|&&b| is_control(u32::from(b))) {
         return Err(RowError::Control(column, value, b));
@@ -290,8 +300,13 @@ pub(crate) fn name<'r>(
 /// Why a row is bad; formatted only when a reject is made.
 #[derive(Debug)]
 pub(crate) enum RowError<'r> {
-    FieldCount { expected: usize, found: usize },
+    FieldCount {
+        expected: usize,
+        found: usize,
+    },
     Missing(&'static str),
+    /// A name over [`MAX_NAME_BYTES`]: the column and the name's length.
+    TooLong(&'static str, usize),
     NotUtf8(&'static str, &'r [u8]),
     Control(&'static str, &'r [u8], u8),
     Gender(&'r [u8]),
@@ -306,6 +321,10 @@ impl fmt::Display for RowError<'_> {
                 write!(f, "expected {expected} fields, found {found}")
             }
             RowError::Missing(column) => write!(f, "missing {column}"),
+            RowError::TooLong(column, len) => write!(
+                f,
+                "name too long: {column} of {len} bytes (at most {MAX_NAME_BYTES})"
+            ),
             RowError::NotUtf8(column, v) => {
                 write!(f, "invalid {column} '{}': not valid UTF-8", show(v))
             }
@@ -826,6 +845,31 @@ pub(crate) mod tests {
         let gender = "invalid gender 'X' (expected F, M, E or U)";
         assert_eq!(lines, vec![(4, gender), (5, UNBALANCED_QUOTE), (6, gender)]);
         assert_eq!(p.rejects[1].raw, "\"open");
+    }
+
+    #[test]
+    fn names_longer_than_256_bytes_are_rejected() {
+        let at_limit = "n".repeat(MAX_NAME_BYTES);
+        let p = parse1(&format!(
+            "{HEADER}\n{}\n",
+            row(&at_limit, "F", &at_limit, &at_limit, "1")
+        ));
+        assert_eq!((p.txns.len(), p.rejects.len()), (1, 0));
+        assert_eq!(p.txns[0].customer.as_str(), at_limit);
+        let over = "n".repeat(MAX_NAME_BYTES + 1);
+        assert_eq!(
+            reason_for(&row(&over, "F", "M1", "c", "1")),
+            "name too long: customer of 257 bytes (at most 256)"
+        );
+        assert_eq!(
+            reason_for(&row("C1", "F", &over, "c", "1")),
+            "name too long: merchant of 257 bytes (at most 256)"
+        );
+        let ten_mb = "c".repeat(10 << 20);
+        assert_eq!(
+            reason_for(&row("C1", "F", "M1", &ten_mb, "1")),
+            "name too long: category of 10485760 bytes (at most 256)"
+        );
     }
 
     #[test]

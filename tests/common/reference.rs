@@ -29,11 +29,11 @@
 //! else makes the field malformed); a record spanning several lines without the header's
 //! field count or longer than 1 MiB, a record holding a malformed quoted field, or a quote open
 //! at the end of the data is an `unbalanced quote` reject of its first line, and framing
-//! resumes at the next line. Any bytes are accepted:
-//! values are decoded lossily where text is needed. Names (customer, merchant, category;
-//! Source, Target, typeTrans) must be "text" (SPEC §2.1): a name that is not UTF-8 is a bad
-//! value, as is one holding a control character (U+0000–U+001F, U+007F; U+0080–U+009F are
-//! not in the SPEC's range and are accepted). Unvalidated columns may hold any bytes.
+//! resumes at the next line. Any bytes are accepted: values are decoded lossily where text is
+//! needed. Names (customer, merchant, category; Source, Target, typeTrans) must be "text"
+//! (SPEC §2.1): a name that is not UTF-8 is a bad value, as is one holding a control
+//! character (U+0000–U+001F, U+007F; U+0080–U+009F are not in the SPEC's range and are
+//! accepted) or longer than 256 bytes. Unvalidated columns may hold any bytes.
 //! Not modelled: a UTF-8 byte order mark before the header (the SPEC does not mention one;
 //! it would be part of the first header name here).
 
@@ -379,10 +379,16 @@ pub fn frame_records(bytes: &[u8]) -> Framed {
 // Values
 // ------------------------------------------------------------------------------------------
 
-/// Whether a name value is acceptable text: non-empty, no control character
-/// (U+0000–U+001F, U+007F). (A name must also be UTF-8: the callers check the raw bytes.)
+/// The longest a name may be, in bytes (names longer are rejected: `name too long`).
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// Whether a name value is acceptable text: non-empty, at most [`MAX_NAME_BYTES`] bytes, no
+/// control character (U+0000–U+001F, U+007F). (A name must also be UTF-8: the callers check
+/// the raw bytes.)
 pub fn is_good_name(value: &str) -> bool {
-    !value.is_empty() && !value.chars().any(|c| c <= '\u{1f}' || c == '\u{7f}')
+    !value.is_empty()
+        && value.len() <= MAX_NAME_BYTES
+        && !value.chars().any(|c| c <= '\u{1f}' || c == '\u{7f}')
 }
 
 /// Strips one enclosing pair of single quotes, if there is one.
