@@ -27,17 +27,18 @@
 //! # Rejects
 //!
 //! [`Reject::line`] is the 1-based line (every LF, CRLF or lone CR ends one) where the record
-//! starts, the header normally being line 1; [`Reject::raw`] is the exact text of the record
-//! (all its lines for a quoted field spanning several; the first line alone for an unbalanced
-//! quote) without its line terminator, invalid UTF-8 replaced by U+FFFD. Values quoted in
-//! reasons are shortened to 64 characters and control characters in them are escaped.
+//! starts, the header normally being line 1; [`Reject::raw`] holds the record's bytes (all
+//! its lines for a quoted field spanning several; the first line alone for an unbalanced
+//! quote) without its line terminator, losslessly escaped by [`escape_bytes`] (invalid UTF-8
+//! and control characters as `\xHH`). Values quoted in reasons are escaped the same way and
+//! shortened to 64 characters.
 //!
 //! Nothing here panics, whatever the input bytes.
 
 use std::fmt;
 
 use crate::decimal::{parse_amount, AmountError};
-use crate::model::{Gender, LabelCounts, Name, Reject, Txn};
+use crate::model::{escape_bytes, escape_units, Gender, LabelCounts, Name, Reject, Txn};
 use crate::name::NameCache;
 use crate::sources::framing::{self, Fields, Frame, FrameKind, Frames, LineCounter};
 
@@ -69,23 +70,22 @@ pub(crate) fn header_name(field: &[u8]) -> &[u8] {
     strip_single_quotes(field.trim_ascii())
 }
 
-/// A value for a reason message: lossily decoded, shortened to 64 characters, control
-/// characters written as `\xNN` (a reason is plain text, whatever the input held).
+/// A value for a reason message: escaped as a rejects file's `raw` column is
+/// ([`escape_bytes`]: a reason is plain text, whatever the input held), shortened to 64
+/// characters or escapes.
 pub(crate) fn show(value: &[u8]) -> String {
-    const MAX_CHARS: usize = 64;
-    let text = String::from_utf8_lossy(value);
-    let mut out = String::with_capacity(text.len().min(MAX_CHARS * 4));
-    for (n, c) in text.chars().enumerate() {
-        if n == MAX_CHARS {
+    const MAX_UNITS: usize = 64;
+    let mut out = String::new();
+    let mut units = 0;
+    escape_units(value, |unit| {
+        if units == MAX_UNITS {
             out.push('…');
-            break;
+            return false;
         }
-        if is_control(c as u32) {
-            out.push_str(&format!("\\x{:02X}", c as u32));
-        } else {
-            out.push(c);
-        }
-    }
+        units += 1;
+        out.push_str(unit);
+        true
+    });
     out
 }
 
@@ -206,7 +206,7 @@ impl<'a> Records<'a> {
             chunk: chunk.to_owned(),
             line: self.lines.line_at(self.data, frame.start),
             reason,
-            raw: String::from_utf8_lossy(frame.bytes(self.data)).into_owned(),
+            raw: escape_bytes(frame.bytes(self.data)),
         }
     }
 }
@@ -501,7 +501,15 @@ pub(crate) mod tests {
         assert!(p.txns.is_empty(), "{row} accepted: {:?}", p.txns);
         assert_eq!(p.rejects.len(), 1, "{row}");
         assert_eq!(p.rejects[0].line, 2);
-        assert_eq!(p.rejects[0].raw, row);
+        // (These rows are UTF-8 without backslashes: only control characters are escaped.)
+        let escaped: String = row
+            .chars()
+            .map(|c| match c {
+                '\0'..='\u{1f}' | '\u{7f}' => format!("\\x{:02X}", c as u32),
+                c => c.to_string(),
+            })
+            .collect();
+        assert_eq!(p.rejects[0].raw, escaped);
         assert_eq!(p.rejects[0].chunk, "chunk-000000.csv");
         p.rejects[0].reason.clone()
     }
@@ -794,15 +802,12 @@ pub(crate) mod tests {
         assert_eq!(
             reasons,
             vec![
-                "invalid customer 'C\u{fffd}1': not valid UTF-8",
-                "invalid gender '\u{fffd}' (expected F, M, E or U)",
-                "invalid amount '1\u{fffd}': not valid UTF-8",
+                "invalid customer 'C\\xFF1': not valid UTF-8",
+                "invalid gender '\\xC3' (expected F, M, E or U)",
+                "invalid amount '1\\xFE': not valid UTF-8",
             ]
         );
-        assert_eq!(
-            p.rejects[0].raw,
-            "0,'C\u{fffd}1','4','F','1','M1','1','c',1,0"
-        );
+        assert_eq!(p.rejects[0].raw, "0,'C\\xFF1','4','F','1','M1','1','c',1,0");
         assert_eq!(
             p.rejects.iter().map(|r| r.line).collect::<Vec<_>>(),
             vec![2, 3, 4]
