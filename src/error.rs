@@ -46,6 +46,8 @@ pub enum Error {
     Source(#[from] SourceError),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    File(#[from] FileError),
     /// Options or files given at start that cannot be used.
     #[error("{0}")]
     Configuration(String),
@@ -111,6 +113,7 @@ impl Error {
             Error::Landing(e) => e.domain(),
             Error::Source(e) => e.domain(),
             Error::Cluster(e) => e.domain(),
+            Error::File(e) => e.domain(),
             Error::Configuration(_) => Domain::Configuration,
             Error::Input(_) => Domain::Input,
             Error::External(_) => Domain::ExternalService,
@@ -127,6 +130,7 @@ impl Error {
             Error::Landing(e) => e.retryable(),
             Error::Source(e) => e.retryable(),
             Error::Cluster(e) => e.retryable(),
+            Error::File(e) => e.retryable(),
             _ => false,
         }
     }
@@ -188,6 +192,53 @@ pub enum StoreError {
     /// The location string is not a directory path or an `s3://bucket/prefix` URL.
     #[error("invalid location {location:?}: {reason}")]
     BadLocation { location: String, reason: String },
+}
+
+/// A file or object named by an option that is not read (see [`FileProblem`]).
+#[derive(Debug, Error)]
+#[error("{path}: {problem}")]
+pub struct FileError {
+    pub path: String,
+    #[source]
+    pub problem: FileProblem,
+}
+
+impl FileError {
+    pub fn domain(&self) -> Domain {
+        Domain::Configuration
+    }
+
+    pub fn retryable(&self) -> bool {
+        matches!(&self.problem, FileProblem::Io(e) if io_retryable(e))
+    }
+}
+
+/// Why a file named by an option (the importance file, `--variants`, the hostfile) is not
+/// read; shown after its path, e.g. `/tmp/p: a FIFO (named pipe), not a regular file`.
+#[derive(Debug, Error)]
+pub enum FileProblem {
+    #[error("{0}")]
+    Io(std::io::Error),
+    /// What it is instead, e.g. `a FIFO (named pipe)`.
+    #[error("{0}, not a regular file")]
+    NotAFile(&'static str),
+    /// Larger than this many bytes, the most its reader accepts.
+    #[error("larger than {}, the most accepted here", size_text(*.0))]
+    TooLarge(u64),
+    #[error("not valid UTF-8 text")]
+    NotUtf8,
+}
+
+/// `1 GiB`, `1 MiB`, `64 KiB` or `1000 bytes`.
+fn size_text(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    match UNITS
+        .iter()
+        .find(|(unit, _)| bytes >= *unit && bytes.is_multiple_of(*unit))
+    {
+        Some((unit, name)) => format!("{} {name}", bytes / unit),
+        None => format!("{bytes} bytes"),
+    }
 }
 
 /// Failures of a state store (SQLite or PostgreSQL).

@@ -450,6 +450,63 @@ mod tests {
         assert_eq!(records("\n\r\nh\n", 1), ["h\n"]);
     }
 
+    /// A 190 MB source made on the fly: the header, a row whose customer opens a quote that is
+    /// never closed, then ordinary rows; counts the bytes X reads.
+    struct UnclosedQuoteSource {
+        produced: usize,
+        pending: Vec<u8>,
+    }
+
+    const SOURCE_BYTES: usize = 190_000_000;
+    const GOOD_ROW: &[u8] = b"1,'C1','4','M','28007','M1','28007','es_food',4.55,0\n";
+    const OPEN_ROW: &[u8] = b"0,\"'C0','4','M','28007','M1','28007','es_food',4.55,0\n";
+
+    impl Read for UnclosedQuoteSource {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let mut n = 0;
+            while n < out.len() && self.produced < SOURCE_BYTES {
+                if self.pending.is_empty() {
+                    self.pending = GOOD_ROW.to_vec();
+                }
+                let take = (out.len() - n)
+                    .min(self.pending.len())
+                    .min(SOURCE_BYTES - self.produced);
+                out[n..n + take].copy_from_slice(&self.pending[..take]);
+                self.pending.drain(..take);
+                n += take;
+                self.produced += take;
+            }
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn an_unclosed_quote_is_decided_within_the_record_limit() {
+        let mut start =
+            b"step,customer,age,gender,zipcodeOri,merchant,zipMerchant,category,amount,fraud\n"
+                .to_vec();
+        start.extend_from_slice(OPEN_ROW);
+        let source = UnclosedQuoteSource {
+            produced: 0,
+            pending: start,
+        };
+        let (mut records, _) = SourceRecords::open(source).unwrap();
+        let mut out = Vec::new();
+        assert!(records.append_next(&mut out).unwrap());
+        // The open quote's line alone, decided after a few MiB of the 190 MB source.
+        assert_eq!(out, OPEN_ROW);
+        let read = records.reader.produced;
+        let bound = 2 * READ_BLOCK + framing::MAX_RECORD_BYTES;
+        assert!(read <= bound, "read {read} bytes before deciding");
+        assert!(records.buf.capacity() <= bound);
+        // Then the next lines, each a record.
+        for _ in 0..3 {
+            out.clear();
+            assert!(records.append_next(&mut out).unwrap());
+            assert_eq!(out, GOOD_ROW);
+        }
+    }
+
     #[test]
     fn a_source_without_line_breaks_is_an_error() {
         let reader = BlockReader {

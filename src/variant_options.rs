@@ -16,6 +16,7 @@ use toml::de::{DeTable, DeValue};
 
 use crate::cli::{parse_amount, parse_count, parse_fraction};
 use crate::model::{Thresholds, Variant};
+use crate::objectstore::file::{read_regular_text, MAX_VARIANTS_BYTES};
 
 /// The most variants a run takes, from all three options together: each one instantiates its
 /// own threshold-dependent operators and writes its own ledger and files.
@@ -294,8 +295,9 @@ impl VariantOptions {
     }
 }
 
+/// The `--variants` file's text: a regular file of at most 1 MiB.
 fn read_file(path: &Path) -> Result<String, VariantOptionError> {
-    std::fs::read_to_string(path).map_err(|e| VariantOptionError::Invalid {
+    read_regular_text(path, MAX_VARIANTS_BYTES).map_err(|e| VariantOptionError::Invalid {
         place: file_place(path, None),
         problem: Problem::Unreadable(e.to_string()),
     })

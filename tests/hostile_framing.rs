@@ -16,7 +16,8 @@
 //!   for a last line that has none);
 //! - (y) Y's epochs table holds, per chunk, the reference's accepted and rejected counts;
 //! - (r) each chunk's rejects file lists exactly the reference's rejected line numbers, with
-//!   the record's raw text, and the reasons `unbalanced quote` / `expected N fields, found M`
+//!   the record's raw bytes (decoded from the escaped `raw` text, which must be one line of
+//!   printable UTF-8), and the reasons `unbalanced quote` / `expected N fields, found M`
 //!   where the reference says so; the importance rejects likewise.
 //!
 //! Environment:
@@ -36,7 +37,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::reference::{self, RejectReason};
-use common::streams::{self, escape_bytes, HostileOptions, HostileSource};
+use common::streams::{self, escape_bytes, HostileOptions, HostileSource, SplitMix64};
 use txflow::mechanism_x::{self, XOptions};
 use txflow::mechanism_y::{self, ReplayRange, YOptions};
 use txflow::sinks::state::StateConfig;
@@ -88,9 +89,9 @@ fn read_landing(landing: &Path) -> (Vec<(u64, Vec<u8>)>, Option<String>) {
     (chunks, complete)
 }
 
-/// Rows `(line, reason, raw)` of a rejects file (absent file: none). Raw bytes are decoded
-/// lossily, as the reference's are for the comparison.
-fn read_rejects(path: &Path, problems: &mut Vec<String>) -> Vec<(u64, String, String)> {
+/// Rows `(line, reason, raw)` of a rejects file (absent file: none); `raw` is the record's
+/// bytes, decoded from the file's escaped text.
+fn read_rejects(path: &Path, problems: &mut Vec<String>) -> Vec<(u64, String, Vec<u8>)> {
     let Ok(bytes) = fs::read(path) else {
         return Vec::new();
     };
@@ -106,8 +107,14 @@ fn read_rejects(path: &Path, problems: &mut Vec<String>) -> Vec<(u64, String, St
         match record {
             Ok(r) if r.len() == 4 => {
                 let text = |i: usize| String::from_utf8_lossy(&r[i]).into_owned();
+                // The raw text is one line of printable UTF-8.
+                let raw = std::str::from_utf8(&r[3]).ok();
+                if raw.is_none_or(|raw| raw.chars().any(char::is_control)) {
+                    problems.push(format!("(r) {}: raw {:?}", path.display(), text(3)));
+                }
+                let raw = common::outputs::unescape_raw(raw.unwrap_or_default());
                 match text(1).parse::<u64>() {
-                    Ok(line) => rows.push((line, text(2), text(3))),
+                    Ok(line) => rows.push((line, text(2), raw)),
                     Err(_) => problems.push(format!("(r) {}: line {:?}", path.display(), text(1))),
                 }
             }
@@ -138,14 +145,15 @@ fn check_rejects(
         ));
         return;
     }
-    let by_line: BTreeMap<u64, &(u64, String, String)> = got.iter().map(|r| (r.0, r)).collect();
+    let by_line: BTreeMap<u64, &(u64, String, Vec<u8>)> = got.iter().map(|r| (r.0, r)).collect();
     for want in expected {
         let (_, reason, raw) = by_line[&want.line];
-        let want_raw = String::from_utf8_lossy(&want.raw);
-        if *raw != want_raw {
+        if *raw != want.raw {
             problems.push(format!(
-                "(r) {what}: line {} raw {raw:?}, the reference has {want_raw:?}",
-                want.line
+                "(r) {what}: line {} raw {:?}, the reference has {:?}",
+                want.line,
+                escape_bytes(raw),
+                escape_bytes(&want.raw)
             ));
         }
         let must_say = match &want.reason {
@@ -624,7 +632,7 @@ fn importance() -> Vec<u8> {
 }
 
 /// `rows` rows (row `i` replaced by `special(i)` when it says so), joined by `eol`.
-fn source(rows: usize, eol: &str, special: impl Fn(usize) -> Option<String>) -> Vec<u8> {
+fn source(rows: usize, eol: &str, mut special: impl FnMut(usize) -> Option<String>) -> Vec<u8> {
     let mut lines = vec![HEADER.to_string()];
     for i in 0..rows {
         lines.push(special(i).unwrap_or_else(|| row(i, None)));
@@ -709,8 +717,8 @@ fn hostile_framing_quoted_line_breaks_and_resync() {
     );
     let out = reference::parse_chunk(&src.source);
     // Lines: 2, 3–4 (accepted), 5, 6–7 (name with CRLF), 8, 9 (unbalanced: 12 fields over
-    // lines 9–10), 10 (`y",extra`: 2 fields), 11, 12 (unbalanced: the quote closes on line
-    // 14 with 2 fields), 13, 14 (unbalanced: open to the end), 15, 16.
+    // lines 9–10), 10 (`y",extra`: 2 fields), 11, 12 (unbalanced: the quote meets `"t` on
+    // line 14, a malformed quoted field), 13, 14 (unbalanced: open to the end), 15, 16.
     assert_eq!(
         out.record_lines,
         vec![2, 3, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16]
@@ -832,4 +840,179 @@ fn hostile_framing_odd_lines_and_names() {
         }
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+// ------------------------------------------------------------------------------------------
+// SPEC §2.1 as amended: an unclosed quote never pairs with a later stray quote; records
+// spanning lines are at most 1 MiB
+// ------------------------------------------------------------------------------------------
+
+/// A source of `rows` BankSim rows where about 0.05 % open a quote at the start of the
+/// customer field and never close it, and about 0.2 % hold a stray quote inside the customer
+/// field; also the 2-based line numbers of the unclosed ones.
+fn unclosed_and_stray_quotes(seed: u64, rows: usize) -> (HostileSource, Vec<u64>) {
+    let mut rng = SplitMix64::new(seed);
+    let mut unclosed = Vec::new();
+    let src = source(rows, "\n", |i| match rng.below(10_000) {
+        0..5 => {
+            unclosed.push(i as u64 + 2);
+            Some(row(i, Some(&format!("\"'C{i}'"))))
+        }
+        5..25 => Some(row(i, Some(&format!("'C{}\"{}'", i / 100, i % 100)))),
+        _ => None,
+    });
+    (hostile(src, 10_000), unclosed)
+}
+
+#[test]
+fn hostile_framing_unclosed_quotes_never_pair_with_stray_quotes() {
+    const ROWS: usize = 50_000;
+    let (src, unclosed) = unclosed_and_stray_quotes(1, ROWS);
+    let strays = src
+        .source
+        .windows(2)
+        .filter(|w| w[1] == b'"' && w[0] != b',');
+    assert!(unclosed.len() >= 10 && strays.count() >= 50);
+    // Every line is a frame of its own, and only the unclosed ones are not records: no
+    // well-formed record is lost.
+    let framed = reference::frame_records(&src.source);
+    assert_eq!(framed.records.len(), ROWS);
+    let unbalanced: Vec<u64> = framed
+        .records
+        .iter()
+        .filter(|r| r.fields == reference::RefFields::Unbalanced)
+        .map(|r| r.line)
+        .collect();
+    assert_eq!(unbalanced, unclosed);
+    let out = reference::parse_chunk(&src.source);
+    assert_eq!(out.accepted.len(), ROWS - unclosed.len());
+    assert_eq!(out.rejected_lines, unclosed);
+    // X and Y (one and three workers) count the same, chunk by chunk.
+    assert_source_ok(&src);
+}
+
+#[test]
+fn hostile_framing_records_spanning_lines_are_at_most_1_mib() {
+    // A quoted zip code holding a line break: a record whose length is `len` bytes.
+    let spanning = |i: usize, len: usize| {
+        let short = row(i, None);
+        let filler = len - (short.len() - "'28007'".len() + "\"\n\"".len());
+        let zip = format!(
+            "\"{}\n{}\"",
+            "1".repeat(filler / 2),
+            "2".repeat(filler - filler / 2)
+        );
+        let long = row(i, None).replacen("'28007'", &zip, 1);
+        assert_eq!(long.len(), len);
+        long
+    };
+    const MIB: usize = 1024 * 1024;
+    let src = hostile(
+        source(8, "\n", |i| match i {
+            2 => Some(spanning(2, MIB)),
+            5 => Some(spanning(5, MIB + 1)),
+            _ => None,
+        }),
+        3,
+    );
+    let out = reference::parse_chunk(&src.source);
+    // Lines 4–5 are one record of 1 MiB (accepted); line 8 opens one of 1 MiB + 1 byte: not
+    // a record, and its second line (9) is a record of the wrong field count.
+    assert_eq!(out.record_lines, vec![2, 3, 4, 6, 7, 8, 9, 10, 11]);
+    assert_eq!(out.rejected_lines, vec![8, 9]);
+    assert_eq!(out.rejects[0].reason, RejectReason::UnbalancedQuote);
+    assert_source_ok(&src);
+}
+
+// ------------------------------------------------------------------------------------------
+// Rejects keep the raw bytes of their records
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn hostile_framing_rejects_keep_raw_bytes() {
+    let with = |i: usize, from: &str, to: &[u8]| {
+        let text = row(i, None);
+        let at = text.find(from).unwrap();
+        [
+            &text.as_bytes()[..at],
+            to,
+            &text.as_bytes()[at + from.len()..],
+        ]
+        .concat()
+    };
+    // (line, bytes) of the rejected rows; row `i` is on line `i + 2`.
+    let bad: Vec<(u64, Vec<u8>)> = vec![
+        (3, with(1, "'C1'", b"'C\xff1'")),
+        (4, with(2, "'C2'", b"'C\x002'")),
+        (5, with(3, "'M0'", b"'M\x1b[31m\x7f'")),
+        (6, with(4, "es_food", b"es\tfood\x85")),
+        (7, with(5, ",5.5,", b",-5.5,\\x41\\\\x4\\xff\xc3,")),
+        (8, with(6, "'C6'", b"\"'C\r\n6'\"")),
+        (10, with(7, "'M'", b"'X'")),
+    ];
+    let mut source = format!("{HEADER}\n{}\n", row(0, None)).into_bytes();
+    for (_, bytes) in &bad {
+        source.extend_from_slice(bytes);
+        source.push(b'\n');
+    }
+    source.extend_from_slice(format!("{}\n", row(8, None)).as_bytes());
+    let importance = [
+        IMPORTANCE_HEADER.as_bytes(),
+        b"\n'C\xfe1','M1',0.5,'es_food',0\n'C1','M\x001',0.5,'es_food',0\n",
+    ]
+    .concat();
+    let src = HostileSource {
+        seed: 0,
+        source,
+        importance: importance.clone(),
+        chunk_rows: 100,
+    };
+    // X and Y against the reference, raw bytes compared exactly.
+    assert_source_ok(&src);
+
+    // Decoded by the rule alone, each rejects row gives back its record's bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().join("landing");
+    fs::write(dir.path().join("t.csv"), &src.source).unwrap();
+    fs::write(dir.path().join("imp.csv"), &importance).unwrap();
+    let mut x = XOptions::new(dir.path().join("t.csv"), landing.to_str().unwrap());
+    x.interval = Duration::ZERO;
+    mechanism_x::run(&x).unwrap();
+    let output = dir.path().join("out");
+    let state = format!("sqlite://{}", dir.path().join("s.db").display());
+    let mut y = YOptions::new(
+        landing.to_str().unwrap(),
+        dir.path().join("imp.csv").to_str().unwrap(),
+        output.to_str().unwrap(),
+        StateConfig::parse(&state).unwrap(),
+    );
+    y.replay = Some(ReplayRange::default());
+    mechanism_y::run(&y).unwrap();
+    let raw = |name: &str| -> Vec<(u64, String)> {
+        let rows = common::outputs::read_csv(&output.join("rejects").join(name));
+        rows[1..]
+            .iter()
+            .map(|r| (r[1].parse().unwrap(), r[3].clone()))
+            .collect()
+    };
+    let got = raw("chunk-000000.csv");
+    let decoded: Vec<(u64, Vec<u8>)> = got
+        .iter()
+        .map(|(line, text)| (*line, common::outputs::unescape_raw(text)))
+        .collect();
+    assert_eq!(decoded, bad);
+    // A printable row reads exactly as in the input; none holds a control character.
+    assert_eq!(got.last().unwrap().1.as_bytes(), bad.last().unwrap().1);
+    assert!(got.iter().all(|(_, t)| !t.chars().any(char::is_control)));
+    let imp: Vec<Vec<u8>> = raw("CustomerImportance.csv")
+        .iter()
+        .map(|(_, text)| common::outputs::unescape_raw(text))
+        .collect();
+    assert_eq!(
+        imp,
+        [
+            b"'C\xfe1','M1',0.5,'es_food',0".to_vec(),
+            b"'C1','M\x001',0.5,'es_food',0".to_vec()
+        ]
+    );
 }

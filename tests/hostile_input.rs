@@ -333,3 +333,43 @@ fn control_characters_in_names_never_reach_sqlite() {
 fn control_characters_in_names_never_reach_postgres() {
     control_characters_rejected(&common::pg::fresh_database_url("hostile_nul"));
 }
+
+#[test]
+fn names_longer_than_256_bytes_are_rejected_in_chunks_and_the_importance_file() {
+    let at_limit = format!("C{}", "9".repeat(255));
+    let over = format!("C{}", "9".repeat(256));
+    let run = Run::new(&source(
+        |i| match i {
+            3 => Some(row(i, &format!("'{over}'"))),
+            4 => Some(row(i, &format!("'{at_limit}'"))),
+            140 => Some(row(i, "'C140'").replace("'M2'", &format!("'M{}'", "1".repeat(256)))),
+            260 => Some(row(i, "'C260'").replace("es_food", &"e".repeat(257))),
+            _ => None,
+        },
+        |_| "\n",
+    ));
+    fs::write(
+        run.path("CustomerImportance.csv"),
+        format!("Source,Target,Weight,typeTrans,fraud\n'{over}','M1',0.5,'es_food',0\n"),
+    )
+    .unwrap();
+    ok(&run.x());
+    ok(&run.y(&run.sqlite()));
+    assert_three_full_chunks(&run, &run.sqlite(), 3);
+    let reasons: Vec<String> = run.rejects().into_iter().map(|(r, _)| r).collect();
+    assert_eq!(
+        reasons,
+        [
+            "name too long: Source of 257 bytes (at most 256)",
+            "name too long: customer of 257 bytes (at most 256)",
+            "name too long: merchant of 257 bytes (at most 256)",
+            "name too long: category of 257 bytes (at most 256)",
+        ]
+    );
+    // A name of exactly 256 bytes is a name like any other.
+    let customers: Vec<String> = ledger(&run.sqlite())
+        .into_iter()
+        .map(|r| r.customer_name)
+        .collect();
+    assert!(customers.contains(&at_limit), "{customers:?}");
+}

@@ -8,6 +8,9 @@
 //!   wrote a file, after committing the epochs before it).
 //! - Every I/O error names its path: X given a directory as its source, Y given a directory as
 //!   its importance file or hostfile, a regular file as its output or X's landing.
+//! - Files named by options (importance, `--variants`, hostfile) must be regular files: a FIFO
+//!   or `/dev/zero` is refused at once with one line (a FIFO used to hang, `/dev/zero` to be
+//!   read until memory ran out), and an importance file over 1 GiB without being read.
 //! - No temporary file is left: a run starting on a local output (Y) or landing (X) removes
 //!   the `.tmp-*` files of writers that are gone, keeps those of live processes, and logs the
 //!   count; after a real SIGKILL of X in the middle of writing a chunk, and after a SIGKILL of
@@ -480,7 +483,7 @@ fn y_with_a_directory_as_importance_file_names_it() {
     let at = args.iter().position(|a| a == "--importance").unwrap();
     args[at + 1] = s(&importance).into();
     let (f, _) = run(Y, &strs(&args));
-    f.assert_one_line_error(&[s(&importance), "os error"]);
+    f.assert_one_line_error(&[s(&importance), "a directory, not a regular file"]);
 }
 
 #[test]
@@ -492,9 +495,74 @@ fn y_with_a_directory_as_hostfile_names_it() {
         Y,
         &strs(&t.y_args(&["-n", "2", "-p", "0", "-h", s(&hostfile)])),
     );
-    f.assert_one_line_error(&[s(&hostfile), "os error"]);
+    f.assert_one_line_error(&[s(&hostfile), "a directory, not a regular file"]);
     assert!(took < PROMPT, "took {took:?}");
     t.assert_untouched();
+}
+
+// ------------------------------------------------------------------------------------------
+// Files named by options are regular files of a bounded size
+// ------------------------------------------------------------------------------------------
+
+/// Runs Y with `args`, bounded by [`PROMPT`] and by a 4 GiB address space (so a build that
+/// reads `/dev/zero` fails instead of exhausting the machine); also returns how long it took.
+fn run_bounded(args: &[String]) -> (Finished, Duration) {
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "ulimit -v 4194304 && exec \"$0\" \"$@\"", Y])
+        .args(args)
+        .env("RUST_LOG", "off")
+        .env("NO_COLOR", "1");
+    let started = Instant::now();
+    let finished = ChildGuard::spawn(command).wait(PROMPT);
+    (finished, started.elapsed())
+}
+
+/// `args` with the value of `option` replaced by `value`.
+fn with_value(mut args: Vec<String>, option: &str, value: &str) -> Vec<String> {
+    let at = args.iter().position(|a| a == option).unwrap();
+    args[at + 1] = value.to_string();
+    args
+}
+
+#[test]
+fn y_refuses_a_fifo_or_a_device_as_importance_variants_or_hostfile_at_once() {
+    let t = Tiny::new();
+    let fifo = t.root.join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    for (file, kind) in [
+        (s(&fifo), "a FIFO (named pipe), not a regular file"),
+        ("/dev/zero", "a character device, not a regular file"),
+    ] {
+        let cases = [
+            (
+                "--importance",
+                with_value(t.y_args(&[]), "--importance", file),
+            ),
+            ("--variants", t.y_args(&["--replay", "--variants", file])),
+            ("--hostfile", t.y_args(&["-n", "2", "-p", "0", "-h", file])),
+        ];
+        for (option, args) in cases {
+            let (f, took) = run_bounded(&args);
+            let line = f.assert_one_line_error(&[file, kind]);
+            assert!(took < PROMPT, "{option} {file}: took {took:?}: {line}");
+        }
+    }
+}
+
+#[test]
+fn y_refuses_an_importance_file_over_1_gib_without_reading_it() {
+    let t = Tiny::new();
+    // Sparse: 1 GiB and one byte of file, no disk space.
+    let big = t.root.join("big.csv");
+    fs::File::create(&big)
+        .unwrap()
+        .set_len((1 << 30) + 1)
+        .unwrap();
+    let (f, took) = run_bounded(&with_value(t.y_args(&[]), "--importance", s(&big)));
+    f.assert_one_line_error(&[s(&big), "larger than 1 GiB"]);
+    assert!(took < PROMPT, "took {took:?}");
 }
 
 // ------------------------------------------------------------------------------------------

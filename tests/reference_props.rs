@@ -335,8 +335,9 @@ fn reference_framing_quoted_fields() {
             rec(2, &["x", "y,z", "w"]),
             // Doubled quotes inside quotes; an empty quoted field; a field that is one quote.
             rec(3, &["q\"q", "", "\""]),
-            // After the closing quote, bytes up to the next comma are taken literally.
-            rec(4, &["abcd", "ef\"g\"", "h"]),
+            // A quote followed by anything but a quote, a comma or the line's end makes the
+            // field malformed: the line is not a record.
+            unbalanced(4),
             rec(5, &["", "", ""]),
         ]
     );
@@ -466,6 +467,34 @@ fn reference_framing_stray_quote_costs_one_line() {
         row_with("\"'C2'", "'28007'").into_bytes()
     );
     assert_eq!(out.accepted.len(), 3);
+}
+
+#[test]
+fn reference_framing_quoted_field_ends_only_before_a_comma_a_line_end_or_the_end() {
+    // An unclosed quote (line 2) meets a stray quote inside a field (line 4): a malformed
+    // field, so line 2 alone is rejected; it never pairs with the stray quote.
+    assert_eq!(
+        framed(b"a,b\n\"C1,1\nC2,2\nC3\"x,3\n"),
+        vec![unbalanced(2), rec(3, &["C2", "2"]), rec(4, &["C3\"x", "3"])]
+    );
+    // Closing quotes before a comma, CRLF and the end of the data.
+    assert_eq!(
+        framed(b"a,b\n\"x\ny\",1\r\n\"z\",\"w\""),
+        vec![rec(2, &["x\ny", "1"]), rec(4, &["z", "w"])]
+    );
+    // A record spanning lines is at most 1 MiB long (without its terminator).
+    let spanning = |len: usize| {
+        let mut text = b"a,b\n\"".to_vec();
+        text.extend(std::iter::repeat_n(b'x', len - 6));
+        text.extend_from_slice(b"\ny\",1\n");
+        text
+    };
+    let limit = reference::MAX_RECORD_BYTES;
+    assert_eq!(framed(&spanning(limit)).len(), 1);
+    assert_eq!(
+        framed(&spanning(limit + 1)),
+        vec![unbalanced(2), rec(3, &["y\"", "1"])]
+    );
 }
 
 #[test]

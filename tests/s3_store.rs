@@ -134,6 +134,22 @@ fn missing_keys_are_none() {
 }
 
 #[test]
+fn read_object_refuses_an_object_over_its_cap() {
+    let server = S3Server::start();
+    server.create_bucket("data");
+    store(&server, "data", "ref")
+        .put("imp.csv", &[b'x'; 20])
+        .unwrap();
+    let read =
+        |limit| txflow::objectstore::read_object("s3://data/ref/imp.csv", &server.options(), limit);
+    assert_eq!(&read(20).unwrap().body[..], &[b'x'; 20]);
+    assert_eq!(
+        read(19).unwrap_err().to_string(),
+        "s3://data/ref/imp.csv: larger than 19 bytes, the most accepted here"
+    );
+}
+
+#[test]
 fn list_with_prefix_start_after_and_limit() {
     let server = S3Server::start();
     server.create_bucket("data");

@@ -72,7 +72,7 @@ impl LocalStore {
         }
     }
 
-    fn meta_of(key: &str, md: &fs::Metadata) -> ObjectMeta {
+    pub(crate) fn meta_of(key: &str, md: &fs::Metadata) -> ObjectMeta {
         let last_modified_ms = md
             .modified()
             .ok()

@@ -11,7 +11,9 @@
 //! | `store.rs` | the [`ObjectStore`] trait (S3 semantics: listing at any depth, in byte order) and its object types |
 //! | `local.rs` | a local directory: temporary name + rename, create-if-absent by hard link, write probe, removal of killed writers' temporaries |
 //! | `s3.rs` | S3 and compatible servers: the SDK client, retries with backoff, conditional puts, start-up checks |
+//! | `file.rs` | files named by an option (importance, variants, hostfile): regular files only, size caps |
 
+pub mod file;
 pub mod local;
 pub mod s3;
 pub mod store;
@@ -19,9 +21,10 @@ pub mod store;
 pub use s3::S3Options;
 pub use store::{Object, ObjectMeta, ObjectStore, PutOutcome};
 
+use std::path::Path;
 use std::sync::Arc;
 
-use crate::error::StoreError;
+use crate::error::{Error, FileError, FileProblem, StoreError};
 
 /// A parsed location: a local directory or an S3 bucket and prefix.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,14 +123,35 @@ pub fn open_location(
     }
 }
 
-/// Reads a single object named by a location (`s3://bucket/key` or a file path).
-pub fn read_object(location: &str, s3: &S3Options) -> Result<Object, StoreError> {
+/// Reads a single object named by a location (`s3://bucket/key` or a file path), refusing
+/// one larger than `limit` bytes; a local path must name a regular file (see [`file`]).
+pub fn read_object(location: &str, s3: &S3Options, limit: u64) -> Result<Object, Error> {
     let (parent, key) = Location::parse_object(location)?;
+    let file_error = |problem| FileError {
+        path: location.to_string(),
+        problem,
+    };
+    if let Location::Local(_) = parent {
+        let (body, metadata) =
+            file::read_regular_file(Path::new(location), limit).map_err(file_error)?;
+        return Ok(Object {
+            meta: local::LocalStore::meta_of(&key, &metadata),
+            body: body.into(),
+        });
+    }
     let store = open_location(&parent, s3)?;
-    store.get(&key)?.ok_or_else(|| StoreError::BadLocation {
+    // The size first, so that an oversized object is not fetched.
+    if store.head(&key)?.is_some_and(|meta| meta.size > limit) {
+        return Err(file_error(FileProblem::TooLarge(limit)).into());
+    }
+    let object = store.get(&key)?.ok_or_else(|| StoreError::BadLocation {
         location: location.to_string(),
         reason: "no such object".into(),
-    })
+    })?;
+    if object.body.len() as u64 > limit {
+        return Err(file_error(FileProblem::TooLarge(limit)).into());
+    }
+    Ok(object)
 }
 
 #[cfg(test)]

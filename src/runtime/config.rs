@@ -6,6 +6,7 @@ use std::time::Duration;
 use timely::CommunicationConfig;
 
 use crate::error::{Error, Result};
+use crate::objectstore::file::{read_regular_text, MAX_HOSTFILE_BYTES};
 
 /// `ensure!(condition, "format", args…)`: a configuration error unless `condition` holds.
 macro_rules! ensure {
@@ -104,7 +105,7 @@ pub fn timely_config(t: &TimelyOptions) -> Result<timely::Config> {
     let communication = if t.processes > 1 {
         let addresses = match &t.hostfile {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
+                let text = read_regular_text(path, MAX_HOSTFILE_BYTES).map_err(|e| {
                     Error::configuration(format!("reading the hostfile {}: {e}", path.display()))
                 })?;
                 let hosts: Vec<String> = text

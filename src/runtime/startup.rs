@@ -38,7 +38,8 @@ pub fn open_inputs(options: &YOptions, y_start_ms: i64) -> Result<RunInputs> {
     landing
         .check()
         .with_context(|| format!("checking the landing store {}", options.landing))?;
-    let object = objectstore::read_object(&options.importance, &options.s3)
+    let limit = objectstore::file::MAX_IMPORTANCE_BYTES;
+    let object = objectstore::read_object(&options.importance, &options.s3, limit)
         .with_context(|| format!("reading the importance file {}", options.importance))?;
     let importance = parse_importance("CustomerImportance.csv", &object.body)
         .map_err(|e| Error::input(format!("importance file {}: {e}", options.importance)))?;

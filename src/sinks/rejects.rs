@@ -1,4 +1,23 @@
-//! Reject files (SPEC §2.3, §6): `rejects/<name>` with columns `chunk,line,reason,raw`.
+//! Reject files (SPEC §2.3, §6): `rejects/<name>` with columns `chunk,line,reason,raw`, one
+//! CSV row per rejected record, by line (RFC 4180 quoting where a value holds `,` or `"`).
+//!
+//! # The `raw` column
+//!
+//! `raw` holds the record's bytes without its line terminator (all its lines for a record
+//! spanning several, the first line alone for an unbalanced quote), losslessly, as one line
+//! of printable UTF-8 text ([`escape_bytes`](crate::model::escape_bytes)):
+//!
+//! - every byte is written as it is, except:
+//! - a byte that is not part of valid UTF-8 is written `\xHH` (two uppercase hex digits);
+//! - each byte of a control character (U+0000–U+001F, U+007F–U+009F: NUL, tab, and the CR and
+//!   LF inside a record spanning lines included) is written `\xHH`;
+//! - a backslash followed by `x` and two hex digits (either case) is written `\x5C`, so that
+//!   it is not read as an escape. Any other backslash is written as it is.
+//!
+//! To get the record's bytes back, replace each `\x` followed by two hex digits by that
+//! byte, and take every other character as its UTF-8 bytes. A record that is printable
+//! UTF-8 without such a backslash (every well-formed row) is written unchanged. Values
+//! quoted in `reason` are escaped the same way (and shortened to 64 characters).
 
 use crate::model::Reject;
 
@@ -65,6 +84,22 @@ mod tests {
             text,
             "chunk,line,reason,raw\nchunk-000001.csv,2,bad amount,x\n\
              chunk-000001.csv,5,bad amount,\"a,'b',\"\"c\"\"\"\n"
+        );
+    }
+
+    #[test]
+    fn raw_bytes_are_one_escaped_line() {
+        let raw = crate::model::escape_bytes(b"0,\"C\r\n1\",\xff\x00,\\x41");
+        let r = Reject {
+            chunk: "chunk-000001.csv".into(),
+            line: 3,
+            reason: "bad".into(),
+            raw,
+        };
+        assert_eq!(
+            String::from_utf8(render(&[r])).unwrap(),
+            "chunk,line,reason,raw\n\
+             chunk-000001.csv,3,bad,\"0,\"\"C\\x0D\\x0A1\"\",\\xFF\\x00,\\x5Cx41\"\n"
         );
     }
 }

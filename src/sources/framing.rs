@@ -9,17 +9,30 @@
 //! - The header is the first non-blank line, always exactly one line: a quote left open at its
 //!   end does not continue it. Its field count is what multi-line records must have.
 //! - RFC 4180 quoting: a `"` at the start of a field opens a quoted field, in which `""` is a
-//!   quote and `,`, CR and LF are data; characters after the closing quote up to the next `,`
-//!   belong to the field. A `"` inside an unquoted field is an ordinary character.
+//!   quote and `,`, CR and LF are data. A quoted field ends only at a `"` followed by a `,`, a
+//!   line terminator or the end of the data; a `"` followed by anything else makes the field
+//!   **malformed**. A `"` inside an unquoted field is an ordinary character.
 //! - **Resynchronisation**: a record that spans several lines and does not have the header's
-//!   field count is not a record. Its first line alone is framed as [`FrameKind::Unbalanced`]
-//!   and framing resumes at the next line, so one bad quote costs one line. A quote still open
-//!   at the end of the data makes the first line of its record unbalanced too.
+//!   field count, or that holds a malformed quoted field, or that is longer than
+//!   [`MAX_RECORD_BYTES`], is not a record. Its first line alone is framed as
+//!   [`FrameKind::Unbalanced`] and framing resumes at the next line, so one bad quote costs
+//!   one line, and an unclosed quote never pairs with a stray quote on a later line. A quote
+//!   still open at the end of the data makes the first line of its record unbalanced too, and
+//!   so does a malformed quoted field on a single line (its field has no value).
+//!
+//! Because a record spanning lines is at most [`MAX_RECORD_BYTES`] long, a reader decides
+//! an open quote within that many bytes of its first line's start (or at the end of that
+//! line, when the line alone is longer): memory is bounded by the record limit, not by the
+//! source. A single line is one frame whatever its length.
 //!
 //! Framing never fails and never panics: every non-blank line after the header belongs to
 //! exactly one frame.
 
 use memchr::{memchr, memchr2};
+
+/// The longest a record spanning several lines may be, in bytes without its final terminator
+/// (SPEC §2.1: 1 MiB). A longer one is not a record (its first line is unbalanced).
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
 
 /// What a frame is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,7 +40,8 @@ pub enum FrameKind {
     /// A record (one line, or several when a quoted field holds line breaks).
     Record,
     /// The first line of a would-be record that is not one: a multi-line record without the
-    /// header's field count, or a quote still open at the end of the data.
+    /// header's field count or longer than [`MAX_RECORD_BYTES`], a record holding a malformed
+    /// quoted field, or a quote still open at the end of the data.
     Unbalanced,
 }
 
@@ -137,7 +151,8 @@ pub fn header_at(data: &[u8], mut pos: usize, at_eof: bool) -> Header {
 
 /// Frames the record that starts at `pos` (a line start, `pos < data.len()`), for a file whose
 /// header has `fields` fields. With `at_eof` false, `data` may be the prefix of a longer
-/// stream and [`Step::NeedMore`] asks for more of it.
+/// stream and [`Step::NeedMore`] asks for more of it; it never asks for more than the line at
+/// `pos` and [`MAX_RECORD_BYTES`] after `pos` (plus one byte to tell CRLF from CR).
 pub fn frame_at(data: &[u8], pos: usize, fields: usize, at_eof: bool) -> Step {
     let Some((end, next)) = line_end(data, pos, at_eof) else {
         return Step::NeedMore;
@@ -145,63 +160,54 @@ pub fn frame_at(data: &[u8], pos: usize, fields: usize, at_eof: bool) -> Step {
     if end == pos {
         return Step::Blank { next };
     }
-    let single = |quoted| {
-        Step::Frame(Frame {
+    if memchr(b'"', &data[pos..end]).is_none() {
+        return Step::Frame(Frame {
             start: pos,
             end,
             next,
             kind: FrameKind::Record,
-            quoted,
+            quoted: false,
+        });
+    }
+    let frame = |end, next, kind| {
+        Step::Frame(Frame {
+            start: pos,
+            end,
+            next,
+            kind,
+            quoted: true,
         })
     };
-    if memchr(b'"', &data[pos..end]).is_none() {
-        return single(false);
-    }
     let mut scan = QuoteScan::new();
     scan.feed(&data[pos..end]);
-    if !scan.in_quotes() {
-        return single(true);
+    match scan.state {
+        State::Malformed => return frame(end, next, FrameKind::Unbalanced),
+        State::Quoted => {}
+        _ => return frame(end, next, FrameKind::Record),
     }
     // A line break inside quotes: the record goes on over the next lines.
-    let kind = |scan: &QuoteScan| {
-        if scan.fields == fields {
-            FrameKind::Record
-        } else {
-            FrameKind::Unbalanced
-        }
-    };
-    match scan.run_until_terminator(data, end) {
-        Some(term) => match terminator_at(data, term, at_eof) {
+    let unbalanced = frame(end, next, FrameKind::Unbalanced);
+    match scan.run_until_terminator(data, pos, end) {
+        Run::Terminator(term) => match terminator_at(data, term, at_eof) {
             None => Step::NeedMore,
-            Some(after) => multi_line(pos, end, next, term, after, kind(&scan)),
+            Some(_) if scan.fields != fields => unbalanced,
+            Some(after) => frame(term, after, FrameKind::Record),
         },
-        None if !at_eof => Step::NeedMore,
-        None if scan.in_quotes() => multi_line(pos, end, next, 0, 0, FrameKind::Unbalanced),
-        None => multi_line(pos, end, next, data.len(), data.len(), kind(&scan)),
+        Run::NotARecord => unbalanced,
+        Run::DataEnds if !at_eof => Step::NeedMore,
+        Run::DataEnds if scan.state == State::Quoted || scan.fields != fields => unbalanced,
+        Run::DataEnds => frame(data.len(), data.len(), FrameKind::Record),
     }
 }
 
-/// The frame of a record spanning several lines: the whole record when it is one, else only
-/// its first line (`first_end`, `first_next`) as an unbalanced frame.
-fn multi_line(
-    start: usize,
-    first_end: usize,
-    first_next: usize,
-    end: usize,
-    next: usize,
-    kind: FrameKind,
-) -> Step {
-    let (end, next) = match kind {
-        FrameKind::Record => (end, next),
-        FrameKind::Unbalanced => (first_end, first_next),
-    };
-    Step::Frame(Frame {
-        start,
-        end,
-        next,
-        kind,
-        quoted: true,
-    })
+/// How a record spanning lines ends.
+enum Run {
+    /// At a line terminator outside quotes, at this position (within the record limit).
+    Terminator(usize),
+    /// Not a record: a malformed quoted field, or longer than [`MAX_RECORD_BYTES`].
+    NotARecord,
+    /// The data ends first (within the record limit).
+    DataEnds,
 }
 
 /// The quote state machine of one record, counting its fields.
@@ -212,6 +218,9 @@ enum State {
     Quoted,
     /// A `"` seen inside a quoted field: a doubled quote or the closing one.
     QuoteInQuoted,
+    /// A quoted field's `"` followed by something other than `"`, `,`, a line terminator or
+    /// the end: the record is not one, whatever follows.
+    Malformed,
 }
 
 struct QuoteScan {
@@ -227,13 +236,11 @@ impl QuoteScan {
         }
     }
 
-    fn in_quotes(&self) -> bool {
-        self.state == State::Quoted
-    }
-
+    /// One byte that is not a line terminator outside quotes.
     #[inline]
     fn step(&mut self, b: u8) {
         self.state = match (self.state, b) {
+            (State::Malformed, _) => State::Malformed,
             (State::FieldStart, b'"') => State::Quoted,
             (State::Quoted, b'"') => State::QuoteInQuoted,
             (State::Quoted, _) => State::Quoted,
@@ -242,27 +249,45 @@ impl QuoteScan {
                 self.fields += 1;
                 State::FieldStart
             }
+            (State::QuoteInQuoted, _) => State::Malformed,
             _ => State::Unquoted,
         };
     }
 
-    /// Runs over one line's bytes (no terminator outside quotes is expected in them).
+    /// Runs over one line's bytes (without its terminator), stopping at a malformed field.
     fn feed(&mut self, bytes: &[u8]) {
         for &b in bytes {
             self.step(b);
+            if self.state == State::Malformed {
+                return;
+            }
         }
     }
 
-    /// Runs from `at` until a line terminator outside quotes; its position, or `None` when the
-    /// data ends first.
-    fn run_until_terminator(&mut self, data: &[u8], at: usize) -> Option<usize> {
-        for (i, &b) in data[at..].iter().enumerate() {
+    /// Runs from `at` (a line terminator inside the quoted field of the record starting at
+    /// `start`) until the record ends, is found not to be one, or the data ends; it never
+    /// reads past `start + MAX_RECORD_BYTES`.
+    fn run_until_terminator(&mut self, data: &[u8], start: usize, at: usize) -> Run {
+        // A terminator at `start + MAX_RECORD_BYTES` still ends a record of the limit's length.
+        let limit = start + MAX_RECORD_BYTES + 1;
+        if at >= limit {
+            return Run::NotARecord;
+        }
+        let stop = data.len().min(limit);
+        for (i, &b) in data[at..stop].iter().enumerate() {
             if matches!(b, b'\r' | b'\n') && self.state != State::Quoted {
-                return Some(at + i);
+                return Run::Terminator(at + i);
             }
             self.step(b);
+            if self.state == State::Malformed {
+                return Run::NotARecord;
+            }
         }
-        None
+        if stop == limit {
+            Run::NotARecord
+        } else {
+            Run::DataEnds
+        }
     }
 }
 
@@ -299,6 +324,8 @@ impl Fields {
     }
 
     /// Splits `record` (a frame's bytes, without its terminator); `quoted` as the frame says.
+    /// A record frame holds no malformed quoted field; a header line may, and then the bytes
+    /// after its closing quote up to the next `,` stay in the field (`"a"x` is `ax`).
     pub fn split(&mut self, record: &[u8], quoted: bool) {
         self.buf.clear();
         self.spans.clear();
@@ -513,6 +540,102 @@ mod tests {
     }
 
     #[test]
+    fn a_quoted_field_ends_only_before_a_comma_a_line_end_or_the_end() {
+        // Closing quotes before `,`, LF, CR, CRLF and the end of the data.
+        assert_eq!(
+            records("a,b\n\"x\",\"y\"\n\"x\",\"y\"\r\"x\",\"y\"\r\n\"x\",\"y\""),
+            ["\"x\",\"y\"", "\"x\",\"y\"", "\"x\",\"y\"", "\"x\",\"y\""]
+        );
+        // A quote followed by anything else makes the field malformed: the line is unbalanced.
+        assert_eq!(records("a,b\n\"x\"y,1\nz,2\n"), ["!\"x\"y,1", "z,2"]);
+        assert_eq!(records("a,b\n1,\"x\" \n"), ["!1,\"x\" "]);
+        assert_eq!(records("a,b\n\"x\"\"\"y,1\n"), ["!\"x\"\"\"y,1"]);
+        // A malformed quote on a later line ends the would-be record: one line lost.
+        assert_eq!(
+            records("a,b\n\"x\ny,2\n\"z\"q\",3\nw,4\n"),
+            ["!\"x", "y,2", "!\"z\"q\",3", "w,4"]
+        );
+    }
+
+    #[test]
+    fn an_unclosed_quote_never_pairs_with_a_later_stray_quote() {
+        // Without the strict closing quote, `"C1` would close at `C5"x` and the four lines
+        // would be one record of two fields.
+        let text = "a,b\n\"C1,1\nC2,2\nC3,3\nC5\"x,5\nC6,6\n";
+        assert_eq!(
+            records(text),
+            ["!\"C1,1", "C2,2", "C3,3", "C5\"x,5", "C6,6"]
+        );
+        // A stray quote that ends its field (before a comma) closes the quote, as RFC 4180 says:
+        // with the header's field count that is one record.
+        assert_eq!(records("a,b\n\"C1,1\nC5\",5\n"), ["\"C1,1\nC5\",5"]);
+    }
+
+    /// `a,b`, then a quoted field spanning two lines making a record of `len` bytes, then
+    /// `z,2`.
+    fn record_of(len: usize) -> Vec<u8> {
+        let mut data = b"a,b\n\"".to_vec();
+        let filler = len - "\"\n\",1".len();
+        data.extend(std::iter::repeat_n(b'x', filler / 2));
+        data.push(b'\n');
+        data.extend(std::iter::repeat_n(b'y', filler - filler / 2));
+        data.extend_from_slice(b"\",1\nz,2\n");
+        data
+    }
+
+    #[test]
+    fn a_record_spanning_lines_is_at_most_the_record_limit() {
+        let kinds = |data: &[u8]| -> Vec<(FrameKind, usize)> {
+            Frames::new(data, 4, 2)
+                .map(|f| (f.kind, f.end - f.start))
+                .collect()
+        };
+        let at_limit = record_of(MAX_RECORD_BYTES);
+        assert_eq!(
+            kinds(&at_limit),
+            [
+                (FrameKind::Record, MAX_RECORD_BYTES),
+                (FrameKind::Record, 3)
+            ]
+        );
+        let over = record_of(MAX_RECORD_BYTES + 1);
+        let first_line = 1 + (MAX_RECORD_BYTES + 1 - 5) / 2;
+        assert_eq!(
+            kinds(&over),
+            [
+                (FrameKind::Unbalanced, first_line),
+                (FrameKind::Record, MAX_RECORD_BYTES + 1 - first_line - 1),
+                (FrameKind::Record, 3)
+            ]
+        );
+    }
+
+    #[test]
+    fn an_open_quote_is_decided_within_the_record_limit() {
+        // A quote opened on line 2 and never closed, then far more than the limit of lines:
+        // decided as soon as the limit is passed, without the rest of the data.
+        let mut data = b"a,b\n\"open,1\n".to_vec();
+        while data.len() < 4 + MAX_RECORD_BYTES + 2 {
+            data.extend_from_slice(b"x,1\n");
+        }
+        let step = frame_at(&data[..4 + MAX_RECORD_BYTES], 4, 2, false);
+        assert_eq!(step, Step::NeedMore);
+        let step = frame_at(&data[..4 + MAX_RECORD_BYTES + 1], 4, 2, false);
+        assert!(
+            matches!(step, Step::Frame(f) if f.kind == FrameKind::Unbalanced && f.next == 12),
+            "{step:?}"
+        );
+        // A first line longer than the limit is decided at its end.
+        let mut long = b"\"".to_vec();
+        long.extend(std::iter::repeat_n(b'x', MAX_RECORD_BYTES + 10));
+        long.extend_from_slice(b"\nmore");
+        assert!(matches!(
+            frame_at(&long, 0, 2, false),
+            Step::Frame(f) if f.kind == FrameKind::Unbalanced && f.next == MAX_RECORD_BYTES + 12
+        ));
+    }
+
+    #[test]
     fn header_is_one_line() {
         let data = b"\n\r\n\"a,b\nx,1\n";
         let Header::Line(header) = header_at(data, 0, true) else {
@@ -541,6 +664,7 @@ mod tests {
         assert_eq!(split("a,,b"), ["a", "", "b"]);
         assert_eq!(split("\"a,b\",c"), ["a,b", "c"]);
         assert_eq!(split("\"a\"\"b\",c"), ["a\"b", "c"]);
+        // Only a header line may hold a malformed quoted field.
         assert_eq!(split("\"a\"x,c"), ["ax", "c"]);
         assert_eq!(split("a\"b,c"), ["a\"b", "c"]);
         assert_eq!(split("\"a\nb\",\"\""), ["a\nb", ""]);

@@ -9,7 +9,8 @@
 //! pair of single quotes is stripped from every value.
 //!
 //! A row is bad when its field count differs from the header's, when `Source`, `Target` or
-//! `typeTrans` is empty, not UTF-8 or holds a control character, or when `Weight` is not an optional single leading `-`
+//! `typeTrans` is empty, longer than 256 bytes, not UTF-8 or holds a control character (the
+//! same rule as a chunk's names), or when `Weight` is not an optional single leading `-`
 //! followed by the amount grammar ([`parse_weight`]). Bad rows become rejects whose `chunk`
 //! is the file name.
 //!
@@ -298,6 +299,47 @@ mod tests {
             ]
         );
         assert!(t.rejects.iter().all(|r| r.chunk == FILE));
+    }
+
+    #[test]
+    fn an_unclosed_quote_costs_one_line_whatever_follows() {
+        let t = parse(
+            "Source,Target,Weight,typeTrans\n\"C1,M1,1,t\nC2,M1,2,t\nC3\"x,M1,3,t\n\"C4\"x,M1,4,t\n",
+        );
+        assert_eq!(t.records, 4);
+        let rejects: Vec<(u64, &str)> = t
+            .rejects
+            .iter()
+            .map(|r| (r.line, r.reason.as_str()))
+            .collect();
+        assert_eq!(rejects, [(2, UNBALANCED_QUOTE), (5, UNBALANCED_QUOTE)]);
+        assert_eq!(
+            t.weights,
+            vec![
+                (key("C2", "M1", "t"), Weight::from(2.0)),
+                (key("C3\"x", "M1", "t"), Weight::from(3.0)),
+            ]
+        );
+    }
+
+    #[test]
+    fn names_longer_than_256_bytes_are_rejected() {
+        let over = "n".repeat(257);
+        let t = parse(&format!(
+            "Source,Target,Weight,typeTrans\n{over},M1,1,t\nC1,{over},1,t\nC1,M1,1,'{over}'\n\
+             C1,M1,2,'{}'\n",
+            "t".repeat(256)
+        ));
+        let reasons: Vec<&str> = t.rejects.iter().map(|r| r.reason.as_str()).collect();
+        assert_eq!(
+            reasons,
+            [
+                "name too long: Source of 257 bytes (at most 256)",
+                "name too long: Target of 257 bytes (at most 256)",
+                "name too long: typeTrans of 257 bytes (at most 256)",
+            ]
+        );
+        assert_eq!(t.weights.len(), 1);
     }
 
     #[test]

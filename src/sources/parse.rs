@@ -4,9 +4,11 @@
 //!
 //! A chunk is a header row followed by CSV records, framed by [`framing`]
 //! (LF, CRLF and a lone CR end lines; blank lines are skipped but count for line numbers;
-//! RFC 4180 double quotes; a multi-line record without the header's field count costs only
-//! its first line, rejected as `unbalanced quote`). After CSV unquoting, one enclosing pair of
-//! single quotes is stripped from every value (`'4.55'` is `4.55`).
+//! RFC 4180 double quotes, a quoted field ending only at a `"` before a comma, a line
+//! terminator or the end; a multi-line record without the header's field count or over 1 MiB,
+//! or a record holding a malformed quoted field, costs only its first line, rejected as
+//! `unbalanced quote`). After CSV unquoting, one enclosing pair of single quotes is stripped
+//! from every value (`'4.55'` is `4.55`).
 //!
 //! Columns are found by header name; the ten columns of [`TXN_COLUMNS`] must all be present
 //! (extra columns are allowed and ignored). Header names are matched exactly (case-sensitive)
@@ -17,23 +19,26 @@
 //! Only `customer`, `gender`, `merchant`, `category` and `amount` are validated (in that
 //! order; the first problem found is the reason). Names (customer, merchant, category) must be
 //! non-empty UTF-8 text without control characters (U+0000–U+001F, U+007F), so nothing reaches
-//! a state store or an output file that cannot hold it. The other columns are carried without
-//! validation, not even for emptiness. Values are not trimmed.
+//! a state store or an output file that cannot hold it, and at most [`MAX_NAME_BYTES`] long
+//! (`name too long` otherwise), so what a name costs in memory, in the store and in
+//! `/api/status` is bounded by the program, not by the input. The other columns are carried
+//! without validation, not even for emptiness. Values are not trimmed.
 //!
 //! # Rejects
 //!
 //! [`Reject::line`] is the 1-based line (every LF, CRLF or lone CR ends one) where the record
-//! starts, the header normally being line 1; [`Reject::raw`] is the exact text of the record
-//! (all its lines for a quoted field spanning several; the first line alone for an unbalanced
-//! quote) without its line terminator, invalid UTF-8 replaced by U+FFFD. Values quoted in
-//! reasons are shortened to 64 characters and control characters in them are escaped.
+//! starts, the header normally being line 1; [`Reject::raw`] holds the record's bytes (all
+//! its lines for a quoted field spanning several; the first line alone for an unbalanced
+//! quote) without its line terminator, losslessly escaped by [`escape_bytes`] (invalid UTF-8
+//! and control characters as `\xHH`). Values quoted in reasons are escaped the same way and
+//! shortened to 64 characters.
 //!
 //! Nothing here panics, whatever the input bytes.
 
 use std::fmt;
 
 use crate::decimal::{parse_amount, AmountError};
-use crate::model::{Gender, LabelCounts, Name, Reject, Txn};
+use crate::model::{escape_bytes, escape_units, Gender, LabelCounts, Name, Reject, Txn};
 use crate::name::NameCache;
 use crate::sources::framing::{self, Fields, Frame, FrameKind, Frames, LineCounter};
 
@@ -65,23 +70,22 @@ pub(crate) fn header_name(field: &[u8]) -> &[u8] {
     strip_single_quotes(field.trim_ascii())
 }
 
-/// A value for a reason message: lossily decoded, shortened to 64 characters, control
-/// characters written as `\xNN` (a reason is plain text, whatever the input held).
+/// A value for a reason message: escaped as a rejects file's `raw` column is
+/// ([`escape_bytes`]: a reason is plain text, whatever the input held), shortened to 64
+/// characters or escapes.
 pub(crate) fn show(value: &[u8]) -> String {
-    const MAX_CHARS: usize = 64;
-    let text = String::from_utf8_lossy(value);
-    let mut out = String::with_capacity(text.len().min(MAX_CHARS * 4));
-    for (n, c) in text.chars().enumerate() {
-        if n == MAX_CHARS {
+    const MAX_UNITS: usize = 64;
+    let mut out = String::new();
+    let mut units = 0;
+    escape_units(value, |unit| {
+        if units == MAX_UNITS {
             out.push('…');
-            break;
+            return false;
         }
-        if is_control(c as u32) {
-            out.push_str(&format!("\\x{:02X}", c as u32));
-        } else {
-            out.push(c);
-        }
-    }
+        units += 1;
+        out.push_str(unit);
+        true
+    });
     out
 }
 
@@ -202,12 +206,13 @@ impl<'a> Records<'a> {
             chunk: chunk.to_owned(),
             line: self.lines.line_at(self.data, frame.start),
             reason,
-            raw: String::from_utf8_lossy(frame.bytes(self.data)).into_owned(),
+            raw: escape_bytes(frame.bytes(self.data)),
         }
     }
 }
 
-/// The reject reason of a multi-line record without the header's field count (SPEC §2.1).
+/// The reject reason of a frame that is not a record (SPEC §2.1): a multi-line record
+/// without the header's field count or over 1 MiB, or a malformed quoted field.
 pub const UNBALANCED_QUOTE: &str = "unbalanced quote";
 
 /// Positions of the validated columns of a transactions chunk, and the header's field count.
@@ -266,7 +271,12 @@ impl TxnLayout {
     }
 }
 
-/// A non-empty, valid UTF-8 identifier value without control characters.
+/// The longest a name (customer, merchant, category; the importance file's `Source`,
+/// `Target`, `typeTrans`) may be, in bytes after unquoting. BankSim's are 11–20 bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// A non-empty, valid UTF-8 identifier value of at most [`MAX_NAME_BYTES`] without control
+/// characters.
 #[inline]
 pub(crate) fn name<'r>(
     value: &'r [u8],
@@ -275,6 +285,9 @@ pub(crate) fn name<'r>(
 ) -> Result<Name, RowError<'r>> {
     if value.is_empty() {
         return Err(RowError::Missing(column));
+    }
+    if value.len() > MAX_NAME_BYTES {
+        return Err(RowError::TooLong(column, value.len()));
     }
     if let Some(&b) = value.iter().find(|&&b| is_control(u32::from(b))) {
         return Err(RowError::Control(column, value, b));
@@ -287,8 +300,13 @@ pub(crate) fn name<'r>(
 /// Why a row is bad; formatted only when a reject is made.
 #[derive(Debug)]
 pub(crate) enum RowError<'r> {
-    FieldCount { expected: usize, found: usize },
+    FieldCount {
+        expected: usize,
+        found: usize,
+    },
     Missing(&'static str),
+    /// A name over [`MAX_NAME_BYTES`]: the column and the name's length.
+    TooLong(&'static str, usize),
     NotUtf8(&'static str, &'r [u8]),
     Control(&'static str, &'r [u8], u8),
     Gender(&'r [u8]),
@@ -303,6 +321,10 @@ impl fmt::Display for RowError<'_> {
                 write!(f, "expected {expected} fields, found {found}")
             }
             RowError::Missing(column) => write!(f, "missing {column}"),
+            RowError::TooLong(column, len) => write!(
+                f,
+                "name too long: {column} of {len} bytes (at most {MAX_NAME_BYTES})"
+            ),
             RowError::NotUtf8(column, v) => {
                 write!(f, "invalid {column} '{}': not valid UTF-8", show(v))
             }
@@ -479,7 +501,15 @@ pub(crate) mod tests {
         assert!(p.txns.is_empty(), "{row} accepted: {:?}", p.txns);
         assert_eq!(p.rejects.len(), 1, "{row}");
         assert_eq!(p.rejects[0].line, 2);
-        assert_eq!(p.rejects[0].raw, row);
+        // (These rows are UTF-8 without backslashes: only control characters are escaped.)
+        let escaped: String = row
+            .chars()
+            .map(|c| match c {
+                '\0'..='\u{1f}' | '\u{7f}' => format!("\\x{:02X}", c as u32),
+                c => c.to_string(),
+            })
+            .collect();
+        assert_eq!(p.rejects[0].raw, escaped);
         assert_eq!(p.rejects[0].chunk, "chunk-000000.csv");
         p.rejects[0].reason.clone()
     }
@@ -772,15 +802,12 @@ pub(crate) mod tests {
         assert_eq!(
             reasons,
             vec![
-                "invalid customer 'C\u{fffd}1': not valid UTF-8",
-                "invalid gender '\u{fffd}' (expected F, M, E or U)",
-                "invalid amount '1\u{fffd}': not valid UTF-8",
+                "invalid customer 'C\\xFF1': not valid UTF-8",
+                "invalid gender '\\xC3' (expected F, M, E or U)",
+                "invalid amount '1\\xFE': not valid UTF-8",
             ]
         );
-        assert_eq!(
-            p.rejects[0].raw,
-            "0,'C\u{fffd}1','4','F','1','M1','1','c',1,0"
-        );
+        assert_eq!(p.rejects[0].raw, "0,'C\\xFF1','4','F','1','M1','1','c',1,0");
         assert_eq!(
             p.rejects.iter().map(|r| r.line).collect::<Vec<_>>(),
             vec![2, 3, 4]
@@ -823,6 +850,31 @@ pub(crate) mod tests {
         let gender = "invalid gender 'X' (expected F, M, E or U)";
         assert_eq!(lines, vec![(4, gender), (5, UNBALANCED_QUOTE), (6, gender)]);
         assert_eq!(p.rejects[1].raw, "\"open");
+    }
+
+    #[test]
+    fn names_longer_than_256_bytes_are_rejected() {
+        let at_limit = "n".repeat(MAX_NAME_BYTES);
+        let p = parse1(&format!(
+            "{HEADER}\n{}\n",
+            row(&at_limit, "F", &at_limit, &at_limit, "1")
+        ));
+        assert_eq!((p.txns.len(), p.rejects.len()), (1, 0));
+        assert_eq!(p.txns[0].customer.as_str(), at_limit);
+        let over = "n".repeat(MAX_NAME_BYTES + 1);
+        assert_eq!(
+            reason_for(&row(&over, "F", "M1", "c", "1")),
+            "name too long: customer of 257 bytes (at most 256)"
+        );
+        assert_eq!(
+            reason_for(&row("C1", "F", &over, "c", "1")),
+            "name too long: merchant of 257 bytes (at most 256)"
+        );
+        let ten_mb = "c".repeat(10 << 20);
+        assert_eq!(
+            reason_for(&row("C1", "F", "M1", &ten_mb, "1")),
+            "name too long: category of 10485760 bytes (at most 256)"
+        );
     }
 
     #[test]

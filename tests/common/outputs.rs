@@ -16,6 +16,30 @@ pub fn read_csv(path: &Path) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The bytes a rejects file's `raw` value stands for, by the rule in the README ("Rejects"):
+/// `\x` and two hex digits is that byte, every other character its UTF-8 bytes.
+pub fn unescape_raw(text: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        let hex = rest
+            .strip_prefix("\\x")
+            .and_then(|r| r.get(..2))
+            .filter(|h| h.chars().all(|c| c.is_ascii_hexdigit()));
+        match hex {
+            Some(h) => {
+                out.push(u8::from_str_radix(h, 16).unwrap());
+                rest = &rest[4..];
+            }
+            None => {
+                out.extend_from_slice(c.to_string().as_bytes());
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+    }
+    out
+}
+
 /// IST RFC 3339 with milliseconds, e.g. `2026-11-25T21:10:03.123+05:30` (SPEC §5).
 pub fn is_ist_timestamp(s: &str) -> bool {
     let b = s.as_bytes();

@@ -22,15 +22,18 @@
 //! accepts exactly the ledgers those choices allow. Our own `f64` rounding (~1e-16) is far
 //! inside the 1e-9 band, so mathematically equal values are always classified as ties.
 //!
-//! Framing (SPEC §2.1): LF, CRLF and a lone CR each end a line; line numbers are 1-based and
-//! count every line, blank ones included; the header is the first non-blank line, alone; a
-//! quoted field may hold `,`, `""` and line breaks; a record spanning several lines without
-//! the header's field count (or a quote open at the end of the data) is an `unbalanced quote`
-//! reject of its first line, and framing resumes at the next line. Any bytes are accepted:
-//! values are decoded lossily where text is needed. Names (customer, merchant, category;
-//! Source, Target, typeTrans) must be "text" (SPEC §2.1): a name that is not UTF-8 is a bad
-//! value, as is one holding a control character (U+0000–U+001F, U+007F; U+0080–U+009F are
-//! not in the SPEC's range and are accepted). Unvalidated columns may hold any bytes.
+//! Framing (SPEC §2.1, as amended 2026-12-07): LF, CRLF and a lone CR each end a line; line
+//! numbers are 1-based and count every line, blank ones included; the header is the first
+//! non-blank line, alone; a quoted field may hold `,`, `""` and line breaks and ends only at a
+//! `"` followed by `,`, a line terminator or the end of the data (a `"` followed by anything
+//! else makes the field malformed); a record spanning several lines without the header's
+//! field count or longer than 1 MiB, a record holding a malformed quoted field, or a quote open
+//! at the end of the data is an `unbalanced quote` reject of its first line, and framing
+//! resumes at the next line. Any bytes are accepted: values are decoded lossily where text is
+//! needed. Names (customer, merchant, category; Source, Target, typeTrans) must be "text"
+//! (SPEC §2.1): a name that is not UTF-8 is a bad value, as is one holding a control
+//! character (U+0000–U+001F, U+007F; U+0080–U+009F are not in the SPEC's range and are
+//! accepted) or longer than 256 bytes. Unvalidated columns may hold any bytes.
 //! Not modelled: a UTF-8 byte order mark before the header (the SPEC does not mention one;
 //! it would be part of the first header name here).
 
@@ -154,7 +157,8 @@ enum QuoteState {
     /// Inside a quoted field, just after a `"`: either the first half of `""` or the
     /// closing quote.
     QuoteInQuoted,
-    /// After a quoted field's closing quote: bytes up to the next `,` are taken literally.
+    /// After a quoted field's `"` that was followed by neither `"` nor `,` (a malformed field;
+    /// only a header keeps it): bytes up to the next `,` are taken literally.
     AfterQuoted,
 }
 
@@ -163,6 +167,8 @@ struct FieldSplitter {
     state: QuoteState,
     fields: Vec<Vec<u8>>,
     field: Vec<u8>,
+    /// A quoted field's `"` was followed by something other than `"`, `,` or the line's end.
+    malformed: bool,
 }
 
 impl FieldSplitter {
@@ -171,6 +177,7 @@ impl FieldSplitter {
             state: QuoteState::FieldStart,
             fields: Vec::new(),
             field: Vec::new(),
+            malformed: false,
         }
     }
 
@@ -198,6 +205,7 @@ impl FieldSplitter {
                 }
                 (QuoteInQuoted, b',') => self.end_field(),
                 (QuoteInQuoted | AfterQuoted, _) => {
+                    self.malformed = true;
                     self.field.push(b);
                     self.state = AfterQuoted;
                 }
@@ -217,8 +225,8 @@ impl FieldSplitter {
     }
 }
 
-/// The fields of one line on its own (a quote left open at its end closes there): how the
-/// header is split.
+/// The fields of one line on its own (a quote left open at its end closes there, and bytes
+/// after a closing quote stay in the field): how the header is split.
 pub fn split_line(line: &[u8]) -> Vec<Vec<u8>> {
     let mut splitter = FieldSplitter::new();
     splitter.feed_line(line);
@@ -238,9 +246,10 @@ pub fn split_fields(line: &str) -> Vec<String> {
 pub enum RefFields {
     /// A record (one line, any field count; or several lines with the header's field count).
     Fields(Vec<Vec<u8>>),
-    /// The first line of a record that spans several lines without the header's field count,
-    /// or of a record whose quote is still open at the end of the data: rejected alone
-    /// (`unbalanced quote`); framing resumes at the next line.
+    /// The first line of a record that spans several lines without the header's field count
+    /// or over [`MAX_RECORD_BYTES`], of a record holding a malformed quoted field, or of a
+    /// record whose quote is still open at the end of the data: rejected alone (`unbalanced
+    /// quote`); framing resumes at the next line.
     Unbalanced,
 }
 
@@ -281,13 +290,21 @@ pub struct Framed {
     pub records: Vec<RefRecord>,
 }
 
+/// The longest a record spanning several lines may be, without its final terminator
+/// (SPEC §2.1: 1 MiB).
+pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+
 /// Reads the record that starts at `lines[first]`: its fields and the index of its last line,
-/// or `None` when a quote is still open at the end of the data.
+/// or `None` when it holds a malformed quoted field or a quote is still open at the end of the
+/// data.
 fn read_record(lines: &[Line], first: usize) -> Option<(Vec<Vec<u8>>, usize)> {
     let mut splitter = FieldSplitter::new();
     let mut j = first;
     loop {
         splitter.feed_line(&lines[j].bytes);
+        if splitter.malformed {
+            return None;
+        }
         if !splitter.in_quotes() {
             return Some((splitter.finish(), j));
         }
@@ -327,8 +344,13 @@ pub fn frame_records(bytes: &[u8]) -> Framed {
             i += 1;
             continue;
         }
+        let one_line = |last: usize| last == i;
+        let fits = |last: usize, fields: &Vec<Vec<u8>>| {
+            fields.len() == framed.header_fields.len()
+                && lines[last].end - line.start <= MAX_RECORD_BYTES
+        };
         let record = match read_record(&lines, i) {
-            Some((fields, last)) if last == i || fields.len() == framed.header_fields.len() => {
+            Some((fields, last)) if one_line(last) || fits(last, &fields) => {
                 let record = RefRecord {
                     line: line.number,
                     raw: bytes[line.start..lines[last].end].to_vec(),
@@ -357,10 +379,16 @@ pub fn frame_records(bytes: &[u8]) -> Framed {
 // Values
 // ------------------------------------------------------------------------------------------
 
-/// Whether a name value is acceptable text: non-empty, no control character
-/// (U+0000–U+001F, U+007F). (A name must also be UTF-8: the callers check the raw bytes.)
+/// The longest a name may be, in bytes (names longer are rejected: `name too long`).
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// Whether a name value is acceptable text: non-empty, at most [`MAX_NAME_BYTES`] bytes, no
+/// control character (U+0000–U+001F, U+007F). (A name must also be UTF-8: the callers check
+/// the raw bytes.)
 pub fn is_good_name(value: &str) -> bool {
-    !value.is_empty() && !value.chars().any(|c| c <= '\u{1f}' || c == '\u{7f}')
+    !value.is_empty()
+        && value.len() <= MAX_NAME_BYTES
+        && !value.chars().any(|c| c <= '\u{1f}' || c == '\u{7f}')
 }
 
 /// Strips one enclosing pair of single quotes, if there is one.
@@ -437,8 +465,8 @@ pub struct RefTxn {
 /// Why the reference rejects a record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RejectReason {
-    /// A record spanning several lines without the header's field count, or a quote open at
-    /// the end of the data (the reject is its first line alone).
+    /// A frame that is not a record ([`RefFields::Unbalanced`]; the reject is its first line
+    /// alone).
     UnbalancedQuote,
     /// A (single-line) record of the wrong field count.
     FieldCount { expected: usize, found: usize },

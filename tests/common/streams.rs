@@ -855,7 +855,7 @@ pub fn system_time(ms: i64) -> SystemTime {
 
 /// A hostile source for X: BankSim-like rows with injected stray and unclosed quotes, quoted
 /// fields holding line breaks (with the header's field count or not), doubled quotes, bytes
-/// after a closing quote, control characters (NUL included) in names and in unvalidated
+/// after a closing quote (malformed quoted fields), control characters (NUL included) in names and in unvalidated
 /// columns, C1 controls in names (outside the SPEC's range: good names), wrong field counts,
 /// garbage lines, blank lines (also before the header), LF / CRLF / lone-CR line endings (one
 /// kind per file, or mixed line by line), a last line without terminator, optionally
@@ -1065,7 +1065,8 @@ fn inject(
             fields[i] = dq(&fields[i]);
         }
         66..=69 => {
-            // Bytes after a closing quote: taken literally.
+            // Bytes after a closing quote: a malformed quoted field (its line is unbalanced),
+            // unless they start with a quote (a doubled one, so the field goes on).
             let i = any(rng, fields.len());
             let mut quoted = dq(&fields[i]);
             quoted.extend_from_slice(pick_bytes(rng, &[b"x", b"\"", b"'", b" y\"z"]));
