@@ -22,6 +22,7 @@ use crate::dataflow::aggregates::WeightTable;
 use crate::error::{ClusterError, Error, Result};
 use crate::http::HttpServer;
 use crate::progress::{Plan, Progress};
+use crate::redact;
 use crate::runtime::committer::{CommitQueue, Committer};
 use crate::runtime::config::timely_config;
 use crate::runtime::identity::Fingerprint;
@@ -77,8 +78,8 @@ fn run_info(options: &YOptions) -> RunInfo {
         } else {
             "live"
         },
-        landing: options.landing.clone(),
-        output: options.output.clone(),
+        landing: redact::url(&options.landing),
+        output: redact::url(&options.output),
         state: options.state.describe(),
         range: options.replay.map(|r| [r.from, r.to]),
         thresholds: serde_json::json!({

@@ -47,15 +47,26 @@ use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 
 use crate::error::StoreError;
 use crate::objectstore::store::{Object, ObjectMeta, ObjectStore, PutOutcome};
+use crate::redact;
 
-/// S3 client settings shared by every S3 location of a process.
-#[derive(Clone, Debug, Default)]
+/// S3 client settings shared by every S3 location of a process (`Debug` redacts the
+/// endpoint).
+#[derive(Clone, Default)]
 pub struct S3Options {
     /// Endpoint override (`--s3-endpoint`); `AWS_ENDPOINT_URL[_S3]` are honoured when unset.
     /// An override switches to path-style addressing.
     pub endpoint: Option<String>,
     /// Region override; otherwise the AWS configuration chain decides (default `us-east-1`).
     pub region: Option<String>,
+}
+
+impl std::fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Options")
+            .field("endpoint", &self.endpoint.as_deref().map(redact::url))
+            .field("region", &self.region)
+            .finish()
+    }
 }
 
 /// Default number of attempts per operation (the first try included).
@@ -304,7 +315,7 @@ impl S3Store {
             if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
                 return Err(fail(format!(
                     "invalid S3 endpoint {:?}: expected an http:// or https:// URL",
-                    redact_userinfo(endpoint)
+                    redact::url(endpoint)
                 )));
             }
         }
@@ -315,7 +326,7 @@ impl S3Store {
             bucket = %bucket,
             prefix = %prefix,
             region = %sdk_config.region().map(|r| r.as_ref()).unwrap_or(DEFAULT_REGION),
-            endpoint = ?endpoint.as_deref().map(redact_userinfo),
+            endpoint = ?endpoint.as_deref().map(redact::url),
             "S3 store configured"
         );
         Ok(S3Store {
@@ -743,20 +754,6 @@ fn resolve_endpoint(option: Option<&str>, env: impl Fn(&str) -> Option<String>) 
         .map(|v| v.trim().to_string())
 }
 
-/// `scheme://user:pass@host/...` without the `user:pass@` part.
-fn redact_userinfo(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let authority_end = rest.find('/').unwrap_or(rest.len());
-            match rest[..authority_end].rfind('@') {
-                Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
-                None => url.to_string(),
-            }
-        }
-        None => url.to_string(),
-    }
-}
-
 /// `LastModified` in milliseconds, truncated to whole seconds: GET and HEAD carry it as an
 /// HTTP date (whole seconds), while some servers (MinIO, s3s) list it with milliseconds
 /// (AWS lists `.000`). Truncating everywhere makes every call report the same time for an
@@ -794,11 +791,11 @@ impl ObjectStore for S3Store {
     }
 
     fn describe(&self) -> String {
-        if self.prefix.is_empty() {
+        redact::url(&if self.prefix.is_empty() {
             format!("s3://{}", self.bucket)
         } else {
             format!("s3://{}/{}", self.bucket, self.prefix)
-        }
+        })
     }
 
     /// Start-up health check: lists at most one key under the prefix (ListObjectsV2), so a
@@ -1071,14 +1068,5 @@ mod tests {
             resolve_endpoint(Some("http://opt:3"), ignored).as_deref(),
             Some("http://opt:3")
         );
-    }
-
-    #[test]
-    fn redacts_userinfo() {
-        assert_eq!(
-            redact_userinfo("http://user:pw@host:9000/x"),
-            "http://host:9000/x"
-        );
-        assert_eq!(redact_userinfo("https://host/x@y"), "https://host/x@y");
     }
 }

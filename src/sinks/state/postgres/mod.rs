@@ -67,7 +67,6 @@ use super::store::{
 };
 use crate::error::StateError;
 pub use lease::LOCK_KEY;
-pub(super) use store::redact;
 #[cfg(feature = "fault-injection")]
 pub use store::Fault;
 use store::{pg, Conn, Failure};
