@@ -2,19 +2,19 @@
 //!
 //! - Durability: WAL journal with `synchronous=FULL`, so an epoch whose COMMIT returned survives
 //!   `kill -9` and power loss; the exactly-once story depends on it.
-//! - Single writer: [`StateStore::begin_run`] takes an exclusive, non-blocking `flock` on
-//!   `<path>.lock`, `<path>` being the database's canonical path (symlinks resolved, so a
-//!   second process reaching the same database through another name, a symlink or a
-//!   relative path, finds the same lock), and holds it until the store is dropped (the kernel releases it when the
-//!   process dies, even on `kill -9`). `flock` locks belong to the open file description, so
-//!   two stores in one process conflict as well as two processes. The lock file holds the
-//!   holder's pid (for the error message) and is left in place: deleting a lock file races.
+//! - Single writer: [`StateStore::begin_run`] takes an exclusive, non-blocking `flock` on the
+//!   database file itself, so the lock belongs to the file (its inode), not to a name: a
+//!   second writer reaching the same database through a symlink, a relative path, a hard
+//!   link or a bind mount is refused, naming the holder's pid (read from `/proc/locks`). It
+//!   is held until the store is dropped (the kernel releases it when the process dies, even
+//!   on `kill -9`). `flock` locks belong to the open file description, so two stores in one
+//!   process conflict as well as two processes; on Linux they are independent of the POSIX
+//!   (`fcntl`) locks SQLite takes on the same file.
 //! - Each epoch commits in one `BEGIN IMMEDIATE` transaction with cached prepared statements.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::io::AsRawFd;
+use std::fs::{File, TryLockError};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -37,11 +37,17 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_SEQ: u64 = i64::MAX as u64;
 
 pub struct SqliteStore {
+    /// Declared (so dropped) before `lock_file`: see there.
     conn: rusqlite::Connection,
     /// The database path as given, for messages (`:memory:` = an in-memory database).
     path: String,
-    /// The exclusive lock on `<path>.lock`, held from `begin_run` until drop.
-    lock: Option<File>,
+    /// The database file opened by `begin_run` for the single-writer lock, kept open until
+    /// the store is dropped, after its connection, even when the lock was refused: closing
+    /// any descriptor of the database file drops every POSIX lock the process holds on it,
+    /// SQLite's own included.
+    lock_file: Option<File>,
+    /// `begin_run` took the exclusive lock on `lock_file`.
+    locked: bool,
     /// The variants' names once `begin_variants` recorded or checked them (commits refuse
     /// rows of any other).
     variant_names: Option<Vec<String>>,
@@ -56,20 +62,23 @@ impl SqliteStore {
         let path = path.as_ref();
         let shown = path.display().to_string();
         let conn = Connection::open(path).map_err(sqlite_err(&shown))?;
-        let store = SqliteStore {
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(sqlite_err(&shown))?;
+        Ok(SqliteStore {
             conn,
             path: shown,
-            lock: None,
+            lock_file: None,
+            locked: false,
             variant_names: None,
             schema_checked: false,
-        };
-        store.configure()?;
-        Ok(store)
+        })
     }
 
+    /// The writer's settings: WAL, `synchronous=FULL`. Applied once the lock is held: they
+    /// read the database, which creates the `-wal` and `-shm` files named after the path
+    /// given, and a refused writer through another name (a hard link) must leave none.
     fn configure(&self) -> Result<(), StateError> {
         let err = sqlite_err(&self.path);
-        self.conn.busy_timeout(BUSY_TIMEOUT).map_err(&err)?;
         let mode: String = self
             .conn
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
@@ -83,58 +92,37 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// `<canonical database path>.lock`.
-    fn lock_path(&self) -> String {
-        format!("{}.lock", canonical_path(Path::new(&self.path)).display())
-    }
-
-    /// Takes the exclusive `flock` on `<path>.lock` (non-blocking).
+    /// Takes the exclusive `flock` on the database file (non-blocking).
     fn acquire_lock(&mut self) -> Result<(), StateError> {
-        if self.lock.is_some() || self.path == ":memory:" {
+        if self.locked || self.path == ":memory:" {
             return Ok(());
         }
-        let lock_path = self.lock_path();
+        let shown = canonical_path(Path::new(&self.path)).display().to_string();
         let io_err = |op: &'static str| {
-            let path = lock_path.clone();
+            let path = shown.clone();
             move |source| StateError::Io { op, path, source }
         };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(io_err("opening lock file"))?;
-        loop {
-            // SAFETY: flock on a file descriptor we own; no memory is involved.
-            #[allow(unsafe_code)]
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if rc == 0 {
-                break;
-            }
-            let error = std::io::Error::last_os_error();
-            match error.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EWOULDBLOCK) => {
-                    let mut holder = String::new();
-                    let _ = file.read_to_string(&mut holder);
-                    let holder = holder.trim();
-                    let detail = if holder.is_empty() {
-                        format!("{lock_path} is locked")
-                    } else {
-                        format!("{lock_path} is locked by process {holder}")
-                    };
-                    return Err(StateError::Locked { detail });
-                }
-                _ => return Err(io_err("locking")(error)),
-            }
+        if self.lock_file.is_none() {
+            let file = File::open(&self.path).map_err(io_err("opening for its lock"))?;
+            self.lock_file = Some(file);
         }
-        // Best effort: record who holds the lock, for the other side's error message.
-        let _ = file
-            .set_len(0)
-            .and_then(|()| file.write_all(format!("{}\n", std::process::id()).as_bytes()));
-        self.lock = Some(file);
-        Ok(())
+        let Some(file) = &self.lock_file else {
+            return Ok(());
+        };
+        match file.try_lock() {
+            Ok(()) => {
+                self.locked = true;
+                Ok(())
+            }
+            Err(TryLockError::WouldBlock) => {
+                let detail = match file.metadata().ok().and_then(|m| flock_holder(&m)) {
+                    Some(pid) => format!("{shown} is locked by process {pid}"),
+                    None => format!("{shown} is locked"),
+                };
+                Err(StateError::Locked { detail })
+            }
+            Err(TryLockError::Error(e)) => Err(io_err("locking")(e)),
+        }
     }
 
     /// Applies every pending migration in one transaction: a store is at no version or at
@@ -254,7 +242,7 @@ impl SqliteStore {
     }
 
     fn require_lock(&self, what: &str) -> Result<(), StateError> {
-        if self.lock.is_none() && self.path != ":memory:" {
+        if !self.locked && self.path != ":memory:" {
             return Err(StateError::Inconsistent(format!(
                 "{what} before begin_run took the single-writer lock"
             )));
@@ -393,6 +381,33 @@ fn canonical_path(path: &Path) -> PathBuf {
     std::fs::canonicalize(parent).map_or_else(|_| path.to_path_buf(), |dir| dir.join(name))
 }
 
+/// The pid holding an exclusive `flock` on the file of `meta`, from `/proc/locks` (Linux:
+/// `<n>: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> …`, major and minor in hex).
+/// The device is matched when it can be (a file system may show another device number to
+/// `stat` than in `/proc/locks`); else the inode alone, if it names a single holder.
+fn flock_holder(meta: &std::fs::Metadata) -> Option<u32> {
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    let dev = meta.dev();
+    let device = format!("{:02x}:{:02x}", libc::major(dev), libc::minor(dev));
+    let inode = meta.ino().to_string();
+    let holders: Vec<(u32, &str)> = locks
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [_, "FLOCK", _, "WRITE", pid, id, ..] = fields.as_slice() else {
+                return None;
+            };
+            let (device, ino) = id.rsplit_once(':')?;
+            (ino == inode).then_some((pid.parse().ok()?, device))
+        })
+        .collect();
+    let exact = holders.iter().find(|(_, d)| *d == device).map(|h| h.0);
+    exact.or_else(|| match holders.as_slice() {
+        [(pid, _), rest @ ..] if rest.iter().all(|h| h.0 == *pid) => Some(*pid),
+        _ => None,
+    })
+}
+
 fn ledger_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerRow> {
     Ok(LedgerRow {
         seq: r.get(0)?,
@@ -511,6 +526,7 @@ impl StateStore for SqliteStore {
 
     fn begin_run(&mut self, run: &RunIdentity) -> Result<Recovered, StateError> {
         self.acquire_lock()?;
+        self.configure()?;
         self.migrate()?;
         self.check_identity(run)?;
         self.recovered()
@@ -767,7 +783,7 @@ mod tests {
         std::os::unix::fs::symlink(&real, &linked_dir).unwrap();
         let linked_file = dir.path().join("state-link.db");
         std::os::unix::fs::symlink(&path, &linked_file).unwrap();
-        let lock = format!("{}.lock", path.canonicalize().unwrap().display());
+        let lock = path.canonicalize().unwrap().display().to_string();
         for alias in [linked_dir.join("state.db"), linked_file] {
             let mut second = SqliteStore::open(alias.to_str().unwrap()).unwrap();
             match second.begin_run(&run()) {
@@ -780,6 +796,39 @@ mod tests {
             canonical_path(&dir.path().join("linked/new.db")),
             real.canonicalize().unwrap().join("new.db")
         );
+    }
+
+    /// A hard link is another name of the same file: a second writer through it is refused,
+    /// naming the holder (here this process: `flock` conflicts across open file descriptions).
+    #[test]
+    fn the_lock_holds_through_a_hard_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let mut first = SqliteStore::open(&path).unwrap();
+        first.begin_run(&run()).unwrap();
+        let link = dir.path().join("hard.db");
+        std::fs::hard_link(&path, &link).unwrap();
+        let mut second = SqliteStore::open(&link).unwrap();
+        match second.begin_run(&run()) {
+            Err(StateError::Locked { detail }) => assert!(
+                detail.contains("hard.db")
+                    && detail.contains(&format!("by process {}", std::process::id())),
+                "{detail}"
+            ),
+            other => panic!("expected Locked, got {other:?}"),
+        }
+        for file in ["hard.db-wal", "hard.db-shm"] {
+            assert!(
+                !dir.path().join(file).exists(),
+                "the refused writer made {file}"
+            );
+        }
+        // Refused, it wrote nothing: the first store commits on.
+        first.commit_epoch(&commit(0, 0..1)).unwrap();
+        drop((second, first));
+        // Once the holder is gone, the link is a writer like any name.
+        let mut third = SqliteStore::open(&link).unwrap();
+        assert_eq!(third.begin_run(&run()).unwrap().last_epoch, Some(0));
     }
 
     /// A store at version 1 whose `detections` already has the column migration 3 adds: the
