@@ -603,7 +603,8 @@ fn sqlite_lock_excludes_other_processes() {
     );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
-    let lock = format!("{}.lock", path.display());
+    // The lock is on the database file itself.
+    let lock = path.display().to_string();
     let mut s = SqliteStore::open(path.to_str().unwrap()).unwrap();
     s.begin_run(&live_run()).unwrap();
     let status = Command::new("flock")
@@ -613,7 +614,7 @@ fn sqlite_lock_excludes_other_processes() {
     assert_eq!(status.code(), Some(7), "another process got the lock");
     drop(s);
 
-    // Another process holds it: we are refused, naming the lock file.
+    // Another process holds it: we are refused, naming the file and the holder.
     let mut holder = Command::new("flock")
         .args([&lock, "sleep", "30"])
         .spawn()
@@ -630,9 +631,13 @@ fn sqlite_lock_excludes_other_processes() {
             other => panic!("expected Locked, got {other:?}"),
         }
     };
+    let holder_pid = holder.id();
     let _ = holder.kill();
     let _ = holder.wait();
-    assert!(refused.contains(".lock"), "{refused}");
+    assert!(
+        refused.contains(&lock) && refused.contains(&format!("by process {holder_pid}")),
+        "{refused}"
+    );
 }
 
 #[test]
