@@ -312,12 +312,7 @@ impl S3Store {
         let endpoint =
             resolve_endpoint(options.endpoint.as_deref(), |name| std::env::var(name).ok());
         if let Some(endpoint) = &endpoint {
-            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-                return Err(fail(format!(
-                    "invalid S3 endpoint {:?}: expected an http:// or https:// URL",
-                    redact::url(endpoint)
-                )));
-            }
+            check_endpoint(endpoint).map_err(fail)?;
         }
 
         let sdk_config = block_on(runtime, sdk_loader(options, &tuning).load());
@@ -732,6 +727,26 @@ fn chain(err: &dyn std::error::Error) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// Refuses an endpoint that is no http(s) URL, or that carries credentials (a user name,
+/// a password, a secret query parameter): the SDK would echo it in its errors and debug
+/// logs, and credentials come from the AWS configuration chain.
+fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let shown = redact::url(endpoint);
+    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        return Err(format!(
+            "invalid S3 endpoint {shown:?}: expected an http:// or https:// URL"
+        ));
+    }
+    if endpoint.contains('@') || shown != endpoint {
+        return Err(format!(
+            "invalid S3 endpoint {shown:?}: it takes no credentials; give them through the AWS \
+             configuration chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, an \
+             instance role)"
+        ));
+    }
+    Ok(())
+}
+
 /// The endpoint override: the option, else `AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL`
 /// (empty values count as unset; `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true` disables the
 /// variables, as in the SDKs).
@@ -1028,6 +1043,22 @@ mod tests {
             assert!(d >= full / 2, "{attempt}: {d:?}");
         }
         assert!(tuning.delay_after(1) < Duration::from_millis(50));
+    }
+
+    #[test]
+    fn an_endpoint_with_credentials_is_refused_unshown() {
+        assert_eq!(check_endpoint("http://127.0.0.1:9000"), Ok(()));
+        assert_eq!(check_endpoint("https://s3.example/base"), Ok(()));
+        for endpoint in [
+            "http://AKIA:LeakMe@127.0.0.1:9000",
+            "http://127.0.0.1:9000/?X-Amz-Security-Token=LeakMe",
+            "http://AKIA@127.0.0.1:9000",
+            "ftp://u:LeakMe@h",
+        ] {
+            let message = check_endpoint(endpoint).unwrap_err();
+            assert!(message.contains("invalid S3 endpoint"), "{message}");
+            assert!(!message.contains("LeakMe"), "{message}");
+        }
     }
 
     #[test]
