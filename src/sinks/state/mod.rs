@@ -134,6 +134,20 @@ pub fn open(config: &StateConfig) -> Result<Box<dyn StateStore>, StateError> {
     }
 }
 
+/// Opens the configured state store for reading only (reports, inspection): an embedded
+/// store must exist and is never written, created or switched to WAL
+/// ([`sqlite::SqliteStore::open_read_only`]); PostgreSQL sessions are read-only
+/// ([`postgres::PgStore::connect_read_only`]). Readers refuse another schema version;
+/// `begin_run` is refused.
+pub fn open_read_only(config: &StateConfig) -> Result<Box<dyn StateStore>, StateError> {
+    match config {
+        StateConfig::Embedded { path } => Ok(Box::new(sqlite::SqliteStore::open_read_only(path)?)),
+        StateConfig::Postgres { url, options } => Ok(Box::new(
+            postgres::PgStore::connect_read_only(url, options)?,
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;

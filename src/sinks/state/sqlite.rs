@@ -11,6 +11,10 @@
 //!   process conflict as well as two processes; on Linux they are independent of the POSIX
 //!   (`fcntl`) locks SQLite takes on the same file.
 //! - Each epoch commits in one `BEGIN IMMEDIATE` transaction with cached prepared statements.
+//! - Readers that must not write ([`SqliteStore::open_read_only`], `txflow-report`): SQLite's
+//!   read-only mode, which never creates, writes or switches the file to WAL; a database
+//!   without a `-wal` file (no connection has it open) is read as immutable, which creates no
+//!   `-wal`/`-shm` files either and works in a read-only directory.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, TryLockError};
@@ -18,7 +22,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use url::Url;
 
 use super::identity::{record_identity, RunIdentity};
 use super::schema::{self, sqlite as sql, MIGRATIONS};
@@ -53,6 +58,39 @@ pub struct SqliteStore {
     variant_names: Option<Vec<String>>,
     /// The schema is this build's (migrated by `begin_run`, or checked by a reader).
     schema_checked: bool,
+    /// Opened by [`SqliteStore::open_read_only`]: `begin_run` is refused.
+    read_only: bool,
+    /// Read as immutable: the file as it was when opened.
+    snapshot: Option<Snapshot>,
+}
+
+/// A database read as immutable (`immutable=1`: no locks, no `-wal`/`-shm`) and its file's
+/// identity, size and modification time when opened. SQLite does not watch such a file, so
+/// a read is refused if the file changed meanwhile (a writer started and checkpointed).
+struct Snapshot {
+    file: PathBuf,
+    stamp: (u64, u64, u64, i64, i64),
+}
+
+impl Snapshot {
+    fn of(file: PathBuf) -> std::io::Result<Snapshot> {
+        let stamp = Snapshot::stamp(&file)?;
+        Ok(Snapshot { file, stamp })
+    }
+
+    fn stamp(file: &Path) -> std::io::Result<(u64, u64, u64, i64, i64)> {
+        let m = std::fs::metadata(file)?;
+        Ok((m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
+    }
+
+    fn check(&self, shown: &str) -> Result<(), StateError> {
+        match Snapshot::stamp(&self.file) {
+            Ok(stamp) if stamp == self.stamp => Ok(()),
+            _ => Err(StateError::Inconsistent(format!(
+                "{shown} changed while it was read (a writer started): read it again"
+            ))),
+        }
+    }
 }
 
 impl SqliteStore {
@@ -71,7 +109,64 @@ impl SqliteStore {
             locked: false,
             variant_names: None,
             schema_checked: false,
+            read_only: false,
+            snapshot: None,
         })
+    }
+
+    /// Opens an existing database for reading only: it is never created, written or switched
+    /// to WAL. Without a `-wal` file next to it (SQLite names it after the real path) no
+    /// connection has it open and it is whole in its main file: it is read as immutable then,
+    /// which creates no `-wal`/`-shm` files (a read-only connection could not remove them)
+    /// and works in a read-only directory.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<SqliteStore, StateError> {
+        let path = path.as_ref();
+        let shown = path.display().to_string();
+        let io_err = |source| StateError::Io {
+            op: "opening",
+            path: shown.clone(),
+            source,
+        };
+        let real = std::fs::canonicalize(path).map_err(io_err)?;
+        let mut wal = real.clone().into_os_string();
+        wal.push("-wal");
+        let snapshot = match Path::new(&wal).exists() {
+            true => None,
+            false => Some(Snapshot::of(real.clone()).map_err(io_err)?),
+        };
+        let mut uri = Url::from_file_path(&real).map_err(|()| StateError::BadUrl {
+            url: shown.clone(),
+            reason: "not a file path".into(),
+        })?;
+        uri.set_query(Some(match snapshot {
+            Some(_) => "mode=ro&immutable=1",
+            None => "mode=ro",
+        }));
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(uri.as_str(), flags).map_err(sqlite_err(&shown))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(sqlite_err(&shown))?;
+        Ok(SqliteStore {
+            conn,
+            path: shown,
+            lock_file: None,
+            locked: false,
+            variant_names: None,
+            schema_checked: false,
+            read_only: true,
+            snapshot,
+        })
+    }
+
+    /// A read's result, refused if the store is read as a snapshot whose file changed.
+    fn checked<T>(&self, read: Result<T, StateError>) -> Result<T, StateError> {
+        let value = read?;
+        if let Some(snapshot) = &self.snapshot {
+            snapshot.check(&self.path)?;
+        }
+        Ok(value)
     }
 
     /// The writer's settings: WAL, `synchronous=FULL`. Applied once the lock is held: they
@@ -263,7 +358,8 @@ impl SqliteStore {
         let rows = st
             .query_map(rusqlite::params_from_iter(&args), ledger_row)
             .map_err(&err)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(&err)
+        let read = rows.collect::<Result<Vec<_>, _>>().map_err(&err);
+        self.checked(read)
     }
 
     /// The parameters of a statement of `ledger` (`schema::LedgerSql`): a variant's name first
@@ -521,10 +617,17 @@ impl StateStore for SqliteStore {
 
     fn variants(&mut self) -> Result<Vec<VariantSpec>, StateError> {
         self.require_schema()?;
-        read_variants(&self.conn).map_err(sqlite_err(&self.path))
+        let read = read_variants(&self.conn).map_err(sqlite_err(&self.path));
+        self.checked(read)
     }
 
     fn begin_run(&mut self, run: &RunIdentity) -> Result<Recovered, StateError> {
+        if self.read_only {
+            return Err(StateError::Inconsistent(format!(
+                "{} was opened read-only: a run cannot begin on it",
+                self.path
+            )));
+        }
         self.acquire_lock()?;
         self.configure()?;
         self.migrate()?;
@@ -562,13 +665,15 @@ impl StateStore for SqliteStore {
     fn first_unwritten_seq_of(&mut self, ledger: LedgerId<'_>) -> Result<Option<u64>, StateError> {
         self.require_schema()?;
         let args = self.ledger_args(ledger, &[])?;
-        self.conn
+        let read = self
+            .conn
             .query_row(
                 &sql(schema::ledger_sql(ledger.variant().is_some()).first_unwritten),
                 rusqlite::params_from_iter(&args),
                 |r| r.get(0),
             )
-            .map_err(sqlite_err(&self.path))
+            .map_err(sqlite_err(&self.path));
+        self.checked(read)
     }
 
     fn mark_written_of(
@@ -618,7 +723,8 @@ impl StateStore for SqliteStore {
         let rows = st
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(&err)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(&err)
+        let read = rows.collect::<Result<Vec<_>, _>>().map_err(&err);
+        self.checked(read)
     }
 
     fn epoch_rows(&mut self) -> Result<Vec<EpochRow>, StateError> {
@@ -637,7 +743,8 @@ impl StateStore for SqliteStore {
                 })
             })
             .map_err(&err)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(&err)
+        let read = rows.collect::<Result<Vec<_>, _>>().map_err(&err);
+        self.checked(read)
     }
 
     fn run_meta(&mut self) -> Result<BTreeMap<String, String>, StateError> {
@@ -647,7 +754,8 @@ impl StateStore for SqliteStore {
         let rows = st
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(&err)?;
-        rows.collect::<Result<BTreeMap<_, _>, _>>().map_err(&err)
+        let read = rows.collect::<Result<BTreeMap<_, _>, _>>().map_err(&err);
+        self.checked(read)
     }
 }
 
@@ -892,6 +1000,108 @@ mod tests {
         // Starting a run migrates it; then it reads.
         store.begin_run(&run()).unwrap();
         assert_eq!(store.ledger().unwrap(), Vec::new());
+    }
+
+    /// The files in `dir`, by name.
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A store committed and closed by a writer (its WAL checkpointed and removed).
+    fn closed_store(path: &Path, epochs: u64) {
+        let mut s = SqliteStore::open(path).unwrap();
+        s.begin_run(&run()).unwrap();
+        let from = s.epoch_rows().unwrap().len() as u64;
+        for epoch in from..from + epochs {
+            s.commit_epoch(&commit(epoch, epoch * 10..epoch * 10 + 1))
+                .unwrap();
+        }
+    }
+
+    /// Read-only: a missing file is not created; a foreign SQLite file is refused with its
+    /// bytes and time unchanged; a store is read without `-wal`/`-shm` files appearing, and
+    /// no run begins on it (nor does it take the writer's lock).
+    #[test]
+    fn read_only_opens_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.db");
+        assert!(SqliteStore::open_read_only(&missing).is_err());
+        assert!(!missing.exists());
+
+        let foreign = dir.path().join("foreign.db");
+        Connection::open(&foreign)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        let before = (
+            std::fs::read(&foreign).unwrap(),
+            std::fs::metadata(&foreign).unwrap().modified().unwrap(),
+        );
+        let refused = SqliteStore::open_read_only(&foreign).unwrap().run_meta();
+        assert!(
+            matches!(refused, Err(StateError::Schema { found: None, .. })),
+            "{refused:?}"
+        );
+        let after = (
+            std::fs::read(&foreign).unwrap(),
+            std::fs::metadata(&foreign).unwrap().modified().unwrap(),
+        );
+        assert!(after == before, "the foreign file changed");
+        assert_eq!(names(dir.path()), ["foreign.db"]);
+
+        let path = dir.path().join("state.db");
+        closed_store(&path, 2);
+        let mut reader = SqliteStore::open_read_only(&path).unwrap();
+        assert_eq!(reader.epoch_rows().unwrap().len(), 2);
+        assert_eq!(reader.ledger().unwrap().len(), 2);
+        let refused = reader.begin_run(&run());
+        assert!(
+            matches!(&refused, Err(StateError::Inconsistent(m)) if m.contains("read-only")),
+            "{refused:?}"
+        );
+        assert_eq!(names(dir.path()), ["foreign.db", "state.db"]);
+        let mut writer = SqliteStore::open(&path).unwrap();
+        writer.begin_run(&run()).unwrap();
+    }
+
+    /// A store nobody has open is read as a snapshot: once a writer changed the file, a read
+    /// is refused (SQLite does not watch an immutable file), and a new reader sees the change.
+    #[test]
+    fn a_snapshot_whose_file_changed_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        closed_store(&path, 1);
+        let mut reader = SqliteStore::open_read_only(&path).unwrap();
+        assert_eq!(reader.epoch_rows().unwrap().len(), 1);
+        closed_store(&path, 1);
+        let refused = reader.epoch_rows();
+        assert!(
+            matches!(&refused, Err(StateError::Inconsistent(m)) if m.contains("changed while")),
+            "{refused:?}"
+        );
+        let mut again = SqliteStore::open_read_only(&path).unwrap();
+        assert_eq!(again.epoch_rows().unwrap().len(), 2);
+    }
+
+    /// A store a writer has open (its `-wal` exists) is read through the WAL, with locking:
+    /// the reader sees each commit.
+    #[test]
+    fn a_store_being_written_is_read_through_its_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let mut writer = SqliteStore::open(&path).unwrap();
+        writer.begin_run(&run()).unwrap();
+        writer.commit_epoch(&commit(0, 0..1)).unwrap();
+        let mut reader = SqliteStore::open_read_only(&path).unwrap();
+        assert!(reader.snapshot.is_none());
+        assert_eq!(reader.epoch_rows().unwrap().len(), 1);
+        writer.commit_epoch(&commit(1, 1..2)).unwrap();
+        assert_eq!(reader.epoch_rows().unwrap().len(), 2);
     }
 
     #[test]

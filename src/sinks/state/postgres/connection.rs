@@ -208,9 +208,26 @@ impl PgStore {
     /// `options.connect_timeout`, then failing with [`StateError::Unreachable`] (later
     /// reconnects keep `options.reconnect_timeout`). The lock is taken by `begin_run`.
     pub fn connect(url: &str, options: &PgOptions) -> Result<PgStore, StateError> {
+        PgStore::connect_as(url, options, false)
+    }
+
+    /// [`PgStore::connect`] for reading only (`txflow-report`): every session is read-only
+    /// (`default_transaction_read_only`, sent at start-up so that reconnections keep it), and
+    /// `begin_run` is refused.
+    pub fn connect_read_only(url: &str, options: &PgOptions) -> Result<PgStore, StateError> {
+        PgStore::connect_as(url, options, true)
+    }
+
+    fn connect_as(url: &str, options: &PgOptions, read_only: bool) -> Result<PgStore, StateError> {
         let (clean_url, url_ca_file) = split_libpq_options(url)?;
         let redacted = redact::url(&clean_url);
-        let config = client_config(&clean_url, &redacted)?;
+        let mut config = client_config(&clean_url, &redacted)?;
+        if read_only {
+            let given = config
+                .get_options()
+                .map_or_else(String::new, |o| format!("{o} "));
+            config.options(&format!("{given}-c default_transaction_read_only=on"));
+        }
         let ca_file = options.ca_file.clone().or(url_ca_file);
         let tls = tls_connector(ca_file.as_deref())?;
         let mut store = PgStore {
@@ -222,6 +239,7 @@ impl PgStore {
             lease: None,
             variant_names: None,
             schema_checked: false,
+            read_only,
             #[cfg(feature = "fault-injection")]
             fault: None,
         };

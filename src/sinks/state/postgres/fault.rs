@@ -5,7 +5,8 @@
 
 use ::postgres::{Client, Transaction};
 
-use super::store::{Failure, Fault, PgStore};
+use super::store::{pg, Failure, Fault, PgStore};
+use crate::error::StateError;
 
 /// Terminates the session's own backend: a real connection loss.
 const KILL_OWN_BACKEND: &str = "SELECT pg_terminate_backend(pg_backend_pid())";
@@ -19,6 +20,16 @@ impl PgStore {
     /// The backend pid of the current connection, if connected (tests).
     pub fn backend_pid(&self) -> Option<i32> {
         self.conn.as_ref().map(|c| c.session.pid)
+    }
+
+    /// A setting of the current session (`SHOW name`), reconnecting if needed (tests).
+    pub fn session_setting(&mut self, name: &str) -> Result<String, StateError> {
+        let what = "reading a session setting";
+        let statement = format!("SHOW {name}");
+        self.run(what, |c| {
+            let row = c.client.query_one(&statement, &[]).map_err(pg(what))?;
+            Ok(row.get(0))
+        })
     }
 }
 

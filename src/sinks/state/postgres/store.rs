@@ -27,6 +27,8 @@ pub struct PgStore {
     pub(super) variant_names: Option<Vec<String>>,
     /// The schema is this build's (migrated by `begin_run`, or checked by a reader).
     pub(super) schema_checked: bool,
+    /// Connected by [`PgStore::connect_read_only`]: read-only sessions, `begin_run` refused.
+    pub(super) read_only: bool,
     /// A one-shot failure to simulate in the next `commit_epoch` (tests).
     #[cfg(feature = "fault-injection")]
     pub(super) fault: Option<Fault>,
