@@ -598,7 +598,7 @@ fn detection_files_with_the_same_content_are_accepted() {
 // Start-up checks
 // ---------------------------------------------------------------------------------------
 
-/// The SQLite lock is taken on the database's canonical path: a second Y reaching the same
+/// The SQLite lock belongs to the database file: a second Y reaching the same
 /// database through a symlinked directory or a symlinked file is refused while the first
 /// holds it, naming the first process; the first keeps running.
 #[test]
