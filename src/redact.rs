@@ -17,7 +17,7 @@
 use url::Url;
 
 /// What a secret is replaced with.
-pub const MASK: &str = "***";
+const MASK: &str = "***";
 
 /// A query parameter whose name holds one of these (lowercased) is a secret.
 const SECRET_WORDS: [&str; 4] = ["pass", "secret", "token", "key"];
@@ -37,7 +37,7 @@ pub fn url(text: &str) -> String {
 }
 
 /// Whether a query parameter name (percent-decoded, any case) names a secret.
-pub fn is_secret_name(name: &str) -> bool {
+fn is_secret_name(name: &str) -> bool {
     let name = name.to_lowercase();
     SECRET_WORDS.iter().any(|word| name.contains(word))
 }

@@ -197,18 +197,12 @@ impl SqliteStore {
             let path = shown.clone();
             move |source| StateError::Io { op, path, source }
         };
-        if self.lock_file.is_none() {
-            let file = File::open(&self.path).map_err(io_err("opening for its lock"))?;
-            self.lock_file = Some(file);
-        }
-        let Some(file) = &self.lock_file else {
-            return Ok(());
+        let file = match self.lock_file.take() {
+            Some(file) => file,
+            None => File::open(&self.path).map_err(io_err("opening for its lock"))?,
         };
-        match file.try_lock() {
-            Ok(()) => {
-                self.locked = true;
-                Ok(())
-            }
+        let outcome = match file.try_lock() {
+            Ok(()) => Ok(()),
             Err(TryLockError::WouldBlock) => {
                 let detail = match file.metadata().ok().and_then(|m| flock_holder(&m)) {
                     Some(pid) => format!("{shown} is locked by process {pid}"),
@@ -217,7 +211,10 @@ impl SqliteStore {
                 Err(StateError::Locked { detail })
             }
             Err(TryLockError::Error(e)) => Err(io_err("locking")(e)),
-        }
+        };
+        self.locked = outcome.is_ok();
+        self.lock_file = Some(file);
+        outcome
     }
 
     /// Applies every pending migration in one transaction: a store is at no version or at

@@ -1,6 +1,6 @@
 //! Simulated connection losses for tests of the recovery paths: injecting a [`Fault`] (the
 //! type is in `store.rs`, next to the `PgStore` field holding it) and acting on it around
-//! COMMIT. Compiled only with the cargo feature `fault-injection` (tests/state_store.rs
+//! COMMIT; and what a test may read of the session (its backend pid, a setting). Compiled only with the cargo feature `fault-injection` (tests/state_store.rs
 //! enables it through a dev-dependency on this package); release builds do not contain it.
 
 use ::postgres::{Client, Transaction};
