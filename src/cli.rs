@@ -20,7 +20,8 @@ use crate::error::{Context, Result};
 use crate::model::{Fraction, Thresholds};
 use crate::objectstore::S3Options;
 use crate::progress::{self, Display};
-use crate::sinks::state::{redact_url, PgOptions, StateConfig};
+use crate::redact;
+use crate::sinks::state::{PgOptions, StateConfig};
 
 /// Logging and progress options, the same in every binary.
 #[derive(Args, Clone, Debug)]
@@ -244,7 +245,7 @@ impl StateArgs {
     /// gives (the password redacted).
     pub fn config(&self) -> Result<StateConfig> {
         let config = StateConfig::parse(&self.state)
-            .with_context(|| format!("opening the state store {}", redact_url(&self.state)))?;
+            .with_context(|| format!("opening the state store {}", redact::url(&self.state)))?;
         Ok(config.with_pg_options(PgOptions {
             ca_file: self.pg_ca_file.clone(),
             reconnect_timeout: Duration::from_secs(self.pg_reconnect_timeout),

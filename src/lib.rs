@@ -21,6 +21,7 @@
 //! | [`cli`] | command-line options shared by the binaries, logging |
 //! | [`variant_options`] | backtest variants: `--variants`, `--variant`, `--sweep` checked and turned into thresholds |
 //! | [`progress`] | progress on stderr: a bar or status line on a terminal, log lines otherwise |
+//! | [`redact`] | the one redaction of URLs and locations shown anywhere (passwords, secret query parameters) |
 //!
 //! The BankSim-shaped synthetic data generator is not part of the library: it is the
 //! workspace crate `txgen` (`tools/txgen/`), and the `txgen` binary is a thin CLI over it.
@@ -36,6 +37,7 @@ pub mod model;
 pub mod name;
 pub mod objectstore;
 pub mod progress;
+pub mod redact;
 pub mod report;
 pub mod runtime;
 pub mod sinks;

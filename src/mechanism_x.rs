@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Context, Error, Result, SourceError};
 use crate::objectstore::{self, ObjectStore, PutOutcome, S3Options};
+use crate::redact;
 use crate::sources::framing::{self, Header, Step};
 use crate::sources::landing::{chunk_key, list_chunks, read_complete, COMPLETE_KEY};
 
@@ -205,8 +206,8 @@ fn open_source(path: &Path) -> Result<File> {
 /// Opens the landing store and checks it can be written (removing killed writers' temporary
 /// files).
 fn open_landing(options: &XOptions) -> Result<Arc<dyn ObjectStore>> {
-    let location = &options.landing;
-    let landing = objectstore::open(location, &options.s3)
+    let location = redact::url(&options.landing);
+    let landing = objectstore::open(&options.landing, &options.s3)
         .with_context(|| format!("opening the landing store {location}"))?;
     landing
         .check()

@@ -26,6 +26,7 @@ use crate::objectstore;
 use crate::progress::{Plan, Progress};
 use crate::runtime::checkpointer::{notes_channel, Checkpointer, CheckpointerSetup};
 use crate::runtime::committer::{CheckpointNotes, CommitQueue, Committer};
+use crate::redact;
 use crate::runtime::config::timely_config;
 use crate::runtime::identity::Fingerprint;
 use crate::runtime::startup::{self, RunInputs};
@@ -82,8 +83,8 @@ fn run_info(options: &YOptions) -> RunInfo {
         } else {
             "live"
         },
-        landing: options.landing.clone(),
-        output: options.output.clone(),
+        landing: redact::url(&options.landing),
+        output: redact::url(&options.output),
         state: options.state.describe(),
         range: options.replay.map(|r| [r.from, r.to]),
         thresholds: serde_json::json!({
@@ -182,11 +183,12 @@ fn open_checkpoints(options: &YOptions) -> Result<Option<CheckpointStore>> {
         return Ok(None);
     }
     let location = options.checkpoints.location(&options.output);
+    let shown = redact::url(&location);
     let store = objectstore::open(&location, &options.s3)
-        .with_context(|| format!("opening the checkpoint location {location}"))?;
+        .with_context(|| format!("opening the checkpoint location {shown}"))?;
     if options.timely.process == 0 {
         store.remove_stale_temporaries().with_context(|| {
-            format!("removing stale temporary files from the checkpoint location {location}")
+            format!("removing stale temporary files from the checkpoint location {shown}")
         })?;
     }
     Ok(Some(CheckpointStore::new(store)))

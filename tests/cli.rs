@@ -1,6 +1,8 @@
 //! Error behaviour of the binaries (SPEC §8: exit status 0 on success; non-zero with a
 //! one-line reason on stderr otherwise), `mechanism-y --help`, and bad input data, which
 //! must not fail a run (SPEC §2.3): rejects files, reasons naming the column, the summary.
+//! `txflow-report` reads a store without ever writing it: a foreign SQLite file is refused
+//! unchanged, a store in a read-only directory is read, a newer schema refused.
 
 mod common;
 
@@ -19,6 +21,7 @@ const IMPORTANCE: &str = "Source,Target,Weight,typeTrans,fraud\n\
 const Y: &str = env!("CARGO_BIN_EXE_mechanism-y");
 const X: &str = env!("CARGO_BIN_EXE_mechanism-x");
 const TXGEN: &str = env!("CARGO_BIN_EXE_txgen");
+const REPORT: &str = env!("CARGO_BIN_EXE_txflow-report");
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 // ------------------------------------------------------------------------------------------
@@ -666,4 +669,115 @@ fn bad_rows_and_a_bad_header_are_rejected_not_fatal() {
 
     // No rejects file for the good chunk.
     assert!(!output.join("rejects").join("chunk-000002.csv").exists());
+}
+
+// ------------------------------------------------------------------------------------------
+// txflow-report reads, never writes
+// ------------------------------------------------------------------------------------------
+
+/// A file's bytes and modification time.
+fn fingerprint(path: &Path) -> (Vec<u8>, std::time::SystemTime) {
+    (
+        fs::read(path).unwrap(),
+        fs::metadata(path).unwrap().modified().unwrap(),
+    )
+}
+
+/// The names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Another program's SQLite database (rollback journal): the report refuses it with one
+/// line, and the file keeps its bytes and time, with no `-wal`/`-shm`/`-journal` beside it.
+#[test]
+fn report_refuses_a_foreign_sqlite_file_unchanged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    fs::create_dir(&dir).unwrap();
+    let foreign = dir.join("app.db");
+    rusqlite::Connection::open(&foreign)
+        .unwrap()
+        .execute_batch("CREATE TABLE users (name TEXT); INSERT INTO users VALUES ('a');")
+        .unwrap();
+    let before = fingerprint(&foreign);
+    let html = tmp.path().join("r.html");
+    let state = format!("sqlite://{}", foreign.display());
+    run(REPORT, &["--state", &state, "--html", s(&html)])
+        .assert_one_line_error(&["app.db", "holds no txflow schema"]);
+    assert!(fingerprint(&foreign) == before, "the foreign file changed");
+    assert_eq!(names(&dir), ["app.db"]);
+    assert!(!html.exists());
+}
+
+/// Runs `command` as the `nobody` user when we are root (root ignores file permissions).
+#[allow(unsafe_code)]
+fn as_unprivileged(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        command.uid(65534).gid(65534);
+    }
+}
+
+/// A store in a read-only directory, itself read-only (as another user sees a service's
+/// store): the report reads it and creates nothing there; a store of a newer schema version
+/// beside it is refused with one line, unchanged.
+#[test]
+fn report_reads_a_store_in_a_read_only_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let setup = Setup::new();
+    let ok = run(Y, &strs(&setup.y_args(None)));
+    assert!(ok.status.success(), "{}", ok.describe());
+    let (root, mode) = (&setup.root, fs::Permissions::from_mode);
+    let dir = root.join("ro");
+    fs::create_dir(&dir).unwrap();
+    fs::rename(root.join("state.db"), dir.join("state.db")).unwrap();
+    fs::copy(dir.join("state.db"), dir.join("newer.db")).unwrap();
+    rusqlite::Connection::open(dir.join("newer.db"))
+        .unwrap()
+        .execute("INSERT INTO schema_migrations VALUES (99, 'later')", [])
+        .unwrap();
+    // The report runs as `nobody` when we are root: from a copy it can execute, writing
+    // into a directory it can write.
+    let bin = root.join("txflow-report");
+    fs::copy(REPORT, &bin).unwrap();
+    let reports = root.join("reports");
+    fs::create_dir(&reports).unwrap();
+    for (path, bits) in [(root, 0o755), (&reports, 0o777), (&bin, 0o755)] {
+        fs::set_permissions(path, mode(bits)).unwrap();
+    }
+    for file in ["state.db", "newer.db"] {
+        fs::set_permissions(dir.join(file), mode(0o444)).unwrap();
+    }
+    fs::set_permissions(&dir, mode(0o555)).unwrap();
+    let before = names(&dir);
+    let newer_before = fingerprint(&dir.join("newer.db"));
+    let report = |db: &str, html: &str| {
+        let mut command = Command::new(&bin);
+        let state = format!("sqlite://{}", dir.join(db).display());
+        command
+            .args(["--state", &state, "--html", s(&reports.join(html))])
+            .env("RUST_LOG", "off");
+        as_unprivileged(&mut command);
+        ChildGuard::spawn(command).wait(TIMEOUT)
+    };
+
+    let read = report("state.db", "r.html");
+    assert!(read.status.success(), "{}", read.describe());
+    assert!(read.stdout.contains("1 epochs"), "{}", read.describe());
+    assert!(reports.join("r.html").is_file());
+    report("newer.db", "n.html").assert_one_line_error(&["schema version 99", "newer"]);
+    fs::set_permissions(&dir, mode(0o755)).unwrap();
+    assert_eq!(
+        names(&dir),
+        before,
+        "the report created files beside the stores"
+    );
+    assert!(fingerprint(&dir.join("newer.db")) == newer_before);
 }

@@ -12,7 +12,8 @@
 //! - an ended stream whose landing now holds more chunks: refused with one line;
 //! - a detection file with other content in the output: refused, the file kept; the same
 //!   content (a second backtest into the same output) is accepted;
-//! - a second Y on the same SQLite database through a symlink: refused by the lock;
+//! - a second Y on the same SQLite database through a symlink or a hard link: refused by
+//!   the lock;
 //! - PostgreSQL refusing connections, or a host that does not resolve, at start: one line
 //!   within about `--pg-connect-timeout`.
 //!
@@ -597,7 +598,7 @@ fn detection_files_with_the_same_content_are_accepted() {
 // Start-up checks
 // ---------------------------------------------------------------------------------------
 
-/// The SQLite lock is taken on the database's canonical path: a second Y reaching the same
+/// The SQLite lock belongs to the database file: a second Y reaching the same
 /// database through a symlinked directory or a symlinked file is refused while the first
 /// holds it, naming the first process; the first keeps running.
 #[test]
@@ -625,6 +626,35 @@ fn sqlite_through_a_symlink_while_another_y_holds_it_is_refused() {
     }
     assert!(first.is_running(), "the first process keeps running");
     assert_eq!(Tables::read(&url), before);
+}
+
+/// A hard link is another name of the same database file, and the lock belongs to the file:
+/// a second Y through a hard link is refused while the first holds it, naming the first
+/// process, and leaves no WAL files of its own; the first runs to the end and the store
+/// holds every epoch.
+#[test]
+fn sqlite_through_a_hard_link_while_another_y_holds_it_is_refused() {
+    let w = World::new();
+    let db = w.path("state.db");
+    let url = sqlite_url(&db);
+    w.land(5, None);
+    let mut first = Running::spawn(&w, "first", w.y(&["--state", &url], "warn"));
+    first.wait_for_epochs(&url, 5);
+    let link = w.path("hard.db");
+    fs::hard_link(&db, &link).unwrap();
+    let before = Tables::read(&url);
+    let second = w.run_y("via-hard-link", &["--state", &sqlite_url(&link)], "off");
+    second.assert_one_line_error(&["another mechanism-y", &first.pid().to_string()]);
+    assert!(first.is_running(), "the first process keeps running");
+    assert_eq!(Tables::read(&url), before);
+    for file in ["hard.db-wal", "hard.db-shm"] {
+        assert!(!w.path(file).exists(), "the refused Y made {file}");
+    }
+    w.land(w.chunks, Some(w.chunks));
+    assert_success(&first.wait(LIMIT), "the first Y");
+    let after = Tables::read(&url);
+    assert!(after.finished, "the stream ended");
+    assert_eq!(after.epochs.len() as u64, w.chunks, "every epoch committed");
 }
 
 /// Asserts that Y with `url` fails within about `--pg-connect-timeout 2`, with one line

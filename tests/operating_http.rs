@@ -4,7 +4,9 @@
 //! - hostile clients during a backtest get their bounded answers, and the run's output and
 //!   tables are byte-identical to a run without the endpoint;
 //! - a cluster whose peer is frozen fails with the stall line within the stall timeout, and
-//!   a restart ends exactly as an uninterrupted run.
+//!   a restart ends exactly as an uninterrupted run;
+//! - a secret planted in every form in the state URL, the S3 endpoint and an S3 location
+//!   shows on no surface (logs, errors, `/api/status`, the console, `txflow-report`).
 //!
 //! Every wait is bounded; every child process is killed when its guard drops.
 
@@ -364,6 +366,178 @@ fn check_figures(m: &BTreeMap<String, f64>, status: &serde_json::Value, r: &Resu
             .map(|p| h["detections"][p].as_u64().unwrap())
             .sum();
         assert_eq!(detections, in_epoch, "detections of epoch {}", e.epoch);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// No surface shows a secret
+
+/// The secrets planted below, one marker per form.
+const SECRETS: [&str; 9] = [
+    "UserinfoLeak",
+    "QueryLeak",
+    "AtLeak",
+    "TailLeak",
+    "CaseLeak",
+    "ApiKeyLeak",
+    "EndpointLeak",
+    "TokenLeak",
+    "LocationLeak",
+];
+
+fn assert_no_secret(surface: &str, text: &str) {
+    for secret in SECRETS {
+        assert!(!text.contains(secret), "{surface} shows {secret}:\n{text}");
+    }
+}
+
+/// `url` with a password in its userinfo and, when given, query parameters appended.
+fn planted(url: &str, password: Option<&str>, query: &str) -> String {
+    let mut url = url::Url::parse(url).unwrap();
+    url.set_password(password).unwrap();
+    if !query.is_empty() {
+        url.set_query(Some(query));
+    }
+    url.to_string()
+}
+
+/// Runs `bin` with `args` and debug logs; returns (status ok, stdout + stderr).
+fn run_logged(bin: &str, args: &[&str]) -> (bool, String) {
+    let mut command = std::process::Command::new(bin);
+    command
+        .args(args)
+        .env("RUST_LOG", "debug")
+        .env("NO_COLOR", "1");
+    let done = common::process::ChildGuard::spawn(command).wait(RUN_TIMEOUT);
+    (
+        done.status.success(),
+        format!("{}\n{}", done.stdout, done.stderr),
+    )
+}
+
+/// A secret in every form this project knows — the userinfo password, `?password=`,
+/// `?PassWord=`, an unknown `?api_key=`, a password holding an unencoded `@`, an S3 endpoint
+/// with credentials and a token, an `s3://` location with credentials — never shows on any
+/// surface: `mechanism-y`'s stdout and stderr at debug level (a run, and each refusal,
+/// PostgreSQL unreachable included), `/api/status`, the console page (as served and as a
+/// browser renders it), and `txflow-report`'s HTML, JSON and output. Where a surface names
+/// the store, it names it redacted.
+#[test]
+fn no_surface_shows_a_secret() {
+    let base = common::pg::fresh_database_url("secrets");
+    let state = planted(&base, Some("UserinfoLeak"), "password=QueryLeak");
+    let shown = planted(&base, Some("***"), "password=***");
+    let tmp = tempfile::tempdir().unwrap();
+    let (landing, run) = (tmp.path().join("landing"), tmp.path().join("run"));
+    std::fs::create_dir_all(&run).unwrap();
+    run_x(&landing, 10_000, Duration::ZERO);
+
+    // A live run on the store, with the endpoint.
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let args = y_args_with_state(&landing, &run, &state, &["--follow", "--http", &addr]);
+    let mut y = Proc::spawn_with_env("secrets", &args, &run, &[("RUST_LOG", "debug")]);
+    wait_until("4 committed epochs", RUN_TIMEOUT, || {
+        get(port, "/api/status")
+            .and_then(|r| serde_json::from_str::<serde_json::Value>(&r.body).ok())
+            .is_some_and(|s| s["progress"]["epochs_committed"] == 4)
+    });
+    let status = status_json(port);
+    assert_eq!(status["run"]["state"], shown.as_str());
+    let console = get(port, "/").expect("the console answers");
+    assert_eq!(console.status, 200);
+    let dom =
+        common::browser::dump_dom(&format!("http://{addr}/"), &["--virtual-time-budget=5000"]);
+    assert!(dom.contains("postgres://postgres:***@"), "{dom}");
+    y.signal(libc::SIGTERM);
+    y.wait_ok(RUN_TIMEOUT);
+    for (surface, text) in [
+        ("/api/status", status.to_string()),
+        ("the console page", console.body),
+        ("the rendered console", dom),
+        ("mechanism-y's stdout", y.stdout_text()),
+        ("mechanism-y's stderr", y.stderr_text()),
+    ] {
+        assert_no_secret(surface, &text);
+    }
+
+    // The report of that store.
+    let (html, json) = (run.join("report.html"), run.join("report.json"));
+    let report = env!("CARGO_BIN_EXE_txflow-report");
+    let (html_arg, json_arg) = (html.display().to_string(), json.display().to_string());
+    let (ok, output) = run_logged(
+        report,
+        &["--state", &state, "--html", &html_arg, "--json", &json_arg],
+    );
+    assert!(ok, "{output}");
+    assert_no_secret("txflow-report's output", &output);
+    let json_text = std::fs::read_to_string(&json).unwrap();
+    assert!(json_text.contains(&shown), "{json_text}");
+    assert_no_secret("the JSON report", &json_text);
+    assert_no_secret("the HTML report", &std::fs::read_to_string(&html).unwrap());
+
+    // Refusals: PostgreSQL unreachable, URLs the driver refuses, S3 credentials.
+    // A loopback port nothing listens on.
+    let closed_port = free_port();
+    let closed = format!("postgres://postgres@127.0.0.1:{closed_port}/db");
+    let (importance, output) = (
+        data().importance.display().to_string(),
+        run.join("out2").display().to_string(),
+    );
+    for url in [
+        planted(&closed, Some("UserinfoLeak"), "password=QueryLeak"),
+        format!("postgres://u:AtLeak:TailLeak@@127.0.0.1:{closed_port}/db"),
+        planted(&closed, None, "sslmode=disable&PassWord=CaseLeak"),
+        planted(&closed, None, "api_key=ApiKeyLeak"),
+    ] {
+        for bin in [env!("CARGO_BIN_EXE_mechanism-y"), report] {
+            let mut args = vec!["--state", &url, "--pg-connect-timeout", "1"];
+            match bin == report {
+                true => args.extend(["--html", &html_arg]),
+                false => args.extend([
+                    "--landing",
+                    landing.to_str().unwrap(),
+                    "--importance",
+                    &importance,
+                    "--output",
+                    &output,
+                ]),
+            }
+            let (ok, text) = run_logged(bin, &args);
+            assert!(
+                !ok && (text.contains(":***@") || text.contains("=***")),
+                "{text}"
+            );
+            assert_no_secret(&format!("{bin} on {}", url.replace("Leak", "")), &text);
+        }
+    }
+    let store = format!("sqlite://{}", run.join("s3.db").display());
+    for s3 in [
+        [
+            "--landing",
+            "s3://AKIA:LocationLeak@bucket/landing",
+            "--s3-endpoint",
+            "http://127.0.0.1:1",
+        ],
+        [
+            "--landing",
+            "s3://bucket/landing",
+            "--s3-endpoint",
+            "http://AKIA:EndpointLeak@127.0.0.1:1/?X-Amz-Security-Token=TokenLeak",
+        ],
+    ] {
+        let mut args = vec![
+            "--state",
+            &store,
+            "--importance",
+            &importance,
+            "--output",
+            &output,
+        ];
+        args.extend(s3);
+        let (ok, text) = run_logged(env!("CARGO_BIN_EXE_mechanism-y"), &args);
+        assert!(!ok && text.contains(":***@"), "{text}");
+        assert_no_secret("mechanism-y on S3", &text);
     }
 }
 

@@ -603,7 +603,8 @@ fn sqlite_lock_excludes_other_processes() {
     );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
-    let lock = format!("{}.lock", path.display());
+    // The lock is on the database file itself.
+    let lock = path.display().to_string();
     let mut s = SqliteStore::open(path.to_str().unwrap()).unwrap();
     s.begin_run(&live_run()).unwrap();
     let status = Command::new("flock")
@@ -613,7 +614,7 @@ fn sqlite_lock_excludes_other_processes() {
     assert_eq!(status.code(), Some(7), "another process got the lock");
     drop(s);
 
-    // Another process holds it: we are refused, naming the lock file.
+    // Another process holds it: we are refused, naming the file and the holder.
     let mut holder = Command::new("flock")
         .args([&lock, "sleep", "30"])
         .spawn()
@@ -630,9 +631,13 @@ fn sqlite_lock_excludes_other_processes() {
             other => panic!("expected Locked, got {other:?}"),
         }
     };
+    let holder_pid = holder.id();
     let _ = holder.kill();
     let _ = holder.wait();
-    assert!(refused.contains(".lock"), "{refused}");
+    assert!(
+        refused.contains(&lock) && refused.contains(&format!("by process {holder_pid}")),
+        "{refused}"
+    );
 }
 
 #[test]
@@ -1327,6 +1332,41 @@ fn postgres_connection_lost_before_commit_is_retried() {
         let counted = state_retries_counted();
         commit_through_fault("lost_before_commit", Fault::LoseConnectionBeforeCommit);
         assert!(state_retries_counted() > counted, "the retry was counted");
+    });
+}
+
+/// A store opened read-only (`txflow-report`) reads PostgreSQL in read-only sessions, also
+/// after its session was killed and it reconnected, and never begins a run.
+#[test]
+fn postgres_read_only_store_reads_in_read_only_sessions() {
+    bounded(Duration::from_secs(60), || {
+        let url = fresh_database_url("read_only");
+        let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let mut writer = pg_store(&url, Duration::from_secs(20));
+        writer.begin_run(&live_run()).unwrap();
+        writer.commit_epoch(&epoch_commit(0, 0, 5, 4)).unwrap();
+        let options = PgOptions {
+            reconnect_timeout: Duration::from_secs(20),
+            ..PgOptions::default()
+        };
+        let mut reader = PgStore::connect_read_only(&url, &options).unwrap();
+        let read_only = "default_transaction_read_only";
+        assert_eq!(reader.session_setting(read_only).unwrap(), "on");
+        assert_eq!(reader.ledger().unwrap(), writer.ledger().unwrap());
+        let pid = reader.backend_pid().expect("connected");
+        admin
+            .execute("SELECT pg_terminate_backend($1)", &[&pid])
+            .unwrap();
+        assert_eq!(reader.session_setting(read_only).unwrap(), "on");
+        assert_ne!(reader.backend_pid(), Some(pid), "reconnected");
+        assert_eq!(reader.epoch_rows().unwrap(), writer.epoch_rows().unwrap());
+        let refused = reader.begin_run(&live_run());
+        assert!(
+            matches!(&refused, Err(StateError::Inconsistent(m)) if m.contains("read-only")),
+            "{refused:?}"
+        );
+        // The writer's session is not read-only.
+        assert_eq!(writer.session_setting(read_only).unwrap(), "off");
     });
 }
 

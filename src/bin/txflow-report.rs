@@ -46,13 +46,13 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<()> {
     let config = args.state.config()?;
     if let StateConfig::Embedded { path } = &config {
-        // Opening would create an empty database.
         if !path.is_file() {
             bail!("opening the state store {config}: no such file");
         }
     }
-    let mut store =
-        state::open(&config).with_context(|| format!("opening the state store {config}"))?;
+    // Read-only: a report never writes to what it reads.
+    let mut store = state::open_read_only(&config)
+        .with_context(|| format!("opening the state store {config}"))?;
     let output = match &args.output {
         Some(location) => Some(open_output(location, &args.s3)?),
         None => None,

@@ -25,6 +25,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{Error, FileError, FileProblem, StoreError};
+use crate::redact;
 
 /// A parsed location: a local directory or an S3 bucket and prefix.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,30 +35,33 @@ pub enum Location {
 }
 
 impl Location {
-    /// Parses `s3://bucket/prefix` or a local path.
+    /// Parses `s3://bucket/prefix` or a local path. Credentials in an `s3://` location
+    /// (`s3://key:secret@bucket`) are refused: they would be shown wherever the location is.
     pub fn parse(text: &str) -> Result<Location, StoreError> {
+        let bad = |reason: &str| StoreError::BadLocation {
+            location: redact::url(text),
+            reason: reason.into(),
+        };
         if let Some(rest) = text.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
-                return Err(StoreError::BadLocation {
-                    location: text.to_string(),
-                    reason: "missing bucket name (expected s3://bucket/prefix)".into(),
-                });
+                return Err(bad("missing bucket name (expected s3://bucket/prefix)"));
+            }
+            if bucket.contains('@') {
+                return Err(bad(
+                    "an s3:// location takes no credentials: give them through the AWS \
+                     configuration chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, \
+                     an instance role)",
+                ));
             }
             Ok(Location::S3 {
                 bucket: bucket.to_string(),
                 prefix: prefix.trim_matches('/').to_string(),
             })
         } else if text.contains("://") {
-            Err(StoreError::BadLocation {
-                location: text.to_string(),
-                reason: "only local paths and s3:// URLs are supported".into(),
-            })
+            Err(bad("only local paths and s3:// URLs are supported"))
         } else if text.is_empty() {
-            Err(StoreError::BadLocation {
-                location: text.to_string(),
-                reason: "empty location".into(),
-            })
+            Err(bad("empty location"))
         } else {
             Ok(Location::Local(text.into()))
         }
@@ -67,7 +71,7 @@ impl Location {
     /// the location of its parent and the object's key.
     pub fn parse_object(text: &str) -> Result<(Location, String), StoreError> {
         let bad = |reason: &str| StoreError::BadLocation {
-            location: text.to_string(),
+            location: redact::url(text),
             reason: reason.to_string(),
         };
         match Location::parse(text)? {
@@ -145,7 +149,7 @@ pub fn read_object(location: &str, s3: &S3Options, limit: u64) -> Result<Object,
         return Err(file_error(FileProblem::TooLarge(limit)).into());
     }
     let object = store.get(&key)?.ok_or_else(|| StoreError::BadLocation {
-        location: location.to_string(),
+        location: redact::url(location),
         reason: "no such object".into(),
     })?;
     if object.body.len() as u64 > limit {
@@ -175,6 +179,14 @@ mod tests {
             }
         );
         assert!(Location::parse("s3:///x").is_err());
+        match Location::parse("s3://AKIA:LeakMe@bucket/x") {
+            Err(e @ StoreError::BadLocation { .. }) => {
+                let line = e.to_string();
+                assert!(line.contains("s3://AKIA:***@bucket/x"), "{line}");
+                assert!(!line.contains("LeakMe"), "{line}");
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(Location::parse("gs://b/x").is_err());
         assert_eq!(
             Location::parse("/tmp/x").unwrap(),

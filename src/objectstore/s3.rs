@@ -47,15 +47,26 @@ use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 
 use crate::error::StoreError;
 use crate::objectstore::store::{Object, ObjectMeta, ObjectStore, PutOutcome};
+use crate::redact;
 
-/// S3 client settings shared by every S3 location of a process.
-#[derive(Clone, Debug, Default)]
+/// S3 client settings shared by every S3 location of a process (`Debug` redacts the
+/// endpoint).
+#[derive(Clone, Default)]
 pub struct S3Options {
     /// Endpoint override (`--s3-endpoint`); `AWS_ENDPOINT_URL[_S3]` are honoured when unset.
     /// An override switches to path-style addressing.
     pub endpoint: Option<String>,
     /// Region override; otherwise the AWS configuration chain decides (default `us-east-1`).
     pub region: Option<String>,
+}
+
+impl std::fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Options")
+            .field("endpoint", &self.endpoint.as_deref().map(redact::url))
+            .field("region", &self.region)
+            .finish()
+    }
 }
 
 /// Default number of attempts per operation (the first try included).
@@ -304,12 +315,7 @@ impl S3Store {
         let endpoint =
             resolve_endpoint(options.endpoint.as_deref(), |name| std::env::var(name).ok());
         if let Some(endpoint) = &endpoint {
-            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-                return Err(fail(format!(
-                    "invalid S3 endpoint {:?}: expected an http:// or https:// URL",
-                    redact_userinfo(endpoint)
-                )));
-            }
+            check_endpoint(endpoint).map_err(fail)?;
         }
 
         let sdk_config = block_on(runtime, sdk_loader(options, &tuning).load());
@@ -318,7 +324,7 @@ impl S3Store {
             bucket = %bucket,
             prefix = %prefix,
             region = %sdk_config.region().map(|r| r.as_ref()).unwrap_or(DEFAULT_REGION),
-            endpoint = ?endpoint.as_deref().map(redact_userinfo),
+            endpoint = ?endpoint.as_deref().map(redact::url),
             "S3 store configured"
         );
         Ok(S3Store {
@@ -724,6 +730,26 @@ fn chain(err: &dyn std::error::Error) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// Refuses an endpoint that is no http(s) URL, or that carries credentials (a user name,
+/// a password, a secret query parameter): the SDK would echo it in its errors and debug
+/// logs, and credentials come from the AWS configuration chain.
+fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let shown = redact::url(endpoint);
+    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        return Err(format!(
+            "invalid S3 endpoint {shown:?}: expected an http:// or https:// URL"
+        ));
+    }
+    if endpoint.contains('@') || shown != endpoint {
+        return Err(format!(
+            "invalid S3 endpoint {shown:?}: it takes no credentials; give them through the AWS \
+             configuration chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, an \
+             instance role)"
+        ));
+    }
+    Ok(())
+}
+
 /// The endpoint override: the option, else `AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL`
 /// (empty values count as unset; `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true` disables the
 /// variables, as in the SDKs).
@@ -744,20 +770,6 @@ fn resolve_endpoint(option: Option<&str>, env: impl Fn(&str) -> Option<String>) 
         .or_else(|| from_env("AWS_ENDPOINT_URL_S3"))
         .or_else(|| from_env("AWS_ENDPOINT_URL"))
         .map(|v| v.trim().to_string())
-}
-
-/// `scheme://user:pass@host/...` without the `user:pass@` part.
-fn redact_userinfo(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let authority_end = rest.find('/').unwrap_or(rest.len());
-            match rest[..authority_end].rfind('@') {
-                Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
-                None => url.to_string(),
-            }
-        }
-        None => url.to_string(),
-    }
 }
 
 /// `LastModified` in milliseconds, truncated to whole seconds: GET and HEAD carry it as an
@@ -797,11 +809,11 @@ impl ObjectStore for S3Store {
     }
 
     fn describe(&self) -> String {
-        if self.prefix.is_empty() {
+        redact::url(&if self.prefix.is_empty() {
             format!("s3://{}", self.bucket)
         } else {
             format!("s3://{}/{}", self.bucket, self.prefix)
-        }
+        })
     }
 
     /// Start-up health check: lists at most one key under the prefix (ListObjectsV2), so a
@@ -1060,6 +1072,22 @@ mod tests {
     }
 
     #[test]
+    fn an_endpoint_with_credentials_is_refused_unshown() {
+        assert_eq!(check_endpoint("http://127.0.0.1:9000"), Ok(()));
+        assert_eq!(check_endpoint("https://s3.example/base"), Ok(()));
+        for endpoint in [
+            "http://AKIA:LeakMe@127.0.0.1:9000",
+            "http://127.0.0.1:9000/?X-Amz-Security-Token=LeakMe",
+            "http://AKIA@127.0.0.1:9000",
+            "ftp://u:LeakMe@h",
+        ] {
+            let message = check_endpoint(endpoint).unwrap_err();
+            assert!(message.contains("invalid S3 endpoint"), "{message}");
+            assert!(!message.contains("LeakMe"), "{message}");
+        }
+    }
+
+    #[test]
     fn endpoint_override_precedence() {
         let env = |pairs: &'static [(&'static str, &'static str)]| {
             move |name: &str| {
@@ -1097,14 +1125,5 @@ mod tests {
             resolve_endpoint(Some("http://opt:3"), ignored).as_deref(),
             Some("http://opt:3")
         );
-    }
-
-    #[test]
-    fn redacts_userinfo() {
-        assert_eq!(
-            redact_userinfo("http://user:pw@host:9000/x"),
-            "http://host:9000/x"
-        );
-        assert_eq!(redact_userinfo("https://host/x@y"), "https://host/x@y");
     }
 }

@@ -14,6 +14,7 @@ use serde_json::{json, Map, Value};
 use crate::error::{Context, Result};
 use crate::model::Pattern;
 use crate::objectstore::ObjectStore;
+use crate::redact;
 use crate::sinks::rejects::{reason_kind, rejects_key};
 use crate::sinks::state::{EpochRow, LedgerRow, StateStore};
 use crate::telemetry::status::{HISTORY_EPOCHS, LATEST_DETECTIONS};
@@ -53,7 +54,8 @@ pub fn status_from_store(
     }))
 }
 
-/// `run`: the identity recorded in `run_meta`; what it does not hold is `null`.
+/// `run`: the identity recorded in `run_meta` (locations as [`redact::url`] shows them);
+/// what it does not hold is `null`.
 fn run_identity(meta: &BTreeMap<String, String>, output: Option<&dyn ObjectStore>) -> Value {
     let text = |key: &str| meta.get(key).map_or(Value::Null, |v| json!(v));
     let bound = |key: &str| meta.get(key).and_then(|v| v.parse::<u64>().ok());
@@ -63,7 +65,7 @@ fn run_identity(meta: &BTreeMap<String, String>, output: Option<&dyn ObjectStore
     };
     json!({
         "mode": text("run.mode"),
-        "landing": text("run.landing"),
+        "landing": meta.get("run.landing").map_or(Value::Null, |v| json!(redact::url(v))),
         "output": output.map(|o| o.describe()),
         "state": null,
         "range": range,

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::error::{Context, Error, Result, StateError};
 use crate::objectstore::{self, ObjectStore};
 use crate::runtime::checkpointer::RestorePoint;
+use crate::redact;
 use crate::runtime::identity::run_identity;
 use crate::runtime::options::YOptions;
 use crate::runtime::worker::Restore;
@@ -33,16 +34,20 @@ pub struct RunInputs {
 
 /// Opens the landing store, reads the importance file, and decides the chunks and the clock.
 pub fn open_inputs(options: &YOptions, y_start_ms: i64) -> Result<RunInputs> {
+    let (landing_shown, importance_shown) = (
+        redact::url(&options.landing),
+        redact::url(&options.importance),
+    );
     let landing = objectstore::open(&options.landing, &options.s3)
-        .with_context(|| format!("opening the landing store {}", options.landing))?;
+        .with_context(|| format!("opening the landing store {landing_shown}"))?;
     landing
         .check()
-        .with_context(|| format!("checking the landing store {}", options.landing))?;
+        .with_context(|| format!("checking the landing store {landing_shown}"))?;
     let limit = objectstore::file::MAX_IMPORTANCE_BYTES;
     let object = objectstore::read_object(&options.importance, &options.s3, limit)
-        .with_context(|| format!("reading the importance file {}", options.importance))?;
+        .with_context(|| format!("reading the importance file {importance_shown}"))?;
     let importance = parse_importance("CustomerImportance.csv", &object.body)
-        .map_err(|e| Error::input(format!("importance file {}: {e}", options.importance)))?;
+        .map_err(|e| Error::input(format!("importance file {importance_shown}: {e}")))?;
     tracing::info!(
         weights = importance.weights.len(),
         rejected = importance.rejects.len(),
@@ -79,20 +84,18 @@ pub fn open_inputs(options: &YOptions, y_start_ms: i64) -> Result<RunInputs> {
 
 /// The process hosting worker 0: opens the output and the state store and begins the run.
 pub fn open_writer(options: &YOptions, inputs: &RunInputs) -> Result<EpochWriter> {
+    let shown = redact::url(&options.output);
     let output = objectstore::open(&options.output, &options.s3)
-        .with_context(|| format!("opening the output store {}", options.output))?;
+        .with_context(|| format!("opening the output store {shown}"))?;
     output
         .check()
-        .with_context(|| format!("checking the output store {}", options.output))?;
+        .with_context(|| format!("checking the output store {shown}"))?;
     output
         .check_writable()
-        .with_context(|| format!("the output {} is not writable", options.output))?;
-    output.remove_stale_temporaries().with_context(|| {
-        format!(
-            "removing stale temporary files from the output {}",
-            options.output
-        )
-    })?;
+        .with_context(|| format!("the output {shown} is not writable"))?;
+    output
+        .remove_stale_temporaries()
+        .with_context(|| format!("removing stale temporary files from the output {shown}"))?;
     let store = state::open(&options.state)
         .with_context(|| format!("opening the state store {}", options.state))?;
     let variants: Vec<VariantSpec> = options

@@ -138,10 +138,16 @@ pub struct YProc {
 
 impl YProc {
     pub fn spawn(name: &str, args: &[String], logs: &Path) -> YProc {
+        YProc::spawn_with_env(name, args, logs, &[])
+    }
+
+    /// [`YProc::spawn`] with these environment variables set (e.g. `RUST_LOG`).
+    pub fn spawn_with_env(name: &str, args: &[String], logs: &Path, env: &[(&str, &str)]) -> YProc {
         let stdout = logs.join(format!("{name}.out"));
         let stderr = logs.join(format!("{name}.err"));
         let child = Command::new(env!("CARGO_BIN_EXE_mechanism-y"))
             .args(args)
+            .envs(env.iter().copied())
             .env("NO_COLOR", "1")
             .env("RUST_BACKTRACE", "0")
             .stdin(Stdio::null())

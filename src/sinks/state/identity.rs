@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::error::StateError;
+use crate::redact;
 
 /// Live or replay (`run.mode` in `run_meta`: `live`, `replay`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -35,7 +36,7 @@ impl fmt::Display for RunMode {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunIdentity {
     pub mode: RunMode,
-    /// The landing location (as given; never contains secrets).
+    /// The landing location, as given (stored as is; shown through [`redact::url`]).
     pub landing: String,
     /// Replay: the range as resolved from the landing listing when the run started (its
     /// first and last chunk), so that chunks arriving later make a rerun another run.
@@ -75,17 +76,18 @@ const META_COMPARED: [&str; 6] = [
 ];
 
 impl RunIdentity {
-    /// A stable one-line description, stored in `run_meta` (for people) and logged.
+    /// A stable one-line description, stored in `run_meta` (for people) and logged; the
+    /// landing as [`redact::url`] shows it.
     pub fn describe(&self) -> String {
         let bound = |b: Option<u64>| b.map_or_else(|| "*".to_string(), |v| v.to_string());
+        let landing = redact::url(&self.landing);
         let run = match self.mode {
             RunMode::Replay => format!(
-                "replay of {} chunks [{}, {}]",
-                self.landing,
+                "replay of {landing} chunks [{}, {}]",
                 bound(self.from),
                 bound(self.to)
             ),
-            RunMode::Live => format!("{} of {}", self.mode, self.landing),
+            RunMode::Live => format!("{} of {landing}", self.mode),
         };
         if self.thresholds.is_empty() {
             run
@@ -179,10 +181,11 @@ impl Comparison<'_> {
         }
         let requested = self.requested;
         let was = self.old(META_IMPORTANCE);
+        let now = redact::url(&requested.importance);
         let file = if was.is_empty() || was == requested.importance {
-            requested.importance.clone()
+            now
         } else {
-            format!("{} (the run started with {was})", requested.importance)
+            format!("{now} (the run started with {})", redact::url(was))
         };
         Some(format!(
             "the importance file {file} changed since this run started (digest {}, was {})",
@@ -230,8 +233,8 @@ fn identity_differences(stored: &BTreeMap<String, String>, requested: &RunIdenti
     if c.differs(META_LANDING) {
         out.push(format!(
             "the landing was {}, now {}",
-            c.old(META_LANDING),
-            requested.landing
+            redact::url(c.old(META_LANDING)),
+            redact::url(&requested.landing)
         ));
     }
     out.extend(c.range());
@@ -372,6 +375,36 @@ mod tests {
             "{message}"
         );
         assert!(!message.contains("replay range"), "{message}");
+    }
+
+    /// A secret in a location is stored as given (the identity is compared as stored) and
+    /// shown redacted.
+    #[test]
+    fn locations_are_stored_as_given_and_shown_redacted() {
+        let run = RunIdentity {
+            landing: "s3://b/landing?token=LeakMe".into(),
+            importance: "s3://b/imp.csv?X-Amz-Security-Token=LeakMe".into(),
+            ..replay(0, 29)
+        };
+        let entries = stored(&run);
+        assert_eq!(entries[META_LANDING], "s3://b/landing?token=LeakMe");
+        assert_eq!(
+            entries[META_RUN],
+            "replay of s3://b/landing?token=*** chunks [0, 29] with thresholds t1"
+        );
+        let other = RunIdentity {
+            landing: "s3://b/other?token=LeakMe2".into(),
+            importance_digest: "b".repeat(64),
+            ..run.clone()
+        };
+        let message = refusal(&entries, &other);
+        assert!(
+            message
+                .contains("the landing was s3://b/landing?token=***, now s3://b/other?token=***")
+                && message.contains("the importance file s3://b/imp.csv?X-Amz-Security-Token=***"),
+            "{message}"
+        );
+        assert!(!message.contains("LeakMe"), "{message}");
     }
 
     #[test]

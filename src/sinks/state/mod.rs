@@ -17,8 +17,8 @@
 //!
 //! | file | what it holds |
 //! | --- | --- |
-//! | `mod.rs` | [`StateConfig`] (which store, its URL redacted), [`open`], the re-exports |
-//! | `store.rs` | the [`StateStore`] trait, the rows it stores, the helpers both stores share, [`redact_url`] |
+//! | `mod.rs` | [`StateConfig`] (which store, its URL redacted), [`open`], [`open_read_only`], the re-exports |
+//! | `store.rs` | the [`StateStore`] trait, the rows it stores, the helpers both stores share |
 //! | `identity.rs` | [`RunIdentity`]: its `run_meta` entries and the "different run" decision |
 //! | `schema.rs` | the SQL both stores run: migrations (`sql/*.sql`) and every statement |
 //! | `sqlite.rs` | the embedded store (SQLite, WAL, `flock` single-writer lock) |
@@ -40,11 +40,12 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::error::StateError;
+use crate::redact;
 pub use identity::{RunIdentity, RunMode};
 pub use postgres::PgOptions;
 pub use schema::MIGRATIONS;
 pub use store::{
-    redact_url, CheckpointRow, EpochCommit, EpochRow, LedgerId, LedgerRow, Recovered, StateStore,
+    CheckpointRow, EpochCommit, EpochRow, LedgerId, LedgerRow, Recovered, StateStore,
     VariantRecovered, VariantRows, VariantSpec,
 };
 
@@ -79,7 +80,7 @@ impl StateConfig {
             })
         } else {
             Err(StateError::BadUrl {
-                url: redact_url(url),
+                url: redact::url(url),
                 reason: "expected sqlite://PATH or postgres://USER@HOST/DB".into(),
             })
         }
@@ -97,7 +98,7 @@ impl StateConfig {
     pub fn describe(&self) -> String {
         match self {
             StateConfig::Embedded { path } => format!("sqlite://{}", path.display()),
-            StateConfig::Postgres { url, .. } => redact_url(url),
+            StateConfig::Postgres { url, .. } => redact::url(url),
         }
     }
 }
@@ -110,7 +111,7 @@ impl fmt::Debug for StateConfig {
             }
             StateConfig::Postgres { url, options } => f
                 .debug_struct("Postgres")
-                .field("url", &postgres::redact(url))
+                .field("url", &redact::url(url))
                 .field("options", options)
                 .finish(),
         }
@@ -130,6 +131,20 @@ pub fn open(config: &StateConfig) -> Result<Box<dyn StateStore>, StateError> {
         StateConfig::Postgres { url, options } => {
             Ok(Box::new(postgres::PgStore::connect(url, options)?))
         }
+    }
+}
+
+/// Opens the configured state store for reading only (reports, inspection): an embedded
+/// store must exist and is never written, created or switched to WAL
+/// ([`sqlite::SqliteStore::open_read_only`]); PostgreSQL sessions are read-only
+/// ([`postgres::PgStore::connect_read_only`]). Readers refuse another schema version;
+/// `begin_run` is refused.
+pub fn open_read_only(config: &StateConfig) -> Result<Box<dyn StateStore>, StateError> {
+    match config {
+        StateConfig::Embedded { path } => Ok(Box::new(sqlite::SqliteStore::open_read_only(path)?)),
+        StateConfig::Postgres { url, options } => Ok(Box::new(
+            postgres::PgStore::connect_read_only(url, options)?,
+        )),
     }
 }
 

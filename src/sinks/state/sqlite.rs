@@ -2,23 +2,28 @@
 //!
 //! - Durability: WAL journal with `synchronous=FULL`, so an epoch whose COMMIT returned survives
 //!   `kill -9` and power loss; the exactly-once story depends on it.
-//! - Single writer: [`StateStore::begin_run`] takes an exclusive, non-blocking `flock` on
-//!   `<path>.lock`, `<path>` being the database's canonical path (symlinks resolved, so a
-//!   second process reaching the same database through another name, a symlink or a
-//!   relative path, finds the same lock), and holds it until the store is dropped (the kernel releases it when the
-//!   process dies, even on `kill -9`). `flock` locks belong to the open file description, so
-//!   two stores in one process conflict as well as two processes. The lock file holds the
-//!   holder's pid (for the error message) and is left in place: deleting a lock file races.
+//! - Single writer: [`StateStore::begin_run`] takes an exclusive, non-blocking `flock` on the
+//!   database file itself, so the lock belongs to the file (its inode), not to a name: a
+//!   second writer reaching the same database through a symlink, a relative path, a hard
+//!   link or a bind mount is refused, naming the holder's pid (read from `/proc/locks`). It
+//!   is held until the store is dropped (the kernel releases it when the process dies, even
+//!   on `kill -9`). `flock` locks belong to the open file description, so two stores in one
+//!   process conflict as well as two processes; on Linux they are independent of the POSIX
+//!   (`fcntl`) locks SQLite takes on the same file.
 //! - Each epoch commits in one `BEGIN IMMEDIATE` transaction with cached prepared statements.
+//! - Readers that must not write ([`SqliteStore::open_read_only`], `txflow-report`): SQLite's
+//!   read-only mode, which never creates, writes or switches the file to WAL; a database
+//!   without a `-wal` file (no connection has it open) is read as immutable, which creates no
+//!   `-wal`/`-shm` files either and works in a read-only directory.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::io::AsRawFd;
+use std::fs::{File, TryLockError};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use url::Url;
 
 use super::identity::{record_identity, RunIdentity};
 use super::schema::{self, sqlite as sql, MIGRATIONS};
@@ -38,16 +43,55 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_SEQ: u64 = i64::MAX as u64;
 
 pub struct SqliteStore {
+    /// Declared (so dropped) before `lock_file`: see there.
     conn: rusqlite::Connection,
     /// The database path as given, for messages (`:memory:` = an in-memory database).
     path: String,
-    /// The exclusive lock on `<path>.lock`, held from `begin_run` until drop.
-    lock: Option<File>,
+    /// The database file opened by `begin_run` for the single-writer lock, kept open until
+    /// the store is dropped, after its connection, even when the lock was refused: closing
+    /// any descriptor of the database file drops every POSIX lock the process holds on it,
+    /// SQLite's own included.
+    lock_file: Option<File>,
+    /// `begin_run` took the exclusive lock on `lock_file`.
+    locked: bool,
     /// The variants' names once `begin_variants` recorded or checked them (commits refuse
     /// rows of any other).
     variant_names: Option<Vec<String>>,
     /// The schema is this build's (migrated by `begin_run`, or checked by a reader).
     schema_checked: bool,
+    /// Opened by [`SqliteStore::open_read_only`]: `begin_run` is refused.
+    read_only: bool,
+    /// Read as immutable: the file as it was when opened.
+    snapshot: Option<Snapshot>,
+}
+
+/// A database read as immutable (`immutable=1`: no locks, no `-wal`/`-shm`) and its file's
+/// identity, size and modification time when opened. SQLite does not watch such a file, so
+/// a read is refused if the file changed meanwhile (a writer started and checkpointed).
+struct Snapshot {
+    file: PathBuf,
+    stamp: (u64, u64, u64, i64, i64),
+}
+
+impl Snapshot {
+    fn of(file: PathBuf) -> std::io::Result<Snapshot> {
+        let stamp = Snapshot::stamp(&file)?;
+        Ok(Snapshot { file, stamp })
+    }
+
+    fn stamp(file: &Path) -> std::io::Result<(u64, u64, u64, i64, i64)> {
+        let m = std::fs::metadata(file)?;
+        Ok((m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
+    }
+
+    fn check(&self, shown: &str) -> Result<(), StateError> {
+        match Snapshot::stamp(&self.file) {
+            Ok(stamp) if stamp == self.stamp => Ok(()),
+            _ => Err(StateError::Inconsistent(format!(
+                "{shown} changed while it was read (a writer started): read it again"
+            ))),
+        }
+    }
 }
 
 impl SqliteStore {
@@ -57,20 +101,80 @@ impl SqliteStore {
         let path = path.as_ref();
         let shown = path.display().to_string();
         let conn = Connection::open(path).map_err(sqlite_err(&shown))?;
-        let store = SqliteStore {
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(sqlite_err(&shown))?;
+        Ok(SqliteStore {
             conn,
             path: shown,
-            lock: None,
+            lock_file: None,
+            locked: false,
             variant_names: None,
             schema_checked: false,
-        };
-        store.configure()?;
-        Ok(store)
+            read_only: false,
+            snapshot: None,
+        })
     }
 
+    /// Opens an existing database for reading only: it is never created, written or switched
+    /// to WAL. Without a `-wal` file next to it (SQLite names it after the real path) no
+    /// connection has it open and it is whole in its main file: it is read as immutable then,
+    /// which creates no `-wal`/`-shm` files (a read-only connection could not remove them)
+    /// and works in a read-only directory.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<SqliteStore, StateError> {
+        let path = path.as_ref();
+        let shown = path.display().to_string();
+        let io_err = |source| StateError::Io {
+            op: "opening",
+            path: shown.clone(),
+            source,
+        };
+        let real = std::fs::canonicalize(path).map_err(io_err)?;
+        let mut wal = real.clone().into_os_string();
+        wal.push("-wal");
+        let snapshot = match Path::new(&wal).exists() {
+            true => None,
+            false => Some(Snapshot::of(real.clone()).map_err(io_err)?),
+        };
+        let mut uri = Url::from_file_path(&real).map_err(|()| StateError::BadUrl {
+            url: shown.clone(),
+            reason: "not a file path".into(),
+        })?;
+        uri.set_query(Some(match snapshot {
+            Some(_) => "mode=ro&immutable=1",
+            None => "mode=ro",
+        }));
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(uri.as_str(), flags).map_err(sqlite_err(&shown))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(sqlite_err(&shown))?;
+        Ok(SqliteStore {
+            conn,
+            path: shown,
+            lock_file: None,
+            locked: false,
+            variant_names: None,
+            schema_checked: false,
+            read_only: true,
+            snapshot,
+        })
+    }
+
+    /// A read's result, refused if the store is read as a snapshot whose file changed.
+    fn checked<T>(&self, read: Result<T, StateError>) -> Result<T, StateError> {
+        let value = read?;
+        if let Some(snapshot) = &self.snapshot {
+            snapshot.check(&self.path)?;
+        }
+        Ok(value)
+    }
+
+    /// The writer's settings: WAL, `synchronous=FULL`. Applied once the lock is held: they
+    /// read the database, which creates the `-wal` and `-shm` files named after the path
+    /// given, and a refused writer through another name (a hard link) must leave none.
     fn configure(&self) -> Result<(), StateError> {
         let err = sqlite_err(&self.path);
-        self.conn.busy_timeout(BUSY_TIMEOUT).map_err(&err)?;
         let mode: String = self
             .conn
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
@@ -84,58 +188,34 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// `<canonical database path>.lock`.
-    fn lock_path(&self) -> String {
-        format!("{}.lock", canonical_path(Path::new(&self.path)).display())
-    }
-
-    /// Takes the exclusive `flock` on `<path>.lock` (non-blocking).
+    /// Takes the exclusive `flock` on the database file (non-blocking).
     fn acquire_lock(&mut self) -> Result<(), StateError> {
-        if self.lock.is_some() || self.path == ":memory:" {
+        if self.locked || self.path == ":memory:" {
             return Ok(());
         }
-        let lock_path = self.lock_path();
+        let shown = canonical_path(Path::new(&self.path)).display().to_string();
         let io_err = |op: &'static str| {
-            let path = lock_path.clone();
+            let path = shown.clone();
             move |source| StateError::Io { op, path, source }
         };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(io_err("opening lock file"))?;
-        loop {
-            // SAFETY: flock on a file descriptor we own; no memory is involved.
-            #[allow(unsafe_code)]
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if rc == 0 {
-                break;
+        let file = match self.lock_file.take() {
+            Some(file) => file,
+            None => File::open(&self.path).map_err(io_err("opening for its lock"))?,
+        };
+        let outcome = match file.try_lock() {
+            Ok(()) => Ok(()),
+            Err(TryLockError::WouldBlock) => {
+                let detail = match file.metadata().ok().and_then(|m| flock_holder(&m)) {
+                    Some(pid) => format!("{shown} is locked by process {pid}"),
+                    None => format!("{shown} is locked"),
+                };
+                Err(StateError::Locked { detail })
             }
-            let error = std::io::Error::last_os_error();
-            match error.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EWOULDBLOCK) => {
-                    let mut holder = String::new();
-                    let _ = file.read_to_string(&mut holder);
-                    let holder = holder.trim();
-                    let detail = if holder.is_empty() {
-                        format!("{lock_path} is locked")
-                    } else {
-                        format!("{lock_path} is locked by process {holder}")
-                    };
-                    return Err(StateError::Locked { detail });
-                }
-                _ => return Err(io_err("locking")(error)),
-            }
-        }
-        // Best effort: record who holds the lock, for the other side's error message.
-        let _ = file
-            .set_len(0)
-            .and_then(|()| file.write_all(format!("{}\n", std::process::id()).as_bytes()));
-        self.lock = Some(file);
-        Ok(())
+            Err(TryLockError::Error(e)) => Err(io_err("locking")(e)),
+        };
+        self.locked = outcome.is_ok();
+        self.lock_file = Some(file);
+        outcome
     }
 
     /// Applies every pending migration in one transaction: a store is at no version or at
@@ -255,7 +335,7 @@ impl SqliteStore {
     }
 
     fn require_lock(&self, what: &str) -> Result<(), StateError> {
-        if self.lock.is_none() && self.path != ":memory:" {
+        if !self.locked && self.path != ":memory:" {
             return Err(StateError::Inconsistent(format!(
                 "{what} before begin_run took the single-writer lock"
             )));
@@ -276,7 +356,8 @@ impl SqliteStore {
         let rows = st
             .query_map(rusqlite::params_from_iter(&args), ledger_row)
             .map_err(&err)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(&err)
+        let read = rows.collect::<Result<Vec<_>, _>>().map_err(&err);
+        self.checked(read)
     }
 
     /// The parameters of a statement of `ledger` (`schema::LedgerSql`): a variant's name first
@@ -392,6 +473,33 @@ fn canonical_path(path: &Path) -> PathBuf {
         parent
     };
     std::fs::canonicalize(parent).map_or_else(|_| path.to_path_buf(), |dir| dir.join(name))
+}
+
+/// The pid holding an exclusive `flock` on the file of `meta`, from `/proc/locks` (Linux:
+/// `<n>: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> …`, major and minor in hex).
+/// The device is matched when it can be (a file system may show another device number to
+/// `stat` than in `/proc/locks`); else the inode alone, if it names a single holder.
+fn flock_holder(meta: &std::fs::Metadata) -> Option<u32> {
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    let dev = meta.dev();
+    let device = format!("{:02x}:{:02x}", libc::major(dev), libc::minor(dev));
+    let inode = meta.ino().to_string();
+    let holders: Vec<(u32, &str)> = locks
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [_, "FLOCK", _, "WRITE", pid, id, ..] = fields.as_slice() else {
+                return None;
+            };
+            let (device, ino) = id.rsplit_once(':')?;
+            (ino == inode).then_some((pid.parse().ok()?, device))
+        })
+        .collect();
+    let exact = holders.iter().find(|(_, d)| *d == device).map(|h| h.0);
+    exact.or_else(|| match holders.as_slice() {
+        [(pid, _), rest @ ..] if rest.iter().all(|h| h.0 == *pid) => Some(*pid),
+        _ => None,
+    })
 }
 
 fn ledger_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerRow> {
@@ -523,11 +631,19 @@ impl StateStore for SqliteStore {
 
     fn variants(&mut self) -> Result<Vec<VariantSpec>, StateError> {
         self.require_schema()?;
-        read_variants(&self.conn).map_err(sqlite_err(&self.path))
+        let read = read_variants(&self.conn).map_err(sqlite_err(&self.path));
+        self.checked(read)
     }
 
     fn begin_run(&mut self, run: &RunIdentity) -> Result<Recovered, StateError> {
+        if self.read_only {
+            return Err(StateError::Inconsistent(format!(
+                "{} was opened read-only: a run cannot begin on it",
+                self.path
+            )));
+        }
         self.acquire_lock()?;
+        self.configure()?;
         self.migrate()?;
         self.check_identity(run)?;
         self.recovered()
@@ -563,13 +679,15 @@ impl StateStore for SqliteStore {
     fn first_unwritten_seq_of(&mut self, ledger: LedgerId<'_>) -> Result<Option<u64>, StateError> {
         self.require_schema()?;
         let args = self.ledger_args(ledger, &[])?;
-        self.conn
+        let read = self
+            .conn
             .query_row(
                 &sql(schema::ledger_sql(ledger.variant().is_some()).first_unwritten),
                 rusqlite::params_from_iter(&args),
                 |r| r.get(0),
             )
-            .map_err(sqlite_err(&self.path))
+            .map_err(sqlite_err(&self.path));
+        self.checked(read)
     }
 
     fn mark_written_of(
@@ -660,7 +778,8 @@ impl StateStore for SqliteStore {
         let rows = st
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(&err)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(&err)
+        let read = rows.collect::<Result<Vec<_>, _>>().map_err(&err);
+        self.checked(read)
     }
 
     fn epoch_rows(&mut self) -> Result<Vec<EpochRow>, StateError> {
@@ -679,7 +798,8 @@ impl StateStore for SqliteStore {
                 })
             })
             .map_err(&err)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(&err)
+        let read = rows.collect::<Result<Vec<_>, _>>().map_err(&err);
+        self.checked(read)
     }
 
     fn run_meta(&mut self) -> Result<BTreeMap<String, String>, StateError> {
@@ -689,7 +809,8 @@ impl StateStore for SqliteStore {
         let rows = st
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(&err)?;
-        rows.collect::<Result<BTreeMap<_, _>, _>>().map_err(&err)
+        let read = rows.collect::<Result<BTreeMap<_, _>, _>>().map_err(&err);
+        self.checked(read)
     }
 }
 
@@ -825,7 +946,7 @@ mod tests {
         std::os::unix::fs::symlink(&real, &linked_dir).unwrap();
         let linked_file = dir.path().join("state-link.db");
         std::os::unix::fs::symlink(&path, &linked_file).unwrap();
-        let lock = format!("{}.lock", path.canonicalize().unwrap().display());
+        let lock = path.canonicalize().unwrap().display().to_string();
         for alias in [linked_dir.join("state.db"), linked_file] {
             let mut second = SqliteStore::open(alias.to_str().unwrap()).unwrap();
             match second.begin_run(&run()) {
@@ -838,6 +959,39 @@ mod tests {
             canonical_path(&dir.path().join("linked/new.db")),
             real.canonicalize().unwrap().join("new.db")
         );
+    }
+
+    /// A hard link is another name of the same file: a second writer through it is refused,
+    /// naming the holder (here this process: `flock` conflicts across open file descriptions).
+    #[test]
+    fn the_lock_holds_through_a_hard_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let mut first = SqliteStore::open(&path).unwrap();
+        first.begin_run(&run()).unwrap();
+        let link = dir.path().join("hard.db");
+        std::fs::hard_link(&path, &link).unwrap();
+        let mut second = SqliteStore::open(&link).unwrap();
+        match second.begin_run(&run()) {
+            Err(StateError::Locked { detail }) => assert!(
+                detail.contains("hard.db")
+                    && detail.contains(&format!("by process {}", std::process::id())),
+                "{detail}"
+            ),
+            other => panic!("expected Locked, got {other:?}"),
+        }
+        for file in ["hard.db-wal", "hard.db-shm"] {
+            assert!(
+                !dir.path().join(file).exists(),
+                "the refused writer made {file}"
+            );
+        }
+        // Refused, it wrote nothing: the first store commits on.
+        first.commit_epoch(&commit(0, 0..1)).unwrap();
+        drop((second, first));
+        // Once the holder is gone, the link is a writer like any name.
+        let mut third = SqliteStore::open(&link).unwrap();
+        assert_eq!(third.begin_run(&run()).unwrap().last_epoch, Some(0));
     }
 
     /// A store at version 1 whose `detections` already has the column migration 3 adds: the
@@ -901,6 +1055,108 @@ mod tests {
         // Starting a run migrates it; then it reads.
         store.begin_run(&run()).unwrap();
         assert_eq!(store.ledger().unwrap(), Vec::new());
+    }
+
+    /// The files in `dir`, by name.
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A store committed and closed by a writer (its WAL checkpointed and removed).
+    fn closed_store(path: &Path, epochs: u64) {
+        let mut s = SqliteStore::open(path).unwrap();
+        s.begin_run(&run()).unwrap();
+        let from = s.epoch_rows().unwrap().len() as u64;
+        for epoch in from..from + epochs {
+            s.commit_epoch(&commit(epoch, epoch * 10..epoch * 10 + 1))
+                .unwrap();
+        }
+    }
+
+    /// Read-only: a missing file is not created; a foreign SQLite file is refused with its
+    /// bytes and time unchanged; a store is read without `-wal`/`-shm` files appearing, and
+    /// no run begins on it (nor does it take the writer's lock).
+    #[test]
+    fn read_only_opens_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.db");
+        assert!(SqliteStore::open_read_only(&missing).is_err());
+        assert!(!missing.exists());
+
+        let foreign = dir.path().join("foreign.db");
+        Connection::open(&foreign)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        let before = (
+            std::fs::read(&foreign).unwrap(),
+            std::fs::metadata(&foreign).unwrap().modified().unwrap(),
+        );
+        let refused = SqliteStore::open_read_only(&foreign).unwrap().run_meta();
+        assert!(
+            matches!(refused, Err(StateError::Schema { found: None, .. })),
+            "{refused:?}"
+        );
+        let after = (
+            std::fs::read(&foreign).unwrap(),
+            std::fs::metadata(&foreign).unwrap().modified().unwrap(),
+        );
+        assert!(after == before, "the foreign file changed");
+        assert_eq!(names(dir.path()), ["foreign.db"]);
+
+        let path = dir.path().join("state.db");
+        closed_store(&path, 2);
+        let mut reader = SqliteStore::open_read_only(&path).unwrap();
+        assert_eq!(reader.epoch_rows().unwrap().len(), 2);
+        assert_eq!(reader.ledger().unwrap().len(), 2);
+        let refused = reader.begin_run(&run());
+        assert!(
+            matches!(&refused, Err(StateError::Inconsistent(m)) if m.contains("read-only")),
+            "{refused:?}"
+        );
+        assert_eq!(names(dir.path()), ["foreign.db", "state.db"]);
+        let mut writer = SqliteStore::open(&path).unwrap();
+        writer.begin_run(&run()).unwrap();
+    }
+
+    /// A store nobody has open is read as a snapshot: once a writer changed the file, a read
+    /// is refused (SQLite does not watch an immutable file), and a new reader sees the change.
+    #[test]
+    fn a_snapshot_whose_file_changed_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        closed_store(&path, 1);
+        let mut reader = SqliteStore::open_read_only(&path).unwrap();
+        assert_eq!(reader.epoch_rows().unwrap().len(), 1);
+        closed_store(&path, 1);
+        let refused = reader.epoch_rows();
+        assert!(
+            matches!(&refused, Err(StateError::Inconsistent(m)) if m.contains("changed while")),
+            "{refused:?}"
+        );
+        let mut again = SqliteStore::open_read_only(&path).unwrap();
+        assert_eq!(again.epoch_rows().unwrap().len(), 2);
+    }
+
+    /// A store a writer has open (its `-wal` exists) is read through the WAL, with locking:
+    /// the reader sees each commit.
+    #[test]
+    fn a_store_being_written_is_read_through_its_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let mut writer = SqliteStore::open(&path).unwrap();
+        writer.begin_run(&run()).unwrap();
+        writer.commit_epoch(&commit(0, 0..1)).unwrap();
+        let mut reader = SqliteStore::open_read_only(&path).unwrap();
+        assert!(reader.snapshot.is_none());
+        assert_eq!(reader.epoch_rows().unwrap().len(), 1);
+        writer.commit_epoch(&commit(1, 1..2)).unwrap();
+        assert_eq!(reader.epoch_rows().unwrap().len(), 2);
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! The seam between the runner and its state store: the [`StateStore`] trait, the rows it
 //! stores and reads back, and the small helpers both stores share (`BIGINT` conversions,
-//! merged counter deltas, detection keys from ledger rows, the schema-version check, URL
-//! redaction).
+//! merged counter deltas, detection keys from ledger rows, the schema-version check).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -251,19 +250,6 @@ pub(super) fn detection_key(
         merchant: merchant.into(),
         customer: customer.into(),
     })
-}
-
-/// The URL with any password replaced by `***`, for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    // scheme://user:password@host/...
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((userinfo, host)) = rest.split_once('@') {
-            if let Some((user, _)) = userinfo.split_once(':') {
-                return format!("{scheme}://{user}:***@{host}");
-            }
-        }
-    }
-    url.to_string()
 }
 
 /// A `u64` as the `BIGINT` both schemas store.
@@ -518,15 +504,6 @@ pub(super) fn unknown_variant(variant: &str) -> StateError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            redact_url("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-    }
 
     #[test]
     fn detection_keys_need_a_known_pattern() {

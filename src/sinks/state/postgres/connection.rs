@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use ::postgres::Config;
 
 use super::lease::relock;
-use super::store::{pg, redact, Conn, Failure, PgOptions, PgStore, Session};
+use super::store::{pg, Conn, Failure, PgOptions, PgStore, Session};
 use super::tls::{split_libpq_options, tls_connector};
 use crate::error::StateError;
+use crate::redact;
 
 /// Connect timeout per attempt unless the URL sets `connect_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -163,6 +164,7 @@ impl Retry {
 /// The client configuration of a URL (libpq's TLS options already taken out), with
 /// txflow's defaults for what it leaves unset.
 fn client_config(clean_url: &str, redacted: &str) -> Result<Config, StateError> {
+    check_single_at(clean_url, redacted)?;
     let mut config = Config::from_str(clean_url).map_err(|e| StateError::BadUrl {
         url: redacted.to_string(),
         reason: error_chain(&e),
@@ -185,15 +187,47 @@ fn client_config(clean_url: &str, redacted: &str) -> Result<Config, StateError> 
     Ok(config)
 }
 
+/// Refuses an authority with more than one `@`: the driver ends the user name and password
+/// at the first, so the rest of an unencoded `@` in the password would be taken for the host
+/// (and shown as one).
+fn check_single_at(url: &str, redacted: &str) -> Result<(), StateError> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    if authority.matches('@').count() > 1 {
+        return Err(StateError::BadUrl {
+            url: redacted.to_string(),
+            reason: "the user name or password holds an unencoded '@': write it as %40".into(),
+        });
+    }
+    Ok(())
+}
+
 impl PgStore {
     /// Parses the URL, builds the TLS configuration and connects, retrying a server that
     /// refuses connections or a host that does not resolve for up to
     /// `options.connect_timeout`, then failing with [`StateError::Unreachable`] (later
     /// reconnects keep `options.reconnect_timeout`). The lock is taken by `begin_run`.
     pub fn connect(url: &str, options: &PgOptions) -> Result<PgStore, StateError> {
+        PgStore::connect_as(url, options, false)
+    }
+
+    /// [`PgStore::connect`] for reading only (`txflow-report`): every session is read-only
+    /// (`default_transaction_read_only`, sent at start-up so that reconnections keep it), and
+    /// `begin_run` is refused.
+    pub fn connect_read_only(url: &str, options: &PgOptions) -> Result<PgStore, StateError> {
+        PgStore::connect_as(url, options, true)
+    }
+
+    fn connect_as(url: &str, options: &PgOptions, read_only: bool) -> Result<PgStore, StateError> {
         let (clean_url, url_ca_file) = split_libpq_options(url)?;
-        let redacted = redact(&clean_url);
-        let config = client_config(&clean_url, &redacted)?;
+        let redacted = redact::url(&clean_url);
+        let mut config = client_config(&clean_url, &redacted)?;
+        if read_only {
+            let given = config
+                .get_options()
+                .map_or_else(String::new, |o| format!("{o} "));
+            config.options(&format!("{given}-c default_transaction_read_only=on"));
+        }
         let ca_file = options.ca_file.clone().or(url_ca_file);
         let tls = tls_connector(ca_file.as_deref())?;
         let mut store = PgStore {
@@ -205,6 +239,7 @@ impl PgStore {
             lease: None,
             variant_names: None,
             schema_checked: false,
+            read_only,
             #[cfg(feature = "fault-injection")]
             fault: None,
         };
@@ -450,6 +485,25 @@ mod tests {
             describe_hosts(&config("postgres://u@db.example:6432,other/db")),
             "db.example:6432, other:5432"
         );
+    }
+
+    #[test]
+    fn an_unencoded_at_sign_in_the_password_is_refused_unshown() {
+        for url in [
+            "postgres://u:LeakMe:Tail@@h/db",
+            "postgres://u:Leak@Me@h:5432/db",
+        ] {
+            let shown = crate::redact::url(url);
+            match client_config(url, &shown) {
+                Err(e @ StateError::BadUrl { .. }) => {
+                    let line = e.to_string();
+                    assert!(line.contains("%40") && line.contains("@h"), "{line}");
+                    assert!(!line.contains("Leak") && !line.contains("Tail"), "{line}");
+                }
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+        assert!(client_config("postgres://u:a%40b@h/db?application_name=x@y", "").is_ok());
     }
 
     #[test]

@@ -67,7 +67,6 @@ use super::store::{
 };
 use crate::error::StateError;
 pub use lease::LOCK_KEY;
-pub(super) use store::redact;
 #[cfg(feature = "fault-injection")]
 pub use store::Fault;
 use store::{pg, Conn, Failure};
@@ -376,6 +375,12 @@ impl StateStore for PgStore {
     }
 
     fn begin_run(&mut self, run: &RunIdentity) -> Result<Recovered, StateError> {
+        if self.read_only {
+            return Err(StateError::Inconsistent(format!(
+                "{} was opened read-only: a run cannot begin on it",
+                self.url
+            )));
+        }
         if self.lease.is_none() {
             // The lock comes first, so concurrent starts never race on migrations.
             let session = self.run("taking the single-writer lock", lease::take)?;

@@ -1,7 +1,7 @@
 //! The PostgreSQL store's types, shared by the files that implement it: [`PgStore`] and its
 //! [`PgOptions`], one connection (`Conn`) and its backend `Session`, why one attempt failed
-//! (`Failure`), the URL as messages show it (`redact`) and, with the cargo feature
-//! `fault-injection`, the simulated failure a test can inject (`Fault`).
+//! (`Failure`) and, with the cargo feature `fault-injection`, the simulated failure a test
+//! can inject (`Fault`).
 
 use std::collections::HashMap;
 
@@ -9,7 +9,6 @@ use ::postgres::{Client, Config, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::StateError;
-use crate::sinks::state::store::redact_url;
 
 /// The PostgreSQL state store ([`PgStore::connect`], or [`crate::sinks::state::open`] with a
 /// [`crate::sinks::state::StateConfig::Postgres`]).
@@ -18,7 +17,7 @@ pub struct PgStore {
     pub(super) conn: Option<Conn>,
     pub(super) config: Config,
     pub(super) tls: MakeRustlsConnect,
-    /// The URL for messages and logs (password redacted).
+    /// The URL for messages and logs (`redact::url`).
     pub(super) url: String,
     pub(super) options: PgOptions,
     /// The session holding the advisory lock: `Some` from `begin_run` on.
@@ -28,6 +27,8 @@ pub struct PgStore {
     pub(super) variant_names: Option<Vec<String>>,
     /// The schema is this build's (migrated by `begin_run`, or checked by a reader).
     pub(super) schema_checked: bool,
+    /// Connected by [`PgStore::connect_read_only`]: read-only sessions, `begin_run` refused.
+    pub(super) read_only: bool,
     /// A one-shot failure to simulate in the next `commit_epoch` (tests).
     #[cfg(feature = "fault-injection")]
     pub(super) fault: Option<Fault>,
@@ -116,24 +117,6 @@ pub(super) fn pg(what: &'static str) -> impl Fn(::postgres::Error) -> Failure {
     }
 }
 
-/// `redact_url`, plus a `password=` query parameter.
-pub(in crate::sinks::state) fn redact(url: &str) -> String {
-    let url = redact_url(url);
-    match url.split_once('?') {
-        None => url,
-        Some((base, query)) => {
-            let params: Vec<String> = query
-                .split('&')
-                .map(|kv| match kv.split_once('=') {
-                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                    _ => kv.to_string(),
-                })
-                .collect();
-            format!("{base}?{}", params.join("&"))
-        }
-    }
-}
-
 #[cfg(feature = "fault-injection")]
 /// A simulated connection loss for tests of the recovery paths: the store's own backend is
 /// terminated (`pg_terminate_backend(pg_backend_pid())`) at the given point of the next
@@ -148,17 +131,4 @@ pub enum Fault {
     /// Instead of sending COMMIT, reported as a loss during COMMIT: outcome unknown (it
     /// rolled back).
     LoseConnectionDuringCommit,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redacts_query_passwords() {
-        assert_eq!(
-            redact("postgres://u:pw@h/db?password=x&sslmode=require"),
-            "postgres://u:***@h/db?password=***&sslmode=require"
-        );
-    }
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::store::redact;
 use crate::error::StateError;
+use crate::redact;
 
 /// Takes libpq's TLS options that tokio-postgres rejects out of a URL: `sslrootcert=PATH`
 /// becomes the CA file, `sslmode=verify-ca|verify-full` becomes `require` (rustls always
@@ -35,7 +35,7 @@ pub(super) fn split_libpq_options(url: &str) -> Result<(String, Option<PathBuf>)
             }
             "sslcert" | "sslkey" | "sslpassword" | "sslcrl" | "sslcrldir" => {
                 return Err(StateError::BadUrl {
-                    url: redact(url),
+                    url: redact::url(url),
                     reason: format!("{key}: TLS client certificates are not supported"),
                 })
             }
