@@ -17,7 +17,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 use crate::error::{Context, Result};
-use crate::model::{Fraction, Thresholds};
+use crate::model::{CountThreshold, Fraction, Thresholds};
 use crate::objectstore::S3Options;
 use crate::progress::{self, Display};
 use crate::sinks::state::{redact_url, PgOptions, StateConfig};
@@ -279,32 +279,50 @@ impl S3Args {
     }
 }
 
-/// Pattern thresholds (SPEC §4); the defaults are the SPEC's.
+/// Pattern thresholds (SPEC §4); the defaults are the SPEC's. The counts take any whole
+/// number from 0 to 18446744073709551615 (2^64−1); one that no count can reach (2^63 or
+/// more) switches its condition off, exactly ([`CountThreshold`]).
 #[derive(Args, Clone, Debug)]
 pub struct ThresholdArgs {
-    /// PatId1: merchants with more than this many transactions qualify.
+    /// PatId1: merchants with more than this many transactions qualify (0 to 2^64−1; the
+    /// largest, 18446744073709551615, switches PatId1 off).
     #[arg(
         long,
         default_value_t = 50_000,
         value_parser = parse_count,
+        allow_negative_numbers = true,
         env = "TXFLOW_UPGRADE_MIN_MERCHANT_TXNS"
     )]
-    pub upgrade_min_merchant_txns: u64,
+    pub upgrade_min_merchant_txns: CountThreshold,
     /// PatId1: count percentile a customer must reach.
     #[arg(long, default_value = "0.90", value_parser = parse_fraction, env = "TXFLOW_UPGRADE_COUNT_PERCENTILE")]
     pub upgrade_count_percentile: Fraction,
     /// PatId1: weight percentile a customer must stay at or under.
     #[arg(long, default_value = "0.10", value_parser = parse_fraction, env = "TXFLOW_UPGRADE_WEIGHT_PERCENTILE")]
     pub upgrade_weight_percentile: Fraction,
-    /// PatId2: minimum transactions of a customer at a merchant.
-    #[arg(long, default_value_t = 80, value_parser = parse_count, env = "TXFLOW_CHILD_MIN_TXNS")]
-    pub child_min_txns: u64,
+    /// PatId2: minimum transactions of a customer at a merchant (0 to 2^64−1; the largest,
+    /// 18446744073709551615, switches PatId2 off).
+    #[arg(
+        long,
+        default_value_t = 80,
+        value_parser = parse_count,
+        allow_negative_numbers = true,
+        env = "TXFLOW_CHILD_MIN_TXNS"
+    )]
+    pub child_min_txns: CountThreshold,
     /// PatId2: the average amount must be strictly below this.
     #[arg(long, default_value = "23", value_parser = parse_amount, env = "TXFLOW_CHILD_MAX_AVG_AMOUNT")]
     pub child_max_avg_amount: i64,
-    /// PatId3: distinct female customers must be strictly more than this.
-    #[arg(long, default_value_t = 100, value_parser = parse_count, env = "TXFLOW_DEI_MIN_FEMALE_CUSTOMERS")]
-    pub dei_min_female_customers: u64,
+    /// PatId3: distinct female customers must be strictly more than this (0 to 2^64−1; the
+    /// largest, 18446744073709551615, switches PatId3 off).
+    #[arg(
+        long,
+        default_value_t = 100,
+        value_parser = parse_count,
+        allow_negative_numbers = true,
+        env = "TXFLOW_DEI_MIN_FEMALE_CUSTOMERS"
+    )]
+    pub dei_min_female_customers: CountThreshold,
 }
 
 impl ThresholdArgs {
@@ -323,10 +341,16 @@ impl ThresholdArgs {
 // The threshold options' parsers; backtest variants (`crate::variant_options`) take their
 // values through the same ones, so a variant accepts exactly what the option does.
 
-/// A whole-number threshold (`u64`'s own grammar, as clap parses a `u64` option).
-pub(crate) fn parse_count(text: &str) -> Result<u64, String> {
-    text.parse::<u64>()
-        .map_err(|e| format!("{text:?} is not a whole number ({e})"))
+/// A count threshold ([`CountThreshold`]: `u64`'s own grammar, as clap parses a `u64`
+/// option); anything else, a negative number or one past the range included, is refused
+/// naming the range.
+pub(crate) fn parse_count(text: &str) -> Result<CountThreshold, String> {
+    text.parse::<CountThreshold>().map_err(|_| {
+        format!(
+            "{text:?} is not a whole number from 0 to {}",
+            CountThreshold::MAX
+        )
+    })
 }
 
 pub(crate) fn parse_fraction(text: &str) -> Result<Fraction, String> {
