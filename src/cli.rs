@@ -3,6 +3,9 @@
 //!
 //! Every option of every binary can also be given by an environment variable, `TXFLOW_` and
 //! the option's name in upper snake case (`--state` → `TXFLOW_STATE`); the command line wins.
+//! So a boolean option is `--name[=BOOL]`: `--name` alone is `--name=true`, and
+//! `--name=false` turns off a `TXFLOW_NAME` the environment sets (clap's `ArgAction::Set`
+//! with an optional value; the `=` is required, so the option never takes the next word).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -10,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
-use clap::{Args, ValueEnum};
+use clap::{ArgAction, Args, ValueEnum};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -25,8 +28,19 @@ use crate::sinks::state::{redact_url, PgOptions, StateConfig};
 /// Logging and progress options, the same in every binary.
 #[derive(Args, Clone, Debug)]
 pub struct LogArgs {
-    /// Warnings and errors only (whatever RUST_LOG says), and no progress.
-    #[arg(long, env = "TXFLOW_QUIET", value_parser = BoolishValueParser::new())]
+    /// Warnings and errors only (whatever RUST_LOG says), and no progress. --quiet=false
+    /// turns off a TXFLOW_QUIET set in the environment.
+    #[arg(
+        long,
+        env = "TXFLOW_QUIET",
+        value_name = "BOOL",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new()
+    )]
     pub quiet: bool,
     /// Log format on stderr: text, or json (one object per line, for log shippers).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "TXFLOW_LOG_FORMAT")]
@@ -172,6 +186,13 @@ pub fn parse_args<A: clap::Parser>() -> Result<A, ExitCode> {
             Err(ExitCode::from(2))
         }
     }
+}
+
+/// A usage error found after parsing (a rule clap cannot state): one `error:` line, as
+/// clap's, and exit status 2.
+pub fn usage_failure(reason: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {reason}");
+    ExitCode::from(2)
 }
 
 /// clap's first paragraph on one line: the error line, then any indented details (e.g. the

@@ -5,6 +5,8 @@
 //!   each count threshold (random streams), and `18446744073709551615` switches a pattern off
 //!   from a flag, a `TXFLOW_*` variable and a `--variant` alike (a generated set). A value
 //!   past the range is a usage error naming the option and the range.
+//! - A boolean set by a `TXFLOW_*` variable is turned off with `--name=false`.
+//! - Out-of-range `-w`/`-n`/`-p` and a `--poll-ms` under 10 are usage errors (exit status 2).
 
 mod common;
 
@@ -231,33 +233,157 @@ fn run_y(args: &[&str], env: &[(&str, &str)]) -> Finished {
     ChildGuard::spawn(command).wait(TIMEOUT)
 }
 
+/// A valid one-chunk setup; each run of `mechanism-y` on it gets a fresh state store and
+/// output location.
+struct Setup {
+    tmp: tempfile::TempDir,
+    args: Vec<String>,
+    runs: std::cell::Cell<usize>,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let tmp = tempfile::tempdir().unwrap();
+        let (landing, importance) = streams::write_one_chunk_landing(tmp.path());
+        let args = ["--landing", landing.to_str().unwrap()]
+            .into_iter()
+            .chain(["--importance", importance.to_str().unwrap()])
+            .map(String::from)
+            .collect();
+        Setup {
+            tmp,
+            args,
+            runs: std::cell::Cell::new(0),
+        }
+    }
+
+    /// Runs `mechanism-y` with the setup's arguments, `extra` ones, `env` and `RUST_LOG`.
+    fn run(&self, extra: &[&str], env: &[(&str, &str)], rust_log: &str) -> Finished {
+        let run = self.runs.replace(self.runs.get() + 1);
+        let state = format!(
+            "sqlite://{}",
+            self.tmp.path().join(format!("state{run}.db")).display()
+        );
+        let output = self.tmp.path().join(format!("out{run}"));
+        let mut command = Command::new(Y);
+        command
+            .args(&self.args)
+            .args(["--state", &state, "--output", output.to_str().unwrap()])
+            .args(extra)
+            .env("RUST_LOG", rust_log)
+            .env("NO_COLOR", "1");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        ChildGuard::spawn(command).wait(TIMEOUT)
+    }
+
+    /// Whether no run has written an output location.
+    fn nothing_written(&self) -> bool {
+        (0..self.runs.get()).all(|run| !self.tmp.path().join(format!("out{run}")).exists())
+    }
+}
+
 #[test]
 fn a_count_past_the_range_is_a_usage_error_naming_the_option_and_the_range() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (landing, importance) = common::streams::write_one_chunk_landing(tmp.path());
-    let state = format!("sqlite://{}", tmp.path().join("state.db").display());
-    let output = tmp.path().join("out");
-    let base = [
-        "--landing",
-        landing.to_str().unwrap(),
-        "--importance",
-        importance.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-        "--state",
-        &state,
-    ];
+    let setup = Setup::new();
     let range = "from 0 to 18446744073709551615";
     for (option, _, _) in COUNT_KEYS {
         let flag = format!("--{option}");
         for value in ["-1", "18446744073709551616", "1e3"] {
-            let mut args = base.to_vec();
-            args.extend([flag.as_str(), value]);
-            assert_usage_error(&run_y(&args, &[]), &[&flag, range]);
+            let finished = setup.run(&[&flag, value], &[], "off");
+            assert_usage_error(&finished, &[&flag, range]);
         }
         let variable = format!("TXFLOW_{}", option.to_uppercase().replace('-', "_"));
-        let finished = run_y(&base, &[(&variable, "-5")]);
+        let finished = setup.run(&[], &[(&variable, "-5")], "off");
         assert_usage_error(&finished, &[&flag, range]);
     }
-    assert!(!output.exists(), "nothing written");
+    assert!(setup.nothing_written());
+}
+
+// ------------------------------------------------------------------------------------------
+// Booleans, timely's options and --poll-ms
+// ------------------------------------------------------------------------------------------
+
+/// A boolean set by a `TXFLOW_*` variable is turned off on the command line with
+/// `--name=false`; `--help` shows the form.
+#[test]
+fn a_boolean_from_the_environment_is_turned_off_on_the_command_line() {
+    let setup = Setup::new();
+    let loud = setup.run(&["--quiet=false"], &[("TXFLOW_QUIET", "true")], "info");
+    assert!(loud.status.success(), "{}", loud.describe());
+    assert!(
+        loud.stderr.contains("epoch committed"),
+        "{}",
+        loud.describe()
+    );
+    let quiet = setup.run(&["--quiet"], &[("TXFLOW_QUIET", "false")], "info");
+    assert!(quiet.status.success(), "{}", quiet.describe());
+    assert_eq!(quiet.stderr, "", "--quiet alone is --quiet=true");
+    // A replay, although the environment asks to follow (the two exclude each other).
+    let replay = setup.run(
+        &["--follow=false", "--replay"],
+        &[("TXFLOW_FOLLOW", "1")],
+        "off",
+    );
+    assert!(replay.status.success(), "{}", replay.describe());
+    assert!(
+        replay.stdout.contains("stream ended"),
+        "{}",
+        replay.describe()
+    );
+    let both = setup.run(&["--replay"], &[("TXFLOW_FOLLOW", "1")], "off");
+    assert_usage_error(&both, &["--follow", "--replay"]);
+    let from = setup.run(
+        &["--replay=false", "--from", "0"],
+        &[("TXFLOW_REPLAY", "1")],
+        "off",
+    );
+    assert_usage_error(&from, &["--from needs --replay"]);
+    let help = run_y(&["--help"], &[]);
+    for form in ["--quiet[=<BOOL>]", "--replay[=<BOOL>]", "--follow[=<BOOL>]"] {
+        assert!(help.stdout.contains(form), "{form}: {}", help.describe());
+    }
+    assert!(
+        help.stdout.contains("--follow=false turns off"),
+        "{}",
+        help.describe()
+    );
+}
+
+/// Out-of-range `-w`, `-n` and `-p` are usage errors: exit status 2, one line naming the
+/// bound, nothing opened.
+#[test]
+fn out_of_range_timely_options_are_usage_errors() {
+    let setup = Setup::new();
+    let cases: [(&[&str], &str); 6] = [
+        (&["-w", "1000"], "-w 1000 is above the maximum of 64"),
+        (&["-w", "0"], "-w must be at least 1"),
+        (&["-n", "65", "-p", "0"], "-n 65 is above the maximum of 64"),
+        (&["-w", "64", "-n", "5"], "above the maximum of 256 workers"),
+        (&["-n", "2", "-p", "2"], "-p 2 is out of range for -n 2"),
+        (&["-n", "0"], "-n must be at least 1"),
+    ];
+    for (extra, mentions) in cases {
+        assert_usage_error(&setup.run(extra, &[], "off"), &[mentions]);
+    }
+    let env = setup.run(&[], &[("TXFLOW_WORKERS", "1000")], "off");
+    assert_usage_error(&env, &["-w 1000"]);
+    assert!(setup.nothing_written());
+}
+
+/// `--poll-ms` has a floor of 10 ms: a smaller value is a usage error (an idle Y would spin
+/// a core).
+#[test]
+fn poll_ms_has_a_floor_of_ten() {
+    let setup = Setup::new();
+    for value in ["0", "9"] {
+        let finished = setup.run(&["--poll-ms", value], &[], "off");
+        assert_usage_error(&finished, &["--poll-ms", "10"]);
+    }
+    let env = setup.run(&[], &[("TXFLOW_POLL_MS", "1")], "off");
+    assert_usage_error(&env, &["--poll-ms", "10"]);
+    assert!(setup.nothing_written());
+    let ten = setup.run(&["--poll-ms", "10"], &[], "off");
+    assert!(ten.status.success(), "{}", ten.describe());
 }

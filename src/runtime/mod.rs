@@ -42,7 +42,7 @@ pub use config::{
 };
 pub use options::{
     default_poll_interval, ReplayRange, RunSummary, YOptions, DEFAULT_GAP_WARN, DEFAULT_SETTLE,
-    DEFAULT_STALL_TIMEOUT,
+    DEFAULT_STALL_TIMEOUT, MIN_POLL_INTERVAL,
 };
 
 use crate::error::{Error, Result};
