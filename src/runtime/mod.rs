@@ -11,6 +11,7 @@
 //! | [`committer`] | the committing thread: batches in, rejects/ledger/files out |
 //! | [`landing_edge`] | live runs with `--http`: the landing's edge, listed every 2 s, for the lag |
 //! | [`cluster`] | starting and joining the workers, bounded, with typed failures |
+//! | [`connections`] | a cluster's TCP connections: timely's handshake, logged through `tracing` |
 //! | [`watchdog`] | the stall watchdog: fails the run when no epoch commits while chunks wait |
 //!
 //! An epoch's path: the [`ChunkFeed`](crate::sources::landing::ChunkFeed) fetches chunk k;
@@ -26,6 +27,7 @@ pub mod batch;
 pub mod cluster;
 pub mod committer;
 pub mod config;
+pub mod connections;
 pub mod identity;
 pub mod landing_edge;
 pub mod options;
