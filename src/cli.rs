@@ -3,6 +3,9 @@
 //!
 //! Every option of every binary can also be given by an environment variable, `TXFLOW_` and
 //! the option's name in upper snake case (`--state` → `TXFLOW_STATE`); the command line wins.
+//! So a boolean option is `--name[=BOOL]`: `--name` alone is `--name=true`, and
+//! `--name=false` turns off a `TXFLOW_NAME` the environment sets (clap's `ArgAction::Set`
+//! with an optional value; the `=` is required, so the option never takes the next word).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -10,14 +13,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
-use clap::{Args, ValueEnum};
+use clap::{ArgAction, Args, ValueEnum};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 use crate::error::{Context, Result};
-use crate::model::{Fraction, Thresholds};
+use crate::model::{CountThreshold, Fraction, Thresholds};
 use crate::objectstore::S3Options;
 use crate::progress::{self, Display};
 use crate::redact;
@@ -26,8 +29,19 @@ use crate::sinks::state::{PgOptions, StateConfig};
 /// Logging and progress options, the same in every binary.
 #[derive(Args, Clone, Debug)]
 pub struct LogArgs {
-    /// Warnings and errors only (whatever RUST_LOG says), and no progress.
-    #[arg(long, env = "TXFLOW_QUIET", value_parser = BoolishValueParser::new())]
+    /// Warnings and errors only (whatever RUST_LOG says), and no progress. --quiet=false
+    /// turns off a TXFLOW_QUIET set in the environment.
+    #[arg(
+        long,
+        env = "TXFLOW_QUIET",
+        value_name = "BOOL",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new()
+    )]
     pub quiet: bool,
     /// Log format on stderr: text, or json (one object per line, for log shippers).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "TXFLOW_LOG_FORMAT")]
@@ -175,6 +189,13 @@ pub fn parse_args<A: clap::Parser>() -> Result<A, ExitCode> {
     }
 }
 
+/// A usage error found after parsing (a rule clap cannot state): one `error:` line, as
+/// clap's, and exit status 2.
+pub fn usage_failure(reason: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {reason}");
+    ExitCode::from(2)
+}
+
 /// clap's first paragraph on one line: the error line, then any indented details (e.g. the
 /// names of missing arguments).
 fn usage_error(e: &clap::Error) -> String {
@@ -280,32 +301,50 @@ impl S3Args {
     }
 }
 
-/// Pattern thresholds (SPEC §4); the defaults are the SPEC's.
+/// Pattern thresholds (SPEC §4); the defaults are the SPEC's. The counts take any whole
+/// number from 0 to 18446744073709551615 (2^64−1); one that no count can reach (2^63 or
+/// more) switches its condition off, exactly ([`CountThreshold`]).
 #[derive(Args, Clone, Debug)]
 pub struct ThresholdArgs {
-    /// PatId1: merchants with more than this many transactions qualify.
+    /// PatId1: merchants with more than this many transactions qualify (0 to 2^64−1; the
+    /// largest, 18446744073709551615, switches PatId1 off).
     #[arg(
         long,
         default_value_t = 50_000,
         value_parser = parse_count,
+        allow_negative_numbers = true,
         env = "TXFLOW_UPGRADE_MIN_MERCHANT_TXNS"
     )]
-    pub upgrade_min_merchant_txns: u64,
+    pub upgrade_min_merchant_txns: CountThreshold,
     /// PatId1: count percentile a customer must reach.
     #[arg(long, default_value = "0.90", value_parser = parse_fraction, env = "TXFLOW_UPGRADE_COUNT_PERCENTILE")]
     pub upgrade_count_percentile: Fraction,
     /// PatId1: weight percentile a customer must stay at or under.
     #[arg(long, default_value = "0.10", value_parser = parse_fraction, env = "TXFLOW_UPGRADE_WEIGHT_PERCENTILE")]
     pub upgrade_weight_percentile: Fraction,
-    /// PatId2: minimum transactions of a customer at a merchant.
-    #[arg(long, default_value_t = 80, value_parser = parse_count, env = "TXFLOW_CHILD_MIN_TXNS")]
-    pub child_min_txns: u64,
+    /// PatId2: minimum transactions of a customer at a merchant (0 to 2^64−1; the largest,
+    /// 18446744073709551615, switches PatId2 off).
+    #[arg(
+        long,
+        default_value_t = 80,
+        value_parser = parse_count,
+        allow_negative_numbers = true,
+        env = "TXFLOW_CHILD_MIN_TXNS"
+    )]
+    pub child_min_txns: CountThreshold,
     /// PatId2: the average amount must be strictly below this.
     #[arg(long, default_value = "23", value_parser = parse_amount, env = "TXFLOW_CHILD_MAX_AVG_AMOUNT")]
     pub child_max_avg_amount: i64,
-    /// PatId3: distinct female customers must be strictly more than this.
-    #[arg(long, default_value_t = 100, value_parser = parse_count, env = "TXFLOW_DEI_MIN_FEMALE_CUSTOMERS")]
-    pub dei_min_female_customers: u64,
+    /// PatId3: distinct female customers must be strictly more than this (0 to 2^64−1; the
+    /// largest, 18446744073709551615, switches PatId3 off).
+    #[arg(
+        long,
+        default_value_t = 100,
+        value_parser = parse_count,
+        allow_negative_numbers = true,
+        env = "TXFLOW_DEI_MIN_FEMALE_CUSTOMERS"
+    )]
+    pub dei_min_female_customers: CountThreshold,
 }
 
 impl ThresholdArgs {
@@ -324,10 +363,16 @@ impl ThresholdArgs {
 // The threshold options' parsers; backtest variants (`crate::variant_options`) take their
 // values through the same ones, so a variant accepts exactly what the option does.
 
-/// A whole-number threshold (`u64`'s own grammar, as clap parses a `u64` option).
-pub(crate) fn parse_count(text: &str) -> Result<u64, String> {
-    text.parse::<u64>()
-        .map_err(|e| format!("{text:?} is not a whole number ({e})"))
+/// A count threshold ([`CountThreshold`]: `u64`'s own grammar, as clap parses a `u64`
+/// option); anything else, a negative number or one past the range included, is refused
+/// naming the range.
+pub(crate) fn parse_count(text: &str) -> Result<CountThreshold, String> {
+    text.parse::<CountThreshold>().map_err(|_| {
+        format!(
+            "{text:?} is not a whole number from 0 to {}",
+            CountThreshold::MAX
+        )
+    })
 }
 
 pub(crate) fn parse_fraction(text: &str) -> Result<Fraction, String> {

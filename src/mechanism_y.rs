@@ -43,7 +43,7 @@ use crate::time::{format_ist, now_ms};
 pub use crate::runtime::{
     default_poll_interval, ReplayRange, RunSummary, TimelyOptions, YOptions,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_GAP_WARN, DEFAULT_SETTLE, DEFAULT_STALL_TIMEOUT,
-    MAX_PROCESSES, MAX_TOTAL_WORKERS, MAX_WORKERS,
+    MAX_PROCESSES, MAX_TOTAL_WORKERS, MAX_WORKERS, MIN_POLL_INTERVAL,
 };
 
 /// Runs mechanism Y to completion (or forever with `follow_forever`).
@@ -324,7 +324,7 @@ fn worker_shared(
 ) -> WorkerShared {
     let fingerprint = Fingerprint::of(options, &inputs.plan, &inputs.importance_bytes);
     let feed_options = FeedOptions {
-        poll: options.poll_interval,
+        poll: options.poll_interval.max(MIN_POLL_INTERVAL),
         gap_warn: options.gap_warn,
         settle: options.settle,
         first: 0,

@@ -192,21 +192,39 @@ impl Fraction {
     }
 }
 
+/// A count threshold (`N(m)`, `n(c,m)`, `F(m)`): any whole number from 0 to 2^64−1.
+///
+/// The counts it is compared with are `i64`, so a threshold of 2^63 or more is one no count
+/// passes: the condition never holds (2^64−1, the largest, is a natural "off"). Compare only
+/// with [`count_above`] and [`count_reaches`], which are exact; never convert it to `i64`
+/// (`as i64` wraps 2^64−1 to −1, a condition every count passes).
+pub type CountThreshold = u64;
+
+/// `count > threshold`, exactly, for every count and every threshold.
+pub fn count_above(count: i64, threshold: CountThreshold) -> bool {
+    i128::from(count) > i128::from(threshold)
+}
+
+/// `count >= threshold`, exactly, for every count and every threshold.
+pub fn count_reaches(count: i64, threshold: CountThreshold) -> bool {
+    i128::from(count) >= i128::from(threshold)
+}
+
 /// Pattern thresholds (SPEC §4); the defaults are the SPEC's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Thresholds {
     /// PatId1: a merchant qualifies when `N(m)` is strictly greater than this (50,000).
-    pub upgrade_min_merchant_txns: u64,
+    pub upgrade_min_merchant_txns: CountThreshold,
     /// PatId1: the count percentile a customer must reach (0.90).
     pub upgrade_count_percentile: Fraction,
     /// PatId1: the weight percentile a customer must stay at or under (0.10).
     pub upgrade_weight_percentile: Fraction,
     /// PatId2: minimum `n(c,m)` (80).
-    pub child_min_txns: u64,
+    pub child_min_txns: CountThreshold,
     /// PatId2: `A(c,m)/n(c,m)` must be strictly below this, in micro-units (23.00).
     pub child_max_avg_amount: Micros,
     /// PatId3: `F(m)` must be strictly greater than this (100).
-    pub dei_min_female_customers: u64,
+    pub dei_min_female_customers: CountThreshold,
 }
 
 impl Thresholds {

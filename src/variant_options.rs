@@ -1146,6 +1146,46 @@ mod tests {
     }
 
     #[test]
+    fn counts_take_the_whole_u64_range_and_refuse_anything_past_it() {
+        let most = u64::MAX.to_string();
+        let flag = format!("off:upgrade-min-merchant-txns={most},child-min-txns={most}");
+        let flag = format!("{flag},dei-min-female-customers=9223372036854775808");
+        let got = of_flags(&[&flag], &[]).unwrap();
+        assert_eq!(got[0].thresholds.upgrade_min_merchant_txns, u64::MAX);
+        assert_eq!(got[0].thresholds.child_min_txns, u64::MAX);
+        assert_eq!(got[0].thresholds.dei_min_female_customers, 1 << 63);
+        // In the file as a number (past TOML's i64 too: kept as written) or as a string.
+        let toml = format!("[a]\nchild-min-txns = {most}\n[b]\nchild-min-txns = \"{most}\"\n");
+        let got = of_toml(&toml).unwrap();
+        assert!(got.iter().all(|v| v.thresholds.child_min_txns == u64::MAX));
+        let (_, problem) = problem_of(of_toml("[c]\nchild-min-txns = 18446744073709551616\n"));
+        assert!(problem.to_string().contains(&most), "{problem}");
+        let sweep = format!("child-min-txns=18446744073709551614..{most}/1");
+        let got = of_flags(&[], &[&sweep]).unwrap();
+        let values: Vec<u64> = got.iter().map(|v| v.thresholds.child_min_txns).collect();
+        assert_eq!(values, [u64::MAX - 1, u64::MAX]);
+        for value in ["-1", "18446744073709551616", "99999999999999999999999"] {
+            let spec = format!("s:dei-min-female-customers={value}");
+            let (place, problem) = problem_of(of_flags(&[&spec], &[]));
+            assert_eq!(place, "--variant s");
+            let reason = format!("{value:?} is not a whole number from 0 to {most}");
+            assert_eq!(
+                problem,
+                Problem::Value {
+                    key: "dei-min-female-customers",
+                    reason
+                }
+            );
+            let sweep = format!("child-min-txns=0..{value}/1");
+            let (_, problem) = problem_of(of_flags(&[], &[&sweep]));
+            assert!(
+                problem.to_string().contains(&most),
+                "names the range: {problem}"
+            );
+        }
+    }
+
+    #[test]
     fn toml_values_the_options_refuse() {
         // What `--child-min-txns` refuses, the file refuses too (100.0 is not a whole number).
         let refused = [
@@ -1299,7 +1339,8 @@ mod tests {
         let line = |r: Result<Vec<Variant>, VariantOptionError>| r.unwrap_err().to_string();
         assert_eq!(
             line(of_flags(&["strict:child-min-txns=abc"], &[])),
-            "--variant strict: child-min-txns: \"abc\" is not a whole number (invalid digit found in string)"
+            "--variant strict: child-min-txns: \"abc\" is not a whole number from 0 to \
+             18446744073709551615"
         );
         assert_eq!(
             line(of_flags(&[], &["child-min-txns=1..5/0"])),

@@ -528,9 +528,9 @@ fn live_cluster_matches_single_process_and_waits_for_late_peers() {
         &[1, 0],
         |proc| {
             if proc.name.ends_with("-p1") {
-                // Process 0 is not up yet: process 1 retries (timely prints on stdout).
+                // Process 0 is not up yet: process 1 retries (and logs it).
                 wait_until("process 1 to retry connecting", RUN_TIMEOUT, || {
-                    proc.stdout_text().contains("retrying")
+                    proc.stderr_text().contains("retrying")
                 });
             }
         },
@@ -581,7 +581,12 @@ fn kill_one_process(victim: usize) {
             proc.name
         );
         let stderr = proc.stderr_text();
-        let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+        // The one-line reason and any ERROR log line (an INFO line may quote an OS error,
+        // "connection refused", from connecting while a peer was not up yet).
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("error") || l.contains(" ERROR "))
+            .collect();
         assert_eq!(
             errors.len(),
             1,
@@ -714,6 +719,59 @@ fn startup_gives_up_when_a_peer_never_comes() {
         );
         assert!(started.elapsed() < Duration::from_secs(20));
     }
+}
+
+/// While the processes connect, one retries (a process below it is not up yet) and one waits
+/// (a process above it is not up yet): log lines on stderr, in the log's format and silenced
+/// by `--quiet`, never text on stdout. stdout holds process 0's summary line only.
+#[test]
+fn connecting_is_logged_not_printed() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = mk(&tmp.path().join("run"));
+    let hosts = hostfile(tmp.path(), 3);
+    let mut procs = BTreeMap::new();
+    // Process 2 first: it retries connecting to 0; then 0, which waits for 1; then 1.
+    for (p, pause) in [(2usize, 1000), (0, 1500), (1, 0)] {
+        let (output, state) = if p == 0 {
+            (run.join("out"), sqlite(&run))
+        } else {
+            let peer = tmp.path().join(format!("peer{p}"));
+            (peer.join("out"), sqlite(&peer))
+        };
+        let mut args = y_args(&f.data, &f.landing, &output, &state, true);
+        let hosts = hosts.display().to_string();
+        args.extend(["-n", "3", "-p", &p.to_string(), "-h", &hosts].map(String::from));
+        let logging: &[&str] = if p == 2 {
+            &["--quiet"]
+        } else {
+            &["--log-format", "json"]
+        };
+        args.extend(logging.iter().map(|a| a.to_string()));
+        procs.insert(p, Proc::spawn(&format!("connect-p{p}"), &args, tmp.path()));
+        std::thread::sleep(Duration::from_millis(pause));
+    }
+    for proc in procs.values_mut() {
+        proc.wait_ok(RUN_TIMEOUT);
+    }
+    let summary = procs[&0].stdout_text();
+    assert_eq!(summary.lines().count(), 1, "{summary}");
+    assert!(summary.starts_with("mechanism-y: "), "{summary}");
+    for p in [1, 2] {
+        assert_eq!(procs[&p].stdout_text(), "", "process {p}'s stdout");
+    }
+    for p in [0, 1] {
+        for line in procs[&p].stderr_text().lines() {
+            let parsed = serde_json::from_str::<serde_json::Value>(line);
+            assert!(parsed.is_ok(), "process {p}: not a JSON line: {line}");
+        }
+    }
+    let waited = procs[&0].stderr_text();
+    assert!(
+        waited.contains("waiting for cluster processes 1 to connect"),
+        "process 0 logs its wait: {waited}"
+    );
+    assert_eq!(procs[&2].stderr_text(), "", "--quiet: no retry lines");
 }
 
 /// Processes started with different options are refused by the writer before any commit.

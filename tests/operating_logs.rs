@@ -420,7 +420,8 @@ fn options_of(help: &str) -> Vec<(String, String)> {
         let trimmed = line.trim_start();
         let starts =
             line.starts_with("  ") && (trimmed.starts_with("--") || trimmed.starts_with('-'));
-        let long = trimmed.split([' ', ',']).find(|w| w.starts_with("--"));
+        // `--name <VALUE>`, `-w, --workers <W>`, a boolean's `--name[=<BOOL>]`.
+        let long = trimmed.split([' ', ',', '[']).find(|w| w.starts_with("--"));
         match long {
             Some(long) if starts && line.len() - trimmed.len() <= 6 => {
                 options.push((long.trim_start_matches("--").to_string(), String::new()));

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
-use clap::Parser;
+use clap::{ArgAction, Parser};
 use txflow::cli::{self, LogArgs, S3Args, StateArgs, ThresholdArgs};
 use txflow::error::{ClusterError, Error};
 use txflow::http;
@@ -37,18 +37,40 @@ struct Args {
     #[command(flatten)]
     state: StateArgs,
     /// Backtest the chunks present in [--from, --to] at full speed, with times taken from the
-    /// landing store (reproducible output), then end the stream.
-    #[arg(long, env = "TXFLOW_REPLAY", value_parser = BoolishValueParser::new())]
+    /// landing store (reproducible output), then end the stream. --replay=false turns off a
+    /// TXFLOW_REPLAY set in the environment.
+    #[arg(
+        long,
+        env = "TXFLOW_REPLAY",
+        value_name = "BOOL",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new()
+    )]
     replay: bool,
-    /// First chunk of the replay range.
-    #[arg(long, requires = "replay", env = "TXFLOW_FROM")]
+    /// First chunk of the replay range (--replay only).
+    #[arg(long, env = "TXFLOW_FROM")]
     from: Option<u64>,
-    /// Last chunk of the replay range.
-    #[arg(long, requires = "replay", env = "TXFLOW_TO")]
+    /// Last chunk of the replay range (--replay only).
+    #[arg(long, env = "TXFLOW_TO")]
     to: Option<u64>,
     /// Live mode: never end the stream (_COMPLETE is still checked, but does not end it); keep
-    /// following the landing store until stopped.
-    #[arg(long, conflicts_with = "replay", env = "TXFLOW_FOLLOW", value_parser = BoolishValueParser::new())]
+    /// following the landing store until stopped. Not with --replay. --follow=false turns off
+    /// a TXFLOW_FOLLOW set in the environment.
+    #[arg(
+        long,
+        env = "TXFLOW_FOLLOW",
+        value_name = "BOOL",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new()
+    )]
     follow: bool,
     /// Worker threads per process.
     #[arg(
@@ -81,9 +103,13 @@ struct Args {
     /// seconds.
     #[arg(long, default_value_t = mechanism_y::DEFAULT_CONNECT_TIMEOUT.as_secs(), env = "TXFLOW_CONNECT_TIMEOUT")]
     connect_timeout: u64,
-    /// Live mode: polling interval while waiting for the next chunk, in milliseconds
-    /// (default 10 for a local landing directory, 200 for S3).
-    #[arg(long, env = "TXFLOW_POLL_MS")]
+    /// Live mode: polling interval while waiting for the next chunk, in milliseconds, at
+    /// least 10 (default 10 for a local landing directory, 200 for S3).
+    #[arg(
+        long,
+        value_parser = clap::value_parser!(u64).range(MIN_POLL_MS..),
+        env = "TXFLOW_POLL_MS"
+    )]
     poll_ms: Option<u64>,
     /// While waiting for a chunk that must exist (a later chunk or _COMPLETE says so), or for
     /// a landing directory that does not exist yet, warn every this many seconds.
@@ -160,6 +186,9 @@ struct Args {
     help: Option<bool>,
 }
 
+/// `--poll-ms`'s floor: [`mechanism_y::MIN_POLL_INTERVAL`].
+const MIN_POLL_MS: u64 = mechanism_y::MIN_POLL_INTERVAL.as_millis() as u64;
+
 fn main() -> ExitCode {
     // A cluster's lost connection becomes the run's one-line error, not panic messages.
     std::panic::set_hook(cluster::quiet_panic_hook(std::panic::take_hook()));
@@ -167,16 +196,43 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(code) => return code,
     };
+    if let Err(reason) = check_usage(&args) {
+        return cli::usage_failure(reason);
+    }
     cli::init_logging(&args.log);
     let variants = match variants(&args) {
         Ok(variants) => variants,
-        Err(e) => {
-            // A usage error, as clap's are: one line, exit status 2.
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return cli::usage_failure(e),
     };
     cli::exit_with(run(args, variants))
+}
+
+/// The usage rules clap cannot state: those on a boolean's value rather than its presence
+/// (`--follow=false --replay` is fine), and the ranges of the timely options.
+fn check_usage(args: &Args) -> Result<(), String> {
+    if args.follow && args.replay {
+        return Err("--follow cannot be used with --replay (a backtest ends its stream)".into());
+    }
+    for (option, given) in [("--from", args.from), ("--to", args.to)] {
+        if given.is_some() && !args.replay {
+            return Err(format!(
+                "{option} needs --replay (it bounds the replay range)"
+            ));
+        }
+    }
+    args.timely().validate().map_err(|e| e.to_string())
+}
+
+impl Args {
+    fn timely(&self) -> TimelyOptions {
+        TimelyOptions {
+            workers: self.workers,
+            processes: self.processes,
+            process: self.process,
+            hostfile: self.hostfile.clone(),
+            connect_timeout: Duration::from_secs(self.connect_timeout),
+        }
+    }
 }
 
 /// The backtest variants of `--variants`, `--variant` and `--sweep`; a variant that repeats
@@ -200,6 +256,7 @@ fn run(args: Args, variants: Vec<Variant>) -> anyhow::Result<()> {
         .map(Duration::from_millis)
         .unwrap_or_else(|| mechanism_y::default_poll_interval(&args.landing));
     let state = args.state.config()?;
+    let timely = args.timely();
     let options = YOptions {
         landing: args.landing,
         importance: args.importance,
@@ -212,13 +269,7 @@ fn run(args: Args, variants: Vec<Variant>) -> anyhow::Result<()> {
         follow_forever: args.follow,
         thresholds: args.thresholds.thresholds(),
         variants,
-        timely: TimelyOptions {
-            workers: args.workers,
-            processes: args.processes,
-            process: args.process,
-            hostfile: args.hostfile,
-            connect_timeout: Duration::from_secs(args.connect_timeout),
-        },
+        timely,
         s3: args.s3.options(),
         poll_interval,
         gap_warn: Duration::from_secs(args.gap_warn_secs),

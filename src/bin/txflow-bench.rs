@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Parser, Subcommand};
 use txflow::cli::{self, LogArgs};
 use txflow::mechanism_x::{self, XOptions};
 use txflow::mechanism_y::{self, ReplayRange, TimelyOptions, YOptions};
@@ -58,8 +59,19 @@ struct Args {
     #[arg(long, default_value_t = 30, env = "TXFLOW_LIVE_CHUNKS")]
     live_chunks: u64,
     /// Also compare each backtest with the same backtest plus 4 threshold variants (two of
-    /// PatId1, one each of PatId2 and PatId3): wall time and peak RSS.
-    #[arg(long, env = "TXFLOW_VARIANTS")]
+    /// PatId1, one each of PatId2 and PatId3): wall time and peak RSS. --variants=false turns
+    /// off a TXFLOW_VARIANTS set in the environment.
+    #[arg(
+        long,
+        env = "TXFLOW_VARIANTS",
+        value_name = "BOOL",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new()
+    )]
     variants: bool,
     /// Also measure checkpoints (every 50 epochs, with the first worker count): a backtest's
     /// cost with and without them, their size, and a restart after epoch 100 and after the

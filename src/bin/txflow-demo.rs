@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::builder::BoolishValueParser;
-use clap::Parser;
+use clap::{ArgAction, Parser};
 use txflow::cli::{self, LogArgs};
 use txflow::mechanism_x::{self, XOptions};
 use txflow::mechanism_y::{self, RunSummary, TimelyOptions, YOptions};
@@ -46,7 +46,18 @@ struct Args {
     )]
     workers: usize,
     /// Keep an earlier run's landing, output and state (resume it) instead of starting afresh.
-    #[arg(long, env = "TXFLOW_RESUME", value_parser = BoolishValueParser::new())]
+    /// --resume=false turns off a TXFLOW_RESUME set in the environment.
+    #[arg(
+        long,
+        env = "TXFLOW_RESUME",
+        value_name = "BOOL",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new()
+    )]
     resume: bool,
     #[command(flatten)]
     log: LogArgs,
@@ -57,6 +68,9 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(code) => return code,
     };
+    if let Err(e) = timely_options(&args).validate() {
+        return cli::usage_failure(e);
+    }
     cli::init_logging(&args.log);
     cli::exit_with(run(args))
 }
@@ -95,10 +109,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             path: state_db.to_path_buf(),
         },
     );
-    y.timely = TimelyOptions {
-        workers: args.workers,
-        ..TimelyOptions::default()
-    };
+    y.timely = timely_options(&args);
     println!(
         "Mechanism Y: live on {} with {} workers",
         landing.display(),
@@ -109,6 +120,13 @@ fn run(args: Args) -> anyhow::Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("Mechanism X panicked"))??;
     report(&y, &summary, &output, &state_db)
+}
+
+fn timely_options(args: &Args) -> TimelyOptions {
+    TimelyOptions {
+        workers: args.workers,
+        ..TimelyOptions::default()
+    }
 }
 
 /// Removes an earlier run's landing, output and state.

@@ -174,7 +174,7 @@ mod tests {
     use timely::dataflow::ProbeHandle;
 
     use super::*;
-    use crate::model::{Fraction, Gender, Weight, WeightKey, MICROS_PER_UNIT};
+    use crate::model::{Fraction, Gender, Pattern, Weight, WeightKey, MICROS_PER_UNIT};
 
     /// Detections and counter changes, as `(epoch, what, diff)`, consolidated.
     type Observed = (
@@ -366,5 +366,31 @@ mod tests {
             }
         }
         assert_eq!(sets_seen.len(), variants.len(), "{sets_seen:?}");
+    }
+
+    /// A count threshold no count reaches switches its pattern off, exactly: 2^63 and 2^64−1
+    /// do not wrap to negative limits that every count passes. 0 lets the pattern fire.
+    #[test]
+    fn count_thresholds_past_every_count_switch_their_pattern_off() {
+        let (epochs, weights) = workload(7919);
+        let fired = |t: Thresholds, pattern: Pattern| {
+            let (detections, _) = run(&epochs, &weights, true, &[t]);
+            detections.iter().any(|(_, h, _)| h.key.pattern == pattern)
+        };
+        type Set = fn(&mut Thresholds, u64);
+        let keys: [(Pattern, Set); 3] = [
+            (Pattern::Upgrade, |t, v| t.upgrade_min_merchant_txns = v),
+            (Pattern::Child, |t, v| t.child_min_txns = v),
+            (Pattern::DeiNeeded, |t, v| t.dei_min_female_customers = v),
+        ];
+        for (pattern, set) in keys {
+            let mut t = thresholds();
+            set(&mut t, 0);
+            assert!(fired(t, pattern), "{pattern:?} fires at 0");
+            for never in [i64::MAX as u64, 1 << 63, u64::MAX] {
+                set(&mut t, never);
+                assert!(!fired(t, pattern), "{pattern:?} at {never}");
+            }
+        }
     }
 }

@@ -41,7 +41,7 @@ use super::detections::{Facts, Holding, MerchantFact};
 use super::percentile::{float_percentile_of_prefix, ranks_needed, CountPercentile};
 use super::variants::{by_parameters, fan_out, SetId};
 use crate::model::Epoch;
-use crate::model::{DetectionKey, Fraction, Name, Pattern, Thresholds, Weight};
+use crate::model::{count_above, DetectionKey, Fraction, Name, Pattern, Thresholds, Weight};
 
 /// PatId1's outputs: the detections of every threshold set, and the merchant percentiles
 /// their evidence quotes.
@@ -74,9 +74,8 @@ pub fn detect<'s>(
     let mut detections = Vec::new();
     let mut merchant_facts = Vec::new();
     let groups = by_parameters(sets, |t| {
-        let min_txns = t.upgrade_min_merchant_txns as i64;
         (
-            min_txns,
+            t.upgrade_min_merchant_txns,
             t.upgrade_count_percentile,
             t.upgrade_weight_percentile,
         )
@@ -86,7 +85,7 @@ pub fn detect<'s>(
         let weight_limits = weight_percentiles(&weight_histogram, weight_p);
         let large_merchants = merchant_counts
             .clone()
-            .filter(move |(_, n)| *n > min_txns)
+            .filter(move |(_, n)| count_above(*n, min_txns))
             .map(|(merchant, _)| merchant);
         let held = customers_held(&by_count, qualifying_counts, weight_limits.clone())
             .semijoin(large_merchants);

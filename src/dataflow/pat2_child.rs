@@ -15,20 +15,18 @@ use super::aggregates::{derive, PairChanges};
 use super::detections::{Facts, Holding};
 use super::variants::{by_parameters, fan_out};
 use crate::model::Epoch;
-use crate::model::{DetectionKey, Pattern, Thresholds};
+use crate::model::{count_reaches, DetectionKey, Pattern, Thresholds};
 
 pub fn detect<'s>(
     changes: PairChanges<'s>,
     sets: &[Thresholds],
 ) -> VecCollection<'s, Epoch, Holding> {
-    let groups = by_parameters(sets, |t| {
-        (t.child_min_txns as i64, t.child_max_avg_amount as i128)
-    });
+    let groups = by_parameters(sets, |t| (t.child_min_txns, t.child_max_avg_amount as i128));
     let scope = changes.inner.scope();
     let mut all = Vec::new();
     for ((min_txns, max_avg), ids) in groups {
         let detections = derive(changes.clone(), move |(customer, merchant), s| {
-            (s.n >= min_txns && s.amount < max_avg * s.n as i128).then(|| {
+            (count_reaches(s.n, min_txns) && s.amount < max_avg * s.n as i128).then(|| {
                 let key = DetectionKey {
                     pattern: Pattern::Child,
                     merchant: merchant.clone(),

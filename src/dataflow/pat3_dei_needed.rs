@@ -18,7 +18,7 @@ use super::aggregates::{derive, PairChanges};
 use super::detections::{Facts, Holding};
 use super::variants::{by_parameters, fan_out};
 use crate::model::Epoch;
-use crate::model::{DetectionKey, Gender, Name, Pattern, Thresholds};
+use crate::model::{count_above, DetectionKey, Gender, Name, Pattern, Thresholds};
 
 pub fn detect<'s>(
     changes: PairChanges<'s>,
@@ -27,10 +27,10 @@ pub fn detect<'s>(
     let scope = changes.inner.scope();
     let genders = gender_counts(changes);
     let mut all = Vec::new();
-    for (min_female, ids) in by_parameters(sets, |t| t.dei_min_female_customers as i64) {
+    for (min_female, ids) in by_parameters(sets, |t| t.dei_min_female_customers) {
         let detections = genders
             .clone()
-            .filter(move |(_, (female, male))| female < male && *female > min_female);
+            .filter(move |(_, (female, male))| female < male && count_above(*female, min_female));
         let tagged = fan_out(detections, ids, |set, (merchant, (female, male))| Holding {
             set,
             key: DetectionKey {

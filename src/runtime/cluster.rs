@@ -2,7 +2,9 @@
 //!
 //! A single process starts its workers and joins them. A cluster (`-n` > 1) needs more,
 //! because timely 0.32 has no recovery and no way to abort:
-//! - its connection set-up retries forever: [`start`] bounds it by `--connect-timeout`
+//! - its connection set-up retries forever (and prints on stdout: the connections are made
+//!   by [`crate::runtime::connections`] instead, with timely's handshake, logged through
+//!   `tracing`): [`start`] bounds it by `--connect-timeout`
 //!   ([`ClusterError::ConnectTimeout`]) and gives up when the run is stopped meanwhile
 //!   ([`ClusterError::StoppedConnecting`]);
 //! - when a peer dies, the TCP receive thread panics ("timely communication error: reading
@@ -23,10 +25,14 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use timely::communication::WorkerGuards;
+use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
+use timely::communication::allocator::ProcessBuilder;
+use timely::communication::{AllocatorBuilder, Hooks, WorkerGuards};
+use timely::CommunicationConfig;
 
 use crate::error::{ClusterError, Error, Result, CLUSTER_RESTART_HINT};
 use crate::runtime::config::TimelyOptions;
+use crate::runtime::connections::connect_all;
 use crate::runtime::RunControl;
 
 /// After this process was stopped by a signal, how long it waits for the other processes to
@@ -63,7 +69,7 @@ where
     std::thread::Builder::new()
         .name("cluster-connect".into())
         .spawn(move || {
-            let _ = tx.send(timely::execute(config, body));
+            let _ = tx.send(execute_cluster(config, body));
         })
         .map_err(|e| Error::internal(format!("starting the cluster connection: {e}")))?;
     let started = Instant::now();
@@ -87,6 +93,37 @@ where
             return Err(connect_timeout(t).into());
         }
     }
+}
+
+/// `timely::execute` for a cluster, over connections made by [`connect_all`] (which logs
+/// through `tracing`; timely's own connection set-up prints on stdout).
+fn execute_cluster<F>(
+    config: timely::Config,
+    body: F,
+) -> std::result::Result<WorkerGuards<()>, String>
+where
+    F: Fn(&mut timely::worker::Worker) + Send + Sync + 'static,
+{
+    let CommunicationConfig::Cluster {
+        threads,
+        process,
+        addresses,
+        zerocopy: false,
+        ..
+    } = config.communication
+    else {
+        return timely::execute(config, body);
+    };
+    let networking = |e: std::io::Error| format!("failed to initialize networking: {e}");
+    let sockets = connect_all(&addresses, process).map_err(networking)?;
+    let hooks = Hooks::default();
+    let local =
+        ProcessBuilder::new_typed_vector(threads, hooks.refill.clone(), hooks.spill.clone());
+    let (builders, guard) =
+        initialize_networking_from_sockets(local, sockets, process, threads, hooks)
+            .map_err(networking)?;
+    let builders = builders.into_iter().map(AllocatorBuilder::Tcp).collect();
+    timely::execute::execute_from(builders, Box::new(guard), config.worker, body)
 }
 
 fn connect_timeout(t: &TimelyOptions) -> ClusterError {

@@ -11,7 +11,7 @@
 //! restart replays them from the landing store.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, Sender, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -56,19 +56,51 @@ pub struct CheckpointNotes {
     pub notes: Sender<Note>,
 }
 
+/// Epochs handed to the committer and not yet taken (`txflow_commit_queue_depth`). An epoch
+/// counts once its hand-over has returned, so one worker 0 is still blocked on (the queue
+/// full) never does: the depth is at most [`QUEUE_EPOCHS`]. The committer may take an epoch
+/// before its hand-over is counted, so the count may dip below zero for a moment; it is
+/// shown as zero.
+#[derive(Debug, Default)]
+struct Waiting(AtomicIsize);
+
+impl Waiting {
+    /// An epoch is in the queue; how many wait now.
+    fn handed(&self) -> usize {
+        (self.0.fetch_add(1, Ordering::SeqCst) + 1).max(0) as usize
+    }
+
+    /// The committer took an epoch; how many still wait.
+    fn taken(&self) -> usize {
+        (self.0.fetch_sub(1, Ordering::SeqCst) - 1).max(0) as usize
+    }
+}
+
 /// Worker 0's end of the channel.
 pub struct CommitQueue {
     jobs: SyncSender<Job>,
-    queued: Arc<AtomicUsize>,
+    waiting: Arc<Waiting>,
 }
 
 impl CommitQueue {
+    /// The channel: worker 0's end, the committer's end and the count of epochs waiting.
+    fn channel() -> (CommitQueue, Receiver<Job>, Arc<Waiting>) {
+        let (jobs, received) = sync_channel(QUEUE_EPOCHS);
+        let waiting = Arc::new(Waiting::default());
+        let queue = CommitQueue {
+            jobs,
+            waiting: waiting.clone(),
+        };
+        (queue, received, waiting)
+    }
+
     /// Hands an epoch to the committer; blocks while [`QUEUE_EPOCHS`] are waiting.
     pub fn commit(&self, batch: EpochBatch) -> Result<()> {
         let epoch = batch.epoch;
-        let queued = self.queued.fetch_add(1, Ordering::SeqCst) + 1;
+        self.send(Job::Commit(batch))?;
+        let queued = self.waiting.handed();
         tracing::debug!(epoch, queued, "epoch handed to the committer");
-        self.send(Job::Commit(batch))
+        Ok(())
     }
 
     /// Asks the committer to end the stream after the epochs already handed over.
@@ -111,9 +143,7 @@ impl Committer {
         progress: Progress,
         checkpoints: Option<CheckpointNotes>,
     ) -> Result<(Committer, CommitQueue)> {
-        let (jobs, received) = sync_channel(QUEUE_EPOCHS);
-        let queued = Arc::new(AtomicUsize::new(0));
-        let counter = queued.clone();
+        let (queue, received, waiting) = CommitQueue::channel();
         let thread = std::thread::Builder::new()
             .name("committer".into())
             .spawn(move || {
@@ -122,10 +152,10 @@ impl Committer {
                     progress,
                     checkpoints,
                 };
-                commit_all(writer, received, &counter, &control, observers)
+                commit_all(writer, received, &waiting, &control, observers)
             })
             .map_err(|e| Error::internal(format!("starting the committing thread: {e}")))?;
-        Ok((Committer { thread }, CommitQueue { jobs, queued }))
+        Ok((Committer { thread }, queue))
     }
 
     /// Waits until every handed-over epoch is committed (the queue's sender must be gone);
@@ -180,7 +210,7 @@ impl Observers<'_> {
 fn commit_all(
     mut writer: EpochWriter,
     jobs: Receiver<Job>,
-    queued: &AtomicUsize,
+    waiting: &Waiting,
     control: &RunControl,
     mut observers: Observers<'_>,
 ) -> RunSummary {
@@ -189,7 +219,7 @@ fn commit_all(
         let done = match job {
             Job::Commit(batch) => {
                 let telemetry = observers.telemetry;
-                telemetry.queue_depth(queued.fetch_sub(1, Ordering::SeqCst) - 1);
+                telemetry.queue_depth(waiting.taken());
                 let seen = EpochSeen::of(&batch);
                 let epoch = batch.epoch;
                 commit(&mut writer, batch, &mut summary, telemetry).map(|()| {
@@ -278,4 +308,54 @@ fn rejects_by_reason(batch: &EpochBatch) -> BTreeMap<String, u64> {
             .or_default() += 1;
     }
     kinds
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn batch(epoch: u64) -> EpochBatch {
+        EpochBatch {
+            epoch,
+            chunk_key: format!("chunk-{epoch:06}.csv"),
+            chunk_digest: String::new(),
+            visible_ms: 0,
+            taken_at: Instant::now(),
+            computed_in: None,
+            sets: Vec::new(),
+            counter_deltas: BTreeMap::new(),
+            reports: Vec::new(),
+            restored: false,
+        }
+    }
+
+    /// The depth the committer reports when it takes an epoch counts the epochs in the queue
+    /// only, not one worker 0 is still blocked handing over: at most [`QUEUE_EPOCHS`].
+    #[test]
+    fn the_depth_never_counts_an_epoch_still_being_handed_over() {
+        let (queue, jobs, waiting) = CommitQueue::channel();
+        for epoch in 0..QUEUE_EPOCHS as u64 {
+            queue.commit(batch(epoch)).unwrap();
+        }
+        // The committer takes epoch 0 but has not counted it yet; meanwhile worker 0 fills
+        // the free place and blocks on the next epoch, the queue full.
+        let first = jobs.recv().unwrap();
+        queue.commit(batch(4)).unwrap();
+        let (blocked_meanwhile, depth, later) = std::thread::scope(|scope| {
+            let blocked = scope.spawn(|| queue.commit(batch(5)));
+            std::thread::sleep(Duration::from_millis(100));
+            let blocked_meanwhile = !blocked.is_finished();
+            let depth = waiting.taken();
+            // Taking epoch 1 unblocks worker 0 (and the test, whatever it found).
+            drop(first);
+            let _second = jobs.recv().unwrap();
+            blocked.join().unwrap().unwrap();
+            (blocked_meanwhile, depth, waiting.taken())
+        });
+        assert!(blocked_meanwhile, "the queue was full");
+        assert_eq!(depth, QUEUE_EPOCHS, "epochs 1 to 4 wait, epoch 5 is not in");
+        assert_eq!(later, QUEUE_EPOCHS, "epochs 2 to 5 wait");
+    }
 }

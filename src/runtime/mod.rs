@@ -12,6 +12,7 @@
 //! | [`checkpointer`] | the checkpointing thread: shards in, checkpoints out; what a restart starts from |
 //! | [`landing_edge`] | live runs with `--http`: the landing's edge, listed every 2 s, for the lag |
 //! | [`cluster`] | starting and joining the workers, bounded, with typed failures |
+//! | [`connections`] | a cluster's TCP connections: timely's handshake, logged through `tracing` |
 //! | [`watchdog`] | the stall watchdog: fails the run when no epoch commits while chunks wait |
 //!
 //! An epoch's path: the [`ChunkFeed`](crate::sources::landing::ChunkFeed) fetches chunk k;
@@ -28,6 +29,7 @@ pub mod checkpointer;
 pub mod cluster;
 pub mod committer;
 pub mod config;
+pub mod connections;
 pub mod identity;
 pub mod landing_edge;
 pub mod options;
@@ -44,7 +46,7 @@ pub use config::{
 };
 pub use options::{
     default_poll_interval, ReplayRange, RunSummary, YOptions, DEFAULT_GAP_WARN, DEFAULT_SETTLE,
-    DEFAULT_STALL_TIMEOUT,
+    DEFAULT_STALL_TIMEOUT, MIN_POLL_INTERVAL,
 };
 
 use crate::error::{Error, Result};

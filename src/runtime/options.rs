@@ -39,7 +39,8 @@ pub struct YOptions {
     pub variants: Vec<Variant>,
     pub timely: TimelyOptions,
     pub s3: S3Options,
-    /// Live mode: how often to look for the next chunk while waiting.
+    /// Live mode: how often to look for the next chunk while waiting; at least
+    /// [`MIN_POLL_INTERVAL`] (a shorter one is taken as that).
     pub poll_interval: Duration,
     /// While waiting for a chunk that must exist (`_COMPLETE` or a later chunk says so), or
     /// for a landing directory that does not exist, warn this often.
@@ -126,13 +127,18 @@ impl YOptions {
     }
 }
 
+/// The shortest [`YOptions::poll_interval`] (`--poll-ms`): polling an idle landing store
+/// faster would spin a core (and, on S3, bill a GET each time) for no gain in latency that
+/// a 1-second chunk pace could show.
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
+
 /// How often live mode looks for the next chunk: a failed local `open` is cheap, an S3 GET
 /// is a billed request.
 pub fn default_poll_interval(landing: &str) -> Duration {
     if landing.starts_with("s3://") {
         Duration::from_millis(200)
     } else {
-        Duration::from_millis(10)
+        MIN_POLL_INTERVAL
     }
 }
 

@@ -8,6 +8,8 @@
 //!
 //! Exactness:
 //! - amounts are micro-units summed in `i128`; `A/n < limit` is `A < limit·n`;
+//! - count thresholds (any `u64`) are compared with the counts in `u128`, so a threshold no
+//!   count reaches (up to 2^64−1) is never passed;
 //! - the count percentile is compared exactly: with `x = p·(n−1)` and `p` in millionths,
 //!   `n(c,m) >= percentile_cont` is `n·10^6 >= v_lo·10^6 + rem·(v_hi − v_lo)`, in `i128`;
 //! - weights are `f64` (the mean of a key's rows is `sum / count`, `W(c,m)` is
@@ -793,7 +795,7 @@ pub fn evaluate(
     // PatId1
     for (merchant, customers) in &pairs {
         let n_m: u64 = customers.values().map(|s| s.n).sum();
-        if n_m <= t.upgrade_min_merchant_txns {
+        if u128::from(n_m) <= u128::from(t.upgrade_min_merchant_txns) {
             continue;
         }
         let mut counts: Vec<u64> = customers.values().map(|s| s.n).collect();
@@ -822,7 +824,7 @@ pub fn evaluate(
     // PatId2
     for (merchant, customers) in &pairs {
         for (customer, stats) in customers {
-            if stats.n >= t.child_min_txns
+            if u128::from(stats.n) >= u128::from(t.child_min_txns)
                 && stats.amount_micros < t.child_max_avg_amount as i128 * stats.n as i128
             {
                 out.insert(key(PAT_CHILD, merchant, customer), Decision::Holds);
@@ -833,7 +835,7 @@ pub fn evaluate(
     // PatId3
     for (merchant, (female, male)) in &genders {
         let (f, m) = (female.len() as u64, male.len() as u64);
-        if f < m && f > t.dei_min_female_customers {
+        if f < m && u128::from(f) > u128::from(t.dei_min_female_customers) {
             out.insert(key(PAT_DEI, merchant, ""), Decision::Holds);
         }
     }
