@@ -3,9 +3,8 @@
 //! COMMIT. Compiled only with the cargo feature `fault-injection` (tests/state_store.rs
 //! enables it through a dev-dependency on this package); release builds do not contain it.
 
-use ::postgres::{Client, Transaction};
-
-use super::store::{Failure, Fault, PgStore};
+use super::client::{Client, Queries, Transaction};
+use super::store::{pg, Failure, Fault, PgStore};
 
 /// Terminates the session's own backend: a real connection loss.
 const KILL_OWN_BACKEND: &str = "SELECT pg_terminate_backend(pg_backend_pid())";
@@ -41,11 +40,7 @@ pub(super) fn before_commit(
         Some(Fault::LoseConnectionAfterCommit) | None => return Ok(tx),
     };
     Err(match tx.batch_execute(KILL_OWN_BACKEND) {
-        Err(error) if !at_commit => Failure::Pg {
-            what: "committing an epoch",
-            error,
-            at_commit,
-        },
+        Err(error) if !at_commit => pg("committing an epoch")(error),
         // (Not dead yet: dropping the transaction rolls it back, the same outcome.)
         _ => Failure::Simulated { at_commit },
     })
