@@ -17,6 +17,9 @@
 //!   chunks as an undisturbed X.
 //! - `replay_with_a_missing_chunk_is_refused`: a gap, `--to` or `--from` past the last chunk:
 //!   refused with one line naming the first missing chunk, nothing committed.
+//! - `replay_with_complete_beyond_the_chunks_is_refused`: `_COMPLETE` = 35 with 30 chunks: a
+//!   replay without `--to` is refused like a gap, naming chunk 30, nothing committed; an
+//!   explicit `--to` within the chunks present replays.
 //! - `chunk_written_in_place_is_taken_whole`: a local chunk whose last line has no terminator
 //!   yet is not taken; once the rest is appended, the whole chunk is: no row lost.
 //! - `live_y_on_a_missing_landing_directory_warns`: warns at once and every `--gap-warn-secs`
@@ -592,6 +595,25 @@ fn replay_with_a_missing_chunk_is_refused() {
     );
     assert!(ok.status.success(), "{}", ok.describe());
     assert_eq!(bed.epochs("ok").len(), 26);
+}
+
+#[test]
+fn replay_with_complete_beyond_the_chunks_is_refused() {
+    let bed = Bed::new();
+    fs::write(bed.landing.join("_COMPLETE"), "35").unwrap();
+    // Before: the replay took the 30 chunks present, ended the stream and exited 0.
+    for (name, range) in [("all", &[][..]), ("from", &["--from", "10"][..])] {
+        let mut extra = vec!["--replay"];
+        extra.extend(range);
+        let y = run(Y, &bed.y_args(&bed.landing, name, &extra), "off");
+        y.assert_one_line_error(&[&chunk_name(30), "missing", "_COMPLETE says 35 chunks"]);
+        assert_eq!(bed.epochs(name), Vec::new(), "{name}: committed epochs");
+    }
+    // An explicit range of chunks that are all there is whole.
+    let extra = ["--replay", "--from", "20", "--to", "29"];
+    let ok = run(Y, &bed.y_args(&bed.landing, "to", &extra), "off");
+    assert!(ok.status.success(), "{}", ok.describe());
+    assert_eq!(bed.epochs("to").len(), 10);
 }
 
 // ------------------------------------------------------------------------------------------

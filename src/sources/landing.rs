@@ -18,7 +18,9 @@
 //!
 //! **Replay range.** [`resolve_replay`] lists the landing once and refuses a range with a
 //! missing chunk (a gap, `--to` or `--from` past the last chunk), naming the first missing
-//! one, before anything is committed.
+//! one, before anything is committed. Without `--to` the range ends at the last chunk
+//! `_COMPLETE` counts when the marker exists (chunks it counts that are not there are missing,
+//! as live Y would wait for them), else at the last chunk present.
 //!
 //! **Whole chunks.** S3 objects are atomic ([`ObjectStore::atomic_puts`]). On a local
 //! directory X writes a temporary name and renames it, but another producer may write a chunk
@@ -241,7 +243,9 @@ pub struct ReplayPlan {
 
 /// Resolves a replay range against the landing: checks `_COMPLETE` against the chunks, and
 /// refuses a range with a missing chunk (a gap in `[from, to]`, `to` or `from` past the last
-/// chunk), naming the first missing one. `None` = open end (`from` 0, `to` the last chunk).
+/// chunk), naming the first missing one. `None` = open end: `from` 0, `to` the last chunk
+/// `_COMPLETE` counts, else the last chunk present (so a landing with fewer chunks than its
+/// marker counts is refused like a gap; an explicit `to` within the present chunks is not).
 pub fn resolve_replay(
     store: &dyn ObjectStore,
     from: Option<u64>,
@@ -272,7 +276,8 @@ pub fn resolve_replay(
         }
     }
     // An open `to` with `from` past the last chunk asks for chunk `from`.
-    let hi = to.unwrap_or(last).max(lo);
+    let open_to = complete.map_or(last, |count| count.saturating_sub(1));
+    let hi = to.unwrap_or(open_to).max(lo);
     let mut indices = Vec::new();
     let mut first = None;
     let mut expected = lo;
@@ -285,9 +290,13 @@ pub fn resolve_replay(
         expected += 1;
     }
     if expected <= hi {
-        let shown_to = to.map_or("the last chunk".to_string(), |t| t.to_string());
+        let range = match (to, complete) {
+            (Some(t), _) => format!("[{lo}, {t}]"),
+            (None, Some(_)) => format!("[{lo}, {hi}] (to the last chunk {COMPLETE_KEY} counts)"),
+            (None, None) => format!("[{lo}, the last chunk]"),
+        };
         return Err(refuse(format!(
-            "the range [{lo}, {shown_to}] needs {}, which is missing ({}); a replay takes \
+            "the range {range} needs {}, which is missing ({}); a replay takes \
              every chunk of its range",
             chunk_key(expected),
             why_missing(&chunks, expected, complete)
@@ -1018,6 +1027,31 @@ mod tests {
         let e = resolve_replay(s, Some(4), Some(7)).unwrap_err().to_string();
         assert!(e.contains("the last chunk is chunk-000005.csv"), "{e}");
         assert!(resolve_replay(s, Some(3), Some(1)).is_err());
+        // _COMPLETE counting chunks that are not there: an open range needs them all (the
+        // first missing one named); an explicit range within the present chunks is whole.
+        store.put(&chunk_key(3), b"h\n").unwrap();
+        store.put(COMPLETE_KEY, b"9").unwrap();
+        for (from, to) in [(None, None), (Some(2), None), (Some(4), Some(7))] {
+            let e = resolve_replay(s, from, to).unwrap_err().to_string();
+            assert!(
+                e.contains("needs chunk-000006.csv"),
+                "{from:?}..{to:?}: {e}"
+            );
+            assert!(e.contains("_COMPLETE says 9 chunks"), "{e}");
+        }
+        let e = resolve_replay(s, None, None).unwrap_err().to_string();
+        assert!(
+            e.contains("the range [0, 8] (to the last chunk _COMPLETE counts) needs"),
+            "{e}"
+        );
+        let plan = resolve_replay(s, Some(1), Some(5)).unwrap();
+        assert_eq!(
+            (plan.indices.as_slice(), plan.to),
+            (&[1, 2, 3, 4, 5][..], 5)
+        );
+        store.put(COMPLETE_KEY, b"6").unwrap();
+        let plan = resolve_replay(s, Some(2), None).unwrap();
+        assert_eq!((plan.indices.as_slice(), plan.to), (&[2, 3, 4, 5][..], 5));
         // _COMPLETE is checked first.
         store.put(COMPLETE_KEY, b"5").unwrap();
         let e = resolve_replay(s, Some(0), Some(2)).unwrap_err().to_string();
