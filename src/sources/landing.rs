@@ -30,6 +30,10 @@
 //! boundary before the chunk is complete (a chunk that ends with a terminator is taken at
 //! once): write each chunk with one call, or better, write another name and rename it.
 //!
+//! **Append-only.** A chunk taken is looked at again (size, modification time) before the
+//! next one is delivered, before the end, and while the feed waits on a local directory; a
+//! change stops the feed, naming the chunk (`sources::append_only`).
+//!
 //! **Feed.** The [`ChunkFeed`] runs one fetching thread per process: it asks for the next
 //! expected key directly (no listing per poll) and keeps a small bounded queue of fetched
 //! chunks ahead of the workers, which never block on it (they poll and keep stepping). While
@@ -45,6 +49,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{LandingError, StoreError};
 use crate::objectstore::{ObjectMeta, ObjectStore};
+use crate::sources::append_only::AppendOnly;
 use crate::telemetry::Telemetry;
 
 /// Name of the end-of-stream marker.
@@ -601,6 +606,7 @@ impl ChunkFeed {
         options: &FeedOptions,
     ) -> Result<(), LandingError> {
         let mut settle = Settle::new(store.atomic_puts(), options.settle);
+        let mut append_only = AppendOnly::new(store);
         for (position, &index) in indices.iter().enumerate() {
             if !self.wait_for_room(position as u64) {
                 return Ok(());
@@ -611,6 +617,7 @@ impl ChunkFeed {
                     inconsistent(store, format!("{key} disappeared during the replay"))
                 })?;
                 if self.take(&mut settle, &key, &object) {
+                    append_only.taking(store, &key, &object)?;
                     self.push(position as u64, Self::item(index, key, object));
                     break;
                 }
@@ -620,6 +627,7 @@ impl ChunkFeed {
                 std::thread::sleep(options.poll);
             }
         }
+        append_only.ending(store)?;
         self.push(indices.len() as u64, FeedItem::End);
         Ok(())
     }
@@ -636,6 +644,7 @@ impl ChunkFeed {
         let mut chunk_settle = Settle::new(atomic, options.settle);
         let mut marker_settle = Settle::new(atomic, options.settle);
         let mut marker = self.start_following(store, &mut marker_settle)?;
+        let mut append_only = AppendOnly::new(store);
         let mut index = 0u64;
         let mut waiting_since = Instant::now();
         let mut next_warning = waiting_since + options.gap_warn;
@@ -659,12 +668,14 @@ impl ChunkFeed {
                 }
             };
             if let Some(count) = complete.filter(|count| index >= *count) {
-                if self.at_count(store, count, index, object.is_some(), forever)? {
+                let present = object.is_some();
+                if self.at_count(store, count, index, present, forever, &mut append_only)? {
                     return Ok(());
                 }
             }
             match object {
                 Some(object) if self.take(&mut chunk_settle, &key, &object) => {
+                    append_only.taking(store, &key, &object)?;
                     self.push(index, Self::item(index, key, object));
                     index += 1;
                     waiting_since = Instant::now();
@@ -682,6 +693,7 @@ impl ChunkFeed {
             if self.stopped() {
                 return Ok(());
             }
+            append_only.idle(store)?;
             std::thread::sleep(options.poll);
         }
     }
@@ -706,7 +718,8 @@ impl ChunkFeed {
 
     /// The live feed reached `_COMPLETE`'s `count` (chunk `index` is at or past it): that
     /// chunk being `present` makes the landing inconsistent; else, unless `forever`, the
-    /// landing is checked once more and the stream ends at `index` (`true`).
+    /// landing and the last chunk taken are checked once more and the stream ends at `index`
+    /// (`true`).
     fn at_count(
         &self,
         store: &dyn ObjectStore,
@@ -714,6 +727,7 @@ impl ChunkFeed {
         index: u64,
         present: bool,
         forever: bool,
+        append_only: &mut AppendOnly,
     ) -> Result<bool, LandingError> {
         if present {
             return Err(past_count(store, count, &chunk_key(index)));
@@ -723,6 +737,7 @@ impl ChunkFeed {
         }
         // Once more, for chunks that arrived since the marker was first checked.
         check_count(store, count, &list_chunks(store)?)?;
+        append_only.ending(store)?;
         self.push(index, FeedItem::End);
         Ok(true)
     }
