@@ -345,38 +345,18 @@ mod tests {
 
     #[test]
     fn huge_names_leave_the_document_small_and_a_cap_leaves_out_the_oldest() {
-        let mut book = Book::new(RunInfo::default());
+        let telemetry = crate::telemetry::Telemetry::new(RunInfo::default(), 2);
         for epoch in 0..20 {
             let mut detection = row(epoch, epoch);
             detection.customer_name = format!("{epoch}{}", "C".repeat(1 << 20));
             detection.merchant_id = "M".repeat(1 << 20);
-            book.add(EpochRecord {
+            telemetry.epoch_committed(EpochRecord {
                 epoch,
                 detections: vec![detection],
                 ..EpochRecord::default()
             });
         }
-        let status = |book: &Book| Status {
-            run: book.run.clone(),
-            state: "running",
-            progress: Progress {
-                epochs_committed: 0,
-                epochs_recovered: 0,
-                last_committed_epoch: None,
-                landing_edge: None,
-                lag_chunks: 0,
-                lag_seconds: 0.0,
-                rows_accepted: 0,
-                rows_rejected: 0,
-            },
-            throughput: book.throughput(Instant::now()),
-            detections: book.detections(),
-            latest_detections: book.latest(),
-            rejects: book.rejects(),
-            history: book.history(),
-            truncated: false,
-        };
-        let json = status(&book).into_json(MAX_STATUS_BYTES).unwrap();
+        let json = telemetry.status().into_json(MAX_STATUS_BYTES).unwrap();
         assert!(
             json.len() < 20 * 2 * MAX_QUOTED_NAME + 8 * 1024,
             "{}",
@@ -387,7 +367,7 @@ mod tests {
         assert_eq!(value["latest_detections"][0]["seq"], 19);
         assert!(value.get("truncated").is_none());
         // Under a smaller cap: the newest detections and epochs stay, and it says so.
-        let json = status(&book).into_json(8 * 1024).unwrap();
+        let json = telemetry.status().into_json(8 * 1024).unwrap();
         assert!(json.len() <= 8 * 1024, "{}", json.len());
         let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
         let latest = value["latest_detections"].as_array().unwrap();
