@@ -24,6 +24,7 @@ use crate::model::{CountThreshold, Fraction, Thresholds};
 use crate::objectstore::S3Options;
 use crate::progress::{self, Display};
 use crate::redact;
+use crate::sinks::state::postgres::DEFAULT_STATEMENT_TIMEOUT;
 use crate::sinks::state::{PgOptions, StateConfig};
 
 /// Logging and progress options, the same in every binary.
@@ -259,6 +260,11 @@ pub struct StateArgs {
     /// many seconds.
     #[arg(long, default_value_t = 10, env = "TXFLOW_PG_CONNECT_TIMEOUT")]
     pub pg_connect_timeout: u64,
+    /// Wait at most this many seconds for PostgreSQL to answer any one statement (COMMIT
+    /// included); past it, warn and reconnect (then --pg-reconnect-timeout applies).
+    #[arg(long, default_value_t = DEFAULT_STATEMENT_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..), env = "TXFLOW_PG_STATEMENT_TIMEOUT")]
+    pub pg_statement_timeout: u64,
 }
 
 impl StateArgs {
@@ -271,6 +277,7 @@ impl StateArgs {
             ca_file: self.pg_ca_file.clone(),
             reconnect_timeout: Duration::from_secs(self.pg_reconnect_timeout),
             connect_timeout: Duration::from_secs(self.pg_connect_timeout),
+            statement_timeout: Duration::from_secs(self.pg_statement_timeout),
         }))
     }
 }
@@ -429,6 +436,28 @@ mod tests {
         let parsed = parsed.unwrap().log;
         assert!(parsed.quiet);
         assert_eq!(parsed.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn pg_statement_timeout_defaults_to_30_s_and_is_at_least_1_s() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            state: StateArgs,
+        }
+        let timeout = |args: &[&str]| {
+            let cli = <Cli as clap::Parser>::try_parse_from(args).map_err(|e| e.kind())?;
+            match cli.state.config().unwrap() {
+                StateConfig::Postgres { options, .. } => Ok(options.statement_timeout),
+                other => panic!("{other:?}"),
+            }
+        };
+        let url = ["x", "--state", "postgres://u@h/db"];
+        assert_eq!(timeout(&url), Ok(Duration::from_secs(30)));
+        let two = [&url[..], &["--pg-statement-timeout", "2"]].concat();
+        assert_eq!(timeout(&two), Ok(Duration::from_secs(2)));
+        let zero = [&url[..], &["--pg-statement-timeout", "0"]].concat();
+        assert_eq!(timeout(&zero), Err(clap::error::ErrorKind::ValueValidation));
     }
 
     #[test]

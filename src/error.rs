@@ -254,7 +254,7 @@ pub enum StateError {
     Postgres {
         context: String,
         #[source]
-        source: postgres::Error,
+        source: tokio_postgres::Error,
     },
     /// The store holds epochs of a different run (SPEC §6: mode, landing, resolved replay
     /// range, thresholds or the importance file differ); each difference is named.

@@ -13,6 +13,9 @@
 //! - `postgres_restart_*`: PostgreSQL stopped for ~1.5 s under a live run (Y reconnects and
 //!   finishes), and for longer than `--pg-reconnect-timeout 2` (Y exits with a one-line
 //!   "unreachable" error; a restart finishes).
+//! - `postgres_frozen_*`: PostgreSQL frozen (SIGSTOP): Y warns within
+//!   `--pg-statement-timeout`, resumes when thawed, gives up with the "unreachable" line when
+//!   not.
 //! - `backtest_*`: `--replay` on SQLite and PostgreSQL, identical times included.
 //! - `second_writer_*`: a second process on the same store is refused; the first finishes.
 //! - `sigterm_*`: SIGTERM exits 0 promptly; a restart finishes.
@@ -1430,6 +1433,91 @@ fn postgres_restart_mid_run_and_outage_beyond_the_bound() {
         "[pg-restart] short outage {down:.2?}: resumed; long outage: gave up after {gave_up:.2?} \
          with: {last}"
     );
+}
+
+/// Waits up to `limit` for `text` in the process's stderr; how long it took.
+fn wait_for_stderr(p: &Proc, text: &str, since: Instant, limit: Duration) -> Duration {
+    loop {
+        if p.stderr_text().contains(text) {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < limit,
+            "no {text:?} on {}'s stderr within {limit:?}:\n{}",
+            p.name,
+            p.tail()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// PostgreSQL frozen (SIGSTOP on the postmaster and every backend: connections stay open,
+/// nothing answers) under a run with `--pg-statement-timeout 2 --pg-reconnect-timeout 3`:
+/// Y warns within the statement timeout, naming what it waited for. Thawed then, within the
+/// reconnect bound, Y resumes and finishes like the baseline; frozen for good, Y exits with
+/// the one-line "unreachable" error after the statement timeout plus the reconnect timeout,
+/// and a restart once the server is back finishes like the baseline.
+#[test]
+fn postgres_frozen_mid_run_warns_then_resumes_or_gives_up() {
+    let fx = fixture();
+    let dir = test_dir("pg-frozen");
+    let logs = dir.join("logs");
+    let server = PgServer::new();
+    let extra = ["--pg-statement-timeout", "2", "--pg-reconnect-timeout", "3"];
+    let warning = "no answer within 2 s (--pg-statement-timeout)";
+    // The warning's bound: the statement timeout, plus room for a loaded machine.
+    let warn_limit = Duration::from_secs(2 + 4);
+
+    let url = server.fresh_database_url("frozen_thawed");
+    let output = dir.join("out-thawed");
+    let mut yp = Proc::spawn(
+        "frozen-thawed",
+        y(&fx.landing, &output, &url, &extra),
+        &logs,
+    );
+    yp.wait_until(Duration::from_secs(60), "5 committed epochs", || {
+        committed_epochs(&url) >= 5
+    });
+    server.freeze();
+    let warned = wait_for_stderr(&yp, warning, Instant::now(), warn_limit);
+    server.thaw();
+    yp.expect_success(RUN_LIMIT);
+    let got = Snapshot::take(&url, &output);
+    assert_same(
+        &got,
+        &fx.baseline,
+        false,
+        "PostgreSQL frozen and thawed mid-run",
+    );
+
+    let url = server.fresh_database_url("frozen_for_good");
+    let output = dir.join("out-frozen");
+    let mut yp = Proc::spawn("frozen", y(&fx.landing, &output, &url, &extra), &logs);
+    yp.wait_until(Duration::from_secs(60), "5 committed epochs", || {
+        committed_epochs(&url) >= 5
+    });
+    server.freeze();
+    let frozen = Instant::now();
+    wait_for_stderr(&yp, warning, frozen, warn_limit);
+    let status = yp.expect_exit(Duration::from_secs(30));
+    let gave_up = frozen.elapsed();
+    server.thaw();
+    assert!(!status.success(), "Y must fail while PostgreSQL is frozen");
+    let last = yp.last_line();
+    assert!(
+        last.starts_with("error: ") && last.contains("unreachable"),
+        "want a one-line 'unreachable' error last, got:\n{}",
+        yp.tail()
+    );
+    assert!(
+        gave_up >= Duration::from_secs(3) && gave_up < Duration::from_secs(2 + 3 + 8),
+        "gave up after {gave_up:?}"
+    );
+    let mut yp = Proc::spawn("after-frozen", y(&fx.landing, &output, &url, &extra), &logs);
+    yp.expect_success(RUN_LIMIT);
+    let got = Snapshot::take(&url, &output);
+    assert_same(&got, &fx.baseline, false, "restart after a frozen server");
+    eprintln!("[pg-frozen] warned after {warned:.2?}; frozen for good: gave up after {gave_up:.2?} with: {last}");
 }
 
 // ---------------------------------------------------------------------------------------

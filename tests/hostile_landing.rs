@@ -17,8 +17,14 @@
 //!   chunks as an undisturbed X.
 //! - `replay_with_a_missing_chunk_is_refused`: a gap, `--to` or `--from` past the last chunk:
 //!   refused with one line naming the first missing chunk, nothing committed.
+//! - `replay_with_complete_beyond_the_chunks_is_refused`: `_COMPLETE` = 35 with 30 chunks: a
+//!   replay without `--to` is refused like a gap, naming chunk 30, nothing committed; an
+//!   explicit `--to` within the chunks present replays.
 //! - `chunk_written_in_place_is_taken_whole`: a local chunk whose last line has no terminator
 //!   yet is not taken; once the rest is appended, the whole chunk is: no row lost.
+//! - `chunk_changed_after_it_was_taken_stops_y`: a chunk written in place with a pause longer
+//!   than `--settle-ms` is taken truncated; once the rest is written Y stops with one line
+//!   naming it ("append-only"), committing nothing after it.
 //! - `live_y_on_a_missing_landing_directory_warns`: warns at once and every `--gap-warn-secs`
 //!   while the directory is missing, then processes the landing once it appears.
 
@@ -594,6 +600,25 @@ fn replay_with_a_missing_chunk_is_refused() {
     assert_eq!(bed.epochs("ok").len(), 26);
 }
 
+#[test]
+fn replay_with_complete_beyond_the_chunks_is_refused() {
+    let bed = Bed::new();
+    fs::write(bed.landing.join("_COMPLETE"), "35").unwrap();
+    // Before: the replay took the 30 chunks present, ended the stream and exited 0.
+    for (name, range) in [("all", &[][..]), ("from", &["--from", "10"][..])] {
+        let mut extra = vec!["--replay"];
+        extra.extend(range);
+        let y = run(Y, &bed.y_args(&bed.landing, name, &extra), "off");
+        y.assert_one_line_error(&[&chunk_name(30), "missing", "_COMPLETE says 35 chunks"]);
+        assert_eq!(bed.epochs(name), Vec::new(), "{name}: committed epochs");
+    }
+    // An explicit range of chunks that are all there is whole.
+    let extra = ["--replay", "--from", "20", "--to", "29"];
+    let ok = run(Y, &bed.y_args(&bed.landing, "to", &extra), "off");
+    assert!(ok.status.success(), "{}", ok.describe());
+    assert_eq!(bed.epochs("to").len(), 10);
+}
+
 // ------------------------------------------------------------------------------------------
 // Whole chunks
 // ------------------------------------------------------------------------------------------
@@ -648,6 +673,58 @@ fn chunk_written_in_place_is_taken_whole() {
     let epoch5 = epochs.iter().find(|e| e.epoch == 5).expect("epoch 5");
     assert_eq!(epoch5.rows_accepted + epoch5.rows_rejected, CHUNK_ROWS);
     assert_eq!(epochs.len() as u64, CHUNKS);
+}
+
+#[test]
+fn chunk_changed_after_it_was_taken_stops_y() {
+    let bed = Bed::new();
+    let landing = bed.landing_copy("changed", 0..5, false);
+    let mut y = Running::spawn(
+        Y,
+        &bed.y_args(&landing, "live", &["--settle-ms", "300"]),
+        "info",
+        &bed.path("logs"),
+    );
+    y.wait_until("chunk 4 committed", |e| {
+        e.lines()
+            .any(|l| l.contains("epoch committed") && l.contains(&chunk_name(4)))
+    });
+    // Chunk 5 written in place, pausing mid-line longer than the settle time: taken
+    // truncated. Then the rest, and every later chunk with _COMPLETE.
+    let bytes = fs::read(bed.landing.join(chunk_name(5))).unwrap();
+    let cut = bytes.len() / 2;
+    assert_ne!(bytes[cut - 1], b'\n');
+    let path = landing.join(chunk_name(5));
+    let mut file = fs::File::create(&path).unwrap();
+    std::io::Write::write_all(&mut file, &bytes[..cut]).unwrap();
+    y.wait_until("the half chunk taken", |e| {
+        e.contains("chunk-000005.csv does not end with a line terminator")
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    std::io::Write::write_all(&mut file, &bytes[cut..]).unwrap();
+    drop(file);
+    for k in 6..CHUNKS {
+        let bytes = fs::read(bed.landing.join(chunk_name(k))).unwrap();
+        put(&landing, &chunk_name(k), &bytes);
+    }
+    put(&landing, "_COMPLETE", CHUNKS.to_string().as_bytes());
+    // Before: Y committed the truncated chunk 5 and every later one, and exited 0.
+    let (status, _, stderr) = y.finish();
+    assert!(!status.success(), "Y must stop: {status}\n{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: ")
+            && last.contains("chunk-000005.csv changed after it was taken")
+            && last.contains("append-only"),
+        "{stderr}"
+    );
+    let committed = bed.epochs("live");
+    assert!(
+        committed.iter().all(|e| e.epoch <= 5),
+        "committed past the changed chunk: {:?}",
+        committed.iter().map(|e| e.epoch).collect::<Vec<_>>()
+    );
+    assert!(!bed.ended("live"));
 }
 
 // ------------------------------------------------------------------------------------------

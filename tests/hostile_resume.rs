@@ -12,6 +12,8 @@
 //! - an ended stream whose landing now holds more chunks: refused with one line;
 //! - a detection file with other content in the output: refused, the file kept; the same
 //!   content (a second backtest into the same output) is accepted;
+//! - the landing spelled another way (`landing`, `./landing`, the absolute path from another
+//!   directory): the same run; another directory with the same chunks: refused, named;
 //! - a second Y on the same SQLite database through a symlink or a hard link: refused by
 //!   the lock;
 //! - PostgreSQL refusing connections, or a host that does not resolve, at start: one line
@@ -392,6 +394,65 @@ fn importance_file_edited_between_stop_and_restart_is_refused() {
     let after = Tables::read(&w.state);
     assert_eq!(after.epochs.len() as u64, w.chunks);
     assert!(after.finished);
+}
+
+/// A local landing is one landing however it is spelled: a run started as `landing` from
+/// the directory holding it and stopped resumes as `./landing` from there and as the absolute
+/// path from another directory (as a service restarted elsewhere would be); a different
+/// directory holding the same chunks is another run, refused naming both.
+#[test]
+fn landing_spelled_another_way_is_the_same_run() {
+    let w = World::new();
+    let (home, elsewhere) = (w.tmp.path().to_path_buf(), w.path("elsewhere"));
+    fs::create_dir_all(&elsewhere).unwrap();
+    let spelled = |cwd: &Path, landing: &str| {
+        let mut command = Command::new(Y);
+        command
+            .current_dir(cwd)
+            .args(["--landing", landing])
+            .args(["--importance", s(&w.importance)])
+            .args(["--output", s(&w.output)])
+            .args(["--state", &w.state])
+            .args(THRESHOLDS)
+            .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1");
+        command
+    };
+    let absolute = fs::canonicalize(&w.landing).unwrap();
+    // Before: the second start was refused ("the landing was landing, now ./landing").
+    for (n, (name, cwd, landing)) in [
+        ("relative", &home, "landing".to_string()),
+        ("dot", &home, "./landing".to_string()),
+        ("absolute", &elsewhere, s(&absolute).to_string()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let epochs = 5 * (n + 1);
+        w.land(epochs as u64, None);
+        let mut y = Running::spawn(&w, name, spelled(cwd, &landing));
+        y.wait_for_epochs(&w.state, epochs);
+        y.signal(libc::SIGTERM);
+        assert_success(&y.wait(LIMIT), name);
+    }
+    let copy = w.path("copy");
+    fs::create_dir_all(&copy).unwrap();
+    for entry in fs::read_dir(&w.landing).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+    }
+    let before = Tables::read(&w.state);
+    let refused = Running::spawn(&w, "copy", spelled(&elsewhere, "../copy")).wait(LIMIT);
+    let copy = fs::canonicalize(&copy).unwrap();
+    refused.assert_one_line_error(&[
+        "different run",
+        &format!("the landing was {}, now {}", s(&absolute), s(&copy)),
+    ]);
+    assert_eq!(
+        Tables::read(&w.state),
+        before,
+        "the refusal committed nothing"
+    );
 }
 
 /// A committed chunk replaced in the landing while Y was down (after `kill -9`): the

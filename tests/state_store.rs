@@ -533,7 +533,7 @@ fn sqlite_uses_wal_and_tracks_migrations() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(versions, vec![1, 2, 3]);
+    assert_eq!(versions, vec![1, 2, 3, 4]);
     // A reader sees the committed epoch while the writer still holds the store.
     let n: i64 = conn
         .query_row("SELECT count(*) FROM detections", [], |r| r.get(0))
@@ -1187,7 +1187,7 @@ fn sqlite_store_of_version_2_is_migrated() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(versions, vec![1, 2, 3]);
+    assert_eq!(versions, vec![1, 2, 3, 4]);
 }
 
 #[test]
@@ -1207,7 +1207,7 @@ fn postgres_store_of_version_2_is_migrated() {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        assert_eq!(versions, vec![1, 2, 3]);
+        assert_eq!(versions, vec![1, 2, 3, 4]);
     });
 }
 
@@ -1554,6 +1554,7 @@ fn postgres_unavailable_after_reconnect_timeout() {
                 ca_file: None,
                 reconnect_timeout: Duration::from_secs(60),
                 connect_timeout: timeout,
+                ..PgOptions::default()
             },
         );
         match connect {
@@ -1573,6 +1574,165 @@ fn postgres_unavailable_after_reconnect_timeout() {
         server.start();
         s.commit_epoch(&epoch_commit(1, 2, 2, 2)).unwrap();
         assert_eq!(s.epoch_rows().unwrap().len(), 2);
+    });
+}
+
+fn pg_store_with(url: &str, statement_timeout: Duration, reconnect_timeout: Duration) -> PgStore {
+    let options = PgOptions {
+        statement_timeout,
+        reconnect_timeout,
+        ..PgOptions::default()
+    };
+    PgStore::connect(url, &options).unwrap()
+}
+
+/// A frozen server (SIGSTOP: its connections stay open, its kernel still takes packets,
+/// nothing answers): a statement is given up after the statement timeout. Thawed within the
+/// reconnect bound, the commit goes through on a new session, exactly once; frozen for good,
+/// the store gives up with `Unavailable` after the statement timeout plus the reconnect
+/// timeout; thawed, it works again.
+#[test]
+fn postgres_frozen_server_is_given_up_after_the_statement_timeout() {
+    bounded(Duration::from_secs(90), || {
+        let server = Arc::new(PgServer::new());
+        let url = server.fresh_database_url("frozen");
+        let (statement, reconnect) = (Duration::from_secs(1), Duration::from_secs(3));
+        let mut s = pg_store_with(&url, statement, reconnect);
+        s.begin_run(&live_run()).unwrap();
+        let commits = [
+            epoch_commit(0, 0, 5, 4),
+            epoch_commit(1, 4, 50, 30),
+            epoch_commit(2, 34, 5, 3),
+        ];
+        s.commit_epoch(&commits[0]).unwrap();
+        let pid_before = s.backend_pid().unwrap();
+
+        server.freeze();
+        let thawer = {
+            let server = Arc::clone(&server);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(2));
+                server.thaw();
+            })
+        };
+        s.commit_epoch(&commits[1]).unwrap();
+        thawer.join().unwrap();
+        assert_ne!(
+            s.backend_pid().unwrap(),
+            pid_before,
+            "the frozen session was given up for a new one"
+        );
+
+        server.freeze();
+        let started = Instant::now();
+        match s.commit_epoch(&commits[2]) {
+            Err(StateError::Unavailable { last_error, .. }) => {
+                assert!(last_error.contains("no answer within"), "{last_error}");
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+        let waited = started.elapsed();
+        assert!(
+            waited >= reconnect && waited < statement + reconnect + Duration::from_secs(4),
+            "gave up after {waited:?}"
+        );
+
+        server.thaw();
+        s.commit_epoch(&commits[2]).unwrap();
+        assert_exactly_once(&mut s, &commits);
+    });
+}
+
+/// A TCP proxy to a server that, once armed, stops passing the server's answers on the
+/// first connection that sends COMMIT: the COMMIT is applied, its answer never arrives (a
+/// network path gone silent). The silenced connection stays open.
+struct CommitAnswerSink {
+    port: u16,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CommitAnswerSink {
+    fn start(upstream: u16) -> CommitAnswerSink {
+        use std::sync::atomic::AtomicBool;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed = Arc::new(AtomicBool::new(false));
+        let armed_ = Arc::clone(&armed);
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let silenced = Arc::new(AtomicBool::new(false));
+                let (c, s) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (armed, silenced_) = (Arc::clone(&armed_), Arc::clone(&silenced));
+                std::thread::spawn(move || {
+                    pump(client, server, |bytes| {
+                        let commit = bytes.windows(6).any(|w| w == b"COMMIT");
+                        if commit && armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                            silenced_.store(true, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        true
+                    })
+                });
+                std::thread::spawn(move || {
+                    pump(s, c, |_| {
+                        !silenced.load(std::sync::atomic::Ordering::SeqCst)
+                    })
+                });
+            }
+        });
+        CommitAnswerSink { port, armed }
+    }
+
+    fn arm(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to`, each read passed on only if `pass` says so.
+fn pump(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    mut pass: impl FnMut(&[u8]) -> bool,
+) {
+    use std::io::{Read, Write};
+    let mut buf = [0u8; 16 * 1024];
+    while let Ok(n @ 1..) = from.read(&mut buf) {
+        if pass(&buf[..n]) && to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+/// A COMMIT whose answer never comes is given up after the statement timeout and is in
+/// doubt: once reconnected (and the silent session ended), the progress row shows it was
+/// applied, so it is not applied again.
+#[test]
+fn postgres_commit_without_an_answer_is_settled_by_the_progress_row() {
+    bounded(Duration::from_secs(60), || {
+        let server = PgServer::new();
+        let url = server.fresh_database_url("silent_commit");
+        let proxy = CommitAnswerSink::start(server.port());
+        let url = url.replace(
+            &format!(":{}/", server.port()),
+            &format!(":{}/", proxy.port),
+        );
+        let mut s = pg_store_with(&url, Duration::from_secs(1), Duration::from_secs(20));
+        s.begin_run(&live_run()).unwrap();
+        let commits = [epoch_commit(0, 0, 5, 4), epoch_commit(1, 4, 50, 30)];
+        s.commit_epoch(&commits[0]).unwrap();
+        let pid_before = s.backend_pid().unwrap();
+        proxy.arm();
+        let started = Instant::now();
+        s.commit_epoch(&commits[1]).unwrap();
+        assert!(
+            started.elapsed() >= Duration::from_secs(1),
+            "the COMMIT's answer was withheld, yet the commit returned at once"
+        );
+        assert_ne!(s.backend_pid().unwrap(), pid_before, "reconnected");
+        assert_exactly_once(&mut s, &commits);
     });
 }
 

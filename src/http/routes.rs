@@ -3,12 +3,13 @@
 
 use crate::telemetry::Telemetry;
 
-/// A response, before it is written.
+/// A response, before it is written. The body may be shared with other responses (the
+/// status document, the console page), never copied per request.
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
-    pub body: Vec<u8>,
+    pub body: bytes::Bytes,
 }
 
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -23,7 +24,7 @@ impl Response {
         Response {
             status,
             content_type: TEXT,
-            body: body.into_bytes(),
+            body: body.into_bytes().into(),
         }
     }
 
@@ -50,14 +51,14 @@ pub fn route(telemetry: &Telemetry, target: &str) -> Response {
         "/metrics" => Response {
             status: 200,
             content_type: OPENMETRICS,
-            body: telemetry.metrics_text().into_bytes(),
+            body: telemetry.metrics_text().into_bytes().into(),
         },
         "/healthz" => Response::text(200, "ok"),
         "/readyz" => match telemetry.readiness() {
             Ok(()) => Response::text(200, "ready"),
             Err(reason) => Response::text(503, reason),
         },
-        "/api/status" => match serde_json::to_vec(&telemetry.status()) {
+        "/api/status" => match telemetry.status_json() {
             Ok(body) => Response {
                 status: 200,
                 content_type: JSON,
@@ -69,10 +70,27 @@ pub fn route(telemetry: &Telemetry, target: &str) -> Response {
     }
 }
 
-fn html(page: &str) -> Response {
+fn html(page: &'static str) -> Response {
     Response {
         status: 200,
         content_type: HTML,
-        body: page.as_bytes().to_vec(),
+        body: bytes::Bytes::from_static(page.as_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::RunInfo;
+
+    #[test]
+    fn status_requests_between_changes_share_one_document() {
+        let telemetry = Telemetry::new(RunInfo::default(), 2);
+        let first = route(&telemetry, "/api/status");
+        let second = route(&telemetry, "/api/status?again");
+        assert_eq!((first.status, first.content_type), (200, JSON));
+        assert_eq!(first.body.as_ptr(), second.body.as_ptr());
+        let page = route(&telemetry, "/");
+        assert_eq!(page.body.as_ptr(), crate::report::console_page().as_ptr());
     }
 }

@@ -107,6 +107,39 @@ impl Location {
     }
 }
 
+/// A location in one spelling, so that `L300`, `./L300` and `/srv/L300` name the same
+/// landing (the run identity records it): a local path made absolute, with symbolic links,
+/// `.` and `..` resolved as far as it exists (a part that does not exist yet is appended as
+/// written, less its `.` components); anything else as given.
+pub fn canonical_location(text: &str) -> String {
+    match Location::parse(text) {
+        Ok(Location::Local(path)) => canonical_path(&path).display().to_string(),
+        _ => text.to_string(),
+    }
+}
+
+/// `path` absolute and resolved as far as it exists (see [`canonical_location`]).
+fn canonical_path(path: &std::path::Path) -> std::path::PathBuf {
+    let Ok(absolute) = std::path::absolute(path) else {
+        return path.to_path_buf();
+    };
+    let mut existing = absolute.as_path();
+    let mut missing = Vec::new();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(existing) {
+            return missing.iter().rev().fold(real, |p, name| p.join(name));
+        }
+        // (A `..` in the missing part ends the walk: what it leaves cannot be resolved.)
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name);
+                existing = parent;
+            }
+            _ => return absolute,
+        }
+    }
+}
+
 /// Opens the store for `location` (a directory path or `s3://bucket/prefix`).
 pub fn open(location: &str, s3: &S3Options) -> Result<Arc<dyn ObjectStore>, StoreError> {
     open_location(&Location::parse(location)?, s3)
@@ -161,6 +194,31 @@ pub fn read_object(location: &str, s3: &S3Options, limit: u64) -> Result<Object,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_locations_have_one_spelling() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(tmp.path()).unwrap();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::os::unix::fs::symlink(root.join("a"), root.join("link")).unwrap();
+        let at = |rel: &str| format!("{}/{rel}", tmp.path().display());
+        let want = root.join("a/b").display().to_string();
+        for spelling in [at("a/b"), at("a/./b/"), at("a/b/../b"), at("link/b")] {
+            assert_eq!(canonical_location(&spelling), want, "{spelling}");
+        }
+        // Not there yet: the existing part resolved, the rest as written.
+        let want = root.join("a/new/x").display().to_string();
+        assert_eq!(canonical_location(&at("link/./new/x")), want);
+        // Relative: from the current directory (the crate's, under cargo test).
+        let cwd = std::fs::canonicalize(".").unwrap();
+        let src = cwd.join("src").display().to_string();
+        for spelling in ["src", "./src", "src/../src/."] {
+            assert_eq!(canonical_location(spelling), src, "{spelling}");
+        }
+        for other in ["s3://b/x/", "s3://b", "gs://b/x"] {
+            assert_eq!(canonical_location(other), other);
+        }
+    }
 
     #[test]
     fn parses_locations() {

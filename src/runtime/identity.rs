@@ -5,12 +5,14 @@
 use std::collections::BTreeMap;
 
 use crate::error::ClusterError;
+use crate::objectstore::canonical_location;
 use crate::runtime::options::YOptions;
 use crate::sinks::state::{RunIdentity, RunMode};
 use crate::sources::landing::{chunk_digest, FeedPlan};
 
 /// The run's identity: mode, landing, the resolved replay range (`None` live), thresholds,
-/// and the importance file with its digest.
+/// and the importance file with its digest. Local locations are canonical, so a restart from
+/// another directory, or with another spelling of the same path, is the same run.
 pub fn run_identity(
     options: &YOptions,
     resolved: Option<(u64, u64)>,
@@ -21,11 +23,11 @@ pub fn run_identity(
             Some(_) => RunMode::Replay,
             None => RunMode::Live,
         },
-        landing: options.landing.clone(),
+        landing: canonical_location(&options.landing),
         from: resolved.map(|r| r.0),
         to: resolved.map(|r| r.1),
         thresholds: options.thresholds.describe(),
-        importance: options.importance.clone(),
+        importance: canonical_location(&options.importance),
         importance_digest: chunk_digest(importance),
     }
 }

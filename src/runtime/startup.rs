@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use crate::error::{Context, Error, Result, StateError};
 use crate::objectstore::{self, ObjectStore};
-use crate::runtime::checkpointer::RestorePoint;
 use crate::redact;
+use crate::runtime::checkpointer::RestorePoint;
 use crate::runtime::identity::run_identity;
 use crate::runtime::options::YOptions;
 use crate::runtime::worker::Restore;

@@ -18,7 +18,9 @@
 //!
 //! **Replay range.** [`resolve_replay`] lists the landing once and refuses a range with a
 //! missing chunk (a gap, `--to` or `--from` past the last chunk), naming the first missing
-//! one, before anything is committed.
+//! one, before anything is committed. Without `--to` the range ends at the last chunk
+//! `_COMPLETE` counts when the marker exists (chunks it counts that are not there are missing,
+//! as live Y would wait for them), else at the last chunk present.
 //!
 //! **Whole chunks.** S3 objects are atomic ([`ObjectStore::atomic_puts`]). On a local
 //! directory X writes a temporary name and renames it, but another producer may write a chunk
@@ -27,6 +29,10 @@
 //! [`FeedOptions::settle`]. A producer that writes in place must therefore not pause at a line
 //! boundary before the chunk is complete (a chunk that ends with a terminator is taken at
 //! once): write each chunk with one call, or better, write another name and rename it.
+//!
+//! **Append-only.** A chunk taken is looked at again (size, modification time) before the
+//! next one is delivered, before the end, and while the feed waits on a local directory; a
+//! change stops the feed, naming the chunk (`sources::append_only`).
 //!
 //! **Feed.** The [`ChunkFeed`] runs one fetching thread per process: it asks for the next
 //! expected key directly (no listing per poll) and keeps a small bounded queue of fetched
@@ -43,6 +49,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{LandingError, StoreError};
 use crate::objectstore::{ObjectMeta, ObjectStore};
+use crate::sources::append_only::AppendOnly;
 use crate::telemetry::Telemetry;
 
 /// Name of the end-of-stream marker.
@@ -241,7 +248,9 @@ pub struct ReplayPlan {
 
 /// Resolves a replay range against the landing: checks `_COMPLETE` against the chunks, and
 /// refuses a range with a missing chunk (a gap in `[from, to]`, `to` or `from` past the last
-/// chunk), naming the first missing one. `None` = open end (`from` 0, `to` the last chunk).
+/// chunk), naming the first missing one. `None` = open end: `from` 0, `to` the last chunk
+/// `_COMPLETE` counts, else the last chunk present (so a landing with fewer chunks than its
+/// marker counts is refused like a gap; an explicit `to` within the present chunks is not).
 pub fn resolve_replay(
     store: &dyn ObjectStore,
     from: Option<u64>,
@@ -272,7 +281,8 @@ pub fn resolve_replay(
         }
     }
     // An open `to` with `from` past the last chunk asks for chunk `from`.
-    let hi = to.unwrap_or(last).max(lo);
+    let open_to = complete.map_or(last, |count| count.saturating_sub(1));
+    let hi = to.unwrap_or(open_to).max(lo);
     let mut indices = Vec::new();
     let mut first = None;
     let mut expected = lo;
@@ -285,9 +295,13 @@ pub fn resolve_replay(
         expected += 1;
     }
     if expected <= hi {
-        let shown_to = to.map_or("the last chunk".to_string(), |t| t.to_string());
+        let range = match (to, complete) {
+            (Some(t), _) => format!("[{lo}, {t}]"),
+            (None, Some(_)) => format!("[{lo}, {hi}] (to the last chunk {COMPLETE_KEY} counts)"),
+            (None, None) => format!("[{lo}, the last chunk]"),
+        };
         return Err(refuse(format!(
-            "the range [{lo}, {shown_to}] needs {}, which is missing ({}); a replay takes \
+            "the range {range} needs {}, which is missing ({}); a replay takes \
              every chunk of its range",
             chunk_key(expected),
             why_missing(&chunks, expected, complete)
@@ -607,6 +621,7 @@ impl ChunkFeed {
         options: &FeedOptions,
     ) -> Result<(), LandingError> {
         let mut settle = Settle::new(store.atomic_puts(), options.settle);
+        let mut append_only = AppendOnly::new(store);
         for (position, &index) in indices.iter().enumerate() {
             if !self.wait_for_room(position as u64) {
                 return Ok(());
@@ -617,6 +632,7 @@ impl ChunkFeed {
                     inconsistent(store, format!("{key} disappeared during the replay"))
                 })?;
                 if self.take(&mut settle, &key, &object) {
+                    append_only.taking(store, &key, &object)?;
                     self.push(position as u64, Self::item(index, key, object));
                     break;
                 }
@@ -626,6 +642,7 @@ impl ChunkFeed {
                 std::thread::sleep(options.poll);
             }
         }
+        append_only.ending(store)?;
         self.push(indices.len() as u64, FeedItem::End);
         Ok(())
     }
@@ -643,6 +660,7 @@ impl ChunkFeed {
         let mut marker_settle = Settle::new(atomic, options.settle);
         let mut marker = self.start_following(store, &mut marker_settle)?;
         let first = options.first;
+        let mut append_only = AppendOnly::new(store);
         let mut index = first;
         let mut waiting_since = Instant::now();
         let mut next_warning = waiting_since + options.gap_warn;
@@ -666,12 +684,14 @@ impl ChunkFeed {
                 }
             };
             if let Some(count) = complete.filter(|count| index >= *count) {
-                if self.at_count(store, count, (index, first), object.is_some(), forever)? {
+                let (at, present) = ((index, first), object.is_some());
+                if self.at_count(store, count, at, present, forever, &mut append_only)? {
                     return Ok(());
                 }
             }
             match object {
                 Some(object) if self.take(&mut chunk_settle, &key, &object) => {
+                    append_only.taking(store, &key, &object)?;
                     self.push(index - first, Self::item(index, key, object));
                     index += 1;
                     waiting_since = Instant::now();
@@ -689,6 +709,7 @@ impl ChunkFeed {
             if self.stopped() {
                 return Ok(());
             }
+            append_only.idle(store)?;
             std::thread::sleep(options.poll);
         }
     }
@@ -713,7 +734,8 @@ impl ChunkFeed {
 
     /// The live feed reached `_COMPLETE`'s `count` (chunk `index` is at or past it): that
     /// chunk being `present` makes the landing inconsistent; else, unless `forever`, the
-    /// landing is checked once more and the stream ends at `index` (`true`).
+    /// landing and the last chunk taken are checked once more and the stream ends at `index`
+    /// (`true`).
     fn at_count(
         &self,
         store: &dyn ObjectStore,
@@ -721,6 +743,7 @@ impl ChunkFeed {
         (index, first): (u64, u64),
         present: bool,
         forever: bool,
+        append_only: &mut AppendOnly,
     ) -> Result<bool, LandingError> {
         if present {
             return Err(past_count(store, count, &chunk_key(index)));
@@ -730,6 +753,7 @@ impl ChunkFeed {
         }
         // Once more, for chunks that arrived since the marker was first checked.
         check_count(store, count, &list_chunks(store)?)?;
+        append_only.ending(store)?;
         self.push(index - first, FeedItem::End);
         Ok(true)
     }
@@ -1034,6 +1058,31 @@ mod tests {
         let e = resolve_replay(s, Some(4), Some(7)).unwrap_err().to_string();
         assert!(e.contains("the last chunk is chunk-000005.csv"), "{e}");
         assert!(resolve_replay(s, Some(3), Some(1)).is_err());
+        // _COMPLETE counting chunks that are not there: an open range needs them all (the
+        // first missing one named); an explicit range within the present chunks is whole.
+        store.put(&chunk_key(3), b"h\n").unwrap();
+        store.put(COMPLETE_KEY, b"9").unwrap();
+        for (from, to) in [(None, None), (Some(2), None), (Some(4), Some(7))] {
+            let e = resolve_replay(s, from, to).unwrap_err().to_string();
+            assert!(
+                e.contains("needs chunk-000006.csv"),
+                "{from:?}..{to:?}: {e}"
+            );
+            assert!(e.contains("_COMPLETE says 9 chunks"), "{e}");
+        }
+        let e = resolve_replay(s, None, None).unwrap_err().to_string();
+        assert!(
+            e.contains("the range [0, 8] (to the last chunk _COMPLETE counts) needs"),
+            "{e}"
+        );
+        let plan = resolve_replay(s, Some(1), Some(5)).unwrap();
+        assert_eq!(
+            (plan.indices.as_slice(), plan.to),
+            (&[1, 2, 3, 4, 5][..], 5)
+        );
+        store.put(COMPLETE_KEY, b"6").unwrap();
+        let plan = resolve_replay(s, Some(2), None).unwrap();
+        assert_eq!((plan.indices.as_slice(), plan.to), (&[2, 3, 4, 5][..], 5));
         // _COMPLETE is checked first.
         store.put(COMPLETE_KEY, b"5").unwrap();
         let e = resolve_replay(s, Some(0), Some(2)).unwrap_err().to_string();

@@ -7,7 +7,9 @@
 //! | `parse.rs` | the BankSim transactions CSV: header by name, quoting, amounts, bad rows |
 //! | `importance.rs` | `CustomerImportance.csv`: weights, duplicate keys averaged |
 //! | `landing.rs` | chunk naming, the `_COMPLETE` marker, replay ranges, and the prefetching chunk feed |
+//! | `append_only.rs` | taken chunks looked at again: one that changed stops the feed |
 
+pub mod append_only;
 pub mod framing;
 pub mod importance;
 pub mod landing;

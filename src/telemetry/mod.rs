@@ -20,9 +20,20 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::telemetry::metrics::{resident_bytes, Metrics, Present};
-use crate::telemetry::status::{Book, Progress};
+use crate::telemetry::status::{Book, Progress, MAX_STATUS_BYTES};
 pub use crate::telemetry::status::{EpochRecord, RunInfo, Status};
 use crate::time::now_ms;
+
+/// How long a served status document is reused when nothing recorded has changed (its
+/// time-dependent figures, lag and throughput, are at most this old).
+pub const STATUS_REFRESH: Duration = Duration::from_secs(1);
+
+/// The encoded `/api/status` document as served, with the change it reflects.
+struct Served {
+    json: bytes::Bytes,
+    version: u64,
+    built: Instant,
+}
 
 /// Default of `--ready-max-lag`: `/readyz` fails when more chunks than this wait.
 pub const DEFAULT_READY_MAX_LAG: u64 = 2;
@@ -79,6 +90,10 @@ pub struct Telemetry {
     stall: Mutex<Option<String>>,
     /// Seen, uncommitted chunks → when each became visible (ms since the Unix epoch).
     visible: Mutex<BTreeMap<u64, i64>>,
+    /// Counts the changes the status document shows: epochs, phases, the range, a stall.
+    version: AtomicU64,
+    /// The last status document built, shared by every request until it is stale.
+    served: Mutex<Option<Served>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -102,7 +117,14 @@ impl Telemetry {
             queue_depth: AtomicU64::new(0),
             stall: Mutex::new(None),
             visible: Mutex::new(BTreeMap::new()),
+            version: AtomicU64::new(0),
+            served: Mutex::new(None),
         }
+    }
+
+    /// Something the status document shows changed.
+    fn changed(&self) {
+        self.version.fetch_add(1, Ordering::SeqCst);
     }
 
     pub fn phase(&self) -> Phase {
@@ -111,6 +133,7 @@ impl Telemetry {
 
     pub fn set_phase(&self, phase: Phase) {
         self.phase.store(phase as u8, Ordering::SeqCst);
+        self.changed();
     }
 
     /// A replay's range, once resolved: every chunk of it is in the landing store, so its
@@ -118,6 +141,7 @@ impl Telemetry {
     pub fn set_range(&self, from: u64, to: u64) {
         self.landing_edge.fetch_max(to as i64, Ordering::SeqCst);
         lock(&self.book).run.range = Some([Some(from), Some(to)]);
+        self.changed();
     }
 
     fn elapsed_ms(&self) -> u64 {
@@ -189,6 +213,7 @@ impl Telemetry {
         if epoch as i64 >= self.recovering_to.load(Ordering::SeqCst) {
             self.recovery_done();
         }
+        self.changed();
     }
 
     fn recovery_done(&self) {
@@ -232,6 +257,7 @@ impl Telemetry {
             *visible = visible.split_off(&(record.epoch + 1));
         }
         lock(&self.book).add(record);
+        self.changed();
     }
 
     /// Live mode: the visible→commit latency is measured (a replay's chunks are old).
@@ -295,6 +321,27 @@ impl Telemetry {
         self.metrics.encode(&self.present())
     }
 
+    /// The `/api/status` document, encoded (at most [`MAX_STATUS_BYTES`]): built once per
+    /// change it shows (an epoch committed or replayed, a phase, the range, a stall), or once
+    /// the last is [`STATUS_REFRESH`] old, and shared by every request meanwhile. Concurrent
+    /// requests wait for one build.
+    pub fn status_json(&self) -> Result<bytes::Bytes, serde_json::Error> {
+        let mut served = lock(&self.served);
+        let version = self.version.load(Ordering::SeqCst);
+        if let Some(s) = served.as_ref() {
+            if s.version == version && s.built.elapsed() < STATUS_REFRESH {
+                return Ok(s.json.clone());
+            }
+        }
+        let json = bytes::Bytes::from(self.status().into_json(MAX_STATUS_BYTES)?);
+        *served = Some(Served {
+            json: json.clone(),
+            version,
+            built: Instant::now(),
+        });
+        Ok(json)
+    }
+
     /// The `/api/status` document.
     pub fn status(&self) -> Status {
         let present = self.present();
@@ -328,6 +375,7 @@ impl Telemetry {
             latest_detections: book.latest(),
             rejects: book.rejects(),
             history: book.history(),
+            truncated: false,
         }
     }
 
@@ -347,6 +395,7 @@ impl Telemetry {
     /// Records a stall: `/readyz` fails with `reason` from now on.
     pub fn set_stalled(&self, reason: String) {
         *lock(&self.stall) = Some(reason);
+        self.changed();
     }
 }
 
@@ -405,6 +454,28 @@ mod tests {
         assert_eq!(t.readiness(), Ok(()));
         assert_eq!(t.status().state, "running");
         assert_eq!(t.status().progress.epochs_recovered, 2);
+    }
+
+    #[test]
+    fn the_status_document_is_built_once_per_change_and_shared() {
+        let t = live();
+        t.workers_starting(&BTreeSet::new());
+        let first = t.status_json().unwrap();
+        t.chunk_seen(0, now_ms());
+        let again = t.status_json().unwrap();
+        assert_eq!(first.as_ptr(), again.as_ptr(), "one build between commits");
+        t.epoch_committed(EpochRecord::default());
+        let committed = t.status_json().unwrap();
+        assert_ne!(first.as_ptr(), committed.as_ptr(), "rebuilt after a commit");
+        let value: serde_json::Value = serde_json::from_slice(&committed).unwrap();
+        assert_eq!(value["progress"]["epochs_committed"], 1);
+        t.set_phase(Phase::Ended);
+        let ended = t.status_json().unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&ended).unwrap();
+        assert_eq!(value["state"], "ended");
+        // Time-dependent figures are at most STATUS_REFRESH old.
+        std::thread::sleep(STATUS_REFRESH);
+        assert_ne!(ended.as_ptr(), t.status_json().unwrap().as_ptr());
     }
 
     #[test]

@@ -1,6 +1,11 @@
 //! The `/api/status` document ([`Status`]) and the book it is written from ([`Book`]): run
 //! totals, detections and rejects by kind, the newest detections and the last
 //! [`HISTORY_EPOCHS`] epochs. The committing thread adds one [`EpochRecord`] per epoch.
+//!
+//! What the document quotes from the input is bounded, so that its size (and the memory of
+//! the requests reading it) depends on the options, not on the data: each name is cut to
+//! [`MAX_QUOTED_NAME`] bytes ([`quoted`]) as the book takes it, and the encoded document to
+//! [`MAX_STATUS_BYTES`] ([`Status::into_json`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -20,6 +25,30 @@ pub fn evidence_json(evidence: Option<&str>) -> Option<serde_json::Value> {
 
 /// Detections `latest_detections` lists.
 pub const LATEST_DETECTIONS: usize = 50;
+
+/// The most bytes of a name (customer, merchant) the document quotes; a longer one is cut
+/// and ends with `…`.
+pub const MAX_QUOTED_NAME: usize = 256;
+
+/// The most bytes of the encoded document: past it the oldest of the latest detections, then
+/// the oldest epochs of the history, are left out (and `truncated` is `true`).
+pub const MAX_STATUS_BYTES: usize = 1 << 20;
+
+/// `name` as the document quotes it: whole up to [`MAX_QUOTED_NAME`] bytes, else cut at a
+/// character boundary and ended with `…`, [`MAX_QUOTED_NAME`] bytes at most in all.
+pub fn quoted(name: String) -> String {
+    if name.len() <= MAX_QUOTED_NAME {
+        return name;
+    }
+    const ELLIPSIS: char = '…';
+    let mut end = MAX_QUOTED_NAME - ELLIPSIS.len_utf8();
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut cut = name[..end].to_string();
+    cut.push(ELLIPSIS);
+    cut
+}
 
 /// Window of the throughput figures.
 const RATE_WINDOW: Duration = Duration::from_secs(10);
@@ -123,6 +152,33 @@ pub struct Status {
     pub latest_detections: Vec<LatestDetection>,
     pub rejects: Rejects,
     pub history: Vec<HistoryEntry>,
+    /// Detections or epochs were left out to keep the document within [`MAX_STATUS_BYTES`]
+    /// (present only then).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+impl Status {
+    /// The document as JSON of at most `cap` bytes: past it, the older half of the latest
+    /// detections is left out, again until they fit or none is left, then likewise the older
+    /// half of the history.
+    pub fn into_json(mut self, cap: usize) -> Result<Vec<u8>, serde_json::Error> {
+        loop {
+            let bytes = serde_json::to_vec(&self)?;
+            if bytes.len() <= cap {
+                return Ok(bytes);
+            }
+            if !self.latest_detections.is_empty() {
+                self.latest_detections
+                    .truncate(self.latest_detections.len() / 2);
+            } else if !self.history.is_empty() {
+                self.history.drain(..self.history.len().div_ceil(2));
+            } else {
+                return Ok(bytes);
+            }
+            self.truncated = true;
+        }
+    }
 }
 
 /// One committed epoch, as the committing thread reports it.
@@ -202,8 +258,8 @@ impl Book {
                 epoch: row.epoch,
                 pattern_id: row.pattern_id,
                 action_type: row.action_type,
-                customer_name: row.customer_name,
-                merchant_id: row.merchant_id,
+                customer_name: quoted(row.customer_name),
+                merchant_id: quoted(row.merchant_id),
                 detection_time: row.detection_time,
                 evidence: evidence_json(row.evidence.as_deref()),
             });
@@ -288,6 +344,53 @@ mod tests {
             file_seq: None,
             evidence: None,
         }
+    }
+
+    #[test]
+    fn names_are_quoted_up_to_256_bytes() {
+        assert_eq!(quoted("C1093826151".into()), "C1093826151");
+        let exact = "x".repeat(MAX_QUOTED_NAME);
+        assert_eq!(quoted(exact.clone()), exact);
+        let long = quoted("y".repeat(1 << 20));
+        assert_eq!(long.len(), MAX_QUOTED_NAME);
+        assert_eq!(long, format!("{}…", "y".repeat(MAX_QUOTED_NAME - 3)));
+        // Cut at a character boundary: 'é' is two bytes.
+        let accented = quoted("é".repeat(200));
+        assert!(accented.len() <= MAX_QUOTED_NAME && accented.ends_with('…'));
+        assert_eq!(accented, format!("{}…", "é".repeat(126)));
+    }
+
+    #[test]
+    fn huge_names_leave_the_document_small_and_a_cap_leaves_out_the_oldest() {
+        let telemetry = crate::telemetry::Telemetry::new(RunInfo::default(), 2);
+        for epoch in 0..20 {
+            let mut detection = row(epoch, epoch);
+            detection.customer_name = format!("{epoch}{}", "C".repeat(1 << 20));
+            detection.merchant_id = "M".repeat(1 << 20);
+            telemetry.epoch_committed(EpochRecord {
+                epoch,
+                detections: vec![detection],
+                ..EpochRecord::default()
+            });
+        }
+        let json = telemetry.status().into_json(MAX_STATUS_BYTES).unwrap();
+        assert!(
+            json.len() < 20 * 2 * MAX_QUOTED_NAME + 8 * 1024,
+            "{}",
+            json.len()
+        );
+        let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(value["latest_detections"].as_array().unwrap().len(), 20);
+        assert_eq!(value["latest_detections"][0]["seq"], 19);
+        assert!(value.get("truncated").is_none());
+        // Under a smaller cap: the newest detections and epochs stay, and it says so.
+        let json = telemetry.status().into_json(8 * 1024).unwrap();
+        assert!(json.len() <= 8 * 1024, "{}", json.len());
+        let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        let latest = value["latest_detections"].as_array().unwrap();
+        assert!(!latest.is_empty() && latest.len() < 20, "{}", latest.len());
+        assert_eq!(latest[0]["seq"], 19);
+        assert_eq!(value["truncated"], true);
     }
 
     #[test]

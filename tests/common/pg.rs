@@ -303,6 +303,30 @@ impl PgServer {
         unregister_pid(child.id());
     }
 
+    /// Freezes the server as a stopped host would be: SIGSTOP to the postmaster and every
+    /// backend. Connections stay open and the kernel still accepts packets, but nothing
+    /// answers. [`PgServer::thaw`] (or dropping the server) resumes it.
+    pub fn freeze(&self) {
+        self.signal_all(libc::SIGSTOP);
+    }
+
+    /// Resumes a frozen server (SIGCONT to the postmaster and every backend).
+    pub fn thaw(&self) {
+        self.signal_all(libc::SIGCONT);
+    }
+
+    /// Sends `signal` to the postmaster, then to each of its children (the backends).
+    fn signal_all(&self, signal: libc::c_int) {
+        let Some(postmaster) = self.child.lock().unwrap().as_ref().map(|c| c.id()) else {
+            return;
+        };
+        // SAFETY: signalling our own child and its children.
+        unsafe { libc::kill(postmaster as libc::pid_t, signal) };
+        for pid in children_of(postmaster) {
+            unsafe { libc::kill(pid as libc::pid_t, signal) };
+        }
+    }
+
     fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(self.bindir.join(program));
         cmd.current_dir(&self.dir).env("LC_ALL", "C");
@@ -321,6 +345,8 @@ impl Default for PgServer {
 
 impl Drop for PgServer {
     fn drop(&mut self) {
+        // A frozen server handles no signal but SIGCONT (and SIGKILL).
+        self.thaw();
         self.stop_with(libc::SIGQUIT);
         let _ = std::fs::remove_dir_all(&self.dir);
         DIRS.lock().unwrap().retain(|d| d != &self.dir);
@@ -406,6 +432,24 @@ fn install_atexit() {
         // SAFETY: registering a plain extern "C" function.
         unsafe { libc::atexit(cleanup) };
     });
+}
+
+/// The processes whose parent is `parent` (from `/proc/PID/stat`).
+fn children_of(parent: u32) -> Vec<u32> {
+    let parent = parent.to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+            let after_comm = &stat[stat.rfind(')')? + 1..];
+            let ppid = after_comm.split_whitespace().nth(1)?;
+            (ppid == parent).then_some(pid)
+        })
+        .collect()
 }
 
 /// The directory holding `initdb` and `postgres`.

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::error::StateError;
+use crate::objectstore::canonical_location;
 use crate::redact;
 
 /// Live or replay (`run.mode` in `run_meta`: `live`, `replay`).
@@ -36,7 +37,8 @@ impl fmt::Display for RunMode {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunIdentity {
     pub mode: RunMode,
-    /// The landing location, as given (stored as is; shown through [`redact::url`]).
+    /// The landing location (canonical when local: `objectstore::canonical_location`;
+    /// shown through [`redact::url`]).
     pub landing: String,
     /// Replay: the range as resolved from the landing listing when the run started (its
     /// first and last chunk), so that chunks arriving later make a rerun another run.
@@ -148,6 +150,15 @@ impl Comparison<'_> {
         self.old(key) != self.new[key]
     }
 
+    /// Whether the landing differs other than in spelling: a store recorded before local
+    /// landings were canonical holds the path as it was given (a relative one is taken from
+    /// the current directory).
+    fn landing_differs(&self) -> bool {
+        self.differs(META_LANDING)
+            && canonical_location(self.old(META_LANDING))
+                != canonical_location(&self.new[META_LANDING])
+    }
+
     /// The replay range clause, if the range differs (and the mode does not).
     fn range(&self) -> Option<String> {
         if self.differs(META_MODE) || !(self.differs(META_FROM) || self.differs(META_TO)) {
@@ -230,7 +241,7 @@ fn identity_differences(stored: &BTreeMap<String, String>, requested: &RunIdenti
             requested.mode
         ));
     }
-    if c.differs(META_LANDING) {
+    if c.landing_differs() {
         out.push(format!(
             "the landing was {}, now {}",
             redact::url(c.old(META_LANDING)),
@@ -405,6 +416,31 @@ mod tests {
             "{message}"
         );
         assert!(!message.contains("LeakMe"), "{message}");
+    }
+
+    #[test]
+    fn a_landing_recorded_in_another_spelling_is_the_same_landing() {
+        let cwd = std::fs::canonicalize(".").unwrap();
+        let run = |landing: &str| RunIdentity {
+            landing: landing.into(),
+            ..replay(0, 29)
+        };
+        let canonical = cwd.join("src").display().to_string();
+        // Stores recorded with the spelling given (relative ones from this directory).
+        for recorded in ["src", "./src", "src/"] {
+            let old = stored(&run(recorded));
+            assert!(
+                !record_identity(&old, &run(&canonical), true).unwrap(),
+                "{recorded}"
+            );
+        }
+        let message = refusal(&stored(&run("src")), &run("/data/other"));
+        assert!(
+            message.contains("the landing was src, now /data/other"),
+            "{message}"
+        );
+        assert!(!record_identity(&stored(&run("s3://b/l")), &run("s3://b/l"), true).unwrap());
+        refusal(&stored(&run("s3://b/l")), &run("s3://b/m"));
     }
 
     #[test]

@@ -24,6 +24,7 @@
 //! | `sqlite.rs` | the embedded store (SQLite, WAL, `flock` single-writer lock) |
 //! | `postgres/mod.rs` | the PostgreSQL store's `StateStore` impl: migrations, run identity, recovery, ledger |
 //! | `postgres/store.rs` | [`postgres::PgStore`], [`postgres::PgOptions`], the connection and session types, attempt failures |
+//! | `postgres/client.rs` | the blocking client: a deadline on every call, dropped without waiting for the server |
 //! | `postgres/connection.rs` | connecting, bounded reconnection with backoff, host-name resolution within the bound |
 //! | `postgres/tls.rs` | libpq's `sslmode`/`sslrootcert` URL options and the rustls connector |
 //! | `postgres/lease.rs` | the single-writer lease: the advisory lock, re-locking after a loss, its holders |

@@ -2,9 +2,10 @@
 //! variants' ledger rows; statements prepared once per connection) and its retry loop, which settles a COMMIT whose answer was lost by
 //! reading the epoch's progress row back once the lease is re-taken.
 
-use ::postgres::types::ToSql;
-use ::postgres::{Statement, Transaction};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Statement;
 
+use super::client::{Queries, Transaction};
 use super::connection::{is_connection_loss, Retry};
 use super::store::{pg, Conn, Failure, PgStore};
 use crate::error::StateError;
@@ -173,6 +174,8 @@ fn lost_at_commit(failure: &Failure) -> bool {
         Failure::Pg {
             error, at_commit, ..
         } => *at_commit && is_connection_loss(error),
+        // No answer to COMMIT in time: it may have been applied, as with a lost connection.
+        Failure::TimedOut { at_commit, .. } => *at_commit,
         #[cfg(feature = "fault-injection")]
         Failure::Simulated { at_commit } => *at_commit,
         _ => false,
@@ -181,11 +184,12 @@ fn lost_at_commit(failure: &Failure) -> bool {
 
 /// After a COMMIT whose answer was lost: whether the epoch's progress row is in the store.
 fn epoch_present(conn: &mut Conn, params: &CommitParams<'_>, url: &str) -> Result<bool, Failure> {
-    let present = conn
-        .prepare(SQL_EPOCH_PRESENT)
-        .and_then(|st| conn.client.query_one(&st, &[&params.epoch]))
-        .and_then(|r| r.try_get::<_, bool>(0))
-        .map_err(pg("checking whether the epoch committed"))?;
+    let what = "checking whether the epoch committed";
+    let st = conn.prepare(SQL_EPOCH_PRESENT).map_err(pg(what))?;
+    let present: bool = conn
+        .client
+        .query_value(&st, &[&params.epoch])
+        .map_err(pg(what))?;
     if present {
         tracing::warn!(url, epoch = params.epoch, "the COMMIT's outcome was unknown; the epoch's progress row is in the store, so it committed");
     } else {
@@ -216,11 +220,7 @@ fn try_commit(c: &mut Conn, p: &CommitParams<'_>, fault: Injected) -> Result<(),
     }
     #[cfg(feature = "fault-injection")]
     let tx = super::fault::before_commit(tx, fault)?;
-    tx.commit().map_err(|error| Failure::Pg {
-        what: "COMMIT",
-        error,
-        at_commit: true,
-    })?;
+    tx.commit().map_err(|e| pg("COMMIT")(e).at_commit())?;
     #[cfg(feature = "fault-injection")]
     super::fault::after_commit(&mut c.client, fault)?;
     #[cfg(not(feature = "fault-injection"))]
@@ -249,8 +249,7 @@ fn insert_progress(
         .map_err(pg("inserting the progress row"))?;
     if inserted == 0 {
         let last: Option<i64> = tx
-            .query_one(schema::MAX_EPOCH, &[])
-            .and_then(|r| r.try_get(0))
+            .query_value(schema::MAX_EPOCH, &[])
             .map_err(pg("committing an epoch"))?;
         return Err(Failure::State(StateError::Inconsistent(format!(
             "asked to commit epoch {} but epoch {} is already committed",

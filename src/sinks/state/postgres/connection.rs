@@ -7,8 +7,9 @@ use std::error::Error as _;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use ::postgres::Config;
+use tokio_postgres::Config;
 
+use super::client::{Client, ConnectError, Queries};
 use super::lease::relock;
 use super::store::{pg, Conn, Failure, PgOptions, PgStore, Session};
 use super::tls::{split_libpq_options, tls_connector};
@@ -19,12 +20,14 @@ use crate::redact;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long unacknowledged data may sit on a dead TCP connection (unless the URL says).
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+/// What a connection attempt is called in messages.
+const CONNECTING: &str = "connecting";
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Whether an error means the connection is gone (or the server is restarting), so that
 /// reconnecting and retrying can help; false for SQL errors, authentication and TLS failures.
-pub(super) fn is_connection_loss(e: &::postgres::Error) -> bool {
+pub(super) fn is_connection_loss(e: &tokio_postgres::Error) -> bool {
     if e.is_closed() {
         return true;
     }
@@ -58,7 +61,7 @@ pub(super) fn is_connection_loss(e: &::postgres::Error) -> bool {
 }
 
 /// The error and its causes on one line (tokio-postgres's own `Display` omits the cause).
-fn error_chain(e: &::postgres::Error) -> String {
+fn error_chain(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         let mut s = format!(
             "{} {} (SQLSTATE {})",
@@ -180,9 +183,9 @@ fn client_config(clean_url: &str, redacted: &str) -> Result<Config, StateError> 
     let unix_only = config
         .get_hosts()
         .iter()
-        .all(|h| matches!(h, ::postgres::config::Host::Unix(_)));
-    if unix_only && config.get_ssl_mode() == ::postgres::config::SslMode::Prefer {
-        config.ssl_mode(::postgres::config::SslMode::Disable);
+        .all(|h| matches!(h, tokio_postgres::config::Host::Unix(_)));
+    if unix_only && config.get_ssl_mode() == tokio_postgres::config::SslMode::Prefer {
+        config.ssl_mode(tokio_postgres::config::SslMode::Disable);
     }
     Ok(config)
 }
@@ -244,7 +247,7 @@ impl PgStore {
             fault: None,
         };
         let mut retry = Retry::new(options.connect_timeout);
-        if let Err(e) = store.reconnect(&mut retry, "connecting") {
+        if let Err(e) = store.reconnect(&mut retry, CONNECTING) {
             return Err(match e {
                 StateError::Unavailable { .. } => StateError::Unreachable {
                     url: store.url.clone(),
@@ -259,29 +262,46 @@ impl PgStore {
         Ok(store)
     }
 
-    /// One connection attempt.
+    /// One connection attempt: each TCP connect within the connect timeout, the whole
+    /// attempt (TLS and authentication included) within the time `retry` has left.
     fn open_connection(&self, remaining: Duration) -> Result<Conn, Failure> {
         let mut config = self.config.clone();
+        let remaining = remaining.max(Duration::from_secs(1));
         let per_attempt = config
             .get_connect_timeout()
             .copied()
             .unwrap_or(CONNECT_TIMEOUT)
-            .min(remaining.max(Duration::from_secs(1)));
+            .min(remaining);
         config.connect_timeout(per_attempt);
         // tokio-postgres bounds the TCP connect, not the host name lookup before it.
         check_resolvable(&config, per_attempt).map_err(Failure::Unresolved)?;
-        let mut client = config.connect(self.tls.clone()).map_err(pg("connecting"))?;
+        let bound = (per_attempt + self.options.statement_timeout).min(remaining);
+        let what = CONNECTING;
+        let mut client = Client::connect(
+            &config,
+            self.tls.clone(),
+            bound,
+            self.options.statement_timeout,
+        )
+        .map_err(|e| match e {
+            ConnectError::Call(e) => pg(what)(e),
+            ConnectError::Runtime(source) => Failure::State(StateError::Io {
+                op: "starting the client runtime for",
+                path: self.url.clone(),
+                source,
+            }),
+        })?;
         let row = client
             .query_one(
                 "SELECT pg_backend_pid(), COALESCE((SELECT backend_start::text \
                  FROM pg_stat_activity WHERE pid = pg_backend_pid()), '')",
                 &[],
             )
-            .map_err(pg("connecting"))?;
+            .map_err(pg(what))?;
         Ok(Conn {
             session: Session {
-                pid: row.get(0),
-                started: row.get(1),
+                pid: row.try_get(0).map_err(pg(what))?,
+                started: row.try_get(1).map_err(pg(what))?,
             },
             client,
             statements: HashMap::new(),
@@ -346,6 +366,22 @@ impl PgStore {
                     source: error,
                 })
             }
+            Failure::TimedOut {
+                what: step, waited, ..
+            } => {
+                self.conn = None;
+                // A connection attempt has the time left as its bound, a statement the option.
+                let option = if step == CONNECTING {
+                    ""
+                } else {
+                    " (--pg-statement-timeout)"
+                };
+                let error = format!(
+                    "no answer within {} s{option}: the server, or the network to it, is stuck",
+                    seconds(waited)
+                );
+                retry.failed(&self.url, step, &error, false)
+            }
             #[cfg(feature = "fault-injection")]
             Failure::Simulated { .. } => {
                 self.conn = None;
@@ -390,7 +426,9 @@ fn check_resolvable(config: &Config, limit: Duration) -> Result<(), String> {
     let mut names = Vec::new();
     for host in config.get_hosts() {
         match host {
-            ::postgres::config::Host::Tcp(name) if name.parse::<std::net::IpAddr>().is_err() => {
+            tokio_postgres::config::Host::Tcp(name)
+                if name.parse::<std::net::IpAddr>().is_err() =>
+            {
                 names.push(name.clone())
             }
             _ => return Ok(()),
@@ -430,6 +468,15 @@ fn check_resolvable(config: &Config, limit: Duration) -> Result<(), String> {
     Err(errors.join("; "))
 }
 
+/// A duration in seconds for messages: `2`, `2.5`.
+fn seconds(d: Duration) -> String {
+    let text = format!("{:.1}", d.as_secs_f64());
+    match text.strip_suffix(".0") {
+        Some(whole) => whole.to_string(),
+        None => text,
+    }
+}
+
 /// The hosts and ports of a configuration, for messages: `db.example.com:5432`.
 fn describe_hosts(config: &Config) -> String {
     let ports = config.get_ports();
@@ -444,8 +491,8 @@ fn describe_hosts(config: &Config) -> String {
                 .copied()
                 .unwrap_or(5432);
             match host {
-                ::postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
-                ::postgres::config::Host::Unix(dir) => {
+                tokio_postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+                tokio_postgres::config::Host::Unix(dir) => {
                     format!("{}/.s.PGSQL.{port}", dir.display())
                 }
             }

@@ -3,8 +3,7 @@
 //! COMMIT; and what a test may read of the session (its backend pid, a setting). Compiled only with the cargo feature `fault-injection` (tests/state_store.rs
 //! enables it through a dev-dependency on this package); release builds do not contain it.
 
-use ::postgres::{Client, Transaction};
-
+use super::client::{Client, Queries, Transaction};
 use super::store::{pg, Failure, Fault, PgStore};
 use crate::error::StateError;
 
@@ -52,11 +51,7 @@ pub(super) fn before_commit(
         Some(Fault::LoseConnectionAfterCommit) | None => return Ok(tx),
     };
     Err(match tx.batch_execute(KILL_OWN_BACKEND) {
-        Err(error) if !at_commit => Failure::Pg {
-            what: "committing an epoch",
-            error,
-            at_commit,
-        },
+        Err(error) if !at_commit => pg("committing an epoch")(error),
         // (Not dead yet: dropping the transaction rolls it back, the same outcome.)
         _ => Failure::Simulated { at_commit },
     })

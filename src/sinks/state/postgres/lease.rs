@@ -2,8 +2,9 @@
 //! anything else and re-taken on every reconnect; a half-open previous session of ours that
 //! still holds it is terminated.
 
-use ::postgres::Row;
+use tokio_postgres::Row;
 
+use super::client::Queries;
 use super::store::{pg, Conn, Failure, Session};
 
 /// The advisory lock key of the single-writer lease ("txflow" in ASCII).
@@ -60,9 +61,7 @@ pub(super) fn relock(conn: &mut Conn, old: &Session) -> Result<(), Failure> {
 /// `pg_try_advisory_lock` on the single-writer key.
 pub(super) fn try_lock(conn: &mut Conn) -> Result<bool, Failure> {
     conn.client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
-        .map_err(pg("taking the single-writer lock"))?
-        .try_get(0)
+        .query_value("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
         .map_err(pg("taking the single-writer lock"))
 }
 

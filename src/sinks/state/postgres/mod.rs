@@ -4,6 +4,7 @@
 //! | --- | --- |
 //! | `mod.rs` | the `StateStore` impl of [`PgStore`]: migrations, run identity, recovery, ledger; the re-exports |
 //! | `store.rs` | [`PgStore`], [`PgOptions`], a connection and its session, why an attempt failed, `Fault` (tests) |
+//! | `client.rs` | the blocking client: tokio-postgres on a runtime of its own, a deadline on every call |
 //! | `connection.rs` | connecting, reconnecting with backoff within a bound ([`PgOptions`]), host-name resolution |
 //! | `tls.rs` | libpq's `sslmode`/`sslrootcert` URL options, the rustls connector |
 //! | `lease.rs` | the single-writer lease: advisory lock [`LOCK_KEY`], re-locking, its holders |
@@ -37,6 +38,14 @@
 //! Any statement error inside the transaction ends the attempt before COMMIT is sent, so the
 //! "COMMIT answered with ROLLBACK" trap cannot occur.
 //!
+//! # A frozen server
+//! A server that stops answering without closing anything (`SIGSTOP`, a paused VM) looks
+//! alive to TCP. So every call, COMMIT included, waits at most
+//! [`PgOptions::statement_timeout`] for its answer; past it the connection counts as lost
+//! (warned about, dropped without waiting for the server, reconnected within the bound above),
+//! and a COMMIT without an answer is in doubt exactly like one whose connection was lost. A
+//! connection attempt (TLS and authentication included) is bounded by the time left.
+//!
 //! # TLS
 //! `sslmode=disable|prefer|require` in the URL (prefer is the default). rustls always
 //! verifies the certificate chain and the host name, so `require` here is libpq's
@@ -46,6 +55,7 @@
 //! rejects it; `sslrootcert=system` means the default), else the Mozilla roots
 //! (`webpki-roots`). Client certificates (`sslcert`, `sslkey`) are not supported.
 
+mod client;
 mod commit;
 mod connection;
 #[cfg(feature = "fault-injection")]
@@ -56,7 +66,8 @@ mod tls;
 
 use std::collections::{BTreeMap, HashSet};
 
-use ::postgres::Row;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
 
 use super::identity::{record_identity, RunIdentity};
 use super::schema::{self, MIGRATIONS};
@@ -66,11 +77,12 @@ use super::store::{
     LedgerId, LedgerRow, Recovered, StateStore, VariantLedgers, VariantRecovered, VariantSpec,
 };
 use crate::error::StateError;
+use client::Queries;
 pub use lease::LOCK_KEY;
 #[cfg(feature = "fault-injection")]
 pub use store::Fault;
 use store::{pg, Conn, Failure};
-pub use store::{PgOptions, PgStore};
+pub use store::{PgOptions, PgStore, DEFAULT_STATEMENT_TIMEOUT};
 
 impl PgStore {
     /// Readers: refuses a store at another schema version than this build's (checked once).
@@ -115,7 +127,7 @@ impl PgStore {
         what: &'static str,
         ledger: LedgerId<'_>,
         args: &[u64],
-        body: impl Fn(&mut Conn, &[&(dyn ::postgres::types::ToSql + Sync)]) -> Result<T, Failure>,
+        body: impl Fn(&mut Conn, &[&(dyn ToSql + Sync)]) -> Result<T, Failure>,
     ) -> Result<T, StateError> {
         let args = args
             .iter()
@@ -123,15 +135,12 @@ impl PgStore {
             .collect::<Result<Vec<i64>, _>>()?;
         let variant = ledger.variant();
         self.run(what, |c| {
-            let mut params: Vec<&(dyn ::postgres::types::ToSql + Sync)> = Vec::new();
+            let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
             if let Some(variant) = &variant {
                 require_variant(c, variant)?;
                 params.push(variant);
             }
-            params.extend(
-                args.iter()
-                    .map(|a| a as &(dyn ::postgres::types::ToSql + Sync)),
-            );
+            params.extend(args.iter().map(|a| a as &(dyn ToSql + Sync)));
             body(c, &params)
         })
     }
@@ -148,7 +157,7 @@ fn require_variant(c: &mut Conn, variant: &str) -> Result<(), Failure> {
 }
 
 /// The recorded variants, in order.
-fn read_variants(client: &mut impl ::postgres::GenericClient) -> Result<Vec<VariantSpec>, Failure> {
+fn read_variants(client: &mut impl Queries) -> Result<Vec<VariantSpec>, Failure> {
     let what = "reading the variants";
     client
         .query(schema::VARIANTS, &[])
@@ -171,10 +180,7 @@ fn check_variants(
     let what = "recording the backtest variants";
     let mut tx = c.client.transaction().map_err(pg(what))?;
     let recorded = read_variants(&mut tx)?;
-    let has_epochs: bool = tx
-        .query_one(schema::ANY_EPOCH, &[])
-        .and_then(|r| r.try_get(0))
-        .map_err(pg(what))?;
+    let has_epochs: bool = tx.query_value(schema::ANY_EPOCH, &[]).map_err(pg(what))?;
     if record_variants(&recorded, requested, has_epochs)? {
         tx.execute(schema::DELETE_VARIANTS, &[]).map_err(pg(what))?;
         for (position, v) in requested.iter().enumerate() {
@@ -193,7 +199,7 @@ fn check_variants(
         .map_err(pg(what))?
         .iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-        .collect::<Result<_, ::postgres::Error>>()
+        .collect::<Result<_, tokio_postgres::Error>>()
         .map_err(pg(what))?;
     let recovered = ledgers.recovered(requested)?;
     tx.commit().map_err(pg(what))?;
@@ -231,8 +237,7 @@ fn migrate(c: &mut Conn) -> Result<(), Failure> {
     tx.batch_execute(schema::CREATE_SCHEMA_MIGRATIONS)
         .map_err(pg(what))?;
     let newest: Option<i64> = tx
-        .query_one(schema::NEWEST_MIGRATION, &[])
-        .and_then(|r| r.try_get(0))
+        .query_value(schema::NEWEST_MIGRATION, &[])
         .map_err(pg(what))?;
     check_schema_version(newest)?;
     for (version, sql) in MIGRATIONS {
@@ -252,15 +257,13 @@ fn schema_version(c: &mut Conn) -> Result<Option<i64>, Failure> {
     let what = "reading the schema version";
     let exists: bool = c
         .client
-        .query_one(schema::PG_HAS_MIGRATIONS, &[])
-        .and_then(|r| r.try_get(0))
+        .query_value(schema::PG_HAS_MIGRATIONS, &[])
         .map_err(pg(what))?;
     if !exists {
         return Ok(None);
     }
     c.client
-        .query_one(schema::NEWEST_MIGRATION, &[])
-        .and_then(|r| r.try_get(0))
+        .query_value(schema::NEWEST_MIGRATION, &[])
         .map_err(pg(what))
 }
 
@@ -272,12 +275,9 @@ fn check_identity(c: &mut Conn, requested: &RunIdentity) -> Result<(), Failure> 
         .map_err(pg(what))?
         .iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-        .collect::<Result<BTreeMap<String, String>, ::postgres::Error>>()
+        .collect::<Result<BTreeMap<String, String>, tokio_postgres::Error>>()
         .map_err(pg(what))?;
-    let has_epochs: bool = tx
-        .query_one(schema::ANY_EPOCH, &[])
-        .and_then(|r| r.try_get(0))
-        .map_err(pg(what))?;
+    let has_epochs: bool = tx.query_value(schema::ANY_EPOCH, &[]).map_err(pg(what))?;
     if record_identity(&stored, requested, has_epochs)? {
         for (key, value) in requested.meta_entries() {
             tx.execute(schema::UPSERT_META, &[&key, &value])
@@ -290,13 +290,7 @@ fn check_identity(c: &mut Conn, requested: &RunIdentity) -> Result<(), Failure> 
 
 fn read_recovered(c: &mut Conn) -> Result<Recovered, Failure> {
     let what = "reading the committed state";
-    let mut tx = c
-        .client
-        .build_transaction()
-        .isolation_level(::postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .map_err(pg(what))?;
+    let mut tx = c.client.snapshot().map_err(pg(what))?;
     let epochs = tx
         .query(schema::EPOCH_DIGESTS, &[])
         .map_err(pg(what))?
@@ -313,10 +307,7 @@ fn read_recovered(c: &mut Conn) -> Result<Recovered, Failure> {
         let text = |i: usize| r.try_get::<_, &str>(i).map_err(pg(what));
         emitted.insert(detection_key(text(0)?, text(1)?, text(2)?)?);
     }
-    let max_seq: Option<i64> = tx
-        .query_one(schema::MAX_SEQ, &[])
-        .and_then(|r| r.try_get(0))
-        .map_err(pg(what))?;
+    let max_seq: Option<i64> = tx.query_value(schema::MAX_SEQ, &[]).map_err(pg(what))?;
     let finished = tx
         .query_opt(schema::IS_FINISHED, &[])
         .map_err(pg(what))?
@@ -335,9 +326,7 @@ fn read_recovered(c: &mut Conn) -> Result<Recovered, Failure> {
 }
 
 /// The recorded checkpoints, oldest first.
-fn read_checkpoints(
-    client: &mut impl ::postgres::GenericClient,
-) -> Result<Vec<CheckpointRow>, Failure> {
+fn read_checkpoints(client: &mut impl Queries) -> Result<Vec<CheckpointRow>, Failure> {
     let what = "reading the checkpoints";
     let rows = client.query(schema::CHECKPOINTS, &[]).map_err(pg(what))?;
     rows.iter()
@@ -413,8 +402,7 @@ impl StateStore for PgStore {
         let min = self.with_ledger_params(what, ledger, &[], |c, params| {
             let st = c.prepare(query).map_err(pg(what))?;
             c.client
-                .query_one(&st, params)
-                .and_then(|r| r.try_get::<_, Option<i64>>(0))
+                .query_value::<_, Option<i64>>(&st, params)
                 .map_err(pg(what))
         })?;
         min.map(|s| sql_u64(s, "sequence number")).transpose()
@@ -514,7 +502,7 @@ impl StateStore for PgStore {
                 .map_err(pg(what))?
                 .iter()
                 .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-                .collect::<Result<Vec<_>, ::postgres::Error>>()
+                .collect::<Result<Vec<_>, tokio_postgres::Error>>()
                 .map_err(pg(what))
         })
     }
@@ -549,7 +537,7 @@ impl StateStore for PgStore {
                 .map_err(pg(what))?
                 .iter()
                 .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-                .collect::<Result<BTreeMap<String, String>, ::postgres::Error>>()
+                .collect::<Result<BTreeMap<String, String>, tokio_postgres::Error>>()
                 .map_err(pg(what))
         })
     }

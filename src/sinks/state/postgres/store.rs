@@ -4,9 +4,12 @@
 //! can inject (`Fault`).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
-use ::postgres::{Client, Config, Statement};
+use tokio_postgres::{Config, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::client::{CallError, Client, Queries};
 
 use crate::error::StateError;
 
@@ -44,7 +47,14 @@ pub struct PgOptions {
     /// At start: how long to try to reach PostgreSQL (a refused connection or an unresolvable
     /// host) before failing with one line. Later reconnects use `reconnect_timeout`.
     pub connect_timeout: std::time::Duration,
+    /// How long any one statement (COMMIT included) may wait for its answer before the
+    /// connection counts as lost (a frozen server or network path); `reconnect_timeout`
+    /// then applies.
+    pub statement_timeout: std::time::Duration,
 }
+
+/// Default of [`PgOptions::statement_timeout`] (`--pg-statement-timeout`).
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for PgOptions {
     fn default() -> Self {
@@ -52,6 +62,7 @@ impl Default for PgOptions {
             ca_file: None,
             reconnect_timeout: std::time::Duration::from_secs(60),
             connect_timeout: std::time::Duration::from_secs(10),
+            statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
         }
     }
 }
@@ -72,7 +83,7 @@ pub(super) struct Conn {
 }
 
 impl Conn {
-    pub(super) fn prepare(&mut self, sql: &'static str) -> Result<Statement, ::postgres::Error> {
+    pub(super) fn prepare(&mut self, sql: &'static str) -> Result<Statement, CallError> {
         if let Some(st) = self.statements.get(sql) {
             return Ok(st.clone());
         }
@@ -87,7 +98,14 @@ pub(super) enum Failure {
     /// A PostgreSQL error while doing `what`; `at_commit` = it was the answer to COMMIT.
     Pg {
         what: &'static str,
-        error: ::postgres::Error,
+        error: tokio_postgres::Error,
+        at_commit: bool,
+    },
+    /// No answer to `what` within the statement timeout: the connection counts as lost
+    /// (`at_commit`: the COMMIT's outcome is unknown).
+    TimedOut {
+        what: &'static str,
+        waited: Duration,
         at_commit: bool,
     },
     /// A simulated connection loss (`Fault`, tests only).
@@ -108,12 +126,39 @@ impl From<StateError> for Failure {
     }
 }
 
-/// `map_err` helper: a PostgreSQL error while doing `what`.
-pub(super) fn pg(what: &'static str) -> impl Fn(::postgres::Error) -> Failure {
-    move |error| Failure::Pg {
-        what,
-        error,
-        at_commit: false,
+/// `map_err` helper: a PostgreSQL error (or no answer in time) while doing `what`.
+pub(super) fn pg<E: Into<CallError>>(what: &'static str) -> impl Fn(E) -> Failure {
+    move |error| match error.into() {
+        CallError::Pg(error) => Failure::Pg {
+            what,
+            error,
+            at_commit: false,
+        },
+        CallError::TimedOut(waited) => Failure::TimedOut {
+            what,
+            waited,
+            at_commit: false,
+        },
+    }
+}
+
+impl Failure {
+    /// The same failure, as the answer to COMMIT (whose outcome it leaves unknown if the
+    /// connection is gone).
+    pub(super) fn at_commit(self) -> Failure {
+        match self {
+            Failure::Pg { what, error, .. } => Failure::Pg {
+                what,
+                error,
+                at_commit: true,
+            },
+            Failure::TimedOut { what, waited, .. } => Failure::TimedOut {
+                what,
+                waited,
+                at_commit: true,
+            },
+            other => other,
+        }
     }
 }
 
