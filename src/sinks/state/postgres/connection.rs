@@ -229,7 +229,7 @@ impl PgStore {
             let given = config
                 .get_options()
                 .map_or_else(String::new, |o| format!("{o} "));
-            config.options(&format!("{given}-c default_transaction_read_only=on"));
+            config.options(format!("{given}-c default_transaction_read_only=on"));
         }
         let ca_file = options.ca_file.clone().or(url_ca_file);
         let tls = tls_connector(ca_file.as_deref())?;
