@@ -35,7 +35,7 @@ use crate::runtime::{cluster, landing_edge};
 use crate::runtime::{watchdog, RunControl};
 use crate::sinks::checkpoint::CheckpointStore;
 use crate::sinks::writer::EpochWriter;
-use crate::sources::landing::{ChunkFeed, FeedOptions, FeedPlan};
+use crate::sources::landing::{check_pruned_replay, ChunkFeed, FeedOptions, FeedPlan};
 use crate::telemetry::status::RestoreInfo;
 use crate::telemetry::{Phase, RunInfo, Telemetry};
 use crate::time::{format_ist, now_ms};
@@ -137,8 +137,16 @@ fn run_observed(
         (Some(writer), Some(store)) => startup::choose_restore(writer, store, &inputs.identity)?,
         _ => None,
     };
-    if let Some(writer) = &writer {
+    if let Some(writer) = writer.as_mut() {
         let restored = restore.as_ref().map(|r| r.point.epoch);
+        if let Some(replay) = &inputs.replay {
+            check_pruned_replay(inputs.landing.as_ref(), replay, restored)?;
+            // Its first chunk removed: the replay's clock starts where the checkpoint says.
+            let start = restore.as_ref().and_then(|r| r.manifest.first_chunk_ms);
+            if let (None, Some(ms)) = (&replay.first, start) {
+                writer.set_replay_start(ms);
+            }
+        }
         startup::check_replay_needs(writer, inputs.landing.as_ref(), restored)?;
         let replayed = writer
             .committed_epochs()
@@ -268,7 +276,9 @@ fn run_workers(
                 run: inputs.identity.checkpoint_key(),
                 local_workers: t.workers,
                 workers: t.workers * t.processes,
-                records: queue.as_ref().map(CommitQueue::record_requests),
+                records: queue
+                    .as_ref()
+                    .map(|q| q.record_requests(options.checkpoints.kept)),
                 control: control.clone(),
                 telemetry: telemetry.clone(),
             },

@@ -2163,3 +2163,78 @@ fn a_restart_replays_at_most_the_checkpoint_interval() {
     assert_eq!(counts, expected.counts);
     assert_eq!(got.epochs.len() as u64, x.chunks_total);
 }
+
+/// A backtest killed after two checkpoints, its landing pruned through the newest, resumes
+/// from it and writes the uninterrupted backtest's bytes, times included (the first chunk's
+/// time comes from the checkpoint); without a usable checkpoint it is refused, naming the
+/// first chunk it needs.
+#[test]
+fn a_pruned_backtest_resumes_byte_for_byte() {
+    let fx = fixture();
+    let dir = test_dir("checkpoint-pruned-replay");
+    let landing = dir.join("landing");
+    copy_dir(&fx.landing, &landing);
+    let mut flags = vec!["--replay", "-w", "2"];
+    flags.extend(CHECKPOINT_FLAGS);
+    // The uninterrupted backtest of the same landing (its chunks' times are the copy's).
+    let plain_url = sqlite_url(&dir.join("plain.db"));
+    let mut p = Proc::spawn(
+        "plain",
+        y(&landing, &dir.join("plain"), &plain_url, &flags),
+        &dir,
+    );
+    p.expect_success(RUN_LIMIT);
+    let plain = Snapshot::take(&plain_url, &dir.join("plain"));
+
+    let url = sqlite_url(&dir.join("state.db"));
+    let out = dir.join("out");
+    let mut p = Proc::spawn("crash", y(&landing, &out, &url, &flags), &dir);
+    let started = Instant::now();
+    while recorded_checkpoints(&url).len() < 2 {
+        assert!(
+            p.child.try_wait().unwrap().is_none(),
+            "ended early:\n{}",
+            p.tail()
+        );
+        assert!(started.elapsed() < RUN_LIMIT, "no two checkpoints");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    p.kill9();
+    let checkpoints = recorded_checkpoints(&url);
+    let newest = *checkpoints.last().unwrap();
+    for k in 0..=newest {
+        fs::remove_file(landing.join(chunk_name(k))).unwrap();
+    }
+    // Without its checkpoints the backtest cannot go on: refused, naming chunk 0.
+    let hidden: Vec<(PathBuf, Vec<u8>)> = checkpoints
+        .iter()
+        .map(|e| {
+            let path = out
+                .join("_checkpoints")
+                .join(format!("epoch-{e:012}"))
+                .join("MANIFEST.json");
+            let bytes = fs::read(&path).unwrap();
+            fs::remove_file(&path).unwrap();
+            (path, bytes)
+        })
+        .collect();
+    let mut p = Proc::spawn("refused", y(&landing, &out, &url, &flags), &dir);
+    assert!(
+        !p.expect_exit(RUN_LIMIT).success(),
+        "resumed without its chunks"
+    );
+    let last = p
+        .stderr_text()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    assert!(last.contains(&format!("needs {}", chunk_name(0))), "{last}");
+    for (path, bytes) in hidden {
+        fs::write(path, bytes).unwrap();
+    }
+    let mut p = Proc::spawn("resumed", y(&landing, &out, &url, &flags), &dir);
+    p.expect_success(RUN_LIMIT);
+    assert_eq!(restored_epoch(&p.stderr_text()), Some(newest));
+    assert_same(&Snapshot::take(&url, &out), &plain, true, "pruned backtest");
+}

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender, SyncSender};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -118,8 +118,8 @@ pub fn notes_channel() -> (Sender<Note>, Receiver<Note>) {
     channel()
 }
 
-/// Asks the committer to record a whole checkpoint (see `runtime::committer`).
-pub type RecordRequests = SyncSender<crate::runtime::committer::Job>;
+/// Asks the committer to record a whole checkpoint (`false`: the committer has ended).
+pub type RecordRequests = Box<dyn Fn(CheckpointRow) -> bool + Send>;
 
 /// What the thread needs.
 pub struct CheckpointerSetup {
@@ -313,13 +313,10 @@ impl Writer {
         self.setup
             .telemetry
             .checkpoint_written(epoch, row.bytes, took);
-        if let Some(records) = &self.setup.records {
-            let job = crate::runtime::committer::Job::RecordCheckpoint {
-                row,
-                keep: self.setup.options.kept,
-            };
-            // The committer has ended (the run is stopping): the checkpoint stays unrecorded.
-            let _ = records.send(job);
+        if let Some(record) = &self.setup.records {
+            // `false`: the committer has ended (the run is stopping), the checkpoint stays
+            // unrecorded.
+            let _ = record(row);
         }
         Ok(())
     }

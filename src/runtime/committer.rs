@@ -20,7 +20,7 @@ use std::time::Instant;
 use crate::error::{Context, Error, Result};
 use crate::progress::{EpochSeen, Progress};
 use crate::runtime::batch::EpochBatch;
-use crate::runtime::checkpointer::{CheckpointOptions, Note};
+use crate::runtime::checkpointer::{CheckpointOptions, Note, RecordRequests};
 use crate::runtime::options::RunSummary;
 use crate::runtime::RunControl;
 use crate::sinks::rejects::reason_kind;
@@ -34,7 +34,7 @@ use crate::time::now_ms;
 /// few enough that a crash loses (and a restart recomputes) little.
 pub const QUEUE_EPOCHS: usize = 4;
 
-pub enum Job {
+enum Job {
     Commit(EpochBatch),
     /// The stream ended: write the last file and record the end.
     Finish,
@@ -114,9 +114,11 @@ impl CommitQueue {
             .map_err(|_| Error::internal("the committing thread stopped"))
     }
 
-    /// Where the checkpointing thread asks for records.
-    pub fn record_requests(&self) -> SyncSender<Job> {
-        self.jobs.clone()
+    /// How the checkpointing thread asks for a whole checkpoint to be recorded (keeping
+    /// the newest `keep`); `false` once the committer has ended.
+    pub fn record_requests(&self, keep: usize) -> RecordRequests {
+        let jobs = self.jobs.clone();
+        Box::new(move |row| jobs.send(Job::RecordCheckpoint { row, keep }).is_ok())
     }
 }
 

@@ -19,7 +19,7 @@ use crate::sinks::checkpoint::CheckpointStore;
 use crate::sinks::state::{self, RunIdentity, VariantSpec};
 use crate::sinks::writer::{Clock, EpochWriter};
 use crate::sources::importance::{parse_importance, ImportanceTable};
-use crate::sources::landing::{chunk_key, list_chunks, resolve_replay, FeedPlan};
+use crate::sources::landing::{chunk_key, list_chunks, resolve_replay, FeedPlan, ReplayPlan};
 
 /// What every process of a run reads before it starts.
 pub struct RunInputs {
@@ -30,6 +30,8 @@ pub struct RunInputs {
     pub plan: FeedPlan,
     pub clock: Clock,
     pub identity: RunIdentity,
+    /// A replay's resolved range (its chunks are in `plan`).
+    pub replay: Option<ReplayPlan>,
 }
 
 /// Opens the landing store, reads the importance file, and decides the chunks and the clock.
@@ -53,17 +55,21 @@ pub fn open_inputs(options: &YOptions, y_start_ms: i64) -> Result<RunInputs> {
         rejected = importance.rejects.len(),
         "importance weights loaded"
     );
+    let mut replay_plan = None;
     let (plan, clock, resolved) = match options.replay {
         Some(range) => {
             // One listing: `_COMPLETE` checked, the range refused when a chunk is missing.
             let replay = resolve_replay(landing.as_ref(), range.from, range.to)?;
+            // A removed first chunk: its time comes from the checkpoint restored.
             let clock = Clock::Replay {
-                first_chunk_ms: replay.first.last_modified_ms,
+                first_chunk_ms: replay.first.as_ref().map_or(0, |m| m.last_modified_ms),
             };
             // The range as resolved from the listing is part of the run's identity, so that
             // chunks arriving later make a rerun another run.
             let resolved = Some((replay.from, replay.to));
-            (FeedPlan::Fixed(replay.indices), clock, resolved)
+            let indices = replay.indices.clone();
+            replay_plan = Some(replay);
+            (FeedPlan::Fixed(indices), clock, resolved)
         }
         None => {
             let plan = FeedPlan::Live {
@@ -79,6 +85,7 @@ pub fn open_inputs(options: &YOptions, y_start_ms: i64) -> Result<RunInputs> {
         importance,
         plan,
         clock,
+        replay: replay_plan,
     })
 }
 

@@ -229,6 +229,14 @@ impl EpochWriter {
         }
     }
 
+    /// A replay whose first chunk was removed: its `YStartTime` source, from the checkpoint
+    /// restored.
+    pub fn set_replay_start(&mut self, first_chunk_ms: i64) {
+        if let Clock::Replay { .. } = self.clock {
+            self.clock = Clock::Replay { first_chunk_ms };
+        }
+    }
+
     /// A replay's `YStartTime` source, which a checkpoint carries.
     pub fn first_chunk_ms(&self) -> Option<i64> {
         match self.clock {

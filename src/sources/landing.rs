@@ -237,13 +237,17 @@ fn past_count(store: &dyn ObjectStore, count: u64, key: &str) -> LandingError {
 /// A replay's chunks, resolved from one listing of the landing store.
 #[derive(Clone, Debug)]
 pub struct ReplayPlan {
-    /// `from..=to`, every one present.
+    /// The chunks of `from..=to` present: all of them, or all after a removed prefix.
     pub indices: Vec<u64>,
     /// The resolved range: `--from` (default 0) and `--to` (default the last chunk present).
     pub from: u64,
     pub to: u64,
-    /// The first chunk's metadata (its last-modified time starts the replay's clock).
-    pub first: ObjectMeta,
+    /// Chunk `from`'s metadata (its last-modified time starts the replay's clock); `None`
+    /// when it was removed.
+    pub first: Option<ObjectMeta>,
+    /// Chunks `from..=pruned` are no longer in the landing (a retention rule removed them):
+    /// only a restart from a checkpoint at or after `pruned` can go on without them.
+    pub pruned: Option<u64>,
 }
 
 /// Resolves a replay range against the landing: checks `_COMPLETE` against the chunks, and
@@ -283,18 +287,24 @@ pub fn resolve_replay(
     // An open `to` with `from` past the last chunk asks for chunk `from`.
     let open_to = complete.map_or(last, |count| count.saturating_sub(1));
     let hi = to.unwrap_or(open_to).max(lo);
+    // Chunks at the start of the range may have been removed (retention): the caller
+    // decides whether a checkpoint covers them. Any other gap is refused here.
+    let in_range: Vec<&(u64, ObjectMeta)> = chunks
+        .iter()
+        .filter(|(k, _)| (lo..=hi).contains(k))
+        .collect();
+    let start = in_range.first().map_or(lo, |(k, _)| *k);
     let mut indices = Vec::new();
-    let mut first = None;
-    let mut expected = lo;
-    for (k, meta) in chunks.iter().filter(|(k, _)| (lo..=hi).contains(k)) {
+    let mut expected = start;
+    for (k, _) in &in_range {
         if *k != expected {
             break;
         }
         indices.push(*k);
-        first.get_or_insert_with(|| meta.clone());
         expected += 1;
     }
-    if expected <= hi {
+    if expected <= hi || indices.is_empty() {
+        let missing = if indices.is_empty() { lo } else { expected };
         let range = match (to, complete) {
             (Some(t), _) => format!("[{lo}, {t}]"),
             (None, Some(_)) => format!("[{lo}, {hi}] (to the last chunk {COMPLETE_KEY} counts)"),
@@ -303,15 +313,50 @@ pub fn resolve_replay(
         return Err(refuse(format!(
             "the range {range} needs {}, which is missing ({}); a replay takes \
              every chunk of its range",
-            chunk_key(expected),
-            why_missing(&chunks, expected, complete)
+            chunk_key(missing),
+            why_missing(&chunks, missing, complete)
         )));
     }
     Ok(ReplayPlan {
         indices,
         from: lo,
         to: hi,
-        first: first.expect("the range holds at least chunk `from`"),
+        first: in_range
+            .first()
+            .filter(|(k, _)| *k == lo)
+            .map(|(_, meta)| meta.clone()),
+        pruned: (start > lo).then(|| start - 1),
+    })
+}
+
+/// A replay whose first chunks were removed (`plan.pruned`) goes on only from a checkpoint
+/// at or after the last of them; otherwise it is refused, naming the first chunk it needs.
+pub fn check_pruned_replay(
+    store: &dyn ObjectStore,
+    plan: &ReplayPlan,
+    restored: Option<u64>,
+) -> Result<(), LandingError> {
+    let Some(pruned) = plan.pruned else {
+        return Ok(());
+    };
+    let needed = restored.map_or(plan.from, |r| r + 1);
+    if needed > pruned {
+        return Ok(());
+    }
+    Err(LandingError::Replay {
+        location: store.describe(),
+        detail: format!(
+            "the range [{}, {}] needs {}, which is missing (chunks up to {} were removed, and \
+             {}); restore the chunks, or replay a range that starts after them",
+            plan.from,
+            plan.to,
+            chunk_key(needed),
+            chunk_key(pruned),
+            match restored {
+                Some(r) => format!("the newest usable checkpoint is of epoch {r}"),
+                None => "no usable checkpoint covers them".to_string(),
+            }
+        ),
     })
 }
 
@@ -1039,7 +1084,7 @@ mod tests {
             (plan.indices.as_slice(), plan.from, plan.to),
             (&[0, 1, 2][..], 0, 2)
         );
-        assert_eq!(plan.first.key, chunk_key(0));
+        assert_eq!(plan.first.unwrap().key, chunk_key(0));
         let plan = resolve_replay(s, Some(4), None).unwrap();
         assert_eq!((plan.indices.as_slice(), plan.to), (&[4, 5][..], 5));
         for (from, to, missing) in [
