@@ -76,8 +76,8 @@ struct Args {
     /// Also measure checkpoints (every 50 epochs, with the first worker count): a backtest's
     /// cost with and without them, their size, and a restart after epoch 100 and after the
     /// last epoch but 14 (the wall time until the first new epoch is committed).
-    #[arg(long, env = "TXFLOW_BENCH_CHECKPOINTS")]
-    checkpoints: bool,
+    #[arg(long, env = "TXFLOW_CHECKPOINT_FIGURES")]
+    checkpoint_figures: bool,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -224,7 +224,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     if args.variants {
         compare_variants(args, &exe)?;
     }
-    if args.checkpoints {
+    if args.checkpoint_figures {
         compare_checkpoints(args, &exe)?;
     }
     if args.live_chunks > 0 {
