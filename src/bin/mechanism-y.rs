@@ -145,7 +145,19 @@ struct Args {
     checkpoints_kept: u64,
     /// Fail the run when a checkpoint cannot be written (default: a warning and the
     /// txflow_checkpoint_failures_total counter; the previous checkpoint still stands).
-    #[arg(long, env = "TXFLOW_CHECKPOINT_REQUIRED", value_parser = BoolishValueParser::new())]
+    /// --checkpoint-required=false turns off a TXFLOW_CHECKPOINT_REQUIRED set in the
+    /// environment.
+    #[arg(
+        long,
+        env = "TXFLOW_CHECKPOINT_REQUIRED",
+        value_name = "BOOL",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new()
+    )]
     checkpoint_required: bool,
     #[command(flatten)]
     s3: S3Args,
