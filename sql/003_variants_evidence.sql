@@ -1,4 +1,4 @@
--- txflow state store schema, version 3 (issue 13: backtest variants, evidence). Portable SQL:
+-- txflow state store schema, version 3 (backtest variants, evidence). Portable SQL:
 -- SQLite and PostgreSQL read it as is.
 
 -- Why each detection fired (model::Evidence as a JSON object). NULL for rows committed before

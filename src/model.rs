@@ -255,7 +255,7 @@ impl Default for Thresholds {
     }
 }
 
-/// A backtest variant (issue 13): a name and a full set of thresholds. A replay computes the
+/// A backtest variant: a name and a full set of thresholds. A replay computes the
 /// run's own thresholds (the baseline) and every variant in one pass.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Variant {

@@ -1,4 +1,4 @@
-//! The backtest variants of `mechanism-y` (issue 13): `--variants FILE` (TOML, one table per
+//! The backtest variants of `mechanism-y`: `--variants FILE` (TOML, one table per
 //! variant), `--variant NAME:KEY=VALUE[,KEY=VALUE…]` and `--sweep KEY=FROM..TO/STEP`, checked
 //! and turned into [`Variant`]s, each a full set of thresholds.
 //!

@@ -1,4 +1,4 @@
-//! The backtest comparison report in a real browser (issue 13): a generated backtest (a
+//! The backtest comparison report in a real browser: a generated backtest (a
 //! baseline ledger and variants that drop and add detections, evidence on every row, fraud
 //! labels) is rendered by `report::backtest::render`, written to a temporary directory and
 //! loaded in headless Chromium (`--dump-dom`, Debian's `chromium`, installed by

@@ -1,4 +1,4 @@
-//! Backtests with threshold variants (issue 13), on random dense edge-case streams:
+//! Backtests with threshold variants, on random dense edge-case streams:
 //!
 //! - every variant's ledger (all columns, evidence included) and files equal those of a
 //!   separate replay with the variant's thresholds, and match the independent reference;

@@ -1,4 +1,4 @@
-//! Hostile input against the framing rules (SPEC §2.1, §3; issue 10): sources full of stray
+//! Hostile input against the framing rules (SPEC §2.1, §3): sources full of stray
 //! and unclosed quotes, quoted line breaks, CR / CRLF / LF mixes, control characters in
 //! names, blank lines and a last line without terminator go through Mechanism X, then
 //! through Mechanism Y (replay, one and three workers), and every count is compared with
@@ -612,7 +612,7 @@ fn hostile_generator_covers_edge_cases() {
 }
 
 // ------------------------------------------------------------------------------------------
-// The cases of issue 10 item 1, one test each (same checks as the property)
+// Framing cases that once broke X or Y, one test each (same checks as the property)
 // ------------------------------------------------------------------------------------------
 
 /// A BankSim row for customer `C<i>` (`customer` replaces the quoted name when given).
@@ -653,7 +653,7 @@ fn hostile(source: Vec<u8>, chunk_rows: usize) -> HostileSource {
 
 #[test]
 fn hostile_framing_stray_quote_in_unquoted_customer() {
-    // Issue 10: X put everything from that row to the end into chunk 0.
+    // Once: X put everything from that row to the end into chunk 0.
     let src = hostile(
         source(300, "\n", |i| (i == 4).then(|| row(i, Some("'C4\"x'")))),
         100,
@@ -665,7 +665,7 @@ fn hostile_framing_stray_quote_in_unquoted_customer() {
 
 #[test]
 fn hostile_framing_unclosed_quote_at_field_start() {
-    // Issue 10: Y swallowed every following row into one reject.
+    // Once: Y swallowed every following row into one reject.
     let src = hostile(
         source(300, "\n", |i| (i == 8).then(|| row(i, Some("\"'C8'")))),
         100,
@@ -678,7 +678,7 @@ fn hostile_framing_unclosed_quote_at_field_start() {
 
 #[test]
 fn hostile_framing_cr_only_source() {
-    // Issue 10: 0 chunks and exit 0.
+    // Once: 0 chunks and exit 0.
     let src = hostile(source(250, "\r", |_| None), 100);
     assert_eq!(reference::frame_records(&src.source).records.len(), 250);
     assert_source_ok(&src);
@@ -686,7 +686,7 @@ fn hostile_framing_cr_only_source() {
 
 #[test]
 fn hostile_framing_lone_crs_in_lf_source() {
-    // Issue 10: X counted 4 records where Y counted 6.
+    // Once: X counted 4 records where Y counted 6.
     let src = hostile(
         source(6, "\n", |i| match i {
             1 => Some(format!("{}\r{}", row(1, None), row(100, None))),
@@ -729,7 +729,7 @@ fn hostile_framing_quoted_line_breaks_and_resync() {
 
 #[test]
 fn hostile_framing_control_characters_in_names() {
-    // Issue 10: a NUL in a name was accepted and poisoned the state store.
+    // Once: a NUL in a name was accepted and poisoned the state store.
     let src = hostile(
         source(9, "\n", |i| match i {
             0 => Some(row(0, Some("'C\u{0}0'"))),

@@ -1,4 +1,4 @@
-//! A hostile landing store (issue 10, SPEC §3): what X and Y do with a landing that breaks the
+//! A hostile landing store (SPEC §3): what X and Y do with a landing that breaks the
 //! rules, each case its own test, on small generated data (`txgen --rows 3000`, X with
 //! `--chunk-rows 100`: 30 chunks and `_COMPLETE` = 30).
 //!

@@ -1,5 +1,5 @@
-//! Resuming against changed inputs, ended streams and a foreign output (SPEC §6; issue 10,
-//! items 4, 5 and 7), with the real `mechanism-y` binary on small generated data
+//! Resuming against changed inputs, ended streams and a foreign output (SPEC §6),
+//! with the real `mechanism-y` binary on small generated data
 //! (`txgen` 3,000 rows, 100-record chunks: 30 chunks, low thresholds so that every run
 //! writes detection files):
 //!

@@ -1,4 +1,4 @@
-//! Start-up checks and no leftovers (issue 10, item 7), with the real binaries:
+//! Start-up checks and no leftovers, with the real binaries:
 //!
 //! - `-w`, `-n` and `-w × -n` above their documented maxima are refused at once with one line
 //!   (`-w 1000` used to allocate gigabytes of timely channels before failing); the maximum

@@ -1,4 +1,4 @@
-//! The console page and the run report in a real browser (issue 12): headless Chromium
+//! The console page and the run report in a real browser: headless Chromium
 //! (Debian's `chromium`, installed by `scripts/ensure-tools.sh`; a missing browser fails the
 //! test, it never skips) loads the page and the test reads the DOM after the page's scripts
 //! ran (`--dump-dom`).

@@ -1,4 +1,4 @@
-//! Operating Mechanism Y from a service manager (issue 12, item 2): logs without colour
+//! Operating Mechanism Y from a service manager: logs without colour
 //! codes off a terminal, `--log-format json`, `--quiet`, progress lines, every option from a
 //! `TXFLOW_*` environment variable, no secret in `--help` or the logs, and no dependency
 //! internals (the AWS SDK's credential-provider dump) in the log at the default level.

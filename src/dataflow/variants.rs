@@ -1,4 +1,4 @@
-//! Threshold sets in one dataflow (issue 13): the run's own thresholds (the baseline, set 0)
+//! Threshold sets in one dataflow: the run's own thresholds (the baseline, set 0)
 //! and each backtest variant (sets 1..). The aggregates do not depend on thresholds and are
 //! built once; a pattern instantiates its threshold-dependent operators once per *distinct*
 //! value of the parameters it reads, and tags their detections with every set having that

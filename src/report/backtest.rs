@@ -1,4 +1,4 @@
-//! The backtest comparison report (issue 13): written at the end of a replay with variants as
+//! The backtest comparison report: written at the end of a replay with variants as
 //! `<output>/backtest-report.html`, `backtest-report.json` and `variants.csv`.
 //!
 //! Per ledger (the baseline first, as the reference row, then each variant) and pattern: the

@@ -1,4 +1,4 @@
-//! The console page and the run report (issue 12): one self-contained HTML page that renders
+//! The console page and the run report: one self-contained HTML page that renders
 //! a run's status JSON — progress and lag, throughput and epoch latency, detections per
 //! pattern per epoch, the latest detections, rejected rows by reason.
 //!

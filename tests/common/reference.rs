@@ -843,7 +843,7 @@ pub fn evaluate(
 }
 
 /// The values a detection's evidence must quote, computed from every accepted transaction up
-/// to its epoch (issue 13): PatId1 `N(m)`, `n(c,m)`, the count percentile, `W(c,m)`, the
+/// to its epoch: PatId1 `N(m)`, `n(c,m)`, the count percentile, `W(c,m)`, the
 /// weight percentile; PatId2 `n(c,m)` and the mean amount; PatId3 `F(m)`, `M(m)`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum RefEvidence {

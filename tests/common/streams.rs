@@ -850,7 +850,7 @@ pub fn system_time(ms: i64) -> SystemTime {
 }
 
 // ------------------------------------------------------------------------------------------
-// Hostile sources (issue 10): a whole `transactions.csv` full of framing edge cases
+// Hostile sources: a whole `transactions.csv` full of framing edge cases
 // ------------------------------------------------------------------------------------------
 
 /// A hostile source for X: BankSim-like rows with injected stray and unclosed quotes, quoted
