@@ -317,6 +317,27 @@ impl Proc {
         }
     }
 
+    /// Polls `happened` every `poll_ms` while the process runs: `None` once it happened (the
+    /// process still running), its exit status if it ended first; fails after [`RUN_LIMIT`].
+    fn run_until(
+        &mut self,
+        what: &str,
+        poll_ms: u64,
+        happened: impl Fn() -> bool,
+    ) -> Option<ExitStatus> {
+        let started = Instant::now();
+        loop {
+            if happened() {
+                return None;
+            }
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            assert!(started.elapsed() < RUN_LIMIT, "{what}: never seen");
+            std::thread::sleep(Duration::from_millis(poll_ms));
+        }
+    }
+
     /// Waits up to `limit`; `None` if still running.
     fn wait_for(&mut self, limit: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + limit;
@@ -948,51 +969,27 @@ fn crash_trial_with(
             &logs,
         );
         let started = Instant::now();
-        let newest = recorded_checkpoints(url).last().copied();
+        let since = p.spawned_at;
         let exited = match &target {
-            None if *mode == Mode::AfterCheckpoint => loop {
-                if recorded_checkpoints(url).last().copied() > newest {
-                    break None;
-                }
-                if let Some(status) = p.child.try_wait().expect("try_wait") {
-                    break Some(status);
-                }
-                assert!(
-                    started.elapsed() < RUN_LIMIT,
-                    "{name}: no checkpoint recorded"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            },
-            None if *mode == Mode::CheckpointWindow => loop {
-                if fresh_file_under(&output.join("_checkpoints"), p.spawned_at) {
-                    break None;
-                }
-                if let Some(status) = p.child.try_wait().expect("try_wait") {
-                    break Some(status);
-                }
-                assert!(
-                    started.elapsed() < RUN_LIMIT,
-                    "{name}: no checkpoint written"
-                );
-                std::thread::sleep(Duration::from_millis(1));
-            },
+            None if *mode == Mode::AfterCheckpoint => {
+                let newest = recorded_checkpoints(url).last().copied();
+                p.run_until(&format!("{name}: a new checkpoint"), 20, || {
+                    recorded_checkpoints(url).last().copied() > newest
+                })
+            }
+            None if *mode == Mode::CheckpointWindow => {
+                p.run_until(&format!("{name}: a checkpoint file"), 1, || {
+                    fresh_file_under(&output.join("_checkpoints"), since)
+                })
+            }
             None => p.wait_for(fx.baseline_wall.mul_f64(fraction)),
-            Some(path) => loop {
-                if fresh(path, p.spawned_at)
-                    || (*mode == Mode::FileWindow && being_written(path, p.child.id()))
-                {
-                    break None;
-                }
-                if let Some(status) = p.child.try_wait().expect("try_wait") {
-                    break Some(status);
-                }
-                assert!(
-                    started.elapsed() < RUN_LIMIT,
-                    "{name}: {} never written",
-                    path.display()
-                );
-                std::thread::sleep(Duration::from_millis(1));
-            },
+            Some(path) => {
+                let pid = p.child.id();
+                let what = format!("{name}: {}", path.display());
+                p.run_until(&what, 1, || {
+                    fresh(path, since) || (*mode == Mode::FileWindow && being_written(path, pid))
+                })
+            }
         };
         let at = started.elapsed();
         let what = match &target {

@@ -65,9 +65,12 @@ impl Default for CheckpointOptions {
 }
 
 impl CheckpointOptions {
-    /// Whether a checkpoint is taken at `epoch`.
-    pub fn is_due(&self, epoch: u64) -> bool {
-        self.interval > 0 && (epoch + 1).is_multiple_of(self.interval)
+    /// Whether a checkpoint is taken at `epoch` by a run that restored `restored` (which is
+    /// not checkpointed again).
+    pub fn is_due(&self, epoch: u64, restored: Option<u64>) -> bool {
+        self.interval > 0
+            && (epoch + 1).is_multiple_of(self.interval)
+            && restored.is_none_or(|r| epoch > r)
     }
 
     /// The checkpoint location of a run writing to `output`.
@@ -293,7 +296,7 @@ impl Writer {
             labels,
             first_chunk_ms,
         };
-        let (_, manifest_bytes, digest) = store.write_manifest(&manifest)?;
+        let (manifest_bytes, digest) = store.write_manifest(&manifest)?;
         let row = CheckpointRow {
             epoch,
             location: store.manifest_location(epoch),
@@ -342,5 +345,23 @@ impl Writer {
         } else {
             tracing::warn!("{line}; the previous checkpoint still stands");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_every_interval_after_the_restored_epoch() {
+        let every = |interval| CheckpointOptions {
+            interval,
+            ..CheckpointOptions::default()
+        };
+        let due: Vec<u64> = (0..300).filter(|e| every(100).is_due(*e, None)).collect();
+        assert_eq!(due, [99, 199, 299]);
+        assert!(!every(100).is_due(99, Some(99)), "the restored epoch again");
+        assert!(every(100).is_due(199, Some(99)));
+        assert!((0..1000).all(|e| !every(0).is_due(e, None)), "0 = never");
     }
 }

@@ -181,7 +181,7 @@ impl Observers<'_> {
         let Some(c) = &self.checkpoints else {
             return;
         };
-        if c.options.is_due(epoch) && c.restored.is_none_or(|r| epoch > r) {
+        if c.options.is_due(epoch, c.restored) {
             let _ = c.notes.send(Note::Committed {
                 epoch,
                 labels: writer.checkpoint_labels(),

@@ -307,11 +307,8 @@ impl EpochLoop {
 
     /// Notes that `epoch`, just fed, is a checkpoint's: no later chunk until it is read.
     fn note_due(&mut self, shared: &WorkerShared, epoch: Epoch) {
-        let due = shared
-            .checkpoints
-            .as_ref()
-            .is_some_and(|c| c.options.is_due(epoch));
-        if due && self.restored.is_none_or(|r| epoch > r) {
+        let due = shared.checkpoints.as_ref();
+        if due.is_some_and(|c| c.options.is_due(epoch, self.restored)) {
             self.snapshot_due = Some(epoch);
         }
     }

@@ -162,13 +162,13 @@ impl CheckpointStore {
         }
     }
 
-    /// Writes the manifest (last); its key, size and BLAKE3 digest (hex).
-    pub fn write_manifest(&self, manifest: &Manifest) -> Result<(String, u64, String), StoreError> {
+    /// Writes the manifest (last); its size and BLAKE3 digest (hex).
+    pub fn write_manifest(&self, manifest: &Manifest) -> Result<(u64, String), StoreError> {
         let bytes = manifest.encode();
         let key = Self::manifest_key(manifest.epoch);
         self.store.put(&key, &bytes)?;
         let digest = blake3::hash(&bytes).to_hex().to_string();
-        Ok((key, bytes.len() as u64, digest))
+        Ok((bytes.len() as u64, digest))
     }
 
     /// Reads and checks the recorded checkpoint `row` of the run `run`.

@@ -101,6 +101,16 @@ impl SqliteStore {
         let path = path.as_ref();
         let shown = path.display().to_string();
         let conn = Connection::open(path).map_err(sqlite_err(&shown))?;
+        Self::with_connection(conn, shown, None, false)
+    }
+
+    /// The store of an open connection (`snapshot`: read as an immutable file).
+    fn with_connection(
+        conn: Connection,
+        shown: String,
+        snapshot: Option<Snapshot>,
+        read_only: bool,
+    ) -> Result<SqliteStore, StateError> {
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(sqlite_err(&shown))?;
         Ok(SqliteStore {
@@ -110,8 +120,8 @@ impl SqliteStore {
             locked: false,
             variant_names: None,
             schema_checked: false,
-            read_only: false,
-            snapshot: None,
+            read_only,
+            snapshot,
         })
     }
 
@@ -147,18 +157,7 @@ impl SqliteStore {
             | OpenFlags::SQLITE_OPEN_URI
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(uri.as_str(), flags).map_err(sqlite_err(&shown))?;
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .map_err(sqlite_err(&shown))?;
-        Ok(SqliteStore {
-            conn,
-            path: shown,
-            lock_file: None,
-            locked: false,
-            variant_names: None,
-            schema_checked: false,
-            read_only: true,
-            snapshot,
-        })
+        Self::with_connection(conn, shown, snapshot, true)
     }
 
     /// A read's result, refused if the store is read as a snapshot whose file changed.
