@@ -1,6 +1,7 @@
-//! The shape of the library, checked on its source (issue "One architecture you can see"):
-//! no function over 100 lines outside the binaries and tests, no two files that import each
-//! other, and nothing in the library that ends the process or installs a panic hook.
+//! The shape of the library, checked on its source: no function over 100 lines outside the
+//! binaries and tests, no dependency cycle among its files or its top-level modules (the
+//! layers of docs/architecture.md point one way), and nothing in the library that ends the
+//! process or installs a panic hook.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -227,36 +228,183 @@ fn file_of(path: &str) -> Option<PathBuf> {
     })
 }
 
-#[test]
-fn no_two_library_files_import_each_other() {
+/// Every library file's imports: `a.rs` → the files whose items it names.
+fn file_imports() -> BTreeMap<String, BTreeSet<String>> {
     let mut files = Vec::new();
     library_files(&src(), &mut files);
     let mut imports: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for path in &files {
         let from = relative(path);
         let code = absolute(&without_comments(&code_of(path)), &module_of(path));
+        let targets = imports.entry(from.clone()).or_default();
         for target in crate_paths(&code).iter().filter_map(|p| file_of(p)) {
             let to = relative(&target);
             if to != from {
-                imports.entry(from.clone()).or_default().insert(to);
+                targets.insert(to);
             }
         }
     }
-    let mutual: Vec<String> = imports
-        .iter()
-        .flat_map(|(a, targets)| {
+    imports
+}
+
+/// The top-level module a file belongs to: `sinks/state/sqlite.rs` → `sinks`, `model.rs` → `model`.
+fn top_level(file: &str) -> String {
+    let first = file.split('/').next().unwrap_or(file);
+    first.trim_end_matches(".rs").to_string()
+}
+
+/// The same graph between top-level modules (a module's own files are one node).
+fn module_imports(
+    files: &BTreeMap<String, BTreeSet<String>>,
+) -> BTreeMap<String, BTreeSet<String>> {
+    let mut modules: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (from, targets) in files {
+        let entry = modules.entry(top_level(from)).or_default();
+        entry.extend(
             targets
                 .iter()
-                .filter(|b| *a < **b && imports.get(*b).is_some_and(|t| t.contains(a)))
-                .map(move |b| format!("{a} <-> {b}"))
-        })
-        .collect();
-    assert!(mutual.is_empty(), "files importing each other: {mutual:#?}");
+                .map(|t| top_level(t))
+                .filter(|t| *t != top_level(from)),
+        );
+    }
+    modules
+}
+
+/// The strongly connected components of a graph with more than one node (Tarjan's
+/// algorithm): each is a cycle of dependencies, named by its members in order.
+fn cycles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
+    struct Walk<'g> {
+        graph: &'g BTreeMap<String, BTreeSet<String>>,
+        index: BTreeMap<&'g str, usize>,
+        low: BTreeMap<&'g str, usize>,
+        stack: Vec<&'g str>,
+        on_stack: BTreeSet<&'g str>,
+        found: Vec<Vec<String>>,
+    }
+    impl<'g> Walk<'g> {
+        fn visit(&mut self, node: &'g str) {
+            let at = self.index.len();
+            self.index.insert(node, at);
+            self.low.insert(node, at);
+            self.stack.push(node);
+            self.on_stack.insert(node);
+            for next in self.graph.get(node).into_iter().flatten() {
+                if !self.index.contains_key(next.as_str()) {
+                    self.visit(next);
+                    let low = self.low[node].min(self.low[next.as_str()]);
+                    self.low.insert(node, low);
+                } else if self.on_stack.contains(next.as_str()) {
+                    let low = self.low[node].min(self.index[next.as_str()]);
+                    self.low.insert(node, low);
+                }
+            }
+            if self.low[node] == self.index[node] {
+                let mut component = Vec::new();
+                while let Some(member) = self.stack.pop() {
+                    self.on_stack.remove(member);
+                    component.push(member.to_string());
+                    if member == node {
+                        break;
+                    }
+                }
+                if component.len() > 1 {
+                    component.sort();
+                    self.found.push(component);
+                }
+            }
+        }
+    }
+    let mut walk = Walk {
+        graph,
+        index: BTreeMap::new(),
+        low: BTreeMap::new(),
+        stack: Vec::new(),
+        on_stack: BTreeSet::new(),
+        found: Vec::new(),
+    };
+    for node in graph.keys() {
+        if !walk.index.contains_key(node.as_str()) {
+            walk.visit(node);
+        }
+    }
+    walk.found.sort();
+    walk.found
+}
+
+/// One cycle named as a path through it, e.g. `a.rs → b.rs → a.rs`, for the failure message.
+fn describe(component: &[String], graph: &BTreeMap<String, BTreeSet<String>>) -> String {
+    let members: BTreeSet<&String> = component.iter().collect();
+    let start = &component[0];
+    // A shortest way back to the start inside the component (breadth first).
+    let mut previous: BTreeMap<&String, &String> = BTreeMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    while let Some(node) = queue.pop_front() {
+        for next in graph.get(node).into_iter().flatten() {
+            if !members.contains(next) || previous.contains_key(next) {
+                continue;
+            }
+            previous.insert(next, node);
+            if next == start {
+                queue.clear();
+                break;
+            }
+            queue.push_back(next);
+        }
+    }
+    let mut path = vec![start.clone()];
+    let mut node = start;
+    while let Some(prev) = previous.get(node) {
+        path.push((*prev).clone());
+        node = prev;
+        if node == start {
+            break;
+        }
+    }
+    path.reverse();
+    format!("{} (members: {})", path.join(" → "), component.join(", "))
+}
+
+#[test]
+fn no_cycle_among_library_files_or_top_level_modules() {
+    let files = file_imports();
     assert!(
-        imports["mechanism_y.rs"].contains("runtime/committer.rs"),
+        files["mechanism_y.rs"].contains("runtime/committer.rs"),
         "the import finder must see mechanism_y's imports: {:?}",
-        imports["mechanism_y.rs"]
+        files["mechanism_y.rs"]
     );
+    let modules = module_imports(&files);
+    let found: Vec<String> = cycles(&modules)
+        .iter()
+        .map(|c| format!("modules: {}", describe(c, &modules)))
+        .chain(
+            cycles(&files)
+                .iter()
+                .map(|c| format!("files: {}", describe(c, &files))),
+        )
+        .collect();
+    assert!(found.is_empty(), "dependency cycles: {found:#?}");
+}
+
+#[test]
+fn the_cycle_finder_finds_cycles_and_only_cycles() {
+    let graph = |edges: &[(&str, &str)]| {
+        let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (a, b) in edges {
+            g.entry(a.to_string()).or_default().insert(b.to_string());
+            g.entry(b.to_string()).or_default();
+        }
+        g
+    };
+    let chain = graph(&[("a", "b"), ("b", "c"), ("a", "c")]);
+    assert!(cycles(&chain).is_empty());
+    let long = graph(&[("a", "b"), ("b", "c"), ("c", "d"), ("d", "b"), ("d", "e")]);
+    assert_eq!(cycles(&long), [["b", "c", "d"]]);
+    assert_eq!(
+        describe(&cycles(&long)[0], &long),
+        "b → c → d → b (members: b, c, d)"
+    );
+    let two = graph(&[("x", "y"), ("y", "x"), ("p", "q"), ("q", "r"), ("r", "p")]);
+    assert_eq!(cycles(&two).len(), 2);
 }
 
 #[test]
