@@ -595,10 +595,22 @@ fn a_replay_with_variants_writes_a_report_of_its_store() {
             .iter()
             .map(|e| e.epoch)
             .collect(),
-        baseline: set("baseline", store.ledger().unwrap()),
+        baseline: set(
+            "baseline",
+            store
+                .ledger(txflow::sinks::state::LedgerId::Baseline)
+                .unwrap(),
+        ),
         variants: variants
             .iter()
-            .map(|v| set(&v.name, store.variant_ledger(&v.name).unwrap()))
+            .map(|v| {
+                set(
+                    &v.name,
+                    store
+                        .ledger(txflow::sinks::state::LedgerId::Variant(&v.name))
+                        .unwrap(),
+                )
+            })
             .collect(),
         labels,
     };

@@ -522,7 +522,9 @@ impl Snapshot {
         let mut temp_files = Vec::new();
         collect_files(output, output, &mut files, &mut temp_files);
         Snapshot {
-            ledger: store.ledger().expect("read ledger"),
+            ledger: store
+                .ledger(txflow::sinks::state::LedgerId::Baseline)
+                .expect("read ledger"),
             counts: store.merchant_counts().expect("read counts"),
             epochs: store.epoch_rows().expect("read epochs"),
             files,
@@ -739,7 +741,9 @@ fn check_prefix(url: &str, what: &str) -> usize {
             "{what}: progress rows are not a prefix of the uninterrupted run's"
         );
     }
-    let ledger = store.ledger().unwrap();
+    let ledger = store
+        .ledger(txflow::sinks::state::LedgerId::Baseline)
+        .unwrap();
     let want: Vec<&LedgerRow> = fx
         .baseline
         .ledger
@@ -816,7 +820,7 @@ fn classify(
             .with_pg_options(read_options()),
     )
     .unwrap();
-    let ledger = match store.ledger() {
+    let ledger = match store.ledger(txflow::sinks::state::LedgerId::Baseline) {
         // Killed before the first start's migrations committed.
         Err(StateError::Schema { found: None, .. }) => return KillPoint::StartupOrRecovery,
         other => other.unwrap(),
@@ -1707,9 +1711,15 @@ const VARIANTS: [&str; 5] = [
 fn backtest_outcome(url: &str, output: &Path) -> (Vec<Vec<LedgerRow>>, BTreeMap<PathBuf, Vec<u8>>) {
     let config = StateConfig::parse(url).unwrap();
     let mut store = state::open(&config).unwrap();
-    let mut ledgers = vec![store.ledger().unwrap()];
+    let mut ledgers = vec![store
+        .ledger(txflow::sinks::state::LedgerId::Baseline)
+        .unwrap()];
     for name in ["strict", "wide"] {
-        ledgers.push(store.variant_ledger(name).unwrap());
+        ledgers.push(
+            store
+                .ledger(txflow::sinks::state::LedgerId::Variant(name))
+                .unwrap(),
+        );
     }
     (ledgers, common::outputs::tree(output))
 }

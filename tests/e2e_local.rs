@@ -176,7 +176,9 @@ fn read_state(url: &str) -> StateDump {
     let mut store = txflow::sinks::state::open(&StateConfig::parse(url).unwrap())
         .unwrap_or_else(|e| panic!("opening {url}: {e}"));
     StateDump {
-        ledger: store.ledger().unwrap(),
+        ledger: store
+            .ledger(txflow::sinks::state::LedgerId::Baseline)
+            .unwrap(),
         counts: store.merchant_counts().unwrap(),
         epochs: store.epoch_rows().unwrap(),
     }

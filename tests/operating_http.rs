@@ -135,7 +135,9 @@ fn read_results_from(run: &Path, state_url: &str) -> Results {
         files.insert(name, std::fs::read(&entry).unwrap());
     }
     Results {
-        ledger: store.ledger().unwrap(),
+        ledger: store
+            .ledger(txflow::sinks::state::LedgerId::Baseline)
+            .unwrap(),
         epochs: store.epoch_rows().unwrap(),
         counts: store.merchant_counts().unwrap(),
         files,

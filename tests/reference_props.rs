@@ -1088,7 +1088,9 @@ fn run_pipeline(
     let summary = summary?;
     let mut store = txflow::sinks::state::open(&StateConfig::parse(&state).unwrap())
         .map_err(|e| format!("(run) {name}: opening the state store: {e}"))?;
-    let ledger = store.ledger().map_err(|e| format!("(run) ledger: {e}"))?;
+    let ledger = store
+        .ledger(txflow::sinks::state::LedgerId::Baseline)
+        .map_err(|e| format!("(run) ledger: {e}"))?;
     let counts = store
         .merchant_counts()
         .map_err(|e| format!("(run) counts: {e}"))?;

@@ -274,7 +274,9 @@ fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 fn observe(state: &Path, output_dir: &Path) -> Observed {
     let mut store =
         txflow::sinks::state::open(&StateConfig::parse(&sqlite(state)).unwrap()).unwrap();
-    let ledger = store.ledger().unwrap();
+    let ledger = store
+        .ledger(txflow::sinks::state::LedgerId::Baseline)
+        .unwrap();
     let counts = store.merchant_counts().unwrap();
     let epochs = store.epoch_rows().unwrap();
     let raw = tree(output_dir);

@@ -176,7 +176,7 @@ fn report(
     state_db: &Path,
 ) -> anyhow::Result<()> {
     let mut store = txflow::sinks::state::open(&y.state)?;
-    let ledger = store.ledger()?;
+    let ledger = store.ledger(txflow::sinks::state::LedgerId::Baseline)?;
     println!();
     println!(
         "done in {:.1} s: {} epochs, {} rows accepted, {} rejected",

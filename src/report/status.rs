@@ -16,7 +16,7 @@ use crate::model::Pattern;
 use crate::objectstore::ObjectStore;
 use crate::redact;
 use crate::sinks::rejects::{reason_kind, rejects_key};
-use crate::sinks::state::{EpochRow, LedgerRow, StateStore};
+use crate::sinks::state::{EpochRow, LedgerId, LedgerRow, StateReader};
 use crate::telemetry::status::{HISTORY_EPOCHS, LATEST_DETECTIONS};
 
 /// The status JSON of the run recorded in `store` (finished or still running), with rejects
@@ -24,12 +24,14 @@ use crate::telemetry::status::{HISTORY_EPOCHS, LATEST_DETECTIONS};
 /// total comes from the progress table). `run.state` (the store's location) is left `null`:
 /// the caller knows it.
 pub fn status_from_store(
-    store: &mut dyn StateStore,
+    store: &mut dyn StateReader,
     output: Option<&dyn ObjectStore>,
 ) -> Result<Value> {
     let meta = store.run_meta().context("reading the run identity")?;
     let epochs = store.epoch_rows().context("reading the progress table")?;
-    let ledger = store.ledger().context("reading the detection ledger")?;
+    let ledger = store
+        .ledger(LedgerId::Baseline)
+        .context("reading the detection ledger")?;
     let ended = meta.contains_key("finished");
     let rejects = match output {
         Some(output) => rejects_by_reason(output, &epochs)?,
