@@ -28,7 +28,7 @@ use txflow::sinks::state::postgres::{Fault, PgOptions, PgStore};
 use txflow::sinks::state::sqlite::SqliteStore;
 use txflow::sinks::state::{
     open, EpochCommit, EpochRow, LedgerId, LedgerRow, Recovered, RunIdentity, RunMode, StateConfig,
-    StateWriter, VariantRecovered, VariantRows, VariantSpec,
+    StateReader, StateWriter, VariantRecovered, VariantRows, VariantSpec,
 };
 
 /// Shows the stores' warnings (retries, reconnects) in a failing test's output
