@@ -141,7 +141,7 @@ fn check_evidence(
             txns,
             weights,
             t,
-            &row.pattern_id,
+            row.pattern.id(),
             &row.customer_name,
             &row.merchant_id,
         );

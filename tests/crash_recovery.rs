@@ -140,11 +140,8 @@ fn build_fixture() -> Fixture {
     let baseline_wall = t0.elapsed();
     let baseline = Snapshot::take(&url, &out);
     baseline.check_consistent("baseline");
-    let patterns: std::collections::BTreeSet<&str> = baseline
-        .ledger
-        .iter()
-        .map(|r| r.pattern_id.as_str())
-        .collect();
+    let patterns: std::collections::BTreeSet<&str> =
+        baseline.ledger.iter().map(|r| r.pattern.id()).collect();
     assert_eq!(patterns.len(), 3, "every pattern must fire: {patterns:?}");
     assert!(baseline.ledger.len() > 100, "want several detection files");
 
@@ -544,8 +541,8 @@ impl Snapshot {
                         "seq={} epoch={} {} {} customer={:?} merchant={} file_seq={:?}",
                         r.seq,
                         r.epoch,
-                        r.pattern_id,
-                        r.action_type,
+                        r.pattern.id(),
+                        r.pattern.action(),
                         r.customer_name,
                         r.merchant_id,
                         r.file_seq
@@ -634,8 +631,8 @@ impl Snapshot {
                         "{},{},{},{},{},{}",
                         r.y_start_time,
                         r.detection_time,
-                        r.pattern_id,
-                        r.action_type,
+                        r.pattern.id(),
+                        r.pattern.action(),
                         r.customer_name,
                         r.merchant_id
                     )
@@ -760,7 +757,7 @@ fn check_prefix(url: &str, what: &str) -> usize {
             (
                 r.seq,
                 r.epoch,
-                r.pattern_id.clone(),
+                r.pattern.id().to_string(),
                 r.customer_name.clone(),
                 r.merchant_id.clone(),
             )

@@ -122,7 +122,7 @@ fn store_figures(state_url: &str) -> Figures {
         .unwrap()
     {
         *by_pattern
-            .get_mut(&row.pattern_id)
+            .get_mut(row.pattern.id())
             .expect("a known pattern") += 1;
     }
     Figures {

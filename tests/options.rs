@@ -45,7 +45,7 @@ const COUNT_KEYS: [CountKey; 3] = [
 type Ledger = Vec<LedgerRow>;
 
 fn count_of(ledger: &[LedgerRow], pattern: &str) -> usize {
-    ledger.iter().filter(|r| r.pattern_id == pattern).count()
+    ledger.iter().filter(|r| r.pattern.id() == pattern).count()
 }
 
 // ------------------------------------------------------------------------------------------

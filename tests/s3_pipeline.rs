@@ -203,8 +203,8 @@ fn check_against_reference(got: &Observed, e: &common::reference::Expected) {
     }
     for r in &got.ledger {
         assert_eq!(
-            r.action_type,
-            common::reference::action_of(&r.pattern_id),
+            r.pattern.action(),
+            common::reference::action_of(r.pattern.id()),
             "{r:?}"
         );
     }
@@ -320,8 +320,8 @@ fn observe(state: &Path, output_dir: &Path) -> Observed {
         let expected: Vec<String> = vec![
             row.y_start_time.clone(),
             row.detection_time.clone(),
-            row.pattern_id.clone(),
-            row.action_type.clone(),
+            row.pattern.id().to_string(),
+            row.pattern.action().to_string(),
             row.customer_name.clone(),
             row.merchant_id.clone(),
         ];

@@ -104,8 +104,7 @@ fn epoch_commit(epoch: u64, first_seq: u64, merchants: usize, detections: u64) -
             .map(|seq| LedgerRow {
                 seq,
                 epoch,
-                pattern_id: format!("PatId{}", seq % 3 + 1),
-                action_type: ["UPGRADE", "CHILD", "DEI-NEEDED"][(seq % 3) as usize].into(),
+                pattern: Pattern::ALL[(seq % 3) as usize],
                 customer_name: format!("C{seq:05} \"quoted\", comma"),
                 merchant_id: format!("M{:03}", seq % 97),
                 y_start_time: "2026-01-01 00:00:00.000000".into(),
@@ -153,8 +152,7 @@ fn variant_rows(variant: &str, epoch: u64, seqs: std::ops::Range<u64>) -> Varian
             .map(|seq| LedgerRow {
                 seq,
                 epoch,
-                pattern_id: format!("PatId{}", (seq + 1) % 3 + 1),
-                action_type: ["UPGRADE", "CHILD", "DEI-NEEDED"][((seq + 1) % 3) as usize].into(),
+                pattern: Pattern::ALL[((seq + 1) % 3) as usize],
                 customer_name: format!("{variant} C{seq:05} \"ü\", comma"),
                 merchant_id: format!("M{:03}", (seq * 5) % 97),
                 y_start_time: "2026-01-01 00:00:00.000000".into(),
@@ -192,7 +190,7 @@ fn expected_variant_recovered(
             emitted: ledger
                 .iter()
                 .map(|r| DetectionKey {
-                    pattern: Pattern::from_id(&r.pattern_id).unwrap(),
+                    pattern: r.pattern,
                     merchant: (&r.merchant_id).into(),
                     customer: (&r.customer_name).into(),
                 })
@@ -239,7 +237,7 @@ fn expected_recovered(commits: &[EpochCommit], finished: bool) -> Recovered {
         emitted: ledger
             .iter()
             .map(|r| DetectionKey {
-                pattern: Pattern::from_id(&r.pattern_id).unwrap(),
+                pattern: r.pattern,
                 merchant: (&r.merchant_id).into(),
                 customer: (&r.customer_name).into(),
             })
@@ -1122,11 +1120,10 @@ fn make_version_2_store(exec: &mut dyn FnMut(&str)) {
 
 /// The version-2 store's rows as this version reads them (evidence: none).
 fn version_2_ledger() -> Vec<LedgerRow> {
-    let row = |seq, pattern: &str, action: &str, customer: &str, time: &str, file_seq| LedgerRow {
+    let row = |seq, pattern, customer: &str, time: &str, file_seq| LedgerRow {
         seq,
         epoch: seq,
-        pattern_id: pattern.into(),
-        action_type: action.into(),
+        pattern,
         customer_name: customer.into(),
         merchant_id: "M1".into(),
         y_start_time: "t0".into(),
@@ -1135,8 +1132,8 @@ fn version_2_ledger() -> Vec<LedgerRow> {
         evidence: None,
     };
     vec![
-        row(0, "PatId1", "UPGRADE", "C1 \"q\", é", "t1", Some(0)),
-        row(1, "PatId3", "DEI-NEEDED", "", "t2", None),
+        row(0, Pattern::Upgrade, "C1 \"q\", é", "t1", Some(0)),
+        row(1, Pattern::DeiNeeded, "", "t2", None),
     ]
 }
 

@@ -186,10 +186,7 @@ fn report(
         summary.rows_rejected
     );
     for pattern in txflow::model::Pattern::ALL {
-        let n = ledger
-            .iter()
-            .filter(|r| r.pattern_id == pattern.id())
-            .count();
+        let n = ledger.iter().filter(|r| r.pattern == pattern).count();
         println!("  {} {:<10} {n} detections", pattern.id(), pattern.action());
     }
     println!(

@@ -201,7 +201,7 @@ fn by_pattern<'a>(rows: impl Iterator<Item = &'a LedgerRow>) -> Map<String, Valu
         .map(|p| (p.id().to_string(), 0))
         .collect();
     for row in rows {
-        *counts.entry(row.pattern_id.clone()).or_insert(0) += 1;
+        *counts.entry(row.pattern.id().to_string()).or_insert(0) += 1;
     }
     counts.into_iter().map(|(k, v)| (k, json!(v))).collect()
 }
@@ -216,8 +216,8 @@ fn latest(ledger: &[LedgerRow]) -> Value {
             json!({
                 "seq": r.seq,
                 "epoch": r.epoch,
-                "pattern_id": r.pattern_id,
-                "action_type": r.action_type,
+                "pattern_id": r.pattern.id(),
+                "action_type": r.pattern.action(),
                 "customer_name": r.customer_name,
                 "merchant_id": r.merchant_id,
                 "detection_time": r.detection_time,

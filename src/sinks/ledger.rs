@@ -108,8 +108,7 @@ impl Ledger {
             .map(|(i, key)| LedgerRow {
                 seq: self.next_seq + i as u64,
                 epoch: times.epoch,
-                pattern_id: key.pattern.id().to_string(),
-                action_type: key.pattern.action().to_string(),
+                pattern: key.pattern,
                 customer_name: key.customer.to_string(),
                 merchant_id: key.merchant.to_string(),
                 y_start_time: times.y_start.to_string(),

@@ -18,6 +18,7 @@ use super::store::{
     VariantRecovered, VariantRows, VariantSpec,
 };
 use crate::error::StateError;
+use crate::model::Pattern;
 
 /// A statement's parameter, typed so that a NULL has a type too.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -570,8 +571,7 @@ fn ledger_row(r: &Row) -> Result<LedgerRow, StateError> {
     Ok(LedgerRow {
         seq: r.uint(0, "sequence number")?,
         epoch: r.uint(1, "epoch")?,
-        pattern_id: r.string(2)?,
-        action_type: r.string(3)?,
+        pattern: ledger_pattern(r.text(2)?, r.text(3)?)?,
         customer_name: r.string(4)?,
         merchant_id: r.string(5)?,
         y_start_time: r.string(6)?,
@@ -579,6 +579,33 @@ fn ledger_row(r: &Row) -> Result<LedgerRow, StateError> {
         file_seq: r.opt_int(8)?.map(|f| sql_u64(f, "file_seq")).transpose()?,
         evidence: r.opt_text(9)?.map(str::to_string),
     })
+}
+
+/// A ledger row's pattern from its stored id and action, which must be the pattern's.
+fn ledger_pattern(id: &str, action: &str) -> Result<Pattern, StateError> {
+    match Pattern::from_id(id) {
+        Some(pattern) if pattern.action() == action => Ok(pattern),
+        _ => Err(StateError::Inconsistent(format!(
+            "the ledger holds a detection with pattern id {id:?} and action {action:?}, not a \
+             known pattern's"
+        ))),
+    }
+}
+
+/// A ledger row's columns as the insert statements take them, in [`LedgerRow`] order.
+pub fn ledger_row_params(r: &LedgerRow) -> Result<[Param<'_>; 10], StateError> {
+    Ok([
+        sql_i64(r.seq, "sequence number")?.into(),
+        sql_i64(r.epoch, "epoch")?.into(),
+        r.pattern.id().into(),
+        r.pattern.action().into(),
+        r.customer_name.as_str().into(),
+        r.merchant_id.as_str().into(),
+        r.y_start_time.as_str().into(),
+        r.detection_time.as_str().into(),
+        Param::Int(r.file_seq.map(|f| sql_i64(f, "file_seq")).transpose()?),
+        r.evidence.as_deref().into(),
+    ])
 }
 
 fn epoch_row(r: &Row) -> Result<EpochRow, StateError> {

@@ -25,7 +25,7 @@ use rusqlite::types::{ToSqlOutput, Type};
 use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
 use url::Url;
 
-use super::protocol::{Access, Db, Param, Row, Store, Tx, Value};
+use super::protocol::{ledger_row_params, Access, Db, Param, Row, Store, Tx, Value};
 use super::schema::{self, sqlite as sql, Dialect};
 use super::store::{LedgerRow, VariantRows};
 use crate::error::StateError;
@@ -323,7 +323,13 @@ impl Tx for SqliteTx<'_> {
         detections: &[LedgerRow],
         variants: &[VariantRows],
     ) -> Result<(), StateError> {
-        insert_rows(self.conn, deltas, detections, variants).map_err(sqlite_err(self.path))
+        insert_rows(
+            self.conn,
+            deltas,
+            detections,
+            variants,
+            sqlite_err(self.path),
+        )
     }
 }
 
@@ -379,42 +385,35 @@ fn sqlite_err(path: &str) -> impl Fn(rusqlite::Error) -> StateError {
     }
 }
 
-/// A ledger row's columns in [`LedgerRow`] order, as the insert statements take them.
-fn ledger_params(d: &LedgerRow) -> [&dyn rusqlite::ToSql; 10] {
-    [
-        &d.seq,
-        &d.epoch,
-        &d.pattern_id,
-        &d.action_type,
-        &d.customer_name,
-        &d.merchant_id,
-        &d.y_start_time,
-        &d.detection_time,
-        &d.file_seq,
-        &d.evidence,
-    ]
-}
-
 fn insert_rows(
     tx: &Connection,
     deltas: &[(&str, i64)],
     detections: &[LedgerRow],
     variant_detections: &[VariantRows],
-) -> rusqlite::Result<()> {
-    let mut upsert = tx.prepare_cached(&sql(schema::SQLITE_UPSERT_COUNT))?;
+    err: impl Fn(rusqlite::Error) -> StateError,
+) -> Result<(), StateError> {
+    let mut upsert = tx
+        .prepare_cached(&sql(schema::SQLITE_UPSERT_COUNT))
+        .map_err(&err)?;
     for (merchant, delta) in deltas {
-        upsert.execute(params![merchant, delta])?;
+        upsert.execute(params![merchant, delta]).map_err(&err)?;
     }
-    let mut insert = tx.prepare_cached(&sql(schema::SQLITE_INSERT_DETECTION))?;
+    let mut insert = tx
+        .prepare_cached(&sql(schema::SQLITE_INSERT_DETECTION))
+        .map_err(&err)?;
     for d in detections {
-        insert.execute(ledger_params(d).as_slice())?;
+        insert.execute(ledger_row_params(d)?).map_err(&err)?;
     }
-    let mut insert = tx.prepare_cached(&sql(schema::SQLITE_INSERT_VARIANT_DETECTION))?;
+    let mut insert = tx
+        .prepare_cached(&sql(schema::SQLITE_INSERT_VARIANT_DETECTION))
+        .map_err(&err)?;
     for VariantRows { variant, rows } in variant_detections {
         for d in rows {
-            let mut params: Vec<&dyn rusqlite::ToSql> = vec![variant];
-            params.extend(ledger_params(d));
-            insert.execute(params.as_slice())?;
+            let mut params = vec![Param::from(variant.as_str())];
+            params.extend(ledger_row_params(d)?);
+            insert
+                .execute(rusqlite::params_from_iter(&params))
+                .map_err(&err)?;
         }
     }
     Ok(())
@@ -456,8 +455,7 @@ mod tests {
                 .map(|seq| LedgerRow {
                     seq,
                     epoch,
-                    pattern_id: "PatId1".into(),
-                    action_type: "UPGRADE".into(),
+                    pattern: crate::model::Pattern::Upgrade,
                     customer_name: format!("c{seq}"),
                     merchant_id: "m1".into(),
                     y_start_time: "t0".into(),
@@ -526,6 +524,32 @@ mod tests {
         let refused = SqliteStore::open(&path).unwrap().begin_run(&run());
         assert!(
             matches!(&refused, Err(StateError::Inconsistent(m)) if m.contains("PatId7")),
+            "{refused:?}"
+        );
+    }
+
+    /// A ledger row's action must be its pattern's: the typed row cannot hold another.
+    #[test]
+    fn a_ledger_row_with_another_patterns_action_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let mut s = SqliteStore::open(&path).unwrap();
+        s.begin_run(&run()).unwrap();
+        s.commit_epoch(&commit(0, 0..2)).unwrap();
+        assert_eq!(
+            s.ledger(LedgerId::Baseline).unwrap(),
+            commit(0, 0..2).detections
+        );
+        Connection::open(&path)
+            .unwrap()
+            .execute(
+                "UPDATE detections SET action_type = 'CHILD' WHERE seq = 1",
+                [],
+            )
+            .unwrap();
+        let refused = s.ledger(LedgerId::Baseline);
+        assert!(
+            matches!(&refused, Err(StateError::Inconsistent(m)) if m.contains("\"CHILD\"")),
             "{refused:?}"
         );
     }

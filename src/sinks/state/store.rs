@@ -5,15 +5,15 @@ use std::collections::{BTreeMap, HashSet};
 
 use super::identity::RunIdentity;
 use crate::error::StateError;
-use crate::model::DetectionKey;
+use crate::model::{DetectionKey, Pattern};
 
 /// One row of the detection ledger.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LedgerRow {
     pub seq: u64,
     pub epoch: u64,
-    pub pattern_id: String,
-    pub action_type: String,
+    /// Stored as its id (`pattern_id`) and its action (`action_type`).
+    pub pattern: Pattern,
     pub customer_name: String,
     pub merchant_id: String,
     pub y_start_time: String,

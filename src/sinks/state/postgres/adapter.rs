@@ -270,8 +270,8 @@ impl Db for PgDb {
 struct LedgerArrays<'a> {
     seqs: Vec<i64>,
     epochs: Vec<i64>,
-    pattern_ids: Vec<&'a str>,
-    action_types: Vec<&'a str>,
+    pattern_ids: Vec<&'static str>,
+    action_types: Vec<&'static str>,
     customers: Vec<&'a str>,
     merchants: Vec<&'a str>,
     y_start_times: Vec<&'a str>,
@@ -284,8 +284,8 @@ impl<'a> LedgerArrays<'a> {
     fn push(&mut self, r: &'a LedgerRow) -> Result<(), StateError> {
         self.seqs.push(sql_i64(r.seq, "sequence number")?);
         self.epochs.push(sql_i64(r.epoch, "epoch")?);
-        self.pattern_ids.push(&r.pattern_id);
-        self.action_types.push(&r.action_type);
+        self.pattern_ids.push(r.pattern.id());
+        self.action_types.push(r.pattern.action());
         self.customers.push(&r.customer_name);
         self.merchants.push(&r.merchant_id);
         self.y_start_times.push(&r.y_start_time);
