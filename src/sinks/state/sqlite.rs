@@ -1,4 +1,6 @@
-//! The embedded state store: SQLite via rusqlite (bundled), the default.
+//! The embedded state store: SQLite via rusqlite (bundled), the default. The protocol is
+//! `protocol.rs`'s; this file is the database under it ([`SqliteDb`]: the connection, the
+//! single-writer lock) and its transaction adapter ([`SqliteTx`]).
 //!
 //! - Durability: WAL journal with `synchronous=FULL`, so an epoch whose COMMIT returned survives
 //!   `kill -9` and power loss; the exactly-once story depends on it.
