@@ -81,13 +81,7 @@ fn ledger(rng: &mut SplitMix64, name: &str, mut detections: Vec<Detection>) -> L
         .map(|(seq, (epoch, pattern, customer, merchant))| LedgerRow {
             seq: seq as u64,
             epoch,
-            pattern_id: pattern.to_string(),
-            action_type: PATTERNS
-                .iter()
-                .find(|p| p.0 == pattern)
-                .unwrap()
-                .1
-                .to_string(),
+            pattern: txflow::model::Pattern::from_id(pattern).unwrap(),
             customer_name: customer,
             merchant_id: merchant,
             y_start_time: "2026-01-01 00:00:00.000".to_string(),
@@ -197,7 +191,7 @@ struct Expected {
 fn of_pattern<'a>(set: &'a LedgerSet, pattern: &str) -> Vec<&'a LedgerRow> {
     set.rows
         .iter()
-        .filter(|r| r.pattern_id == pattern)
+        .filter(|r| r.pattern.id() == pattern)
         .collect()
 }
 
@@ -595,10 +589,22 @@ fn a_replay_with_variants_writes_a_report_of_its_store() {
             .iter()
             .map(|e| e.epoch)
             .collect(),
-        baseline: set("baseline", store.ledger().unwrap()),
+        baseline: set(
+            "baseline",
+            store
+                .ledger(txflow::sinks::state::LedgerId::Baseline)
+                .unwrap(),
+        ),
         variants: variants
             .iter()
-            .map(|v| set(&v.name, store.variant_ledger(&v.name).unwrap()))
+            .map(|v| {
+                set(
+                    &v.name,
+                    store
+                        .ledger(txflow::sinks::state::LedgerId::Variant(&v.name))
+                        .unwrap(),
+                )
+            })
             .collect(),
         labels,
     };

@@ -56,10 +56,19 @@ fn replay(
     let mut store = txflow::sinks::state::open(&config).unwrap();
     let variant_ledgers = variants
         .iter()
-        .map(|v| (v.name.clone(), store.variant_ledger(&v.name).unwrap()))
+        .map(|v| {
+            (
+                v.name.clone(),
+                store
+                    .ledger(txflow::sinks::state::LedgerId::Variant(&v.name))
+                    .unwrap(),
+            )
+        })
         .collect();
     Run {
-        ledger: store.ledger().unwrap(),
+        ledger: store
+            .ledger(txflow::sinks::state::LedgerId::Baseline)
+            .unwrap(),
         variant_ledgers,
         counts: store.merchant_counts().unwrap(),
         epochs: store.epoch_rows().unwrap(),
@@ -132,7 +141,7 @@ fn check_evidence(
             txns,
             weights,
             t,
-            &row.pattern_id,
+            row.pattern.id(),
             &row.customer_name,
             &row.merchant_id,
         );

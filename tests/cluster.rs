@@ -275,7 +275,9 @@ impl Results {
         let mut files = BTreeMap::new();
         read_files(output, output, &mut files);
         Results {
-            ledger: store.ledger().unwrap(),
+            ledger: store
+                .ledger(txflow::sinks::state::LedgerId::Baseline)
+                .unwrap(),
             epochs: store.epoch_rows().unwrap(),
             counts: store.merchant_counts().unwrap(),
             files,
@@ -486,7 +488,11 @@ fn backtest_with_variants_on_two_processes_equals_one_process() {
         let mut store = state::open(&StateConfig::parse(&sqlite(&run)).unwrap()).unwrap();
         let ledgers: Vec<Vec<LedgerRow>> = ["strict", "wide"]
             .iter()
-            .map(|v| store.variant_ledger(v).unwrap())
+            .map(|v| {
+                store
+                    .ledger(txflow::sinks::state::LedgerId::Variant(v))
+                    .unwrap()
+            })
             .collect();
         assert!(
             ledgers.iter().all(|l| !l.is_empty()),

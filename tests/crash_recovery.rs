@@ -140,11 +140,8 @@ fn build_fixture() -> Fixture {
     let baseline_wall = t0.elapsed();
     let baseline = Snapshot::take(&url, &out);
     baseline.check_consistent("baseline");
-    let patterns: std::collections::BTreeSet<&str> = baseline
-        .ledger
-        .iter()
-        .map(|r| r.pattern_id.as_str())
-        .collect();
+    let patterns: std::collections::BTreeSet<&str> =
+        baseline.ledger.iter().map(|r| r.pattern.id()).collect();
     assert_eq!(patterns.len(), 3, "every pattern must fire: {patterns:?}");
     assert!(baseline.ledger.len() > 100, "want several detection files");
 
@@ -522,7 +519,9 @@ impl Snapshot {
         let mut temp_files = Vec::new();
         collect_files(output, output, &mut files, &mut temp_files);
         Snapshot {
-            ledger: store.ledger().expect("read ledger"),
+            ledger: store
+                .ledger(txflow::sinks::state::LedgerId::Baseline)
+                .expect("read ledger"),
             counts: store.merchant_counts().expect("read counts"),
             epochs: store.epoch_rows().expect("read epochs"),
             files,
@@ -542,8 +541,8 @@ impl Snapshot {
                         "seq={} epoch={} {} {} customer={:?} merchant={} file_seq={:?}",
                         r.seq,
                         r.epoch,
-                        r.pattern_id,
-                        r.action_type,
+                        r.pattern.id(),
+                        r.pattern.action(),
                         r.customer_name,
                         r.merchant_id,
                         r.file_seq
@@ -632,8 +631,8 @@ impl Snapshot {
                         "{},{},{},{},{},{}",
                         r.y_start_time,
                         r.detection_time,
-                        r.pattern_id,
-                        r.action_type,
+                        r.pattern.id(),
+                        r.pattern.action(),
                         r.customer_name,
                         r.merchant_id
                     )
@@ -739,7 +738,9 @@ fn check_prefix(url: &str, what: &str) -> usize {
             "{what}: progress rows are not a prefix of the uninterrupted run's"
         );
     }
-    let ledger = store.ledger().unwrap();
+    let ledger = store
+        .ledger(txflow::sinks::state::LedgerId::Baseline)
+        .unwrap();
     let want: Vec<&LedgerRow> = fx
         .baseline
         .ledger
@@ -756,7 +757,7 @@ fn check_prefix(url: &str, what: &str) -> usize {
             (
                 r.seq,
                 r.epoch,
-                r.pattern_id.clone(),
+                r.pattern.id().to_string(),
                 r.customer_name.clone(),
                 r.merchant_id.clone(),
             )
@@ -816,7 +817,7 @@ fn classify(
             .with_pg_options(read_options()),
     )
     .unwrap();
-    let ledger = match store.ledger() {
+    let ledger = match store.ledger(txflow::sinks::state::LedgerId::Baseline) {
         // Killed before the first start's migrations committed.
         Err(StateError::Schema { found: None, .. }) => return KillPoint::StartupOrRecovery,
         other => other.unwrap(),
@@ -1707,9 +1708,15 @@ const VARIANTS: [&str; 5] = [
 fn backtest_outcome(url: &str, output: &Path) -> (Vec<Vec<LedgerRow>>, BTreeMap<PathBuf, Vec<u8>>) {
     let config = StateConfig::parse(url).unwrap();
     let mut store = state::open(&config).unwrap();
-    let mut ledgers = vec![store.ledger().unwrap()];
+    let mut ledgers = vec![store
+        .ledger(txflow::sinks::state::LedgerId::Baseline)
+        .unwrap()];
     for name in ["strict", "wide"] {
-        ledgers.push(store.variant_ledger(name).unwrap());
+        ledgers.push(
+            store
+                .ledger(txflow::sinks::state::LedgerId::Variant(name))
+                .unwrap(),
+        );
     }
     (ledgers, common::outputs::tree(output))
 }

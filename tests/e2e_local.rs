@@ -176,7 +176,9 @@ fn read_state(url: &str) -> StateDump {
     let mut store = txflow::sinks::state::open(&StateConfig::parse(url).unwrap())
         .unwrap_or_else(|e| panic!("opening {url}: {e}"));
     StateDump {
-        ledger: store.ledger().unwrap(),
+        ledger: store
+            .ledger(txflow::sinks::state::LedgerId::Baseline)
+            .unwrap(),
         counts: store.merchant_counts().unwrap(),
         epochs: store.epoch_rows().unwrap(),
     }
@@ -195,16 +197,16 @@ fn check_run(e: &Expected, got: &StateDump, output: &Path, times: Times<'_>) {
     // Ledger rows: sequence, action, file.
     for (i, row) in got.ledger.iter().enumerate() {
         assert_eq!(row.seq, i as u64, "ledger seq");
-        assert_eq!(row.action_type, action_of(&row.pattern_id), "row {i}");
+        assert_eq!(row.pattern.action(), action_of(row.pattern.id()), "row {i}");
         assert_eq!(row.file_seq, Some(row.seq / 50), "row {i} file_seq");
-        if row.pattern_id == reference::PAT_DEI {
+        if row.pattern.id() == reference::PAT_DEI {
             assert_eq!(row.customer_name, "", "PatId3 has an empty customerName");
         }
         // Live runs and replays alike store why each detection fired (its values are
         // checked against the reference in tests/backtest_variants.rs).
         let evidence: serde_json::Value =
             serde_json::from_str(row.evidence.as_deref().unwrap_or("null")).unwrap();
-        let key = match row.pattern_id.as_str() {
+        let key = match row.pattern.id() {
             reference::PAT_DEI => "female_customers",
             _ => "customer_txns",
         };
@@ -294,8 +296,8 @@ fn check_run(e: &Expected, got: &StateDump, output: &Path, times: Times<'_>) {
             let want = [
                 l.y_start_time.as_str(),
                 l.detection_time.as_str(),
-                l.pattern_id.as_str(),
-                l.action_type.as_str(),
+                l.pattern.id(),
+                l.pattern.action(),
                 l.customer_name.as_str(),
                 l.merchant_id.as_str(),
             ];

@@ -174,7 +174,7 @@ fn epochs(state_url: &str) -> Vec<EpochRow> {
 fn ledger(state_url: &str) -> Vec<LedgerRow> {
     state::open(&StateConfig::parse(state_url).unwrap())
         .unwrap()
-        .ledger()
+        .ledger(txflow::sinks::state::LedgerId::Baseline)
         .unwrap()
 }
 

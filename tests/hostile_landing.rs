@@ -190,7 +190,9 @@ impl Bed {
     fn ledger(&self, name: &str) -> Vec<LedgerRow> {
         let mut store = txflow::sinks::state::open(&StateConfig::parse(&self.state(name)).unwrap())
             .unwrap_or_else(|e| panic!("opening the state of {name}: {e}"));
-        store.ledger().unwrap()
+        store
+            .ledger(txflow::sinks::state::LedgerId::Baseline)
+            .unwrap()
     }
 
     /// Whether the run called `name` ended its stream (the `finished` mark of `run_meta`).

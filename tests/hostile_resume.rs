@@ -289,7 +289,9 @@ impl Tables {
             .unwrap();
         Tables {
             epochs: store.epoch_rows().unwrap(),
-            ledger: store.ledger().unwrap(),
+            ledger: store
+                .ledger(txflow::sinks::state::LedgerId::Baseline)
+                .unwrap(),
             counts: store.merchant_counts().unwrap(),
             finished,
         }

@@ -117,9 +117,12 @@ fn store_figures(state_url: &str) -> Figures {
     let mut by_pattern: BTreeMap<String, u64> = ["PatId1", "PatId2", "PatId3"]
         .map(|p| (p.to_string(), 0))
         .into();
-    for row in store.ledger().unwrap() {
+    for row in store
+        .ledger(txflow::sinks::state::LedgerId::Baseline)
+        .unwrap()
+    {
         *by_pattern
-            .get_mut(&row.pattern_id)
+            .get_mut(row.pattern.id())
             .expect("a known pattern") += 1;
     }
     Figures {

@@ -135,7 +135,9 @@ fn read_results_from(run: &Path, state_url: &str) -> Results {
         files.insert(name, std::fs::read(&entry).unwrap());
     }
     Results {
-        ledger: store.ledger().unwrap(),
+        ledger: store
+            .ledger(txflow::sinks::state::LedgerId::Baseline)
+            .unwrap(),
         epochs: store.epoch_rows().unwrap(),
         counts: store.merchant_counts().unwrap(),
         files,
@@ -335,7 +337,7 @@ fn check_figures(m: &BTreeMap<String, f64>, status: &serde_json::Value, r: &Resu
     assert_eq!(status["run"]["mode"], "live");
     let mut by_pattern: BTreeMap<String, u64> = BTreeMap::new();
     for row in &r.ledger {
-        *by_pattern.entry(row.pattern_id.clone()).or_default() += 1;
+        *by_pattern.entry(row.pattern.id().to_string()).or_default() += 1;
     }
     assert_eq!(by_pattern.len(), 3, "every pattern fires: {by_pattern:?}");
     for (pattern, n) in &by_pattern {
@@ -348,7 +350,7 @@ fn check_figures(m: &BTreeMap<String, f64>, status: &serde_json::Value, r: &Resu
     assert_eq!(latest.len(), r.ledger.len().min(50));
     for (got, want) in latest.iter().zip(r.ledger.iter().rev()) {
         assert_eq!(got["seq"], want.seq);
-        assert_eq!(got["pattern_id"], want.pattern_id.as_str());
+        assert_eq!(got["pattern_id"], want.pattern.id());
         assert_eq!(got["customer_name"], want.customer_name.as_str());
         assert_eq!(got["detection_time"], want.detection_time.as_str());
     }

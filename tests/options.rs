@@ -45,7 +45,7 @@ const COUNT_KEYS: [CountKey; 3] = [
 type Ledger = Vec<LedgerRow>;
 
 fn count_of(ledger: &[LedgerRow], pattern: &str) -> usize {
-    ledger.iter().filter(|r| r.pattern_id == pattern).count()
+    ledger.iter().filter(|r| r.pattern.id() == pattern).count()
 }
 
 // ------------------------------------------------------------------------------------------
@@ -86,9 +86,19 @@ fn count_thresholds_at_the_edges_match_the_reference() {
         mechanism_y::run(&opts).unwrap_or_else(|e| panic!("seed {seed}: {e:#}"));
         let mut store = state::open(&config).unwrap();
         let mut ledgers = BTreeMap::new();
-        ledgers.insert("baseline".to_string(), (baseline, store.ledger().unwrap()));
+        ledgers.insert(
+            "baseline".to_string(),
+            (
+                baseline,
+                store
+                    .ledger(txflow::sinks::state::LedgerId::Baseline)
+                    .unwrap(),
+            ),
+        );
         for v in &variants {
-            let ledger = store.variant_ledger(&v.name).unwrap();
+            let ledger = store
+                .ledger(txflow::sinks::state::LedgerId::Variant(&v.name))
+                .unwrap();
             ledgers.insert(v.name.clone(), (v.thresholds, ledger));
         }
         for (name, (thresholds, ledger)) in &ledgers {
@@ -158,9 +168,18 @@ fn replay(
     let mut store = state::open(&StateConfig::parse(&state).unwrap()).unwrap();
     let variants = variants
         .iter()
-        .map(|v| store.variant_ledger(v).unwrap())
+        .map(|v| {
+            store
+                .ledger(txflow::sinks::state::LedgerId::Variant(v))
+                .unwrap()
+        })
         .collect();
-    (store.ledger().unwrap(), variants)
+    (
+        store
+            .ledger(txflow::sinks::state::LedgerId::Baseline)
+            .unwrap(),
+        variants,
+    )
 }
 
 #[test]

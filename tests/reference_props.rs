@@ -1088,7 +1088,9 @@ fn run_pipeline(
     let summary = summary?;
     let mut store = txflow::sinks::state::open(&StateConfig::parse(&state).unwrap())
         .map_err(|e| format!("(run) {name}: opening the state store: {e}"))?;
-    let ledger = store.ledger().map_err(|e| format!("(run) ledger: {e}"))?;
+    let ledger = store
+        .ledger(txflow::sinks::state::LedgerId::Baseline)
+        .map_err(|e| format!("(run) ledger: {e}"))?;
     let counts = store
         .merchant_counts()
         .map_err(|e| format!("(run) counts: {e}"))?;
@@ -1164,17 +1166,21 @@ fn check_run(
         if row.seq != i as u64 {
             problem("a", format!("ledger row {i} has seq {}", row.seq));
         }
-        if reference::PAT_UPGRADE != row.pattern_id
-            && reference::PAT_CHILD != row.pattern_id
-            && reference::PAT_DEI != row.pattern_id
+        if reference::PAT_UPGRADE != row.pattern.id()
+            && reference::PAT_CHILD != row.pattern.id()
+            && reference::PAT_DEI != row.pattern.id()
         {
-            problem("a", format!("ledger row {i}: pattern {:?}", row.pattern_id));
-        } else if row.action_type != action_of(&row.pattern_id) {
+            problem(
+                "a",
+                format!("ledger row {i}: pattern {:?}", row.pattern.id()),
+            );
+        } else if row.pattern.action() != action_of(row.pattern.id()) {
             problem(
                 "a",
                 format!(
                     "ledger row {i}: action {:?} for {}",
-                    row.action_type, row.pattern_id
+                    row.pattern.action(),
+                    row.pattern.id()
                 ),
             );
         }
@@ -1324,8 +1330,8 @@ fn check_run(
         let want = [
             l.y_start_time.as_str(),
             l.detection_time.as_str(),
-            l.pattern_id.as_str(),
-            l.action_type.as_str(),
+            l.pattern.id(),
+            l.pattern.action(),
             l.customer_name.as_str(),
             l.merchant_id.as_str(),
         ];

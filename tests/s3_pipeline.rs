@@ -203,8 +203,8 @@ fn check_against_reference(got: &Observed, e: &common::reference::Expected) {
     }
     for r in &got.ledger {
         assert_eq!(
-            r.action_type,
-            common::reference::action_of(&r.pattern_id),
+            r.pattern.action(),
+            common::reference::action_of(r.pattern.id()),
             "{r:?}"
         );
     }
@@ -274,7 +274,9 @@ fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 fn observe(state: &Path, output_dir: &Path) -> Observed {
     let mut store =
         txflow::sinks::state::open(&StateConfig::parse(&sqlite(state)).unwrap()).unwrap();
-    let ledger = store.ledger().unwrap();
+    let ledger = store
+        .ledger(txflow::sinks::state::LedgerId::Baseline)
+        .unwrap();
     let counts = store.merchant_counts().unwrap();
     let epochs = store.epoch_rows().unwrap();
     let raw = tree(output_dir);
@@ -318,8 +320,8 @@ fn observe(state: &Path, output_dir: &Path) -> Observed {
         let expected: Vec<String> = vec![
             row.y_start_time.clone(),
             row.detection_time.clone(),
-            row.pattern_id.clone(),
-            row.action_type.clone(),
+            row.pattern.id().to_string(),
+            row.pattern.action().to_string(),
             row.customer_name.clone(),
             row.merchant_id.clone(),
         ];

@@ -1,5 +1,5 @@
-//! The two state stores (SQLite and PostgreSQL) behind `StateStore`: the same scenario on
-//! both with identical results, the single-writer guard, the run identity, and PostgreSQL's
+//! The two state stores (SQLite and PostgreSQL) behind `StateWriter` and `StateReader`: the
+//! same scenario on both with identical results, the single-writer guard, the run identity, and PostgreSQL's
 //! exactly-once behaviour under connection loss (server restart, lost COMMIT answer,
 //! reconnect bound) and TLS.
 
@@ -28,7 +28,7 @@ use txflow::sinks::state::postgres::{Fault, PgOptions, PgStore};
 use txflow::sinks::state::sqlite::SqliteStore;
 use txflow::sinks::state::{
     open, EpochCommit, EpochRow, LedgerId, LedgerRow, Recovered, RunIdentity, RunMode, StateConfig,
-    StateStore, VariantRecovered, VariantRows, VariantSpec,
+    StateReader, StateWriter, VariantRecovered, VariantRows, VariantSpec,
 };
 
 /// Shows the stores' warnings (retries, reconnects) in a failing test's output
@@ -104,8 +104,7 @@ fn epoch_commit(epoch: u64, first_seq: u64, merchants: usize, detections: u64) -
             .map(|seq| LedgerRow {
                 seq,
                 epoch,
-                pattern_id: format!("PatId{}", seq % 3 + 1),
-                action_type: ["UPGRADE", "CHILD", "DEI-NEEDED"][(seq % 3) as usize].into(),
+                pattern: Pattern::ALL[(seq % 3) as usize],
                 customer_name: format!("C{seq:05} \"quoted\", comma"),
                 merchant_id: format!("M{:03}", seq % 97),
                 y_start_time: "2026-01-01 00:00:00.000000".into(),
@@ -153,8 +152,7 @@ fn variant_rows(variant: &str, epoch: u64, seqs: std::ops::Range<u64>) -> Varian
             .map(|seq| LedgerRow {
                 seq,
                 epoch,
-                pattern_id: format!("PatId{}", (seq + 1) % 3 + 1),
-                action_type: ["UPGRADE", "CHILD", "DEI-NEEDED"][((seq + 1) % 3) as usize].into(),
+                pattern: Pattern::ALL[((seq + 1) % 3) as usize],
                 customer_name: format!("{variant} C{seq:05} \"ü\", comma"),
                 merchant_id: format!("M{:03}", (seq * 5) % 97),
                 y_start_time: "2026-01-01 00:00:00.000000".into(),
@@ -192,7 +190,7 @@ fn expected_variant_recovered(
             emitted: ledger
                 .iter()
                 .map(|r| DetectionKey {
-                    pattern: Pattern::from_id(&r.pattern_id).unwrap(),
+                    pattern: r.pattern,
                     merchant: (&r.merchant_id).into(),
                     customer: (&r.customer_name).into(),
                 })
@@ -239,7 +237,7 @@ fn expected_recovered(commits: &[EpochCommit], finished: bool) -> Recovered {
         emitted: ledger
             .iter()
             .map(|r| DetectionKey {
-                pattern: Pattern::from_id(&r.pattern_id).unwrap(),
+                pattern: r.pattern,
                 merchant: (&r.merchant_id).into(),
                 customer: (&r.customer_name).into(),
             })
@@ -259,16 +257,16 @@ struct Snapshot {
     variants: Vec<(VariantSpec, Vec<LedgerRow>)>,
 }
 
-fn snapshot(s: &mut dyn StateStore) -> Snapshot {
+fn snapshot(s: &mut dyn StateWriter) -> Snapshot {
     let variants = s.variants().unwrap();
     Snapshot {
-        ledger: s.ledger().unwrap(),
+        ledger: s.ledger(LedgerId::Baseline).unwrap(),
         counts: s.merchant_counts().unwrap(),
         epochs: s.epoch_rows().unwrap(),
         variants: variants
             .into_iter()
             .map(|v| {
-                let ledger = s.variant_ledger(&v.name).unwrap();
+                let ledger = s.ledger(LedgerId::Variant(&v.name)).unwrap();
                 (v, ledger)
             })
             .collect(),
@@ -287,8 +285,8 @@ struct Observed {
 /// The common scenario. `open` opens the store under test (a new handle each call);
 /// `fresh` opens another, empty store of the same kind.
 fn scenario(
-    open: &dyn Fn() -> Box<dyn StateStore>,
-    fresh: &dyn Fn() -> Box<dyn StateStore>,
+    open: &dyn Fn() -> Box<dyn StateWriter>,
+    fresh: &dyn Fn() -> Box<dyn StateWriter>,
 ) -> Observed {
     let commits = scenario_commits();
     let mut recovered = Vec::new();
@@ -303,13 +301,13 @@ fn scenario(
     let r = s.begin_run(&live_run()).unwrap();
     assert_eq!(r, Recovered::default());
     recovered.push(r);
-    unwritten.push(s.first_unwritten_seq().unwrap());
+    unwritten.push(s.first_unwritten_seq(LedgerId::Baseline).unwrap());
     for c in &commits {
         s.commit_epoch(c).unwrap();
     }
     let expected_ledger: Vec<LedgerRow> =
         commits.iter().flat_map(|c| c.detections.clone()).collect();
-    assert_eq!(s.ledger().unwrap(), expected_ledger);
+    assert_eq!(s.ledger(LedgerId::Baseline).unwrap(), expected_ledger);
     assert_eq!(s.merchant_counts().unwrap(), expected_counts(&commits));
     assert_eq!(
         s.epoch_rows().unwrap(),
@@ -320,16 +318,16 @@ fn scenario(
     );
 
     // The ledger is written in files: [0, 3) in file 0, [3, 10) in file 1.
-    unwritten.push(s.first_unwritten_seq().unwrap());
+    unwritten.push(s.first_unwritten_seq(LedgerId::Baseline).unwrap());
     assert_eq!(unwritten[1], Some(0));
-    s.mark_written(0, 0, 3).unwrap();
-    unwritten.push(s.first_unwritten_seq().unwrap());
+    s.mark_written(LedgerId::Baseline, 0, 0, 3).unwrap();
+    unwritten.push(s.first_unwritten_seq(LedgerId::Baseline).unwrap());
     assert_eq!(unwritten[2], Some(3));
-    s.mark_written(1, 3, 10).unwrap();
-    s.mark_written(1, 3, 10).unwrap(); // idempotent
-    unwritten.push(s.first_unwritten_seq().unwrap());
+    s.mark_written(LedgerId::Baseline, 1, 3, 10).unwrap();
+    s.mark_written(LedgerId::Baseline, 1, 3, 10).unwrap(); // idempotent
+    unwritten.push(s.first_unwritten_seq(LedgerId::Baseline).unwrap());
     assert_eq!(unwritten[3], Some(10));
-    let range = s.ledger_range(1, 5).unwrap();
+    let range = s.ledger_range(LedgerId::Baseline, 1, 5).unwrap();
     assert_eq!(
         range
             .iter()
@@ -338,7 +336,10 @@ fn scenario(
         vec![(1, Some(0)), (2, Some(0)), (3, Some(1)), (4, Some(1))]
     );
     assert_eq!(range[0].customer_name, expected_ledger[1].customer_name);
-    assert!(s.ledger_range(400, 500).unwrap().is_empty());
+    assert!(s
+        .ledger_range(LedgerId::Baseline, 400, 500)
+        .unwrap()
+        .is_empty());
 
     // An epoch at or below the last committed one is refused, and changes nothing.
     let before = snapshot(s.as_mut());
@@ -369,14 +370,14 @@ fn scenario(
     assert_eq!(r, expected_recovered(&commits, false));
     recovered.push(r);
     assert_eq!(snapshot(s.as_mut()), before);
-    unwritten.push(s.first_unwritten_seq().unwrap());
+    unwritten.push(s.first_unwritten_seq(LedgerId::Baseline).unwrap());
 
     // Continue: one more epoch, then the end of the stream.
     let last = epoch_commit(7, before.ledger.len() as u64, 4, 3);
     s.commit_epoch(&last).unwrap();
     let total = before.ledger.len() as u64 + 3;
-    s.mark_written(2, 10, total).unwrap();
-    unwritten.push(s.first_unwritten_seq().unwrap());
+    s.mark_written(LedgerId::Baseline, 2, 10, total).unwrap();
+    unwritten.push(s.first_unwritten_seq(LedgerId::Baseline).unwrap());
     assert_eq!(unwritten.last(), Some(&None));
     s.mark_finished().unwrap();
     s.mark_finished().unwrap();
@@ -461,8 +462,8 @@ fn scenario(
 fn sqlite_openers(
     dir: &Path,
 ) -> (
-    impl Fn() -> Box<dyn StateStore>,
-    impl Fn() -> Box<dyn StateStore>,
+    impl Fn() -> Box<dyn StateWriter>,
+    impl Fn() -> Box<dyn StateWriter>,
 ) {
     let main = format!("sqlite://{}", dir.join("state.db").display());
     let other = format!("sqlite://{}", dir.join("other.db").display());
@@ -475,8 +476,8 @@ fn sqlite_openers(
 fn pg_openers(
     hint: &str,
 ) -> (
-    impl Fn() -> Box<dyn StateStore>,
-    impl Fn() -> Box<dyn StateStore>,
+    impl Fn() -> Box<dyn StateWriter>,
+    impl Fn() -> Box<dyn StateWriter>,
 ) {
     let main = fresh_database_url(hint);
     let other = fresh_database_url(&format!("{hint}_other"));
@@ -553,7 +554,7 @@ fn make_legacy_store(exec: &mut dyn FnMut(&str)) {
 
 /// A store of the previous version is migrated (its epoch keeps a NULL digest) and, since it
 /// holds epochs but no complete identity, refused as another run.
-fn legacy_store_is_migrated_and_refused(s: &mut dyn StateStore) {
+fn legacy_store_is_migrated_and_refused(s: &mut dyn StateWriter) {
     match s.begin_run(&live_run()) {
         Err(e @ StateError::DifferentRun { .. }) => {
             let message = e.to_string();
@@ -701,19 +702,16 @@ fn variant_commits() -> Vec<EpochCommit> {
 }
 
 /// The first unwritten row of the baseline and of each variant.
-fn unwritten_all(s: &mut dyn StateStore, specs: &[VariantSpec]) -> Vec<Option<u64>> {
-    let mut out = vec![s.first_unwritten_seq().unwrap()];
+fn unwritten_all(s: &mut dyn StateWriter, specs: &[VariantSpec]) -> Vec<Option<u64>> {
+    let mut out = vec![s.first_unwritten_seq(LedgerId::Baseline).unwrap()];
     for v in specs {
-        out.push(
-            s.first_unwritten_seq_of(LedgerId::Variant(&v.name))
-                .unwrap(),
-        );
+        out.push(s.first_unwritten_seq(LedgerId::Variant(&v.name)).unwrap());
     }
     out
 }
 
 /// `begin_variants`' refusal, as its message.
-fn variants_refused(s: &mut dyn StateStore, requested: &[VariantSpec]) -> String {
+fn variants_refused(s: &mut dyn StateWriter, requested: &[VariantSpec]) -> String {
     match s.begin_variants(requested) {
         Err(e @ StateError::DifferentRun { .. }) => e.to_string(),
         other => panic!("expected DifferentRun for {requested:?}, got {other:?}"),
@@ -732,7 +730,7 @@ struct VariantObserved {
 /// Variant ledgers next to the baseline's: recorded at the first start, committed with the
 /// epochs, written to files independently of each other, recovered at a restart, refused
 /// when a restart names other variants.
-fn variant_scenario(open: &dyn Fn() -> Box<dyn StateStore>) -> VariantObserved {
+fn variant_scenario(open: &dyn Fn() -> Box<dyn StateWriter>) -> VariantObserved {
     let specs = variant_specs();
     let commits = variant_commits();
     let (mut recovered, mut unwritten) = (Vec::new(), Vec::new());
@@ -754,35 +752,35 @@ fn variant_scenario(open: &dyn Fn() -> Box<dyn StateStore>) -> VariantObserved {
     }
     let expected_baseline: Vec<LedgerRow> =
         commits.iter().flat_map(|c| c.detections.clone()).collect();
-    assert_eq!(s.ledger().unwrap(), expected_baseline);
+    assert_eq!(s.ledger(LedgerId::Baseline).unwrap(), expected_baseline);
     let expected = expected_variant_ledgers(&commits, &specs);
     assert_eq!(expected[0].len(), 123);
     assert_eq!(expected[1].len(), 409);
     for (v, ledger) in specs.iter().zip(&expected) {
-        assert_eq!(&s.variant_ledger(&v.name).unwrap(), ledger);
+        assert_eq!(&s.ledger(LedgerId::Variant(&v.name)).unwrap(), ledger);
     }
     assert!(expected[1].iter().any(|r| r.evidence.is_none()));
     unwritten.push(unwritten_all(s.as_mut(), &specs));
     assert_eq!(unwritten[1], vec![Some(0), Some(0), Some(0)]);
 
     // Each ledger is written to its own files: marking one leaves the others unwritten.
-    s.mark_written(0, 0, 4).unwrap();
+    s.mark_written(LedgerId::Baseline, 0, 0, 4).unwrap();
     unwritten.push(unwritten_all(s.as_mut(), &specs));
     assert_eq!(unwritten[2], vec![Some(4), Some(0), Some(0)]);
-    s.mark_written_of(LedgerId::Variant(&specs[0].name), 0, 0, 2)
+    s.mark_written(LedgerId::Variant(&specs[0].name), 0, 0, 2)
         .unwrap();
     unwritten.push(unwritten_all(s.as_mut(), &specs));
     assert_eq!(unwritten[3], vec![Some(4), Some(2), Some(0)]);
-    s.mark_written_of(LedgerId::Variant(&specs[1].name), 0, 0, 50)
+    s.mark_written(LedgerId::Variant(&specs[1].name), 0, 0, 50)
         .unwrap();
-    s.mark_written_of(LedgerId::Variant(&specs[1].name), 0, 0, 50)
+    s.mark_written(LedgerId::Variant(&specs[1].name), 0, 0, 50)
         .unwrap(); // idempotent
-    s.mark_written_of(LedgerId::Variant(&specs[1].name), 1, 50, 100)
+    s.mark_written(LedgerId::Variant(&specs[1].name), 1, 50, 100)
         .unwrap();
     unwritten.push(unwritten_all(s.as_mut(), &specs));
     assert_eq!(unwritten[4], vec![Some(4), Some(2), Some(100)]);
     let range = s
-        .ledger_range_of(LedgerId::Variant(&specs[1].name), 48, 52)
+        .ledger_range(LedgerId::Variant(&specs[1].name), 48, 52)
         .unwrap();
     assert_eq!(
         range
@@ -794,12 +792,12 @@ fn variant_scenario(open: &dyn Fn() -> Box<dyn StateStore>) -> VariantObserved {
     assert_eq!(range[0].customer_name, expected[1][48].customer_name);
     assert_eq!(range[2].evidence, expected[1][50].evidence);
     assert!(s
-        .ledger_range_of(LedgerId::Variant(&specs[0].name), 123, u64::MAX)
+        .ledger_range(LedgerId::Variant(&specs[0].name), 123, u64::MAX)
         .unwrap()
         .is_empty());
     // The baseline's file numbers are untouched by the variants'.
     assert_eq!(
-        s.ledger_range(0, 6)
+        s.ledger_range(LedgerId::Baseline, 0, 6)
             .unwrap()
             .iter()
             .map(|r| r.file_seq)
@@ -814,16 +812,10 @@ fn variant_scenario(open: &dyn Fn() -> Box<dyn StateStore>) -> VariantObserved {
             "{r:?}"
         )
     };
-    unknown(s.variant_ledger("nope").map(drop));
-    unknown(
-        s.ledger_range_of(LedgerId::Variant("nope"), 0, 10)
-            .map(drop),
-    );
-    unknown(
-        s.first_unwritten_seq_of(LedgerId::Variant("nope"))
-            .map(drop),
-    );
-    unknown(s.mark_written_of(LedgerId::Variant("nope"), 0, 0, 10));
+    unknown(s.ledger(LedgerId::Variant("nope")).map(drop));
+    unknown(s.ledger_range(LedgerId::Variant("nope"), 0, 10).map(drop));
+    unknown(s.first_unwritten_seq(LedgerId::Variant("nope")).map(drop));
+    unknown(s.mark_written(LedgerId::Variant("nope"), 0, 0, 10));
     let before = snapshot(s.as_mut());
 
     // Restart: the same variants recover their ledgers.
@@ -885,7 +877,7 @@ fn variant_scenario(open: &dyn Fn() -> Box<dyn StateStore>) -> VariantObserved {
     let mut all = commits.clone();
     all.push(next);
     for (v, ledger) in specs.iter().zip(expected_variant_ledgers(&all, &specs)) {
-        let stored = s.variant_ledger(&v.name).unwrap();
+        let stored = s.ledger(LedgerId::Variant(&v.name)).unwrap();
         assert_eq!(stored.len(), ledger.len());
         assert_eq!(stored[stored.len() - 1], ledger[ledger.len() - 1]);
     }
@@ -935,8 +927,8 @@ fn sqlite_and_postgres_keep_identical_variant_ledgers() {
 /// Variants need a store of their own from the first epoch on; a store without epochs takes
 /// new variants (as it takes a new run identity).
 fn variants_follow_the_first_committed_epoch(
-    open: &dyn Fn() -> Box<dyn StateStore>,
-    fresh: &dyn Fn() -> Box<dyn StateStore>,
+    open: &dyn Fn() -> Box<dyn StateWriter>,
+    fresh: &dyn Fn() -> Box<dyn StateWriter>,
 ) {
     let specs = variant_specs();
     // Committed without variants: variants are refused at the restart.
@@ -1017,7 +1009,7 @@ fn postgres_variants_follow_the_first_committed_epoch() {
 
 /// A commit that fails at its last step (a variant row breaking its ledger's keys) leaves
 /// nothing of the epoch: no progress row, counters, baseline or variant rows.
-fn failed_commit_leaves_nothing(open: &dyn Fn() -> Box<dyn StateStore>) {
+fn failed_commit_leaves_nothing(open: &dyn Fn() -> Box<dyn StateWriter>) {
     let specs = variant_specs();
     let mut s = open();
     s.begin_run(&live_run()).unwrap();
@@ -1128,11 +1120,10 @@ fn make_version_2_store(exec: &mut dyn FnMut(&str)) {
 
 /// The version-2 store's rows as this version reads them (evidence: none).
 fn version_2_ledger() -> Vec<LedgerRow> {
-    let row = |seq, pattern: &str, action: &str, customer: &str, time: &str, file_seq| LedgerRow {
+    let row = |seq, pattern, customer: &str, time: &str, file_seq| LedgerRow {
         seq,
         epoch: seq,
-        pattern_id: pattern.into(),
-        action_type: action.into(),
+        pattern,
         customer_name: customer.into(),
         merchant_id: "M1".into(),
         y_start_time: "t0".into(),
@@ -1141,23 +1132,26 @@ fn version_2_ledger() -> Vec<LedgerRow> {
         evidence: None,
     };
     vec![
-        row(0, "PatId1", "UPGRADE", "C1 \"q\", é", "t1", Some(0)),
-        row(1, "PatId3", "DEI-NEEDED", "", "t2", None),
+        row(0, Pattern::Upgrade, "C1 \"q\", é", "t1", Some(0)),
+        row(1, Pattern::DeiNeeded, "", "t2", None),
     ]
 }
 
 /// Migrated to version 3: the rows are kept and read with no evidence, the run continues
 /// (with evidence from now on), and it takes no variants (its epochs were committed without).
-fn version_2_store_is_migrated(s: &mut dyn StateStore) {
+fn version_2_store_is_migrated(s: &mut dyn StateWriter) {
     let r = s.begin_run(&live_run()).unwrap();
     assert_eq!(
         r.epochs,
         [(0, Some("a".repeat(64))), (1, Some("b".repeat(64)))].into()
     );
     assert_eq!((r.next_seq, r.emitted.len()), (2, 2));
-    assert_eq!(s.ledger().unwrap(), version_2_ledger());
-    assert_eq!(s.ledger_range(1, 2).unwrap(), version_2_ledger()[1..]);
-    assert_eq!(s.first_unwritten_seq().unwrap(), Some(1));
+    assert_eq!(s.ledger(LedgerId::Baseline).unwrap(), version_2_ledger());
+    assert_eq!(
+        s.ledger_range(LedgerId::Baseline, 1, 2).unwrap(),
+        version_2_ledger()[1..]
+    );
+    assert_eq!(s.first_unwritten_seq(LedgerId::Baseline).unwrap(), Some(1));
     assert_eq!(s.merchant_counts().unwrap(), vec![("M1".to_string(), 22)]);
     assert_eq!(s.epoch_rows().unwrap().len(), 2);
     variants_refused(s, &variant_specs());
@@ -1167,7 +1161,7 @@ fn version_2_store_is_migrated(s: &mut dyn StateStore) {
     let mut ledger = version_2_ledger();
     ledger.extend(next.detections.clone());
     assert!(ledger[2..].iter().any(|r| r.evidence.is_some()));
-    assert_eq!(s.ledger().unwrap(), ledger);
+    assert_eq!(s.ledger(LedgerId::Baseline).unwrap(), ledger);
 }
 
 #[test]
@@ -1228,10 +1222,10 @@ fn pg_store(url: &str, reconnect_timeout: Duration) -> PgStore {
 }
 
 /// Commits `commits` and checks the store holds each exactly once.
-fn assert_exactly_once(s: &mut dyn StateStore, commits: &[EpochCommit]) {
+fn assert_exactly_once(s: &mut dyn StateWriter, commits: &[EpochCommit]) {
     assert_eq!(s.merchant_counts().unwrap(), expected_counts(commits));
     assert_eq!(
-        s.ledger().unwrap(),
+        s.ledger(LedgerId::Baseline).unwrap(),
         commits
             .iter()
             .flat_map(|c| c.detections.clone())
@@ -1249,7 +1243,12 @@ fn assert_exactly_once(s: &mut dyn StateStore, commits: &[EpochCommit]) {
         .iter()
         .zip(expected_variant_ledgers(commits, &variants))
     {
-        assert_eq!(s.variant_ledger(&v.name).unwrap(), ledger, "{}", v.name);
+        assert_eq!(
+            s.ledger(LedgerId::Variant(&v.name)).unwrap(),
+            ledger,
+            "{}",
+            v.name
+        );
     }
 }
 
@@ -1352,7 +1351,10 @@ fn postgres_read_only_store_reads_in_read_only_sessions() {
         let mut reader = PgStore::connect_read_only(&url, &options).unwrap();
         let read_only = "default_transaction_read_only";
         assert_eq!(reader.session_setting(read_only).unwrap(), "on");
-        assert_eq!(reader.ledger().unwrap(), writer.ledger().unwrap());
+        assert_eq!(
+            reader.ledger(LedgerId::Baseline).unwrap(),
+            writer.ledger(LedgerId::Baseline).unwrap()
+        );
         let pid = reader.backend_pid().expect("connected");
         admin
             .execute("SELECT pg_terminate_backend($1)", &[&pid])
@@ -1401,22 +1403,21 @@ fn postgres_methods_reconnect_after_session_killed() {
         kill(&s);
         s.commit_epoch(&commits[0]).unwrap();
         kill(&s);
-        s.mark_written(0, 0, 2).unwrap();
+        s.mark_written(LedgerId::Baseline, 0, 0, 2).unwrap();
         kill(&s);
-        assert_eq!(s.first_unwritten_seq().unwrap(), Some(2));
+        assert_eq!(s.first_unwritten_seq(LedgerId::Baseline).unwrap(), Some(2));
         kill(&s);
-        assert_eq!(s.ledger_range(0, 2).unwrap().len(), 2);
+        assert_eq!(s.ledger_range(LedgerId::Baseline, 0, 2).unwrap().len(), 2);
         kill(&s);
-        s.mark_written_of(LedgerId::Variant(strict), 0, 0, 1)
-            .unwrap();
+        s.mark_written(LedgerId::Variant(strict), 0, 0, 1).unwrap();
         kill(&s);
         assert_eq!(
-            s.first_unwritten_seq_of(LedgerId::Variant(strict)).unwrap(),
+            s.first_unwritten_seq(LedgerId::Variant(strict)).unwrap(),
             Some(1)
         );
         kill(&s);
         assert_eq!(
-            s.ledger_range_of(LedgerId::Variant(strict), 0, 2)
+            s.ledger_range(LedgerId::Variant(strict), 0, 2)
                 .unwrap()
                 .len(),
             2

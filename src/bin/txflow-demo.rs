@@ -176,7 +176,7 @@ fn report(
     state_db: &Path,
 ) -> anyhow::Result<()> {
     let mut store = txflow::sinks::state::open(&y.state)?;
-    let ledger = store.ledger()?;
+    let ledger = store.ledger(txflow::sinks::state::LedgerId::Baseline)?;
     println!();
     println!(
         "done in {:.1} s: {} epochs, {} rows accepted, {} rejected",
@@ -186,10 +186,7 @@ fn report(
         summary.rows_rejected
     );
     for pattern in txflow::model::Pattern::ALL {
-        let n = ledger
-            .iter()
-            .filter(|r| r.pattern_id == pattern.id())
-            .count();
+        let n = ledger.iter().filter(|r| r.pattern == pattern).count();
         println!("  {} {:<10} {n} detections", pattern.id(), pattern.action());
     }
     println!(

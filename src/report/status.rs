@@ -16,7 +16,7 @@ use crate::model::Pattern;
 use crate::objectstore::ObjectStore;
 use crate::redact;
 use crate::sinks::rejects::{reason_kind, rejects_key};
-use crate::sinks::state::{EpochRow, LedgerRow, StateStore};
+use crate::sinks::state::{EpochRow, LedgerId, LedgerRow, StateReader};
 use crate::telemetry::status::{HISTORY_EPOCHS, LATEST_DETECTIONS};
 
 /// The status JSON of the run recorded in `store` (finished or still running), with rejects
@@ -24,12 +24,14 @@ use crate::telemetry::status::{HISTORY_EPOCHS, LATEST_DETECTIONS};
 /// total comes from the progress table). `run.state` (the store's location) is left `null`:
 /// the caller knows it.
 pub fn status_from_store(
-    store: &mut dyn StateStore,
+    store: &mut dyn StateReader,
     output: Option<&dyn ObjectStore>,
 ) -> Result<Value> {
     let meta = store.run_meta().context("reading the run identity")?;
     let epochs = store.epoch_rows().context("reading the progress table")?;
-    let ledger = store.ledger().context("reading the detection ledger")?;
+    let ledger = store
+        .ledger(LedgerId::Baseline)
+        .context("reading the detection ledger")?;
     let ended = meta.contains_key("finished");
     let rejects = match output {
         Some(output) => rejects_by_reason(output, &epochs)?,
@@ -199,7 +201,7 @@ fn by_pattern<'a>(rows: impl Iterator<Item = &'a LedgerRow>) -> Map<String, Valu
         .map(|p| (p.id().to_string(), 0))
         .collect();
     for row in rows {
-        *counts.entry(row.pattern_id.clone()).or_insert(0) += 1;
+        *counts.entry(row.pattern.id().to_string()).or_insert(0) += 1;
     }
     counts.into_iter().map(|(k, v)| (k, json!(v))).collect()
 }
@@ -214,8 +216,8 @@ fn latest(ledger: &[LedgerRow]) -> Value {
             json!({
                 "seq": r.seq,
                 "epoch": r.epoch,
-                "pattern_id": r.pattern_id,
-                "action_type": r.action_type,
+                "pattern_id": r.pattern.id(),
+                "action_type": r.pattern.action(),
                 "customer_name": r.customer_name,
                 "merchant_id": r.merchant_id,
                 "detection_time": r.detection_time,

@@ -34,8 +34,8 @@ pub fn render(rows: &[LedgerRow]) -> Vec<u8> {
         out.write_record([
             row.y_start_time.as_str(),
             row.detection_time.as_str(),
-            row.pattern_id.as_str(),
-            row.action_type.as_str(),
+            row.pattern.id(),
+            row.pattern.action(),
             row.customer_name.as_str(),
             row.merchant_id.as_str(),
         ])
@@ -53,8 +53,7 @@ mod tests {
         let row = LedgerRow {
             seq: 0,
             epoch: 3,
-            pattern_id: "PatId3".into(),
-            action_type: "DEI-NEEDED".into(),
+            pattern: crate::model::Pattern::DeiNeeded,
             customer_name: "".into(),
             merchant_id: "M1".into(),
             y_start_time: "2026-11-25T21:10:03.123+05:30".into(),

@@ -12,7 +12,7 @@ use crate::error::{Error, Result, StateError};
 use crate::model::{DetectionKey, Evidence};
 use crate::objectstore::{ObjectStore, PutOutcome};
 use crate::sinks::detection_files::{self, ROWS_PER_FILE};
-use crate::sinks::state::{LedgerId, LedgerRow, StateStore};
+use crate::sinks::state::{LedgerId, LedgerRow, StateWriter};
 
 /// Which ledger.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,7 +50,7 @@ impl Ledger {
         name: LedgerName,
         emitted: HashSet<DetectionKey>,
         next_seq: u64,
-        store: &mut dyn StateStore,
+        store: &mut dyn StateWriter,
     ) -> Result<Ledger> {
         if emitted.len() as u64 != next_seq {
             return Err(StateError::Inconsistent(format!(
@@ -68,9 +68,9 @@ impl Ledger {
             files_written: 0,
         };
         let id = ledger.name.id();
-        if let Some(first) = store.first_unwritten_seq_of(id)? {
+        if let Some(first) = store.first_unwritten_seq(id)? {
             let start = detection_files::file_of(first) * ROWS_PER_FILE;
-            ledger.pending = store.ledger_range_of(id, start, next_seq)?;
+            ledger.pending = store.ledger_range(id, start, next_seq)?;
         }
         Ok(ledger)
     }
@@ -108,8 +108,7 @@ impl Ledger {
             .map(|(i, key)| LedgerRow {
                 seq: self.next_seq + i as u64,
                 epoch: times.epoch,
-                pattern_id: key.pattern.id().to_string(),
-                action_type: key.pattern.action().to_string(),
+                pattern: key.pattern,
                 customer_name: key.customer.to_string(),
                 merchant_id: key.merchant.to_string(),
                 y_start_time: times.y_start.to_string(),
@@ -131,7 +130,7 @@ impl Ledger {
     /// Writes every complete file of pending rows.
     pub fn write_full_files(
         &mut self,
-        store: &mut dyn StateStore,
+        store: &mut dyn StateWriter,
         output: &dyn ObjectStore,
     ) -> Result<()> {
         while self.pending.len() as u64 >= ROWS_PER_FILE {
@@ -145,7 +144,7 @@ impl Ledger {
     /// Ends the ledger: every full file, then the last, shorter one.
     pub fn write_last_files(
         &mut self,
-        store: &mut dyn StateStore,
+        store: &mut dyn StateWriter,
         output: &dyn ObjectStore,
     ) -> Result<()> {
         self.write_full_files(store, output)?;
@@ -158,7 +157,7 @@ impl Ledger {
 
     fn write_file(
         &mut self,
-        store: &mut dyn StateStore,
+        store: &mut dyn StateWriter,
         output: &dyn ObjectStore,
         rows: &[LedgerRow],
     ) -> Result<()> {
@@ -171,7 +170,7 @@ impl Ledger {
         }
         let key = self.file_key(file_seq);
         publish(output, &key, &detection_files::render(rows))?;
-        store.mark_written_of(self.name.id(), file_seq, first, first + rows.len() as u64)?;
+        store.mark_written(self.name.id(), file_seq, first, first + rows.len() as u64)?;
         self.files_written += 1;
         tracing::info!(file = %key, rows = rows.len(), "detection file written");
         Ok(())

@@ -3,7 +3,7 @@
 //!
 //! | file | owns |
 //! |---|---|
-//! | `state/` | the [`state::StateStore`] seam, the records it stores and its SQL (file table in `state/mod.rs`) |
+//! | `state/` | the [`state::StateWriter`] / [`state::StateReader`] seam, the records it stores and its SQL (file table in `state/mod.rs`) |
 //! | `state/sqlite.rs` | the embedded store (default) |
 //! | `state/postgres/` | the production store, with unknown-COMMIT handling and a lease |
 //! | `ledger.rs` | one detection ledger (the baseline's or a variant's): emit-once, sequence numbers, its files |

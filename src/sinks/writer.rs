@@ -36,8 +36,8 @@ use crate::sinks::checkpoint::format::Labels;
 use crate::sinks::ledger::{Ledger, LedgerName, NewRows, Times};
 use crate::sinks::rejects;
 use crate::sinks::state::{
-    CheckpointRow, EpochCommit, EpochRow, LedgerRow, RunIdentity, StateStore, VariantRows,
-    VariantSpec,
+    CheckpointRow, EpochCommit, EpochRow, LedgerId, LedgerRow, RunIdentity, StateWriter,
+    VariantRows, VariantSpec,
 };
 use crate::time::{format_ist, now_ms};
 
@@ -65,7 +65,7 @@ pub struct CommitStats {
 }
 
 pub struct EpochWriter {
-    store: Box<dyn StateStore>,
+    store: Box<dyn StateWriter>,
     output: Arc<dyn ObjectStore>,
     clock: Clock,
     /// Epochs committed by earlier runs, with their chunks' digests.
@@ -86,7 +86,7 @@ impl EpochWriter {
     /// Begins the run on the state store (with its backtest `variants`, none for a plain
     /// run), and rewrites every detection file that may be missing (rows without `file_seq`).
     pub fn open(
-        mut store: Box<dyn StateStore>,
+        mut store: Box<dyn StateWriter>,
         output: Arc<dyn ObjectStore>,
         run: &RunIdentity,
         clock: Clock,
@@ -371,14 +371,14 @@ impl EpochWriter {
         let baseline = LedgerSet {
             name: "baseline".into(),
             thresholds: self.run_thresholds()?,
-            rows: self.store.ledger()?,
+            rows: self.store.ledger(LedgerId::Baseline)?,
         };
         let mut variants = Vec::new();
         for spec in &self.variants {
             variants.push(LedgerSet {
                 name: spec.name.clone(),
                 thresholds: spec.thresholds.clone(),
-                rows: self.store.variant_ledger(&spec.name)?,
+                rows: self.store.ledger(LedgerId::Variant(&spec.name))?,
             });
         }
         Ok(BacktestInput {
@@ -457,7 +457,7 @@ mod tests {
             objectstore::open(path.to_str().unwrap(), &S3Options::default()).unwrap()
         }
 
-        fn store(&self) -> Box<dyn StateStore> {
+        fn store(&self) -> Box<dyn StateWriter> {
             let path = self.dir.path().join("state.db");
             Box::new(SqliteStore::open(path.to_str().unwrap()).unwrap())
         }

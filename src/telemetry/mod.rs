@@ -236,7 +236,7 @@ impl Telemetry {
         m.rows_rejected.inc_by(record.rejected);
         for row in &record.detections {
             m.detections
-                .get_or_create(&[("pattern", row.pattern_id.clone())])
+                .get_or_create(&[("pattern", row.pattern.id().to_string())])
                 .inc();
         }
         if let Some(ms) = record.visible_to_commit_ms {

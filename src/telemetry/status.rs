@@ -248,16 +248,19 @@ impl Book {
         self.rows_rejected += record.rejected;
         let mut detections = zero_patterns();
         for row in &record.detections {
-            *detections.entry(row.pattern_id.clone()).or_default() += 1;
-            *self.by_pattern.entry(row.pattern_id.clone()).or_default() += 1;
+            *detections.entry(row.pattern.id().to_string()).or_default() += 1;
+            *self
+                .by_pattern
+                .entry(row.pattern.id().to_string())
+                .or_default() += 1;
         }
         let skip = record.detections.len().saturating_sub(LATEST_DETECTIONS);
         for row in record.detections.into_iter().skip(skip) {
             self.latest.push_front(LatestDetection {
                 seq: row.seq,
                 epoch: row.epoch,
-                pattern_id: row.pattern_id,
-                action_type: row.action_type,
+                pattern_id: row.pattern.id().to_string(),
+                action_type: row.pattern.action().to_string(),
                 customer_name: quoted(row.customer_name),
                 merchant_id: quoted(row.merchant_id),
                 detection_time: row.detection_time,
@@ -335,8 +338,7 @@ mod tests {
         LedgerRow {
             seq,
             epoch,
-            pattern_id: "PatId2".into(),
-            action_type: "CHILD".into(),
+            pattern: crate::model::Pattern::Child,
             customer_name: format!("c{seq}"),
             merchant_id: "m".into(),
             y_start_time: String::new(),

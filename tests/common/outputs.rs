@@ -72,8 +72,8 @@ pub fn timeless_ledger(rows: &[txflow::sinks::state::LedgerRow]) -> Vec<Timeless
             (
                 r.seq,
                 r.epoch,
-                r.pattern_id.clone(),
-                r.action_type.clone(),
+                r.pattern.id().to_string(),
+                r.pattern.action().to_string(),
                 r.customer_name.clone(),
                 r.merchant_id.clone(),
                 r.file_seq,

@@ -966,7 +966,7 @@ pub fn ledger_identities(
         .map(|r| {
             (
                 r.epoch,
-                r.pattern_id.clone(),
+                r.pattern.id().to_string(),
                 r.customer_name.clone(),
                 r.merchant_id.clone(),
             )

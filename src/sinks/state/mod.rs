@@ -1,196 +1,56 @@
 //! The state-store seam (SPEC §6). Both implementations run the same SQL schema from `sql/`
-//! and give the same answers; the runner only talks to [`StateStore`], opened from a
-//! [`StateConfig`] by [`open`].
+//! and give the same answers; the runner only talks to a [`StateWriter`], opened from a
+//! [`StateConfig`] by [`open`]; reports and inspection to a [`StateReader`]
+//! ([`open_read_only`]). The protocol is written once (`protocol.rs`) over a small
+//! transaction trait that each database adapts.
 //!
-//! Exactly-once contract: [`StateStore::commit_epoch`] applies one epoch's counter deltas,
+//! Exactly-once contract: [`StateWriter::commit_epoch`] applies one epoch's counter deltas,
 //! new ledger rows (the baseline's and, in a backtest with variants, every variant's) and
 //! progress row in one transaction, and is never asked to commit an epoch
 //! at or below the last committed one. An implementation whose COMMIT outcome can be unknown
 //! (a lost connection) must find out by re-reading the progress row before retrying.
 //!
-//! Nothing mixed (SPEC §6): [`StateStore::begin_run`] records the run's identity
+//! Nothing mixed (SPEC §6): [`StateWriter::begin_run`] records the run's identity
 //! ([`RunIdentity`]: mode, landing, resolved replay range, thresholds, the importance file's
 //! digest) in `run_meta`, one key per component, and refuses a store holding epochs of
-//! another run with [`StateError::DifferentRun`] naming each difference (a store recorded by
+//! another run with [`StateError::DifferentRun`](crate::error::StateError::DifferentRun) naming each difference (a store recorded by
 //! a version without these keys is another run too). Each epoch's progress row records its
 //! chunk's digest, so that a recovery can refuse a chunk whose bytes changed.
 //!
 //! | file | what it holds |
 //! | --- | --- |
-//! | `mod.rs` | [`StateConfig`] (which store, its URL redacted), [`open`], [`open_read_only`], the re-exports |
-//! | `store.rs` | the [`StateStore`] trait, the rows it stores, the helpers both stores share |
+//! | `mod.rs` | the module declarations and re-exports, nothing else |
+//! | `config.rs` | [`StateConfig`] (which store, its URL redacted), [`open`], [`open_read_only`] |
+//! | `store.rs` | the [`StateWriter`] and [`StateReader`] traits and the rows they store |
+//! | `protocol.rs` | the protocol written once: the transaction trait (`Tx`), the database trait (`Db`), the one `Store` implementing both traits |
+//! | `rules.rs` | the SQL-free rules both stores follow: detection keys, `BIGINT` conversions, schema versions, variant decisions |
 //! | `identity.rs` | [`RunIdentity`]: its `run_meta` entries and the "different run" decision |
 //! | `schema.rs` | the SQL both stores run: migrations (`sql/*.sql`) and every statement |
-//! | `sqlite.rs` | the embedded store (SQLite, WAL, `flock` single-writer lock) |
-//! | `postgres/mod.rs` | the PostgreSQL store's `StateStore` impl: migrations, run identity, recovery, ledger |
-//! | `postgres/store.rs` | [`postgres::PgStore`], [`postgres::PgOptions`], the connection and session types, attempt failures |
+//! | `sqlite.rs` | the embedded store's database: SQLite, WAL, `flock` single-writer lock, its transaction adapter |
+//! | `postgres/mod.rs` | the PostgreSQL store's declarations and re-exports |
+//! | `postgres/adapter.rs` | the transaction adapter on a connection; `PgDb` as the protocol's database |
+//! | `postgres/store.rs` | [`postgres::PgStore`], `PgDb`, [`postgres::PgOptions`], the connection and session types, attempt failures |
 //! | `postgres/client.rs` | the blocking client: a deadline on every call, dropped without waiting for the server |
 //! | `postgres/connection.rs` | connecting, bounded reconnection with backoff, host-name resolution within the bound |
 //! | `postgres/tls.rs` | libpq's `sslmode`/`sslrootcert` URL options and the rustls connector |
 //! | `postgres/lease.rs` | the single-writer lease: the advisory lock, re-locking after a loss, its holders |
-//! | `postgres/commit.rs` | the epoch transaction and the unknown-COMMIT resolution |
+//! | `postgres/commit.rs` | the epoch transaction's retry loop and the unknown-COMMIT resolution |
 //! | `postgres/fault.rs` | simulated connection losses for tests (cargo feature `fault-injection` only) |
 
+mod config;
 mod identity;
 pub mod postgres;
+mod protocol;
+mod rules;
 pub mod schema;
 pub mod sqlite;
 pub mod store;
 
-use std::fmt;
-use std::path::PathBuf;
-
-use crate::error::StateError;
-use crate::redact;
+pub use config::{open, open_read_only, StateConfig};
 pub use identity::{RunIdentity, RunMode};
 pub use postgres::PgOptions;
 pub use schema::MIGRATIONS;
 pub use store::{
-    CheckpointRow, EpochCommit, EpochRow, LedgerId, LedgerRow, Recovered, StateStore,
+    CheckpointRow, EpochCommit, EpochRow, LedgerId, LedgerRow, Recovered, StateReader, StateWriter,
     VariantRecovered, VariantRows, VariantSpec,
 };
-
-/// Which state store to use: the embedded SQLite file or a PostgreSQL database with its
-/// connection options. `Debug` and `Display` redact the password.
-#[derive(Clone)]
-pub enum StateConfig {
-    /// `sqlite://PATH`.
-    Embedded { path: PathBuf },
-    /// A `postgres://` / `postgresql://` URL (libpq's TLS options allowed, see
-    /// [`postgres`]) and the options beyond it.
-    Postgres { url: String, options: PgOptions },
-}
-
-impl StateConfig {
-    /// `sqlite://PATH` → [`StateConfig::Embedded`]; `postgres://` or `postgresql://` →
-    /// [`StateConfig::Postgres`] with default options; anything else is
-    /// [`StateError::BadUrl`].
-    pub fn parse(url: &str) -> Result<StateConfig, StateError> {
-        if let Some(path) = url.strip_prefix("sqlite://") {
-            if path.is_empty() {
-                return Err(StateError::BadUrl {
-                    url: url.to_string(),
-                    reason: "expected sqlite://PATH".into(),
-                });
-            }
-            Ok(StateConfig::Embedded { path: path.into() })
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(StateConfig::Postgres {
-                url: url.to_string(),
-                options: PgOptions::default(),
-            })
-        } else {
-            Err(StateError::BadUrl {
-                url: redact::url(url),
-                reason: "expected sqlite://PATH or postgres://USER@HOST/DB".into(),
-            })
-        }
-    }
-
-    /// The same store with these PostgreSQL options (the embedded store has none: unchanged).
-    pub fn with_pg_options(self, options: PgOptions) -> StateConfig {
-        match self {
-            StateConfig::Postgres { url, .. } => StateConfig::Postgres { url, options },
-            embedded => embedded,
-        }
-    }
-
-    /// The store's URL for messages and logs, any password redacted (also its `Display`).
-    pub fn describe(&self) -> String {
-        match self {
-            StateConfig::Embedded { path } => format!("sqlite://{}", path.display()),
-            StateConfig::Postgres { url, .. } => redact::url(url),
-        }
-    }
-}
-
-impl fmt::Debug for StateConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StateConfig::Embedded { path } => {
-                f.debug_struct("Embedded").field("path", path).finish()
-            }
-            StateConfig::Postgres { url, options } => f
-                .debug_struct("Postgres")
-                .field("url", &redact::url(url))
-                .field("options", options)
-                .finish(),
-        }
-    }
-}
-
-impl fmt::Display for StateConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.describe())
-    }
-}
-
-/// Opens the configured state store (PostgreSQL: connects, within the options' start-up bound).
-pub fn open(config: &StateConfig) -> Result<Box<dyn StateStore>, StateError> {
-    match config {
-        StateConfig::Embedded { path } => Ok(Box::new(sqlite::SqliteStore::open(path)?)),
-        StateConfig::Postgres { url, options } => {
-            Ok(Box::new(postgres::PgStore::connect(url, options)?))
-        }
-    }
-}
-
-/// Opens the configured state store for reading only (reports, inspection): an embedded
-/// store must exist and is never written, created or switched to WAL
-/// ([`sqlite::SqliteStore::open_read_only`]); PostgreSQL sessions are read-only
-/// ([`postgres::PgStore::connect_read_only`]). Readers refuse another schema version;
-/// `begin_run` is refused.
-pub fn open_read_only(config: &StateConfig) -> Result<Box<dyn StateStore>, StateError> {
-    match config {
-        StateConfig::Embedded { path } => Ok(Box::new(sqlite::SqliteStore::open_read_only(path)?)),
-        StateConfig::Postgres { url, options } => Ok(Box::new(
-            postgres::PgStore::connect_read_only(url, options)?,
-        )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::path::Path;
-    use std::time::Duration;
-
-    use super::*;
-
-    #[test]
-    fn parses_state_urls() {
-        let embedded = StateConfig::parse("sqlite:///tmp/state.db").unwrap();
-        assert!(
-            matches!(&embedded, StateConfig::Embedded { path } if path == Path::new("/tmp/state.db"))
-        );
-        assert_eq!(embedded.to_string(), "sqlite:///tmp/state.db");
-        for url in ["postgres://u:pw@h/db", "postgresql://u:pw@h/db"] {
-            let options = PgOptions {
-                connect_timeout: Duration::from_secs(3),
-                ..PgOptions::default()
-            };
-            let config = StateConfig::parse(url).unwrap().with_pg_options(options);
-            match &config {
-                StateConfig::Postgres { url: u, options } => {
-                    assert_eq!(
-                        (u.as_str(), options.connect_timeout),
-                        (url, Duration::from_secs(3))
-                    )
-                }
-                other => panic!("{url}: {other:?}"),
-            }
-            assert!(!config.describe().contains("pw"), "{config}");
-            assert!(!format!("{config:?}").contains("pw"), "{config:?}");
-        }
-        for (url, shown) in [
-            ("mysql://u:pw@h/db", "mysql://u:***@h/db"),
-            ("sqlite://", "sqlite://"),
-        ] {
-            match StateConfig::parse(url) {
-                Err(e @ StateError::BadUrl { .. }) => {
-                    assert!(e.to_string().contains(shown), "{e}")
-                }
-                other => panic!("{url}: {other:?}"),
-            }
-        }
-    }
-}

@@ -25,6 +25,27 @@ pub fn sqlite(sql: &str) -> Cow<'_, str> {
     }
 }
 
+/// The statements whose text differs between the two dialects (the batched inserts are the
+/// adapters' own).
+pub struct Dialect {
+    /// Whether the migrations table exists (a reader must not create it).
+    pub has_migrations: &'static str,
+    pub record_migration: &'static str,
+    pub insert_epoch: &'static str,
+}
+
+pub const SQLITE_DIALECT: Dialect = Dialect {
+    has_migrations: SQLITE_HAS_MIGRATIONS,
+    record_migration: SQLITE_RECORD_MIGRATION,
+    insert_epoch: SQLITE_INSERT_EPOCH,
+};
+
+pub const PG_DIALECT: Dialect = Dialect {
+    has_migrations: PG_HAS_MIGRATIONS,
+    record_migration: PG_RECORD_MIGRATION,
+    insert_epoch: PG_INSERT_EPOCH,
+};
+
 // --- migrations -------------------------------------------------------------------------
 
 pub const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \

@@ -1,8 +1,10 @@
-//! The embedded state store: SQLite via rusqlite (bundled), the default.
+//! The embedded state store: SQLite via rusqlite (bundled), the default. The protocol is
+//! `protocol.rs`'s; this file is the database under it ([`SqliteDb`]: the connection, the
+//! single-writer lock) and its transaction adapter ([`SqliteTx`]).
 //!
 //! - Durability: WAL journal with `synchronous=FULL`, so an epoch whose COMMIT returned survives
 //!   `kill -9` and power loss; the exactly-once story depends on it.
-//! - Single writer: [`StateStore::begin_run`] takes an exclusive, non-blocking `flock` on the
+//! - Single writer: `begin_run` takes an exclusive, non-blocking `flock` on the
 //!   database file itself, so the lock belongs to the file (its inode), not to a name: a
 //!   second writer reaching the same database through a symlink, a relative path, a hard
 //!   link or a bind mount is refused, naming the holder's pid (read from `/proc/locks`). It
@@ -16,33 +18,29 @@
 //!   without a `-wal` file (no connection has it open) is read as immutable, which creates no
 //!   `-wal`/`-shm` files either and works in a read-only directory.
 
-use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, TryLockError};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use rusqlite::types::{ToSqlOutput, Type};
+use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
 use url::Url;
 
-use super::identity::{record_identity, RunIdentity};
-use super::schema::{self, sqlite as sql, MIGRATIONS};
-use super::store::{
-    check_readable_schema, check_schema_version, check_variant_rows, checkpoints_beyond,
-    detection_key, merged_deltas, record_variants, unknown_variant, CheckpointRow, EpochCommit,
-    EpochRow, LedgerId, LedgerRow, Recovered, StateStore, VariantLedgers, VariantRecovered,
-    VariantRows, VariantSpec,
-};
+use super::protocol::{ledger_row_params, Access, Db, Param, Row, Store, Tx, Value};
+use super::schema::{self, sqlite as sql, Dialect};
+use super::store::{LedgerRow, VariantRows};
 use crate::error::StateError;
 
 /// How long a statement waits for another connection's write lock (readers such as an
 /// inspection tool can hold the database briefly).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Sequence bounds are clamped to the BIGINT range (`u64::MAX` means "to the end").
-const MAX_SEQ: u64 = i64::MAX as u64;
+/// The embedded state store ([`SqliteStore::open`], [`SqliteStore::open_read_only`]).
+pub type SqliteStore = Store<SqliteDb>;
 
-pub struct SqliteStore {
+/// The SQLite database of a [`SqliteStore`]: its connection and its single-writer lock.
+pub struct SqliteDb {
     /// Declared (so dropped) before `lock_file`: see there.
     conn: rusqlite::Connection,
     /// The database path as given, for messages (`:memory:` = an in-memory database).
@@ -54,11 +52,6 @@ pub struct SqliteStore {
     lock_file: Option<File>,
     /// `begin_run` took the exclusive lock on `lock_file`.
     locked: bool,
-    /// The variants' names once `begin_variants` recorded or checked them (commits refuse
-    /// rows of any other).
-    variant_names: Option<Vec<String>>,
-    /// The schema is this build's (migrated by `begin_run`, or checked by a reader).
-    schema_checked: bool,
     /// Opened by [`SqliteStore::open_read_only`]: `begin_run` is refused.
     read_only: bool,
     /// Read as immutable: the file as it was when opened.
@@ -113,16 +106,14 @@ impl SqliteStore {
     ) -> Result<SqliteStore, StateError> {
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(sqlite_err(&shown))?;
-        Ok(SqliteStore {
+        Ok(Store::new(SqliteDb {
             conn,
             path: shown,
             lock_file: None,
             locked: false,
-            variant_names: None,
-            schema_checked: false,
             read_only,
             snapshot,
-        })
+        }))
     }
 
     /// Opens an existing database for reading only: it is never created, written or switched
@@ -159,16 +150,9 @@ impl SqliteStore {
         let conn = Connection::open_with_flags(uri.as_str(), flags).map_err(sqlite_err(&shown))?;
         Self::with_connection(conn, shown, snapshot, true)
     }
+}
 
-    /// A read's result, refused if the store is read as a snapshot whose file changed.
-    fn checked<T>(&self, read: Result<T, StateError>) -> Result<T, StateError> {
-        let value = read?;
-        if let Some(snapshot) = &self.snapshot {
-            snapshot.check(&self.path)?;
-        }
-        Ok(value)
-    }
-
+impl SqliteDb {
     /// The writer's settings: WAL, `synchronous=FULL`. Applied once the lock is held: they
     /// read the database, which creates the `-wal` and `-shm` files named after the path
     /// given, and a refused writer through another name (a hard link) must leave none.
@@ -216,245 +200,139 @@ impl SqliteStore {
         self.lock_file = Some(file);
         outcome
     }
+}
 
-    /// Applies every pending migration in one transaction: a store is at no version or at
-    /// this build's, never in between (a kill during the first start leaves nothing half done).
-    fn migrate(&mut self) -> Result<(), StateError> {
-        let err = sqlite_err(&self.path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&err)?;
-        tx.execute_batch(schema::CREATE_SCHEMA_MIGRATIONS)
-            .map_err(&err)?;
-        let newest: Option<i64> = tx
-            .query_row(schema::NEWEST_MIGRATION, [], |r| r.get(0))
-            .map_err(&err)?;
-        check_schema_version(newest)?;
-        for (version, migration) in MIGRATIONS {
-            if newest.is_some_and(|n| *version <= n) {
-                continue;
-            }
-            tx.execute_batch(migration).map_err(&err)?;
-            tx.execute(&sql(schema::SQLITE_RECORD_MIGRATION), [version])
-                .map_err(&err)?;
-            tracing::info!(path = %self.path, version, "applied state store migration");
-        }
-        tx.commit().map_err(&err)?;
-        self.schema_checked = true;
-        Ok(())
+impl Db for SqliteDb {
+    type Error = StateError;
+    type Tx<'a> = SqliteTx<'a>;
+
+    fn name(&self) -> &str {
+        &self.path
     }
 
-    /// Readers: refuses a store at another schema version than this build's (checked once).
-    fn require_schema(&mut self) -> Result<(), StateError> {
-        if self.schema_checked {
-            return Ok(());
-        }
-        let err = sqlite_err(&self.path);
-        let exists: bool = self
-            .conn
-            .query_row(schema::SQLITE_HAS_MIGRATIONS, [], |r| r.get(0))
-            .map_err(&err)?;
-        let newest: Option<i64> = match exists {
-            true => self
-                .conn
-                .query_row(schema::NEWEST_MIGRATION, [], |r| r.get(0))
-                .map_err(&err)?,
-            false => None,
-        };
-        check_readable_schema(newest)?;
-        self.schema_checked = true;
-        Ok(())
+    fn read_only(&self) -> bool {
+        self.read_only
     }
 
-    fn check_identity(&mut self, requested: &RunIdentity) -> Result<(), StateError> {
-        let err = sqlite_err(&self.path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&err)?;
-        let stored: BTreeMap<String, String> = {
-            let mut st = tx.prepare(schema::SELECT_IDENTITY).map_err(&err)?;
-            let rows = st
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                .map_err(&err)?;
-            rows.collect::<Result<_, _>>().map_err(&err)?
-        };
-        let has_epochs: bool = tx
-            .query_row(schema::ANY_EPOCH, [], |r| r.get(0))
-            .map_err(&err)?;
-        if record_identity(&stored, requested, has_epochs)? {
-            for (key, value) in requested.meta_entries() {
-                tx.execute(&sql(schema::UPSERT_META), [key, value.as_str()])
-                    .map_err(&err)?;
-            }
-            tx.execute(schema::CLEAR_FINISHED, []).map_err(&err)?;
-        }
-        tx.commit().map_err(&err)?;
-        Ok(())
+    fn lock(&mut self) -> Result<(), StateError> {
+        self.acquire_lock()?;
+        self.configure()
     }
 
-    fn recovered(&mut self) -> Result<Recovered, StateError> {
-        let err = sqlite_err(&self.path);
-        let tx = self.conn.transaction().map_err(&err)?;
-        let epochs = {
-            let mut st = tx.prepare(schema::EPOCH_DIGESTS).map_err(&err)?;
-            let rows = st
-                .query_map([], |r| Ok((r.get::<_, u64>(0)?, r.get(1)?)))
-                .map_err(&err)?;
-            rows.collect::<Result<BTreeMap<u64, Option<String>>, _>>()
-                .map_err(&err)?
-        };
-        let emitted = {
-            let mut st = tx.prepare(schema::EMITTED).map_err(&err)?;
-            let mut rows = st.query([]).map_err(&err)?;
-            let mut emitted = HashSet::new();
-            while let Some(r) = rows.next().map_err(&err)? {
-                let text = |i: usize| r.get::<_, String>(i).map_err(&err);
-                emitted.insert(detection_key(&text(0)?, &text(1)?, &text(2)?)?);
-            }
-            emitted
-        };
-        let max_seq: Option<u64> = tx
-            .query_row(schema::MAX_SEQ, [], |r| r.get(0))
-            .map_err(&err)?;
-        let finished = tx
-            .query_row(schema::IS_FINISHED, [], |_| Ok(()))
-            .optional()
-            .map_err(&err)?
-            .is_some();
-        tx.commit().map_err(&err)?;
-        Ok(Recovered {
-            last_epoch: epochs.keys().next_back().copied(),
-            epochs,
-            emitted,
-            next_seq: max_seq.map_or(0, |s| s + 1),
-            finished,
-        })
+    fn locked(&self) -> bool {
+        self.locked || self.path == ":memory:"
     }
 
-    fn require_lock(&self, what: &str) -> Result<(), StateError> {
-        if !self.locked && self.path != ":memory:" {
-            return Err(StateError::Inconsistent(format!(
-                "{what} before begin_run took the single-writer lock"
-            )));
-        }
-        Ok(())
-    }
-
-    fn query_ledger(
+    /// Runs `work` once; a read of a snapshot is refused if the file changed meanwhile.
+    fn run<T>(
         &mut self,
-        ledger: LedgerId<'_>,
-        query: &str,
-        args: &[u64],
-    ) -> Result<Vec<LedgerRow>, StateError> {
-        self.require_schema()?;
-        let args = self.ledger_args(ledger, args)?;
-        let err = sqlite_err(&self.path);
+        _what: &'static str,
+        access: Access,
+        mut work: impl FnMut(&mut SqliteTx<'_>) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        let path = self.path.as_str();
+        let value = match access {
+            Access::Autocommit => work(&mut SqliteTx {
+                conn: &self.conn,
+                path,
+            })?,
+            Access::Snapshot | Access::Transaction => {
+                let behavior = match access {
+                    Access::Transaction => TransactionBehavior::Immediate,
+                    _ => TransactionBehavior::Deferred,
+                };
+                let err = sqlite_err(path);
+                let tx = self
+                    .conn
+                    .transaction_with_behavior(behavior)
+                    .map_err(&err)?;
+                let value = work(&mut SqliteTx { conn: &tx, path })?;
+                tx.commit().map_err(&err)?;
+                value
+            }
+        };
+        if let Some(snapshot) = &self.snapshot {
+            snapshot.check(path)?;
+        }
+        Ok(value)
+    }
+}
+
+/// The statements of a [`SqliteDb`]'s connection, in a transaction or not; each prepared
+/// once per connection.
+pub struct SqliteTx<'a> {
+    conn: &'a Connection,
+    path: &'a str,
+}
+
+impl rusqlite::ToSql for Param<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        match self {
+            Param::Int(v) => v.to_sql(),
+            Param::Text(v) => v.to_sql(),
+        }
+    }
+}
+
+/// A row's columns as [`Value`]s (a real or a blob is a type error: no column holds one).
+fn row_values(r: &rusqlite::Row<'_>, columns: usize) -> rusqlite::Result<Row> {
+    let values = (0..columns).map(|i| {
+        Ok(match r.get_ref(i)?.data_type() {
+            Type::Null => Value::Null,
+            Type::Integer => Value::Int(r.get(i)?),
+            _ => Value::Text(r.get(i)?),
+        })
+    });
+    values.collect::<rusqlite::Result<_>>().map(Row)
+}
+
+impl Tx for SqliteTx<'_> {
+    type Error = StateError;
+    const DIALECT: &'static Dialect = &schema::SQLITE_DIALECT;
+
+    fn query(&mut self, query: &'static str, params: &[Param<'_>]) -> Result<Vec<Row>, StateError> {
+        let err = sqlite_err(self.path);
         let mut st = self.conn.prepare_cached(&sql(query)).map_err(&err)?;
+        let columns = st.column_count();
         let rows = st
-            .query_map(rusqlite::params_from_iter(&args), ledger_row)
+            .query_map(rusqlite::params_from_iter(params), |r| {
+                row_values(r, columns)
+            })
             .map_err(&err)?;
-        let read = rows.collect::<Result<Vec<_>, _>>().map_err(&err);
-        self.checked(read)
+        rows.collect::<Result<_, _>>().map_err(&err)
     }
 
-    /// The parameters of a statement of `ledger` (`schema::LedgerSql`): a variant's name first
-    /// (refused unless recorded), then `args`.
-    fn ledger_args(
-        &self,
-        ledger: LedgerId<'_>,
-        args: &[u64],
-    ) -> Result<Vec<Box<dyn rusqlite::ToSql>>, StateError> {
-        let mut params: Vec<Box<dyn rusqlite::ToSql>> = Vec::with_capacity(args.len() + 1);
-        if let Some(variant) = ledger.variant() {
-            self.require_variant(variant)?;
-            params.push(Box::new(variant.to_string()));
-        }
-        params.extend(
-            args.iter()
-                .map(|&a| Box::new(a) as Box<dyn rusqlite::ToSql>),
-        );
-        Ok(params)
-    }
-
-    /// Refuses a variant the store does not record.
-    fn require_variant(&self, variant: &str) -> Result<(), StateError> {
-        let known = self
+    fn execute(&mut self, query: &'static str, params: &[Param<'_>]) -> Result<u64, StateError> {
+        let changed = self
             .conn
-            .prepare_cached(&sql(schema::VARIANT_KNOWN))
-            .and_then(|mut st| st.exists([variant]))
-            .map_err(sqlite_err(&self.path))?;
-        if known {
-            Ok(())
-        } else {
-            Err(unknown_variant(variant))
-        }
+            .prepare_cached(&sql(query))
+            .and_then(|mut st| st.execute(rusqlite::params_from_iter(params)))
+            .map_err(sqlite_err(self.path))?;
+        Ok(changed as u64)
     }
 
-    /// `begin_variants` in one transaction: check or record the variants, read their ledgers.
-    fn check_variants(
+    fn batch(&mut self, statements: &'static str) -> Result<(), StateError> {
+        self.conn
+            .execute_batch(statements)
+            .map_err(sqlite_err(self.path))
+    }
+
+    /// One execution per merchant and per ledger row (SQLite has no array parameters; the
+    /// statements are prepared once and run in process).
+    fn insert_rows(
         &mut self,
-        requested: &[VariantSpec],
-    ) -> Result<Vec<VariantRecovered>, StateError> {
-        let err = sqlite_err(&self.path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&err)?;
-        let recorded = read_variants(&tx).map_err(&err)?;
-        let has_epochs: bool = tx
-            .query_row(schema::ANY_EPOCH, [], |r| r.get(0))
-            .map_err(&err)?;
-        if record_variants(&recorded, requested, has_epochs)? {
-            tx.execute(schema::DELETE_VARIANTS, []).map_err(&err)?;
-            let mut insert = tx
-                .prepare_cached(&sql(schema::INSERT_VARIANT))
-                .map_err(&err)?;
-            for (position, v) in requested.iter().enumerate() {
-                insert
-                    .execute(params![position as i64, v.name, v.thresholds])
-                    .map_err(&err)?;
-            }
-        }
-        let recovered = read_variant_ledgers(&tx, &err)?.recovered(requested)?;
-        tx.commit().map_err(&err)?;
-        Ok(recovered)
+        deltas: &[(&str, i64)],
+        detections: &[LedgerRow],
+        variants: &[VariantRows],
+    ) -> Result<(), StateError> {
+        insert_rows(
+            self.conn,
+            deltas,
+            detections,
+            variants,
+            sqlite_err(self.path),
+        )
     }
-}
-
-/// The recorded variants, in order.
-fn read_variants(conn: &Connection) -> rusqlite::Result<Vec<VariantSpec>> {
-    let mut st = conn.prepare_cached(schema::VARIANTS)?;
-    let rows = st.query_map([], |r| {
-        Ok(VariantSpec {
-            name: r.get(0)?,
-            thresholds: r.get(1)?,
-        })
-    })?;
-    rows.collect()
-}
-
-/// Every variant ledger's detections and size.
-fn read_variant_ledgers(
-    tx: &rusqlite::Transaction<'_>,
-    err: impl Fn(rusqlite::Error) -> StateError + Copy,
-) -> Result<VariantLedgers, StateError> {
-    let mut ledgers = VariantLedgers::default();
-    let mut st = tx.prepare_cached(schema::VARIANT_EMITTED).map_err(err)?;
-    let mut rows = st.query([]).map_err(err)?;
-    while let Some(r) = rows.next().map_err(err)? {
-        let text = |i: usize| r.get_ref(i).and_then(|v| Ok(v.as_str()?)).map_err(err);
-        ledgers.add(text(0)?, text(1)?, text(2)?, text(3)?)?;
-    }
-    let mut st = tx
-        .prepare_cached(schema::VARIANT_LEDGER_SIZES)
-        .map_err(err)?;
-    let sizes = st
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .map_err(err)?;
-    ledgers.sizes = sizes.collect::<Result<_, _>>().map_err(err)?;
-    Ok(ledgers)
 }
 
 /// The canonical form of a database path: the file's, symlinks resolved, if it exists; else
@@ -501,21 +379,6 @@ fn flock_holder(meta: &std::fs::Metadata) -> Option<u32> {
     })
 }
 
-fn ledger_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerRow> {
-    Ok(LedgerRow {
-        seq: r.get(0)?,
-        epoch: r.get(1)?,
-        pattern_id: r.get(2)?,
-        action_type: r.get(3)?,
-        customer_name: r.get(4)?,
-        merchant_id: r.get(5)?,
-        y_start_time: r.get(6)?,
-        detection_time: r.get(7)?,
-        file_seq: r.get(8)?,
-        evidence: r.get(9)?,
-    })
-}
-
 fn sqlite_err(path: &str) -> impl Fn(rusqlite::Error) -> StateError {
     let path = path.to_string();
     move |source| StateError::Sqlite {
@@ -524,302 +387,52 @@ fn sqlite_err(path: &str) -> impl Fn(rusqlite::Error) -> StateError {
     }
 }
 
-/// Why the progress row was not inserted.
-enum Refused {
-    Sqlite(rusqlite::Error),
-    State(StateError),
-}
-
-/// Inserts the epoch's progress row, refusing an epoch at or below a committed one.
-fn insert_progress(tx: &rusqlite::Transaction<'_>, p: &EpochRow) -> Result<(), Refused> {
-    let inserted = tx
-        .prepare_cached(&sql(schema::SQLITE_INSERT_EPOCH))
-        .and_then(|mut st| {
-            st.execute(params![
-                p.epoch,
-                p.chunk_key,
-                p.rows_accepted,
-                p.rows_rejected,
-                p.committed_at,
-                p.chunk_digest
-            ])
-        })
-        .map_err(Refused::Sqlite)?;
-    if inserted == 0 {
-        let last: Option<u64> = tx
-            .query_row(schema::MAX_EPOCH, [], |r| r.get(0))
-            .map_err(Refused::Sqlite)?;
-        return Err(Refused::State(StateError::Inconsistent(format!(
-            "asked to commit epoch {} but epoch {} is already committed",
-            p.epoch,
-            last.map_or_else(|| "?".to_string(), |e| e.to_string())
-        ))));
-    }
-    Ok(())
-}
-
-/// Applies the counter deltas and inserts the new ledger rows, the baseline's and the
-/// variants'.
-/// A ledger row's columns in [`LedgerRow`] order, as the insert statements take them.
-fn ledger_params(d: &LedgerRow) -> [&dyn rusqlite::ToSql; 10] {
-    [
-        &d.seq,
-        &d.epoch,
-        &d.pattern_id,
-        &d.action_type,
-        &d.customer_name,
-        &d.merchant_id,
-        &d.y_start_time,
-        &d.detection_time,
-        &d.file_seq,
-        &d.evidence,
-    ]
-}
-
 fn insert_rows(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     deltas: &[(&str, i64)],
     detections: &[LedgerRow],
     variant_detections: &[VariantRows],
-) -> rusqlite::Result<()> {
-    let mut upsert = tx.prepare_cached(&sql(schema::SQLITE_UPSERT_COUNT))?;
+    err: impl Fn(rusqlite::Error) -> StateError,
+) -> Result<(), StateError> {
+    let mut upsert = tx
+        .prepare_cached(&sql(schema::SQLITE_UPSERT_COUNT))
+        .map_err(&err)?;
     for (merchant, delta) in deltas {
-        upsert.execute(params![merchant, delta])?;
+        upsert.execute(params![merchant, delta]).map_err(&err)?;
     }
-    let mut insert = tx.prepare_cached(&sql(schema::SQLITE_INSERT_DETECTION))?;
+    let mut insert = tx
+        .prepare_cached(&sql(schema::SQLITE_INSERT_DETECTION))
+        .map_err(&err)?;
     for d in detections {
-        insert.execute(ledger_params(d).as_slice())?;
+        insert.execute(ledger_row_params(d)?).map_err(&err)?;
     }
-    let mut insert = tx.prepare_cached(&sql(schema::SQLITE_INSERT_VARIANT_DETECTION))?;
+    let mut insert = tx
+        .prepare_cached(&sql(schema::SQLITE_INSERT_VARIANT_DETECTION))
+        .map_err(&err)?;
     for VariantRows { variant, rows } in variant_detections {
         for d in rows {
-            let mut params: Vec<&dyn rusqlite::ToSql> = vec![variant];
-            params.extend(ledger_params(d));
-            insert.execute(params.as_slice())?;
+            let mut params = vec![Param::from(variant.as_str())];
+            params.extend(ledger_row_params(d)?);
+            insert
+                .execute(rusqlite::params_from_iter(&params))
+                .map_err(&err)?;
         }
     }
     Ok(())
-}
-
-/// The recorded checkpoints, oldest first.
-fn read_checkpoints(conn: &Connection) -> rusqlite::Result<Vec<CheckpointRow>> {
-    let mut st = conn.prepare_cached(schema::CHECKPOINTS)?;
-    let rows = st.query_map([], |r| {
-        Ok(CheckpointRow {
-            epoch: r.get(0)?,
-            location: r.get(1)?,
-            bytes: r.get(2)?,
-            digest: r.get(3)?,
-            format_version: r.get(4)?,
-            created_at: r.get(5)?,
-        })
-    })?;
-    rows.collect()
-}
-
-impl StateStore for SqliteStore {
-    fn begin_variants(
-        &mut self,
-        variants: &[VariantSpec],
-    ) -> Result<Vec<VariantRecovered>, StateError> {
-        self.require_lock("begin_variants")?;
-        let recovered = self.check_variants(variants)?;
-        self.variant_names = Some(variants.iter().map(|v| v.name.clone()).collect());
-        Ok(recovered)
-    }
-
-    fn variants(&mut self) -> Result<Vec<VariantSpec>, StateError> {
-        self.require_schema()?;
-        let read = read_variants(&self.conn).map_err(sqlite_err(&self.path));
-        self.checked(read)
-    }
-
-    fn begin_run(&mut self, run: &RunIdentity) -> Result<Recovered, StateError> {
-        if self.read_only {
-            return Err(StateError::Inconsistent(format!(
-                "{} was opened read-only: a run cannot begin on it",
-                self.path
-            )));
-        }
-        self.acquire_lock()?;
-        self.configure()?;
-        self.migrate()?;
-        self.check_identity(run)?;
-        self.recovered()
-    }
-
-    fn commit_epoch(&mut self, commit: &EpochCommit) -> Result<(), StateError> {
-        self.require_lock("commit_epoch")?;
-        check_variant_rows(self.variant_names.as_deref(), &commit.variant_detections)?;
-        let deltas = merged_deltas(&commit.counter_deltas)?;
-        let err = sqlite_err(&self.path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&err)?;
-        insert_progress(&tx, &commit.progress).map_err(|e| match e {
-            Refused::Sqlite(e) => err(e),
-            Refused::State(e) => e,
-        })?;
-        insert_rows(&tx, &deltas, &commit.detections, &commit.variant_detections).map_err(&err)?;
-        tx.commit().map_err(&err)
-    }
-
-    fn ledger_range_of(
-        &mut self,
-        ledger: LedgerId<'_>,
-        from_seq: u64,
-        to_seq: u64,
-    ) -> Result<Vec<LedgerRow>, StateError> {
-        let query = schema::ledger_sql(ledger.variant().is_some()).range;
-        self.query_ledger(ledger, query, &[from_seq.min(MAX_SEQ), to_seq.min(MAX_SEQ)])
-    }
-
-    fn first_unwritten_seq_of(&mut self, ledger: LedgerId<'_>) -> Result<Option<u64>, StateError> {
-        self.require_schema()?;
-        let args = self.ledger_args(ledger, &[])?;
-        let read = self
-            .conn
-            .query_row(
-                &sql(schema::ledger_sql(ledger.variant().is_some()).first_unwritten),
-                rusqlite::params_from_iter(&args),
-                |r| r.get(0),
-            )
-            .map_err(sqlite_err(&self.path));
-        self.checked(read)
-    }
-
-    fn mark_written_of(
-        &mut self,
-        ledger: LedgerId<'_>,
-        file_seq: u64,
-        from_seq: u64,
-        to_seq: u64,
-    ) -> Result<(), StateError> {
-        self.require_lock("mark_written")?;
-        let args = self.ledger_args(
-            ledger,
-            &[file_seq, from_seq.min(MAX_SEQ), to_seq.min(MAX_SEQ)],
-        )?;
-        self.conn
-            .prepare_cached(&sql(
-                schema::ledger_sql(ledger.variant().is_some()).mark_written
-            ))
-            .and_then(|mut st| st.execute(rusqlite::params_from_iter(&args)))
-            .map_err(sqlite_err(&self.path))?;
-        Ok(())
-    }
-
-    fn mark_finished(&mut self) -> Result<(), StateError> {
-        self.require_lock("mark_finished")?;
-        self.conn
-            .execute(schema::MARK_FINISHED, [])
-            .map_err(sqlite_err(&self.path))?;
-        Ok(())
-    }
-
-    fn ledger_of(&mut self, ledger: LedgerId<'_>) -> Result<Vec<LedgerRow>, StateError> {
-        self.query_ledger(
-            ledger,
-            schema::ledger_sql(ledger.variant().is_some()).all,
-            &[],
-        )
-    }
-
-    fn record_checkpoint(
-        &mut self,
-        row: &CheckpointRow,
-        keep: usize,
-    ) -> Result<Vec<CheckpointRow>, StateError> {
-        self.require_lock("record_checkpoint")?;
-        let err = sqlite_err(&self.path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&err)?;
-        tx.execute(
-            &sql(schema::UPSERT_CHECKPOINT),
-            params![
-                row.epoch,
-                row.location,
-                row.bytes,
-                row.digest,
-                row.format_version,
-                row.created_at
-            ],
-        )
-        .map_err(&err)?;
-        let all = read_checkpoints(&tx).map_err(&err)?;
-        let gone = checkpoints_beyond(all.iter().map(|c| c.epoch).collect(), keep);
-        for epoch in &gone {
-            tx.execute(&sql(schema::DELETE_CHECKPOINT), [epoch])
-                .map_err(&err)?;
-        }
-        tx.commit().map_err(&err)?;
-        Ok(all
-            .into_iter()
-            .filter(|c| gone.contains(&c.epoch))
-            .collect())
-    }
-
-    fn checkpoints(&mut self) -> Result<Vec<CheckpointRow>, StateError> {
-        self.require_schema()?;
-        read_checkpoints(&self.conn).map_err(sqlite_err(&self.path))
-    }
-
-    fn merchant_counts(&mut self) -> Result<Vec<(String, i64)>, StateError> {
-        self.require_schema()?;
-        let err = sqlite_err(&self.path);
-        let mut st = self
-            .conn
-            .prepare_cached(schema::MERCHANT_COUNTS)
-            .map_err(&err)?;
-        let rows = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(&err)?;
-        let read = rows.collect::<Result<Vec<_>, _>>().map_err(&err);
-        self.checked(read)
-    }
-
-    fn epoch_rows(&mut self) -> Result<Vec<EpochRow>, StateError> {
-        self.require_schema()?;
-        let err = sqlite_err(&self.path);
-        let mut st = self.conn.prepare_cached(schema::EPOCH_ROWS).map_err(&err)?;
-        let rows = st
-            .query_map([], |r| {
-                Ok(EpochRow {
-                    epoch: r.get(0)?,
-                    chunk_key: r.get(1)?,
-                    rows_accepted: r.get(2)?,
-                    rows_rejected: r.get(3)?,
-                    committed_at: r.get(4)?,
-                    chunk_digest: r.get(5)?,
-                })
-            })
-            .map_err(&err)?;
-        let read = rows.collect::<Result<Vec<_>, _>>().map_err(&err);
-        self.checked(read)
-    }
-
-    fn run_meta(&mut self) -> Result<BTreeMap<String, String>, StateError> {
-        self.require_schema()?;
-        let err = sqlite_err(&self.path);
-        let mut st = self.conn.prepare_cached(schema::ALL_META).map_err(&err)?;
-        let rows = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(&err)?;
-        let read = rows.collect::<Result<BTreeMap<_, _>, _>>().map_err(&err);
-        self.checked(read)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sinks::state::identity::{RunIdentity, RunMode};
+    use crate::sinks::state::schema::MIGRATIONS;
+    use crate::sinks::state::store::{
+        EpochCommit, EpochRow, LedgerId, LedgerRow, Recovered, StateReader, StateWriter,
+    };
 
     fn run() -> RunIdentity {
         RunIdentity {
-            mode: crate::sinks::state::RunMode::Live,
+            mode: RunMode::Live,
             landing: "/tmp/landing".into(),
             from: None,
             to: None,
@@ -844,8 +457,7 @@ mod tests {
                 .map(|seq| LedgerRow {
                     seq,
                     epoch,
-                    pattern_id: "PatId1".into(),
-                    action_type: "UPGRADE".into(),
+                    pattern: crate::model::Pattern::Upgrade,
                     customer_name: format!("c{seq}"),
                     merchant_id: "m1".into(),
                     y_start_time: "t0".into(),
@@ -872,8 +484,8 @@ mod tests {
                 s.commit_epoch(&commit(1, 3..4)),
                 Err(StateError::Inconsistent(_))
             ));
-            s.mark_written(0, 0, 2).unwrap();
-            assert_eq!(s.first_unwritten_seq().unwrap(), Some(2));
+            s.mark_written(LedgerId::Baseline, 0, 0, 2).unwrap();
+            assert_eq!(s.first_unwritten_seq(LedgerId::Baseline).unwrap(), Some(2));
             assert_eq!(
                 s.merchant_counts().unwrap(),
                 vec![("m1".to_string(), 6), ("m2".to_string(), 8)]
@@ -914,6 +526,32 @@ mod tests {
         let refused = SqliteStore::open(&path).unwrap().begin_run(&run());
         assert!(
             matches!(&refused, Err(StateError::Inconsistent(m)) if m.contains("PatId7")),
+            "{refused:?}"
+        );
+    }
+
+    /// A ledger row's action must be its pattern's: the typed row cannot hold another.
+    #[test]
+    fn a_ledger_row_with_another_patterns_action_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let mut s = SqliteStore::open(&path).unwrap();
+        s.begin_run(&run()).unwrap();
+        s.commit_epoch(&commit(0, 0..2)).unwrap();
+        assert_eq!(
+            s.ledger(LedgerId::Baseline).unwrap(),
+            commit(0, 0..2).detections
+        );
+        Connection::open(&path)
+            .unwrap()
+            .execute(
+                "UPDATE detections SET action_type = 'CHILD' WHERE seq = 1",
+                [],
+            )
+            .unwrap();
+        let refused = s.ledger(LedgerId::Baseline);
+        assert!(
+            matches!(&refused, Err(StateError::Inconsistent(m)) if m.contains("\"CHILD\"")),
             "{refused:?}"
         );
     }
@@ -1023,7 +661,9 @@ mod tests {
     fn readers_refuse_another_schema_version() {
         let dir = tempfile::tempdir().unwrap();
         let fresh = dir.path().join("fresh.db");
-        let got = SqliteStore::open(&fresh).unwrap().ledger();
+        let got = SqliteStore::open(&fresh)
+            .unwrap()
+            .ledger(LedgerId::Baseline);
         assert!(
             matches!(&got, Err(StateError::Schema { found: None, .. })),
             "{got:?}"
@@ -1042,7 +682,7 @@ mod tests {
             .unwrap();
         }
         let mut store = SqliteStore::open(&older).unwrap();
-        let got = store.ledger();
+        let got = store.ledger(LedgerId::Baseline);
         match &got {
             Err(e @ StateError::Schema { found: Some(2), .. }) => {
                 let line = e.to_string();
@@ -1053,7 +693,7 @@ mod tests {
         assert!(store.epoch_rows().is_err() && store.run_meta().is_err());
         // Starting a run migrates it; then it reads.
         store.begin_run(&run()).unwrap();
-        assert_eq!(store.ledger().unwrap(), Vec::new());
+        assert_eq!(store.ledger(LedgerId::Baseline).unwrap(), Vec::new());
     }
 
     /// The files in `dir`, by name.
@@ -1112,7 +752,7 @@ mod tests {
         closed_store(&path, 2);
         let mut reader = SqliteStore::open_read_only(&path).unwrap();
         assert_eq!(reader.epoch_rows().unwrap().len(), 2);
-        assert_eq!(reader.ledger().unwrap().len(), 2);
+        assert_eq!(reader.ledger(LedgerId::Baseline).unwrap().len(), 2);
         let refused = reader.begin_run(&run());
         assert!(
             matches!(&refused, Err(StateError::Inconsistent(m)) if m.contains("read-only")),
@@ -1152,7 +792,7 @@ mod tests {
         writer.begin_run(&run()).unwrap();
         writer.commit_epoch(&commit(0, 0..1)).unwrap();
         let mut reader = SqliteStore::open_read_only(&path).unwrap();
-        assert!(reader.snapshot.is_none());
+        assert!(reader.db.snapshot.is_none());
         assert_eq!(reader.epoch_rows().unwrap().len(), 1);
         writer.commit_epoch(&commit(1, 1..2)).unwrap();
         assert_eq!(reader.epoch_rows().unwrap().len(), 2);

@@ -20,7 +20,7 @@ use tokio_postgres::{Config, GenericClient, IsolationLevel, Row, Socket, Stateme
 
 /// Why one call failed.
 #[derive(Debug)]
-pub(in crate::sinks::state) enum CallError {
+pub(super) enum CallError {
     /// PostgreSQL's error, or the connection's.
     Pg(tokio_postgres::Error),
     /// No answer within the deadline: the server (or the path to it) is stuck.
@@ -180,18 +180,6 @@ pub(super) trait Queries {
     {
         let (client, io) = self.parts();
         io.wait(client.query_one(query, params))
-    }
-
-    fn query_opt<T>(
-        &mut self,
-        query: &T,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<Row>, CallError>
-    where
-        T: ?Sized + ToStatement + Sync + Send,
-    {
-        let (client, io) = self.parts();
-        io.wait(client.query_opt(query, params))
     }
 
     /// The first column of the one row `query` returns.

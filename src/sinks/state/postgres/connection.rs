@@ -11,10 +11,11 @@ use tokio_postgres::Config;
 
 use super::client::{Client, ConnectError, Queries};
 use super::lease::relock;
-use super::store::{pg, Conn, Failure, PgOptions, PgStore, Session};
+use super::store::{pg, Conn, Failure, PgDb, PgOptions, PgStore, Session};
 use super::tls::{split_libpq_options, tls_connector};
 use crate::error::StateError;
 use crate::redact;
+use crate::sinks::state::protocol::Store;
 
 /// Connect timeout per attempt unless the URL sets `connect_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -211,17 +212,19 @@ impl PgStore {
     /// `options.connect_timeout`, then failing with [`StateError::Unreachable`] (later
     /// reconnects keep `options.reconnect_timeout`). The lock is taken by `begin_run`.
     pub fn connect(url: &str, options: &PgOptions) -> Result<PgStore, StateError> {
-        PgStore::connect_as(url, options, false)
+        PgDb::connect_as(url, options, false).map(Store::new)
     }
 
     /// [`PgStore::connect`] for reading only (`txflow-report`): every session is read-only
     /// (`default_transaction_read_only`, sent at start-up so that reconnections keep it), and
     /// `begin_run` is refused.
     pub fn connect_read_only(url: &str, options: &PgOptions) -> Result<PgStore, StateError> {
-        PgStore::connect_as(url, options, true)
+        PgDb::connect_as(url, options, true).map(Store::new)
     }
+}
 
-    fn connect_as(url: &str, options: &PgOptions, read_only: bool) -> Result<PgStore, StateError> {
+impl PgDb {
+    fn connect_as(url: &str, options: &PgOptions, read_only: bool) -> Result<PgDb, StateError> {
         let (clean_url, url_ca_file) = split_libpq_options(url)?;
         let redacted = redact::url(&clean_url);
         let mut config = client_config(&clean_url, &redacted)?;
@@ -233,15 +236,13 @@ impl PgStore {
         }
         let ca_file = options.ca_file.clone().or(url_ca_file);
         let tls = tls_connector(ca_file.as_deref())?;
-        let mut store = PgStore {
+        let mut store = PgDb {
             conn: None,
             config,
             tls,
             url: redacted,
             options: options.clone(),
             lease: None,
-            variant_names: None,
-            schema_checked: false,
             read_only,
             #[cfg(feature = "fault-injection")]
             fault: None,
@@ -398,7 +399,7 @@ impl PgStore {
 
     /// Runs an idempotent piece of work, reconnecting and re-running it after a connection
     /// loss.
-    pub(super) fn run<T>(
+    pub(super) fn retrying<T>(
         &mut self,
         what: &'static str,
         mut work: impl FnMut(&mut Conn) -> Result<T, Failure>,

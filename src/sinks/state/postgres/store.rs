@@ -1,5 +1,5 @@
-//! The PostgreSQL store's types, shared by the files that implement it: [`PgStore`] and its
-//! [`PgOptions`], one connection (`Conn`) and its backend `Session`, why one attempt failed
+//! The PostgreSQL store's types, shared by the files that implement it: [`PgStore`] (the
+//! protocol's store on a [`PgDb`]) and its [`PgOptions`], one connection (`Conn`) and its backend `Session`, why one attempt failed
 //! (`Failure`) and, with the cargo feature `fault-injection`, the simulated failure a test
 //! can inject (`Fault`).
 
@@ -10,12 +10,17 @@ use tokio_postgres::{Config, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::client::{CallError, Client, Queries};
+use crate::sinks::state::protocol::Store;
 
 use crate::error::StateError;
 
-/// The PostgreSQL state store ([`PgStore::connect`], or [`crate::sinks::state::open`] with a
-/// [`crate::sinks::state::StateConfig::Postgres`]).
-pub struct PgStore {
+/// The PostgreSQL state store ([`PgStore::connect`], or `sinks::state::open` with a
+/// `StateConfig::Postgres`).
+pub type PgStore = Store<PgDb>;
+
+/// The PostgreSQL database of a [`PgStore`]: its connection, its lease and the retry loop
+/// every call runs through.
+pub struct PgDb {
     /// The live connection; `None` after a loss until the next reconnect.
     pub(super) conn: Option<Conn>,
     pub(super) config: Config,
@@ -25,11 +30,6 @@ pub struct PgStore {
     pub(super) options: PgOptions,
     /// The session holding the advisory lock: `Some` from `begin_run` on.
     pub(super) lease: Option<Session>,
-    /// The variants' names once `begin_variants` recorded or checked them (commits refuse
-    /// rows of any other).
-    pub(super) variant_names: Option<Vec<String>>,
-    /// The schema is this build's (migrated by `begin_run`, or checked by a reader).
-    pub(super) schema_checked: bool,
     /// Connected by [`PgStore::connect_read_only`]: read-only sessions, `begin_run` refused.
     pub(super) read_only: bool,
     /// A one-shot failure to simulate in the next `commit_epoch` (tests).
@@ -94,7 +94,7 @@ impl Conn {
 }
 
 /// Why one attempt failed.
-pub(super) enum Failure {
+pub enum Failure {
     /// A PostgreSQL error while doing `what`; `at_commit` = it was the answer to COMMIT.
     Pg {
         what: &'static str,
