@@ -41,12 +41,12 @@ use crate::telemetry::{Phase, RunInfo, Telemetry};
 use crate::time::{format_ist, now_ms};
 
 pub use crate::runtime::{
-    default_poll_interval, ReplayRange, RunSummary, TimelyOptions, YOptions,
+    default_poll_interval, Mode, ReplayRange, RunSummary, TimelyOptions, YOptions,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_GAP_WARN, DEFAULT_SETTLE, DEFAULT_STALL_TIMEOUT,
     MAX_PROCESSES, MAX_TOTAL_WORKERS, MAX_WORKERS, MIN_POLL_INTERVAL,
 };
 
-/// Runs mechanism Y to completion (or forever with `follow_forever`).
+/// Runs mechanism Y to completion (or forever with [`Mode::Live`] `forever`).
 pub fn run(options: &YOptions) -> Result<RunSummary> {
     run_with_stop(options, Arc::new(AtomicBool::new(false)))
 }
@@ -78,7 +78,7 @@ pub fn run_with_stop(options: &YOptions, stop: Arc<AtomicBool>) -> Result<RunSum
 fn run_info(options: &YOptions) -> RunInfo {
     let th = &options.thresholds;
     RunInfo {
-        mode: if options.replay.is_some() {
+        mode: if options.replay_range().is_some() {
             "replay"
         } else {
             "live"
@@ -86,7 +86,7 @@ fn run_info(options: &YOptions) -> RunInfo {
         landing: redact::url(&options.landing),
         output: redact::url(&options.output),
         state: options.state.describe(),
-        range: options.replay.map(|r| [r.from, r.to]),
+        range: options.replay_range().map(|r| [r.from, r.to]),
         thresholds: serde_json::json!({
             "upgrade_min_merchant_txns": th.upgrade_min_merchant_txns,
             "upgrade_count_percentile": th.upgrade_count_percentile.as_f64(),
@@ -265,7 +265,7 @@ fn run_workers(
         }
         None => (None, None),
     };
-    if options.http.is_some() && options.replay.is_none() && t.process == 0 {
+    if options.http.is_some() && options.replay_range().is_none() && t.process == 0 {
         landing_edge::start(inputs.landing.clone(), telemetry.clone(), control.clone());
     }
     let checkpointer = match &checkpoints {
@@ -356,7 +356,7 @@ fn worker_shared(
     WorkerShared {
         weights: Arc::new(WeightTable::new(&inputs.importance.weights)),
         threshold_sets: std::iter::once(options.thresholds)
-            .chain(options.variants.iter().map(|v| v.thresholds))
+            .chain(options.variants().iter().map(|v| v.thresholds))
             .collect(),
         fingerprint,
         feed,

@@ -11,7 +11,7 @@ use clap::{ArgAction, Parser};
 use txflow::cli::{self, LogArgs, S3Args, StateArgs, ThresholdArgs};
 use txflow::error::{ClusterError, Error};
 use txflow::http;
-use txflow::mechanism_y::{self, ReplayRange, TimelyOptions, YOptions};
+use txflow::mechanism_y::{self, Mode, ReplayRange, TimelyOptions, YOptions};
 use txflow::model::Variant;
 use txflow::runtime::checkpointer::{
     CheckpointOptions, DEFAULT_CHECKPOINTS_KEPT, DEFAULT_CHECKPOINT_INTERVAL,
@@ -274,13 +274,19 @@ fn run(args: Args, variants: Vec<Variant>) -> anyhow::Result<()> {
         importance: args.importance,
         output: args.output,
         state,
-        replay: args.replay.then_some(ReplayRange {
-            from: args.from,
-            to: args.to,
-        }),
-        follow_forever: args.follow,
+        mode: match args.replay {
+            true => Mode::Replay {
+                range: ReplayRange {
+                    from: args.from,
+                    to: args.to,
+                },
+                variants,
+            },
+            false => Mode::Live {
+                forever: args.follow,
+            },
+        },
         thresholds: args.thresholds.thresholds(),
-        variants,
         timely,
         s3: args.s3.options(),
         poll_interval,
