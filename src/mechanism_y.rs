@@ -14,6 +14,7 @@
 //!    in flight; queued epochs are committed), or at the first failure, which is returned as
 //!    a typed error: the library never ends the process.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -300,24 +301,52 @@ fn run_workers(
         ..shared
     });
     let guards = cluster::start(config, t, control, move |worker| {
-        let result = run_worker(worker, &shared);
-        shared.control.worker_returned(result);
+        worker_thread(worker, &shared)
     });
     match guards {
         Ok(guards) => cluster::join(guards, t, control),
         Err(e) => control.fail(e),
     }
+    join_threads(committer, checkpointer, t, control)
+}
+
+/// A timely worker's thread: its loop's result goes to the run's control. A panic is
+/// recorded with its message (joining the thread tells only that it panicked), and goes on.
+fn worker_thread(worker: &mut timely::worker::Worker, shared: &WorkerShared) {
+    let index = worker.index();
+    match std::panic::catch_unwind(AssertUnwindSafe(|| run_worker(worker, shared))) {
+        Ok(result) => shared.control.worker_returned(result),
+        Err(panic) => {
+            let thread = format!("timely worker {index}");
+            shared
+                .control
+                .fail(Error::panicked(&thread, panic.as_ref()));
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+/// Once the workers are joined: the committer's summary, or the panic of the committer or
+/// the checkpointer.
+fn join_threads(
+    committer: Option<Committer>,
+    checkpointer: Option<Checkpointer>,
+    t: &TimelyOptions,
+    control: &RunControl,
+) -> Result<RunSummary> {
     // A failed cluster process leaves at once: its workers may never return (timely cannot
     // abort), and the process's end is what fails its peers.
     let summary = match committer {
         Some(committer) if (t.processes == 1 || !control.failed()) && !control.abandoned() => {
             committer.join()
         }
-        _ => RunSummary::default(),
+        _ => Ok(RunSummary::default()),
     };
-    if let Some(checkpointer) = checkpointer {
-        checkpointer.close();
-    }
+    let closed = checkpointer.map_or(Ok(()), Checkpointer::close);
+    // A panicked committer's error comes first: worker 0's failure to hand over to it
+    // (already in `control`) only follows from it.
+    let summary = summary?;
+    closed?;
     Ok(summary)
 }
 

@@ -11,6 +11,7 @@
 //! restart replays them from the landing store.
 
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, Sender, SyncSender};
 use std::sync::Arc;
@@ -132,7 +133,7 @@ impl Drop for CommitQueue {
 
 /// The committing thread.
 pub struct Committer {
-    thread: JoinHandle<RunSummary>,
+    thread: JoinHandle<Result<RunSummary>>,
 }
 
 impl Committer {
@@ -154,16 +155,39 @@ impl Committer {
                     progress,
                     checkpoints,
                 };
-                commit_all(writer, received, &waiting, &control, observers)
+                let commits = AssertUnwindSafe(|| {
+                    #[cfg(feature = "fault-injection")]
+                    injected_panic();
+                    commit_all(writer, received, &waiting, &control, observers)
+                });
+                // A panic fails the run at once (the workers stop taking chunks) and is
+                // the thread's result.
+                std::panic::catch_unwind(commits).map_err(|panic| {
+                    control.fail(Error::panicked("committing", panic.as_ref()));
+                    Error::panicked("committing", panic.as_ref())
+                })
             })
             .map_err(|e| Error::internal(format!("starting the committing thread: {e}")))?;
         Ok((Committer { thread }, queue))
     }
 
     /// Waits until every handed-over epoch is committed (the queue's sender must be gone);
-    /// the summary of what was committed. A failure is reported through the run's control.
-    pub fn join(self) -> RunSummary {
-        self.thread.join().unwrap_or_else(|_| RunSummary::default())
+    /// the summary of what was committed. A commit's failure is reported through the run's
+    /// control (it stops every thread); a panic of the thread is its error here.
+    pub fn join(self) -> Result<RunSummary> {
+        match self.thread.join() {
+            Ok(result) => result,
+            Err(panic) => Err(Error::panicked("committing", panic.as_ref())),
+        }
+    }
+}
+
+/// Test builds only: with `TXFLOW_FAULT_COMMITTER_PANIC` set, the committing thread panics
+/// as it starts, as a bug in it would (the run must fail with the panic's message).
+#[cfg(feature = "fault-injection")]
+fn injected_panic() {
+    if std::env::var_os("TXFLOW_FAULT_COMMITTER_PANIC").is_some() {
+        panic!("injected fault: the committer panics");
     }
 }
 
