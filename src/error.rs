@@ -526,7 +526,12 @@ pub enum SourceError {
 
 impl SourceError {
     pub fn domain(&self) -> Domain {
+        use std::io::ErrorKind::{NotFound, PermissionDenied};
         match self {
+            // The file `--source` names cannot be opened: as any file an option names.
+            SourceError::Io(e) if matches!(e.kind(), NotFound | PermissionDenied) => {
+                Domain::Configuration
+            }
             SourceError::Io(_) => Domain::ExternalService,
             SourceError::NoLineBreak => Domain::Input,
         }

@@ -192,6 +192,7 @@ fn x_missing_source_file() {
         ],
     );
     out.assert_one_line_error(&["no-such-transactions.csv"]);
+    assert_eq!(out.status.code(), Some(78), "configuration: {}", out.describe());
     let chunks = fs::read_dir(&landing).map(|d| d.count()).unwrap_or(0);
     assert_eq!(chunks, 0, "nothing landed");
 }
@@ -804,11 +805,18 @@ fn report_refuses_a_foreign_sqlite_file_unchanged() {
     let before = fingerprint(&foreign);
     let html = tmp.path().join("r.html");
     let state = format!("sqlite://{}", foreign.display());
-    run(REPORT, &["--state", &state, "--html", s(&html)])
-        .assert_one_line_error(&["app.db", "holds no txflow schema"]);
+    let refused = run(REPORT, &["--state", &state, "--html", s(&html)]);
+    refused.assert_one_line_error(&["app.db", "holds no txflow schema"]);
+    assert_eq!(refused.status.code(), Some(78), "{}", refused.describe());
     assert!(fingerprint(&foreign) == before, "the foreign file changed");
     assert_eq!(names(&dir), ["app.db"]);
     assert!(!html.exists());
+    // A store that does not exist: configuration too, and none is created.
+    let state = format!("sqlite://{}", dir.join("none.db").display());
+    let missing = run(REPORT, &["--state", &state, "--html", s(&html)]);
+    missing.assert_one_line_error(&["none.db", "no such file"]);
+    assert_eq!(missing.status.code(), Some(78), "{}", missing.describe());
+    assert_eq!(names(&dir), ["app.db"]);
 }
 
 /// Runs `command` as the `nobody` user when we are root (root ignores file permissions).

@@ -60,8 +60,8 @@ pub struct CheckpointNotes {
 }
 
 /// Epochs handed to the committer and not yet taken (`txflow_commit_queue_depth`). An epoch
-/// counts once its hand-over has returned, so one worker 0 is still blocked on (the queue
-/// full) never does: the depth is at most [`QUEUE_EPOCHS`]. The committer may take an epoch
+/// counts once its hand-over has returned, so one worker 0 still holds (the queue full)
+/// never does: the depth is at most [`QUEUE_EPOCHS`]. The committer may take an epoch
 /// before its hand-over is counted, so the count may dip below zero for a moment; it is
 /// shown as zero.
 #[derive(Debug, Default)]
