@@ -192,7 +192,7 @@ fn x_missing_source_file() {
         ],
     );
     out.assert_one_line_error(&["no-such-transactions.csv"]);
-    assert_eq!(out.status.code(), Some(78), "configuration: {}", out.describe());
+    assert_eq!(out.status.code(), Some(78), "{}", out.describe());
     let chunks = fs::read_dir(&landing).map(|d| d.count()).unwrap_or(0);
     assert_eq!(chunks, 0, "nothing landed");
 }

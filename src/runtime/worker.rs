@@ -396,7 +396,8 @@ impl EpochLoop {
         loop {
             let whole = self.retire(worker, shared)?;
             self.hand_over_pending()?;
-            if !(whole && !self.in_flight.is_empty()) && self.pending.is_empty() {
+            // Nothing more to finish (all retired, or one abandoned) and nothing to hand over.
+            if (!whole || self.in_flight.is_empty()) && self.pending.is_empty() {
                 return Ok(whole);
             }
             worker.step_or_park(Some(IDLE_PARK));
