@@ -185,7 +185,7 @@ pub fn parse_args<A: clap::Parser>() -> Result<A, ExitCode> {
         },
         Err(e) => {
             eprintln!("error: {} (see --help)", usage_error(&e));
-            Err(ExitCode::from(2))
+            Err(ExitCode::from(crate::error::EXIT_USAGE))
         }
     }
 }
@@ -194,7 +194,7 @@ pub fn parse_args<A: clap::Parser>() -> Result<A, ExitCode> {
 /// clap's, and exit status 2.
 pub fn usage_failure(reason: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {reason}");
-    ExitCode::from(2)
+    ExitCode::from(crate::error::EXIT_USAGE)
 }
 
 /// clap's first paragraph on one line: the error line, then any indented details (e.g. the
@@ -216,13 +216,13 @@ fn usage_error(e: &clap::Error) -> String {
 }
 
 /// The exit status of a binary's result: an error is printed as one `error:` line on stderr,
-/// with exit status 1.
+/// with the exit status of its domain (the table in [`crate::error`]).
 pub fn exit_with(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
-            ExitCode::FAILURE
+            ExitCode::from(crate::error::exit_code_of_chain(e.chain()))
         }
     }
 }

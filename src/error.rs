@@ -6,6 +6,25 @@
 //! whether retrying the same operation later may succeed ([`Error::retryable`]). The
 //! binaries map an error to one line on stderr and an exit status; the library never ends
 //! the process.
+//!
+//! # Exit status
+//!
+//! The status follows the domain ([`Domain::exit_code`]; sysexits.h), so that a supervisor
+//! can tell a run to retry from one that needs a person:
+//!
+//! | status | domain | meaning | e.g. |
+//! |---|---|---|---|
+//! | 0 | | the stream ended, or the run was stopped (SIGINT/SIGTERM) | |
+//! | 2 | usage | the command line itself is wrong (clap, or a rule between options) | `--follow --replay`, a bad `--variant` |
+//! | 65 | input | the data breaks the SPEC | an inconsistent `_COMPLETE`, a committed chunk that changed |
+//! | 70 | internal | a bug: a thread panicked, an invariant does not hold, an error not classified | a panicking committer |
+//! | 75 | external service | a service the run depends on failed; retry once it is back | PostgreSQL unreachable, S3 failing, a lost cluster peer |
+//! | 78 | configuration | what an option names cannot be used | an unknown state-store scheme, a store locked by another process or of another run, a missing importance file |
+//!
+//! The command line's own rules give 2 (before anything is opened); whatever the library
+//! finds wrong with the values it is given gives 78. An error chain without any of the
+//! library's errors is classified by [`exit_code_of_chain`]: an I/O error is the file
+//! system's (75), anything else is internal (70).
 
 use thiserror::Error;
 
@@ -30,6 +49,58 @@ impl std::fmt::Display for Domain {
             Domain::ExternalService => "external service",
             Domain::Internal => "internal",
         })
+    }
+}
+
+/// The exit status of a command line the binary rejects before running (clap's own).
+pub const EXIT_USAGE: u8 = 2;
+
+impl Domain {
+    /// The process's exit status when a run fails with an error of this domain (sysexits.h:
+    /// `EX_DATAERR`, `EX_CONFIG`, `EX_TEMPFAIL`, `EX_SOFTWARE`); see the module's table.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Domain::Input => 65,
+            Domain::Configuration => 78,
+            Domain::ExternalService => 75,
+            Domain::Internal => 70,
+        }
+    }
+}
+
+/// The domain of `error` when it is one of the library's errors (at any level of the typed
+/// errors, wrapped or not).
+pub fn domain_of(error: &(dyn std::error::Error + 'static)) -> Option<Domain> {
+    if let Some(e) = error.downcast_ref::<Error>() {
+        return Some(e.domain());
+    }
+    let e = error;
+    e.downcast_ref::<StoreError>()
+        .map(StoreError::domain)
+        .or_else(|| e.downcast_ref::<StateError>().map(StateError::domain))
+        .or_else(|| e.downcast_ref::<LandingError>().map(LandingError::domain))
+        .or_else(|| e.downcast_ref::<SourceError>().map(SourceError::domain))
+        .or_else(|| e.downcast_ref::<ClusterError>().map(ClusterError::domain))
+        .or_else(|| e.downcast_ref::<FileError>().map(FileError::domain))
+}
+
+/// The exit status of a failure given as its chain of causes, outermost first (as
+/// `anyhow::Error::chain` gives it): the outermost library error decides; without one, an
+/// I/O error is the file system's ([`Domain::ExternalService`]) and anything else is
+/// [`Domain::Internal`] (an error nobody classified).
+pub fn exit_code_of_chain<'e>(
+    chain: impl IntoIterator<Item = &'e (dyn std::error::Error + 'static)>,
+) -> u8 {
+    let mut io = false;
+    for cause in chain {
+        if let Some(domain) = domain_of(cause) {
+            return domain.exit_code();
+        }
+        io |= cause.is::<std::io::Error>();
+    }
+    match io {
+        true => Domain::ExternalService.exit_code(),
+        false => Domain::Internal.exit_code(),
     }
 }
 
@@ -121,6 +192,20 @@ impl Error {
         }
     }
 
+    /// The process's exit status for this error ([`Domain::exit_code`]).
+    pub fn exit_code(&self) -> u8 {
+        self.domain().exit_code()
+    }
+
+    /// An internal error for a thread of the run that panicked, naming the thread and the
+    /// panic's message.
+    pub fn panicked(thread: &str, payload: &(dyn std::any::Any + Send)) -> Error {
+        Error::internal(format!(
+            "the {thread} thread panicked: {}",
+            panic_message(payload)
+        ))
+    }
+
     /// Whether the same operation may succeed later without any change by the user (a
     /// service that was down, a lock held by a process that stopped since).
     pub fn retryable(&self) -> bool {
@@ -150,6 +235,15 @@ impl<T, E: Into<Error>> Context<T> for std::result::Result<T, E> {
     fn with_context<C: Into<String>>(self, context: impl FnOnce() -> C) -> Result<T> {
         self.map_err(|e| e.into().context(context()))
     }
+}
+
+/// The message a panic was raised with (`panic!("...")`), or a placeholder for another payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// Whether an I/O failure may pass by itself.
@@ -397,6 +491,9 @@ pub enum LandingError {
     /// A replay range that cannot be replayed whole.
     #[error("replay of {location} refused before committing anything: {detail}")]
     Replay { location: String, detail: String },
+    /// The thread fetching the chunks panicked (a bug), with the panic's message.
+    #[error("the chunk-feed thread panicked: {0}")]
+    Panicked(String),
 }
 
 impl LandingError {
@@ -404,6 +501,7 @@ impl LandingError {
         match self {
             LandingError::Store(e) => e.domain(),
             LandingError::Inconsistent { .. } | LandingError::Replay { .. } => Domain::Input,
+            LandingError::Panicked(_) => Domain::Internal,
         }
     }
 
@@ -428,7 +526,12 @@ pub enum SourceError {
 
 impl SourceError {
     pub fn domain(&self) -> Domain {
+        use std::io::ErrorKind::{NotFound, PermissionDenied};
         match self {
+            // The file `--source` names cannot be opened: as any file an option names.
+            SourceError::Io(e) if matches!(e.kind(), NotFound | PermissionDenied) => {
+                Domain::Configuration
+            }
             SourceError::Io(_) => Domain::ExternalService,
             SourceError::NoLineBreak => Domain::Input,
         }
@@ -520,6 +623,50 @@ impl ClusterError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_domain_has_its_sysexits_status() {
+        let codes = [
+            (Error::input("x"), 65),
+            (Error::configuration("x"), 78),
+            (Error::external("x"), 75),
+            (Error::internal("x"), 70),
+        ];
+        for (error, code) in codes {
+            assert_eq!(error.exit_code(), code, "{:?}", error.domain());
+            assert_eq!(error.context("doing it").exit_code(), code);
+        }
+        assert_eq!(EXIT_USAGE, 2);
+    }
+
+    /// The binaries' chain: the outermost library error decides, under any context of theirs;
+    /// without one, an I/O error is the file system's and anything else a bug.
+    #[test]
+    fn a_chain_is_classified_by_its_library_error() {
+        let locked = StateError::Locked {
+            detail: "held".into(),
+        };
+        let wrapped = anyhow::Error::from(Error::from(locked).context("opening the store"))
+            .context("starting mechanism-y");
+        assert_eq!(exit_code_of_chain(wrapped.chain()), 78);
+        // A typed error not wrapped in `Error`.
+        let bare = anyhow::Error::from(StoreError::S3Exhausted {
+            op: "GET",
+            bucket: "b".into(),
+            key: "k".into(),
+            attempts: 3,
+            message: "slow down".into(),
+        })
+        .context("reading");
+        assert_eq!(exit_code_of_chain(bare.chain()), 75);
+        let io = anyhow::Error::from(std::io::Error::other("disk full")).context("writing x");
+        assert_eq!(exit_code_of_chain(io.chain()), 75);
+        let unclassified = anyhow::anyhow!("child printed no RESULT line");
+        assert_eq!(exit_code_of_chain(unclassified.chain()), 70);
+        let panicked = Error::panicked("committing", &"boom");
+        assert_eq!(panicked.exit_code(), 70);
+        assert_eq!(panicked.to_string(), "the committing thread panicked: boom");
+    }
 
     #[test]
     fn context_keeps_the_domain_and_retry_hint_of_the_cause() {

@@ -14,6 +14,7 @@
 //!    in flight; queued epochs are committed), or at the first failure, which is returned as
 //!    a typed error: the library never ends the process.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -41,12 +42,12 @@ use crate::telemetry::{Phase, RunInfo, Telemetry};
 use crate::time::{format_ist, now_ms};
 
 pub use crate::runtime::{
-    default_poll_interval, ReplayRange, RunSummary, TimelyOptions, YOptions,
+    default_poll_interval, Mode, ReplayRange, RunSummary, TimelyOptions, YOptions,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_GAP_WARN, DEFAULT_SETTLE, DEFAULT_STALL_TIMEOUT,
     MAX_PROCESSES, MAX_TOTAL_WORKERS, MAX_WORKERS, MIN_POLL_INTERVAL,
 };
 
-/// Runs mechanism Y to completion (or forever with `follow_forever`).
+/// Runs mechanism Y to completion (or forever with [`Mode::Live`] `forever`).
 pub fn run(options: &YOptions) -> Result<RunSummary> {
     run_with_stop(options, Arc::new(AtomicBool::new(false)))
 }
@@ -78,7 +79,7 @@ pub fn run_with_stop(options: &YOptions, stop: Arc<AtomicBool>) -> Result<RunSum
 fn run_info(options: &YOptions) -> RunInfo {
     let th = &options.thresholds;
     RunInfo {
-        mode: if options.replay.is_some() {
+        mode: if options.replay_range().is_some() {
             "replay"
         } else {
             "live"
@@ -86,7 +87,7 @@ fn run_info(options: &YOptions) -> RunInfo {
         landing: redact::url(&options.landing),
         output: redact::url(&options.output),
         state: options.state.describe(),
-        range: options.replay.map(|r| [r.from, r.to]),
+        range: options.replay_range().map(|r| [r.from, r.to]),
         thresholds: serde_json::json!({
             "upgrade_min_merchant_txns": th.upgrade_min_merchant_txns,
             "upgrade_count_percentile": th.upgrade_count_percentile.as_f64(),
@@ -265,7 +266,7 @@ fn run_workers(
         }
         None => (None, None),
     };
-    if options.http.is_some() && options.replay.is_none() && t.process == 0 {
+    if options.http.is_some() && options.replay_range().is_none() && t.process == 0 {
         landing_edge::start(inputs.landing.clone(), telemetry.clone(), control.clone());
     }
     let checkpointer = match &checkpoints {
@@ -300,24 +301,52 @@ fn run_workers(
         ..shared
     });
     let guards = cluster::start(config, t, control, move |worker| {
-        let result = run_worker(worker, &shared);
-        shared.control.worker_returned(result);
+        worker_thread(worker, &shared)
     });
     match guards {
         Ok(guards) => cluster::join(guards, t, control),
         Err(e) => control.fail(e),
     }
+    join_threads(committer, checkpointer, t, control)
+}
+
+/// A timely worker's thread: its loop's result goes to the run's control. A panic is
+/// recorded with its message (joining the thread tells only that it panicked), and goes on.
+fn worker_thread(worker: &mut timely::worker::Worker, shared: &WorkerShared) {
+    let index = worker.index();
+    match std::panic::catch_unwind(AssertUnwindSafe(|| run_worker(worker, shared))) {
+        Ok(result) => shared.control.worker_returned(result),
+        Err(panic) => {
+            let thread = format!("timely worker {index}");
+            shared
+                .control
+                .fail(Error::panicked(&thread, panic.as_ref()));
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+/// Once the workers are joined: the committer's summary, or the panic of the committer or
+/// the checkpointer.
+fn join_threads(
+    committer: Option<Committer>,
+    checkpointer: Option<Checkpointer>,
+    t: &TimelyOptions,
+    control: &RunControl,
+) -> Result<RunSummary> {
     // A failed cluster process leaves at once: its workers may never return (timely cannot
     // abort), and the process's end is what fails its peers.
     let summary = match committer {
         Some(committer) if (t.processes == 1 || !control.failed()) && !control.abandoned() => {
             committer.join()
         }
-        _ => RunSummary::default(),
+        _ => Ok(RunSummary::default()),
     };
-    if let Some(checkpointer) = checkpointer {
-        checkpointer.close();
-    }
+    let closed = checkpointer.map_or(Ok(()), Checkpointer::close);
+    // A panicked committer's error comes first: worker 0's failure to hand over to it
+    // (already in `control`) only follows from it.
+    let summary = summary?;
+    closed?;
     Ok(summary)
 }
 
@@ -356,7 +385,7 @@ fn worker_shared(
     WorkerShared {
         weights: Arc::new(WeightTable::new(&inputs.importance.weights)),
         threshold_sets: std::iter::once(options.thresholds)
-            .chain(options.variants.iter().map(|v| v.thresholds))
+            .chain(options.variants().iter().map(|v| v.thresholds))
             .collect(),
         fingerprint,
         feed,

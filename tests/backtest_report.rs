@@ -558,7 +558,10 @@ fn a_replay_with_variants_writes_a_report_of_its_store() {
     let mut opts = landing.replay_options(&output, &work.path().join("state.db"));
     let config = opts.state.clone();
     opts.thresholds = base;
-    opts.variants = variants.clone();
+    opts.mode = txflow::mechanism_y::Mode::Replay {
+        range: Default::default(),
+        variants: variants.clone(),
+    };
     opts.timely.workers = 2;
     mechanism_y::run(&opts).unwrap();
 

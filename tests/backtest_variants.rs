@@ -49,7 +49,10 @@ fn replay(
     let mut opts = landing.replay_options(&output, &work.join(format!("state-{name}.db")));
     let config = opts.state.clone();
     opts.thresholds = thresholds;
-    opts.variants = variants.to_vec();
+    opts.mode = txflow::mechanism_y::Mode::Replay {
+        range: Default::default(),
+        variants: variants.to_vec(),
+    };
     opts.timely.workers = workers;
     let summary = mechanism_y::run(&opts).unwrap_or_else(|e| panic!("{name}: {e:#}"));
     assert!(summary.finished, "{name}: the replay ends its stream");

@@ -192,6 +192,7 @@ fn x_missing_source_file() {
         ],
     );
     out.assert_one_line_error(&["no-such-transactions.csv"]);
+    assert_eq!(out.status.code(), Some(78), "{}", out.describe());
     let chunks = fs::read_dir(&landing).map(|d| d.count()).unwrap_or(0);
     assert_eq!(chunks, 0, "nothing landed");
 }
@@ -238,6 +239,100 @@ fn usage_errors_are_one_line() {
         assert_eq!(f.stderr.lines().count(), 1, "{}", f.describe());
         assert!(f.stderr.starts_with("error: "), "{}", f.describe());
     }
+}
+
+/// The exit status says whose fault a failure is (the table in `txflow::error`): each
+/// domain from a real invocation, with its one `error:` line.
+#[test]
+fn y_exit_status_follows_the_error_domain() {
+    let setup = Setup::new();
+    let status = |args: &[String], mentions: &[&str]| {
+        let finished = run(Y, &strs(args));
+        finished.assert_one_line_error(mentions);
+        (finished.status.code(), finished.describe())
+    };
+    // Usage (2): a rule between options, checked before anything is opened.
+    let mut args = setup.y_args(None);
+    args.extend(["--replay", "--follow"].map(String::from));
+    let (code, why) = status(&args, &["--follow", "--replay"]);
+    assert_eq!(code, Some(2), "{why}");
+    // Configuration (78): what an option names cannot be used.
+    let args = setup.y_args(Some(("--state", "mysql://x")));
+    let (code, why) = status(&args, &["mysql://x"]);
+    assert_eq!(code, Some(78), "an unknown state-store scheme: {why}");
+    let missing = setup.root.join("no-such-importance.csv");
+    let args = setup.y_args(Some(("--importance", s(&missing))));
+    let (code, why) = status(&args, &["no-such-importance.csv"]);
+    assert_eq!(code, Some(78), "a missing importance file: {why}");
+    // Input (65): a landing store whose `_COMPLETE` contradicts its chunks.
+    let bad = setup.root.join("bad-landing");
+    fs::create_dir_all(&bad).unwrap();
+    fs::copy(
+        setup.landing.join("chunk-000000.csv"),
+        bad.join("chunk-000000.csv"),
+    )
+    .unwrap();
+    fs::write(bad.join("_COMPLETE"), "0").unwrap();
+    let args = setup.y_args(Some(("--landing", s(&bad))));
+    let (code, why) = status(&args, &["_COMPLETE"]);
+    assert_eq!(code, Some(65), "an inconsistent landing: {why}");
+    // External service (75): a PostgreSQL server nobody listens for (port 1).
+    let mut args = setup.y_args(Some(("--state", "postgres://txflow@127.0.0.1:1/txflow")));
+    args.extend(["--pg-connect-timeout", "1"].map(String::from));
+    let (code, why) = status(&args, &["cannot reach PostgreSQL"]);
+    assert_eq!(code, Some(75), "an unreachable state store: {why}");
+}
+
+/// A state store another process holds: a configuration error (78), not a retry (75) nor a
+/// bug (70), and nothing is written.
+#[test]
+fn y_locked_state_store_is_a_configuration_error() {
+    let setup = Setup::new();
+    let args = setup.y_args(None);
+    let first = run(Y, &strs(&args));
+    assert!(first.status.success(), "{}", first.describe());
+    let db = setup.root.join("state.db");
+    let holder = fs::File::open(&db).unwrap();
+    holder.lock().unwrap();
+    let before = fs::read(&db).unwrap();
+    let locked = run(Y, &strs(&args));
+    locked.assert_one_line_error(&["another mechanism-y process"]);
+    assert_eq!(locked.status.code(), Some(78), "{}", locked.describe());
+    assert_eq!(
+        fs::read(&db).unwrap(),
+        before,
+        "the locked store is untouched"
+    );
+}
+
+/// A panic of the committing thread (injected: test builds carry the `fault-injection`
+/// feature) fails the run as an internal error (70) naming the panic, never as a success
+/// with an empty summary.
+#[test]
+fn y_committer_panic_is_an_internal_error() {
+    let setup = Setup::new();
+    let args = setup.y_args(None);
+    let mut command = Command::new(Y);
+    command
+        .args(&args)
+        .env("RUST_LOG", "off")
+        .env("NO_COLOR", "1")
+        .env("TXFLOW_FAULT_COMMITTER_PANIC", "1");
+    let finished = ChildGuard::spawn(command).wait(TIMEOUT);
+    assert_eq!(finished.status.code(), Some(70), "{}", finished.describe());
+    let last = finished.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: ")
+            && last.contains("committing thread panicked")
+            && last.contains("injected fault: the committer panics"),
+        "{}",
+        finished.describe()
+    );
+    assert!(
+        !finished.stdout.contains("epochs committed"),
+        "no summary: {}",
+        finished.describe()
+    );
 }
 
 #[test]
@@ -367,15 +462,17 @@ fn y_variant_usage_errors() {
             vec!["--sweep", "step \"0\" must be positive"],
         ),
         (vec!["--sweep", sweep_33], vec!["33 variants", "at most 32"]),
-        (
-            vec!["--variants", "no-such-variants.toml"],
-            vec!["--variants no-such-variants.toml", "cannot read"],
-        ),
     ];
     for (extra, mentions) in cases {
         let finished = run(Y, &strs(&replay_args(&setup, &extra)));
         assert_usage_error(&finished, &mentions);
     }
+    // A variants file that cannot be read is what an option names, as a missing importance
+    // file: a configuration error (78), not a usage error.
+    let extra = ["--variants", "no-such-variants.toml"];
+    let finished = run(Y, &strs(&replay_args(&setup, &extra)));
+    finished.assert_one_line_error(&["--variants no-such-variants.toml", "cannot read"]);
+    assert_eq!(finished.status.code(), Some(78), "{}", finished.describe());
     assert!(!setup.output.exists(), "nothing written");
 }
 
@@ -708,11 +805,18 @@ fn report_refuses_a_foreign_sqlite_file_unchanged() {
     let before = fingerprint(&foreign);
     let html = tmp.path().join("r.html");
     let state = format!("sqlite://{}", foreign.display());
-    run(REPORT, &["--state", &state, "--html", s(&html)])
-        .assert_one_line_error(&["app.db", "holds no txflow schema"]);
+    let refused = run(REPORT, &["--state", &state, "--html", s(&html)]);
+    refused.assert_one_line_error(&["app.db", "holds no txflow schema"]);
+    assert_eq!(refused.status.code(), Some(78), "{}", refused.describe());
     assert!(fingerprint(&foreign) == before, "the foreign file changed");
     assert_eq!(names(&dir), ["app.db"]);
     assert!(!html.exists());
+    // A store that does not exist: configuration too, and none is created.
+    let state = format!("sqlite://{}", dir.join("none.db").display());
+    let missing = run(REPORT, &["--state", &state, "--html", s(&html)]);
+    missing.assert_one_line_error(&["none.db", "no such file"]);
+    assert_eq!(missing.status.code(), Some(78), "{}", missing.describe());
+    assert_eq!(names(&dir), ["app.db"]);
 }
 
 /// Runs `command` as the `nobody` user when we are root (root ignores file permissions).

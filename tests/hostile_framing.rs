@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use common::reference::{self, RejectReason};
 use common::streams::{self, escape_bytes, HostileOptions, HostileSource, SplitMix64};
 use txflow::mechanism_x::{self, XOptions};
-use txflow::mechanism_y::{self, ReplayRange, YOptions};
+use txflow::mechanism_y::{self, Mode, ReplayRange, YOptions};
 use txflow::sinks::state::StateConfig;
 
 const HEADER: &str =
@@ -294,7 +294,7 @@ fn check_source_in(src: &HostileSource, workers: &[usize], dir: &Path) -> Vec<St
             output.to_str().unwrap(),
             StateConfig::parse(&state).unwrap(),
         );
-        y.replay = Some(ReplayRange::default());
+        y.mode = Mode::replay(ReplayRange::default());
         y.timely.workers = w;
         if let Err(e) = mechanism_y::run(&y) {
             problems.push(format!("(y) -w {w}: Y failed: {e:#}"));
@@ -986,7 +986,7 @@ fn hostile_framing_rejects_keep_raw_bytes() {
         output.to_str().unwrap(),
         StateConfig::parse(&state).unwrap(),
     );
-    y.replay = Some(ReplayRange::default());
+    y.mode = Mode::replay(ReplayRange::default());
     mechanism_y::run(&y).unwrap();
     let raw = |name: &str| -> Vec<(u64, String)> {
         let rows = common::outputs::read_csv(&output.join("rejects").join(name));

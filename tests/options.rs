@@ -81,7 +81,10 @@ fn count_thresholds_at_the_edges_match_the_reference() {
         let mut opts = landing.replay_options(&work.path().join("out"), &work.path().join("s.db"));
         let config = opts.state.clone();
         opts.thresholds = baseline;
-        opts.variants = variants.clone();
+        opts.mode = txflow::mechanism_y::Mode::Replay {
+            range: Default::default(),
+            variants: variants.clone(),
+        };
         opts.timely.workers = 1 + seed as usize % 2;
         mechanism_y::run(&opts).unwrap_or_else(|e| panic!("seed {seed}: {e:#}"));
         let mut store = state::open(&config).unwrap();

@@ -1076,7 +1076,7 @@ fn run_pipeline(
         output.to_str().unwrap(),
         StateConfig::parse(&state).unwrap(),
     );
-    opts.replay = replay;
+    opts.mode = replay.map_or_else(Default::default, txflow::mechanism_y::Mode::replay);
     opts.thresholds = thresholds;
     opts.timely.workers = workers;
     let scraper = http.then(|| Scraper::start(&mut opts));

@@ -29,7 +29,7 @@ use common::process::ChildGuard;
 use common::s3::{Fault, FaultyProxy, S3Server, ACCESS_KEY, SECRET_KEY};
 use common::streams::{chunk_mtime_ms, format_ist, unix_ms};
 use txflow::mechanism_x::{self, XOptions, XSummary};
-use txflow::mechanism_y::{self, ReplayRange, RunSummary, YOptions};
+use txflow::mechanism_y::{self, Mode, ReplayRange, RunSummary, YOptions};
 use txflow::model::{Fraction, Thresholds};
 use txflow::objectstore::s3::S3Store;
 use txflow::objectstore::{ObjectStore, S3Options};
@@ -156,7 +156,7 @@ fn data() -> &'static Data {
                 output.to_str().unwrap(),
                 StateConfig::parse(&sqlite(&state)).unwrap(),
             );
-            opts.replay = Some(ReplayRange::default());
+            opts.mode = Mode::replay(ReplayRange::default());
             opts.thresholds = thresholds;
             opts.timely.workers = 2;
             let summary = run_y(&opts);
@@ -936,7 +936,7 @@ fn replay_from_s3_is_byte_identical_for_any_worker_count() {
         &state,
         server.options(),
     );
-    opts.replay = Some(ReplayRange::default());
+    opts.mode = Mode::replay(ReplayRange::default());
     opts.timely.workers = 1;
     assert!(run_y(&opts).finished);
     let w1 = &observe(&state, &server.root().join("output/w1"));
@@ -1155,8 +1155,10 @@ fn backtest_with_variants_writes_the_same_objects_to_s3_as_locally() {
             state,
             server.options(),
         );
-        opts.replay = Some(ReplayRange::default());
-        opts.variants = variants.clone();
+        opts.mode = Mode::Replay {
+            range: ReplayRange::default(),
+            variants: variants.clone(),
+        };
         assert!(run_y(&opts).finished, "{output}");
     }
     let in_s3 = tree(&server.root().join("output/variants"));
@@ -1204,7 +1206,7 @@ fn checkpoints_on_s3_restore_and_fall_back() {
         &state,
         proxy.options(),
     );
-    opts.replay = Some(ReplayRange::default());
+    opts.mode = Mode::replay(ReplayRange::default());
     opts.checkpoints.interval = 3;
     opts.checkpoints.location = Some("s3://output/ck-checkpoints".into());
 
@@ -1261,7 +1263,7 @@ fn checkpoints_on_s3_restore_and_fall_back() {
         &plain_state,
         server.options(),
     );
-    plain.replay = Some(ReplayRange::default());
+    plain.mode = Mode::replay(ReplayRange::default());
     plain.checkpoints.interval = 0;
     assert!(run_y(&plain).finished);
     let want = observe(&plain_state, &server.root().join("output/plain"));

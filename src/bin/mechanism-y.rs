@@ -11,13 +11,13 @@ use clap::{ArgAction, Parser};
 use txflow::cli::{self, LogArgs, S3Args, StateArgs, ThresholdArgs};
 use txflow::error::{ClusterError, Error};
 use txflow::http;
-use txflow::mechanism_y::{self, ReplayRange, TimelyOptions, YOptions};
+use txflow::mechanism_y::{self, Mode, ReplayRange, TimelyOptions, YOptions};
 use txflow::model::Variant;
 use txflow::runtime::checkpointer::{
     CheckpointOptions, DEFAULT_CHECKPOINTS_KEPT, DEFAULT_CHECKPOINT_INTERVAL,
 };
 use txflow::runtime::cluster;
-use txflow::variant_options::{VariantOptionError, VariantOptions};
+use txflow::variant_options::{Problem, VariantOptionError, VariantOptions};
 
 /// Detects PatId1–3 over landing chunks, incrementally, exactly once.
 ///
@@ -99,8 +99,8 @@ struct Args {
     /// Hostfile: one host:port per process (default localhost:2101+i).
     #[arg(short = 'h', long = "hostfile", env = "TXFLOW_HOSTFILE")]
     hostfile: Option<PathBuf>,
-    /// Cluster mode: give up (exit 1) when not every process has connected within this many
-    /// seconds.
+    /// Cluster mode: give up (exit 78, configuration) when not every process has connected
+    /// within this many seconds.
     #[arg(long, default_value_t = mechanism_y::DEFAULT_CONNECT_TIMEOUT.as_secs(), env = "TXFLOW_CONNECT_TIMEOUT")]
     connect_timeout: u64,
     /// Live mode: polling interval while waiting for the next chunk, in milliseconds, at
@@ -126,8 +126,8 @@ struct Args {
     /// /readyz fails when more than this many chunks wait to be committed.
     #[arg(long, default_value_t = txflow::telemetry::DEFAULT_READY_MAX_LAG, env = "TXFLOW_READY_MAX_LAG")]
     ready_max_lag: u64,
-    /// Fail (exit 1) when no epoch commits for this many seconds while chunks wait (a frozen
-    /// cluster peer, a hung store); 0 = never.
+    /// Fail (exit 75, external service) when no epoch commits for this many seconds while
+    /// chunks wait (a frozen cluster peer, a hung store); 0 = never.
     #[arg(long, value_name = "SECS", default_value_t = mechanism_y::DEFAULT_STALL_TIMEOUT.as_secs(), env = "TXFLOW_STALL_TIMEOUT")]
     stall_timeout: u64,
     /// Write a checkpoint of the dataflow's state after every this many epochs (at epochs
@@ -214,6 +214,14 @@ fn main() -> ExitCode {
     cli::init_logging(&args.log);
     let variants = match variants(&args) {
         Ok(variants) => variants,
+        // A `--variants` file that cannot be read is what an option names, not how it is
+        // written: a configuration error, as any other file that cannot be used.
+        Err(
+            e @ VariantOptionError::Invalid {
+                problem: Problem::Unreadable(_),
+                ..
+            },
+        ) => return cli::exit_with(Err(Error::configuration(e.to_string()).into())),
         Err(e) => return cli::usage_failure(e),
     };
     cli::exit_with(run(args, variants))
@@ -274,13 +282,19 @@ fn run(args: Args, variants: Vec<Variant>) -> anyhow::Result<()> {
         importance: args.importance,
         output: args.output,
         state,
-        replay: args.replay.then_some(ReplayRange {
-            from: args.from,
-            to: args.to,
-        }),
-        follow_forever: args.follow,
+        mode: match args.replay {
+            true => Mode::Replay {
+                range: ReplayRange {
+                    from: args.from,
+                    to: args.to,
+                },
+                variants,
+            },
+            false => Mode::Live {
+                forever: args.follow,
+            },
+        },
         thresholds: args.thresholds.thresholds(),
-        variants,
         timely,
         s3: args.s3.options(),
         poll_interval,

@@ -22,7 +22,7 @@ use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Parser, Subcommand};
 use txflow::cli::{self, LogArgs};
 use txflow::mechanism_x::{self, XOptions};
-use txflow::mechanism_y::{self, ReplayRange, TimelyOptions, YOptions};
+use txflow::mechanism_y::{self, Mode, ReplayRange, TimelyOptions, YOptions};
 use txflow::model::{Fraction, Thresholds, Variant, MICROS_PER_UNIT};
 use txflow::runtime::checkpointer::DEFAULT_CHECKPOINT_INTERVAL;
 use txflow::sinks::state::StateConfig;
@@ -438,10 +438,13 @@ fn child(landing: &Path, importance: &Path, scratch: &Path, run: &ChildRun) -> a
             path: state.clone(),
         },
     );
-    y.replay = Some(ReplayRange::default());
-    if run.variants {
-        y.variants = bench_variants();
-    }
+    y.mode = Mode::Replay {
+        range: ReplayRange::default(),
+        variants: match run.variants {
+            true => bench_variants(),
+            false => Vec::new(),
+        },
+    };
     y.timely = TimelyOptions {
         workers: run.workers,
         ..TimelyOptions::default()

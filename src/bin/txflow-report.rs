@@ -5,9 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use clap::Parser;
 use txflow::cli::{self, LogArgs, S3Args, StateArgs};
+use txflow::error::Error;
 use txflow::objectstore::{self, Location};
 use txflow::report;
 use txflow::sinks::state::{self, StateConfig};
@@ -47,7 +48,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     let config = args.state.config()?;
     if let StateConfig::Embedded { path } = &config {
         if !path.is_file() {
-            bail!("opening the state store {config}: no such file");
+            let missing = format!("opening the state store {config}: no such file");
+            return Err(Error::configuration(missing).into());
         }
     }
     // Read-only: a report never writes to what it reads.
@@ -88,7 +90,8 @@ fn open_output(
     let context = || format!("opening the output location {location}");
     if let Location::Local(dir) = Location::parse(location).with_context(context)? {
         if !dir.is_dir() {
-            bail!("opening the output location {location}: no such directory");
+            let missing = format!("opening the output location {location}: no such directory");
+            return Err(Error::configuration(missing).into());
         }
     }
     objectstore::open(location, &s3.options()).with_context(context)

@@ -167,10 +167,13 @@ impl Checkpointer {
     }
 
     /// Ends the thread: checkpoints not whole yet are abandoned (a restart does not need them).
-    pub fn close(self) {
+    /// A failed checkpoint is reported as it happens; a panic of the thread is the error here.
+    pub fn close(self) -> Result<()> {
         self.closing.store(true, Ordering::SeqCst);
         let _ = self.notes.send(Note::Close);
-        let _ = self.thread.join();
+        self.thread
+            .join()
+            .map_err(|panic| Error::panicked("checkpointing", panic.as_ref()))
     }
 }
 

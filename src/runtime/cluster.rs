@@ -30,7 +30,7 @@ use timely::communication::allocator::ProcessBuilder;
 use timely::communication::{AllocatorBuilder, Hooks, WorkerGuards};
 use timely::CommunicationConfig;
 
-use crate::error::{ClusterError, Error, Result, CLUSTER_RESTART_HINT};
+use crate::error::{panic_message, ClusterError, Error, Result, CLUSTER_RESTART_HINT};
 use crate::runtime::config::TimelyOptions;
 use crate::runtime::connections::connect_all;
 use crate::runtime::RunControl;
@@ -180,8 +180,10 @@ fn join_local(guards: WorkerGuards<()>, control: &RunControl) {
     loop {
         match rx.recv_timeout(POLL) {
             Ok(results) => {
-                for panic in results.into_iter().filter_map(|r| r.err()) {
-                    let failure = ClusterError::WorkerFailed(format!("worker failed: {panic}"));
+                // The join's text of a panic is only `Any { .. }`; the worker recorded the
+                // message itself (the first failure is the run's error).
+                if results.iter().any(|r| r.is_err()) {
+                    let failure = ClusterError::WorkerFailed("a worker thread panicked".into());
                     control.fail(failure.into());
                 }
                 return;
@@ -254,14 +256,6 @@ fn stopped_long_enough(
          signalling every process); leaving them"
     );
     true
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic".into())
 }
 
 fn is_connection_failure(message: &str) -> bool {

@@ -4,15 +4,18 @@
 //! ([`QUEUE_EPOCHS`] in flight, in epoch order) and goes on computing the next one; this
 //! thread owns the [`EpochWriter`] and commits the batches one by one (rejects file, one
 //! state-store transaction, detection files). A slow S3 or a PostgreSQL reconnect therefore
-//! no longer stops the dataflow; once the channel is full, worker 0 waits (back-pressure).
+//! no longer stops the dataflow; once the channel is full, worker 0 keeps the epoch and goes
+//! on stepping (its peers need it), taking no further chunk until the epoch is handed over:
+//! the back-pressure reaches the chunk feed, not worker 0's steps.
 //!
 //! Exactly-once does not depend on the queue: an epoch is committed only by its state-store
 //! transaction, so epochs still queued when the process dies are simply not committed, and a
 //! restart replays them from the landing store.
 
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicIsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, Sender, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -57,8 +60,8 @@ pub struct CheckpointNotes {
 }
 
 /// Epochs handed to the committer and not yet taken (`txflow_commit_queue_depth`). An epoch
-/// counts once its hand-over has returned, so one worker 0 is still blocked on (the queue
-/// full) never does: the depth is at most [`QUEUE_EPOCHS`]. The committer may take an epoch
+/// counts once its hand-over has returned, so one worker 0 still holds (the queue full)
+/// never does: the depth is at most [`QUEUE_EPOCHS`]. The committer may take an epoch
 /// before its hand-over is counted, so the count may dip below zero for a moment; it is
 /// shown as zero.
 #[derive(Debug, Default)]
@@ -85,7 +88,12 @@ pub struct CommitQueue {
 impl CommitQueue {
     /// The channel: worker 0's end, the committer's end and the count of epochs waiting.
     fn channel() -> (CommitQueue, Receiver<Job>, Arc<Waiting>) {
-        let (jobs, received) = sync_channel(QUEUE_EPOCHS);
+        Self::channel_of(QUEUE_EPOCHS)
+    }
+
+    /// As [`CommitQueue::channel`], with room for `capacity` epochs.
+    fn channel_of(capacity: usize) -> (CommitQueue, Receiver<Job>, Arc<Waiting>) {
+        let (jobs, received) = sync_channel(capacity);
         let waiting = Arc::new(Waiting::default());
         let queue = CommitQueue {
             jobs,
@@ -103,15 +111,37 @@ impl CommitQueue {
         Ok(())
     }
 
+    /// Hands an epoch to the committer if the queue has room; the batch comes back
+    /// (`Ok(Some)`) when [`QUEUE_EPOCHS`] are waiting. Never blocks.
+    pub fn try_commit(&self, batch: EpochBatch) -> Result<Option<EpochBatch>> {
+        let epoch = batch.epoch;
+        match self.jobs.try_send(Job::Commit(batch)) {
+            Ok(()) => {
+                let queued = self.waiting.handed();
+                tracing::debug!(epoch, queued, "epoch handed to the committer");
+                Ok(None)
+            }
+            Err(TrySendError::Full(Job::Commit(batch))) => Ok(Some(batch)),
+            Err(_) => Err(stopped()),
+        }
+    }
+
     /// Asks the committer to end the stream after the epochs already handed over.
     pub fn finish(&self) -> Result<()> {
         self.send(Job::Finish)
     }
 
+    /// As [`CommitQueue::finish`], without blocking: `Ok(false)` while the queue is full.
+    pub fn try_finish(&self) -> Result<bool> {
+        match self.jobs.try_send(Job::Finish) {
+            Ok(()) => Ok(true),
+            Err(TrySendError::Full(_)) => Ok(false),
+            Err(TrySendError::Disconnected(_)) => Err(stopped()),
+        }
+    }
+
     fn send(&self, job: Job) -> Result<()> {
-        self.jobs
-            .send(job)
-            .map_err(|_| Error::internal("the committing thread stopped"))
+        self.jobs.send(job).map_err(|_| stopped())
     }
 
     /// How the checkpointing thread asks for a whole checkpoint to be recorded (keeping
@@ -120,6 +150,11 @@ impl CommitQueue {
         let jobs = self.jobs.clone();
         Box::new(move |row| jobs.send(Job::RecordCheckpoint { row, keep }).is_ok())
     }
+}
+
+/// The committer is gone: it failed (the run's failure says why) or panicked.
+fn stopped() -> Error {
+    Error::internal("the committing thread stopped")
 }
 
 impl Drop for CommitQueue {
@@ -132,7 +167,7 @@ impl Drop for CommitQueue {
 
 /// The committing thread.
 pub struct Committer {
-    thread: JoinHandle<RunSummary>,
+    thread: JoinHandle<Result<RunSummary>>,
 }
 
 impl Committer {
@@ -154,16 +189,39 @@ impl Committer {
                     progress,
                     checkpoints,
                 };
-                commit_all(writer, received, &waiting, &control, observers)
+                let commits = AssertUnwindSafe(|| {
+                    #[cfg(feature = "fault-injection")]
+                    injected_panic();
+                    commit_all(writer, received, &waiting, &control, observers)
+                });
+                // A panic fails the run at once (the workers stop taking chunks) and is
+                // the thread's result.
+                std::panic::catch_unwind(commits).map_err(|panic| {
+                    control.fail(Error::panicked("committing", panic.as_ref()));
+                    Error::panicked("committing", panic.as_ref())
+                })
             })
             .map_err(|e| Error::internal(format!("starting the committing thread: {e}")))?;
         Ok((Committer { thread }, queue))
     }
 
     /// Waits until every handed-over epoch is committed (the queue's sender must be gone);
-    /// the summary of what was committed. A failure is reported through the run's control.
-    pub fn join(self) -> RunSummary {
-        self.thread.join().unwrap_or_else(|_| RunSummary::default())
+    /// the summary of what was committed. A commit's failure is reported through the run's
+    /// control (it stops every thread); a panic of the thread is its error here.
+    pub fn join(self) -> Result<RunSummary> {
+        match self.thread.join() {
+            Ok(result) => result,
+            Err(panic) => Err(Error::panicked("committing", panic.as_ref())),
+        }
+    }
+}
+
+/// Test builds only: with `TXFLOW_FAULT_COMMITTER_PANIC` set, the committing thread panics
+/// as it starts, as a bug in it would (the run must fail with the panic's message).
+#[cfg(feature = "fault-injection")]
+fn injected_panic() {
+    if std::env::var_os("TXFLOW_FAULT_COMMITTER_PANIC").is_some() {
+        panic!("injected fault: the committer panics");
     }
 }
 
@@ -310,6 +368,50 @@ fn rejects_by_reason(batch: &EpochBatch) -> BTreeMap<String, u64> {
             .or_default() += 1;
     }
     kinds
+}
+
+/// A queue without a committing thread, for tests of worker 0's side.
+#[cfg(test)]
+pub(crate) mod unattended {
+    use std::sync::mpsc::Receiver;
+    use std::time::Duration;
+
+    use super::{CommitQueue, Job};
+
+    /// What worker 0 handed over, in order.
+    #[derive(Debug, PartialEq)]
+    pub(crate) enum Handed {
+        /// An epoch, with how long it took from being fed to being taken out of the dataflow.
+        Commit {
+            epoch: u64,
+            computed_in: Option<Duration>,
+        },
+        Finish,
+        Close,
+    }
+
+    /// The committer's end of the queue.
+    pub(crate) struct QueueEnd(Receiver<Job>);
+
+    impl QueueEnd {
+        /// The next job, waiting up to `timeout`.
+        pub(crate) fn next(&self, timeout: Duration) -> Option<Handed> {
+            Some(match self.0.recv_timeout(timeout).ok()? {
+                Job::Commit(batch) => Handed::Commit {
+                    epoch: batch.epoch,
+                    computed_in: batch.computed_in,
+                },
+                Job::Finish => Handed::Finish,
+                Job::RecordCheckpoint { .. } | Job::Close => Handed::Close,
+            })
+        }
+    }
+
+    /// A queue with room for `capacity` epochs, and its other end.
+    pub(crate) fn queue(capacity: usize) -> (CommitQueue, QueueEnd) {
+        let (queue, received, _) = CommitQueue::channel_of(capacity);
+        (queue, QueueEnd(received))
+    }
 }
 
 #[cfg(test)]

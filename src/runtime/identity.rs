@@ -55,7 +55,10 @@ impl Fingerprint {
     pub fn of(options: &YOptions, plan: &FeedPlan, importance: &[u8]) -> Fingerprint {
         let settings = format!(
             "{:?}|{:?}|{:?}|{}",
-            options.thresholds, options.variants, options.replay, options.follow_forever
+            options.thresholds,
+            options.variants(),
+            options.replay_range(),
+            options.follow_forever()
         );
         let chunks = match plan {
             FeedPlan::Live { forever } => format!("live {forever}"),

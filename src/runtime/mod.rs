@@ -45,8 +45,8 @@ pub use config::{
     TimelyOptions, DEFAULT_CONNECT_TIMEOUT, MAX_PROCESSES, MAX_TOTAL_WORKERS, MAX_WORKERS,
 };
 pub use options::{
-    default_poll_interval, ReplayRange, RunSummary, YOptions, DEFAULT_GAP_WARN, DEFAULT_SETTLE,
-    DEFAULT_STALL_TIMEOUT, MIN_POLL_INTERVAL,
+    default_poll_interval, Mode, ReplayRange, RunSummary, YOptions, DEFAULT_GAP_WARN,
+    DEFAULT_SETTLE, DEFAULT_STALL_TIMEOUT, MIN_POLL_INTERVAL,
 };
 
 use crate::error::{Error, Result};

@@ -16,6 +16,41 @@ pub struct ReplayRange {
     pub to: Option<u64>,
 }
 
+/// Live or replay, with what only that mode takes: `--follow` is live only, the range and
+/// the backtest variants replay only.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Mode {
+    /// Follow the landing store, chunk by chunk as it lands; the stream ends after
+    /// `_COMPLETE`'s count unless `forever` (`--follow`): then `_COMPLETE` is still checked
+    /// against the chunks (an inconsistent landing fails the run) but does not end it, and Y
+    /// keeps following the landing store until it is stopped.
+    Live { forever: bool },
+    /// Replay/backtest the chunks present in `range`, then end the stream; `variants` are
+    /// computed in the same pass as the run's own thresholds (the baseline), each with its own
+    /// ledger and `<output>/variants/<name>/` files.
+    Replay {
+        range: ReplayRange,
+        variants: Vec<Variant>,
+    },
+}
+
+impl Mode {
+    /// A replay of `range` without backtest variants.
+    pub fn replay(range: ReplayRange) -> Mode {
+        Mode::Replay {
+            range,
+            variants: Vec::new(),
+        }
+    }
+}
+
+impl Default for Mode {
+    /// Live, ending after `_COMPLETE`.
+    fn default() -> Mode {
+        Mode::Live { forever: false }
+    }
+}
+
 /// Everything `mechanism-y` needs.
 #[derive(Clone, Debug)]
 pub struct YOptions {
@@ -27,16 +62,9 @@ pub struct YOptions {
     pub output: String,
     /// The state store: `sqlite://PATH` or a `postgres://` URL with its options.
     pub state: StateConfig,
-    /// `Some` = replay/backtest mode.
-    pub replay: Option<ReplayRange>,
-    /// Live mode only (`--follow`): never end the stream. `_COMPLETE` is still checked against
-    /// the chunks (an inconsistent landing fails the run) but does not end it; Y keeps following
-    /// the landing store until it is stopped.
-    pub follow_forever: bool,
+    /// Live or replay (with its range and variants).
+    pub mode: Mode,
     pub thresholds: Thresholds,
-    /// Replay only: backtest variants computed in the same pass as `thresholds` (the
-    /// baseline), each with its own ledger and `<output>/variants/<name>/` files.
-    pub variants: Vec<Variant>,
     pub timely: TimelyOptions,
     pub s3: S3Options,
     /// Live mode: how often to look for the next chunk while waiting; at least
@@ -79,10 +107,8 @@ impl YOptions {
             importance: importance.into(),
             output: output.into(),
             state,
-            replay: None,
-            follow_forever: false,
+            mode: Mode::default(),
             thresholds: Thresholds::default(),
-            variants: Vec::new(),
             timely: TimelyOptions::default(),
             s3: S3Options::default(),
             poll_interval: default_poll_interval(landing),
@@ -97,18 +123,31 @@ impl YOptions {
 }
 
 impl YOptions {
-    /// Variants are a backtest feature: replay only, distinct valid names (they name folders).
+    /// The replay range; `None` in live mode.
+    pub fn replay_range(&self) -> Option<ReplayRange> {
+        match &self.mode {
+            Mode::Replay { range, .. } => Some(*range),
+            Mode::Live { .. } => None,
+        }
+    }
+
+    /// Live mode with `--follow`: the stream never ends.
+    pub fn follow_forever(&self) -> bool {
+        matches!(self.mode, Mode::Live { forever: true })
+    }
+
+    /// The backtest variants (none in live mode).
+    pub fn variants(&self) -> &[Variant] {
+        match &self.mode {
+            Mode::Replay { variants, .. } => variants,
+            Mode::Live { .. } => &[],
+        }
+    }
+
+    /// Variants have distinct valid names (they name folders).
     pub fn check_variants(&self) -> crate::error::Result<()> {
-        if self.variants.is_empty() {
-            return Ok(());
-        }
-        if self.replay.is_none() {
-            return Err(crate::error::Error::configuration(
-                "backtest variants need replay mode (--replay)",
-            ));
-        }
         let mut names = std::collections::BTreeSet::new();
-        for variant in &self.variants {
+        for variant in self.variants() {
             check_variant_name(&variant.name).map_err(|why| {
                 crate::error::Error::configuration(format!(
                     "invalid variant name {:?}: {why}",

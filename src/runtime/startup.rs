@@ -56,7 +56,7 @@ pub fn open_inputs(options: &YOptions, y_start_ms: i64) -> Result<RunInputs> {
         "importance weights loaded"
     );
     let mut replay_plan = None;
-    let (plan, clock, resolved) = match options.replay {
+    let (plan, clock, resolved) = match options.replay_range() {
         Some(range) => {
             // One listing: `_COMPLETE` checked, the range refused when a chunk is missing.
             let replay = resolve_replay(landing.as_ref(), range.from, range.to)?;
@@ -73,7 +73,7 @@ pub fn open_inputs(options: &YOptions, y_start_ms: i64) -> Result<RunInputs> {
         }
         None => {
             let plan = FeedPlan::Live {
-                forever: options.follow_forever,
+                forever: options.follow_forever(),
             };
             (plan, Clock::Live { y_start_ms }, None)
         }
@@ -106,7 +106,7 @@ pub fn open_writer(options: &YOptions, inputs: &RunInputs) -> Result<EpochWriter
     let store = state::open(&options.state)
         .with_context(|| format!("opening the state store {}", options.state))?;
     let variants: Vec<VariantSpec> = options
-        .variants
+        .variants()
         .iter()
         .map(|v| VariantSpec {
             name: v.name.clone(),

@@ -5,7 +5,10 @@
 //! the dataflow while up to [`EPOCHS_IN_FLIGHT`] epochs are in flight, and retires each, in
 //! order, once the dataflow has finished it. Worker 0 also gathers the epoch's outputs, checks
 //! (once) that every process of a cluster runs with its options, and hands the complete
-//! epoch to the committer; it never writes anything itself.
+//! epoch to the committer; it never writes anything itself, and never blocks on the
+//! committer: while the commit queue is full it keeps the epoch and goes on stepping (its
+//! peers' progress needs its steps), taking no further chunk (the back-pressure reaches the
+//! chunk feed).
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, VecDeque};
@@ -169,6 +172,9 @@ struct EpochLoop {
     flow: Dataflow,
     in_flight: VecDeque<InFlight>,
     queue: Option<CommitQueue>,
+    /// Worker 0: complete epochs the commit queue had no room for yet, oldest first. They
+    /// count against [`EPOCHS_IN_FLIGHT`], so a slow committer holds the feed back.
+    pending: VecDeque<EpochBatch>,
     fingerprints_checked: bool,
     /// An incomplete epoch was abandoned at a stop: no later epoch may be handed over.
     abandoned: bool,
@@ -198,6 +204,7 @@ pub fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<()> {
         flow: build_dataflow(worker, shared),
         in_flight: VecDeque::new(),
         queue,
+        pending: VecDeque::new(),
         fingerprints_checked: false,
         abandoned: false,
         feed: shared.feed.get(restored).clone(),
@@ -210,19 +217,14 @@ pub fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<()> {
         epochs.restore(worker, shared, &point)?;
     }
     let mut ended = epochs.feed(worker, shared)?;
-    // Whatever is in flight at the end (or at a stop) is finished and handed over first,
-    // unless an epoch was abandoned: epochs are committed in order, without gaps.
-    let last = epochs.in_flight.back().map(|e| e.chunk.index + 1);
-    if let Some(next) = last.filter(|_| !epochs.abandoned) {
-        let probe = epochs.flow.probe.clone();
-        worker.step_or_park_while(Some(IDLE_PARK), || probe.less_than(&next));
-        ended &= epochs.retire(worker, shared)?;
-    }
+    ended &= epochs.drain(worker, shared)?;
     let EpochLoop { flow, queue, .. } = epochs;
     drop(flow);
     if let Some(queue) = queue {
         if ended && !shared.control.failed() {
-            queue.finish()?;
+            while !queue.try_finish()? {
+                worker.step_or_park(Some(IDLE_PARK));
+            }
         } else {
             tracing::info!(
                 "stopped before the end of the stream; a restart resumes from the last \
@@ -356,7 +358,8 @@ impl EpochLoop {
             if !self.retire(worker, shared)? || shared.control.should_stop() {
                 return Ok(false);
             }
-            let room = self.in_flight.len() < EPOCHS_IN_FLIGHT && self.snapshot_taken(shared);
+            let room = self.in_flight.len() + self.pending.len() < EPOCHS_IN_FLIGHT
+                && self.snapshot_taken(shared);
             let item = match room {
                 true => self
                     .feed
@@ -386,8 +389,39 @@ impl EpochLoop {
         }
     }
 
+    /// Whatever is in flight at the end (or at a stop) is finished and handed over, stepping
+    /// meanwhile, unless an epoch was abandoned (`Ok(false)`): epochs are committed in order,
+    /// without gaps. The complete epochs before an abandoned one are still handed over.
+    fn drain(&mut self, worker: &mut Worker, shared: &WorkerShared) -> Result<bool> {
+        loop {
+            let whole = self.retire(worker, shared)?;
+            self.hand_over_pending()?;
+            // Nothing more to finish (all retired, or one abandoned) and nothing to hand over.
+            if (!whole || self.in_flight.is_empty()) && self.pending.is_empty() {
+                return Ok(whole);
+            }
+            worker.step_or_park(Some(IDLE_PARK));
+        }
+    }
+
+    /// Worker 0: hands the pending epochs to the committer, oldest first, while its queue has
+    /// room. Never blocks.
+    fn hand_over_pending(&mut self) -> Result<()> {
+        let Some(queue) = self.queue.as_ref() else {
+            return Ok(());
+        };
+        while let Some(batch) = self.pending.pop_front() {
+            if let Some(batch) = queue.try_commit(batch)? {
+                self.pending.push_front(batch);
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Takes out the epochs the dataflow has completed, oldest first; on worker 0 hands
-    /// each to the committer. `Ok(false)`: an incomplete epoch was abandoned at a stop.
+    /// each to the committer (or keeps it pending while the commit queue is full).
+    /// `Ok(false)`: an incomplete epoch was abandoned at a stop.
     fn retire(&mut self, worker: &mut Worker, shared: &WorkerShared) -> Result<bool> {
         if self.abandoned {
             return Ok(false);
@@ -407,9 +441,9 @@ impl EpochLoop {
                     release_through(trace, next);
                 }
             }
-            let Some(queue) = self.queue.as_ref() else {
+            if self.queue.is_none() {
                 continue;
-            };
+            }
             if !self.fingerprints_checked {
                 check_fingerprints(&self.flow.fingerprints.borrow(), &shared.fingerprint)?;
                 self.fingerprints_checked = true;
@@ -421,11 +455,13 @@ impl EpochLoop {
                 .take_batch(&chunk, next, taken_at);
             batch.computed_in = Some(taken_at.elapsed());
             batch.restored = restored;
-            if !hand_over(worker, shared, queue, batch)? {
+            if !is_complete(worker, shared, &batch)? {
                 self.abandoned = true;
                 return Ok(false);
             }
+            self.pending.push_back(batch);
         }
+        self.hand_over_pending()?;
         Ok(true)
     }
 }
@@ -457,18 +493,12 @@ fn feed_epoch(worker: &mut Worker, flow: &mut Dataflow, chunk: &Chunk) {
     flow.reports.flush();
 }
 
-/// Worker 0: hands a complete epoch to the committer. An epoch some worker did not
+/// Worker 0: whether an epoch may be handed to the committer. An epoch some worker did not
 /// contribute to is never committed: at shutdown it is abandoned (`Ok(false)`: stop), else
 /// the cluster is broken (an error). Epochs an earlier run committed need no check.
-fn hand_over(
-    worker: &mut Worker,
-    shared: &WorkerShared,
-    queue: &CommitQueue,
-    batch: EpochBatch,
-) -> Result<bool> {
+fn is_complete(worker: &mut Worker, shared: &WorkerShared, batch: &EpochBatch) -> Result<bool> {
     let peers = worker.peers();
     if batch.is_complete(peers) || shared.recovered.contains(&batch.epoch) {
-        queue.commit(batch)?;
         return Ok(true);
     }
     // A peer process stopped alone (or saw other chunks), or this one is stopping: wait
@@ -480,7 +510,7 @@ fn hand_over(
     if !shared.control.should_stop() {
         return Err(ClusterError::IncompleteEpoch {
             epoch: batch.epoch,
-            chunk: batch.chunk_key,
+            chunk: batch.chunk_key.clone(),
             reported: batch.reports.len(),
             workers: peers,
         }
@@ -603,4 +633,113 @@ fn to_worker_0<'s, D: differential_dataflow::ExchangeData>(
             }
         })
         .probe_with(probe);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::objectstore::{self, S3Options};
+    use crate::runtime::committer::unattended::{self, Handed};
+    use crate::runtime::options::{Mode, ReplayRange, YOptions};
+    use crate::sinks::state::StateConfig;
+    use crate::sources::landing::{FeedOptions, FeedPlan};
+
+    const CHUNKS: u64 = 8;
+    /// How long the committer takes nothing.
+    const HOLD: Duration = Duration::from_millis(1500);
+
+    /// With a queue of one epoch and a committer that takes nothing for a while, worker 0 does
+    /// not block on the hand-over: it keeps stepping, so the epochs already fed are computed
+    /// (and taken out) meanwhile, not once the committer takes again; and every epoch still
+    /// reaches the committer, in order, then the end of the stream.
+    #[test]
+    fn worker_0_keeps_stepping_while_the_committer_is_slow() {
+        let tmp = tempfile::tempdir().unwrap();
+        let landing = tmp.path().join("landing");
+        std::fs::create_dir_all(&landing).unwrap();
+        for index in 0..CHUNKS {
+            let body = format!(
+                "step,customer,age,gender,zipcodeOri,merchant,zipMerchant,category,amount,fraud\n\
+                 {index},'C1','4','F','28007','M1','28007','es_food',4.55,0\n"
+            );
+            std::fs::write(landing.join(chunk_key(index)), body).unwrap();
+        }
+        std::fs::write(landing.join("_COMPLETE"), CHUNKS.to_string()).unwrap();
+        let store = objectstore::open(landing.to_str().unwrap(), &S3Options::default()).unwrap();
+        let plan = FeedPlan::Fixed((0..CHUNKS).collect());
+        let mut options = YOptions::new(
+            landing.to_str().unwrap(),
+            "importance.csv",
+            "output",
+            StateConfig::Embedded {
+                path: tmp.path().join("state.db"),
+            },
+        );
+        options.mode = Mode::replay(ReplayRange::default());
+        options.timely.workers = 2;
+        let stop = Arc::new(AtomicBool::new(false));
+        let feed_options = FeedOptions {
+            poll: Duration::from_millis(10),
+            gap_warn: Duration::from_secs(60),
+            settle: Duration::ZERO,
+            first: 0,
+        };
+        let feed = ChunkFeed::start(store, plan.clone(), 2, feed_options, stop.clone());
+        // The first chunks fetched before the workers start: worker 0 feeds several epochs
+        // before its first step.
+        std::thread::sleep(Duration::from_millis(300));
+        let (queue, handed) = unattended::queue(1);
+        let shared = Arc::new(WorkerShared {
+            weights: Arc::new(WeightTable::new(&[])),
+            threshold_sets: vec![Thresholds::default()],
+            fingerprint: Fingerprint::of(&options, &plan, b""),
+            feed: LazyFeed::new(move |_| feed),
+            control: Arc::new(RunControl::new(stop)),
+            recovered: BTreeSet::new(),
+            commits: Mutex::new(Some(queue)),
+            checkpoints: None,
+            processes: 1,
+        });
+        let control = shared.control.clone();
+        let guards = timely::execute(timely::Config::process(2), move |worker| {
+            let result = run_worker(worker, &shared);
+            shared.control.worker_returned(result);
+        })
+        .unwrap();
+        std::thread::sleep(HOLD);
+        let mut got = Vec::new();
+        while let Some(job) = handed.next(Duration::from_secs(30)) {
+            let last = matches!(job, Handed::Finish | Handed::Close);
+            got.push(job);
+            if last {
+                break;
+            }
+        }
+        for result in guards.join() {
+            result.unwrap();
+        }
+        assert!(control.take_failure().is_none());
+        let epochs: Vec<u64> = got
+            .iter()
+            .filter_map(|job| match job {
+                Handed::Commit { epoch, .. } => Some(*epoch),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(epochs, (0..CHUNKS).collect::<Vec<_>>(), "{got:?}");
+        assert_eq!(got.last(), Some(&Handed::Finish), "{got:?}");
+        for job in &got {
+            if let Handed::Commit { computed_in, .. } = job {
+                let computed_in = computed_in.expect("measured");
+                assert!(
+                    computed_in < HOLD / 2,
+                    "an epoch waited for the committer to be taken out: {got:?}"
+                );
+            }
+        }
+    }
 }

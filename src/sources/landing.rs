@@ -47,7 +47,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::error::{LandingError, StoreError};
+use crate::error::{panic_message, LandingError, StoreError};
 use crate::objectstore::{ObjectMeta, ObjectStore};
 use crate::sources::append_only::AppendOnly;
 use crate::telemetry::Telemetry;
@@ -562,14 +562,18 @@ impl ChunkFeed {
         let spawned = std::thread::Builder::new()
             .name("chunk-feed".into())
             .spawn(move || {
-                let result = match &plan {
+                let fetch = std::panic::AssertUnwindSafe(|| match &plan {
                     FeedPlan::Fixed(indices) => {
                         worker_feed.fetch_fixed(store.as_ref(), indices, &options)
                     }
                     FeedPlan::Live { forever } => {
                         worker_feed.follow(store.as_ref(), *forever, &options)
                     }
-                };
+                });
+                // A panic (a bug) would leave the workers waiting for chunks forever.
+                let result = std::panic::catch_unwind(fetch).unwrap_or_else(|panic| {
+                    Err(LandingError::Panicked(panic_message(panic.as_ref())))
+                });
                 if let Err(e) = result {
                     worker_feed.fail(e);
                 }
@@ -910,6 +914,7 @@ fn copy_of(error: &LandingError) -> LandingError {
             location: location.clone(),
             detail: detail.clone(),
         },
+        LandingError::Panicked(message) => LandingError::Panicked(message.clone()),
     }
 }
 

@@ -728,7 +728,7 @@ impl Landing {
             output.to_str().unwrap(),
             config,
         );
-        opts.replay = Some(txflow::mechanism_y::ReplayRange::default());
+        opts.mode = txflow::mechanism_y::Mode::replay(Default::default());
         opts
     }
 }
