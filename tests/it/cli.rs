@@ -4,7 +4,7 @@
 //! `txflow-report` reads a store without ever writing it: a foreign SQLite file is refused
 //! unchanged, a store in a read-only directory is read, a newer schema refused.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

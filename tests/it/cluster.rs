@@ -9,7 +9,10 @@
 //!
 //! Every wait is bounded; every child process is killed when its guard drops.
 
-mod common;
+// Helpers of the tests that need a service are unused without it.
+#![cfg_attr(not(feature = "test-services"), allow(dead_code, unused_imports))]
+
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -628,6 +631,7 @@ fn killed_writer_process_takes_the_cluster_down_and_a_restart_recovers() {
 /// The writer (process 0) fails with an error, PostgreSQL being unreachable: the whole
 /// cluster goes down; after PostgreSQL is back, a restarted cluster ends as an uninterrupted
 /// run.
+#[cfg(feature = "test-services")]
 #[test]
 fn writer_error_takes_the_cluster_down() {
     let f = fixture();

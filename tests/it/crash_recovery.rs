@@ -25,13 +25,13 @@
 //! scaled down so all three patterns fire (about 180 detections, four detection files).
 //!
 //! Kill points are classified from what the killed process left behind (see [`KillPoint`]);
-//! `cargo test --test crash_recovery -- --nocapture` prints them. `TXFLOW_CRASH_SEED`
-//! overrides the seed of the kill points.
+//! `cargo test --test it --features test-services crash_recovery:: -- --nocapture` prints
+//! them. `TXFLOW_CRASH_SEED` overrides the seed of the kill points.
 
 // Killing and reaping child processes needs libc calls.
 #![allow(unsafe_code)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};

@@ -10,7 +10,7 @@
 //!
 //! Thresholds are scaled down so that all three patterns fire on 40,000 rows.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

@@ -3,7 +3,10 @@
 //! characters in names. Each test builds its source itself, so it knows which records exist
 //! and which are bad, and checks X's chunks and Y's epochs, rejects and stores against that.
 
-mod common;
+// Helpers of the tests that need a service are unused without it.
+#![cfg_attr(not(feature = "test-services"), allow(dead_code, unused_imports))]
+
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -329,6 +332,7 @@ fn control_characters_in_names_never_reach_sqlite() {
     control_characters_rejected(&format!("sqlite://{}", tmp.path().join("s.db").display()));
 }
 
+#[cfg(feature = "test-services")]
 #[test]
 fn control_characters_in_names_never_reach_postgres() {
     control_characters_rejected(&common::pg::fresh_database_url("hostile_nul"));

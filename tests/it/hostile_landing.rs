@@ -31,7 +31,7 @@
 // Process control in the tests needs libc calls.
 #![allow(unsafe_code)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;

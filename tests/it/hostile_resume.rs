@@ -25,7 +25,7 @@
 // Signalling child processes needs libc::kill.
 #![allow(unsafe_code)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};

@@ -18,7 +18,7 @@
 //!
 //! Data: `txgen --rows 3000` cut by mechanism-x into 100-record chunks (30 chunks).
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

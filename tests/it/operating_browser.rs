@@ -16,7 +16,7 @@
 //! - `screenshots_for_the_readme` (ignored; run by hand): `docs/console.png` during a live run
 //!   of the default-sized data and `docs/report.png` of its report.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -560,7 +560,7 @@ fn landing_edge(landing: &Path) -> Option<u64> {
 /// thresholds): `docs/console.png` while a live Y (2 workers) follows X, served by Y's own
 /// endpoint (`--http`), and `docs/report.png` of
 /// the finished run's report. Run by hand:
-/// `cargo test --test operating_browser -- --ignored screenshots`.
+/// `cargo test --test it --features test-browser -- --ignored screenshots`.
 #[test]
 #[ignore = "writes docs/*.png; run by hand"]
 fn screenshots_for_the_readme() {

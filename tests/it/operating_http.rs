@@ -10,7 +10,13 @@
 //!
 //! Every wait is bounded; every child process is killed when its guard drops.
 
-mod common;
+// Helpers of the tests that need a service or the browser are unused without them.
+#![cfg_attr(
+    not(all(feature = "test-services", feature = "test-browser")),
+    allow(dead_code, unused_imports)
+)]
+
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -422,6 +428,7 @@ fn run_logged(bin: &str, args: &[&str]) -> (bool, String) {
 /// PostgreSQL unreachable included), `/api/status`, the console page (as served and as a
 /// browser renders it), and `txflow-report`'s HTML, JSON and output. Where a surface names
 /// the store, it names it redacted.
+#[cfg(all(feature = "test-services", feature = "test-browser"))]
 #[test]
 fn no_surface_shows_a_secret() {
     let base = common::pg::fresh_database_url("secrets");
@@ -813,6 +820,7 @@ fn a_frozen_peer_is_a_stall_and_a_restart_resumes() {
 /// A single process whose state-store commit hangs (the epochs table locked by another
 /// session) fails with the stall line within the stall timeout, its workers and committer
 /// left behind; once the lock is gone a restart ends as an uninterrupted run.
+#[cfg(feature = "test-services")]
 #[test]
 fn a_hung_state_store_is_a_stall_and_a_restart_resumes() {
     let url = common::pg::fresh_database_url("stall");
@@ -859,6 +867,7 @@ fn a_hung_state_store_is_a_stall_and_a_restart_resumes() {
 /// from another session; start-up does not read it), a live run over a landing of 20 chunks
 /// reports the landing's last chunk as its edge and lags by all of the uncommitted chunks,
 /// although its chunk feed and commit queue run only a few ahead; `/readyz` says so.
+#[cfg(feature = "test-services")]
 #[test]
 fn the_lag_is_the_landings_while_commits_are_held() {
     let url = common::pg::fresh_database_url("edge");

@@ -3,7 +3,7 @@
 //! `TXFLOW_*` environment variable, no secret in `--help` or the logs, and no dependency
 //! internals (the AWS SDK's credential-provider dump) in the log at the default level.
 
-mod common;
+use crate::common;
 
 use std::fs::{self, File};
 use std::net::TcpListener;

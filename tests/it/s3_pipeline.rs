@@ -11,11 +11,11 @@
 //! implementation (`common::reference`). Every S3 run must equal it, times aside.
 //!
 //! `live_latency_over_s3` is a measurement, run by hand in release mode:
-//! `cargo test --release --test s3_pipeline -- --ignored --nocapture live_latency`
+//! `cargo test --release --test it --features test-services -- --ignored --nocapture live_latency`
 //! (`TXFLOW_LATENCY_CHUNKS`, `TXFLOW_LATENCY_INTERVAL_MS`, `TXFLOW_LATENCY_POLL_MS` override
 //! its defaults: 20 chunks of 10,000 rows, one a second, polls of 200 and 20 ms).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -996,7 +996,7 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
 }
 
 #[test]
-#[ignore = "a measurement: cargo test --release --test s3_pipeline -- --ignored --nocapture live_latency"]
+#[ignore = "a measurement: cargo test --release --test it --features test-services -- --ignored --nocapture live_latency"]
 fn live_latency_over_s3() {
     let chunks = env_u64("TXFLOW_LATENCY_CHUNKS", 20);
     let interval = Duration::from_millis(env_u64("TXFLOW_LATENCY_INTERVAL_MS", 1000));

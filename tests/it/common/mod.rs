@@ -1,5 +1,6 @@
-//! Shared test support. Each integration test file includes it with `mod common;` and uses
-//! what it needs (hence the `dead_code` allowance).
+//! Shared test support: the one place for a helper the test modules share. Each module uses
+//! what it needs, and what only feature-gated modules use is unused without the feature
+//! (hence the `dead_code` allowance).
 #![allow(dead_code)]
 
 pub mod browser;
