@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::paths::s;
 use common::process::{ChildGuard, Finished};
 use common::reference;
 
@@ -41,10 +42,6 @@ fn run_with_log(bin: &str, args: &[&str], rust_log: &str) -> Finished {
 /// Runs with logging off, so that stderr holds only what `main` prints.
 fn run(bin: &str, args: &[&str]) -> Finished {
     run_with_log(bin, args, "off")
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().expect("temp paths are UTF-8")
 }
 
 /// A small valid setup: a landing directory with one good chunk and `_COMPLETE`, an

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::paths::s;
 use common::process::{ChildGuard, Finished};
 use txflow::sinks::state::StateConfig;
 use txflow::sinks::state::{self, EpochRow, LedgerRow};
@@ -148,10 +149,6 @@ impl Run {
             .map(|r| (r[2].clone(), r[3].clone()))
             .collect()
     }
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().unwrap()
 }
 
 fn run(bin: &str, args: &[&str]) -> Finished {

@@ -29,6 +29,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::browser::{chromium, dump_dom};
+use common::paths::free_port;
+use common::paths::s;
 use common::process::{ChildGuard, Finished};
 use serde_json::Value;
 use txflow::report;
@@ -47,10 +49,6 @@ const THRESHOLDS: [&str; 6] = [
     "--dei-min-female-customers",
     "5",
 ];
-
-fn s(path: &Path) -> &str {
-    path.to_str().expect("temp paths are UTF-8")
-}
 
 fn run_bin(bin: &str, args: &[&str]) -> Finished {
     let mut command = Command::new(bin);
@@ -497,15 +495,6 @@ fn console_served_by_mechanism_y_shows_the_store() {
         conn.contains("display: none"),
         "the last fetch failed: {conn}"
     );
-}
-
-/// A port nothing listens on (bound, read, released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

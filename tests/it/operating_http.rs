@@ -20,13 +20,15 @@ use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::outputs::{timeless_epochs, timeless_ledger};
+use common::outputs::{named_tree, timeless_epochs, timeless_ledger};
+use common::paths::free_port;
 use common::process::{dir_removed_at_exit, YProc as Proc};
+use common::wait::wait_until;
 use prometheus_parse::{LineInfo, Scrape, Value};
 use txflow::mechanism_x::{self, XOptions};
 use txflow::sinks::state::{self, EpochRow, LedgerRow, StateConfig};
@@ -48,20 +50,6 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
 // ---------------------------------------------------------------------------------------------
 // Child processes
-
-fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A free port on 127.0.0.1 (bound to port 0, read, released).
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
 
 // ---------------------------------------------------------------------------------------------
 // Data
@@ -134,32 +122,13 @@ fn read_results(run: &Path) -> Results {
 
 fn read_results_from(run: &Path, state_url: &str) -> Results {
     let mut store = state::open(&StateConfig::parse(state_url).unwrap()).unwrap();
-    let mut files = BTreeMap::new();
-    let out = run.join("out");
-    for entry in walk(&out) {
-        let name = entry.strip_prefix(&out).unwrap().display().to_string();
-        files.insert(name, std::fs::read(&entry).unwrap());
-    }
+    let files = named_tree(&run.join("out"));
     Results {
         ledger: store.ledger().unwrap(),
         epochs: store.epoch_rows().unwrap(),
         counts: store.merchant_counts().unwrap(),
         files,
     }
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out.sort();
-    out
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::pg::{fresh_database_url, PgServer};
+use common::wait::poll;
 use txflow::error::StateError;
 use txflow::model::{DetectionKey, Pattern};
 use txflow::sinks::state::postgres::{Fault, PgOptions, PgStore};
@@ -625,18 +626,15 @@ fn sqlite_lock_excludes_other_processes() {
         .args([&lock, "sleep", "30"])
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let refused = loop {
+    let refused = poll(Duration::from_secs(10), || {
         let mut s = SqliteStore::open(path.to_str().unwrap()).unwrap();
         match s.begin_run(&live_run()) {
-            Err(StateError::Locked { detail }) => break detail,
-            Ok(_) if Instant::now() < deadline => {
-                drop(s); // the holder has not started yet
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            Err(StateError::Locked { detail }) => Some(detail),
+            Ok(_) => None, // the holder has not started yet
             other => panic!("expected Locked, got {other:?}"),
         }
-    };
+    });
+    let refused = refused.expect("expected Locked, the holder never took the lock");
     let holder_pid = holder.id();
     let _ = holder.kill();
     let _ = holder.wait();
@@ -1477,16 +1475,14 @@ fn postgres_lease_taken_over_while_disconnected_is_locked() {
             .unwrap();
         // The backend is gone once its lock is free: take it with a second writer.
         let mut second = pg_store(&url, Duration::from_secs(20));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+        let taken = poll(Duration::from_secs(10), || {
             match second.begin_run(&live_run()) {
-                Ok(_) => break,
-                Err(StateError::Locked { .. }) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
+                Ok(_) => Some(()),
+                Err(StateError::Locked { .. }) => None,
                 other => panic!("second writer: {other:?}"),
             }
-        }
+        });
+        assert!(taken.is_some(), "second writer: still locked after 10 s");
         let started = Instant::now();
         match first.commit_epoch(&epoch_commit(1, 2, 2, 2)) {
             Err(StateError::Locked { detail }) => assert!(detail.contains("pid"), "{detail}"),

@@ -5,8 +5,10 @@
 
 pub mod browser;
 pub mod outputs;
+pub mod paths;
 pub mod pg;
 pub mod process;
 pub mod reference;
 pub mod s3;
 pub mod streams;
+pub mod wait;
