@@ -3,13 +3,10 @@
 //! characters in names. Each test builds its source itself, so it knows which records exist
 //! and which are bad, and checks X's chunks and Y's epochs, rejects and stores against that.
 
-// Helpers of the tests that need a service are unused without it.
-#![cfg_attr(not(feature = "test-services"), allow(dead_code, unused_imports))]
-
 use crate::common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
