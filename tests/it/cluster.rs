@@ -9,9 +9,6 @@
 //!
 //! Every wait is bounded; every child process is killed when its guard drops.
 
-// Helpers of the tests that need a service are unused without it.
-#![cfg_attr(not(feature = "test-services"), allow(dead_code, unused_imports))]
-
 use crate::common;
 
 use std::collections::BTreeMap;
