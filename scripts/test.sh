@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole txflow test suite on a fresh machine: installs what the tests need
-# (PostgreSQL server binaries), then builds and runs every test. The tests start their own
-# throwaway PostgreSQL cluster and an in-process S3 server; nothing else must be running.
+# (PostgreSQL server binaries, Chromium), then builds and runs every test, those behind the
+# cargo feature `test-all` included (plain `cargo test` leaves out what needs PostgreSQL, the
+# S3 server or the browser). The tests start their own throwaway PostgreSQL cluster and an
+# in-process S3 server; nothing else must be running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +15,6 @@ export RUST_BACKTRACE=1
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
-cargo clippy --locked --workspace --all-targets -- -D warnings
+cargo clippy --locked --workspace --all-targets --features test-all -- -D warnings
 echo "== cargo test"
-cargo test --locked --workspace --all-targets -- --test-threads="${TXFLOW_TEST_THREADS:-2}"
+cargo test --locked --workspace --all-targets --features test-all -- --test-threads="${TXFLOW_TEST_THREADS:-2}"

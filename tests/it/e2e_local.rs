@@ -10,7 +10,7 @@
 //!
 //! Thresholds are scaled down so that all three patterns fire on 40,000 rows.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -20,6 +20,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::outputs::{is_ist_timestamp, read_csv};
+use common::paths::s;
 use common::process::{ChildGuard, Finished};
 use common::reference::{self, action_of, Expected};
 use common::streams::format_ist;
@@ -78,10 +79,6 @@ fn mtime_ms(path: &Path) -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().expect("temp paths are UTF-8")
 }
 
 // ------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@
 //! - A boolean set by a `TXFLOW_*` variable is turned off with `--name=false`.
 //! - Out-of-range `-w`/`-n`/`-p` and a `--poll-ms` under 10 are usage errors (exit status 2).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

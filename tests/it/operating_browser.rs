@@ -16,7 +16,7 @@
 //! - `screenshots_for_the_readme` (ignored; run by hand): `docs/console.png` during a live run
 //!   of the default-sized data and `docs/report.png` of its report.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -29,6 +29,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::browser::{chromium, dump_dom};
+use common::paths::free_port;
+use common::paths::s;
 use common::process::{ChildGuard, Finished};
 use serde_json::Value;
 use txflow::report;
@@ -47,10 +49,6 @@ const THRESHOLDS: [&str; 6] = [
     "--dei-min-female-customers",
     "5",
 ];
-
-fn s(path: &Path) -> &str {
-    path.to_str().expect("temp paths are UTF-8")
-}
 
 fn run_bin(bin: &str, args: &[&str]) -> Finished {
     let mut command = Command::new(bin);
@@ -502,15 +500,6 @@ fn console_served_by_mechanism_y_shows_the_store() {
     );
 }
 
-/// A port nothing listens on (bound, read, released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn report_errors_are_one_line() {
     let tmp = tempfile::tempdir().unwrap();
@@ -563,7 +552,7 @@ fn landing_edge(landing: &Path) -> Option<u64> {
 /// thresholds): `docs/console.png` while a live Y (2 workers) follows X, served by Y's own
 /// endpoint (`--http`), and `docs/report.png` of
 /// the finished run's report. Run by hand:
-/// `cargo test --test operating_browser -- --ignored screenshots`.
+/// `cargo test --test it --features test-browser -- --ignored screenshots`.
 #[test]
 #[ignore = "writes docs/*.png; run by hand"]
 fn screenshots_for_the_readme() {

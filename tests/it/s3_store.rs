@@ -2,7 +2,7 @@
 //! round trips, listing and pagination, conditional creates, clear permanent errors, and
 //! retries through injected faults.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

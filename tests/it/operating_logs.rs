@@ -3,15 +3,17 @@
 //! `TXFLOW_*` environment variable, no secret in `--help` or the logs, and no dependency
 //! internals (the AWS SDK's credential-provider dump) in the log at the default level.
 
-mod common;
+use crate::common;
 
 use std::fs::{self, File};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::outputs::named_tree;
+use common::paths::{free_port, s};
 use common::process::{ChildGuard, Finished};
+use common::wait::poll;
 use txflow::mechanism_x::{self, XOptions};
 use txgen::GenOptions;
 
@@ -71,10 +73,6 @@ impl Data {
     }
 }
 
-fn s(path: &Path) -> &str {
-    path.to_str().expect("temp paths are UTF-8")
-}
-
 /// `mechanism-y` with no `TXFLOW_*`, `RUST_LOG` or `NO_COLOR` from the test's environment.
 fn y(args: &[String]) -> Command {
     let mut command = Command::new(Y);
@@ -110,21 +108,7 @@ fn timeless(stdout: &str) -> String {
 
 /// Every file under `dir`, relative path → bytes.
 fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let name = path.strip_prefix(dir).unwrap().display().to_string();
-                out.push((name, fs::read(&path).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
+    named_tree(dir).into_iter().collect()
 }
 
 fn info_lines(stderr: &str) -> Vec<&str> {
@@ -146,16 +130,9 @@ fn logs_written_to_a_file_carry_no_colour_codes() {
         .stdout(Stdio::null())
         .stderr(File::create(&stderr_path).unwrap());
     let mut child = command.spawn().unwrap();
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("mechanism-y did not finish");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let Some(status) = poll(TIMEOUT, || child.try_wait().unwrap()) else {
+        let _ = child.kill();
+        panic!("mechanism-y did not finish");
     };
     let stderr = fs::read(&stderr_path).unwrap();
     let text = String::from_utf8_lossy(&stderr);
@@ -473,7 +450,7 @@ fn every_option_of_every_binary_has_its_environment_variable() {
 fn a_secret_in_the_environment_is_never_printed() {
     const SECRET: &str = "pw-Sekr1t-42";
     let data = Data::new();
-    let closed = closed_port();
+    let closed = free_port();
     let url = format!("postgres://txflow:{SECRET}@127.0.0.1:{closed}/txflow");
 
     let mut command = y(&["--help".to_string()]);
@@ -516,12 +493,6 @@ fn a_secret_in_the_environment_is_never_printed() {
     assert!(!failed.stdout.contains(SECRET), "{}", failed.describe());
 }
 
-/// A loopback port nothing listens on.
-fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 // ------------------------------------------------------------------------------------------
 // Dependency internals
 // ------------------------------------------------------------------------------------------
@@ -530,7 +501,7 @@ fn closed_port() -> u16 {
 /// the instance-metadata service (the last link of the AWS credential chain) is pointed at a
 /// closed loopback port too, so that nothing leaves the machine.
 fn y_without_credentials(root: &Path) -> Command {
-    let closed = format!("http://127.0.0.1:{}", closed_port());
+    let closed = format!("http://127.0.0.1:{}", free_port());
     let output = root.join("output");
     let state = format!("sqlite://{}", s(&root.join("state.db")));
     let args = [

@@ -25,13 +25,13 @@
 //! scaled down so all three patterns fire (about 180 detections, four detection files).
 //!
 //! Kill points are classified from what the killed process left behind (see [`KillPoint`]);
-//! `cargo test --test crash_recovery -- --nocapture` prints them. `TXFLOW_CRASH_SEED`
-//! overrides the seed of the kill points.
+//! `cargo test --test it --features test-services crash_recovery:: -- --nocapture` prints
+//! them. `TXFLOW_CRASH_SEED` overrides the seed of the kill points.
 
 // Killing and reaping child processes needs libc calls.
 #![allow(unsafe_code)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -40,10 +40,12 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
+use common::outputs::files_under;
 use common::pg::{fresh_database_url, PgServer};
 use common::process::remove_at_exit;
 use common::reference;
 use common::streams::SplitMix64;
+use common::wait::poll;
 use txflow::error::StateError;
 use txflow::mechanism_x::{self, XOptions};
 use txflow::model::Thresholds;
@@ -337,17 +339,7 @@ impl Proc {
 
     /// Waits up to `limit`; `None` if still running.
     fn wait_for(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return None;
-            }
-            std::thread::sleep((deadline - now).min(Duration::from_millis(5)));
-        }
+        poll(limit, || self.child.try_wait().expect("try_wait"))
     }
 
     fn expect_exit(&mut self, limit: Duration) -> ExitStatus {
@@ -403,10 +395,9 @@ impl Proc {
 
     /// Polls `condition` until it holds; fails if the process exits first or `limit` passes.
     fn wait_until(&mut self, limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
-        let deadline = Instant::now() + limit;
-        loop {
+        let held = poll(limit, || {
             if condition() {
-                return;
+                return Some(());
             }
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 panic!(
@@ -415,9 +406,9 @@ impl Proc {
                     self.tail()
                 );
             }
-            assert!(Instant::now() < deadline, "no {what} after {limit:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            None
+        });
+        assert!(held.is_some(), "no {what} after {limit:?}");
     }
 }
 
@@ -515,9 +506,7 @@ impl Snapshot {
                 .with_pg_options(read_options()),
         )
         .unwrap_or_else(|e| panic!("opening {url} to read it: {e}"));
-        let mut files = BTreeMap::new();
-        let mut temp_files = Vec::new();
-        collect_files(output, output, &mut files, &mut temp_files);
+        let (files, temp_files) = collect_files(output);
         Snapshot {
             ledger: store
                 .ledger(txflow::sinks::state::LedgerId::Baseline)
@@ -644,30 +633,18 @@ impl Snapshot {
     }
 }
 
-fn collect_files(
-    root: &Path,
-    dir: &Path,
-    files: &mut BTreeMap<String, Vec<u8>>,
-    temp_files: &mut Vec<String>,
-) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries {
-        let path = entry.unwrap().path();
+/// The files under `output` (relative path → bytes) and its temporaries (relative paths).
+fn collect_files(output: &Path) -> (BTreeMap<String, Vec<u8>>, Vec<String>) {
+    let mut files = BTreeMap::new();
+    let mut temp_files = Vec::new();
+    for path in files_under(output) {
+        let rel = path.strip_prefix(output).unwrap();
         // Checkpoints are the run's working state, not its output.
-        if path.is_dir() && path.file_name().is_some_and(|n| n == "_checkpoints") {
+        let dirs = rel.parent().map(Path::components).into_iter().flatten();
+        if dirs.map(|c| c.as_os_str()).any(|d| d == "_checkpoints") {
             continue;
         }
-        if path.is_dir() {
-            collect_files(root, &path, files, temp_files);
-            continue;
-        }
-        let name = path
-            .strip_prefix(root)
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
+        let name = rel.to_string_lossy().into_owned();
         if path
             .file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"))
@@ -677,6 +654,7 @@ fn collect_files(
             files.insert(name, fs::read(&path).unwrap());
         }
     }
+    (files, temp_files)
 }
 
 /// Fails with the first difference between `got` and `want`.
@@ -873,16 +851,7 @@ enum Mode {
 /// Whether `path` was (re)written after `since`.
 /// Whether any file under `dir` (at any depth) was modified after `since`.
 fn fresh_file_under(dir: &Path, since: SystemTime) -> bool {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return false;
-    };
-    entries.flatten().any(|e| {
-        let path = e.path();
-        match path.is_dir() {
-            true => fresh_file_under(&path, since),
-            false => fresh(&path, since),
-        }
-    })
+    files_under(dir).iter().any(|path| fresh(path, since))
 }
 
 fn fresh(path: &Path, since: SystemTime) -> bool {
@@ -1452,18 +1421,17 @@ fn postgres_restart_mid_run_and_outage_beyond_the_bound() {
 
 /// Waits up to `limit` for `text` in the process's stderr; how long it took.
 fn wait_for_stderr(p: &Proc, text: &str, since: Instant, limit: Duration) -> Duration {
-    loop {
-        if p.stderr_text().contains(text) {
-            return since.elapsed();
-        }
-        assert!(
-            since.elapsed() < limit,
+    let left = limit.saturating_sub(since.elapsed());
+    let seen = poll(left, || {
+        p.stderr_text().contains(text).then(|| since.elapsed())
+    });
+    seen.unwrap_or_else(|| {
+        panic!(
             "no {text:?} on {}'s stderr within {limit:?}:\n{}",
             p.name,
             p.tail()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        )
+    })
 }
 
 /// PostgreSQL frozen (SIGSTOP on the postmaster and every backend: connections stay open,

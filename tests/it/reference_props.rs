@@ -11,7 +11,7 @@
 //! - `TXFLOW_PROP_SHRINK=1`: on failure, shrink the first failing stream (drop chunks, rows,
 //!   importance rows while the same check still fails) and print it.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

@@ -31,7 +31,7 @@
 // Process control in the tests needs libc calls.
 #![allow(unsafe_code)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -39,8 +39,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use common::outputs::named_tree;
 use common::outputs::{timeless_epochs, timeless_ledger};
+use common::paths::s;
 use common::process::{ChildGuard, Finished};
+use common::wait::poll;
 use txflow::sinks::state::StateConfig;
 use txflow::sinks::state::{EpochRow, LedgerRow};
 
@@ -61,10 +64,6 @@ const THRESHOLDS: [&str; 6] = [
     "--dei-min-female-customers",
     "3",
 ];
-
-fn s(path: &Path) -> &str {
-    path.to_str().expect("temp paths are UTF-8")
-}
 
 fn chunk_name(k: u64) -> String {
     format!("chunk-{k:06}.csv")
@@ -251,27 +250,6 @@ fn chunk_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
-/// Every file under `dir`, by relative path.
-fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        let Ok(entries) = fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.map(|e| e.unwrap()) {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(base, &path, out);
-            } else {
-                let rel = path.strip_prefix(base).unwrap().display().to_string();
-                out.insert(rel, fs::read(&path).unwrap());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
-
 /// The number before `words` in a summary line (`3000 rows accepted`).
 fn summary_number(stdout: &str, words: &str) -> u64 {
     let at = stdout
@@ -319,10 +297,9 @@ impl Running {
     /// Polls stderr until `condition` holds; panics if the process exits first or after
     /// [`TIMEOUT`].
     fn wait_until(&mut self, what: &str, condition: impl Fn(&str) -> bool) {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
+        let held = poll(TIMEOUT, || {
             if condition(&self.stderr()) {
-                return;
+                return Some(());
             }
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!(
@@ -330,13 +307,13 @@ impl Running {
                     self.stderr()
                 );
             }
-            assert!(
-                Instant::now() < deadline,
-                "no {what} within {TIMEOUT:?}; stderr:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            None
+        });
+        assert!(
+            held.is_some(),
+            "no {what} within {TIMEOUT:?}; stderr:\n{}",
+            self.stderr()
+        );
     }
 
     fn sigterm(&self) {
@@ -346,18 +323,13 @@ impl Running {
 
     /// Waits for the exit (bounded): status, stdout, stderr.
     fn finish(mut self) -> (ExitStatus, String, String) {
-        let deadline = Instant::now() + TIMEOUT;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
+        let status = poll(TIMEOUT, || self.child.try_wait().unwrap());
+        let status = status.unwrap_or_else(|| {
+            panic!(
                 "still running after {TIMEOUT:?}; stderr:\n{}",
                 self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+            )
+        });
         let stdout = fs::read_to_string(&self.stdout).unwrap_or_default();
         (status, stdout, self.stderr())
     }
@@ -410,7 +382,7 @@ fn complete_short_of_the_chunks_stops_live_y() {
         );
         assert!(!bed.ended("live"), "attempt {attempt}: the stream ended");
         // No short file: a detection file is written short only when the stream ends.
-        for (name, bytes) in files(&bed.output("live")) {
+        for (name, bytes) in named_tree(&bed.output("live")) {
             if name.starts_with("detections-") {
                 let rows = bytes.iter().filter(|&&b| b == b'\n').count() - 1;
                 assert_eq!(rows, 50, "attempt {attempt}: short file {name}");
@@ -516,7 +488,7 @@ fn stray_chunk_names_are_ignored_by_replay_and_live_y() {
     // Replay times come from the chunks' mtimes: everything is identical.
     assert_eq!(bed.ledger("stray"), bed.ledger("clean"));
     assert!(
-        files(&bed.output("stray")) == files(&bed.output("clean")),
+        named_tree(&bed.output("stray")) == named_tree(&bed.output("clean")),
         "replay outputs differ"
     );
     assert_eq!(

@@ -29,7 +29,7 @@
 //! - `TXFLOW_HOSTILE_SHRINK=1`: on failure, shrink the first failing source (drop source
 //!   lines and importance rows while a problem of the same kind remains) and print it.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -9,7 +9,7 @@
 //!
 //! Every wait is bounded; every child process is killed when its guard drops.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -19,8 +19,9 @@ use std::sync::OnceLock;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::outputs::{timeless_epochs, timeless_ledger, TimelessLedgerRow};
+use common::outputs::{named_tree, timeless_epochs, timeless_ledger, TimelessLedgerRow};
 use common::process::{dir_removed_at_exit, YProc as Proc};
+use common::wait::wait_until;
 use txflow::mechanism_x::{self, XOptions};
 use txflow::model::Thresholds;
 use txflow::sinks::state::StateConfig;
@@ -57,15 +58,6 @@ fn thresholds() -> Thresholds {
 
 // ---------------------------------------------------------------------------------------------
 // Child processes
-
-/// Waits (bounded) until `condition` holds.
-fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 /// A hostfile of `n` free 127.0.0.1 ports (bound to port 0 together, then released).
 fn hostfile(dir: &Path, n: usize) -> PathBuf {
@@ -272,8 +264,7 @@ struct Results {
 impl Results {
     fn read(state_url: &str, output: &Path) -> Results {
         let mut store = state::open(&StateConfig::parse(state_url).unwrap()).unwrap();
-        let mut files = BTreeMap::new();
-        read_files(output, output, &mut files);
+        let files = named_tree(output);
         Results {
             ledger: store
                 .ledger(txflow::sinks::state::LedgerId::Baseline)
@@ -349,21 +340,6 @@ fn assert_same_without_times(got: &Results, expected: &Results, what: &str) {
         got.files, expected.files,
         "{what}: output files (times aside)"
     );
-}
-
-fn read_files(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            read_files(root, &path, out);
-        } else {
-            let name = path.strip_prefix(root).unwrap().display().to_string();
-            out.insert(name, std::fs::read(&path).unwrap());
-        }
-    }
 }
 
 /// The baseline is itself checked against the independent reference, and must exercise all
@@ -634,6 +610,7 @@ fn killed_writer_process_takes_the_cluster_down_and_a_restart_recovers() {
 /// The writer (process 0) fails with an error, PostgreSQL being unreachable: the whole
 /// cluster goes down; after PostgreSQL is back, a restarted cluster ends as an uninterrupted
 /// run.
+#[cfg(feature = "test-services")]
 #[test]
 fn writer_error_takes_the_cluster_down() {
     let f = fixture();

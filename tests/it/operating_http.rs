@@ -10,17 +10,25 @@
 //!
 //! Every wait is bounded; every child process is killed when its guard drops.
 
-mod common;
+// Helpers of the tests that need a service or the browser are unused without them.
+#![cfg_attr(
+    not(all(feature = "test-services", feature = "test-browser")),
+    allow(dead_code, unused_imports)
+)]
+
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::outputs::{timeless_epochs, timeless_ledger};
+use common::outputs::{named_tree, timeless_epochs, timeless_ledger};
+use common::paths::free_port;
 use common::process::{dir_removed_at_exit, YProc as Proc};
+use common::wait::wait_until;
 use prometheus_parse::{LineInfo, Scrape, Value};
 use txflow::mechanism_x::{self, XOptions};
 use txflow::sinks::state::{self, EpochRow, LedgerRow, StateConfig};
@@ -42,20 +50,6 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
 // ---------------------------------------------------------------------------------------------
 // Child processes
-
-fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A free port on 127.0.0.1 (bound to port 0, read, released).
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
 
 // ---------------------------------------------------------------------------------------------
 // Data
@@ -128,12 +122,7 @@ fn read_results(run: &Path) -> Results {
 
 fn read_results_from(run: &Path, state_url: &str) -> Results {
     let mut store = state::open(&StateConfig::parse(state_url).unwrap()).unwrap();
-    let mut files = BTreeMap::new();
-    let out = run.join("out");
-    for entry in walk(&out) {
-        let name = entry.strip_prefix(&out).unwrap().display().to_string();
-        files.insert(name, std::fs::read(&entry).unwrap());
-    }
+    let files = named_tree(&run.join("out"));
     Results {
         ledger: store
             .ledger(txflow::sinks::state::LedgerId::Baseline)
@@ -142,20 +131,6 @@ fn read_results_from(run: &Path, state_url: &str) -> Results {
         counts: store.merchant_counts().unwrap(),
         files,
     }
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out.sort();
-    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -424,6 +399,7 @@ fn run_logged(bin: &str, args: &[&str]) -> (bool, String) {
 /// PostgreSQL unreachable included), `/api/status`, the console page (as served and as a
 /// browser renders it), and `txflow-report`'s HTML, JSON and output. Where a surface names
 /// the store, it names it redacted.
+#[cfg(all(feature = "test-services", feature = "test-browser"))]
 #[test]
 fn no_surface_shows_a_secret() {
     let base = common::pg::fresh_database_url("secrets");
@@ -815,6 +791,7 @@ fn a_frozen_peer_is_a_stall_and_a_restart_resumes() {
 /// A single process whose state-store commit hangs (the epochs table locked by another
 /// session) fails with the stall line within the stall timeout, its workers and committer
 /// left behind; once the lock is gone a restart ends as an uninterrupted run.
+#[cfg(feature = "test-services")]
 #[test]
 fn a_hung_state_store_is_a_stall_and_a_restart_resumes() {
     let url = common::pg::fresh_database_url("stall");
@@ -861,6 +838,7 @@ fn a_hung_state_store_is_a_stall_and_a_restart_resumes() {
 /// from another session; start-up does not read it), a live run over a landing of 20 chunks
 /// reports the landing's last chunk as its edge and lags by all of the uncommitted chunks,
 /// although its chunk feed and commit queue run only a few ahead; `/readyz` says so.
+#[cfg(feature = "test-services")]
 #[test]
 fn the_lag_is_the_landings_while_commits_are_held() {
     let url = common::pg::fresh_database_url("edge");

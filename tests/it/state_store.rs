@@ -3,17 +3,20 @@
 //! exactly-once behaviour under connection loss (server restart, lost COMMIT answer,
 //! reconnect bound) and TLS.
 
+// Helpers of the tests that need a service are unused without it.
+#![cfg_attr(not(feature = "test-services"), allow(dead_code, unused_imports))]
+
 // The PostgreSQL fault injection these tests use exists only with the cargo feature
 // `fault-injection`; the dev-dependency of txflow on itself in Cargo.toml enables it for test
 // builds. Fail the build with a clear message rather than skip the tests if it is ever off.
 #[cfg(not(feature = "fault-injection"))]
 compile_error!(
-    "tests/state_store.rs needs txflow's cargo feature `fault-injection` (enabled for tests by \
+    "tests/it/state_store.rs needs txflow's cargo feature `fault-injection` (enabled for tests by \
      the `txflow = { path = \".\", features = [\"fault-injection\"] }` dev-dependency in \
      Cargo.toml): run `cargo test --features fault-injection`"
 );
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::pg::{fresh_database_url, PgServer};
+use common::wait::poll;
 use txflow::error::StateError;
 use txflow::model::{DetectionKey, Pattern};
 use txflow::sinks::state::postgres::{Fault, PgOptions, PgStore};
@@ -494,6 +498,7 @@ fn scenario_on_sqlite() {
     scenario(&main, &other);
 }
 
+#[cfg(feature = "test-services")]
 #[test]
 fn scenario_on_postgres() {
     bounded(Duration::from_secs(120), || {
@@ -502,6 +507,7 @@ fn scenario_on_postgres() {
     });
 }
 
+#[cfg(feature = "test-services")]
 #[test]
 fn sqlite_and_postgres_give_identical_results() {
     bounded(Duration::from_secs(120), || {
@@ -583,6 +589,7 @@ fn sqlite_store_of_an_earlier_version_is_migrated_and_refused() {
     legacy_store_is_migrated_and_refused(&mut s);
 }
 
+#[cfg(feature = "test-services")]
 #[test]
 fn postgres_store_of_an_earlier_version_is_migrated_and_refused() {
     bounded(Duration::from_secs(60), || {
@@ -620,18 +627,15 @@ fn sqlite_lock_excludes_other_processes() {
         .args([&lock, "sleep", "30"])
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let refused = loop {
+    let refused = poll(Duration::from_secs(10), || {
         let mut s = SqliteStore::open(path.to_str().unwrap()).unwrap();
         match s.begin_run(&live_run()) {
-            Err(StateError::Locked { detail }) => break detail,
-            Ok(_) if Instant::now() < deadline => {
-                drop(s); // the holder has not started yet
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            Err(StateError::Locked { detail }) => Some(detail),
+            Ok(_) => None, // the holder has not started yet
             other => panic!("expected Locked, got {other:?}"),
         }
-    };
+    });
+    let refused = refused.expect("expected Locked, the holder never took the lock");
     let holder_pid = holder.id();
     let _ = holder.kill();
     let _ = holder.wait();
@@ -905,6 +909,7 @@ fn variants_on_sqlite() {
     variant_scenario(&main);
 }
 
+#[cfg(feature = "test-services")]
 #[test]
 fn variants_on_postgres() {
     bounded(Duration::from_secs(120), || {
@@ -913,6 +918,7 @@ fn variants_on_postgres() {
     });
 }
 
+#[cfg(feature = "test-services")]
 #[test]
 fn sqlite_and_postgres_keep_identical_variant_ledgers() {
     bounded(Duration::from_secs(120), || {
@@ -999,6 +1005,7 @@ fn sqlite_variants_follow_the_first_committed_epoch() {
     variants_follow_the_first_committed_epoch(&main, &other);
 }
 
+#[cfg(feature = "test-services")]
 #[test]
 fn postgres_variants_follow_the_first_committed_epoch() {
     bounded(Duration::from_secs(120), || {
@@ -1080,6 +1087,7 @@ fn sqlite_failed_commit_leaves_nothing() {
     failed_commit_leaves_nothing(&main);
 }
 
+#[cfg(feature = "test-services")]
 #[test]
 fn postgres_failed_commit_leaves_nothing() {
     bounded(Duration::from_secs(60), || {
@@ -1184,6 +1192,7 @@ fn sqlite_store_of_version_2_is_migrated() {
     assert_eq!(versions, vec![1, 2, 3, 4]);
 }
 
+#[cfg(feature = "test-services")]
 #[test]
 fn postgres_store_of_version_2_is_migrated() {
     bounded(Duration::from_secs(60), || {
@@ -1287,6 +1296,7 @@ fn commit_through_fault(db: &str, fault: Fault) -> (String, PgStore, i32) {
 
 /// A COMMIT whose answer is lost (the connection dies right after it was applied) is found
 /// committed by re-reading the progress row after reconnecting: not applied twice.
+#[cfg(feature = "test-services")]
 #[test]
 fn postgres_lost_commit_answer_is_resolved_by_the_progress_row() {
     bounded(Duration::from_secs(60), || {
@@ -1304,6 +1314,7 @@ fn postgres_lost_commit_answer_is_resolved_by_the_progress_row() {
 
 /// A connection lost while COMMIT was on its way, the server never got it: in doubt, the
 /// progress row is absent after reconnecting, so the whole transaction is retried.
+#[cfg(feature = "test-services")]
 #[test]
 fn postgres_lost_commit_that_rolled_back_is_retried() {
     bounded(Duration::from_secs(60), || {
@@ -1325,6 +1336,7 @@ fn state_retries_counted() -> u64 {
 
 /// A connection lost inside the transaction, before COMMIT: rolled back, retried once (and
 /// counted by the retry metric).
+#[cfg(feature = "test-services")]
 #[test]
 fn postgres_connection_lost_before_commit_is_retried() {
     bounded(Duration::from_secs(60), || {
@@ -1336,6 +1348,7 @@ fn postgres_connection_lost_before_commit_is_retried() {
 
 /// A store opened read-only (`txflow-report`) reads PostgreSQL in read-only sessions, also
 /// after its session was killed and it reconnected, and never begins a run.
+#[cfg(feature = "test-services")]
 #[test]
 fn postgres_read_only_store_reads_in_read_only_sessions() {
     bounded(Duration::from_secs(60), || {
@@ -1373,6 +1386,7 @@ fn postgres_read_only_store_reads_in_read_only_sessions() {
 }
 
 /// Every method survives its session being killed between calls.
+#[cfg(feature = "test-services")]
 #[test]
 fn postgres_methods_reconnect_after_session_killed() {
     bounded(Duration::from_secs(60), || {
@@ -1447,6 +1461,7 @@ fn postgres_methods_reconnect_after_session_killed() {
 
 /// The lease lost while disconnected (another writer took it) is not silently shared:
 /// the old writer gets `Locked`, not a second writer's access.
+#[cfg(feature = "test-services")]
 #[test]
 fn postgres_lease_taken_over_while_disconnected_is_locked() {
     bounded(Duration::from_secs(60), || {
@@ -1461,16 +1476,14 @@ fn postgres_lease_taken_over_while_disconnected_is_locked() {
             .unwrap();
         // The backend is gone once its lock is free: take it with a second writer.
         let mut second = pg_store(&url, Duration::from_secs(20));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+        let taken = poll(Duration::from_secs(10), || {
             match second.begin_run(&live_run()) {
-                Ok(_) => break,
-                Err(StateError::Locked { .. }) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
+                Ok(_) => Some(()),
+                Err(StateError::Locked { .. }) => None,
                 other => panic!("second writer: {other:?}"),
             }
-        }
+        });
+        assert!(taken.is_some(), "second writer: still locked after 10 s");
         let started = Instant::now();
         match first.commit_epoch(&epoch_commit(1, 2, 2, 2)) {
             Err(StateError::Locked { detail }) => assert!(detail.contains("pid"), "{detail}"),
@@ -1483,6 +1496,7 @@ fn postgres_lease_taken_over_while_disconnected_is_locked() {
 
 /// The server restarts in the middle of a run: the next commit waits for it, reconnects,
 /// re-takes the lease and commits exactly once.
+#[cfg(feature = "test-services")]
 #[test]
 fn postgres_commit_survives_server_restart() {
     bounded(Duration::from_secs(120), || {
@@ -1519,6 +1533,7 @@ fn postgres_commit_survives_server_restart() {
 
 /// A server that stays down: `Unavailable` once `reconnect_timeout` is spent, both for a
 /// running store and for a new connection; the store works again once the server is back.
+#[cfg(feature = "test-services")]
 #[test]
 fn postgres_unavailable_after_reconnect_timeout() {
     bounded(Duration::from_secs(120), || {
@@ -1592,6 +1607,7 @@ fn pg_store_with(url: &str, statement_timeout: Duration, reconnect_timeout: Dura
 /// reconnect bound, the commit goes through on a new session, exactly once; frozen for good,
 /// the store gives up with `Unavailable` after the statement timeout plus the reconnect
 /// timeout; thawed, it works again.
+#[cfg(feature = "test-services")]
 #[test]
 fn postgres_frozen_server_is_given_up_after_the_statement_timeout() {
     bounded(Duration::from_secs(90), || {
@@ -1710,6 +1726,7 @@ fn pump(
 /// A COMMIT whose answer never comes is given up after the statement timeout and is in
 /// doubt: once reconnected (and the silent session ended), the progress row shows it was
 /// applied, so it is not applied again.
+#[cfg(feature = "test-services")]
 #[test]
 fn postgres_commit_without_an_answer_is_settled_by_the_progress_row() {
     bounded(Duration::from_secs(60), || {
@@ -1738,6 +1755,7 @@ fn postgres_commit_without_an_answer_is_settled_by_the_progress_row() {
 }
 
 /// `sslmode=require` against a server without TLS: a clear error at once, no retrying.
+#[cfg(feature = "test-services")]
 #[test]
 fn postgres_require_tls_without_server_tls_is_a_clear_error() {
     bounded(Duration::from_secs(60), || {
@@ -1761,6 +1779,7 @@ fn postgres_require_tls_without_server_tls_is_a_clear_error() {
 /// TLS against a server with a private CA (made with openssl(1), which the test script installs):
 /// trusted through `ca_file` or libpq's `sslrootcert=`; refused at once with the default
 /// roots.
+#[cfg(feature = "test-services")]
 #[test]
 fn postgres_tls_with_private_ca() {
     assert!(

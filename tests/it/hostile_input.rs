@@ -3,13 +3,14 @@
 //! characters in names. Each test builds its source itself, so it knows which records exist
 //! and which are bad, and checks X's chunks and Y's epochs, rejects and stores against that.
 
-mod common;
+use crate::common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use common::paths::s;
 use common::process::{ChildGuard, Finished};
 use txflow::sinks::state::StateConfig;
 use txflow::sinks::state::{self, EpochRow, LedgerRow};
@@ -145,10 +146,6 @@ impl Run {
             .map(|r| (r[2].clone(), r[3].clone()))
             .collect()
     }
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().unwrap()
 }
 
 fn run(bin: &str, args: &[&str]) -> Finished {
@@ -329,6 +326,7 @@ fn control_characters_in_names_never_reach_sqlite() {
     control_characters_rejected(&format!("sqlite://{}", tmp.path().join("s.db").display()));
 }
 
+#[cfg(feature = "test-services")]
 #[test]
 fn control_characters_in_names_never_reach_postgres() {
     control_characters_rejected(&common::pg::fresh_database_url("hostile_nul"));

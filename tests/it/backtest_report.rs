@@ -7,7 +7,7 @@
 //! test computes from the rows with plain loops; the samples must be the first ten added and
 //! removed detections in ledger order; names holding markup stay text.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;

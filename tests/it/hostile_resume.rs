@@ -25,7 +25,7 @@
 // Signalling child processes needs libc::kill.
 #![allow(unsafe_code)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -33,7 +33,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+use common::outputs::files_under;
+use common::paths::{free_port, s};
 use common::process::Finished;
+use common::wait::poll;
 use txflow::mechanism_x::{self, XOptions};
 use txflow::sinks::state::StateConfig;
 use txflow::sinks::state::{self, EpochRow, LedgerRow};
@@ -143,10 +146,6 @@ impl World {
     }
 }
 
-fn s(path: &Path) -> &str {
-    path.to_str().expect("temp paths are UTF-8")
-}
-
 fn sqlite_url(path: &Path) -> String {
     format!("sqlite://{}", path.display())
 }
@@ -202,19 +201,13 @@ impl Running {
 
     /// Waits for the exit; kills and panics after `limit`.
     fn wait(mut self, limit: Duration) -> Finished {
-        let deadline = Instant::now() + limit;
-        let status = loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let (out, err) = self.output();
-                panic!(
-                    "{} did not finish within {limit:?}:\n{out}\n{err}",
-                    self.name
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        let status = poll(limit, || self.child.as_mut().unwrap().try_wait().unwrap());
+        let Some(status) = status else {
+            let (out, err) = self.output();
+            panic!(
+                "{} did not finish within {limit:?}:\n{out}\n{err}",
+                self.name
+            );
         };
         self.child = None;
         let (stdout, stderr) = self.output();
@@ -227,8 +220,7 @@ impl Running {
 
     /// Waits until the state store holds `n` epochs (Y keeps running).
     fn wait_for_epochs(&mut self, url: &str, n: usize) {
-        let deadline = Instant::now() + LIMIT;
-        loop {
+        let committed = poll(LIMIT, || {
             if !self.is_running() {
                 let (out, err) = self.output();
                 panic!(
@@ -236,16 +228,13 @@ impl Running {
                     self.name
                 );
             }
-            if committed_epochs(url) >= n {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: {n} epochs not committed within {LIMIT:?}",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            (committed_epochs(url) >= n).then_some(())
+        });
+        assert!(
+            committed.is_some(),
+            "{}: {n} epochs not committed within {LIMIT:?}",
+            self.name
+        );
     }
 }
 
@@ -308,24 +297,14 @@ fn committed_epochs(url: &str) -> usize {
 
 /// Every file under `dir` (relative path → bytes and modification time).
 fn files(dir: &Path) -> BTreeMap<String, (Vec<u8>, SystemTime)> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (Vec<u8>, SystemTime)>) {
-        let Ok(entries) = fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else {
-                let rel = path.strip_prefix(root).unwrap().display().to_string();
-                let modified = fs::metadata(&path).unwrap().modified().unwrap();
-                out.insert(rel, (fs::read(&path).unwrap(), modified));
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
+    files_under(dir)
+        .into_iter()
+        .map(|path| {
+            let rel = path.strip_prefix(dir).unwrap().display().to_string();
+            let modified = fs::metadata(&path).unwrap().modified().unwrap();
+            (rel, (fs::read(&path).unwrap(), modified))
+        })
+        .collect()
 }
 
 /// File names and bytes (times aside).
@@ -741,11 +720,7 @@ fn postgres_refusing_connections_at_start_fails_within_the_timeout() {
     let w = World::new();
     w.land(1, Some(1));
     // A port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let url = format!("postgres://txflow:secret@127.0.0.1:{port}/txflow");
     postgres_unreachable_at_start(&w, "refused", &url, &format!("127.0.0.1:{port}"));
 }

@@ -33,6 +33,8 @@ use std::sync::mpsc;
 use std::sync::{Mutex, Once, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::paths::free_port;
+
 /// The environment variable naming an already running server.
 pub const URL_ENV: &str = "TXFLOW_TEST_PG_URL";
 
@@ -510,13 +512,6 @@ fn server_user() -> Option<(u32, u32)> {
         );
         Some(((*pw).pw_uid, (*pw).pw_gid))
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("find a free port")
 }
 
 fn unique_db_name(hint: &str) -> String {

@@ -10,7 +10,7 @@
 //!
 //! `TXFLOW_VARIANT_SEEDS=N` sets the number of streams (default 8); workers alternate 1 and 3.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -18,14 +18,17 @@
 //!
 //! Data: `txgen --rows 3000` cut by mechanism-x into 100-record chunks (30 chunks).
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::outputs::files_under;
+use common::paths::s;
 use common::process::{ChildGuard, Finished};
+use common::wait::wait_until;
 use txflow::mechanism_y::{MAX_PROCESSES, MAX_TOTAL_WORKERS, MAX_WORKERS};
 
 const Y: &str = env!("CARGO_BIN_EXE_mechanism-y");
@@ -39,10 +42,6 @@ const PROMPT: Duration = Duration::from_secs(10);
 // ------------------------------------------------------------------------------------------
 // Helpers
 // ------------------------------------------------------------------------------------------
-
-fn s(path: &Path) -> &str {
-    path.to_str().expect("temp paths are UTF-8")
-}
 
 /// Runs `bin args` with logging at `rust_log`, bounded by [`TIMEOUT`]; also returns how long
 /// it took.
@@ -64,21 +63,16 @@ fn run(bin: &str, args: &[&str]) -> (Finished, Duration) {
 
 /// Every `.tmp-*` file under `dir`, as paths relative to it.
 fn temporaries(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.map(Result::unwrap) {
-            let path = entry.path();
-            if entry.file_type().unwrap().is_dir() {
-                stack.push(path);
-            } else if entry.file_name().to_string_lossy().starts_with(".tmp-") {
-                out.push(path.strip_prefix(dir).unwrap().display().to_string());
-            }
-        }
-    }
+    let mut out: Vec<String> = files_under(dir)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".tmp-")
+        })
+        .map(|p| p.strip_prefix(dir).unwrap().display().to_string())
+        .collect();
     out.sort();
     out
 }
@@ -608,14 +602,6 @@ impl Drop for Proc {
     }
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + TIMEOUT;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The count N in the start-up clean-up's log line "removed N temporary file(s) left in
 /// ..." (0 when not logged).
 fn logged_removed(stderr: &str) -> usize {
@@ -639,7 +625,7 @@ fn y_restart_after_sigkill_removes_the_dead_runs_temporaries() {
     let state = d.state("state.db");
     let args = d.y_args(&output, &state, &[]);
     let mut first = Proc::spawn(Y, &strs(&args), &d.root, "y1");
-    wait_until("10 epochs committed", || {
+    wait_until("10 epochs committed", TIMEOUT, || {
         first.stderr_text().matches("epoch committed").count() >= 10
     });
     let killed = first.child.id();

@@ -4,13 +4,14 @@
 //! `txflow-report` reads a store without ever writing it: a foreign SQLite file is refused
 //! unchanged, a store in a read-only directory is read, a newer schema refused.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::paths::s;
 use common::process::{ChildGuard, Finished};
 use common::reference;
 
@@ -41,10 +42,6 @@ fn run_with_log(bin: &str, args: &[&str], rust_log: &str) -> Finished {
 /// Runs with logging off, so that stderr holds only what `main` prints.
 fn run(bin: &str, args: &[&str]) -> Finished {
     run_with_log(bin, args, "off")
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().expect("temp paths are UTF-8")
 }
 
 /// A small valid setup: a landing directory with one good chunk and `_COMPLETE`, an

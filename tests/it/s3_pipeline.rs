@@ -11,11 +11,11 @@
 //! implementation (`common::reference`). Every S3 run must equal it, times aside.
 //!
 //! `live_latency_over_s3` is a measurement, run by hand in release mode:
-//! `cargo test --release --test s3_pipeline -- --ignored --nocapture live_latency`
+//! `cargo test --release --test it --features test-services -- --ignored --nocapture live_latency`
 //! (`TXFLOW_LATENCY_CHUNKS`, `TXFLOW_LATENCY_INTERVAL_MS`, `TXFLOW_LATENCY_POLL_MS` override
 //! its defaults: 20 chunks of 10,000 rows, one a second, polls of 200 and 20 ms).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,10 +24,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use common::outputs::named_tree;
 use common::outputs::{timeless_ledger, TimelessLedgerRow};
 use common::process::ChildGuard;
 use common::s3::{Fault, FaultyProxy, S3Server, ACCESS_KEY, SECRET_KEY};
 use common::streams::{chunk_mtime_ms, format_ist, unix_ms};
+use common::wait::wait_until;
 use txflow::mechanism_x::{self, XOptions, XSummary};
 use txflow::mechanism_y::{self, Mode, ReplayRange, RunSummary, YOptions};
 use txflow::model::{Fraction, Thresholds};
@@ -249,25 +251,6 @@ fn sqlite(path: &Path) -> String {
     format!("sqlite://{}", path.display())
 }
 
-/// Every file under `dir`, by relative path with '/' separators. For an s3s-fs bucket
-/// directory these are exactly the objects (its metadata lives outside the bucket).
-fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else {
-                let key = path.strip_prefix(root).unwrap().to_string_lossy();
-                out.insert(key.replace('\\', "/"), std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
-
 /// Reads the state store and the output tree (a local directory, or the s3s-fs directory of
 /// an output bucket/prefix) of a finished run, and checks the detection files against the
 /// ledger, times included.
@@ -279,7 +262,7 @@ fn observe(state: &Path, output_dir: &Path) -> Observed {
         .unwrap();
     let counts = store.merchant_counts().unwrap();
     let epochs = store.epoch_rows().unwrap();
-    let raw = tree(output_dir);
+    let raw = named_tree(output_dir);
 
     let mut files = BTreeMap::new();
     let mut rows_in_files = Vec::new();
@@ -525,25 +508,15 @@ fn live_y_while_x<T: Send>(
 ) -> (RunSummary, T) {
     let (y, x) = std::thread::scope(|s| {
         let y = s.spawn(|| try_run_y(opts));
-        wait_for_file(state, Duration::from_secs(60));
+        wait_until("the state store", Duration::from_secs(60), || {
+            state.exists()
+        });
         let x = s.spawn(x);
         (y.join().unwrap(), x.join().unwrap())
     });
     let y = y.unwrap_or_else(|e| panic!("mechanism Y failed: {e:#}"));
     let x = x.unwrap_or_else(|e| panic!("mechanism X failed: {e:#}"));
     (y, x)
-}
-
-fn wait_for_file(path: &Path, limit: Duration) {
-    let started = Instant::now();
-    while !path.exists() {
-        assert!(
-            started.elapsed() < limit,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// The file's modification time in milliseconds since the Unix epoch.
@@ -604,7 +577,10 @@ fn x_then_live_y_over_s3_equals_the_local_backtest() {
         (x.chunks_total, x.chunks_written, x.complete),
         (CHUNKS, CHUNKS, true)
     );
-    assert_landing(&tree(&server.root().join("landing/feed")), "X into S3");
+    assert_landing(
+        &named_tree(&server.root().join("landing/feed")),
+        "X into S3",
+    );
 
     let state = work.path().join("state.db");
     let opts = y_options(
@@ -647,7 +623,7 @@ fn concurrent_x_and_live_y_over_s3() {
     let (summary, x) = live_y_while_x(&opts, &state, move || Ok(mechanism_x::run(&xo)?));
     assert!(x.complete && summary.finished);
     assert_eq!(summary.epochs_committed, CHUNKS);
-    assert_landing(&tree(&server.root().join("landing/feed")), "X");
+    assert_landing(&named_tree(&server.root().join("landing/feed")), "X");
     let got = observe(&state, &server.root().join("output/live"));
     assert_eq!(got.outcome, data.expected);
     check_live_times(&got);
@@ -676,7 +652,7 @@ fn restarted_x_writes_the_same_objects_as_an_uninterrupted_one() {
     first.max_chunks = Some(5);
     let partial = mechanism_x::run(&first).unwrap();
     assert_eq!((partial.chunks_written, partial.complete), (5, false));
-    assert_eq!(tree(&server.root().join("landing/restart")).len(), 5);
+    assert_eq!(named_tree(&server.root().join("landing/restart")).len(), 5);
 
     // A different chunk size against the partial prefix is refused, and writes nothing.
     let mut other_size = x_options("s3://landing/restart", server.options());
@@ -688,7 +664,7 @@ fn restarted_x_writes_the_same_objects_as_an_uninterrupted_one() {
             && err.contains("--chunk-rows"),
         "unclear refusal: {err}"
     );
-    assert_eq!(tree(&server.root().join("landing/restart")).len(), 5);
+    assert_eq!(named_tree(&server.root().join("landing/restart")).len(), 5);
 
     let resumed: XSummary =
         mechanism_x::run(&x_options("s3://landing/restart", server.options())).unwrap();
@@ -700,15 +676,18 @@ fn restarted_x_writes_the_same_objects_as_an_uninterrupted_one() {
         ),
         (5, CHUNKS - 5, true)
     );
-    let restarted = tree(&server.root().join("landing/restart"));
-    assert_eq!(restarted, tree(&server.root().join("other/straight")));
+    let restarted = named_tree(&server.root().join("landing/restart"));
+    assert_eq!(restarted, named_tree(&server.root().join("other/straight")));
     assert_landing(&restarted, "restarted X");
 
     // Once complete, X is a no-op; a different chunk size is still refused.
     let again = mechanism_x::run(&x_options("s3://landing/restart", server.options())).unwrap();
     assert_eq!((again.chunks_written, again.complete), (0, true));
     assert!(mechanism_x::run(&other_size).is_err());
-    assert_eq!(tree(&server.root().join("landing/restart")), restarted);
+    assert_eq!(
+        named_tree(&server.root().join("landing/restart")),
+        restarted
+    );
 }
 
 // ------------------------------------------------------------------------------------------
@@ -755,7 +734,7 @@ fn pipeline_through_faulty_proxies_gives_the_fault_free_output() {
         assert!(proxy.faults() >= 3, "{name}: too few faults injected");
     }
     assert_landing(
-        &tree(&server.root().join("landing/feed")),
+        &named_tree(&server.root().join("landing/feed")),
         "X through faults",
     );
     let got = observe(&state, &server.root().join("output/faulty"));
@@ -900,8 +879,8 @@ fn missing_bucket_and_bad_credentials_fail_clearly_from_the_binaries() {
         ],
     );
     // Nothing was written anywhere.
-    assert!(tree(&server.root().join("landing")).is_empty());
-    assert!(tree(&server.root().join("output")).is_empty());
+    assert!(named_tree(&server.root().join("landing")).is_empty());
+    assert!(named_tree(&server.root().join("output")).is_empty());
 }
 
 // ------------------------------------------------------------------------------------------
@@ -998,7 +977,7 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
 }
 
 #[test]
-#[ignore = "a measurement: cargo test --release --test s3_pipeline -- --ignored --nocapture live_latency"]
+#[ignore = "a measurement: cargo test --release --test it --features test-services -- --ignored --nocapture live_latency"]
 fn live_latency_over_s3() {
     let chunks = env_u64("TXFLOW_LATENCY_CHUNKS", 20);
     let interval = Duration::from_millis(env_u64("TXFLOW_LATENCY_INTERVAL_MS", 1000));
@@ -1038,7 +1017,9 @@ fn live_latency_over_s3() {
         opts.poll_interval = Duration::from_millis(poll);
         let summary = std::thread::scope(|s| {
             let y = s.spawn(|| run_y(&opts));
-            wait_for_file(&state, Duration::from_secs(60));
+            wait_until("the state store", Duration::from_secs(60), || {
+                state.exists()
+            });
             let xo = XOptions {
                 source: gen.transactions_path.clone(),
                 landing: format!("s3://landing/{prefix}"),
@@ -1161,8 +1142,8 @@ fn backtest_with_variants_writes_the_same_objects_to_s3_as_locally() {
         };
         assert!(run_y(&opts).finished, "{output}");
     }
-    let in_s3 = tree(&server.root().join("output/variants"));
-    let local = tree(&local_out);
+    let in_s3 = named_tree(&server.root().join("output/variants"));
+    let local = named_tree(&local_out);
     assert_eq!(
         in_s3.keys().collect::<Vec<_>>(),
         local.keys().collect::<Vec<_>>()

@@ -4,7 +4,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::wait::poll;
 
 /// Kills (and reaps) the child when dropped, unless it has been waited for.
 pub struct ChildGuard {
@@ -40,17 +42,10 @@ impl ChildGuard {
         };
         let stdout = drain(Box::new(child.stdout.take().unwrap()));
         let stderr = drain(Box::new(child.stderr.take().unwrap()));
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let what = self.what.clone();
-                drop(self); // kills it
-                panic!("{what} did not finish within {timeout:?}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        let Some(status) = poll(timeout, || child.try_wait().unwrap()) else {
+            let what = self.what.clone();
+            drop(self); // kills it
+            panic!("{what} did not finish within {timeout:?}");
         };
         self.child = None;
         Finished {
@@ -173,19 +168,14 @@ impl YProc {
 
     /// Waits (bounded) for the exit status; panics on timeout (the guard then kills it).
     pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.try_status() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
+        let status = poll(timeout, || self.try_status());
+        status.unwrap_or_else(|| {
+            panic!(
                 "{} still running after {timeout:?}; stderr tail:\n{}",
                 self.name,
                 self.stderr_tail(15)
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            )
+        })
     }
 
     /// Waits for a successful exit.
