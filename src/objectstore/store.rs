@@ -1,6 +1,7 @@
 //! The [`ObjectStore`] trait, the seam every object moves through, and its object types.
 
 use crate::error::StoreError;
+use crate::objectstore::local::LocalStore;
 
 /// Metadata of a stored object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,24 +72,11 @@ pub trait ObjectStore: Send + Sync {
         false
     }
 
-    /// The local directory behind the store, if it is one (to tell a missing directory apart
-    /// from an empty one).
-    fn local_dir(&self) -> Option<&std::path::Path> {
+    /// The local directory store behind this seam, if it is one: the one route to what only
+    /// a directory has (its path, a write probe, removal of killed writers' temporary files;
+    /// see [`LocalStore`]). S3 has none of these: its start-up check is
+    /// [`check`](ObjectStore::check), and its writes leave nothing behind.
+    fn as_local(&self) -> Option<&LocalStore> {
         None
-    }
-
-    /// A start-up check of a store this process will write to: an error naming the location
-    /// and the cause when it cannot be written. A local directory is created when missing and
-    /// probed by creating and removing a small temporary file in it. S3 has no write probe
-    /// that leaves nothing behind: there [`check`](ObjectStore::check) (bucket, credentials)
-    /// is all, and a missing write permission shows at the first write.
-    fn check_writable(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    /// Removes the temporary files that writers killed mid-write left in the store (a local
-    /// directory: see [`local`]); returns how many. S3 writes leave none.
-    fn remove_stale_temporaries(&self) -> Result<usize, StoreError> {
-        Ok(0)
     }
 }
