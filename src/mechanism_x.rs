@@ -212,7 +212,7 @@ fn open_landing(options: &XOptions) -> Result<Arc<dyn ObjectStore>> {
     landing
         .check()
         .with_context(|| format!("checking the landing store {location}"))?;
-    if let Some(dir) = landing.as_local() {
+    if let Some(dir) = objectstore::as_local(landing.as_ref()) {
         dir.check_writable()
             .with_context(|| format!("the landing {location} is not writable"))?;
         dir.remove_stale_temporaries().with_context(|| {

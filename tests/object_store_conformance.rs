@@ -16,7 +16,7 @@ mod common;
 use common::s3::S3Server;
 use txflow::objectstore::local::LocalStore;
 use txflow::objectstore::s3::S3Store;
-use txflow::objectstore::{ObjectMeta, ObjectStore, PutOutcome};
+use txflow::objectstore::{as_local, ObjectMeta, ObjectStore, PutOutcome};
 
 /// Which store a check runs against, for the checks where they legitimately differ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -405,7 +405,7 @@ fn limit_and_pagination(store: &dyn ObjectStore, _: Kind) {
 
 fn temporaries_are_never_listed(store: &dyn ObjectStore, kind: Kind) {
     put_all(store, &["chunk-000001.csv", "rejects/chunk-000001.csv"]);
-    match (kind, store.as_local().map(LocalStore::dir)) {
+    match (kind, as_local(store).map(LocalStore::dir)) {
         (Kind::Local, Some(dir)) => {
             // What a writer killed mid-write leaves: a temporary file beside an object, in
             // the root and in a subdirectory.
@@ -464,7 +464,7 @@ fn temporaries_are_never_listed(store: &dyn ObjectStore, kind: Kind) {
         ]
     );
     // This process's own temporaries are not stale: none is removed.
-    if let Some(local) = store.as_local() {
+    if let Some(local) = as_local(store) {
         assert_eq!(local.remove_stale_temporaries().unwrap(), 0);
     }
 }
@@ -474,7 +474,7 @@ fn documented_differences(store: &dyn ObjectStore, kind: Kind) {
         Kind::Local => {
             // A directory: files written in place by other producers may be seen half-written.
             assert!(!store.atomic_puts());
-            let local = store.as_local().expect("a local store is one");
+            let local = as_local(store).expect("a local store is one");
             let dir = local.dir();
             assert_eq!(store.describe(), dir.display().to_string());
             store.check().unwrap();
@@ -483,7 +483,7 @@ fn documented_differences(store: &dyn ObjectStore, kind: Kind) {
         }
         Kind::S3 => {
             assert!(store.atomic_puts());
-            assert!(store.as_local().is_none());
+            assert!(as_local(store).is_none());
             assert_eq!(store.describe(), "s3://conformance/run/landing");
             store.check().unwrap();
         }

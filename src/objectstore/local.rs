@@ -231,10 +231,6 @@ impl ObjectStore for LocalStore {
         false
     }
 
-    fn as_local(&self) -> Option<&LocalStore> {
-        Some(self)
-    }
-
     fn get(&self, key: &str) -> Result<Option<Object>, StoreError> {
         let path = self.path(key);
         let body = match fs::read(&path) {

@@ -1,7 +1,6 @@
 //! The [`ObjectStore`] trait, the seam every object moves through, and its object types.
 
 use crate::error::StoreError;
-use crate::objectstore::local::LocalStore;
 
 /// Metadata of a stored object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,7 +29,10 @@ pub enum PutOutcome {
 /// A flat key/value object store. Objects written through it are atomic (a reader sees
 /// either no object or the whole of it); objects written by other producers are atomic only
 /// where [`ObjectStore::atomic_puts`] says so.
-pub trait ObjectStore: Send + Sync {
+///
+/// What only a local directory has (its path, a write probe, removal of killed writers'
+/// temporary files) is no part of it: see [`as_local`](crate::objectstore::as_local).
+pub trait ObjectStore: std::any::Any + Send + Sync {
     /// Human-readable root, e.g. `/data/landing` or `s3://bucket/prefix`. Never contains secrets.
     fn describe(&self) -> String;
 
@@ -70,13 +72,5 @@ pub trait ObjectStore: Send + Sync {
     /// producer may write a file in place, and a reader can then see it half-written.
     fn atomic_puts(&self) -> bool {
         false
-    }
-
-    /// The local directory store behind this seam, if it is one: the one route to what only
-    /// a directory has (its path, a write probe, removal of killed writers' temporary files;
-    /// see [`LocalStore`]). S3 has none of these: its start-up check is
-    /// [`check`](ObjectStore::check), and its writes leave nothing behind.
-    fn as_local(&self) -> Option<&LocalStore> {
-        None
     }
 }

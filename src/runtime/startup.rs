@@ -97,7 +97,7 @@ pub fn open_writer(options: &YOptions, inputs: &RunInputs) -> Result<EpochWriter
     output
         .check()
         .with_context(|| format!("checking the output store {shown}"))?;
-    if let Some(dir) = output.as_local() {
+    if let Some(dir) = objectstore::as_local(output.as_ref()) {
         dir.check_writable()
             .with_context(|| format!("the output {shown} is not writable"))?;
         dir.remove_stale_temporaries()
