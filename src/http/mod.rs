@@ -285,6 +285,7 @@ async fn serve(stream: TcpStream, telemetry: Arc<Telemetry>, ticket: Arc<Ticket>
         .half_close(true)
         .title_case_headers(true)
         .max_header_size(MAX_HEAD)
+        // (hyper's buffer holds at least 8 KiB.)
         .max_buf_size(MAX_HEAD.max(8 * 1024))
         // The head's deadline is kept below (it answers 408, which hyper's does not).
         .header_read_timeout(None)
