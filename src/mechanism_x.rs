@@ -212,12 +212,13 @@ fn open_landing(options: &XOptions) -> Result<Arc<dyn ObjectStore>> {
     landing
         .check()
         .with_context(|| format!("checking the landing store {location}"))?;
-    landing
-        .check_writable()
-        .with_context(|| format!("the landing {location} is not writable"))?;
-    landing
-        .remove_stale_temporaries()
-        .with_context(|| format!("removing stale temporary files from the landing {location}"))?;
+    if let Some(dir) = objectstore::as_local(landing.as_ref()) {
+        dir.check_writable()
+            .with_context(|| format!("the landing {location} is not writable"))?;
+        dir.remove_stale_temporaries().with_context(|| {
+            format!("removing stale temporary files from the landing {location}")
+        })?;
+    }
     Ok(landing)
 }
 

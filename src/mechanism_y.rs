@@ -195,8 +195,9 @@ fn open_checkpoints(options: &YOptions) -> Result<Option<CheckpointStore>> {
     let shown = redact::url(&location);
     let store = objectstore::open(&location, &options.s3)
         .with_context(|| format!("opening the checkpoint location {shown}"))?;
-    if options.timely.process == 0 {
-        store.remove_stale_temporaries().with_context(|| {
+    if let Some(dir) = objectstore::as_local(store.as_ref()).filter(|_| options.timely.process == 0)
+    {
+        dir.remove_stale_temporaries().with_context(|| {
             format!("removing stale temporary files from the checkpoint location {shown}")
         })?;
     }

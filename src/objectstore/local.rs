@@ -5,7 +5,7 @@
 //! An object is written, fsynced, to `.tmp-<name>-<pid>-<thread>` beside its final path, then
 //! renamed into place (`put`) or hard-linked there and removed (`put_if_absent`). Listings
 //! skip `.tmp-` names, in every directory. A writer killed mid-write (SIGKILL, a crash) leaves
-//! its temporary file behind, so every writer calls [`ObjectStore::remove_stale_temporaries`] when it starts
+//! its temporary file behind, so every writer calls [`LocalStore::remove_stale_temporaries`] when it starts
 //! (mechanism-y on its output directory, mechanism-x on its landing directory): each `.tmp-*`
 //! file under the root, subdirectories included, whose writing process is gone is removed
 //! and the count logged. "Gone" means `kill(pid, 0)` fails with `ESRCH`, the pid being taken
@@ -33,7 +33,7 @@
 //! Directories are objects only through the files in them: an empty directory lists nothing.
 //! Unlike S3, a key cannot be both an object and a "directory" (`a` and `a/b`).
 //!
-//! [`ObjectStore::check_writable`] creates the root when missing and probes it by creating
+//! [`LocalStore::check_writable`] creates the root when missing and probes it by creating
 //! (and removing) a temporary file, so that an unwritable output fails at start, naming the
 //! directory and the OS error, rather than at the first epoch that writes a file.
 
@@ -58,6 +58,42 @@ pub struct LocalStore {
 impl LocalStore {
     pub fn new(root: PathBuf) -> LocalStore {
         LocalStore { root }
+    }
+
+    /// The directory (to tell a missing directory apart from an empty one).
+    pub fn dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// A start-up check of a directory this process will write to: created when missing,
+    /// then probed by creating and removing a small temporary file; an error naming the
+    /// directory and the cause when it cannot be written.
+    pub fn check_writable(&self) -> Result<(), StoreError> {
+        if fs::metadata(&self.root).is_ok_and(|md| !md.is_dir()) {
+            // create_dir_all would say only "File exists".
+            let e = std::io::Error::from_raw_os_error(libc::ENOTDIR);
+            return Err(Self::io("use as a directory", &self.root, e));
+        }
+        fs::create_dir_all(&self.root).map_err(|e| Self::io("create directory", &self.root, e))?;
+        let probe = self.root.join(temp_name(PROBE_NAME));
+        let written = fs::File::create(&probe).and_then(|mut f| f.write_all(b"probe\n"));
+        let removed = fs::remove_file(&probe);
+        written
+            .and(removed)
+            .map_err(|e| Self::io("write a file in directory", &self.root, e))
+    }
+
+    /// Removes the temporary files that writers killed mid-write left under the directory
+    /// (see the module's documentation); returns how many.
+    pub fn remove_stale_temporaries(&self) -> Result<usize, StoreError> {
+        let removed = remove_stale_temporaries(&self.root, std::process::id(), &process_is_gone)?;
+        if removed > 0 {
+            tracing::info!(
+                "removed {removed} temporary file(s) left in {} by writers that were killed",
+                self.root.display()
+            );
+        }
+        Ok(removed)
     }
 
     fn path(&self, key: &str) -> PathBuf {
@@ -193,36 +229,6 @@ impl ObjectStore for LocalStore {
 
     fn atomic_puts(&self) -> bool {
         false
-    }
-
-    fn local_dir(&self) -> Option<&Path> {
-        Some(&self.root)
-    }
-
-    fn check_writable(&self) -> Result<(), StoreError> {
-        if fs::metadata(&self.root).is_ok_and(|md| !md.is_dir()) {
-            // create_dir_all would say only "File exists".
-            let e = std::io::Error::from_raw_os_error(libc::ENOTDIR);
-            return Err(Self::io("use as a directory", &self.root, e));
-        }
-        fs::create_dir_all(&self.root).map_err(|e| Self::io("create directory", &self.root, e))?;
-        let probe = self.root.join(temp_name(PROBE_NAME));
-        let written = fs::File::create(&probe).and_then(|mut f| f.write_all(b"probe\n"));
-        let removed = fs::remove_file(&probe);
-        written
-            .and(removed)
-            .map_err(|e| Self::io("write a file in directory", &self.root, e))
-    }
-
-    fn remove_stale_temporaries(&self) -> Result<usize, StoreError> {
-        let removed = remove_stale_temporaries(&self.root, std::process::id(), &process_is_gone)?;
-        if removed > 0 {
-            tracing::info!(
-                "removed {removed} temporary file(s) left in {} by writers that were killed",
-                self.root.display()
-            );
-        }
-        Ok(removed)
     }
 
     fn get(&self, key: &str) -> Result<Option<Object>, StoreError> {

@@ -160,6 +160,14 @@ pub fn open_location(
     }
 }
 
+/// The local directory store behind `store`, if it is one: the one route to what only a
+/// directory has (its path, a write probe, removal of killed writers' temporary files; see
+/// [`local::LocalStore`]). S3 has none of these: its start-up check is
+/// [`ObjectStore::check`], and its writes leave nothing behind.
+pub fn as_local(store: &dyn ObjectStore) -> Option<&local::LocalStore> {
+    (store as &dyn std::any::Any).downcast_ref()
+}
+
 /// Reads a single object named by a location (`s3://bucket/key` or a file path), refusing
 /// one larger than `limit` bytes; a local path must name a regular file (see [`file`]).
 pub fn read_object(location: &str, s3: &S3Options, limit: u64) -> Result<Object, Error> {

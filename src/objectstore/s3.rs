@@ -444,22 +444,28 @@ impl S3Store {
                 }
                 Err(Failure::Transient(message)) => {
                     let delay = self.tuning.delay_after(n);
-                    crate::telemetry::retries::s3_retry(op.name());
-                    tracing::warn!(
-                        op = op.name(),
-                        bucket = %self.bucket,
-                        key = %key,
-                        attempt = n,
-                        max_attempts,
-                        retry_in_ms = delay.as_millis() as u64,
-                        error = %message,
-                        "S3 request failed; retrying"
-                    );
+                    self.retrying(op, key, n, &message, delay);
                     tokio::time::sleep(delay).await;
                     n += 1;
                 }
             }
         }
+    }
+
+    /// The one place a retry is reported (counted and logged): attempt `n` of `op` on `key`
+    /// failed transiently with `message`; the next one follows after `delay`.
+    fn retrying(&self, op: Op, key: &str, n: u32, message: &str, delay: Duration) {
+        crate::telemetry::retries::s3_retry(op.name());
+        tracing::warn!(
+            op = op.name(),
+            bucket = %self.bucket,
+            key = %key,
+            attempt = n,
+            max_attempts = self.tuning.max_attempts.max(1),
+            retry_in_ms = delay.as_millis() as u64,
+            error = %message,
+            "S3 request failed; retrying"
+        );
     }
 
     /// Classifies an SDK error of `op`; see the module documentation.

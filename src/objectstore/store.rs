@@ -29,7 +29,10 @@ pub enum PutOutcome {
 /// A flat key/value object store. Objects written through it are atomic (a reader sees
 /// either no object or the whole of it); objects written by other producers are atomic only
 /// where [`ObjectStore::atomic_puts`] says so.
-pub trait ObjectStore: Send + Sync {
+///
+/// What only a local directory has (its path, a write probe, removal of killed writers'
+/// temporary files) is no part of it: see [`as_local`](crate::objectstore::as_local).
+pub trait ObjectStore: std::any::Any + Send + Sync {
     /// Human-readable root, e.g. `/data/landing` or `s3://bucket/prefix`. Never contains secrets.
     fn describe(&self) -> String;
 
@@ -69,26 +72,5 @@ pub trait ObjectStore: Send + Sync {
     /// producer may write a file in place, and a reader can then see it half-written.
     fn atomic_puts(&self) -> bool {
         false
-    }
-
-    /// The local directory behind the store, if it is one (to tell a missing directory apart
-    /// from an empty one).
-    fn local_dir(&self) -> Option<&std::path::Path> {
-        None
-    }
-
-    /// A start-up check of a store this process will write to: an error naming the location
-    /// and the cause when it cannot be written. A local directory is created when missing and
-    /// probed by creating and removing a small temporary file in it. S3 has no write probe
-    /// that leaves nothing behind: there [`check`](ObjectStore::check) (bucket, credentials)
-    /// is all, and a missing write permission shows at the first write.
-    fn check_writable(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    /// Removes the temporary files that writers killed mid-write left in the store (a local
-    /// directory: see [`local`]); returns how many. S3 writes leave none.
-    fn remove_stale_temporaries(&self) -> Result<usize, StoreError> {
-        Ok(0)
     }
 }

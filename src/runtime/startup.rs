@@ -97,12 +97,12 @@ pub fn open_writer(options: &YOptions, inputs: &RunInputs) -> Result<EpochWriter
     output
         .check()
         .with_context(|| format!("checking the output store {shown}"))?;
-    output
-        .check_writable()
-        .with_context(|| format!("the output {shown} is not writable"))?;
-    output
-        .remove_stale_temporaries()
-        .with_context(|| format!("removing stale temporary files from the output {shown}"))?;
+    if let Some(dir) = objectstore::as_local(output.as_ref()) {
+        dir.check_writable()
+            .with_context(|| format!("the output {shown} is not writable"))?;
+        dir.remove_stale_temporaries()
+            .with_context(|| format!("removing stale temporary files from the output {shown}"))?;
+    }
     let store = state::open(&options.state)
         .with_context(|| format!("opening the state store {}", options.state))?;
     let variants: Vec<VariantSpec> = options

@@ -375,8 +375,8 @@ fn why_missing(chunks: &[(u64, ObjectMeta)], missing: u64, complete: Option<u64>
 
 /// The store's local directory when it does not exist.
 fn missing_dir(store: &dyn ObjectStore) -> Option<PathBuf> {
-    store
-        .local_dir()
+    crate::objectstore::as_local(store)
+        .map(|local| local.dir())
         .filter(|dir| !dir.exists())
         .map(|dir| dir.to_path_buf())
 }

@@ -5,8 +5,8 @@
 //! The stores must agree on round trips, missing keys, overwrites, conditional creates and
 //! listings (every key under the prefix at any depth, ascending byte order, `start_after`
 //! exclusive, at most `limit`). Where they legitimately differ the check asserts each store's
-//! documented value: `atomic_puts` (S3 only), `local_dir` (local only), and the local store's
-//! temporary files (`.tmp-*`), which S3 has none of.
+//! documented value: `atomic_puts` (S3 only), `as_local` (the local store only, with its
+//! directory, write probe and temporary files (`.tmp-*`)), which S3 has none of.
 //!
 //! s3s-fs cannot store a key that is both an object and a "directory" (`a` and `a/b`), and
 //! neither can a directory: the key sets avoid that.
@@ -19,7 +19,7 @@ use crate::common;
 use common::s3::S3Server;
 use txflow::objectstore::local::LocalStore;
 use txflow::objectstore::s3::S3Store;
-use txflow::objectstore::{ObjectMeta, ObjectStore, PutOutcome};
+use txflow::objectstore::{as_local, ObjectMeta, ObjectStore, PutOutcome};
 
 /// Which store a check runs against, for the checks where they legitimately differ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -409,7 +409,7 @@ fn limit_and_pagination(store: &dyn ObjectStore, _: Kind) {
 
 fn temporaries_are_never_listed(store: &dyn ObjectStore, kind: Kind) {
     put_all(store, &["chunk-000001.csv", "rejects/chunk-000001.csv"]);
-    match (kind, store.local_dir()) {
+    match (kind, as_local(store).map(LocalStore::dir)) {
         (Kind::Local, Some(dir)) => {
             // What a writer killed mid-write leaves: a temporary file beside an object, in
             // the root and in a subdirectory.
@@ -443,7 +443,7 @@ fn temporaries_are_never_listed(store: &dyn ObjectStore, kind: Kind) {
                 ["chunk-000001.csv", "rejects/chunk-000001.csv"]
             );
         }
-        (kind, dir) => panic!("{kind:?} store with local_dir {dir:?}"),
+        (kind, dir) => panic!("{kind:?} store with local directory {dir:?}"),
     }
     // A conditional create and overwrites leave none behind either.
     store.put("chunk-000001.csv", b"again").unwrap();
@@ -467,7 +467,10 @@ fn temporaries_are_never_listed(store: &dyn ObjectStore, kind: Kind) {
             "rejects/chunk-000002.csv"
         ]
     );
-    assert_eq!(store.remove_stale_temporaries().unwrap(), 0);
+    // This process's own temporaries are not stale: none is removed.
+    if let Some(local) = as_local(store) {
+        assert_eq!(local.remove_stale_temporaries().unwrap(), 0);
+    }
 }
 
 fn documented_differences(store: &dyn ObjectStore, kind: Kind) {
@@ -475,18 +478,18 @@ fn documented_differences(store: &dyn ObjectStore, kind: Kind) {
         Kind::Local => {
             // A directory: files written in place by other producers may be seen half-written.
             assert!(!store.atomic_puts());
-            let dir = store.local_dir().expect("a local store has a directory");
+            let local = as_local(store).expect("a local store is one");
+            let dir = local.dir();
             assert_eq!(store.describe(), dir.display().to_string());
             store.check().unwrap();
-            store.check_writable().unwrap();
+            local.check_writable().unwrap();
             assert!(dir.is_dir(), "check_writable creates the root");
         }
         Kind::S3 => {
             assert!(store.atomic_puts());
-            assert!(store.local_dir().is_none());
+            assert!(as_local(store).is_none());
             assert_eq!(store.describe(), "s3://conformance/run/landing");
             store.check().unwrap();
-            store.check_writable().unwrap();
         }
     }
     // Either way nothing is listed that was not put.

@@ -3,6 +3,8 @@
 //!   store, and `/healthz`, `/readyz` answer as documented;
 //! - hostile clients during a backtest get their bounded answers, and the run's output and
 //!   tables are byte-identical to a run without the endpoint;
+//! - with a thousand idle connections and slow-loris clients open (past the connection cap,
+//!   too), every `/healthz` probe answers within 100 ms;
 //! - a cluster whose peer is frozen fails with the stall line within the stall timeout, and
 //!   a restart ends exactly as an uninterrupted run;
 //! - a secret planted in every form in the state URL, the S3 endpoint and an S3 location
@@ -633,9 +635,9 @@ fn hostile_requests(port: u16) {
     assert!(reply.head.contains("Connection: close"));
 }
 
-/// A byte-a-second client gets 408 after the request timeout; of 40 idle connections, those
-/// past the cap are closed at once and the others after the timeout; then the endpoint
-/// answers again.
+/// A byte-a-second client gets 408 after the request timeout; 40 idle connections are all
+/// held (far below the cap) while `/healthz` answers, then closed after the timeout with
+/// nothing sent.
 fn slow_and_idle_clients(port: u16) {
     let slow = std::thread::spawn(move || {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -665,25 +667,16 @@ fn slow_and_idle_clients(port: u16) {
     let idle: Vec<TcpStream> = (0..40)
         .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
         .collect();
-    // Those past the cap are closed at once; the others stay open (looked at without waiting).
     std::thread::sleep(Duration::from_millis(500));
-    let mut held = Vec::new();
-    for mut stream in idle {
-        stream.set_nonblocking(true).unwrap();
-        match stream.read(&mut [0u8; 16]) {
-            Ok(0) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => held.push(stream),
-            other => panic!("an idle connection got {other:?}"),
-        }
-    }
-    let closed_at_once = 40 - held.len();
-    assert!(
-        (8..=10).contains(&closed_at_once),
-        "{closed_at_once} of 40 idle connections closed at once (cap 32, the slow client holds one)"
+    let reply = get(port, "/healthz").expect("/healthz answers among idle clients");
+    assert_eq!((reply.status, reply.body.as_str()), (200, "ok\n"));
+    assert_eq!(
+        still_open(&idle),
+        40,
+        "idle connections are held until the timeout"
     );
-    // The others are closed after the request timeout (5 s), with nothing sent.
-    for mut stream in held {
-        stream.set_nonblocking(false).unwrap();
+    // They are closed after the request timeout (5 s), with nothing sent.
+    for mut stream in idle {
         stream
             .set_read_timeout(Some(Duration::from_secs(8)))
             .unwrap();
@@ -698,10 +691,188 @@ fn slow_and_idle_clients(port: u16) {
     let (status, waited) = slow.join().unwrap();
     assert_eq!(status, Some(408), "the slow client is cut off ({waited:?})");
     assert!(waited < Duration::from_secs(8), "{waited:?}");
-    // The last idle connections' slots are released just after they are closed.
-    wait_until("/healthz answering again", Duration::from_secs(2), || {
-        get(port, "/healthz").is_some_and(|r| r.status == 200)
-    });
+    let reply = get(port, "/healthz").expect("/healthz answers again");
+    assert_eq!(reply.status, 200);
+}
+
+/// How many of `streams` the server has not closed (looked at without waiting).
+fn still_open(streams: &[TcpStream]) -> usize {
+    streams.iter().filter(|s| is_open(s)).count()
+}
+
+fn is_open(mut stream: &TcpStream) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let open = match stream.read(&mut [0u8; 16]) {
+        Ok(0) => false,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+        other => panic!("an idle connection got {other:?}"),
+    };
+    stream.set_nonblocking(false).unwrap();
+    open
+}
+
+// ---------------------------------------------------------------------------------------------
+// Probes among a thousand idle and slow clients
+
+/// Idle connections held open against the endpoint.
+const IDLE: usize = 1_000;
+/// Slow-loris clients: each sends a byte of its request head every [`SLOW_EVERY`].
+const SLOW: usize = 20;
+const SLOW_EVERY: Duration = Duration::from_millis(300);
+/// The bound of one probe: a property of the endpoint (probes never queue behind other
+/// clients), not a speed figure.
+const PROBE_BOUND: Duration = Duration::from_millis(100);
+
+/// Raises the soft limit of open files to at least `needed` if the hard limit allows;
+/// returns the soft limit then in force.
+fn raise_fd_limit(needed: u64) -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read or write the struct given, which outlives
+    // the calls.
+    #[allow(unsafe_code)]
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        if limit.rlim_cur < needed {
+            limit.rlim_cur = needed.min(limit.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+        }
+    }
+    limit.rlim_cur
+}
+
+/// `count` slow-loris clients on `addr`, each sending its head a byte at a time until `stop`.
+fn slow_loris(
+    addr: std::net::SocketAddr,
+    count: usize,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..count)
+        .map(|_| {
+            let stop = stop.clone();
+            let mut stream = TcpStream::connect(addr).unwrap();
+            std::thread::spawn(move || {
+                for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n\r\n" {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst)
+                        || stream.write_all(&[*byte]).is_err()
+                    {
+                        return;
+                    }
+                    std::thread::sleep(SLOW_EVERY);
+                }
+            })
+        })
+        .collect()
+}
+
+/// Ten `/healthz` probes, 50 ms apart: each latency (connect to close).
+fn probe_healthz(port: u16) -> Vec<Duration> {
+    (0..10)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            let started = Instant::now();
+            let reply = get(port, "/healthz").expect("/healthz answers");
+            let took = started.elapsed();
+            assert_eq!((reply.status, reply.body.as_str()), (200, "ok\n"));
+            took
+        })
+        .collect()
+}
+
+fn assert_probes_bounded(what: &str, latencies: &[Duration]) {
+    eprintln!("[http] /healthz {what}: {latencies:?}");
+    for took in latencies {
+        assert!(
+            *took <= PROBE_BOUND,
+            "/healthz {what} took {took:?}: {latencies:?}"
+        );
+    }
+}
+
+/// With a thousand idle connections and slow-loris clients open, every `/healthz` probe
+/// answers within 100 ms; past the connection cap, the oldest clients still waiting for their
+/// head are closed to make room, and probes still answer.
+#[test]
+fn probes_answer_among_a_thousand_idle_and_slow_clients() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use txflow::http::{HttpServer, MAX_CONNECTIONS};
+    use txflow::telemetry::{RunInfo, Telemetry};
+
+    let extra = 200;
+    // Both ends of every connection are in this process; the endpoint uses at most a
+    // quarter of the limit.
+    let needed = 4 * (MAX_CONNECTIONS + extra) as u64 + 256;
+    let limit = raise_fd_limit(needed);
+    assert!(
+        limit >= needed,
+        "open-file limit {limit} < {needed} (ulimit -n)"
+    );
+    let run = RunInfo {
+        mode: "live",
+        landing: "landing".into(),
+        output: "out".into(),
+        state: "sqlite://state.db".into(),
+        range: None,
+        thresholds: serde_json::Value::Null,
+        workers: 1,
+        processes: 1,
+        process: 0,
+        started_at: "2024-01-01T00:00:00Z".into(),
+    };
+    let telemetry = Arc::new(Telemetry::new(run, 0));
+    let server = HttpServer::start("127.0.0.1:0".parse().unwrap(), telemetry).unwrap();
+    let addr = server.local_addr();
+    let opening = Instant::now();
+    let idle: Vec<TcpStream> = (0..IDLE)
+        .map(|_| TcpStream::connect(addr).unwrap())
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let slow = slow_loris(addr, SLOW, &stop);
+    let opened = opening.elapsed();
+    eprintln!("[http] {IDLE} idle and {SLOW} slow clients connected in {opened:?}");
+    // The checks below must end before the first connections' head timeout (5 s).
+    assert!(
+        opened < Duration::from_secs(2),
+        "connecting took {opened:?}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        still_open(&idle),
+        IDLE,
+        "below the cap every idle client is held"
+    );
+    let latencies = probe_healthz(addr.port());
+    assert_probes_bounded(
+        &format!("with {IDLE} idle and {SLOW} slow clients"),
+        &latencies,
+    );
+
+    // Past the cap: the oldest waiting clients (the first idle ones) make room.
+    let newer: Vec<TcpStream> = (0..extra)
+        .map(|_| TcpStream::connect(addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let latencies = probe_healthz(addr.port());
+    assert_probes_bounded(&format!("past the cap of {MAX_CONNECTIONS}"), &latencies);
+    let closed = idle.iter().take_while(|s| !is_open(s)).count();
+    assert!(
+        closed >= IDLE + SLOW + extra - MAX_CONNECTIONS,
+        "{closed} of the oldest idle clients closed"
+    );
+    assert_eq!(
+        still_open(&idle[closed..]),
+        IDLE - closed,
+        "the oldest go first"
+    );
+    assert_eq!(still_open(&newer), extra, "the newest are held");
+    stop.store(true, Ordering::SeqCst);
+    for thread in slow {
+        thread.join().unwrap();
+    }
+    drop(server);
 }
 
 // ---------------------------------------------------------------------------------------------
