@@ -364,7 +364,7 @@ impl VariantArgs {
                 let shown = path.display().to_string();
                 let text = read_regular_text(path, MAX_VARIANTS_BYTES).map_err(|e| {
                     VariantOptionError::Invalid {
-                        place: variants::file_place(&shown, None),
+                        place: format!("--variants {shown}"),
                         problem: Problem::Unreadable(e.to_string()),
                     }
                 })?;

@@ -198,9 +198,42 @@ impl Thresholds {
 /// run's own thresholds (the baseline) and every variant in one pass.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Variant {
-    /// Names its ledger and `<output>/variants/<name>/`: a valid [`variants::VariantName`].
+    /// Names its ledger and `<output>/variants/<name>/`: a valid [`VariantName`].
     pub name: String,
     pub thresholds: Thresholds,
+}
+
+/// The longest variant name (it names a folder and a ledger).
+pub const MAX_NAME_LEN: usize = 64;
+/// The name the run's own thresholds go by in the ledgers and the report.
+pub const RESERVED_NAME: &str = "baseline";
+
+/// A variant name: `[A-Za-z0-9._-]{1,64}`, not starting with `.` (it names the folder
+/// `<output>/variants/<name>/`: no hidden folder, no `..`), and not `baseline` in any case
+/// (reserved for the run's own thresholds; any case, for case-insensitive file systems).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VariantName(String);
+
+impl VariantName {
+    pub fn parse(name: &str) -> Result<VariantName, &'static str> {
+        let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+        match name {
+            "" => Err("it is empty"),
+            _ if name.len() > MAX_NAME_LEN => Err("longer than 64 characters"),
+            _ if !name.bytes().all(allowed) => {
+                Err("only letters, digits, '.', '_' and '-' are allowed")
+            }
+            _ if name.starts_with('.') => Err("it must not start with '.'"),
+            _ if name.eq_ignore_ascii_case(RESERVED_NAME) => {
+                Err("\"baseline\" is reserved for the run's own thresholds")
+            }
+            _ => Ok(VariantName(name.to_string())),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// Each threshold, optional: a backtest variant's changes to the baseline.

@@ -7,7 +7,7 @@ use crate::model::{Thresholds, Variant};
 use crate::objectstore::S3Options;
 use crate::runtime::config::TimelyOptions;
 use crate::sinks::state::StateConfig;
-use crate::thresholds::variants::VariantName;
+use crate::thresholds::VariantName;
 
 /// A replay/backtest range of chunk indices, inclusive; `None` = open.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -1,22 +1,16 @@
-//! The backtest variants of `mechanism-y`: `--variants FILE` (TOML, one table per variant),
-//! `--variant NAME:KEY=VALUE[,KEY=VALUE…]` and `--sweep KEY=FROM..TO/STEP`, each a name and
-//! [`ThresholdOverrides`] on the run's own thresholds (the baseline). The keys are the
-//! threshold options without `--` ([`Thresholds::keys`]) and every value is read by
-//! [`ThresholdOverrides`]' serde form, i.e. by the option's own parser.
-//!
-//! Variants come in the order of the options: the file's tables in file order, then
-//! `--variant` in order, then each `--sweep`'s values ascending (the order names the ledgers
-//! in the store and the report). A variant identical to the baseline or to another variant
-//! is allowed (e.g. a control copy): it is reported as a warning. This module reads text;
-//! the caller reads the file.
-
-use std::fmt;
+//! The backtest variants of `mechanism-y` from the text of `--variants FILE` (TOML, one table
+//! per variant), `--variant NAME:KEY=VALUE[,KEY=VALUE…]` and `--sweep KEY=FROM..TO/STEP`: each
+//! a name and [`ThresholdOverrides`] on the run's own thresholds (the baseline), its keys
+//! [`Thresholds::keys`], its values read by the overrides' serde form (the options' parsers).
+//! Variants come in the order of the options (file tables, `--variant`s, each sweep ascending):
+//! the order names the ledgers. A variant repeating the baseline or another one is a warning.
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use toml::de::{DeTable, DeValue};
 
-use super::{format_millionths, parse_count, ThresholdOverrides, Thresholds, Variant};
+use super::ThresholdOverrides as Overrides;
+use super::{format_millionths, parse_count, Thresholds, Variant, VariantName};
 use crate::decimal::parse_decimal_micros;
 
 /// The most variants a run takes, from all three options together: each one instantiates its
@@ -24,38 +18,6 @@ use crate::decimal::parse_decimal_micros;
 pub const MAX_VARIANTS: usize = 32;
 /// The most values one `--sweep` may expand to.
 pub const MAX_SWEEP_VALUES: u128 = 64;
-/// The longest variant name (it names a folder and a ledger).
-pub const MAX_NAME_LEN: usize = 64;
-/// The name the run's own thresholds go by in the ledgers and the report.
-pub const RESERVED_NAME: &str = "baseline";
-
-/// A variant name: `[A-Za-z0-9._-]{1,64}`, not starting with `.` (it names the folder
-/// `<output>/variants/<name>/`: no hidden folder, no `..`), and not `baseline` in any case
-/// (reserved for the run's own thresholds; any case, for case-insensitive file systems).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct VariantName(String);
-
-impl VariantName {
-    pub fn parse(name: &str) -> Result<VariantName, &'static str> {
-        let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
-        match name {
-            "" => Err("it is empty"),
-            _ if name.len() > MAX_NAME_LEN => Err("longer than 64 characters"),
-            _ if !name.bytes().all(allowed) => {
-                Err("only letters, digits, '.', '_' and '-' are allowed")
-            }
-            _ if name.starts_with('.') => Err("it must not start with '.'"),
-            _ if name.eq_ignore_ascii_case(RESERVED_NAME) => {
-                Err("\"baseline\" is reserved for the run's own thresholds")
-            }
-            _ => Ok(VariantName(name.to_string())),
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
 
 /// The variants of a run and the warnings to log about them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -119,38 +81,24 @@ pub enum Problem {
     SweepTooLong { count: u128 },
 }
 
-fn invalid(place: impl fmt::Display, problem: Problem) -> VariantOptionError {
+fn invalid(place: impl ToString, problem: Problem) -> VariantOptionError {
     let place = place.to_string();
     VariantOptionError::Invalid { place, problem }
 }
 
-/// `--variants FILE`'s place in messages, with a table when known.
-pub fn file_place(file: &str, table: Option<&str>) -> String {
-    match table {
-        Some(table) => format!("--variants {file} [{table}]"),
-        None => format!("--variants {file}"),
-    }
-}
-
 /// A variant as given: its name, its overrides and the option that gave it.
-struct Given {
-    name: VariantName,
-    overrides: ThresholdOverrides,
-    origin: String,
-}
+type Given = (VariantName, Overrides, String);
 
 /// The variants of `--variants` (the file as named in messages, and its text), `--variant`
-/// and `--sweep`, in that order, each on `baseline`.
+/// and `--sweep`, in that order, each on `baseline`. The caller reads the file.
 pub fn resolve(
     baseline: &Thresholds,
     file: Option<(&str, &str)>,
     variant_specs: &[String],
     sweep_specs: &[String],
 ) -> Result<ResolvedVariants, VariantOptionError> {
-    let mut given = match file {
-        Some((file, text)) => variants_of_toml(file, text)?,
-        None => Vec::new(),
-    };
+    let file = file.map(|(file, text)| variants_of_toml(file, text));
+    let mut given = file.transpose()?.unwrap_or_default();
     for spec in variant_specs {
         given.push(variant_of_flag(spec)?);
     }
@@ -158,26 +106,22 @@ pub fn resolve(
         given.extend(variants_of_sweep(spec)?);
     }
     // Names compare ignoring ASCII case: they become folder names.
-    for (i, later) in given.iter().enumerate() {
-        let name = later.name.as_str();
-        if let Some(first) = given[..i]
-            .iter()
-            .find(|g| g.name.0.eq_ignore_ascii_case(name))
-        {
-            let (name, first) = (name.to_string(), first.origin.clone());
-            return Err(invalid(&later.origin, Problem::Duplicate { name, first }));
+    for (i, (name, _, origin)) in given.iter().enumerate() {
+        let name = name.as_str();
+        let same = |g: &&Given| g.0.as_str().eq_ignore_ascii_case(name);
+        if let Some((_, _, first)) = given[..i].iter().find(same) {
+            let (name, first) = (name.to_string(), first.clone());
+            return Err(invalid(origin, Problem::Duplicate { name, first }));
         }
     }
     if given.len() > MAX_VARIANTS {
         return Err(VariantOptionError::TooMany { count: given.len() });
     }
-    let variants: Vec<Variant> = given
-        .into_iter()
-        .map(|g| Variant {
-            name: g.name.0,
-            thresholds: g.overrides.apply(baseline),
-        })
-        .collect();
+    let variant = |(name, overrides, _): Given| Variant {
+        name: name.as_str().to_string(),
+        thresholds: overrides.apply(baseline),
+    };
+    let variants: Vec<Variant> = given.into_iter().map(variant).collect();
     Ok(ResolvedVariants {
         warnings: identical_thresholds(baseline, &variants),
         variants,
@@ -204,96 +148,57 @@ fn identical_thresholds(baseline: &Thresholds, variants: &[Variant]) -> Vec<Stri
     warnings
 }
 
-/// A variant's overrides as its keys are set, each key at most once, each value read by
-/// [`ThresholdOverrides`]' serde form.
-#[derive(Default)]
-struct Settings {
-    set: Map<String, Value>,
-    overrides: ThresholdOverrides,
-}
-
-impl Settings {
-    fn set(&mut self, key: &str, text: &str) -> Result<(), Problem> {
-        let key = known_key(key)?;
-        if self.set.contains_key(key) {
-            return Err(Problem::KeySetTwice { key });
-        }
-        self.set
-            .insert(key.to_string(), Value::String(text.to_string()));
-        // Every earlier key was read: an error is this key's value.
-        self.overrides =
-            ThresholdOverrides::deserialize(Value::Object(self.set.clone())).map_err(|e| {
-                Problem::Value {
-                    key,
-                    reason: e.to_string(),
-                }
-            })?;
-        Ok(())
+/// Sets `key` to `text` in `set`, each key at most once; the overrides `set` gives, read by
+/// their serde form.
+fn set_key(set: &mut Map<String, Value>, key: &str, text: &str) -> Result<Overrides, Problem> {
+    let key = known_key(key)?;
+    if set.insert(key.into(), Value::String(text.into())).is_some() {
+        return Err(Problem::KeySetTwice { key });
     }
+    // Every earlier key was read: an error is this key's value.
+    let reason = |e: serde_json::Error| e.to_string();
+    let overrides = Overrides::deserialize(Value::Object(set.clone())).map_err(reason);
+    overrides.map_err(|reason| Problem::Value { key, reason })
 }
 
 fn known_key(key: &str) -> Result<&'static str, Problem> {
-    let unknown = || Problem::UnknownKey {
-        key: key.to_string(),
-    };
-    Thresholds::keys()
-        .iter()
-        .copied()
-        .find(|k| *k == key)
-        .ok_or_else(unknown)
+    let known = Thresholds::keys().iter().find(|k| **k == key).copied();
+    known.ok_or(Problem::UnknownKey { key: key.into() })
 }
 
 fn variant_name(place: &str, name: &str) -> Result<VariantName, VariantOptionError> {
-    VariantName::parse(name).map_err(|reason| {
-        invalid(
-            place,
-            Problem::Name {
-                name: name.to_string(),
-                reason,
-            },
-        )
-    })
+    let problem = |reason| Problem::Name {
+        name: name.into(),
+        reason,
+    };
+    VariantName::parse(name).map_err(|reason| invalid(place, problem(reason)))
 }
 
 /// `--variant NAME:KEY=VALUE[,KEY=VALUE…]`.
 fn variant_of_flag(spec: &str) -> Result<Given, VariantOptionError> {
-    let syntax = || {
-        invalid(
-            "--variant",
-            Problem::VariantSyntax {
-                spec: spec.to_string(),
-            },
-        )
-    };
+    let syntax = || invalid("--variant", Problem::VariantSyntax { spec: spec.into() });
     let (name, assignments) = spec.split_once(':').ok_or_else(syntax)?;
     let name = variant_name("--variant", name)?;
     let place = format!("--variant {}", name.as_str());
-    let mut settings = Settings::default();
+    let (mut set, mut overrides) = (Map::new(), Overrides::default());
     for assignment in assignments.split(',') {
         let (key, value) = assignment.split_once('=').ok_or_else(syntax)?;
-        settings
-            .set(key, value)
-            .map_err(|problem| invalid(&place, problem))?;
+        overrides = set_key(&mut set, key, value).map_err(|p| invalid(&place, p))?;
     }
-    Ok(Given {
-        name,
-        overrides: settings.overrides,
-        origin: "--variant".to_string(),
-    })
+    Ok((name, overrides, "--variant".to_string()))
 }
 
 /// `--variants FILE`: one table per variant, in file order.
 fn variants_of_toml(file: &str, text: &str) -> Result<Vec<Given>, VariantOptionError> {
+    let whole = format!("--variants {file}");
     let document = DeTable::parse(text).map_err(|e| {
-        let before = text
-            .get(..e.span().map_or(0, |span| span.start))
-            .unwrap_or(text);
+        let before = text.get(..e.span().map_or(0, |s| s.start)).unwrap_or(text);
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         let line = before.matches('\n').count() + 1;
         let column = before[line_start..].chars().count() + 1;
         let message = e.message().replace('\n', " ");
         invalid(
-            file_place(file, None),
+            &whole,
             Problem::Toml {
                 line,
                 column,
@@ -308,33 +213,24 @@ fn variants_of_toml(file: &str, text: &str) -> Result<Vec<Given>, VariantOptionE
     for (name, table) in tables {
         let name = name.get_ref().as_ref();
         let Some(table) = table.get_ref().as_table() else {
-            let entry = name.to_string();
-            return Err(invalid(
-                file_place(file, None),
-                Problem::NotATable { entry },
-            ));
+            return Err(invalid(&whole, Problem::NotATable { entry: name.into() }));
         };
-        let valid = variant_name(&file_place(file, None), name)?;
+        let valid = variant_name(&whole, name)?;
         let mut entries: Vec<_> = table.iter().collect();
         entries.sort_by_key(|(key, _)| key.span().start);
-        let mut settings = Settings::default();
+        let (mut set, mut overrides) = (Map::new(), Overrides::default());
         for (key, value) in entries {
             let key = key.get_ref().as_ref();
             // An unknown key is reported as such, whatever its value.
-            known_key(key)
-                .and_then(|known| {
-                    let text = toml_value_text(value.get_ref())
-                        .map_err(|kind| Problem::ValueKind { key: known, kind })?;
-                    settings.set(key, &text)
-                })
-                .map_err(|problem| invalid(file_place(file, Some(name)), problem))?;
+            let text = known_key(key).and_then(|known| {
+                let kind = |kind| Problem::ValueKind { key: known, kind };
+                toml_value_text(value.get_ref()).map_err(kind)
+            });
+            overrides = text
+                .and_then(|text| set_key(&mut set, key, &text))
+                .map_err(|problem| invalid(format!("{whole} [{name}]"), problem))?;
         }
-        let origin = file_place(file, None);
-        given.push(Given {
-            name: valid,
-            overrides: settings.overrides,
-            origin,
-        });
+        given.push((valid, overrides, whole.clone()));
     }
     Ok(given)
 }
@@ -362,49 +258,33 @@ fn toml_value_text(value: &DeValue<'_>) -> Result<String, &'static str> {
 /// millionths for a decimal (the serde form writes counts as numbers, decimals as strings);
 /// and whether it is a decimal.
 fn units(key: &'static str, text: &str) -> Result<(u64, bool), Problem> {
-    let mut settings = Settings::default();
-    settings.set(key, text)?;
-    let value = serde_json::to_value(settings.overrides).unwrap_or_default();
-    match value.get(key) {
-        Some(Value::Number(count)) => Ok((count.as_u64().unwrap_or_default(), false)),
-        Some(Value::String(decimal)) => Ok((
-            parse_decimal_micros(decimal)
-                .unwrap_or_default()
-                .unsigned_abs(),
-            true,
-        )),
-        _ => Err(Problem::Value {
-            key,
-            reason: "not a threshold".into(),
-        }),
-    }
+    let overrides = set_key(&mut Map::new(), key, text)?;
+    Ok(
+        match &serde_json::to_value(overrides).unwrap_or_default()[key] {
+            Value::String(decimal) => (parse_decimal_micros(decimal).unwrap_or(0) as u64, true),
+            count => (count.as_u64().unwrap_or(0), false),
+        },
+    )
 }
 
 /// `--sweep KEY=FROM..TO/STEP`: one variant per value, ascending, named `KEY-VALUE`.
 fn variants_of_sweep(spec: &str) -> Result<Vec<Given>, VariantOptionError> {
     let place = format!("--sweep {spec}");
     let problem = |problem| invalid(&place, problem);
-    let syntax = || {
-        problem(Problem::SweepSyntax {
-            spec: spec.to_string(),
-        })
-    };
+    let syntax = || problem(Problem::SweepSyntax { spec: spec.into() });
     let (key, range) = spec.split_once('=').ok_or_else(syntax)?;
     let (bounds, step_text) = range.rsplit_once('/').ok_or_else(syntax)?;
     let (from_text, to_text) = bounds.split_once("..").ok_or_else(syntax)?;
     let key = known_key(key).map_err(problem)?;
-    let ((from, decimal), (to, _)) = (
-        units(key, from_text).map_err(problem)?,
-        units(key, to_text).map_err(problem)?,
-    );
-    let step = if decimal {
-        parse_decimal_micros(step_text).map(i64::unsigned_abs)
-    } else {
-        parse_count(step_text).ok()
+    let (from, decimal) = units(key, from_text).map_err(problem)?;
+    let (to, _) = units(key, to_text).map_err(problem)?;
+    let step = match decimal {
+        true => parse_decimal_micros(step_text).map(|micros| micros as u64),
+        false => parse_count(step_text).ok(),
     };
     let Some(step) = step.filter(|step| *step > 0) else {
         return Err(problem(Problem::Step {
-            step: step_text.to_string(),
+            step: step_text.into(),
         }));
     };
     if from > to {
@@ -419,19 +299,13 @@ fn variants_of_sweep(spec: &str) -> Result<Vec<Given>, VariantOptionError> {
     (0..count as u64)
         .map(|i| {
             let units = from + i * step;
-            let value = if decimal {
-                format_millionths(units)
-            } else {
-                units.to_string()
+            let value = match decimal {
+                true => format_millionths(units),
+                false => units.to_string(),
             };
-            let mut settings = Settings::default();
-            settings.set(key, &value).map_err(problem)?;
+            let overrides = set_key(&mut Map::new(), key, &value).map_err(problem)?;
             let name = variant_name(&place, &format!("{key}-{value}"))?;
-            Ok(Given {
-                name,
-                overrides: settings.overrides,
-                origin: place.clone(),
-            })
+            Ok((name, overrides, place.clone()))
         })
         .collect()
 }

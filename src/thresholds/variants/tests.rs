@@ -26,7 +26,7 @@ fn of_toml(text: &str) -> Result<Vec<Variant>, VariantOptionError> {
 }
 
 /// The problem of an `Invalid` error, and its place.
-fn problem_of<T: fmt::Debug>(result: Result<T, VariantOptionError>) -> (String, Problem) {
+fn problem_of<T: std::fmt::Debug>(result: Result<T, VariantOptionError>) -> (String, Problem) {
     match result {
         Err(VariantOptionError::Invalid { place, problem }) => (place, problem),
         other => panic!("expected an invalid option, got {other:?}"),
@@ -85,7 +85,7 @@ fn variant_flag_syntax_errors() {
 fn variant_names() {
     for good in ["a", "v1.2_x-Y", "0", "a..b", &"n".repeat(64)] {
         assert_eq!(
-            VariantName::parse(good).map(|n| n.0),
+            VariantName::parse(good).map(|n| n.as_str().to_string()),
             Ok(good.to_string()),
             "{good}"
         );
