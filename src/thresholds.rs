@@ -171,20 +171,6 @@ impl Thresholds {
         serde_json::from_str(text).ok()
     }
 
-    /// The text earlier versions recorded as the run identity's thresholds; only compared
-    /// with (migrated stores hold JSON), never parsed.
-    pub fn legacy_text(&self) -> String {
-        format!(
-            "PatId1 N>{} n>=p{} W<=p{}; PatId2 n>={} avg<{}; PatId3 F>{}",
-            self.upgrade_min_merchant_txns,
-            self.upgrade_count_percentile.as_f64(),
-            self.upgrade_weight_percentile.as_f64(),
-            self.child_min_txns,
-            self.child_max_avg_amount.micros as f64 / MICROS_PER_UNIT as f64,
-            self.dei_min_female_customers
-        )
-    }
-
     /// The threshold keys (the option names without `--`), in declaration order.
     pub fn keys() -> &'static [&'static str] {
         let mut fields: &'static [&'static str] = &[];
@@ -527,18 +513,29 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_legacy_text_is_what_earlier_versions_recorded() {
-        assert_eq!(
-            Thresholds::default().legacy_text(),
-            "PatId1 N>50000 n>=p0.9 W<=p0.1; PatId2 n>=80 avg<23; PatId3 F>100"
-        );
+    /// The text earlier versions recorded as the run identity's thresholds (their decimals
+    /// as `f64` prints them).
+    fn legacy_text(t: &Thresholds) -> String {
+        format!(
+            "PatId1 N>{} n>=p{} W<=p{}; PatId2 n>={} avg<{}; PatId3 F>{}",
+            t.upgrade_min_merchant_txns,
+            t.upgrade_count_percentile.as_f64(),
+            t.upgrade_weight_percentile.as_f64(),
+            t.child_min_txns,
+            t.child_max_avg_amount.micros as f64 / 1e6,
+            t.dei_min_female_customers
+        )
     }
 
     /// Stores of earlier versions hold the legacy text; the schema's migration 5 rewrites it
     /// into exactly the canonical JSON, so a resumed run compares equal.
     #[test]
     fn the_migration_turns_the_legacy_text_into_the_canonical_json() {
+        // The text of the previous build's defaults, as it recorded them.
+        assert_eq!(
+            legacy_text(&Thresholds::default()),
+            "PatId1 N>50000 n>=p0.9 W<=p0.1; PatId2 n>=80 avg<23; PatId3 F>100"
+        );
         let conn = rusqlite::Connection::open_in_memory().unwrap();
         conn.execute_batch(
             "CREATE TABLE run_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -565,13 +562,13 @@ mod tests {
         for (i, t) in sets.iter().enumerate() {
             conn.execute(
                 "INSERT INTO variants VALUES (?1, 'v', ?2)",
-                rusqlite::params![i as i64, t.legacy_text()],
+                rusqlite::params![i as i64, legacy_text(t)],
             )
             .unwrap();
         }
         conn.execute(
             "INSERT INTO run_meta VALUES ('run.thresholds', ?1), ('run', ?1)",
-            [sets[1].legacy_text()],
+            [legacy_text(&sets[1])],
         )
         .unwrap();
         conn.execute_batch(include_str!("../sql/005_thresholds_json.sql"))
@@ -584,7 +581,7 @@ mod tests {
         };
         assert_eq!(meta("run.thresholds"), sets[1].to_json());
         // Only the thresholds' record is converted.
-        assert_eq!(meta("run"), sets[1].legacy_text());
+        assert_eq!(meta("run"), legacy_text(&sets[1]));
         let mut st = conn
             .prepare("SELECT thresholds FROM variants ORDER BY position")
             .unwrap();
