@@ -1,4 +1,4 @@
-//! Command-line pieces shared by the binaries: logging, S3 and threshold options, and the
+//! Command-line pieces shared by the binaries: logging, S3 and variant options, and the
 //! "one-line reason on stderr, non-zero exit" convention.
 //!
 //! Every option of every binary can also be given by an environment variable, `TXFLOW_` and
@@ -20,12 +20,14 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 use crate::error::{Context, Result};
-use crate::model::{CountThreshold, Fraction, Thresholds};
+use crate::objectstore::file::{read_regular_text, MAX_VARIANTS_BYTES};
 use crate::objectstore::S3Options;
 use crate::progress::{self, Display};
 use crate::redact;
 use crate::sinks::state::postgres::DEFAULT_STATEMENT_TIMEOUT;
 use crate::sinks::state::{PgOptions, StateConfig};
+use crate::thresholds::variants::{self, Problem, ResolvedVariants, VariantOptionError};
+use crate::thresholds::Thresholds;
 
 /// Logging and progress options, the same in every binary.
 #[derive(Args, Clone, Debug)]
@@ -308,88 +310,73 @@ impl S3Args {
     }
 }
 
-/// Pattern thresholds (SPEC §4); the defaults are the SPEC's. The counts take any whole
-/// number from 0 to 18446744073709551615 (2^64−1); one that no count can reach (2^63 or
-/// more) switches its condition off, exactly ([`CountThreshold`]).
-#[derive(Args, Clone, Debug)]
-pub struct ThresholdArgs {
-    /// PatId1: merchants with more than this many transactions qualify (0 to 2^64−1; the
-    /// largest, 18446744073709551615, switches PatId1 off).
+/// The backtest variant options of `mechanism-y` (`crate::thresholds::variants`): the file
+/// is read here, its text parsed there.
+#[derive(Args, Clone, Debug, Default)]
+pub struct VariantArgs {
+    /// Backtest variant (--replay only; repeatable): NAME:KEY=VALUE[,KEY=VALUE...], KEY a
+    /// threshold option without `--`, e.g. strict:child-min-txns=100,child-max-avg-amount=20;
+    /// keys it does not set keep the run's own thresholds (the baseline). Its ledger and files
+    /// go to <output>/variants/NAME/. At most 32 variants in all, names unique; one with the
+    /// thresholds of the baseline or of another variant runs, with a warning. In the
+    /// environment, several are separated by ';'.
     #[arg(
-        long,
-        default_value_t = 50_000,
-        value_parser = parse_count,
-        allow_negative_numbers = true,
-        env = "TXFLOW_UPGRADE_MIN_MERCHANT_TXNS"
+        long = "variant",
+        value_name = "NAME:KEY=VALUE,...",
+        value_delimiter = ';',
+        env = "TXFLOW_VARIANT"
     )]
-    pub upgrade_min_merchant_txns: CountThreshold,
-    /// PatId1: count percentile a customer must reach.
-    #[arg(long, default_value = "0.90", value_parser = parse_fraction, env = "TXFLOW_UPGRADE_COUNT_PERCENTILE")]
-    pub upgrade_count_percentile: Fraction,
-    /// PatId1: weight percentile a customer must stay at or under.
-    #[arg(long, default_value = "0.10", value_parser = parse_fraction, env = "TXFLOW_UPGRADE_WEIGHT_PERCENTILE")]
-    pub upgrade_weight_percentile: Fraction,
-    /// PatId2: minimum transactions of a customer at a merchant (0 to 2^64−1; the largest,
-    /// 18446744073709551615, switches PatId2 off).
+    pub variant: Vec<String>,
+    /// Backtest variants from a TOML file (--replay only): one table per variant, its name
+    /// the table's, e.g. [strict] then child-min-txns = 100; values are numbers or strings.
+    #[arg(long = "variants", value_name = "FILE", env = "TXFLOW_VARIANTS_FILE")]
+    pub variants_file: Option<PathBuf>,
+    /// One backtest variant per value (--replay only; repeatable): KEY=FROM..TO/STEP, both
+    /// ends included, each named KEY-VALUE: child-min-txns=60..120/20 gives child-min-txns-60,
+    /// -80, -100 and -120. Decimals step exactly; at most 64 values. In the environment,
+    /// several are separated by ';'.
     #[arg(
-        long,
-        default_value_t = 80,
-        value_parser = parse_count,
-        allow_negative_numbers = true,
-        env = "TXFLOW_CHILD_MIN_TXNS"
+        long = "sweep",
+        value_name = "KEY=FROM..TO/STEP",
+        value_delimiter = ';',
+        env = "TXFLOW_SWEEP"
     )]
-    pub child_min_txns: CountThreshold,
-    /// PatId2: the average amount must be strictly below this.
-    #[arg(long, default_value = "23", value_parser = parse_amount, env = "TXFLOW_CHILD_MAX_AVG_AMOUNT")]
-    pub child_max_avg_amount: i64,
-    /// PatId3: distinct female customers must be strictly more than this (0 to 2^64−1; the
-    /// largest, 18446744073709551615, switches PatId3 off).
-    #[arg(
-        long,
-        default_value_t = 100,
-        value_parser = parse_count,
-        allow_negative_numbers = true,
-        env = "TXFLOW_DEI_MIN_FEMALE_CUSTOMERS"
-    )]
-    pub dei_min_female_customers: CountThreshold,
+    pub sweep: Vec<String>,
 }
 
-impl ThresholdArgs {
-    pub fn thresholds(&self) -> Thresholds {
-        Thresholds {
-            upgrade_min_merchant_txns: self.upgrade_min_merchant_txns,
-            upgrade_count_percentile: self.upgrade_count_percentile,
-            upgrade_weight_percentile: self.upgrade_weight_percentile,
-            child_min_txns: self.child_min_txns,
-            child_max_avg_amount: self.child_max_avg_amount,
-            dei_min_female_customers: self.dei_min_female_customers,
+impl VariantArgs {
+    /// The variants of a run whose own thresholds are `baseline`; `replay` says whether the
+    /// run is a backtest (variants need one). Reads `--variants FILE` (a regular file of at
+    /// most [`MAX_VARIANTS_BYTES`]).
+    pub fn resolve(
+        &self,
+        baseline: &Thresholds,
+        replay: bool,
+    ) -> std::result::Result<ResolvedVariants, VariantOptionError> {
+        if self.variants_file.is_none() && self.variant.is_empty() && self.sweep.is_empty() {
+            return Ok(ResolvedVariants::default());
         }
+        if !replay {
+            return Err(VariantOptionError::NeedsReplay);
+        }
+        let file = match &self.variants_file {
+            Some(path) => {
+                let shown = path.display().to_string();
+                let text = read_regular_text(path, MAX_VARIANTS_BYTES).map_err(|e| {
+                    VariantOptionError::Invalid {
+                        place: format!("--variants {shown}"),
+                        problem: Problem::Unreadable(e.to_string()),
+                    }
+                })?;
+                Some((shown, text))
+            }
+            None => None,
+        };
+        let file = file
+            .as_ref()
+            .map(|(shown, text)| (shown.as_str(), text.as_str()));
+        variants::resolve(baseline, file, &self.variant, &self.sweep)
     }
-}
-
-// The threshold options' parsers; backtest variants (`crate::variant_options`) take their
-// values through the same ones, so a variant accepts exactly what the option does.
-
-/// A count threshold ([`CountThreshold`]: `u64`'s own grammar, as clap parses a `u64`
-/// option); anything else, a negative number or one past the range included, is refused
-/// naming the range.
-pub(crate) fn parse_count(text: &str) -> Result<CountThreshold, String> {
-    text.parse::<CountThreshold>().map_err(|_| {
-        format!(
-            "{text:?} is not a whole number from 0 to {}",
-            CountThreshold::MAX
-        )
-    })
-}
-
-pub(crate) fn parse_fraction(text: &str) -> Result<Fraction, String> {
-    Fraction::parse(text)
-        .ok_or_else(|| format!("{text:?} is not a fraction in [0, 1] with at most six decimals"))
-}
-
-pub(crate) fn parse_amount(text: &str) -> Result<i64, String> {
-    crate::decimal::parse_decimal_micros(text)
-        .ok_or_else(|| format!("{text:?} is not a non-negative decimal amount"))
 }
 
 #[cfg(test)]
@@ -458,6 +445,35 @@ mod tests {
         assert_eq!(timeout(&two), Ok(Duration::from_secs(2)));
         let zero = [&url[..], &["--pg-statement-timeout", "0"]].concat();
         assert_eq!(timeout(&zero), Err(clap::error::ErrorKind::ValueValidation));
+    }
+
+    #[test]
+    fn variants_need_a_replay_and_a_readable_file() {
+        let baseline = Thresholds::default();
+        let sweep = VariantArgs {
+            sweep: vec!["child-min-txns=1..2/1".into()],
+            ..VariantArgs::default()
+        };
+        let need = Err(VariantOptionError::NeedsReplay);
+        assert_eq!(sweep.resolve(&baseline, false), need);
+        assert_eq!(sweep.resolve(&baseline, true).unwrap().variants.len(), 2);
+        let missing = VariantArgs {
+            variants_file: Some(PathBuf::from("/nonexistent/variants.toml")),
+            ..VariantArgs::default()
+        };
+        assert_eq!(missing.resolve(&baseline, false), need);
+        match missing.resolve(&baseline, true) {
+            Err(VariantOptionError::Invalid { place, problem }) => {
+                assert_eq!(place, "--variants /nonexistent/variants.toml");
+                assert!(matches!(problem, Problem::Unreadable(_)), "{problem:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let none = VariantArgs::default();
+        assert_eq!(
+            none.resolve(&baseline, false),
+            Ok(ResolvedVariants::default())
+        );
     }
 
     #[test]

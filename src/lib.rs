@@ -14,12 +14,12 @@
 //! | [`runtime`] | the epoch runtime: worker loop, epoch batches, committing thread, cluster |
 //! | [`telemetry`] | what a run tells its operators: metrics, status, readiness |
 //! | [`http`] | the operating endpoint (`--http`): a bounded, read-only HTTP server |
+//! | [`thresholds`] | the pattern thresholds' one schema (options, identity record, variant keys); backtest variants from `--variants`, `--variant`, `--sweep` |
 //! | [`decimal`] | exact decimals: amounts, weights and fractions as integer millionths |
 //! | [`name`] | `Name`: customer/merchant/category names as compact, word-compared values |
 //! | [`error`] | the library's error: typed errors with a domain and a retry hint |
 //! | [`time`] | IST (UTC+05:30) timestamps |
 //! | [`cli`] | command-line options shared by the binaries, logging |
-//! | [`variant_options`] | backtest variants: `--variants`, `--variant`, `--sweep` checked and turned into thresholds |
 //! | [`progress`] | progress on stderr: a bar or status line on a terminal, log lines otherwise |
 //! | [`redact`] | the one redaction of URLs and locations shown anywhere (passwords, secret query parameters) |
 //!
@@ -43,5 +43,5 @@ pub mod runtime;
 pub mod sinks;
 pub mod sources;
 pub mod telemetry;
+pub mod thresholds;
 pub mod time;
-pub mod variant_options;

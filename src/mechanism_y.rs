@@ -77,7 +77,6 @@ pub fn run_with_stop(options: &YOptions, stop: Arc<AtomicBool>) -> Result<RunSum
 
 /// What `/api/status` says of the run's options.
 fn run_info(options: &YOptions) -> RunInfo {
-    let th = &options.thresholds;
     RunInfo {
         mode: if options.replay_range().is_some() {
             "replay"
@@ -88,14 +87,7 @@ fn run_info(options: &YOptions) -> RunInfo {
         output: redact::url(&options.output),
         state: options.state.describe(),
         range: options.replay_range().map(|r| [r.from, r.to]),
-        thresholds: serde_json::json!({
-            "upgrade_min_merchant_txns": th.upgrade_min_merchant_txns,
-            "upgrade_count_percentile": th.upgrade_count_percentile.as_f64(),
-            "upgrade_weight_percentile": th.upgrade_weight_percentile.as_f64(),
-            "child_min_txns": th.child_min_txns,
-            "child_max_avg_amount": th.child_max_avg_amount as f64 / 1e6,
-            "dei_min_female_customers": th.dei_min_female_customers,
-        }),
+        thresholds: serde_json::to_value(options.thresholds).unwrap_or_default(),
         workers: options.timely.workers,
         processes: options.timely.processes,
         process: options.timely.process,

@@ -10,6 +10,10 @@ pub type Epoch = u64;
 
 pub use crate::decimal::{Micros, MICROS_PER_UNIT};
 
+pub use crate::thresholds::{
+    count_above, count_reaches, Amount, CountThreshold, Fraction, Thresholds, Variant,
+};
+
 /// Customer gender as recorded in the BankSim data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Gender {
@@ -165,104 +169,6 @@ pub struct DetectionKey {
     pub pattern: Pattern,
     pub merchant: Name,
     pub customer: Name,
-}
-
-/// A percentile parameter `p` in [0, 1], kept exactly as millionths so that the count
-/// percentile can be compared without rounding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Fraction {
-    pub millionths: u32,
-}
-
-impl Fraction {
-    pub const fn from_millionths(millionths: u32) -> Fraction {
-        Fraction { millionths }
-    }
-
-    pub fn as_f64(self) -> f64 {
-        self.millionths as f64 / 1e6
-    }
-
-    /// Parses a decimal in [0, 1] with at most six fractional digits (`0.9`, `0.10`, `1`).
-    pub fn parse(text: &str) -> Option<Fraction> {
-        let micros = crate::decimal::parse_decimal_micros(text)?;
-        (0..=MICROS_PER_UNIT).contains(&micros).then_some(Fraction {
-            millionths: micros as u32,
-        })
-    }
-}
-
-/// A count threshold (`N(m)`, `n(c,m)`, `F(m)`): any whole number from 0 to 2^64−1.
-///
-/// The counts it is compared with are `i64`, so a threshold of 2^63 or more is one no count
-/// passes: the condition never holds (2^64−1, the largest, is a natural "off"). Compare only
-/// with [`count_above`] and [`count_reaches`], which are exact; never convert it to `i64`
-/// (`as i64` wraps 2^64−1 to −1, a condition every count passes).
-pub type CountThreshold = u64;
-
-/// `count > threshold`, exactly, for every count and every threshold.
-pub fn count_above(count: i64, threshold: CountThreshold) -> bool {
-    i128::from(count) > i128::from(threshold)
-}
-
-/// `count >= threshold`, exactly, for every count and every threshold.
-pub fn count_reaches(count: i64, threshold: CountThreshold) -> bool {
-    i128::from(count) >= i128::from(threshold)
-}
-
-/// Pattern thresholds (SPEC §4); the defaults are the SPEC's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Thresholds {
-    /// PatId1: a merchant qualifies when `N(m)` is strictly greater than this (50,000).
-    pub upgrade_min_merchant_txns: CountThreshold,
-    /// PatId1: the count percentile a customer must reach (0.90).
-    pub upgrade_count_percentile: Fraction,
-    /// PatId1: the weight percentile a customer must stay at or under (0.10).
-    pub upgrade_weight_percentile: Fraction,
-    /// PatId2: minimum `n(c,m)` (80).
-    pub child_min_txns: CountThreshold,
-    /// PatId2: `A(c,m)/n(c,m)` must be strictly below this, in micro-units (23.00).
-    pub child_max_avg_amount: Micros,
-    /// PatId3: `F(m)` must be strictly greater than this (100).
-    pub dei_min_female_customers: CountThreshold,
-}
-
-impl Thresholds {
-    /// A stable one-line description (part of a run's identity in the state store).
-    pub fn describe(&self) -> String {
-        format!(
-            "PatId1 N>{} n>=p{} W<=p{}; PatId2 n>={} avg<{}; PatId3 F>{}",
-            self.upgrade_min_merchant_txns,
-            self.upgrade_count_percentile.as_f64(),
-            self.upgrade_weight_percentile.as_f64(),
-            self.child_min_txns,
-            self.child_max_avg_amount as f64 / MICROS_PER_UNIT as f64,
-            self.dei_min_female_customers
-        )
-    }
-}
-
-impl Default for Thresholds {
-    fn default() -> Self {
-        Thresholds {
-            upgrade_min_merchant_txns: 50_000,
-            upgrade_count_percentile: Fraction::from_millionths(900_000),
-            upgrade_weight_percentile: Fraction::from_millionths(100_000),
-            child_min_txns: 80,
-            child_max_avg_amount: 23 * MICROS_PER_UNIT,
-            dei_min_female_customers: 100,
-        }
-    }
-}
-
-/// A backtest variant: a name and a full set of thresholds. A replay computes the
-/// run's own thresholds (the baseline) and every variant in one pass.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Variant {
-    /// Names its ledger and `<output>/variants/<name>/`; checked by
-    /// `variant_options::check_variant_name`.
-    pub name: String,
-    pub thresholds: Thresholds,
 }
 
 /// Why a detection fired: the values that made it hold at its first epoch, stored with its

@@ -8,16 +8,16 @@ use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Parser};
-use txflow::cli::{self, LogArgs, S3Args, StateArgs, ThresholdArgs};
+use txflow::cli::{self, LogArgs, S3Args, StateArgs, VariantArgs};
 use txflow::error::{ClusterError, Error};
 use txflow::http;
 use txflow::mechanism_y::{self, Mode, ReplayRange, TimelyOptions, YOptions};
-use txflow::model::Variant;
 use txflow::runtime::checkpointer::{
     CheckpointOptions, DEFAULT_CHECKPOINTS_KEPT, DEFAULT_CHECKPOINT_INTERVAL,
 };
 use txflow::runtime::cluster;
-use txflow::variant_options::{Problem, VariantOptionError, VariantOptions};
+use txflow::thresholds::variants::{Problem, VariantOptionError};
+use txflow::thresholds::{Thresholds, Variant};
 
 /// Detects PatId1–3 over landing chunks, incrementally, exactly once.
 ///
@@ -162,35 +162,9 @@ struct Args {
     #[command(flatten)]
     s3: S3Args,
     #[command(flatten)]
-    thresholds: ThresholdArgs,
-    /// Backtest variant (--replay only; repeatable): NAME:KEY=VALUE[,KEY=VALUE...], KEY a
-    /// threshold option without `--`, e.g. strict:child-min-txns=100,child-max-avg-amount=20;
-    /// keys it does not set keep the run's own thresholds (the baseline). Its ledger and files
-    /// go to <output>/variants/NAME/. At most 32 variants in all, names unique; one with the
-    /// thresholds of the baseline or of another variant runs, with a warning. In the
-    /// environment, several are separated by ';'.
-    #[arg(
-        long = "variant",
-        value_name = "NAME:KEY=VALUE,...",
-        value_delimiter = ';',
-        env = "TXFLOW_VARIANT"
-    )]
-    variant: Vec<String>,
-    /// Backtest variants from a TOML file (--replay only): one table per variant, its name
-    /// the table's, e.g. [strict] then child-min-txns = 100; values are numbers or strings.
-    #[arg(long = "variants", value_name = "FILE", env = "TXFLOW_VARIANTS_FILE")]
-    variants_file: Option<PathBuf>,
-    /// One backtest variant per value (--replay only; repeatable): KEY=FROM..TO/STEP, both
-    /// ends included, each named KEY-VALUE: child-min-txns=60..120/20 gives child-min-txns-60,
-    /// -80, -100 and -120. Decimals step exactly; at most 64 values. In the environment,
-    /// several are separated by ';'.
-    #[arg(
-        long = "sweep",
-        value_name = "KEY=FROM..TO/STEP",
-        value_delimiter = ';',
-        env = "TXFLOW_SWEEP"
-    )]
-    sweep: Vec<String>,
+    thresholds: Thresholds,
+    #[command(flatten)]
+    variants: VariantArgs,
     #[command(flatten)]
     log: LogArgs,
     /// Print help.
@@ -258,12 +232,7 @@ impl Args {
 /// The backtest variants of `--variants`, `--variant` and `--sweep`; a variant that repeats
 /// the baseline or another variant is allowed, with a warning.
 fn variants(args: &Args) -> Result<Vec<Variant>, VariantOptionError> {
-    let options = VariantOptions {
-        file: args.variants_file.clone(),
-        variant: args.variant.clone(),
-        sweep: args.sweep.clone(),
-    };
-    let resolved = options.resolve(&args.thresholds.thresholds(), args.replay)?;
+    let resolved = args.variants.resolve(&args.thresholds, args.replay)?;
     for warning in &resolved.warnings {
         tracing::warn!("{warning}");
     }
@@ -294,7 +263,7 @@ fn run(args: Args, variants: Vec<Variant>) -> anyhow::Result<()> {
                 forever: args.follow,
             },
         },
-        thresholds: args.thresholds.thresholds(),
+        thresholds: args.thresholds,
         timely,
         s3: args.s3.options(),
         poll_interval,

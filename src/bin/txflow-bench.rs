@@ -23,7 +23,7 @@ use clap::{ArgAction, Parser, Subcommand};
 use txflow::cli::{self, LogArgs};
 use txflow::mechanism_x::{self, XOptions};
 use txflow::mechanism_y::{self, Mode, ReplayRange, TimelyOptions, YOptions};
-use txflow::model::{Fraction, Thresholds, Variant, MICROS_PER_UNIT};
+use txflow::model::{Amount, Fraction, Thresholds, Variant, MICROS_PER_UNIT};
 use txflow::runtime::checkpointer::DEFAULT_CHECKPOINT_INTERVAL;
 use txflow::sinks::state::StateConfig;
 use txgen::GenOptions;
@@ -310,7 +310,7 @@ fn bench_variants() -> Vec<Variant> {
             "child-60-25",
             Thresholds {
                 child_min_txns: 60,
-                child_max_avg_amount: 25 * MICROS_PER_UNIT,
+                child_max_avg_amount: Amount::from_micros(25 * MICROS_PER_UNIT),
                 ..base
             },
         ),

@@ -174,7 +174,7 @@ mod tests {
     use timely::dataflow::ProbeHandle;
 
     use super::*;
-    use crate::model::{Fraction, Gender, Pattern, Weight, WeightKey, MICROS_PER_UNIT};
+    use crate::model::{Amount, Fraction, Gender, Pattern, Weight, WeightKey, MICROS_PER_UNIT};
 
     /// Detections and counter changes, as `(epoch, what, diff)`, consolidated.
     type Observed = (
@@ -188,7 +188,7 @@ mod tests {
             upgrade_count_percentile: Fraction::from_millionths(700_000),
             upgrade_weight_percentile: Fraction::from_millionths(400_000),
             child_min_txns: 4,
-            child_max_avg_amount: 30 * MICROS_PER_UNIT,
+            child_max_avg_amount: Amount::from_micros(30 * MICROS_PER_UNIT),
             dei_min_female_customers: 2,
         }
     }
@@ -323,7 +323,7 @@ mod tests {
             base,
             Thresholds {
                 child_min_txns: 2,
-                child_max_avg_amount: 20 * MICROS_PER_UNIT,
+                child_max_avg_amount: Amount::from_micros(20 * MICROS_PER_UNIT),
                 ..base
             },
             Thresholds {
@@ -338,7 +338,7 @@ mod tests {
             },
             Thresholds {
                 child_min_txns: 2,
-                child_max_avg_amount: 20 * MICROS_PER_UNIT,
+                child_max_avg_amount: Amount::from_micros(20 * MICROS_PER_UNIT),
                 ..base
             },
         ];

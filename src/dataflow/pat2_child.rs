@@ -21,7 +21,9 @@ pub fn detect<'s>(
     changes: PairChanges<'s>,
     sets: &[Thresholds],
 ) -> VecCollection<'s, Epoch, Holding> {
-    let groups = by_parameters(sets, |t| (t.child_min_txns, t.child_max_avg_amount as i128));
+    let groups = by_parameters(sets, |t| {
+        (t.child_min_txns, t.child_max_avg_amount.micros as i128)
+    });
     let scope = changes.inner.scope();
     let mut all = Vec::new();
     for ((min_txns, max_avg), ids) in groups {

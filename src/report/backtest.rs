@@ -24,7 +24,7 @@ use crate::sinks::state::LedgerRow;
 pub struct LedgerSet {
     /// `baseline`, or the variant's name.
     pub name: String,
-    /// `Thresholds::describe()` of its thresholds.
+    /// Its thresholds as recorded (`Thresholds::to_json`).
     pub thresholds: String,
     /// Its ledger rows in sequence order (with evidence).
     pub rows: Vec<LedgerRow>,

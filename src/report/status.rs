@@ -18,6 +18,7 @@ use crate::redact;
 use crate::sinks::rejects::{reason_kind, rejects_key};
 use crate::sinks::state::{EpochRow, LedgerId, LedgerRow, StateReader};
 use crate::telemetry::status::{HISTORY_EPOCHS, LATEST_DETECTIONS};
+use crate::thresholds::Thresholds;
 
 /// The status JSON of the run recorded in `store` (finished or still running), with rejects
 /// by reason read from `output` when given (otherwise `rejects.by_reason` is `null` and the
@@ -79,48 +80,12 @@ fn run_identity(meta: &BTreeMap<String, String>, output: Option<&dyn ObjectStore
     })
 }
 
-/// The thresholds as recorded (`Thresholds::describe`, e.g. `PatId1 N>50000 n>=p0.9
-/// W<=p0.1; PatId2 n>=80 avg<23; PatId3 F>100`) as an object of the `Thresholds` field
-/// names; a text this version cannot read is kept as `{"text": …}`.
-fn thresholds(text: &str) -> Value {
-    const CLAUSES: [(&str, &[(&str, &str)]); 3] = [
-        (
-            "PatId1",
-            &[
-                ("N>", "upgrade_min_merchant_txns"),
-                ("n>=p", "upgrade_count_percentile"),
-                ("W<=p", "upgrade_weight_percentile"),
-            ],
-        ),
-        (
-            "PatId2",
-            &[("n>=", "child_min_txns"), ("avg<", "child_max_avg_amount")],
-        ),
-        ("PatId3", &[("F>", "dei_min_female_customers")]),
-    ];
-    let mut out = Map::new();
-    for clause in text.split(';') {
-        let mut words = clause.split_whitespace();
-        let Some((_, fields)) = words.next().and_then(|p| CLAUSES.iter().find(|c| c.0 == p)) else {
-            continue;
-        };
-        for (word, (prefix, name)) in words.zip(fields.iter()) {
-            let value = word.strip_prefix(prefix).and_then(|v| {
-                v.parse::<u64>()
-                    .map(Value::from)
-                    .or_else(|_| v.parse::<f64>().map(Value::from))
-                    .ok()
-            });
-            if let Some(value) = value {
-                out.insert(name.to_string(), value);
-            }
-        }
-    }
-    if out.len() == 6 {
-        Value::Object(out)
-    } else {
-        json!({ "text": text })
-    }
+/// The thresholds as recorded (their canonical serde JSON, as `/api/status` shows them); a
+/// record this version cannot read is kept as `{"text": …}`.
+fn thresholds(recorded: &str) -> Value {
+    Thresholds::from_json(recorded)
+        .and_then(|t| serde_json::to_value(t).ok())
+        .unwrap_or_else(|| json!({ "text": recorded }))
 }
 
 /// `progress`: counts from the progress table; the lag is 0 once the stream ended (every
@@ -296,17 +261,18 @@ mod tests {
 
     #[test]
     fn reads_recorded_thresholds() {
-        let t = crate::model::Thresholds::default();
-        let v = thresholds(&t.describe());
-        assert_eq!(v["upgrade_min_merchant_txns"], json!(50000));
-        assert_eq!(v["upgrade_count_percentile"], json!(0.9));
-        assert_eq!(v["upgrade_weight_percentile"], json!(0.1));
-        assert_eq!(v["child_min_txns"], json!(80));
-        assert_eq!(v["child_max_avg_amount"], json!(23));
-        assert_eq!(v["dei_min_female_customers"], json!(100));
-        assert_eq!(
-            thresholds("something else"),
-            json!({"text": "something else"})
-        );
+        let t = Thresholds {
+            child_min_txns: u64::MAX,
+            ..Thresholds::default()
+        };
+        let v = thresholds(&t.to_json());
+        assert_eq!(v["upgrade-min-merchant-txns"], json!(50000));
+        assert_eq!(v["upgrade-count-percentile"], json!("0.9"));
+        assert_eq!(v["upgrade-weight-percentile"], json!("0.1"));
+        assert_eq!(v["child-min-txns"], json!(u64::MAX));
+        assert_eq!(v["child-max-avg-amount"], json!("23"));
+        assert_eq!(v["dei-min-female-customers"], json!(100));
+        let legacy = "PatId1 N>50000 n>=p0.9 W<=p0.1; PatId2 n>=80 avg<23; PatId3 F>100";
+        assert_eq!(thresholds(legacy), json!({ "text": legacy }));
     }
 }

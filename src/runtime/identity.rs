@@ -26,7 +26,7 @@ pub fn run_identity(
         landing: canonical_location(&options.landing),
         from: resolved.map(|r| r.0),
         to: resolved.map(|r| r.1),
-        thresholds: options.thresholds.describe(),
+        thresholds: options.thresholds.to_json(),
         importance: canonical_location(&options.importance),
         importance_digest: chunk_digest(importance),
     }

@@ -7,7 +7,7 @@ use crate::model::{Thresholds, Variant};
 use crate::objectstore::S3Options;
 use crate::runtime::config::TimelyOptions;
 use crate::sinks::state::StateConfig;
-use crate::variant_options::check_variant_name;
+use crate::thresholds::VariantName;
 
 /// A replay/backtest range of chunk indices, inclusive; `None` = open.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -148,7 +148,7 @@ impl YOptions {
     pub fn check_variants(&self) -> crate::error::Result<()> {
         let mut names = std::collections::BTreeSet::new();
         for variant in self.variants() {
-            check_variant_name(&variant.name).map_err(|why| {
+            VariantName::parse(&variant.name).map_err(|why| {
                 crate::error::Error::configuration(format!(
                     "invalid variant name {:?}: {why}",
                     variant.name

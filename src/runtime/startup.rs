@@ -110,7 +110,7 @@ pub fn open_writer(options: &YOptions, inputs: &RunInputs) -> Result<EpochWriter
         .iter()
         .map(|v| VariantSpec {
             name: v.name.clone(),
-            thresholds: v.thresholds.describe(),
+            thresholds: v.thresholds.to_json(),
         })
         .collect();
     EpochWriter::open(

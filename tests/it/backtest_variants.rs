@@ -25,7 +25,7 @@ use common::reference::{self, evidence_of, ledger_identities, RefEvidence, RefTx
 use common::streams::{self, Landing, SplitMix64, Stream, StreamOptions};
 use serde_json::Value;
 use txflow::mechanism_y;
-use txflow::model::{Fraction, Thresholds, Variant};
+use txflow::model::{Amount, Fraction, Thresholds, Variant};
 use txflow::sinks::state::{EpochRow, LedgerRow};
 
 /// What a replay left behind.
@@ -99,8 +99,8 @@ fn random_variants(rng: &mut SplitMix64, base: &Thresholds) -> Vec<Variant> {
                     }
                     3 => t.child_min_txns = rng.range(1, 6),
                     4 => {
-                        t.child_max_avg_amount =
-                            base.child_max_avg_amount * rng.range(1, 4) as i64 / 2
+                        let micros = base.child_max_avg_amount.micros * rng.range(1, 4) as i64 / 2;
+                        t.child_max_avg_amount = Amount::from_micros(micros)
                     }
                     _ => t.dei_min_female_customers = rng.below(3),
                 }
@@ -333,4 +333,106 @@ fn variants_equal_their_own_replays_and_the_reference() {
     );
     eprintln!("{detections} expected baseline detections; evidence checked on {baseline} baseline and {variants} variant rows");
     assert!(detections > 0 && baseline > 0 && variants > 0);
+}
+
+/// The thresholds as the previous build recorded them (`PatId1 N>… ; PatId2 …; PatId3 F>…`,
+/// decimals as `f64` prints them), written here from that format.
+fn previous_build_text(t: &Thresholds) -> String {
+    format!(
+        "PatId1 N>{} n>=p{} W<=p{}; PatId2 n>={} avg<{}; PatId3 F>{}",
+        t.upgrade_min_merchant_txns,
+        f64::from(t.upgrade_count_percentile.millionths) / 1e6,
+        f64::from(t.upgrade_weight_percentile.millionths) / 1e6,
+        t.child_min_txns,
+        t.child_max_avg_amount.micros as f64 / 1e6,
+        t.dei_min_female_customers
+    )
+}
+
+/// Turns a store written by this build into one the previous build wrote: thresholds as
+/// text, and no migration 5.
+fn as_previous_build(db: &Path, run: &Thresholds, variants: &[Variant]) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.execute(
+        "UPDATE run_meta SET value = ?1 WHERE key = 'run.thresholds'",
+        [previous_build_text(run)],
+    )
+    .unwrap();
+    for v in variants {
+        let text = previous_build_text(&v.thresholds);
+        let changed = conn
+            .execute(
+                "UPDATE variants SET thresholds = ?1 WHERE name = ?2",
+                [text.as_str(), v.name.as_str()],
+            )
+            .unwrap();
+        assert_eq!(changed, 1);
+    }
+    conn.execute("DELETE FROM schema_migrations WHERE version = 5", [])
+        .unwrap();
+}
+
+/// A store of the previous build (thresholds recorded as text) resumes under the same
+/// thresholds and variants, its records now JSON; under other thresholds it is refused,
+/// naming the threshold that differs.
+#[test]
+fn a_store_of_the_previous_build_resumes_with_the_same_thresholds_only() {
+    let stream = streams::random_stream(9_100, &StreamOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    let landing = streams::write_landing(work.path(), &stream);
+    let base = stream.thresholds;
+    let variants = [Variant {
+        name: "strict".into(),
+        thresholds: Thresholds {
+            upgrade_weight_percentile: Fraction::from_millionths(50_000),
+            child_max_avg_amount: Amount::from_micros(12_500_000),
+            ..base
+        },
+    }];
+    let first = replay(&landing, work.path(), "old", base, &variants, 1);
+    let db = work.path().join("state-old.db");
+    as_previous_build(&db, &base, &variants);
+
+    let resumed = replay(&landing, work.path(), "old", base, &variants, 1);
+    assert!(resumed.ledger == first.ledger && resumed.variant_ledgers == first.variant_ledgers);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let recorded: String = conn
+        .query_row(
+            "SELECT value FROM run_meta WHERE key = 'run.thresholds'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let json: Value = serde_json::from_str(&recorded).unwrap();
+    assert_eq!(json["child-min-txns"], Value::from(base.child_min_txns));
+    let amount = json["child-max-avg-amount"].as_str().unwrap();
+    let micros = txflow::decimal::parse_decimal_micros(amount);
+    assert_eq!(micros, Some(base.child_max_avg_amount.micros), "{recorded}");
+    let variant: String = conn
+        .query_row("SELECT thresholds FROM variants", [], |r| r.get(0))
+        .unwrap();
+    let json: Value = serde_json::from_str(&variant).unwrap();
+    assert_eq!(json["upgrade-weight-percentile"], Value::from("0.05"));
+    assert_eq!(json["child-max-avg-amount"], Value::from("12.5"));
+    drop(conn);
+
+    as_previous_build(&db, &base, &variants);
+    let output = work.path().join("out-old");
+    let mut opts = landing.replay_options(&output, &db);
+    opts.thresholds = Thresholds {
+        child_min_txns: base.child_min_txns + 1,
+        ..base
+    };
+    opts.mode = txflow::mechanism_y::Mode::Replay {
+        range: Default::default(),
+        variants: variants.to_vec(),
+    };
+    let refused = mechanism_y::run(&opts).map(|_| ()).unwrap_err();
+    let message = format!("{refused:#}");
+    let expected = format!(
+        "the thresholds differ: child-min-txns was {}, now {}",
+        base.child_min_txns,
+        base.child_min_txns + 1
+    );
+    assert!(message.contains(&expected), "{message}");
 }

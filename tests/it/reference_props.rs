@@ -22,7 +22,7 @@ use common::outputs::{is_ist_timestamp, read_csv, tree};
 use common::reference::{self, action_of, Decision, Expected};
 use common::streams::{self, Landing, Stream, StreamOptions};
 use txflow::mechanism_y::{self, ReplayRange, RunSummary, YOptions};
-use txflow::model::{Fraction, Thresholds};
+use txflow::model::{Amount, Fraction, Thresholds};
 use txflow::sinks::state::StateConfig;
 use txflow::sinks::state::{EpochRow, LedgerRow};
 
@@ -60,7 +60,7 @@ fn thresholds() -> Thresholds {
         upgrade_count_percentile: Fraction::from_millionths(900_000),
         upgrade_weight_percentile: Fraction::from_millionths(100_000),
         child_min_txns: 1_000_000,
-        child_max_avg_amount: 20_000_000,
+        child_max_avg_amount: Amount::from_micros(20_000_000),
         dei_min_female_customers: 1_000_000,
     }
 }
@@ -970,7 +970,7 @@ fn reference_generator_covers_edge_cases() {
             "amount at the limit",
             accepted
                 .iter()
-                .any(|t| t.amount_micros == s.thresholds.child_max_avg_amount),
+                .any(|t| t.amount_micros == s.thresholds.child_max_avg_amount.micros),
         );
         bump(
             "huge amount",

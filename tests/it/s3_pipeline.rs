@@ -32,7 +32,7 @@ use common::streams::{chunk_mtime_ms, format_ist, unix_ms};
 use common::wait::wait_until;
 use txflow::mechanism_x::{self, XOptions, XSummary};
 use txflow::mechanism_y::{self, Mode, ReplayRange, RunSummary, YOptions};
-use txflow::model::{Fraction, Thresholds};
+use txflow::model::{Amount, Fraction, Thresholds};
 use txflow::objectstore::s3::S3Store;
 use txflow::objectstore::{ObjectStore, S3Options};
 use txflow::sinks::state::StateConfig;
@@ -129,7 +129,7 @@ fn data() -> &'static Data {
             upgrade_count_percentile: Fraction::from_millionths(900_000),
             upgrade_weight_percentile: Fraction::from_millionths(100_000),
             child_min_txns: 20,
-            child_max_avg_amount: 23_000_000,
+            child_max_avg_amount: Amount::from_micros(23_000_000),
             dei_min_female_customers: gen.pat3_min_female,
         };
 

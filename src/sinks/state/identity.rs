@@ -45,8 +45,8 @@ pub struct RunIdentity {
     /// Live: `None`.
     pub from: Option<u64>,
     pub to: Option<u64>,
-    /// The pattern thresholds, as text (`Thresholds::describe`): resuming a store under other
-    /// thresholds would mix two configurations in one ledger.
+    /// The pattern thresholds, as their canonical JSON (`Thresholds::to_json`): resuming a
+    /// store under other thresholds would mix two configurations in one ledger.
     pub thresholds: String,
     /// Where the importance file was read from (named in messages; not compared: the same
     /// bytes read from elsewhere are the same input).
@@ -249,15 +249,41 @@ fn identity_differences(stored: &BTreeMap<String, String>, requested: &RunIdenti
         ));
     }
     out.extend(c.range());
-    if c.differs(META_THRESHOLDS) {
-        out.push(format!(
-            "the thresholds were {}, now {}",
-            c.old(META_THRESHOLDS),
-            requested.thresholds
-        ));
-    }
+    out.extend(thresholds_difference(
+        c.old(META_THRESHOLDS),
+        &requested.thresholds,
+    ));
     out.extend(c.importance());
     out
+}
+
+/// The thresholds clause, if the recorded thresholds differ: the keys whose values differ
+/// when both records are JSON objects (as recorded since schema version 5, which converted
+/// earlier records), the records themselves otherwise.
+fn thresholds_difference(was: &str, now: &str) -> Option<String> {
+    use serde_json::{Map, Value};
+    let object = |text: &str| match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => Some(map),
+        _ => None,
+    };
+    let (Some(was_map), Some(now_map)) = (object(was), object(now)) else {
+        return (was != now).then(|| format!("the thresholds were {was}, now {now}"));
+    };
+    let shown = |map: &Map<String, Value>, key: &str| match map.get(key) {
+        Some(Value::String(text)) => text.clone(),
+        Some(value) => value.to_string(),
+        None => "unset".to_string(),
+    };
+    let keys: std::collections::BTreeSet<&String> = was_map.keys().chain(now_map.keys()).collect();
+    let changes: Vec<String> = keys
+        .into_iter()
+        .filter(|key| was_map.get(*key) != now_map.get(*key))
+        .map(|key| {
+            let (old, new) = (shown(&was_map, key), shown(&now_map, key));
+            format!("{key} was {old}, now {new}")
+        })
+        .collect();
+    (!changes.is_empty()).then(|| format!("the thresholds differ: {}", changes.join(", ")))
 }
 
 /// What `begin_run` does with the stored run identity (its `run_meta` entries): `Ok(true)` =
@@ -441,6 +467,35 @@ mod tests {
         );
         assert!(!record_identity(&stored(&run("s3://b/l")), &run("s3://b/l"), true).unwrap());
         refusal(&stored(&run("s3://b/l")), &run("s3://b/m"));
+    }
+
+    #[test]
+    fn recorded_thresholds_compare_by_value_and_name_the_keys_that_differ() {
+        let json = |count: u64, percentile: &str| {
+            format!(r#"{{"child-min-txns":{count},"upgrade-count-percentile":"{percentile}"}}"#)
+        };
+        let with = |thresholds: String| RunIdentity {
+            thresholds,
+            ..replay(0, 29)
+        };
+        let old = stored(&with(json(80, "0.9")));
+        assert!(!record_identity(&old, &with(json(80, "0.9")), true).unwrap());
+        // The same values in another key order or spacing: the same thresholds.
+        let spaced = r#"{ "upgrade-count-percentile": "0.9", "child-min-txns": 80 }"#;
+        assert!(!record_identity(&old, &with(spaced.into()), true).unwrap());
+        let message = refusal(&old, &with(json(100, "0.9")));
+        assert!(
+            message.contains("the thresholds differ: child-min-txns was 80, now 100"),
+            "{message}"
+        );
+        assert!(!message.contains("upgrade-count-percentile"), "{message}");
+        let message = refusal(&old, &with(json(100, "0.5")));
+        assert!(
+            message.contains(
+                "child-min-txns was 80, now 100, upgrade-count-percentile was 0.9, now 0.5"
+            ),
+            "{message}"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../../sql/002_chunk_digest.sql")),
     (3, include_str!("../../../sql/003_variants_evidence.sql")),
     (4, include_str!("../../../sql/004_checkpoints.sql")),
+    (5, include_str!("../../../sql/005_thresholds_json.sql")),
 ];
 
 /// `sql` with every `$N` placeholder written `?N`, for SQLite. No statement here has a `$`

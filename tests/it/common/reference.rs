@@ -825,7 +825,7 @@ pub fn evaluate(
     for (merchant, customers) in &pairs {
         for (customer, stats) in customers {
             if u128::from(stats.n) >= u128::from(t.child_min_txns)
-                && stats.amount_micros < t.child_max_avg_amount as i128 * stats.n as i128
+                && stats.amount_micros < t.child_max_avg_amount.micros as i128 * stats.n as i128
             {
                 out.insert(key(PAT_CHILD, merchant, customer), Decision::Holds);
             }

@@ -36,7 +36,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use txflow::model::{Fraction, Thresholds};
+use txflow::model::{Amount, Fraction, Thresholds};
 
 use super::reference::{IMPORTANCE_COLUMNS, TRANSACTION_COLUMNS};
 
@@ -562,7 +562,7 @@ fn random_thresholds(rng: &mut SplitMix64, world: &World) -> Thresholds {
         upgrade_count_percentile: Fraction::from_millionths(count_p),
         upgrade_weight_percentile: Fraction::from_millionths(weight_p),
         child_min_txns: *rng.pick(&[1, 2, 2, 3, 4, 5]),
-        child_max_avg_amount: world.limit_micros,
+        child_max_avg_amount: Amount::from_micros(world.limit_micros),
         dei_min_female_customers: *rng.pick(&[0, 1, 1, 2]),
     }
 }
