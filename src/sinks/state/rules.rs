@@ -8,6 +8,7 @@ use super::schema::MIGRATIONS;
 use super::store::{VariantRecovered, VariantRows, VariantSpec};
 use crate::error::StateError;
 use crate::model::{DetectionKey, Pattern};
+use crate::thresholds::VariantName;
 
 /// The checkpoints `record_checkpoint` removes: all but the newest `keep` (at least 1).
 pub(super) fn checkpoints_beyond(mut epochs: Vec<u64>, keep: usize) -> Vec<u64> {
@@ -87,25 +88,16 @@ pub(super) fn check_readable_schema(newest: Option<i64>) -> Result<(), StateErro
     }
 }
 
-/// The longest variant name (it names an output folder).
-const MAX_VARIANT_NAME: usize = 64;
-
-/// Refuses variant names that could not name a ledger and a folder `variants/<name>/`
-/// (`[A-Za-z0-9._-]{1,64}`, not starting with `.`) and repeated names: the caller validates
-/// its options, so either is a bug.
+/// Refuses variant names that could not name a ledger and a folder `variants/<name>/` (the
+/// one rule, [`VariantName::parse`]) and repeated names: the caller validates its options, so
+/// either is a bug.
 fn check_variant_names(variants: &[VariantSpec]) -> Result<(), StateError> {
     let mut seen = HashSet::new();
     for v in variants {
         let name = v.name.as_str();
-        let valid = (1..=MAX_VARIANT_NAME).contains(&name.len())
-            && !name.starts_with('.')
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        if !valid {
+        if let Err(why) = VariantName::parse(name) {
             return Err(StateError::Inconsistent(format!(
-                "invalid backtest variant name {name:?} (expected [A-Za-z0-9._-]{{1,64}}, not \
-                 starting with '.')"
+                "invalid backtest variant name {name:?}: {why}"
             )));
         }
         if !seen.insert(name) {

@@ -93,9 +93,9 @@ pub struct VariantRows {
 /// A backtest variant as the state store records it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VariantSpec {
-    /// `[A-Za-z0-9._-]{1,64}`, not starting with `.`; names its ledger and its output folder `variants/<name>/`.
+    /// A valid [`crate::thresholds::VariantName`]; names its ledger and its output folder `variants/<name>/`.
     pub name: String,
-    /// `Thresholds::describe()` of the variant.
+    /// The variant's thresholds as canonical JSON (`Thresholds::to_json`).
     pub thresholds: String,
 }
 
