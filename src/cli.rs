@@ -278,6 +278,7 @@ impl StateArgs {
             reconnect_timeout: Duration::from_secs(self.pg_reconnect_timeout),
             connect_timeout: Duration::from_secs(self.pg_connect_timeout),
             statement_timeout: Duration::from_secs(self.pg_statement_timeout),
+            ..PgOptions::default()
         }))
     }
 }
@@ -304,6 +305,7 @@ impl S3Args {
         S3Options {
             endpoint: self.s3_endpoint.clone(),
             region: self.s3_region.clone(),
+            ..S3Options::default()
         }
     }
 }

@@ -23,19 +23,24 @@ use crate::error::Context;
 use crate::error::{ClusterError, Error, Result};
 use crate::http::HttpServer;
 use crate::objectstore;
-use crate::progress::{Plan, Progress};
+use crate::progress::{Plan, Progress, ProgressObserver};
 use crate::redact;
+use crate::report;
 use crate::runtime::checkpointer::{notes_channel, Checkpointer, CheckpointerSetup};
 use crate::runtime::committer::{CheckpointNotes, CommitQueue, Committer};
 use crate::runtime::config::timely_config;
+use crate::runtime::events::{Observers, RunObserver};
 use crate::runtime::identity::Fingerprint;
 use crate::runtime::startup::{self, RunInputs};
 use crate::runtime::worker::{run_worker, LazyFeed, Restore, WorkerCheckpoints, WorkerShared};
+use crate::runtime::writer::EpochWriter;
 use crate::runtime::{cluster, landing_edge};
 use crate::runtime::{watchdog, RunControl};
 use crate::sinks::checkpoint::CheckpointStore;
-use crate::sinks::writer::EpochWriter;
-use crate::sources::landing::{check_pruned_replay, ChunkFeed, FeedOptions, FeedPlan};
+use crate::sinks::state::StateConfig;
+use crate::sources::landing::{
+    check_pruned_replay, ChunkFeed, FeedObserver, FeedOptions, FeedPlan,
+};
 use crate::telemetry::status::RestoreInfo;
 use crate::telemetry::{Phase, RunInfo, Telemetry};
 use crate::time::{format_ist, now_ms};
@@ -60,6 +65,7 @@ pub fn run_with_stop(options: &YOptions, stop: Arc<AtomicBool>) -> Result<RunSum
     // Before any store is opened: a bad hostfile fails without side effects.
     let config = timely_config(t)?;
     let telemetry = Arc::new(Telemetry::new(run_info(options), options.ready_max_lag));
+    let options = &counting_retries(options, &telemetry);
     // Also before any store is opened: the endpoint answers (not ready) during start-up.
     let _server = match (options.http, t.process) {
         (Some(addr), 0) => Some(HttpServer::start(addr, telemetry.clone())?),
@@ -72,6 +78,16 @@ pub fn run_with_stop(options: &YOptions, stop: Arc<AtomicBool>) -> Result<RunSum
         Err(_) => Phase::Failed,
     });
     result
+}
+
+/// The options with the run's retry counters handed to every store the run opens.
+fn counting_retries(options: &YOptions, telemetry: &Telemetry) -> YOptions {
+    let mut options = options.clone();
+    options.s3.retries = telemetry.s3_retries();
+    if let StateConfig::Postgres { options: pg, .. } = &mut options.state {
+        pg.retries = telemetry.state_store_retries();
+    }
+    options
 }
 
 /// What `/api/status` says of the run's options.
@@ -245,20 +261,26 @@ fn run_workers(
         .and_then(|(_, r)| r.as_ref())
         .map(|r| r.point.epoch);
     let (notes, received) = notes_channel();
+    let observer: Arc<dyn RunObserver> = telemetry.clone();
+    let observers = Observers::new(vec![observer.clone()]);
     let (committer, queue) = match writer {
         Some(writer) => {
+            // The progress watches the commits only: the committing thread owns the last
+            // reference, so the bar leaves the screen when that thread ends.
             let progress = Progress::start(Plan::of(&inputs.plan, &recovered));
+            let progress = Arc::new(ProgressObserver::new(progress));
             let notes = checkpoints.as_ref().map(|_| CheckpointNotes {
                 options: options.checkpoints.clone(),
                 restored,
                 notes: notes.clone(),
             });
-            let (committer, queue) =
-                Committer::start(writer, control.clone(), telemetry.clone(), progress, notes)?;
+            let committing = Observers::new(vec![observer, progress]);
+            let (committer, queue) = Committer::start(writer, control.clone(), committing, notes)?;
             watchdog::start(
                 options.stall_timeout,
                 t.processes,
                 telemetry.clone(),
+                observers.clone(),
                 control.clone(),
             );
             (Some(committer), Some(queue))
@@ -266,7 +288,7 @@ fn run_workers(
         None => (None, None),
     };
     if options.http.is_some() && options.replay.is_none() && t.process == 0 {
-        landing_edge::start(inputs.landing.clone(), telemetry.clone(), control.clone());
+        landing_edge::start(inputs.landing.clone(), observers.clone(), control.clone());
     }
     let checkpointer = match &checkpoints {
         Some((store, _)) => Some(Checkpointer::start(
@@ -280,7 +302,7 @@ fn run_workers(
                     .as_ref()
                     .map(|q| q.record_requests(options.checkpoints.kept)),
                 control: control.clone(),
-                telemetry: telemetry.clone(),
+                observers: observers.clone(),
             },
             notes.clone(),
             received,
@@ -294,7 +316,7 @@ fn run_workers(
         notes: Mutex::new(notes),
         restore,
     });
-    let shared = worker_shared(options, inputs, recovered, queue, control, telemetry);
+    let shared = worker_shared(options, inputs, recovered, queue, control, observers);
     let shared = Arc::new(WorkerShared {
         checkpoints: worker_checkpoints,
         ..shared
@@ -309,14 +331,22 @@ fn run_workers(
     }
     // A failed cluster process leaves at once: its workers may never return (timely cannot
     // abort), and the process's end is what fails its peers.
-    let summary = match committer {
+    let joined = match committer {
         Some(committer) if (t.processes == 1 || !control.failed()) && !control.abandoned() => {
             committer.join()
         }
-        _ => RunSummary::default(),
+        _ => None,
     };
     if let Some(checkpointer) = checkpointer {
         checkpointer.close();
+    }
+    let Some((summary, mut writer)) = joined else {
+        return Ok(RunSummary::default());
+    };
+    // After the end is recorded, outside the commit path: a failing report cannot hold up
+    // the stream's end.
+    if let Some(source) = writer.backtest_source() {
+        report::backtest::write_from(source).context("writing the backtest report")?;
     }
     Ok(summary)
 }
@@ -330,7 +360,7 @@ fn worker_shared(
     recovered: std::collections::BTreeSet<u64>,
     queue: Option<CommitQueue>,
     control: &Arc<RunControl>,
-    telemetry: &Arc<Telemetry>,
+    observers: Observers,
 ) -> WorkerShared {
     let fingerprint = Fingerprint::of(options, &inputs.plan, &inputs.importance_bytes);
     let feed_options = FeedOptions {
@@ -340,7 +370,8 @@ fn worker_shared(
         first: 0,
     };
     let (landing, plan, workers) = (inputs.landing, inputs.plan, options.timely.workers);
-    let (stop, observer) = (control.stop_flag(), Some(telemetry.clone()));
+    let stop = control.stop_flag();
+    let observer: Option<Arc<dyn FeedObserver>> = Some(Arc::new(observers));
     let feed = LazyFeed::new(move |restored| {
         let first = restored.map_or(0, |r| r + 1);
         let plan = match restored {

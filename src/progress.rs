@@ -1,4 +1,5 @@
-//! Progress of a run on stderr, fed by the committer once per committed or recovered epoch.
+//! Progress of a run on stderr: an observer of the run's events ([`ProgressObserver`]), told
+//! of every committed or recovered epoch.
 //!
 //! On a terminal: a bar for a backtest (`--replay`) and for the recovery replay that starts a
 //! resumed live run (epoch k of K, rows/s, ETA), and a one-line status in live mode (the last
@@ -10,13 +11,12 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io::{self, Write};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::runtime::batch::EpochBatch;
-use crate::runtime::options::RunSummary;
+use crate::runtime::events::{Event, RunObserver};
 use crate::sources::landing::FeedPlan;
 use crate::time::now_ms;
 
@@ -107,14 +107,39 @@ pub struct EpochSeen {
     visible_ms: i64,
 }
 
-impl EpochSeen {
-    pub fn of(batch: &EpochBatch) -> EpochSeen {
-        let (accepted, rejected) = batch.row_counts();
-        EpochSeen {
-            epoch: batch.epoch,
-            rows: accepted + rejected,
-            visible_ms: batch.visible_ms,
-        }
+/// The run's [`Progress`] as an observer of its epochs. Only the committing thread reports
+/// epochs, so its lock is never contended.
+pub struct ProgressObserver(Mutex<Progress>);
+
+impl ProgressObserver {
+    pub fn new(progress: Progress) -> ProgressObserver {
+        ProgressObserver(Mutex::new(progress))
+    }
+}
+
+impl RunObserver for ProgressObserver {
+    fn observe(&self, event: &Event<'_>) {
+        let (seen, replayed, detections) = match event {
+            Event::EpochCommitted(e) => {
+                let seen = EpochSeen {
+                    epoch: e.epoch,
+                    rows: e.rows + e.rejected,
+                    visible_ms: e.visible_ms,
+                };
+                (seen, false, e.detections_total)
+            }
+            Event::EpochReplayed(e) => {
+                let seen = EpochSeen {
+                    epoch: e.epoch,
+                    rows: e.rows,
+                    visible_ms: e.visible_ms,
+                };
+                (seen, true, e.detections_total)
+            }
+            _ => return,
+        };
+        let mut progress = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        progress.epoch(seen, replayed, detections);
     }
 }
 
@@ -145,9 +170,11 @@ pub struct Progress {
     display: Display,
     phase: Phase,
     bar: Option<ProgressBar>,
-    /// Epochs committed or recovered so far, and of them recovered; rows of both.
+    /// Epochs committed or recovered so far, and of them recovered and committed; rows of
+    /// both.
     done: u64,
     recovered: u64,
+    committed: u64,
     rows: u64,
     /// (when, epochs done, rows) of the last [`RATE_WINDOW`] epochs.
     window: VecDeque<(Instant, u64, u64)>,
@@ -175,6 +202,7 @@ impl Progress {
             bar: None,
             done: 0,
             recovered: 0,
+            committed: 0,
             rows: 0,
             window: VecDeque::from([(now, 0, 0)]),
             last_log: now,
@@ -183,20 +211,24 @@ impl Progress {
         progress
     }
 
-    /// An epoch was committed (or recovered: `summary` says which) without failure.
-    pub fn epoch(&mut self, seen: EpochSeen, summary: &RunSummary, detections: u64) {
+    /// An epoch was committed (or recovered, when `replayed`) without failure; the ledger
+    /// then holds `detections`.
+    pub fn epoch(&mut self, seen: EpochSeen, replayed: bool, detections: u64) {
         if self.display == Display::Off {
             return;
         }
         let now = Instant::now();
         self.done += 1;
-        self.recovered = summary.epochs_recovered;
+        match replayed {
+            true => self.recovered += 1,
+            false => self.committed += 1,
+        }
         self.rows += seen.rows;
         self.window.push_back((now, self.done, self.rows));
         if self.window.len() > RATE_WINDOW + 1 {
             self.window.pop_front();
         }
-        if self.phase == Phase::Recovery && self.recovered_all(summary) {
+        if self.phase == Phase::Recovery && self.recovered_all() {
             self.phase = Phase::Live;
             self.show_bar();
         }
@@ -212,8 +244,8 @@ impl Progress {
     }
 
     /// Recovery is over once every recovered epoch came by, or a new one was committed.
-    fn recovered_all(&self, summary: &RunSummary) -> bool {
-        self.recovered >= self.plan.recovering || summary.epochs_committed > 0
+    fn recovered_all(&self) -> bool {
+        self.recovered >= self.plan.recovering || self.committed > 0
     }
 
     /// The figures of the progress so far.
@@ -398,14 +430,6 @@ mod tests {
         }
     }
 
-    fn summary(committed: u64, recovered: u64) -> RunSummary {
-        RunSummary {
-            epochs_committed: committed,
-            epochs_recovered: recovered,
-            ..RunSummary::default()
-        }
-    }
-
     #[test]
     fn numbers_read_as_people_write_them() {
         assert_eq!(human(950.4), "950");
@@ -431,7 +455,7 @@ mod tests {
         );
         std::thread::sleep(Duration::from_millis(20));
         for k in 0..4 {
-            p.epoch(seen(k, 1000), &summary(k + 1, 0), 5);
+            p.epoch(seen(k, 1000), false, 5);
         }
         let s = p.status(seen(3, 1000), 5);
         assert_eq!(
@@ -460,11 +484,11 @@ mod tests {
             },
         );
         assert_eq!(p.phase, Phase::Recovery);
-        p.epoch(seen(0, 10), &summary(0, 1), 0);
+        p.epoch(seen(0, 10), true, 0);
         assert_eq!(p.status(seen(0, 10), 0).total, Some(2));
-        p.epoch(seen(1, 10), &summary(0, 2), 0);
+        p.epoch(seen(1, 10), true, 0);
         assert_eq!(p.phase, Phase::Live);
-        p.epoch(seen(2, 10), &summary(1, 2), 7);
+        p.epoch(seen(2, 10), false, 7);
         let s = p.status(seen(2, 10), 7);
         assert_eq!((s.total, s.epoch, s.detections), (None, 2, 7));
         assert!(s.lag >= Duration::from_millis(400), "{s:?}");
@@ -479,7 +503,7 @@ mod tests {
     #[test]
     fn off_counts_nothing() {
         let mut p = Progress::with_display(Plan::default(), Display::Off);
-        p.epoch(seen(0, 10), &summary(1, 0), 0);
+        p.epoch(seen(0, 10), false, 0);
         assert_eq!(p.done, 0);
         assert!(p.bar.is_none());
     }

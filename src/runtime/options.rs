@@ -9,6 +9,9 @@ use crate::runtime::config::TimelyOptions;
 use crate::sinks::state::StateConfig;
 use crate::variant_options::check_variant_name;
 
+/// Default of `--ready-max-lag`: `/readyz` fails when more chunks than this wait.
+pub const DEFAULT_READY_MAX_LAG: u64 = 2;
+
 /// A replay/backtest range of chunk indices, inclusive; `None` = open.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReplayRange {
@@ -89,7 +92,7 @@ impl YOptions {
             gap_warn: DEFAULT_GAP_WARN,
             settle: DEFAULT_SETTLE,
             http: None,
-            ready_max_lag: crate::telemetry::DEFAULT_READY_MAX_LAG,
+            ready_max_lag: DEFAULT_READY_MAX_LAG,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             checkpoints: CheckpointOptions::default(),
         }

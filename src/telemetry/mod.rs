@@ -1,11 +1,12 @@
-//! What a run tells its operators: one [`Telemetry`] per run, updated by the chunk feed
-//! (the landing edge), the committing thread (one [`EpochRecord`] per epoch) and start-up
-//! (recovery); read by the HTTP endpoint ([`crate::http`]) and the stall watchdog.
+//! What a run tells its operators: one [`Telemetry`] per run, a [`RunObserver`] of the
+//! runtime's events (chunks seen, one [`EpochCommitted`] per epoch, checkpoints, a stall)
+//! and told of start-up (recovery) by the run; read by the HTTP endpoint ([`crate::http`])
+//! and the stall watchdog ([`StallProbe`]).
 //!
 //! | module | owns |
 //! |---|---|
 //! | [`metrics`] | the Prometheus metrics (`txflow_…`) and their encoding |
-//! | [`retries`] | the stores' retry counters, process-wide |
+//! | [`retries`] | the stores' retry counters of the run |
 //! | [`status`] | the `/api/status` document and the per-epoch history it is written from |
 //!
 //! Updates are cheap: atomics, and one lock taken once per epoch or chunk, never per row.
@@ -19,9 +20,12 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::retry_count::Retries;
+use crate::runtime::events::{EpochCommitted, Event, RunObserver};
+use crate::runtime::watchdog::StallProbe;
 use crate::telemetry::metrics::{resident_bytes, Metrics, Present};
 use crate::telemetry::status::{Book, Progress, MAX_STATUS_BYTES};
-pub use crate::telemetry::status::{EpochRecord, RunInfo, Status};
+pub use crate::telemetry::status::{RunInfo, Status};
 use crate::time::now_ms;
 
 /// How long a served status document is reused when nothing recorded has changed (its
@@ -35,8 +39,7 @@ struct Served {
     built: Instant,
 }
 
-/// Default of `--ready-max-lag`: `/readyz` fails when more chunks than this wait.
-pub const DEFAULT_READY_MAX_LAG: u64 = 2;
+pub use crate::runtime::options::DEFAULT_READY_MAX_LAG;
 
 /// Where the run is (`state` of `/api/status`; `up_to_date` is `Running` with no lag).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -229,7 +232,7 @@ impl Telemetry {
     }
 
     /// The committer committed an epoch.
-    pub fn epoch_committed(&self, record: EpochRecord) {
+    pub fn epoch_committed(&self, record: &EpochCommitted) {
         let m = &self.metrics;
         m.epochs_committed.inc();
         m.rows_accepted.inc_by(record.rows);
@@ -239,7 +242,8 @@ impl Telemetry {
                 .get_or_create(&[("pattern", row.pattern_id.clone())])
                 .inc();
         }
-        if let Some(ms) = record.visible_to_commit_ms {
+        if self.live {
+            let ms = record.visible_to_commit_ms();
             m.visible_to_commit.observe(ms.max(0) as f64 / 1000.0);
         }
         if let Some(compute) = record.compute {
@@ -256,8 +260,18 @@ impl Telemetry {
             let mut visible = lock(&self.visible);
             *visible = visible.split_off(&(record.epoch + 1));
         }
-        lock(&self.book).add(record);
+        lock(&self.book).add(record, self.live);
         self.changed();
+    }
+
+    /// The handle the run's S3 stores count their retries through.
+    pub fn s3_retries(&self) -> Retries {
+        self.metrics.s3_retries.handle()
+    }
+
+    /// The handle the run's state store counts its retries through.
+    pub fn state_store_retries(&self) -> Retries {
+        self.metrics.state_store_retries.handle()
     }
 
     /// Live mode: the visible→commit latency is measured (a replay's chunks are old).
@@ -399,6 +413,31 @@ impl Telemetry {
     }
 }
 
+impl RunObserver for Telemetry {
+    fn observe(&self, event: &Event<'_>) {
+        match *event {
+            Event::ChunkSeen {
+                index,
+                last_modified_ms,
+            } => self.chunk_seen(index, last_modified_ms),
+            Event::QueueDepth { waiting } => self.queue_depth(waiting),
+            Event::EpochCommitted(record) => self.epoch_committed(record),
+            Event::EpochReplayed(replayed) => self.epoch_replayed(replayed.epoch),
+            Event::CheckpointWritten { epoch, bytes, took } => {
+                self.checkpoint_written(epoch, bytes, took)
+            }
+            Event::CheckpointFailed => self.checkpoint_failed(),
+            Event::Stalled { reason } => self.set_stalled(reason.to_string()),
+        }
+    }
+}
+
+impl StallProbe for Telemetry {
+    fn stalled_for(&self, timeout: Duration) -> Option<(Duration, u64, u64)> {
+        Telemetry::stalled_for(self, timeout)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,14 +481,14 @@ mod tests {
             t.chunk_seen(k, now_ms());
         }
         assert!(t.readiness().unwrap_err().contains("4 chunks behind"));
-        t.epoch_committed(EpochRecord {
+        t.epoch_committed(&EpochCommitted {
             epoch: 2,
-            ..EpochRecord::default()
+            ..EpochCommitted::default()
         });
         assert!(t.readiness().unwrap_err().contains("3 chunks behind"));
-        t.epoch_committed(EpochRecord {
+        t.epoch_committed(&EpochCommitted {
             epoch: 3,
-            ..EpochRecord::default()
+            ..EpochCommitted::default()
         });
         assert_eq!(t.readiness(), Ok(()));
         assert_eq!(t.status().state, "running");
@@ -464,7 +503,7 @@ mod tests {
         t.chunk_seen(0, now_ms());
         let again = t.status_json().unwrap();
         assert_eq!(first.as_ptr(), again.as_ptr(), "one build between commits");
-        t.epoch_committed(EpochRecord::default());
+        t.epoch_committed(&EpochCommitted::default());
         let committed = t.status_json().unwrap();
         assert_ne!(first.as_ptr(), committed.as_ptr(), "rebuilt after a commit");
         let value: serde_json::Value = serde_json::from_slice(&committed).unwrap();
@@ -487,7 +526,7 @@ mod tests {
         assert_eq!(t.stalled_for(Duration::from_secs(60)), None);
         let (_, first, edge) = t.stalled_for(Duration::ZERO).unwrap();
         assert_eq!((first, edge), (0, 0));
-        t.epoch_committed(EpochRecord::default());
+        t.epoch_committed(&EpochCommitted::default());
         assert_eq!(t.stalled_for(Duration::ZERO), None);
         t.set_stalled("stalled: test".into());
         assert_eq!(t.readiness(), Err("stalled: test".into()));

@@ -1,6 +1,6 @@
 //! The `/api/status` document ([`Status`]) and the book it is written from ([`Book`]): run
 //! totals, detections and rejects by kind, the newest detections and the last
-//! [`HISTORY_EPOCHS`] epochs. The committing thread adds one [`EpochRecord`] per epoch.
+//! [`HISTORY_EPOCHS`] epochs. Each [`EpochCommitted`] of the run adds one epoch.
 //!
 //! What the document quotes from the input is bounded, so that its size (and the memory of
 //! the requests reading it) depends on the options, not on the data: each name is cut to
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::model::Pattern;
-use crate::sinks::state::LedgerRow;
+use crate::runtime::events::EpochCommitted;
 
 /// Epochs the history keeps.
 pub const HISTORY_EPOCHS: usize = 1000;
@@ -36,9 +36,9 @@ pub const MAX_STATUS_BYTES: usize = 1 << 20;
 
 /// `name` as the document quotes it: whole up to [`MAX_QUOTED_NAME`] bytes, else cut at a
 /// character boundary and ended with `…`, [`MAX_QUOTED_NAME`] bytes at most in all.
-pub fn quoted(name: String) -> String {
+pub fn quoted(name: &str) -> String {
     if name.len() <= MAX_QUOTED_NAME {
-        return name;
+        return name.to_string();
     }
     const ELLIPSIS: char = '…';
     let mut end = MAX_QUOTED_NAME - ELLIPSIS.len_utf8();
@@ -181,26 +181,6 @@ impl Status {
     }
 }
 
-/// One committed epoch, as the committing thread reports it.
-#[derive(Debug, Default)]
-pub struct EpochRecord {
-    pub epoch: u64,
-    pub chunk: String,
-    pub rows: u64,
-    pub rejected: u64,
-    /// Worker 0: chunk taken → batch ready.
-    pub compute: Option<Duration>,
-    pub commit: Duration,
-    /// Live mode: the chunk's last-modified time → the commit, in ms.
-    pub visible_to_commit_ms: Option<i64>,
-    /// As stored (IST RFC 3339).
-    pub committed_at: String,
-    /// The epoch's new ledger rows.
-    pub detections: Vec<LedgerRow>,
-    /// Rejected rows by reason kind ([`reason_kind`](crate::sinks::rejects::reason_kind)).
-    pub rejects_by_reason: BTreeMap<String, u64>,
-}
-
 /// Detections by pattern, every pattern present.
 fn zero_patterns() -> BTreeMap<String, u64> {
     Pattern::ALL
@@ -241,8 +221,9 @@ impl Book {
         }
     }
 
-    /// Adds a committed epoch.
-    pub fn add(&mut self, record: EpochRecord) {
+    /// Adds a committed epoch; `live`: its visible→commit latency is measured (a replay's
+    /// chunks are old).
+    pub fn add(&mut self, record: &EpochCommitted, live: bool) {
         self.epochs_committed += 1;
         self.rows_accepted += record.rows;
         self.rows_rejected += record.rejected;
@@ -252,32 +233,32 @@ impl Book {
             *self.by_pattern.entry(row.pattern_id.clone()).or_default() += 1;
         }
         let skip = record.detections.len().saturating_sub(LATEST_DETECTIONS);
-        for row in record.detections.into_iter().skip(skip) {
+        for row in record.detections.iter().skip(skip) {
             self.latest.push_front(LatestDetection {
                 seq: row.seq,
                 epoch: row.epoch,
-                pattern_id: row.pattern_id,
-                action_type: row.action_type,
-                customer_name: quoted(row.customer_name),
-                merchant_id: quoted(row.merchant_id),
-                detection_time: row.detection_time,
+                pattern_id: row.pattern_id.clone(),
+                action_type: row.action_type.clone(),
+                customer_name: quoted(&row.customer_name),
+                merchant_id: quoted(&row.merchant_id),
+                detection_time: row.detection_time.clone(),
                 evidence: evidence_json(row.evidence.as_deref()),
             });
         }
         self.latest.truncate(LATEST_DETECTIONS);
-        for (kind, n) in record.rejects_by_reason {
-            *self.by_reason.entry(kind).or_default() += n;
+        for (kind, n) in &record.rejects_by_reason {
+            *self.by_reason.entry(kind.clone()).or_default() += n;
         }
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let entry = HistoryEntry {
             epoch: record.epoch,
-            chunk: record.chunk,
-            committed_at: record.committed_at,
+            chunk: record.chunk.clone(),
+            committed_at: record.committed_at.clone(),
             rows: record.rows,
             rejected: record.rejected,
             compute_ms: record.compute.map(ms),
             commit_ms: Some(ms(record.commit)),
-            visible_to_commit_ms: record.visible_to_commit_ms,
+            visible_to_commit_ms: live.then(|| record.visible_to_commit_ms()),
             detections,
         };
         if self.history.len() == HISTORY_EPOCHS {
@@ -330,6 +311,7 @@ impl Book {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sinks::state::LedgerRow;
 
     fn row(seq: u64, epoch: u64) -> LedgerRow {
         LedgerRow {
@@ -348,14 +330,14 @@ mod tests {
 
     #[test]
     fn names_are_quoted_up_to_256_bytes() {
-        assert_eq!(quoted("C1093826151".into()), "C1093826151");
+        assert_eq!(quoted("C1093826151"), "C1093826151");
         let exact = "x".repeat(MAX_QUOTED_NAME);
-        assert_eq!(quoted(exact.clone()), exact);
-        let long = quoted("y".repeat(1 << 20));
+        assert_eq!(quoted(&exact), exact);
+        let long = quoted(&"y".repeat(1 << 20));
         assert_eq!(long.len(), MAX_QUOTED_NAME);
         assert_eq!(long, format!("{}…", "y".repeat(MAX_QUOTED_NAME - 3)));
         // Cut at a character boundary: 'é' is two bytes.
-        let accented = quoted("é".repeat(200));
+        let accented = quoted(&"é".repeat(200));
         assert!(accented.len() <= MAX_QUOTED_NAME && accented.ends_with('…'));
         assert_eq!(accented, format!("{}…", "é".repeat(126)));
     }
@@ -367,10 +349,10 @@ mod tests {
             let mut detection = row(epoch, epoch);
             detection.customer_name = format!("{epoch}{}", "C".repeat(1 << 20));
             detection.merchant_id = "M".repeat(1 << 20);
-            telemetry.epoch_committed(EpochRecord {
+            telemetry.epoch_committed(&EpochCommitted {
                 epoch,
                 detections: vec![detection],
-                ..EpochRecord::default()
+                ..EpochCommitted::default()
             });
         }
         let json = telemetry.status().into_json(MAX_STATUS_BYTES).unwrap();
@@ -397,23 +379,29 @@ mod tests {
     fn the_history_keeps_the_last_epochs_and_the_newest_detections_first() {
         let mut book = Book::new(RunInfo::default());
         for epoch in 0..(HISTORY_EPOCHS as u64 + 5) {
-            book.add(EpochRecord {
-                epoch,
-                rows: 2,
-                detections: vec![row(epoch, epoch)],
-                ..EpochRecord::default()
-            });
+            book.add(
+                &EpochCommitted {
+                    epoch,
+                    rows: 2,
+                    detections: vec![row(epoch, epoch)],
+                    ..EpochCommitted::default()
+                },
+                true,
+            );
         }
         let latest = book.latest();
         assert_eq!(latest.len(), LATEST_DETECTIONS);
         assert_eq!(latest[0].seq, HISTORY_EPOCHS as u64 + 4);
         // One epoch of more detections than are listed: its newest first.
         let epoch = HISTORY_EPOCHS as u64 + 5;
-        book.add(EpochRecord {
-            epoch,
-            detections: (0..60).map(|i| row(10_000 + i, epoch)).collect(),
-            ..EpochRecord::default()
-        });
+        book.add(
+            &EpochCommitted {
+                epoch,
+                detections: (0..60).map(|i| row(10_000 + i, epoch)).collect(),
+                ..EpochCommitted::default()
+            },
+            true,
+        );
         let seqs: Vec<u64> = book.latest().iter().map(|d| d.seq).collect();
         assert_eq!(seqs, (10_010..10_060).rev().collect::<Vec<_>>());
         let history = book.history();

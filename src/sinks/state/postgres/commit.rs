@@ -139,7 +139,7 @@ impl PgStore {
         check_variant_rows(self.variant_names.as_deref(), &commit.variant_detections)?;
         let params = CommitParams::new(commit)?;
         let mut fault = self.take_fault();
-        let mut retry = Retry::new(self.options.reconnect_timeout);
+        let mut retry = Retry::new(self.options.reconnect_timeout, &self.options.retries);
         // Whether an earlier attempt's COMMIT may have been applied.
         let mut in_doubt = false;
         loop {
