@@ -94,14 +94,16 @@ fn counting_retries(options: &YOptions, telemetry: &Telemetry) -> YOptions {
 fn run_info(options: &YOptions) -> RunInfo {
     let th = &options.thresholds;
     RunInfo {
-        mode: if options.replay.is_some() {
-            "replay"
-        } else {
-            "live"
-        },
-        landing: redact::url(&options.landing),
-        output: redact::url(&options.output),
-        state: options.state.describe(),
+        mode: Some(
+            match options.replay {
+                Some(_) => "replay",
+                None => "live",
+            }
+            .into(),
+        ),
+        landing: Some(redact::url(&options.landing)),
+        output: Some(redact::url(&options.output)),
+        state: Some(options.state.describe()),
         range: options.replay.map(|r| [r.from, r.to]),
         thresholds: serde_json::json!({
             "upgrade_min_merchant_txns": th.upgrade_min_merchant_txns,
@@ -111,10 +113,10 @@ fn run_info(options: &YOptions) -> RunInfo {
             "child_max_avg_amount": th.child_max_avg_amount as f64 / 1e6,
             "dei_min_female_customers": th.dei_min_female_customers,
         }),
-        workers: options.timely.workers,
-        processes: options.timely.processes,
-        process: options.timely.process,
-        started_at: format_ist(now_ms()),
+        workers: Some(options.timely.workers),
+        processes: Some(options.timely.processes),
+        process: Some(options.timely.process),
+        started_at: Some(format_ist(now_ms())),
     }
 }
 
@@ -261,28 +263,17 @@ fn run_workers(
         .and_then(|(_, r)| r.as_ref())
         .map(|r| r.point.epoch);
     let (notes, received) = notes_channel();
-    let observer: Arc<dyn RunObserver> = telemetry.clone();
-    let observers = Observers::new(vec![observer.clone()]);
+    let observers = Observers::new(vec![telemetry.clone() as Arc<dyn RunObserver>]);
     let (committer, queue) = match writer {
         Some(writer) => {
-            // The progress watches the commits only: the committing thread owns the last
-            // reference, so the bar leaves the screen when that thread ends.
-            let progress = Progress::start(Plan::of(&inputs.plan, &recovered));
-            let progress = Arc::new(ProgressObserver::new(progress));
             let notes = checkpoints.as_ref().map(|_| CheckpointNotes {
                 options: options.checkpoints.clone(),
                 restored,
                 notes: notes.clone(),
             });
-            let committing = Observers::new(vec![observer, progress]);
-            let (committer, queue) = Committer::start(writer, control.clone(), committing, notes)?;
-            watchdog::start(
-                options.stall_timeout,
-                t.processes,
-                telemetry.clone(),
-                observers.clone(),
-                control.clone(),
-            );
+            let plan = Plan::of(&inputs.plan, &recovered);
+            let (committer, queue) =
+                start_committing(options, writer, plan, notes, telemetry, control)?;
             (Some(committer), Some(queue))
         }
         None => (None, None),
@@ -340,11 +331,40 @@ fn run_workers(
     if let Some(checkpointer) = checkpointer {
         checkpointer.close();
     }
+    after_commits(joined)
+}
+
+/// The committing thread, its observers the telemetry and the progress (only the committing
+/// thread holds the progress: the bar leaves with it), and its stall watchdog.
+fn start_committing(
+    options: &YOptions,
+    writer: EpochWriter,
+    plan: Plan,
+    notes: Option<CheckpointNotes>,
+    telemetry: &Arc<Telemetry>,
+    control: &Arc<RunControl>,
+) -> Result<(Committer, CommitQueue)> {
+    let observer: Arc<dyn RunObserver> = telemetry.clone();
+    let progress = Arc::new(ProgressObserver::new(Progress::start(plan)));
+    let committing = Observers::new(vec![observer.clone(), progress]);
+    let (committer, queue) = Committer::start(writer, control.clone(), committing, notes)?;
+    watchdog::start(
+        options.stall_timeout,
+        options.timely.processes,
+        telemetry.clone(),
+        Observers::new(vec![observer]),
+        control.clone(),
+    );
+    Ok((committer, queue))
+}
+
+/// The committer's summary (empty when it did not end) and, for a backtest with variants
+/// whose stream ended, its report: rendered from the store after the end is recorded,
+/// outside the commit path, so that a failing report cannot hold up the stream's end.
+fn after_commits(joined: Option<(RunSummary, EpochWriter)>) -> Result<RunSummary> {
     let Some((summary, mut writer)) = joined else {
         return Ok(RunSummary::default());
     };
-    // After the end is recorded, outside the commit path: a failing report cannot hold up
-    // the stream's end.
     if let Some(source) = writer.backtest_source() {
         report::backtest::write_from(source).context("writing the backtest report")?;
     }

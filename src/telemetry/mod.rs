@@ -107,7 +107,7 @@ impl Telemetry {
     pub fn new(run: RunInfo, ready_max_lag: u64) -> Telemetry {
         Telemetry {
             metrics: Metrics::new(),
-            live: run.mode == "live",
+            live: run.mode.as_deref() == Some("live"),
             book: Mutex::new(Book::new(run)),
             started: Instant::now(),
             ready_max_lag,
@@ -356,11 +356,19 @@ impl Telemetry {
         Ok(json)
     }
 
-    /// The `/api/status` document.
+    /// The `/api/status` document ([`Status::from_telemetry`]).
     pub fn status(&self) -> Status {
-        let present = self.present();
-        let phase = self.phase();
-        let book = lock(&self.book);
+        Status::from_telemetry(self)
+    }
+}
+
+impl Status {
+    /// The status of a running process: its telemetry's figures.
+    pub fn from_telemetry(telemetry: &Telemetry) -> Status {
+        let t = telemetry;
+        let present = t.present();
+        let phase = t.phase();
+        let book = lock(&t.book);
         let state = match phase {
             Phase::Running if present.lag_chunks == 0 => "up_to_date",
             Phase::Running => "running",
@@ -375,16 +383,16 @@ impl Telemetry {
             state: if present.stalled { "failed" } else { state },
             progress: Progress {
                 epochs_committed: book.epochs_committed,
-                epochs_recovered: book.epochs_recovered,
-                restore: book.restore.clone(),
+                epochs_recovered: Some(book.epochs_recovered),
+                restore: Some(book.restore.clone()),
                 last_committed_epoch: present.last_committed,
                 landing_edge: present.landing_edge,
-                lag_chunks: present.lag_chunks,
-                lag_seconds: present.lag_seconds,
+                lag_chunks: Some(present.lag_chunks),
+                lag_seconds: Some(present.lag_seconds),
                 rows_accepted: book.rows_accepted,
                 rows_rejected: book.rows_rejected,
             },
-            throughput: book.throughput(self.started),
+            throughput: book.throughput(t.started),
             detections: book.detections(),
             latest_detections: book.latest(),
             rejects: book.rejects(),
@@ -392,7 +400,9 @@ impl Telemetry {
             truncated: false,
         }
     }
+}
 
+impl Telemetry {
     /// The stall check of the watchdog: `Some((waited, first waiting chunk, edge))` when no
     /// epoch went through the committer for `timeout` while chunks past it were seen.
     pub fn stalled_for(&self, timeout: Duration) -> Option<(Duration, u64, u64)> {
@@ -444,7 +454,7 @@ mod tests {
 
     fn live() -> Telemetry {
         let run = RunInfo {
-            mode: "live",
+            mode: Some("live".into()),
             ..RunInfo::default()
         };
         Telemetry::new(run, 2)
@@ -453,7 +463,7 @@ mod tests {
     #[test]
     fn the_status_says_how_the_state_was_rebuilt() {
         let t = live();
-        assert_eq!(t.status().progress.restore, None);
+        assert_eq!(t.status().progress.restore, Some(None));
         let restore = status::RestoreInfo {
             source: "checkpoint",
             checkpoint_epoch: Some(99),
@@ -461,7 +471,7 @@ mod tests {
             replayed_chunks: 3,
         };
         t.restoring(restore.clone());
-        assert_eq!(t.status().progress.restore, Some(restore));
+        assert_eq!(t.status().progress.restore, Some(Some(restore)));
         let json = serde_json::to_value(t.status()).unwrap();
         assert_eq!(json["progress"]["restore"]["checkpoint_epoch"], 99);
     }
@@ -492,7 +502,7 @@ mod tests {
         });
         assert_eq!(t.readiness(), Ok(()));
         assert_eq!(t.status().state, "running");
-        assert_eq!(t.status().progress.epochs_recovered, 2);
+        assert_eq!(t.status().progress.epochs_recovered, Some(2));
     }
 
     #[test]

@@ -1,6 +1,9 @@
-//! The `/api/status` document ([`Status`]) and the book it is written from ([`Book`]): run
-//! totals, detections and rejects by kind, the newest detections and the last
-//! [`HISTORY_EPOCHS`] epochs. Each [`EpochCommitted`] of the run adds one epoch.
+//! The status document ([`Status`]): `/api/status` and the console build it from the run's
+//! telemetry ([`Status::from_telemetry`](crate::telemetry::Telemetry::status)), `txflow-report`
+//! from a state store (`Status::from_store`, in [`crate::report::status`]); what a source does
+//! not know is `null`. The telemetry's [`Book`] keeps run totals, detections and rejects by
+//! kind, the newest detections and the last [`HISTORY_EPOCHS`] epochs; each
+//! [`EpochCommitted`] of the run adds one epoch.
 //!
 //! What the document quotes from the input is bounded, so that its size (and the memory of
 //! the requests reading it) depends on the options, not on the data: each name is cut to
@@ -14,6 +17,7 @@ use serde::Serialize;
 
 use crate::model::Pattern;
 use crate::runtime::events::EpochCommitted;
+use crate::sinks::state::LedgerRow;
 
 /// Epochs the history keeps.
 pub const HISTORY_EPOCHS: usize = 1000;
@@ -56,30 +60,33 @@ const RATE_WINDOW: Duration = Duration::from_secs(10);
 /// What the run was given (`run` of the document).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RunInfo {
-    pub mode: &'static str,
-    pub landing: String,
-    pub output: String,
+    /// `live` or `replay`.
+    pub mode: Option<String>,
+    pub landing: Option<String>,
+    pub output: Option<String>,
     /// The state store, any password redacted.
-    pub state: String,
+    pub state: Option<String>,
     /// `[from, to]` of a replay (resolved once the landing was listed); `null` live.
     pub range: Option<[Option<u64>; 2]>,
     pub thresholds: serde_json::Value,
-    pub workers: usize,
-    pub processes: usize,
-    pub process: usize,
-    pub started_at: String,
+    pub workers: Option<usize>,
+    pub processes: Option<usize>,
+    pub process: Option<usize>,
+    pub started_at: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Progress {
     pub epochs_committed: u64,
-    pub epochs_recovered: u64,
-    /// How the start rebuilt its state; `null` when nothing was committed before.
-    pub restore: Option<RestoreInfo>,
+    pub epochs_recovered: Option<u64>,
+    /// How the start rebuilt its state (`null` when nothing was committed before); absent
+    /// where it is not known (a store's status).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore: Option<Option<RestoreInfo>>,
     pub last_committed_epoch: Option<u64>,
     pub landing_edge: Option<u64>,
-    pub lag_chunks: u64,
-    pub lag_seconds: f64,
+    pub lag_chunks: Option<u64>,
+    pub lag_seconds: Option<f64>,
     pub rows_accepted: u64,
     pub rows_rejected: u64,
 }
@@ -99,14 +106,46 @@ pub struct RestoreInfo {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Throughput {
-    pub rows_per_second: f64,
-    pub epochs_per_second: f64,
+    pub rows_per_second: Option<f64>,
+    pub epochs_per_second: Option<f64>,
+}
+
+impl Throughput {
+    /// `rows` and `epochs` over `seconds`.
+    pub fn rate(rows: u64, epochs: u64, seconds: f64) -> Throughput {
+        Throughput {
+            rows_per_second: Some(rows as f64 / seconds),
+            epochs_per_second: Some(epochs as f64 / seconds),
+        }
+    }
+
+    /// Not known (a replay's store: its times are the chunks', not the run's).
+    pub fn unknown() -> Throughput {
+        Throughput {
+            rows_per_second: None,
+            epochs_per_second: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Detections {
     pub total: u64,
     pub by_pattern: BTreeMap<String, u64>,
+}
+
+impl Detections {
+    /// Of ledger rows: every pattern present (0 when none).
+    pub fn of<'a>(rows: impl Iterator<Item = &'a LedgerRow>) -> Detections {
+        let mut by_pattern = zero_patterns();
+        for row in rows {
+            *by_pattern.entry(row.pattern_id.clone()).or_default() += 1;
+        }
+        Detections {
+            total: by_pattern.values().sum(),
+            by_pattern,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -122,10 +161,27 @@ pub struct LatestDetection {
     pub evidence: Option<serde_json::Value>,
 }
 
+impl LatestDetection {
+    /// A ledger row, its names as `name` quotes them.
+    pub fn of(row: &LedgerRow, name: impl Fn(&str) -> String) -> LatestDetection {
+        LatestDetection {
+            seq: row.seq,
+            epoch: row.epoch,
+            pattern_id: row.pattern_id.clone(),
+            action_type: row.action_type.clone(),
+            customer_name: name(&row.customer_name),
+            merchant_id: name(&row.merchant_id),
+            detection_time: row.detection_time.clone(),
+            evidence: evidence_json(row.evidence.as_deref()),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Rejects {
     pub total: u64,
-    pub by_reason: BTreeMap<String, u64>,
+    /// `null` where not known (a store's status without its output).
+    pub by_reason: Option<BTreeMap<String, u64>>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -234,16 +290,7 @@ impl Book {
         }
         let skip = record.detections.len().saturating_sub(LATEST_DETECTIONS);
         for row in record.detections.iter().skip(skip) {
-            self.latest.push_front(LatestDetection {
-                seq: row.seq,
-                epoch: row.epoch,
-                pattern_id: row.pattern_id.clone(),
-                action_type: row.action_type.clone(),
-                customer_name: quoted(&row.customer_name),
-                merchant_id: quoted(&row.merchant_id),
-                detection_time: row.detection_time.clone(),
-                evidence: evidence_json(row.evidence.as_deref()),
-            });
+            self.latest.push_front(LatestDetection::of(row, quoted));
         }
         self.latest.truncate(LATEST_DETECTIONS);
         for (kind, n) in &record.rejects_by_reason {
@@ -277,7 +324,7 @@ impl Book {
     pub fn rejects(&self) -> Rejects {
         Rejects {
             total: self.by_reason.values().sum(),
-            by_reason: self.by_reason.clone(),
+            by_reason: Some(self.by_reason.clone()),
         }
     }
 
@@ -300,18 +347,13 @@ impl Book {
             .rev()
             .take_while(|(at, _)| at.elapsed() <= window);
         let (rows, epochs) = recent.fold((0u64, 0u64), |(r, e), (_, h)| (r + h.rows, e + 1));
-        let secs = window.as_secs_f64();
-        Throughput {
-            rows_per_second: rows as f64 / secs,
-            epochs_per_second: epochs as f64 / secs,
-        }
+        Throughput::rate(rows, epochs, window.as_secs_f64())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sinks::state::LedgerRow;
 
     fn row(seq: u64, epoch: u64) -> LedgerRow {
         LedgerRow {
