@@ -23,7 +23,7 @@ use crate::error::Context;
 use crate::error::{ClusterError, Error, Result};
 use crate::http::HttpServer;
 use crate::objectstore;
-use crate::progress::{Plan, Progress, ProgressObserver};
+use crate::progress::{Console, Plan, Progress, ProgressObserver};
 use crate::redact;
 use crate::report;
 use crate::runtime::checkpointer::{notes_channel, Checkpointer, CheckpointerSetup};
@@ -58,6 +58,15 @@ pub fn run(options: &YOptions) -> Result<RunSummary> {
 
 /// As [`run`], stopping gracefully (after the epoch in flight) once `stop` is set.
 pub fn run_with_stop(options: &YOptions, stop: Arc<AtomicBool>) -> Result<RunSummary> {
+    run_shown(options, stop, &Console::off())
+}
+
+/// As [`run_with_stop`], showing progress on `console` (the binary's, from its logging).
+pub fn run_shown(
+    options: &YOptions,
+    stop: Arc<AtomicBool>,
+    console: &Console,
+) -> Result<RunSummary> {
     let started = Instant::now();
     let t = &options.timely;
     t.validate()?;
@@ -71,7 +80,7 @@ pub fn run_with_stop(options: &YOptions, stop: Arc<AtomicBool>) -> Result<RunSum
         (Some(addr), 0) => Some(HttpServer::start(addr, telemetry.clone())?),
         _ => None,
     };
-    let result = run_observed(options, stop, config, &telemetry, started);
+    let result = run_observed(options, (stop, console), config, &telemetry, started);
     telemetry.set_phase(match &result {
         Ok(summary) if summary.finished => Phase::Ended,
         Ok(_) => Phase::Stopped,
@@ -123,7 +132,7 @@ fn run_info(options: &YOptions) -> RunInfo {
 /// The run, reporting to `telemetry`.
 fn run_observed(
     options: &YOptions,
-    stop: Arc<AtomicBool>,
+    (stop, console): (Arc<AtomicBool>, &Console),
     config: timely::Config,
     telemetry: &Arc<Telemetry>,
     started: Instant,
@@ -188,6 +197,7 @@ fn run_observed(
         inputs,
         writer,
         checkpoints: checkpoints.map(|store| (store, restore)),
+        console: console.clone(),
     };
     let result = run_workers(options, run, &control, config, telemetry);
     control.stop_all();
@@ -226,6 +236,8 @@ struct Run {
     inputs: RunInputs,
     writer: Option<EpochWriter>,
     checkpoints: Option<(CheckpointStore, Option<Restore>)>,
+    /// Where progress is shown.
+    console: Console,
 }
 
 /// The run of a store whose stream already ended: nothing to do.
@@ -252,6 +264,7 @@ fn run_workers(
         inputs,
         writer,
         checkpoints,
+        console,
     } = run;
     let recovered = writer
         .as_ref()
@@ -271,9 +284,9 @@ fn run_workers(
                 restored,
                 notes: notes.clone(),
             });
-            let plan = Plan::of(&inputs.plan, &recovered);
+            let progress = Progress::start(Plan::of(&inputs.plan, &recovered), &console);
             let (committer, queue) =
-                start_committing(options, writer, plan, notes, telemetry, control)?;
+                start_committing(options, writer, progress, notes, telemetry, control)?;
             (Some(committer), Some(queue))
         }
         None => (None, None),
@@ -339,13 +352,13 @@ fn run_workers(
 fn start_committing(
     options: &YOptions,
     writer: EpochWriter,
-    plan: Plan,
+    progress: Progress,
     notes: Option<CheckpointNotes>,
     telemetry: &Arc<Telemetry>,
     control: &Arc<RunControl>,
 ) -> Result<(Committer, CommitQueue)> {
     let observer: Arc<dyn RunObserver> = telemetry.clone();
-    let progress = Arc::new(ProgressObserver::new(Progress::start(plan)));
+    let progress = Arc::new(ProgressObserver::new(progress));
     let committing = Observers::new(vec![observer.clone(), progress]);
     let (committer, queue) = Committer::start(writer, control.clone(), committing, notes)?;
     watchdog::start(

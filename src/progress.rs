@@ -5,13 +5,15 @@
 //! resumed live run (epoch k of K, rows/s, ETA), and a one-line status in live mode (the last
 //! committed epoch, its lag, rows/s, detections). Otherwise (stderr a file or a pipe, or
 //! `--log-format json`): an `info` line `progress` at most every `--progress-interval-ms`
-//! ([`DEFAULT_INTERVAL`]). `--quiet` shows none, and neither does a run whose binary
-//! configured nothing (a library caller). Log lines written while a bar is shown go through
+//! ([`DEFAULT_INTERVAL`]). `--quiet` shows none, and neither does a run given no
+//! [`Console`] (a library caller). Log lines written while a bar is shown go through
 //! [`Stderr`], which hides the bar while the line is written: the two never interleave.
+//! Nothing here is process-wide: the binary makes one [`Console`] with its logging and hands
+//! it to its runs.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io::{self, Write};
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -26,10 +28,10 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 /// Epochs over which rows/s and the ETA are measured.
 const RATE_WINDOW: usize = 20;
 
-/// How progress is shown; chosen once per process by the binary ([`configure`]).
+/// How progress is shown; chosen by the binary with its logging ([`Console`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Display {
-    /// Not at all (`--quiet`; the default of a library caller).
+    /// Not at all (`--quiet`; a library caller).
     Off,
     /// A bar or a status line on stderr, a terminal.
     Terminal,
@@ -37,31 +39,55 @@ pub enum Display {
     Log { interval: Duration },
 }
 
-static DISPLAY: OnceLock<Display> = OnceLock::new();
-
 /// The bar on the screen, if any: log lines hide it while they are written.
-static SHOWN: Mutex<Option<ProgressBar>> = Mutex::new(None);
+type Shown = Arc<Mutex<Option<ProgressBar>>>;
 
-/// Sets how progress is shown in this process (the first call wins).
-pub fn configure(display: Display) {
-    let _ = DISPLAY.set(display);
+fn lock(shown: &Shown) -> MutexGuard<'_, Option<ProgressBar>> {
+    shown.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn configured() -> Display {
-    DISPLAY.get().copied().unwrap_or(Display::Off)
+/// Where progress goes: how it is shown and the bar on the screen, shared with the log
+/// lines' writer ([`Console::stderr`]).
+#[derive(Clone, Debug)]
+pub struct Console {
+    display: Display,
+    shown: Shown,
 }
 
-fn shown() -> MutexGuard<'static, Option<ProgressBar>> {
-    SHOWN.lock().unwrap_or_else(|p| p.into_inner())
+impl Console {
+    pub fn new(display: Display) -> Console {
+        Console {
+            display,
+            shown: Shown::default(),
+        }
+    }
+
+    /// No progress (a library caller's runs).
+    pub fn off() -> Console {
+        Console::new(Display::Off)
+    }
+
+    pub fn display(&self) -> Display {
+        self.display
+    }
+
+    /// The writer of the log lines: stderr, with this console's bar hidden meanwhile.
+    pub fn stderr(&self) -> Stderr {
+        Stderr {
+            shown: self.shown.clone(),
+        }
+    }
 }
 
 /// Where log lines go: stderr, with the bar (when one is shown) hidden while a line is
 /// written. The log formatter writes each line with one `write_all`.
-pub struct Stderr;
+pub struct Stderr {
+    shown: Shown,
+}
 
 impl Write for Stderr {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let bar = shown().clone();
+        let bar = lock(&self.shown).clone();
         match bar {
             Some(bar) => bar.suspend(|| io::stderr().write_all(buf))?,
             None => io::stderr().write_all(buf)?,
@@ -168,6 +194,7 @@ impl Phase {
 pub struct Progress {
     plan: Plan,
     display: Display,
+    shown: Shown,
     phase: Phase,
     bar: Option<ProgressBar>,
     /// Epochs committed or recovered so far, and of them recovered and committed; rows of
@@ -182,13 +209,17 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Progress shown as this process's binary configured it.
-    pub fn start(plan: Plan) -> Progress {
-        Progress::with_display(plan, configured())
+    /// Progress shown on `console`.
+    pub fn start(plan: Plan, console: &Console) -> Progress {
+        Progress::shown(plan, console.display, console.shown.clone())
     }
 
     /// Progress shown as `display` says.
     pub fn with_display(plan: Plan, display: Display) -> Progress {
+        Progress::shown(plan, display, Shown::default())
+    }
+
+    fn shown(plan: Plan, display: Display, shown: Shown) -> Progress {
         let now = Instant::now();
         let phase = match plan.total {
             Some(_) => Phase::Replay,
@@ -198,6 +229,7 @@ impl Progress {
         let mut progress = Progress {
             plan,
             display,
+            shown,
             phase,
             bar: None,
             done: 0,
@@ -301,7 +333,7 @@ impl Progress {
                 bar
             }
         };
-        *shown() = Some(bar.clone());
+        *lock(&self.shown) = Some(bar.clone());
         self.bar = Some(bar);
     }
 
@@ -317,7 +349,7 @@ impl Progress {
     /// Takes the bar off the screen.
     fn clear(&mut self) {
         if let Some(bar) = self.bar.take() {
-            *shown() = None;
+            *lock(&self.shown) = None;
             bar.finish_and_clear();
         }
     }

@@ -13,6 +13,7 @@ use txflow::error::{ClusterError, Error};
 use txflow::http;
 use txflow::mechanism_y::{self, ReplayRange, TimelyOptions, YOptions};
 use txflow::model::Variant;
+use txflow::progress::Console;
 use txflow::runtime::checkpointer::{
     CheckpointOptions, DEFAULT_CHECKPOINTS_KEPT, DEFAULT_CHECKPOINT_INTERVAL,
 };
@@ -211,12 +212,12 @@ fn main() -> ExitCode {
     if let Err(reason) = check_usage(&args) {
         return cli::usage_failure(reason);
     }
-    cli::init_logging(&args.log);
+    let console = cli::init_logging(&args.log);
     let variants = match variants(&args) {
         Ok(variants) => variants,
         Err(e) => return cli::usage_failure(e),
     };
-    cli::exit_with(run(args, variants))
+    cli::exit_with(run(args, variants, &console))
 }
 
 /// The usage rules clap cannot state: those on a boolean's value rather than its presence
@@ -262,7 +263,7 @@ fn variants(args: &Args) -> Result<Vec<Variant>, VariantOptionError> {
     Ok(resolved.variants)
 }
 
-fn run(args: Args, variants: Vec<Variant>) -> anyhow::Result<()> {
+fn run(args: Args, variants: Vec<Variant>, console: &Console) -> anyhow::Result<()> {
     let poll_interval = args
         .poll_ms
         .map(Duration::from_millis)
@@ -301,7 +302,7 @@ fn run(args: Args, variants: Vec<Variant>) -> anyhow::Result<()> {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone())?;
     }
-    let summary = match mechanism_y::run_with_stop(&options, stop) {
+    let summary = match mechanism_y::run_shown(&options, stop, console) {
         Err(e) if matches!(e.root(), Error::Cluster(ClusterError::StoppedConnecting)) => {
             eprintln!("mechanism-y: {e}");
             return Ok(());
