@@ -22,7 +22,7 @@ use crate::runtime::batch::EpochBatch;
 use crate::runtime::checkpointer::{CheckpointOptions, Note, RecordRequests};
 use crate::runtime::control::RunControl;
 use crate::runtime::events::{EpochCommitted, EpochReplayed, Event, Observers};
-use crate::runtime::options::RunSummary;
+use crate::runtime::summary::RunSummary;
 use crate::runtime::writer::EpochWriter;
 use crate::sinks::rejects::reason_kind;
 use crate::sinks::state::CheckpointRow;

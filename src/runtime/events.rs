@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::runtime::options::RunSummary;
+use crate::runtime::summary::RunSummary;
 use crate::sinks::state::LedgerRow;
 use crate::sources::landing::FeedObserver;
 

@@ -2,7 +2,8 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`options`] | what a run is given ([`YOptions`]) and what it reports ([`RunSummary`]) |
+//! | [`options`] | what a run is given ([`YOptions`]) |
+//! | [`summary`] | what a run reports ([`RunSummary`]) |
 //! | [`config`] | `-w`/`-n`/`-p`/`-h`, their bounds, and timely's configuration |
 //! | [`startup`] | opening and checking the landing, importance file, output and state store |
 //! | [`identity`] | the run identity (SPEC §6) and the option fingerprints of a cluster |
@@ -38,6 +39,7 @@ pub mod identity;
 pub mod landing_edge;
 pub mod options;
 pub mod startup;
+pub mod summary;
 pub mod watchdog;
 pub mod worker;
 pub mod writer;
@@ -48,6 +50,7 @@ pub use config::{
 };
 pub use control::RunControl;
 pub use options::{
-    default_poll_interval, ReplayRange, RunSummary, YOptions, DEFAULT_GAP_WARN, DEFAULT_SETTLE,
+    default_poll_interval, ReplayRange, YOptions, DEFAULT_GAP_WARN, DEFAULT_SETTLE,
     DEFAULT_STALL_TIMEOUT, MIN_POLL_INTERVAL,
 };
+pub use summary::RunSummary;
