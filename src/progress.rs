@@ -533,6 +533,34 @@ mod tests {
     }
 
     #[test]
+    fn the_observer_takes_epochs_from_the_run_events_and_nothing_else() {
+        use crate::runtime::events::{EpochCommitted, EpochReplayed};
+        let plan = Plan {
+            total: None,
+            recovering: 1,
+        };
+        let interval = Duration::MAX;
+        let observer =
+            ProgressObserver::new(Progress::with_display(plan, Display::Log { interval }));
+        observer.observe(&Event::QueueDepth { waiting: 3 });
+        observer.observe(&Event::EpochReplayed(&EpochReplayed {
+            epoch: 0,
+            rows: 10,
+            ..EpochReplayed::default()
+        }));
+        observer.observe(&Event::EpochCommitted(&EpochCommitted {
+            epoch: 1,
+            rows: 4,
+            rejected: 1,
+            detections_total: 9,
+            ..EpochCommitted::default()
+        }));
+        let p = observer.0.lock().unwrap();
+        assert_eq!((p.done, p.recovered, p.committed, p.rows), (2, 1, 1, 15));
+        assert_eq!(p.phase, Phase::Live);
+    }
+
+    #[test]
     fn off_counts_nothing() {
         let mut p = Progress::with_display(Plan::default(), Display::Off);
         p.epoch(seen(0, 10), false, 0);
