@@ -22,7 +22,7 @@ use tracing_subscriber::EnvFilter;
 use crate::error::{Context, Result};
 use crate::objectstore::file::{read_regular_text, MAX_VARIANTS_BYTES};
 use crate::objectstore::S3Options;
-use crate::progress::{self, Display};
+use crate::progress::{self, Console, Display};
 use crate::redact;
 use crate::sinks::state::postgres::DEFAULT_STATEMENT_TIMEOUT;
 use crate::sinks::state::{PgOptions, StateConfig};
@@ -92,34 +92,15 @@ const INTERNALS: [&str; 10] = [
 ];
 
 /// Logs go to stderr: txflow's at `info`, dependencies' at `warn`; `RUST_LOG` overrides.
-pub fn init_logging(log: &LogArgs) {
+pub fn init_logging(log: &LogArgs) -> Console {
     init_logging_at(log, "info")
 }
 
 /// As [`init_logging`] with another default level for txflow's own logs. Also decides how
-/// progress is shown ([`progress::configure`]).
-pub fn init_logging_at(log: &LogArgs, txflow_level: &str) {
+/// progress is shown: the [`Console`] to hand to the process's runs.
+pub fn init_logging_at(log: &LogArgs, txflow_level: &str) -> Console {
     let terminal = std::io::stderr().is_terminal();
-    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref(), txflow_level);
-    let quiet = log.quiet.then_some(LevelFilter::WARN);
-    let text = (log.log_format == LogFormat::Text).then(|| {
-        tracing_subscriber::fmt::layer()
-            .with_writer(|| progress::Stderr)
-            .with_target(false)
-            .with_ansi(terminal && !no_color())
-    });
-    let json = (log.log_format == LogFormat::Json).then(|| {
-        tracing_subscriber::fmt::layer()
-            .json()
-            .with_writer(|| progress::Stderr)
-    });
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(quiet)
-        .with(text)
-        .with(json)
-        .try_init();
-    progress::configure(if log.quiet {
+    let console = Console::new(if log.quiet {
         Display::Off
     } else if terminal && log.log_format == LogFormat::Text {
         Display::Terminal
@@ -128,6 +109,27 @@ pub fn init_logging_at(log: &LogArgs, txflow_level: &str) {
             interval: Duration::from_millis(log.progress_interval_ms),
         }
     });
+    let (for_text, for_json) = (console.clone(), console.clone());
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref(), txflow_level);
+    let quiet = log.quiet.then_some(LevelFilter::WARN);
+    let text = (log.log_format == LogFormat::Text).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(move || for_text.stderr())
+            .with_target(false)
+            .with_ansi(terminal && !no_color())
+    });
+    let json = (log.log_format == LogFormat::Json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(move || for_json.stderr())
+    });
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(quiet)
+        .with(text)
+        .with(json)
+        .try_init();
+    console
 }
 
 /// `NO_COLOR` set to anything but the empty string (no-color.org).
@@ -280,6 +282,7 @@ impl StateArgs {
             reconnect_timeout: Duration::from_secs(self.pg_reconnect_timeout),
             connect_timeout: Duration::from_secs(self.pg_connect_timeout),
             statement_timeout: Duration::from_secs(self.pg_statement_timeout),
+            ..PgOptions::default()
         }))
     }
 }
@@ -306,6 +309,7 @@ impl S3Args {
         S3Options {
             endpoint: self.s3_endpoint.clone(),
             region: self.s3_region.clone(),
+            ..S3Options::default()
         }
     }
 }

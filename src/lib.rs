@@ -21,6 +21,7 @@
 //! | [`time`] | IST (UTC+05:30) timestamps |
 //! | [`cli`] | command-line options shared by the binaries, logging |
 //! | [`progress`] | progress on stderr: a bar or status line on a terminal, log lines otherwise |
+//! | [`retry_count`] | how a store reports its retries to the run that opened it |
 //! | [`redact`] | the one redaction of URLs and locations shown anywhere (passwords, secret query parameters) |
 //!
 //! The BankSim-shaped synthetic data generator is not part of the library: it is the
@@ -39,6 +40,7 @@ pub mod objectstore;
 pub mod progress;
 pub mod redact;
 pub mod report;
+pub mod retry_count;
 pub mod runtime;
 pub mod sinks;
 pub mod sources;

@@ -24,19 +24,24 @@ use crate::error::Context;
 use crate::error::{ClusterError, Error, Result};
 use crate::http::HttpServer;
 use crate::objectstore;
-use crate::progress::{Plan, Progress};
+use crate::progress::{Console, Plan, Progress, ProgressObserver};
 use crate::redact;
+use crate::report;
 use crate::runtime::checkpointer::{notes_channel, Checkpointer, CheckpointerSetup};
 use crate::runtime::committer::{CheckpointNotes, CommitQueue, Committer};
 use crate::runtime::config::timely_config;
+use crate::runtime::events::{Observers, RunObserver};
 use crate::runtime::identity::Fingerprint;
 use crate::runtime::startup::{self, RunInputs};
 use crate::runtime::worker::{run_worker, LazyFeed, Restore, WorkerCheckpoints, WorkerShared};
+use crate::runtime::writer::EpochWriter;
 use crate::runtime::{cluster, landing_edge};
 use crate::runtime::{watchdog, RunControl};
 use crate::sinks::checkpoint::CheckpointStore;
-use crate::sinks::writer::EpochWriter;
-use crate::sources::landing::{check_pruned_replay, ChunkFeed, FeedOptions, FeedPlan};
+use crate::sinks::state::StateConfig;
+use crate::sources::landing::{
+    check_pruned_replay, ChunkFeed, FeedObserver, FeedOptions, FeedPlan,
+};
 use crate::telemetry::status::RestoreInfo;
 use crate::telemetry::{Phase, RunInfo, Telemetry};
 use crate::time::{format_ist, now_ms};
@@ -54,6 +59,15 @@ pub fn run(options: &YOptions) -> Result<RunSummary> {
 
 /// As [`run`], stopping gracefully (after the epoch in flight) once `stop` is set.
 pub fn run_with_stop(options: &YOptions, stop: Arc<AtomicBool>) -> Result<RunSummary> {
+    run_shown(options, stop, &Console::off())
+}
+
+/// As [`run_with_stop`], showing progress on `console` (the binary's, from its logging).
+pub fn run_shown(
+    options: &YOptions,
+    stop: Arc<AtomicBool>,
+    console: &Console,
+) -> Result<RunSummary> {
     let started = Instant::now();
     let t = &options.timely;
     t.validate()?;
@@ -61,12 +75,13 @@ pub fn run_with_stop(options: &YOptions, stop: Arc<AtomicBool>) -> Result<RunSum
     // Before any store is opened: a bad hostfile fails without side effects.
     let config = timely_config(t)?;
     let telemetry = Arc::new(Telemetry::new(run_info(options), options.ready_max_lag));
+    let options = &counting_retries(options, &telemetry);
     // Also before any store is opened: the endpoint answers (not ready) during start-up.
     let _server = match (options.http, t.process) {
         (Some(addr), 0) => Some(HttpServer::start(addr, telemetry.clone())?),
         _ => None,
     };
-    let result = run_observed(options, stop, config, &telemetry, started);
+    let result = run_observed(options, (stop, console), config, &telemetry, started);
     telemetry.set_phase(match &result {
         Ok(summary) if summary.finished => Phase::Ended,
         Ok(_) => Phase::Stopped,
@@ -75,30 +90,42 @@ pub fn run_with_stop(options: &YOptions, stop: Arc<AtomicBool>) -> Result<RunSum
     result
 }
 
+/// The options with the run's retry counters handed to every store the run opens.
+fn counting_retries(options: &YOptions, telemetry: &Telemetry) -> YOptions {
+    let mut options = options.clone();
+    options.s3.retries = telemetry.s3_retries();
+    if let StateConfig::Postgres { options: pg, .. } = &mut options.state {
+        pg.retries = telemetry.state_store_retries();
+    }
+    options
+}
+
 /// What `/api/status` says of the run's options.
 fn run_info(options: &YOptions) -> RunInfo {
     RunInfo {
-        mode: if options.replay_range().is_some() {
-            "replay"
-        } else {
-            "live"
-        },
-        landing: redact::url(&options.landing),
-        output: redact::url(&options.output),
-        state: options.state.describe(),
+        mode: Some(
+            match options.replay_range() {
+                Some(_) => "replay",
+                None => "live",
+            }
+            .into(),
+        ),
+        landing: Some(redact::url(&options.landing)),
+        output: Some(redact::url(&options.output)),
+        state: Some(options.state.describe()),
         range: options.replay_range().map(|r| [r.from, r.to]),
         thresholds: serde_json::to_value(options.thresholds).unwrap_or_default(),
-        workers: options.timely.workers,
-        processes: options.timely.processes,
-        process: options.timely.process,
-        started_at: format_ist(now_ms()),
+        workers: Some(options.timely.workers),
+        processes: Some(options.timely.processes),
+        process: Some(options.timely.process),
+        started_at: Some(format_ist(now_ms())),
     }
 }
 
 /// The run, reporting to `telemetry`.
 fn run_observed(
     options: &YOptions,
-    stop: Arc<AtomicBool>,
+    (stop, console): (Arc<AtomicBool>, &Console),
     config: timely::Config,
     telemetry: &Arc<Telemetry>,
     started: Instant,
@@ -163,6 +190,7 @@ fn run_observed(
         inputs,
         writer,
         checkpoints: checkpoints.map(|store| (store, restore)),
+        console: console.clone(),
     };
     let result = run_workers(options, run, &control, config, telemetry);
     control.stop_all();
@@ -202,6 +230,8 @@ struct Run {
     inputs: RunInputs,
     writer: Option<EpochWriter>,
     checkpoints: Option<(CheckpointStore, Option<Restore>)>,
+    /// Where progress is shown.
+    console: Console,
 }
 
 /// The run of a store whose stream already ended: nothing to do.
@@ -228,6 +258,7 @@ fn run_workers(
         inputs,
         writer,
         checkpoints,
+        console,
     } = run;
     let recovered = writer
         .as_ref()
@@ -239,28 +270,23 @@ fn run_workers(
         .and_then(|(_, r)| r.as_ref())
         .map(|r| r.point.epoch);
     let (notes, received) = notes_channel();
+    let observers = Observers::new(vec![telemetry.clone() as Arc<dyn RunObserver>]);
     let (committer, queue) = match writer {
         Some(writer) => {
-            let progress = Progress::start(Plan::of(&inputs.plan, &recovered));
             let notes = checkpoints.as_ref().map(|_| CheckpointNotes {
                 options: options.checkpoints.clone(),
                 restored,
                 notes: notes.clone(),
             });
+            let progress = Progress::start(Plan::of(&inputs.plan, &recovered), &console);
             let (committer, queue) =
-                Committer::start(writer, control.clone(), telemetry.clone(), progress, notes)?;
-            watchdog::start(
-                options.stall_timeout,
-                t.processes,
-                telemetry.clone(),
-                control.clone(),
-            );
+                start_committing(options, writer, progress, notes, telemetry, control)?;
             (Some(committer), Some(queue))
         }
         None => (None, None),
     };
     if options.http.is_some() && options.replay_range().is_none() && t.process == 0 {
-        landing_edge::start(inputs.landing.clone(), telemetry.clone(), control.clone());
+        landing_edge::start(inputs.landing.clone(), observers.clone(), control.clone());
     }
     let checkpointer = match &checkpoints {
         Some((store, _)) => Some(Checkpointer::start(
@@ -274,7 +300,7 @@ fn run_workers(
                     .as_ref()
                     .map(|q| q.record_requests(options.checkpoints.kept)),
                 control: control.clone(),
-                telemetry: telemetry.clone(),
+                observers: observers.clone(),
             },
             notes.clone(),
             received,
@@ -288,7 +314,7 @@ fn run_workers(
         notes: Mutex::new(notes),
         restore,
     });
-    let shared = worker_shared(options, inputs, recovered, queue, control, telemetry);
+    let shared = worker_shared(options, inputs, recovered, queue, control, observers);
     let shared = Arc::new(WorkerShared {
         checkpoints: worker_checkpoints,
         ..shared
@@ -329,17 +355,54 @@ fn join_threads(
 ) -> Result<RunSummary> {
     // A failed cluster process leaves at once: its workers may never return (timely cannot
     // abort), and the process's end is what fails its peers.
-    let summary = match committer {
+    let joined = match committer {
         Some(committer) if (t.processes == 1 || !control.failed()) && !control.abandoned() => {
-            committer.join()
+            Some(committer.join())
         }
-        _ => Ok(RunSummary::default()),
+        _ => None,
     };
     let closed = checkpointer.map_or(Ok(()), Checkpointer::close);
     // A panicked committer's error comes first: worker 0's failure to hand over to it
     // (already in `control`) only follows from it.
-    let summary = summary?;
+    let joined = joined.transpose()?;
     closed?;
+    after_commits(joined)
+}
+
+/// The committing thread, its observers the telemetry and the progress (only the committing
+/// thread holds the progress: the bar leaves with it), and its stall watchdog.
+fn start_committing(
+    options: &YOptions,
+    writer: EpochWriter,
+    progress: Progress,
+    notes: Option<CheckpointNotes>,
+    telemetry: &Arc<Telemetry>,
+    control: &Arc<RunControl>,
+) -> Result<(Committer, CommitQueue)> {
+    let observer: Arc<dyn RunObserver> = telemetry.clone();
+    let progress = Arc::new(ProgressObserver::new(progress));
+    let committing = Observers::new(vec![observer.clone(), progress]);
+    let (committer, queue) = Committer::start(writer, control.clone(), committing, notes)?;
+    watchdog::start(
+        options.stall_timeout,
+        options.timely.processes,
+        telemetry.clone(),
+        Observers::new(vec![observer]),
+        control.clone(),
+    );
+    Ok((committer, queue))
+}
+
+/// The committer's summary (empty when it did not end) and, for a backtest with variants
+/// whose stream ended, its report: rendered from the store after the end is recorded,
+/// outside the commit path, so that a failing report cannot hold up the stream's end.
+fn after_commits(joined: Option<(RunSummary, EpochWriter)>) -> Result<RunSummary> {
+    let Some((summary, mut writer)) = joined else {
+        return Ok(RunSummary::default());
+    };
+    if let Some(source) = writer.backtest_source() {
+        report::backtest::write_from(source).context("writing the backtest report")?;
+    }
     Ok(summary)
 }
 
@@ -352,7 +415,7 @@ fn worker_shared(
     recovered: std::collections::BTreeSet<u64>,
     queue: Option<CommitQueue>,
     control: &Arc<RunControl>,
-    telemetry: &Arc<Telemetry>,
+    observers: Observers,
 ) -> WorkerShared {
     let fingerprint = Fingerprint::of(options, &inputs.plan, &inputs.importance_bytes);
     let feed_options = FeedOptions {
@@ -362,7 +425,8 @@ fn worker_shared(
         first: 0,
     };
     let (landing, plan, workers) = (inputs.landing, inputs.plan, options.timely.workers);
-    let (stop, observer) = (control.stop_flag(), Some(telemetry.clone()));
+    let stop = control.stop_flag();
+    let observer: Option<Arc<dyn FeedObserver>> = Some(Arc::new(observers));
     let feed = LazyFeed::new(move |restored| {
         let first = restored.map_or(0, |r| r + 1);
         let plan = match restored {

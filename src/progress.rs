@@ -1,22 +1,24 @@
-//! Progress of a run on stderr, fed by the committer once per committed or recovered epoch.
+//! Progress of a run on stderr: an observer of the run's events ([`ProgressObserver`]), told
+//! of every committed or recovered epoch.
 //!
 //! On a terminal: a bar for a backtest (`--replay`) and for the recovery replay that starts a
 //! resumed live run (epoch k of K, rows/s, ETA), and a one-line status in live mode (the last
 //! committed epoch, its lag, rows/s, detections). Otherwise (stderr a file or a pipe, or
 //! `--log-format json`): an `info` line `progress` at most every `--progress-interval-ms`
-//! ([`DEFAULT_INTERVAL`]). `--quiet` shows none, and neither does a run whose binary
-//! configured nothing (a library caller). Log lines written while a bar is shown go through
+//! ([`DEFAULT_INTERVAL`]). `--quiet` shows none, and neither does a run given no
+//! [`Console`] (a library caller). Log lines written while a bar is shown go through
 //! [`Stderr`], which hides the bar while the line is written: the two never interleave.
+//! Nothing here is process-wide: the binary makes one [`Console`] with its logging and hands
+//! it to its runs.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io::{self, Write};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::runtime::batch::EpochBatch;
-use crate::runtime::options::RunSummary;
+use crate::runtime::events::{Event, RunObserver};
 use crate::sources::landing::FeedPlan;
 use crate::time::now_ms;
 
@@ -26,10 +28,10 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 /// Epochs over which rows/s and the ETA are measured.
 const RATE_WINDOW: usize = 20;
 
-/// How progress is shown; chosen once per process by the binary ([`configure`]).
+/// How progress is shown; chosen by the binary with its logging ([`Console`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Display {
-    /// Not at all (`--quiet`; the default of a library caller).
+    /// Not at all (`--quiet`; a library caller).
     Off,
     /// A bar or a status line on stderr, a terminal.
     Terminal,
@@ -37,31 +39,55 @@ pub enum Display {
     Log { interval: Duration },
 }
 
-static DISPLAY: OnceLock<Display> = OnceLock::new();
-
 /// The bar on the screen, if any: log lines hide it while they are written.
-static SHOWN: Mutex<Option<ProgressBar>> = Mutex::new(None);
+type Shown = Arc<Mutex<Option<ProgressBar>>>;
 
-/// Sets how progress is shown in this process (the first call wins).
-pub fn configure(display: Display) {
-    let _ = DISPLAY.set(display);
+fn lock(shown: &Shown) -> MutexGuard<'_, Option<ProgressBar>> {
+    shown.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn configured() -> Display {
-    DISPLAY.get().copied().unwrap_or(Display::Off)
+/// Where progress goes: how it is shown and the bar on the screen, shared with the log
+/// lines' writer ([`Console::stderr`]).
+#[derive(Clone, Debug)]
+pub struct Console {
+    display: Display,
+    shown: Shown,
 }
 
-fn shown() -> MutexGuard<'static, Option<ProgressBar>> {
-    SHOWN.lock().unwrap_or_else(|p| p.into_inner())
+impl Console {
+    pub fn new(display: Display) -> Console {
+        Console {
+            display,
+            shown: Shown::default(),
+        }
+    }
+
+    /// No progress (a library caller's runs).
+    pub fn off() -> Console {
+        Console::new(Display::Off)
+    }
+
+    pub fn display(&self) -> Display {
+        self.display
+    }
+
+    /// The writer of the log lines: stderr, with this console's bar hidden meanwhile.
+    pub fn stderr(&self) -> Stderr {
+        Stderr {
+            shown: self.shown.clone(),
+        }
+    }
 }
 
 /// Where log lines go: stderr, with the bar (when one is shown) hidden while a line is
 /// written. The log formatter writes each line with one `write_all`.
-pub struct Stderr;
+pub struct Stderr {
+    shown: Shown,
+}
 
 impl Write for Stderr {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let bar = shown().clone();
+        let bar = lock(&self.shown).clone();
         match bar {
             Some(bar) => bar.suspend(|| io::stderr().write_all(buf))?,
             None => io::stderr().write_all(buf)?,
@@ -107,14 +133,39 @@ pub struct EpochSeen {
     visible_ms: i64,
 }
 
-impl EpochSeen {
-    pub fn of(batch: &EpochBatch) -> EpochSeen {
-        let (accepted, rejected) = batch.row_counts();
-        EpochSeen {
-            epoch: batch.epoch,
-            rows: accepted + rejected,
-            visible_ms: batch.visible_ms,
-        }
+/// The run's [`Progress`] as an observer of its epochs. Only the committing thread reports
+/// epochs, so its lock is never contended.
+pub struct ProgressObserver(Mutex<Progress>);
+
+impl ProgressObserver {
+    pub fn new(progress: Progress) -> ProgressObserver {
+        ProgressObserver(Mutex::new(progress))
+    }
+}
+
+impl RunObserver for ProgressObserver {
+    fn observe(&self, event: &Event<'_>) {
+        let (seen, replayed, detections) = match event {
+            Event::EpochCommitted(e) => {
+                let seen = EpochSeen {
+                    epoch: e.epoch,
+                    rows: e.rows + e.rejected,
+                    visible_ms: e.visible_ms,
+                };
+                (seen, false, e.detections_total)
+            }
+            Event::EpochReplayed(e) => {
+                let seen = EpochSeen {
+                    epoch: e.epoch,
+                    rows: e.rows,
+                    visible_ms: e.visible_ms,
+                };
+                (seen, true, e.detections_total)
+            }
+            _ => return,
+        };
+        let mut progress = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        progress.epoch(seen, replayed, detections);
     }
 }
 
@@ -143,11 +194,14 @@ impl Phase {
 pub struct Progress {
     plan: Plan,
     display: Display,
+    shown: Shown,
     phase: Phase,
     bar: Option<ProgressBar>,
-    /// Epochs committed or recovered so far, and of them recovered; rows of both.
+    /// Epochs committed or recovered so far, and of them recovered and committed; rows of
+    /// both.
     done: u64,
     recovered: u64,
+    committed: u64,
     rows: u64,
     /// (when, epochs done, rows) of the last [`RATE_WINDOW`] epochs.
     window: VecDeque<(Instant, u64, u64)>,
@@ -155,13 +209,17 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Progress shown as this process's binary configured it.
-    pub fn start(plan: Plan) -> Progress {
-        Progress::with_display(plan, configured())
+    /// Progress shown on `console`.
+    pub fn start(plan: Plan, console: &Console) -> Progress {
+        Progress::shown(plan, console.display, console.shown.clone())
     }
 
     /// Progress shown as `display` says.
     pub fn with_display(plan: Plan, display: Display) -> Progress {
+        Progress::shown(plan, display, Shown::default())
+    }
+
+    fn shown(plan: Plan, display: Display, shown: Shown) -> Progress {
         let now = Instant::now();
         let phase = match plan.total {
             Some(_) => Phase::Replay,
@@ -171,10 +229,12 @@ impl Progress {
         let mut progress = Progress {
             plan,
             display,
+            shown,
             phase,
             bar: None,
             done: 0,
             recovered: 0,
+            committed: 0,
             rows: 0,
             window: VecDeque::from([(now, 0, 0)]),
             last_log: now,
@@ -183,20 +243,24 @@ impl Progress {
         progress
     }
 
-    /// An epoch was committed (or recovered: `summary` says which) without failure.
-    pub fn epoch(&mut self, seen: EpochSeen, summary: &RunSummary, detections: u64) {
+    /// An epoch was committed (or recovered, when `replayed`) without failure; the ledger
+    /// then holds `detections`.
+    pub fn epoch(&mut self, seen: EpochSeen, replayed: bool, detections: u64) {
         if self.display == Display::Off {
             return;
         }
         let now = Instant::now();
         self.done += 1;
-        self.recovered = summary.epochs_recovered;
+        match replayed {
+            true => self.recovered += 1,
+            false => self.committed += 1,
+        }
         self.rows += seen.rows;
         self.window.push_back((now, self.done, self.rows));
         if self.window.len() > RATE_WINDOW + 1 {
             self.window.pop_front();
         }
-        if self.phase == Phase::Recovery && self.recovered_all(summary) {
+        if self.phase == Phase::Recovery && self.recovered_all() {
             self.phase = Phase::Live;
             self.show_bar();
         }
@@ -212,8 +276,8 @@ impl Progress {
     }
 
     /// Recovery is over once every recovered epoch came by, or a new one was committed.
-    fn recovered_all(&self, summary: &RunSummary) -> bool {
-        self.recovered >= self.plan.recovering || summary.epochs_committed > 0
+    fn recovered_all(&self) -> bool {
+        self.recovered >= self.plan.recovering || self.committed > 0
     }
 
     /// The figures of the progress so far.
@@ -269,7 +333,7 @@ impl Progress {
                 bar
             }
         };
-        *shown() = Some(bar.clone());
+        *lock(&self.shown) = Some(bar.clone());
         self.bar = Some(bar);
     }
 
@@ -285,7 +349,7 @@ impl Progress {
     /// Takes the bar off the screen.
     fn clear(&mut self) {
         if let Some(bar) = self.bar.take() {
-            *shown() = None;
+            *lock(&self.shown) = None;
             bar.finish_and_clear();
         }
     }
@@ -398,14 +462,6 @@ mod tests {
         }
     }
 
-    fn summary(committed: u64, recovered: u64) -> RunSummary {
-        RunSummary {
-            epochs_committed: committed,
-            epochs_recovered: recovered,
-            ..RunSummary::default()
-        }
-    }
-
     #[test]
     fn numbers_read_as_people_write_them() {
         assert_eq!(human(950.4), "950");
@@ -431,7 +487,7 @@ mod tests {
         );
         std::thread::sleep(Duration::from_millis(20));
         for k in 0..4 {
-            p.epoch(seen(k, 1000), &summary(k + 1, 0), 5);
+            p.epoch(seen(k, 1000), false, 5);
         }
         let s = p.status(seen(3, 1000), 5);
         assert_eq!(
@@ -460,11 +516,11 @@ mod tests {
             },
         );
         assert_eq!(p.phase, Phase::Recovery);
-        p.epoch(seen(0, 10), &summary(0, 1), 0);
+        p.epoch(seen(0, 10), true, 0);
         assert_eq!(p.status(seen(0, 10), 0).total, Some(2));
-        p.epoch(seen(1, 10), &summary(0, 2), 0);
+        p.epoch(seen(1, 10), true, 0);
         assert_eq!(p.phase, Phase::Live);
-        p.epoch(seen(2, 10), &summary(1, 2), 7);
+        p.epoch(seen(2, 10), false, 7);
         let s = p.status(seen(2, 10), 7);
         assert_eq!((s.total, s.epoch, s.detections), (None, 2, 7));
         assert!(s.lag >= Duration::from_millis(400), "{s:?}");
@@ -477,9 +533,37 @@ mod tests {
     }
 
     #[test]
+    fn the_observer_takes_epochs_from_the_run_events_and_nothing_else() {
+        use crate::runtime::events::{EpochCommitted, EpochReplayed};
+        let plan = Plan {
+            total: None,
+            recovering: 1,
+        };
+        let interval = Duration::MAX;
+        let observer =
+            ProgressObserver::new(Progress::with_display(plan, Display::Log { interval }));
+        observer.observe(&Event::QueueDepth { waiting: 3 });
+        observer.observe(&Event::EpochReplayed(&EpochReplayed {
+            epoch: 0,
+            rows: 10,
+            ..EpochReplayed::default()
+        }));
+        observer.observe(&Event::EpochCommitted(&EpochCommitted {
+            epoch: 1,
+            rows: 4,
+            rejected: 1,
+            detections_total: 9,
+            ..EpochCommitted::default()
+        }));
+        let p = observer.0.lock().unwrap();
+        assert_eq!((p.done, p.recovered, p.committed, p.rows), (2, 1, 1, 15));
+        assert_eq!(p.phase, Phase::Live);
+    }
+
+    #[test]
     fn off_counts_nothing() {
         let mut p = Progress::with_display(Plan::default(), Display::Off);
-        p.epoch(seen(0, 10), &summary(1, 0), 0);
+        p.epoch(seen(0, 10), false, 0);
         assert_eq!(p.done, 0);
         assert!(p.bar.is_none());
     }

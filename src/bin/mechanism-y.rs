@@ -12,6 +12,7 @@ use txflow::cli::{self, LogArgs, S3Args, StateArgs, VariantArgs};
 use txflow::error::{ClusterError, Error};
 use txflow::http;
 use txflow::mechanism_y::{self, Mode, ReplayRange, TimelyOptions, YOptions};
+use txflow::progress::Console;
 use txflow::runtime::checkpointer::{
     CheckpointOptions, DEFAULT_CHECKPOINTS_KEPT, DEFAULT_CHECKPOINT_INTERVAL,
 };
@@ -185,7 +186,7 @@ fn main() -> ExitCode {
     if let Err(reason) = check_usage(&args) {
         return cli::usage_failure(reason);
     }
-    cli::init_logging(&args.log);
+    let console = cli::init_logging(&args.log);
     let variants = match variants(&args) {
         Ok(variants) => variants,
         // A `--variants` file that cannot be read is what an option names, not how it is
@@ -198,7 +199,7 @@ fn main() -> ExitCode {
         ) => return cli::exit_with(Err(Error::configuration(e.to_string()).into())),
         Err(e) => return cli::usage_failure(e),
     };
-    cli::exit_with(run(args, variants))
+    cli::exit_with(run(args, variants, &console))
 }
 
 /// The usage rules clap cannot state: those on a boolean's value rather than its presence
@@ -239,7 +240,7 @@ fn variants(args: &Args) -> Result<Vec<Variant>, VariantOptionError> {
     Ok(resolved.variants)
 }
 
-fn run(args: Args, variants: Vec<Variant>) -> anyhow::Result<()> {
+fn run(args: Args, variants: Vec<Variant>, console: &Console) -> anyhow::Result<()> {
     let poll_interval = args
         .poll_ms
         .map(Duration::from_millis)
@@ -284,7 +285,7 @@ fn run(args: Args, variants: Vec<Variant>) -> anyhow::Result<()> {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone())?;
     }
-    let summary = match mechanism_y::run_with_stop(&options, stop) {
+    let summary = match mechanism_y::run_shown(&options, stop, console) {
         Err(e) if matches!(e.root(), Error::Cluster(ClusterError::StoppedConnecting)) => {
             eprintln!("mechanism-y: {e}");
             return Ok(());

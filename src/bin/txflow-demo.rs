@@ -15,6 +15,7 @@ use clap::{ArgAction, Parser};
 use txflow::cli::{self, LogArgs};
 use txflow::mechanism_x::{self, XOptions};
 use txflow::mechanism_y::{self, RunSummary, TimelyOptions, YOptions};
+use txflow::progress::Console;
 use txflow::sinks::state::StateConfig;
 use txgen::GenOptions;
 
@@ -71,11 +72,11 @@ fn main() -> ExitCode {
     if let Err(e) = timely_options(&args).validate() {
         return cli::usage_failure(e);
     }
-    cli::init_logging(&args.log);
-    cli::exit_with(run(args))
+    let console = cli::init_logging(&args.log);
+    cli::exit_with(run(args, &console))
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
+fn run(args: Args, console: &Console) -> anyhow::Result<()> {
     let dir = &args.dir;
     let (landing, output, state_db) = (
         dir.join("landing"),
@@ -115,7 +116,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         landing.display(),
         args.workers
     );
-    let summary = mechanism_y::run(&y)?;
+    let summary = mechanism_y::run_shown(&y, Default::default(), console)?;
     producer
         .join()
         .map_err(|_| anyhow::anyhow!("Mechanism X panicked"))??;

@@ -25,7 +25,7 @@
 //! held there, so they travel separately, as changes ([`MerchantFact`]), and worker 0 joins
 //! them to the detections that start holding (`runtime::batch`). "Emit once,
 //! at the first epoch it holds" is not a collection property (collections retract), so it is
-//! the committing writer's job (`sinks::writer`), backed by the ledger.
+//! the committing writer's job (`runtime::writer`), backed by the ledger.
 
 pub mod aggregates;
 mod arranged;

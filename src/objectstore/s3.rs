@@ -48,6 +48,7 @@ use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 use crate::error::StoreError;
 use crate::objectstore::store::{Object, ObjectMeta, ObjectStore, PutOutcome};
 use crate::redact;
+use crate::retry_count::Retries;
 
 /// S3 client settings shared by every S3 location of a process (`Debug` redacts the
 /// endpoint).
@@ -58,6 +59,8 @@ pub struct S3Options {
     pub endpoint: Option<String>,
     /// Region override; otherwise the AWS configuration chain decides (default `us-east-1`).
     pub region: Option<String>,
+    /// Told of every retried request (the run's telemetry).
+    pub retries: Retries,
 }
 
 impl std::fmt::Debug for S3Options {
@@ -153,7 +156,9 @@ fn random_u64() -> u64 {
     hasher.finish()
 }
 
-/// The runtime shared by every S3 store of the process. Building it fails only when the OS
+/// The runtime shared by every S3 store of the process: process-wide on purpose, it holds
+/// I/O threads, not figures of a run (a runtime per store would multiply the threads and
+/// could not be dropped from inside its own tasks). Building it fails only when the OS
 /// refuses threads or an event loop; the failure is kept (by kind and message: an
 /// `io::Error` cannot be cloned) and reported to every caller.
 fn runtime() -> std::io::Result<&'static tokio::runtime::Runtime> {
@@ -180,6 +185,7 @@ pub struct S3Store {
     client: aws_sdk_s3::Client,
     tuning: S3Tuning,
     runtime: &'static tokio::runtime::Runtime,
+    retries: Retries,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -333,6 +339,7 @@ impl S3Store {
             client,
             tuning,
             runtime,
+            retries: options.retries.clone(),
         })
     }
 
@@ -455,7 +462,7 @@ impl S3Store {
     /// The one place a retry is reported (counted and logged): attempt `n` of `op` on `key`
     /// failed transiently with `message`; the next one follows after `delay`.
     fn retrying(&self, op: Op, key: &str, n: u32, message: &str, delay: Duration) {
-        crate::telemetry::retries::s3_retry(op.name());
+        self.retries.retried(op.name());
         tracing::warn!(
             op = op.name(),
             bucket = %self.bucket,

@@ -17,7 +17,8 @@ use serde_json::Value;
 use super::page::{script_safe, with_charts};
 use crate::model::{Evidence, Pattern};
 use crate::objectstore::ObjectStore;
-use crate::sinks::state::LedgerRow;
+use crate::runtime::writer::BacktestSource;
+use crate::sinks::state::{LedgerId, LedgerRow, StateReader, VariantSpec};
 
 /// One ledger of a backtest: the baseline (the run's own thresholds) or a variant.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -30,16 +31,7 @@ pub struct LedgerSet {
     pub rows: Vec<LedgerRow>,
 }
 
-/// BankSim's `fraud` labels of the replayed transactions, accepted rows only.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FraudLabels {
-    /// `(customer, merchant)` pairs with at least one transaction labelled 1.
-    pub fraud_pairs: BTreeSet<(String, String)>,
-    /// Transactions labelled 1, labelled 0, and with a missing or other label ("unknown").
-    pub fraud_rows: u64,
-    pub clean_rows: u64,
-    pub unknown_rows: u64,
-}
+pub use crate::runtime::writer::FraudLabels;
 
 /// Everything the report is computed from.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -49,6 +41,42 @@ pub struct BacktestInput {
     pub baseline: LedgerSet,
     pub variants: Vec<LedgerSet>,
     pub labels: FraudLabels,
+}
+
+/// What the report of a backtest whose stream ended is computed from: every ledger and the
+/// epochs as its state store holds them, and the labels the run saw.
+pub fn input_from_store(
+    store: &mut dyn StateReader,
+    variants: &[VariantSpec],
+    labels: FraudLabels,
+) -> crate::error::Result<BacktestInput> {
+    let epochs = store.epoch_rows()?.iter().map(|e| e.epoch).collect();
+    let meta = store.run_meta()?;
+    let baseline = LedgerSet {
+        name: "baseline".into(),
+        thresholds: meta.get("run.thresholds").cloned().unwrap_or_default(),
+        rows: store.ledger(LedgerId::Baseline)?,
+    };
+    let mut sets = Vec::new();
+    for spec in variants {
+        sets.push(LedgerSet {
+            name: spec.name.clone(),
+            thresholds: spec.thresholds.clone(),
+            rows: store.ledger(LedgerId::Variant(&spec.name))?,
+        });
+    }
+    Ok(BacktestInput {
+        epochs,
+        baseline,
+        variants: sets,
+        labels,
+    })
+}
+
+/// Renders and writes the report of a backtest whose stream ended, from its state store.
+pub fn write_from(source: BacktestSource<'_>) -> crate::error::Result<()> {
+    let input = input_from_store(source.store, source.variants, source.labels.clone())?;
+    write(source.output, &input)
 }
 
 /// The three files of the report, rendered; deterministic for a given input (no clock).

@@ -1,7 +1,6 @@
-//! The status JSON of a run, built from its state store (the `epochs` and `detections` tables
-//! and `run_meta`) and, when given, its output store (the `rejects/<chunk>.csv` objects).
-//!
-//! It has the shape of the console's `/api/status`; what a store does not record is `null`:
+//! The status of a run built from its state store (the `epochs` and `detections` tables and
+//! `run_meta`) and, when given, its output store (the `rejects/<chunk>.csv` objects):
+//! [`Status::from_store`], the console's `/api/status` type; what a store does not record is `null`:
 //! the run's output location, workers, processes, process and start time; recovered epochs,
 //! the landing edge and, unless the stream ended, the lag; compute and commit times per epoch,
 //! and the visible→committed latency. Throughput is derived from the epochs' `committed_at`
@@ -9,75 +8,90 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-use crate::error::{Context, Result};
-use crate::model::Pattern;
+use crate::error::{Context, Error, Result};
 use crate::objectstore::ObjectStore;
 use crate::redact;
 use crate::sinks::rejects::{reason_kind, rejects_key};
 use crate::sinks::state::{EpochRow, LedgerId, LedgerRow, StateReader};
-use crate::telemetry::status::{HISTORY_EPOCHS, LATEST_DETECTIONS};
+use crate::telemetry::status::{
+    Detections, HistoryEntry, LatestDetection, Progress, Rejects, RunInfo, Status, Throughput,
+    HISTORY_EPOCHS, LATEST_DETECTIONS,
+};
 use crate::thresholds::Thresholds;
 
-/// The status JSON of the run recorded in `store` (finished or still running), with rejects
-/// by reason read from `output` when given (otherwise `rejects.by_reason` is `null` and the
-/// total comes from the progress table). `run.state` (the store's location) is left `null`:
-/// the caller knows it.
+/// The status JSON of the run recorded in `store` ([`Status::from_store`]).
 pub fn status_from_store(
     store: &mut dyn StateReader,
     output: Option<&dyn ObjectStore>,
 ) -> Result<Value> {
-    let meta = store.run_meta().context("reading the run identity")?;
-    let epochs = store.epoch_rows().context("reading the progress table")?;
-    let ledger = store
-        .ledger(LedgerId::Baseline)
-        .context("reading the detection ledger")?;
-    let ended = meta.contains_key("finished");
-    let rejects = match output {
-        Some(output) => rejects_by_reason(output, &epochs)?,
-        None => json!({
-            "total": epochs.iter().map(|e| e.rows_rejected).sum::<u64>(),
-            "by_reason": null,
-        }),
-    };
-    let live = meta.get("run.mode").is_some_and(|m| m == "live");
-    Ok(json!({
-        "run": run_identity(&meta, output),
-        "state": if ended { "ended" } else { "running" },
-        "progress": progress(&epochs, ended),
-        "throughput": if live { throughput(&epochs) } else { json!({"rows_per_second": null, "epochs_per_second": null}) },
-        "detections": {
-            "total": ledger.len(),
-            "by_pattern": by_pattern(ledger.iter()),
-        },
-        "latest_detections": latest(&ledger),
-        "rejects": rejects,
-        "history": history(&epochs, &ledger),
-    }))
+    let status = Status::from_store(store, output)?;
+    serde_json::to_value(status).map_err(|e| Error::internal(format!("the status JSON: {e}")))
+}
+
+impl Status {
+    /// The status of the run recorded in `store` (finished or still running), with rejects
+    /// by reason read from `output` when given (otherwise `rejects.by_reason` is `null` and
+    /// the total comes from the progress table). `run.state` (the store's location) is left
+    /// `null`: the caller knows it.
+    pub fn from_store(
+        store: &mut dyn StateReader,
+        output: Option<&dyn ObjectStore>,
+    ) -> Result<Status> {
+        let meta = store.run_meta().context("reading the run identity")?;
+        let epochs = store.epoch_rows().context("reading the progress table")?;
+        let ledger = store
+            .ledger(LedgerId::Baseline)
+            .context("reading the detection ledger")?;
+        let ended = meta.contains_key("finished");
+        let rejects = match output {
+            Some(output) => rejects_by_reason(output, &epochs)?,
+            None => Rejects {
+                total: epochs.iter().map(|e| e.rows_rejected).sum(),
+                by_reason: None,
+            },
+        };
+        let live = meta.get("run.mode").is_some_and(|m| m == "live");
+        Ok(Status {
+            run: run_identity(&meta, output),
+            state: if ended { "ended" } else { "running" },
+            progress: progress(&epochs, ended),
+            throughput: match live {
+                true => throughput(&epochs),
+                false => Throughput::unknown(),
+            },
+            detections: Detections::of(ledger.iter()),
+            latest_detections: latest(&ledger),
+            rejects,
+            history: history(&epochs, &ledger),
+            truncated: false,
+        })
+    }
 }
 
 /// `run`: the identity recorded in `run_meta` (locations as [`redact::url`] shows them);
 /// what it does not hold is `null`.
-fn run_identity(meta: &BTreeMap<String, String>, output: Option<&dyn ObjectStore>) -> Value {
-    let text = |key: &str| meta.get(key).map_or(Value::Null, |v| json!(v));
+fn run_identity(meta: &BTreeMap<String, String>, output: Option<&dyn ObjectStore>) -> RunInfo {
     let bound = |key: &str| meta.get(key).and_then(|v| v.parse::<u64>().ok());
     let range = match (bound("run.from"), bound("run.to")) {
-        (Some(from), Some(to)) => json!([from, to]),
-        _ => Value::Null,
+        (Some(from), Some(to)) => Some([Some(from), Some(to)]),
+        _ => None,
     };
-    json!({
-        "mode": text("run.mode"),
-        "landing": meta.get("run.landing").map_or(Value::Null, |v| json!(redact::url(v))),
-        "output": output.map(|o| o.describe()),
-        "state": null,
-        "range": range,
-        "thresholds": meta.get("run.thresholds").map_or(Value::Null, |t| thresholds(t)),
-        "workers": null,
-        "processes": null,
-        "process": null,
-        "started_at": null,
-    })
+    RunInfo {
+        mode: meta.get("run.mode").cloned(),
+        landing: meta.get("run.landing").map(|v| redact::url(v)),
+        output: output.map(|o| o.describe()),
+        state: None,
+        range,
+        thresholds: meta
+            .get("run.thresholds")
+            .map_or(Value::Null, |t| thresholds(t)),
+        workers: None,
+        processes: None,
+        process: None,
+        started_at: None,
+    }
 }
 
 /// The thresholds as recorded (their canonical serde JSON, as `/api/status` shows them); a
@@ -90,17 +104,19 @@ fn thresholds(recorded: &str) -> Value {
 
 /// `progress`: counts from the progress table; the lag is 0 once the stream ended (every
 /// chunk committed) and unknown otherwise (the store does not know the landing edge).
-fn progress(epochs: &[EpochRow], ended: bool) -> Value {
-    json!({
-        "epochs_committed": epochs.len(),
-        "epochs_recovered": null,
-        "last_committed_epoch": epochs.last().map(|e| e.epoch),
-        "landing_edge": if ended { epochs.last().map(|e| e.epoch) } else { None },
-        "lag_chunks": if ended { Some(0) } else { None },
-        "lag_seconds": if ended { Some(0.0) } else { None },
-        "rows_accepted": epochs.iter().map(|e| e.rows_accepted).sum::<u64>(),
-        "rows_rejected": epochs.iter().map(|e| e.rows_rejected).sum::<u64>(),
-    })
+fn progress(epochs: &[EpochRow], ended: bool) -> Progress {
+    let last = epochs.last().map(|e| e.epoch);
+    Progress {
+        epochs_committed: epochs.len() as u64,
+        epochs_recovered: None,
+        restore: None,
+        last_committed_epoch: last,
+        landing_edge: if ended { last } else { None },
+        lag_chunks: ended.then_some(0),
+        lag_seconds: ended.then_some(0.0),
+        rows_accepted: epochs.iter().map(|e| e.rows_accepted).sum(),
+        rows_rejected: epochs.iter().map(|e| e.rows_rejected).sum(),
+    }
 }
 
 /// Milliseconds since the Unix epoch of an RFC 3339 timestamp with an offset, as the store
@@ -136,65 +152,34 @@ pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
 
 /// `throughput` over the committed epochs (live mode): rows and epochs after the first
 /// commit, divided by the time from the first commit to the last.
-fn throughput(epochs: &[EpochRow]) -> Value {
-    let (first, last) = match (epochs.first(), epochs.last()) {
-        (Some(f), Some(l)) => (f, l),
-        _ => return json!({"rows_per_second": null, "epochs_per_second": null}),
+fn throughput(epochs: &[EpochRow]) -> Throughput {
+    let (Some(first), Some(last)) = (epochs.first(), epochs.last()) else {
+        return Throughput::unknown();
     };
     let span_ms = parse_rfc3339_ms(&last.committed_at)
         .zip(parse_rfc3339_ms(&first.committed_at))
         .map(|(l, f)| l - f)
         .filter(|ms| *ms > 0);
     let Some(span_ms) = span_ms else {
-        return json!({"rows_per_second": null, "epochs_per_second": null});
+        return Throughput::unknown();
     };
-    let seconds = span_ms as f64 / 1000.0;
     let rows: u64 = epochs[1..]
         .iter()
         .map(|e| e.rows_accepted + e.rows_rejected)
         .sum();
-    json!({
-        "rows_per_second": rows as f64 / seconds,
-        "epochs_per_second": (epochs.len() - 1) as f64 / seconds,
-    })
+    Throughput::rate(rows, epochs.len() as u64 - 1, span_ms as f64 / 1000.0)
 }
 
-/// Detections per pattern id, every pattern present (0 when none).
-fn by_pattern<'a>(rows: impl Iterator<Item = &'a LedgerRow>) -> Map<String, Value> {
-    let mut counts: BTreeMap<String, u64> = Pattern::ALL
-        .iter()
-        .map(|p| (p.id().to_string(), 0))
-        .collect();
-    for row in rows {
-        *counts.entry(row.pattern.id().to_string()).or_insert(0) += 1;
-    }
-    counts.into_iter().map(|(k, v)| (k, json!(v))).collect()
-}
-
-/// The last [`LATEST_DETECTIONS`] ledger rows, newest first.
-fn latest(ledger: &[LedgerRow]) -> Value {
-    ledger
-        .iter()
-        .rev()
-        .take(LATEST_DETECTIONS)
-        .map(|r| {
-            json!({
-                "seq": r.seq,
-                "epoch": r.epoch,
-                "pattern_id": r.pattern.id(),
-                "action_type": r.pattern.action(),
-                "customer_name": r.customer_name,
-                "merchant_id": r.merchant_id,
-                "detection_time": r.detection_time,
-                "evidence": crate::telemetry::status::evidence_json(r.evidence.as_deref()),
-            })
-        })
-        .collect()
+/// The last [`LATEST_DETECTIONS`] ledger rows, newest first, names as stored.
+fn latest(ledger: &[LedgerRow]) -> Vec<LatestDetection> {
+    let whole = |name: &str| name.to_string();
+    let newest = ledger.iter().rev().take(LATEST_DETECTIONS);
+    newest.map(|r| LatestDetection::of(r, whole)).collect()
 }
 
 /// `history`: the last [`HISTORY_EPOCHS`] epochs, oldest first, with their detections per
 /// pattern; times the store does not record are `null`.
-fn history(epochs: &[EpochRow], ledger: &[LedgerRow]) -> Value {
+fn history(epochs: &[EpochRow], ledger: &[LedgerRow]) -> Vec<HistoryEntry> {
     let mut per_epoch: BTreeMap<u64, Vec<&LedgerRow>> = BTreeMap::new();
     for row in ledger {
         per_epoch.entry(row.epoch).or_default().push(row);
@@ -204,24 +189,24 @@ fn history(epochs: &[EpochRow], ledger: &[LedgerRow]) -> Value {
         .iter()
         .map(|e| {
             let rows = per_epoch.get(&e.epoch).map_or(&[][..], Vec::as_slice);
-            json!({
-                "epoch": e.epoch,
-                "chunk": e.chunk_key,
-                "committed_at": e.committed_at,
-                "rows": e.rows_accepted,
-                "rejected": e.rows_rejected,
-                "compute_ms": null,
-                "commit_ms": null,
-                "visible_to_commit_ms": null,
-                "detections": by_pattern(rows.iter().copied()),
-            })
+            HistoryEntry {
+                epoch: e.epoch,
+                chunk: e.chunk_key.clone(),
+                committed_at: e.committed_at.clone(),
+                rows: e.rows_accepted,
+                rejected: e.rows_rejected,
+                compute_ms: None,
+                commit_ms: None,
+                visible_to_commit_ms: None,
+                detections: Detections::of(rows.iter().copied()).by_pattern,
+            }
         })
         .collect()
 }
 
 /// `rejects` from the committed epochs' reject files (`rejects/<chunk>`; an epoch without
 /// rejects has none), grouped by [`reason_kind`].
-fn rejects_by_reason(output: &dyn ObjectStore, epochs: &[EpochRow]) -> Result<Value> {
+fn rejects_by_reason(output: &dyn ObjectStore, epochs: &[EpochRow]) -> Result<Rejects> {
     let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
     let mut total = 0u64;
     for epoch in epochs.iter().filter(|e| e.rows_rejected > 0) {
@@ -243,7 +228,10 @@ fn rejects_by_reason(output: &dyn ObjectStore, epochs: &[EpochRow]) -> Result<Va
             total += 1;
         }
     }
-    Ok(json!({ "total": total, "by_reason": by_reason }))
+    Ok(Rejects {
+        total,
+        by_reason: Some(by_reason),
+    })
 }
 
 #[cfg(test)]

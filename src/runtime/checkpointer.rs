@@ -24,11 +24,11 @@ use std::time::{Duration, Instant};
 
 use crate::dataflow::aggregates::{Pair, PairSums};
 use crate::error::{Error, Result};
-use crate::runtime::RunControl;
+use crate::runtime::control::RunControl;
+use crate::runtime::events::{Event, Observers};
 use crate::sinks::checkpoint::format::{Labels, Manifest, ShardHeader, FORMAT_VERSION};
 use crate::sinks::checkpoint::{CheckpointError, CheckpointStore};
 use crate::sinks::state::CheckpointRow;
-use crate::telemetry::Telemetry;
 use crate::time::{format_ist, now_ms};
 
 /// `--checkpoint-interval`, `--checkpoints`, `--checkpoints-kept`, `--checkpoint-required`.
@@ -136,7 +136,7 @@ pub struct CheckpointerSetup {
     /// The process of worker 0: writes manifests and has them recorded.
     pub records: Option<RecordRequests>,
     pub control: Arc<RunControl>,
-    pub telemetry: Arc<Telemetry>,
+    pub observers: Observers,
 }
 
 /// The checkpointing thread of a process.
@@ -316,9 +316,11 @@ impl Writer {
             location = %row.location,
             "checkpoint written"
         );
-        self.setup
-            .telemetry
-            .checkpoint_written(epoch, row.bytes, took);
+        self.setup.observers.emit(&Event::CheckpointWritten {
+            epoch,
+            bytes: row.bytes,
+            took,
+        });
         if let Some(record) = &self.setup.records {
             // `false`: the committer has ended (the run is stopping), the checkpoint stays
             // unrecorded.
@@ -336,7 +338,7 @@ impl Writer {
     }
 
     fn failed(&self, epoch: u64, error: &CheckpointError) {
-        self.setup.telemetry.checkpoint_failed();
+        self.setup.observers.emit(&Event::CheckpointFailed);
         let line = format!(
             "checkpoint of epoch {epoch} to {} failed: {error}",
             self.setup.store.describe()

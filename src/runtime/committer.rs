@@ -21,16 +21,14 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::error::{Context, Error, Result};
-use crate::progress::{EpochSeen, Progress};
 use crate::runtime::batch::EpochBatch;
 use crate::runtime::checkpointer::{CheckpointOptions, Note, RecordRequests};
-use crate::runtime::options::RunSummary;
-use crate::runtime::RunControl;
+use crate::runtime::control::RunControl;
+use crate::runtime::events::{EpochCommitted, EpochReplayed, Event, Observers};
+use crate::runtime::summary::RunSummary;
+use crate::runtime::writer::EpochWriter;
 use crate::sinks::rejects::reason_kind;
 use crate::sinks::state::CheckpointRow;
-use crate::sinks::writer::EpochWriter;
-use crate::telemetry::status::EpochRecord;
-use crate::telemetry::Telemetry;
 use crate::time::now_ms;
 
 /// How many computed epochs may wait for the committer: enough to ride out a slow commit,
@@ -167,32 +165,30 @@ impl Drop for CommitQueue {
 
 /// The committing thread.
 pub struct Committer {
-    thread: JoinHandle<Result<RunSummary>>,
+    thread: JoinHandle<Result<(RunSummary, EpochWriter)>>,
 }
 
 impl Committer {
     /// Starts the thread with the run's writer; returns it and worker 0's queue. Every epoch
-    /// it takes is reported to `telemetry`.
+    /// it takes is reported to `observers`.
     pub fn start(
         writer: EpochWriter,
         control: Arc<RunControl>,
-        telemetry: Arc<Telemetry>,
-        progress: Progress,
+        observers: Observers,
         checkpoints: Option<CheckpointNotes>,
     ) -> Result<(Committer, CommitQueue)> {
         let (queue, received, waiting) = CommitQueue::channel();
         let thread = std::thread::Builder::new()
             .name("committer".into())
             .spawn(move || {
-                let observers = Observers {
-                    telemetry: &telemetry,
-                    progress,
+                let watchers = Watchers {
+                    observers,
                     checkpoints,
                 };
                 let commits = AssertUnwindSafe(|| {
                     #[cfg(feature = "fault-injection")]
                     injected_panic();
-                    commit_all(writer, received, &waiting, &control, observers)
+                    commit_all(writer, received, &waiting, &control, watchers)
                 });
                 // A panic fails the run at once (the workers stop taking chunks) and is
                 // the thread's result.
@@ -206,9 +202,10 @@ impl Committer {
     }
 
     /// Waits until every handed-over epoch is committed (the queue's sender must be gone);
-    /// the summary of what was committed. A commit's failure is reported through the run's
-    /// control (it stops every thread); a panic of the thread is its error here.
-    pub fn join(self) -> Result<RunSummary> {
+    /// the summary of what was committed, and the writer (for what a run does after its
+    /// stream ended). A commit's failure is reported through the run's control (it stops
+    /// every thread); a panic of the thread is its error here.
+    pub fn join(self) -> Result<(RunSummary, EpochWriter)> {
         match self.thread.join() {
             Ok(result) => result,
             Err(panic) => Err(Error::panicked("committing", panic.as_ref())),
@@ -225,15 +222,14 @@ fn injected_panic() {
     }
 }
 
-/// Who watches the commits: the metrics and status (`/metrics`, `/api/status`), and the
-/// progress bar or log lines.
-struct Observers<'t> {
-    telemetry: &'t Telemetry,
-    progress: Progress,
+/// Who watches the commits: the run's observers (metrics, status, progress) and the
+/// checkpointing thread.
+struct Watchers {
+    observers: Observers,
     checkpoints: Option<CheckpointNotes>,
 }
 
-impl Observers<'_> {
+impl Watchers {
     /// Tells the checkpointing thread that a due epoch is committed.
     fn committed(&self, epoch: u64, writer: &EpochWriter) {
         let Some(c) = &self.checkpoints else {
@@ -258,7 +254,7 @@ impl Observers<'_> {
                 }
             }
             Err(e) => {
-                self.telemetry.checkpoint_failed();
+                self.observers.emit(&Event::CheckpointFailed);
                 tracing::warn!(epoch = row.epoch, "recording a checkpoint failed: {e}");
             }
         }
@@ -272,25 +268,23 @@ fn commit_all(
     jobs: Receiver<Job>,
     waiting: &Waiting,
     control: &RunControl,
-    mut observers: Observers<'_>,
-) -> RunSummary {
+    watchers: Watchers,
+) -> (RunSummary, EpochWriter) {
     let mut summary = RunSummary::default();
     for job in jobs {
         let done = match job {
             Job::Commit(batch) => {
-                let telemetry = observers.telemetry;
-                telemetry.queue_depth(waiting.taken());
-                let seen = EpochSeen::of(&batch);
+                let observers = &watchers.observers;
+                observers.emit(&Event::QueueDepth {
+                    waiting: waiting.taken(),
+                });
                 let epoch = batch.epoch;
-                commit(&mut writer, batch, &mut summary, telemetry).map(|()| {
-                    observers.committed(epoch, &writer);
-                    let total = writer.detections_total();
-                    observers.progress.epoch(seen, &summary, total)
-                })
+                commit(&mut writer, batch, &mut summary, observers)
+                    .map(|()| watchers.committed(epoch, &writer))
             }
             Job::Finish => writer.finish().context("ending the stream"),
             Job::RecordCheckpoint { row, keep } => {
-                observers.record(&mut writer, &row, keep);
+                watchers.record(&mut writer, &row, keep);
                 Ok(())
             }
             Job::Close => break,
@@ -303,7 +297,7 @@ fn commit_all(
     summary.detections_total = writer.detections_total();
     summary.files_written = writer.files_written();
     summary.finished = writer.is_finished();
-    summary
+    (summary, writer)
 }
 
 /// Commits one batch, or skips it when an earlier run committed it (a recovery replay).
@@ -311,50 +305,43 @@ fn commit(
     writer: &mut EpochWriter,
     batch: EpochBatch,
     summary: &mut RunSummary,
-    telemetry: &Telemetry,
+    observers: &Observers,
 ) -> Result<()> {
     writer.observe_labels(&batch);
+    let (epoch, taken_at, visible_ms) = (batch.epoch, batch.taken_at, batch.visible_ms);
     if writer.replayed(&batch)? {
-        summary.epochs_recovered += 1;
-        telemetry.epoch_replayed(batch.epoch);
+        let (accepted, rejected) = batch.row_counts();
+        let replayed = EpochReplayed {
+            epoch,
+            rows: accepted + rejected,
+            visible_ms,
+            detections_total: writer.detections_total(),
+        };
+        replayed.emit(summary, observers);
         return Ok(());
     }
-    let (epoch, taken_at, visible_ms) = (batch.epoch, batch.taken_at, batch.visible_ms);
     let chunk = batch.chunk_key.clone();
     let (computed_in, rejects_by_reason) = (batch.computed_in, rejects_by_reason(&batch));
     let started = Instant::now();
     let stats = writer
         .commit(batch)
         .with_context(|| format!("committing epoch {epoch} ({chunk})"))?;
-    let committed_at_ms = now_ms();
-    summary.epochs_committed += 1;
-    summary.rows_accepted += stats.accepted;
-    summary.rows_rejected += stats.rejected;
-    summary.epoch_latencies.push(taken_at.elapsed());
-    summary
-        .visible_to_commit_ms
-        .push(committed_at_ms - visible_ms);
-    tracing::info!(
-        epoch,
-        chunk = %chunk,
-        accepted = stats.accepted,
-        rejected = stats.rejected,
-        new_detections = stats.new_detections,
-        total_detections = writer.detections_total(),
-        "epoch committed"
-    );
-    telemetry.epoch_committed(EpochRecord {
+    let committed = EpochCommitted {
         epoch,
         chunk,
         rows: stats.accepted,
         rejected: stats.rejected,
         compute: computed_in,
         commit: started.elapsed(),
-        visible_to_commit_ms: telemetry.is_live().then_some(committed_at_ms - visible_ms),
+        latency: taken_at.elapsed(),
+        visible_ms,
+        committed_at_ms: now_ms(),
         committed_at: stats.committed_at,
         detections: stats.new_rows,
+        detections_total: writer.detections_total(),
         rejects_by_reason,
-    });
+    };
+    committed.emit(summary, observers);
     Ok(())
 }
 

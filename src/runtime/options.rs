@@ -1,4 +1,4 @@
-//! What a run of Mechanism Y is given ([`YOptions`]) and what it reports ([`RunSummary`]).
+//! What a run of Mechanism Y is given ([`YOptions`]).
 
 use crate::runtime::checkpointer::CheckpointOptions;
 use std::time::Duration;
@@ -8,6 +8,9 @@ use crate::objectstore::S3Options;
 use crate::runtime::config::TimelyOptions;
 use crate::sinks::state::StateConfig;
 use crate::thresholds::VariantName;
+
+/// Default of `--ready-max-lag`: `/readyz` fails when more chunks than this wait.
+pub const DEFAULT_READY_MAX_LAG: u64 = 2;
 
 /// A replay/backtest range of chunk indices, inclusive; `None` = open.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -115,7 +118,7 @@ impl YOptions {
             gap_warn: DEFAULT_GAP_WARN,
             settle: DEFAULT_SETTLE,
             http: None,
-            ready_max_lag: crate::telemetry::DEFAULT_READY_MAX_LAG,
+            ready_max_lag: DEFAULT_READY_MAX_LAG,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             checkpoints: CheckpointOptions::default(),
         }
@@ -179,27 +182,4 @@ pub fn default_poll_interval(landing: &str) -> Duration {
     } else {
         MIN_POLL_INTERVAL
     }
-}
-
-/// What a run did.
-#[derive(Clone, Debug, Default)]
-pub struct RunSummary {
-    /// Epochs committed by this run (not counting recovered ones).
-    pub epochs_committed: u64,
-    /// Epochs replayed only to rebuild state (committed by an earlier run).
-    pub epochs_recovered: u64,
-    pub rows_accepted: u64,
-    pub rows_rejected: u64,
-    /// Detections in the ledger at the end.
-    pub detections_total: u64,
-    /// Detection files written or rewritten by this run.
-    pub files_written: u64,
-    /// Whether the stream ended (last short file written).
-    pub finished: bool,
-    pub wall: Duration,
-    /// Per committed epoch: from the writer taking up the chunk to the epoch's commit.
-    pub epoch_latencies: Vec<Duration>,
-    /// Per committed epoch: from the chunk object's last-modified time (when it became
-    /// visible) to the epoch's commit, in milliseconds (live-mode latency).
-    pub visible_to_commit_ms: Vec<i64>,
 }

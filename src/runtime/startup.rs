@@ -15,9 +15,9 @@ use crate::runtime::checkpointer::RestorePoint;
 use crate::runtime::identity::run_identity;
 use crate::runtime::options::YOptions;
 use crate::runtime::worker::Restore;
+use crate::runtime::writer::{Clock, EpochWriter};
 use crate::sinks::checkpoint::CheckpointStore;
 use crate::sinks::state::{self, RunIdentity, VariantSpec};
-use crate::sinks::writer::{Clock, EpochWriter};
 use crate::sources::importance::{parse_importance, ImportanceTable};
 use crate::sources::landing::{chunk_key, list_chunks, resolve_replay, FeedPlan, ReplayPlan};
 

@@ -8,9 +8,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::ClusterError;
-use crate::runtime::RunControl;
+use crate::runtime::control::RunControl;
+use crate::runtime::events::{Event, Observers};
 use crate::sources::landing::chunk_key;
-use crate::telemetry::Telemetry;
+
+/// Where the watchdog reads how long the run went without an epoch through the committer
+/// (the run's telemetry, which hears of every chunk seen and every epoch taken).
+pub trait StallProbe: Send + Sync {
+    /// `Some((waited, first waiting chunk, edge))` when no epoch went through the committer
+    /// for `timeout` while chunks past it were seen.
+    fn stalled_for(&self, timeout: Duration) -> Option<(Duration, u64, u64)>;
+}
 
 /// How often the watchdog looks.
 const TICK: Duration = Duration::from_millis(200);
@@ -19,7 +27,8 @@ const TICK: Duration = Duration::from_millis(200);
 pub fn start(
     timeout: Duration,
     processes: usize,
-    telemetry: Arc<Telemetry>,
+    probe: Arc<dyn StallProbe>,
+    observers: Observers,
     control: Arc<RunControl>,
 ) {
     if timeout.is_zero() {
@@ -27,16 +36,22 @@ pub fn start(
     }
     let spawned = std::thread::Builder::new()
         .name("stall-watchdog".into())
-        .spawn(move || watch(timeout, processes, &telemetry, &control));
+        .spawn(move || watch(timeout, processes, probe.as_ref(), &observers, &control));
     if let Err(e) = spawned {
         tracing::warn!("cannot start the stall watchdog: {e}");
     }
 }
 
-fn watch(timeout: Duration, processes: usize, telemetry: &Telemetry, control: &RunControl) {
+fn watch(
+    timeout: Duration,
+    processes: usize,
+    probe: &dyn StallProbe,
+    observers: &Observers,
+    control: &RunControl,
+) {
     while !control.should_stop() {
         std::thread::sleep(TICK);
-        let Some((waited, first, edge)) = telemetry.stalled_for(timeout) else {
+        let Some((waited, first, edge)) = probe.stalled_for(timeout) else {
             continue;
         };
         let waiting = match edge > first {
@@ -57,7 +72,9 @@ fn watch(timeout: Duration, processes: usize, telemetry: &Telemetry, control: &R
             hint,
         };
         tracing::error!("{error}");
-        telemetry.set_stalled(error.to_string());
+        observers.emit(&Event::Stalled {
+            reason: &error.to_string(),
+        });
         control.abandon(error.into());
         return;
     }

@@ -296,7 +296,6 @@ impl EpochLoop {
             key: chunk_key(epoch),
             body: bytes::Bytes::new(),
             last_modified_ms: 0,
-            seen_at: Instant::now(),
             digest: String::new(),
         };
         self.in_flight.push_back(InFlight {

@@ -3,7 +3,7 @@
 //!
 //! A run has the baseline's ledger (`detections`, files at the top of the output) and, in a
 //! backtest with variants, one per variant (`variant_detections`, files under
-//! `variants/<name>/`). They advance in the same state-store transaction (`sinks::writer`);
+//! `variants/<name>/`). They advance in the same state-store transaction (`runtime::writer`);
 //! this type keeps one ledger's part.
 
 use std::collections::{BTreeMap, HashSet};

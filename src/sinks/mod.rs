@@ -10,11 +10,9 @@
 //! | `detection_files.rs` | `detections-<i:06>.csv`, written from the ledger |
 //! | `rejects.rs` | `rejects/<chunk>.csv` |
 //! | `checkpoint/` | checkpoints of the dataflow's state: their bytes, writing and checked reading |
-//! | `writer.rs` | the single committing writer: emit-once, sequence numbers, one transaction per epoch |
 
 pub mod checkpoint;
 pub mod detection_files;
 pub mod ledger;
 pub mod rejects;
 pub mod state;
-pub mod writer;

@@ -50,7 +50,6 @@ use std::time::{Duration, Instant};
 use crate::error::{panic_message, LandingError, StoreError};
 use crate::objectstore::{ObjectMeta, ObjectStore};
 use crate::sources::append_only::AppendOnly;
-use crate::telemetry::Telemetry;
 
 /// Name of the end-of-stream marker.
 pub const COMPLETE_KEY: &str = "_COMPLETE";
@@ -98,18 +97,28 @@ pub fn parse_chunk_name(key: &str) -> Result<u64, String> {
     Ok(index)
 }
 
-/// Names already warned about (`<landing>/<key>`): one warning per name and process.
-static WARNED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+/// The `chunk-*` names that are not chunk names one lister (a chunk feed, the landing-edge
+/// thread) already warned about (`<landing>/<key>`): one warning per name and lister, and
+/// nothing shared between runs.
+#[derive(Debug, Default)]
+pub struct NameWarnings(Mutex<BTreeSet<String>>);
+
+impl NameWarnings {
+    /// Whether `name` is warned about for the first time.
+    fn first(&self, name: String) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name)
+    }
+}
 
 /// As [`parse_chunk_name`], warning (once per name) about a `chunk-*` key that is not canonical.
-fn listed_index(location: &str, key: &str) -> Option<u64> {
+fn listed_index(location: &str, key: &str, warned: &NameWarnings) -> Option<u64> {
     match parse_chunk_name(key) {
         Ok(index) => Some(index),
         Err(reason) => {
-            let first = WARNED
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(format!("{location}/{key}"));
+            let first = warned.first(format!("{location}/{key}"));
             if first {
                 tracing::warn!(
                     landing = %location,
@@ -124,8 +133,16 @@ fn listed_index(location: &str, key: &str) -> Option<u64> {
 }
 
 /// Every chunk present in the store, ascending by index. Other `chunk-*` keys are ignored,
-/// with one warning per name.
+/// with a warning each.
 pub fn list_chunks(store: &dyn ObjectStore) -> Result<Vec<(u64, ObjectMeta)>, StoreError> {
+    list_chunks_warned(store, &NameWarnings::default())
+}
+
+/// As [`list_chunks`], warning about each other `chunk-*` key once per `warned`.
+pub fn list_chunks_warned(
+    store: &dyn ObjectStore,
+    warned: &NameWarnings,
+) -> Result<Vec<(u64, ObjectMeta)>, StoreError> {
     let location = store.describe();
     let mut out = Vec::new();
     let mut after: Option<String> = None;
@@ -135,7 +152,7 @@ pub fn list_chunks(store: &dyn ObjectStore) -> Result<Vec<(u64, ObjectMeta)>, St
         after = Some(last.key.clone());
         out.extend(
             page.into_iter()
-                .filter_map(|m| listed_index(&location, &m.key).map(|k| (k, m))),
+                .filter_map(|m| listed_index(&location, &m.key, warned).map(|k| (k, m))),
         );
     }
     // Lexicographic order is not index order once indices have more than six digits.
@@ -145,10 +162,14 @@ pub fn list_chunks(store: &dyn ObjectStore) -> Result<Vec<(u64, ObjectMeta)>, St
 
 /// The index of some chunk after `index` present in the store (not necessarily the next one),
 /// if any.
-fn later_chunk(store: &dyn ObjectStore, index: u64) -> Result<Option<u64>, StoreError> {
+fn later_chunk(
+    store: &dyn ObjectStore,
+    index: u64,
+    warned: &NameWarnings,
+) -> Result<Option<u64>, StoreError> {
     if index >= 100_000 {
         // Longer canonical names may sort before `chunk_key(index)`: list everything.
-        return Ok(list_chunks(store)?
+        return Ok(list_chunks_warned(store, warned)?
             .into_iter()
             .map(|(k, _)| k)
             .find(|&k| k > index));
@@ -165,7 +186,7 @@ fn later_chunk(store: &dyn ObjectStore, index: u64) -> Result<Option<u64>, Store
         after = last.key.clone();
         if let Some(k) = page
             .iter()
-            .filter_map(|m| listed_index(&location, &m.key))
+            .filter_map(|m| listed_index(&location, &m.key, warned))
             .find(|&k| k > index)
         {
             return Ok(Some(k));
@@ -388,8 +409,6 @@ pub struct Chunk {
     pub key: String,
     pub body: bytes::Bytes,
     pub last_modified_ms: i64,
-    /// When the feed saw the chunk (for visible → committed latency).
-    pub seen_at: Instant,
     /// The digest of the chunk's bytes ([`chunk_digest`]), recorded with its epoch and checked
     /// when a recovery replays it (the landing store is append-only).
     pub digest: String,
@@ -449,8 +468,6 @@ pub struct FeedOptions {
 struct FeedState {
     /// Position `i` of the plan → its item, for positions not yet taken by every worker.
     ready: BTreeMap<u64, (FeedItem, usize)>,
-    /// First position not yet fetched.
-    next_fetch: u64,
     /// Why fetching stopped; every worker gets a copy ([`copy_of`]).
     error: Option<LandingError>,
 }
@@ -463,7 +480,14 @@ pub struct ChunkFeed {
     consumers: usize,
     stop: Arc<AtomicBool>,
     /// Told of every chunk fetched (the landing edge of the run's telemetry).
-    observer: Option<Arc<Telemetry>>,
+    observer: Option<Arc<dyn FeedObserver>>,
+    /// The names this feed warned about.
+    warned: NameWarnings,
+}
+
+/// Told of every chunk a [`ChunkFeed`] fetches.
+pub trait FeedObserver: Send + Sync {
+    fn chunk_fetched(&self, index: u64, last_modified_ms: i64);
 }
 
 /// How many chunks may wait fetched ahead of the slowest local worker: enough to keep the
@@ -544,18 +568,18 @@ impl ChunkFeed {
         consumers: usize,
         options: FeedOptions,
         stop: Arc<AtomicBool>,
-        observer: Option<Arc<Telemetry>>,
+        observer: Option<Arc<dyn FeedObserver>>,
     ) -> Arc<ChunkFeed> {
         let feed = Arc::new(ChunkFeed {
             state: Mutex::new(FeedState {
                 ready: BTreeMap::new(),
-                next_fetch: 0,
                 error: None,
             }),
             changed: Condvar::new(),
             consumers,
             stop,
             observer,
+            warned: NameWarnings::default(),
         });
         let worker_feed = feed.clone();
         let location = store.describe();
@@ -631,11 +655,10 @@ impl ChunkFeed {
 
     fn push(&self, position: u64, item: FeedItem) {
         if let (Some(observer), FeedItem::Chunk(chunk)) = (&self.observer, &item) {
-            observer.chunk_seen(chunk.index, chunk.last_modified_ms);
+            observer.chunk_fetched(chunk.index, chunk.last_modified_ms);
         }
         let mut state = self.state();
         state.ready.insert(position, (item, 0));
-        state.next_fetch = position + 1;
         self.changed.notify_all();
     }
 
@@ -751,7 +774,7 @@ impl ChunkFeed {
                 Some(_) => {}
                 None if Instant::now() >= next_warning => {
                     next_warning = Instant::now() + options.gap_warn;
-                    Self::warn_waiting(store, &key, index, complete, waiting_since)?;
+                    self.warn_waiting(store, &key, index, complete, waiting_since)?;
                 }
                 None => {}
             }
@@ -776,7 +799,7 @@ impl ChunkFeed {
         }
         let marker = self.look_for_marker(store, marker_settle)?;
         if !matches!(marker, Marker::Count(_)) {
-            list_chunks(store)?;
+            list_chunks_warned(store, &self.warned)?;
         }
         Ok(marker)
     }
@@ -801,7 +824,7 @@ impl ChunkFeed {
             return Ok(false);
         }
         // Once more, for chunks that arrived since the marker was first checked.
-        check_count(store, count, &list_chunks(store)?)?;
+        check_count(store, count, &list_chunks_warned(store, &self.warned)?)?;
         append_only.ending(store)?;
         self.push(index - first, FeedItem::End);
         Ok(true)
@@ -837,7 +860,7 @@ impl ChunkFeed {
         };
         match parse_count(&object.body) {
             Ok(count) => {
-                check_count(store, count, &list_chunks(store)?)?;
+                check_count(store, count, &list_chunks_warned(store, &self.warned)?)?;
                 tracing::info!(chunks = count, "{COMPLETE_KEY} found");
                 Ok(Marker::Count(count))
             }
@@ -854,6 +877,7 @@ impl ChunkFeed {
     /// The periodic warning while chunk `index` is absent: it must exist when `_COMPLETE`
     /// counts past it or a later chunk exists; a missing local directory is reported too.
     fn warn_waiting(
+        &self,
         store: &dyn ObjectStore,
         key: &str,
         index: u64,
@@ -874,7 +898,7 @@ impl ChunkFeed {
             );
             return Ok(());
         }
-        if let Some(later) = later_chunk(store, index)? {
+        if let Some(later) = later_chunk(store, index, &self.warned)? {
             if let Some(count) = complete.filter(|count| later >= *count) {
                 return Err(past_count(store, count, &chunk_key(later)));
             }
@@ -896,7 +920,6 @@ impl ChunkFeed {
             last_modified_ms: object.meta.last_modified_ms,
             digest: chunk_digest(&object.body),
             body: object.body,
-            seen_at: Instant::now(),
         }))
     }
 }
@@ -1039,15 +1062,27 @@ mod tests {
             .collect();
         assert_eq!(listed, [0, 1, 2, 999_999, 1_000_000]);
         // Some later chunk (the first listed: 1000000 sorts before 999999).
-        assert_eq!(later_chunk(store.as_ref(), 2).unwrap(), Some(1_000_000));
-        assert_eq!(later_chunk(store.as_ref(), 3).unwrap(), Some(1_000_000));
-        // 1000000 sorts before 999999: found all the same.
-        assert_eq!(later_chunk(store.as_ref(), 999_998).unwrap(), Some(999_999));
         assert_eq!(
-            later_chunk(store.as_ref(), 999_999).unwrap(),
+            later_chunk(store.as_ref(), 2, &NameWarnings::default()).unwrap(),
             Some(1_000_000)
         );
-        assert_eq!(later_chunk(store.as_ref(), 1_000_000).unwrap(), None);
+        assert_eq!(
+            later_chunk(store.as_ref(), 3, &NameWarnings::default()).unwrap(),
+            Some(1_000_000)
+        );
+        // 1000000 sorts before 999999: found all the same.
+        assert_eq!(
+            later_chunk(store.as_ref(), 999_998, &NameWarnings::default()).unwrap(),
+            Some(999_999)
+        );
+        assert_eq!(
+            later_chunk(store.as_ref(), 999_999, &NameWarnings::default()).unwrap(),
+            Some(1_000_000)
+        );
+        assert_eq!(
+            later_chunk(store.as_ref(), 1_000_000, &NameWarnings::default()).unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -3,9 +3,8 @@
 //!
 //! Counters and histograms are updated by the committing thread once per epoch; gauges that
 //! describe the present (lag, resident memory, queue depth) are set when a scrape encodes
-//! them ([`Metrics::encode`] takes their values). Retries happen deep inside the stores, which
-//! do not see the run's telemetry: they count into the process-wide families of
-//! [`crate::telemetry::retries`], which every registry encodes.
+//! them ([`Metrics::encode`] takes their values). Retries happen deep inside the stores: the
+//! run hands each store a handle counting into this run's [`RetryCounts`].
 
 use std::sync::atomic::AtomicU64;
 
@@ -16,7 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::telemetry::retries::{self, Label};
+use crate::telemetry::retries::{Label, RetryCounts};
 
 /// What a scrape reads at the moment it is taken.
 #[derive(Clone, Copy, Debug, Default)]
@@ -47,6 +46,8 @@ pub struct Metrics {
     pub checkpoint_bytes: Gauge,
     pub checkpoint_last_epoch: Gauge,
     pub checkpoint_failures: Counter,
+    pub state_store_retries: RetryCounts,
+    pub s3_retries: RetryCounts,
     landing_edge: Gauge,
     last_committed: Gauge,
     lag_chunks: Gauge,
@@ -81,6 +82,8 @@ impl Metrics {
             checkpoint_bytes: Gauge::default(),
             checkpoint_last_epoch: Gauge::default(),
             checkpoint_failures: Counter::default(),
+            state_store_retries: RetryCounts::default(),
+            s3_retries: RetryCounts::default(),
             landing_edge: Gauge::default(),
             last_committed: Gauge::default(),
             lag_chunks: Gauge::default(),
@@ -206,12 +209,12 @@ impl Metrics {
         r.register(
             "state_store_retries",
             "State-store operations retried after a transient failure, by operation",
-            retries::state_store().clone(),
+            self.state_store_retries.family().clone(),
         );
         r.register(
             "s3_retries",
             "S3 requests retried after a transient failure, by operation",
-            retries::s3().clone(),
+            self.s3_retries.family().clone(),
         );
         r.register_with_unit(
             "process_resident_memory",

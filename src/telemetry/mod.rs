@@ -1,11 +1,12 @@
-//! What a run tells its operators: one [`Telemetry`] per run, updated by the chunk feed
-//! (the landing edge), the committing thread (one [`EpochRecord`] per epoch) and start-up
-//! (recovery); read by the HTTP endpoint ([`crate::http`]) and the stall watchdog.
+//! What a run tells its operators: one [`Telemetry`] per run, a [`RunObserver`] of the
+//! runtime's events (chunks seen, one [`EpochCommitted`] per epoch, checkpoints, a stall)
+//! and told of start-up (recovery) by the run; read by the HTTP endpoint ([`crate::http`])
+//! and the stall watchdog ([`StallProbe`]).
 //!
 //! | module | owns |
 //! |---|---|
 //! | [`metrics`] | the Prometheus metrics (`txflow_…`) and their encoding |
-//! | [`retries`] | the stores' retry counters, process-wide |
+//! | [`retries`] | the stores' retry counters of the run |
 //! | [`status`] | the `/api/status` document and the per-epoch history it is written from |
 //!
 //! Updates are cheap: atomics, and one lock taken once per epoch or chunk, never per row.
@@ -19,9 +20,12 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::retry_count::Retries;
+use crate::runtime::events::{EpochCommitted, Event, RunObserver};
+use crate::runtime::watchdog::StallProbe;
 use crate::telemetry::metrics::{resident_bytes, Metrics, Present};
 use crate::telemetry::status::{Book, Progress, MAX_STATUS_BYTES};
-pub use crate::telemetry::status::{EpochRecord, RunInfo, Status};
+pub use crate::telemetry::status::{RunInfo, Status};
 use crate::time::now_ms;
 
 /// How long a served status document is reused when nothing recorded has changed (its
@@ -35,8 +39,7 @@ struct Served {
     built: Instant,
 }
 
-/// Default of `--ready-max-lag`: `/readyz` fails when more chunks than this wait.
-pub const DEFAULT_READY_MAX_LAG: u64 = 2;
+pub use crate::runtime::options::DEFAULT_READY_MAX_LAG;
 
 /// Where the run is (`state` of `/api/status`; `up_to_date` is `Running` with no lag).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,7 +107,7 @@ impl Telemetry {
     pub fn new(run: RunInfo, ready_max_lag: u64) -> Telemetry {
         Telemetry {
             metrics: Metrics::new(),
-            live: run.mode == "live",
+            live: run.mode.as_deref() == Some("live"),
             book: Mutex::new(Book::new(run)),
             started: Instant::now(),
             ready_max_lag,
@@ -229,7 +232,7 @@ impl Telemetry {
     }
 
     /// The committer committed an epoch.
-    pub fn epoch_committed(&self, record: EpochRecord) {
+    pub fn epoch_committed(&self, record: &EpochCommitted) {
         let m = &self.metrics;
         m.epochs_committed.inc();
         m.rows_accepted.inc_by(record.rows);
@@ -239,7 +242,8 @@ impl Telemetry {
                 .get_or_create(&[("pattern", row.pattern.id().to_string())])
                 .inc();
         }
-        if let Some(ms) = record.visible_to_commit_ms {
+        if self.live {
+            let ms = record.visible_to_commit_ms();
             m.visible_to_commit.observe(ms.max(0) as f64 / 1000.0);
         }
         if let Some(compute) = record.compute {
@@ -256,8 +260,18 @@ impl Telemetry {
             let mut visible = lock(&self.visible);
             *visible = visible.split_off(&(record.epoch + 1));
         }
-        lock(&self.book).add(record);
+        lock(&self.book).add(record, self.live);
         self.changed();
+    }
+
+    /// The handle the run's S3 stores count their retries through.
+    pub fn s3_retries(&self) -> Retries {
+        self.metrics.s3_retries.handle()
+    }
+
+    /// The handle the run's state store counts its retries through.
+    pub fn state_store_retries(&self) -> Retries {
+        self.metrics.state_store_retries.handle()
     }
 
     /// Live mode: the visible→commit latency is measured (a replay's chunks are old).
@@ -342,11 +356,19 @@ impl Telemetry {
         Ok(json)
     }
 
-    /// The `/api/status` document.
+    /// The `/api/status` document ([`Status::from_telemetry`]).
     pub fn status(&self) -> Status {
-        let present = self.present();
-        let phase = self.phase();
-        let book = lock(&self.book);
+        Status::from_telemetry(self)
+    }
+}
+
+impl Status {
+    /// The status of a running process: its telemetry's figures.
+    pub fn from_telemetry(telemetry: &Telemetry) -> Status {
+        let t = telemetry;
+        let present = t.present();
+        let phase = t.phase();
+        let book = lock(&t.book);
         let state = match phase {
             Phase::Running if present.lag_chunks == 0 => "up_to_date",
             Phase::Running => "running",
@@ -361,16 +383,16 @@ impl Telemetry {
             state: if present.stalled { "failed" } else { state },
             progress: Progress {
                 epochs_committed: book.epochs_committed,
-                epochs_recovered: book.epochs_recovered,
-                restore: book.restore.clone(),
+                epochs_recovered: Some(book.epochs_recovered),
+                restore: Some(book.restore.clone()),
                 last_committed_epoch: present.last_committed,
                 landing_edge: present.landing_edge,
-                lag_chunks: present.lag_chunks,
-                lag_seconds: present.lag_seconds,
+                lag_chunks: Some(present.lag_chunks),
+                lag_seconds: Some(present.lag_seconds),
                 rows_accepted: book.rows_accepted,
                 rows_rejected: book.rows_rejected,
             },
-            throughput: book.throughput(self.started),
+            throughput: book.throughput(t.started),
             detections: book.detections(),
             latest_detections: book.latest(),
             rejects: book.rejects(),
@@ -378,7 +400,9 @@ impl Telemetry {
             truncated: false,
         }
     }
+}
 
+impl Telemetry {
     /// The stall check of the watchdog: `Some((waited, first waiting chunk, edge))` when no
     /// epoch went through the committer for `timeout` while chunks past it were seen.
     pub fn stalled_for(&self, timeout: Duration) -> Option<(Duration, u64, u64)> {
@@ -399,13 +423,38 @@ impl Telemetry {
     }
 }
 
+impl RunObserver for Telemetry {
+    fn observe(&self, event: &Event<'_>) {
+        match *event {
+            Event::ChunkSeen {
+                index,
+                last_modified_ms,
+            } => self.chunk_seen(index, last_modified_ms),
+            Event::QueueDepth { waiting } => self.queue_depth(waiting),
+            Event::EpochCommitted(record) => self.epoch_committed(record),
+            Event::EpochReplayed(replayed) => self.epoch_replayed(replayed.epoch),
+            Event::CheckpointWritten { epoch, bytes, took } => {
+                self.checkpoint_written(epoch, bytes, took)
+            }
+            Event::CheckpointFailed => self.checkpoint_failed(),
+            Event::Stalled { reason } => self.set_stalled(reason.to_string()),
+        }
+    }
+}
+
+impl StallProbe for Telemetry {
+    fn stalled_for(&self, timeout: Duration) -> Option<(Duration, u64, u64)> {
+        Telemetry::stalled_for(self, timeout)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn live() -> Telemetry {
         let run = RunInfo {
-            mode: "live",
+            mode: Some("live".into()),
             ..RunInfo::default()
         };
         Telemetry::new(run, 2)
@@ -414,7 +463,7 @@ mod tests {
     #[test]
     fn the_status_says_how_the_state_was_rebuilt() {
         let t = live();
-        assert_eq!(t.status().progress.restore, None);
+        assert_eq!(t.status().progress.restore, Some(None));
         let restore = status::RestoreInfo {
             source: "checkpoint",
             checkpoint_epoch: Some(99),
@@ -422,7 +471,7 @@ mod tests {
             replayed_chunks: 3,
         };
         t.restoring(restore.clone());
-        assert_eq!(t.status().progress.restore, Some(restore));
+        assert_eq!(t.status().progress.restore, Some(Some(restore)));
         let json = serde_json::to_value(t.status()).unwrap();
         assert_eq!(json["progress"]["restore"]["checkpoint_epoch"], 99);
     }
@@ -442,18 +491,18 @@ mod tests {
             t.chunk_seen(k, now_ms());
         }
         assert!(t.readiness().unwrap_err().contains("4 chunks behind"));
-        t.epoch_committed(EpochRecord {
+        t.epoch_committed(&EpochCommitted {
             epoch: 2,
-            ..EpochRecord::default()
+            ..EpochCommitted::default()
         });
         assert!(t.readiness().unwrap_err().contains("3 chunks behind"));
-        t.epoch_committed(EpochRecord {
+        t.epoch_committed(&EpochCommitted {
             epoch: 3,
-            ..EpochRecord::default()
+            ..EpochCommitted::default()
         });
         assert_eq!(t.readiness(), Ok(()));
         assert_eq!(t.status().state, "running");
-        assert_eq!(t.status().progress.epochs_recovered, 2);
+        assert_eq!(t.status().progress.epochs_recovered, Some(2));
     }
 
     #[test]
@@ -464,7 +513,7 @@ mod tests {
         t.chunk_seen(0, now_ms());
         let again = t.status_json().unwrap();
         assert_eq!(first.as_ptr(), again.as_ptr(), "one build between commits");
-        t.epoch_committed(EpochRecord::default());
+        t.epoch_committed(&EpochCommitted::default());
         let committed = t.status_json().unwrap();
         assert_ne!(first.as_ptr(), committed.as_ptr(), "rebuilt after a commit");
         let value: serde_json::Value = serde_json::from_slice(&committed).unwrap();
@@ -487,7 +536,7 @@ mod tests {
         assert_eq!(t.stalled_for(Duration::from_secs(60)), None);
         let (_, first, edge) = t.stalled_for(Duration::ZERO).unwrap();
         assert_eq!((first, edge), (0, 0));
-        t.epoch_committed(EpochRecord::default());
+        t.epoch_committed(&EpochCommitted::default());
         assert_eq!(t.stalled_for(Duration::ZERO), None);
         t.set_stalled("stalled: test".into());
         assert_eq!(t.readiness(), Err("stalled: test".into()));

@@ -1,33 +1,55 @@
-//! Retry counters of the stores, process-wide: a retry happens deep inside a store, which
-//! does not know the run it serves. Retries are rare, so counting one takes a lock.
+//! The stores' retry counters of one run: the run gives each store it opens a
+//! [`Retries`] handle counting into these families, so that two runs in one process count
+//! apart. Retries are rare, so counting one takes a lock.
 
-use std::sync::LazyLock;
+use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
+use crate::retry_count::{Retries, RetryObserver};
+
 /// A metric's label set: one label and its value.
 pub type Label = [(&'static str, String); 1];
 
-static STATE_STORE: LazyLock<Family<Label, Counter>> = LazyLock::new(Family::default);
-static S3: LazyLock<Family<Label, Counter>> = LazyLock::new(Family::default);
+/// Retries of one kind of store, by operation.
+#[derive(Clone, Debug, Default)]
+pub struct RetryCounts(Family<Label, Counter>);
 
-/// State-store retries by operation (`txflow_state_store_retries_total{op}`).
-pub fn state_store() -> &'static Family<Label, Counter> {
-    &STATE_STORE
+impl RetryCounts {
+    /// The family the metrics encode.
+    pub fn family(&self) -> &Family<Label, Counter> {
+        &self.0
+    }
+
+    /// A store's handle counting into these counters.
+    pub fn handle(&self) -> Retries {
+        Retries::to(Arc::new(self.clone()))
+    }
+
+    /// Retries of `op` counted so far.
+    pub fn of(&self, op: &str) -> u64 {
+        self.0.get(&[("op", op.to_string())]).map_or(0, |c| c.get())
+    }
 }
 
-/// S3 retries by operation (`txflow_s3_retries_total{op}`).
-pub fn s3() -> &'static Family<Label, Counter> {
-    &S3
+impl RetryObserver for RetryCounts {
+    fn retried(&self, op: &str) {
+        self.0.get_or_create(&[("op", op.to_string())]).inc();
+    }
 }
 
-/// Counts one retry of a state-store operation (e.g. "committing an epoch").
-pub fn state_store_retry(op: &str) {
-    STATE_STORE.get_or_create(&[("op", op.to_string())]).inc();
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Counts one retry of an S3 request (e.g. "get").
-pub fn s3_retry(op: &str) {
-    S3.get_or_create(&[("op", op.to_string())]).inc();
+    #[test]
+    fn two_runs_count_apart() {
+        let (first, second) = (RetryCounts::default(), RetryCounts::default());
+        first.handle().retried("get");
+        first.handle().retried("get");
+        second.handle().retried("put");
+        assert_eq!((first.of("get"), first.of("put")), (2, 0));
+        assert_eq!((second.of("get"), second.of("put")), (0, 1));
+    }
 }

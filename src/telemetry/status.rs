@@ -1,6 +1,9 @@
-//! The `/api/status` document ([`Status`]) and the book it is written from ([`Book`]): run
-//! totals, detections and rejects by kind, the newest detections and the last
-//! [`HISTORY_EPOCHS`] epochs. The committing thread adds one [`EpochRecord`] per epoch.
+//! The status document ([`Status`]): `/api/status` and the console build it from the run's
+//! telemetry ([`Status::from_telemetry`](crate::telemetry::Telemetry::status)), `txflow-report`
+//! from a state store (`Status::from_store`, in [`crate::report::status`]); what a source does
+//! not know is `null`. The telemetry's [`Book`] keeps run totals, detections and rejects by
+//! kind, the newest detections and the last [`HISTORY_EPOCHS`] epochs; each
+//! [`EpochCommitted`] of the run adds one epoch.
 //!
 //! What the document quotes from the input is bounded, so that its size (and the memory of
 //! the requests reading it) depends on the options, not on the data: each name is cut to
@@ -13,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::model::Pattern;
+use crate::runtime::events::EpochCommitted;
 use crate::sinks::state::LedgerRow;
 
 /// Epochs the history keeps.
@@ -36,9 +40,9 @@ pub const MAX_STATUS_BYTES: usize = 1 << 20;
 
 /// `name` as the document quotes it: whole up to [`MAX_QUOTED_NAME`] bytes, else cut at a
 /// character boundary and ended with `…`, [`MAX_QUOTED_NAME`] bytes at most in all.
-pub fn quoted(name: String) -> String {
+pub fn quoted(name: &str) -> String {
     if name.len() <= MAX_QUOTED_NAME {
-        return name;
+        return name.to_string();
     }
     const ELLIPSIS: char = '…';
     let mut end = MAX_QUOTED_NAME - ELLIPSIS.len_utf8();
@@ -56,30 +60,33 @@ const RATE_WINDOW: Duration = Duration::from_secs(10);
 /// What the run was given (`run` of the document).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RunInfo {
-    pub mode: &'static str,
-    pub landing: String,
-    pub output: String,
+    /// `live` or `replay`.
+    pub mode: Option<String>,
+    pub landing: Option<String>,
+    pub output: Option<String>,
     /// The state store, any password redacted.
-    pub state: String,
+    pub state: Option<String>,
     /// `[from, to]` of a replay (resolved once the landing was listed); `null` live.
     pub range: Option<[Option<u64>; 2]>,
     pub thresholds: serde_json::Value,
-    pub workers: usize,
-    pub processes: usize,
-    pub process: usize,
-    pub started_at: String,
+    pub workers: Option<usize>,
+    pub processes: Option<usize>,
+    pub process: Option<usize>,
+    pub started_at: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Progress {
     pub epochs_committed: u64,
-    pub epochs_recovered: u64,
-    /// How the start rebuilt its state; `null` when nothing was committed before.
-    pub restore: Option<RestoreInfo>,
+    pub epochs_recovered: Option<u64>,
+    /// How the start rebuilt its state (`null` when nothing was committed before); absent
+    /// where it is not known (a store's status).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore: Option<Option<RestoreInfo>>,
     pub last_committed_epoch: Option<u64>,
     pub landing_edge: Option<u64>,
-    pub lag_chunks: u64,
-    pub lag_seconds: f64,
+    pub lag_chunks: Option<u64>,
+    pub lag_seconds: Option<f64>,
     pub rows_accepted: u64,
     pub rows_rejected: u64,
 }
@@ -99,14 +106,46 @@ pub struct RestoreInfo {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Throughput {
-    pub rows_per_second: f64,
-    pub epochs_per_second: f64,
+    pub rows_per_second: Option<f64>,
+    pub epochs_per_second: Option<f64>,
+}
+
+impl Throughput {
+    /// `rows` and `epochs` over `seconds`.
+    pub fn rate(rows: u64, epochs: u64, seconds: f64) -> Throughput {
+        Throughput {
+            rows_per_second: Some(rows as f64 / seconds),
+            epochs_per_second: Some(epochs as f64 / seconds),
+        }
+    }
+
+    /// Not known (a replay's store: its times are the chunks', not the run's).
+    pub fn unknown() -> Throughput {
+        Throughput {
+            rows_per_second: None,
+            epochs_per_second: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Detections {
     pub total: u64,
     pub by_pattern: BTreeMap<String, u64>,
+}
+
+impl Detections {
+    /// Of ledger rows: every pattern present (0 when none).
+    pub fn of<'a>(rows: impl Iterator<Item = &'a LedgerRow>) -> Detections {
+        let mut by_pattern = zero_patterns();
+        for row in rows {
+            *by_pattern.entry(row.pattern.id().to_string()).or_default() += 1;
+        }
+        Detections {
+            total: by_pattern.values().sum(),
+            by_pattern,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -122,10 +161,27 @@ pub struct LatestDetection {
     pub evidence: Option<serde_json::Value>,
 }
 
+impl LatestDetection {
+    /// A ledger row, its names as `name` quotes them.
+    pub fn of(row: &LedgerRow, name: impl Fn(&str) -> String) -> LatestDetection {
+        LatestDetection {
+            seq: row.seq,
+            epoch: row.epoch,
+            pattern_id: row.pattern.id().to_string(),
+            action_type: row.pattern.action().to_string(),
+            customer_name: name(&row.customer_name),
+            merchant_id: name(&row.merchant_id),
+            detection_time: row.detection_time.clone(),
+            evidence: evidence_json(row.evidence.as_deref()),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Rejects {
     pub total: u64,
-    pub by_reason: BTreeMap<String, u64>,
+    /// `null` where not known (a store's status without its output).
+    pub by_reason: Option<BTreeMap<String, u64>>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -181,26 +237,6 @@ impl Status {
     }
 }
 
-/// One committed epoch, as the committing thread reports it.
-#[derive(Debug, Default)]
-pub struct EpochRecord {
-    pub epoch: u64,
-    pub chunk: String,
-    pub rows: u64,
-    pub rejected: u64,
-    /// Worker 0: chunk taken → batch ready.
-    pub compute: Option<Duration>,
-    pub commit: Duration,
-    /// Live mode: the chunk's last-modified time → the commit, in ms.
-    pub visible_to_commit_ms: Option<i64>,
-    /// As stored (IST RFC 3339).
-    pub committed_at: String,
-    /// The epoch's new ledger rows.
-    pub detections: Vec<LedgerRow>,
-    /// Rejected rows by reason kind ([`reason_kind`](crate::sinks::rejects::reason_kind)).
-    pub rejects_by_reason: BTreeMap<String, u64>,
-}
-
 /// Detections by pattern, every pattern present.
 fn zero_patterns() -> BTreeMap<String, u64> {
     Pattern::ALL
@@ -241,8 +277,9 @@ impl Book {
         }
     }
 
-    /// Adds a committed epoch.
-    pub fn add(&mut self, record: EpochRecord) {
+    /// Adds a committed epoch; `live`: its visible→commit latency is measured (a replay's
+    /// chunks are old).
+    pub fn add(&mut self, record: &EpochCommitted, live: bool) {
         self.epochs_committed += 1;
         self.rows_accepted += record.rows;
         self.rows_rejected += record.rejected;
@@ -255,32 +292,23 @@ impl Book {
                 .or_default() += 1;
         }
         let skip = record.detections.len().saturating_sub(LATEST_DETECTIONS);
-        for row in record.detections.into_iter().skip(skip) {
-            self.latest.push_front(LatestDetection {
-                seq: row.seq,
-                epoch: row.epoch,
-                pattern_id: row.pattern.id().to_string(),
-                action_type: row.pattern.action().to_string(),
-                customer_name: quoted(row.customer_name),
-                merchant_id: quoted(row.merchant_id),
-                detection_time: row.detection_time,
-                evidence: evidence_json(row.evidence.as_deref()),
-            });
+        for row in record.detections.iter().skip(skip) {
+            self.latest.push_front(LatestDetection::of(row, quoted));
         }
         self.latest.truncate(LATEST_DETECTIONS);
-        for (kind, n) in record.rejects_by_reason {
-            *self.by_reason.entry(kind).or_default() += n;
+        for (kind, n) in &record.rejects_by_reason {
+            *self.by_reason.entry(kind.clone()).or_default() += n;
         }
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let entry = HistoryEntry {
             epoch: record.epoch,
-            chunk: record.chunk,
-            committed_at: record.committed_at,
+            chunk: record.chunk.clone(),
+            committed_at: record.committed_at.clone(),
             rows: record.rows,
             rejected: record.rejected,
             compute_ms: record.compute.map(ms),
             commit_ms: Some(ms(record.commit)),
-            visible_to_commit_ms: record.visible_to_commit_ms,
+            visible_to_commit_ms: live.then(|| record.visible_to_commit_ms()),
             detections,
         };
         if self.history.len() == HISTORY_EPOCHS {
@@ -299,7 +327,7 @@ impl Book {
     pub fn rejects(&self) -> Rejects {
         Rejects {
             total: self.by_reason.values().sum(),
-            by_reason: self.by_reason.clone(),
+            by_reason: Some(self.by_reason.clone()),
         }
     }
 
@@ -322,11 +350,7 @@ impl Book {
             .rev()
             .take_while(|(at, _)| at.elapsed() <= window);
         let (rows, epochs) = recent.fold((0u64, 0u64), |(r, e), (_, h)| (r + h.rows, e + 1));
-        let secs = window.as_secs_f64();
-        Throughput {
-            rows_per_second: rows as f64 / secs,
-            epochs_per_second: epochs as f64 / secs,
-        }
+        Throughput::rate(rows, epochs, window.as_secs_f64())
     }
 }
 
@@ -350,14 +374,14 @@ mod tests {
 
     #[test]
     fn names_are_quoted_up_to_256_bytes() {
-        assert_eq!(quoted("C1093826151".into()), "C1093826151");
+        assert_eq!(quoted("C1093826151"), "C1093826151");
         let exact = "x".repeat(MAX_QUOTED_NAME);
-        assert_eq!(quoted(exact.clone()), exact);
-        let long = quoted("y".repeat(1 << 20));
+        assert_eq!(quoted(&exact), exact);
+        let long = quoted(&"y".repeat(1 << 20));
         assert_eq!(long.len(), MAX_QUOTED_NAME);
         assert_eq!(long, format!("{}…", "y".repeat(MAX_QUOTED_NAME - 3)));
         // Cut at a character boundary: 'é' is two bytes.
-        let accented = quoted("é".repeat(200));
+        let accented = quoted(&"é".repeat(200));
         assert!(accented.len() <= MAX_QUOTED_NAME && accented.ends_with('…'));
         assert_eq!(accented, format!("{}…", "é".repeat(126)));
     }
@@ -369,10 +393,10 @@ mod tests {
             let mut detection = row(epoch, epoch);
             detection.customer_name = format!("{epoch}{}", "C".repeat(1 << 20));
             detection.merchant_id = "M".repeat(1 << 20);
-            telemetry.epoch_committed(EpochRecord {
+            telemetry.epoch_committed(&EpochCommitted {
                 epoch,
                 detections: vec![detection],
-                ..EpochRecord::default()
+                ..EpochCommitted::default()
             });
         }
         let json = telemetry.status().into_json(MAX_STATUS_BYTES).unwrap();
@@ -399,23 +423,29 @@ mod tests {
     fn the_history_keeps_the_last_epochs_and_the_newest_detections_first() {
         let mut book = Book::new(RunInfo::default());
         for epoch in 0..(HISTORY_EPOCHS as u64 + 5) {
-            book.add(EpochRecord {
-                epoch,
-                rows: 2,
-                detections: vec![row(epoch, epoch)],
-                ..EpochRecord::default()
-            });
+            book.add(
+                &EpochCommitted {
+                    epoch,
+                    rows: 2,
+                    detections: vec![row(epoch, epoch)],
+                    ..EpochCommitted::default()
+                },
+                true,
+            );
         }
         let latest = book.latest();
         assert_eq!(latest.len(), LATEST_DETECTIONS);
         assert_eq!(latest[0].seq, HISTORY_EPOCHS as u64 + 4);
         // One epoch of more detections than are listed: its newest first.
         let epoch = HISTORY_EPOCHS as u64 + 5;
-        book.add(EpochRecord {
-            epoch,
-            detections: (0..60).map(|i| row(10_000 + i, epoch)).collect(),
-            ..EpochRecord::default()
-        });
+        book.add(
+            &EpochCommitted {
+                epoch,
+                detections: (0..60).map(|i| row(10_000 + i, epoch)).collect(),
+                ..EpochCommitted::default()
+            },
+            true,
+        );
         let seqs: Vec<u64> = book.latest().iter().map(|d| d.seq).collect();
         assert_eq!(seqs, (10_010..10_060).rev().collect::<Vec<_>>());
         let history = book.history();

@@ -811,16 +811,11 @@ fn probes_answer_among_a_thousand_idle_and_slow_clients() {
         "open-file limit {limit} < {needed} (ulimit -n)"
     );
     let run = RunInfo {
-        mode: "live",
-        landing: "landing".into(),
-        output: "out".into(),
-        state: "sqlite://state.db".into(),
-        range: None,
-        thresholds: serde_json::Value::Null,
-        workers: 1,
-        processes: 1,
-        process: 0,
-        started_at: "2024-01-01T00:00:00Z".into(),
+        mode: Some("live".into()),
+        workers: Some(1),
+        processes: Some(1),
+        process: Some(0),
+        ..RunInfo::default()
     };
     let telemetry = Arc::new(Telemetry::new(run, 0));
     let server = HttpServer::start("127.0.0.1:0".parse().unwrap(), telemetry).unwrap();

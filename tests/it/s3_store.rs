@@ -12,6 +12,7 @@ use common::s3::{Fault, FaultyProxy, S3Server, ACCESS_KEY, SECRET_KEY};
 use txflow::error::StoreError;
 use txflow::objectstore::s3::{S3Store, S3Tuning};
 use txflow::objectstore::{ObjectStore, PutOutcome, S3Options};
+use txflow::telemetry::retries::RetryCounts;
 
 /// Runs `f` on a thread and fails the test if it takes longer than `limit` (a hang).
 fn bounded<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -409,7 +410,12 @@ impl Write for Capture {
 }
 
 /// Every operation, several times, through `proxy`; returns the captured log.
-fn exercise_through(proxy: &FaultyProxy, server: &S3Server, prefix: &str) -> String {
+fn exercise_through(
+    proxy: &FaultyProxy,
+    server: &S3Server,
+    prefix: &str,
+    retries: &RetryCounts,
+) -> String {
     let capture = Capture::default();
     let writer = capture.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -418,7 +424,11 @@ fn exercise_through(proxy: &FaultyProxy, server: &S3Server, prefix: &str) -> Str
         .with_max_level(tracing::Level::WARN)
         .finish();
     tracing::subscriber::with_default(subscriber, || {
-        let store = S3Store::connect("data".into(), prefix.into(), &proxy.options()).unwrap();
+        let options = S3Options {
+            retries: retries.handle(),
+            ..proxy.options()
+        };
+        let store = S3Store::connect("data".into(), prefix.into(), &options).unwrap();
         let direct = S3Store::connect("data".into(), prefix.into(), &server.options()).unwrap();
         store.check().unwrap();
         let big = pattern(3 * 1024 * 1024 + 7);
@@ -453,15 +463,11 @@ fn exercise_through(proxy: &FaultyProxy, server: &S3Server, prefix: &str) -> Str
     log
 }
 
-/// S3 retries counted so far by `txflow_s3_retries_total{op}` (process-wide).
-fn s3_retries_counted() -> u64 {
+/// S3 retries counted by `counts` (as `txflow_s3_retries_total{op}` of a run).
+fn s3_retries_counted(counts: &RetryCounts) -> u64 {
     ["check", "get", "head", "put", "put_if_absent", "list"]
         .iter()
-        .filter_map(|op| {
-            txflow::telemetry::retries::s3()
-                .get(&[("op", op.to_string())])
-                .map(|c| c.get())
-        })
+        .map(|op| counts.of(op))
         .sum()
 }
 
@@ -472,10 +478,10 @@ fn retries_through_injected_faults() {
     for fault in [Fault::SlowDown, Fault::InternalError, Fault::Reset] {
         let proxy = FaultyProxy::start(&server.endpoint, 3, fault);
         let started = Instant::now();
-        let counted = s3_retries_counted();
-        let log = exercise_through(&proxy, &server, &format!("{fault:?}"));
-        // Every fault was retried (other tests may retry meanwhile: at least).
-        assert!(s3_retries_counted() - counted >= proxy.faults());
+        let counts = RetryCounts::default();
+        let log = exercise_through(&proxy, &server, &format!("{fault:?}"), &counts);
+        // Every fault was retried, and counted where the store was told to count.
+        assert!(s3_retries_counted(&counts) >= proxy.faults());
         eprintln!(
             "{fault:?}: {} requests, {} failed, {:?}",
             proxy.requests(),
@@ -546,6 +552,7 @@ fn unreachable_endpoint_fails_after_bounded_retries() {
     let options = S3Options {
         endpoint: Some(format!("http://127.0.0.1:{port}")),
         region: Some("us-east-1".into()),
+        ..S3Options::default()
     };
     let tuning = S3Tuning {
         max_attempts: 5,
@@ -605,6 +612,7 @@ fn silent_server_times_out_per_attempt() {
     let options = S3Options {
         endpoint: Some(format!("http://127.0.0.1:{port}")),
         region: Some("us-east-1".into()),
+        ..S3Options::default()
     };
     let tuning = S3Tuning {
         max_attempts: 2,

@@ -34,6 +34,7 @@ use txflow::sinks::state::{
     open, EpochCommit, EpochRow, LedgerId, LedgerRow, Recovered, RunIdentity, RunMode, StateConfig,
     StateReader, StateWriter, VariantRecovered, VariantRows, VariantSpec,
 };
+use txflow::telemetry::retries::RetryCounts;
 
 /// Shows the stores' warnings (retries, reconnects) in a failing test's output
 /// (`RUST_LOG` overrides the level).
@@ -1265,8 +1266,22 @@ fn assert_exactly_once(s: &mut dyn StateWriter, commits: &[EpochCommit]) {
 /// the store exactly once, the variants' rows included (a lost attempt leaves none of them,
 /// an applied one is not repeated). Returns the store (reconnected) for further checks.
 fn commit_through_fault(db: &str, fault: Fault) -> (String, PgStore, i32) {
+    commit_through_fault_counted(db, fault, &RetryCounts::default())
+}
+
+/// As [`commit_through_fault`], the store counting its retries into `retries`.
+fn commit_through_fault_counted(
+    db: &str,
+    fault: Fault,
+    retries: &RetryCounts,
+) -> (String, PgStore, i32) {
     let url = fresh_database_url(db);
-    let mut s = pg_store(&url, Duration::from_secs(20));
+    let options = PgOptions {
+        reconnect_timeout: Duration::from_secs(20),
+        retries: retries.handle(),
+        ..PgOptions::default()
+    };
+    let mut s = PgStore::connect(&url, &options).unwrap();
     s.begin_run(&live_run()).unwrap();
     let specs = variant_specs();
     s.begin_variants(&specs).unwrap();
@@ -1322,11 +1337,11 @@ fn postgres_lost_commit_that_rolled_back_is_retried() {
     });
 }
 
-/// State-store retries counted so far by `txflow_state_store_retries_total` (process-wide).
-fn state_retries_counted() -> u64 {
+/// State-store retries counted by `counts` (as `txflow_state_store_retries_total` of a run).
+fn state_retries_counted(counts: &RetryCounts) -> u64 {
     let mut text = String::new();
     let mut registry = prometheus_client::registry::Registry::default();
-    registry.register("r", "", txflow::telemetry::retries::state_store().clone());
+    registry.register("r", "", counts.family().clone());
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     text.lines()
         .filter(|l| l.starts_with("r_total{"))
@@ -1340,9 +1355,13 @@ fn state_retries_counted() -> u64 {
 #[test]
 fn postgres_connection_lost_before_commit_is_retried() {
     bounded(Duration::from_secs(60), || {
-        let counted = state_retries_counted();
-        commit_through_fault("lost_before_commit", Fault::LoseConnectionBeforeCommit);
-        assert!(state_retries_counted() > counted, "the retry was counted");
+        let counts = RetryCounts::default();
+        commit_through_fault_counted(
+            "lost_before_commit",
+            Fault::LoseConnectionBeforeCommit,
+            &counts,
+        );
+        assert!(state_retries_counted(&counts) > 0, "the retry was counted");
     });
 }
 

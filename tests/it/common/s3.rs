@@ -204,6 +204,7 @@ impl S3Server {
         S3Options {
             endpoint: Some(self.endpoint.clone()),
             region: Some(REGION.to_string()),
+            ..S3Options::default()
         }
     }
 }
@@ -313,6 +314,7 @@ impl FaultyProxy {
         S3Options {
             endpoint: Some(self.endpoint.clone()),
             region: Some(REGION.to_string()),
+            ..S3Options::default()
         }
     }
 }

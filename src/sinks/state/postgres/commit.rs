@@ -39,7 +39,7 @@ impl PgDb {
     pub(super) fn commit_settled(&mut self, commit: &EpochCommit) -> Result<(), StateError> {
         let epoch = sql_i64(commit.progress.epoch, "epoch")?;
         let mut fault = self.take_fault();
-        let mut retry = Retry::new(self.options.reconnect_timeout);
+        let mut retry = Retry::new(self.options.reconnect_timeout, &self.options.retries);
         // Whether an earlier attempt's COMMIT may have been applied.
         let mut in_doubt = false;
         loop {

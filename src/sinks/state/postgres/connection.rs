@@ -15,6 +15,7 @@ use super::store::{pg, Conn, Failure, PgDb, PgOptions, PgStore, Session};
 use super::tls::{split_libpq_options, tls_connector};
 use crate::error::StateError;
 use crate::redact;
+use crate::retry_count::Retries;
 use crate::sinks::state::protocol::Store;
 
 /// Connect timeout per attempt unless the URL sets `connect_timeout`.
@@ -98,11 +99,13 @@ pub(super) struct Retry {
     attempt: u32,
     /// The last failure's error, as reported to [`Retry::failed`].
     last_error: String,
+    retries: Retries,
 }
 
 impl Retry {
-    pub(super) fn new(timeout: Duration) -> Retry {
+    pub(super) fn new(timeout: Duration, retries: &Retries) -> Retry {
         Retry {
+            retries: retries.clone(),
             timeout,
             first_failure: None,
             attempt: 0,
@@ -152,7 +155,7 @@ impl Retry {
         }
         .min(self.timeout - elapsed);
         self.attempt += 1;
-        crate::telemetry::retries::state_store_retry(what);
+        self.retries.retried(what);
         tracing::warn!(
             url,
             attempt = self.attempt,
@@ -247,7 +250,7 @@ impl PgDb {
             #[cfg(feature = "fault-injection")]
             fault: None,
         };
-        let mut retry = Retry::new(options.connect_timeout);
+        let mut retry = Retry::new(options.connect_timeout, &options.retries);
         if let Err(e) = store.reconnect(&mut retry, CONNECTING) {
             return Err(match e {
                 StateError::Unavailable { .. } => StateError::Unreachable {
@@ -404,7 +407,7 @@ impl PgDb {
         what: &'static str,
         mut work: impl FnMut(&mut Conn) -> Result<T, Failure>,
     ) -> Result<T, StateError> {
-        let mut retry = Retry::new(self.options.reconnect_timeout);
+        let mut retry = Retry::new(self.options.reconnect_timeout, &self.options.retries);
         loop {
             if self.conn.is_none() {
                 self.reconnect(&mut retry, what)?;
@@ -556,7 +559,7 @@ mod tests {
 
     #[test]
     fn backoff_gives_up_with_unavailable() {
-        let mut retry = Retry::new(Duration::from_millis(150));
+        let mut retry = Retry::new(Duration::from_millis(150), &Retries::default());
         let start = Instant::now();
         let mut result = Ok(());
         while result.is_ok() {

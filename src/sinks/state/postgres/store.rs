@@ -51,6 +51,8 @@ pub struct PgOptions {
     /// connection counts as lost (a frozen server or network path); `reconnect_timeout`
     /// then applies.
     pub statement_timeout: std::time::Duration,
+    /// Told of every retried operation (the run's telemetry).
+    pub retries: crate::retry_count::Retries,
 }
 
 /// Default of [`PgOptions::statement_timeout`] (`--pg-statement-timeout`).
@@ -63,6 +65,7 @@ impl Default for PgOptions {
             reconnect_timeout: std::time::Duration::from_secs(60),
             connect_timeout: std::time::Duration::from_secs(10),
             statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+            retries: Default::default(),
         }
     }
 }

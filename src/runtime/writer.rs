@@ -9,8 +9,9 @@
 //! 3. every complete group of 50 ledger rows is written as a detection file and marked.
 //!
 //! A backtest with variants keeps one ledger per threshold set (`sinks::ledger`): the
-//! baseline's and each variant's advance in the same transaction, and at the end of the
-//! stream the comparison report (`report::backtest`) is written before the end is recorded.
+//! baseline's and each variant's advance in the same transaction. The comparison report is
+//! not the writer's: once the end is recorded, the run renders it from the state store
+//! ([`EpochWriter::backtest_source`]), so that rendering can never hold up a commit.
 //!
 //! The writer runs on the committing thread (`runtime::committer`) and takes
 //! [`EpochBatch`]es, in epoch order.
@@ -24,22 +25,42 @@
 //! if absent, and an existing one must hold exactly the bytes the ledger renders (a recovery
 //! rewriting a file it had already written); anything else is refused.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::error::{Error, Result, StateError};
 use crate::model::Reject;
 use crate::objectstore::ObjectStore;
-use crate::report::backtest::{self, BacktestInput, FraudLabels, LedgerSet};
 use crate::runtime::batch::EpochBatch;
 use crate::sinks::checkpoint::format::Labels;
 use crate::sinks::ledger::{Ledger, LedgerName, NewRows, Times};
 use crate::sinks::rejects;
 use crate::sinks::state::{
-    CheckpointRow, EpochCommit, EpochRow, LedgerId, LedgerRow, RunIdentity, StateWriter,
+    CheckpointRow, EpochCommit, EpochRow, LedgerRow, RunIdentity, StateReader, StateWriter,
     VariantRows, VariantSpec,
 };
 use crate::time::{format_ist, now_ms};
+
+/// BankSim's `fraud` labels of the replayed transactions, accepted rows only.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FraudLabels {
+    /// `(customer, merchant)` pairs with at least one transaction labelled 1.
+    pub fraud_pairs: BTreeSet<(String, String)>,
+    /// Transactions labelled 1, labelled 0, and with a missing or other label ("unknown").
+    pub fraud_rows: u64,
+    pub clean_rows: u64,
+    pub unknown_rows: u64,
+}
+
+/// What the backtest report of a run with variants is rendered from once its stream ended:
+/// the state store (every ledger, the epochs, the run's thresholds), the output it goes to,
+/// and the labels of every epoch.
+pub struct BacktestSource<'w> {
+    pub store: &'w mut dyn StateReader,
+    pub output: &'w dyn ObjectStore,
+    pub variants: &'w [VariantSpec],
+    pub labels: &'w FraudLabels,
+}
 
 /// How detection and commit times are taken (SPEC §5).
 #[derive(Clone, Debug)]
@@ -345,8 +366,7 @@ impl EpochWriter {
         }
     }
 
-    /// Ends the stream: writes every ledger's last, shorter file and, in a backtest with
-    /// variants, the comparison report, then records the end.
+    /// Ends the stream: writes every ledger's last, shorter file, then records the end.
     pub fn finish(&mut self) -> Result<()> {
         if let Some(refused) = &self.refused {
             return Err(Error::input(format!("not ending the stream: {refused}")));
@@ -355,44 +375,23 @@ impl EpochWriter {
             ledger.write_last_files(self.store.as_mut(), self.output.as_ref())?;
         }
         if !self.finished {
-            if !self.variants.is_empty() {
-                let input = self.backtest_input()?;
-                backtest::write(self.output.as_ref(), &input)?;
-            }
             self.store.mark_finished()?;
             self.finished = true;
         }
         Ok(())
     }
 
-    /// What the backtest report is computed from: every ledger, the epochs, the labels.
-    fn backtest_input(&mut self) -> Result<BacktestInput> {
-        let epochs = self.store.epoch_rows()?.iter().map(|e| e.epoch).collect();
-        let baseline = LedgerSet {
-            name: "baseline".into(),
-            thresholds: self.run_thresholds()?,
-            rows: self.store.ledger(LedgerId::Baseline)?,
-        };
-        let mut variants = Vec::new();
-        for spec in &self.variants {
-            variants.push(LedgerSet {
-                name: spec.name.clone(),
-                thresholds: spec.thresholds.clone(),
-                rows: self.store.ledger(LedgerId::Variant(&spec.name))?,
-            });
+    /// A backtest with variants whose stream ended: what its report is rendered from.
+    pub fn backtest_source(&mut self) -> Option<BacktestSource<'_>> {
+        if self.variants.is_empty() || !self.finished {
+            return None;
         }
-        Ok(BacktestInput {
-            epochs,
-            baseline,
-            variants,
-            labels: self.labels.clone(),
+        Some(BacktestSource {
+            store: self.store.as_mut(),
+            output: self.output.as_ref(),
+            variants: &self.variants,
+            labels: &self.labels,
         })
-    }
-
-    /// The run's own thresholds as recorded with its identity.
-    fn run_thresholds(&mut self) -> Result<String> {
-        let meta = self.store.run_meta()?;
-        Ok(meta.get("run.thresholds").cloned().unwrap_or_default())
     }
 
     fn write_full_files(&mut self) -> Result<()> {
@@ -435,7 +434,6 @@ mod tests {
             key: chunk_key(index),
             body: bytes::Bytes::from_static(body),
             last_modified_ms: 0,
-            seen_at: std::time::Instant::now(),
             digest: chunk_digest(body),
         };
         EpochBatch::new(&chunk, std::time::Instant::now(), 1)
