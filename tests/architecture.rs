@@ -385,6 +385,83 @@ fn no_cycle_among_library_files_or_top_level_modules() {
     assert!(found.is_empty(), "dependency cycles: {found:#?}");
 }
 
+/// The layers of docs/architecture.md, in order: each row of its layer table (under
+/// "## Layers") with the modules it names in backticks (`sinks/` → `sinks`, `sinks::state`
+/// as written; `src/bin/` is not the library's).
+fn documented_layers() -> Vec<(String, Vec<String>)> {
+    let doc =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/architecture.md"))
+            .expect("docs/architecture.md holds the layer table");
+    let section = doc.split("## Layers").nth(1).expect("a ## Layers section");
+    let rows = section
+        .lines()
+        .skip_while(|l| !l.starts_with("| layer |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'));
+    rows.map(|row| {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let modules = cells[2]
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|m| !m.starts_with("src/"))
+            .map(|m| m.trim_end_matches('/').to_string())
+            .collect();
+        (cells[1].to_string(), modules)
+    })
+    .collect()
+}
+
+/// The documented module a file belongs to: its top-level module, or a second-level one
+/// the table names on its own (`sinks/state/…` → `sinks::state`).
+fn layer_module(file: &str, named: &BTreeSet<String>) -> String {
+    let mut parts = file.trim_end_matches(".rs").split('/');
+    let top = parts.next().unwrap_or_default().to_string();
+    match parts.next() {
+        Some(second) if named.contains(&format!("{top}::{second}")) => format!("{top}::{second}"),
+        _ => top,
+    }
+}
+
+#[test]
+fn imports_point_down_the_documented_layers() {
+    let layers = documented_layers();
+    assert!(
+        layers.len() >= 5,
+        "the layer table was not found: {layers:?}"
+    );
+    let rank: BTreeMap<String, usize> = layers
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (_, modules))| modules.iter().map(move |m| (m.clone(), i)))
+        .collect();
+    let named: BTreeSet<String> = rank.keys().cloned().collect();
+    let files = file_imports();
+    let mut wrong = Vec::new();
+    for (from, targets) in &files {
+        let source = layer_module(from, &named);
+        if source == "lib" {
+            continue;
+        }
+        let Some(&at) = rank.get(&source) else {
+            wrong.push(format!(
+                "{from}: module `{source}` is in no layer of docs/architecture.md"
+            ));
+            continue;
+        };
+        for to in targets {
+            let target = layer_module(to, &named);
+            if rank.get(&target).is_some_and(|&t| t > at) {
+                wrong.push(format!(
+                    "{from} ({}) imports {to} ({}), a later layer",
+                    layers[at].0, layers[rank[&target]].0
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "imports against the layers: {wrong:#?}");
+}
+
 #[test]
 fn the_cycle_finder_finds_cycles_and_only_cycles() {
     let graph = |edges: &[(&str, &str)]| {
