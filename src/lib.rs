@@ -24,6 +24,9 @@
 //! | [`retry_count`] | how a store reports its retries to the run that opened it |
 //! | [`redact`] | the one redaction of URLs and locations shown anywhere (passwords, secret query parameters) |
 //!
+//! The layers these modules form, and the rule that imports point down them, are in
+//! `docs/architecture.md` (checked by `tests/architecture.rs`).
+//!
 //! The BankSim-shaped synthetic data generator is not part of the library: it is the
 //! workspace crate `txgen` (`tools/txgen/`), and the `txgen` binary is a thin CLI over it.
 
