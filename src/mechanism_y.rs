@@ -82,11 +82,11 @@ pub fn run_shown(
         _ => None,
     };
     let result = run_observed(options, (stop, console), config, &telemetry, started);
-    telemetry.set_phase(match &result {
-        Ok(summary) if summary.finished => Phase::Ended,
-        Ok(_) => Phase::Stopped,
-        Err(_) => Phase::Failed,
-    });
+    match &result {
+        Ok(summary) if summary.finished => telemetry.set_phase(Phase::Ended),
+        Ok(_) => telemetry.set_phase(Phase::Stopped),
+        Err(e) => telemetry.failed(e),
+    }
     result
 }
 

@@ -65,6 +65,7 @@ impl Status {
             latest_detections: latest(&ledger),
             rejects,
             history: history(&epochs, &ledger),
+            error: None,
             truncated: false,
         })
     }

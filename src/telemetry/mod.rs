@@ -24,7 +24,7 @@ use crate::retry_count::Retries;
 use crate::runtime::events::{EpochCommitted, Event, RunObserver};
 use crate::runtime::watchdog::StallProbe;
 use crate::telemetry::metrics::{resident_bytes, Metrics, Present};
-use crate::telemetry::status::{Book, Progress, MAX_STATUS_BYTES};
+use crate::telemetry::status::{Book, Progress, RunFailure, MAX_STATUS_BYTES};
 pub use crate::telemetry::status::{RunInfo, Status};
 use crate::time::now_ms;
 
@@ -91,6 +91,8 @@ pub struct Telemetry {
     last_progress_ms: AtomicU64,
     queue_depth: AtomicU64,
     stall: Mutex<Option<String>>,
+    /// Why the run failed, once it has.
+    failure: Mutex<Option<RunFailure>>,
     /// Seen, uncommitted chunks → when each became visible (ms since the Unix epoch).
     visible: Mutex<BTreeMap<u64, i64>>,
     /// Counts the changes the status document shows: epochs, phases, the range, a stall.
@@ -119,6 +121,7 @@ impl Telemetry {
             last_progress_ms: AtomicU64::new(0),
             queue_depth: AtomicU64::new(0),
             stall: Mutex::new(None),
+            failure: Mutex::new(None),
             visible: Mutex::new(BTreeMap::new()),
             version: AtomicU64::new(0),
             served: Mutex::new(None),
@@ -356,6 +359,17 @@ impl Telemetry {
         Ok(json)
     }
 
+    /// The run failed with `error`: the state is `failed`, and the status says why, whose
+    /// fault it is and the exit status it ends with.
+    pub fn failed(&self, error: &crate::error::Error) {
+        *lock(&self.failure) = Some(RunFailure {
+            message: error.to_string(),
+            domain: error.domain().to_string(),
+            exit_code: error.domain().exit_code(),
+        });
+        self.set_phase(Phase::Failed);
+    }
+
     /// The `/api/status` document ([`Status::from_telemetry`]).
     pub fn status(&self) -> Status {
         Status::from_telemetry(self)
@@ -397,6 +411,7 @@ impl Status {
             latest_detections: book.latest(),
             rejects: book.rejects(),
             history: book.history(),
+            error: lock(&t.failure).clone(),
             truncated: false,
         }
     }
@@ -541,5 +556,28 @@ mod tests {
         t.set_stalled("stalled: test".into());
         assert_eq!(t.readiness(), Err("stalled: test".into()));
         assert_eq!(t.status().state, "failed");
+    }
+
+    #[test]
+    fn a_failed_run_says_why_whose_fault_and_its_exit_status() {
+        let t = live();
+        assert!(t.status().error.is_none());
+        let json = String::from_utf8(t.status().into_json(MAX_STATUS_BYTES).unwrap()).unwrap();
+        assert!(!json.contains("\"error\""), "{json}");
+        t.failed(&crate::error::Error::configuration(
+            "the importance file x is missing",
+        ));
+        let status = t.status();
+        assert_eq!(status.state, "failed");
+        let failure = status.error.clone().unwrap();
+        assert_eq!(failure.message, "the importance file x is missing");
+        assert_eq!(
+            (failure.domain.as_str(), failure.exit_code),
+            ("configuration", 78)
+        );
+        let json: serde_json::Value =
+            serde_json::from_slice(&status.into_json(MAX_STATUS_BYTES).unwrap()).unwrap();
+        assert_eq!(json["error"]["exit_code"], 78);
+        assert_eq!(t.readiness(), Err("the run failed".into()));
     }
 }

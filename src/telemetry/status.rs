@@ -197,6 +197,15 @@ pub struct HistoryEntry {
     pub detections: BTreeMap<String, u64>,
 }
 
+/// A failed run's error: its one line, its domain (`input`, `configuration`, `external
+/// service`, `internal`) and the exit status the process ends with (docs/operations.md).
+#[derive(Clone, Debug, Serialize)]
+pub struct RunFailure {
+    pub message: String,
+    pub domain: String,
+    pub exit_code: u8,
+}
+
 /// The `/api/status` document.
 #[derive(Clone, Debug, Serialize)]
 pub struct Status {
@@ -208,6 +217,9 @@ pub struct Status {
     pub latest_detections: Vec<LatestDetection>,
     pub rejects: Rejects,
     pub history: Vec<HistoryEntry>,
+    /// Why the run failed (present only then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<RunFailure>,
     /// Detections or epochs were left out to keep the document within [`MAX_STATUS_BYTES`]
     /// (present only then).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
