@@ -9,10 +9,10 @@ pub const MICROS_PER_UNIT: i64 = 1_000_000;
 
 /// Amounts (and weight magnitudes) must be strictly below this many units: 10^12, so a single
 /// value fits `i64` micro-units with room to spare and sums of many stay exact.
-pub const MAX_UNITS_EXCLUSIVE: u64 = 1_000_000_000_000;
+pub(crate) const MAX_UNITS_EXCLUSIVE: u64 = 1_000_000_000_000;
 
 /// Maximum number of fractional digits of an amount or weight.
-pub const MAX_FRACTION_DIGITS: u32 = 6;
+pub(crate) const MAX_FRACTION_DIGITS: u32 = 6;
 
 /// Why a value is not a valid amount (or weight).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -56,7 +56,7 @@ pub enum AmountError {
 ///
 /// Rejected: an empty value, a sign (`+`/`-`), an exponent (`1e5`), `NaN`, `inf`/`infinity`
 /// (any case, any sign), whitespace anywhere, any other character, invalid UTF-8.
-pub fn parse_amount(text: &[u8]) -> Result<Micros, AmountError> {
+pub(crate) fn parse_amount(text: &[u8]) -> Result<Micros, AmountError> {
     if text.is_empty() {
         return Err(AmountError::Empty);
     }

@@ -53,12 +53,12 @@ impl std::fmt::Display for Domain {
 }
 
 /// The exit status of a command line the binary rejects before running (clap's own).
-pub const EXIT_USAGE: u8 = 2;
+pub(crate) const EXIT_USAGE: u8 = 2;
 
 impl Domain {
     /// The process's exit status when a run fails with an error of this domain (sysexits.h:
     /// `EX_DATAERR`, `EX_CONFIG`, `EX_TEMPFAIL`, `EX_SOFTWARE`); see the module's table.
-    pub fn exit_code(self) -> u8 {
+    pub(crate) fn exit_code(self) -> u8 {
         match self {
             Domain::Input => 65,
             Domain::Configuration => 78,
@@ -70,7 +70,7 @@ impl Domain {
 
 /// The domain of `error` when it is one of the library's errors (at any level of the typed
 /// errors, wrapped or not).
-pub fn domain_of(error: &(dyn std::error::Error + 'static)) -> Option<Domain> {
+pub(crate) fn domain_of(error: &(dyn std::error::Error + 'static)) -> Option<Domain> {
     if let Some(e) = error.downcast_ref::<Error>() {
         return Some(e.domain());
     }
@@ -88,7 +88,7 @@ pub fn domain_of(error: &(dyn std::error::Error + 'static)) -> Option<Domain> {
 /// `anyhow::Error::chain` gives it): the outermost library error decides; without one, an
 /// I/O error is the file system's ([`Domain::ExternalService`]) and anything else is
 /// [`Domain::Internal`] (an error nobody classified).
-pub fn exit_code_of_chain<'e>(
+pub(crate) fn exit_code_of_chain<'e>(
     chain: impl IntoIterator<Item = &'e (dyn std::error::Error + 'static)>,
 ) -> u8 {
     let mut io = false;
@@ -192,11 +192,6 @@ impl Error {
         }
     }
 
-    /// The process's exit status for this error ([`Domain::exit_code`]).
-    pub fn exit_code(&self) -> u8 {
-        self.domain().exit_code()
-    }
-
     /// An internal error for a thread of the run that panicked, naming the thread and the
     /// panic's message.
     pub fn panicked(thread: &str, payload: &(dyn std::any::Any + Send)) -> Error {
@@ -238,7 +233,7 @@ impl<T, E: Into<Error>> Context<T> for std::result::Result<T, E> {
 }
 
 /// The message a panic was raised with (`panic!("...")`), or a placeholder for another payload.
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -546,7 +541,7 @@ impl SourceError {
 }
 
 /// Appended to every cluster failure.
-pub const CLUSTER_RESTART_HINT: &str =
+pub(crate) const CLUSTER_RESTART_HINT: &str =
     "restart every process of the cluster; it resumes from the state store";
 
 /// Failures of a cluster of processes (`-n` > 1) or of this process's worker threads.
@@ -633,8 +628,8 @@ mod tests {
             (Error::internal("x"), 70),
         ];
         for (error, code) in codes {
-            assert_eq!(error.exit_code(), code, "{:?}", error.domain());
-            assert_eq!(error.context("doing it").exit_code(), code);
+            assert_eq!(error.domain().exit_code(), code, "{:?}", error.domain());
+            assert_eq!(error.context("doing it").domain().exit_code(), code);
         }
         assert_eq!(EXIT_USAGE, 2);
     }
@@ -664,7 +659,7 @@ mod tests {
         let unclassified = anyhow::anyhow!("child printed no RESULT line");
         assert_eq!(exit_code_of_chain(unclassified.chain()), 70);
         let panicked = Error::panicked("committing", &"boom");
-        assert_eq!(panicked.exit_code(), 70);
+        assert_eq!(panicked.domain().exit_code(), 70);
         assert_eq!(panicked.to_string(), "the committing thread panicked: boom");
     }
 

@@ -57,7 +57,7 @@ pub struct XSummary {
 
 /// Reads a source's records as X copies them: streamed in blocks and framed by the SPEC's
 /// rules ([`framing`]), so a chunk holds exactly the records Y will count.
-pub struct SourceRecords<R> {
+pub(crate) struct SourceRecords<R> {
     reader: R,
     buf: Vec<u8>,
     /// Start of the unread part of `buf`.
@@ -78,7 +78,7 @@ const MAX_HEADER_BYTES: usize = 1 << 20;
 impl<R: Read> SourceRecords<R> {
     /// Reads up to the header; returns the reader and the header line with its terminator
     /// (a byte-order mark kept), or `None` for a source with no header (empty or blank).
-    pub fn open(reader: R) -> Result<(SourceRecords<R>, Option<Vec<u8>>), SourceError> {
+    pub(crate) fn open(reader: R) -> Result<(SourceRecords<R>, Option<Vec<u8>>), SourceError> {
         let mut records = SourceRecords {
             reader,
             buf: Vec::new(),
@@ -108,7 +108,7 @@ impl<R: Read> SourceRecords<R> {
 
     /// Appends the next record (or unbalanced line) with its terminator to `out` (`\n` added
     /// when the source's last line has none); `false` at the end of the source.
-    pub fn append_next(&mut self, out: &mut Vec<u8>) -> std::io::Result<bool> {
+    pub(crate) fn append_next(&mut self, out: &mut Vec<u8>) -> std::io::Result<bool> {
         loop {
             if self.pos >= self.buf.len() {
                 if self.eof {

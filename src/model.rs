@@ -92,7 +92,7 @@ pub fn escape_bytes(bytes: &[u8]) -> String {
 
 /// Calls `emit` with each unit of [`escape_bytes`]'s text in order (a character, or a
 /// `\xHH` escape) until it returns `false`.
-pub fn escape_units(bytes: &[u8], mut emit: impl FnMut(&str) -> bool) {
+pub(crate) fn escape_units(bytes: &[u8], mut emit: impl FnMut(&str) -> bool) {
     for chunk in bytes.utf8_chunks() {
         let valid = chunk.valid();
         for (at, c) in valid.char_indices() {

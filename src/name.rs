@@ -73,7 +73,7 @@ fn fits_inline(bytes: &[u8]) -> bool {
 /// (its categories) on every row, and each row then shares one allocation instead of making
 /// its own. Bounded, so that a chunk of distinct long names costs no more than without it.
 #[derive(Default)]
-pub struct NameCache {
+pub(crate) struct NameCache {
     heap: Vec<Name>,
 }
 
@@ -83,7 +83,7 @@ const CACHED: usize = 32;
 impl NameCache {
     /// The name of `bytes` (`Err` when they are not UTF-8).
     #[inline]
-    pub fn name(&mut self, bytes: &[u8]) -> Result<Name, std::str::Utf8Error> {
+    pub(crate) fn name(&mut self, bytes: &[u8]) -> Result<Name, std::str::Utf8Error> {
         if fits_inline(bytes) {
             return Name::from_utf8(bytes);
         }

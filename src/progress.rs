@@ -23,7 +23,7 @@ use crate::sources::landing::FeedPlan;
 use crate::time::now_ms;
 
 /// Default of `--progress-interval-ms`: the least time between two progress log lines.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Epochs over which rows/s and the ETA are measured.
 const RATE_WINDOW: usize = 20;
@@ -135,10 +135,10 @@ pub struct EpochSeen {
 
 /// The run's [`Progress`] as an observer of its epochs. Only the committing thread reports
 /// epochs, so its lock is never contended.
-pub struct ProgressObserver(Mutex<Progress>);
+pub(crate) struct ProgressObserver(Mutex<Progress>);
 
 impl ProgressObserver {
-    pub fn new(progress: Progress) -> ProgressObserver {
+    pub(crate) fn new(progress: Progress) -> ProgressObserver {
         ProgressObserver(Mutex::new(progress))
     }
 }
@@ -214,8 +214,9 @@ impl Progress {
         Progress::shown(plan, console.display, console.shown.clone())
     }
 
-    /// Progress shown as `display` says.
-    pub fn with_display(plan: Plan, display: Display) -> Progress {
+    /// Progress shown as `display` says (the tests' way to pick a display).
+    #[cfg(test)]
+    fn with_display(plan: Plan, display: Display) -> Progress {
         Progress::shown(plan, display, Shown::default())
     }
 

@@ -78,7 +78,7 @@ impl Amount {
 ///
 /// A count: `u64`'s own grammar; anything else, a negative number or one past the range
 /// included, is refused naming the range.
-pub fn parse_count(text: &str) -> Result<CountThreshold, String> {
+pub(crate) fn parse_count(text: &str) -> Result<CountThreshold, String> {
     text.parse::<CountThreshold>().map_err(|_| {
         format!(
             "{text:?} is not a whole number from 0 to {}",
@@ -87,19 +87,19 @@ pub fn parse_count(text: &str) -> Result<CountThreshold, String> {
     })
 }
 
-pub fn parse_fraction(text: &str) -> Result<Fraction, String> {
+pub(crate) fn parse_fraction(text: &str) -> Result<Fraction, String> {
     Fraction::parse(text)
         .ok_or_else(|| format!("{text:?} is not a fraction in [0, 1] with at most six decimals"))
 }
 
-pub fn parse_amount(text: &str) -> Result<Amount, String> {
+pub(crate) fn parse_amount(text: &str) -> Result<Amount, String> {
     parse_decimal_micros(text)
         .map(Amount::from_micros)
         .ok_or_else(|| format!("{text:?} is not a non-negative decimal amount"))
 }
 
 /// `millionths` as a decimal without trailing zeros: 850000 → `0.85`, 20000000 → `20`.
-pub fn format_millionths(millionths: u64) -> String {
+pub(crate) fn format_millionths(millionths: u64) -> String {
     let (whole, fraction) = (millionths / 1_000_000, millionths % 1_000_000);
     if fraction == 0 {
         return whole.to_string();
@@ -167,7 +167,7 @@ impl Thresholds {
     }
 
     /// The thresholds of a canonical (or any serde) JSON record.
-    pub fn from_json(text: &str) -> Option<Thresholds> {
+    pub(crate) fn from_json(text: &str) -> Option<Thresholds> {
         serde_json::from_str(text).ok()
     }
 
@@ -190,18 +190,18 @@ pub struct Variant {
 }
 
 /// The longest variant name (it names a folder and a ledger).
-pub const MAX_NAME_LEN: usize = 64;
+pub(crate) const MAX_NAME_LEN: usize = 64;
 /// The name the run's own thresholds go by in the ledgers and the report.
-pub const RESERVED_NAME: &str = "baseline";
+pub(crate) const RESERVED_NAME: &str = "baseline";
 
 /// A variant name: `[A-Za-z0-9._-]{1,64}`, not starting with `.` (it names the folder
 /// `<output>/variants/<name>/`: no hidden folder, no `..`), and not `baseline` in any case
 /// (reserved for the run's own thresholds; any case, for case-insensitive file systems).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct VariantName(String);
+pub(crate) struct VariantName(String);
 
 impl VariantName {
-    pub fn parse(name: &str) -> Result<VariantName, &'static str> {
+    pub(crate) fn parse(name: &str) -> Result<VariantName, &'static str> {
         let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
         match name {
             "" => Err("it is empty"),
@@ -217,7 +217,7 @@ impl VariantName {
         }
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -225,7 +225,7 @@ impl VariantName {
 /// Each threshold, optional: a backtest variant's changes to the baseline.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct ThresholdOverrides {
+pub(crate) struct ThresholdOverrides {
     #[serde(default, with = "some_count", skip_serializing_if = "Option::is_none")]
     pub upgrade_min_merchant_txns: Option<CountThreshold>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -242,7 +242,7 @@ pub struct ThresholdOverrides {
 
 impl ThresholdOverrides {
     /// `baseline` with the thresholds these set.
-    pub fn apply(&self, baseline: &Thresholds) -> Thresholds {
+    pub(crate) fn apply(&self, baseline: &Thresholds) -> Thresholds {
         let b = baseline;
         Thresholds {
             upgrade_min_merchant_txns: self
@@ -298,11 +298,14 @@ impl<'de> Deserialize<'de> for Amount {
 mod count {
     use super::*;
 
-    pub fn serialize<S: Serializer>(value: &CountThreshold, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(
+        value: &CountThreshold,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_u64(*value)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<CountThreshold, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<CountThreshold, D::Error> {
         parse_count(&d.deserialize_any(ValueText)?).map_err(de::Error::custom)
     }
 }
@@ -311,7 +314,7 @@ mod count {
 mod some_count {
     use super::*;
 
-    pub fn serialize<S: Serializer>(
+    pub(crate) fn serialize<S: Serializer>(
         value: &Option<CountThreshold>,
         s: S,
     ) -> Result<S::Ok, S::Error> {
@@ -321,7 +324,7 @@ mod some_count {
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<Option<CountThreshold>, D::Error> {
         super::count::deserialize(d).map(Some)

@@ -30,7 +30,7 @@ pub type Pair = (Name, Name);
 /// Weights enter the sums as fixed-point integers of 10^-18, so that `W(c,m)`'s numerator
 /// is an exact, order-independent sum (the same bits for any worker count). The rounding
 /// (< 10^-18 absolute) is far inside the SPEC's 10^-9 tie tolerance.
-pub const WEIGHT_SCALE: f64 = 1e18;
+pub(crate) const WEIGHT_SCALE: f64 = 1e18;
 
 /// Per `(c, m)` running totals, carried in the difference type and accumulated by
 /// [`pair_changes`]: `n(c,m)`, `A(c,m)`, transactions seen with gender F and M, and the
@@ -120,7 +120,7 @@ pub fn merchant_counts(
 /// ×10 set's 371k keys take 13 MB). A transaction whose customer, merchant or
 /// category the file never names is answered by the small name maps alone.
 #[derive(Debug, Default)]
-pub struct WeightTable {
+pub(crate) struct WeightTable {
     customers: HashMap<Name, u32>,
     merchants: HashMap<Name, u32>,
     categories: HashMap<Name, u32>,
@@ -129,7 +129,7 @@ pub struct WeightTable {
 
 impl WeightTable {
     /// The table of `weights`; a key given twice keeps its last weight.
-    pub fn new(weights: &[(WeightKey, Weight)]) -> WeightTable {
+    pub(crate) fn new(weights: &[(WeightKey, Weight)]) -> WeightTable {
         let mut table = WeightTable::default();
         for (key, w) in weights {
             let ids = (
@@ -165,13 +165,13 @@ fn number(numbers: &mut HashMap<Name, u32>, name: &Name) -> u32 {
 /// merchant (~50). The dataflow sees the same collections as if every transaction entered
 /// alone, with fewer updates to sort.
 #[derive(Debug, Default)]
-pub struct ShareDeltas {
+pub(crate) struct ShareDeltas {
     pub pairs: HashMap<Pair, PairSums>,
     pub merchants: HashMap<Name, isize>,
 }
 
 impl ShareDeltas {
-    pub fn of(txns: Vec<Txn>, weights: &WeightTable) -> ShareDeltas {
+    pub(crate) fn of(txns: Vec<Txn>, weights: &WeightTable) -> ShareDeltas {
         let mut deltas = ShareDeltas {
             pairs: HashMap::with_capacity_and_hasher(txns.len(), Default::default()),
             merchants: HashMap::default(),
@@ -201,7 +201,7 @@ impl ShareDeltas {
 /// The stream of pair changes. It never leaves its worker (every consumer derives a smaller
 /// record first), so the changes are shared by reference: each of the six consumers gets the
 /// same records instead of a copy.
-pub type PairChanges<'s> = VecCollection<'s, Epoch, Rc<PairChange>>;
+pub(crate) type PairChanges<'s> = VecCollection<'s, Epoch, Rc<PairChange>>;
 
 /// How one pair's totals changed at one time. Zero totals mean the pair has no transactions.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -217,7 +217,7 @@ pub struct PairChange {
 /// pair costs one trace lookup — `count_total`'s algorithm (time is a total order, the chunk
 /// index), but reporting before and after together, so that the collections derived from the
 /// totals ([`derive`](fn@derive)) carry only the updates that do not cancel.
-pub fn pair_changes<'s>(
+pub(crate) fn pair_changes<'s>(
     deltas: VecCollection<'s, Epoch, Pair, PairSums>,
 ) -> (PairChanges<'s>, PairTrace) {
     let arranged = deltas.arrange_by_self_named("Arrange: PairTotals");
@@ -274,12 +274,15 @@ pub fn pair_changes<'s>(
 /// A handle on the per-pair totals' trace, outside the dataflow: what a checkpoint reads
 /// ([`pair_totals_through`]). Whoever holds it must advance its compaction as epochs
 /// complete ([`release_through`]), or the trace keeps every batch.
-pub type PairTrace = TraceAgent<KeySpine<Pair, Epoch, PairSums>>;
+pub(crate) type PairTrace = TraceAgent<KeySpine<Pair, Epoch, PairSums>>;
 
 /// Every pair's totals over the times before `upper`, ascending by pair, zero totals left
 /// out: this worker's part of the state at epoch `upper - 1`. `None` when the trace cannot
 /// answer for `upper` (it has not reached it, or was compacted past it).
-pub fn pair_totals_through(trace: &mut PairTrace, upper: Epoch) -> Option<Vec<(Pair, PairSums)>> {
+pub(crate) fn pair_totals_through(
+    trace: &mut PairTrace,
+    upper: Epoch,
+) -> Option<Vec<(Pair, PairSums)>> {
     let mut reached = Antichain::new();
     trace.read_upper(&mut reached);
     if reached.less_than(&upper) {
@@ -305,7 +308,7 @@ pub fn pair_totals_through(trace: &mut PairTrace, upper: Epoch) -> Option<Vec<(P
 
 /// Lets the trace forget distinctions and batches before `upper` (an epoch every reader is
 /// done with).
-pub fn release_through(trace: &mut PairTrace, upper: Epoch) {
+pub(crate) fn release_through(trace: &mut PairTrace, upper: Epoch) {
     let frontier = Antichain::from_elem(upper);
     trace.set_logical_compaction(frontier.borrow());
     trace.set_physical_compaction(frontier.borrow());

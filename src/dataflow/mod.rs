@@ -65,7 +65,7 @@ pub struct ShareReport {
 }
 
 /// The collections the writer consumes.
-pub struct Outputs<'s> {
+pub(crate) struct Outputs<'s> {
     /// Detections holding after each epoch, per threshold set (a set per threshold set; the
     /// writer takes insertions).
     pub detections: VecCollection<'s, Epoch, Holding>,
@@ -78,7 +78,7 @@ pub struct Outputs<'s> {
 }
 
 /// The dataflow's inputs, on one worker.
-pub struct Inputs {
+pub(crate) struct Inputs {
     /// Per `(c, m)` increments of this worker's share, totals in the difference type.
     pairs: InputSession<Epoch, Pair, PairSums>,
     /// Transactions per merchant of this worker's share: the same collection as the
@@ -91,7 +91,7 @@ impl Inputs {
     /// Builds the detection dataflow in `scope` for the threshold sets `sets` (the baseline
     /// first) and returns its inputs and outputs. Every worker of the process shares
     /// `weights`, the broadcast importance table.
-    pub fn build<'s>(
+    pub(crate) fn build<'s>(
         scope: Scope<'s, Epoch>,
         weights: Arc<WeightTable>,
         sets: &[Thresholds],
@@ -108,7 +108,7 @@ impl Inputs {
     }
 
     /// Adds this worker's accepted transactions of the current epoch.
-    pub fn insert_share(&mut self, txns: Vec<Txn>) {
+    pub(crate) fn insert_share(&mut self, txns: Vec<Txn>) {
         let deltas = ShareDeltas::of(txns, &self.weights);
         for (pair, sums) in deltas.pairs {
             self.pairs.update(pair, sums);
@@ -120,7 +120,7 @@ impl Inputs {
 
     /// Adds a checkpoint's part: per-pair totals accumulated up to the current epoch (the
     /// merchants' counts follow from them). Any part may go to any worker: the dataflow sums.
-    pub fn insert_totals(&mut self, totals: Vec<(Pair, PairSums)>) {
+    pub(crate) fn insert_totals(&mut self, totals: Vec<(Pair, PairSums)>) {
         let mut merchants = foldhash::HashMap::<Name, isize>::default();
         for ((customer, merchant), sums) in totals {
             *merchants.entry(merchant.clone()).or_default() += sums.n as isize;
@@ -131,12 +131,12 @@ impl Inputs {
         }
     }
 
-    pub fn advance_to(&mut self, epoch: Epoch) {
+    pub(crate) fn advance_to(&mut self, epoch: Epoch) {
         self.pairs.advance_to(epoch);
         self.merchants.advance_to(epoch);
     }
 
-    pub fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         self.pairs.flush();
         self.merchants.flush();
     }
@@ -144,7 +144,7 @@ impl Inputs {
 
 /// Builds the detection dataflow over the per-pair increments (`pair_deltas`, totals in the
 /// difference type) and the transactions' merchants, for every threshold set of `sets`.
-pub fn detect<'s>(
+pub(crate) fn detect<'s>(
     pair_deltas: VecCollection<'s, Epoch, Pair, PairSums>,
     merchant_txns: VecCollection<'s, Epoch, Name>,
     sets: &[Thresholds],

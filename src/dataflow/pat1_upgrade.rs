@@ -50,7 +50,7 @@ pub struct Upgrade<'s> {
     pub merchant_facts: VecCollection<'s, Epoch, (SetId, Name, MerchantFact)>,
 }
 
-pub fn detect<'s>(
+pub(crate) fn detect<'s>(
     merchant_counts: VecCollection<'s, Epoch, (Name, i64)>,
     changes: PairChanges<'s>,
     sets: &[Thresholds],

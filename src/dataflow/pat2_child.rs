@@ -17,7 +17,7 @@ use super::variants::{by_parameters, fan_out};
 use crate::model::Epoch;
 use crate::model::{count_reaches, DetectionKey, Pattern, Thresholds};
 
-pub fn detect<'s>(
+pub(crate) fn detect<'s>(
     changes: PairChanges<'s>,
     sets: &[Thresholds],
 ) -> VecCollection<'s, Epoch, Holding> {

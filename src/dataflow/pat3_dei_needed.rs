@@ -20,7 +20,7 @@ use super::variants::{by_parameters, fan_out};
 use crate::model::Epoch;
 use crate::model::{count_above, DetectionKey, Gender, Name, Pattern, Thresholds};
 
-pub fn detect<'s>(
+pub(crate) fn detect<'s>(
     changes: PairChanges<'s>,
     sets: &[Thresholds],
 ) -> VecCollection<'s, Epoch, Holding> {

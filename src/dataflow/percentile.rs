@@ -21,7 +21,7 @@ pub struct CountPercentile {
 
 impl CountPercentile {
     /// `percentile_cont(p)` of a multiset of counts given as ascending `(count, multiplicity)`.
-    pub fn of_histogram(histogram: &[(i64, u64)], p: Fraction) -> Option<CountPercentile> {
+    pub(crate) fn of_histogram(histogram: &[(i64, u64)], p: Fraction) -> Option<CountPercentile> {
         let (lo, hi, r) = histogram_bounds(histogram, p)?;
         Some(CountPercentile { lo, hi, r })
     }
@@ -74,13 +74,14 @@ fn prefix_bounds<T: Copy>(prefix: &[(T, u64)], total: u64, p: Fraction) -> Optio
 }
 
 /// `percentile_cont(p)` of a multiset of floats given as ascending `(value, multiplicity)`.
-pub fn float_percentile_of_histogram(histogram: &[(f64, u64)], p: Fraction) -> Option<f64> {
+#[cfg(test)]
+pub(crate) fn float_percentile_of_histogram(histogram: &[(f64, u64)], p: Fraction) -> Option<f64> {
     interpolate(histogram_bounds(histogram, p)?)
 }
 
 /// How many of the smallest values of a multiset of `total` values decide its
 /// `percentile_cont(p)`: `⌈x⌉ + 1` (0 for an empty multiset).
-pub fn ranks_needed(total: u64, p: Fraction) -> u64 {
+pub(crate) fn ranks_needed(total: u64, p: Fraction) -> u64 {
     match split(total as usize, p) {
         Some((q, 0)) => q as u64 + 1,
         Some((q, _)) => q as u64 + 2,
@@ -91,7 +92,11 @@ pub fn ranks_needed(total: u64, p: Fraction) -> u64 {
 /// `percentile_cont(p)` of a multiset of `total` floats, given only its smallest values as an
 /// ascending `(value, multiplicity)` prefix covering at least [`ranks_needed`] values: a low
 /// percentile reads a small part of a large group.
-pub fn float_percentile_of_prefix(prefix: &[(f64, u64)], total: u64, p: Fraction) -> Option<f64> {
+pub(crate) fn float_percentile_of_prefix(
+    prefix: &[(f64, u64)],
+    total: u64,
+    p: Fraction,
+) -> Option<f64> {
     interpolate(prefix_bounds(prefix, total, p)?)
 }
 

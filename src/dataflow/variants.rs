@@ -11,11 +11,11 @@ use differential_dataflow::VecCollection;
 use crate::model::{Epoch, Thresholds};
 
 /// Index of a threshold set: 0 = the baseline, `i` = the `i`-th variant.
-pub type SetId = u16;
+pub(crate) type SetId = u16;
 
 /// The threshold sets grouped by the parameters one pattern reads: each distinct value once
 /// (in order of first appearance), with the sets that have it.
-pub fn by_parameters<P: PartialEq + Copy>(
+pub(crate) fn by_parameters<P: PartialEq + Copy>(
     sets: &[Thresholds],
     parameters: impl Fn(&Thresholds) -> P,
 ) -> Vec<(P, Rc<[SetId]>)> {
@@ -34,7 +34,7 @@ pub fn by_parameters<P: PartialEq + Copy>(
 }
 
 /// Every record of `collection` once for each set of `sets`.
-pub fn fan_out<'s, D, O>(
+pub(crate) fn fan_out<'s, D, O>(
     collection: VecCollection<'s, Epoch, D>,
     sets: Rc<[SetId]>,
     tag: impl Fn(SetId, &D) -> O + 'static,

@@ -50,10 +50,10 @@ const BACKLOG: u32 = 1024;
 pub const MAX_HEAD: usize = 8 * 1024;
 
 /// The time a client has to send its request head (and for an idle connection).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The time a client has to take the response.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// After the answer, how long and how much of the client's rest is read before closing.
 const LINGER: Duration = Duration::from_secs(1);

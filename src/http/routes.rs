@@ -44,7 +44,7 @@ impl Response {
 }
 
 /// The response to a GET (or HEAD) of `target` (its query string is ignored).
-pub fn route(telemetry: &Telemetry, target: &str) -> Response {
+pub(crate) fn route(telemetry: &Telemetry, target: &str) -> Response {
     let path = target.split_once('?').map_or(target, |(p, _)| p);
     match path {
         "/" => html(crate::report::console_page()),

@@ -18,16 +18,19 @@ use std::path::Path;
 use crate::error::FileProblem;
 
 /// The most the importance file may hold.
-pub const MAX_IMPORTANCE_BYTES: u64 = 1 << 30;
+pub(crate) const MAX_IMPORTANCE_BYTES: u64 = 1 << 30;
 /// The most a `--variants` file may hold.
-pub const MAX_VARIANTS_BYTES: u64 = 1 << 20;
+pub(crate) const MAX_VARIANTS_BYTES: u64 = 1 << 20;
 /// The most a hostfile may hold.
-pub const MAX_HOSTFILE_BYTES: u64 = 1 << 20;
+pub(crate) const MAX_HOSTFILE_BYTES: u64 = 1 << 20;
 
 /// Reads the regular file at `path` whole, refusing anything else (checked before it is
 /// opened, and again on the open file) and a file larger than `limit` bytes (also one that
 /// grows past it while being read). Returns its bytes and its metadata.
-pub fn read_regular_file(path: &Path, limit: u64) -> Result<(Vec<u8>, Metadata), FileProblem> {
+pub(crate) fn read_regular_file(
+    path: &Path,
+    limit: u64,
+) -> Result<(Vec<u8>, Metadata), FileProblem> {
     // Before opening: opening a socket fails with a bare "No such device or address".
     regular(&std::fs::metadata(path).map_err(FileProblem::Io)?, limit)?;
     // Without O_NONBLOCK, opening a FIFO waits for a writer; a regular file ignores it.
@@ -43,7 +46,7 @@ pub fn read_regular_file(path: &Path, limit: u64) -> Result<(Vec<u8>, Metadata),
 }
 
 /// The text of the regular file at `path` ([`read_regular_file`]), which must be UTF-8.
-pub fn read_regular_text(path: &Path, limit: u64) -> Result<String, FileProblem> {
+pub(crate) fn read_regular_text(path: &Path, limit: u64) -> Result<String, FileProblem> {
     let (body, _) = read_regular_file(path, limit)?;
     String::from_utf8(body).map_err(|_| FileProblem::NotUtf8)
 }

@@ -69,7 +69,7 @@ impl Location {
 
     /// Splits a location naming a single object (`s3://bucket/dir/key` or `dir/file`) into
     /// the location of its parent and the object's key.
-    pub fn parse_object(text: &str) -> Result<(Location, String), StoreError> {
+    pub(crate) fn parse_object(text: &str) -> Result<(Location, String), StoreError> {
         let bad = |reason: &str| StoreError::BadLocation {
             location: redact::url(text),
             reason: reason.to_string(),
@@ -111,7 +111,7 @@ impl Location {
 /// landing (the run identity records it): a local path made absolute, with symbolic links,
 /// `.` and `..` resolved as far as it exists (a part that does not exist yet is appended as
 /// written, less its `.` components); anything else as given.
-pub fn canonical_location(text: &str) -> String {
+pub(crate) fn canonical_location(text: &str) -> String {
     match Location::parse(text) {
         Ok(Location::Local(path)) => canonical_path(&path).display().to_string(),
         _ => text.to_string(),
@@ -146,7 +146,7 @@ pub fn open(location: &str, s3: &S3Options) -> Result<Arc<dyn ObjectStore>, Stor
 }
 
 /// Opens the store for an already parsed location.
-pub fn open_location(
+pub(crate) fn open_location(
     location: &Location,
     s3: &S3Options,
 ) -> Result<Arc<dyn ObjectStore>, StoreError> {

@@ -73,20 +73,20 @@ impl std::fmt::Debug for S3Options {
 }
 
 /// Default number of attempts per operation (the first try included).
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+pub(crate) const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 /// Default delay before the first retry; it doubles on every further retry.
-pub const DEFAULT_BASE_DELAY: Duration = Duration::from_millis(50);
+pub(crate) const DEFAULT_BASE_DELAY: Duration = Duration::from_millis(50);
 /// Default cap of the delay between two attempts.
-pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(2);
+pub(crate) const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(2);
 /// Default TCP (and TLS) connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default time allowed between sending a request and the first byte of the response.
-pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default bound of one whole attempt, response body included.
-pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The region used when neither the options nor the AWS configuration chain name one.
-pub const DEFAULT_REGION: &str = "us-east-1";
+pub(crate) const DEFAULT_REGION: &str = "us-east-1";
 
 /// ListObjectsV2 returns at most this many keys per page.
 const MAX_KEYS_PER_PAGE: usize = 1000;

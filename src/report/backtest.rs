@@ -45,7 +45,7 @@ pub struct BacktestInput {
 
 /// What the report of a backtest whose stream ended is computed from: every ledger and the
 /// epochs as its state store holds them, and the labels the run saw.
-pub fn input_from_store(
+pub(crate) fn input_from_store(
     store: &mut dyn StateReader,
     variants: &[VariantSpec],
     labels: FraudLabels,
@@ -74,7 +74,7 @@ pub fn input_from_store(
 }
 
 /// Renders and writes the report of a backtest whose stream ended, from its state store.
-pub fn write_from(source: BacktestSource<'_>) -> crate::error::Result<()> {
+pub(crate) fn write_from(source: BacktestSource<'_>) -> crate::error::Result<()> {
     let input = input_from_store(source.store, source.variants, source.labels.clone())?;
     write(source.output, &input)
 }
@@ -88,9 +88,9 @@ pub struct BacktestReport {
 }
 
 /// The report's object keys under the output location.
-pub const HTML_KEY: &str = "backtest-report.html";
-pub const JSON_KEY: &str = "backtest-report.json";
-pub const CSV_KEY: &str = "variants.csv";
+pub(crate) const HTML_KEY: &str = "backtest-report.html";
+pub(crate) const JSON_KEY: &str = "backtest-report.json";
+pub(crate) const CSV_KEY: &str = "variants.csv";
 
 /// How many added and how many removed detections each variant × pattern shows.
 const SAMPLE_SIZE: usize = 10;

@@ -35,7 +35,7 @@ impl Status {
     /// by reason read from `output` when given (otherwise `rejects.by_reason` is `null` and
     /// the total comes from the progress table). `run.state` (the store's location) is left
     /// `null`: the caller knows it.
-    pub fn from_store(
+    pub(crate) fn from_store(
         store: &mut dyn StateReader,
         output: Option<&dyn ObjectStore>,
     ) -> Result<Status> {

@@ -72,12 +72,12 @@ impl EpochBatch {
 
     /// Whether all `workers` workers of the run contributed their share: only a complete
     /// epoch may be committed (never half an epoch).
-    pub fn is_complete(&self, workers: usize) -> bool {
+    pub(crate) fn is_complete(&self, workers: usize) -> bool {
         self.reports.len() == workers
     }
 
     /// Rows accepted and rejected over every share.
-    pub fn row_counts(&self) -> (u64, u64) {
+    pub(crate) fn row_counts(&self) -> (u64, u64) {
         self.reports
             .iter()
             .fold((0, 0), |(a, r), s| (a + s.accepted, r + s.rejected))
@@ -86,7 +86,7 @@ impl EpochBatch {
     /// The rejected rows of every share in line order. Records separated by a lone `\r`
     /// share a line number: those are ordered by text, so that the rejects file is the same
     /// for any number of workers and processes.
-    pub fn take_rejects(&mut self) -> Vec<Reject> {
+    pub(crate) fn take_rejects(&mut self) -> Vec<Reject> {
         let mut rows: Vec<Reject> = self
             .reports
             .iter_mut()
@@ -118,7 +118,7 @@ struct Percentiles {
 
 /// Outputs gathered on worker 0, by epoch, until their epoch is complete in the dataflow, and
 /// the running merchant-level values evidence quotes.
-pub struct Gathered {
+pub(crate) struct Gathered {
     sets: usize,
     epochs: BTreeMap<Epoch, Outputs>,
     /// `N(m)` after the last batch taken.
@@ -128,7 +128,7 @@ pub struct Gathered {
 
 impl Gathered {
     /// For a dataflow computing `sets` threshold sets.
-    pub fn new(sets: usize) -> Gathered {
+    pub(crate) fn new(sets: usize) -> Gathered {
         Gathered {
             sets,
             epochs: BTreeMap::new(),
@@ -137,7 +137,7 @@ impl Gathered {
         }
     }
 
-    pub fn add_detection(&mut self, epoch: Epoch, holding: &Holding, diff: isize) {
+    pub(crate) fn add_detection(&mut self, epoch: Epoch, holding: &Holding, diff: isize) {
         let outputs = self.epochs.entry(epoch).or_default();
         let key = (holding.set, holding.key.clone());
         if diff > 0 {
@@ -146,7 +146,7 @@ impl Gathered {
         *outputs.detections.entry(key).or_default() += diff;
     }
 
-    pub fn add_merchant_fact(
+    pub(crate) fn add_merchant_fact(
         &mut self,
         epoch: Epoch,
         fact: &(SetId, Name, MerchantFact),
@@ -158,12 +158,12 @@ impl Gathered {
             .push((fact.0, fact.1.clone(), fact.2, diff));
     }
 
-    pub fn add_count(&mut self, epoch: Epoch, merchant: &Name, change: i64) {
+    pub(crate) fn add_count(&mut self, epoch: Epoch, merchant: &Name, change: i64) {
         let outputs = self.epochs.entry(epoch).or_default();
         *outputs.counter_deltas.entry(merchant.clone()).or_default() += change;
     }
 
-    pub fn add_report(&mut self, epoch: Epoch, report: &ShareReport) {
+    pub(crate) fn add_report(&mut self, epoch: Epoch, report: &ShareReport) {
         let outputs = self.epochs.entry(epoch).or_default();
         outputs.reports.push(report.clone());
     }
@@ -171,7 +171,12 @@ impl Gathered {
     /// Takes out everything gathered for epochs before `next` as `chunk`'s batch. Once the
     /// dataflow's frontier has passed the chunk's epoch only that epoch can be there; earlier
     /// ones are merged defensively, in epoch order.
-    pub fn take_batch(&mut self, chunk: &Chunk, next: Epoch, taken_at: Instant) -> EpochBatch {
+    pub(crate) fn take_batch(
+        &mut self,
+        chunk: &Chunk,
+        next: Epoch,
+        taken_at: Instant,
+    ) -> EpochBatch {
         let rest = self.epochs.split_off(&next);
         let done = std::mem::replace(&mut self.epochs, rest);
         let mut batch = EpochBatch::new(chunk, taken_at, self.sets);

@@ -67,7 +67,7 @@ impl Default for CheckpointOptions {
 impl CheckpointOptions {
     /// Whether a checkpoint is taken at `epoch` by a run that restored `restored` (which is
     /// not checkpointed again).
-    pub fn is_due(&self, epoch: u64, restored: Option<u64>) -> bool {
+    pub(crate) fn is_due(&self, epoch: u64, restored: Option<u64>) -> bool {
         self.interval > 0
             && (epoch + 1).is_multiple_of(self.interval)
             && restored.is_none_or(|r| epoch > r)
@@ -87,7 +87,7 @@ impl CheckpointOptions {
 #[derive(
     Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
-pub struct RestorePoint {
+pub(crate) struct RestorePoint {
     pub epoch: u64,
     /// How many shards it has (the workers of the run that wrote it).
     pub shards: usize,
@@ -96,7 +96,7 @@ pub struct RestorePoint {
 }
 
 /// What the thread is told.
-pub enum Note {
+pub(crate) enum Note {
     /// A worker's part of the state at `epoch` (`shard` = its global index).
     Shard {
         epoch: u64,
@@ -117,15 +117,15 @@ pub enum Note {
 }
 
 /// The channel of a process's checkpointing thread.
-pub fn notes_channel() -> (Sender<Note>, Receiver<Note>) {
+pub(crate) fn notes_channel() -> (Sender<Note>, Receiver<Note>) {
     channel()
 }
 
 /// Asks the committer to record a whole checkpoint (`false`: the committer has ended).
-pub type RecordRequests = Box<dyn Fn(CheckpointRow) -> bool + Send>;
+pub(crate) type RecordRequests = Box<dyn Fn(CheckpointRow) -> bool + Send>;
 
 /// What the thread needs.
-pub struct CheckpointerSetup {
+pub(crate) struct CheckpointerSetup {
     pub store: CheckpointStore,
     pub options: CheckpointOptions,
     /// The run's checkpoint key.
@@ -140,7 +140,7 @@ pub struct CheckpointerSetup {
 }
 
 /// The checkpointing thread of a process.
-pub struct Checkpointer {
+pub(crate) struct Checkpointer {
     notes: Sender<Note>,
     closing: Arc<AtomicBool>,
     thread: JoinHandle<()>,
@@ -148,7 +148,7 @@ pub struct Checkpointer {
 
 impl Checkpointer {
     /// Starts the thread on the receiving end of [`notes_channel`]; `notes` is a sender of it.
-    pub fn start(
+    pub(crate) fn start(
         setup: CheckpointerSetup,
         notes: Sender<Note>,
         received: Receiver<Note>,
@@ -168,7 +168,7 @@ impl Checkpointer {
 
     /// Ends the thread: checkpoints not whole yet are abandoned (a restart does not need them).
     /// A failed checkpoint is reported as it happens; a panic of the thread is the error here.
-    pub fn close(self) -> Result<()> {
+    pub(crate) fn close(self) -> Result<()> {
         self.closing.store(true, Ordering::SeqCst);
         let _ = self.notes.send(Note::Close);
         self.thread

@@ -33,7 +33,7 @@ use crate::time::now_ms;
 
 /// How many computed epochs may wait for the committer: enough to ride out a slow commit,
 /// few enough that a crash loses (and a restart recomputes) little.
-pub const QUEUE_EPOCHS: usize = 4;
+pub(crate) const QUEUE_EPOCHS: usize = 4;
 
 enum Job {
     Commit(EpochBatch),
@@ -50,7 +50,7 @@ enum Job {
 
 /// What the committer tells the checkpointing thread: each due epoch once committed, with
 /// what its manifest carries, and the checkpoints it forgot once it recorded a newer one.
-pub struct CheckpointNotes {
+pub(crate) struct CheckpointNotes {
     pub options: CheckpointOptions,
     /// The epoch the run restored from: not checkpointed again.
     pub restored: Option<u64>,
@@ -78,7 +78,7 @@ impl Waiting {
 }
 
 /// Worker 0's end of the channel.
-pub struct CommitQueue {
+pub(crate) struct CommitQueue {
     jobs: SyncSender<Job>,
     waiting: Arc<Waiting>,
 }
@@ -100,8 +100,10 @@ impl CommitQueue {
         (queue, received, waiting)
     }
 
-    /// Hands an epoch to the committer; blocks while [`QUEUE_EPOCHS`] are waiting.
-    pub fn commit(&self, batch: EpochBatch) -> Result<()> {
+    /// Hands an epoch to the committer; blocks while [`QUEUE_EPOCHS`] are waiting (the
+    /// queue's own test: worker 0 uses [`CommitQueue::try_commit`]).
+    #[cfg(test)]
+    fn commit(&self, batch: EpochBatch) -> Result<()> {
         let epoch = batch.epoch;
         self.send(Job::Commit(batch))?;
         let queued = self.waiting.handed();
@@ -111,7 +113,7 @@ impl CommitQueue {
 
     /// Hands an epoch to the committer if the queue has room; the batch comes back
     /// (`Ok(Some)`) when [`QUEUE_EPOCHS`] are waiting. Never blocks.
-    pub fn try_commit(&self, batch: EpochBatch) -> Result<Option<EpochBatch>> {
+    pub(crate) fn try_commit(&self, batch: EpochBatch) -> Result<Option<EpochBatch>> {
         let epoch = batch.epoch;
         match self.jobs.try_send(Job::Commit(batch)) {
             Ok(()) => {
@@ -124,13 +126,9 @@ impl CommitQueue {
         }
     }
 
-    /// Asks the committer to end the stream after the epochs already handed over.
-    pub fn finish(&self) -> Result<()> {
-        self.send(Job::Finish)
-    }
-
-    /// As [`CommitQueue::finish`], without blocking: `Ok(false)` while the queue is full.
-    pub fn try_finish(&self) -> Result<bool> {
+    /// Asks the committer to end the stream after the epochs already handed over, without
+    /// blocking: `Ok(false)` while the queue is full.
+    pub(crate) fn try_finish(&self) -> Result<bool> {
         match self.jobs.try_send(Job::Finish) {
             Ok(()) => Ok(true),
             Err(TrySendError::Full(_)) => Ok(false),
@@ -138,13 +136,14 @@ impl CommitQueue {
         }
     }
 
+    #[cfg(test)]
     fn send(&self, job: Job) -> Result<()> {
         self.jobs.send(job).map_err(|_| stopped())
     }
 
     /// How the checkpointing thread asks for a whole checkpoint to be recorded (keeping
     /// the newest `keep`); `false` once the committer has ended.
-    pub fn record_requests(&self, keep: usize) -> RecordRequests {
+    pub(crate) fn record_requests(&self, keep: usize) -> RecordRequests {
         let jobs = self.jobs.clone();
         Box::new(move |row| jobs.send(Job::RecordCheckpoint { row, keep }).is_ok())
     }
@@ -164,14 +163,14 @@ impl Drop for CommitQueue {
 }
 
 /// The committing thread.
-pub struct Committer {
+pub(crate) struct Committer {
     thread: JoinHandle<Result<(RunSummary, EpochWriter)>>,
 }
 
 impl Committer {
     /// Starts the thread with the run's writer; returns it and worker 0's queue. Every epoch
     /// it takes is reported to `observers`.
-    pub fn start(
+    pub(crate) fn start(
         writer: EpochWriter,
         control: Arc<RunControl>,
         observers: Observers,
@@ -205,7 +204,7 @@ impl Committer {
     /// the summary of what was committed, and the writer (for what a run does after its
     /// stream ended). A commit's failure is reported through the run's control (it stops
     /// every thread); a panic of the thread is its error here.
-    pub fn join(self) -> Result<(RunSummary, EpochWriter)> {
+    pub(crate) fn join(self) -> Result<(RunSummary, EpochWriter)> {
         match self.thread.join() {
             Ok(result) => result,
             Err(panic) => Err(Error::panicked("committing", panic.as_ref())),

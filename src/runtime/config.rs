@@ -101,7 +101,7 @@ impl Default for TimelyOptions {
 }
 
 /// Builds timely's configuration from our own parsed options (timely's `-h` would clash with `--help`).
-pub fn timely_config(t: &TimelyOptions) -> Result<timely::Config> {
+pub(crate) fn timely_config(t: &TimelyOptions) -> Result<timely::Config> {
     let communication = if t.processes > 1 {
         let addresses = match &t.hostfile {
             Some(path) => {

@@ -28,7 +28,7 @@ const PATIENCE: Duration = Duration::from_secs(1);
 /// Connects process `me` to every other process of `addresses` (one `host:port` per process;
 /// several, separated by spaces, to listen on each). The sockets in process order, `None` at
 /// `me`. Waits for the other processes as long as it takes: the caller bounds it.
-pub fn connect_all(addresses: &[String], me: usize) -> io::Result<Vec<Option<TcpStream>>> {
+pub(crate) fn connect_all(addresses: &[String], me: usize) -> io::Result<Vec<Option<TcpStream>>> {
     let listeners = listen(&addresses[me])?;
     let (me_, processes) = (me, addresses.len());
     let accepting = std::thread::Builder::new()

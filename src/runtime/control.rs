@@ -44,19 +44,19 @@ impl RunControl {
     }
 
     /// Whether the run's threads are to be left behind ([`RunControl::abandon`]).
-    pub fn abandoned(&self) -> bool {
+    pub(crate) fn abandoned(&self) -> bool {
         self.abandoned.load(Ordering::SeqCst)
     }
 
     /// A worker's loop returned.
-    pub fn worker_returned(&self, result: Result<()>) {
+    pub(crate) fn worker_returned(&self, result: Result<()>) {
         if let Err(e) = result {
             self.fail(e);
         }
         self.workers_returned.fetch_add(1, Ordering::SeqCst);
     }
 
-    pub fn workers_returned(&self) -> usize {
+    pub(crate) fn workers_returned(&self) -> usize {
         self.workers_returned.load(Ordering::SeqCst)
     }
 
@@ -71,22 +71,22 @@ impl RunControl {
     }
 
     /// Stopped or failed: take no further chunk.
-    pub fn should_stop(&self) -> bool {
+    pub(crate) fn should_stop(&self) -> bool {
         self.stopped() || self.failed()
     }
 
     /// The flag a stop from outside sets (the chunk feed watches it).
-    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+    pub(crate) fn stop_flag(&self) -> Arc<AtomicBool> {
         self.stop.clone()
     }
 
     /// Stops the threads that outlive the workers (the chunk feed).
-    pub fn stop_all(&self) {
+    pub(crate) fn stop_all(&self) {
         self.stop.store(true, Ordering::SeqCst);
     }
 
     /// The run's error, if any.
-    pub fn take_failure(&self) -> Option<Error> {
+    pub(crate) fn take_failure(&self) -> Option<Error> {
         self.failure
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -48,7 +48,7 @@ impl EpochCommitted {
 
     /// The one report of a committed epoch: the run's summary, its log line and every
     /// observer.
-    pub fn emit(&self, summary: &mut RunSummary, observers: &Observers) {
+    pub(crate) fn emit(&self, summary: &mut RunSummary, observers: &Observers) {
         summary.epochs_committed += 1;
         summary.rows_accepted += self.rows;
         summary.rows_rejected += self.rejected;
@@ -81,7 +81,7 @@ pub struct EpochReplayed {
 
 impl EpochReplayed {
     /// The one report of a replayed epoch: the run's summary and every observer.
-    pub fn emit(&self, summary: &mut RunSummary, observers: &Observers) {
+    pub(crate) fn emit(&self, summary: &mut RunSummary, observers: &Observers) {
         summary.epochs_recovered += 1;
         observers.emit(&Event::EpochReplayed(self));
     }
@@ -131,7 +131,7 @@ impl Observers {
     }
 
     /// Tells every observer, in order.
-    pub fn emit(&self, event: &Event<'_>) {
+    pub(crate) fn emit(&self, event: &Event<'_>) {
         for observer in &self.0 {
             observer.observe(event);
         }

@@ -13,7 +13,7 @@ use crate::sources::landing::{chunk_digest, FeedPlan};
 /// The run's identity: mode, landing, the resolved replay range (`None` live), thresholds,
 /// and the importance file with its digest. Local locations are canonical, so a restart from
 /// another directory, or with another spelling of the same path, is the same run.
-pub fn run_identity(
+pub(crate) fn run_identity(
     options: &YOptions,
     resolved: Option<(u64, u64)>,
     importance: &[u8],
@@ -38,7 +38,7 @@ pub fn run_identity(
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
-pub struct Fingerprint {
+pub(crate) struct Fingerprint {
     /// `-w`.
     pub workers: usize,
     /// `-n`.
@@ -52,7 +52,7 @@ pub struct Fingerprint {
 }
 
 impl Fingerprint {
-    pub fn of(options: &YOptions, plan: &FeedPlan, importance: &[u8]) -> Fingerprint {
+    pub(crate) fn of(options: &YOptions, plan: &FeedPlan, importance: &[u8]) -> Fingerprint {
         let settings = format!(
             "{:?}|{:?}|{:?}|{}",
             options.thresholds,
@@ -82,7 +82,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// The writer's check that every process runs with the writer's own options.
-pub fn check_fingerprints(
+pub(crate) fn check_fingerprints(
     got: &[(usize, Fingerprint)],
     own: &Fingerprint,
 ) -> Result<(), ClusterError> {

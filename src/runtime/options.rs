@@ -127,7 +127,7 @@ impl YOptions {
 
 impl YOptions {
     /// The replay range; `None` in live mode.
-    pub fn replay_range(&self) -> Option<ReplayRange> {
+    pub(crate) fn replay_range(&self) -> Option<ReplayRange> {
         match &self.mode {
             Mode::Replay { range, .. } => Some(*range),
             Mode::Live { .. } => None,
@@ -135,7 +135,7 @@ impl YOptions {
     }
 
     /// Live mode with `--follow`: the stream never ends.
-    pub fn follow_forever(&self) -> bool {
+    pub(crate) fn follow_forever(&self) -> bool {
         matches!(self.mode, Mode::Live { forever: true })
     }
 
@@ -148,7 +148,7 @@ impl YOptions {
     }
 
     /// Variants have distinct valid names (they name folders).
-    pub fn check_variants(&self) -> crate::error::Result<()> {
+    pub(crate) fn check_variants(&self) -> crate::error::Result<()> {
         let mut names = std::collections::BTreeSet::new();
         for variant in self.variants() {
             VariantName::parse(&variant.name).map_err(|why| {

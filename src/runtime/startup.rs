@@ -22,7 +22,7 @@ use crate::sources::importance::{parse_importance, ImportanceTable};
 use crate::sources::landing::{chunk_key, list_chunks, resolve_replay, FeedPlan, ReplayPlan};
 
 /// What every process of a run reads before it starts.
-pub struct RunInputs {
+pub(crate) struct RunInputs {
     pub landing: Arc<dyn ObjectStore>,
     /// The importance file's bytes (their hash is part of the cluster fingerprint).
     pub importance_bytes: bytes::Bytes,
@@ -35,7 +35,7 @@ pub struct RunInputs {
 }
 
 /// Opens the landing store, reads the importance file, and decides the chunks and the clock.
-pub fn open_inputs(options: &YOptions, y_start_ms: i64) -> Result<RunInputs> {
+pub(crate) fn open_inputs(options: &YOptions, y_start_ms: i64) -> Result<RunInputs> {
     let (landing_shown, importance_shown) = (
         redact::url(&options.landing),
         redact::url(&options.importance),
@@ -90,7 +90,7 @@ pub fn open_inputs(options: &YOptions, y_start_ms: i64) -> Result<RunInputs> {
 }
 
 /// The process hosting worker 0: opens the output and the state store and begins the run.
-pub fn open_writer(options: &YOptions, inputs: &RunInputs) -> Result<EpochWriter> {
+pub(crate) fn open_writer(options: &YOptions, inputs: &RunInputs) -> Result<EpochWriter> {
     let shown = redact::url(&options.output);
     let output = objectstore::open(&options.output, &options.s3)
         .with_context(|| format!("opening the output store {shown}"))?;
@@ -125,7 +125,7 @@ pub fn open_writer(options: &YOptions, inputs: &RunInputs) -> Result<EpochWriter
 /// An ended stream stays ended (SPEC §6): a store whose stream ended commits nothing more.
 /// `Ok` (with a message saying so) when the landing (live: its canonical chunks; replay:
 /// the resolved range) holds no chunk the store did not commit; the refusal otherwise.
-pub fn check_ended_stream(
+pub(crate) fn check_ended_stream(
     writer: &EpochWriter,
     landing: &dyn ObjectStore,
     plan: &FeedPlan,
@@ -164,7 +164,7 @@ pub fn check_ended_stream(
 /// and valid, read and checked; `None` (a full replay) when there is none. A checkpoint
 /// that is missing, cut, changed, of another run or of another format is never used: a
 /// warning names it and the next older one is tried.
-pub fn choose_restore(
+pub(crate) fn choose_restore(
     writer: &mut EpochWriter,
     store: &CheckpointStore,
     identity: &RunIdentity,
@@ -213,7 +213,7 @@ pub fn choose_restore(
 /// A restart must replay the committed chunks after its restore point (all of them without
 /// one): refused, naming the first, when the landing no longer holds one of them (a
 /// retention rule removed it and no usable checkpoint covers it).
-pub fn check_replay_needs(
+pub(crate) fn check_replay_needs(
     writer: &EpochWriter,
     landing: &dyn ObjectStore,
     restored: Option<u64>,

@@ -41,7 +41,7 @@ use crate::sources::landing::{chunk_key, Chunk, ChunkFeed, FeedItem};
 use crate::sources::parse::parse_chunk;
 
 /// What the workers of a process share.
-pub struct WorkerShared {
+pub(crate) struct WorkerShared {
     /// The importance table, broadcast: every worker joins its share with it on the way in.
     pub weights: Arc<WeightTable>,
     /// The threshold sets: the run's own (the baseline) first, then the backtest variants'.
@@ -63,7 +63,7 @@ pub struct WorkerShared {
 }
 
 /// What the workers need of checkpoints.
-pub struct WorkerCheckpoints {
+pub(crate) struct WorkerCheckpoints {
     pub options: CheckpointOptions,
     pub store: CheckpointStore,
     /// The checkpointing thread of this process.
@@ -82,7 +82,7 @@ type Shard = Vec<(Pair, PairSums)>;
 type FeedStart = Box<dyn FnOnce(Option<Epoch>) -> Arc<ChunkFeed> + Send>;
 
 /// A checkpoint a run restores, read and checked by the process of worker 0.
-pub struct Restore {
+pub(crate) struct Restore {
     pub point: RestorePoint,
     /// How long reading and checking it took.
     pub load_seconds: f64,
@@ -92,7 +92,7 @@ pub struct Restore {
 }
 
 impl Restore {
-    pub fn new(point: RestorePoint, loaded: Loaded, load_seconds: f64) -> Restore {
+    pub(crate) fn new(point: RestorePoint, loaded: Loaded, load_seconds: f64) -> Restore {
         Restore {
             point,
             load_seconds,
@@ -103,14 +103,16 @@ impl Restore {
 }
 
 /// The chunk feed, started once its first chunk is known.
-pub struct LazyFeed {
+pub(crate) struct LazyFeed {
     feed: OnceLock<Arc<ChunkFeed>>,
     start: std::sync::Mutex<Option<FeedStart>>,
 }
 
 impl LazyFeed {
     /// `start(restored)` starts the feed after the restored epoch (all chunks: `None`).
-    pub fn new(start: impl FnOnce(Option<Epoch>) -> Arc<ChunkFeed> + Send + 'static) -> LazyFeed {
+    pub(crate) fn new(
+        start: impl FnOnce(Option<Epoch>) -> Arc<ChunkFeed> + Send + 'static,
+    ) -> LazyFeed {
         LazyFeed {
             feed: OnceLock::new(),
             start: std::sync::Mutex::new(Some(Box::new(start))),
@@ -118,7 +120,7 @@ impl LazyFeed {
     }
 
     /// The feed; the first call starts it (every worker of a process agrees on `restored`).
-    pub fn get(&self, restored: Option<Epoch>) -> &Arc<ChunkFeed> {
+    pub(crate) fn get(&self, restored: Option<Epoch>) -> &Arc<ChunkFeed> {
         self.feed.get_or_init(|| {
             let start = self
                 .start
@@ -189,7 +191,7 @@ struct EpochLoop {
 }
 
 /// Runs one worker until the stream ends, the run is stopped, or something fails.
-pub fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<()> {
+pub(crate) fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<()> {
     let queue = match worker.index() {
         0 => shared
             .commits

@@ -55,7 +55,7 @@ pub struct FraudLabels {
 /// What the backtest report of a run with variants is rendered from once its stream ended:
 /// the state store (every ledger, the epochs, the run's thresholds), the output it goes to,
 /// and the labels of every epoch.
-pub struct BacktestSource<'w> {
+pub(crate) struct BacktestSource<'w> {
     pub store: &'w mut dyn StateReader,
     pub output: &'w dyn ObjectStore,
     pub variants: &'w [VariantSpec],
@@ -64,7 +64,7 @@ pub struct BacktestSource<'w> {
 
 /// How detection and commit times are taken (SPEC §5).
 #[derive(Clone, Debug)]
-pub enum Clock {
+pub(crate) enum Clock {
     /// Live: `YStartTime` = process start; times = the commit's wall clock.
     Live { y_start_ms: i64 },
     /// Replay: `YStartTime` = the first replayed chunk's last-modified time; times = the
@@ -74,18 +74,16 @@ pub enum Clock {
 
 /// What committing an epoch did.
 #[derive(Debug, Default, Clone)]
-pub struct CommitStats {
+pub(crate) struct CommitStats {
     pub accepted: u64,
     pub rejected: u64,
-    pub new_detections: u64,
-    pub files_written: u64,
     /// The epoch's new ledger rows (for the run's telemetry).
     pub new_rows: Vec<LedgerRow>,
     /// The epoch's `committed_at` as stored.
     pub committed_at: String,
 }
 
-pub struct EpochWriter {
+pub(crate) struct EpochWriter {
     store: Box<dyn StateWriter>,
     output: Arc<dyn ObjectStore>,
     clock: Clock,
@@ -106,7 +104,7 @@ pub struct EpochWriter {
 impl EpochWriter {
     /// Begins the run on the state store (with its backtest `variants`, none for a plain
     /// run), and rewrites every detection file that may be missing (rows without `file_seq`).
-    pub fn open(
+    pub(crate) fn open(
         mut store: Box<dyn StateWriter>,
         output: Arc<dyn ObjectStore>,
         run: &RunIdentity,
@@ -157,7 +155,7 @@ impl EpochWriter {
     }
 
     /// The epochs committed by earlier runs, ascending.
-    pub fn committed_epochs(&self) -> impl Iterator<Item = u64> + '_ {
+    pub(crate) fn committed_epochs(&self) -> impl Iterator<Item = u64> + '_ {
         self.recovered.keys().copied()
     }
 
@@ -165,7 +163,7 @@ impl EpochWriter {
     /// same chunk bytes (skip the commit), `Ok(false)` when the epoch is not committed, and
     /// [`StateError::ChunkChanged`] when the chunk's bytes differ from those the epoch was
     /// committed from; from then on the writer commits and writes nothing.
-    pub fn replayed(&mut self, batch: &EpochBatch) -> Result<bool, StateError> {
+    pub(crate) fn replayed(&mut self, batch: &EpochBatch) -> Result<bool, StateError> {
         let Some(committed) = self.recovered.get(&batch.epoch) else {
             return Ok(false);
         };
@@ -206,18 +204,18 @@ impl EpochWriter {
     }
 
     /// Number of rows of the baseline's ledger.
-    pub fn detections_total(&self) -> u64 {
+    pub(crate) fn detections_total(&self) -> u64 {
         self.ledgers[0].len()
     }
 
     /// Detection files written by this writer, the baseline's.
-    pub fn files_written(&self) -> u64 {
+    pub(crate) fn files_written(&self) -> u64 {
         self.ledgers[0].files_written
     }
 
     /// Takes in the fraud labels of an epoch's rows (every epoch, committed now or replayed
     /// in a recovery), for the backtest report of a run with variants.
-    pub fn observe_labels(&mut self, batch: &EpochBatch) {
+    pub(crate) fn observe_labels(&mut self, batch: &EpochBatch) {
         if self.variants.is_empty() {
             return;
         }
@@ -232,13 +230,13 @@ impl EpochWriter {
         }
     }
 
-    pub fn is_finished(&self) -> bool {
+    pub(crate) fn is_finished(&self) -> bool {
         self.finished
     }
 
     /// The fraud labels seen so far, as a checkpoint carries them (the backtest report of a
     /// run with variants counts every epoch, also those a restart does not replay).
-    pub fn checkpoint_labels(&self) -> Labels {
+    pub(crate) fn checkpoint_labels(&self) -> Labels {
         if self.variants.is_empty() {
             return Labels::default();
         }
@@ -252,14 +250,14 @@ impl EpochWriter {
 
     /// A replay whose first chunk was removed: its `YStartTime` source, from the checkpoint
     /// restored.
-    pub fn set_replay_start(&mut self, first_chunk_ms: i64) {
+    pub(crate) fn set_replay_start(&mut self, first_chunk_ms: i64) {
         if let Clock::Replay { .. } = self.clock {
             self.clock = Clock::Replay { first_chunk_ms };
         }
     }
 
     /// A replay's `YStartTime` source, which a checkpoint carries.
-    pub fn first_chunk_ms(&self) -> Option<i64> {
+    pub(crate) fn first_chunk_ms(&self) -> Option<i64> {
         match self.clock {
             Clock::Replay { first_chunk_ms } => Some(first_chunk_ms),
             Clock::Live { .. } => None,
@@ -267,7 +265,7 @@ impl EpochWriter {
     }
 
     /// Records a whole checkpoint; the ones forgotten (all but the newest `keep`).
-    pub fn record_checkpoint(
+    pub(crate) fn record_checkpoint(
         &mut self,
         row: &CheckpointRow,
         keep: usize,
@@ -276,12 +274,12 @@ impl EpochWriter {
     }
 
     /// The recorded checkpoints, oldest first.
-    pub fn checkpoints(&mut self) -> Result<Vec<CheckpointRow>, StateError> {
+    pub(crate) fn checkpoints(&mut self) -> Result<Vec<CheckpointRow>, StateError> {
         self.store.checkpoints()
     }
 
     /// Writes a rejects object (used for the importance file at start).
-    pub fn write_rejects(&self, name: &str, rows: &[Reject]) -> Result<()> {
+    pub(crate) fn write_rejects(&self, name: &str, rows: &[Reject]) -> Result<()> {
         if !rows.is_empty() {
             self.output
                 .put(&rejects::rejects_key(name), &rejects::render(rows))?;
@@ -292,7 +290,7 @@ impl EpochWriter {
     /// Commits an epoch: its rejects file, then one state-store transaction with its new
     /// detections (every ledger's), counter deltas and progress row, then any detection file
     /// it completes.
-    pub fn commit(&mut self, mut batch: EpochBatch) -> Result<CommitStats> {
+    pub(crate) fn commit(&mut self, mut batch: EpochBatch) -> Result<CommitStats> {
         let epoch = batch.epoch;
         self.check_may_commit(epoch)?;
         let (accepted, rejected) = batch.row_counts();
@@ -329,7 +327,6 @@ impl EpochWriter {
             variant_detections: self.variant_rows(&new),
         };
         self.store.commit_epoch(&commit)?;
-        let before = self.files_written();
         for (ledger, rows) in self.ledgers.iter_mut().zip(new) {
             ledger.committed(rows);
         }
@@ -337,8 +334,6 @@ impl EpochWriter {
         Ok(CommitStats {
             accepted,
             rejected,
-            new_detections: commit.detections.len() as u64,
-            files_written: self.files_written() - before,
             new_rows: commit.detections,
             committed_at: now,
         })
@@ -367,7 +362,7 @@ impl EpochWriter {
     }
 
     /// Ends the stream: writes every ledger's last, shorter file, then records the end.
-    pub fn finish(&mut self) -> Result<()> {
+    pub(crate) fn finish(&mut self) -> Result<()> {
         if let Some(refused) = &self.refused {
             return Err(Error::input(format!("not ending the stream: {refused}")));
         }
@@ -382,7 +377,7 @@ impl EpochWriter {
     }
 
     /// A backtest with variants whose stream ended: what its report is rendered from.
-    pub fn backtest_source(&mut self) -> Option<BacktestSource<'_>> {
+    pub(crate) fn backtest_source(&mut self) -> Option<BacktestSource<'_>> {
         if self.variants.is_empty() || !self.finished {
             return None;
         }

@@ -4,7 +4,7 @@
 use crate::sinks::state::LedgerRow;
 
 /// Data rows per file.
-pub const ROWS_PER_FILE: u64 = 50;
+pub(crate) const ROWS_PER_FILE: u64 = 50;
 
 pub const HEADER: [&str; 6] = [
     "YStartTime",
@@ -16,7 +16,7 @@ pub const HEADER: [&str; 6] = [
 ];
 
 /// `detections-<i:06>.csv`.
-pub fn file_key(file_seq: u64) -> String {
+pub(crate) fn file_key(file_seq: u64) -> String {
     format!("detections-{file_seq:06}.csv")
 }
 

@@ -91,7 +91,7 @@ impl Ledger {
     /// The detections that start holding (`diff > 0`) and were never emitted, with their
     /// rows numbered from the next sequence number. BTreeMap order is (pattern, merchant,
     /// customer): the SPEC's within-epoch order.
-    pub fn new_rows(
+    pub(crate) fn new_rows(
         &self,
         detections: &BTreeMap<DetectionKey, isize>,
         evidence: &BTreeMap<DetectionKey, Evidence>,
@@ -128,7 +128,7 @@ impl Ledger {
     }
 
     /// Writes every complete file of pending rows.
-    pub fn write_full_files(
+    pub(crate) fn write_full_files(
         &mut self,
         store: &mut dyn StateWriter,
         output: &dyn ObjectStore,
@@ -142,7 +142,7 @@ impl Ledger {
     }
 
     /// Ends the ledger: every full file, then the last, shorter one.
-    pub fn write_last_files(
+    pub(crate) fn write_last_files(
         &mut self,
         store: &mut dyn StateWriter,
         output: &dyn ObjectStore,
@@ -177,7 +177,7 @@ impl Ledger {
     }
 
     /// The file's key under the output location.
-    pub fn file_key(&self, file_seq: u64) -> String {
+    pub(crate) fn file_key(&self, file_seq: u64) -> String {
         match &self.name {
             LedgerName::Baseline => detection_files::file_key(file_seq),
             LedgerName::Variant(name) => {

@@ -22,14 +22,14 @@
 use crate::model::Reject;
 
 /// `rejects/<name>`, e.g. `rejects/chunk-000003.csv` or `rejects/CustomerImportance.csv`.
-pub fn rejects_key(name: &str) -> String {
+pub(crate) fn rejects_key(name: &str) -> String {
     format!("rejects/{name}")
 }
 
 /// The kind of a reject reason: its text before the first `'` or `:`, trimmed (the value and
 /// the details differ from row to row; the kind is what figures group by), e.g.
 /// `invalid amount '-3.00': a sign is not allowed` → `invalid amount`.
-pub fn reason_kind(reason: &str) -> &str {
+pub(crate) fn reason_kind(reason: &str) -> &str {
     let end = reason.find(['\'', ':']).unwrap_or(reason.len());
     reason[..end].trim()
 }

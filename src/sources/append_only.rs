@@ -13,7 +13,7 @@ use crate::error::LandingError;
 use crate::objectstore::{Object, ObjectStore};
 
 /// How often the newest chunk taken is looked at while the feed waits (non-atomic stores).
-pub const IDLE_RECHECK: Duration = Duration::from_millis(100);
+pub(crate) const IDLE_RECHECK: Duration = Duration::from_millis(100);
 
 /// A taken chunk as it was when taken.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,7 +26,7 @@ struct Taken {
 
 /// The newest chunk the feed took, and when it was last looked at.
 #[derive(Debug)]
-pub struct AppendOnly {
+pub(crate) struct AppendOnly {
     newest: Option<Taken>,
     checked_at: Instant,
     /// Whether the store's objects are atomic (S3): no looking while idle.
@@ -34,7 +34,7 @@ pub struct AppendOnly {
 }
 
 impl AppendOnly {
-    pub fn new(store: &dyn ObjectStore) -> AppendOnly {
+    pub(crate) fn new(store: &dyn ObjectStore) -> AppendOnly {
         AppendOnly {
             newest: None,
             checked_at: Instant::now(),
@@ -44,7 +44,7 @@ impl AppendOnly {
 
     /// Before `object` (chunk `key`) is delivered: the chunk taken before it is looked at
     /// one last time; then `key` is the newest.
-    pub fn taking(
+    pub(crate) fn taking(
         &mut self,
         store: &dyn ObjectStore,
         key: &str,
@@ -60,7 +60,7 @@ impl AppendOnly {
     }
 
     /// While the feed waits: the newest chunk, at most every [`IDLE_RECHECK`].
-    pub fn idle(&mut self, store: &dyn ObjectStore) -> Result<(), LandingError> {
+    pub(crate) fn idle(&mut self, store: &dyn ObjectStore) -> Result<(), LandingError> {
         if self.atomic || self.checked_at.elapsed() < IDLE_RECHECK {
             return Ok(());
         }
@@ -68,7 +68,7 @@ impl AppendOnly {
     }
 
     /// Before the end of the stream is delivered.
-    pub fn ending(&mut self, store: &dyn ObjectStore) -> Result<(), LandingError> {
+    pub(crate) fn ending(&mut self, store: &dyn ObjectStore) -> Result<(), LandingError> {
         self.check(store)
     }
 

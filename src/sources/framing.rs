@@ -66,7 +66,7 @@ impl Frame {
     }
 
     /// The frame's bytes with its terminator, if it has one.
-    pub fn with_terminator<'a>(&self, data: &'a [u8]) -> &'a [u8] {
+    pub(crate) fn with_terminator<'a>(&self, data: &'a [u8]) -> &'a [u8] {
         &data[self.start..self.next]
     }
 
@@ -78,7 +78,7 @@ impl Frame {
 
 /// The result of framing at a line start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// A blank line; the next line starts here.
     Blank {
         next: usize,
@@ -125,7 +125,7 @@ pub enum Header {
 
 /// The header line: the first non-blank line at or after `pos` (a single line whatever its
 /// quotes).
-pub fn header_at(data: &[u8], mut pos: usize, at_eof: bool) -> Header {
+pub(crate) fn header_at(data: &[u8], mut pos: usize, at_eof: bool) -> Header {
     while pos < data.len() {
         let Some((end, next)) = line_end(data, pos, at_eof) else {
             return Header::NeedMore;
@@ -153,7 +153,7 @@ pub fn header_at(data: &[u8], mut pos: usize, at_eof: bool) -> Header {
 /// header has `fields` fields. With `at_eof` false, `data` may be the prefix of a longer
 /// stream and [`Step::NeedMore`] asks for more of it; it never asks for more than the line at
 /// `pos` and [`MAX_RECORD_BYTES`] after `pos` (plus one byte to tell CRLF from CR).
-pub fn frame_at(data: &[u8], pos: usize, fields: usize, at_eof: bool) -> Step {
+pub(crate) fn frame_at(data: &[u8], pos: usize, fields: usize, at_eof: bool) -> Step {
     let Some((end, next)) = line_end(data, pos, at_eof) else {
         return Step::NeedMore;
     };
@@ -401,7 +401,7 @@ impl Iterator for Frames<'_> {
 }
 
 /// A UTF-8 byte-order mark's length at the start of `data` (0 or 3).
-pub fn bom_len(data: &[u8]) -> usize {
+pub(crate) fn bom_len(data: &[u8]) -> usize {
     if data.starts_with(b"\xEF\xBB\xBF") {
         3
     } else {
@@ -410,7 +410,7 @@ pub fn bom_len(data: &[u8]) -> usize {
 }
 
 /// The number of header fields of the header line `header` (quote-aware).
-pub fn field_count(header: &Frame, data: &[u8]) -> usize {
+pub(crate) fn field_count(header: &Frame, data: &[u8]) -> usize {
     let mut fields = Fields::default();
     fields.split(header.bytes(data), header.quoted);
     fields.len()
@@ -419,7 +419,7 @@ pub fn field_count(header: &Frame, data: &[u8]) -> usize {
 /// Counts lines (1-based) of positions in one buffer, incrementally for increasing positions:
 /// every terminator (LF, CRLF, lone CR) ends a line.
 #[derive(Clone, Debug, Default)]
-pub struct LineCounter {
+pub(crate) struct LineCounter {
     scanned: usize,
     lines_before: u64,
 }
@@ -427,7 +427,7 @@ pub struct LineCounter {
 impl LineCounter {
     /// The 1-based line on which the byte at `pos` lies (`pos` must be a line start or inside
     /// a line; cheap when called with increasing positions).
-    pub fn line_at(&mut self, data: &[u8], pos: usize) -> u64 {
+    pub(crate) fn line_at(&mut self, data: &[u8], pos: usize) -> u64 {
         if pos < self.scanned {
             *self = LineCounter::default();
         }
@@ -452,7 +452,7 @@ fn count_terminators(bytes: &[u8], following: Option<u8>) -> u64 {
 
 /// Line starts used to split an object without any `"` into contiguous shares: the first line
 /// start at or after `target` (in `data[start..]`), or `data.len()`.
-pub fn line_start_at_or_after(data: &[u8], start: usize, target: usize) -> usize {
+pub(crate) fn line_start_at_or_after(data: &[u8], start: usize, target: usize) -> usize {
     if target <= start {
         return start;
     }

@@ -52,10 +52,10 @@ use crate::objectstore::{ObjectMeta, ObjectStore};
 use crate::sources::append_only::AppendOnly;
 
 /// Name of the end-of-stream marker.
-pub const COMPLETE_KEY: &str = "_COMPLETE";
+pub(crate) const COMPLETE_KEY: &str = "_COMPLETE";
 
 /// The largest chunk index: a canonical name has at most twelve digits.
-pub const MAX_CHUNK_INDEX: u64 = 999_999_999_999;
+pub(crate) const MAX_CHUNK_INDEX: u64 = 999_999_999_999;
 
 /// Every chunk key starts with this.
 const CHUNK_PREFIX: &str = "chunk-";
@@ -66,7 +66,7 @@ pub fn chunk_key(index: u64) -> String {
 }
 
 /// The index of a canonical chunk name, or why `key` is not one.
-pub fn parse_chunk_name(key: &str) -> Result<u64, String> {
+pub(crate) fn parse_chunk_name(key: &str) -> Result<u64, String> {
     let Some(rest) = key.strip_prefix(CHUNK_PREFIX) else {
         return Err("not a chunk name".into());
     };
@@ -101,7 +101,7 @@ pub fn parse_chunk_name(key: &str) -> Result<u64, String> {
 /// thread) already warned about (`<landing>/<key>`): one warning per name and lister, and
 /// nothing shared between runs.
 #[derive(Debug, Default)]
-pub struct NameWarnings(Mutex<BTreeSet<String>>);
+pub(crate) struct NameWarnings(Mutex<BTreeSet<String>>);
 
 impl NameWarnings {
     /// Whether `name` is warned about for the first time.
@@ -139,7 +139,7 @@ pub fn list_chunks(store: &dyn ObjectStore) -> Result<Vec<(u64, ObjectMeta)>, St
 }
 
 /// As [`list_chunks`], warning about each other `chunk-*` key once per `warned`.
-pub fn list_chunks_warned(
+pub(crate) fn list_chunks_warned(
     store: &dyn ObjectStore,
     warned: &NameWarnings,
 ) -> Result<Vec<(u64, ObjectMeta)>, StoreError> {
@@ -227,7 +227,7 @@ fn inconsistent(store: &dyn ObjectStore, detail: String) -> LandingError {
 
 /// The chunk count recorded in `_COMPLETE`, if the marker exists; a body that is not a count
 /// is an inconsistent landing.
-pub fn read_complete(store: &dyn ObjectStore) -> Result<Option<u64>, LandingError> {
+pub(crate) fn read_complete(store: &dyn ObjectStore) -> Result<Option<u64>, LandingError> {
     let Some(object) = store.get(COMPLETE_KEY)? else {
         return Ok(None);
     };
@@ -257,7 +257,7 @@ fn past_count(store: &dyn ObjectStore, count: u64, key: &str) -> LandingError {
 
 /// A replay's chunks, resolved from one listing of the landing store.
 #[derive(Clone, Debug)]
-pub struct ReplayPlan {
+pub(crate) struct ReplayPlan {
     /// The chunks of `from..=to` present: all of them, or all after a removed prefix.
     pub indices: Vec<u64>,
     /// The resolved range: `--from` (default 0) and `--to` (default the last chunk present).
@@ -276,7 +276,7 @@ pub struct ReplayPlan {
 /// chunk), naming the first missing one. `None` = open end: `from` 0, `to` the last chunk
 /// `_COMPLETE` counts, else the last chunk present (so a landing with fewer chunks than its
 /// marker counts is refused like a gap; an explicit `to` within the present chunks is not).
-pub fn resolve_replay(
+pub(crate) fn resolve_replay(
     store: &dyn ObjectStore,
     from: Option<u64>,
     to: Option<u64>,
@@ -352,7 +352,7 @@ pub fn resolve_replay(
 
 /// A replay whose first chunks were removed (`plan.pruned`) goes on only from a checkpoint
 /// at or after the last of them; otherwise it is refused, naming the first chunk it needs.
-pub fn check_pruned_replay(
+pub(crate) fn check_pruned_replay(
     store: &dyn ObjectStore,
     plan: &ReplayPlan,
     restored: Option<u64>,
@@ -421,7 +421,7 @@ pub fn chunk_digest(body: &[u8]) -> String {
 
 /// What a worker gets for the epoch it asks about.
 #[derive(Clone, Debug)]
-pub enum FeedItem {
+pub(crate) enum FeedItem {
     Chunk(Arc<Chunk>),
     /// The stream has ended: no chunk at or after this position.
     End,
@@ -451,7 +451,7 @@ impl FeedPlan {
 
 /// How the feed polls, warns and decides a chunk is whole.
 #[derive(Clone, Copy, Debug)]
-pub struct FeedOptions {
+pub(crate) struct FeedOptions {
     /// How often to look again for an object that is not there (or not whole) yet.
     pub poll: Duration,
     /// While waiting for a chunk that must exist, or for a missing local landing directory,
@@ -474,7 +474,7 @@ struct FeedState {
 
 /// Fetches chunks in order on its own thread and hands them to this process's workers.
 /// Positions are 0, 1, 2, … in delivery order; each worker takes each position once.
-pub struct ChunkFeed {
+pub(crate) struct ChunkFeed {
     state: Mutex<FeedState>,
     changed: Condvar,
     consumers: usize,
@@ -486,7 +486,7 @@ pub struct ChunkFeed {
 }
 
 /// Told of every chunk a [`ChunkFeed`] fetches.
-pub trait FeedObserver: Send + Sync {
+pub(crate) trait FeedObserver: Send + Sync {
     fn chunk_fetched(&self, index: u64, last_modified_ms: i64);
 }
 
@@ -550,8 +550,10 @@ fn ends_with_terminator(body: &[u8]) -> bool {
 }
 
 impl ChunkFeed {
-    /// Starts the fetching thread. `consumers` = worker threads in this process.
-    pub fn start(
+    /// Starts the fetching thread, unobserved (the feed's own tests). `consumers` = worker
+    /// threads in this process.
+    #[cfg(test)]
+    pub(crate) fn start(
         store: Arc<dyn ObjectStore>,
         plan: FeedPlan,
         consumers: usize,
@@ -561,8 +563,9 @@ impl ChunkFeed {
         Self::start_observed(store, plan, consumers, options, stop, None)
     }
 
-    /// As [`ChunkFeed::start`], telling `observer` of every chunk fetched.
-    pub fn start_observed(
+    /// Starts the fetching thread, telling `observer` of every chunk fetched. `consumers` =
+    /// worker threads in this process.
+    pub(crate) fn start_observed(
         store: Arc<dyn ObjectStore>,
         plan: FeedPlan,
         consumers: usize,
@@ -627,7 +630,7 @@ impl ChunkFeed {
 
     /// The item at `position`, if fetched; `Err` when fetching failed. Never blocks for I/O.
     /// Each worker must take each position exactly once, in order.
-    pub fn poll(&self, position: u64) -> Result<Option<FeedItem>, LandingError> {
+    pub(crate) fn poll(&self, position: u64) -> Result<Option<FeedItem>, LandingError> {
         let mut state = self.state();
         if let Some(entry) = state.ready.get_mut(&position) {
             let item = entry.0.clone();
@@ -644,8 +647,9 @@ impl ChunkFeed {
         }
     }
 
-    /// Waits (bounded) until `position` may have been fetched; for idle workers.
-    pub fn wait(&self, position: u64, timeout: Duration) {
+    /// Waits (bounded) until `position` may have been fetched (the feed's own tests).
+    #[cfg(test)]
+    fn wait(&self, position: u64, timeout: Duration) {
         let state = self.state();
         if state.ready.contains_key(&position) || state.error.is_some() {
             return;

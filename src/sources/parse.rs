@@ -43,7 +43,7 @@ use crate::name::NameCache;
 use crate::sources::framing::{self, Fields, Frame, FrameKind, Frames, LineCounter};
 
 /// The ten columns a transactions chunk header must have (SPEC §2.1), in the SPEC's order.
-pub const TXN_COLUMNS: [&str; 10] = [
+pub(crate) const TXN_COLUMNS: [&str; 10] = [
     "step",
     "customer",
     "age",
@@ -58,7 +58,7 @@ pub const TXN_COLUMNS: [&str; 10] = [
 
 /// Strips one enclosing pair of single quotes (`'x'` → `x`); other values are returned as is.
 #[inline]
-pub fn strip_single_quotes(value: &[u8]) -> &[u8] {
+pub(crate) fn strip_single_quotes(value: &[u8]) -> &[u8] {
     match value {
         [b'\'', inner @ .., b'\''] => inner,
         _ => value,
@@ -213,7 +213,7 @@ impl<'a> Records<'a> {
 
 /// The reject reason of a frame that is not a record (SPEC §2.1): a multi-line record
 /// without the header's field count or over 1 MiB, or a malformed quoted field.
-pub const UNBALANCED_QUOTE: &str = "unbalanced quote";
+pub(crate) const UNBALANCED_QUOTE: &str = "unbalanced quote";
 
 /// Positions of the validated columns of a transactions chunk, and the header's field count.
 #[derive(Clone, Copy, Debug)]

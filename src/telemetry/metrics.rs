@@ -31,7 +31,7 @@ pub struct Present {
 }
 
 /// Every metric handle, and the registry that encodes them.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     pub epochs_committed: Counter,
     pub epochs_replayed: Counter,
@@ -64,7 +64,7 @@ fn short_buckets() -> Histogram {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let m = Metrics {
             registry: Registry::with_prefix("txflow"),
             epochs_committed: Counter::default(),
@@ -237,7 +237,7 @@ impl Metrics {
     }
 
     /// The OpenMetrics text of every metric, with the present's gauges.
-    pub fn encode(&self, present: &Present) -> String {
+    pub(crate) fn encode(&self, present: &Present) -> String {
         let epoch = |e: Option<u64>| e.map_or(-1, |e| e as i64);
         self.landing_edge.set(epoch(present.landing_edge));
         self.last_committed.set(epoch(present.last_committed));
@@ -261,7 +261,7 @@ impl Default for Metrics {
 }
 
 /// This process's resident memory in bytes (`/proc/self/statm`; 0 where there is none).
-pub fn resident_bytes() -> u64 {
+pub(crate) fn resident_bytes() -> u64 {
     let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
         return 0;
     };

@@ -30,7 +30,7 @@ use crate::time::now_ms;
 
 /// How long a served status document is reused when nothing recorded has changed (its
 /// time-dependent figures, lag and throughput, are at most this old).
-pub const STATUS_REFRESH: Duration = Duration::from_secs(1);
+pub(crate) const STATUS_REFRESH: Duration = Duration::from_secs(1);
 
 /// The encoded `/api/status` document as served, with the change it reflects.
 struct Served {
@@ -137,14 +137,14 @@ impl Telemetry {
         Phase::from_u8(self.phase.load(Ordering::SeqCst))
     }
 
-    pub fn set_phase(&self, phase: Phase) {
+    pub(crate) fn set_phase(&self, phase: Phase) {
         self.phase.store(phase as u8, Ordering::SeqCst);
         self.changed();
     }
 
     /// A replay's range, once resolved: every chunk of it is in the landing store, so its
     /// last one is the landing edge.
-    pub fn set_range(&self, from: u64, to: u64) {
+    pub(crate) fn set_range(&self, from: u64, to: u64) {
         self.landing_edge.fetch_max(to as i64, Ordering::SeqCst);
         lock(&self.book).run.range = Some([Some(from), Some(to)]);
         self.changed();
@@ -155,7 +155,7 @@ impl Telemetry {
     }
 
     /// Start-up is done: the workers start, replaying first the epochs in `recovered`.
-    pub fn workers_starting(&self, recovered: &BTreeSet<u64>) {
+    pub(crate) fn workers_starting(&self, recovered: &BTreeSet<u64>) {
         let last = recovered.last().map_or(-1, |e| *e as i64);
         self.last_committed.store(last, Ordering::SeqCst);
         self.recovering_to.store(last, Ordering::SeqCst);
@@ -168,7 +168,7 @@ impl Telemetry {
     }
 
     /// The chunk feed fetched chunk `index`, last modified at `last_modified_ms`.
-    pub fn chunk_seen(&self, index: u64, last_modified_ms: i64) {
+    pub(crate) fn chunk_seen(&self, index: u64, last_modified_ms: i64) {
         self.landing_edge.fetch_max(index as i64, Ordering::SeqCst);
         if epoch_of(self.last_committed.load(Ordering::SeqCst)).is_some_and(|c| index <= c) {
             return;
@@ -183,7 +183,7 @@ impl Telemetry {
     }
 
     /// The committing thread took an epoch out of its queue; `waiting` are left.
-    pub fn queue_depth(&self, waiting: usize) {
+    pub(crate) fn queue_depth(&self, waiting: usize) {
         self.queue_depth.store(waiting as u64, Ordering::Relaxed);
     }
 
@@ -200,19 +200,19 @@ impl Telemetry {
     }
 
     /// A checkpoint of `epoch` was written (`bytes` in all, in `took`).
-    pub fn checkpoint_written(&self, epoch: u64, bytes: u64, took: std::time::Duration) {
+    pub(crate) fn checkpoint_written(&self, epoch: u64, bytes: u64, took: std::time::Duration) {
         self.metrics.checkpoint_seconds.observe(took.as_secs_f64());
         self.metrics.checkpoint_bytes.set(bytes as i64);
         self.metrics.checkpoint_last_epoch.set(epoch as i64);
     }
 
     /// A checkpoint could not be written.
-    pub fn checkpoint_failed(&self) {
+    pub(crate) fn checkpoint_failed(&self) {
         self.metrics.checkpoint_failures.inc();
     }
 
     /// The committer skipped `epoch`: an earlier run committed it.
-    pub fn epoch_replayed(&self, epoch: u64) {
+    pub(crate) fn epoch_replayed(&self, epoch: u64) {
         self.progressed(epoch);
         self.metrics.epochs_replayed.inc();
         lock(&self.book).epochs_recovered += 1;
@@ -235,7 +235,7 @@ impl Telemetry {
     }
 
     /// The committer committed an epoch.
-    pub fn epoch_committed(&self, record: &EpochCommitted) {
+    pub(crate) fn epoch_committed(&self, record: &EpochCommitted) {
         let m = &self.metrics;
         m.epochs_committed.inc();
         m.rows_accepted.inc_by(record.rows);
@@ -268,18 +268,13 @@ impl Telemetry {
     }
 
     /// The handle the run's S3 stores count their retries through.
-    pub fn s3_retries(&self) -> Retries {
+    pub(crate) fn s3_retries(&self) -> Retries {
         self.metrics.s3_retries.handle()
     }
 
     /// The handle the run's state store counts its retries through.
-    pub fn state_store_retries(&self) -> Retries {
+    pub(crate) fn state_store_retries(&self) -> Retries {
         self.metrics.state_store_retries.handle()
-    }
-
-    /// Live mode: the visible→commit latency is measured (a replay's chunks are old).
-    pub fn is_live(&self) -> bool {
-        self.live
     }
 
     /// The figures of the present moment.
@@ -309,7 +304,7 @@ impl Telemetry {
 
     /// `/readyz`: `Ok` when recovery finished, the run is within `--ready-max-lag` chunks of
     /// the landing edge and not stalled; else why not, in one line.
-    pub fn readiness(&self) -> Result<(), String> {
+    pub(crate) fn readiness(&self) -> Result<(), String> {
         self.readiness_of(&self.present())
     }
 
@@ -334,7 +329,7 @@ impl Telemetry {
     }
 
     /// The Prometheus text of `/metrics`.
-    pub fn metrics_text(&self) -> String {
+    pub(crate) fn metrics_text(&self) -> String {
         self.metrics.encode(&self.present())
     }
 
@@ -378,7 +373,7 @@ impl Telemetry {
 
 impl Status {
     /// The status of a running process: its telemetry's figures.
-    pub fn from_telemetry(telemetry: &Telemetry) -> Status {
+    pub(crate) fn from_telemetry(telemetry: &Telemetry) -> Status {
         let t = telemetry;
         let present = t.present();
         let phase = t.phase();
@@ -420,7 +415,7 @@ impl Status {
 impl Telemetry {
     /// The stall check of the watchdog: `Some((waited, first waiting chunk, edge))` when no
     /// epoch went through the committer for `timeout` while chunks past it were seen.
-    pub fn stalled_for(&self, timeout: Duration) -> Option<(Duration, u64, u64)> {
+    pub(crate) fn stalled_for(&self, timeout: Duration) -> Option<(Duration, u64, u64)> {
         let edge = epoch_of(self.landing_edge.load(Ordering::SeqCst))?;
         let through = self.last_through.load(Ordering::SeqCst);
         if edge as i64 <= through {
@@ -432,7 +427,7 @@ impl Telemetry {
     }
 
     /// Records a stall: `/readyz` fails with `reason` from now on.
-    pub fn set_stalled(&self, reason: String) {
+    pub(crate) fn set_stalled(&self, reason: String) {
         *lock(&self.stall) = Some(reason);
         self.changed();
     }

@@ -10,7 +10,7 @@ use prometheus_client::metrics::family::Family;
 use crate::retry_count::{Retries, RetryObserver};
 
 /// A metric's label set: one label and its value.
-pub type Label = [(&'static str, String); 1];
+pub(crate) type Label = [(&'static str, String); 1];
 
 /// Retries of one kind of store, by operation.
 #[derive(Clone, Debug, Default)]

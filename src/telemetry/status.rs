@@ -20,23 +20,23 @@ use crate::runtime::events::EpochCommitted;
 use crate::sinks::state::LedgerRow;
 
 /// Epochs the history keeps.
-pub const HISTORY_EPOCHS: usize = 1000;
+pub(crate) const HISTORY_EPOCHS: usize = 1000;
 
 /// A ledger row's stored evidence as JSON (`None` when absent or not JSON).
-pub fn evidence_json(evidence: Option<&str>) -> Option<serde_json::Value> {
+pub(crate) fn evidence_json(evidence: Option<&str>) -> Option<serde_json::Value> {
     evidence.and_then(|text| serde_json::from_str(text).ok())
 }
 
 /// Detections `latest_detections` lists.
-pub const LATEST_DETECTIONS: usize = 50;
+pub(crate) const LATEST_DETECTIONS: usize = 50;
 
 /// The most bytes of a name (customer, merchant) the document quotes; a longer one is cut
 /// and ends with `…`.
-pub const MAX_QUOTED_NAME: usize = 256;
+pub(crate) const MAX_QUOTED_NAME: usize = 256;
 
 /// The most bytes of the encoded document: past it the oldest of the latest detections, then
 /// the oldest epochs of the history, are left out (and `truncated` is `true`).
-pub const MAX_STATUS_BYTES: usize = 1 << 20;
+pub(crate) const MAX_STATUS_BYTES: usize = 1 << 20;
 
 /// `name` as the document quotes it: whole up to [`MAX_QUOTED_NAME`] bytes, else cut at a
 /// character boundary and ended with `…`, [`MAX_QUOTED_NAME`] bytes at most in all.
@@ -230,7 +230,7 @@ impl Status {
     /// The document as JSON of at most `cap` bytes: past it, the older half of the latest
     /// detections is left out, again until they fit or none is left, then likewise the older
     /// half of the history.
-    pub fn into_json(mut self, cap: usize) -> Result<Vec<u8>, serde_json::Error> {
+    pub(crate) fn into_json(mut self, cap: usize) -> Result<Vec<u8>, serde_json::Error> {
         loop {
             let bytes = serde_json::to_vec(&self)?;
             if bytes.len() <= cap {
@@ -259,7 +259,7 @@ fn zero_patterns() -> BTreeMap<String, u64> {
 
 /// The run's totals and recent epochs, kept by the committing thread.
 #[derive(Debug)]
-pub struct Book {
+pub(crate) struct Book {
     pub run: RunInfo,
     pub epochs_committed: u64,
     pub epochs_recovered: u64,
@@ -274,7 +274,7 @@ pub struct Book {
 }
 
 impl Book {
-    pub fn new(run: RunInfo) -> Book {
+    pub(crate) fn new(run: RunInfo) -> Book {
         Book {
             run,
             epochs_committed: 0,
@@ -291,7 +291,7 @@ impl Book {
 
     /// Adds a committed epoch; `live`: its visible→commit latency is measured (a replay's
     /// chunks are old).
-    pub fn add(&mut self, record: &EpochCommitted, live: bool) {
+    pub(crate) fn add(&mut self, record: &EpochCommitted, live: bool) {
         self.epochs_committed += 1;
         self.rows_accepted += record.rows;
         self.rows_rejected += record.rejected;
@@ -329,30 +329,30 @@ impl Book {
         self.history.push_back((Instant::now(), entry));
     }
 
-    pub fn detections(&self) -> Detections {
+    pub(crate) fn detections(&self) -> Detections {
         Detections {
             total: self.by_pattern.values().sum(),
             by_pattern: self.by_pattern.clone(),
         }
     }
 
-    pub fn rejects(&self) -> Rejects {
+    pub(crate) fn rejects(&self) -> Rejects {
         Rejects {
             total: self.by_reason.values().sum(),
             by_reason: Some(self.by_reason.clone()),
         }
     }
 
-    pub fn latest(&self) -> Vec<LatestDetection> {
+    pub(crate) fn latest(&self) -> Vec<LatestDetection> {
         self.latest.iter().cloned().collect()
     }
 
-    pub fn history(&self) -> Vec<HistoryEntry> {
+    pub(crate) fn history(&self) -> Vec<HistoryEntry> {
         self.history.iter().map(|(_, e)| e.clone()).collect()
     }
 
     /// Rows and epochs per second over the last [`RATE_WINDOW`] (or since `started`).
-    pub fn throughput(&self, started: Instant) -> Throughput {
+    pub(crate) fn throughput(&self, started: Instant) -> Throughput {
         let window = started
             .elapsed()
             .clamp(Duration::from_millis(1), RATE_WINDOW);

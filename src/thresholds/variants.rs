@@ -15,9 +15,9 @@ use crate::decimal::parse_decimal_micros;
 
 /// The most variants a run takes, from all three options together: each one instantiates its
 /// own threshold-dependent operators and writes its own ledger and files.
-pub const MAX_VARIANTS: usize = 32;
+pub(crate) const MAX_VARIANTS: usize = 32;
 /// The most values one `--sweep` may expand to.
-pub const MAX_SWEEP_VALUES: u128 = 64;
+pub(crate) const MAX_SWEEP_VALUES: u128 = 64;
 
 /// The variants of a run and the warnings to log about them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

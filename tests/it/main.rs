@@ -1,3 +1,4 @@
+#![allow(unreachable_pub)] // the kit's items are public to the binary's modules, not an API
 //! The integration tests, one module per area, built as one binary over one shared kit
 //! ([`common`]): the kit and the library are compiled and linked once, and a helper exists
 //! once.

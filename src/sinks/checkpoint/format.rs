@@ -27,14 +27,14 @@ use crate::dataflow::aggregates::{Pair, PairSums};
 use crate::model::{LabelCounts, Name};
 
 /// The format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 1;
 
 const MAGIC: &[u8; 8] = b"TXFLOWCK";
 const DIGEST_LEN: usize = 32;
 
 /// Why bytes are not a usable checkpoint part (named in the fallback's warning).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum FormatError {
+pub(crate) enum FormatError {
     #[error("not a txflow checkpoint shard (bad magic)")]
     Magic,
     #[error("format version {0}, this build reads {FORMAT_VERSION}")]
@@ -51,7 +51,7 @@ pub enum FormatError {
 
 /// What a shard says of itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShardHeader {
+pub(crate) struct ShardHeader {
     /// The run's checkpoint key ([`crate::sinks::state::RunIdentity::checkpoint_key`]).
     pub run: String,
     pub epoch: u64,
@@ -60,7 +60,7 @@ pub struct ShardHeader {
 }
 
 /// Encodes a shard: `entries` are `(pair, totals)`, each pair at most once.
-pub fn encode_shard(header: &ShardHeader, entries: &[(Pair, PairSums)]) -> Vec<u8> {
+pub(crate) fn encode_shard(header: &ShardHeader, entries: &[(Pair, PairSums)]) -> Vec<u8> {
     let mut names: Vec<&Name> = Vec::new();
     let mut numbers = foldhash::HashMap::<&Name, u64>::default();
     for ((c, m), _) in entries {
@@ -101,7 +101,7 @@ pub fn encode_shard(header: &ShardHeader, entries: &[(Pair, PairSums)]) -> Vec<u
 }
 
 /// Decodes and checks a shard: the digest first, then its header against `expected`.
-pub fn decode_shard(
+pub(crate) fn decode_shard(
     bytes: &[u8],
     expected: &ShardHeader,
 ) -> Result<Vec<(Pair, PairSums)>, FormatError> {
@@ -270,7 +270,7 @@ fn unzigzag(v: u128) -> i128 {
 
 /// One shard as the manifest names it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShardEntry {
+pub(crate) struct ShardEntry {
     /// The shard's key, relative to the checkpoint's directory.
     pub key: String,
     pub bytes: u64,
@@ -278,7 +278,7 @@ pub struct ShardEntry {
 
 /// The fraud labels seen up to the checkpoint (the backtest report counts every epoch).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Labels {
+pub(crate) struct Labels {
     pub fraud_pairs: Vec<(String, String)>,
     pub fraud: u64,
     pub clean: u64,
@@ -287,7 +287,7 @@ pub struct Labels {
 
 impl Labels {
     /// As one share report's labels (the restored epoch's, on worker 0).
-    pub fn to_counts(&self) -> LabelCounts {
+    pub(crate) fn to_counts(&self) -> LabelCounts {
         LabelCounts {
             fraud_pairs: self
                 .fraud_pairs
@@ -303,7 +303,7 @@ impl Labels {
 
 /// A checkpoint's manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Manifest {
+pub(crate) struct Manifest {
     pub format: u32,
     /// The run's checkpoint key.
     pub run: String,
@@ -316,12 +316,12 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("a manifest serialises")
     }
 
     /// Parses a manifest and checks it is of this format and this run at `epoch`.
-    pub fn decode(bytes: &[u8], run: &str, epoch: u64) -> Result<Manifest, FormatError> {
+    pub(crate) fn decode(bytes: &[u8], run: &str, epoch: u64) -> Result<Manifest, FormatError> {
         let probe: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|_| FormatError::Malformed("manifest"))?;
         let format = probe.get("format").and_then(|f| f.as_u64()).unwrap_or(0);

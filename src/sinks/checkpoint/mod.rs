@@ -33,7 +33,7 @@ use crate::sinks::state::CheckpointRow;
 
 /// Why a checkpoint could not be written or is not usable.
 #[derive(Debug, thiserror::Error)]
-pub enum CheckpointError {
+pub(crate) enum CheckpointError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{key} is missing")]
@@ -64,7 +64,7 @@ pub enum CheckpointError {
 
 /// A checkpoint read back and checked: its manifest and each shard's pairs.
 #[derive(Debug)]
-pub struct Loaded {
+pub(crate) struct Loaded {
     pub manifest: Manifest,
     /// Indexed by shard.
     pub shards: Vec<Vec<(Pair, PairSums)>>,
@@ -72,17 +72,17 @@ pub struct Loaded {
 
 /// The checkpoint location.
 #[derive(Clone)]
-pub struct CheckpointStore {
+pub(crate) struct CheckpointStore {
     store: Arc<dyn ObjectStore>,
 }
 
 impl CheckpointStore {
-    pub fn new(store: Arc<dyn ObjectStore>) -> CheckpointStore {
+    pub(crate) fn new(store: Arc<dyn ObjectStore>) -> CheckpointStore {
         CheckpointStore { store }
     }
 
     /// The location, for messages (never holds secrets).
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         self.store.describe()
     }
 
@@ -90,16 +90,16 @@ impl CheckpointStore {
         format!("epoch-{epoch:012}/")
     }
 
-    pub fn shard_key(epoch: u64, shard: usize, shards: usize) -> String {
+    pub(crate) fn shard_key(epoch: u64, shard: usize, shards: usize) -> String {
         format!("{}shard-{shard:04}-of-{shards:04}.bin", Self::dir(epoch))
     }
 
-    pub fn manifest_key(epoch: u64) -> String {
+    pub(crate) fn manifest_key(epoch: u64) -> String {
         format!("{}MANIFEST.json", Self::dir(epoch))
     }
 
     /// The recorded location of a checkpoint's manifest (for people).
-    pub fn manifest_location(&self, epoch: u64) -> String {
+    pub(crate) fn manifest_location(&self, epoch: u64) -> String {
         let root = self.describe();
         format!(
             "{}/{}",
@@ -109,7 +109,7 @@ impl CheckpointStore {
     }
 
     /// Writes one shard whole; its size in bytes.
-    pub fn write_shard(
+    pub(crate) fn write_shard(
         &self,
         header: &ShardHeader,
         entries: &[(Pair, PairSums)],
@@ -123,7 +123,7 @@ impl CheckpointStore {
     /// Waits until every shard of `epoch` exists (other processes write theirs), polling
     /// every `poll` for at most `timeout`, or until `stopped()`; their entries for the
     /// manifest.
-    pub fn wait_for_shards(
+    pub(crate) fn wait_for_shards(
         &self,
         epoch: u64,
         shards: usize,
@@ -163,7 +163,7 @@ impl CheckpointStore {
     }
 
     /// Writes the manifest (last); its size and BLAKE3 digest (hex).
-    pub fn write_manifest(&self, manifest: &Manifest) -> Result<(u64, String), StoreError> {
+    pub(crate) fn write_manifest(&self, manifest: &Manifest) -> Result<(u64, String), StoreError> {
         let bytes = manifest.encode();
         let key = Self::manifest_key(manifest.epoch);
         self.store.put(&key, &bytes)?;
@@ -172,7 +172,7 @@ impl CheckpointStore {
     }
 
     /// Reads and checks the recorded checkpoint `row` of the run `run`.
-    pub fn load(&self, row: &CheckpointRow, run: &str) -> Result<Loaded, CheckpointError> {
+    pub(crate) fn load(&self, row: &CheckpointRow, run: &str) -> Result<Loaded, CheckpointError> {
         let manifest = self.load_manifest(row.epoch, &row.digest, run)?;
         let shards = manifest.shards.len();
         let manifest_ref = &manifest;
@@ -192,7 +192,7 @@ impl CheckpointStore {
 
     /// Reads the manifest of the checkpoint of `epoch` and checks its digest (as recorded),
     /// format, run and epoch.
-    pub fn load_manifest(
+    pub(crate) fn load_manifest(
         &self,
         epoch: u64,
         digest: &str,
@@ -211,7 +211,7 @@ impl CheckpointStore {
     }
 
     /// Reads and checks shard `shard` of `manifest`.
-    pub fn load_shard(
+    pub(crate) fn load_shard(
         &self,
         manifest: &Manifest,
         shard: usize,
@@ -242,7 +242,7 @@ impl CheckpointStore {
 
     /// Removes a checkpoint's objects (the manifest first, so that a half-removed checkpoint
     /// is never taken for a whole one).
-    pub fn remove(&self, epoch: u64) -> Result<(), StoreError> {
+    pub(crate) fn remove(&self, epoch: u64) -> Result<(), StoreError> {
         self.store.delete(&Self::manifest_key(epoch))?;
         let dir = Self::dir(epoch);
         for meta in self.store.list(&dir, None, 10_000)? {

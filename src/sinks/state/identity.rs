@@ -101,7 +101,7 @@ impl RunIdentity {
     /// The `run_meta` entries recording this identity, one per component.
     /// What a checkpoint is keyed by: the identity's components that decide the dataflow's
     /// state (mode, range, thresholds, the importance file's bytes), hashed.
-    pub fn checkpoint_key(&self) -> String {
+    pub(crate) fn checkpoint_key(&self) -> String {
         let bound = |b: Option<u64>| b.map_or_else(String::new, |v| v.to_string());
         let text = format!(
             "{}\n{}\n{}\n{}\n{}",

@@ -518,7 +518,7 @@ fn check_variants<T: Tx>(
 
 /// The epoch transaction's statements (the caller begins and commits it): the progress row,
 /// refused at or below a committed epoch, then the counter deltas and the ledger rows.
-pub fn commit_epoch<T: Tx>(tx: &mut T, commit: &EpochCommit) -> Result<(), T::Error> {
+pub(super) fn commit_epoch<T: Tx>(tx: &mut T, commit: &EpochCommit) -> Result<(), T::Error> {
     let deltas = merged_deltas(&commit.counter_deltas)?;
     let p = &commit.progress;
     let params = [
@@ -593,7 +593,7 @@ fn ledger_pattern(id: &str, action: &str) -> Result<Pattern, StateError> {
 }
 
 /// A ledger row's columns as the insert statements take them, in [`LedgerRow`] order.
-pub fn ledger_row_params(r: &LedgerRow) -> Result<[Param<'_>; 10], StateError> {
+pub(crate) fn ledger_row_params(r: &LedgerRow) -> Result<[Param<'_>; 10], StateError> {
     Ok([
         sql_i64(r.seq, "sequence number")?.into(),
         sql_i64(r.epoch, "epoch")?.into(),

@@ -10,7 +10,7 @@ use std::path::Path;
 use txgen::{GenOptions, GenSummary, IMPORTANCE_HEADER, STEPS, TRANSACTIONS_HEADER};
 
 /// The 15 categories of the BankSim data set.
-pub const BANKSIM_CATEGORIES: [&str; 15] = [
+pub(crate) const BANKSIM_CATEGORIES: [&str; 15] = [
     "es_transportation",
     "es_food",
     "es_health",
@@ -29,18 +29,18 @@ pub const BANKSIM_CATEGORIES: [&str; 15] = [
 ];
 
 /// Generates `(rows, seed)` into a fresh temporary directory.
-pub fn gen(rows: u64, seed: u64) -> (tempfile::TempDir, GenSummary) {
+pub(crate) fn gen(rows: u64, seed: u64) -> (tempfile::TempDir, GenSummary) {
     let dir = tempfile::tempdir().expect("temp dir");
     let summary =
         txgen::generate_with_summary(dir.path(), &GenOptions::new(rows, seed)).expect("generate");
     (dir, summary)
 }
 
-pub fn read(dir: &Path, name: &str) -> String {
+pub(crate) fn read(dir: &Path, name: &str) -> String {
     fs::read_to_string(dir.join(name)).expect("read output")
 }
 
-pub fn unquote(v: &str) -> &str {
+pub(crate) fn unquote(v: &str) -> &str {
     assert!(
         v.len() >= 2 && v.starts_with('\'') && v.ends_with('\''),
         "not single-quoted: {v:?}"
@@ -49,7 +49,7 @@ pub fn unquote(v: &str) -> &str {
 }
 
 /// `prefix` followed by 9 or 10 digits, like the real BankSim ids.
-pub fn is_id(v: &str, prefix: char) -> bool {
+pub(crate) fn is_id(v: &str, prefix: char) -> bool {
     let digits = &v[1..];
     v.starts_with(prefix)
         && (9..=10).contains(&digits.len())
@@ -57,7 +57,7 @@ pub fn is_id(v: &str, prefix: char) -> bool {
 }
 
 /// Millionths of a decimal with at most six fractional digits and an optional `-`.
-pub fn micros(v: &str) -> Option<i64> {
+pub(crate) fn micros(v: &str) -> Option<i64> {
     let (neg, v) = match v.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, v),
@@ -79,7 +79,7 @@ pub fn micros(v: &str) -> Option<i64> {
     Some(if neg { -m } else { m })
 }
 
-pub struct Txn<'a> {
+pub(crate) struct Txn<'a> {
     pub step: u32,
     pub customer: &'a str,
     pub gender: &'a str,
@@ -89,7 +89,7 @@ pub struct Txn<'a> {
 }
 
 /// Checks every transaction row and returns them.
-pub fn parse_transactions(text: &str) -> Vec<Txn<'_>> {
+pub(crate) fn parse_transactions(text: &str) -> Vec<Txn<'_>> {
     let mut lines = text.lines();
     assert_eq!(lines.next(), Some(TRANSACTIONS_HEADER));
     let cats: HashSet<&str> = BANKSIM_CATEGORIES.into_iter().collect();
@@ -132,10 +132,10 @@ pub fn parse_transactions(text: &str) -> Vec<Txn<'_>> {
 }
 
 /// A `(customer, merchant, category)` key, ids without quotes.
-pub type Key<'a> = (&'a str, &'a str, &'a str);
+pub(crate) type Key<'a> = (&'a str, &'a str, &'a str);
 
 /// Checks every importance row and returns `key -> weights (millionths)`.
-pub fn parse_importance(text: &str) -> HashMap<Key<'_>, Vec<i64>> {
+pub(crate) fn parse_importance(text: &str) -> HashMap<Key<'_>, Vec<i64>> {
     let mut lines = text.lines();
     assert_eq!(lines.next(), Some(IMPORTANCE_HEADER));
     let mut map: HashMap<Key<'_>, Vec<i64>> = HashMap::new();
@@ -152,7 +152,7 @@ pub fn parse_importance(text: &str) -> HashMap<Key<'_>, Vec<i64>> {
 }
 
 /// SQL's `PERCENTILE_CONT(p)`: linear interpolation between the closest ranks.
-pub fn percentile_cont(values: &mut [f64], p: f64) -> f64 {
+pub(crate) fn percentile_cont(values: &mut [f64], p: f64) -> f64 {
     values.sort_by(f64::total_cmp);
     let x = p * (values.len() - 1) as f64;
     let (lo, hi) = (x.floor() as usize, x.ceil() as usize);
