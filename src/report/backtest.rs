@@ -162,7 +162,8 @@ struct LabelCounts {
 #[derive(Serialize)]
 struct LedgerFigures<'a> {
     name: &'a str,
-    thresholds: &'a str,
+    /// The recorded thresholds as a JSON object (the text as it is, were it not JSON).
+    thresholds: serde_json::Value,
     baseline: bool,
     patterns: Vec<PatternFigures<'a>>,
 }
@@ -309,7 +310,8 @@ fn ledger_figures<'a>(
 ) -> LedgerFigures<'a> {
     LedgerFigures {
         name: &set.name,
-        thresholds: &set.thresholds,
+        thresholds: serde_json::from_str(&set.thresholds)
+            .unwrap_or_else(|_| serde_json::Value::String(set.thresholds.clone())),
         baseline: is_baseline,
         patterns: Pattern::ALL
             .into_iter()

@@ -633,4 +633,15 @@ fn a_replay_with_variants_writes_a_report_of_its_store() {
     for file in ["backtest-report.json", "variants.csv"] {
         assert!(output.join(file).is_file(), "{file} written");
     }
+    // Each ledger's thresholds are a JSON object of the threshold options, as given.
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(output.join("backtest-report.json")).unwrap())
+            .unwrap();
+    let ledgers = report["ledgers"].as_array().unwrap();
+    let wanted = [base.child_min_txns, base.child_min_txns + 2, 1];
+    for (ledger, want) in ledgers.iter().zip(wanted) {
+        assert_eq!(ledger["thresholds"]["child-min-txns"], want, "{ledger:#}");
+    }
+    let shown = format!("child-min-txns={}", base.child_min_txns + 2);
+    assert!(dom.contains(&shown), "the page shows {shown}");
 }
