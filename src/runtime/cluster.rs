@@ -42,6 +42,11 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How often the waiting loops look at the run's state.
 const POLL: Duration = Duration::from_millis(50);
 
+// The two statics below are process-wide on purpose: they are what the panic hook — itself
+// process-wide (`std::panic::set_hook`) — consults, and a process takes part in one cluster
+// at a time (its timely communication is bound to the process's address in the hostfile).
+// Every other piece of a run's state is the run's own.
+
 /// Set while a cluster run is active in this process: [`quiet_panic_hook`] acts only then.
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
