@@ -20,13 +20,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::outputs::{named_tree, timeless_epochs, timeless_ledger, TimelessLedgerRow};
-use common::process::{dir_removed_at_exit, YProc as Proc};
+use common::process::{dir_removed_at_exit, generated_data, YProc as Proc};
 use common::wait::wait_until;
 use txflow::mechanism_x::{self, XOptions};
 use txflow::model::Thresholds;
 use txflow::sinks::state::StateConfig;
 use txflow::sinks::state::{self, EpochRow, LedgerRow};
-use txgen::GenOptions;
 
 const ROWS: u64 = 40_000;
 const SEED: u64 = 7;
@@ -91,8 +90,7 @@ fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(|| {
         let dir = dir_removed_at_exit("cluster");
 
-        let data = dir.join("data");
-        txgen::generate(&data, &GenOptions::new(ROWS, SEED)).unwrap();
+        let data = generated_data(ROWS, SEED);
         let landing = dir.join("landing");
         run_x(&data, &landing, Duration::ZERO);
 

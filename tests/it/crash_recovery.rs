@@ -42,7 +42,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::outputs::files_under;
 use common::pg::{fresh_database_url, PgServer};
-use common::process::remove_at_exit;
+use common::process::dir_removed_at_exit;
 use common::reference;
 use common::streams::SplitMix64;
 use common::wait::poll;
@@ -106,10 +106,7 @@ fn fixture() -> &'static Fixture {
 
 fn build_fixture() -> Fixture {
     let started = Instant::now();
-    let root = std::env::temp_dir().join(format!("txflow-crash-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&root);
-    fs::create_dir_all(&root).unwrap();
-    remove_at_exit(&root);
+    let root = dir_removed_at_exit("crash");
 
     let data = root.join("data");
     txgen::generate(&data, &GenOptions::new(ROWS, SEED)).expect("txgen");

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::outputs::{is_ist_timestamp, read_csv};
 use common::paths::s;
-use common::process::{ChildGuard, Finished};
+use common::process::{generated_data, ChildGuard, Finished};
 use common::reference::{self, action_of, Expected};
 use common::streams::format_ist;
 use txflow::mechanism_x::{self, XOptions};
@@ -427,18 +427,10 @@ fn check_coverage(e: &Expected, min_total: usize) {
 fn library_pipeline_matches_reference() {
     let t0 = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
+    let data = generated_data(ROWS, SEED);
     let landing = tmp.path().join("landing");
     let output = tmp.path().join("output");
     let state = format!("sqlite://{}", tmp.path().join("state.db").display());
-    txgen::generate(
-        &data,
-        &GenOptions {
-            rows: ROWS,
-            seed: SEED,
-        },
-    )
-    .unwrap();
     let source = data.join("transactions.csv");
     let importance = data.join("CustomerImportance.csv");
 

@@ -29,12 +29,11 @@ use std::time::{Duration, Instant};
 
 use common::outputs::{named_tree, timeless_epochs, timeless_ledger};
 use common::paths::free_port;
-use common::process::{dir_removed_at_exit, YProc as Proc};
+use common::process::{dir_removed_at_exit, generated_data, YProc as Proc};
 use common::wait::wait_until;
 use prometheus_parse::{LineInfo, Scrape, Value};
 use txflow::mechanism_x::{self, XOptions};
 use txflow::sinks::state::{self, EpochRow, LedgerRow, StateConfig};
-use txgen::GenOptions;
 
 const ROWS: u64 = 40_000;
 const SEED: u64 = 7;
@@ -67,8 +66,7 @@ fn data() -> &'static Data {
     static DATA: OnceLock<Data> = OnceLock::new();
     DATA.get_or_init(|| {
         let dir = dir_removed_at_exit("http");
-        let data = dir.join("data");
-        txgen::generate(&data, &GenOptions::new(ROWS, SEED)).unwrap();
+        let data = generated_data(ROWS, SEED);
         Data {
             transactions: data.join(txgen::TRANSACTIONS_FILE),
             importance: data.join(txgen::IMPORTANCE_FILE),

@@ -1,9 +1,10 @@
 //! Child processes in tests: always bounded in time and killed if a test fails.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use super::wait::poll;
@@ -233,6 +234,20 @@ impl Drop for YProc {
 
 /// A fresh `txflow-<name>-<pid>` directory under the system temp dir, removed when the test
 /// process exits (shared fixtures live as long as the process, past any one test).
+/// txgen's data set of `rows` rows from `seed` (`transactions.csv`, `CustomerImportance.csv`):
+/// generated once per test process and shared, read-only, by every test asking for the same
+/// one; removed at exit.
+pub fn generated_data(rows: u64, seed: u64) -> PathBuf {
+    static GENERATED: Mutex<BTreeMap<(u64, u64), PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut generated = GENERATED.lock().unwrap_or_else(PoisonError::into_inner);
+    let dir = generated.entry((rows, seed)).or_insert_with(|| {
+        let dir = dir_removed_at_exit(&format!("data-{rows}-{seed}"));
+        txgen::generate(&dir, &txgen::GenOptions::new(rows, seed)).expect("txgen");
+        dir
+    });
+    dir.clone()
+}
+
 pub fn dir_removed_at_exit(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("txflow-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
