@@ -24,6 +24,7 @@ use crate::objectstore::file::{read_regular_text, MAX_VARIANTS_BYTES};
 use crate::objectstore::S3Options;
 use crate::progress::{self, Console, Display};
 use crate::redact;
+use crate::sinks::ledger::PER_EPOCH_TARGET;
 use crate::sinks::state::postgres::DEFAULT_STATEMENT_TIMEOUT;
 use crate::sinks::state::{PgOptions, StateConfig};
 use crate::thresholds::variants::{self, Problem, ResolvedVariants, VariantOptionError};
@@ -110,7 +111,11 @@ pub fn init_logging_at(log: &LogArgs, txflow_level: &str) -> Console {
         }
     });
     let (for_text, for_json) = (console.clone(), console.clone());
-    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref(), txflow_level);
+    let filter = log_filter(
+        std::env::var("RUST_LOG").ok().as_deref(),
+        txflow_level,
+        console.display() == Display::Terminal,
+    );
     let quiet = log.quiet.then_some(LevelFilter::WARN);
     let text = (log.log_format == LogFormat::Text).then(|| {
         tracing_subscriber::fmt::layer()
@@ -138,15 +143,49 @@ fn no_color() -> bool {
 }
 
 /// `RUST_LOG` when it is set and valid, else txflow at `txflow_level` and the rest at `warn`;
-/// either way with the [`INTERNALS`] off that it does not name.
-fn log_filter(rust_log: Option<&str>, txflow_level: &str) -> EnvFilter {
+/// either way with the [`INTERNALS`] off that it does not name, and, while a progress bar or
+/// status line is shown (`bar_shown`), the per-epoch lines lowered ([`per_epoch_lowered`]).
+fn log_filter(rust_log: Option<&str>, txflow_level: &str, bar_shown: bool) -> EnvFilter {
     let directives = match rust_log.filter(|text| EnvFilter::try_new(text).is_ok()) {
         Some(text) => text.to_string(),
         None => format!("warn,txflow={txflow_level}"),
     };
     let mut all: Vec<String> = vec![directives.clone()];
     all.extend(internals_off(&directives));
+    if bar_shown {
+        all.extend(per_epoch_lowered(&directives));
+    }
     EnvFilter::new(all.join(","))
+}
+
+/// The lines logged once per epoch ([`PER_EPOCH_TARGET`]) as if they were `debug`: a
+/// directive that hides them, unless the directives that apply to their target (the most
+/// specific one naming it or a prefix of it) let `debug` through or name it exactly. The
+/// lines keep their `info` level and the runtime its ignorance of the display; only the
+/// filter of a process that shows a bar changes (120 lines scrolling past a status line that
+/// already says the same is noise; a pipe or a JSON log keeps them for its readers).
+fn per_epoch_lowered(directives: &str) -> Option<String> {
+    let applying = directives
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty() && !d.contains('['))
+        .map(|d| match d.rsplit_once('=') {
+            Some((target, level)) => (target, level),
+            None if d.parse::<LevelFilter>().is_ok() => ("", d),
+            // A target alone lets every level through.
+            None => (d, "trace"),
+        })
+        .filter(|(target, _)| PER_EPOCH_TARGET.starts_with(target))
+        .max_by_key(|(target, _)| target.len());
+    let lets_debug_through = |level: &str| {
+        level
+            .parse::<LevelFilter>()
+            .is_ok_and(|level| level >= LevelFilter::DEBUG)
+    };
+    match applying {
+        Some((target, level)) if target == PER_EPOCH_TARGET || lets_debug_through(level) => None,
+        _ => Some(format!("{PER_EPOCH_TARGET}=warn")),
+    }
 }
 
 /// `T=off` for each of the [`INTERNALS`] that no directive names, unless the directives'
@@ -399,15 +438,41 @@ mod tests {
         assert!(off.contains(&"aws_config=off".to_string()), "{off:?}");
         assert!(internals_off("debug").is_empty());
         assert!(internals_off("warn,TRACE").is_empty());
-        let filter = log_filter(Some("info,txflow=debug"), "info").to_string();
+        let filter = log_filter(Some("info,txflow=debug"), "info", false).to_string();
         assert!(filter.contains("txflow=debug"), "{filter}");
         assert!(filter.contains("aws_config=off"), "{filter}");
         // An invalid RUST_LOG gives the default: txflow at its level, the rest at warn.
-        let filter = log_filter(Some("=="), "info").to_string();
+        let filter = log_filter(Some("=="), "info", false).to_string();
         assert!(
             filter.contains("txflow=info") && filter.contains("warn"),
             "{filter}"
         );
+    }
+
+    #[test]
+    fn per_epoch_lines_are_debug_while_a_bar_is_shown() {
+        let hidden = Some("txflow::per_epoch=warn".to_string());
+        for directives in [
+            "warn,txflow=info",
+            "info",
+            "txflow=warn",
+            "debug,txflow=info",
+        ] {
+            assert_eq!(per_epoch_lowered(directives), hidden, "{directives}");
+        }
+        for directives in [
+            "warn,txflow=debug",
+            "trace",
+            "info,txflow",
+            "txflow::per_epoch=info",
+            "warn,txflow::per_epoch=info,txflow=info",
+        ] {
+            assert_eq!(per_epoch_lowered(directives), None, "{directives}");
+        }
+        let shown = log_filter(None, "info", true).to_string();
+        assert!(shown.contains("txflow::per_epoch=warn"), "{shown}");
+        let piped = log_filter(None, "info", false).to_string();
+        assert!(!piped.contains("per_epoch"), "{piped}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::runtime::summary::RunSummary;
+use crate::sinks::ledger::PER_EPOCH_TARGET;
 use crate::sinks::state::LedgerRow;
 use crate::sources::landing::FeedObserver;
 
@@ -57,6 +58,7 @@ impl EpochCommitted {
             .visible_to_commit_ms
             .push(self.visible_to_commit_ms());
         tracing::info!(
+            target: PER_EPOCH_TARGET,
             epoch = self.epoch,
             chunk = %self.chunk,
             accepted = self.rows,

@@ -79,3 +79,79 @@ fn watch(
         return;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::runtime::events::RunObserver;
+
+    /// Always stalled; after a few looks it asks the run to stop, so that a watchdog that
+    /// kept looking would end too (and be caught logging more than once).
+    struct Stuck {
+        looks: AtomicUsize,
+        stop: Arc<AtomicBool>,
+    }
+
+    impl StallProbe for Stuck {
+        fn stalled_for(&self, _: Duration) -> Option<(Duration, u64, u64)> {
+            if self.looks.fetch_add(1, Ordering::SeqCst) >= 3 {
+                self.stop.store(true, Ordering::SeqCst);
+            }
+            Some((Duration::from_secs(3), 4, 6))
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Log(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Log {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[derive(Default)]
+    struct Stalls(AtomicUsize);
+
+    impl RunObserver for Stalls {
+        fn observe(&self, event: &Event<'_>) {
+            if matches!(event, Event::Stalled { .. }) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    #[test]
+    fn a_stall_is_one_log_line_and_one_event() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let probe = Stuck {
+            looks: AtomicUsize::new(0),
+            stop: stop.clone(),
+        };
+        let stalls = Arc::new(Stalls::default());
+        let observers = Observers::new(vec![stalls.clone()]);
+        let control = RunControl::new(stop);
+        let log = Log::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            watch(Duration::from_secs(3), 1, &probe, &observers, &control)
+        });
+        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains("ERROR") && text.contains("stalled"), "{text}");
+        assert_eq!(stalls.0.load(Ordering::SeqCst), 1);
+        assert!(control.failed());
+    }
+}

@@ -296,6 +296,7 @@ impl EpochWriter {
         let (accepted, rejected) = batch.row_counts();
         let rejects = batch.take_rejects();
         self.write_rejects(&batch.chunk_key, &rejects)?;
+        let rejects_written = rejects.len();
 
         let (y_start, now) = self.times(&batch);
         let times = Times {
@@ -327,6 +328,16 @@ impl EpochWriter {
             variant_detections: self.variant_rows(&new),
         };
         self.store.commit_epoch(&commit)?;
+        // After the commit: once per epoch, however often a failed commit is retried. A
+        // warning, so that it shows on a terminal where the per-epoch lines do not.
+        if rejects_written > 0 {
+            tracing::warn!(
+                epoch,
+                rejected = rejects_written,
+                file = %format!("{}/{}", self.output.describe(), rejects::rejects_key(&batch.chunk_key)),
+                "rows rejected: see the rejects file for each row and its reason"
+            );
+        }
         for (ledger, rows) in self.ledgers.iter_mut().zip(new) {
             ledger.committed(rows);
         }

@@ -14,6 +14,13 @@ use crate::objectstore::{ObjectStore, PutOutcome};
 use crate::sinks::detection_files::{self, ROWS_PER_FILE};
 use crate::sinks::state::{LedgerId, LedgerRow, StateWriter};
 
+/// The tracing target of the lines logged once per epoch: "detection file written" here and
+/// the runtime's "epoch committed". A target of their own lets the binaries' logging lower
+/// them to `debug` while a progress bar or status line is shown (which says as much on one
+/// line) without the runtime knowing of the display (`cli::init_logging`); off a terminal
+/// they stay `info`. It starts with `txflow` so that `RUST_LOG=txflow=...` covers it.
+pub(crate) const PER_EPOCH_TARGET: &str = "txflow::per_epoch";
+
 /// Which ledger.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LedgerName {
@@ -172,7 +179,7 @@ impl Ledger {
         publish(output, &key, &detection_files::render(rows))?;
         store.mark_written(self.name.id(), file_seq, first, first + rows.len() as u64)?;
         self.files_written += 1;
-        tracing::info!(file = %key, rows = rows.len(), "detection file written");
+        tracing::info!(target: PER_EPOCH_TARGET, file = %key, rows = rows.len(), "detection file written");
         Ok(())
     }
 

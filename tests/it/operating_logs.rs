@@ -30,10 +30,29 @@ struct Data {
 
 impl Data {
     fn new() -> Data {
+        Data::with_rows_replaced(&[])
+    }
+
+    /// As [`Data::new`] with the source's rows at `rows` (0-based, after the header)
+    /// replaced by a line no parser accepts (rejected, each in its chunk of 5,000).
+    fn with_rows_replaced(rows: &[usize]) -> Data {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
         let data = root.join("data");
         txgen::generate(&data, &GenOptions::new(30_000, 7)).unwrap();
+        if !rows.is_empty() {
+            let source = data.join("transactions.csv");
+            let text = fs::read_to_string(&source).unwrap();
+            let lines: Vec<&str> = text
+                .lines()
+                .enumerate()
+                .map(|(i, line)| match i > 0 && rows.contains(&(i - 1)) {
+                    true => "not,a,transaction",
+                    false => line,
+                })
+                .collect();
+            fs::write(&source, lines.join("\n") + "\n").unwrap();
+        }
         let landing = root.join("landing");
         let mut x = XOptions::new(data.join("transactions.csv"), s(&landing));
         x.interval = Duration::ZERO;
@@ -296,7 +315,16 @@ fn a_replay_on_a_terminal_shows_a_bar_and_colours_unless_no_color() {
     );
     assert!(shown.contains("6 epochs committed"), "{shown:?}");
 
-    let shown = on_a_terminal(&data.replay_args("tty-no-color"), &[("NO_COLOR", "1")]);
+    // The per-epoch lines are what the bar says already: lowered to debug while it is
+    // shown, unless RUST_LOG asks for them.
+    assert!(!shown.contains("epoch committed"), "{shown:?}");
+    assert!(!shown.contains("detection file written"), "{shown:?}");
+
+    let asked = [
+        ("NO_COLOR", "1"),
+        ("RUST_LOG", "info,txflow::per_epoch=info"),
+    ];
+    let shown = on_a_terminal(&data.replay_args("tty-no-color"), &asked);
     assert!(shown.contains("replay ["), "still a bar: {shown:?}");
     assert!(
         shown.contains(" INFO epoch committed epoch=5 "),
@@ -322,6 +350,8 @@ fn a_replay_on_a_terminal_shows_a_bar_and_colours_unless_no_color() {
     assert!(shown.contains(" committed · lag "), "{shown:?}");
     assert!(shown.contains(" detections"), "{shown:?}");
 
+    assert!(!shown.contains("epoch committed"), "{shown:?}");
+
     let mut args = data.replay_args("tty-quiet");
     args.push("--quiet".into());
     let shown = on_a_terminal(&args, &[]);
@@ -330,6 +360,74 @@ fn a_replay_on_a_terminal_shows_a_bar_and_colours_unless_no_color() {
         "{shown:?}"
     );
     assert!(shown.contains("6 epochs committed"), "{shown:?}");
+}
+
+#[test]
+fn per_epoch_lines_are_info_without_a_bar_and_debug_with_one() {
+    let data = Data::new();
+    // Piped stderr: no bar, one line per epoch, as a log reader expects.
+    let piped = run(y(&data.replay_args("piped")));
+    assert_success(&piped);
+    let committed = |text: &str| {
+        text.lines()
+            .filter(|l| l.contains(" INFO epoch committed epoch="))
+            .count()
+    };
+    assert_eq!(committed(&piped.stderr), 6, "{}", piped.describe());
+    assert!(
+        piped.stderr.contains(" INFO detection file written "),
+        "{}",
+        piped.describe()
+    );
+
+    // A terminal: the bar, the start-up and end lines, no line per epoch.
+    let shown = on_a_terminal(&data.replay_args("tty-epochs"), &[("NO_COLOR", "1")]);
+    assert!(shown.contains("replay ["), "{shown:?}");
+    assert!(
+        shown.contains(" INFO importance weights loaded "),
+        "{shown:?}"
+    );
+    assert_eq!(committed(&shown), 0, "{shown:?}");
+    assert!(!shown.contains("detection file written"), "{shown:?}");
+
+    // RUST_LOG at debug lets them through again.
+    let debug = [("NO_COLOR", "1"), ("RUST_LOG", "warn,txflow=debug")];
+    let shown = on_a_terminal(&data.replay_args("tty-debug"), &debug);
+    assert_eq!(committed(&shown), 6, "{shown:?}");
+}
+
+#[test]
+fn a_chunk_with_rejected_rows_is_a_warning_naming_its_rejects_file() {
+    // One bad row in chunk 0, two in chunk 3.
+    let data = Data::with_rows_replaced(&[10, 15_001, 15_002]);
+    for shown in [
+        run(y(&data.replay_args("rejects"))).stderr,
+        on_a_terminal(&data.replay_args("rejects-tty"), &[("NO_COLOR", "1")]),
+    ] {
+        let warnings: Vec<&str> = shown
+            .lines()
+            .filter(|l| l.contains(" WARN ") && l.contains("rows rejected"))
+            .collect();
+        assert_eq!(warnings.len(), 2, "{shown}");
+        for (warning, (epoch, count)) in warnings.iter().zip([(0, 1), (3, 2)]) {
+            assert!(warning.contains(&format!(" epoch={epoch} ")), "{warning}");
+            assert!(
+                warning.contains(&format!(" rejected={count} ")),
+                "{warning}"
+            );
+            let file = warning
+                .split(" file=")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .unwrap_or_else(|| panic!("no file: {warning}"));
+            assert!(
+                file.contains(&format!("rejects/chunk-00000{epoch}.csv")),
+                "{warning}"
+            );
+            let rejected = fs::read_to_string(file).unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert!(rejected.contains("not,a,transaction"), "{file}: {rejected}");
+        }
+    }
 }
 
 // ------------------------------------------------------------------------------------------
