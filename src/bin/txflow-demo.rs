@@ -3,8 +3,11 @@
 //! Generates BankSim-shaped data (unless `--data` names a directory with
 //! `transactions.csv` and `CustomerImportance.csv`), then runs Mechanism X and Mechanism Y
 //! together on local directories with the SQLite state store, and prints what was detected
-//! and where the files are.
+//! and where the files are. Mechanism Y serves its console (`--http`, a free loopback port by
+//! default) while the demo runs; the demo prints its URL at the start and, at the end, the
+//! `txflow-report` command that writes the run's report from the demo's state store.
 
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -13,6 +16,7 @@ use anyhow::Context;
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Parser};
 use txflow::cli::{self, LogArgs};
+use txflow::http;
 use txflow::mechanism_x::{self, XOptions};
 use txflow::mechanism_y::{self, RunSummary, TimelyOptions, YOptions};
 use txflow::progress::Console;
@@ -60,6 +64,11 @@ struct Args {
         value_parser = BoolishValueParser::new()
     )]
     resume: bool,
+    /// Serve Mechanism Y's console (/, /metrics, /api/status, /healthz, /readyz) on this
+    /// address while the demo runs: PORT (loopback) or HOST:PORT; port 0 = a free one;
+    /// "off" = no console.
+    #[arg(long, value_name = "ADDR", default_value = "0", env = "TXFLOW_HTTP")]
+    http: String,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -111,16 +120,53 @@ fn run(args: Args, console: &Console) -> anyhow::Result<()> {
         },
     );
     y.timely = timely_options(&args);
+    y.http = console_addr(&args.http)?;
     println!(
         "Mechanism Y: live on {} with {} workers",
         landing.display(),
         args.workers
     );
+    if let Some(addr) = y.http {
+        println!("console: http://{addr}/ (while the demo runs)");
+    }
     let summary = mechanism_y::run_shown(&y, Default::default(), console)?;
     producer
         .join()
         .map_err(|_| anyhow::anyhow!("Mechanism X panicked"))??;
-    report(&y, &summary, &output, &state_db)
+    report(&y, &summary, &output, &state_db)?;
+    println!(
+        "run report: txflow-report --state {} --output {} --html {}",
+        shell_word(&format!("sqlite://{}", state_db.display())),
+        shell_word(&output.display().to_string()),
+        shell_word(&dir.join("report.html").display().to_string())
+    );
+    Ok(())
+}
+
+/// Where the console is served: `--http` parsed, with port 0 replaced by a port free now
+/// (the URL is printed before Mechanism Y binds it); `None` for "off".
+fn console_addr(text: &str) -> anyhow::Result<Option<SocketAddr>> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let addr = http::parse_addr(text)?;
+    if addr.port() != 0 {
+        return Ok(Some(addr));
+    }
+    let free = TcpListener::bind(addr)
+        .and_then(|listener| listener.local_addr())
+        .with_context(|| format!("finding a free port on {}", addr.ip()))?;
+    Ok(Some(free))
+}
+
+/// `text` as one word for a POSIX shell: as it is when it holds only characters no shell
+/// treats specially, else in single quotes.
+fn shell_word(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-:+=,@%".contains(c);
+    match !text.is_empty() && text.chars().all(plain) {
+        true => text.to_string(),
+        false => format!("'{}'", text.replace('\'', "'\\''")),
+    }
 }
 
 fn timely_options(args: &Args) -> TimelyOptions {

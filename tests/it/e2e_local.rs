@@ -735,11 +735,56 @@ fn demo_runs_and_summarizes() {
     let t0 = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("demo");
-    let demo = run_bin(
-        env!("CARGO_BIN_EXE_txflow-demo"),
-        &args(&["--dir", s(&dir), "--rows", "30000", "--interval-ms", "0"]),
-    );
+    // A chunk every 700 ms: the console has a few seconds to be seen while the demo runs.
+    let port = common::paths::free_port();
+    let demo_args = [
+        "--dir",
+        s(&dir),
+        "--rows",
+        "30000",
+        "--interval-ms",
+        "700",
+        "--http",
+        &port.to_string(),
+    ];
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Some((200, page)) = common::http::get(port, "/") {
+                    return Some(page);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            None
+        })
+    };
+    let demo = run_bin(env!("CARGO_BIN_EXE_txflow-demo"), &args(&demo_args));
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
     assert!(demo.status.success(), "txflow-demo: {}", demo.describe());
+    assert!(
+        demo.stdout
+            .contains(&format!("console: http://127.0.0.1:{port}/")),
+        "the console's URL at the start: {}",
+        demo.stdout
+    );
+    let page = seen
+        .join()
+        .unwrap()
+        .expect("the console answered / during the demo");
+    assert!(page.contains("<html"), "{page}");
+    // The last line is the command that writes the run's report: it works as printed.
+    let last = demo.stdout.lines().last().unwrap_or_default();
+    let command = last
+        .strip_prefix("run report: txflow-report ")
+        .unwrap_or_else(|| panic!("no txflow-report command last: {}", demo.stdout));
+    let report = run_bin(
+        env!("CARGO_BIN_EXE_txflow-report"),
+        &args(&command.split_whitespace().collect::<Vec<_>>()),
+    );
+    assert!(report.status.success(), "{last}: {}", report.describe());
+    assert!(dir.join("report.html").is_file(), "{last}");
     let output = dir.join("output");
     assert!(
         demo.stdout

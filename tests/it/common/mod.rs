@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod http;
 pub mod outputs;
 pub mod paths;
 pub mod pg;
