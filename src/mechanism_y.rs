@@ -12,16 +12,18 @@
 //!    stall watchdog fails the run when no epoch commits for `--stall-timeout`.
 //! 6. The run ends when the stream ends, when it is stopped (SIGINT/SIGTERM: after the epoch
 //!    in flight; queued epochs are committed), or at the first failure, which is returned as
-//!    a typed error: the library never ends the process.
+//!    a typed error: the library never ends the process. A failure is recorded in the state
+//!    store (the next run shows it as `previous_error`) and, with `--http`, the endpoint
+//!    shows it for `--linger-on-failure` before the error is returned.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::dataflow::aggregates::WeightTable;
 use crate::error::Context;
-use crate::error::{ClusterError, Error, Result};
+use crate::error::{ClusterError, Error, Result, StateError};
 use crate::http::HttpServer;
 use crate::objectstore;
 use crate::progress::{Console, Plan, Progress, ProgressObserver};
@@ -37,19 +39,20 @@ use crate::runtime::worker::{run_worker, LazyFeed, Restore, WorkerCheckpoints, W
 use crate::runtime::writer::EpochWriter;
 use crate::runtime::{cluster, landing_edge};
 use crate::runtime::{watchdog, RunControl};
+use crate::sinks;
 use crate::sinks::checkpoint::CheckpointStore;
-use crate::sinks::state::StateConfig;
+use crate::sinks::state::{FailureRow, StateConfig};
 use crate::sources::landing::{
     check_pruned_replay, ChunkFeed, FeedObserver, FeedOptions, FeedPlan,
 };
-use crate::telemetry::status::RestoreInfo;
+use crate::telemetry::status::{PreviousError, RestoreInfo};
 use crate::telemetry::{Phase, RunInfo, Telemetry};
 use crate::time::{format_ist, now_ms};
 
 pub use crate::runtime::{
     default_poll_interval, Mode, ReplayRange, RunSummary, TimelyOptions, YOptions,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_GAP_WARN, DEFAULT_SETTLE, DEFAULT_STALL_TIMEOUT,
-    MAX_PROCESSES, MAX_TOTAL_WORKERS, MAX_WORKERS, MIN_POLL_INTERVAL,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_GAP_WARN, DEFAULT_LINGER_ON_FAILURE, DEFAULT_SETTLE,
+    DEFAULT_STALL_TIMEOUT, MAX_PROCESSES, MAX_TOTAL_WORKERS, MAX_WORKERS, MIN_POLL_INTERVAL,
 };
 
 /// Runs mechanism Y to completion (or forever with [`Mode::Live`] `forever`).
@@ -81,13 +84,95 @@ pub fn run_shown(
         (Some(addr), 0) => Some(HttpServer::start(addr, telemetry.clone())?),
         _ => None,
     };
-    let result = run_observed(options, (stop, console), config, &telemetry, started);
+    let result = run_observed(
+        options,
+        (stop.clone(), console),
+        config,
+        &telemetry,
+        started,
+    );
     match &result {
         Ok(summary) if summary.finished => telemetry.set_phase(Phase::Ended),
         Ok(_) => telemetry.set_phase(Phase::Stopped),
-        Err(e) => telemetry.failed(e),
+        Err(e) => {
+            telemetry.failed(e);
+            if t.process == 0 {
+                record_failure(&options.state, e);
+            }
+            if let Some(server) = &_server {
+                linger(options.linger_on_failure, &stop, server.local_addr());
+            }
+        }
     }
     result
+}
+
+/// Records the run's failure in the state store, best-effort: the error and the exit status
+/// stay the run's. Not when the store itself is what failed (locked, unreachable: trying
+/// would only wait for it again); a store that does not exist is not created for it.
+fn record_failure(state: &StateConfig, error: &Error) {
+    let at_ms = now_ms();
+    let failure = FailureRow {
+        at_ms,
+        at: format_ist(at_ms),
+        message: error.to_string(),
+        domain: error.domain().to_string(),
+        exit_code: error.domain().exit_code(),
+    };
+    let recorded = match store_unusable(error) {
+        true => Err("the state store itself failed".to_string()),
+        false => sinks::state::open_existing(state)
+            .and_then(|mut store| store.record_failure(&failure))
+            .map_err(|e| e.to_string()),
+    };
+    if let Err(why) = recorded {
+        tracing::warn!("the failure could not be recorded in the state store {state}: {why}");
+    }
+}
+
+/// Whether `error` is the state store being unusable: held by another process or
+/// connection, or out of reach.
+fn store_unusable(error: &Error) -> bool {
+    match error.root() {
+        Error::State(StateError::Locked { .. })
+        | Error::State(StateError::Unreachable { .. })
+        | Error::State(StateError::Unavailable { .. }) => true,
+        Error::State(StateError::Sqlite { source, .. }) => matches!(
+            source.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        ),
+        _ => false,
+    }
+}
+
+/// After a fatal error: the endpoint keeps answering (state `failed`, the error and what to
+/// do) for `wait`, or until `stop` is set, so that the failure is seen, not only a refused
+/// connection. The process's end stays the caller's.
+fn linger(wait: Duration, stop: &AtomicBool, addr: std::net::SocketAddr) {
+    if wait.is_zero() || stop.load(Ordering::SeqCst) {
+        return;
+    }
+    tracing::warn!(
+        "the run failed; the operating endpoint http://{addr} stays up for {} s to show why \
+         (--linger-on-failure; SIGINT/SIGTERM ends the wait)",
+        wait.as_secs_f64()
+    );
+    let until = Instant::now() + wait;
+    while !stop.load(Ordering::SeqCst) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+}
+
+/// Shows the last failure an earlier run recorded in the store as `previous_error`.
+fn show_previous_error(writer: &mut EpochWriter, telemetry: &Telemetry) {
+    match writer.last_failure() {
+        Ok(failure) => telemetry.set_previous_error(failure.map(PreviousError::from)),
+        Err(e) => tracing::warn!("reading the last run failure from the state store: {e}"),
+    }
 }
 
 /// The options with the run's retry counters handed to every store the run opens.
@@ -141,7 +226,8 @@ fn run_observed(
         0 => Some(startup::open_writer(options, &inputs)?),
         _ => None,
     };
-    if let Some(writer) = &writer {
+    if let Some(writer) = writer.as_mut() {
+        show_previous_error(writer, telemetry);
         if writer.is_finished() {
             startup::check_ended_stream(writer, inputs.landing.as_ref(), &inputs.plan)?;
             // A cluster's other processes wait for this one: let the dataflow replay the
