@@ -134,13 +134,12 @@ fn record_failure(state: &StateConfig, error: &Error) {
 /// connection, or out of reach.
 fn store_unusable(error: &Error) -> bool {
     match error.root() {
-        Error::State(StateError::Locked { .. })
-        | Error::State(StateError::Unreachable { .. })
-        | Error::State(StateError::Unavailable { .. }) => true,
-        Error::State(StateError::Sqlite { source, .. }) => matches!(
-            source.sqlite_error_code(),
-            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-        ),
+        Error::State(
+            StateError::Locked { .. }
+            | StateError::Unreachable { .. }
+            | StateError::Unavailable { .. },
+        ) => true,
+        Error::State(e) => sinks::state::sqlite::is_busy(e),
         _ => false,
     }
 }
@@ -554,5 +553,87 @@ fn in_cluster(failure: Error) -> Error {
             source: Box::new(failure),
         }
         .into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::state::{RunIdentity, RunMode};
+
+    fn locked() -> Error {
+        StateError::Locked {
+            detail: "state.db is locked by process 7".into(),
+        }
+        .into()
+    }
+
+    #[test]
+    fn what_to_do_follows_the_error_then_its_domain_and_a_locked_state_store_is_not_written() {
+        use crate::telemetry::status::what_to_do;
+        let unreachable: Error = StateError::Unreachable {
+            url: "postgres://u@h/db".into(),
+            hosts: "h:5432".into(),
+            seconds: 10.0,
+            last_error: "refused".into(),
+        }
+        .into();
+        let input = Error::input("chunk-000003.csv: _COMPLETE says 2 chunks").context("reading");
+        assert!(what_to_do(&locked()).starts_with("stop the other mechanism-y process"));
+        assert!(what_to_do(&unreachable).contains("PostgreSQL server is running"));
+        assert!(what_to_do(&input).starts_with("see the rejects and the landing"));
+        assert!(what_to_do(&Error::internal("x")).starts_with("a bug in txflow"));
+        assert!(store_unusable(&locked()) && store_unusable(&unreachable));
+        assert!(!store_unusable(&input));
+    }
+
+    #[test]
+    fn a_failure_is_recorded_only_in_a_state_store_that_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let state = StateConfig::Embedded { path: path.clone() };
+        let error = Error::input("a chunk breaks the SPEC").context("reading chunk-000001.csv");
+        record_failure(&state, &error);
+        assert!(!path.exists(), "no store is created to record a failure");
+        let mut writer = sinks::state::open(&state).unwrap();
+        writer
+            .begin_run(&RunIdentity {
+                mode: RunMode::Live,
+                landing: "landing".into(),
+                from: None,
+                to: None,
+                thresholds: String::new(),
+                importance: "importance".into(),
+                importance_digest: "0".repeat(64),
+            })
+            .unwrap();
+        // Recorded while the run's writer still holds the store (no guard needed).
+        record_failure(&state, &error);
+        let last = writer.last_failure().unwrap().unwrap();
+        assert_eq!(
+            (last.message.as_str(), last.domain.as_str(), last.exit_code),
+            (
+                "reading chunk-000001.csv: a chunk breaks the SPEC",
+                "input",
+                65
+            )
+        );
+        assert!(last.at.ends_with("+05:30"), "{}", last.at);
+        // The store being the problem: not tried, nothing more recorded.
+        record_failure(&state, &locked());
+        assert_eq!(writer.last_failure().unwrap(), Some(last));
+    }
+
+    #[test]
+    fn the_linger_ends_at_its_time_or_at_a_stop() {
+        let addr = "127.0.0.1:9".parse().unwrap();
+        let stop = AtomicBool::new(false);
+        let started = Instant::now();
+        linger(Duration::from_millis(300), &stop, addr);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        stop.store(true, Ordering::SeqCst);
+        let started = Instant::now();
+        linger(Duration::from_secs(600), &stop, addr);
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 }

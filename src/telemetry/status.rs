@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::error::{ClusterError, Domain, Error, StateError};
 use crate::model::Pattern;
 use crate::runtime::events::EpochCommitted;
-use crate::sinks::state::{FailureRow, LedgerRow};
+use crate::sinks::state::{sqlite, FailureRow, LedgerRow};
 
 /// Epochs the history keeps.
 pub(crate) const HISTORY_EPOCHS: usize = 1000;
@@ -228,9 +228,7 @@ pub(crate) fn what_to_do(error: &Error) -> &'static str {
             "stop the other mechanism-y process writing to this state store (the message names \
              it), or give this run its own store; then start this one again"
         }
-        Error::State(StateError::Sqlite { source, .. })
-            if source.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) =>
-        {
+        Error::State(e) if sqlite::is_busy(e) => {
             "another program holds the SQLite state store's write lock (an open transaction): \
              end it, then start mechanism-y again; it resumes from the last committed epoch"
         }
