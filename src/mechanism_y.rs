@@ -119,14 +119,21 @@ fn record_failure(state: &StateConfig, error: &Error) {
         domain: error.domain().to_string(),
         exit_code: error.domain().exit_code(),
     };
-    let recorded = match store_unusable(error) {
-        true => Err("the state store itself failed".to_string()),
-        false => sinks::state::open_existing(state)
-            .and_then(|mut store| store.record_failure(&failure))
-            .map_err(|e| e.to_string()),
-    };
-    if let Err(why) = recorded {
-        tracing::warn!("the failure could not be recorded in the state store {state}: {why}");
+    if store_unusable(error) {
+        // The error line already says what is wrong with the store: no warning on top.
+        tracing::info!("the failure could not be recorded in the state store {state}: it failed");
+        return;
+    }
+    let recorded =
+        sinks::state::open_existing(state).and_then(|mut store| store.record_failure(&failure));
+    match recorded {
+        Ok(()) => tracing::debug!("the failure was recorded in the state store {state}"),
+        // No store yet (the run failed before its first start created it): nothing to keep.
+        Err(StateError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+        Err(StateError::Schema { found: None, .. }) => {}
+        Err(e) => {
+            tracing::warn!("the failure could not be recorded in the state store {state}: {e}")
+        }
     }
 }
 
