@@ -12,16 +12,18 @@
 //!    stall watchdog fails the run when no epoch commits for `--stall-timeout`.
 //! 6. The run ends when the stream ends, when it is stopped (SIGINT/SIGTERM: after the epoch
 //!    in flight; queued epochs are committed), or at the first failure, which is returned as
-//!    a typed error: the library never ends the process.
+//!    a typed error: the library never ends the process. A failure is recorded in the state
+//!    store (the next run shows it as `previous_error`) and, with `--http`, the endpoint
+//!    shows it for `--linger-on-failure` before the error is returned.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::dataflow::aggregates::WeightTable;
 use crate::error::Context;
-use crate::error::{ClusterError, Error, Result};
+use crate::error::{ClusterError, Error, Result, StateError};
 use crate::http::HttpServer;
 use crate::objectstore;
 use crate::progress::{Console, Plan, Progress, ProgressObserver};
@@ -37,19 +39,20 @@ use crate::runtime::worker::{run_worker, LazyFeed, Restore, WorkerCheckpoints, W
 use crate::runtime::writer::EpochWriter;
 use crate::runtime::{cluster, landing_edge};
 use crate::runtime::{watchdog, RunControl};
+use crate::sinks;
 use crate::sinks::checkpoint::CheckpointStore;
-use crate::sinks::state::StateConfig;
+use crate::sinks::state::{FailureRow, StateConfig};
 use crate::sources::landing::{
     check_pruned_replay, ChunkFeed, FeedObserver, FeedOptions, FeedPlan,
 };
-use crate::telemetry::status::RestoreInfo;
+use crate::telemetry::status::{PreviousError, RestoreInfo};
 use crate::telemetry::{Phase, RunInfo, Telemetry};
 use crate::time::{format_ist, now_ms};
 
 pub use crate::runtime::{
     default_poll_interval, Mode, ReplayRange, RunSummary, TimelyOptions, YOptions,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_GAP_WARN, DEFAULT_SETTLE, DEFAULT_STALL_TIMEOUT,
-    MAX_PROCESSES, MAX_TOTAL_WORKERS, MAX_WORKERS, MIN_POLL_INTERVAL,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_GAP_WARN, DEFAULT_LINGER_ON_FAILURE, DEFAULT_SETTLE,
+    DEFAULT_STALL_TIMEOUT, MAX_PROCESSES, MAX_TOTAL_WORKERS, MAX_WORKERS, MIN_POLL_INTERVAL,
 };
 
 /// Runs mechanism Y to completion (or forever with [`Mode::Live`] `forever`).
@@ -81,13 +84,101 @@ pub fn run_shown(
         (Some(addr), 0) => Some(HttpServer::start(addr, telemetry.clone())?),
         _ => None,
     };
-    let result = run_observed(options, (stop, console), config, &telemetry, started);
+    let result = run_observed(
+        options,
+        (stop.clone(), console),
+        config,
+        &telemetry,
+        started,
+    );
     match &result {
         Ok(summary) if summary.finished => telemetry.set_phase(Phase::Ended),
         Ok(_) => telemetry.set_phase(Phase::Stopped),
-        Err(e) => telemetry.failed(e),
+        Err(e) => {
+            telemetry.failed(e);
+            if t.process == 0 {
+                record_failure(&options.state, e);
+            }
+            if let Some(server) = &_server {
+                linger(options.linger_on_failure, &stop, server.local_addr());
+            }
+        }
     }
     result
+}
+
+/// Records the run's failure in the state store, best-effort: the error and the exit status
+/// stay the run's. Not when the store itself is what failed (locked, unreachable: trying
+/// would only wait for it again); a store that does not exist is not created for it.
+fn record_failure(state: &StateConfig, error: &Error) {
+    let at_ms = now_ms();
+    let failure = FailureRow {
+        at_ms,
+        at: format_ist(at_ms),
+        message: error.to_string(),
+        domain: error.domain().to_string(),
+        exit_code: error.domain().exit_code(),
+    };
+    if store_unusable(error) {
+        // The error line already says what is wrong with the store: no warning on top.
+        tracing::info!("the failure could not be recorded in the state store {state}: it failed");
+        return;
+    }
+    let recorded =
+        sinks::state::open_existing(state).and_then(|mut store| store.record_failure(&failure));
+    match recorded {
+        Ok(()) => tracing::debug!("the failure was recorded in the state store {state}"),
+        // No store yet (the run failed before its first start created it): nothing to keep.
+        Err(StateError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+        Err(StateError::Schema { found: None, .. }) => {}
+        Err(e) => {
+            tracing::warn!("the failure could not be recorded in the state store {state}: {e}")
+        }
+    }
+}
+
+/// Whether `error` is the state store being unusable: held by another process or
+/// connection, or out of reach.
+fn store_unusable(error: &Error) -> bool {
+    match error.root() {
+        Error::State(
+            StateError::Locked { .. }
+            | StateError::Unreachable { .. }
+            | StateError::Unavailable { .. },
+        ) => true,
+        Error::State(e) => sinks::state::sqlite::is_busy(e),
+        _ => false,
+    }
+}
+
+/// After a fatal error: the endpoint keeps answering (state `failed`, the error and what to
+/// do) for `wait`, or until `stop` is set, so that the failure is seen, not only a refused
+/// connection. The process's end stays the caller's.
+fn linger(wait: Duration, stop: &AtomicBool, addr: std::net::SocketAddr) {
+    if wait.is_zero() || stop.load(Ordering::SeqCst) {
+        return;
+    }
+    tracing::warn!(
+        "the run failed; the operating endpoint http://{addr} stays up for {} s to show why \
+         (--linger-on-failure; SIGINT/SIGTERM ends the wait)",
+        wait.as_secs_f64()
+    );
+    let until = Instant::now() + wait;
+    while !stop.load(Ordering::SeqCst) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+}
+
+/// Shows the last failure an earlier run recorded in the store as `previous_error`.
+fn show_previous_error(writer: &mut EpochWriter, telemetry: &Telemetry) {
+    match writer.last_failure() {
+        Ok(failure) => telemetry.set_previous_error(failure.map(PreviousError::from)),
+        Err(e) => tracing::warn!("reading the last run failure from the state store: {e}"),
+    }
 }
 
 /// The options with the run's retry counters handed to every store the run opens.
@@ -141,7 +232,8 @@ fn run_observed(
         0 => Some(startup::open_writer(options, &inputs)?),
         _ => None,
     };
-    if let Some(writer) = &writer {
+    if let Some(writer) = writer.as_mut() {
+        show_previous_error(writer, telemetry);
         if writer.is_finished() {
             startup::check_ended_stream(writer, inputs.landing.as_ref(), &inputs.plan)?;
             // A cluster's other processes wait for this one: let the dataflow replay the
@@ -468,5 +560,87 @@ fn in_cluster(failure: Error) -> Error {
             source: Box::new(failure),
         }
         .into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::state::{RunIdentity, RunMode};
+
+    fn locked() -> Error {
+        StateError::Locked {
+            detail: "state.db is locked by process 7".into(),
+        }
+        .into()
+    }
+
+    #[test]
+    fn what_to_do_follows_the_error_then_its_domain_and_a_locked_state_store_is_not_written() {
+        use crate::telemetry::status::what_to_do;
+        let unreachable: Error = StateError::Unreachable {
+            url: "postgres://u@h/db".into(),
+            hosts: "h:5432".into(),
+            seconds: 10.0,
+            last_error: "refused".into(),
+        }
+        .into();
+        let input = Error::input("chunk-000003.csv: _COMPLETE says 2 chunks").context("reading");
+        assert!(what_to_do(&locked()).starts_with("stop the other mechanism-y process"));
+        assert!(what_to_do(&unreachable).contains("PostgreSQL server is running"));
+        assert!(what_to_do(&input).starts_with("see the rejects and the landing"));
+        assert!(what_to_do(&Error::internal("x")).starts_with("a bug in txflow"));
+        assert!(store_unusable(&locked()) && store_unusable(&unreachable));
+        assert!(!store_unusable(&input));
+    }
+
+    #[test]
+    fn a_failure_is_recorded_only_in_a_state_store_that_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let state = StateConfig::Embedded { path: path.clone() };
+        let error = Error::input("a chunk breaks the SPEC").context("reading chunk-000001.csv");
+        record_failure(&state, &error);
+        assert!(!path.exists(), "no store is created to record a failure");
+        let mut writer = sinks::state::open(&state).unwrap();
+        writer
+            .begin_run(&RunIdentity {
+                mode: RunMode::Live,
+                landing: "landing".into(),
+                from: None,
+                to: None,
+                thresholds: String::new(),
+                importance: "importance".into(),
+                importance_digest: "0".repeat(64),
+            })
+            .unwrap();
+        // Recorded while the run's writer still holds the store (no guard needed).
+        record_failure(&state, &error);
+        let last = writer.last_failure().unwrap().unwrap();
+        assert_eq!(
+            (last.message.as_str(), last.domain.as_str(), last.exit_code),
+            (
+                "reading chunk-000001.csv: a chunk breaks the SPEC",
+                "input",
+                65
+            )
+        );
+        assert!(last.at.ends_with("+05:30"), "{}", last.at);
+        // The store being the problem: not tried, nothing more recorded.
+        record_failure(&state, &locked());
+        assert_eq!(writer.last_failure().unwrap(), Some(last));
+    }
+
+    #[test]
+    fn the_linger_ends_at_its_time_or_at_a_stop() {
+        let addr = "127.0.0.1:9".parse().unwrap();
+        let stop = AtomicBool::new(false);
+        let started = Instant::now();
+        linger(Duration::from_millis(300), &stop, addr);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        stop.store(true, Ordering::SeqCst);
+        let started = Instant::now();
+        linger(Duration::from_secs(600), &stop, addr);
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 }

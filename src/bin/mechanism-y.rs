@@ -131,6 +131,11 @@ struct Args {
     /// chunks wait (a frozen cluster peer, a hung store); 0 = never.
     #[arg(long, value_name = "SECS", default_value_t = mechanism_y::DEFAULT_STALL_TIMEOUT.as_secs(), env = "TXFLOW_STALL_TIMEOUT")]
     stall_timeout: u64,
+    /// With --http: after a fatal error, keep the endpoint answering (state failed, the error
+    /// and what to do) for this many seconds before exiting; SIGINT/SIGTERM ends the wait.
+    /// 0 = exit at once. The exit status is the error's either way.
+    #[arg(long, value_name = "SECS", default_value_t = mechanism_y::DEFAULT_LINGER_ON_FAILURE.as_secs(), env = "TXFLOW_LINGER_ON_FAILURE")]
+    linger_on_failure: u64,
     /// Write a checkpoint of the dataflow's state after every this many epochs (at epochs
     /// k with (k + 1) % EPOCHS = 0); a restart loads the newest valid one and replays only
     /// the chunks after it. 0 = no checkpoints (neither written nor restored).
@@ -273,6 +278,7 @@ fn run(args: Args, variants: Vec<Variant>, console: &Console) -> anyhow::Result<
         http: args.http.as_deref().map(http::parse_addr).transpose()?,
         ready_max_lag: args.ready_max_lag,
         stall_timeout: Duration::from_secs(args.stall_timeout),
+        linger_on_failure: Duration::from_secs(args.linger_on_failure),
         checkpoints: CheckpointOptions {
             interval: args.checkpoint_interval,
             location: args.checkpoints,

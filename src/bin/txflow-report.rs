@@ -79,6 +79,17 @@ fn run(args: Args) -> anyhow::Result<()> {
         },
         args.html.display()
     );
+    let failure = &status["previous_error"];
+    if !failure.is_null() {
+        let text = |key: &str| failure[key].as_str().unwrap_or_default().to_string();
+        println!(
+            "txflow-report: the last run failure, at {} ({}, exit {}): {}",
+            text("at"),
+            text("domain"),
+            failure["exit_code"],
+            text("message")
+        );
+    }
     Ok(())
 }
 

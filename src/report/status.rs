@@ -5,6 +5,7 @@
 //! the landing edge and, unless the stream ended, the lag; compute and commit times per epoch,
 //! and the visible→committed latency. Throughput is derived from the epochs' `committed_at`
 //! in live mode only (in a replay `committed_at` is the chunk's landing time, not Y's).
+//! `previous_error` is the last run failure the store recorded (`run_failures`), if any.
 
 use std::collections::BTreeMap;
 
@@ -16,8 +17,8 @@ use crate::redact;
 use crate::sinks::rejects::{reason_kind, rejects_key};
 use crate::sinks::state::{EpochRow, LedgerId, LedgerRow, StateReader};
 use crate::telemetry::status::{
-    Detections, HistoryEntry, LatestDetection, Progress, Rejects, RunInfo, Status, Throughput,
-    HISTORY_EPOCHS, LATEST_DETECTIONS,
+    Detections, HistoryEntry, LatestDetection, PreviousError, Progress, Rejects, RunInfo, Status,
+    Throughput, HISTORY_EPOCHS, LATEST_DETECTIONS,
 };
 use crate::thresholds::Thresholds;
 
@@ -53,6 +54,9 @@ impl Status {
             },
         };
         let live = meta.get("run.mode").is_some_and(|m| m == "live");
+        let last_failure = store
+            .last_failure()
+            .context("reading the last run failure")?;
         Ok(Status {
             run: run_identity(&meta, output),
             state: if ended { "ended" } else { "running" },
@@ -67,6 +71,7 @@ impl Status {
             history: history(&epochs, &ledger),
             error: None,
             truncated: false,
+            previous_error: last_failure.map(PreviousError::from),
         })
     }
 }

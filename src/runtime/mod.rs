@@ -50,7 +50,7 @@ pub use config::{
 };
 pub use control::RunControl;
 pub use options::{
-    default_poll_interval, Mode, ReplayRange, YOptions, DEFAULT_GAP_WARN, DEFAULT_SETTLE,
-    DEFAULT_STALL_TIMEOUT, MIN_POLL_INTERVAL,
+    default_poll_interval, Mode, ReplayRange, YOptions, DEFAULT_GAP_WARN,
+    DEFAULT_LINGER_ON_FAILURE, DEFAULT_SETTLE, DEFAULT_STALL_TIMEOUT, MIN_POLL_INTERVAL,
 };
 pub use summary::RunSummary;

@@ -87,6 +87,10 @@ pub struct YOptions {
     /// `--stall-timeout`: fail the run when no epoch commits this long while chunks wait
     /// (process 0); zero = never.
     pub stall_timeout: Duration,
+    /// `--linger-on-failure`: after a fatal error, how long the `--http` endpoint keeps
+    /// answering (state `failed`, the error and what to do) before the process ends; zero =
+    /// not at all. A stop signal ends the wait.
+    pub linger_on_failure: Duration,
     /// Checkpoints of the dataflow's state: how often, where, how many kept.
     pub checkpoints: CheckpointOptions,
 }
@@ -98,6 +102,10 @@ pub const DEFAULT_GAP_WARN: Duration = Duration::from_secs(10);
 /// and for a PostgreSQL reconnect (`--pg-reconnect-timeout` 60 s), short enough that a frozen
 /// cluster peer does not go unnoticed.
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Default of [`YOptions::linger_on_failure`] (`--linger-on-failure`): long enough for a
+/// scrape or a person to see why the run failed.
+pub const DEFAULT_LINGER_ON_FAILURE: Duration = Duration::from_secs(30);
 
 /// Default of [`YOptions::settle`] (`--settle-ms`).
 pub const DEFAULT_SETTLE: Duration = Duration::from_millis(1000);
@@ -120,6 +128,7 @@ impl YOptions {
             http: None,
             ready_max_lag: DEFAULT_READY_MAX_LAG,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
+            linger_on_failure: DEFAULT_LINGER_ON_FAILURE,
             checkpoints: CheckpointOptions::default(),
         }
     }

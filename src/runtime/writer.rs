@@ -36,8 +36,8 @@ use crate::sinks::checkpoint::format::Labels;
 use crate::sinks::ledger::{Ledger, LedgerName, NewRows, Times};
 use crate::sinks::rejects;
 use crate::sinks::state::{
-    CheckpointRow, EpochCommit, EpochRow, LedgerRow, RunIdentity, StateReader, StateWriter,
-    VariantRows, VariantSpec,
+    CheckpointRow, EpochCommit, EpochRow, FailureRow, LedgerRow, RunIdentity, StateReader,
+    StateWriter, VariantRows, VariantSpec,
 };
 use crate::time::{format_ist, now_ms};
 
@@ -276,6 +276,11 @@ impl EpochWriter {
     /// The recorded checkpoints, oldest first.
     pub(crate) fn checkpoints(&mut self) -> Result<Vec<CheckpointRow>, StateError> {
         self.store.checkpoints()
+    }
+
+    /// The last failure an earlier run recorded in the store.
+    pub(crate) fn last_failure(&mut self) -> Result<Option<FailureRow>, StateError> {
+        self.store.last_failure()
     }
 
     /// Writes a rejects object (used for the importance file at start).

@@ -24,7 +24,7 @@ use crate::retry_count::Retries;
 use crate::runtime::events::{EpochCommitted, Event, RunObserver};
 use crate::runtime::watchdog::StallProbe;
 use crate::telemetry::metrics::{resident_bytes, Metrics, Present};
-use crate::telemetry::status::{Book, Progress, RunFailure, MAX_STATUS_BYTES};
+use crate::telemetry::status::{Book, PreviousError, Progress, RunFailure, MAX_STATUS_BYTES};
 pub use crate::telemetry::status::{RunInfo, Status};
 use crate::time::now_ms;
 
@@ -357,12 +357,16 @@ impl Telemetry {
     /// The run failed with `error`: the state is `failed`, and the status says why, whose
     /// fault it is and the exit status it ends with.
     pub fn failed(&self, error: &crate::error::Error) {
-        *lock(&self.failure) = Some(RunFailure {
-            message: error.to_string(),
-            domain: error.domain().to_string(),
-            exit_code: error.domain().exit_code(),
-        });
+        *lock(&self.failure) = Some(RunFailure::of(error));
+        // LEAD: add `self.record_event(level error, kind "failure", error's line)` here once
+        // `Telemetry::record_event` is merged (the recent-events ring is another branch's).
         self.set_phase(Phase::Failed);
+    }
+
+    /// The last failure an earlier run recorded in the state store (`previous_error`).
+    pub(crate) fn set_previous_error(&self, previous: Option<PreviousError>) {
+        lock(&self.book).previous_error = previous;
+        self.changed();
     }
 
     /// The `/api/status` document ([`Status::from_telemetry`]).
@@ -408,6 +412,7 @@ impl Status {
             history: book.history(),
             error: lock(&t.failure).clone(),
             truncated: false,
+            previous_error: book.previous_error.clone(),
         }
     }
 }

@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::error::{ClusterError, Domain, Error, StateError};
 use crate::model::Pattern;
 use crate::runtime::events::EpochCommitted;
-use crate::sinks::state::LedgerRow;
+use crate::sinks::state::{sqlite, FailureRow, LedgerRow};
 
 /// Epochs the history keeps.
 pub(crate) const HISTORY_EPOCHS: usize = 1000;
@@ -198,12 +199,99 @@ pub struct HistoryEntry {
 }
 
 /// A failed run's error: its one line, its domain (`input`, `configuration`, `external
-/// service`, `internal`) and the exit status the process ends with (docs/operations.md).
+/// service`, `internal`), the exit status the process ends with (docs/operations.md) and
+/// what to do about it.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunFailure {
     pub message: String,
     pub domain: String,
     pub exit_code: u8,
+    pub what_to_do: String,
+}
+
+impl RunFailure {
+    pub(crate) fn of(error: &Error) -> RunFailure {
+        RunFailure {
+            message: error.to_string(),
+            domain: error.domain().to_string(),
+            exit_code: error.domain().exit_code(),
+            what_to_do: what_to_do(error).to_string(),
+        }
+    }
+}
+
+/// One line on what to do about `error`: by its domain, more specific where the error
+/// says more.
+pub(crate) fn what_to_do(error: &Error) -> &'static str {
+    match error.root() {
+        Error::State(StateError::Locked { .. }) => {
+            "stop the other mechanism-y process writing to this state store (the message names \
+             it), or give this run its own store; then start this one again"
+        }
+        Error::State(e) if sqlite::is_busy(e) => {
+            "another program holds the SQLite state store's write lock (an open transaction): \
+             end it, then start mechanism-y again; it resumes from the last committed epoch"
+        }
+        Error::State(StateError::Unreachable { .. } | StateError::Unavailable { .. }) => {
+            "check that the PostgreSQL server is running and that the --state URL (host, port, \
+             database) is right; then start mechanism-y again: it resumes from the last \
+             committed epoch"
+        }
+        Error::State(
+            StateError::DifferentRun { .. }
+            | StateError::StreamEnded { .. }
+            | StateError::OutputConflict { .. },
+        ) => {
+            "give the new run a new state store and output, or rerun with the inputs and \
+             options of the run that created them"
+        }
+        Error::Cluster(ClusterError::Stalled { .. }) => {
+            "the run stopped committing: look at the log for the stage that hung (a frozen \
+             cluster peer, a hung store); then start it again: it resumes from the last \
+             committed epoch"
+        }
+        _ => match error.domain() {
+            Domain::Input => {
+                "see the rejects and the landing: fix or restore the chunk or file the message \
+                 names, then start mechanism-y again"
+            }
+            Domain::Configuration => {
+                "fix the option or file the message names, then start mechanism-y again"
+            }
+            Domain::ExternalService => {
+                "check the service the message names (file system, S3, PostgreSQL, a cluster \
+                 peer); start mechanism-y again once it is back: it resumes from the last \
+                 committed epoch"
+            }
+            Domain::Internal => {
+                "a bug in txflow: keep the log and the state store and report it; starting \
+                 again resumes from the last committed epoch"
+            }
+        },
+    }
+}
+
+/// The last failure an earlier run recorded in the state store (`previous_error`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PreviousError {
+    pub message: String,
+    pub domain: String,
+    pub exit_code: u8,
+    /// IST RFC 3339.
+    pub at: String,
+    pub at_ms: i64,
+}
+
+impl From<FailureRow> for PreviousError {
+    fn from(f: FailureRow) -> PreviousError {
+        PreviousError {
+            message: f.message,
+            domain: f.domain,
+            exit_code: f.exit_code,
+            at: f.at,
+            at_ms: f.at_ms,
+        }
+    }
 }
 
 /// The `/api/status` document.
@@ -224,6 +312,8 @@ pub struct Status {
     /// (present only then).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
+    /// The last failure an earlier run recorded in the state store, if any.
+    pub previous_error: Option<PreviousError>,
 }
 
 impl Status {
@@ -269,6 +359,8 @@ pub(crate) struct Book {
     by_pattern: BTreeMap<String, u64>,
     latest: VecDeque<LatestDetection>,
     by_reason: BTreeMap<String, u64>,
+    /// The last failure an earlier run recorded (read at start-up).
+    pub previous_error: Option<PreviousError>,
     /// Oldest first, with when each was committed (for the throughput).
     history: VecDeque<(Instant, HistoryEntry)>,
 }
@@ -286,6 +378,7 @@ impl Book {
             latest: VecDeque::new(),
             by_reason: BTreeMap::new(),
             history: VecDeque::new(),
+            previous_error: None,
         }
     }
 

@@ -16,6 +16,12 @@
 //!   count; after a real SIGKILL of X in the middle of writing a chunk, and after a SIGKILL of
 //!   Y mid-run.
 //!
+//! - A failed run stays visible: with `--http` the endpoint keeps answering for
+//!   `--linger-on-failure` (state `failed`, the error, its domain and what to do; `/readyz`
+//!   503), a stop signal ends the wait, the exit status stays the error's; the failure is
+//!   recorded in the state store, and the next run's `/api/status` (`previous_error`) and
+//!   `txflow-report` show it.
+//!
 //! Data: `txgen --rows 3000` cut by mechanism-x into 100-record chunks (30 chunks).
 
 use crate::common;
@@ -776,4 +782,190 @@ fn x_keeps_a_live_writers_temporary_and_removes_a_dead_ones() {
     assert!(f.stdout.contains("30 chunks"), "{}", f.describe());
     assert_eq!(temporaries(&d.landing), vec![live_file]);
     assert_eq!(logged_removed(&f.stderr), 1, "{}", f.describe());
+}
+
+// ------------------------------------------------------------------------------------------
+// A failed run stays visible: the endpoint lingers, the store records it
+// ------------------------------------------------------------------------------------------
+
+const REPORT: &str = env!("CARGO_BIN_EXE_txflow-report");
+
+/// `GET path` on the loopback port: the status code and the body (`None`: no answer).
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut bytes = Vec::new();
+    let _ = stream.read_to_end(&mut bytes);
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// `/api/status` once it answers and `accept` holds of it (bounded by [`TIMEOUT`]).
+fn status_when(port: u16, accept: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let found = common::wait::poll(TIMEOUT, || {
+        let (code, body) = http_get(port, "/api/status")?;
+        let status: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (code == 200 && accept(&status)).then_some(status)
+    });
+    found.expect("/api/status never showed what was awaited")
+}
+
+/// A landing of one chunk and no `_COMPLETE`: a live run on it waits for more until stopped.
+fn open_landing() -> Tiny {
+    let t = Tiny::new();
+    fs::remove_file(t.landing.join("_COMPLETE")).unwrap();
+    t
+}
+
+/// Runs Y on `t` with `--http` until its first epoch is committed, then stops it (SIGTERM).
+fn commit_one_epoch_and_stop(t: &Tiny, name: &str) {
+    let port = common::paths::free_port();
+    let args = t.y_args(&["--http", &port.to_string()]);
+    let mut y = common::process::YProc::spawn(name, &args, &t.root);
+    let status = status_when(port, |s| s["progress"]["epochs_committed"] == 1);
+    assert!(status["previous_error"].is_null(), "{status}");
+    y.signal(libc::SIGTERM);
+    y.wait_ok(TIMEOUT);
+}
+
+#[test]
+fn a_failed_run_keeps_its_endpoint_for_the_linger_then_exits_with_its_code() {
+    let t = open_landing();
+    commit_one_epoch_and_stop(&t, "first");
+    // Another writer holds the store's lock: the run fails at start (configuration, 78).
+    let held = fs::File::open(t.root.join("state.db")).unwrap();
+    held.try_lock().unwrap();
+    let port = common::paths::free_port();
+    let linger = Duration::from_secs(4);
+    let args = t.y_args(&["--http", &port.to_string(), "--linger-on-failure", "4"]);
+    let started = Instant::now();
+    let mut y = common::process::YProc::spawn("locked", &args, &t.root);
+    let status = status_when(port, |s| s["state"] == "failed");
+    let error = &status["error"];
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("another mechanism-y process is already writing to this state store"),
+        "{error}"
+    );
+    assert_eq!(error["domain"], "configuration");
+    assert_eq!(error["exit_code"], 78);
+    assert!(
+        error["what_to_do"]
+            .as_str()
+            .unwrap()
+            .starts_with("stop the other mechanism-y process"),
+        "{error}"
+    );
+    let (code, body) = http_get(port, "/readyz").expect("/readyz answers while lingering");
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(y.try_status(), None, "still up during the linger");
+    let exit = y.wait(TIMEOUT);
+    let took = started.elapsed();
+    assert_eq!(exit.code(), Some(78), "{}", y.stderr_tail(5));
+    assert!(
+        took >= linger && took < linger + PROMPT,
+        "exited after {took:?}"
+    );
+    let stderr = y.stderr_text();
+    assert!(stderr.contains("stays up for 4 s"), "{stderr}");
+    // The store was the problem: the failure is not recorded, and it says so.
+    assert!(stderr.contains("could not be recorded"), "{stderr}");
+    assert!(
+        http_get(port, "/api/status").is_none(),
+        "the endpoint is gone"
+    );
+
+    // --linger-on-failure 0: the same failure exits at once.
+    let args = t.y_args(&["--http", &port.to_string(), "--linger-on-failure", "0"]);
+    let (f, took) = run(Y, &strs(&args));
+    assert_eq!(f.status.code(), Some(78), "{}", f.describe());
+    assert!(took < PROMPT, "took {took:?}");
+    drop(held);
+}
+
+#[test]
+fn a_stop_signal_ends_the_linger() {
+    let t = open_landing();
+    commit_one_epoch_and_stop(&t, "first");
+    let held = fs::File::open(t.root.join("state.db")).unwrap();
+    held.try_lock().unwrap();
+    let port = common::paths::free_port();
+    let args = t.y_args(&["--http", &port.to_string(), "--linger-on-failure", "600"]);
+    let mut y = common::process::YProc::spawn("locked", &args, &t.root);
+    status_when(port, |s| s["state"] == "failed");
+    let signalled = Instant::now();
+    y.signal(libc::SIGTERM);
+    let exit = y.wait(TIMEOUT);
+    assert!(signalled.elapsed() < PROMPT, "{:?}", signalled.elapsed());
+    assert_eq!(exit.code(), Some(78), "the exit status stays the error's");
+    drop(held);
+}
+
+#[test]
+fn the_next_run_and_txflow_report_show_the_previous_error() {
+    let t = open_landing();
+    commit_one_epoch_and_stop(&t, "first");
+    // Other thresholds on the same store: refused as another run, and recorded.
+    let before_ms = txflow::time::now_ms();
+    // Without --http there is nothing to linger for.
+    let args = t.y_args(&["--child-min-txns", "7"]);
+    let (f, took) = run(Y, &strs(&args));
+    assert_eq!(f.status.code(), Some(78), "{}", f.describe());
+    assert!(took < PROMPT, "took {took:?}");
+    let after_ms = txflow::time::now_ms();
+
+    let port = common::paths::free_port();
+    let args = t.y_args(&["--http", &port.to_string()]);
+    let mut y = common::process::YProc::spawn("next", &args, &t.root);
+    let status = status_when(port, |s| !s["previous_error"].is_null());
+    let previous = &status["previous_error"];
+    assert!(
+        previous["message"]
+            .as_str()
+            .unwrap()
+            .contains("the state store holds epochs of a different run"),
+        "{previous}"
+    );
+    assert_eq!(previous["domain"], "configuration");
+    assert_eq!(previous["exit_code"], 78);
+    let at_ms = previous["at_ms"].as_i64().unwrap();
+    assert!((before_ms..=after_ms).contains(&at_ms), "{previous}");
+    assert!(
+        previous["at"].as_str().unwrap().ends_with("+05:30"),
+        "{previous}"
+    );
+    assert!(
+        status.get("error").is_none(),
+        "this run has not failed: {status}"
+    );
+    y.signal(libc::SIGTERM);
+    y.wait_ok(TIMEOUT);
+
+    // A later successful start leaves it: txflow-report still shows it.
+    let (html, json) = (t.root.join("report.html"), t.root.join("report.json"));
+    let state = format!("sqlite://{}", t.root.join("state.db").display());
+    let (f, _) = run(
+        REPORT,
+        &["--state", &state, "--html", s(&html), "--json", s(&json)],
+    );
+    assert!(f.status.success(), "{}", f.describe());
+    assert!(
+        f.stdout.contains("the last run failure")
+            && f.stdout.contains("configuration, exit 78")
+            && f.stdout.contains("holds epochs of a different run"),
+        "{}",
+        f.stdout
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["previous_error"], *previous);
 }

@@ -31,8 +31,9 @@ use txflow::model::{DetectionKey, Pattern};
 use txflow::sinks::state::postgres::{Fault, PgOptions, PgStore};
 use txflow::sinks::state::sqlite::SqliteStore;
 use txflow::sinks::state::{
-    open, EpochCommit, EpochRow, LedgerId, LedgerRow, Recovered, RunIdentity, RunMode, StateConfig,
-    StateReader, StateWriter, VariantRecovered, VariantRows, VariantSpec,
+    open, open_read_only, EpochCommit, EpochRow, FailureRow, LedgerId, LedgerRow, Recovered,
+    RunIdentity, RunMode, StateConfig, StateReader, StateWriter, VariantRecovered, VariantRows,
+    VariantSpec, FAILURES_KEPT,
 };
 use txflow::telemetry::retries::RetryCounts;
 
@@ -541,7 +542,7 @@ fn sqlite_uses_wal_and_tracks_migrations() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(versions, vec![1, 2, 3, 4, 5]);
+    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6]);
     // A reader sees the committed epoch while the writer still holds the store.
     let n: i64 = conn
         .query_row("SELECT count(*) FROM detections", [], |r| r.get(0))
@@ -1190,7 +1191,7 @@ fn sqlite_store_of_version_2_is_migrated() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(versions, vec![1, 2, 3, 4, 5]);
+    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6]);
 }
 
 #[cfg(feature = "test-services")]
@@ -1211,7 +1212,168 @@ fn postgres_store_of_version_2_is_migrated() {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        assert_eq!(versions, vec![1, 2, 3, 4, 5]);
+        assert_eq!(versions, vec![1, 2, 3, 4, 5, 6]);
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Run failures
+// ---------------------------------------------------------------------------------------
+
+fn failure(n: i64) -> FailureRow {
+    FailureRow {
+        at_ms: 1_700_000_000_000 + n,
+        at: format!("2023-11-15T03:43:20.{n:03}+05:30"),
+        message: format!("failure {n}: \"quoted\", é; another line's worth"),
+        domain: if n % 2 == 0 {
+            "configuration"
+        } else {
+            "external service"
+        }
+        .into(),
+        exit_code: if n % 2 == 0 { 78 } else { 75 },
+    }
+}
+
+/// Failures are recorded through a second handle while a run holds the store (the failing
+/// run's own guard may be gone or never taken), read back newest first, bounded to the
+/// newest [`FAILURES_KEPT`], and left by a later run. `scalar` runs a query on the database.
+fn failures_are_recorded_and_bounded(
+    open: &dyn Fn() -> Box<dyn StateWriter>,
+    scalar: &dyn Fn(&str) -> i64,
+) {
+    let mut fresh = open();
+    match fresh.record_failure(&failure(0)) {
+        Err(StateError::Schema { found: None, .. }) => {}
+        other => panic!("a store without a schema cannot record a failure: {other:?}"),
+    }
+    drop(fresh);
+    let mut writer = open();
+    writer.begin_run(&live_run()).unwrap();
+    assert_eq!(writer.last_failure().unwrap(), None);
+    let mut other = open();
+    other.record_failure(&failure(1)).unwrap();
+    assert_eq!(writer.last_failure().unwrap(), Some(failure(1)));
+    let last = FAILURES_KEPT as i64 + 5;
+    for n in 2..=last {
+        other.record_failure(&failure(n)).unwrap();
+    }
+    assert_eq!(other.last_failure().unwrap(), Some(failure(last)));
+    assert_eq!(
+        scalar("SELECT count(*) FROM run_failures"),
+        FAILURES_KEPT as i64
+    );
+    assert_eq!(
+        scalar("SELECT min(at_ms) FROM run_failures"),
+        failure(last - FAILURES_KEPT as i64 + 1).at_ms
+    );
+    writer.begin_variants(&[]).unwrap();
+    writer.commit_epoch(&epoch_commit(0, 0, 2, 1)).unwrap();
+    drop((writer, other));
+    let mut again = open();
+    again.begin_run(&live_run()).unwrap();
+    assert_eq!(again.last_failure().unwrap(), Some(failure(last)));
+}
+
+#[test]
+fn sqlite_records_run_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let url = format!("sqlite://{}", path.display());
+    let scalar = |sql: &str| {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap()
+    };
+    failures_are_recorded_and_bounded(
+        &|| open(&StateConfig::parse(&url).unwrap()).unwrap(),
+        &scalar,
+    );
+    let mut reader = open_read_only(&StateConfig::parse(&url).unwrap()).unwrap();
+    let last = FAILURES_KEPT as i64 + 5;
+    assert_eq!(reader.last_failure().unwrap(), Some(failure(last)));
+}
+
+#[cfg(feature = "test-services")]
+#[test]
+fn postgres_records_run_failures() {
+    bounded(Duration::from_secs(120), || {
+        let url = fresh_database_url("failures");
+        let scalar = |sql: &str| {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            client.query_one(sql, &[]).unwrap().get::<_, i64>(0)
+        };
+        failures_are_recorded_and_bounded(
+            &|| open(&StateConfig::parse(&url).unwrap()).unwrap(),
+            &scalar,
+        );
+        let mut reader = open_read_only(&StateConfig::parse(&url).unwrap()).unwrap();
+        let last = FAILURES_KEPT as i64 + 5;
+        assert_eq!(reader.last_failure().unwrap(), Some(failure(last)));
+    });
+}
+
+/// An empty store of schema version 5 (every migration before the failures table), run
+/// through `exec`.
+fn make_version_5_store(exec: &mut dyn FnMut(&str)) {
+    exec("CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at TEXT)");
+    for (version, migration) in &txflow::sinks::state::MIGRATIONS[..5] {
+        exec(migration);
+        exec(&format!(
+            "INSERT INTO schema_migrations VALUES ({version}, 'earlier')"
+        ));
+    }
+}
+
+/// Version 5 records no failure and readers refuse it; the next start migrates it to 6,
+/// after which failures are recorded and read (none before).
+fn version_5_store_gains_failures(
+    open: &dyn Fn() -> Box<dyn StateWriter>,
+    read: &dyn Fn() -> Box<dyn StateReader>,
+) {
+    match open().record_failure(&failure(1)) {
+        Err(StateError::Schema {
+            found: Some(5),
+            expected: 6,
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    match read().last_failure() {
+        Err(StateError::Schema { found: Some(5), .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    let mut writer = open();
+    writer.begin_run(&live_run()).unwrap();
+    assert_eq!(writer.last_failure().unwrap(), None);
+    writer.record_failure(&failure(2)).unwrap();
+    drop(writer);
+    assert_eq!(read().last_failure().unwrap(), Some(failure(2)));
+}
+
+#[test]
+fn sqlite_store_of_version_5_is_migrated_to_record_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    make_version_5_store(&mut |sql| conn.execute_batch(sql).unwrap());
+    drop(conn);
+    let config = StateConfig::parse(&format!("sqlite://{}", path.display())).unwrap();
+    version_5_store_gains_failures(&|| open(&config).unwrap(), &|| {
+        open_read_only(&config).unwrap()
+    });
+}
+
+#[cfg(feature = "test-services")]
+#[test]
+fn postgres_store_of_version_5_is_migrated_to_record_failures() {
+    bounded(Duration::from_secs(60), || {
+        let url = fresh_database_url("version_5");
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        make_version_5_store(&mut |sql| client.batch_execute(sql).unwrap());
+        drop(client);
+        let config = StateConfig::parse(&url).unwrap();
+        version_5_store_gains_failures(&|| open(&config).unwrap(), &|| {
+            open_read_only(&config).unwrap()
+        });
     });
 }
 

@@ -95,6 +95,21 @@ pub fn open(config: &StateConfig) -> Result<Box<dyn StateWriter>, StateError> {
     }
 }
 
+/// Opens the configured state store as [`open`] does, but never creates an embedded one: a
+/// run failure is recorded only in a store that exists ([`StateWriter::record_failure`]).
+pub fn open_existing(config: &StateConfig) -> Result<Box<dyn StateWriter>, StateError> {
+    if let StateConfig::Embedded { path } = config {
+        if !path.is_file() {
+            return Err(StateError::Io {
+                op: "opening",
+                path: path.display().to_string(),
+                source: std::io::ErrorKind::NotFound.into(),
+            });
+        }
+    }
+    open(config)
+}
+
 /// Opens the configured state store for reading only (reports, inspection): an embedded
 /// store must exist and is never written, created or switched to WAL
 /// ([`sqlite::SqliteStore::open_read_only`]); PostgreSQL sessions are read-only

@@ -20,7 +20,7 @@
 //! | file | what it holds |
 //! | --- | --- |
 //! | `mod.rs` | the module declarations and re-exports, nothing else |
-//! | `config.rs` | [`StateConfig`] (which store, its URL redacted), [`open`], [`open_read_only`] |
+//! | `config.rs` | [`StateConfig`] (which store, its URL redacted), [`open`], [`open_existing`], [`open_read_only`] |
 //! | `store.rs` | the [`StateWriter`] and [`StateReader`] traits and the rows they store |
 //! | `protocol.rs` | the protocol written once: the transaction trait (`Tx`), the database trait (`Db`), the one `Store` implementing both traits |
 //! | `rules.rs` | the SQL-free rules both stores follow: detection keys, `BIGINT` conversions, schema versions, variant decisions |
@@ -46,11 +46,11 @@ pub mod schema;
 pub mod sqlite;
 pub mod store;
 
-pub use config::{open, open_read_only, StateConfig};
+pub use config::{open, open_existing, open_read_only, StateConfig};
 pub use identity::{RunIdentity, RunMode};
 pub use postgres::PgOptions;
 pub use schema::MIGRATIONS;
 pub use store::{
-    CheckpointRow, EpochCommit, EpochRow, LedgerId, LedgerRow, Recovered, StateReader, StateWriter,
-    VariantRecovered, VariantRows, VariantSpec,
+    CheckpointRow, EpochCommit, EpochRow, FailureRow, LedgerId, LedgerRow, Recovered, StateReader,
+    StateWriter, VariantRecovered, VariantRows, VariantSpec, FAILURES_KEPT,
 };

@@ -14,8 +14,8 @@ use super::rules::{
 };
 use super::schema::{self, Dialect, LedgerSql, MIGRATIONS};
 use super::store::{
-    CheckpointRow, EpochCommit, EpochRow, LedgerId, LedgerRow, Recovered, StateReader, StateWriter,
-    VariantRecovered, VariantRows, VariantSpec,
+    CheckpointRow, EpochCommit, EpochRow, FailureRow, LedgerId, LedgerRow, Recovered, StateReader,
+    StateWriter, VariantRecovered, VariantRows, VariantSpec, FAILURES_KEPT,
 };
 use crate::error::StateError;
 use crate::model::Pattern;
@@ -303,6 +303,15 @@ impl<D: Db> StateReader for Store<D> {
             Ok(entries.collect::<Result<_, StateError>>()?)
         })
     }
+
+    fn last_failure(&mut self) -> Result<Option<FailureRow>, StateError> {
+        self.require_schema()?;
+        self.db
+            .run("reading the last run failure", Access::Autocommit, |tx| {
+                let rows = tx.query(schema::LAST_FAILURE, &[])?;
+                Ok(rows.first().map(failure_row).transpose()?)
+            })
+    }
 }
 
 impl<D: Db> StateWriter for Store<D> {
@@ -386,6 +395,14 @@ impl<D: Db> StateWriter for Store<D> {
         self.db
             .run("recording a checkpoint", Access::Transaction, |tx| {
                 record_checkpoint(tx, row, keep)
+            })
+    }
+
+    fn record_failure(&mut self, failure: &FailureRow) -> Result<(), StateError> {
+        self.require_schema()?;
+        self.db
+            .run("recording a run failure", Access::Transaction, |tx| {
+                record_failure(tx, failure)
             })
     }
 }
@@ -662,4 +679,30 @@ fn record_checkpoint<T: Tx>(
         .into_iter()
         .filter(|c| gone.contains(&c.epoch))
         .collect())
+}
+
+/// Records a run failure and forgets all but the newest [`FAILURES_KEPT`].
+fn record_failure<T: Tx>(tx: &mut T, f: &FailureRow) -> Result<(), T::Error> {
+    let params = [
+        f.at_ms.into(),
+        f.at.as_str().into(),
+        f.message.as_str().into(),
+        f.domain.as_str().into(),
+        i64::from(f.exit_code).into(),
+    ];
+    tx.execute(T::DIALECT.insert_failure, &params)?;
+    let keep = sql_i64(FAILURES_KEPT, "failures kept")?;
+    tx.execute(schema::PRUNE_FAILURES, &[keep.into()])?;
+    Ok(())
+}
+
+/// A failure from [`schema::LAST_FAILURE`]'s columns.
+fn failure_row(r: &Row) -> Result<FailureRow, StateError> {
+    Ok(FailureRow {
+        at_ms: r.int(0)?,
+        at: r.string(1)?,
+        message: r.string(2)?,
+        domain: r.string(3)?,
+        exit_code: u8::try_from(r.int(4)?).unwrap_or(u8::MAX),
+    })
 }

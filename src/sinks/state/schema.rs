@@ -14,6 +14,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../../sql/003_variants_evidence.sql")),
     (4, include_str!("../../../sql/004_checkpoints.sql")),
     (5, include_str!("../../../sql/005_thresholds_json.sql")),
+    (6, include_str!("../../../sql/006_run_failures.sql")),
 ];
 
 /// `sql` with every `$N` placeholder written `?N`, for SQLite. No statement here has a `$`
@@ -33,18 +34,21 @@ pub struct Dialect {
     pub has_migrations: &'static str,
     pub record_migration: &'static str,
     pub insert_epoch: &'static str,
+    pub insert_failure: &'static str,
 }
 
 pub(crate) const SQLITE_DIALECT: Dialect = Dialect {
     has_migrations: SQLITE_HAS_MIGRATIONS,
     record_migration: SQLITE_RECORD_MIGRATION,
     insert_epoch: SQLITE_INSERT_EPOCH,
+    insert_failure: SQLITE_INSERT_FAILURE,
 };
 
 pub(crate) const PG_DIALECT: Dialect = Dialect {
     has_migrations: PG_HAS_MIGRATIONS,
     record_migration: PG_RECORD_MIGRATION,
     insert_epoch: PG_INSERT_EPOCH,
+    insert_failure: PG_INSERT_FAILURE,
 };
 
 // --- migrations -------------------------------------------------------------------------
@@ -160,6 +164,23 @@ pub(crate) const UPSERT_CHECKPOINT: &str =
 pub(crate) const CHECKPOINTS: &str = "SELECT epoch, location, bytes, digest, format_version, \
      created_at FROM checkpoints ORDER BY epoch";
 pub(crate) const DELETE_CHECKPOINT: &str = "DELETE FROM checkpoints WHERE epoch = $1";
+
+// --- run failures ---------------------------------------------------------------------
+
+/// Records a run's failure after the newest recorded (`seq` one past the highest).
+pub(crate) const SQLITE_INSERT_FAILURE: &str =
+    "INSERT INTO run_failures (seq, at_ms, at, message, domain, exit_code) \
+     SELECT coalesce(max(seq), 0) + 1, $1, $2, $3, $4, $5 FROM run_failures";
+pub(crate) const PG_INSERT_FAILURE: &str =
+    "INSERT INTO run_failures (seq, at_ms, at, message, domain, exit_code) \
+     SELECT coalesce(max(seq), 0) + 1, $1::int8, $2::text, $3::text, $4::text, $5::int8 \
+     FROM run_failures";
+/// Forgets all but the newest `$1` failures.
+pub(crate) const PRUNE_FAILURES: &str =
+    "DELETE FROM run_failures WHERE seq <= (SELECT max(seq) FROM run_failures) - $1";
+/// The newest recorded failure; [`super::FailureRow`]'s fields in order.
+pub(crate) const LAST_FAILURE: &str = "SELECT at_ms, at, message, domain, exit_code \
+     FROM run_failures ORDER BY seq DESC LIMIT 1";
 
 // --- backtest variants ------------------------------------------------------------------
 

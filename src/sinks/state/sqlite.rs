@@ -379,6 +379,18 @@ fn flock_holder(meta: &std::fs::Metadata) -> Option<u32> {
     })
 }
 
+/// Whether `error` is SQLite's "database is locked": another connection held the write lock
+/// past the busy timeout.
+pub(crate) fn is_busy(error: &StateError) -> bool {
+    match error {
+        StateError::Sqlite { source, .. } => matches!(
+            source.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        ),
+        _ => false,
+    }
+}
+
 fn sqlite_err(path: &str) -> impl Fn(rusqlite::Error) -> StateError {
     let path = path.to_string();
     move |source| StateError::Sqlite {

@@ -70,6 +70,23 @@ pub struct CheckpointRow {
     pub created_at: String,
 }
 
+/// A failed run as the store records it (`run_failures`): history for the next run, the
+/// console and `txflow-report`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailureRow {
+    /// When it failed: milliseconds since the Unix epoch, and as IST RFC 3339.
+    pub at_ms: i64,
+    pub at: String,
+    /// The error's one line.
+    pub message: String,
+    /// `input`, `configuration`, `external service` or `internal`.
+    pub domain: String,
+    pub exit_code: u8,
+}
+
+/// How many recorded failures a store keeps (the oldest go first).
+pub const FAILURES_KEPT: u64 = 20;
+
 /// Everything one epoch commits, in one transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EpochCommit {
@@ -157,6 +174,9 @@ pub trait StateReader: Send {
     /// Every `run_meta` entry, by key (inspection: the run identity's `run.*` components, and
     /// `finished` once the stream ended).
     fn run_meta(&mut self) -> Result<BTreeMap<String, String>, StateError>;
+
+    /// The newest recorded run failure, if any.
+    fn last_failure(&mut self) -> Result<Option<FailureRow>, StateError>;
 }
 
 /// The runner's state store: everything a [`StateReader`] reads, and the writes of one run.
@@ -198,4 +218,9 @@ pub trait StateWriter: StateReader {
         row: &CheckpointRow,
         keep: usize,
     ) -> Result<Vec<CheckpointRow>, StateError>;
+
+    /// Records that a run failed, keeping only the newest [`FAILURES_KEPT`]. Needs neither
+    /// `begin_run` nor its guard (the failing run may never have taken it), only a store at
+    /// this build's schema: the record is best-effort history, never part of a commit.
+    fn record_failure(&mut self, failure: &FailureRow) -> Result<(), StateError>;
 }
