@@ -691,6 +691,44 @@ fn case(state: &'static str, ready: bool, words: &'static str, class: &'static s
     }
 }
 
+/// A one-line summary and what to do, as a server might word them for `state`.
+fn words_of(state: &str, ready: bool) -> (&'static str, &'static str) {
+    match (state, ready) {
+        ("up_to_date", _) => ("up to date: epoch 119 committed, 1 chunk in flight", ""),
+        ("ended", _) => ("ended: every chunk committed", ""),
+        ("waiting_for_input", true) => (
+            "waiting for input: last chunk 31 s ago, landing listed 1 s ago",
+            "",
+        ),
+        ("waiting_for_input", false) => (
+            "waiting for input: the landing /data/landing is missing",
+            "check that mechanism-x writes to /data/landing and that the path is right",
+        ),
+        ("behind", _) => (
+            "behind: 5 chunks waiting (more than 2), oldest epoch 117 for 13 s",
+            "watch the commit latency; add workers if the input rate stays above the processed rate",
+        ),
+        ("committing_slowly", _) => (
+            "committing slowly: epoch 120 has been committing for 9 s",
+            "check the state store and the output store: latency, locks, free space",
+        ),
+        ("recovering", _) => (
+            "recovering from checkpoint: 3 of 10 epochs replayed",
+            "",
+        ),
+        ("starting", _) => ("starting: reading the state store", ""),
+        ("stalled", _) => (
+            "stalled: no progress for 120 s (--stall-timeout)",
+            "look at the recent events and the log; restart the run if it does not move",
+        ),
+        ("failed", _) => (
+            "failed: the state store refused the commit",
+            "start the database, then restart: the run resumes after epoch 119",
+        ),
+        _ => ("stopped: the run was stopped", "restart it to go on"),
+    }
+}
+
 /// Every state of the contract, and `up_to_date` with `ready: false` (never green).
 fn cases() -> Vec<Case> {
     let detail = |v: Value| json!({ "state_detail": v });
@@ -756,19 +794,19 @@ fn canned_status(case: &Case) -> Value {
         "state": case.state,
         "ready": case.ready,
         "state_detail": {
-            "summary": format!("summary of {}", case.state),
-            "what_to_do": format!("what to do when {}", case.state),
+            "summary": words_of(case.state, case.ready).0,
+            "what_to_do": Some(words_of(case.state, case.ready).1).filter(|w| !w.is_empty()),
             "last_chunk_ms": GENERATED_MS - 31_000, "since_last_chunk_seconds": 31.0,
             "landing_listed_ms": GENERATED_MS - 1_000, "landing_missing": false,
             "behind": null, "recovering": null },
         "recent_events": [
             { "at_ms": GENERATED_MS - 1_000, "at": "2026-06-01T10:59:59+05:30", "level": "error",
-              "kind": "failure", "message": "newest event" },
+              "kind": "failure", "message": "state store: connection refused" },
             { "at_ms": GENERATED_MS - 30_000, "at": "2026-06-01T10:59:30+05:30", "level": "warn",
-              "kind": "retry", "message": "middle event" },
+              "kind": "retry", "message": "state store: connection reset, retry 1 of 5 in 200 ms" },
             { "at_ms": GENERATED_MS - 120_000, "at": "2026-06-01T10:58:00+05:30", "level": "info",
-              "kind": "recovered", "message": "oldest event" } ],
-        "previous_error": { "message": "an earlier run's failure", "domain": "input",
+              "kind": "recovered", "message": "recovered from checkpoint at epoch 109 in 0.4 s" } ],
+        "previous_error": { "message": "chunk-000042.csv line 7: invalid amount", "domain": "input",
             "exit_code": 3, "at": "2026-06-01T09:15:00+05:30", "at_ms": STARTED_MS - 2_700_000 },
         "run": { "mode": "live", "landing": "/data/landing",
             "started_at": "2026-06-01T10:00:00.000+05:30" },
@@ -842,14 +880,14 @@ fn assert_case(dom: &str, case: &Case) {
         case.ready || !classes.split(' ').any(|c| c == "ok"),
         "{what}: green while not ready"
     );
-    assert_eq!(
-        element(dom, "id=\"state-summary\"").unwrap().1,
-        format!("summary of {}", case.state)
-    );
-    assert_eq!(
-        element(dom, "id=\"what-to-do\"").unwrap().1,
-        format!("What to do: what to do when {}", case.state)
-    );
+    let (summary, what_to_do) = words_of(case.state, case.ready);
+    assert_eq!(element(dom, "id=\"state-summary\"").unwrap().1, summary);
+    let shown = element(dom, "id=\"what-to-do\"").unwrap().1;
+    if what_to_do.is_empty() {
+        assert_eq!(shown, "", "{what}: what to do, when there is nothing to do");
+    } else {
+        assert_eq!(shown, format!("What to do: {what_to_do}"));
+    }
     let (error_panel, _) = element(dom, "id=\"error-panel\"").unwrap();
     assert_eq!(
         error_panel.contains(" hidden"),
@@ -860,7 +898,7 @@ fn assert_case(dom: &str, case: &Case) {
     assert!(!previous.contains(" hidden"), "{what}: {previous}");
     assert_eq!(
         section_text(dom, "id=\"previous-error\""),
-        "Last failure of an earlier run an earlier run's failure at 2026-06-01 09:15:00 IST \
+        "Last failure of an earlier run chunk-000042.csv line 7: invalid amount at 2026-06-01 09:15:00 IST \
          domain input exit code 3"
     );
     // Newest first, level-coloured, IST times (the browser's own zone is New York).
@@ -881,9 +919,8 @@ fn assert_case(dom: &str, case: &Case) {
         ],
         "{what}: recent events"
     );
-    assert!(
-        section_text(dom, "id=\"recent-events\"").starts_with("10:59:59 IST failure newest event")
-    );
+    assert!(section_text(dom, "id=\"recent-events\"")
+        .starts_with("10:59:59 IST failure state store: connection refused"));
     assert_eq!(
         element(dom, "id=\"this-run-label\"").unwrap().1,
         "this run (since 10:00:00 IST)"
@@ -1053,7 +1090,7 @@ fn console_screenshots_per_state() {
         chromium_with_env(
             &[
                 &shot,
-                "--window-size=1280,1100",
+                "--window-size=1280,760",
                 "--virtual-time-budget=4000",
             ],
             &server.url(),
