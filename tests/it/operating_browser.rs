@@ -13,6 +13,17 @@
 //!   serves it during a live run; once the store holds every epoch the rendered page shows
 //!   the store's figures.
 //! - `report_errors_are_one_line`: `txflow-report` on a missing store or output.
+//! - `console_shows_each_state_truthfully`: the console on status documents written by hand
+//!   per the status contract, one per run state, in a browser whose zone is not IST: badge
+//!   words and colour (never green when not ready), summary, what to do, the behind /
+//!   recovering / landing-missing details, the error and previous-error panels, the recent
+//!   events newest first with IST times, "this run (since …)" and "all runs", a chart canvas
+//!   in each chart container.
+//! - `console_charts_show_values_on_hover`: a synthetic mouse move shows the time (IST) and
+//!   the rates in uPlot's legend; without it the legend shows none.
+//! - `console_degrades_on_an_older_document`: no `ready`, `state_detail`, events or
+//!   millisecond times: the page still renders and an unknown state is not green.
+//! - `console_screenshots_per_state` (ignored; run by hand): `docs/img/console-<state>.png`.
 //! - `screenshots_for_the_readme` (ignored; run by hand): `docs/console.png` during a live run
 //!   of the default-sized data and `docs/report.png` of its report.
 
