@@ -1,6 +1,7 @@
 //! The console page and the run report: one self-contained HTML page that renders
-//! a run's status JSON — progress and lag, throughput and epoch latency, detections per
-//! pattern per epoch, the latest detections, rejected rows by reason.
+//! a run's status JSON — its state and what to do, recent events, progress and lag, input and
+//! processed rates, commit latency, detections per pattern per epoch, the latest detections,
+//! rejected rows by reason.
 //!
 //! The page runs in two modes: served at `/` of the console it fetches `/api/status` every
 //! second; a report embeds the status (built from a state store by [`status_from_store`])
@@ -9,9 +10,10 @@
 //! | file | what it holds |
 //! | --- | --- |
 //! | `mod.rs` | this table, the re-exports |
-//! | `console.html` | the page: inline CSS, JS and SVG charts; names are inserted as text only |
-//! | `page.rs` | [`console_page`], [`render_report`] (the status embedded, escaped for a `<script>`) |
-//! | `charts.js` | the SVG chart code both pages use, spliced in by `page.rs` |
+//! | `console.html` | the page: inline CSS and JS; the run state, panels, events, uPlot charts over IST time; names are inserted as text only |
+//! | `page.rs` | [`console_page`], [`render_report`] (the status embedded, escaped for a `<script>`); inlines `vendor/` and `charts.js` |
+//! | `charts.js` | helpers both pages use and the backtest report's SVG charts, spliced in by `page.rs` |
+//! | `vendor/` | uPlot (MIT, its licence beside it), as published: the console's charts |
 //! | `backtest.html` | the backtest report's page: renders its embedded JSON |
 //! | `backtest.rs` | the backtest comparison report of a replay with variants (HTML, JSON, CSV) |
 //! | `status.rs` | [`status_from_store`]: the status JSON from the `epochs`, `detections` and `run_meta` tables and the rejects objects |

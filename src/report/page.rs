@@ -1,6 +1,7 @@
 //! The console page (`console.html`, embedded) and the run report: the same page with the
-//! status JSON embedded in it. Both it and the backtest report take their charts from
-//! `charts.js` ([`with_charts`]).
+//! status JSON embedded in it. Its charts are uPlot's (`vendor/`, inlined); it and the
+//! backtest report share the helpers of `charts.js` ([`with_charts`]), whose SVG charts only
+//! the backtest report draws.
 
 use std::sync::LazyLock;
 
@@ -17,8 +18,26 @@ pub(crate) fn with_charts(template: &str) -> String {
     template.replacen(CHARTS_MARKER, CHARTS_JS, 1)
 }
 
+/// uPlot (MIT, `vendor/uPlot.LICENSE`), as published, and the line of the console page's
+/// script that it replaces.
+const UPLOT_JS: &str = include_str!("vendor/uPlot.iife.min.js");
+const UPLOT_JS_MARKER: &str = "/*@uPlot.js*/";
+
+/// uPlot's style sheet and the line of the console page's style that it replaces.
+const UPLOT_CSS: &str = include_str!("vendor/uPlot.min.css");
+const UPLOT_CSS_MARKER: &str = "/*@uPlot.css*/";
+
+/// The console template with uPlot and the shared chart code in place of their markers.
+fn console_with_vendor(template: &str) -> String {
+    with_charts(&template.replacen(UPLOT_CSS_MARKER, UPLOT_CSS, 1).replacen(
+        UPLOT_JS_MARKER,
+        UPLOT_JS,
+        1,
+    ))
+}
+
 /// The page, as served at `/` of the console: it fetches `/api/status` every second.
-static PAGE: LazyLock<String> = LazyLock::new(|| with_charts(include_str!("console.html")));
+static PAGE: LazyLock<String> = LazyLock::new(|| console_with_vendor(include_str!("console.html")));
 
 /// The empty status element of [`PAGE`]; a report fills it.
 const STATUS_ELEMENT: &str = r#"<script type="application/json" id="status"></script>"#;
@@ -71,17 +90,27 @@ mod tests {
     #[test]
     fn the_chart_code_is_spliced_in_once() {
         let template = include_str!("console.html");
-        assert_eq!(template.matches(CHARTS_MARKER).count(), 1);
-        assert!(!CHARTS_JS.contains(CHARTS_MARKER));
-        // The script element holding it must not be closed early.
-        assert!(!CHARTS_JS.to_ascii_lowercase().contains("</script"));
+        let inlined = [
+            (CHARTS_MARKER, CHARTS_JS),
+            (UPLOT_JS_MARKER, UPLOT_JS),
+            (UPLOT_CSS_MARKER, UPLOT_CSS),
+        ];
         let page = console_page();
-        assert!(!page.contains(CHARTS_MARKER));
+        let mut expected_len = template.len();
+        for (marker, code) in inlined {
+            assert_eq!(template.matches(marker).count(), 1, "{marker}");
+            assert!(!page.contains(marker), "{marker}");
+            for (other, _) in inlined {
+                assert!(!code.contains(other), "{other} inside the code of {marker}");
+            }
+            // The element holding it must not be closed early.
+            let lower = code.to_ascii_lowercase();
+            assert!(!lower.contains("</script") && !lower.contains("</style"));
+            expected_len = expected_len - marker.len() + code.len();
+        }
         assert_eq!(page.matches("function chart(containerId").count(), 1);
-        assert_eq!(
-            page.len(),
-            template.len() - CHARTS_MARKER.len() + CHARTS_JS.len()
-        );
+        assert_eq!(page.matches("var uPlot=function()").count(), 1);
+        assert_eq!(page.len(), expected_len);
     }
 
     #[test]
@@ -93,6 +122,8 @@ mod tests {
                 .match_indices(external)
                 .map(|(i, _)| &page[i..(i + 40).min(page.len())])
                 .filter(|hit| !hit.starts_with("http://www.w3.org/2000/svg"))
+                // uPlot's banner comment names its home; nothing loads it.
+                .filter(|hit| !hit.starts_with("https://github.com/leeoniya/uPlot (v"))
                 .collect();
             assert!(hits.is_empty(), "{external}: {hits:?}");
         }

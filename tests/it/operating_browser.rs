@@ -13,6 +13,17 @@
 //!   serves it during a live run; once the store holds every epoch the rendered page shows
 //!   the store's figures.
 //! - `report_errors_are_one_line`: `txflow-report` on a missing store or output.
+//! - `console_shows_each_state_truthfully`: the console on status documents written by hand
+//!   per the status contract, one per run state, in a browser whose zone is not IST: badge
+//!   words and colour (never green when not ready), summary, what to do, the behind /
+//!   recovering / landing-missing details, the error and previous-error panels, the recent
+//!   events newest first with IST times, "this run (since …)" and "all runs", a chart canvas
+//!   in each chart container.
+//! - `console_charts_show_values_on_hover`: a synthetic mouse move shows the time (IST) and
+//!   the rates in uPlot's legend; without it the legend shows none.
+//! - `console_degrades_on_an_older_document`: no `ready`, `state_detail`, events or
+//!   millisecond times: the page still renders and an unknown state is not green.
+//! - `console_screenshots_per_state` (ignored; run by hand): `docs/img/console-<state>.png`.
 //! - `screenshots_for_the_readme` (ignored; run by hand): `docs/console.png` during a live run
 //!   of the default-sized data and `docs/report.png` of its report.
 
@@ -28,11 +39,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::browser::{chromium, dump_dom};
+use common::browser::{chromium, chromium_with_env, dump_dom, dump_dom_with_env};
 use common::paths::free_port;
 use common::paths::s;
 use common::process::{ChildGuard, Finished};
-use serde_json::Value;
+use serde_json::{json, Value};
 use txflow::report;
 use txflow::sinks::state::{self, StateConfig};
 
@@ -322,6 +333,11 @@ fn serve(
             "text/html; charset=utf-8",
             report::console_page().to_string(),
         ),
+        "/hover" => (
+            "200 OK",
+            "text/html; charset=utf-8",
+            report::console_page().replacen("</body>", HOVER_SCRIPT, 1),
+        ),
         "/api/status" => {
             counter.fetch_add(1, Ordering::SeqCst);
             ("200 OK", "application/json", status().to_string())
@@ -336,6 +352,16 @@ fn serve(
     )?;
     stream.flush()
 }
+
+/// Added by the test server to the console page at `/hover`: once the page has rendered, a
+/// synthetic mouse move over every chart, at 60 % of its width.
+const HOVER_SCRIPT: &str = r#"<script>setTimeout(() => {
+  for (const over of document.querySelectorAll(".u-over")) {
+    const r = over.getBoundingClientRect();
+    over.dispatchEvent(new MouseEvent("mousemove", { clientX: r.left + r.width * 0.6,
+      clientY: r.top + r.height / 2, bubbles: true }));
+  }
+}, 2000);</script></body>"#;
 
 /// `status_from_store` on a freshly opened store (as a server of a running store would).
 fn status_of(state_url: &str, output: &Path) -> Value {
@@ -407,8 +433,8 @@ fn report_and_console_show_the_store() {
         "evidence shown: {evidence:?}"
     );
     assert!(
-        dom.contains("<svg") && dom.contains("<polyline") && dom.contains("<rect"),
-        "charts drawn"
+        dom.matches("<canvas").count() >= 2 && dom.contains("u-legend"),
+        "charts drawn (throughput and detections at least)"
     );
 
     // A name holding markup is shown as text: no element is created from it.
@@ -644,4 +670,444 @@ fn store_figures_if_any(state_url: &str) -> Option<usize> {
         .then_some(())?;
     let mut store = state::open(&StateConfig::parse(state_url).ok()?).ok()?;
     store.epoch_rows().ok().map(|rows| rows.len())
+}
+
+// ------------------------------------------------------------------------------------------
+// The console per run state, on status documents written by hand per the status contract
+// ------------------------------------------------------------------------------------------
+
+/// 2026-06-01T10:00:00+05:30: when the canned run started.
+const STARTED_MS: i64 = 1_780_288_200_000;
+/// 11:00:00 IST: when the canned document was generated.
+const GENERATED_MS: i64 = STARTED_MS + 3_600_000;
+
+/// One run state as the console must show it.
+struct Case {
+    state: &'static str,
+    ready: bool,
+    /// The badge's words and its colour class (`ok` green, `warn` amber, `bad` red).
+    words: &'static str,
+    class: &'static str,
+    /// What the document adds to the common part.
+    extra: Value,
+}
+
+fn case(state: &'static str, ready: bool, words: &'static str, class: &'static str) -> Case {
+    Case {
+        state,
+        ready,
+        words,
+        class,
+        extra: json!({}),
+    }
+}
+
+/// A one-line summary and what to do, as a server might word them for `state`.
+fn words_of(state: &str, ready: bool) -> (&'static str, &'static str) {
+    match (state, ready) {
+        ("up_to_date", _) => ("up to date: epoch 119 committed, 1 chunk in flight", ""),
+        ("ended", _) => ("ended: every chunk committed", ""),
+        ("waiting_for_input", true) => (
+            "waiting for input: last chunk 31 s ago, landing listed 1 s ago",
+            "",
+        ),
+        ("waiting_for_input", false) => (
+            "waiting for input: the landing /data/landing is missing",
+            "check that mechanism-x writes to /data/landing and that the path is right",
+        ),
+        ("behind", _) => (
+            "behind: 5 chunks waiting (more than 2), oldest epoch 117 for 13 s",
+            "watch the commit latency; add workers if the input rate stays above the processed rate",
+        ),
+        ("committing_slowly", _) => (
+            "committing slowly: epoch 120 has been committing for 9 s",
+            "check the state store and the output store: latency, locks, free space",
+        ),
+        ("recovering", _) => (
+            "recovering from checkpoint: 3 of 10 epochs replayed",
+            "",
+        ),
+        ("starting", _) => ("starting: reading the state store", ""),
+        ("stalled", _) => (
+            "stalled: no progress for 120 s (--stall-timeout)",
+            "look at the recent events and the log; restart the run if it does not move",
+        ),
+        ("failed", _) => (
+            "failed: the state store refused the commit",
+            "start the database, then restart: the run resumes after epoch 119",
+        ),
+        _ => ("stopped: the run was stopped", "restart it to go on"),
+    }
+}
+
+/// Every state of the contract, and `up_to_date` with `ready: false` (never green).
+fn cases() -> Vec<Case> {
+    let detail = |v: Value| json!({ "state_detail": v });
+    vec![
+        case("up_to_date", true, "up to date", "ok"),
+        case("up_to_date", false, "up to date", "warn"),
+        case("ended", true, "ended", "ok"),
+        case("waiting_for_input", true, "waiting for input", "warn"),
+        Case {
+            extra: detail(json!({ "landing_missing": true })),
+            ..case("waiting_for_input", false, "waiting for input", "bad")
+        },
+        Case {
+            extra: detail(json!({ "behind": { "chunks": 5, "oldest_waiting_epoch": 17,
+                "oldest_waiting_seconds": 12.5, "stage": "committing", "stage_seconds": 3.2 } })),
+            ..case("behind", false, "behind", "warn")
+        },
+        case("committing_slowly", false, "committing slowly", "warn"),
+        Case {
+            extra: detail(
+                json!({ "recovering": { "source": "checkpoint", "replayed": 3,
+                "to_replay": 10 } }),
+            ),
+            ..case("recovering", false, "recovering", "warn")
+        },
+        case("starting", false, "starting", "warn"),
+        case("stalled", false, "stalled", "bad"),
+        Case {
+            extra: json!({ "error": { "message": "the state store refused the commit",
+                "domain": "external service", "exit_code": 4,
+                "what_to_do": "start the database, then restart" } }),
+            ..case("failed", false, "failed", "bad")
+        },
+        case("stopped", false, "stopped", "warn"),
+    ]
+}
+
+/// 20 epochs of 2,000 rows, committed every 2 s but with a 60 s pause after epoch 9, the last
+/// 30 s before the document; each chunk visible 700 ms before its commit.
+fn canned_history() -> Vec<Value> {
+    let mut at = GENERATED_MS - 30_000 - 19 * 2_000 - 58_000;
+    (0..20u64)
+        .map(|epoch| {
+            at += match epoch {
+                0 => 0,
+                10 => 60_000,
+                _ => 2_000,
+            };
+            json!({ "epoch": epoch, "chunk": format!("chunk-{epoch:06}.csv"),
+                "committed_at": "", "committed_at_ms": at, "visible_ms": at - 700,
+                "rows": 2_000, "rejected": 1, "compute_ms": 30.5, "commit_ms": 12.0,
+                "visible_to_commit_ms": 700, "lag_chunks": epoch % 3,
+                "detections": { "PatId1": epoch % 2, "PatId2": 1, "PatId3": 0 } })
+        })
+        .collect()
+}
+
+/// The document of `case`: the common part, the case's state, then its additions (objects
+/// merged one level deep).
+fn canned_status(case: &Case) -> Value {
+    let mut doc = json!({
+        "generated_at_ms": GENERATED_MS,
+        "state": case.state,
+        "ready": case.ready,
+        "state_detail": {
+            "summary": words_of(case.state, case.ready).0,
+            "what_to_do": Some(words_of(case.state, case.ready).1).filter(|w| !w.is_empty()),
+            "last_chunk_ms": GENERATED_MS - 31_000, "since_last_chunk_seconds": 31.0,
+            "landing_listed_ms": GENERATED_MS - 1_000, "landing_missing": false,
+            "behind": null, "recovering": null },
+        "recent_events": [
+            { "at_ms": GENERATED_MS - 1_000, "at": "2026-06-01T10:59:59+05:30", "level": "error",
+              "kind": "failure", "message": "state store: connection refused" },
+            { "at_ms": GENERATED_MS - 30_000, "at": "2026-06-01T10:59:30+05:30", "level": "warn",
+              "kind": "retry", "message": "state store: connection reset, retry 1 of 5 in 200 ms" },
+            { "at_ms": GENERATED_MS - 120_000, "at": "2026-06-01T10:58:00+05:30", "level": "info",
+              "kind": "recovered", "message": "recovered from checkpoint at epoch 109 in 0.4 s" } ],
+        "previous_error": { "message": "chunk-000042.csv line 7: invalid amount", "domain": "input",
+            "exit_code": 3, "at": "2026-06-01T09:15:00+05:30", "at_ms": STARTED_MS - 2_700_000 },
+        "run": { "mode": "live", "landing": "/data/landing",
+            "started_at": "2026-06-01T10:00:00.000+05:30" },
+        "progress": { "epochs_committed": 20, "last_committed_epoch": 119, "landing_edge": 121,
+            "lag_chunks": 2, "lag_seconds": 1.5, "rows_accepted": 40_000, "rows_rejected": 20,
+            "last_commit_ms": GENERATED_MS - 30_000 },
+        "throughput": { "rows_per_second": 1000.0 },
+        "detections": { "total": 30, "by_pattern": { "PatId1": 10, "PatId2": 20, "PatId3": 0 } },
+        "latest_detections": [],
+        "rejects": { "total": 20, "by_reason": { "invalid amount": 20 } },
+        "history": canned_history(),
+    });
+    for (key, value) in case.extra.as_object().unwrap() {
+        match (doc.get_mut(key), value) {
+            (Some(Value::Object(into)), Value::Object(from)) => {
+                into.extend(from.iter().map(|(k, v)| (k.clone(), v.clone())))
+            }
+            _ => doc[key] = value.clone(),
+        }
+    }
+    doc
+}
+
+/// The visible text of the element carrying `attribute`, up to the end of its section (tags
+/// removed, whitespace collapsed).
+fn section_text(dom: &str, attribute: &str) -> String {
+    let at = dom
+        .find(attribute)
+        .unwrap_or_else(|| panic!("no {attribute} in the DOM"));
+    let start = at + dom[at..].find('>').unwrap() + 1;
+    let end = start + dom[start..].find("</section>").unwrap_or(dom.len() - start);
+    let mut text = String::new();
+    let mut in_tag = false;
+    for c in dom[start..end].chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                text.push(' ');
+            }
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The DOM of the console served with `status`, in a browser whose own zone is not IST.
+fn console_dom(status: Value, path: &str) -> String {
+    let server = StatusServer::start(move || status.clone());
+    let url = format!("{}{}", server.url(), path.trim_start_matches('/'));
+    let dom = dump_dom_with_env(
+        &url,
+        &["--virtual-time-budget=4000", "--window-size=1280,1000"],
+        &[("TZ", "America/New_York")],
+    );
+    assert!(server.status_requests.load(Ordering::SeqCst) >= 1);
+    dom
+}
+
+fn assert_case(dom: &str, case: &Case) {
+    let what = format!("{} (ready {})", case.state, case.ready);
+    let (badge, text) = element(dom, "id=\"state-badge\"").unwrap();
+    assert_eq!(text, case.words, "{what}: badge text");
+    let classes = attr(badge, "class").unwrap();
+    assert!(
+        classes.split(' ').any(|c| c == case.class),
+        "{what}: badge {classes}"
+    );
+    assert!(
+        case.ready || !classes.split(' ').any(|c| c == "ok"),
+        "{what}: green while not ready"
+    );
+    let (summary, what_to_do) = words_of(case.state, case.ready);
+    assert_eq!(element(dom, "id=\"state-summary\"").unwrap().1, summary);
+    let shown = element(dom, "id=\"what-to-do\"").unwrap().1;
+    if what_to_do.is_empty() {
+        assert_eq!(shown, "", "{what}: what to do, when there is nothing to do");
+    } else {
+        assert_eq!(shown, format!("What to do: {what_to_do}"));
+    }
+    let (error_panel, _) = element(dom, "id=\"error-panel\"").unwrap();
+    assert_eq!(
+        error_panel.contains(" hidden"),
+        case.state != "failed",
+        "{what}: {error_panel}"
+    );
+    let (previous, _) = element(dom, "id=\"previous-error\"").unwrap();
+    assert!(!previous.contains(" hidden"), "{what}: {previous}");
+    assert_eq!(
+        section_text(dom, "id=\"previous-error\""),
+        "Last failure of an earlier run chunk-000042.csv line 7: invalid amount at 2026-06-01 09:15:00 IST \
+         domain input exit code 3"
+    );
+    // Newest first, level-coloured, IST times (the browser's own zone is New York).
+    let events: Vec<(&str, &str)> = dom
+        .match_indices("<li class=\"")
+        .map(|(i, _)| {
+            let (tag, _) = element(&dom[i..], "data-level=").unwrap();
+            let (_, time) = element(&dom[i..], "class=\"t\"").unwrap();
+            (attr(tag, "data-level").unwrap(), time)
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("error", "10:59:59 IST"),
+            ("warn", "10:59:30 IST"),
+            ("info", "10:58:00 IST")
+        ],
+        "{what}: recent events"
+    );
+    assert!(section_text(dom, "id=\"recent-events\"")
+        .starts_with("10:59:59 IST failure state store: connection refused"));
+    assert_eq!(
+        element(dom, "id=\"this-run-label\"").unwrap().1,
+        "this run (since 10:00:00 IST)"
+    );
+    assert_eq!(element(dom, "id=\"all-runs-label\"").unwrap().1, "all runs");
+    assert!(element(dom, "id=\"clock\"").unwrap().1.ends_with(" IST"));
+    for chart in [
+        "chart-rate",
+        "chart-latency",
+        "chart-lag",
+        "chart-detections",
+    ] {
+        let at = dom.find(&format!("id=\"{chart}\"")).unwrap();
+        let end = at + dom[at..].find("</section>").unwrap();
+        assert!(
+            dom[at..end].contains("<canvas"),
+            "{what}: no canvas in #{chart}"
+        );
+    }
+}
+
+#[test]
+fn console_shows_each_state_truthfully() {
+    for case in cases() {
+        let dom = console_dom(canned_status(&case), "/");
+        assert_case(&dom, &case);
+        let panel = section_text(&dom, "id=\"state-panel\"");
+        match case.state {
+            "behind" => assert!(
+                panel.contains(
+                    "waiting 5 chunks oldest waiting epoch 17, 13 s stage committing for 3.2 s"
+                ),
+                "{panel}"
+            ),
+            "recovering" => assert!(
+                panel.contains("recovering from checkpoint: 3 of 10 epochs replayed"),
+                "{panel}"
+            ),
+            "waiting_for_input" if !case.ready => {
+                assert!(panel.contains("landing missing"), "{panel}")
+            }
+            "failed" => assert_eq!(
+                section_text(&dom, "id=\"error-panel\""),
+                "The run failed the state store refused the commit domain external service \
+                 exit code 4 what to do start the database, then restart"
+            ),
+            _ => {}
+        }
+        // The ages tick from generated_at_ms: the last chunk is at least 31 s old.
+        if case.state == "up_to_date" {
+            let (_, since) = element(&dom, "id=\"since-last-chunk\"").unwrap();
+            let seconds: f64 = since.trim_end_matches(" s ago").parse().unwrap();
+            assert!((31.0..40.0).contains(&seconds), "{since}");
+        }
+    }
+}
+
+/// A synthetic mouse move over the charts shows the values under the cursor in uPlot's
+/// legend: the time (IST) and the rates; without it the legend shows none.
+#[test]
+fn console_charts_show_values_on_hover() {
+    let case = case("up_to_date", true, "up to date", "ok");
+    let legend = |dom: &str| -> Vec<String> {
+        let at = dom.find("id=\"chart-rate\"").unwrap();
+        let end = at + dom[at..].find("</section>").unwrap();
+        dom[at..end]
+            .split("class=\"u-value\"")
+            .skip(1)
+            .map(|rest| {
+                let text = &rest[rest.find('>').unwrap() + 1..];
+                text[..text.find('<').unwrap()].to_string()
+            })
+            .collect()
+    };
+    let still = legend(&console_dom(canned_status(&case), "/"));
+    assert!(
+        still.iter().all(|v| v == "–"),
+        "no hover, yet values: {still:?}"
+    );
+    let hovered = legend(&console_dom(canned_status(&case), "/hover"));
+    assert_eq!(hovered.len(), 3, "{hovered:?}");
+    assert!(
+        hovered[0].starts_with("10:5") && hovered[0].len() == 8,
+        "the time under the cursor, IST: {hovered:?}"
+    );
+    assert!(
+        hovered[1..].iter().any(|v| v.parse::<f64>().is_ok()),
+        "a rate under the cursor: {hovered:?}"
+    );
+}
+
+/// A document from an older server (no ready, no state_detail, no events, no commit times in
+/// ms): the page still renders, and an unknown state is never green.
+#[test]
+fn console_degrades_on_an_older_document() {
+    let mut doc = canned_status(&case("up_to_date", true, "", ""));
+    let obj = doc.as_object_mut().unwrap();
+    for key in [
+        "ready",
+        "state_detail",
+        "recent_events",
+        "previous_error",
+        "generated_at_ms",
+    ] {
+        obj.remove(key);
+    }
+    doc["state"] = "running".into();
+    for entry in doc["history"].as_array_mut().unwrap() {
+        let ms = entry["committed_at_ms"].as_i64().unwrap();
+        entry["committed_at"] = chrono_free_rfc3339(ms).into();
+        let e = entry.as_object_mut().unwrap();
+        e.remove("committed_at_ms");
+        e.remove("visible_ms");
+        e.remove("lag_chunks");
+    }
+    let dom = console_dom(doc, "/");
+    let (badge, text) = element(&dom, "id=\"state-badge\"").unwrap();
+    assert_eq!(text, "running");
+    assert!(attr(badge, "class").unwrap().contains("warn"), "{badge}");
+    assert_eq!(page_figures(&dom).epochs, 20);
+    assert_eq!(
+        element(&dom, "id=\"recent-events-note\"").unwrap().1,
+        "not reported here"
+    );
+    let at = dom.find("id=\"chart-rate\"").unwrap();
+    assert!(
+        dom[at..at + dom[at..].find("</section>").unwrap()].contains("<canvas"),
+        "the processed rate charts by the RFC 3339 commit times"
+    );
+    let (previous, _) = element(&dom, "id=\"previous-error\"").unwrap();
+    assert!(previous.contains(" hidden"));
+}
+
+/// `ms` as RFC 3339 in UTC (the form older servers wrote `committed_at` in).
+fn chrono_free_rfc3339(ms: i64) -> String {
+    let days = ms.div_euclid(86_400_000);
+    let rem = ms.rem_euclid(86_400_000);
+    // 2026-06-01 is day 20605 since 1970-01-01; the canned times all fall on it.
+    assert_eq!(days, 20_605);
+    format!(
+        "2026-06-01T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000
+    )
+}
+
+/// Screenshots of the console per state for docs/operations.md: `docs/img/console-<state>.png`
+/// (1280 wide) of the canned documents above. Run by hand:
+/// `cargo test --test it --features test-browser -- --ignored console_screenshots`.
+#[test]
+#[ignore = "writes docs/img/*.png; run by hand"]
+fn console_screenshots_per_state() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/img");
+    fs::create_dir_all(&dir).unwrap();
+    for case in cases() {
+        let name = match (case.state, case.ready) {
+            ("up_to_date", false) => continue,
+            ("waiting_for_input", false) => "waiting_for_input-landing-missing".to_string(),
+            (state, _) => state.to_string(),
+        };
+        let status = canned_status(&case);
+        let server = StatusServer::start(move || status.clone());
+        let png = dir.join(format!("console-{name}.png"));
+        let shot = format!("--screenshot={}", png.display());
+        chromium_with_env(
+            &[
+                &shot,
+                "--window-size=1280,760",
+                "--virtual-time-budget=4000",
+            ],
+            &server.url(),
+            &[("TZ", "Asia/Kolkata")],
+        );
+        let size = fs::metadata(&png).unwrap().len();
+        assert!(size < 300_000, "{}: {size} bytes", png.display());
+    }
 }
