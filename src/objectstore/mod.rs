@@ -280,7 +280,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(Location::parse("gs://b/x").is_err());
-        for typo in ["s3:/b/x", "s3:b/x", "S3://b/x", "s3:///b/x", "S3:b/x"] {
+        for typo in ["s3:/b/x", "s3:b/x", "S3://b/x", "S3:///b/x", "S3:b/x"] {
             let line = Location::parse(typo).unwrap_err().to_string();
             assert!(line.contains("did you mean s3://b/x?"), "{typo}: {line}");
         }
