@@ -1,5 +1,7 @@
 //! Error behaviour of the binaries (SPEC §8: exit status 0 on success; non-zero with a
-//! one-line reason on stderr otherwise), `mechanism-y --help`, and bad input data, which
+//! one-line reason on stderr otherwise) and what the line says next (clap's tips, `-h` alone,
+//! `s3:` typos, a missing importance file, a busy SQLite store, PostgreSQL refusals), every
+//! binary's `--help` (headings, examples) and `--version` (the commit), and bad input data, which
 //! must not fail a run (SPEC §2.3): rejects files, reasons naming the column, the summary.
 //! `txflow-report` reads a store without ever writing it: a foreign SQLite file is refused
 //! unchanged, a store in a read-only directory is read, a newer schema refused.
@@ -509,6 +511,32 @@ fn s3_typos_in_locations_are_configuration_errors() {
         !local.iter().any(|n| n.to_lowercase().starts_with("s3:")),
         "no local directory s3…: {local:?}"
     );
+}
+
+/// An importance object that is not in its bucket: said so, a configuration error.
+#[cfg(feature = "test-services")]
+#[test]
+fn y_missing_importance_object() {
+    use common::s3::{S3Server, ACCESS_KEY, REGION, SECRET_KEY};
+    let server = S3Server::start();
+    server.create_bucket("bank");
+    let setup = Setup::new();
+    let args = setup.y_args(Some(("--importance", "s3://bank/none.csv")));
+    let mut command = Command::new(Y);
+    command
+        .args(&args)
+        .args(["--s3-endpoint", &server.endpoint])
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_REGION", REGION)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("RUST_LOG", "off");
+    let finished = ChildGuard::spawn(command).wait(TIMEOUT);
+    let line = finished.assert_one_line_error(&["no such object: s3://bank/none.csv"]);
+    assert!(!line.contains("invalid location"), "{line}");
+    assert_eq!(finished.status.code(), Some(78), "{}", finished.describe());
 }
 
 /// `--version` of every binary: its name, the crate's version and the commit built.
