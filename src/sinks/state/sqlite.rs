@@ -436,9 +436,15 @@ fn posix_holder(path: &str) -> Option<String> {
         .filter(|w| !w.is_empty())
         .map(|w| shown_word(&String::from_utf8_lossy(w)))
         .collect();
-    Some(match words.is_empty() {
+    // Enough to tell the program; a long script or argument list is cut.
+    let mut command = words.join(" ").replace(['\n', '\r'], " ");
+    if let Some((cut, _)) = command.char_indices().nth(160) {
+        command.truncate(cut);
+        command.push('…');
+    }
+    Some(match command.is_empty() {
         true => format!("process {pid}"),
-        false => format!("process {pid} ({})", words.join(" ")),
+        false => format!("process {pid} ({command})"),
     })
 }
 
