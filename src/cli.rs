@@ -30,8 +30,14 @@ use crate::sinks::state::{PgOptions, StateConfig};
 use crate::thresholds::variants::{self, Problem, ResolvedVariants, VariantOptionError};
 use crate::thresholds::Thresholds;
 
+/// Every binary's `--version`: the crate version and the commit it was built from
+/// (`build.rs` sets `TXFLOW_COMMIT`; `unknown` outside a git checkout), e.g.
+/// `mechanism-y 0.1.0 (3f2a1c9d8e7b)`.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TXFLOW_COMMIT"), ")");
+
 /// Logging and progress options, the same in every binary.
 #[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Logging")]
 pub struct LogArgs {
     /// Warnings and errors only (whatever RUST_LOG says), and no progress. --quiet=false
     /// turns off a TXFLOW_QUIET set in the environment.
@@ -233,6 +239,34 @@ pub fn parse_args<A: clap::Parser>() -> Result<A, ExitCode> {
     }
 }
 
+/// Where `-h` is the hostfile (mechanism-y: timely's own spelling): `-h` with no value after
+/// it, or with another option after it, is someone asking for help. One `error:` line says
+/// where both are, with exit status 2, instead of clap's "a value is required".
+pub fn refuse_bare_dash_h() -> Result<(), ExitCode> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    match bare_dash_h(&args) {
+        true => Err(usage_failure(
+            "help is --help; the hostfile is --hostfile (-h FILE)",
+        )),
+        false => Ok(()),
+    }
+}
+
+/// `-h` last, or followed by an option (a word starting with `-`), before any `--`.
+fn bare_dash_h(args: &[std::ffi::OsString]) -> bool {
+    let args: Vec<&std::ffi::OsStr> = args
+        .iter()
+        .map(|a| a.as_os_str())
+        .take_while(|a| *a != "--")
+        .collect();
+    args.iter().enumerate().any(|(i, arg)| {
+        *arg == "-h"
+            && args
+                .get(i + 1)
+                .is_none_or(|next| next.as_encoded_bytes().starts_with(b"-"))
+    })
+}
+
 /// A usage error found after parsing (a rule clap cannot state): one `error:` line, as
 /// clap's, and exit status 2.
 pub fn usage_failure(reason: impl std::fmt::Display) -> ExitCode {
@@ -241,21 +275,33 @@ pub fn usage_failure(reason: impl std::fmt::Display) -> ExitCode {
 }
 
 /// clap's first paragraph on one line: the error line, then any indented details (e.g. the
-/// names of missing arguments).
+/// names of missing arguments), then clap's tips ("a similar argument exists: '--landing'"),
+/// each after a `;`.
 fn usage_error(e: &clap::Error) -> String {
     let rendered = e.to_string();
     let mut lines = rendered.lines().skip_while(|l| l.trim().is_empty());
     let first = lines.next().unwrap_or("invalid command line");
     let details: Vec<&str> = lines
+        .by_ref()
         .take_while(|l| l.starts_with(' ') && !l.trim().is_empty())
         .map(str::trim)
         .collect();
     let reason = first.trim_start_matches("error: ");
-    if details.is_empty() {
+    let mut line = if details.is_empty() {
         reason.to_string()
     } else {
         format!("{reason} {}", details.join(", "))
+    };
+    // The tips stand in their own paragraph, before the usage line.
+    for tip in lines
+        .take_while(|l| !l.starts_with("Usage:"))
+        .map(str::trim)
+        .filter(|l| l.starts_with("tip:"))
+    {
+        line.push_str("; ");
+        line.push_str(tip);
     }
+    line
 }
 
 /// The exit status of a binary's result: an error is printed as one `error:` line on stderr,
@@ -289,6 +335,7 @@ fn one_line(error: &anyhow::Error) -> String {
 
 /// The state store and its PostgreSQL options, as mechanism-y and txflow-report take them.
 #[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "State store")]
 pub struct StateArgs {
     /// State store: sqlite://PATH (embedded) or a postgres:// URL.
     #[arg(long, env = "TXFLOW_STATE", hide_env_values = true)]
@@ -328,6 +375,7 @@ impl StateArgs {
 
 /// S3 client options (the standard AWS chain supplies credentials and region).
 #[derive(Args, Clone, Debug, Default)]
+#[command(next_help_heading = "S3")]
 pub struct S3Args {
     /// S3-compatible endpoint (MinIO, Ceph, ...); switches to path-style addressing.
     /// Defaults to AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL when set.
@@ -356,6 +404,7 @@ impl S3Args {
 /// The backtest variant options of `mechanism-y` (`crate::thresholds::variants`): the file
 /// is read here, its text parsed there.
 #[derive(Args, Clone, Debug, Default)]
+#[command(next_help_heading = "Replay & variants")]
 pub struct VariantArgs {
     /// Backtest variant (--replay only; repeatable): NAME:KEY=VALUE[,KEY=VALUE...], KEY a
     /// threshold option without `--`, e.g. strict:child-min-txns=100,child-max-avg-amount=20;
@@ -542,6 +591,37 @@ mod tests {
         assert_eq!(
             none.resolve(&baseline, false),
             Ok(ResolvedVariants::default())
+        );
+    }
+
+    #[test]
+    fn a_bare_dash_h_is_told_apart_from_the_hostfile() {
+        let bare = |args: &[&str]| {
+            let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+            bare_dash_h(&args)
+        };
+        assert!(bare(&["-h"]));
+        assert!(bare(&["--landing", "l", "-h"]));
+        assert!(bare(&["-h", "--landing", "l"]));
+        assert!(!bare(&["-h", "hosts.txt", "--landing", "l"]));
+        assert!(!bare(&["--hostfile", "hosts.txt"]));
+        assert!(!bare(&["--", "-h"]));
+    }
+
+    #[test]
+    fn usage_errors_keep_clap_tips() {
+        #[derive(clap::Parser, Debug)]
+        struct Cli {
+            #[arg(long)]
+            landing: Option<String>,
+        }
+        let e = <Cli as clap::Parser>::try_parse_from(["x", "--landin", "l"]).unwrap_err();
+        let line = usage_error(&e);
+        assert!(
+            line.starts_with("unexpected argument '--landin' found; tip:")
+                && line.contains("'--landing'")
+                && !line.contains('\n'),
+            "{line}"
         );
     }
 

@@ -339,11 +339,21 @@ pub enum StateError {
         #[source]
         source: rusqlite::Error,
     },
-    #[error("PostgreSQL state store: {context}: {source}")]
+    /// `context` holds the server's message (severity, text, SQLSTATE, detail, hint) and
+    /// the next step: the client error is kept for its kind, not shown again (its `Display`
+    /// repeats the server's message).
+    #[error("PostgreSQL state store: {context}")]
     Postgres {
         context: String,
-        #[source]
-        source: tokio_postgres::Error,
+        error: tokio_postgres::Error,
+    },
+    /// Another process holds a lock SQLite needs on the database (its own POSIX locks, not
+    /// the single-writer lock): `holder` is its pid and command line, when `/proc/locks`
+    /// names one.
+    #[error("{}", busy_message(path, holder.as_deref()))]
+    Busy {
+        path: String,
+        holder: Option<String>,
     },
     /// The store holds epochs of a different run (SPEC §6: mode, landing, resolved replay
     /// range, thresholds or the importance file differ); each difference is named.
@@ -380,7 +390,7 @@ pub enum StateError {
     Unavailable { seconds: u64, last_error: String },
     /// PostgreSQL could not be reached at start (connection refused, host not resolved, no
     /// answer) within the start-up bound.
-    #[error("cannot reach PostgreSQL at {hosts} ({url}) within {seconds} s at start ({last_error}); check that the server is running and that the host name and port are right, or raise --pg-connect-timeout")]
+    #[error("cannot reach PostgreSQL at {hosts} ({url}) within {seconds} s at start ({last_error}); is the server running at {hosts}? (check the host name and port in the URL, or raise --pg-connect-timeout)")]
     Unreachable {
         /// The URL, password redacted.
         url: String,
@@ -424,6 +434,18 @@ impl StoreError {
     }
 }
 
+/// The one line for a SQLite database another process holds.
+fn busy_message(path: &str, holder: Option<&str>) -> String {
+    match holder {
+        Some(holder) => format!(
+            "another process holds the state store {path}: {holder} (stop it, or use another --state)"
+        ),
+        None => format!(
+            "another process holds the state store {path} (stop it, or use another --state)"
+        ),
+    }
+}
+
 /// The one line a reader of a store at another schema version gets.
 fn schema_message(found: Option<i64>, expected: i64) -> String {
     match found {
@@ -445,6 +467,7 @@ impl StateError {
     pub fn domain(&self) -> Domain {
         match self {
             StateError::Sqlite { .. }
+            | StateError::Busy { .. }
             | StateError::Postgres { .. }
             | StateError::Unavailable { .. }
             | StateError::Unreachable { .. }
@@ -465,7 +488,7 @@ impl StateError {
             StateError::Unavailable { .. }
             | StateError::Unreachable { .. }
             | StateError::Locked { .. } => true,
-            StateError::Postgres { source, .. } => source.is_closed(),
+            StateError::Postgres { error, .. } => error.is_closed(),
             StateError::Io { source, .. } => io_retryable(source),
             _ => false,
         }

@@ -113,6 +113,7 @@ pub(crate) fn format_millionths(millionths: u64) -> String {
 /// more) switches its condition off, exactly ([`CountThreshold`]).
 #[derive(Args, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[command(next_help_heading = "Thresholds")]
 pub struct Thresholds {
     /// PatId1: merchants with more than this many transactions qualify (0 to 2^64−1; the
     /// largest, 18446744073709551615, switches PatId1 off).

@@ -24,16 +24,16 @@ use txflow::thresholds::{Thresholds, Variant};
 ///
 /// `-h` is timely's hostfile option, so help is `--help` only.
 #[derive(Parser, Debug)]
-#[command(version, disable_help_flag = true)]
+#[command(name = "mechanism-y", version = cli::VERSION, disable_help_flag = true, after_long_help = EXAMPLES)]
 struct Args {
     /// Landing location: a directory or s3://bucket/prefix.
-    #[arg(long, env = "TXFLOW_LANDING")]
+    #[arg(help_heading = "Inputs", long, env = "TXFLOW_LANDING")]
     landing: String,
     /// CustomerImportance.csv: a path or s3://bucket/key.
-    #[arg(long, env = "TXFLOW_IMPORTANCE")]
+    #[arg(help_heading = "Inputs", long, env = "TXFLOW_IMPORTANCE")]
     importance: String,
     /// Output location for detection and reject files: a directory or s3://bucket/prefix.
-    #[arg(long, env = "TXFLOW_OUTPUT")]
+    #[arg(help_heading = "Inputs", long, env = "TXFLOW_OUTPUT")]
     output: String,
     #[command(flatten)]
     state: StateArgs,
@@ -41,6 +41,7 @@ struct Args {
     /// landing store (reproducible output), then end the stream. --replay=false turns off a
     /// TXFLOW_REPLAY set in the environment.
     #[arg(
+        help_heading = "Replay & variants",
         long,
         env = "TXFLOW_REPLAY",
         value_name = "BOOL",
@@ -53,15 +54,16 @@ struct Args {
     )]
     replay: bool,
     /// First chunk of the replay range (--replay only).
-    #[arg(long, env = "TXFLOW_FROM")]
+    #[arg(help_heading = "Replay & variants", long, env = "TXFLOW_FROM")]
     from: Option<u64>,
     /// Last chunk of the replay range (--replay only).
-    #[arg(long, env = "TXFLOW_TO")]
+    #[arg(help_heading = "Replay & variants", long, env = "TXFLOW_TO")]
     to: Option<u64>,
     /// Live mode: never end the stream (_COMPLETE is still checked, but does not end it); keep
     /// following the landing store until stopped. Not with --replay. --follow=false turns off
     /// a TXFLOW_FOLLOW set in the environment.
     #[arg(
+        help_heading = "Live",
         long,
         env = "TXFLOW_FOLLOW",
         value_name = "BOOL",
@@ -75,6 +77,7 @@ struct Args {
     follow: bool,
     /// Worker threads per process.
     #[arg(
+        help_heading = "Cluster",
         short = 'w',
         long = "workers",
         default_value_t = 1,
@@ -83,6 +86,7 @@ struct Args {
     workers: usize,
     /// Number of processes in the cluster.
     #[arg(
+        help_heading = "Cluster",
         short = 'n',
         long = "processes",
         default_value_t = 1,
@@ -91,6 +95,7 @@ struct Args {
     processes: usize,
     /// This process's index in the cluster.
     #[arg(
+        help_heading = "Cluster",
         short = 'p',
         long = "process",
         default_value_t = 0,
@@ -98,15 +103,21 @@ struct Args {
     )]
     process: usize,
     /// Hostfile: one host:port per process (default localhost:2101+i).
-    #[arg(short = 'h', long = "hostfile", env = "TXFLOW_HOSTFILE")]
+    #[arg(
+        help_heading = "Cluster",
+        short = 'h',
+        long = "hostfile",
+        env = "TXFLOW_HOSTFILE"
+    )]
     hostfile: Option<PathBuf>,
     /// Cluster mode: give up (exit 78, configuration) when not every process has connected
     /// within this many seconds.
-    #[arg(long, default_value_t = mechanism_y::DEFAULT_CONNECT_TIMEOUT.as_secs(), env = "TXFLOW_CONNECT_TIMEOUT")]
+    #[arg(help_heading = "Cluster", long, default_value_t = mechanism_y::DEFAULT_CONNECT_TIMEOUT.as_secs(), env = "TXFLOW_CONNECT_TIMEOUT")]
     connect_timeout: u64,
     /// Live mode: polling interval while waiting for the next chunk, in milliseconds, at
     /// least 10 (default 10 for a local landing directory, 200 for S3).
     #[arg(
+        help_heading = "Live",
         long,
         value_parser = clap::value_parser!(u64).range(MIN_POLL_MS..),
         env = "TXFLOW_POLL_MS"
@@ -114,22 +125,27 @@ struct Args {
     poll_ms: Option<u64>,
     /// While waiting for a chunk that must exist (a later chunk or _COMPLETE says so), or for
     /// a landing directory that does not exist yet, warn every this many seconds.
-    #[arg(long, default_value_t = mechanism_y::DEFAULT_GAP_WARN.as_secs(), env = "TXFLOW_GAP_WARN_SECS")]
+    #[arg(help_heading = "Live", long, default_value_t = mechanism_y::DEFAULT_GAP_WARN.as_secs(), env = "TXFLOW_GAP_WARN_SECS")]
     gap_warn_secs: u64,
     /// Local landing: a chunk whose last byte is not a line terminator is still being written
     /// in place; take it once its size has not changed for this many milliseconds.
-    #[arg(long, default_value_t = mechanism_y::DEFAULT_SETTLE.as_millis() as u64, env = "TXFLOW_SETTLE_MS")]
+    #[arg(help_heading = "Live", long, default_value_t = mechanism_y::DEFAULT_SETTLE.as_millis() as u64, env = "TXFLOW_SETTLE_MS")]
     settle_ms: u64,
     /// Serve the operating endpoint (/metrics, /api/status, /healthz, /readyz, /) on this
     /// address: PORT (loopback) or HOST:PORT; process 0 of a cluster only. Off by default.
-    #[arg(long, value_name = "ADDR", env = "TXFLOW_HTTP")]
+    #[arg(
+        help_heading = "Operating",
+        long,
+        value_name = "ADDR",
+        env = "TXFLOW_HTTP"
+    )]
     http: Option<String>,
     /// /readyz fails when more than this many chunks wait to be committed.
-    #[arg(long, default_value_t = txflow::telemetry::DEFAULT_READY_MAX_LAG, env = "TXFLOW_READY_MAX_LAG")]
+    #[arg(help_heading = "Operating", long, default_value_t = txflow::telemetry::DEFAULT_READY_MAX_LAG, env = "TXFLOW_READY_MAX_LAG")]
     ready_max_lag: u64,
     /// Fail (exit 75, external service) when no epoch commits for this many seconds while
     /// chunks wait (a frozen cluster peer, a hung store); 0 = never.
-    #[arg(long, value_name = "SECS", default_value_t = mechanism_y::DEFAULT_STALL_TIMEOUT.as_secs(), env = "TXFLOW_STALL_TIMEOUT")]
+    #[arg(help_heading = "Operating", long, value_name = "SECS", default_value_t = mechanism_y::DEFAULT_STALL_TIMEOUT.as_secs(), env = "TXFLOW_STALL_TIMEOUT")]
     stall_timeout: u64,
     /// With --http: after a fatal error, keep the endpoint answering (state failed, the error
     /// and what to do) for this many seconds before exiting; SIGINT/SIGTERM ends the wait.
@@ -139,21 +155,27 @@ struct Args {
     /// Write a checkpoint of the dataflow's state after every this many epochs (at epochs
     /// k with (k + 1) % EPOCHS = 0); a restart loads the newest valid one and replays only
     /// the chunks after it. 0 = no checkpoints (neither written nor restored).
-    #[arg(long, value_name = "EPOCHS", default_value_t = DEFAULT_CHECKPOINT_INTERVAL, env = "TXFLOW_CHECKPOINT_INTERVAL")]
+    #[arg(help_heading = "State store", long, value_name = "EPOCHS", default_value_t = DEFAULT_CHECKPOINT_INTERVAL, env = "TXFLOW_CHECKPOINT_INTERVAL")]
     checkpoint_interval: u64,
     /// Where checkpoints go: a directory or s3://bucket/prefix (a cluster's processes must
     /// all reach it). Default: <output>/_checkpoints.
-    #[arg(long, value_name = "LOCATION", env = "TXFLOW_CHECKPOINTS")]
+    #[arg(
+        help_heading = "State store",
+        long,
+        value_name = "LOCATION",
+        env = "TXFLOW_CHECKPOINTS"
+    )]
     checkpoints: Option<String>,
     /// How many recorded checkpoints to keep (older ones are removed once a newer one is
     /// recorded); at least 1.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_CHECKPOINTS_KEPT, value_parser = clap::value_parser!(u64).range(1..=1000), env = "TXFLOW_CHECKPOINTS_KEPT")]
+    #[arg(help_heading = "State store", long, value_name = "N", default_value_t = DEFAULT_CHECKPOINTS_KEPT, value_parser = clap::value_parser!(u64).range(1..=1000), env = "TXFLOW_CHECKPOINTS_KEPT")]
     checkpoints_kept: u64,
     /// Fail the run when a checkpoint cannot be written (default: a warning and the
     /// txflow_checkpoint_failures_total counter; the previous checkpoint still stands).
     /// --checkpoint-required=false turns off a TXFLOW_CHECKPOINT_REQUIRED set in the
     /// environment.
     #[arg(
+        help_heading = "State store",
         long,
         env = "TXFLOW_CHECKPOINT_REQUIRED",
         value_name = "BOOL",
@@ -174,9 +196,31 @@ struct Args {
     #[command(flatten)]
     log: LogArgs,
     /// Print help.
-    #[arg(long, action = clap::ArgAction::Help)]
+    #[arg(long, action = clap::ArgAction::Help, help_heading = None::<&str>)]
     help: Option<bool>,
 }
+
+/// `--help`'s examples, after the options.
+const EXAMPLES: &str = "\
+Examples:
+  # Live: follow a local landing directory, embedded state, the console on port 8080
+  mechanism-y --landing landing --importance data/CustomerImportance.csv --output out \\
+      --state sqlite://state.db --follow --http 8080
+
+  # Backtest chunks 0 to 99 on S3 and PostgreSQL, with a stricter PatId2 variant
+  mechanism-y --landing s3://bank/landing --importance s3://bank/CustomerImportance.csv \\
+      --output s3://bank/backtest --state postgres://txflow@db.internal/txflow \\
+      --replay --from 0 --to 99 --variant strict:child-min-txns=100
+
+  # A threshold sweep: one variant per value
+  mechanism-y --landing landing --importance data/CustomerImportance.csv --output sweep \\
+      --state sqlite://sweep.db --replay --sweep child-min-txns=60..120/20
+
+  # Process 0 of a two-process cluster, two workers each (process 1 runs with -p 1)
+  mechanism-y --landing s3://bank/landing --importance s3://bank/CustomerImportance.csv \\
+      --output s3://bank/out --state postgres://txflow@db.internal/txflow \\
+      -w 2 -n 2 -p 0 -h hosts.txt
+";
 
 /// `--poll-ms`'s floor: [`mechanism_y::MIN_POLL_INTERVAL`].
 const MIN_POLL_MS: u64 = mechanism_y::MIN_POLL_INTERVAL.as_millis() as u64;
@@ -184,6 +228,9 @@ const MIN_POLL_MS: u64 = mechanism_y::MIN_POLL_INTERVAL.as_millis() as u64;
 fn main() -> ExitCode {
     // A cluster's lost connection becomes the run's one-line error, not panic messages.
     std::panic::set_hook(cluster::quiet_panic_hook(std::panic::take_hook()));
+    if let Err(code) = cli::refuse_bare_dash_h() {
+        return code;
+    }
     let args = match cli::parse_args::<Args>() {
         Ok(a) => a,
         Err(code) => return code,

@@ -29,15 +29,21 @@ use txflow::sinks::state::StateConfig;
 use txgen::GenOptions;
 
 #[derive(Parser, Debug)]
-#[command(version)]
+#[command(name = "txflow-bench", version = txflow::cli::VERSION, after_long_help = EXAMPLES)]
 struct Args {
     #[command(subcommand)]
     command: Option<Cmd>,
     /// Where data sets and scratch runs live.
-    #[arg(long, default_value = "target/bench", env = "TXFLOW_DIR")]
+    #[arg(
+        help_heading = "Inputs",
+        long,
+        default_value = "target/bench",
+        env = "TXFLOW_DIR"
+    )]
     dir: PathBuf,
     /// Data sets to backtest: `default` (594,643 rows) and/or `x10` (5,946,430 rows).
     #[arg(
+        help_heading = "Inputs",
         long,
         value_delimiter = ',',
         default_value = "default,x10",
@@ -46,6 +52,7 @@ struct Args {
     sets: Vec<String>,
     /// Worker counts to compare.
     #[arg(
+        help_heading = "Cluster",
         long,
         value_delimiter = ',',
         default_value = "1,2",
@@ -53,15 +60,26 @@ struct Args {
     )]
     workers: Vec<usize>,
     /// Runs per configuration; the median is reported.
-    #[arg(long, default_value_t = 3, env = "TXFLOW_RUNS")]
+    #[arg(
+        help_heading = "Replay & variants",
+        long,
+        default_value_t = 3,
+        env = "TXFLOW_RUNS"
+    )]
     runs: usize,
     /// Chunks to publish at one per second for the live-latency measurement (0 = skip).
-    #[arg(long, default_value_t = 30, env = "TXFLOW_LIVE_CHUNKS")]
+    #[arg(
+        help_heading = "Live",
+        long,
+        default_value_t = 30,
+        env = "TXFLOW_LIVE_CHUNKS"
+    )]
     live_chunks: u64,
     /// Also compare each backtest with the same backtest plus 4 threshold variants (two of
     /// PatId1, one each of PatId2 and PatId3): wall time and peak RSS. --variants=false turns
     /// off a TXFLOW_VARIANTS set in the environment.
     #[arg(
+        help_heading = "Replay & variants",
         long,
         env = "TXFLOW_VARIANTS",
         value_name = "BOOL",
@@ -77,11 +95,24 @@ struct Args {
     /// cost with and without them, their size, and a restart after epoch 130 and after the
     /// last epoch but 14, both ~30 epochs after a checkpoint (the wall time until the first
     /// new epoch is committed).
-    #[arg(long, env = "TXFLOW_CHECKPOINT_FIGURES")]
+    #[arg(help_heading = "State store", long, env = "TXFLOW_CHECKPOINT_FIGURES")]
     checkpoint_figures: bool,
     #[command(flatten)]
     log: LogArgs,
 }
+
+/// `--help`'s examples, after the options.
+const EXAMPLES: &str = "\
+Examples:
+  # Everything: both data sets, 1 and 2 workers, 3 runs each, live latency
+  txflow-bench
+
+  # The default data set once, one worker, no live measurement
+  txflow-bench --sets default --workers 1 --runs 1 --live-chunks 0
+
+  # The cost of variants and of checkpoints
+  txflow-bench --sets default --variants --checkpoint-figures
+";
 
 #[derive(Subcommand, Debug)]
 enum Cmd {

@@ -25,25 +25,63 @@ use txgen::GenOptions;
 
 /// Runs generator → Mechanism X → Mechanism Y on local directories.
 #[derive(Parser, Debug)]
-#[command(version)]
+#[command(
+    name = "txflow-demo",
+    version = cli::VERSION,
+    after_long_help = "\
+Examples:
+  # Generate the default data set and run it at the SPEC's pace (one chunk a second)
+  txflow-demo
+
+  # A quick run: fewer rows, chunks as fast as possible
+  txflow-demo --rows 60000 --interval-ms 0
+
+  # Your own data, four workers, in another directory
+  txflow-demo --data mydata --workers 4 --dir demo-run
+
+  # Resume the earlier run in txflow-run/ instead of starting afresh
+  txflow-demo --resume
+"
+)]
 struct Args {
     /// Working directory for the data, landing, output and state.
-    #[arg(long, default_value = "txflow-run", env = "TXFLOW_DIR")]
+    #[arg(
+        help_heading = "Inputs",
+        long,
+        default_value = "txflow-run",
+        env = "TXFLOW_DIR"
+    )]
     dir: PathBuf,
     /// Use this directory's transactions.csv and CustomerImportance.csv instead of generating.
-    #[arg(long, env = "TXFLOW_DATA")]
+    #[arg(help_heading = "Inputs", long, env = "TXFLOW_DATA")]
     data: Option<PathBuf>,
     /// Rows to generate.
-    #[arg(long, default_value_t = 594_643, env = "TXFLOW_ROWS")]
+    #[arg(
+        help_heading = "Inputs",
+        long,
+        default_value_t = 594_643,
+        env = "TXFLOW_ROWS"
+    )]
     rows: u64,
     /// Generator seed.
-    #[arg(long, default_value_t = 42, env = "TXFLOW_SEED")]
+    #[arg(
+        help_heading = "Inputs",
+        long,
+        default_value_t = 42,
+        env = "TXFLOW_SEED"
+    )]
     seed: u64,
     /// Milliseconds between chunks (the SPEC's pace is 1000; 0 = as fast as possible).
-    #[arg(long, default_value_t = 1000, env = "TXFLOW_INTERVAL_MS")]
+    #[arg(
+        help_heading = "Live",
+        long,
+        default_value_t = 1000,
+        env = "TXFLOW_INTERVAL_MS"
+    )]
     interval_ms: u64,
     /// Worker threads for Mechanism Y.
     #[arg(
+        help_heading = "Cluster",
         short = 'w',
         long = "workers",
         default_value_t = 2,
@@ -53,6 +91,7 @@ struct Args {
     /// Keep an earlier run's landing, output and state (resume it) instead of starting afresh.
     /// --resume=false turns off a TXFLOW_RESUME set in the environment.
     #[arg(
+        help_heading = "State store",
         long,
         env = "TXFLOW_RESUME",
         value_name = "BOOL",

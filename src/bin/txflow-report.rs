@@ -15,25 +15,39 @@ use txflow::sinks::state::{self, StateConfig};
 
 /// Writes a run report (HTML, and JSON with --json) from a state store.
 #[derive(Parser, Debug)]
-#[command(version)]
+#[command(name = "txflow-report", version = cli::VERSION, after_long_help = EXAMPLES)]
 struct Args {
     #[command(flatten)]
     state: StateArgs,
     /// The run's output location (a directory or s3://bucket/prefix): rejected rows are
     /// counted by reason from its rejects/ files.
-    #[arg(long, env = "TXFLOW_OUTPUT")]
+    #[arg(help_heading = "Inputs", long, env = "TXFLOW_OUTPUT")]
     output: Option<String>,
     /// Where to write the HTML report.
-    #[arg(long, env = "TXFLOW_HTML")]
+    #[arg(help_heading = "Operating", long, env = "TXFLOW_HTML")]
     html: PathBuf,
     /// Where to write the status as JSON (the shape of the console's /api/status).
-    #[arg(long, env = "TXFLOW_JSON")]
+    #[arg(help_heading = "Operating", long, env = "TXFLOW_JSON")]
     json: Option<PathBuf>,
     #[command(flatten)]
     s3: S3Args,
     #[command(flatten)]
     log: LogArgs,
 }
+
+/// `--help`'s examples, after the options.
+const EXAMPLES: &str = "\
+Examples:
+  # The report of an embedded store, with rejects counted from the run's output
+  txflow-report --state sqlite://state.db --output out --html report.html
+
+  # A PostgreSQL store, and the status as JSON for a script
+  txflow-report --state postgres://txflow@db.internal/txflow --html report.html \\
+      --json status.json
+
+  # Rejects from an S3 output
+  txflow-report --state sqlite://state.db --output s3://bank/out --html report.html
+";
 
 fn main() -> ExitCode {
     let args = match cli::parse_args::<Args>() {

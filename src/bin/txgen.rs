@@ -12,20 +12,33 @@ use txgen::GenOptions;
 
 /// Writes BankSim-shaped synthetic transactions and customer importance weights.
 #[derive(Parser, Debug)]
-#[command(name = "txgen", version)]
+#[command(name = "txgen", version = txflow::cli::VERSION, after_long_help = EXAMPLES)]
 struct Args {
     /// Output directory (created if missing).
-    #[arg(long, value_name = "DIR", env = "TXFLOW_OUT")]
+    #[arg(help_heading = "Inputs", long, value_name = "DIR", env = "TXFLOW_OUT")]
     out: PathBuf,
     /// Number of transaction rows.
-    #[arg(long, value_name = "N", default_value_t = txgen::DEFAULT_ROWS, env = "TXFLOW_ROWS")]
+    #[arg(help_heading = "Inputs", long, value_name = "N", default_value_t = txgen::DEFAULT_ROWS, env = "TXFLOW_ROWS")]
     rows: u64,
     /// Seed; the same (rows, seed) always gives the same bytes.
-    #[arg(long, value_name = "S", default_value_t = txgen::DEFAULT_SEED, env = "TXFLOW_SEED")]
+    #[arg(help_heading = "Inputs", long, value_name = "S", default_value_t = txgen::DEFAULT_SEED, env = "TXFLOW_SEED")]
     seed: u64,
     #[command(flatten)]
     log: txflow::cli::LogArgs,
 }
+
+/// `--help`'s examples, after the options.
+const EXAMPLES: &str = "\
+Examples:
+  # The default data set (594,643 rows, seed 42) into data/
+  txgen --out data
+
+  # A small one for a quick try
+  txgen --out small --rows 20000
+
+  # Another data set of the same size
+  txgen --out data-7 --seed 7
+";
 
 fn main() -> ExitCode {
     // One line `error: ...` on stderr and a non-zero status, like the other binaries.

@@ -42,6 +42,12 @@ impl Location {
             location: redact::url(text),
             reason: reason.into(),
         };
+        if let Some(fixed) = s3_typo(text) {
+            return Err(bad(&format!(
+                "did you mean {}? (a local path that starts with s3: is written ./s3:…)",
+                redact::url(&fixed)
+            )));
+        }
         if let Some(rest) = text.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
@@ -105,6 +111,20 @@ impl Location {
             }
         }
     }
+}
+
+/// The `s3://` URL a location was probably meant to be when it starts with `s3:` in any case
+/// but is not spelled `s3://` (`s3:/bucket/x`, `s3:bucket/x`, `S3://bucket/x`): taken as
+/// written, it would be a local directory named `s3:`.
+fn s3_typo(text: &str) -> Option<String> {
+    let scheme = text.get(..3)?;
+    if !scheme.eq_ignore_ascii_case("s3:") || text.starts_with("s3://") {
+        return None;
+    }
+    Some(format!(
+        "s3://{}",
+        text[3..].trim_start_matches(['/', '\\'])
+    ))
 }
 
 /// A location in one spelling, so that `L300`, `./L300` and `/srv/L300` name the same
@@ -177,8 +197,15 @@ pub fn read_object(location: &str, s3: &S3Options, limit: u64) -> Result<Object,
         problem,
     };
     if let Location::Local(_) = parent {
+        let path = Path::new(location);
         let (body, metadata) =
-            file::read_regular_file(Path::new(location), limit).map_err(file_error)?;
+            file::read_regular_file(path, limit).map_err(|problem| match &problem {
+                FileProblem::Io(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let shown = std::path::absolute(path).unwrap_or_else(|_| path.into());
+                    Error::configuration(format!("no such file: {}", shown.display()))
+                }
+                _ => file_error(problem).into(),
+            })?;
         return Ok(Object {
             meta: local::LocalStore::meta_of(&key, &metadata),
             body: body.into(),
@@ -189,9 +216,8 @@ pub fn read_object(location: &str, s3: &S3Options, limit: u64) -> Result<Object,
     if store.head(&key)?.is_some_and(|meta| meta.size > limit) {
         return Err(file_error(FileProblem::TooLarge(limit)).into());
     }
-    let object = store.get(&key)?.ok_or_else(|| StoreError::BadLocation {
-        location: redact::url(location),
-        reason: "no such object".into(),
+    let object = store.get(&key)?.ok_or_else(|| {
+        Error::configuration(format!("no such object: {}", redact::url(location)))
     })?;
     if object.body.len() as u64 > limit {
         return Err(file_error(FileProblem::TooLarge(limit)).into());
@@ -254,6 +280,14 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(Location::parse("gs://b/x").is_err());
+        for typo in ["s3:/b/x", "s3:b/x", "S3://b/x", "S3:///b/x", "S3:b/x"] {
+            let line = Location::parse(typo).unwrap_err().to_string();
+            assert!(line.contains("did you mean s3://b/x?"), "{typo}: {line}");
+        }
+        assert_eq!(
+            Location::parse("./s3:b").unwrap(),
+            Location::Local("./s3:b".into())
+        );
         assert_eq!(
             Location::parse("/tmp/x").unwrap(),
             Location::Local("/tmp/x".into())

@@ -1,5 +1,7 @@
 //! Error behaviour of the binaries (SPEC §8: exit status 0 on success; non-zero with a
-//! one-line reason on stderr otherwise), `mechanism-y --help`, and bad input data, which
+//! one-line reason on stderr otherwise) and what the line says next (clap's tips, `-h` alone,
+//! `s3:` typos, a missing importance file, a busy SQLite store, PostgreSQL refusals), every
+//! binary's `--help` (headings, examples) and `--version` (the commit), and bad input data, which
 //! must not fail a run (SPEC §2.3): rejects files, reasons naming the column, the summary.
 //! `txflow-report` reads a store without ever writing it: a foreign SQLite file is refused
 //! unchanged, a store in a read-only directory is read, a newer schema refused.
@@ -116,7 +118,11 @@ fn y_missing_importance_file() {
     let setup = Setup::new();
     let missing = setup.root.join("no-such-importance.csv");
     let args = setup.y_args(Some(("--importance", s(&missing))));
-    run(Y, &strs(&args)).assert_one_line_error(&["no-such-importance.csv"]);
+    let finished = run(Y, &strs(&args));
+    // The absolute path it looked at, whatever the current directory.
+    let line = finished.assert_one_line_error(&[&format!("no such file: {}", s(&missing))]);
+    assert!(!line.contains("invalid location"), "{line}");
+    assert_eq!(finished.status.code(), Some(78), "{}", finished.describe());
 }
 
 #[test]
@@ -372,6 +378,264 @@ fn y_help() {
             "--help lists {short}, {long}: {}",
             help.describe()
         );
+    }
+}
+
+/// The binaries, each with the help headings it must show.
+const HEADINGS: [(&str, &str, &[&str]); 6] = [
+    (
+        "mechanism-y",
+        Y,
+        &[
+            "Inputs:",
+            "Live:",
+            "Replay & variants:",
+            "Cluster:",
+            "State store:",
+            "S3:",
+            "Thresholds:",
+            "Operating:",
+            "Logging:",
+        ],
+    ),
+    ("mechanism-x", X, &["Inputs:", "Live:", "S3:", "Logging:"]),
+    ("txgen", TXGEN, &["Inputs:", "Logging:"]),
+    (
+        "txflow-report",
+        REPORT,
+        &["State store:", "Inputs:", "S3:", "Logging:"],
+    ),
+    (
+        "txflow-demo",
+        env!("CARGO_BIN_EXE_txflow-demo"),
+        &["Inputs:", "Live:", "Cluster:", "State store:", "Logging:"],
+    ),
+    (
+        "txflow-bench",
+        env!("CARGO_BIN_EXE_txflow-bench"),
+        &["Inputs:", "Cluster:", "Logging:"],
+    ),
+];
+
+#[test]
+fn help_groups_options_under_headings_and_ends_with_examples() {
+    for (name, bin, headings) in HEADINGS {
+        let help = run(bin, &["--help"]);
+        assert!(help.status.success(), "{name}: {}", help.describe());
+        let lines: Vec<&str> = help.stdout.lines().collect();
+        for heading in headings {
+            assert!(
+                lines.contains(heading),
+                "{name} --help: {heading}\n{}",
+                help.stdout
+            );
+        }
+        let examples = lines.iter().position(|l| *l == "Examples:");
+        let examples = examples.unwrap_or_else(|| panic!("{name}: no examples\n{}", help.stdout));
+        let commands = lines[examples..]
+            .iter()
+            .filter(|l| l.trim_start().starts_with(&format!("{name} ")) || l.trim() == name)
+            .count();
+        assert!((3..=6).contains(&commands), "{name}: {commands} examples");
+    }
+    // Every option of mechanism-y is under a heading: none left in the catch-all group
+    // but --help and --version.
+    let help = run(Y, &["--help"]).stdout;
+    let options = help.split("\nOptions:\n").nth(1).unwrap();
+    let heading = |p: &&str| p.lines().next().is_some_and(|l| l.ends_with(':'));
+    let options = options.split("\n\n").take_while(|p| !heading(p));
+    let listed: Vec<&str> = options
+        .flat_map(str::lines)
+        .filter(|l| l.trim_start().starts_with('-'))
+        .map(str::trim)
+        .collect();
+    assert_eq!(listed, ["--help", "-V, --version"], "{help}");
+}
+
+#[test]
+fn usage_errors_keep_claps_similar_argument_tip() {
+    let finished = run(Y, &["--landin", "landing"]);
+    finished.assert_one_line_error(&[
+        "unexpected argument '--landin'",
+        "tip: a similar argument exists: '--landing'",
+    ]);
+    assert_eq!(finished.status.code(), Some(2), "{}", finished.describe());
+}
+
+#[test]
+fn y_dash_h_alone_says_where_help_and_the_hostfile_are() {
+    for args in [
+        &["-h"][..],
+        &["-h", "--landing", "landing"],
+        &["--workers", "2", "-h"],
+    ] {
+        let finished = run(Y, args);
+        assert_usage_error(
+            &finished,
+            &["help is --help; the hostfile is --hostfile (-h FILE)"],
+        );
+    }
+}
+
+#[test]
+fn s3_typos_in_locations_are_configuration_errors() {
+    let setup = Setup::new();
+    let cases = [
+        ("--landing", "s3:/bank/landing", "s3://bank/landing"),
+        ("--output", "s3:bank/out", "s3://bank/out"),
+        ("--importance", "S3://bank/imp.csv", "s3://bank/imp.csv"),
+    ];
+    for (option, typo, meant) in cases {
+        let args = setup.y_args(Some((option, typo)));
+        let mut command = Command::new(Y);
+        command
+            .args(&args)
+            .current_dir(&setup.root)
+            .env("RUST_LOG", "off");
+        let finished = ChildGuard::spawn(command).wait(TIMEOUT);
+        finished.assert_one_line_error(&[typo, &format!("did you mean {meant}?")]);
+        assert_eq!(finished.status.code(), Some(78), "{}", finished.describe());
+    }
+    let mut args = setup.y_args(None);
+    args.extend(["--checkpoints", "s3:/bank/ckpt"].map(String::from));
+    let finished = run(Y, &strs(&args));
+    finished.assert_one_line_error(&["did you mean s3://bank/ckpt?"]);
+    assert_eq!(finished.status.code(), Some(78), "{}", finished.describe());
+    let source = setup.root.join("transactions.csv");
+    fs::write(&source, format!("{HEADER}\n")).unwrap();
+    let finished = run(X, &["--source", s(&source), "--landing", "s3:bank/landing"]);
+    finished.assert_one_line_error(&["did you mean s3://bank/landing?"]);
+    assert_eq!(finished.status.code(), Some(78), "{}", finished.describe());
+    let local = names(&setup.root);
+    assert!(
+        !local.iter().any(|n| n.to_lowercase().starts_with("s3:")),
+        "no local directory s3…: {local:?}"
+    );
+}
+
+/// An importance object that is not in its bucket: said so, a configuration error.
+#[cfg(feature = "test-services")]
+#[test]
+fn y_missing_importance_object() {
+    use common::s3::{S3Server, ACCESS_KEY, REGION, SECRET_KEY};
+    let server = S3Server::start();
+    server.create_bucket("bank");
+    let setup = Setup::new();
+    let args = setup.y_args(Some(("--importance", "s3://bank/none.csv")));
+    let mut command = Command::new(Y);
+    command
+        .args(&args)
+        .args(["--s3-endpoint", &server.endpoint])
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_REGION", REGION)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("RUST_LOG", "off");
+    let finished = ChildGuard::spawn(command).wait(TIMEOUT);
+    let line = finished.assert_one_line_error(&["no such object: s3://bank/none.csv"]);
+    assert!(!line.contains("invalid location"), "{line}");
+    assert_eq!(finished.status.code(), Some(78), "{}", finished.describe());
+}
+
+/// `--version` of every binary: its name, the crate's version and the commit built.
+#[test]
+fn version_names_the_commit() {
+    let head = Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    for (name, bin, _) in HEADINGS {
+        let version = run(bin, &["--version"]);
+        assert!(version.status.success(), "{}", version.describe());
+        let prefix = format!("{name} {} (", env!("CARGO_PKG_VERSION"));
+        let line = version.stdout.trim_end();
+        let commit = line
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("{name}: {line:?}"));
+        match &head {
+            // A build outside git says so; one given TXFLOW_COMMIT shows that.
+            None => assert_eq!(commit, "unknown"),
+            Some(_) if std::env::var_os("TXFLOW_COMMIT").is_some() => {}
+            Some(head) => {
+                assert!(
+                    commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit()),
+                    "{name}: {line:?}"
+                );
+                assert!(head.starts_with(commit), "{name}: {line:?}, HEAD {head}");
+            }
+        }
+    }
+}
+
+/// SQLite's own lock held by another program (here this test, through its own connection
+/// in a write transaction): the line names the database and the process holding it.
+#[test]
+fn y_busy_sqlite_store_names_the_process_holding_it() {
+    let setup = Setup::new();
+    let args = setup.y_args(None);
+    let first = run(Y, &strs(&args));
+    assert!(first.status.success(), "{}", first.describe());
+    let db = setup.root.join("state.db");
+    let holder = rusqlite::Connection::open(&db).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let busy = run(Y, &strs(&args));
+    let shown = fs::canonicalize(&db).unwrap();
+    let line = busy.assert_one_line_error(&[
+        &format!("another process holds the state store {}", s(&shown)),
+        &format!("process {} (", std::process::id()),
+        "stop it, or use another --state",
+    ]);
+    let own = std::env::args().next().unwrap();
+    assert!(line.contains(&own), "names the command line: {line}");
+    holder.execute_batch("ROLLBACK").unwrap();
+}
+
+/// A refused connection to PostgreSQL: the server's sentence once, then what to do, and no
+/// password.
+#[cfg(feature = "test-services")]
+#[test]
+fn y_postgres_refusals_are_said_once_with_the_next_step() {
+    let mut server = common::pg::PgServer::init();
+    let hba = server.dir().join("hba.conf");
+    fs::write(
+        &hba,
+        "local all all trust\nhost all postgres 127.0.0.1/32 trust\n\
+         host all all 127.0.0.1/32 scram-sha-256\n",
+    )
+    .unwrap();
+    server.give_to_server(&hba);
+    server.set("hba_file", s(&hba));
+    server.start();
+    let mut admin = postgres::Client::connect(&server.url("postgres"), postgres::NoTls).unwrap();
+    admin
+        .batch_execute("CREATE ROLE alice LOGIN PASSWORD 'RightHorse'")
+        .unwrap();
+    let setup = Setup::new();
+    let port = server.port();
+    let cases = [
+        (
+            format!("postgres://alice:WrongStaple@127.0.0.1:{port}/postgres"),
+            "password authentication failed",
+            "check the user and password in the URL",
+        ),
+        (
+            format!("postgres://postgres@127.0.0.1:{port}/no_such_db"),
+            "\"no_such_db\" does not exist",
+            "create it or fix the URL's database",
+        ),
+    ];
+    for (url, sentence, next_step) in cases {
+        let args = setup.y_args(Some(("--state", &url)));
+        let finished = run(Y, &strs(&args));
+        let line = finished.assert_one_line_error(&[sentence, next_step]);
+        assert_eq!(line.matches(sentence).count(), 1, "said once: {line}");
+        assert!(!line.contains("WrongStaple"), "no password: {line}");
     }
 }
 

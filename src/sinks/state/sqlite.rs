@@ -358,22 +358,51 @@ fn canonical_path(path: &Path) -> PathBuf {
 /// `stat` than in `/proc/locks`); else the inode alone, if it names a single holder.
 fn flock_holder(meta: &std::fs::Metadata) -> Option<u32> {
     let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    let holders: Vec<(u32, bool)> = proc_locks(&locks, meta)
+        .filter(|l| l.kind == "FLOCK" && l.write)
+        .map(|l| (l.pid, l.same_device))
+        .collect();
+    single_holder(&holders)
+}
+
+/// One line of `/proc/locks` on the file of a given [`std::fs::Metadata`].
+struct ProcLock<'a> {
+    /// `FLOCK`, `POSIX` (SQLite's own locks) or `OFDLCK`.
+    kind: &'a str,
+    write: bool,
+    pid: u32,
+    /// The device matches too, not only the inode.
+    same_device: bool,
+}
+
+/// The locks `/proc/locks` lists on the file of `meta` (waiters, `->` lines, left out).
+fn proc_locks<'a>(
+    locks: &'a str,
+    meta: &std::fs::Metadata,
+) -> impl Iterator<Item = ProcLock<'a>> + 'a {
     let dev = meta.dev();
     let device = format!("{:02x}:{:02x}", libc::major(dev), libc::minor(dev));
     let inode = meta.ino().to_string();
-    let holders: Vec<(u32, &str)> = locks
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let [_, "FLOCK", _, "WRITE", pid, id, ..] = fields.as_slice() else {
-                return None;
-            };
-            let (device, ino) = id.rsplit_once(':')?;
-            (ino == inode).then_some((pid.parse().ok()?, device))
+    locks.lines().filter_map(move |line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [_, kind, _, access, pid, id, ..] = fields.as_slice() else {
+            return None;
+        };
+        let (dev, ino) = id.rsplit_once(':')?;
+        (ino == inode).then_some(())?;
+        Some(ProcLock {
+            kind,
+            write: *access == "WRITE",
+            pid: pid.parse().ok()?,
+            same_device: dev == device,
         })
-        .collect();
-    let exact = holders.iter().find(|(_, d)| *d == device).map(|h| h.0);
-    exact.or_else(|| match holders.as_slice() {
+    })
+}
+
+/// The holder on the same device, else the one pid all holders share.
+fn single_holder(holders: &[(u32, bool)]) -> Option<u32> {
+    let exact = holders.iter().find(|(_, same)| *same).map(|h| h.0);
+    exact.or_else(|| match holders {
         [(pid, _), rest @ ..] if rest.iter().all(|h| h.0 == *pid) => Some(*pid),
         _ => None,
     })
@@ -383,6 +412,7 @@ fn flock_holder(meta: &std::fs::Metadata) -> Option<u32> {
 /// past the busy timeout.
 pub(crate) fn is_busy(error: &StateError) -> bool {
     match error {
+        StateError::Busy { .. } => true,
         StateError::Sqlite { source, .. } => matches!(
             source.sqlite_error_code(),
             Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
@@ -391,11 +421,71 @@ pub(crate) fn is_busy(error: &StateError) -> bool {
     }
 }
 
+/// Another process's SQLite (POSIX) lock on the database at `path` or its `-wal`/`-shm`
+/// files, a write lock first: `<pid> <command line>`, secrets in URLs redacted.
+fn posix_holder(path: &str) -> Option<String> {
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    let own = std::process::id();
+    let mut holders: Vec<(bool, u32, bool)> = ["", "-wal", "-shm"]
+        .iter()
+        .filter_map(|suffix| std::fs::metadata(format!("{path}{suffix}")).ok())
+        .flat_map(|meta| {
+            proc_locks(&locks, &meta)
+                .filter(|l| l.kind != "FLOCK" && l.pid != own && l.pid > 0)
+                .map(|l| (l.write, l.pid, l.same_device))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    holders.sort_by_key(|(write, _, _)| !write);
+    let writers: Vec<(u32, bool)> = holders
+        .iter()
+        .filter(|h| h.0 == holders[0].0)
+        .map(|h| (h.1, h.2))
+        .collect();
+    let pid = single_holder(&writers)?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let words: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|w| !w.is_empty())
+        .map(|w| shown_word(&String::from_utf8_lossy(w)))
+        .collect();
+    // Enough to tell the program; a long script or argument list is cut.
+    let mut command = words.join(" ").replace(['\n', '\r'], " ");
+    if let Some((cut, _)) = command.char_indices().nth(160) {
+        command.truncate(cut);
+        command.push('…');
+    }
+    Some(match command.is_empty() {
+        true => format!("process {pid}"),
+        false => format!("process {pid} ({command})"),
+    })
+}
+
+/// A word of a command line as it may be shown: a URL's secrets redacted, also in
+/// `--option=URL`.
+fn shown_word(word: &str) -> String {
+    match word.split_once('=') {
+        Some((option, value)) if option.starts_with('-') => {
+            format!("{option}={}", crate::redact::url(value))
+        }
+        _ => crate::redact::url(word),
+    }
+}
+
+/// A SQLite error as the store's; `database is locked` names the process holding it.
 fn sqlite_err(path: &str) -> impl Fn(rusqlite::Error) -> StateError {
     let path = path.to_string();
-    move |source| StateError::Sqlite {
-        path: path.clone(),
-        source,
+    move |source| match source.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            StateError::Busy {
+                holder: posix_holder(&path),
+                path: canonical_path(Path::new(&path)).display().to_string(),
+            }
+        }
+        _ => StateError::Sqlite {
+            path: path.clone(),
+            source,
+        },
     }
 }
 

@@ -92,6 +92,21 @@ fn error_chain(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// What to do about a server's refusal that its message does not say: a wrong user or
+/// password, a database that does not exist.
+fn next_step(e: &tokio_postgres::Error) -> Option<&'static str> {
+    use tokio_postgres::error::SqlState;
+    let code = e.code()?;
+    if *code == SqlState::INVALID_PASSWORD || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+    {
+        Some("check the user and password in the URL")
+    } else if *code == SqlState::INVALID_CATALOG_NAME {
+        Some("create it or fix the URL's database")
+    } else {
+        None
+    }
+}
+
 /// Bounded reconnection: exponential backoff from the first failure, up to the timeout.
 pub(super) struct Retry {
     timeout: Duration,
@@ -365,10 +380,11 @@ impl PgDb {
                         " (for a private CA such as RDS's, pass its PEM bundle as the CA file or sslrootcert=)",
                     );
                 }
-                Err(StateError::Postgres {
-                    context,
-                    source: error,
-                })
+                if let Some(step) = next_step(&error) {
+                    context.push_str("; ");
+                    context.push_str(step);
+                }
+                Err(StateError::Postgres { context, error })
             }
             Failure::TimedOut {
                 what: step, waited, ..
