@@ -67,6 +67,10 @@ impl Status {
             history: history(&epochs, &ledger),
             error: None,
             truncated: false,
+            generated_at_ms: None,
+            ready: None,
+            state_detail: None,
+            recent_events: None,
         })
     }
 }
@@ -117,6 +121,7 @@ fn progress(epochs: &[EpochRow], ended: bool) -> Progress {
         lag_seconds: ended.then_some(0.0),
         rows_accepted: epochs.iter().map(|e| e.rows_accepted).sum(),
         rows_rejected: epochs.iter().map(|e| e.rows_rejected).sum(),
+        last_commit_ms: None,
     }
 }
 
@@ -200,6 +205,9 @@ fn history(epochs: &[EpochRow], ledger: &[LedgerRow]) -> Vec<HistoryEntry> {
                 commit_ms: None,
                 visible_to_commit_ms: None,
                 detections: Detections::of(rows.iter().copied()).by_pattern,
+                committed_at_ms: None,
+                visible_ms: None,
+                lag_chunks: None,
             }
         })
         .collect()
