@@ -218,7 +218,7 @@ pub(crate) const UNBALANCED_QUOTE: &str = "unbalanced quote";
 /// Every kind of reason a transactions chunk's rejects can have, as [`reject_label`] names
 /// it: the `reason` label of `txflow_rows_rejected_total`, each present from the start.
 pub(crate) const REJECT_KINDS: &[&str] = &[
-    "expected N fields, found N",
+    "expected N fields found N",
     "missing customer",
     "missing merchant",
     "missing category",
@@ -237,11 +237,12 @@ pub(crate) const REJECT_KINDS: &[&str] = &[
 ];
 
 /// A reason kind ([`reason_kind`](crate::sinks::rejects::reason_kind)) as a metric label:
-/// each run of digits as `N`, so that field counts do not make a label each.
+/// each run of digits as `N`, so that field counts do not make a label each, and without
+/// commas, which some exposition parsers take for the end of a label.
 pub(crate) fn reject_label(kind: &str) -> String {
     let mut label = String::with_capacity(kind.len());
     let mut in_number = false;
-    for c in kind.chars() {
+    for c in kind.chars().filter(|&c| c != ',') {
         match (c.is_ascii_digit(), in_number) {
             (true, true) => {}
             (true, false) => label.push('N'),

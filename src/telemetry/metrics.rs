@@ -518,3 +518,58 @@ fn page_size() -> u64 {
         4096
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn present(state: RunState) -> Present {
+        Present {
+            landing_edge: None,
+            last_committed: None,
+            lag_chunks: 0,
+            lag_seconds: 0.0,
+            queue_depth: 0,
+            resident_bytes: 0,
+            ready: false,
+            stalled: false,
+            state,
+            failed: false,
+            last_chunk_ms: Some(1_500),
+            last_commit_ms: None,
+        }
+    }
+
+    #[test]
+    fn every_state_pattern_and_reason_is_there_from_the_start() {
+        let metrics = Metrics::new(&Recent::default());
+        let text = metrics.encode(&present(RunState::Behind));
+        for state in RunState::ALL {
+            let want = (state == RunState::Behind) as u8;
+            let line = format!("txflow_state{{state=\"{}\"}} {want}\n", state.as_str());
+            assert!(text.contains(&line), "{line} in {text}");
+        }
+        for kind in REJECT_KINDS {
+            let line = format!("txflow_rows_rejected_total{{reason=\"{kind}\"}} 0\n");
+            assert!(text.contains(&line), "{line}");
+        }
+        assert!(text.contains("txflow_detections_total{pattern=\"PatId3\"} 0\n"));
+        assert!(text.contains("txflow_s3_retries_total{op=\"put_if_absent\"} 0\n"));
+        assert!(text.contains("txflow_landing_last_chunk_timestamp_seconds 1.5\n"));
+        assert!(text.contains("txflow_last_commit_timestamp_seconds 0.0\n"));
+        for name in [
+            "process_start_time_seconds ",
+            "process_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+            "process_virtual_memory_bytes ",
+            "process_open_fds ",
+            "process_max_fds ",
+        ] {
+            assert!(text.lines().any(|l| l.starts_with(name)), "{name}");
+        }
+        // A kind the list does not know is counted under its own label, numbers as N.
+        metrics.rejected(&[("odd 12, thing".to_string(), 2)].into_iter().collect());
+        let text = metrics.encode(&present(RunState::Behind));
+        assert!(text.contains("txflow_rows_rejected_total{reason=\"odd N thing\"} 2\n"));
+    }
+}
