@@ -467,13 +467,16 @@ fn check_new_families(m: &BTreeMap<String, f64>, status: &serde_json::Value) {
 // ---------------------------------------------------------------------------------------------
 // Waiting for input: a missing landing, an idle one
 
-/// `/readyz`, `/api/status` and `/metrics` at once: (readyz status and body, status,
+/// `/api/status`, `/readyz` and `/metrics` in turn: (readyz status and body, status,
 /// metrics); `None` before the endpoint answers.
 type Surfaces = ((u16, String), serde_json::Value, BTreeMap<String, f64>);
 
 fn surfaces(port: u16) -> Option<Surfaces> {
+    // The status first: it may be up to a second old, the others are of the moment.
+    get(port, "/healthz")?;
+    let status = status_json(port);
     let ready = get(port, "/readyz")?;
-    Some(((ready.status, ready.body), status_json(port), scrape(port)))
+    Some(((ready.status, ready.body), status, scrape(port)))
 }
 
 #[test]
@@ -538,10 +541,12 @@ fn a_landing_silent_past_ready_max_idle_is_not_ready() {
     let mut y = Proc::spawn("idle", &y_args(&landing, &run, &extra), &run);
     let mut seen = None;
     wait_until("3 epochs committed and not ready", RUN_TIMEOUT, || {
-        seen = surfaces(port).filter(|s| s.1["progress"]["epochs_committed"] == 3 && s.0 .0 == 503);
+        seen = surfaces(port)
+            .filter(|s| s.1["progress"]["epochs_committed"] == 3 && s.1["ready"] == false);
         seen.is_some()
     });
-    let ((_, body), status, m) = seen.unwrap();
+    let ((code, body), status, m) = seen.unwrap();
+    assert_eq!(code, 503, "{body}");
     assert!(
         body.starts_with("waiting for input: last chunk ")
             && body.contains("more than --ready-max-idle 1 s"),
