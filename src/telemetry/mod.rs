@@ -31,7 +31,7 @@ use crate::telemetry::metrics::{resident_bytes, Metrics, Present};
 pub use crate::telemetry::recent::Level;
 use crate::telemetry::recent::Recent;
 use crate::telemetry::state::{assess, span, Assessment, Facts, Oldest, Recovering};
-pub use crate::telemetry::state::{Limits, RunState};
+pub use crate::telemetry::state::{Limits, Phase, RunState};
 use crate::telemetry::status::{Book, Progress, RunFailure, MAX_STATUS_BYTES};
 pub use crate::telemetry::status::{RunInfo, Status};
 use crate::time::now_ms;
@@ -48,33 +48,6 @@ struct Served {
 }
 
 pub use crate::runtime::options::DEFAULT_READY_MAX_LAG;
-
-/// Where the run is in its life; its [`RunState`] is judged from this and the other facts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Phase {
-    Starting = 0,
-    Recovering = 1,
-    Running = 2,
-    Ended = 3,
-    Stopped = 4,
-    Failed = 5,
-}
-
-impl Phase {
-    fn from_u8(v: u8) -> Phase {
-        [
-            Phase::Starting,
-            Phase::Recovering,
-            Phase::Running,
-            Phase::Ended,
-            Phase::Stopped,
-        ]
-        .get(v as usize)
-        .copied()
-        .unwrap_or(Phase::Failed)
-    }
-}
 
 /// `-1` in an atomic is "none".
 fn epoch_of(v: i64) -> Option<u64> {

@@ -11,7 +11,33 @@ use serde::Serialize;
 
 use crate::runtime::events::Stage;
 use crate::runtime::options::{YOptions, DEFAULT_READY_MAX_LAG, DEFAULT_STALL_TIMEOUT};
-use crate::telemetry::Phase;
+
+/// Where the run is in its life; its [`RunState`] is judged from this and the other facts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    Starting = 0,
+    Recovering = 1,
+    Running = 2,
+    Ended = 3,
+    Stopped = 4,
+    Failed = 5,
+}
+
+impl Phase {
+    pub(crate) fn from_u8(v: u8) -> Phase {
+        [
+            Phase::Starting,
+            Phase::Recovering,
+            Phase::Running,
+            Phase::Ended,
+            Phase::Stopped,
+        ]
+        .get(v as usize)
+        .copied()
+        .unwrap_or(Phase::Failed)
+    }
+}
 
 /// What the state is judged against: the run's options.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -581,7 +607,7 @@ mod tests {
         // No chunk yet: idle since the start.
         f.last_chunk_ms = None;
         let a = assess(&f);
-        assert_eq!(a.ready, false);
+        assert!(!a.ready);
         assert!(a
             .detail
             .summary
