@@ -46,7 +46,7 @@ use crate::sources::landing::{
     check_pruned_replay, ChunkFeed, FeedObserver, FeedOptions, FeedPlan,
 };
 use crate::telemetry::status::{PreviousError, RestoreInfo};
-use crate::telemetry::{Phase, RunInfo, Telemetry};
+use crate::telemetry::{Limits, Phase, RunInfo, Telemetry};
 use crate::time::{format_ist, now_ms};
 
 pub use crate::runtime::{
@@ -77,7 +77,7 @@ pub fn run_shown(
     options.check_variants()?;
     // Before any store is opened: a bad hostfile fails without side effects.
     let config = timely_config(t)?;
-    let telemetry = Arc::new(Telemetry::new(run_info(options), options.ready_max_lag));
+    let telemetry = Arc::new(Telemetry::new(run_info(options), Limits::of(options)));
     let options = &counting_retries(options, &telemetry);
     // Also before any store is opened: the endpoint answers (not ready) during start-up.
     let _server = match (options.http, t.process) {

@@ -143,6 +143,10 @@ struct Args {
     /// /readyz fails when more than this many chunks wait to be committed.
     #[arg(help_heading = "Operating", long, default_value_t = txflow::telemetry::DEFAULT_READY_MAX_LAG, env = "TXFLOW_READY_MAX_LAG")]
     ready_max_lag: u64,
+    /// Live: /readyz fails when no new chunk arrived for this long (e.g. 30s, 5m, 1h; a
+    /// bare number is seconds). Default: an idle landing is ready.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "TXFLOW_READY_MAX_IDLE")]
+    ready_max_idle: Option<Duration>,
     /// Fail (exit 75, external service) when no epoch commits for this many seconds while
     /// chunks wait (a frozen cluster peer, a hung store); 0 = never.
     #[arg(help_heading = "Operating", long, value_name = "SECS", default_value_t = mechanism_y::DEFAULT_STALL_TIMEOUT.as_secs(), env = "TXFLOW_STALL_TIMEOUT")]
@@ -324,6 +328,7 @@ fn run(args: Args, variants: Vec<Variant>, console: &Console) -> anyhow::Result<
         settle: Duration::from_millis(args.settle_ms),
         http: args.http.as_deref().map(http::parse_addr).transpose()?,
         ready_max_lag: args.ready_max_lag,
+        ready_max_idle: args.ready_max_idle,
         stall_timeout: Duration::from_secs(args.stall_timeout),
         linger_on_failure: Duration::from_secs(args.linger_on_failure),
         checkpoints: CheckpointOptions {
@@ -364,4 +369,25 @@ fn run(args: Args, variants: Vec<Variant>, console: &Console) -> anyhow::Result<
         );
     }
     Ok(())
+}
+
+/// A duration: a number with `ms`, `s`, `m` or `h`, or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 30s, 5m, 1h)"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
+        _ => Err(format!(
+            "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
+        )),
+    }
 }

@@ -55,8 +55,8 @@ pub(crate) fn route(telemetry: &Telemetry, target: &str) -> Response {
         },
         "/healthz" => Response::text(200, "ok"),
         "/readyz" => match telemetry.readiness() {
-            Ok(()) => Response::text(200, "ready"),
-            Err(reason) => Response::text(503, reason),
+            Ok(summary) => Response::text(200, format!("ready: {summary}")),
+            Err(summary) => Response::text(503, summary),
         },
         "/api/status" => match telemetry.status_json() {
             Ok(body) => Response {
@@ -81,11 +81,11 @@ fn html(page: &'static str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::RunInfo;
+    use crate::telemetry::{Limits, RunInfo};
 
     #[test]
     fn status_requests_between_changes_share_one_document() {
-        let telemetry = Telemetry::new(RunInfo::default(), 2);
+        let telemetry = Telemetry::new(RunInfo::default(), Limits::default());
         let first = route(&telemetry, "/api/status");
         let second = route(&telemetry, "/api/status?again");
         assert_eq!((first.status, first.content_type), (200, JSON));

@@ -227,6 +227,21 @@ enum Op {
     Delete,
 }
 
+/// The names of the operations (the `op` label of the run's S3 retry counters).
+pub(crate) fn op_names() -> impl Iterator<Item = &'static str> {
+    [
+        Op::Check,
+        Op::Get,
+        Op::Head,
+        Op::Put,
+        Op::PutIfAbsent,
+        Op::List,
+        Op::Delete,
+    ]
+    .into_iter()
+    .map(Op::name)
+}
+
 impl Op {
     fn name(self) -> &'static str {
         match self {

@@ -72,6 +72,10 @@ impl Status {
             error: None,
             truncated: false,
             previous_error: last_failure.map(PreviousError::from),
+            generated_at_ms: None,
+            ready: None,
+            state_detail: None,
+            recent_events: None,
         })
     }
 }
@@ -122,6 +126,7 @@ fn progress(epochs: &[EpochRow], ended: bool) -> Progress {
         lag_seconds: ended.then_some(0.0),
         rows_accepted: epochs.iter().map(|e| e.rows_accepted).sum(),
         rows_rejected: epochs.iter().map(|e| e.rows_rejected).sum(),
+        last_commit_ms: None,
     }
 }
 
@@ -205,6 +210,9 @@ fn history(epochs: &[EpochRow], ledger: &[LedgerRow]) -> Vec<HistoryEntry> {
                 commit_ms: None,
                 visible_to_commit_ms: None,
                 detections: Detections::of(rows.iter().copied()).by_pattern,
+                committed_at_ms: None,
+                visible_ms: None,
+                lag_chunks: None,
             }
         })
         .collect()

@@ -24,7 +24,7 @@ use crate::error::{Context, Error, Result};
 use crate::runtime::batch::EpochBatch;
 use crate::runtime::checkpointer::{CheckpointOptions, Note, RecordRequests};
 use crate::runtime::control::RunControl;
-use crate::runtime::events::{EpochCommitted, EpochReplayed, Event, Observers};
+use crate::runtime::events::{EpochCommitted, EpochReplayed, Event, Observers, Stage};
 use crate::runtime::summary::RunSummary;
 use crate::runtime::writer::EpochWriter;
 use crate::sinks::rejects::reason_kind;
@@ -278,6 +278,10 @@ fn commit_all(
                     waiting: waiting.taken(),
                 });
                 let epoch = batch.epoch;
+                observers.emit(&Event::EpochStage {
+                    epoch,
+                    stage: Stage::Committing,
+                });
                 commit(&mut writer, batch, &mut summary, observers)
                     .map(|()| watchers.committed(epoch, &writer))
             }

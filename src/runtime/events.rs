@@ -116,6 +116,42 @@ pub enum Event<'a> {
     Stalled {
         reason: &'a str,
     },
+    /// An epoch entered a stage: the feed fetches its chunk, the workers compute it, the
+    /// committing thread commits it.
+    EpochStage {
+        epoch: u64,
+        stage: Stage,
+    },
+    /// The landing was listed: `missing` is why it is not there or could not be listed,
+    /// `None` when the listing succeeded.
+    LandingListed {
+        missing: Option<&'a str>,
+    },
+    /// The feed has waited `waited` for `chunk`, which must exist (`why`).
+    ChunkWaited {
+        chunk: &'a str,
+        waited: Duration,
+        why: &'a str,
+    },
+}
+
+/// Where an epoch is on its way to being committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    Fetching,
+    Computing,
+    Committing,
+}
+
+impl Stage {
+    /// As `/api/status` names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Fetching => "fetching",
+            Stage::Computing => "computing",
+            Stage::Committing => "committing",
+        }
+    }
 }
 
 /// Told of every event of a run; called from the run's threads, so it must be cheap.
@@ -146,6 +182,28 @@ impl FeedObserver for Observers {
             index,
             last_modified_ms,
         });
+    }
+
+    fn fetching(&self, index: u64) {
+        self.emit(&Event::EpochStage {
+            epoch: index,
+            stage: Stage::Fetching,
+        });
+    }
+
+    fn computing(&self, index: u64) {
+        self.emit(&Event::EpochStage {
+            epoch: index,
+            stage: Stage::Computing,
+        });
+    }
+
+    fn landing_listed(&self, missing: Option<&str>) {
+        self.emit(&Event::LandingListed { missing });
+    }
+
+    fn chunk_waited(&self, chunk: &str, waited: Duration, why: &str) {
+        self.emit(&Event::ChunkWaited { chunk, waited, why });
     }
 }
 

@@ -10,13 +10,13 @@ use std::time::Duration;
 use crate::objectstore::ObjectStore;
 use crate::runtime::control::RunControl;
 use crate::runtime::events::{Event, Observers};
-use crate::sources::landing::{list_chunks_warned, NameWarnings};
+use crate::sources::landing::{list_landing, NameWarnings};
 
 /// How often the landing is listed.
 const EVERY: Duration = Duration::from_secs(2);
 
 /// Starts the thread; it ends with the run. A failed listing is only logged (at debug): the
-/// feed reports landing errors.
+/// feed reports landing errors. Each listing tells the observers whether the landing is there.
 pub fn start(landing: Arc<dyn ObjectStore>, observers: Observers, control: Arc<RunControl>) {
     let spawned = std::thread::Builder::new()
         .name("landing-edge".into())
@@ -30,7 +30,7 @@ fn watch(landing: &dyn ObjectStore, observers: &Observers, control: &RunControl)
     let mut reported: Option<u64> = None;
     let warned = NameWarnings::default();
     while !control.should_stop() {
-        match list_chunks_warned(landing, &warned) {
+        match list_landing(landing, &warned, observers) {
             Ok(chunks) => {
                 let since = reported;
                 for (index, meta) in chunks.iter().filter(|(k, _)| since < Some(*k)) {

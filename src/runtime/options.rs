@@ -84,6 +84,9 @@ pub struct YOptions {
     pub http: Option<std::net::SocketAddr>,
     /// `--ready-max-lag`: `/readyz` fails when more chunks than this wait to be committed.
     pub ready_max_lag: u64,
+    /// `--ready-max-idle`: live, a landing without a new chunk this long is not ready;
+    /// `None` = an idle landing is ready.
+    pub ready_max_idle: Option<Duration>,
     /// `--stall-timeout`: fail the run when no epoch commits this long while chunks wait
     /// (process 0); zero = never.
     pub stall_timeout: Duration,
@@ -127,6 +130,7 @@ impl YOptions {
             settle: DEFAULT_SETTLE,
             http: None,
             ready_max_lag: DEFAULT_READY_MAX_LAG,
+            ready_max_idle: None,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             linger_on_failure: DEFAULT_LINGER_ON_FAILURE,
             checkpoints: CheckpointOptions::default(),

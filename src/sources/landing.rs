@@ -394,6 +394,22 @@ fn why_missing(chunks: &[(u64, ObjectMeta)], missing: u64, complete: Option<u64>
     format!("the last chunk is {}{marker}", chunk_key(last))
 }
 
+/// As [`list_chunks_warned`], telling `observer` whether the landing is there: a local
+/// directory that does not exist lists as empty, yet is missing.
+pub(crate) fn list_landing(
+    store: &dyn ObjectStore,
+    warned: &NameWarnings,
+    observer: &dyn FeedObserver,
+) -> Result<Vec<(u64, ObjectMeta)>, StoreError> {
+    let listed = list_chunks_warned(store, warned);
+    match (&listed, missing_dir(store)) {
+        (Err(e), _) => observer.landing_listed(Some(&format!("cannot list the landing: {e}"))),
+        (Ok(_), Some(dir)) => observer.landing_listed(Some(&missing_dir_message(&dir))),
+        (Ok(_), None) => observer.landing_listed(None),
+    }
+    listed
+}
+
 /// The store's local directory when it does not exist.
 fn missing_dir(store: &dyn ObjectStore) -> Option<PathBuf> {
     crate::objectstore::as_local(store)
@@ -485,9 +501,18 @@ pub(crate) struct ChunkFeed {
     warned: NameWarnings,
 }
 
-/// Told of every chunk a [`ChunkFeed`] fetches.
+/// Told of every chunk a [`ChunkFeed`] fetches, and of what the feed and the landing's
+/// listings find.
 pub(crate) trait FeedObserver: Send + Sync {
     fn chunk_fetched(&self, index: u64, last_modified_ms: i64);
+    /// The feed starts fetching chunk `index` (it is in the landing).
+    fn fetching(&self, _index: u64) {}
+    /// The first worker took chunk `index`: its epoch is being computed.
+    fn computing(&self, _index: u64) {}
+    /// The landing was listed: `missing` says why it is not there or could not be listed.
+    fn landing_listed(&self, _missing: Option<&str>) {}
+    /// The feed has waited `waited` for `chunk`, which must exist (`why`).
+    fn chunk_waited(&self, _chunk: &str, _waited: Duration, _why: &str) {}
 }
 
 /// How many chunks may wait fetched ahead of the slowest local worker: enough to keep the
@@ -635,9 +660,14 @@ impl ChunkFeed {
         if let Some(entry) = state.ready.get_mut(&position) {
             let item = entry.0.clone();
             entry.1 += 1;
+            let first = entry.1 == 1;
             if entry.1 == self.consumers {
                 state.ready.remove(&position);
                 self.changed.notify_all();
+            }
+            drop(state);
+            if let (true, Some(observer), FeedItem::Chunk(chunk)) = (first, &self.observer, &item) {
+                observer.computing(chunk.index);
             }
             return Ok(Some(item));
         }
@@ -703,6 +733,9 @@ impl ChunkFeed {
                 return Ok(());
             }
             let key = chunk_key(index);
+            if let Some(observer) = &self.observer {
+                observer.fetching(index);
+            }
             loop {
                 let object = store.get(&key)?.ok_or_else(|| {
                     inconsistent(store, format!("{key} disappeared during the replay"))
@@ -740,6 +773,7 @@ impl ChunkFeed {
         let mut index = first;
         let mut waiting_since = Instant::now();
         let mut next_warning = waiting_since + options.gap_warn;
+        let mut announced = None;
         loop {
             if !self.wait_for_room(index - first) {
                 return Ok(());
@@ -763,6 +797,11 @@ impl ChunkFeed {
                 let (at, present) = ((index, first), object.is_some());
                 if self.at_count(store, count, at, present, forever, &mut append_only)? {
                     return Ok(());
+                }
+            }
+            if let (Some(observer), true) = (&self.observer, object.is_some()) {
+                if announced.replace(index) != Some(index) {
+                    observer.fetching(index);
                 }
             }
             match object {
@@ -799,7 +838,7 @@ impl ChunkFeed {
         marker_settle: &mut Settle,
     ) -> Result<Marker, LandingError> {
         if let Some(dir) = missing_dir(store) {
-            warn_missing_dir(&dir);
+            self.report_missing_dir(&dir);
         }
         let marker = self.look_for_marker(store, marker_settle)?;
         if !matches!(marker, Marker::Count(_)) {
@@ -890,10 +929,16 @@ impl ChunkFeed {
     ) -> Result<(), LandingError> {
         let waited = since.elapsed().as_secs();
         if let Some(dir) = missing_dir(store) {
-            warn_missing_dir(&dir);
+            self.report_missing_dir(&dir);
             return Ok(());
         }
+        let waited_for = |why: &str| {
+            if let Some(observer) = &self.observer {
+                observer.chunk_waited(key, since.elapsed(), why);
+            }
+        };
         if let Some(count) = complete.filter(|count| index < *count) {
+            waited_for(&format!("{COMPLETE_KEY} says {count} chunks"));
             tracing::warn!(
                 missing = %key,
                 waited_s = waited,
@@ -906,6 +951,7 @@ impl ChunkFeed {
             if let Some(count) = complete.filter(|count| later >= *count) {
                 return Err(past_count(store, count, &chunk_key(later)));
             }
+            waited_for(&format!("{} exists", chunk_key(later)));
             tracing::warn!(
                 missing = %key,
                 present = %chunk_key(later),
@@ -915,6 +961,14 @@ impl ChunkFeed {
             );
         }
         Ok(())
+    }
+
+    /// A local landing directory that does not exist: warned about, and told the observer.
+    fn report_missing_dir(&self, dir: &std::path::Path) {
+        warn_missing_dir(dir);
+        if let Some(observer) = &self.observer {
+            observer.landing_listed(Some(&missing_dir_message(dir)));
+        }
     }
 
     fn item(index: u64, key: String, object: crate::objectstore::Object) -> FeedItem {
@@ -981,6 +1035,10 @@ fn copy_of_store(error: &StoreError) -> StoreError {
             reason: reason.clone(),
         },
     }
+}
+
+fn missing_dir_message(dir: &std::path::Path) -> String {
+    format!("the landing directory {} does not exist", dir.display())
 }
 
 fn warn_missing_dir(dir: &std::path::Path) {

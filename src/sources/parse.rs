@@ -215,6 +215,44 @@ impl<'a> Records<'a> {
 /// without the header's field count or over 1 MiB, or a malformed quoted field.
 pub(crate) const UNBALANCED_QUOTE: &str = "unbalanced quote";
 
+/// Every kind of reason a transactions chunk's rejects can have, as [`reject_label`] names
+/// it: the `reason` label of `txflow_rows_rejected_total`, each present from the start.
+pub(crate) const REJECT_KINDS: &[&str] = &[
+    "expected N fields found N",
+    "missing customer",
+    "missing merchant",
+    "missing category",
+    "missing amount",
+    "name too long",
+    "invalid customer",
+    "invalid merchant",
+    "invalid category",
+    "invalid gender",
+    "invalid amount",
+    UNBALANCED_QUOTE,
+    "chunk header lacks required column",
+    "chunk header lacks required columns",
+    "chunk header has duplicate column",
+    "chunk header has duplicate columns",
+];
+
+/// A reason kind ([`reason_kind`](crate::sinks::rejects::reason_kind)) as a metric label:
+/// each run of digits as `N`, so that field counts do not make a label each, and without
+/// commas, which some exposition parsers take for the end of a label.
+pub(crate) fn reject_label(kind: &str) -> String {
+    let mut label = String::with_capacity(kind.len());
+    let mut in_number = false;
+    for c in kind.chars().filter(|&c| c != ',') {
+        match (c.is_ascii_digit(), in_number) {
+            (true, true) => {}
+            (true, false) => label.push('N'),
+            (false, _) => label.push(c),
+        }
+        in_number = c.is_ascii_digit();
+    }
+    label
+}
+
 /// Positions of the validated columns of a transactions chunk, and the header's field count.
 #[derive(Clone, Copy, Debug)]
 struct TxnLayout {
@@ -512,6 +550,63 @@ pub(crate) mod tests {
         assert_eq!(p.rejects[0].raw, escaped);
         assert_eq!(p.rejects[0].chunk, "chunk-000000.csv");
         p.rejects[0].reason.clone()
+    }
+
+    #[test]
+    fn every_reason_the_parser_gives_has_a_listed_kind() {
+        let label = |reason: &str| reject_label(crate::sinks::rejects::reason_kind(reason));
+        let long = "x".repeat(MAX_NAME_BYTES + 1);
+        let mut reasons = vec![
+            reason_for("garbage"),
+            reason_for("0,'C1','4','F','1','M1','1','c',1,0,extra"),
+            reason_for(&row("C1", "F", "M1", "c", "-1")),
+            reason_for(&row("C1", "F", "M1", "c", "")),
+            reason_for(&row("C1", "X", "M1", "c", "1")),
+            reason_for(&row("C1", "", "M1", "c", "1")),
+        ];
+        for (i, column) in ["customer", "merchant", "category"].into_iter().enumerate() {
+            let mut fields = ["C1", "M1", "c"];
+            for (value, want) in [
+                ("", format!("missing {column}")),
+                (long.as_str(), "name too long".into()),
+                ("a\u{1}b", format!("invalid {column}")),
+            ] {
+                fields[i] = value;
+                let reason = reason_for(&row(fields[0], "F", fields[1], fields[2], "1"));
+                assert_eq!(label(&reason), want, "{reason}");
+                reasons.push(reason);
+            }
+        }
+        let not_utf8 = [
+            HEADER.as_bytes(),
+            b"\n0,'C\xff','4','F','1','M1','1','c',1,0\n",
+        ]
+        .concat();
+        reasons.push(
+            parse_chunk("c.csv", &not_utf8, 1, 0).rejects[0]
+                .reason
+                .clone(),
+        );
+        let unbalanced = format!("{HEADER}\n0,\"C1,'4','F','1','M1','1','c',1,0\n");
+        reasons.push(parse1(&unbalanced).rejects[0].reason.clone());
+        for header in [
+            "step,customer,age",
+            "step,customer,age,gender,zipcodeOri,merchant,zipMerchant,category,amount",
+            "step,customer,customer,age,gender,zipcodeOri,merchant,zipMerchant,category,amount,fraud",
+            "step,customer,customer,age,gender,gender,zipcodeOri,merchant,zipMerchant,category,amount,fraud",
+        ] {
+            reasons.push(parse1(&format!("{header}\n1,2\n")).rejects[0].reason.clone());
+        }
+        for reason in &reasons {
+            let kind = label(reason);
+            assert!(REJECT_KINDS.contains(&kind.as_str()), "{reason} → {kind}");
+        }
+        let kinds: std::collections::BTreeSet<String> = reasons.iter().map(|r| label(r)).collect();
+        assert_eq!(
+            kinds.len(),
+            REJECT_KINDS.len(),
+            "every listed kind occurs: {kinds:?}"
+        );
     }
 
     #[test]

@@ -5,14 +5,18 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`metrics`] | the Prometheus metrics (`txflow_…`) and their encoding |
+//! | [`metrics`] | the Prometheus metrics (`txflow_…`, `process_…`) and their encoding |
+//! | [`recent`] | the ring of recent events `/api/status` lists |
 //! | [`retries`] | the stores' retry counters of the run |
+//! | [`state`] | the run's state: one function of the facts gathered here |
 //! | [`status`] | the `/api/status` document and the per-epoch history it is written from |
 //!
 //! Updates are cheap: atomics, and one lock taken once per epoch or chunk, never per row.
 
 pub mod metrics;
+pub mod recent;
 pub mod retries;
+pub mod state;
 pub mod status;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,9 +25,13 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::retry_count::Retries;
-use crate::runtime::events::{EpochCommitted, Event, RunObserver};
+use crate::runtime::events::{EpochCommitted, Event, RunObserver, Stage};
 use crate::runtime::watchdog::StallProbe;
 use crate::telemetry::metrics::{resident_bytes, Metrics, Present};
+pub use crate::telemetry::recent::Level;
+use crate::telemetry::recent::Recent;
+use crate::telemetry::state::{assess, span, Assessment, Facts, Oldest, Recovering};
+pub use crate::telemetry::state::{Limits, Phase, RunState};
 use crate::telemetry::status::{Book, PreviousError, Progress, RunFailure, MAX_STATUS_BYTES};
 pub use crate::telemetry::status::{RunInfo, Status};
 use crate::time::now_ms;
@@ -41,33 +49,6 @@ struct Served {
 
 pub use crate::runtime::options::DEFAULT_READY_MAX_LAG;
 
-/// Where the run is (`state` of `/api/status`; `up_to_date` is `Running` with no lag).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Phase {
-    Starting = 0,
-    Recovering = 1,
-    Running = 2,
-    Ended = 3,
-    Stopped = 4,
-    Failed = 5,
-}
-
-impl Phase {
-    fn from_u8(v: u8) -> Phase {
-        [
-            Phase::Starting,
-            Phase::Recovering,
-            Phase::Running,
-            Phase::Ended,
-            Phase::Stopped,
-        ]
-        .get(v as usize)
-        .copied()
-        .unwrap_or(Phase::Failed)
-    }
-}
-
 /// `-1` in an atomic is "none".
 fn epoch_of(v: i64) -> Option<u64> {
     (v >= 0).then_some(v as u64)
@@ -78,8 +59,10 @@ pub struct Telemetry {
     metrics: Metrics,
     book: Mutex<Book>,
     started: Instant,
+    /// `started` in ms since the Unix epoch.
+    started_ms: i64,
     live: bool,
-    ready_max_lag: u64,
+    limits: Limits,
     phase: AtomicU8,
     landing_edge: AtomicI64,
     last_committed: AtomicI64,
@@ -95,10 +78,27 @@ pub struct Telemetry {
     failure: Mutex<Option<RunFailure>>,
     /// Seen, uncommitted chunks → when each became visible (ms since the Unix epoch).
     visible: Mutex<BTreeMap<u64, i64>>,
+    /// Seen, uncommitted epochs → their stage and since when.
+    stages: Mutex<BTreeMap<u64, (Stage, Instant)>>,
+    /// Last-modified time of the newest chunk seen (`i64::MIN`: none).
+    last_chunk_ms: AtomicI64,
+    /// When this process last committed an epoch (`-1`: not yet).
+    last_commit_ms: AtomicI64,
+    landing: Mutex<LandingFacts>,
+    recent: Recent,
     /// Counts the changes the status document shows: epochs, phases, the range, a stall.
     version: AtomicU64,
     /// The last status document built, shared by every request until it is stale.
     served: Mutex<Option<Served>>,
+}
+
+/// What the listings of the landing found.
+#[derive(Debug, Default)]
+struct LandingFacts {
+    /// The last successful listing.
+    listed_ms: Option<i64>,
+    /// Why the last listing found no landing, or failed.
+    missing: Option<String>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -106,13 +106,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Telemetry {
-    pub fn new(run: RunInfo, ready_max_lag: u64) -> Telemetry {
+    /// The telemetry of a run given `run`, its state judged against `limits`.
+    pub fn new(run: RunInfo, limits: Limits) -> Telemetry {
+        let recent = Recent::default();
         Telemetry {
-            metrics: Metrics::new(),
+            metrics: Metrics::new(&recent),
             live: run.mode.as_deref() == Some("live"),
             book: Mutex::new(Book::new(run)),
             started: Instant::now(),
-            ready_max_lag,
+            started_ms: now_ms(),
+            limits,
             phase: AtomicU8::new(Phase::Starting as u8),
             landing_edge: AtomicI64::new(-1),
             last_committed: AtomicI64::new(-1),
@@ -123,6 +126,11 @@ impl Telemetry {
             stall: Mutex::new(None),
             failure: Mutex::new(None),
             visible: Mutex::new(BTreeMap::new()),
+            stages: Mutex::new(BTreeMap::new()),
+            last_chunk_ms: AtomicI64::new(i64::MIN),
+            last_commit_ms: AtomicI64::new(-1),
+            landing: Mutex::new(LandingFacts::default()),
+            recent,
             version: AtomicU64::new(0),
             served: Mutex::new(None),
         }
@@ -170,9 +178,14 @@ impl Telemetry {
     /// The chunk feed fetched chunk `index`, last modified at `last_modified_ms`.
     pub(crate) fn chunk_seen(&self, index: u64, last_modified_ms: i64) {
         self.landing_edge.fetch_max(index as i64, Ordering::SeqCst);
-        if epoch_of(self.last_committed.load(Ordering::SeqCst)).is_some_and(|c| index <= c) {
+        self.last_chunk_ms
+            .fetch_max(last_modified_ms, Ordering::SeqCst);
+        if self.committed(index) {
             return;
         }
+        lock(&self.stages)
+            .entry(index)
+            .or_insert((Stage::Fetching, Instant::now()));
         // A replay's chunks may be old: they count as visible once fetched.
         let visible = if self.live {
             last_modified_ms
@@ -180,6 +193,61 @@ impl Telemetry {
             now_ms()
         };
         lock(&self.visible).insert(index, visible);
+    }
+
+    fn committed(&self, epoch: u64) -> bool {
+        epoch_of(self.last_committed.load(Ordering::SeqCst)).is_some_and(|c| epoch <= c)
+    }
+
+    /// Epoch `epoch` entered `stage` (an earlier stage reported late is ignored).
+    pub(crate) fn epoch_stage(&self, epoch: u64, stage: Stage) {
+        if self.committed(epoch) {
+            return;
+        }
+        let mut stages = lock(&self.stages);
+        let entry = stages.entry(epoch).or_insert((stage, Instant::now()));
+        if entry.0 < stage {
+            *entry = (stage, Instant::now());
+        }
+    }
+
+    /// A listing of the landing: `missing` is why there is none, `None` when it was listed.
+    /// The change either way is a recent event.
+    pub(crate) fn landing_listed(&self, missing: Option<&str>) {
+        let mut landing = lock(&self.landing);
+        match missing {
+            None => {
+                landing.listed_ms = Some(now_ms());
+                if landing.missing.take().is_some() {
+                    let message = "the landing is there again: listed".to_string();
+                    self.recent.record(Level::Info, "landing_back", message);
+                }
+            }
+            Some(why) => {
+                if landing.missing.as_deref() != Some(why) {
+                    self.recent
+                        .record(Level::Warn, "landing_missing", why.to_string());
+                    landing.missing = Some(why.to_string());
+                }
+            }
+        }
+        drop(landing);
+        self.changed();
+    }
+
+    /// The feed has waited `waited` for `chunk`, which must exist (`why`).
+    pub(crate) fn chunk_waited(&self, chunk: &str, waited: Duration, why: &str) {
+        let message = format!(
+            "waiting {} for {chunk}, which must exist: {why}",
+            span(waited.as_secs_f64())
+        );
+        self.record_event(Level::Warn, "chunk_waited", message);
+    }
+
+    /// Adds an event to the recent events `/api/status` lists.
+    pub(crate) fn record_event(&self, level: Level, kind: &'static str, message: String) {
+        self.recent.record(level, kind, message);
+        self.changed();
     }
 
     /// The committing thread took an epoch out of its queue; `waiting` are left.
@@ -223,15 +291,25 @@ impl Telemetry {
     }
 
     fn recovery_done(&self) {
-        let _ = self.phase.compare_exchange(
-            Phase::Recovering as u8,
-            Phase::Running as u8,
-            Ordering::SeqCst,
-            Ordering::SeqCst,
-        );
-        self.metrics
-            .recovery_seconds
-            .set(self.started.elapsed().as_secs_f64());
+        let was_recovering = self
+            .phase
+            .compare_exchange(
+                Phase::Recovering as u8,
+                Phase::Running as u8,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .is_ok();
+        let seconds = self.started.elapsed().as_secs_f64();
+        self.metrics.recovery_seconds.set(seconds);
+        if was_recovering {
+            let replayed = lock(&self.book).epochs_recovered;
+            let message = format!(
+                "recovery done: {replayed} committed epochs replayed, {} after the start",
+                span(seconds)
+            );
+            self.record_event(Level::Info, "recovered", message);
+        }
     }
 
     /// The committer committed an epoch.
@@ -239,7 +317,7 @@ impl Telemetry {
         let m = &self.metrics;
         m.epochs_committed.inc();
         m.rows_accepted.inc_by(record.rows);
-        m.rows_rejected.inc_by(record.rejected);
+        m.rejected(&record.rejects_by_reason);
         for row in &record.detections {
             m.detections
                 .get_or_create(&[("pattern", row.pattern.id().to_string())])
@@ -259,12 +337,39 @@ impl Telemetry {
         if self.phase() == Phase::Recovering {
             self.recovery_done();
         }
+        self.last_commit_ms
+            .store(record.committed_at_ms, Ordering::SeqCst);
         {
             let mut visible = lock(&self.visible);
             *visible = visible.split_off(&(record.epoch + 1));
+            let mut stages = lock(&self.stages);
+            *stages = stages.split_off(&(record.epoch + 1));
         }
-        lock(&self.book).add(record, self.live);
+        self.committed_events(record);
+        let lag = self.present_lag();
+        lock(&self.book).add(record, self.live, lag);
         self.changed();
+    }
+
+    /// The recent events of a committed epoch: its rejects, a slow commit.
+    fn committed_events(&self, record: &EpochCommitted) {
+        if record.rejected > 0 {
+            let message = format!(
+                "{} rows rejected in {} (epoch {})",
+                record.rejected, record.chunk, record.epoch
+            );
+            self.recent.record(Level::Warn, "rejects", message);
+        }
+        let slow = self.limits.commit_slow();
+        if record.commit > slow {
+            let message = format!(
+                "epoch {} took {} to commit (slow past {})",
+                record.epoch,
+                span(record.commit.as_secs_f64()),
+                span(slow.as_secs_f64())
+            );
+            self.recent.record(Level::Warn, "commit_slow", message);
+        }
     }
 
     /// The handle the run's S3 stores count their retries through.
@@ -277,55 +382,124 @@ impl Telemetry {
         self.metrics.state_store_retries.handle()
     }
 
-    /// The figures of the present moment.
-    pub fn present(&self) -> Present {
+    /// Chunks seen and not committed.
+    fn present_lag(&self) -> u64 {
         let landing_edge = epoch_of(self.landing_edge.load(Ordering::SeqCst));
         let last_committed = epoch_of(self.last_committed.load(Ordering::SeqCst));
-        let lag_chunks = match (landing_edge, last_committed) {
+        match (landing_edge, last_committed) {
             (Some(edge), Some(last)) => edge.saturating_sub(last),
             (Some(edge), None) => edge + 1,
             (None, _) => 0,
-        };
-        let oldest = lock(&self.visible).values().next().copied();
-        let lag_seconds = oldest.map_or(0.0, |v| (now_ms() - v).max(0) as f64 / 1000.0);
+        }
+    }
+
+    /// The figures of the present moment, with the run's state.
+    pub fn present(&self) -> Present {
+        self.present_assessed().0
+    }
+
+    fn present_assessed(&self) -> (Present, Assessment) {
+        let now = now_ms();
+        let oldest = lock(&self.visible).iter().next().map(|(k, v)| (*k, *v));
+        let lag_seconds = oldest.map_or(0.0, |(_, v)| (now - v).max(0) as f64 / 1000.0);
+        let last_chunk_ms =
+            Some(self.last_chunk_ms.load(Ordering::SeqCst)).filter(|&v| v != i64::MIN);
+        let last_commit_ms = Some(self.last_commit_ms.load(Ordering::SeqCst)).filter(|&v| v >= 0);
         let mut present = Present {
-            landing_edge,
-            last_committed,
-            lag_chunks,
+            landing_edge: epoch_of(self.landing_edge.load(Ordering::SeqCst)),
+            last_committed: epoch_of(self.last_committed.load(Ordering::SeqCst)),
+            lag_chunks: self.present_lag(),
             lag_seconds,
             queue_depth: self.queue_depth.load(Ordering::Relaxed),
             resident_bytes: resident_bytes(),
             ready: false,
             stalled: lock(&self.stall).is_some(),
+            state: RunState::Starting,
+            failed: self.phase() == Phase::Failed,
+            last_chunk_ms,
+            last_commit_ms,
         };
-        present.ready = self.readiness_of(&present).is_ok();
-        present
+        let assessment = assess(&self.facts(&present, now));
+        (present.ready, present.state) = (assessment.ready, assessment.state);
+        (present, assessment)
     }
 
-    /// `/readyz`: `Ok` when recovery finished, the run is within `--ready-max-lag` chunks of
-    /// the landing edge and not stalled; else why not, in one line.
-    pub(crate) fn readiness(&self) -> Result<(), String> {
-        self.readiness_of(&self.present())
+    /// What the state is judged from, at `now`.
+    fn facts(&self, present: &Present, now: i64) -> Facts {
+        let (landing_listed_ms, landing_missing) = {
+            let landing = lock(&self.landing);
+            (landing.listed_ms, landing.missing.clone())
+        };
+        Facts {
+            phase: self.phase(),
+            failure: lock(&self.failure).as_ref().map(|f| f.message.clone()),
+            stall: lock(&self.stall).clone(),
+            live: self.live,
+            now_ms: now,
+            started_ms: self.started_ms,
+            lag_chunks: present.lag_chunks,
+            oldest: self.oldest(present, now),
+            last_chunk_ms: present.last_chunk_ms,
+            landing_listed_ms,
+            landing_missing,
+            recovering: self.recovering(),
+            last_committed: present.last_committed,
+            limits: self.limits,
+        }
     }
 
-    fn readiness_of(&self, present: &Present) -> Result<(), String> {
-        if let Some(stall) = lock(&self.stall).as_ref() {
-            return Err(stall.clone());
+    /// The oldest epoch seen and not committed: how long since its chunk became visible, its
+    /// stage and since when (fetching since seen, when no stage was reported).
+    fn oldest(&self, present: &Present, now: i64) -> Option<Oldest> {
+        if present.lag_chunks == 0 {
+            return None;
         }
-        match self.phase() {
-            Phase::Starting => return Err("starting".into()),
-            Phase::Recovering => return Err("recovering: replaying committed epochs".into()),
-            Phase::Failed => return Err("the run failed".into()),
-            Phase::Stopped => return Err("stopped".into()),
-            Phase::Running | Phase::Ended => {}
+        let epoch = present.last_committed.map_or(0, |c| c + 1);
+        let visible = lock(&self.visible).range(epoch..).next().map(|(_, v)| *v);
+        let waiting_seconds = visible.map_or(0.0, |v| (now - v).max(0) as f64 / 1000.0);
+        let staged = lock(&self.stages)
+            .range(epoch..)
+            .next()
+            .map(|(k, v)| (*k, *v));
+        let (epoch, stage, stage_seconds) = match staged {
+            Some((k, (stage, since))) => (k, stage, since.elapsed().as_secs_f64()),
+            None => (epoch, Stage::Fetching, waiting_seconds),
+        };
+        Some(Oldest {
+            epoch,
+            waiting_seconds,
+            stage,
+            stage_seconds,
+        })
+    }
+
+    /// A recovery's progress: epochs replayed of those to replay.
+    fn recovering(&self) -> Option<Recovering> {
+        let book = lock(&self.book);
+        let to = epoch_of(self.recovering_to.load(Ordering::SeqCst))?;
+        let (source, to_replay) = match &book.restore {
+            Some(r) => (r.source, r.replayed_chunks),
+            None => ("full replay", to + 1),
+        };
+        Some(Recovering {
+            source,
+            replayed: book.epochs_recovered,
+            to_replay,
+        })
+    }
+
+    /// The run's state, whether it is ready, and why.
+    pub fn assessment(&self) -> Assessment {
+        self.present_assessed().1
+    }
+
+    /// `/readyz`: `Ok` with the state's summary when the run is ready, else `Err` with it.
+    pub(crate) fn readiness(&self) -> Result<String, String> {
+        let assessment = self.assessment();
+        match assessment.ready {
+            true => Ok(assessment.detail.summary),
+            false => Err(assessment.detail.summary),
         }
-        if present.lag_chunks > self.ready_max_lag {
-            return Err(format!(
-                "{} chunks behind the landing edge (more than {})",
-                present.lag_chunks, self.ready_max_lag
-            ));
-        }
-        Ok(())
     }
 
     /// The Prometheus text of `/metrics`.
@@ -358,8 +532,7 @@ impl Telemetry {
     /// fault it is and the exit status it ends with.
     pub fn failed(&self, error: &crate::error::Error) {
         *lock(&self.failure) = Some(RunFailure::of(error));
-        // LEAD: add `self.record_event(level error, kind "failure", error's line)` here once
-        // `Telemetry::record_event` is merged (the recent-events ring is another branch's).
+        self.record_event(Level::Error, "failure", error.to_string());
         self.set_phase(Phase::Failed);
     }
 
@@ -379,21 +552,15 @@ impl Status {
     /// The status of a running process: its telemetry's figures.
     pub(crate) fn from_telemetry(telemetry: &Telemetry) -> Status {
         let t = telemetry;
-        let present = t.present();
-        let phase = t.phase();
+        let (present, assessment) = t.present_assessed();
         let book = lock(&t.book);
-        let state = match phase {
-            Phase::Running if present.lag_chunks == 0 => "up_to_date",
-            Phase::Running => "running",
-            Phase::Starting => "starting",
-            Phase::Recovering => "recovering",
-            Phase::Ended => "ended",
-            Phase::Stopped => "stopped",
-            Phase::Failed => "failed",
-        };
         Status {
+            generated_at_ms: Some(now_ms()),
             run: book.run.clone(),
-            state: if present.stalled { "failed" } else { state },
+            state: assessment.state.as_str(),
+            ready: Some(assessment.ready),
+            state_detail: Some(assessment.detail),
+            recent_events: Some(t.recent.newest_first()),
             progress: Progress {
                 epochs_committed: book.epochs_committed,
                 epochs_recovered: Some(book.epochs_recovered),
@@ -404,6 +571,7 @@ impl Status {
                 lag_seconds: Some(present.lag_seconds),
                 rows_accepted: book.rows_accepted,
                 rows_rejected: book.rows_rejected,
+                last_commit_ms: Some(present.last_commit_ms),
             },
             throughput: book.throughput(t.started),
             detections: book.detections(),
@@ -431,10 +599,11 @@ impl Telemetry {
         (waited >= timeout).then_some((waited, (through + 1) as u64, edge))
     }
 
-    /// Records a stall: `/readyz` fails with `reason` from now on.
+    /// Records a stall: the state is `stalled` from now on, and `/readyz` fails with
+    /// `reason`.
     pub(crate) fn set_stalled(&self, reason: String) {
-        *lock(&self.stall) = Some(reason);
-        self.changed();
+        *lock(&self.stall) = Some(reason.clone());
+        self.record_event(Level::Error, "stall", reason);
     }
 }
 
@@ -453,6 +622,9 @@ impl RunObserver for Telemetry {
             }
             Event::CheckpointFailed => self.checkpoint_failed(),
             Event::Stalled { reason } => self.set_stalled(reason.to_string()),
+            Event::EpochStage { epoch, stage } => self.epoch_stage(epoch, stage),
+            Event::LandingListed { missing } => self.landing_listed(missing),
+            Event::ChunkWaited { chunk, waited, why } => self.chunk_waited(chunk, waited, why),
         }
     }
 }
@@ -472,7 +644,7 @@ mod tests {
             mode: Some("live".into()),
             ..RunInfo::default()
         };
-        Telemetry::new(run, 2)
+        Telemetry::new(run, Limits::default())
     }
 
     #[test]
@@ -501,22 +673,32 @@ mod tests {
         t.epoch_replayed(0);
         t.chunk_seen(1, now_ms());
         t.epoch_replayed(1);
-        assert_eq!(t.readiness(), Ok(()));
+        assert!(t.readiness().unwrap().starts_with("waiting for input"));
+        assert_eq!(t.status().state, "waiting_for_input");
         for k in 2..6 {
             t.chunk_seen(k, now_ms());
         }
-        assert!(t.readiness().unwrap_err().contains("4 chunks behind"));
+        let behind = t.readiness().unwrap_err();
+        assert!(
+            behind.starts_with("behind: 4 chunks not committed"),
+            "{behind}"
+        );
         t.epoch_committed(&EpochCommitted {
             epoch: 2,
             ..EpochCommitted::default()
         });
-        assert!(t.readiness().unwrap_err().contains("3 chunks behind"));
+        assert!(t.readiness().unwrap_err().contains("behind: 3 chunks"));
         t.epoch_committed(&EpochCommitted {
             epoch: 3,
             ..EpochCommitted::default()
         });
-        assert_eq!(t.readiness(), Ok(()));
-        assert_eq!(t.status().state, "running");
+        let in_flight = t.readiness().unwrap();
+        assert!(
+            in_flight.starts_with("up to date: 2 chunks in flight"),
+            "{in_flight}"
+        );
+        assert_eq!(t.status().state, "up_to_date");
+        assert_eq!(t.present().state, RunState::UpToDate);
         assert_eq!(t.status().progress.epochs_recovered, Some(2));
     }
 
@@ -555,7 +737,11 @@ mod tests {
         assert_eq!(t.stalled_for(Duration::ZERO), None);
         t.set_stalled("stalled: test".into());
         assert_eq!(t.readiness(), Err("stalled: test".into()));
-        assert_eq!(t.status().state, "failed");
+        let status = t.status();
+        assert_eq!((status.state, status.ready), ("stalled", Some(false)));
+        let events = status.recent_events.unwrap();
+        assert_eq!((events[0].kind, events[0].level), ("stall", "error"));
+        assert_eq!(t.present().state, RunState::Stalled);
     }
 
     #[test]
@@ -578,6 +764,174 @@ mod tests {
         let json: serde_json::Value =
             serde_json::from_slice(&status.into_json(MAX_STATUS_BYTES).unwrap()).unwrap();
         assert_eq!(json["error"]["exit_code"], 78);
-        assert_eq!(t.readiness(), Err("the run failed".into()));
+        assert_eq!(
+            t.readiness(),
+            Err("failed: the importance file x is missing".into())
+        );
+        assert!(t.present().failed);
+    }
+
+    fn committed(epoch: u64, rejected: u64, commit: Duration) -> EpochCommitted {
+        EpochCommitted {
+            epoch,
+            chunk: crate::sources::landing::chunk_key(epoch),
+            rejected,
+            commit,
+            visible_ms: 1_000,
+            committed_at_ms: 5_000,
+            ..EpochCommitted::default()
+        }
+    }
+
+    #[test]
+    fn the_oldest_in_flight_epoch_has_the_latest_stage_reported() {
+        let t = live();
+        t.workers_starting(&BTreeSet::new());
+        for k in 0..3 {
+            t.chunk_seen(k, now_ms());
+        }
+        let stage_of = |t: &Telemetry| {
+            let behind = t.assessment().detail.behind.unwrap();
+            (behind.oldest_waiting_epoch, behind.stage, behind.chunks)
+        };
+        assert_eq!(stage_of(&t), (0, "fetching", 3));
+        t.epoch_stage(0, Stage::Computing);
+        t.epoch_stage(1, Stage::Computing);
+        assert_eq!(stage_of(&t), (0, "computing", 3));
+        t.epoch_stage(0, Stage::Committing);
+        // A stage reported late does not go back.
+        t.epoch_stage(0, Stage::Fetching);
+        assert_eq!(stage_of(&t), (0, "committing", 3));
+        t.epoch_committed(&committed(0, 0, Duration::ZERO));
+        assert_eq!(stage_of(&t), (1, "computing", 2));
+        // Committed epochs have no stage any more.
+        t.epoch_stage(0, Stage::Committing);
+        assert_eq!(stage_of(&t), (1, "computing", 2));
+    }
+
+    #[test]
+    fn a_missing_landing_is_waited_for_and_its_return_is_an_event() {
+        let t = live();
+        t.workers_starting(&BTreeSet::new());
+        t.landing_listed(Some("the landing directory /x does not exist"));
+        t.landing_listed(Some("the landing directory /x does not exist"));
+        let a = t.assessment();
+        assert_eq!((a.state, a.ready), (RunState::WaitingForInput, false));
+        assert!(a.detail.landing_missing && a.detail.landing_listed_ms.is_none());
+        assert!(!t.present().ready);
+        t.landing_listed(None);
+        let a = t.assessment();
+        assert_eq!((a.state, a.ready), (RunState::WaitingForInput, true));
+        assert!(!a.detail.landing_missing && a.detail.landing_listed_ms.is_some());
+        let kinds: Vec<&str> = t.recent.newest_first().iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, ["landing_back", "landing_missing"]);
+    }
+
+    #[test]
+    fn an_idle_landing_is_not_ready_past_ready_max_idle() {
+        let run = RunInfo {
+            mode: Some("live".into()),
+            ..RunInfo::default()
+        };
+        let limits = Limits {
+            ready_max_idle: Some(Duration::from_secs(30)),
+            ..Limits::default()
+        };
+        let t = Telemetry::new(run, limits);
+        t.workers_starting(&BTreeSet::new());
+        t.chunk_seen(0, now_ms() - 31_000);
+        t.epoch_committed(&committed(0, 0, Duration::ZERO));
+        let a = t.assessment();
+        assert_eq!((a.state, a.ready), (RunState::WaitingForInput, false));
+        assert!(
+            a.detail.summary.contains("--ready-max-idle 30 s"),
+            "{}",
+            a.detail.summary
+        );
+        t.chunk_seen(1, now_ms());
+        t.epoch_committed(&committed(1, 0, Duration::ZERO));
+        assert!(t.assessment().ready);
+    }
+
+    #[test]
+    fn rejects_slow_commits_waits_and_recovery_are_recent_events_newest_first() {
+        let t = live();
+        t.workers_starting(&[0].into_iter().collect());
+        t.chunk_seen(0, now_ms());
+        t.epoch_replayed(0);
+        t.epoch_committed(&committed(1, 3, Duration::from_secs(80)));
+        t.chunk_waited(
+            "chunk-000003.csv",
+            Duration::from_secs(20),
+            "chunk-000004.csv exists",
+        );
+        t.record_event(Level::Error, "failure", "the state store is gone".into());
+        let json = serde_json::to_value(t.status()).unwrap();
+        let events = json["recent_events"].as_array().unwrap();
+        let got: Vec<(&str, &str, &str)> = events
+            .iter()
+            .map(|e| {
+                let text = |k: &str| e[k].as_str().unwrap();
+                (text("kind"), text("level"), text("message"))
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("failure", "error", "the state store is gone"),
+                (
+                    "chunk_waited",
+                    "warn",
+                    "waiting 20 s for chunk-000003.csv, which must exist: chunk-000004.csv exists"
+                ),
+                (
+                    "commit_slow",
+                    "warn",
+                    "epoch 1 took 80 s to commit (slow past 75 s)"
+                ),
+                (
+                    "rejects",
+                    "warn",
+                    "3 rows rejected in chunk-000001.csv (epoch 1)"
+                ),
+                (
+                    "recovered",
+                    "info",
+                    "recovery done: 1 committed epochs replayed, 0 s after the start"
+                ),
+            ]
+        );
+        assert!(events[0]["at"].as_str().unwrap().ends_with("+05:30"));
+    }
+
+    #[test]
+    fn the_status_has_its_time_readiness_and_each_epochs_commit_and_lag() {
+        let t = live();
+        t.workers_starting(&BTreeSet::new());
+        for k in 0..3 {
+            t.chunk_seen(k, 1_000);
+        }
+        t.epoch_committed(&committed(0, 0, Duration::ZERO));
+        let before = now_ms();
+        let json = serde_json::to_value(t.status()).unwrap();
+        assert!(json["generated_at_ms"].as_i64().unwrap() >= before);
+        assert_eq!(json["ready"], true);
+        assert_eq!(json["state"], "up_to_date");
+        assert_eq!(json["progress"]["last_commit_ms"], 5_000);
+        let entry = &json["history"][0];
+        assert_eq!(
+            (
+                &entry["committed_at_ms"],
+                &entry["visible_ms"],
+                &entry["lag_chunks"]
+            ),
+            (&5_000.into(), &1_000.into(), &2.into())
+        );
+        let detail = &json["state_detail"];
+        assert_eq!(detail["last_chunk_ms"], 1_000);
+        assert_eq!(detail["behind"]["chunks"], 2);
+        assert_eq!(detail["landing_missing"], false);
+        assert!(detail["what_to_do"].is_string());
+        assert!(json.get("previous_error").is_none());
     }
 }

@@ -19,6 +19,8 @@ use crate::error::{ClusterError, Domain, Error, StateError};
 use crate::model::Pattern;
 use crate::runtime::events::EpochCommitted;
 use crate::sinks::state::{sqlite, FailureRow, LedgerRow};
+use crate::telemetry::recent::RecentEvent;
+use crate::telemetry::state::StateDetail;
 
 /// Epochs the history keeps.
 pub(crate) const HISTORY_EPOCHS: usize = 1000;
@@ -90,6 +92,10 @@ pub struct Progress {
     pub lag_seconds: Option<f64>,
     pub rows_accepted: u64,
     pub rows_rejected: u64,
+    /// When this process last committed an epoch (`null`: not yet); absent where it is not
+    /// known (a store's status).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_commit_ms: Option<Option<i64>>,
 }
 
 /// What this run's start rebuilt its state from.
@@ -196,6 +202,16 @@ pub struct HistoryEntry {
     pub commit_ms: Option<f64>,
     pub visible_to_commit_ms: Option<i64>,
     pub detections: BTreeMap<String, u64>,
+    /// The rest is absent where it is not known (a store's status). When it was committed,
+    /// in ms since the Unix epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub committed_at_ms: Option<i64>,
+    /// When its chunk became visible (live only: `null` in a replay).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub visible_ms: Option<Option<i64>>,
+    /// Chunks seen and not committed right after this commit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag_chunks: Option<u64>,
 }
 
 /// A failed run's error: its one line, its domain (`input`, `configuration`, `external
@@ -297,8 +313,21 @@ impl From<FailureRow> for PreviousError {
 /// The `/api/status` document.
 #[derive(Clone, Debug, Serialize)]
 pub struct Status {
+    /// The rest of the run's own status is absent from a store's. When the document was
+    /// built (the server's clock).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generated_at_ms: Option<i64>,
     pub run: RunInfo,
     pub state: &'static str,
+    /// Whether `/readyz` answers 200.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
+    /// Why the run is in its state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_detail: Option<StateDetail>,
+    /// Newest first, at most [`RECENT_EVENTS`](crate::telemetry::recent::RECENT_EVENTS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recent_events: Option<Vec<RecentEvent>>,
     pub progress: Progress,
     pub throughput: Throughput,
     pub detections: Detections,
@@ -382,9 +411,9 @@ impl Book {
         }
     }
 
-    /// Adds a committed epoch; `live`: its visible→commit latency is measured (a replay's
-    /// chunks are old).
-    pub(crate) fn add(&mut self, record: &EpochCommitted, live: bool) {
+    /// Adds a committed epoch, after which `lag_chunks` were seen and not committed; `live`:
+    /// its visible→commit latency is measured (a replay's chunks are old).
+    pub(crate) fn add(&mut self, record: &EpochCommitted, live: bool, lag_chunks: u64) {
         self.epochs_committed += 1;
         self.rows_accepted += record.rows;
         self.rows_rejected += record.rejected;
@@ -415,6 +444,9 @@ impl Book {
             commit_ms: Some(ms(record.commit)),
             visible_to_commit_ms: live.then(|| record.visible_to_commit_ms()),
             detections,
+            committed_at_ms: Some(record.committed_at_ms),
+            visible_ms: Some(live.then_some(record.visible_ms)),
+            lag_chunks: Some(lag_chunks),
         };
         if self.history.len() == HISTORY_EPOCHS {
             self.history.pop_front();
@@ -493,7 +525,10 @@ mod tests {
 
     #[test]
     fn huge_names_leave_the_document_small_and_a_cap_leaves_out_the_oldest() {
-        let telemetry = crate::telemetry::Telemetry::new(RunInfo::default(), 2);
+        let telemetry = crate::telemetry::Telemetry::new(
+            RunInfo::default(),
+            crate::telemetry::Limits::default(),
+        );
         for epoch in 0..20 {
             let mut detection = row(epoch, epoch);
             detection.customer_name = format!("{epoch}{}", "C".repeat(1 << 20));
@@ -506,7 +541,7 @@ mod tests {
         }
         let json = telemetry.status().into_json(MAX_STATUS_BYTES).unwrap();
         assert!(
-            json.len() < 20 * 2 * MAX_QUOTED_NAME + 8 * 1024,
+            json.len() < 20 * 2 * MAX_QUOTED_NAME + 12 * 1024,
             "{}",
             json.len()
         );
@@ -536,6 +571,7 @@ mod tests {
                     ..EpochCommitted::default()
                 },
                 true,
+                0,
             );
         }
         let latest = book.latest();
@@ -550,6 +586,7 @@ mod tests {
                 ..EpochCommitted::default()
             },
             true,
+            0,
         );
         let seqs: Vec<u64> = book.latest().iter().map(|d| d.seq).collect();
         assert_eq!(seqs, (10_010..10_060).rev().collect::<Vec<_>>());

@@ -1,6 +1,9 @@
 //! The operating endpoint (`mechanism-y --http`), end to end over real HTTP:
 //! - a live run's `/metrics` (parsed line by line) and `/api/status` agree with the state
-//!   store, and `/healthz`, `/readyz` answer as documented;
+//!   store, and `/healthz`, `/readyz` answer as documented; every labelled family has each
+//!   of its known label values from the start, and the standard `process_` metrics are there;
+//! - a missing landing, and a landing silent past `--ready-max-idle`, are `waiting_for_input`
+//!   and not ready on every surface;
 //! - hostile clients during a backtest get their bounded answers, and the run's output and
 //!   tables are byte-identical to a run without the endpoint;
 //! - with a thousand idle connections and slow-loris clients open (past the connection cap,
@@ -198,8 +201,12 @@ fn scrape(port: u16) -> BTreeMap<String, f64> {
     for line in &lines[..lines.len() - 1] {
         let ok = match LineInfo::parse(line) {
             LineInfo::Doc { .. } | LineInfo::Type { .. } => true,
-            LineInfo::Sample { metric_name, .. } => metric_name.starts_with("txflow_"),
-            LineInfo::Empty | LineInfo::Ignored => line.starts_with("# UNIT txflow_"),
+            LineInfo::Sample { metric_name, .. } => {
+                metric_name.starts_with("txflow_") || metric_name.starts_with("process_")
+            }
+            LineInfo::Empty | LineInfo::Ignored => {
+                line.starts_with("# UNIT txflow_") || line.starts_with("# UNIT process_")
+            }
         };
         assert!(ok, "not an exposition line: {line:?}");
     }
@@ -267,8 +274,14 @@ fn live_run_figures_match_the_state_store() {
         scrapes += 1;
         let status = status_json(port);
         assert!(
-            ["running", "up_to_date", "recovering", "starting"]
-                .contains(&status["state"].as_str().unwrap()),
+            [
+                "waiting_for_input",
+                "up_to_date",
+                "behind",
+                "recovering",
+                "starting"
+            ]
+            .contains(&status["state"].as_str().unwrap()),
             "{status}"
         );
         epochs == 20.0 && get(port, "/readyz").is_some_and(|r| r.status == 200)
@@ -290,7 +303,12 @@ fn check_figures(m: &BTreeMap<String, f64>, status: &serde_json::Value, r: &Resu
     assert_eq!(r.epochs.len(), 20);
     assert_eq!(metric(m, "txflow_epochs_committed_total"), 20.0);
     assert_eq!(metric(m, "txflow_rows_accepted_total"), accepted as f64);
-    assert_eq!(metric(m, "txflow_rows_rejected_total"), rejected as f64);
+    let by_reason: f64 = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("txflow_rows_rejected_total{"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(by_reason, rejected as f64);
     assert_eq!(metric(m, "txflow_last_committed_epoch"), 19.0);
     assert_eq!(metric(m, "txflow_landing_edge_epoch"), 19.0);
     assert_eq!(metric(m, "txflow_lag_chunks"), 0.0);
@@ -308,8 +326,12 @@ fn check_figures(m: &BTreeMap<String, f64>, status: &serde_json::Value, r: &Resu
     assert_eq!(p["rows_accepted"], accepted);
     assert_eq!(p["rows_rejected"], rejected);
     assert_eq!(p["last_committed_epoch"], 19);
-    assert_eq!(status["state"], "up_to_date");
+    // Following the landing with every chunk committed: waiting for the next, and ready.
+    assert_eq!(status["state"], "waiting_for_input");
+    assert_eq!(status["ready"], true);
+    assert_eq!(status["state_detail"]["landing_missing"], false);
     assert_eq!(status["run"]["mode"], "live");
+    check_new_families(m, status);
     let mut by_pattern: BTreeMap<String, u64> = BTreeMap::new();
     for row in &r.ledger {
         *by_pattern.entry(row.pattern.id().to_string()).or_default() += 1;
@@ -344,6 +366,210 @@ fn check_figures(m: &BTreeMap<String, f64>, status: &serde_json::Value, r: &Resu
             .sum();
         assert_eq!(detections, in_epoch, "detections of epoch {}", e.epoch);
     }
+}
+
+/// The reason kinds a transactions chunk's rejects can have (digits as `N`).
+const REJECT_KINDS: [&str; 16] = [
+    "expected N fields found N",
+    "missing customer",
+    "missing merchant",
+    "missing category",
+    "missing amount",
+    "name too long",
+    "invalid customer",
+    "invalid merchant",
+    "invalid category",
+    "invalid gender",
+    "invalid amount",
+    "unbalanced quote",
+    "chunk header lacks required column",
+    "chunk header lacks required columns",
+    "chunk header has duplicate column",
+    "chunk header has duplicate columns",
+];
+
+const STATES: [&str; 10] = [
+    "failed",
+    "stalled",
+    "starting",
+    "recovering",
+    "ended",
+    "stopped",
+    "committing_slowly",
+    "behind",
+    "waiting_for_input",
+    "up_to_date",
+];
+
+/// The state, build, time and process families, and the label values known from the start.
+fn check_new_families(m: &BTreeMap<String, f64>, status: &serde_json::Value) {
+    let state = status["state"].as_str().unwrap();
+    for s in STATES {
+        let want = if s == state { 1.0 } else { 0.0 };
+        assert_eq!(
+            metric(m, &format!("txflow_state{{state={s}}}")),
+            want,
+            "{s}"
+        );
+    }
+    assert_eq!(metric(m, "txflow_failed"), 0.0);
+    for kind in REJECT_KINDS {
+        metric(m, &format!("txflow_rows_rejected_total{{reason={kind}}}"));
+    }
+    for pattern in ["PatId1", "PatId2", "PatId3"] {
+        metric(m, &format!("txflow_detections_total{{pattern={pattern}}}"));
+    }
+    for op in ["get", "put", "list", "head"] {
+        assert_eq!(
+            metric(m, &format!("txflow_s3_retries_total{{op={op}}}")),
+            0.0
+        );
+    }
+    let build: Vec<(&String, &f64)> = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("txflow_build_info{"))
+        .collect();
+    assert_eq!(build.len(), 1, "{build:?}");
+    assert!(build[0]
+        .0
+        .contains(&format!("version={}", env!("CARGO_PKG_VERSION"))));
+    assert_eq!(*build[0].1, 1.0);
+    let now = txflow::time::now_ms() as f64 / 1000.0;
+    let last_commit = metric(m, "txflow_last_commit_timestamp_seconds");
+    assert!(
+        now - 300.0 < last_commit && last_commit <= now,
+        "{last_commit}"
+    );
+    assert_eq!(
+        status["progress"]["last_commit_ms"].as_f64().unwrap() / 1000.0,
+        last_commit
+    );
+    let last_chunk = metric(m, "txflow_landing_last_chunk_timestamp_seconds");
+    assert!(
+        now - 300.0 < last_chunk && last_chunk <= last_commit,
+        "{last_chunk}"
+    );
+    let started = metric(m, "process_start_time_seconds");
+    assert!(
+        now - 600.0 < started && started < last_chunk + 60.0,
+        "{started}"
+    );
+    assert!(metric(m, "process_cpu_seconds_total") > 0.0);
+    let resident = metric(m, "process_resident_memory_bytes");
+    assert!(resident > 1e6 && metric(m, "process_virtual_memory_bytes") >= resident);
+    let open = metric(m, "process_open_fds");
+    assert!(
+        open >= 3.0 && metric(m, "process_max_fds") >= open,
+        "{open}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Waiting for input: a missing landing, an idle one
+
+/// `/api/status`, `/readyz` and `/metrics` in turn: (readyz status and body, status,
+/// metrics); `None` before the endpoint answers.
+type Surfaces = ((u16, String), serde_json::Value, BTreeMap<String, f64>);
+
+fn surfaces(port: u16) -> Option<Surfaces> {
+    // The status first: it may be up to a second old, the others are of the moment.
+    get(port, "/healthz")?;
+    let status = status_json(port);
+    let ready = get(port, "/readyz")?;
+    Some(((ready.status, ready.body), status, scrape(port)))
+}
+
+#[test]
+fn a_missing_landing_is_waited_for_and_not_ready() {
+    let tmp = tempfile::tempdir().unwrap();
+    let landing = tmp.path().join("no-such-landing");
+    let run = tmp.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut y = Proc::spawn("missing", &y_args(&landing, &run, &["--http", &addr]), &run);
+    let mut seen = None;
+    wait_until("the landing reported missing", RUN_TIMEOUT, || {
+        let found = get(port, "/api/status")
+            .is_some_and(|r| r.status == 200 && r.body.contains("\"landing_missing\":true"));
+        if found {
+            seen = surfaces(port);
+        }
+        seen.is_some()
+    });
+    let ((code, body), status, m) = seen.unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.starts_with("waiting for input: the landing directory ")
+            && body.contains("does not exist"),
+        "{body}"
+    );
+    assert_eq!(status["state"], "waiting_for_input", "{status}");
+    assert_eq!(status["ready"], false);
+    let detail = &status["state_detail"];
+    assert_eq!(detail["landing_missing"], true);
+    assert_eq!(detail["summary"].as_str().unwrap(), body.trim_end());
+    assert!(detail["what_to_do"].as_str().unwrap().contains("--landing"));
+    let events = status["recent_events"].as_array().unwrap();
+    assert!(
+        events.iter().any(|e| e["kind"] == "landing_missing"),
+        "{events:?}"
+    );
+    assert_eq!(metric(&m, "txflow_ready"), 0.0);
+    assert_eq!(metric(&m, "txflow_state{state=waiting_for_input}"), 1.0);
+    assert_eq!(metric(&m, "txflow_state{state=up_to_date}"), 0.0);
+    y.signal(libc::SIGTERM);
+    y.wait_ok(RUN_TIMEOUT);
+}
+
+/// With `--ready-max-idle 1s`, a landing whose chunks are all committed and that has no new
+/// one is not ready about a second after its last chunk; a new chunk makes it ready again.
+#[test]
+fn a_landing_silent_past_ready_max_idle_is_not_ready() {
+    let tmp = tempfile::tempdir().unwrap();
+    let landing = tmp.path().join("landing");
+    let run = tmp.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let mut options = XOptions::new(data().transactions.clone(), &landing.to_string_lossy());
+    options.chunk_rows = 2_000;
+    options.interval = Duration::ZERO;
+    options.max_chunks = Some(3);
+    mechanism_x::run(&options).unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let extra = ["--http", &addr, "--ready-max-idle", "1s"];
+    let mut y = Proc::spawn("idle", &y_args(&landing, &run, &extra), &run);
+    let mut seen = None;
+    wait_until("3 epochs committed and not ready", RUN_TIMEOUT, || {
+        seen = surfaces(port)
+            .filter(|s| s.1["progress"]["epochs_committed"] == 3 && s.1["ready"] == false);
+        seen.is_some()
+    });
+    let ((code, body), status, m) = seen.unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.starts_with("waiting for input: last chunk ")
+            && body.contains("more than --ready-max-idle 1 s"),
+        "{body}"
+    );
+    assert_eq!(status["state"], "waiting_for_input");
+    assert_eq!(status["ready"], false);
+    let detail = &status["state_detail"];
+    assert_eq!(detail["landing_missing"], false);
+    assert!(
+        detail["since_last_chunk_seconds"].as_f64().unwrap() > 1.0,
+        "{detail}"
+    );
+    assert_eq!(metric(&m, "txflow_ready"), 0.0);
+    assert_eq!(metric(&m, "txflow_state{state=waiting_for_input}"), 1.0);
+    // A new chunk: committed, and ready while it is less than a second old.
+    let next = std::fs::read(landing.join("chunk-000000.csv")).unwrap();
+    std::fs::write(landing.join("chunk-000003.csv"), next).unwrap();
+    wait_until("ready after a new chunk", Duration::from_secs(30), || {
+        get(port, "/readyz").is_some_and(|r| r.status == 200)
+    });
+    y.signal(libc::SIGTERM);
+    y.wait_ok(RUN_TIMEOUT);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -797,7 +1023,7 @@ fn probes_answer_among_a_thousand_idle_and_slow_clients() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     use txflow::http::{HttpServer, MAX_CONNECTIONS};
-    use txflow::telemetry::{RunInfo, Telemetry};
+    use txflow::telemetry::{Limits, RunInfo, Telemetry};
 
     let extra = 200;
     // Both ends of every connection are in this process; the endpoint uses at most a
@@ -815,7 +1041,11 @@ fn probes_answer_among_a_thousand_idle_and_slow_clients() {
         process: Some(0),
         ..RunInfo::default()
     };
-    let telemetry = Arc::new(Telemetry::new(run, 0));
+    let limits = Limits {
+        ready_max_lag: 0,
+        ..Limits::default()
+    };
+    let telemetry = Arc::new(Telemetry::new(run, limits));
     let server = HttpServer::start("127.0.0.1:0".parse().unwrap(), telemetry).unwrap();
     let addr = server.local_addr();
     let opening = Instant::now();
