@@ -356,11 +356,11 @@ fn run_workers(
         .as_ref()
         .map(|w| w.committed_epochs().collect())
         .unwrap_or_default();
-    telemetry.workers_starting(&recovered);
     let restored = checkpoints
         .as_ref()
         .and_then(|(_, r)| r.as_ref())
         .map(|r| r.point.epoch);
+    telemetry.workers_starting(&recovered, restored);
     let (notes, received) = notes_channel();
     let observers = Observers::new(vec![telemetry.clone() as Arc<dyn RunObserver>]);
     let (committer, queue) = match writer {

@@ -163,16 +163,22 @@ impl Telemetry {
     }
 
     /// Start-up is done: the workers start, replaying first the epochs in `recovered`.
-    pub(crate) fn workers_starting(&self, recovered: &BTreeSet<u64>) {
+    /// `restored`: the epoch of the checkpoint the state was loaded from; the epochs up to it
+    /// are not replayed, so when it covers every committed epoch there is nothing to recover.
+    pub(crate) fn workers_starting(&self, recovered: &BTreeSet<u64>, restored: Option<u64>) {
         let last = recovered.last().map_or(-1, |e| *e as i64);
         self.last_committed.store(last, Ordering::SeqCst);
         self.recovering_to.store(last, Ordering::SeqCst);
         self.last_progress_ms
             .store(self.elapsed_ms(), Ordering::SeqCst);
-        self.set_phase(match last {
-            -1 => Phase::Running,
-            _ => Phase::Recovering,
-        });
+        if last == -1 {
+            return self.set_phase(Phase::Running);
+        }
+        self.set_phase(Phase::Recovering);
+        if restored.is_some_and(|r| r as i64 >= last) {
+            self.recovery_done();
+            self.changed();
+        }
     }
 
     /// The chunk feed fetched chunk `index`, last modified at `last_modified_ms`.
@@ -664,17 +670,28 @@ mod tests {
     }
 
     #[test]
+    fn a_checkpoint_covering_every_committed_epoch_leaves_nothing_to_recover() {
+        let t = live();
+        t.workers_starting(&[0, 1, 2].into_iter().collect(), Some(2));
+        assert_ne!(t.status().state, "recovering");
+        let t = live();
+        t.workers_starting(&[0, 1, 2].into_iter().collect(), Some(1));
+        assert_eq!(t.status().state, "recovering");
+    }
+
+    #[test]
     fn readiness_follows_recovery_and_lag() {
         let t = live();
         assert!(t.readiness().unwrap_err().contains("starting"));
-        t.workers_starting(&[0, 1].into_iter().collect());
+        t.workers_starting(&[0, 1].into_iter().collect(), None);
         assert!(t.readiness().unwrap_err().contains("recovering"));
         t.chunk_seen(0, now_ms());
         t.epoch_replayed(0);
         t.chunk_seen(1, now_ms());
         t.epoch_replayed(1);
-        assert!(t.readiness().unwrap().starts_with("waiting for input"));
-        assert_eq!(t.status().state, "waiting_for_input");
+        // Its last chunk just arrived: up to date (waiting for input once quiet).
+        assert!(t.readiness().unwrap().starts_with("up to date"));
+        assert_eq!(t.status().state, "up_to_date");
         for k in 2..6 {
             t.chunk_seen(k, now_ms());
         }
@@ -705,7 +722,7 @@ mod tests {
     #[test]
     fn the_status_document_is_built_once_per_change_and_shared() {
         let t = live();
-        t.workers_starting(&BTreeSet::new());
+        t.workers_starting(&BTreeSet::new(), None);
         let first = t.status_json().unwrap();
         t.chunk_seen(0, now_ms());
         let again = t.status_json().unwrap();
@@ -727,7 +744,7 @@ mod tests {
     #[test]
     fn a_stall_needs_waiting_chunks_and_time() {
         let t = live();
-        t.workers_starting(&BTreeSet::new());
+        t.workers_starting(&BTreeSet::new(), None);
         assert_eq!(t.stalled_for(Duration::ZERO), None);
         t.chunk_seen(0, now_ms());
         assert_eq!(t.stalled_for(Duration::from_secs(60)), None);
@@ -786,7 +803,7 @@ mod tests {
     #[test]
     fn the_oldest_in_flight_epoch_has_the_latest_stage_reported() {
         let t = live();
-        t.workers_starting(&BTreeSet::new());
+        t.workers_starting(&BTreeSet::new(), None);
         for k in 0..3 {
             t.chunk_seen(k, now_ms());
         }
@@ -812,7 +829,7 @@ mod tests {
     #[test]
     fn a_missing_landing_is_waited_for_and_its_return_is_an_event() {
         let t = live();
-        t.workers_starting(&BTreeSet::new());
+        t.workers_starting(&BTreeSet::new(), None);
         t.landing_listed(Some("the landing directory /x does not exist"));
         t.landing_listed(Some("the landing directory /x does not exist"));
         let a = t.assessment();
@@ -838,7 +855,7 @@ mod tests {
             ..Limits::default()
         };
         let t = Telemetry::new(run, limits);
-        t.workers_starting(&BTreeSet::new());
+        t.workers_starting(&BTreeSet::new(), None);
         t.chunk_seen(0, now_ms() - 31_000);
         t.epoch_committed(&committed(0, 0, Duration::ZERO));
         let a = t.assessment();
@@ -856,7 +873,7 @@ mod tests {
     #[test]
     fn rejects_slow_commits_waits_and_recovery_are_recent_events_newest_first() {
         let t = live();
-        t.workers_starting(&[0].into_iter().collect());
+        t.workers_starting(&[0].into_iter().collect(), None);
         t.chunk_seen(0, now_ms());
         t.epoch_replayed(0);
         t.epoch_committed(&committed(1, 3, Duration::from_secs(80)));
@@ -907,7 +924,7 @@ mod tests {
     #[test]
     fn the_status_has_its_time_readiness_and_each_epochs_commit_and_lag() {
         let t = live();
-        t.workers_starting(&BTreeSet::new());
+        t.workers_starting(&BTreeSet::new(), None);
         for k in 0..3 {
             t.chunk_seen(k, 1_000);
         }
@@ -932,6 +949,6 @@ mod tests {
         assert_eq!(detail["behind"]["chunks"], 2);
         assert_eq!(detail["landing_missing"], false);
         assert!(detail["what_to_do"].is_string());
-        assert!(json.get("previous_error").is_none());
+        assert!(json["previous_error"].is_null());
     }
 }

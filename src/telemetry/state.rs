@@ -51,6 +51,11 @@ pub struct Limits {
     pub stall_timeout: Duration,
 }
 
+/// How long a live landing may be silent, after a chunk, before the run is `waiting for
+/// input` rather than `up to date` (or `--ready-max-idle`, when shorter): chunks a few
+/// seconds apart are a healthy stream, not one waiting.
+pub(crate) const QUIET_AFTER: Duration = Duration::from_secs(10);
+
 /// The shortest commit that counts as slow.
 pub(crate) const MIN_COMMIT_SLOW: Duration = Duration::from_secs(5);
 
@@ -66,6 +71,12 @@ impl Limits {
     /// How long one epoch may be committing before it is slow: max(5 s, stall timeout / 4).
     pub fn commit_slow(&self) -> Duration {
         (self.stall_timeout / 4).max(MIN_COMMIT_SLOW)
+    }
+
+    /// How long after its last chunk a live run with nothing to commit is still `up to
+    /// date`: [`QUIET_AFTER`], or `--ready-max-idle` when shorter.
+    pub(crate) fn quiet_after(&self) -> Duration {
+        self.ready_max_idle.map_or(QUIET_AFTER, |max| max.min(QUIET_AFTER))
     }
 }
 
@@ -367,6 +378,10 @@ fn waiting(f: &Facts) -> Judged {
         Some(_) => format!("last chunk {} ago", span(idle)),
         None => format!("no chunk since the start {} ago", span(idle)),
     };
+    if f.last_chunk_ms.is_some() && idle <= f.limits.quiet_after().as_secs_f64() {
+        let summary = format!("up to date: {last}, {listed}");
+        return (RunState::UpToDate, true, summary, TO_DO_UP_TO_DATE);
+    }
     match f.ready_max_idle_passed(idle) {
         Some(max) => {
             let summary = format!(
@@ -574,6 +589,24 @@ mod tests {
         let a = assess(&replay);
         assert_eq!((a.state, a.ready), (RunState::UpToDate, true));
         assert_eq!(a.detail.summary, "up to date, committed through epoch 7");
+    }
+
+    #[test]
+    fn a_live_run_is_up_to_date_until_its_landing_is_quiet() {
+        let mut f = running();
+        f.last_chunk_ms = Some(f.now_ms - 3_000);
+        let a = assess(&f);
+        assert_eq!((a.state, a.ready), (RunState::UpToDate, true));
+        assert_eq!(
+            a.detail.summary,
+            "up to date: last chunk 3 s ago, landing listed 1 s ago"
+        );
+        f.last_chunk_ms = Some(f.now_ms - 11_000);
+        assert_eq!(state_of(&f), (RunState::WaitingForInput, true));
+        // A shorter --ready-max-idle: quiet (and not ready) past it.
+        f.last_chunk_ms = Some(f.now_ms - 3_000);
+        f.limits.ready_max_idle = Some(Duration::from_secs(2));
+        assert_eq!(state_of(&f), (RunState::WaitingForInput, false));
     }
 
     #[test]

@@ -35,6 +35,7 @@ mod object_store_conformance;
 mod operating_browser;
 mod operating_http;
 mod operating_logs;
+mod operating_states;
 mod ops_docs;
 mod options;
 mod reference_props;

@@ -24,7 +24,7 @@ fn doc(name: &str) -> String {
 /// The names a scrape of a fresh run's endpoint holds: each sample's name and each family's
 /// (`# TYPE` line), so that a family with no sample yet (a labelled one) still counts.
 fn served_names() -> BTreeSet<String> {
-    let telemetry = Arc::new(Telemetry::new(RunInfo::default(), 1));
+    let telemetry = Arc::new(Telemetry::new(RunInfo::default(), Default::default()));
     let server = HttpServer::start("127.0.0.1:0".parse().unwrap(), telemetry).unwrap();
     let (status, text) =
         common::http::get(server.local_addr().port(), "/metrics").expect("/metrics answers");
