@@ -96,11 +96,15 @@ pub fn run_shown(
         Ok(_) => telemetry.set_phase(Phase::Stopped),
         Err(e) => {
             telemetry.failed(e);
-            if t.process == 0 {
-                record_failure(&options.state, e);
-            }
+            // The failed run set `stop` to end its own threads; from here on only a signal
+            // sets it (one sent while the run was ending needs sending again).
+            stop.store(false, Ordering::SeqCst);
+            let recorded = t.process != 0 || record_failure(&options.state, e);
             if let Some(server) = &_server {
-                linger(options.linger_on_failure, &stop, server.local_addr());
+                if linger(options.linger_on_failure, &stop, server.local_addr()) && !recorded {
+                    // The store was the problem; whoever held it may have let go since.
+                    retry_record_failure(&options.state, e);
+                }
             }
         }
     }
@@ -110,22 +114,39 @@ pub fn run_shown(
 /// Records the run's failure in the state store, best-effort: the error and the exit status
 /// stay the run's. Not when the store itself is what failed (locked, unreachable: trying
 /// would only wait for it again); a store that does not exist is not created for it.
-fn record_failure(state: &StateConfig, error: &Error) {
+/// Returns whether it is done with the failure (recorded, or nothing to record it in):
+/// `false` only when the store itself was the problem.
+fn record_failure(state: &StateConfig, error: &Error) -> bool {
+    if store_unusable(error) {
+        // The error line already says what is wrong with the store: no warning on top.
+        tracing::info!("the failure could not be recorded in the state store {state}: it failed");
+        return false;
+    }
+    store_failure(state, &failure_row(error));
+    true
+}
+
+/// The failure as the store keeps it, timed now.
+fn failure_row(error: &Error) -> FailureRow {
     let at_ms = now_ms();
-    let failure = FailureRow {
+    FailureRow {
         at_ms,
         at: format_ist(at_ms),
         message: error.to_string(),
         domain: error.domain().to_string(),
         exit_code: error.domain().exit_code(),
-    };
-    if store_unusable(error) {
-        // The error line already says what is wrong with the store: no warning on top.
-        tracing::info!("the failure could not be recorded in the state store {state}: it failed");
-        return;
     }
+}
+
+/// After the linger, one more try at recording a failure of the store itself (a lock since
+/// released, a server back).
+fn retry_record_failure(state: &StateConfig, error: &Error) {
+    store_failure(state, &failure_row(error));
+}
+
+fn store_failure(state: &StateConfig, failure: &FailureRow) {
     let recorded =
-        sinks::state::open_existing(state).and_then(|mut store| store.record_failure(&failure));
+        sinks::state::open_existing(state).and_then(|mut store| store.record_failure(failure));
     match recorded {
         Ok(()) => tracing::debug!("the failure was recorded in the state store {state}"),
         // No store yet (the run failed before its first start created it): nothing to keep.
@@ -154,9 +175,10 @@ fn store_unusable(error: &Error) -> bool {
 /// After a fatal error: the endpoint keeps answering (state `failed`, the error and what to
 /// do) for `wait`, or until `stop` is set, so that the failure is seen, not only a refused
 /// connection. The process's end stays the caller's.
-fn linger(wait: Duration, stop: &AtomicBool, addr: std::net::SocketAddr) {
-    if wait.is_zero() || stop.load(Ordering::SeqCst) {
-        return;
+/// Returns whether it waited at all.
+fn linger(wait: Duration, stop: &AtomicBool, addr: std::net::SocketAddr) -> bool {
+    if wait.is_zero() {
+        return false;
     }
     tracing::warn!(
         "the run failed; the operating endpoint http://{addr} stays up for {} s to show why \
@@ -171,6 +193,7 @@ fn linger(wait: Duration, stop: &AtomicBool, addr: std::net::SocketAddr) {
         }
         std::thread::sleep(left.min(Duration::from_millis(50)));
     }
+    true
 }
 
 /// Shows the last failure an earlier run recorded in the store as `previous_error`.

@@ -76,7 +76,8 @@ impl Limits {
     /// How long after its last chunk a live run with nothing to commit is still `up to
     /// date`: [`QUIET_AFTER`], or `--ready-max-idle` when shorter.
     pub(crate) fn quiet_after(&self) -> Duration {
-        self.ready_max_idle.map_or(QUIET_AFTER, |max| max.min(QUIET_AFTER))
+        self.ready_max_idle
+            .map_or(QUIET_AFTER, |max| max.min(QUIET_AFTER))
     }
 }
 
@@ -277,6 +278,11 @@ pub(crate) fn assess(f: &Facts) -> Assessment {
 type Judged = (RunState, bool, String, &'static str);
 
 fn judge(f: &Facts, behind: Option<&Behind>) -> Judged {
+    // A stall stays the state once the watchdog fired, also when the run then fails on it:
+    // it says more than "failed" (the error is beside it).
+    if let Some(stall) = &f.stall {
+        return (RunState::Stalled, false, stall.clone(), TO_DO_STALLED);
+    }
     if f.phase == Phase::Failed {
         let why = f.failure.as_deref().unwrap_or("the run failed");
         return (
@@ -285,9 +291,6 @@ fn judge(f: &Facts, behind: Option<&Behind>) -> Judged {
             format!("failed: {why}"),
             TO_DO_FAILED,
         );
-    }
-    if let Some(stall) = &f.stall {
-        return (RunState::Stalled, false, stall.clone(), TO_DO_STALLED);
     }
     match f.phase {
         Phase::Starting => (
@@ -505,13 +508,12 @@ mod tests {
         f.phase = Phase::Failed;
         f.failure = Some("the state store is gone".into());
         let a = assess(&f);
-        assert_eq!((a.state, a.ready), (RunState::Failed, false));
-        assert_eq!(a.detail.summary, "failed: the state store is gone");
-        f.phase = Phase::Running;
-        let a = assess(&f);
         assert_eq!((a.state, a.ready), (RunState::Stalled, false));
         assert_eq!(a.detail.summary, "stalled: no epoch committed for 300 s");
         f.stall = None;
+        let a = assess(&f);
+        assert_eq!((a.state, a.ready), (RunState::Failed, false));
+        assert_eq!(a.detail.summary, "failed: the state store is gone");
         for (phase, state, ready) in [
             (Phase::Starting, RunState::Starting, false),
             (Phase::Recovering, RunState::Recovering, false),

@@ -1,6 +1,7 @@
 //! The run's state, seen by an operator: for each state a real live `mechanism-y --http` is
 //! put in (a missing landing, a paused producer, commits blocked by a frozen PostgreSQL, a
-//! stall, a failure kept visible by `--linger-on-failure`, a restart), the console in headless
+//! stall, a failure kept visible by `--linger-on-failure`, a restart showing the previous
+//! failure), the console in headless
 //! Chromium, `/readyz` and `/api/status` (and `txflow_ready`, `txflow_state`) must say the
 //! same thing at the same moment. Each observation reads `/api/status` before and after the
 //! page was rendered, so a state that changed in between is seen, not papered over.
@@ -117,7 +118,11 @@ fn get(port: u16, path: &str) -> Option<(u16, String)> {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut bytes = Vec::new();
     let _ = stream.read_to_end(&mut bytes);
     let text = String::from_utf8_lossy(&bytes).to_string();
@@ -131,7 +136,6 @@ fn status(port: u16) -> Option<Value> {
     assert_eq!(code, 200, "{body}");
     Some(serde_json::from_str(&body).expect("/api/status is JSON"))
 }
-
 
 /// Waits (bounded) until `/api/status` says `state`; returns the document.
 fn wait_for_state(port: u16, state: &str, y: &mut YProc) -> Value {
@@ -259,9 +263,8 @@ fn a_paused_producer_is_waiting_for_input_then_up_to_date_when_it_resumes() {
 
 #[cfg(all(feature = "test-browser", feature = "test-services"))]
 #[test]
-fn blocked_commits_are_committing_slowly_then_stalled_then_failed_while_lingering() {
+fn blocked_commits_are_committing_slowly_then_stalled_while_the_failed_run_lingers() {
     let pg = common::pg::PgServer::new();
-    pg.start();
     let scene = Scene::new("blocked");
     scene.land(0..2);
     let port = free_port();
@@ -281,24 +284,39 @@ fn blocked_commits_are_committing_slowly_then_stalled_then_failed_while_lingerin
     pg.freeze();
     scene.land(2..3);
     let slow = wait_for_state(port, "committing_slowly", &mut y);
-    assert_eq!(slow["state_detail"]["behind"]["stage"], "committing", "{slow}");
-    surfaces_agree(port, "committing_slowly");
-    let stalled = wait_for_state(port, "stalled", &mut y);
-    assert_eq!(stalled["ready"], false);
-    // The run fails on the stall; once the store answers again it ends, still serving.
-    pg.thaw();
-    let failed = wait_for_state(port, "failed", &mut y);
-    assert!(
-        failed["error"]["message"].as_str().unwrap().contains("stall"),
-        "{failed}"
+    assert_eq!(
+        slow["state_detail"]["behind"]["stage"], "committing",
+        "{slow}"
     );
-    let (failed, dom) = surfaces_agree(port, "failed");
-    let exit_code = failed["error"]["exit_code"].as_u64().unwrap();
+    surfaces_agree(port, "committing_slowly");
+    // The watchdog fires; the run fails on the stall and lingers, still saying `stalled`, with
+    // the error beside it.
+    wait_for_state(port, "stalled", &mut y);
+    let stalled = poll(STATE_TIMEOUT, || {
+        status(port).filter(|s| s["error"]["message"].is_string())
+    })
+    .expect("the run fails on the stall");
+    assert!(
+        stalled["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("stalled"),
+        "{stalled}"
+    );
+    let (stalled, dom) = surfaces_agree(port, "stalled");
+    let exit_code = stalled["error"]["exit_code"].as_u64().unwrap();
     assert!(dom.contains("id=\"error-panel\""));
-    assert!(failed["error"]["what_to_do"].as_str().is_some_and(|t| !t.is_empty()));
+    assert!(stalled["error"]["what_to_do"]
+        .as_str()
+        .is_some_and(|t| !t.is_empty()));
+    pg.thaw();
     y.signal(libc::SIGTERM);
     let exit = y.wait(Duration::from_secs(30));
-    assert_eq!(exit.code(), Some(exit_code as i32), "the error's exit status");
+    assert_eq!(
+        exit.code(),
+        Some(exit_code as i32),
+        "the error's exit status"
+    );
 }
 
 #[cfg(feature = "test-browser")]
@@ -329,11 +347,19 @@ fn a_failure_lingers_then_a_restart_recovers_and_shows_the_previous_error() {
     let (failed, dom) = surfaces_agree(port, "failed");
     let message = failed["error"]["message"].as_str().unwrap().to_string();
     assert!(dom.contains("id=\"error-panel\""));
-    assert!(first.try_status().is_none(), "still serving while it lingers");
+    assert!(
+        first.try_status().is_none(),
+        "still serving while it lingers"
+    );
     holder.execute_batch("ROLLBACK").unwrap();
     drop(holder);
     first.signal(libc::SIGTERM);
-    first.wait(Duration::from_secs(30));
+    let exit = first.wait(Duration::from_secs(30));
+    assert_eq!(
+        exit.code().map(|c| c as u64),
+        failed["error"]["exit_code"].as_u64(),
+        "the error's exit status"
+    );
     // The restart: recovers the committed epochs, then is up to date, and shows the failure.
     let port = free_port();
     scene.land(4..6);
@@ -346,5 +372,8 @@ fn a_failure_lingers_then_a_restart_recovers_and_shows_the_previous_error() {
     let (up, dom) = surfaces_agree(port, "up_to_date");
     assert_eq!(up["previous_error"]["message"], message.as_str());
     assert!(dom.contains("id=\"previous-error\""));
-    assert!(up["progress"]["restore"].is_object(), "rebuilt at start: {up}");
+    assert!(
+        up["progress"]["restore"].is_object(),
+        "rebuilt at start: {up}"
+    );
 }
