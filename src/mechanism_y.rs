@@ -162,6 +162,8 @@ fn store_failure(state: &StateConfig, failure: &FailureRow) {
 /// connection, or out of reach.
 fn store_unusable(error: &Error) -> bool {
     match error.root() {
+        // A cluster's process 0 failing on its store: the store is still the problem.
+        Error::Cluster(ClusterError::ProcessFailed { source }) => store_unusable(source),
         Error::State(
             StateError::Locked { .. }
             | StateError::Unreachable { .. }

@@ -326,8 +326,16 @@ fn check_figures(m: &BTreeMap<String, f64>, status: &serde_json::Value, r: &Resu
     assert_eq!(p["rows_accepted"], accepted);
     assert_eq!(p["rows_rejected"], rejected);
     assert_eq!(p["last_committed_epoch"], 19);
-    // Following the landing with every chunk committed: waiting for the next, and ready.
-    assert_eq!(status["state"], "waiting_for_input");
+    // Following the landing with every chunk committed: up to date while its newest chunk
+    // is recent (10 s), then waiting for the next; ready either way.
+    let quiet = status["state_detail"]["since_last_chunk_seconds"]
+        .as_f64()
+        .unwrap();
+    let expected = match quiet <= 10.0 {
+        true => "up_to_date",
+        false => "waiting_for_input",
+    };
+    assert_eq!(status["state"], expected, "last chunk {quiet} s ago");
     assert_eq!(status["ready"], true);
     assert_eq!(status["state_detail"]["landing_missing"], false);
     assert_eq!(status["run"]["mode"], "live");

@@ -491,7 +491,8 @@ fn every_option_can_come_from_the_environment() {
 /// Each `--option` of a `--help` text (but `--help` and `--version`) and the text of its entry.
 fn options_of(help: &str) -> Vec<(String, String)> {
     let mut options: Vec<(String, String)> = Vec::new();
-    for line in help.lines() {
+    // The examples after the options hold command lines, not options.
+    for line in help.lines().take_while(|l| *l != "Examples:") {
         let trimmed = line.trim_start();
         let starts =
             line.starts_with("  ") && (trimmed.starts_with("--") || trimmed.starts_with('-'));
