@@ -224,8 +224,10 @@ pub struct Assessment {
 
 const TO_DO_FAILED: &str =
     "Read the error, fix its cause and restart: the run resumes after its last committed epoch.";
-const TO_DO_STALLED: &str = "Nothing was committed for --stall-timeout while chunks waited: check \
-     the state store, the object stores and every cluster process; a restart resumes the run.";
+/// What to do about a stall: the state's, and the error's once the run failed on it.
+pub(crate) const TO_DO_STALLED: &str = "Nothing was committed for --stall-timeout while chunks \
+     waited: look at the log for the stage that hung (a frozen cluster peer, a hung store); a \
+     restart resumes the run from the last committed epoch.";
 const TO_DO_STARTING: &str =
     "Wait: the run is opening its stores and the landing; if this lasts, read the log.";
 const TO_DO_RECOVERING: &str = "Wait: committed epochs are replayed to rebuild the state; \

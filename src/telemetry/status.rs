@@ -261,11 +261,7 @@ pub(crate) fn what_to_do(error: &Error) -> &'static str {
             "give the new run a new state store and output, or rerun with the inputs and \
              options of the run that created them"
         }
-        Error::Cluster(ClusterError::Stalled { .. }) => {
-            "the run stopped committing: look at the log for the stage that hung (a frozen \
-             cluster peer, a hung store); then start it again: it resumes from the last \
-             committed epoch"
-        }
+        Error::Cluster(ClusterError::Stalled { .. }) => crate::telemetry::state::TO_DO_STALLED,
         _ => match error.domain() {
             Domain::Input => {
                 "see the rejects and the landing: fix or restore the chunk or file the message \
