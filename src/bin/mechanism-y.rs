@@ -145,7 +145,7 @@ struct Args {
     ready_max_lag: u64,
     /// Live: /readyz fails when no new chunk arrived for this long (e.g. 30s, 5m, 1h; a
     /// bare number is seconds). Default: an idle landing is ready.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "TXFLOW_READY_MAX_IDLE")]
+    #[arg(help_heading = "Operating", long, value_name = "DURATION", value_parser = parse_duration, env = "TXFLOW_READY_MAX_IDLE")]
     ready_max_idle: Option<Duration>,
     /// Fail (exit 75, external service) when no epoch commits for this many seconds while
     /// chunks wait (a frozen cluster peer, a hung store); 0 = never.
@@ -154,7 +154,7 @@ struct Args {
     /// With --http: after a fatal error, keep the endpoint answering (state failed, the error
     /// and what to do) for this many seconds before exiting; SIGINT/SIGTERM ends the wait.
     /// 0 = exit at once. The exit status is the error's either way.
-    #[arg(long, value_name = "SECS", default_value_t = mechanism_y::DEFAULT_LINGER_ON_FAILURE.as_secs(), env = "TXFLOW_LINGER_ON_FAILURE")]
+    #[arg(help_heading = "Operating", long, value_name = "SECS", default_value_t = mechanism_y::DEFAULT_LINGER_ON_FAILURE.as_secs(), env = "TXFLOW_LINGER_ON_FAILURE")]
     linger_on_failure: u64,
     /// Write a checkpoint of the dataflow's state after every this many epochs (at epochs
     /// k with (k + 1) % EPOCHS = 0); a restart loads the newest valid one and replays only

@@ -450,6 +450,32 @@ fn help_groups_options_under_headings_and_ends_with_examples() {
         .map(str::trim)
         .collect();
     assert_eq!(listed, ["--help", "-V, --version"], "{help}");
+    // A field without a heading of its own takes the one before it (clap carries headings
+    // over from a flattened group): the options beside a group are where they belong.
+    for (option, expected) in [
+        ("--ready-max-idle", "Operating:"),
+        ("--linger-on-failure", "Operating:"),
+        ("--http", "Operating:"),
+        ("--stall-timeout", "Operating:"),
+        ("--state", "State store:"),
+        ("--s3-endpoint", "S3:"),
+        ("--follow", "Live:"),
+    ] {
+        let lines: Vec<&str> = help.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| {
+                let rest = l.trim_start().strip_prefix(option);
+                rest.is_some_and(|r| r.starts_with([' ', '[', '=']))
+            })
+            .unwrap_or_else(|| panic!("{option} not in the help"));
+        let under = lines[..at]
+            .iter()
+            .rev()
+            .find(|l| !l.starts_with(' ') && l.ends_with(':'))
+            .copied();
+        assert_eq!(under, Some(expected), "the heading of {option}");
+    }
 }
 
 #[test]
