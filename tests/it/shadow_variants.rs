@@ -5,7 +5,10 @@
 //!   without them (ledger, progress rows, counts, every production file; times aside, since
 //!   a live run's times are the wall clock);
 //! - each shadow variant's ledger and files equal those of a replay of the same chunks with
-//!   the same variants (times aside), and match the independent reference for its thresholds.
+//!   the same variants (times aside), and match the independent reference for its thresholds;
+//! - a restart naming other shadow variants is refused and changes nothing;
+//! - `mechanism-y` killed (SIGKILL) during a live run with shadow variants, then restarted,
+//!   leaves what an uninterrupted run leaves (times aside).
 
 use crate::common;
 
@@ -73,13 +76,18 @@ fn without_times(name: &str, bytes: &[u8]) -> String {
 fn run(opts: &YOptions, what: &str) -> Timeless {
     let summary = mechanism_y::run(opts).unwrap_or_else(|e| panic!("{what}: {e:#}"));
     assert!(summary.finished, "{what}: the stream ends after _COMPLETE");
-    let mut store = state::open(&opts.state).unwrap();
-    let variant_ledgers = opts
-        .variants()
+    let names: Vec<&str> = opts.variants().iter().map(|v| v.name.as_str()).collect();
+    read(Path::new(&opts.output), &opts.state, &names)
+}
+
+/// What a run into `output` and `state` left behind, with the ledgers of `variants`.
+fn read(output: &Path, state: &state::StateConfig, variants: &[&str]) -> Timeless {
+    let mut store = state::open(state).unwrap();
+    let variant_ledgers = variants
         .iter()
-        .map(|v| {
-            let rows = store.ledger(LedgerId::Variant(&v.name)).unwrap();
-            (v.name.clone(), timeless_ledger(&rows))
+        .map(|name| {
+            let rows = store.ledger(LedgerId::Variant(name)).unwrap();
+            (name.to_string(), timeless_ledger(&rows))
         })
         .collect();
     Timeless {
@@ -87,7 +95,7 @@ fn run(opts: &YOptions, what: &str) -> Timeless {
         variant_ledgers,
         epochs: timeless_epochs(&store.epoch_rows().unwrap()),
         counts: store.merchant_counts().unwrap(),
-        files: named_tree(Path::new(&opts.output))
+        files: named_tree(output)
             .into_iter()
             .map(|(name, bytes)| {
                 let body = without_times(&name, &bytes);
@@ -200,4 +208,122 @@ fn a_live_run_with_shadow_variants_keeps_its_baseline_and_matches_a_replay() {
         );
     }
     assert!(checked_rows > 0, "some shadow detections were checked");
+}
+
+#[test]
+fn a_live_restart_with_other_shadow_variants_is_refused() {
+    let stream_options = StreamOptions {
+        min_chunks: 3,
+        max_chunks: 4,
+        ..StreamOptions::default()
+    };
+    let stream = streams::random_stream(21, &stream_options);
+    let work = tempfile::tempdir().unwrap();
+    let landing = streams::write_landing(work.path(), &stream);
+    let base = stream.thresholds;
+    let variants = shadow_variants(&base);
+    let live = |variants: &[Variant]| {
+        let mode = Mode::Live {
+            forever: false,
+            variants: variants.to_vec(),
+        };
+        options(&landing, work.path(), "live", base, mode)
+    };
+    let first = run(&live(&variants[..1]), "first run");
+    for (others, named) in [
+        (&variants[..], "loose, strict"),
+        (&[][..], "loose"),
+        (&variants[1..], "strict"),
+    ] {
+        let err = mechanism_y::run(&live(others)).expect_err("another variant set is refused");
+        let line = format!("{err:#}");
+        assert!(
+            line.contains("the state store holds epochs of a different run")
+                && line.contains(named),
+            "{line}"
+        );
+    }
+    let again = run(&live(&variants[..1]), "restart with the same variant");
+    assert_eq!(again, first, "a refused restart changes nothing");
+}
+
+/// `mechanism-y` (live, ending after `_COMPLETE`) with two shadow variants.
+fn y_args(landing: &Landing, dir: &Path, output: &Path, state: &Path) -> Vec<String> {
+    let text = |p: &Path| p.to_str().unwrap().to_string();
+    let mut args: Vec<String> = vec![
+        "--landing".into(),
+        text(dir),
+        "--importance".into(),
+        text(&landing.importance),
+        "--output".into(),
+        text(output),
+        "--state".into(),
+        format!("sqlite://{}", state.display()),
+        "-w".into(),
+        "2".into(),
+        "--child-min-txns".into(),
+        "2".into(),
+    ];
+    for variant in [
+        "loose:child-min-txns=1,upgrade-min-merchant-txns=0",
+        "strict:child-min-txns=4",
+    ] {
+        args.extend(["--variant".to_string(), variant.to_string()]);
+    }
+    args
+}
+
+/// A finished process run of [`y_args`], times aside.
+fn finished(output: &Path, state: &Path) -> Timeless {
+    let config = state::StateConfig::Embedded {
+        path: state.to_path_buf(),
+    };
+    read(output, &config, &["loose", "strict"])
+}
+
+#[test]
+fn kill9_during_a_live_run_with_shadow_variants_then_restart_is_identical() {
+    use common::process::YProc;
+    const LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+    let stream_options = StreamOptions {
+        min_chunks: 8,
+        max_chunks: 8,
+        wide_percent: 100,
+        ..StreamOptions::default()
+    };
+    let stream = streams::random_stream(31, &stream_options);
+    let work = tempfile::tempdir().unwrap();
+    let logs = work.path();
+    let landing = streams::write_landing(work.path(), &stream);
+    let (whole_out, whole_db) = (work.path().join("out-whole"), work.path().join("whole.db"));
+    let args = y_args(&landing, &landing.landing, &whole_out, &whole_db);
+    YProc::spawn("whole", &args, logs).wait_ok(LIMIT);
+    let want = finished(&whole_out, &whole_db);
+    assert!(
+        want.variant_ledgers.values().any(|l| !l.is_empty()),
+        "the shadow variants detect something"
+    );
+
+    // The chunks land in two halves: the run is killed while it commits the first.
+    let staged = work.path().join("staged");
+    std::fs::create_dir_all(&staged).unwrap();
+    let copy = |range: std::ops::Range<usize>| {
+        for (_, path) in &landing.chunk_paths[range] {
+            std::fs::copy(path, staged.join(path.file_name().unwrap())).unwrap();
+        }
+    };
+    copy(0..4);
+    let (out, db) = (
+        work.path().join("out-killed"),
+        work.path().join("killed.db"),
+    );
+    let args = y_args(&landing, &staged, &out, &db);
+    let mut killed = YProc::spawn_with_env("killed", &args, logs, &[("RUST_LOG", "info")]);
+    common::wait::poll(LIMIT, || (killed.epochs_committed() >= 2).then_some(()))
+        .unwrap_or_else(|| panic!("no epoch committed: {}", killed.stderr_tail(15)));
+    killed.kill9();
+    copy(4..landing.chunk_paths.len());
+    std::fs::copy(landing.landing.join("_COMPLETE"), staged.join("_COMPLETE")).unwrap();
+    YProc::spawn("restarted", &args, logs).wait_ok(LIMIT);
+    assert_eq!(finished(&out, &db), want, "after a kill -9 and a restart");
 }
