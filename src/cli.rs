@@ -401,15 +401,16 @@ impl S3Args {
     }
 }
 
-/// The backtest variant options of `mechanism-y` (`crate::thresholds::variants`): the file
-/// is read here, its text parsed there.
+/// The variant options of `mechanism-y`, a replay's backtest variants or a live run's shadow
+/// variants (`crate::thresholds::variants`): the file is read here, its text parsed there.
 #[derive(Args, Clone, Debug, Default)]
 #[command(next_help_heading = "Replay & variants")]
 pub struct VariantArgs {
-    /// Backtest variant (--replay only; repeatable): NAME:KEY=VALUE[,KEY=VALUE...], KEY a
-    /// threshold option without `--`, e.g. strict:child-min-txns=100,child-max-avg-amount=20;
-    /// keys it does not set keep the run's own thresholds (the baseline). Its ledger and files
-    /// go to <output>/variants/NAME/. At most 32 variants in all, names unique; one with the
+    /// Threshold variant (repeatable), live or replay: a replay backtests it, a live run runs
+    /// it in shadow beside production. NAME:KEY=VALUE[,KEY=VALUE...], KEY a threshold option
+    /// without `--`, e.g. strict:child-min-txns=100,child-max-avg-amount=20; keys it does not
+    /// set keep the run's own thresholds (the baseline). Its ledger and files go to
+    /// <output>/variants/NAME/, never to the production files. At most 32 variants in all, names unique; one with the
     /// thresholds of the baseline or of another variant runs, with a warning. In the
     /// environment, several are separated by ';'.
     #[arg(
@@ -419,11 +420,11 @@ pub struct VariantArgs {
         env = "TXFLOW_VARIANT"
     )]
     pub variant: Vec<String>,
-    /// Backtest variants from a TOML file (--replay only): one table per variant, its name
+    /// Threshold variants from a TOML file, live or replay (as --variant): one table per variant, its name
     /// the table's, e.g. [strict] then child-min-txns = 100; values are numbers or strings.
     #[arg(long = "variants", value_name = "FILE", env = "TXFLOW_VARIANTS_FILE")]
     pub variants_file: Option<PathBuf>,
-    /// One backtest variant per value (--replay only; repeatable): KEY=FROM..TO/STEP, both
+    /// One threshold variant per value (repeatable), live or replay (as --variant): KEY=FROM..TO/STEP, both
     /// ends included, each named KEY-VALUE: child-min-txns=60..120/20 gives child-min-txns-60,
     /// -80, -100 and -120. Decimals step exactly; at most 64 values. In the environment,
     /// several are separated by ';'.
@@ -437,19 +438,15 @@ pub struct VariantArgs {
 }
 
 impl VariantArgs {
-    /// The variants of a run whose own thresholds are `baseline`; `replay` says whether the
-    /// run is a backtest (variants need one). Reads `--variants FILE` (a regular file of at
+    /// The variants of a run whose own thresholds are `baseline`: a replay's backtest
+    /// variants or a live run's shadow variants. Reads `--variants FILE` (a regular file of at
     /// most [`MAX_VARIANTS_BYTES`]).
     pub fn resolve(
         &self,
         baseline: &Thresholds,
-        replay: bool,
     ) -> std::result::Result<ResolvedVariants, VariantOptionError> {
         if self.variants_file.is_none() && self.variant.is_empty() && self.sweep.is_empty() {
             return Ok(ResolvedVariants::default());
-        }
-        if !replay {
-            return Err(VariantOptionError::NeedsReplay);
         }
         let file = match &self.variants_file {
             Some(path) => {
@@ -566,21 +563,18 @@ mod tests {
     }
 
     #[test]
-    fn variants_need_a_replay_and_a_readable_file() {
+    fn variants_need_a_readable_file_live_or_replay() {
         let baseline = Thresholds::default();
         let sweep = VariantArgs {
             sweep: vec!["child-min-txns=1..2/1".into()],
             ..VariantArgs::default()
         };
-        let need = Err(VariantOptionError::NeedsReplay);
-        assert_eq!(sweep.resolve(&baseline, false), need);
-        assert_eq!(sweep.resolve(&baseline, true).unwrap().variants.len(), 2);
+        assert_eq!(sweep.resolve(&baseline).unwrap().variants.len(), 2);
         let missing = VariantArgs {
             variants_file: Some(PathBuf::from("/nonexistent/variants.toml")),
             ..VariantArgs::default()
         };
-        assert_eq!(missing.resolve(&baseline, false), need);
-        match missing.resolve(&baseline, true) {
+        match missing.resolve(&baseline) {
             Err(VariantOptionError::Invalid { place, problem }) => {
                 assert_eq!(place, "--variants /nonexistent/variants.toml");
                 assert!(matches!(problem, Problem::Unreadable(_)), "{problem:?}");
@@ -588,10 +582,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let none = VariantArgs::default();
-        assert_eq!(
-            none.resolve(&baseline, false),
-            Ok(ResolvedVariants::default())
-        );
+        assert_eq!(none.resolve(&baseline), Ok(ResolvedVariants::default()));
     }
 
     #[test]

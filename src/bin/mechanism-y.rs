@@ -289,7 +289,7 @@ impl Args {
 /// The backtest variants of `--variants`, `--variant` and `--sweep`; a variant that repeats
 /// the baseline or another variant is allowed, with a warning.
 fn variants(args: &Args) -> Result<Vec<Variant>, VariantOptionError> {
-    let resolved = args.variants.resolve(&args.thresholds, args.replay)?;
+    let resolved = args.variants.resolve(&args.thresholds)?;
     for warning in &resolved.warnings {
         tracing::warn!("{warning}");
     }
@@ -318,6 +318,7 @@ fn run(args: Args, variants: Vec<Variant>, console: &Console) -> anyhow::Result<
             },
             false => Mode::Live {
                 forever: args.follow,
+                variants,
             },
         },
         thresholds: args.thresholds,

@@ -19,15 +19,20 @@ pub struct ReplayRange {
     pub to: Option<u64>,
 }
 
-/// Live or replay, with what only that mode takes: `--follow` is live only, the range and
-/// the backtest variants replay only.
+/// Live or replay, with what only that mode takes: `--follow` is live only, the range replay
+/// only. Both take variants: a replay's are a backtest, a live run's are shadow variants.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Mode {
     /// Follow the landing store, chunk by chunk as it lands; the stream ends after
     /// `_COMPLETE`'s count unless `forever` (`--follow`): then `_COMPLETE` is still checked
     /// against the chunks (an inconsistent landing fails the run) but does not end it, and Y
-    /// keeps following the landing store until it is stopped.
-    Live { forever: bool },
+    /// keeps following the landing store until it is stopped. `variants` are shadow variants:
+    /// computed in the same dataflow as the run's own thresholds, each with its own ledger and
+    /// `<output>/variants/<name>/` files, never touching the production files.
+    Live {
+        forever: bool,
+        variants: Vec<Variant>,
+    },
     /// Replay/backtest the chunks present in `range`, then end the stream; `variants` are
     /// computed in the same pass as the run's own thresholds (the baseline), each with its own
     /// ledger and `<output>/variants/<name>/` files.
@@ -45,12 +50,20 @@ impl Mode {
             variants: Vec::new(),
         }
     }
+
+    /// A live run without shadow variants; `forever` = `--follow`.
+    pub fn live(forever: bool) -> Mode {
+        Mode::Live {
+            forever,
+            variants: Vec::new(),
+        }
+    }
 }
 
 impl Default for Mode {
     /// Live, ending after `_COMPLETE`.
     fn default() -> Mode {
-        Mode::Live { forever: false }
+        Mode::live(false)
     }
 }
 
@@ -149,14 +162,13 @@ impl YOptions {
 
     /// Live mode with `--follow`: the stream never ends.
     pub(crate) fn follow_forever(&self) -> bool {
-        matches!(self.mode, Mode::Live { forever: true })
+        matches!(self.mode, Mode::Live { forever: true, .. })
     }
 
-    /// The backtest variants (none in live mode).
+    /// The variants: a replay's backtest variants, a live run's shadow variants.
     pub fn variants(&self) -> &[Variant] {
         match &self.mode {
-            Mode::Replay { variants, .. } => variants,
-            Mode::Live { .. } => &[],
+            Mode::Replay { variants, .. } | Mode::Live { variants, .. } => variants,
         }
     }
 

@@ -30,8 +30,6 @@ pub struct ResolvedVariants {
 /// Why the variant options are refused; one line naming the option and the problem.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum VariantOptionError {
-    #[error("--variant/--variants/--sweep need --replay: variants are a backtest feature")]
-    NeedsReplay,
     /// `place`: the option (with the variant's name, the file or the sweep where known).
     #[error("{place}: {problem}")]
     Invalid { place: String, problem: Problem },

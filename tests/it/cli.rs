@@ -684,23 +684,6 @@ fn replay_args(setup: &Setup, extra: &[&str]) -> Vec<String> {
 }
 
 #[test]
-fn y_variants_need_replay() {
-    let setup = Setup::new();
-    let need = "--variant/--variants/--sweep need --replay: variants are a backtest feature";
-    for extra in [
-        &["--variant", "strict:child-min-txns=100"][..],
-        &["--sweep", "child-min-txns=60..120/20"][..],
-        &["--variants", "variants.toml"][..],
-        &["--follow", "--variant", "strict:child-min-txns=100"][..],
-    ] {
-        let mut args = setup.y_args(None);
-        args.extend(extra.iter().map(|a| a.to_string()));
-        assert_usage_error(&run(Y, &strs(&args)), &[need]);
-    }
-    assert!(!setup.output.exists(), "nothing written");
-}
-
-#[test]
 fn y_variant_usage_errors() {
     let setup = Setup::new();
     let file = setup.root.join("variants.toml");

@@ -43,4 +43,5 @@ mod reference_props;
 mod s3_pipeline;
 #[cfg(feature = "test-services")]
 mod s3_store;
+mod shadow_variants;
 mod state_store;

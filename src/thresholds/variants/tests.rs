@@ -658,8 +658,4 @@ fn error_lines_name_the_option() {
         line(of_flags(&[], &["child-min-txns=1..5/0"])),
         "--sweep child-min-txns=1..5/0: the step \"0\" must be positive"
     );
-    assert_eq!(
-        VariantOptionError::NeedsReplay.to_string(),
-        "--variant/--variants/--sweep need --replay: variants are a backtest feature"
-    );
 }
