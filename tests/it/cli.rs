@@ -1309,4 +1309,23 @@ fn a_backtests_last_line_names_its_report_and_the_stores_report_lists_its_varian
     assert_eq!(variants[0]["detections"]["total"], 1);
     assert_eq!(variants[0]["detections"]["by_pattern"]["PatId2"], 1);
     assert_eq!(status["detections"]["total"], 2);
+    // The page lists the variant with what it changes and its detections.
+    #[cfg(feature = "test-browser")]
+    {
+        let dom = common::browser::dump_dom(&format!("file://{}", html.display()), &[]);
+        let row = dom
+            .split("data-variant=\"strict\"")
+            .nth(1)
+            .unwrap_or_default();
+        let row = &row[..row.find("</tr>").unwrap_or(0)];
+        assert!(row.contains(">child-min-txns=8<"), "{row}");
+        let counts = ["1", "0", "1", "0"].map(|n| format!("data-value=\"{n}\""));
+        let mut rest = row;
+        for count in &counts {
+            let at = rest
+                .find(count.as_str())
+                .unwrap_or_else(|| panic!("{count} in {row}"));
+            rest = &rest[at + count.len()..];
+        }
+    }
 }
