@@ -27,11 +27,11 @@ impl Promotion {
         let Some(variant) = variants.iter().find(|v| v.name == name) else {
             let known: Vec<&str> = variants.iter().map(|v| v.name.as_str()).collect();
             let known = match known.is_empty() {
-                true => "it records none".to_string(),
-                false => format!("it records {}", known.join(", ")),
+                true => "it has none".to_string(),
+                false => format!("its variants: {}", known.join(", ")),
             };
             return Err(Error::configuration(format!(
-                "--promote {name}: no such variant in the state store ({known})"
+                "--promote {name}: the store records no such variant ({known})"
             )));
         };
         let unreadable = |whose: &str| {

@@ -1247,7 +1247,7 @@ fn report_promotes_a_variant_to_the_next_runs_baseline() {
     assert_eq!(next_variants[0], baseline);
 
     let unknown = run(REPORT, &["--state", &setup.state, "--promote", "lenient"]);
-    unknown.assert_one_line_error(&["--promote lenient", "no such variant", "strict"]);
+    unknown.assert_one_line_error(&["--promote lenient", "no such variant", "variants: strict)"]);
     assert_eq!(unknown.status.code(), Some(78), "{}", unknown.describe());
 }
 
