@@ -514,11 +514,17 @@ fn start_committing(
 /// whose stream ended, its report: rendered from the store after the end is recorded,
 /// outside the commit path, so that a failing report cannot hold up the stream's end.
 fn after_commits(joined: Option<(RunSummary, EpochWriter)>) -> Result<RunSummary> {
-    let Some((summary, mut writer)) = joined else {
+    let Some((mut summary, mut writer)) = joined else {
         return Ok(RunSummary::default());
     };
     if let Some(source) = writer.backtest_source() {
+        let page = format!(
+            "{}/{}",
+            source.output.describe(),
+            report::backtest::HTML_KEY
+        );
         report::backtest::write_from(source).context("writing the backtest report")?;
+        summary.report = Some(page);
     }
     Ok(summary)
 }

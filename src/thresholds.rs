@@ -172,6 +172,28 @@ impl Thresholds {
         serde_json::from_str(text).ok()
     }
 
+    /// Each threshold as its option takes it, `(key, value)` in [`Thresholds::keys`] order:
+    /// the serde form's text (a count in decimal, a fraction or an amount without trailing
+    /// zeros), which the option's parser reads back to the same value.
+    pub fn option_values(&self) -> Vec<(&'static str, String)> {
+        let value = serde_json::to_value(self).unwrap_or_default();
+        let text = |v: &serde_json::Value| match v {
+            serde_json::Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        Thresholds::keys()
+            .iter()
+            .map(|key| (*key, text(&value[*key])))
+            .collect()
+    }
+
+    /// The options that give a run these thresholds: `--KEY VALUE` for every threshold.
+    pub fn to_options(&self) -> String {
+        let options = self.option_values().into_iter();
+        let options: Vec<String> = options.map(|(k, v)| format!("--{k} {v}")).collect();
+        options.join(" ")
+    }
+
     /// The threshold keys (the option names without `--`), in declaration order.
     pub fn keys() -> &'static [&'static str] {
         let mut fields: &'static [&'static str] = &[];
@@ -600,6 +622,30 @@ mod tests {
             .iter()
             .zip(&sets)
             .all(|(json, t)| Thresholds::from_json(json) == Some(*t)));
+    }
+
+    #[test]
+    fn options_read_back_to_the_same_thresholds() {
+        let t = Thresholds {
+            upgrade_min_merchant_txns: u64::MAX,
+            upgrade_count_percentile: Fraction::from_millionths(850_000),
+            child_max_avg_amount: Amount::from_micros(20_250_000),
+            dei_min_female_customers: 0,
+            ..Thresholds::default()
+        };
+        let options = t.to_options();
+        assert!(options.starts_with("--upgrade-min-merchant-txns 18446744073709551615 "));
+        assert!(options.contains(" --child-max-avg-amount 20.25 "));
+        let args = std::iter::once("prog").chain(options.split(' '));
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            thresholds: Thresholds,
+        }
+        let parsed = <Cli as clap::Parser>::try_parse_from(args).unwrap();
+        assert_eq!(parsed.thresholds, t);
+        let keys: Vec<&str> = t.option_values().iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, Thresholds::keys());
     }
 
     #[test]

@@ -368,6 +368,10 @@ fn run(args: Args, variants: Vec<Variant>, console: &Console) -> anyhow::Result<
             },
             summary.wall.as_secs_f64()
         );
+        // Last, so that the report is the one thing a reader of the run's end looks for.
+        if let Some(page) = &summary.report {
+            println!("mechanism-y: report: {page} (and .json)");
+        }
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `txflow-report`: a run report from a state store (finished or still running, embedded or
 //! PostgreSQL): a self-contained HTML page with the console's figures and charts for the whole
-//! run, and optionally the same status as JSON for scripts. See `txflow::report`.
+//! run, and optionally the same status as JSON for scripts; or, with `--promote NAME`, the
+//! options that make a recorded variant the next run's baseline. See `txflow::report`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -24,8 +25,19 @@ struct Args {
     #[arg(help_heading = "Inputs", long, env = "TXFLOW_OUTPUT")]
     output: Option<String>,
     /// Where to write the HTML report.
-    #[arg(help_heading = "Operating", long, env = "TXFLOW_HTML")]
-    html: PathBuf,
+    #[arg(
+        help_heading = "Operating",
+        long,
+        env = "TXFLOW_HTML",
+        required_unless_present = "promote"
+    )]
+    html: Option<PathBuf>,
+    /// Instead of a report, print the threshold options that make the store's variant NAME
+    /// the baseline of the next run, and a --variants file keeping the current baseline as
+    /// the variant previous-baseline.
+    #[arg(help_heading = "Operating", long, value_name = "NAME", env = "TXFLOW_PROMOTE",
+          conflicts_with_all = ["html", "json"])]
+    promote: Option<String>,
     /// Where to write the status as JSON (the shape of the console's /api/status).
     #[arg(help_heading = "Operating", long, env = "TXFLOW_JSON")]
     json: Option<PathBuf>,
@@ -47,6 +59,9 @@ Examples:
 
   # Rejects from an S3 output
   txflow-report --state sqlite://state.db --output s3://bank/out --html report.html
+
+  # The options that make the backtest's variant strict the next run's baseline
+  txflow-report --state sqlite://state.db --promote strict
 ";
 
 fn main() -> ExitCode {
@@ -69,6 +84,15 @@ fn run(args: Args) -> anyhow::Result<()> {
     // Read-only: a report never writes to what it reads.
     let mut store = state::open_read_only(&config)
         .with_context(|| format!("opening the state store {config}"))?;
+    if let Some(name) = &args.promote {
+        let promotion = report::Promotion::from_store(store.as_mut(), name)
+            .with_context(|| format!("reading the state store {config}"))?;
+        print!("{}", promotion.render());
+        return Ok(());
+    }
+    let Some(html) = &args.html else {
+        return Err(Error::configuration("--html is required").into());
+    };
     let output = match &args.output {
         Some(location) => Some(open_output(location, &args.s3)?),
         None => None,
@@ -76,7 +100,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let mut status = report::status_from_store(store.as_mut(), output.as_deref())
         .with_context(|| format!("reading the state store {config}"))?;
     status["run"]["state"] = config.describe().into();
-    write(&args.html, report::render_report(&status).as_bytes())?;
+    write(html, report::render_report(&status).as_bytes())?;
     if let Some(json) = &args.json {
         let mut text = serde_json::to_string_pretty(&status)?;
         text.push('\n');
@@ -91,8 +115,14 @@ fn run(args: Args) -> anyhow::Result<()> {
         } else {
             "not ended"
         },
-        args.html.display()
+        html.display()
     );
+    for variant in status["variants"].as_array().into_iter().flatten() {
+        println!(
+            "txflow-report: {}",
+            variant_line(variant, &status["run"]["thresholds"])
+        );
+    }
     let failure = &status["previous_error"];
     if !failure.is_null() {
         let text = |key: &str| failure[key].as_str().unwrap_or_default().to_string();
@@ -105,6 +135,36 @@ fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A variant of the status: its name, the thresholds it changes and its detections
+/// (`variant strict (child-min-txns 100): 3 detections (PatId1 0, PatId2 3, PatId3 0)`).
+fn variant_line(variant: &serde_json::Value, baseline: &serde_json::Value) -> String {
+    let thresholds = variant["thresholds"].as_object().into_iter().flatten();
+    let changed: Vec<String> = thresholds
+        .filter(|(key, value)| baseline.get(key.as_str()) != Some(value))
+        .map(|(key, value)| {
+            format!(
+                "{key} {}",
+                value.as_str().map_or(value.to_string(), str::to_string)
+            )
+        })
+        .collect();
+    let patterns = variant["detections"]["by_pattern"]
+        .as_object()
+        .into_iter()
+        .flatten();
+    let patterns: Vec<String> = patterns.map(|(p, n)| format!("{p} {n}")).collect();
+    format!(
+        "variant {} ({}): {} detections ({})",
+        variant["name"].as_str().unwrap_or_default(),
+        match changed.is_empty() {
+            true => "the baseline's thresholds".to_string(),
+            false => changed.join(", "),
+        },
+        variant["detections"]["total"],
+        patterns.join(", ")
+    )
 }
 
 /// The output store; a local directory must exist (a report never creates one).

@@ -16,11 +16,14 @@
 //! | `vendor/` | uPlot (MIT, its licence beside it), as published: the console's charts |
 //! | `backtest.html` | the backtest report's page: renders its embedded JSON |
 //! | `backtest.rs` | the backtest comparison report of a replay with variants (HTML, JSON, CSV) |
+//! | `promote.rs` | [`Promotion`]: a recorded variant as the next run's baseline options, the current baseline as a `--variants` file |
 //! | `status.rs` | [`status_from_store`]: the status JSON from the `epochs`, `detections` and `run_meta` tables and the rejects objects |
 
 pub mod backtest;
 mod page;
+mod promote;
 mod status;
 
 pub use page::{console_page, render_report, script_safe_json};
+pub use promote::{Promotion, PREVIOUS_BASELINE};
 pub use status::{parse_rfc3339_ms, status_from_store};

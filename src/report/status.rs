@@ -5,10 +5,13 @@
 //! the landing edge and, unless the stream ended, the lag; compute and commit times per epoch,
 //! and the visible→committed latency. Throughput is derived from the epochs' `committed_at`
 //! in live mode only (in a replay `committed_at` is the chunk's landing time, not Y's).
-//! `previous_error` is the last run failure the store recorded (`run_failures`), if any.
+//! `previous_error` is the last run failure the store recorded (`run_failures`), if any;
+//! `variants` the store's backtest or shadow variants, each with its thresholds and
+//! detections per pattern.
 
 use std::collections::BTreeMap;
 
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::error::{Context, Error, Result};
@@ -28,7 +31,36 @@ pub fn status_from_store(
     output: Option<&dyn ObjectStore>,
 ) -> Result<Value> {
     let status = Status::from_store(store, output)?;
-    serde_json::to_value(status).map_err(|e| Error::internal(format!("the status JSON: {e}")))
+    let json = |e: serde_json::Error| Error::internal(format!("the status JSON: {e}"));
+    let mut value = serde_json::to_value(status).map_err(json)?;
+    value["variants"] = serde_json::to_value(variants(store)?).map_err(json)?;
+    Ok(value)
+}
+
+/// A backtest or shadow variant the store records, with its ledger's detections.
+#[derive(Debug, Serialize)]
+struct VariantStatus {
+    name: String,
+    /// As `run.thresholds` shows the baseline's.
+    thresholds: Value,
+    detections: Detections,
+}
+
+/// `variants`: the store's variants in their recorded order (empty when it has none).
+fn variants(store: &mut dyn StateReader) -> Result<Vec<VariantStatus>> {
+    let specs = store.variants().context("reading the variants")?;
+    let mut variants = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let ledger = store
+            .ledger(LedgerId::Variant(&spec.name))
+            .with_context(|| format!("reading the ledger of the variant {:?}", spec.name))?;
+        variants.push(VariantStatus {
+            thresholds: thresholds(&spec.thresholds),
+            detections: Detections::of(ledger.iter()),
+            name: spec.name,
+        });
+    }
+    Ok(variants)
 }
 
 impl Status {

@@ -23,4 +23,7 @@ pub struct RunSummary {
     /// Per committed epoch: from the chunk object's last-modified time (when it became
     /// visible) to the epoch's commit, in milliseconds (live-mode latency).
     pub visible_to_commit_ms: Vec<i64>,
+    /// The backtest report's HTML page, when this run wrote one: its output location and
+    /// key (`<output>/backtest-report.html`, the JSON beside it).
+    pub report: Option<String>,
 }

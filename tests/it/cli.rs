@@ -1155,3 +1155,186 @@ fn report_reads_a_store_in_a_read_only_directory() {
     );
     assert!(fingerprint(&dir.join("newer.db")) == newer_before);
 }
+
+// ------------------------------------------------------------------------------------------
+// A backtest's report path, its variants in the store's report, promoting a variant
+// ------------------------------------------------------------------------------------------
+
+/// Replaces the setup's chunk with one where PatId2 flags 'C1' (10 small transactions at
+/// 'M1') at `--child-min-txns` up to 10 and 'C2' (6) up to 6.
+fn write_child_chunk(setup: &Setup) {
+    let mut chunk = format!("{HEADER}\n");
+    for (customer, count) in [("C1", 10), ("C2", 6)] {
+        for _ in 0..count {
+            chunk += &format!("0,'{customer}','4','F','28007','M1','28007','es_food',4.55,0\n");
+        }
+    }
+    fs::write(setup.landing.join("chunk-000000.csv"), chunk).unwrap();
+}
+
+/// The baseline ledger and the named variants' ledgers of a store, without their times.
+fn timeless_ledgers(
+    state: &str,
+    variants: &[&str],
+) -> (
+    Vec<common::outputs::TimelessLedgerRow>,
+    Vec<Vec<common::outputs::TimelessLedgerRow>>,
+) {
+    use txflow::sinks::state::{self, LedgerId, StateConfig};
+    let mut store = state::open_read_only(&StateConfig::parse(state).unwrap()).unwrap();
+    let timeless = |rows: Vec<_>| common::outputs::timeless_ledger(&rows);
+    let baseline = timeless(store.ledger(LedgerId::Baseline).unwrap());
+    let variants = variants
+        .iter()
+        .map(|v| timeless(store.ledger(LedgerId::Variant(v)).unwrap()))
+        .collect();
+    (baseline, variants)
+}
+
+#[test]
+fn report_promotes_a_variant_to_the_next_runs_baseline() {
+    let setup = Setup::new();
+    write_child_chunk(&setup);
+    let variant = [
+        "--child-min-txns",
+        "5",
+        "--variant",
+        "strict:child-min-txns=8",
+    ];
+    let first = run(Y, &strs(&replay_args(&setup, &variant)));
+    assert!(first.status.success(), "{}", first.describe());
+    let (baseline, variants) = timeless_ledgers(&setup.state, &["strict"]);
+    let strict = &variants[0];
+    assert_eq!(
+        (baseline.len(), strict.len()),
+        (2, 1),
+        "{baseline:?} {strict:?}"
+    );
+
+    let promoted = run(REPORT, &["--state", &setup.state, "--promote", "strict"]);
+    assert!(promoted.status.success(), "{}", promoted.describe());
+    let (options, toml) = promoted.stdout.split_once('\n').unwrap();
+    assert_eq!(
+        options,
+        "--upgrade-min-merchant-txns 50000 --upgrade-count-percentile 0.9 \
+         --upgrade-weight-percentile 0.1 --child-min-txns 8 --child-max-avg-amount 23 \
+         --dei-min-female-customers 100"
+    );
+    // The file reads, by the reader of --variants, as the old baseline's thresholds.
+    let read = txflow::thresholds::variants::resolve(
+        &txflow::model::Thresholds::default(),
+        Some(("promoted.toml", toml)),
+        &[],
+        &[],
+    )
+    .unwrap();
+    let old = txflow::model::Thresholds {
+        child_min_txns: 5,
+        ..Default::default()
+    };
+    let names: Vec<_> = read
+        .variants
+        .iter()
+        .map(|v| (v.name.as_str(), v.thresholds))
+        .collect();
+    assert_eq!(names, [("previous-baseline", old)]);
+
+    // The next run: the variant is its baseline, the old baseline its shadow.
+    let file = setup.root.join("promoted.toml");
+    fs::write(&file, toml).unwrap();
+    let next_state = format!("sqlite://{}", setup.root.join("next.db").display());
+    let mut next = setup.y_args(Some(("--state", &next_state)));
+    let next_output = setup.root.join("next-output");
+    let slot = next.iter().position(|a| a == "--output").unwrap() + 1;
+    next[slot] = s(&next_output).to_string();
+    next.extend(["--replay".to_string(), "--variants".into(), s(&file).into()]);
+    next.extend(options.split(' ').map(str::to_string));
+    let second = run(Y, &strs(&next));
+    assert!(second.status.success(), "{}", second.describe());
+    let (next_baseline, next_variants) = timeless_ledgers(&next_state, &["previous-baseline"]);
+    assert_eq!(&next_baseline, strict);
+    assert_eq!(next_variants[0], baseline);
+
+    let unknown = run(REPORT, &["--state", &setup.state, "--promote", "lenient"]);
+    unknown.assert_one_line_error(&["--promote lenient", "no such variant", "variants: strict)"]);
+    assert_eq!(unknown.status.code(), Some(78), "{}", unknown.describe());
+}
+
+#[test]
+fn a_backtests_last_line_names_its_report_and_the_stores_report_lists_its_variants() {
+    let setup = Setup::new();
+    write_child_chunk(&setup);
+    let variant = [
+        "--child-min-txns",
+        "5",
+        "--variant",
+        "strict:child-min-txns=8",
+    ];
+    let replay = run(Y, &strs(&replay_args(&setup, &variant)));
+    assert!(replay.status.success(), "{}", replay.describe());
+    // The last line of the run names the HTML page (logs off: nothing follows on stderr).
+    let last = replay.stdout.lines().last().unwrap();
+    let page = last
+        .strip_prefix("mechanism-y: report: ")
+        .and_then(|rest| rest.strip_suffix(" (and .json)"))
+        .unwrap_or_else(|| panic!("{}", replay.describe()));
+    assert_eq!(Path::new(page), setup.output.join("backtest-report.html"));
+    assert!(Path::new(page).is_file());
+    assert!(setup.output.join("backtest-report.json").is_file());
+    let logged = replay
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count();
+    assert_eq!(logged, 0, "stdout ends the run: {}", replay.describe());
+
+    let (html, json) = (setup.root.join("r.html"), setup.root.join("r.json"));
+    let report = run(
+        REPORT,
+        &[
+            "--state",
+            &setup.state,
+            "--html",
+            s(&html),
+            "--json",
+            s(&json),
+        ],
+    );
+    assert!(report.status.success(), "{}", report.describe());
+    assert!(
+        report.stdout.contains(
+            "txflow-report: variant strict (child-min-txns 8): 1 detections \
+             (PatId1 0, PatId2 1, PatId3 0)\n"
+        ),
+        "{}",
+        report.describe()
+    );
+    let status: serde_json::Value = serde_json::from_slice(&fs::read(&json).unwrap()).unwrap();
+    let variants = status["variants"].as_array().unwrap();
+    assert_eq!(variants.len(), 1, "{status:#}");
+    assert_eq!(variants[0]["name"], "strict");
+    assert_eq!(variants[0]["thresholds"]["child-min-txns"], 8);
+    assert_eq!(variants[0]["thresholds"]["child-max-avg-amount"], "23");
+    assert_eq!(variants[0]["detections"]["total"], 1);
+    assert_eq!(variants[0]["detections"]["by_pattern"]["PatId2"], 1);
+    assert_eq!(status["detections"]["total"], 2);
+    // The page lists the variant with what it changes and its detections.
+    #[cfg(feature = "test-browser")]
+    {
+        let dom = common::browser::dump_dom(&format!("file://{}", html.display()), &[]);
+        let row = dom
+            .split("data-variant=\"strict\"")
+            .nth(1)
+            .unwrap_or_default();
+        let row = &row[..row.find("</tr>").unwrap_or(0)];
+        assert!(row.contains(">child-min-txns=8<"), "{row}");
+        let counts = ["1", "0", "1", "0"].map(|n| format!("data-value=\"{n}\""));
+        let mut rest = row;
+        for count in &counts {
+            let at = rest
+                .find(count.as_str())
+                .unwrap_or_else(|| panic!("{count} in {row}"));
+            rest = &rest[at + count.len()..];
+        }
+    }
+}
