@@ -46,6 +46,7 @@ use crate::sources::landing::{
     check_pruned_replay, ChunkFeed, FeedObserver, FeedOptions, FeedPlan,
 };
 use crate::telemetry::status::{PreviousError, RestoreInfo};
+use crate::telemetry::tally::RunVariant;
 use crate::telemetry::{Limits, Phase, RunInfo, Telemetry};
 use crate::time::{format_ist, now_ms};
 
@@ -231,6 +232,14 @@ fn run_info(options: &YOptions) -> RunInfo {
         state: Some(options.state.describe()),
         range: options.replay_range().map(|r| [r.from, r.to]),
         thresholds: serde_json::to_value(options.thresholds).unwrap_or_default(),
+        variants: options
+            .variants()
+            .iter()
+            .map(|v| RunVariant {
+                name: v.name.clone(),
+                thresholds: serde_json::to_value(v.thresholds).unwrap_or_default(),
+            })
+            .collect(),
         workers: Some(options.timely.workers),
         processes: Some(options.timely.processes),
         process: Some(options.timely.process),

@@ -108,6 +108,7 @@ impl Status {
             ready: None,
             state_detail: None,
             recent_events: None,
+            variants: None,
         })
     }
 }
@@ -129,6 +130,7 @@ fn run_identity(meta: &BTreeMap<String, String>, output: Option<&dyn ObjectStore
         thresholds: meta
             .get("run.thresholds")
             .map_or(Value::Null, |t| thresholds(t)),
+        variants: Vec::new(),
         workers: None,
         processes: None,
         process: None,

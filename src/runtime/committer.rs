@@ -341,6 +341,7 @@ fn commit(
         committed_at_ms: now_ms(),
         committed_at: stats.committed_at,
         detections: stats.new_rows,
+        variant_detections: stats.variant_rows,
         detections_total: writer.detections_total(),
         rejects_by_reason,
     };

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::runtime::summary::RunSummary;
 use crate::sinks::ledger::PER_EPOCH_TARGET;
-use crate::sinks::state::LedgerRow;
+use crate::sinks::state::{LedgerRow, VariantRows};
 use crate::sources::landing::FeedObserver;
 
 /// One committed epoch: everything the log line, the run summary, the metrics, the status
@@ -35,6 +35,8 @@ pub struct EpochCommitted {
     pub committed_at: String,
     /// The epoch's new ledger rows.
     pub detections: Vec<LedgerRow>,
+    /// Each variant's new ledger rows (a backtest's or a live run's shadow variants).
+    pub variant_detections: Vec<VariantRows>,
     /// Detections in the ledger after this epoch.
     pub detections_total: u64,
     /// Rejected rows by reason kind ([`reason_kind`](crate::sinks::rejects::reason_kind)).

@@ -79,6 +79,8 @@ pub(crate) struct CommitStats {
     pub rejected: u64,
     /// The epoch's new ledger rows (for the run's telemetry).
     pub new_rows: Vec<LedgerRow>,
+    /// Each variant's new ledger rows (for the run's telemetry).
+    pub variant_rows: Vec<VariantRows>,
     /// The epoch's `committed_at` as stored.
     pub committed_at: String,
 }
@@ -351,6 +353,7 @@ impl EpochWriter {
             accepted,
             rejected,
             new_rows: commit.detections,
+            variant_rows: commit.variant_detections,
             committed_at: now,
         })
     }

@@ -18,6 +18,7 @@ pub mod recent;
 pub mod retries;
 pub mod state;
 pub mod status;
+pub mod tally;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
@@ -587,6 +588,7 @@ impl Status {
             error: lock(&t.failure).clone(),
             truncated: false,
             previous_error: book.previous_error.clone(),
+            variants: book.variant_volumes(),
         }
     }
 }

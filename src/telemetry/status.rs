@@ -16,11 +16,13 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::error::{ClusterError, Domain, Error, StateError};
-use crate::model::Pattern;
 use crate::runtime::events::EpochCommitted;
 use crate::sinks::state::{sqlite, FailureRow, LedgerRow};
 use crate::telemetry::recent::RecentEvent;
 use crate::telemetry::state::StateDetail;
+pub use crate::telemetry::tally::Detections;
+use crate::telemetry::tally::{zero_patterns, RunVariant, Tally, VariantVolume, Variants};
+use crate::time::now_ms;
 
 /// Epochs the history keeps.
 pub(crate) const HISTORY_EPOCHS: usize = 1000;
@@ -72,6 +74,9 @@ pub struct RunInfo {
     /// `[from, to]` of a replay (resolved once the landing was listed); `null` live.
     pub range: Option<[Option<u64>; 2]>,
     pub thresholds: serde_json::Value,
+    /// The variants the run computes beside its own thresholds (absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<RunVariant>,
     pub workers: Option<usize>,
     pub processes: Option<usize>,
     pub process: Option<usize>,
@@ -131,26 +136,6 @@ impl Throughput {
         Throughput {
             rows_per_second: None,
             epochs_per_second: None,
-        }
-    }
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Detections {
-    pub total: u64,
-    pub by_pattern: BTreeMap<String, u64>,
-}
-
-impl Detections {
-    /// Of ledger rows: every pattern present (0 when none).
-    pub fn of<'a>(rows: impl Iterator<Item = &'a LedgerRow>) -> Detections {
-        let mut by_pattern = zero_patterns();
-        for row in rows {
-            *by_pattern.entry(row.pattern.id().to_string()).or_default() += 1;
-        }
-        Detections {
-            total: by_pattern.values().sum(),
-            by_pattern,
         }
     }
 }
@@ -339,6 +324,10 @@ pub struct Status {
     pub truncated: bool,
     /// The last failure an earlier run recorded in the state store, if any.
     pub previous_error: Option<PreviousError>,
+    /// Each variant's alert volume in this run (absent without variants; a store's status
+    /// lists its variants in its own way).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variants: Option<Vec<VariantVolume>>,
 }
 
 impl Status {
@@ -364,14 +353,6 @@ impl Status {
     }
 }
 
-/// Detections by pattern, every pattern present.
-fn zero_patterns() -> BTreeMap<String, u64> {
-    Pattern::ALL
-        .iter()
-        .map(|p| (p.id().to_string(), 0))
-        .collect()
-}
-
 /// The run's totals and recent epochs, kept by the committing thread.
 #[derive(Debug)]
 pub(crate) struct Book {
@@ -388,11 +369,16 @@ pub(crate) struct Book {
     pub previous_error: Option<PreviousError>,
     /// Oldest first, with when each was committed (for the throughput).
     history: VecDeque<(Instant, HistoryEntry)>,
+    /// The baseline's detections of the last hour.
+    hour: Tally,
+    variants: Variants,
 }
 
 impl Book {
     pub(crate) fn new(run: RunInfo) -> Book {
         Book {
+            variants: Variants::of(&run.variants),
+            hour: Tally::default(),
             run,
             epochs_committed: 0,
             epochs_recovered: 0,
@@ -429,6 +415,11 @@ impl Book {
         for (kind, n) in &record.rejects_by_reason {
             *self.by_reason.entry(kind.clone()).or_default() += n;
         }
+        self.hour.add(&record.detections, record.committed_at_ms);
+        for v in &record.variant_detections {
+            self.variants
+                .add(&v.variant, &v.rows, record.committed_at_ms);
+        }
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let entry = HistoryEntry {
             epoch: record.epoch,
@@ -454,7 +445,13 @@ impl Book {
         Detections {
             total: self.by_pattern.values().sum(),
             by_pattern: self.by_pattern.clone(),
+            last_hour: Some(self.hour.last_hour(now_ms())),
         }
+    }
+
+    /// The variants' volumes (`None` without variants).
+    pub(crate) fn variant_volumes(&self) -> Option<Vec<VariantVolume>> {
+        self.variants.volumes(now_ms())
     }
 
     pub(crate) fn rejects(&self) -> Rejects {

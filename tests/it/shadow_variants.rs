@@ -327,3 +327,87 @@ fn kill9_during_a_live_run_with_shadow_variants_then_restart_is_identical() {
     YProc::spawn("restarted", &args, logs).wait_ok(LIMIT);
     assert_eq!(finished(&out, &db), want, "after a kill -9 and a restart");
 }
+
+/// A following live run with `--http`: `/api/status` shows each shadow variant's alert volume
+/// (in this run, by pattern, and in the last hour) beside the baseline's, equal to what the
+/// store's ledgers hold; the console lists them.
+#[test]
+fn the_status_shows_each_shadow_variants_volume_beside_the_baseline() {
+    use common::process::YProc;
+    const LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+    let stream = streams::random_stream(31, &StreamOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    let landing = streams::write_landing(work.path(), &stream);
+    let (out, db) = (work.path().join("out"), work.path().join("state.db"));
+    let port = common::paths::free_port();
+    let mut args = y_args(&landing, &landing.landing, &out, &db);
+    args.extend(["--follow".into(), "--http".into(), port.to_string()]);
+    let mut y = YProc::spawn("shadow-http", &args, work.path());
+    let last = landing.chunk_paths.last().unwrap().0;
+    let status = common::wait::poll(LIMIT, || {
+        assert!(y.try_status().is_none(), "{}", y.stderr_tail(10));
+        let (_, body) = common::http::get(port, "/api/status")?;
+        let status: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (status["progress"]["last_committed_epoch"] == last).then_some(status)
+    })
+    .expect("every chunk committed");
+    let store = finished(&out, &db);
+    let by_pattern = |rows: &[TimelessLedgerRow]| {
+        let mut counts: BTreeMap<String, u64> = ["PatId1", "PatId2", "PatId3"]
+            .iter()
+            .map(|p| (p.to_string(), 0))
+            .collect();
+        for row in rows {
+            *counts.get_mut(row.2.as_str()).unwrap() += 1;
+        }
+        serde_json::to_value(counts).unwrap()
+    };
+    assert_eq!(
+        status["detections"]["by_pattern"],
+        by_pattern(&store.ledger)
+    );
+    assert_eq!(status["detections"]["last_hour"], store.ledger.len());
+    let volumes = status["variants"]
+        .as_array()
+        .expect("variants in the status");
+    let names: Vec<&str> = volumes
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["loose", "strict"]);
+    for volume in volumes {
+        let ledger = &store.variant_ledgers[volume["name"].as_str().unwrap()];
+        assert_eq!(
+            volume["detections"]["by_pattern"],
+            by_pattern(ledger),
+            "{volume}"
+        );
+        assert_eq!(volume["detections"]["total"], ledger.len());
+        assert_eq!(
+            volume["last_hour"],
+            ledger.len(),
+            "all committed within the hour"
+        );
+    }
+    assert_eq!(volumes[1]["thresholds"]["child-min-txns"], 4);
+    assert!(
+        store
+            .variant_ledgers
+            .values()
+            .any(|l| l.len() != store.ledger.len()),
+        "the variants differ from the baseline, so the figures tell them apart"
+    );
+    #[cfg(feature = "test-browser")]
+    {
+        let dom = common::browser::dump_dom(
+            &format!("http://127.0.0.1:{port}/"),
+            &["--virtual-time-budget=4000"],
+        );
+        for name in ["(the run's own)", "loose", "strict"] {
+            assert!(
+                dom.contains(&format!("data-variant=\"{name}\"")),
+                "{name} in the console's variants"
+            );
+        }
+    }
+}
