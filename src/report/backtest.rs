@@ -1,5 +1,6 @@
 //! The backtest comparison report: written at the end of a replay with variants as
-//! `<output>/backtest-report.html`, `backtest-report.json` and `variants.csv`.
+//! `<output>/backtest-report.html`, `backtest-report.json` and `variants.csv`, and per variant
+//! the full lists of what it adds and removes, `variants/<name>/added.csv` and `removed.csv`.
 //!
 //! Per ledger (the baseline first, as the reference row, then each variant) and pattern: the
 //! detections, distinct customers and merchants, first and last epoch, what it adds to and
@@ -79,12 +80,14 @@ pub(crate) fn write_from(source: BacktestSource<'_>) -> crate::error::Result<()>
     write(source.output, &input)
 }
 
-/// The three files of the report, rendered; deterministic for a given input (no clock).
+/// The files of the report, rendered; deterministic for a given input (no clock).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BacktestReport {
     pub html: String,
     pub json: String,
     pub csv: String,
+    /// Per variant, in the input's order: its `added.csv` and `removed.csv` as (key, body).
+    pub lists: Vec<(String, String)>,
 }
 
 /// The report's object keys under the output location.
@@ -92,8 +95,19 @@ pub(crate) const HTML_KEY: &str = "backtest-report.html";
 pub(crate) const JSON_KEY: &str = "backtest-report.json";
 pub(crate) const CSV_KEY: &str = "variants.csv";
 
-/// How many added and how many removed detections each variant × pattern shows.
-const SAMPLE_SIZE: usize = 10;
+/// How many added and how many removed detections each variant × pattern shows (all of them
+/// are in the variant's `added.csv` and `removed.csv`).
+const SAMPLE_SIZE: usize = 50;
+
+/// The columns of a variant's `added.csv` and `removed.csv`: the ledger row's fields, its
+/// evidence as stored (a JSON object; empty when absent).
+const LIST_HEADER: &str = "pattern_id,action_type,seq,epoch,customer_name,merchant_id,\
+y_start_time,detection_time,file_seq,evidence";
+
+/// The key of a variant's list of added (`added`) or removed (`removed`) detections.
+fn list_key(variant: &str, kind: &str) -> String {
+    format!("variants/{variant}/{kind}.csv")
+}
 
 /// The page; its data element is filled with the figures and its `/*@charts.js*/` line with
 /// the chart code it shares with the console.
@@ -121,16 +135,20 @@ pub fn render(input: &BacktestInput) -> BacktestReport {
         html: with_charts(TEMPLATE).replacen(DATA_ELEMENT, &filled, 1),
         json,
         csv: csv(&figures),
+        lists: lists(input),
     }
 }
 
-/// Renders the report of `input` and puts its three objects ([`HTML_KEY`], [`JSON_KEY`],
-/// [`CSV_KEY`]) into `output`.
+/// Renders the report of `input` and puts its objects ([`HTML_KEY`], [`JSON_KEY`],
+/// [`CSV_KEY`] and each variant's lists) into `output`.
 pub fn write(output: &dyn ObjectStore, input: &BacktestInput) -> crate::error::Result<()> {
     let report = render(input);
     output.put(HTML_KEY, report.html.as_bytes())?;
     output.put(JSON_KEY, report.json.as_bytes())?;
     output.put(CSV_KEY, report.csv.as_bytes())?;
+    for (key, body) in &report.lists {
+        output.put(key, body.as_bytes())?;
+    }
     Ok(())
 }
 
@@ -165,6 +183,9 @@ struct LedgerFigures<'a> {
     /// The recorded thresholds as a JSON object (the text as it is, were it not JSON).
     thresholds: serde_json::Value,
     baseline: bool,
+    /// The keys of the full lists of added and removed detections; null for the baseline.
+    added_csv: Option<String>,
+    removed_csv: Option<String>,
     patterns: Vec<PatternFigures<'a>>,
 }
 
@@ -313,6 +334,8 @@ fn ledger_figures<'a>(
         thresholds: serde_json::from_str(&set.thresholds)
             .unwrap_or_else(|_| serde_json::Value::String(set.thresholds.clone())),
         baseline: is_baseline,
+        added_csv: (!is_baseline).then(|| list_key(&set.name, "added")),
+        removed_csv: (!is_baseline).then(|| list_key(&set.name, "removed")),
         patterns: Pattern::ALL
             .into_iter()
             .map(|pattern| pattern_figures(set, pattern, context))
@@ -425,6 +448,57 @@ fn sample<'a>(rows: &[&'a LedgerRow], other: &BTreeSet<Key<'a>>) -> Vec<SampleRo
             evidence: ShownEvidence::of(row.evidence.as_deref()),
         })
         .collect()
+}
+
+// ------------------------------------------------------------------------------------------
+// added.csv and removed.csv
+// ------------------------------------------------------------------------------------------
+
+fn lists(input: &BacktestInput) -> Vec<(String, String)> {
+    let base = &input.baseline.rows;
+    let mut out = Vec::new();
+    for set in &input.variants {
+        out.push((list_key(&set.name, "added"), list_csv(&set.rows, base)));
+        out.push((list_key(&set.name, "removed"), list_csv(base, &set.rows)));
+    }
+    out
+}
+
+/// The rows of `rows` (in ledger order) whose detection — `(pattern, customer, merchant)` —
+/// is not in `other`, each detection once, with [`LIST_HEADER`]'s columns.
+fn list_csv(rows: &[LedgerRow], other: &[LedgerRow]) -> String {
+    let detection = |r: &'_ LedgerRow| {
+        (
+            r.pattern.id(),
+            r.customer_name.clone(),
+            r.merchant_id.clone(),
+        )
+    };
+    let theirs: BTreeSet<_> = other.iter().map(detection).collect();
+    let mut seen = BTreeSet::new();
+    let mut out = String::from(LIST_HEADER);
+    out.push('\n');
+    for row in rows {
+        let key = detection(row);
+        if theirs.contains(&key) || !seen.insert(key) {
+            continue;
+        }
+        let fields = [
+            row.pattern.id().to_string(),
+            row.pattern.action().to_string(),
+            row.seq.to_string(),
+            row.epoch.to_string(),
+            csv_field(&row.customer_name),
+            csv_field(&row.merchant_id),
+            csv_field(&row.y_start_time),
+            csv_field(&row.detection_time),
+            row.file_seq.map(|f| f.to_string()).unwrap_or_default(),
+            csv_field(row.evidence.as_deref().unwrap_or_default()),
+        ];
+        out.push_str(&fields.join(","));
+        out.push('\n');
+    }
+    out
 }
 
 // ------------------------------------------------------------------------------------------
@@ -749,18 +823,49 @@ mod tests {
     }
 
     #[test]
-    fn write_puts_the_three_objects() {
+    fn the_page_shows_fifty_and_the_lists_hold_all() {
+        let mut input = hand_made();
+        let extra = (0..120).map(|i| row(10 + i, 2, "PatId2", &format!("n{i}"), "m9"));
+        input.variants[0].rows.extend(extra);
+        let report = render(&input);
+        let json = parse(&report);
+        let sample = seqs(&cell(&json, 1, 1)["added_sample"]);
+        // The strict variant's own two added PatId2 detections, then the first 48 extra.
+        let want: Vec<u64> = [1, 2].into_iter().chain(10..58).collect();
+        assert_eq!(sample, want);
+        let (key, added) = &report.lists[0];
+        assert_eq!(key, "variants/strict/added.csv");
+        // Header, the two, the 120 extra and PatId3's m4.
+        assert_eq!(added.lines().count(), 1 + 2 + 120 + 1);
+        assert!(added.contains("\nPatId2,CHILD,129,2,n119,m9,"));
+        assert_eq!(report.lists[1].0, "variants/strict/removed.csv");
+        assert_eq!(
+            report.lists[1].1.lines().skip(1).collect::<Vec<_>>(),
+            [
+                r#"PatId2,CHILD,0,1,c1,m1,2026-01-01 00:00:00.000,2026-01-01 00:00:01.000,,"{""customer_txns"":0,""mean_amount"":1.5}""#,
+                r#"PatId1,UPGRADE,2,3,c1,m2,2026-01-01 00:00:00.000,2026-01-01 00:00:01.000,,"{""customer_txns"":2,""mean_amount"":1.5}""#,
+            ]
+        );
+    }
+
+    #[test]
+    fn write_puts_every_object() {
         let dir = tempfile::tempdir().unwrap();
         let store =
             crate::objectstore::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
         let input = hand_made();
         write(store.as_ref(), &input).unwrap();
         let report = render(&input);
+        assert_eq!(report.lists.len(), 2);
+        let lists = report.lists.iter().map(|(k, b)| (k.as_str(), b));
         for (key, body) in [
             (HTML_KEY, &report.html),
             (JSON_KEY, &report.json),
             (CSV_KEY, &report.csv),
-        ] {
+        ]
+        .into_iter()
+        .chain(lists)
+        {
             assert_eq!(
                 std::fs::read_to_string(dir.path().join(key)).unwrap(),
                 *body,
@@ -871,7 +976,7 @@ mod tests {
             let mut taken: Vec<(String, String)> = Vec::new();
             let mut out = Vec::new();
             for r in from {
-                if out.len() < 10 && !has(other, &key(r)) && !taken.contains(&key(r)) {
+                if out.len() < 50 && !has(other, &key(r)) && !taken.contains(&key(r)) {
                     taken.push(key(r));
                     out.push(r.seq);
                 }
@@ -1003,6 +1108,62 @@ mod tests {
                     assert_eq!(approx(line[11].parse().unwrap()), want.jaccard);
                 }
             }
+            check_lists(&input, &report, &json);
         }
+    }
+
+    /// The records of a list: every field of the rows of `rows` whose (pattern, customer,
+    /// merchant) no row of `other` has, the first row of each detection, by plain loops.
+    fn expected_list(rows: &[LedgerRow], other: &[LedgerRow]) -> Vec<Vec<String>> {
+        let same = |a: &LedgerRow, b: &LedgerRow| {
+            a.pattern == b.pattern
+                && a.customer_name == b.customer_name
+                && a.merchant_id == b.merchant_id
+        };
+        let mut out = Vec::new();
+        for (i, r) in rows.iter().enumerate() {
+            if other.iter().any(|o| same(o, r)) || rows[..i].iter().any(|o| same(o, r)) {
+                continue;
+            }
+            out.push(vec![
+                r.pattern.id().to_string(),
+                r.pattern.action().to_string(),
+                r.seq.to_string(),
+                r.epoch.to_string(),
+                r.customer_name.clone(),
+                r.merchant_id.clone(),
+                r.y_start_time.clone(),
+                r.detection_time.clone(),
+                r.file_seq.map(|f| f.to_string()).unwrap_or_default(),
+                r.evidence.clone().unwrap_or_default(),
+            ]);
+        }
+        out
+    }
+
+    fn check_lists(input: &BacktestInput, report: &BacktestReport, json: &Value) {
+        let base = &input.baseline.rows;
+        let mut keys = Vec::new();
+        assert_eq!(json["ledgers"][0]["added_csv"], Value::Null);
+        for (i, set) in input.variants.iter().enumerate() {
+            for (kind, mine, theirs) in [("added", &set.rows, base), ("removed", base, &set.rows)] {
+                let key = format!("variants/{}/{kind}.csv", set.name);
+                assert_eq!(json["ledgers"][i + 1][format!("{kind}_csv")], key.as_str());
+                let body = &report.lists.iter().find(|(k, _)| *k == key).unwrap().1;
+                let mut reader = csv::Reader::from_reader(body.as_bytes());
+                let header: Vec<String> =
+                    reader.headers().unwrap().iter().map(String::from).collect();
+                assert_eq!(header.len(), 10);
+                assert_eq!((&header[0][..], &header[9][..]), ("pattern_id", "evidence"));
+                let records: Vec<Vec<String>> = reader
+                    .records()
+                    .map(|r| r.unwrap().iter().map(String::from).collect())
+                    .collect();
+                assert_eq!(records, expected_list(mine, theirs), "{key}");
+                keys.push(key);
+            }
+        }
+        let listed: Vec<&String> = report.lists.iter().map(|(k, _)| k).collect();
+        assert_eq!(listed, keys.iter().collect::<Vec<_>>());
     }
 }

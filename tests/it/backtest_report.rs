@@ -4,8 +4,10 @@
 //! loaded in headless Chromium (`--dump-dom`, Debian's `chromium`, installed by
 //! `scripts/ensure-tools.sh`; a missing browser fails the test, it never skips). The numbers
 //! the rendered per-ledger table shows — as text and as `data-value` — must equal the ones this
-//! test computes from the rows with plain loops; the samples must be the first ten added and
-//! removed detections in ledger order; names holding markup stay text.
+//! test computes from the rows with plain loops; the samples must be the first fifty added and
+//! removed detections in ledger order; names holding markup stay text. A real replay's full
+//! lists (`variants/<name>/added.csv`, `removed.csv`) must equal the set differences of the
+//! ledgers its store holds.
 
 use crate::common;
 
@@ -199,11 +201,11 @@ fn key(r: &LedgerRow) -> (String, String) {
     (r.customer_name.clone(), r.merchant_id.clone())
 }
 
-/// The first ten rows of `from` whose detection `other` does not hold, as sequence numbers.
-fn first_ten_missing(from: &[&LedgerRow], other: &[&LedgerRow]) -> Vec<u64> {
+/// The first fifty rows of `from` whose detection `other` does not hold, as sequence numbers.
+fn first_fifty_missing(from: &[&LedgerRow], other: &[&LedgerRow]) -> Vec<u64> {
     let mut out = Vec::new();
     for r in from {
-        if out.len() == 10 {
+        if out.len() == 50 {
             break;
         }
         if !other.iter().any(|o| key(o) == key(r)) {
@@ -274,8 +276,8 @@ fn expected(input: &BacktestInput, set: &LedgerSet, pattern: &str) -> Expected {
             common as f64 / union as f64
         },
         shares: available.then(|| (share(hits, flagged), share(hits, labelled))),
-        added_sample: first_ten_missing(&mine, &base),
-        removed_sample: first_ten_missing(&base, &mine),
+        added_sample: first_fifty_missing(&mine, &base),
+        removed_sample: first_fifty_missing(&base, &mine),
     }
 }
 
@@ -460,12 +462,9 @@ fn the_rendered_report_shows_the_figures_of_the_ledgers() {
     assert_eq!(counts["unknown_rows"].0.as_deref(), Some("12"));
     assert!(!dom.contains("id=\"labels-unavailable\""));
 
-    // One chart per pattern, one line per ledger.
+    // One chart per pattern, one line per distinct series of the ledgers.
     assert_eq!(dom.matches("<svg").count(), 3, "charts drawn");
-    assert_eq!(
-        dom.matches("<polyline").count(),
-        3 * (1 + input.variants.len())
-    );
+    check_merged_series(&dom, &input);
 
     // A sample row shows its evidence as text.
     let first_added = expected(&input, &input.variants[0], "PatId2").added_sample[0];
@@ -644,4 +643,133 @@ fn a_replay_with_variants_writes_a_report_of_its_store() {
     }
     let shown = format!("child-min-txns={}", base.child_min_txns + 2);
     assert!(dom.contains(&shown), "the page shows {shown}");
+    check_lists(&output, &dom, &input);
+    let merged = check_merged_series(&dom, &input);
+    assert!(merged > 0, "no two ledgers share a series");
+}
+
+/// Each chart draws one line per distinct per-epoch series, named by every ledger that has
+/// it (joined with " = "), in ledger order. Returns how many lines were merged away.
+fn check_merged_series(dom: &str, input: &BacktestInput) -> usize {
+    let mut merged = 0;
+    for (pattern, _) in PATTERNS {
+        let mut series: Vec<(Vec<u64>, Vec<&str>)> = Vec::new();
+        for set in std::iter::once(&input.baseline).chain(&input.variants) {
+            let rows = of_pattern(set, pattern);
+            let counts: Vec<u64> = input
+                .epochs
+                .iter()
+                .map(|e| rows.iter().filter(|r| r.epoch == *e).count() as u64)
+                .collect();
+            match series.iter_mut().find(|(c, _)| *c == counts) {
+                Some((_, names)) => names.push(&set.name),
+                None => series.push((counts, vec![&set.name])),
+            }
+        }
+        let chart = element(
+            dom,
+            &format!("<div id=\"chart-{pattern}\""),
+            "<div class=\"legend\"",
+        );
+        assert_eq!(
+            chart.matches("<polyline").count(),
+            series.len(),
+            "{pattern}"
+        );
+        let legend = unescape(element(
+            &dom[dom.find(chart).unwrap() + chart.len()..],
+            "<div class=\"legend\"",
+            "</div></div>",
+        ));
+        for (_, names) in &series {
+            assert!(legend.contains(&names.join(" = ")), "{pattern}: {names:?}");
+        }
+        merged += 1 + input.variants.len() - series.len();
+    }
+    merged
+}
+
+/// A detection of a ledger: (pattern, customer, merchant).
+fn detection(r: &LedgerRow) -> (String, String, String) {
+    (
+        r.pattern.id().to_string(),
+        r.customer_name.clone(),
+        r.merchant_id.clone(),
+    )
+}
+
+/// The records of a list file (header checked, then dropped).
+fn read_list(path: &Path) -> Vec<Vec<String>> {
+    let mut reader = csv::Reader::from_path(path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    let header: Vec<&str> = reader.headers().unwrap().iter().collect();
+    assert_eq!(
+        header,
+        [
+            "pattern_id",
+            "action_type",
+            "seq",
+            "epoch",
+            "customer_name",
+            "merchant_id",
+            "y_start_time",
+            "detection_time",
+            "file_seq",
+            "evidence"
+        ]
+    );
+    reader
+        .records()
+        .map(|r| r.unwrap().iter().map(String::from).collect())
+        .collect()
+}
+
+/// Each variant's `added.csv` and `removed.csv` hold exactly the set differences of its
+/// ledger and the baseline's, every detection once with its first row's fields and
+/// evidence, and the page links them.
+fn check_lists(output: &Path, dom: &str, input: &BacktestInput) {
+    let base = &input.baseline.rows;
+    let mut longest = 0;
+    for set in &input.variants {
+        for (kind, mine, theirs) in [("added", &set.rows, base), ("removed", base, &set.rows)] {
+            let other: HashSet<_> = theirs.iter().map(detection).collect();
+            let difference: HashSet<_> = mine
+                .iter()
+                .map(detection)
+                .filter(|d| !other.contains(d))
+                .collect();
+            let path = output.join(format!("variants/{}/{kind}.csv", set.name));
+            let records = read_list(&path);
+            let listed: Vec<_> = records
+                .iter()
+                .map(|r| (r[0].clone(), r[4].clone(), r[5].clone()))
+                .collect();
+            let distinct: HashSet<_> = listed.iter().cloned().collect();
+            assert_eq!(distinct.len(), listed.len(), "{path:?}: a detection twice");
+            assert_eq!(distinct, difference, "{path:?}");
+            longest = longest.max(records.len());
+            // Each record is the detection's first row in the ledger, all of its fields.
+            for record in &records {
+                let seq: u64 = record[2].parse().unwrap();
+                let row = mine.iter().find(|r| r.seq == seq).unwrap();
+                let first = mine
+                    .iter()
+                    .find(|r| detection(r) == detection(row))
+                    .unwrap();
+                assert_eq!(first.seq, seq, "{path:?}: not the first row");
+                let fields = [
+                    row.pattern.action().to_string(),
+                    row.epoch.to_string(),
+                    row.y_start_time.clone(),
+                    row.detection_time.clone(),
+                    row.file_seq.map(|f| f.to_string()).unwrap_or_default(),
+                    row.evidence.clone().unwrap(),
+                ];
+                let shown = [1, 3, 6, 7, 8, 9].map(|i| record[i].clone());
+                assert_eq!(shown, fields, "{path:?}: seq {seq}");
+            }
+            let link = format!("href=\"variants/{}/{kind}.csv\"", set.name);
+            assert!(dom.contains(&link), "the page links {link}");
+        }
+    }
+    assert!(longest > 0, "every list is empty");
 }

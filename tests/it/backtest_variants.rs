@@ -277,7 +277,13 @@ fn check_stream(stream: &Stream, workers: usize, rng: &mut SplitMix64) -> Vec<St
                 v.name
             ));
         }
-        let files = under(&with.files, &format!("variants/{}", v.name));
+        let all = under(&with.files, &format!("variants/{}", v.name));
+        let files = detection_files(&all);
+        // Beside its detection files, the report's full lists of what it adds and removes.
+        let lists = ["added.csv", "removed.csv"].map(|f| all.contains_key(Path::new(f)));
+        if all.len() != files.len() + 2 || lists != [true, true] {
+            problems.push(format!("variant {}: files beside its detections", v.name));
+        }
         if files != detection_files(&alone.files) {
             problems.push(format!(
                 "variant {}: files differ from its own replay's",
