@@ -61,10 +61,27 @@ impl Timeless {
     }
 }
 
-/// A detection file's lines without `YStartTime` and `detectionTime` (the first two columns).
+/// A detection file's lines without `YStartTime` and `detectionTime` (the first two columns);
+/// a variant's added or removed list without its `y_start_time` and `detection_time`.
 fn without_times(name: &str, bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     let base = name.rsplit('/').next().unwrap_or(name);
+    if ["added.csv", "removed.csv"].contains(&base) {
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(bytes);
+        return reader
+            .records()
+            .map(|r| {
+                let r = r.unwrap();
+                let kept: Vec<&str> = (0..r.len())
+                    .filter(|i| ![6, 7].contains(i))
+                    .map(|i| &r[i])
+                    .collect();
+                kept.join("|") + "\n"
+            })
+            .collect();
+    }
     if !base.starts_with("detections-") {
         return text.into_owned();
     }
