@@ -1191,8 +1191,9 @@ fn timeless_ledgers(
     (baseline, variants)
 }
 
-#[test]
-fn report_promotes_a_variant_to_the_next_runs_baseline() {
+/// A replay of the child chunk under `--child-min-txns 5` with the variant
+/// `strict:child-min-txns=8`.
+fn strict_variant_replay() -> (Setup, Finished) {
     let setup = Setup::new();
     write_child_chunk(&setup);
     let variant = [
@@ -1201,7 +1202,13 @@ fn report_promotes_a_variant_to_the_next_runs_baseline() {
         "--variant",
         "strict:child-min-txns=8",
     ];
-    let first = run(Y, &strs(&replay_args(&setup, &variant)));
+    let finished = run(Y, &strs(&replay_args(&setup, &variant)));
+    (setup, finished)
+}
+
+#[test]
+fn report_promotes_a_variant_to_the_next_runs_baseline() {
+    let (setup, first) = strict_variant_replay();
     assert!(first.status.success(), "{}", first.describe());
     let (baseline, variants) = timeless_ledgers(&setup.state, &["strict"]);
     let strict = &variants[0];
@@ -1262,15 +1269,7 @@ fn report_promotes_a_variant_to_the_next_runs_baseline() {
 
 #[test]
 fn a_backtests_last_line_names_its_report_and_the_stores_report_lists_its_variants() {
-    let setup = Setup::new();
-    write_child_chunk(&setup);
-    let variant = [
-        "--child-min-txns",
-        "5",
-        "--variant",
-        "strict:child-min-txns=8",
-    ];
-    let replay = run(Y, &strs(&replay_args(&setup, &variant)));
+    let (setup, replay) = strict_variant_replay();
     assert!(replay.status.success(), "{}", replay.describe());
     // The last line of the run names the HTML page (logs off: nothing follows on stderr).
     let last = replay.stdout.lines().last().unwrap();
