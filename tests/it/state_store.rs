@@ -836,9 +836,7 @@ fn variant_scenario(open: &dyn Fn() -> Box<dyn StateWriter>) -> VariantObserved 
     let [strict, other] = [specs[0].clone(), specs[1].clone()];
     let m = variants_refused(s.as_mut(), &[other.clone(), strict.clone()]);
     assert!(
-        m.contains(
-            "the backtest variants were strict, child-min-txns.60, now child-min-txns.60, strict"
-        ),
+        m.contains("the variants were strict, child-min-txns.60, now child-min-txns.60, strict"),
         "{m}"
     );
     let renamed = VariantSpec {
@@ -856,14 +854,14 @@ fn variant_scenario(open: &dyn Fn() -> Box<dyn StateWriter>) -> VariantObserved 
     let m = variants_refused(s.as_mut(), &[strict.clone(), retuned]);
     assert!(
         m.contains(&format!(
-            "the thresholds of backtest variant child-min-txns.60 were {}, now PatId2 n>=70",
+            "the thresholds of variant child-min-txns.60 were {}, now PatId2 n>=70",
             other.thresholds
         )) && m.contains("a new run needs a new state store"),
         "{m}"
     );
     let m = variants_refused(s.as_mut(), &[]);
     assert!(
-        m.contains("committed with backtest variants strict, child-min-txns.60, now without"),
+        m.contains("committed with variants strict, child-min-txns.60, now without"),
         "{m}"
     );
     assert_eq!(snapshot(s.as_mut()), before);
@@ -950,7 +948,7 @@ fn variants_follow_the_first_committed_epoch(
     let m = variants_refused(s.as_mut(), &specs);
     assert!(
         m.contains(
-            "its epochs were committed without backtest variants, now with strict, \
+            "its epochs were committed without variants, now with strict, \
              child-min-txns.60"
         ),
         "{m}"
@@ -993,10 +991,7 @@ fn variants_follow_the_first_committed_epoch(
     let mut f = fresh();
     f.begin_run(&replay_run()).unwrap();
     let m = variants_refused(f.as_mut(), &specs);
-    assert!(
-        m.contains("the backtest variants were only, now strict"),
-        "{m}"
-    );
+    assert!(m.contains("the variants were only, now strict"), "{m}");
     assert_eq!(f.begin_variants(&others).unwrap()[0].next_seq, 2);
 }
 

@@ -345,7 +345,7 @@ impl<D: Db> StateWriter for Store<D> {
         variants: &[VariantSpec],
     ) -> Result<Vec<VariantRecovered>, StateError> {
         self.require_lock("begin_variants")?;
-        let what = "recording the backtest variants";
+        let what = "recording the variants";
         let recovered = self
             .db
             .run(what, Access::Transaction, |tx| check_variants(tx, variants))?;

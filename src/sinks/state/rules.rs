@@ -97,12 +97,12 @@ fn check_variant_names(variants: &[VariantSpec]) -> Result<(), StateError> {
         let name = v.name.as_str();
         if let Err(why) = VariantName::parse(name) {
             return Err(StateError::Inconsistent(format!(
-                "invalid backtest variant name {name:?}: {why}"
+                "invalid variant name {name:?}: {why}"
             )));
         }
         if !seen.insert(name) {
             return Err(StateError::Inconsistent(format!(
-                "backtest variant {name:?} is given twice"
+                "variant {name:?} is given twice"
             )));
         }
     }
@@ -124,14 +124,14 @@ fn variant_differences(recorded: &[VariantSpec], requested: &[VariantSpec]) -> V
         (true, true) => return Vec::new(),
         (true, false) => {
             return vec![format!(
-                "its epochs were committed without backtest variants, now with {} (variants \
+                "its epochs were committed without variants, now with {} (variants \
                  are computed from the run's first chunk on)",
                 variant_names(requested)
             )]
         }
         (false, true) => {
             return vec![format!(
-                "its epochs were committed with backtest variants {}, now without",
+                "its epochs were committed with variants {}, now without",
                 variant_names(recorded)
             )]
         }
@@ -140,7 +140,7 @@ fn variant_differences(recorded: &[VariantSpec], requested: &[VariantSpec]) -> V
     let names = |vs: &[VariantSpec]| vs.iter().map(|v| v.name.clone()).collect::<Vec<_>>();
     if names(recorded) != names(requested) {
         return vec![format!(
-            "the backtest variants were {}, now {} (same names in the same order needed)",
+            "the variants were {}, now {} (same names in the same order needed)",
             variant_names(recorded),
             variant_names(requested)
         )];
@@ -151,7 +151,7 @@ fn variant_differences(recorded: &[VariantSpec], requested: &[VariantSpec]) -> V
         .filter(|(was, now)| was.thresholds != now.thresholds)
         .map(|(was, now)| {
             format!(
-                "the thresholds of backtest variant {} were {}, now {}",
+                "the thresholds of variant {} were {}, now {}",
                 was.name, was.thresholds, now.thresholds
             )
         })
@@ -176,7 +176,7 @@ pub(super) fn record_variants(
         if !recorded.is_empty() {
             tracing::info!(
                 differences = %differences.join("; "),
-                "state store holds no epochs: recording the new backtest variants"
+                "state store holds no epochs: recording the new variants"
             );
         }
         Ok(true)
@@ -220,14 +220,14 @@ impl VariantLedgers {
         for (name, count, max_seq) in &self.sizes {
             if !variants.iter().any(|v| &v.name == name) {
                 return Err(StateError::Inconsistent(format!(
-                    "the state store holds ledger rows of backtest variant {name:?}, which is \
+                    "the state store holds ledger rows of variant {name:?}, which is \
                      not among its recorded variants ({})",
                     variant_names(variants)
                 )));
             }
             if max_seq.checked_add(1) != Some(*count) {
                 return Err(StateError::Inconsistent(format!(
-                    "the ledger of backtest variant {name:?} holds {count} rows numbered up to \
+                    "the ledger of variant {name:?} holds {count} rows numbered up to \
                      {max_seq}"
                 )));
             }
@@ -254,13 +254,13 @@ pub(super) fn check_variant_rows(
             Some(names) if names.contains(variant) => {}
             Some(_) => {
                 return Err(StateError::Inconsistent(format!(
-                    "asked to commit ledger rows of backtest variant {variant:?}, which is not \
+                    "asked to commit ledger rows of variant {variant:?}, which is not \
                      recorded"
                 )))
             }
             None => {
                 return Err(StateError::Inconsistent(format!(
-                    "asked to commit ledger rows of backtest variant {variant:?} before \
+                    "asked to commit ledger rows of variant {variant:?} before \
                      begin_variants recorded the variants"
                 )))
             }
@@ -272,7 +272,7 @@ pub(super) fn check_variant_rows(
 /// The error for a variant the store does not record.
 pub(super) fn unknown_variant(variant: &str) -> StateError {
     StateError::Inconsistent(format!(
-        "no backtest variant named {variant:?} is recorded in this state store"
+        "no variant named {variant:?} is recorded in this state store"
     ))
 }
 
@@ -335,28 +335,25 @@ mod tests {
         let ab = [spec("a", "t1"), spec("b.60", "t2")];
         let m = refusal(&[], &ab);
         assert!(
-            m.contains("committed without backtest variants, now with a, b.60"),
+            m.contains("committed without variants, now with a, b.60"),
             "{m}"
         );
         assert!(m.contains("a new run needs a new state store"), "{m}");
         let m = refusal(&ab, &[]);
         assert!(
-            m.contains("committed with backtest variants a, b.60, now without"),
+            m.contains("committed with variants a, b.60, now without"),
             "{m}"
         );
         let m = refusal(&ab, &[ab[1].clone(), ab[0].clone()]);
-        assert!(
-            m.contains("the backtest variants were a, b.60, now b.60, a"),
-            "{m}"
-        );
+        assert!(m.contains("the variants were a, b.60, now b.60, a"), "{m}");
         let m = refusal(&ab, &[spec("a", "t1"), spec("c", "t2")]);
         assert!(m.contains("were a, b.60, now a, c"), "{m}");
         let m = refusal(&ab, &[spec("a", "t1")]);
         assert!(m.contains("were a, b.60, now a"), "{m}");
         let m = refusal(&ab, &[spec("a", "t9"), spec("b.60", "t8")]);
         assert!(
-            m.contains("the thresholds of backtest variant a were t1, now t9")
-                && m.contains("the thresholds of backtest variant b.60 were t2, now t8"),
+            m.contains("the thresholds of variant a were t1, now t9")
+                && m.contains("the thresholds of variant b.60 were t2, now t8"),
             "{m}"
         );
     }
