@@ -104,7 +104,7 @@ pub fn run_shown(
             if let Some(server) = &_server {
                 if linger(options.linger_on_failure, &stop, server.local_addr()) && !recorded {
                     // The store was the problem; whoever held it may have let go since.
-                    retry_record_failure(&options.state, e);
+                    store_failure(&options.state, &failure_row(e));
                 }
             }
         }
@@ -137,12 +137,6 @@ fn failure_row(error: &Error) -> FailureRow {
         domain: error.domain().to_string(),
         exit_code: error.domain().exit_code(),
     }
-}
-
-/// After the linger, one more try at recording a failure of the store itself (a lock since
-/// released, a server back).
-fn retry_record_failure(state: &StateConfig, error: &Error) {
-    store_failure(state, &failure_row(error));
 }
 
 fn store_failure(state: &StateConfig, failure: &FailureRow) {

@@ -77,10 +77,8 @@ pub struct Telemetry {
     stall: Mutex<Option<String>>,
     /// Why the run failed, once it has.
     failure: Mutex<Option<RunFailure>>,
-    /// Seen, uncommitted chunks → when each became visible (ms since the Unix epoch).
-    visible: Mutex<BTreeMap<u64, i64>>,
-    /// Seen, uncommitted epochs → their stage and since when.
-    stages: Mutex<BTreeMap<u64, (Stage, Instant)>>,
+    /// Seen, uncommitted epochs: when each chunk became visible, its stage and since when.
+    in_flight: Mutex<BTreeMap<u64, InFlight>>,
     /// Last-modified time of the newest chunk seen (`i64::MIN`: none).
     last_chunk_ms: AtomicI64,
     /// When this process last committed an epoch (`-1`: not yet).
@@ -91,6 +89,26 @@ pub struct Telemetry {
     version: AtomicU64,
     /// The last status document built, shared by every request until it is stale.
     served: Mutex<Option<Served>>,
+}
+
+/// An epoch seen and not yet committed.
+#[derive(Clone, Copy, Debug)]
+struct InFlight {
+    /// When its chunk became visible (ms since the Unix epoch); `None` until the chunk is
+    /// seen (a stage can be reported first).
+    visible_ms: Option<i64>,
+    stage: Stage,
+    since: Instant,
+}
+
+impl InFlight {
+    fn new(stage: Stage) -> InFlight {
+        InFlight {
+            visible_ms: None,
+            stage,
+            since: Instant::now(),
+        }
+    }
 }
 
 /// What the listings of the landing found.
@@ -126,8 +144,7 @@ impl Telemetry {
             queue_depth: AtomicU64::new(0),
             stall: Mutex::new(None),
             failure: Mutex::new(None),
-            visible: Mutex::new(BTreeMap::new()),
-            stages: Mutex::new(BTreeMap::new()),
+            in_flight: Mutex::new(BTreeMap::new()),
             last_chunk_ms: AtomicI64::new(i64::MIN),
             last_commit_ms: AtomicI64::new(-1),
             landing: Mutex::new(LandingFacts::default()),
@@ -190,16 +207,16 @@ impl Telemetry {
         if self.committed(index) {
             return;
         }
-        lock(&self.stages)
-            .entry(index)
-            .or_insert((Stage::Fetching, Instant::now()));
         // A replay's chunks may be old: they count as visible once fetched.
         let visible = if self.live {
             last_modified_ms
         } else {
             now_ms()
         };
-        lock(&self.visible).insert(index, visible);
+        lock(&self.in_flight)
+            .entry(index)
+            .or_insert_with(|| InFlight::new(Stage::Fetching))
+            .visible_ms = Some(visible);
     }
 
     fn committed(&self, epoch: u64) -> bool {
@@ -211,10 +228,12 @@ impl Telemetry {
         if self.committed(epoch) {
             return;
         }
-        let mut stages = lock(&self.stages);
-        let entry = stages.entry(epoch).or_insert((stage, Instant::now()));
-        if entry.0 < stage {
-            *entry = (stage, Instant::now());
+        let mut in_flight = lock(&self.in_flight);
+        let entry = in_flight
+            .entry(epoch)
+            .or_insert_with(|| InFlight::new(stage));
+        if entry.stage < stage {
+            (entry.stage, entry.since) = (stage, Instant::now());
         }
     }
 
@@ -347,10 +366,8 @@ impl Telemetry {
         self.last_commit_ms
             .store(record.committed_at_ms, Ordering::SeqCst);
         {
-            let mut visible = lock(&self.visible);
-            *visible = visible.split_off(&(record.epoch + 1));
-            let mut stages = lock(&self.stages);
-            *stages = stages.split_off(&(record.epoch + 1));
+            let mut in_flight = lock(&self.in_flight);
+            *in_flight = in_flight.split_off(&(record.epoch + 1));
         }
         self.committed_events(record);
         let lag = self.present_lag();
@@ -407,8 +424,8 @@ impl Telemetry {
 
     fn present_assessed(&self) -> (Present, Assessment) {
         let now = now_ms();
-        let oldest = lock(&self.visible).iter().next().map(|(k, v)| (*k, *v));
-        let lag_seconds = oldest.map_or(0.0, |(_, v)| (now - v).max(0) as f64 / 1000.0);
+        let oldest = self.first_visible(0);
+        let lag_seconds = oldest.map_or(0.0, |v| (now - v).max(0) as f64 / 1000.0);
         let last_chunk_ms =
             Some(self.last_chunk_ms.load(Ordering::SeqCst)).filter(|&v| v != i64::MIN);
         let last_commit_ms = Some(self.last_commit_ms.load(Ordering::SeqCst)).filter(|&v| v >= 0);
@@ -462,22 +479,27 @@ impl Telemetry {
             return None;
         }
         let epoch = present.last_committed.map_or(0, |c| c + 1);
-        let visible = lock(&self.visible).range(epoch..).next().map(|(_, v)| *v);
+        let visible = self.first_visible(epoch);
         let waiting_seconds = visible.map_or(0.0, |v| (now - v).max(0) as f64 / 1000.0);
-        let staged = lock(&self.stages)
+        let staged = lock(&self.in_flight)
             .range(epoch..)
             .next()
-            .map(|(k, v)| (*k, *v));
-        let (epoch, stage, stage_seconds) = match staged {
-            Some((k, (stage, since))) => (k, stage, since.elapsed().as_secs_f64()),
-            None => (epoch, Stage::Fetching, waiting_seconds),
-        };
+            .map(|(k, f)| (*k, f.stage, f.since.elapsed().as_secs_f64()));
+        let (epoch, stage, stage_seconds) =
+            staged.unwrap_or((epoch, Stage::Fetching, waiting_seconds));
         Some(Oldest {
             epoch,
             waiting_seconds,
             stage,
             stage_seconds,
         })
+    }
+
+    /// When the first epoch from `epoch` on whose chunk was seen became visible.
+    fn first_visible(&self, epoch: u64) -> Option<i64> {
+        lock(&self.in_flight)
+            .range(epoch..)
+            .find_map(|(_, f)| f.visible_ms)
     }
 
     /// A recovery's progress: epochs replayed of those to replay.
